@@ -1,0 +1,53 @@
+# Short verbs over the CMake build. `make run` and `make test` set up a fresh machine first.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
+JOBS       ?= $(shell nproc)
+# CI builds with -Werror; a developer's build only warns.
+WERROR     := $(if $(CI),ON,OFF)
+CMAKE_ARGS ?=
+
+.PHONY: all setup build asan tsan run test test-unit test-e2e bench clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDSPYC_WERROR=$(WERROR) $(CMAKE_ARGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+asan: setup
+	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDSPYC_ASAN=ON -DDSPYC_BENCH=OFF -DDSPYC_WERROR=$(WERROR) >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+tsan: setup
+	@cmake -S . -B $(TSAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDSPYC_TSAN=ON -DDSPYC_BENCH=OFF -DDSPYC_WERROR=$(WERROR) >/dev/null
+	@cmake --build $(TSAN_BUILD) -j $(JOBS)
+
+# The main job: run the bundled example program over its dataset against the simulator.
+run: build
+	@scripts/run-main.sh $(BUILD)
+
+# Every test: unit and fuzz-smoke tests under ASan+UBSan, then the whole suite (unit,
+# fuzz-smoke, end-to-end, compatibility with real DSPy) on the normal build.
+test: build asan
+	@echo "== unit + fuzz-smoke tests under ASan+UBSan"
+	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz-smoke'
+	@echo "== unit + fuzz-smoke tests, normal build"
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz-smoke'
+	@echo "== end-to-end and compatibility tests"
+	@DSPYC_BIN=$(CURDIR)/$(BUILD)/dspyc .venv/bin/python -m pytest -q tests/e2e tests/compat
+
+test-unit: asan
+	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
+
+test-e2e: build
+	@DSPYC_BIN=$(CURDIR)/$(BUILD)/dspyc .venv/bin/python -m pytest -q tests/e2e tests/compat
+
+bench: build
+	@scripts/run-main.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

@@ -1,0 +1,13 @@
+/* Shared declarations of the dspyc command's subcommands (apps layer). */
+#ifndef DSPYC_CLI_H
+#define DSPYC_CLI_H
+
+struct cli_command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand's name */
+};
+
+int cmd_version(int argc, char **argv);
+
+#endif

@@ -1,0 +1,45 @@
+/* The dspyc command: dispatches to one subcommand per file (apps layer). */
+#include <stdio.h>
+#include <string.h>
+
+#include <dspyc/dspyc.h>
+
+#include "cli.h"
+
+static const struct cli_command commands[] = {
+    { "version", "print the version", cmd_version },
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: dspyc [--version] [--help] <command> [<args>]\n\n"
+                 "Run, cache, optimize, measure and serve DSPy-style LM programs.\n\n"
+                 "commands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'dspyc <command> --help' describes a command.\n");
+}
+
+int cmd_version(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("dspyc %s\n", dspy_version());
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version"))
+        return cmd_version(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "dspyc: '%s' is not a command; see 'dspyc --help'\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,12 @@
+/* Umbrella header for libdspyc: include this one. */
+#ifndef DSPYC_DSPYC_H
+#define DSPYC_DSPYC_H
+
+#include <dspyc/common.h>
+#include <dspyc/signature.h>
+#include <dspyc/adapter.h>
+#include <dspyc/lm.h>
+#include <dspyc/module.h>
+#include <dspyc/program.h>
+
+#endif

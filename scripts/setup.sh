@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what building and testing dspyc needs, only what is missing: Debian packages with
+# apt-get, Python test packages with pip into a project-local virtualenv (.venv).
+# Safe to run again; a second run on a set-up machine does nothing and takes a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debs=(build-essential cmake ninja-build pkg-config clang
+      libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libxxhash-dev libcmocka-dev
+      libhiredis-dev liblmdb-dev libsqlite3-dev redis-server
+      python3-venv python3-dev curl)
+missing=()
+for p in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python is only for tests and peer benchmarks (DSPy, the openai SDK, pytest).
+req=tests/requirements.txt
+stamp=.venv/.requirements.sha256
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: creating .venv with $(tr '\n' ' ' < "$req")"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r "$req"
+    echo "$want" > "$stamp"
+fi

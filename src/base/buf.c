@@ -1,0 +1,146 @@
+/* Bounded growable byte buffer (base layer). */
+#include <stdio.h>
+#include <string.h>
+
+#include "base/buf.h"
+
+void dspy__buf_init(struct dspy_buf *b, size_t max)
+{
+    b->ptr = NULL;
+    b->len = b->cap = 0;
+    b->max = max ? max : DSPY_BUF_MAX_DEFAULT;
+}
+
+void dspy__buf_release(struct dspy_buf *b)
+{
+    dspy_free(b->ptr);
+    b->ptr = NULL;
+    b->len = b->cap = 0;
+}
+
+void dspy__buf_reset(struct dspy_buf *b)
+{
+    b->len = 0;
+    if (b->ptr)
+        b->ptr[0] = '\0';
+}
+
+dspy_status dspy__buf_reserve(struct dspy_buf *b, size_t extra)
+{
+    if (extra > b->max || b->len > b->max - extra)
+        return DSPY_ETOOBIG;
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap)
+        return DSPY_OK;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    if (cap > b->max + 1)
+        cap = b->max + 1;
+    char *p = dspy_realloc(b->ptr, cap);
+    if (!p)
+        return DSPY_ENOMEM;
+    b->ptr = p;
+    b->cap = cap;
+    return DSPY_OK;
+}
+
+dspy_status dspy__buf_add(struct dspy_buf *b, const void *data, size_t len)
+{
+    dspy_status rc = dspy__buf_reserve(b, len);
+    if (rc)
+        return rc;
+    if (len)
+        memcpy(b->ptr + b->len, data, len);
+    b->len += len;
+    b->ptr[b->len] = '\0';
+    return DSPY_OK;
+}
+
+dspy_status dspy__buf_adds(struct dspy_buf *b, const char *s)
+{
+    return dspy__buf_add(b, s, strlen(s));
+}
+
+dspy_status dspy__buf_addc(struct dspy_buf *b, char c)
+{
+    return dspy__buf_add(b, &c, 1);
+}
+
+dspy_status dspy__buf_vaddf(struct dspy_buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (n < 0)
+        return DSPY_EINVAL;
+    dspy_status rc = dspy__buf_reserve(b, (size_t)n);
+    if (rc)
+        return rc;
+    vsnprintf(b->ptr + b->len, (size_t)n + 1, fmt, ap);
+    b->len += (size_t)n;
+    return DSPY_OK;
+}
+
+dspy_status dspy__buf_addf(struct dspy_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    dspy_status rc = dspy__buf_vaddf(b, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+dspy_status dspy__buf_add_json_str(struct dspy_buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    dspy_status rc = dspy__buf_reserve(b, len + 2);
+    if (rc)
+        return rc;
+    b->ptr[b->len++] = '"';
+    size_t run = 0; /* start of the pending run of bytes that need no escape */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if ((rc = dspy__buf_add(b, s + run, i - run)))
+            return rc;
+        char esc[7] = { '\\', 0 };
+        size_t n = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            n = 6;
+        }
+        if ((rc = dspy__buf_add(b, esc, n)))
+            return rc;
+        run = i + 1;
+    }
+    if ((rc = dspy__buf_add(b, s + run, len - run)))
+        return rc;
+    return dspy__buf_addc(b, '"');
+}
+
+char *dspy__buf_detach(struct dspy_buf *b, size_t *len)
+{
+    if (!b->ptr && dspy__buf_reserve(b, 0))
+        return NULL;
+    char *p = b->ptr;
+    if (len)
+        *len = b->len;
+    b->ptr = NULL;
+    b->len = b->cap = 0;
+    return p;
+}

@@ -1,0 +1,40 @@
+/* Bounded growable byte buffer (base layer), after curl's dynbuf: every buffer has a
+ * maximum size, and appends past it fail with DSPY_ETOOBIG instead of growing. The content
+ * is always NUL-terminated. */
+#ifndef DSPY_BASE_BUF_H
+#define DSPY_BASE_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <dspyc/common.h>
+
+struct dspy_buf {
+    char *ptr;  /* NULL until the first append; then NUL-terminated */
+    size_t len;
+    size_t cap;
+    size_t max; /* most bytes the buffer may hold, not counting the NUL */
+};
+
+#define DSPY_BUF_MAX_DEFAULT ((size_t)64 << 20)
+
+void dspy__buf_init(struct dspy_buf *b, size_t max);
+void dspy__buf_release(struct dspy_buf *b);
+/* Empty the buffer, keeping its memory. */
+void dspy__buf_reset(struct dspy_buf *b);
+dspy_status dspy__buf_reserve(struct dspy_buf *b, size_t extra);
+dspy_status dspy__buf_add(struct dspy_buf *b, const void *data, size_t len);
+dspy_status dspy__buf_adds(struct dspy_buf *b, const char *s);
+dspy_status dspy__buf_addc(struct dspy_buf *b, char c);
+dspy_status dspy__buf_addf(struct dspy_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+dspy_status dspy__buf_vaddf(struct dspy_buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+/* Append `s` as a JSON string literal with quotes. Escapes only '"', '\\' and control
+ * characters (as orjson and jansson's compact mode do); bytes >= 0x80 pass through. */
+dspy_status dspy__buf_add_json_str(struct dspy_buf *b, const char *s, size_t len);
+/* Hand the content to the caller (dspy_free it) and leave the buffer empty. Never NULL
+ * on success: an empty buffer yields "". */
+char *dspy__buf_detach(struct dspy_buf *b, size_t *len);
+
+#endif
