@@ -81,6 +81,9 @@ DSPY_EXTERN void dspy_free(void *ptr);
 DSPY_EXTERN char *dspy_strdup(const char *s);
 DSPY_EXTERN char *dspy_strndup(const char *s, size_t n);
 
+/** Monotonic clock in nanoseconds (CLOCK_MONOTONIC), for timing. Thread-safe. */
+DSPY_EXTERN uint64_t dspy_clock_ns(void);
+
 /** Version of the linked library, "MAJOR.MINOR.PATCH". */
 DSPY_EXTERN const char *dspy_version(void);
 

@@ -8,5 +8,6 @@
 #include <dspyc/lm.h>
 #include <dspyc/module.h>
 #include <dspyc/program.h>
+#include <dspyc/hist.h>
 
 #endif

@@ -29,9 +29,10 @@ void *dspy_calloc(size_t n, size_t size)
 {
     if (size && n > (size_t)-1 / size)
         return NULL;
-    void *p = hook_malloc(n * size ? n * size : 1);
+    size_t total = n * size;
+    void *p = hook_malloc(total ? total : 1);
     if (p)
-        memset(p, 0, n * size);
+        memset(p, 0, total);
     return p;
 }
 

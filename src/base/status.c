@@ -139,5 +139,7 @@ void dspy__err_prefix(struct dspy_error *err, const char *fmt, ...)
     vsnprintf(head, sizeof(head), fmt, ap);
     va_end(ap);
     memcpy(old, err->message, sizeof(old));
-    snprintf(err->message, sizeof(err->message), "%s: %s", head, old);
+    /* The message keeps as much of the old text as fits after the new context. */
+    int room = (int)(sizeof(err->message) - strlen(head) - 3);
+    snprintf(err->message, sizeof(err->message), "%s: %.*s", head, room > 0 ? room : 0, old);
 }
