@@ -9,5 +9,7 @@
 #include <dspyc/module.h>
 #include <dspyc/program.h>
 #include <dspyc/hist.h>
+#include <dspyc/proc.h>
+#include <dspyc/cache.h>
 
 #endif

@@ -1,0 +1,336 @@
+/* Unit tests for the Redis level (L2) against a real redis-server started on a loopback
+ * port: hits and TTLs, promotion into L1, corrupt values, and what happens when Redis is
+ * killed, hangs, or was never there (misses, never errors) and when it comes back.
+ * Exits 77 (skipped) only when redis-server is not installed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <dspyc/cache.h>
+
+#include "unit/cache/redis_server.h"
+
+static struct redis_server server;
+
+static uint64_t now_ns(void)
+{
+    return dspy_clock_ns();
+}
+
+static dspy_cache *open_l2(unsigned levels, const char *url)
+{
+    struct dspy_cache_options o = DSPY_CACHE_OPTIONS_INIT;
+    dspy_cache *c = NULL;
+    struct dspy_error err;
+    o.levels = levels;
+    o.redis_url = url;
+    o.redis_prefix = "test:";
+    o.redis_ttl_s = 60;
+    o.redis_backoff_max_ms = 200;
+    o.redis_compress_min = 512;
+    if (dspy_cache_new(&o, &c, &err))
+        print_error("open: %s\n", err.message);
+    assert_non_null(c);
+    return c;
+}
+
+static struct dspy_cache_key key_n(uint32_t n)
+{
+    struct dspy_cache_key k;
+    char text[32];
+    int len = snprintf(text, sizeof(text), "redis-request-%u", n);
+    dspy_cache_key_from_canonical(text, (size_t)len, NULL, &k);
+    return k;
+}
+
+static redisReply *admin(const char *fmt, const char *arg)
+{
+    redisContext *c = redis_connect_port(server.port);
+    assert_non_null(c);
+    redisReply *r = redisCommand(c, fmt, arg);
+    redisFree(c);
+    return r;
+}
+
+static void hits_ttls_and_promotion(void **state)
+{
+    (void)state;
+    dspy_cache *c = open_l2(DSPY_CACHE_L1 | DSPY_CACHE_L2, server.url);
+    struct dspy_cache_key k = key_n(1), big = key_n(2);
+    struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
+    struct dspy_cache_ctl only_l2 = DSPY_CACHE_CTL_INIT, ttl = DSPY_CACHE_CTL_INIT;
+    char hex[33], name[64], large[4000];
+    only_l2.levels = DSPY_CACHE_L2;
+    ttl.ttl_s = 5;
+    assert_int_equal(dspy_cache_put(c, &k, "answer", 6, &only_l2, NULL), DSPY_OK);
+    assert_int_equal(dspy_cache_get(c, &k, NULL, &v), DSPY_OK);
+    assert_int_equal(v.source, DSPY_CACHE_FROM_L2);
+    assert_memory_equal(v.data, "answer", 6);
+    dspy_cache_value_release(&v);
+    assert_int_equal(dspy_cache_get(c, &k, NULL, &v), DSPY_OK);
+    assert_int_equal(v.source, DSPY_CACHE_FROM_L1);
+    dspy_cache_value_release(&v);
+    /* every key carries a TTL: the configured one, or the request's */
+    dspy_cache_key_hex(&k, hex);
+    snprintf(name, sizeof(name), "test:%s", hex);
+    redisReply *r = admin("PTTL %s", name);
+    assert_true(r->integer > 50000 && r->integer <= 60000);
+    freeReplyObject(r);
+    memset(large, 'z', sizeof(large));
+    assert_int_equal(dspy_cache_put(c, &big, large, sizeof(large), &ttl, NULL), DSPY_OK);
+    dspy_cache_key_hex(&big, hex);
+    snprintf(name, sizeof(name), "test:%s", hex);
+    r = admin("PTTL %s", name);
+    assert_true(r->integer > 3000 && r->integer <= 5000);
+    freeReplyObject(r);
+    r = admin("STRLEN %s", name); /* compressed */
+    assert_true(r->integer < 1000);
+    freeReplyObject(r);
+    assert_int_equal(dspy_cache_get(c, &big, &only_l2, &v), DSPY_OK);
+    assert_int_equal(v.len, sizeof(large));
+    assert_memory_equal(v.data, large, sizeof(large));
+    dspy_cache_value_release(&v);
+    dspy_cache_free(c);
+}
+
+/* Batch lookup: L1 first, then every L1 miss from Redis in one pipelined round trip. */
+static void batch_lookup_in_one_round_trip(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    dspy_cache *c = open_l2(DSPY_CACHE_L1 | DSPY_CACHE_L2, server.url);
+    struct dspy_cache_key keys[N];
+    struct dspy_cache_value out[N];
+    struct dspy_cache_ctl only_l2 = DSPY_CACHE_CTL_INIT;
+    char val[32];
+    only_l2.levels = DSPY_CACHE_L2;
+    for (uint32_t i = 0; i < N; i++) {
+        keys[i] = key_n(5000 + i);
+        int len = snprintf(val, sizeof(val), "v%u", i);
+        if (i % 2 == 0)
+            assert_int_equal(dspy_cache_put(c, &keys[i], val, (size_t)len,
+                                            i % 10 == 0 ? NULL : &only_l2, NULL),
+                             DSPY_OK);
+    }
+    freeReplyObject(admin("CONFIG RESETSTAT%s", ""));
+    assert_int_equal(dspy_cache_get_many(c, keys, N, NULL, out), N / 2);
+    for (uint32_t i = 0; i < N; i++) {
+        if (i % 2) {
+            assert_int_equal(out[i].source, DSPY_CACHE_MISS);
+            assert_null(out[i].data);
+            continue;
+        }
+        int len = snprintf(val, sizeof(val), "v%u", i);
+        assert_int_equal(out[i].len, (size_t)len);
+        assert_memory_equal(out[i].data, val, (size_t)len);
+        assert_int_equal(out[i].source, i % 10 == 0 ? DSPY_CACHE_FROM_L1 : DSPY_CACHE_FROM_L2);
+        dspy_cache_value_release(&out[i]);
+    }
+    redisReply *r = admin("INFO %s", "commandstats");
+    assert_non_null(strstr(r->str, "cmdstat_mget:calls=2,"));  /* 270 keys: two MGETs */
+    assert_null(strstr(r->str, "cmdstat_get:"));
+    freeReplyObject(r);
+    /* the L2 hits were promoted */
+    assert_int_equal(dspy_cache_get_many(c, keys, N, NULL, out), N / 2);
+    assert_int_equal(out[2].source, DSPY_CACHE_FROM_L1);
+    for (uint32_t i = 0; i < N; i++)
+        dspy_cache_value_release(&out[i]);
+    dspy_cache_free(c);
+}
+
+static void corrupt_values_are_dropped(void **state)
+{
+    (void)state;
+    dspy_cache *c = open_l2(DSPY_CACHE_L2, server.url);
+    struct dspy_cache_key k = key_n(3);
+    struct dspy_cache_stats st;
+    char hex[33], name[64];
+    dspy_cache_key_hex(&k, hex);
+    snprintf(name, sizeof(name), "test:%s", hex);
+    redisReply *r = admin("SET %s DSPC-not-a-frame", name);
+    freeReplyObject(r);
+    assert_false(dspy_cache_has(c, &k));
+    dspy_cache_stats(c, &st);
+    assert_int_equal(st.level[1].corrupt, 1);
+    r = admin("EXISTS %s", name);
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    dspy_cache_free(c);
+}
+
+static void export_and_clear_touch_only_the_prefix(void **state)
+{
+    (void)state;
+    dspy_cache *c = open_l2(DSPY_CACHE_L2, server.url);
+    struct dspy_cache_stats st;
+    size_t n = 0;
+    char *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(dspy_cache_clear(c, 0, NULL), DSPY_OK);
+    freeReplyObject(admin("SET %s keep", "other:key"));
+    for (uint32_t i = 0; i < 1200; i++) {
+        struct dspy_cache_key k = key_n(100 + i);
+        assert_int_equal(dspy_cache_put(c, &k, "v", 1, NULL, NULL), DSPY_OK);
+    }
+    FILE *f = open_memstream(&buf, &len);
+    assert_int_equal(dspy_cache_export(c, DSPY_CACHE_L2, f, &n, NULL), DSPY_OK);
+    fclose(f);
+    free(buf);
+    assert_int_equal(n, 1200);
+    assert_int_equal(dspy_cache_clear(c, DSPY_CACHE_L2, NULL), DSPY_OK);
+    redisReply *r = admin("DBSIZE%s", "");
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    dspy_cache_stats(c, &st);
+    assert_true(st.redis_up);
+    dspy_cache_free(c);
+}
+
+/* Kill Redis mid-run: gets miss fast, puts succeed, stats tell; restart: it reconnects. */
+static void killed_redis_degrades_then_reconnects(void **state)
+{
+    (void)state;
+    dspy_cache *c = open_l2(DSPY_CACHE_L1 | DSPY_CACHE_L2, server.url);
+    struct dspy_cache_ctl only_l2 = DSPY_CACHE_CTL_INIT;
+    struct dspy_cache_stats st;
+    struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
+    only_l2.levels = DSPY_CACHE_L2;
+    for (uint32_t i = 0; i < 500; i++) {
+        struct dspy_cache_key k = key_n(i);
+        assert_int_equal(dspy_cache_put(c, &k, "v", 1, NULL, NULL), DSPY_OK);
+    }
+    redis_server_kill(&server);
+    uint64_t t0 = now_ns(), worst = 0;
+    for (uint32_t i = 0; i < 1000; i++) {
+        struct dspy_cache_key k = key_n(i);
+        uint64_t a = now_ns();
+        assert_int_equal(dspy_cache_get(c, &k, &only_l2, &v), DSPY_ENOTFOUND);
+        assert_int_equal(dspy_cache_put(c, &k, "w", 1, &only_l2, NULL), DSPY_OK);
+        if (now_ns() - a > worst)
+            worst = now_ns() - a;
+    }
+    uint64_t total = now_ns() - t0;
+    print_message("1000 get+put with Redis dead: %.1f ms total, worst %.2f ms\n",
+                  (double)total / 1e6, (double)worst / 1e6);
+    /* bounded by the 50 ms timeout; generous slack for loaded sanitizer runs */
+    assert_true(worst < 500 * 1000000ull);
+    assert_true(total < 5000 * 1000000ull);
+    /* L1 still answers */
+    struct dspy_cache_key k0 = key_n(0);
+    assert_int_equal(dspy_cache_get(c, &k0, NULL, &v), DSPY_OK);
+    assert_int_equal(v.source, DSPY_CACHE_FROM_L1);
+    dspy_cache_value_release(&v);
+    dspy_cache_stats(c, &st);
+    assert_true(st.level[1].errors > 0);
+    assert_true(st.level[1].skipped > 0);
+    assert_true(st.level[1].last_error[0] != '\0');
+    print_message("last error: %s (errors %llu, skipped %llu)\n", st.level[1].last_error,
+                  (unsigned long long)st.level[1].errors,
+                  (unsigned long long)st.level[1].skipped);
+    json_t *j = dspy_cache_stats_json(c);
+    assert_true(json_is_false(json_object_get(json_object_get(j, "l2"), "up")));
+    json_decref(j);
+
+    assert_true(redis_server_start(&server)); /* same port, empty */
+    struct dspy_cache_key k = key_n(7);
+    bool back = false;
+    for (int i = 0; i < 300 && !back; i++) {
+        dspy_cache_put(c, &k, "again", 5, &only_l2, NULL);
+        if (dspy_cache_get(c, &k, &only_l2, &v) == DSPY_OK) {
+            back = v.len == 5 && memcmp(v.data, "again", 5) == 0;
+            dspy_cache_value_release(&v);
+        }
+        struct timespec ts = { 0, 10 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    assert_true(back);
+    dspy_cache_stats(c, &st);
+    assert_true(st.redis_up);
+    dspy_cache_free(c);
+}
+
+/* A hung Redis (stopped process: connections open, no answers) costs one timeout, then
+ * calls are skipped while backing off. */
+static void hung_redis_times_out(void **state)
+{
+    (void)state;
+    dspy_cache *c = open_l2(DSPY_CACHE_L2, server.url);
+    struct dspy_cache_key k = key_n(1);
+    struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
+    struct dspy_cache_stats st;
+    assert_int_equal(dspy_cache_put(c, &k, "x", 1, NULL, NULL), DSPY_OK);
+    kill(server.pid, SIGSTOP);
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(dspy_cache_get(c, &k, NULL, &v), DSPY_ENOTFOUND);
+    uint64_t took = now_ns() - t0;
+    kill(server.pid, SIGCONT);
+    print_message("100 gets against a hung Redis: %.1f ms\n", (double)took / 1e6);
+    assert_true(took < 2000 * 1000000ull);
+    dspy_cache_stats(c, &st);
+    assert_true(st.level[1].errors >= 1);
+    dspy_cache_free(c);
+}
+
+static void unreachable_at_start_is_not_an_error(void **state)
+{
+    (void)state;
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/2", redis_free_port());
+    dspy_cache *c = open_l2(DSPY_CACHE_L2, url);
+    struct dspy_cache_key k = key_n(1);
+    struct dspy_cache_stats st;
+    assert_int_equal(dspy_cache_put(c, &k, "x", 1, NULL, NULL), DSPY_OK);
+    assert_false(dspy_cache_has(c, &k));
+    dspy_cache_stats(c, &st);
+    assert_false(st.redis_up);
+    assert_non_null(strstr(st.level[1].last_error, "connect"));
+    dspy_cache_free(c);
+
+    struct dspy_cache_options o = DSPY_CACHE_OPTIONS_INIT;
+    struct dspy_error err;
+    o.levels = DSPY_CACHE_L2;
+    o.redis_url = "http://localhost";
+    assert_int_equal(dspy_cache_new(&o, &c, &err), DSPY_EINVAL);
+    o.redis_url = "redis://host:99999";
+    assert_int_equal(dspy_cache_new(&o, &c, &err), DSPY_EINVAL);
+    o.redis_url = NULL;
+    assert_int_equal(dspy_cache_new(&o, &c, &err), DSPY_EINVAL);
+}
+
+static int start(void **state)
+{
+    (void)state;
+    return redis_server_start(&server) ? 0 : -1;
+}
+
+static int stop(void **state)
+{
+    (void)state;
+    redis_server_kill(&server);
+    return 0;
+}
+
+int main(void)
+{
+    if (!redis_server_installed()) {
+        printf("SKIP: redis-server is not installed\n");
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(hits_ttls_and_promotion),
+        cmocka_unit_test(batch_lookup_in_one_round_trip),
+        cmocka_unit_test(corrupt_values_are_dropped),
+        cmocka_unit_test(export_and_clear_touch_only_the_prefix),
+        cmocka_unit_test(hung_redis_times_out),
+        cmocka_unit_test(killed_redis_degrades_then_reconnects),
+        cmocka_unit_test(unreachable_at_start_is_not_an_error),
+    };
+    return cmocka_run_group_tests(tests, start, stop);
+}
