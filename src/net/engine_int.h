@@ -1,0 +1,235 @@
+/* Private structures of the HTTP client engine (net layer), shared by engine.c (the
+ * thread-safe API), engine_loop.c (everything that runs on the loop thread) and
+ * engine_timer.c (the loop's timer heap). */
+#ifndef DSPY_NET_ENGINE_INT_H
+#define DSPY_NET_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <curl/curl.h>
+
+#include "base/buf.h"
+#include "net/engine.h"
+
+#define DSPY__CONTAINER_OF(ptr, type, member)                                                  \
+    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+struct dspy__engine_timer;
+typedef void (*dspy__engine_timer_fn)(struct dspy__engine *e, struct dspy__engine_timer *t);
+
+/* A one-shot timer on the loop thread; embedded in its owner. */
+struct dspy__engine_timer {
+    uint64_t due_ns;
+    size_t idx;                 /* position in the heap; SIZE_MAX when not armed */
+    dspy__engine_timer_fn fire;
+};
+
+/* Binary min-heap of armed timers. Loop thread only. */
+struct dspy__engine_timers {
+    struct dspy__engine_timer **v;
+    size_t n, cap;
+};
+
+void dspy__engine_timer_init(struct dspy__engine_timer *t, dspy__engine_timer_fn fire);
+void dspy__engine_timers_init(struct dspy__engine_timers *h);
+void dspy__engine_timers_release(struct dspy__engine_timers *h);
+/* Make room for `n` armed timers, so that arming never fails afterwards. */
+dspy_status dspy__engine_timers_reserve(struct dspy__engine_timers *h, size_t n);
+/* Arm `t` for `due_ns`, or move it there if armed. Capacity must have been reserved. */
+void dspy__engine_timer_arm(struct dspy__engine_timers *h, struct dspy__engine_timer *t,
+                            uint64_t due_ns);
+void dspy__engine_timer_disarm(struct dspy__engine_timers *h, struct dspy__engine_timer *t);
+/* Earliest due time, UINT64_MAX when none is armed. */
+uint64_t dspy__engine_timers_next(const struct dspy__engine_timers *h);
+/* Disarm and return one timer due at `now_ns`, or NULL. */
+struct dspy__engine_timer *dspy__engine_timers_pop_due(struct dspy__engine_timers *h,
+                                                       uint64_t now_ns);
+
+/* A message to the loop thread, embedded in its owner; pushed onto the engine's inbox, a
+ * lock-free multi-producer stack that the loop takes whole with one exchange (so no ABA). */
+enum dspy__engine_msg_kind { DSPY__MSG_SUBMIT, DSPY__MSG_CANCEL, DSPY__MSG_GROUP_CANCEL };
+struct dspy__engine_msg {
+    struct dspy__engine_msg *next;
+    enum dspy__engine_msg_kind kind;
+};
+
+/* One libcurl multi handle and its connection pool. libcurl 7.x looks for a reusable
+ * connection by walking every connection to the host (ConnectionExists), so one multi
+ * with C connections costs O(C) per request; the engine spreads transfers over shards of
+ * at most `transfers_per_multi` each. Loop thread only. */
+struct dspy__engine_shard {
+    struct dspy__engine *e;
+    CURLM *multi;
+    uint32_t index;
+    uint32_t active;                /* transfers in this multi */
+    struct dspy__engine_timer timer; /* libcurl's timeout for this multi */
+};
+
+/* A reusable transfer: a curl easy handle with the buffers and parser of one attempt.
+ * Loop thread only; kept on a free list between attempts. */
+struct dspy__engine_slot {
+    CURL *easy;
+    struct dspy__engine_shard *shard; /* where the running attempt is */
+    struct dspy__engine_slot *next_free;
+    struct dspy__engine_call *call; /* the call whose attempt runs here */
+    struct dspy_buf body;           /* response body (non-streaming, or non-2xx) */
+    struct dspy__sse sse;           /* scanner for a 2xx streaming answer */
+    size_t received;                /* body bytes of this attempt */
+    size_t max_bytes;
+    long http_status;               /* final status of this attempt, once headers ended */
+    uint64_t first_byte_ns;
+    dspy_status write_rc;           /* why the write callback stopped the transfer */
+    bool streaming;                 /* this attempt's body goes to the SSE scanner */
+    uint8_t retry_after_len;
+    uint8_t retry_after_ms_len;
+    char retry_after[48];           /* raw Retry-After value of this attempt */
+    char retry_after_ms[24];        /* raw retry-after-ms value */
+};
+
+enum dspy__engine_call_state {
+    DSPY__CALL_QUEUED,     /* in the inbox */
+    DSPY__CALL_WAIT_LIMIT, /* in its limiter's FIFO */
+    DSPY__CALL_WAIT_RETRY, /* timer armed for the next attempt */
+    DSPY__CALL_ACTIVE,     /* transfer in the multi handle */
+    DSPY__CALL_DONE
+};
+
+struct dspy__engine_call {
+    struct dspy__engine_msg submit_msg;
+    struct dspy__engine_msg cancel_msg;
+    _Atomic unsigned refs;        /* the engine's until finished, the handle's, a queued cancel */
+    atomic_bool cancel_asked;
+    atomic_bool reconciled;
+    atomic_bool finished;
+    struct dspy__engine *e;
+    /* The request, fixed at submit. */
+    const char *url;              /* points into storage */
+    const char *method;           /* points into storage */
+    bool is_post, is_head, https;
+    const struct dspy__engine_headers *headers;
+    const char *body;
+    size_t body_len;
+    bool owns_body;
+    uint64_t timeout_ns;
+    uint64_t deadline_abs_ns;     /* 0 = none */
+    size_t max_response_bytes;
+    size_t max_event_bytes;
+    struct dspy__retry_policy retry;
+    struct dspy__engine_limiter *limiter;
+    uint64_t est_tokens;
+    struct dspy__engine_group *group;
+    dspy__engine_event_fn on_event;
+    dspy__engine_done_fn on_done;
+    void *userdata;
+    /* Loop thread state. */
+    enum dspy__engine_call_state state;
+    struct dspy__engine_call *prev, *next;   /* the engine's live calls */
+    struct dspy__engine_call *gprev, *gnext; /* the group's members */
+    struct dspy__engine_timer timer;         /* retry wait, or deadline while queued */
+    struct dspy__ratelimit_waiter waiter;
+    bool admitted;                           /* counted in the limiter's wait budget */
+    bool holds_permit;                       /* a limiter permit for the running attempt */
+    struct dspy__engine_slot *slot;
+    struct dspy__engine_result res;
+    /* The handle side: set up only when the caller took a handle. */
+    bool has_handle;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done_seen;                          /* guarded by mu */
+    char *kept_body;                         /* body moved out of the slot for the handle */
+    char error[192];
+    char storage[];                          /* url, NUL, method, NUL */
+};
+
+struct dspy__engine_group {
+    struct dspy__engine_msg cancel_msg;
+    struct dspy__engine *e;
+    _Atomic unsigned refs;                   /* the caller's, one per member, a queued cancel */
+    atomic_bool cancel_asked;
+    atomic_bool cancelled;
+    struct dspy__engine_call *members;       /* loop thread */
+};
+
+struct dspy__engine_limiter {
+    struct dspy__engine_limiter *next;       /* guarded by engine limiters_lock */
+    struct dspy__ratelimit *rl;
+    struct dspy__engine_timer timer;         /* loop thread: next grant */
+    char key[];
+};
+
+struct dspy__engine_headers {
+    struct curl_slist *list;
+};
+
+struct dspy__engine {
+    struct dspy__engine_options opts;        /* opts.ca_file points to ca_file */
+    char *ca_file;
+    CURLSH *share;                           /* DNS and TLS sessions, shared by all shards */
+    int epfd;
+    int evfd;                                /* eventfd: wakes the loop for the inbox */
+    pthread_t thread;
+    _Atomic(struct dspy__engine_msg *) inbox;
+    atomic_bool stopping;
+    /* Loop thread only. */
+    struct dspy__engine_timers timers;
+    struct dspy__engine_shard **shards;
+    uint32_t nshards;
+    uint32_t per_shard;                      /* transfers per multi handle */
+    uint32_t *room;                          /* a stack of shard indexes, one entry per
+                                              * free transfer place, last freed on top */
+    size_t nroom, caproom;
+    struct dspy__engine_call *live;          /* calls taken from the inbox, not finished */
+    size_t nlive;
+    struct dspy__engine_slot *free_slots;
+    uint32_t nfree_slots;
+    uint64_t rng;
+    /* Limiters, created from any thread. */
+    pthread_mutex_t limiters_lock;
+    struct dspy__engine_limiter *limiters;   /* guarded by limiters_lock */
+    atomic_size_t nlimiters;
+    /* Counters (struct dspy__engine_stats). */
+    _Atomic uint64_t n_submitted, n_rejected, n_finished, n_failed, n_attempts, n_retries,
+        n_rl_waits, n_in_flight, n_pending;
+};
+
+/* engine_loop.c: the loop thread and the call state machine */
+void *dspy__engine_loop_main(void *arg);
+bool dspy__engine_on_loop(const struct dspy__engine *e);
+void dspy__engine_limiter_fire(struct dspy__engine *e, struct dspy__engine_timer *t);
+/* Finish the attempts whose transfers ended in this shard. */
+void dspy__engine_check_done(struct dspy__engine_shard *sh);
+
+/* engine_xfer.c: the libcurl side, loop thread only */
+/* Room in the timer heap for every timer that may be armed at once (one per live call,
+ * limiter and shard) plus `extra`. */
+dspy_status dspy__engine_reserve_timers(struct dspy__engine *e, size_t extra);
+/* A multi handle with room for one more transfer (counted in), NULL when out of memory. */
+struct dspy__engine_shard *dspy__engine_shard_get(struct dspy__engine *e);
+void dspy__engine_shard_put(struct dspy__engine *e, struct dspy__engine_shard *sh);
+void dspy__engine_shards_free(struct dspy__engine *e);
+struct dspy__engine_slot *dspy__engine_slot_get(struct dspy__engine *e);
+void dspy__engine_slot_put(struct dspy__engine *e, struct dspy__engine_slot *s);
+void dspy__engine_slot_free(struct dspy__engine_slot *s);
+/* Set the per-attempt options of `c` on easy handle `h`. */
+void dspy__engine_setup_easy(struct dspy__engine_call *c, CURL *h, uint64_t now);
+/* The status of an attempt that ended with `cc`; sets c->error on failure. */
+dspy_status dspy__engine_classify(struct dspy__engine_call *c, CURLcode cc);
+/* Retry-After of the attempt in `s`, from retry-after-ms or Retry-After: ns or -1. */
+int64_t dspy__engine_retry_after(const struct dspy__engine_slot *s);
+/* "METHOD host: what" into c->error: names the host, never the path or headers. */
+void dspy__engine_set_error(struct dspy__engine_call *c, const char *what);
+long dspy__engine_ms_ceil(uint64_t ns);
+
+/* engine.c */
+void dspy__engine_push(struct dspy__engine *e, struct dspy__engine_msg *m);
+void dspy__engine_call_unref(struct dspy__engine_call *c);
+void dspy__engine_group_unref(struct dspy__engine_group *g);
+
+/* Bump a counter; relaxed, since counters order nothing. */
+#define DSPY__STAT_ADD(e, field, v)                                                            \
+    atomic_fetch_add_explicit(&(e)->field, (v), memory_order_relaxed)
+#define DSPY__STAT_SUB(e, field, v)                                                            \
+    atomic_fetch_sub_explicit(&(e)->field, (v), memory_order_relaxed)
+
+#endif
