@@ -1,5 +1,6 @@
 /* The LM client: OpenAI-compatible chat completions over HTTP (libcurl), with sampling
- * parameters, usage accounting, timeouts and HTTP errors mapped to error classes. */
+ * parameters, usage accounting, timeouts, HTTP errors mapped to error classes, and an
+ * optional cache in front (cache-through, single-flight; see docs/cache.md section 8). */
 #ifndef DSPYC_LM_H
 #define DSPYC_LM_H
 
@@ -7,6 +8,7 @@
 
 #include <jansson.h>
 
+#include <dspyc/cache.h>
 #include <dspyc/common.h>
 
 #ifdef __cplusplus
@@ -34,9 +36,18 @@ struct dspy_lm_options {
     size_t max_response_bytes; /* responses longer than this fail with DSPY_ETOOBIG; 16 MiB */
     dspy_lm_transport_fn transport; /* NULL = HTTP */
     void *transport_userdata;
+    /* Cache-through: borrowed until dspy_lm_free() (the cache must outlive the handle);
+     * NULL = no caching. Every request is looked up first and a success is stored;
+     * errors never are. Streaming requests are not cached yet. */
+    dspy_cache *cache;
+    /* Default per-request cache control for every request through this handle (no_cache,
+     * no_store, ttl_s, levels, ns); a request's own control is applied on top of it.
+     * Copied by dspy_lm_new(). */
+    struct dspy_cache_ctl cache_ctl;
 };
 #define DSPY_LM_OPTIONS_INIT                                                                 \
-    { NULL, NULL, NULL, "OPENAI_API_KEY", NULL, 600.0, 10.0, NAN, -1, 16u << 20, NULL, NULL }
+    { NULL, NULL, NULL, "OPENAI_API_KEY", NULL, 600.0, 10.0, NAN, -1, 16u << 20, NULL, NULL,  \
+      NULL, DSPY_CACHE_CTL_INIT }
 
 /** Handle to one endpoint and model. Threading: dspy_lm_complete() may be called from many
  * threads at once on one handle; new/free from one thread while no call is running. */
@@ -59,8 +70,14 @@ struct dspy_lm_request {
     int n;                         /* number of choices; 0 = not sent (1) */
     const json_t *response_format; /* borrowed, may be NULL */
     const json_t *extra;           /* more body keys (object), borrowed, may be NULL */
+    bool has_rollout_id;
+    long rollout_id;               /* DSPy's rollout id: in the cache key, never sent */
+    /* Cache control for this request, over the handle's cache_ctl: no_cache and no_store
+     * add to it, ttl_s > 0, levels != 0 and ns != NULL replace it. Ignored without a
+     * cache. `ns` is borrowed for the call. */
+    struct dspy_cache_ctl cache;
 };
-#define DSPY_LM_REQUEST_INIT { NULL, NAN, -1, NAN, 0, NULL, NULL }
+#define DSPY_LM_REQUEST_INIT { NULL, NAN, -1, NAN, 0, NULL, NULL, false, 0, DSPY_CACHE_CTL_INIT }
 
 struct dspy_lm_usage {
     long prompt_tokens;
@@ -74,12 +91,17 @@ struct dspy_lm_response {
     char **texts;          /* choices[i].message.content ("" when null) */
     char **finish_reasons; /* may hold NULLs */
     char *model;           /* model named in the response, may be NULL */
-    struct dspy_lm_usage usage;
-    long http_status;
+    struct dspy_lm_usage usage; /* as the endpoint reported it, on a cache hit too */
+    long http_status;           /* 200 on a cache hit */
+    bool cache_hit;             /* answered from the cache (any level, or another caller's
+                                   in-flight request for the same key): no upstream call */
 };
 
 /** Send one request and wait for the answer. Errors are classed (DSPY_ELM_*); err gets
- * the HTTP status and the endpoint's error message. Thread-safe. */
+ * the HTTP status and the endpoint's error message. With a cache, the request is looked
+ * up first (a hit sets resp->cache_hit and reports the original usage), concurrent
+ * identical misses make one upstream call, and a 2xx answer that parses is stored.
+ * Thread-safe. */
 DSPY_EXTERN dspy_status dspy_lm_complete(dspy_lm *lm, const struct dspy_lm_request *req,
                                          struct dspy_lm_response *resp,
                                          struct dspy_error *err);

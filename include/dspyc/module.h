@@ -31,8 +31,13 @@ struct dspy_call_config {
     int n;              /* 0 = unset; n > 1 with temperature unset or <= 0.15 uses 0.7 */
     bool has_rollout_id;
     long rollout_id;    /* changes the cache key only; never sent */
+    /* Cache control (no_cache, no_store, ttl_s, levels, ns), used when the LM has a cache.
+     * Per call over the module's over the LM's: the flags add up, ttl_s > 0, levels != 0
+     * and ns != NULL replace. `ns` is borrowed (for the call, or while the module's
+     * config holds it). */
+    struct dspy_cache_ctl cache;
 };
-#define DSPY_CALL_CONFIG_INIT { NAN, -1, NAN, 0, false, 0 }
+#define DSPY_CALL_CONFIG_INIT { NAN, -1, NAN, 0, false, 0, DSPY_CACHE_CTL_INIT }
 
 /** What one module call cost. Caller-allocated, optional. */
 struct dspy_call_info {
@@ -41,6 +46,8 @@ struct dspy_call_info {
     uint64_t format_ns;          /* prompt rendering and request building */
     uint64_t lm_ns;              /* waiting for the LM */
     uint64_t parse_ns;           /* parsing the answer */
+    int cache_hits;              /* of lm_calls, answered by the LM's cache */
+    struct dspy_lm_usage cached_usage; /* the part of `usage` those hits reported */
 };
 
 /** Threading: dspy_module_call() may run on many threads at once; the setters may not run
@@ -55,7 +62,9 @@ DSPY_EXTERN void dspy_module_free(dspy_module *m);
 DSPY_EXTERN enum dspy_module_kind dspy_module_kind(const dspy_module *m);
 /** The signature the module renders (with `reasoning` for ChainOfThought); borrowed. */
 DSPY_EXTERN const dspy_signature *dspy_module_signature(const dspy_module *m);
-/** Mutable signature, to apply saved state (instructions, descs, prefixes). Borrowed. */
+/** Mutable signature, to apply saved state (instructions, descs, prefixes). Borrowed.
+ * Drops the module's cached system and demo messages: finish the changes before the
+ * next call. */
 DSPY_EXTERN dspy_signature *dspy_module_signature_mut(dspy_module *m);
 DSPY_EXTERN void dspy_module_set_adapter(dspy_module *m, enum dspy_adapter_kind adapter);
 DSPY_EXTERN enum dspy_adapter_kind dspy_module_adapter(const dspy_module *m);

@@ -33,6 +33,8 @@ DSPY_EXTERN size_t dspy_program_count(const dspy_program *p);
 DSPY_EXTERN const char *dspy_program_state_name(const dspy_program *p, size_t i);
 /** Module i; borrowed. */
 DSPY_EXTERN dspy_module *dspy_program_module(dspy_program *p, size_t i);
+/** The model the program file names in its "lm" section, or NULL; borrowed. */
+DSPY_EXTERN const char *dspy_program_model(const dspy_program *p);
 /** Input fields the program needs from the caller (JSON array of names, caller owns). */
 DSPY_EXTERN json_t *dspy_program_inputs(const dspy_program *p);
 

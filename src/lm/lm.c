@@ -1,0 +1,635 @@
+/* The LM client (lm layer): OpenAI-compatible chat completions. Request bodies are written
+ * straight into a bounded buffer, responses are read with jansson, and HTTP failures are
+ * mapped to DSPY_ELM_* classes. The API key never reaches a log line or an error message. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dspyc/lm.h>
+
+#include "base/buf.h"
+#include "base/status.h"
+#include "lm/jsonw.h"
+#include "lm/lm_int.h"
+#include "net/http.h"
+
+#define LM_IDLE_HANDLES 64          /* kept-alive connections per handle */
+#define LM_MAX_BODY ((size_t)64 << 20)
+#define LM_ERROR_TEXT 300           /* bytes of the endpoint's error message we report */
+#define LM_KEY_FILE_MAX 4096
+
+/* ---- API key ---------------------------------------------------------------------- */
+
+static void wipe(char *s)
+{
+    if (!s)
+        return;
+    volatile char *p = s;
+    while (*p)
+        *p++ = '\0';
+}
+
+static char *trimmed_copy(const char *s, size_t n)
+{
+    while (n && isspace((unsigned char)*s)) {
+        s++;
+        n--;
+    }
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
+    return n ? dspy_strndup(s, n) : NULL;
+}
+
+static dspy_status key_from_file(const char *path, char **key, struct dspy_error *err)
+{
+    char line[LM_KEY_FILE_MAX];
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        dspy__err(err, DSPY_EIO, "cannot open the API key file %s: %s", path, strerror(errno));
+        dspy__err_file(err, path);
+        return DSPY_EIO;
+    }
+    bool got = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    if (got)
+        *key = trimmed_copy(line, strcspn(line, "\r\n"));
+    wipe(line);
+    if (!got || !*key) {
+        dspy__err(err, DSPY_EINVAL, "the API key file %s has no key on its first line", path);
+        dspy__err_file(err, path);
+        return DSPY_EINVAL;
+    }
+    return DSPY_OK;
+}
+
+/* opts->api_key, else the environment variable, else the file's first line, else none. */
+static dspy_status resolve_key(const struct dspy_lm_options *o, char **key,
+                               struct dspy_error *err)
+{
+    *key = NULL;
+    if (o->api_key && *o->api_key)
+        return (*key = dspy_strdup(o->api_key)) ? DSPY_OK
+                                                : dspy__err(err, DSPY_ENOMEM, "out of memory");
+    const char *env = getenv(o->api_key_env ? o->api_key_env : "OPENAI_API_KEY");
+    if (env && *env) {
+        *key = trimmed_copy(env, strlen(env));
+        return *key ? DSPY_OK : dspy__err(err, DSPY_ENOMEM, "out of memory");
+    }
+    if (o->api_key_file)
+        return key_from_file(o->api_key_file, key, err);
+    return DSPY_OK;
+}
+
+/* ---- handle ------------------------------------------------------------------------- */
+
+static atomic_uint_fast64_t next_id = 1;
+
+/* Does the cache put a namespace of its own into keys? Then a request that names none must
+ * be keyed through dspy_cache_key(), the one call that knows it. */
+static dspy_status cache_has_ns(dspy_cache *c, bool *has)
+{
+    struct dspy_cache_key a, b;
+    json_t *probe = json_object();
+    dspy_status rc = probe ? DSPY_OK : DSPY_ENOMEM;
+    if (!rc)
+        rc = dspy_cache_key(c, probe, NULL, &a, NULL);
+    if (!rc)
+        rc = dspy_cache_key_from_json(probe, NULL, NULL, &b, NULL);
+    *has = !rc && memcmp(a.bytes, b.bytes, sizeof(a.bytes)) != 0;
+    json_decref(probe);
+    return rc;
+}
+
+static dspy_status attach_cache(dspy_lm *lm, const struct dspy_lm_options *o,
+                                struct dspy_error *err)
+{
+    lm->cache = o->cache;
+    lm->cache_ctl = o->cache_ctl;
+    lm->cache_ctl.ns = NULL;
+    if (!lm->cache)
+        return DSPY_OK;
+    if (o->cache_ctl.ns) {
+        if (strlen(o->cache_ctl.ns) > DSPY_CACHE_NS_MAX)
+            return dspy__err(err, DSPY_EINVAL, "cache namespace longer than %d bytes",
+                             DSPY_CACHE_NS_MAX);
+        if (!(lm->ns_copy = dspy_strdup(o->cache_ctl.ns)))
+            return dspy__err(err, DSPY_ENOMEM, "out of memory");
+        lm->cache_ctl.ns = lm->ns_copy;
+    }
+    if (cache_has_ns(lm->cache, &lm->cache_has_ns))
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    return DSPY_OK;
+}
+
+static dspy_status make_headers(dspy_lm *lm)
+{
+    const char *lines[4];
+    size_t n = 0;
+    struct dspy_buf auth;
+    dspy__buf_init(&auth, LM_KEY_FILE_MAX + 64);
+    lines[n++] = "Content-Type: application/json";
+    lines[n++] = "Expect:"; /* no 100-continue round trip for large prompts */
+    lines[n++] = "User-Agent: dspyc/" DSPY_VERSION_STRING;
+    if (lm->api_key) {
+        if (dspy__buf_addf(&auth, "Authorization: Bearer %s", lm->api_key)) {
+            dspy__buf_release(&auth);
+            return DSPY_ENOMEM;
+        }
+        lines[n++] = auth.ptr;
+    }
+    lm->headers = dspy__http_headers_new(lines, n);
+    if (auth.ptr)
+        wipe(auth.ptr);
+    dspy__buf_release(&auth);
+    return lm->headers ? DSPY_OK : DSPY_ENOMEM;
+}
+
+dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm **out, struct dspy_error *err)
+{
+    dspy_status rc;
+    struct dspy_buf url;
+    if (!opts || !out)
+        return dspy__err(err, DSPY_EINVAL, "dspy_lm_new: options and out are required");
+    if (!opts->base_url || !*opts->base_url)
+        return dspy__err(err, DSPY_EINVAL,
+                         "the LM needs a base URL (e.g. http://127.0.0.1:8000/v1)");
+    if (!opts->model || !*opts->model)
+        return dspy__err(err, DSPY_EINVAL, "the LM needs a model name");
+    dspy_lm *lm = dspy_calloc(1, sizeof(*lm));
+    if (!lm)
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    lm->timeout_s = opts->timeout_s;
+    lm->connect_timeout_s = opts->connect_timeout_s;
+    lm->temperature = opts->temperature;
+    lm->max_tokens = opts->max_tokens;
+    lm->max_response_bytes = opts->max_response_bytes ? opts->max_response_bytes : 16u << 20;
+    lm->transport = opts->transport;
+    lm->transport_userdata = opts->transport_userdata;
+    lm->id = atomic_fetch_add(&next_id, 1);
+    if ((rc = attach_cache(lm, opts, err)))
+        goto free_lm;
+    if (!(lm->model = dspy_strdup(opts->model))) {
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+        goto free_lm;
+    }
+    lm->wire_model = strncmp(lm->model, "openai/", 7) ? lm->model : lm->model + 7;
+
+    size_t blen = strlen(opts->base_url);
+    while (blen && opts->base_url[blen - 1] == '/')
+        blen--;
+    dspy__buf_init(&url, 8192);
+    if ((rc = dspy__buf_add(&url, opts->base_url, blen)) ||
+        (rc = dspy__buf_adds(&url, "/chat/completions"))) {
+        dspy__buf_release(&url);
+        rc = dspy__err(err, rc, rc == DSPY_ETOOBIG ? "the base URL is too long" : "out of memory");
+        goto free_lm;
+    }
+    lm->url = dspy__buf_detach(&url, NULL);
+
+    if ((rc = resolve_key(opts, &lm->api_key, err)))
+        goto free_lm;
+    if (!lm->transport) {
+        if (!(lm->http = dspy__http_client_new(LM_IDLE_HANDLES)) || make_headers(lm)) {
+            rc = dspy__err(err, DSPY_ENOMEM, "cannot set up the HTTP client");
+            goto free_lm;
+        }
+    }
+    *out = lm;
+    return DSPY_OK;
+
+free_lm:
+    dspy_lm_free(lm);
+    return rc;
+}
+
+void dspy_lm_free(dspy_lm *lm)
+{
+    if (!lm)
+        return;
+    dspy__http_headers_free(lm->headers);
+    dspy__http_client_free(lm->http);
+    wipe(lm->api_key);
+    dspy_free(lm->api_key);
+    dspy_free(lm->ns_copy);
+    dspy_free(lm->url);
+    dspy_free(lm->model);
+    dspy_free(lm);
+}
+
+const char *dspy_lm_model(const dspy_lm *lm)
+{
+    return lm ? lm->model : NULL;
+}
+
+double dspy__lm_temperature(const dspy_lm *lm)
+{
+    return lm ? lm->temperature : NAN;
+}
+
+/* ---- request body -------------------------------------------------------------------- */
+
+dspy_status dspy__lm_encode_message(struct dspy_buf *b, const char *role, const char *content,
+                                    size_t len)
+{
+    dspy_status rc = dspy__buf_add(b, "{\"role\":", 8);
+    if (!rc)
+        rc = dspy__buf_add_json_str(b, role, strlen(role));
+    if (!rc)
+        rc = dspy__buf_add(b, ",\"content\":", 11);
+    if (!rc)
+        rc = dspy__buf_add_json_str(b, content, len);
+    return rc ? rc : dspy__buf_addc(b, '}');
+}
+
+dspy_status dspy__lm_encode_message_canon(struct dspy_buf *b, const char *role,
+                                          const char *content, size_t len)
+{
+    dspy_status rc = dspy__buf_add(b, "{\"content\":", 11);
+    if (!rc)
+        rc = dspy__buf_add_json_str(b, content, len);
+    if (!rc)
+        rc = dspy__buf_add(b, ",\"role\":", 8);
+    if (!rc)
+        rc = dspy__buf_add_json_str(b, role, strlen(role));
+    return rc ? rc : dspy__buf_addc(b, '}');
+}
+
+/* ",\"key\":<v>" without printf: this runs on every request. */
+static dspy_status add_long_key(struct dspy_buf *b, const char *key, long v)
+{
+    char num[24];
+    size_t i = sizeof(num);
+    unsigned long u = v < 0 ? 0UL - (unsigned long)v : (unsigned long)v;
+    do {
+        num[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        num[--i] = '-';
+    dspy_status rc = dspy__buf_addc(b, ',');
+    if (!rc)
+        rc = dspy__buf_add_json_str(b, key, strlen(key));
+    if (!rc)
+        rc = dspy__buf_addc(b, ':');
+    return rc ? rc : dspy__buf_add(b, num + i, sizeof(num) - i);
+}
+
+static dspy_status add_number_key(struct dspy_buf *b, const char *key, double v)
+{
+    char num[DSPY__FMT_DOUBLE_MAX];
+    size_t n = dspy__fmt_double(num, v, false);
+    dspy_status rc = dspy__buf_addc(b, ',');
+    if (!rc)
+        rc = dspy__buf_add_json_str(b, key, strlen(key));
+    if (!rc)
+        rc = dspy__buf_addc(b, ':');
+    return rc ? rc : dspy__buf_add(b, num, n);
+}
+
+/* Keys the body already carries (or must never carry) win over `extra`. */
+static bool extra_key_skipped(const char *key, const struct dspy__lm_call *c, double temp,
+                              long max_tokens)
+{
+    if (!strcmp(key, "model") || !strcmp(key, "messages") || !strcmp(key, "rollout_id") ||
+        !strcmp(key, "cache"))
+        return true;
+    if (!strcmp(key, "temperature"))
+        return !isnan(temp);
+    if (!strcmp(key, "max_tokens"))
+        return max_tokens >= 0;
+    if (!strcmp(key, "top_p"))
+        return !isnan(c->top_p);
+    if (!strcmp(key, "n"))
+        return c->n > 0;
+    if (!strcmp(key, "response_format"))
+        return c->response_format != NULL;
+    return false;
+}
+
+static dspy_status encode_body(const dspy_lm *lm, const struct dspy__lm_call *c,
+                               struct dspy_buf *b, struct dspy__lm_body_marks *mk)
+{
+    double temp = isnan(c->temperature) ? lm->temperature : c->temperature;
+    long max_tokens = c->max_tokens >= 0 ? c->max_tokens : lm->max_tokens;
+    dspy_status rc;
+    mk->temperature = temp;
+    mk->max_tokens = max_tokens;
+    mk->user_off = mk->user_len = 0;
+    /* One allocation for the usual body: user text may grow a little when escaped. */
+    size_t hint = c->messages_len + c->user_len + c->user_len / 8 + c->response_format_len + 256;
+    if ((rc = dspy__buf_reserve(b, hint)))
+        return rc;
+    mk->model_off = 9;
+    if ((rc = dspy__buf_add(b, "{\"model\":", 9)) ||
+        (rc = dspy__buf_add_json_str(b, lm->wire_model, strlen(lm->wire_model))))
+        return rc;
+    mk->model_len = b->len - mk->model_off;
+    if ((rc = dspy__buf_add(b, ",\"messages\":[", 13)) ||
+        (rc = dspy__buf_add(b, c->messages, c->messages_len)))
+        return rc;
+    if (c->user) {
+        if (c->messages_len && (rc = dspy__buf_addc(b, ',')))
+            return rc;
+        /* {"role":"user","content": is 25 bytes; the escaped text follows up to '}' */
+        mk->user_off = b->len + 25;
+        if ((rc = dspy__lm_encode_message(b, "user", c->user, c->user_len)))
+            return rc;
+        mk->user_len = b->len - 1 - mk->user_off;
+    }
+    if ((rc = dspy__buf_addc(b, ']')))
+        return rc;
+    if (!isnan(temp) && (rc = add_number_key(b, "temperature", temp)))
+        return rc;
+    if (max_tokens >= 0 && (rc = add_long_key(b, "max_tokens", max_tokens)))
+        return rc;
+    if (!isnan(c->top_p) && (rc = add_number_key(b, "top_p", c->top_p)))
+        return rc;
+    if (c->n > 0 && (rc = add_long_key(b, "n", c->n)))
+        return rc;
+    if (c->response_format) {
+        if ((rc = dspy__buf_add(b, ",\"response_format\":", 19)) ||
+            (rc = dspy__buf_add(b, c->response_format, c->response_format_len)))
+            return rc;
+    }
+    if (c->extra) {
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)(uintptr_t)c->extra, key, v) {
+            if (extra_key_skipped(key, c, temp, max_tokens))
+                continue;
+            if ((rc = dspy__buf_addc(b, ',')) ||
+                (rc = dspy__buf_add_json_str(b, key, strlen(key))) ||
+                (rc = dspy__buf_addc(b, ':')) ||
+                (rc = dspy__json_write(b, v, DSPY__JSON_COMPACT, 0)))
+                return rc;
+        }
+    }
+    return dspy__buf_addc(b, '}');
+}
+
+/* ---- errors and responses ------------------------------------------------------------- */
+
+static bool contains_ci(const char *hay, size_t n, const char *needle)
+{
+    size_t m = strlen(needle);
+    for (size_t i = 0; m <= n && i <= n - m; i++) {
+        size_t j = 0;
+        while (j < m && tolower((unsigned char)hay[i + j]) == needle[j])
+            j++;
+        if (j == m)
+            return true;
+    }
+    return false;
+}
+
+/* The endpoint's own words for an error: error.message (+ error.code) of an OpenAI error
+ * object, a string "error" or "detail", or else the start of the body. */
+static void error_text(const char *body, size_t len, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (!body || !len)
+        return;
+    json_t *root = json_loadb(body, len, 0, NULL);
+    json_t *e = root ? json_object_get(root, "error") : NULL;
+    const char *msg = NULL, *code = NULL;
+    if (json_is_object(e)) {
+        msg = json_string_value(json_object_get(e, "message"));
+        code = json_string_value(json_object_get(e, "code"));
+        if (!code)
+            code = json_string_value(json_object_get(e, "type"));
+    } else if (json_is_string(e)) {
+        msg = json_string_value(e);
+    } else if (root) {
+        msg = json_string_value(json_object_get(root, "detail"));
+        if (!msg)
+            msg = json_string_value(json_object_get(root, "message"));
+    }
+    if (msg || code)
+        snprintf(out, cap, "%s%s%s%s", msg ? msg : "", code ? " (" : "", code ? code : "",
+                 code ? ")" : "");
+    else
+        snprintf(out, cap, "%.*s", (int)(len < cap ? len : cap - 1), body);
+    json_decref(root);
+    for (char *p = out; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+}
+
+dspy_status dspy_lm_classify_http(long http_status, const char *body, size_t len)
+{
+    if (http_status >= 200 && http_status < 300)
+        return DSPY_OK;
+    if (http_status == 401 || http_status == 403)
+        return DSPY_ELM_AUTH;
+    if (http_status == 429)
+        return DSPY_ELM_RATE_LIMIT;
+    if (http_status >= 400 && http_status < 500) {
+        char text[1024];
+        error_text(body, len, text, sizeof(text));
+        size_t n = strlen(text);
+        if (http_status == 400 &&
+            (contains_ci(text, n, "context_length") || contains_ci(text, n, "context length") ||
+             contains_ci(text, n, "maximum context") || contains_ci(text, n, "context window")))
+            return DSPY_ELM_CONTEXT;
+        return DSPY_ELM_BAD_REQUEST;
+    }
+    if (http_status >= 500 && http_status < 600)
+        return DSPY_ELM_SERVER;
+    return DSPY_ELM_BAD_RESPONSE;
+}
+
+/* Replace every occurrence of the API key in `s` with "***". */
+static void scrub_key(char *s, const char *key)
+{
+    size_t klen = key ? strlen(key) : 0;
+    if (klen < 4)
+        return;
+    char *p;
+    while ((p = strstr(s, key))) {
+        memcpy(p, "***", 3);
+        memmove(p + 3, p + klen, strlen(p + klen) + 1);
+    }
+}
+
+static dspy_status http_error(const dspy_lm *lm, long status, const char *body, size_t len,
+                              struct dspy_error *err)
+{
+    dspy_status rc = dspy_lm_classify_http(status, body, len);
+    if (!err)
+        return rc;
+    char text[LM_ERROR_TEXT + 1];
+    error_text(body, len, text, sizeof(text));
+    dspy__err(err, rc, "LM endpoint answered HTTP %ld: %s", status, text[0] ? text : "(no body)");
+    scrub_key(err->message, lm->api_key);
+    err->http_status = (int)status;
+    return rc;
+}
+
+/* ---- the exchange --------------------------------------------------------------------- */
+
+static dspy_status exchange(dspy_lm *lm, const char *body, size_t body_len, long *status,
+                            char **rbody, size_t *rlen, struct dspy_error *err)
+{
+    dspy_status rc;
+    if (lm->transport) {
+        *status = 0;
+        *rbody = NULL;
+        *rlen = 0;
+        dspy_error_clear(err);
+        rc = lm->transport(lm->transport_userdata, lm->url, body, body_len, status, rbody, rlen,
+                           err);
+        if (rc) {
+            dspy_free(*rbody);
+            *rbody = NULL;
+            if (err && !err->code)
+                dspy__err(err, rc, "LM transport failed: %s", dspy_strerror(rc));
+            return rc;
+        }
+        if (!*rbody)
+            return dspy__err(err, DSPY_ELM_BAD_RESPONSE, "LM transport returned no body");
+        if (*rlen > lm->max_response_bytes) {
+            dspy_free(*rbody);
+            *rbody = NULL;
+            return dspy__err(err, DSPY_ETOOBIG, "LM response is larger than %zu bytes",
+                             lm->max_response_bytes);
+        }
+        return DSPY_OK;
+    }
+    struct dspy__http_request req = {
+        .url = lm->url,
+        .headers = lm->headers,
+        .body = body,
+        .body_len = body_len,
+        .timeout_s = lm->timeout_s,
+        .connect_timeout_s = lm->connect_timeout_s,
+        .max_response_bytes = lm->max_response_bytes,
+    };
+    struct dspy__http_response hr;
+    if ((rc = dspy__http_request(lm->http, &req, &hr, err))) {
+        if (err)
+            scrub_key(err->message, lm->api_key);
+        return rc;
+    }
+    *status = hr.status;
+    *rbody = hr.body;
+    *rlen = hr.body_len;
+    return DSPY_OK;
+}
+
+dspy_status dspy__lm_send(dspy_lm *lm, const char *body, size_t len,
+                          struct dspy_lm_response *resp, char **body_out, size_t *body_len,
+                          struct dspy_error *err)
+{
+    char *rbody = NULL;
+    size_t rlen = 0;
+    long status = 0;
+    dspy_status rc;
+    memset(resp, 0, sizeof(*resp));
+    if ((rc = exchange(lm, body, len, &status, &rbody, &rlen, err)))
+        return rc;
+    resp->http_status = status;
+    if (status < 200 || status >= 300) {
+        rc = http_error(lm, status, rbody, rlen, err);
+        goto free_response;
+    }
+    if ((rc = dspy__lm_parse_response(rbody, rlen, resp, err)) && err)
+        err->http_status = (int)status;
+    resp->http_status = status;
+    if (!rc && body_out) {
+        *body_out = rbody;
+        *body_len = rlen;
+        return DSPY_OK;
+    }
+
+free_response:
+    dspy_free(rbody);
+    return rc;
+}
+
+dspy_status dspy__lm_complete_call(dspy_lm *lm, const struct dspy__lm_call *call,
+                                   struct dspy_lm_response *resp, struct dspy_error *err)
+{
+    struct dspy_buf body;
+    struct dspy__lm_body_marks marks;
+    dspy_status rc;
+    memset(resp, 0, sizeof(*resp));
+    dspy__buf_init(&body, LM_MAX_BODY);
+    if ((rc = encode_body(lm, call, &body, &marks))) {
+        rc = rc == DSPY_ETOOBIG
+                 ? dspy__err(err, rc, "LM request body is larger than %zu bytes", LM_MAX_BODY)
+                 : dspy__err(err, rc, "cannot encode the LM request: %s", dspy_strerror(rc));
+        goto release_body;
+    }
+    if (lm->cache)
+        rc = dspy__lm_cache_call(lm, call, body.ptr, body.len, &marks, resp, err);
+    else
+        rc = dspy__lm_send(lm, body.ptr, body.len, resp, NULL, NULL, err);
+
+release_body:
+    dspy__buf_release(&body);
+    return rc;
+}
+
+dspy_status dspy_lm_complete(dspy_lm *lm, const struct dspy_lm_request *req,
+                             struct dspy_lm_response *resp, struct dspy_error *err)
+{
+    struct dspy_buf msgs, rf;
+    dspy_status rc;
+    if (resp)
+        memset(resp, 0, sizeof(*resp));
+    if (!lm || !req || !resp || !json_is_array(req->messages))
+        return dspy__err(err, DSPY_EINVAL,
+                         "dspy_lm_complete: lm, a messages array and resp are required");
+    if (req->extra && !json_is_object(req->extra))
+        return dspy__err(err, DSPY_EINVAL, "LM request \"extra\" must be a JSON object");
+    dspy__buf_init(&msgs, LM_MAX_BODY);
+    dspy__buf_init(&rf, LM_MAX_BODY);
+    for (size_t i = 0; i < json_array_size(req->messages); i++) {
+        const json_t *m = json_array_get(req->messages, i);
+        if (!json_is_object(m) || !json_is_string(json_object_get(m, "role"))) {
+            rc = dspy__err(err, DSPY_EINVAL,
+                           "LM request message %zu is not a {\"role\", \"content\"} object", i);
+            goto release;
+        }
+        if ((i && (rc = dspy__buf_addc(&msgs, ','))) ||
+            (rc = dspy__json_write(&msgs, m, DSPY__JSON_COMPACT, 0)))
+            goto too_big;
+    }
+    if (req->response_format &&
+        (rc = dspy__json_write(&rf, req->response_format, DSPY__JSON_COMPACT, 0)))
+        goto too_big;
+    struct dspy__lm_call call = DSPY__LM_CALL_INIT;
+    call.messages = msgs.ptr ? msgs.ptr : "";
+    call.messages_len = msgs.len;
+    call.temperature = req->temperature;
+    call.max_tokens = req->max_tokens;
+    call.top_p = req->top_p;
+    call.n = req->n;
+    call.response_format = req->response_format ? rf.ptr : NULL;
+    call.response_format_len = rf.len;
+    call.extra = req->extra;
+    call.has_rollout_id = req->has_rollout_id;
+    call.rollout_id = req->rollout_id;
+    call.ctl = &req->cache;
+    rc = dspy__lm_complete_call(lm, &call, resp, err);
+    goto release;
+
+too_big:
+    rc = dspy__err(err, rc, "cannot encode the LM request: %s", dspy_strerror(rc));
+release:
+    dspy__buf_release(&rf);
+    dspy__buf_release(&msgs);
+    return rc;
+}
+
+void dspy_lm_response_release(struct dspy_lm_response *resp)
+{
+    if (!resp)
+        return;
+    dspy_free(resp->texts); /* the one block that holds every string (lm_response.c) */
+    memset(resp, 0, sizeof(*resp));
+}

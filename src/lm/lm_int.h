@@ -1,0 +1,143 @@
+/* Internal entry points of the LM client (lm layer) for callers that already hold their
+ * messages as JSON text: modules cache the encoded system and demo messages and add only
+ * the final user message per call, so no json_t array is built on the hot path. Shared by
+ * lm.c (the exchange) and lm_cache.c (cache-through). */
+#ifndef DSPY_LM_LM_INT_H
+#define DSPY_LM_LM_INT_H
+
+#include <math.h>
+
+#include <dspyc/lm.h>
+
+#include "base/buf.h"
+
+struct dspy__http_client;
+struct dspy__http_headers;
+
+struct dspy_lm {
+    char *model;            /* as configured, e.g. "openai/gpt-4o-mini" */
+    const char *wire_model; /* what is sent: `model` without a leading "openai/" */
+    char *url;              /* base_url + "/chat/completions" */
+    char *api_key;          /* NULL when none; wiped on free */
+    double timeout_s;
+    double connect_timeout_s;
+    double temperature; /* NAN = not sent */
+    long max_tokens;    /* < 0 = not sent */
+    size_t max_response_bytes;
+    dspy_lm_transport_fn transport;
+    void *transport_userdata;
+    struct dspy__http_client *http;      /* NULL with a transport hook */
+    struct dspy__http_headers *headers;  /* includes the Authorization line */
+    dspy_cache *cache;                   /* borrowed; NULL = no caching */
+    struct dspy_cache_ctl cache_ctl;     /* defaults; ns points at ns_copy */
+    char *ns_copy;
+    bool cache_has_ns;  /* the cache has a default namespace of its own: keys of requests
+                           that name none go through dspy_cache_key() (lm_cache.c) */
+    uint64_t id;        /* unique per handle in this process, never reused */
+};
+
+/* What a caller wants back about the cache entry that answered a call (module memo). */
+struct dspy__lm_cached {
+    struct dspy_cache_key key;
+    struct dspy_cache_value value; /* a reference to the stored bytes; release it */
+};
+
+/* One chat request with pre-encoded pieces. The body's "messages" array is `messages`
+ * (encoded message objects separated by commas, no brackets; may be empty) followed, when
+ * `user` is not NULL, by {"role":"user","content":<user escaped here>}. */
+struct dspy__lm_call {
+    const char *messages;
+    size_t messages_len;
+    const char *user; /* raw text of the final user message, or NULL */
+    size_t user_len;
+    double temperature; /* NAN = the handle's default */
+    long max_tokens;    /* < 0 = the handle's default */
+    double top_p;       /* NAN = not sent */
+    int n;              /* 0 = not sent */
+    const char *response_format; /* encoded JSON object, or NULL */
+    size_t response_format_len;
+    const json_t *extra; /* more body keys, or NULL */
+    /* For the cache key: the same pieces in canonical form (docs/cache.md 1.2), when the
+     * caller has them: `messages` with every message as {"content":..,"role":..}, and the
+     * response format with sorted keys. NULL = not available: the key is then computed
+     * from the encoded body (slower). */
+    const char *canon_messages;
+    size_t canon_messages_len;
+    const char *canon_response_format;
+    size_t canon_response_format_len;
+    bool has_rollout_id;
+    long rollout_id;                  /* in the cache key, never sent */
+    const struct dspy_cache_ctl *ctl; /* over the handle's defaults; NULL = none */
+    struct dspy__lm_cached *cached;   /* when not NULL and the answer came from or went
+                                         into the cache: its key and value (else
+                                         value.ref stays NULL) */
+};
+#define DSPY__LM_CALL_INIT                                                                   \
+    { NULL, 0, NULL, 0, NAN, -1, NAN, 0, NULL, 0, NULL, NULL, 0, NULL, 0, false, 0, NULL, NULL }
+
+/* Same contract as dspy_lm_complete(). */
+dspy_status dspy__lm_complete_call(dspy_lm *lm, const struct dspy__lm_call *call,
+                                   struct dspy_lm_response *resp, struct dspy_error *err);
+
+/* Read a 2xx chat completion body into `resp` (filled as dspy_lm_complete fills it);
+ * malformed or incomplete bodies are DSPY_ELM_BAD_RESPONSE naming what is wrong. */
+dspy_status dspy__lm_parse_response(const char *body, size_t len, struct dspy_lm_response *resp,
+                                    struct dspy_error *err);
+
+/* The same with jansson alone, which the fast reader above defers to on anything unusual;
+ * exposed so that tests can check that both read every body alike. */
+dspy_status dspy__lm_parse_response_tree(const char *body, size_t len,
+                                         struct dspy_lm_response *resp, struct dspy_error *err);
+
+/* The handle's default temperature (NAN when unset), for DSPy's n > 1 rule. */
+double dspy__lm_temperature(const dspy_lm *lm);
+
+/* Append {"role":<role>,"content":<content>} (no separator) to `b`. */
+dspy_status dspy__lm_encode_message(struct dspy_buf *b, const char *role, const char *content,
+                                    size_t len);
+/* The same message in canonical member order, {"content":<content>,"role":<role>}. */
+dspy_status dspy__lm_encode_message_canon(struct dspy_buf *b, const char *role,
+                                          const char *content, size_t len);
+
+/* ---- between lm.c and lm_cache.c ---- */
+
+/* Where encode_body put the pieces the fast cache key reuses: the escaped model and user
+ * content strings (with their quotes), as offsets into the body. */
+struct dspy__lm_body_marks {
+    size_t model_off, model_len;
+    size_t user_off, user_len; /* user_len 0: no user message */
+    double temperature;        /* as resolved against the handle's defaults */
+    long max_tokens;
+};
+
+/* Send an encoded body and read the answer into `resp`: the exchange, HTTP status
+ * classes and parsing. On success *body_out (when not NULL) receives the raw response
+ * body (caller owns, dspy_free); resp->http_status is set in every case. */
+dspy_status dspy__lm_send(dspy_lm *lm, const char *body, size_t len,
+                          struct dspy_lm_response *resp, char **body_out, size_t *body_len,
+                          struct dspy_error *err);
+
+/* The cache-through call (lm_cache.c): key the request, fetch with single-flight (the
+ * fill sends `body`), and read a hit back into `resp`. Requires lm->cache. */
+dspy_status dspy__lm_cache_call(dspy_lm *lm, const struct dspy__lm_call *call,
+                                const char *body, size_t body_len,
+                                const struct dspy__lm_body_marks *marks,
+                                struct dspy_lm_response *resp, struct dspy_error *err);
+
+/* The cache key of a call with its encoded body. `fast` false forces the slow way (the
+ * body re-read with jansson), for tests that check both agree. */
+dspy_status dspy__lm_cache_key(dspy_lm *lm, const struct dspy__lm_call *call,
+                               const char *body, size_t body_len,
+                               const struct dspy__lm_body_marks *marks,
+                               const struct dspy_cache_ctl *ctl, bool fast,
+                               struct dspy_cache_key *key, struct dspy_error *err);
+
+/* The handle's control with a request's on top (see struct dspy_lm_request). */
+void dspy__lm_cache_ctl_merge(struct dspy_cache_ctl *into, const struct dspy_cache_ctl *over);
+
+/* Look `key` up again and tell whether the cache still answers it with the very bytes
+ * `held` refers to (an entry held by a memo is still current). Counts as a cache get. */
+bool dspy__lm_cache_still(dspy_lm *lm, const struct dspy_cache_key *key,
+                          const struct dspy_cache_ctl *ctl, const struct dspy_cache_value *held);
+
+#endif

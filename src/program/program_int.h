@@ -1,0 +1,72 @@
+/* Internals shared by the program files (program layer): the program struct, reading a
+ * bounded file, and errors that name the input file, line and JSON path of a problem. */
+#ifndef DSPY_PROGRAM_PROGRAM_INT_H
+#define DSPY_PROGRAM_PROGRAM_INT_H
+
+#include <dspyc/program.h>
+
+struct dspy__predictor {
+    char *name;       /* name in the program file; NULL for a lone unnamed module */
+    char *state_name; /* DSPy's: "answer.predict", "answer", "predict" or "self" */
+    dspy_module *module;
+};
+
+struct dspy_program {
+    char *name;  /* program file "name", may be NULL */
+    char *model; /* program file "lm.model", may be NULL */
+    bool flat;   /* a lone bare Predict: its state is the whole save file */
+    size_t n;
+    struct dspy__predictor *preds;
+};
+
+/* A path into a JSON document, for error messages: predictors[1].demos. */
+#define DSPY__JPATH_MAX 8
+struct dspy__jpath {
+    int depth;
+    struct {
+        const char *key; /* NULL: an array index */
+        size_t index;
+    } step[DSPY__JPATH_MAX];
+    const char *at_key; /* when set, the error is about this key of the object at the path:
+                           its position is reported, and the message names it already */
+};
+
+void dspy__jpath_key(struct dspy__jpath *p, const char *key);
+void dspy__jpath_index(struct dspy__jpath *p, size_t index);
+void dspy__jpath_pop(struct dspy__jpath *p);
+
+/* Where an input came from, for error messages: the file name (or another origin) and,
+ * when known, its text, so errors can name a line and column. */
+struct dspy__jsource {
+    const char *origin; /* may be NULL */
+    const char *text;   /* may be NULL */
+    size_t len;
+};
+
+/* Byte offset in `text` of the key named by the path's last step (or of the array element
+ * when the last step is an index), or -1 when not found. */
+long dspy__json_locate(const char *text, size_t len, const struct dspy__jpath *path);
+
+/* Set err to "<origin>:<line>:<column>: <path>: <message>", with err->file, line, column,
+ * offset and field (path->at_key, else the last key of the path) filled. Returns `code`. */
+dspy_status dspy__jpath_err(struct dspy_error *err, dspy_status code,
+                            const struct dspy__jsource *src, const struct dspy__jpath *path,
+                            const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Read a whole file of at most `max` bytes (NUL-terminated, caller frees). */
+dspy_status dspy__read_file(const char *path, size_t max, char **text, size_t *len,
+                            struct dspy_error *err);
+
+/* Parse JSON text (duplicate keys rejected); errors name origin, line and column. */
+dspy_status dspy__json_parse(const struct dspy__jsource *src, json_t **out,
+                             struct dspy_error *err);
+
+/* The text-based forms of dspy_program_from_json and dspy_program_apply_state, whose
+ * errors can name lines; used by the file loaders and the fuzz target. */
+dspy_status dspy__program_from_text(const struct dspy__jsource *src, dspy_program **out,
+                                    struct dspy_error *err);
+dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
+                                          const struct dspy__jsource *src,
+                                          struct dspy_error *err);
+
+#endif

@@ -1,0 +1,582 @@
+/* Unit tests for the LM client: the exact request body bytes, where the API key comes from
+ * (and that it never shows in an error), HTTP status classes, and response parsing,
+ * malformed bodies included. Most go through the transport hook; the key tests go over
+ * HTTP to a loopback server, since only there is the Authorization header visible. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <dspyc/lm.h>
+
+#include "lm/jsonw.h"
+#include "lm/lm_int.h"
+#include "support/test_httpd.h"
+
+/* A transport that records the request and answers with a set status and body. */
+struct fake {
+    long status;
+    const char *reply;
+    dspy_status fail; /* returned instead of answering, when set */
+    char url[256];
+    char body[8192];
+    int calls;
+};
+
+static dspy_status fake_transport(void *userdata, const char *url, const char *body,
+                                  size_t body_len, long *http_status, char **response,
+                                  size_t *response_len, struct dspy_error *err)
+{
+    struct fake *f = userdata;
+    (void)err;
+    f->calls++;
+    snprintf(f->url, sizeof(f->url), "%s", url);
+    snprintf(f->body, sizeof(f->body), "%.*s", (int)body_len, body);
+    if (f->fail)
+        return f->fail;
+    *http_status = f->status;
+    *response_len = strlen(f->reply);
+    *response = dspy_strdup(f->reply);
+    return *response ? DSPY_OK : DSPY_ENOMEM;
+}
+
+static dspy_lm *fake_lm(struct fake *f, const char *model, double temperature, long max_tokens)
+{
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    dspy_lm *lm = NULL;
+    o.base_url = "http://lm.test/v1/";
+    o.model = model;
+    o.api_key = "sk-unused-by-fakes";
+    o.temperature = temperature;
+    o.max_tokens = max_tokens;
+    o.transport = fake_transport;
+    o.transport_userdata = f;
+    assert_int_equal(dspy_lm_new(&o, &lm, NULL), DSPY_OK);
+    return lm;
+}
+
+#define OK_REPLY                                                                              \
+    "{\"id\":\"x\",\"model\":\"gpt-4o-mini-2024\",\"choices\":[{\"index\":0,\"message\":"     \
+    "{\"role\":\"assistant\",\"content\":\"[[ ## answer ## ]]\\nParis\"},\"finish_reason\":"  \
+    "\"stop\"}],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"total_tokens\":15}}"
+
+static void request_body_bytes(void **state)
+{
+    (void)state;
+    struct fake f = { .status = 200, .reply = OK_REPLY };
+    dspy_lm *lm = fake_lm(&f, "openai/gpt-4o-mini", NAN, -1);
+    json_t *msgs = json_pack("[{s:s, s:s}, {s:s, s:s}]", "role", "system", "content",
+                             "Say \"hi\"\n\ttab \\ back \x01 é", "role", "user", "content", "q");
+    struct dspy_lm_request req = DSPY_LM_REQUEST_INIT;
+    struct dspy_lm_response resp;
+    req.messages = msgs;
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, NULL), DSPY_OK);
+    assert_string_equal(f.url, "http://lm.test/v1/chat/completions");
+    assert_string_equal(f.body,
+                        "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"system\",\"content\":"
+                        "\"Say \\\"hi\\\"\\n\\ttab \\\\ back \\u0001 é\"},{\"role\":\"user\","
+                        "\"content\":\"q\"}]}");
+    dspy_lm_response_release(&resp);
+
+    /* Every optional key, in DSPy/litellm's order; rollout_id and cache never sent; extra
+     * keys that the request already sets do not override it. */
+    json_t *rf = json_pack("{s:s}", "type", "json_object");
+    json_t *extra = json_pack("{s:i, s:[s], s:i, s:b, s:f, s:i}", "rollout_id", 7, "stop", "\n",
+                              "seed", 1, "cache", 0, "temperature", 1.5, "logprobs", 0);
+    req.temperature = 0.7;
+    req.max_tokens = 100;
+    req.top_p = 0.9;
+    req.n = 3;
+    req.response_format = rf;
+    req.extra = extra;
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, NULL), DSPY_OK);
+    assert_non_null(strstr(f.body, "}],\"temperature\":0.7,\"max_tokens\":100,\"top_p\":0.9,"
+                                   "\"n\":3,\"response_format\":{\"type\":\"json_object\"},"
+                                   "\"stop\":[\"\\n\"],\"seed\":1,\"logprobs\":0}"));
+    assert_null(strstr(f.body, "rollout_id"));
+    assert_null(strstr(f.body, "cache"));
+    dspy_lm_response_release(&resp);
+    json_decref(rf);
+    json_decref(extra);
+    json_decref(msgs);
+    dspy_lm_free(lm);
+}
+
+static void handle_defaults_and_model(void **state)
+{
+    (void)state;
+    struct fake f = { .status = 200, .reply = OK_REPLY };
+    dspy_lm *lm = fake_lm(&f, "my-local-model", 0.0, 1000);
+    assert_string_equal(dspy_lm_model(lm), "my-local-model");
+    json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", "hi");
+    struct dspy_lm_request req = DSPY_LM_REQUEST_INIT;
+    struct dspy_lm_response resp;
+    req.messages = msgs;
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, NULL), DSPY_OK);
+    assert_string_equal(f.body, "{\"model\":\"my-local-model\",\"messages\":[{\"role\":\"user\","
+                                "\"content\":\"hi\"}],\"temperature\":0.0,\"max_tokens\":1000}");
+    dspy_lm_response_release(&resp);
+    req.temperature = 1.0;
+    req.max_tokens = 5;
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, NULL), DSPY_OK);
+    assert_non_null(strstr(f.body, "\"temperature\":1.0,\"max_tokens\":5}"));
+    dspy_lm_response_release(&resp);
+    json_decref(msgs);
+    dspy_lm_free(lm);
+}
+
+static void encoded_entry_point(void **state)
+{
+    (void)state;
+    struct fake f = { .status = 200, .reply = OK_REPLY };
+    dspy_lm *lm = fake_lm(&f, "openai/m", NAN, -1);
+    struct dspy__lm_call call = DSPY__LM_CALL_INIT;
+    struct dspy_lm_response resp;
+    call.messages = "{\"role\":\"system\",\"content\":\"S\"}";
+    call.messages_len = strlen(call.messages);
+    call.user = "line1\nline2";
+    call.user_len = 11;
+    call.response_format = "{\"type\":\"json_object\"}";
+    call.response_format_len = strlen(call.response_format);
+    assert_int_equal(dspy__lm_complete_call(lm, &call, &resp, NULL), DSPY_OK);
+    assert_string_equal(f.body, "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":"
+                                "\"S\"},{\"role\":\"user\",\"content\":\"line1\\nline2\"}],"
+                                "\"response_format\":{\"type\":\"json_object\"}}");
+    dspy_lm_response_release(&resp);
+    dspy_lm_free(lm);
+}
+
+static void number_text(void **state)
+{
+    (void)state;
+    static const struct {
+        double v;
+        const char *py, *orjson;
+    } cases[] = {
+        { 0.7, "0.7", "0.7" },       { 1.0, "1.0", "1.0" },         { 0.0, "0.0", "0.0" },
+        { -0.0, "-0.0", "-0.0" },    { 1e20, "1e+20", "1e+20" },    { 1e16, "1e+16", "1e+16" },
+        { 1e15, "1000000000000000.0", "1000000000000000.0" },
+        { 1.5e-7, "1.5e-07", "1.5e-7" },     { 1e-5, "1e-05", "0.00001" },
+        { 0.0001, "0.0001", "0.0001" },
+        { 1.0 / 3, "0.3333333333333333", "0.3333333333333333" },
+        { 0.1 + 0.2, "0.30000000000000004", "0.30000000000000004" },
+        { 123456789012345678.0, "1.2345678901234568e+17", "1.2345678901234568e+17" },
+        { 12345678.9, "12345678.9", "12345678.9" }, { -2.5e-8, "-2.5e-08", "-2.5e-8" },
+        { 0.75, "0.75", "0.75" },   { 0.05, "0.05", "0.05" },     { 10.5, "10.5", "10.5" },
+        { 1000.25, "1000.25", "1000.25" }, { 0.001, "0.001", "0.001" },
+        { 123.456789, "123.456789", "123.456789" }, { -7.0, "-7.0", "-7.0" },
+        { 130.907, "130.907", "130.907" }, { -764.4155, "-764.4155", "-764.4155" },
+        { 5e-324, "5e-324", "5e-324" },
+    };
+    char out[DSPY__FMT_DOUBLE_MAX];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        dspy__fmt_double(out, cases[i].v, false);
+        assert_string_equal(out, cases[i].py);
+        dspy__fmt_double(out, cases[i].v, true);
+        assert_string_equal(out, cases[i].orjson);
+    }
+}
+
+static void parses_responses(void **state)
+{
+    (void)state;
+    struct fake f = { .status = 200 };
+    dspy_lm *lm = fake_lm(&f, "m", NAN, -1);
+    json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", "hi");
+    struct dspy_lm_request req = DSPY_LM_REQUEST_INIT;
+    struct dspy_lm_response resp;
+    req.messages = msgs;
+    f.reply = "{\"model\":\"m-1\",\"choices\":[{\"message\":{\"content\":\"a\"},\"finish_reason\":"
+              "\"length\"},{\"message\":{\"content\":null,\"tool_calls\":[]}}],\"usage\":{"
+              "\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12}}";
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, NULL), DSPY_OK);
+    assert_int_equal(resp.n, 2);
+    assert_string_equal(resp.texts[0], "a");
+    assert_string_equal(resp.texts[1], "");
+    assert_string_equal(resp.finish_reasons[0], "length");
+    assert_null(resp.finish_reasons[1]);
+    assert_string_equal(resp.model, "m-1");
+    assert_int_equal(resp.usage.prompt_tokens, 5);
+    assert_int_equal(resp.usage.completion_tokens, 7);
+    assert_int_equal(resp.usage.total_tokens, 12);
+    assert_int_equal(resp.http_status, 200);
+    dspy_lm_response_release(&resp);
+    dspy_lm_response_release(&resp); /* released twice is harmless */
+
+    /* No usage and no model are fine. */
+    f.reply = "{\"choices\":[{\"message\":{\"content\":\"b\"}}]}";
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, NULL), DSPY_OK);
+    assert_null(resp.model);
+    assert_int_equal(resp.usage.total_tokens, 0);
+    dspy_lm_response_release(&resp);
+
+    static const struct {
+        const char *body, *says;
+    } bad[] = {
+        { "not json", "not JSON" },
+        { "[1,2]", "not a JSON object" },
+        { "{}", "no \"choices\"" },
+        { "{\"choices\":[]}", "\"choices\"" },
+        { "{\"choices\":{}}", "\"choices\"" },
+        { "{\"choices\":[{\"text\":\"x\"}]}", "\"message\"" },
+        { "{\"choices\":[{\"message\":{\"role\":\"assistant\"}}]}", "no \"content\"" },
+        { "{\"choices\":[{\"message\":{\"content\":42}}]}", "non-string \"content\"" },
+        { "{\"choices\":[{\"message\":{\"content\":\"x\"},\"finish_reason\":1}]}",
+          "finish_reason" },
+        { "{\"choices\":[{\"message\":{\"content\":\"x\"}}],\"usage\":\"lots\"}", "usage" },
+        { "{\"choices\":[{\"message\":{\"content\":\"x\"}}],\"usage\":{\"total_tokens\":\"1\"}}",
+          "usage" },
+        { "{\"choices\":[{\"message\":{\"content\":\"x\"}}],\"model\":5}", "model" },
+        { "{\"choices\":[{\"message\":{\"content\":\"x\"}}", "not JSON" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct dspy_error err;
+        f.reply = bad[i].body;
+        assert_int_equal(dspy_lm_complete(lm, &req, &resp, &err), DSPY_ELM_BAD_RESPONSE);
+        assert_int_equal(err.code, DSPY_ELM_BAD_RESPONSE);
+        if (!strstr(err.message, bad[i].says))
+            fail_msg("body %s: message \"%s\" does not mention %s", bad[i].body, err.message,
+                     bad[i].says);
+        assert_int_equal(resp.n, 0);
+        assert_null(resp.texts);
+    }
+    json_decref(msgs);
+    dspy_lm_free(lm);
+}
+
+/* Both readers agree on a body: same status, same choices, finish reasons, model, usage. */
+static void assert_readers_agree(const char *body)
+{
+    struct dspy_lm_response a, b;
+    struct dspy_error ea, eb;
+    dspy_status ra = dspy__lm_parse_response(body, strlen(body), &a, &ea);
+    dspy_status rb = dspy__lm_parse_response_tree(body, strlen(body), &b, &eb);
+    if (ra != rb)
+        fail_msg("body %s: fast %d, jansson %d", body, ra, rb);
+    assert_int_equal(a.n, b.n);
+    for (size_t i = 0; i < a.n; i++) {
+        assert_string_equal(a.texts[i], b.texts[i]);
+        assert_true((a.finish_reasons[i] == NULL) == (b.finish_reasons[i] == NULL));
+        if (a.finish_reasons[i])
+            assert_string_equal(a.finish_reasons[i], b.finish_reasons[i]);
+    }
+    assert_true((a.model == NULL) == (b.model == NULL));
+    if (a.model)
+        assert_string_equal(a.model, b.model);
+    assert_memory_equal(&a.usage, &b.usage, sizeof(a.usage));
+    dspy_lm_response_release(&a);
+    dspy_lm_response_release(&b);
+}
+
+static void fast_reader_matches_jansson(void **state)
+{
+    (void)state;
+    static const char *const bodies[] = {
+        OK_REPLY,
+        "{\"choices\":[{\"message\":{\"content\":"
+        "\"caf\\u00e9 \\ud83d\\ude00 a\\/b \\\"q\\\" \\t\"}}]}",
+        "{\"choices\":[{\"message\":{\"content\":\"caf\u00c3\u00a9 raw\"},\"finish_reason\":\"\"}],"
+        "\"model\":\"\"}",
+        "{\"choices\":[{\"message\":{\"content\":\"nul \\u0000 inside\"}}]}",
+        "{\"choices\":[{\"message\":{\"content\":\"lone \\ud83d\"}}]}",
+        "{\"choices\":[{\"message\":{\"content\":\"bad \\x escape\"}}]}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\",\"content\":\"b\"}}]}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}}],\"choices\":[]}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}}],\"x\":1e999}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}}],\"x\":123456789012345678901234}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}}],\"x\":-0.5e-3,"
+        "\"y\":[true,false,null,{}]}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}}],\"x\":01}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}}]} trailing",
+        "  {\"choices\":[{\"message\":{\"content\":\"a\"}}]}  \n",
+        "{\"choices\":[{\"message\":{\"c\\u006fntent\":\"escaped key\"}}]}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"},\"logprobs\":{\"content\":[{\"t\":1}]}}],"
+        "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,\"total_tokens\":3,"
+        "\"prompt_tokens_details\":{\"cached_tokens\":0}},\"system_fingerprint\":null}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}}],\"usage\":{\"total_tokens\":null}}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}}],\"usage\":{\"total_tokens\":-1}}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}}],\"usage\":{\"total_tokens\":1.0}}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}}],\"usage\":null,\"model\":null}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}},{\"message\":{\"content\":null}},"
+        "{\"message\":{\"content\":\"c\"}},{\"message\":{\"content\":\"d\"}},{\"message\":{"
+        "\"content\":\"e\"}},{\"message\":{\"content\":\"f\"}},{\"message\":{\"content\":\"g\"}},"
+        "{\"message\":{\"content\":\"h\"}},{\"message\":{\"content\":\"i\"}}]}",
+        "{\"choices\":[{\"message\":{\"content\":\"raw\ttab\"}}]}",
+        "{\"choices\":[{\"message\":{\"content\":\"bad utf8 \xff\"}}]}",
+        "{\"choices\":[{\"message\":{}}]}",
+        "{\"choices\":[]}",
+        "{\"choices\":[{\"message\":{\"content\":\"a\"}}],}",
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+        "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++)
+        assert_readers_agree(bodies[i]);
+
+    struct dspy_lm_response r;
+    assert_int_equal(dspy__lm_parse_response(bodies[1], strlen(bodies[1]), &r, NULL), DSPY_OK);
+    assert_string_equal(r.texts[0], "caf\xc3\xa9 \xf0\x9f\x98\x80 a/b \"q\" \t");
+    dspy_lm_response_release(&r);
+    assert_int_equal(dspy__lm_parse_response(bodies[3], strlen(bodies[3]), &r, NULL),
+                     DSPY_ELM_BAD_RESPONSE);
+}
+
+static void classify_table(void **state)
+{
+    (void)state;
+    static const struct {
+        long status;
+        const char *body;
+        dspy_status want;
+    } cases[] = {
+        { 200, "", DSPY_OK },
+        { 401, "{\"error\":{\"message\":\"bad key\"}}", DSPY_ELM_AUTH },
+        { 403, "", DSPY_ELM_AUTH },
+        { 429, "{\"error\":{\"message\":\"slow down\"}}", DSPY_ELM_RATE_LIMIT },
+        { 400, "{\"error\":{\"message\":\"This model's maximum context length is 8192 tokens\","
+               "\"code\":\"context_length_exceeded\"}}", DSPY_ELM_CONTEXT },
+        { 400, "{\"error\":{\"message\":\"too long\",\"code\":\"context_length_exceeded\"}}",
+          DSPY_ELM_CONTEXT },
+        { 400, "{\"object\":\"error\",\"message\":\"This model's maximum context length is 4096 "
+               "tokens. However, you requested 5000 tokens\"}", DSPY_ELM_CONTEXT },
+        { 400, "prompt exceeds the Context Window", DSPY_ELM_CONTEXT },
+        { 400, "{\"error\":{\"message\":\"bad temperature\"}}", DSPY_ELM_BAD_REQUEST },
+        { 404, "{\"error\":{\"message\":\"maximum context\"}}", DSPY_ELM_BAD_REQUEST },
+        { 422, "", DSPY_ELM_BAD_REQUEST },
+        { 500, "", DSPY_ELM_SERVER },
+        { 503, "overloaded", DSPY_ELM_SERVER },
+        { 302, "", DSPY_ELM_BAD_RESPONSE },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        assert_int_equal(dspy_lm_classify_http(cases[i].status, cases[i].body,
+                                               strlen(cases[i].body)),
+                         cases[i].want);
+    assert_int_equal(dspy_lm_classify_http(429, NULL, 0), DSPY_ELM_RATE_LIMIT);
+}
+
+static void http_errors_carry_status_and_message(void **state)
+{
+    (void)state;
+    struct fake f = { .status = 429 };
+    dspy_lm *lm = fake_lm(&f, "m", NAN, -1);
+    json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", "hi");
+    struct dspy_lm_request req = DSPY_LM_REQUEST_INIT;
+    struct dspy_lm_response resp;
+    struct dspy_error err;
+    req.messages = msgs;
+    f.reply = "{\"error\":{\"message\":\"Rate limit reached for gpt-4o-mini\",\"type\":"
+              "\"requests\",\"code\":\"rate_limit_exceeded\"}}";
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, &err), DSPY_ELM_RATE_LIMIT);
+    assert_int_equal(err.http_status, 429);
+    assert_non_null(strstr(err.message, "Rate limit reached for gpt-4o-mini"));
+    assert_non_null(strstr(err.message, "429"));
+    assert_int_equal(resp.http_status, 429);
+
+    f.status = 500;
+    f.reply = "<html>upstream exploded</html>";
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, &err), DSPY_ELM_SERVER);
+    assert_non_null(strstr(err.message, "upstream exploded"));
+
+    /* A long error body is cut, not copied whole. */
+    static char longbody[4000];
+    memset(longbody, 'z', sizeof(longbody) - 1);
+    f.status = 400;
+    f.reply = longbody;
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, &err), DSPY_ELM_BAD_REQUEST);
+    assert_true(strlen(err.message) < 400);
+
+    /* Transport failures pass through with their class. */
+    f.fail = DSPY_ELM_NETWORK;
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, &err), DSPY_ELM_NETWORK);
+    assert_int_equal(err.code, DSPY_ELM_NETWORK);
+    json_decref(msgs);
+    dspy_lm_free(lm);
+}
+
+static void response_size_limit(void **state)
+{
+    (void)state;
+    struct fake f = { .status = 200, .reply = OK_REPLY };
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    dspy_lm *lm = NULL;
+    struct dspy_error err;
+    o.base_url = "http://lm.test/v1";
+    o.model = "m";
+    o.max_response_bytes = 50;
+    o.transport = fake_transport;
+    o.transport_userdata = &f;
+    assert_int_equal(dspy_lm_new(&o, &lm, NULL), DSPY_OK);
+    json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", "hi");
+    struct dspy_lm_request req = DSPY_LM_REQUEST_INIT;
+    struct dspy_lm_response resp;
+    req.messages = msgs;
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, &err), DSPY_ETOOBIG);
+    json_decref(msgs);
+    dspy_lm_free(lm);
+}
+
+static void bad_options_and_requests(void **state)
+{
+    (void)state;
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    dspy_lm *lm = NULL;
+    struct dspy_error err;
+    assert_int_equal(dspy_lm_new(&o, &lm, &err), DSPY_EINVAL);
+    assert_non_null(strstr(err.message, "base URL"));
+    o.base_url = "http://x/v1";
+    assert_int_equal(dspy_lm_new(&o, &lm, &err), DSPY_EINVAL);
+    assert_non_null(strstr(err.message, "model"));
+    assert_null(lm);
+
+    struct fake f = { .status = 200, .reply = OK_REPLY };
+    lm = fake_lm(&f, "m", NAN, -1);
+    struct dspy_lm_request req = DSPY_LM_REQUEST_INIT;
+    struct dspy_lm_response resp;
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, &err), DSPY_EINVAL);
+    json_t *msgs = json_pack("[s]", "not a message");
+    req.messages = msgs;
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, &err), DSPY_EINVAL);
+    assert_int_equal(f.calls, 0);
+    json_decref(msgs);
+    dspy_lm_free(lm);
+}
+
+/* ---- API keys, over HTTP ---------------------------------------------------------------- */
+
+static dspy_lm *http_lm(const struct test_httpd *s, struct dspy_lm_options *o)
+{
+    char url[128];
+    dspy_lm *lm = NULL;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", s->port);
+    o->base_url = url;
+    o->model = "openai/gpt-test";
+    assert_int_equal(dspy_lm_new(o, &lm, NULL), DSPY_OK);
+    return lm;
+}
+
+static void one_call(dspy_lm *lm, dspy_status want, struct dspy_error *err)
+{
+    json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", "hi");
+    struct dspy_lm_request req = DSPY_LM_REQUEST_INIT;
+    struct dspy_lm_response resp;
+    req.messages = msgs;
+    assert_int_equal(dspy_lm_complete(lm, &req, &resp, err), want);
+    dspy_lm_response_release(&resp);
+    json_decref(msgs);
+}
+
+static void api_key_sources(void **state)
+{
+    (void)state;
+    struct test_httpd s;
+    assert_int_equal(test_httpd_start(&s, 200, OK_REPLY), 0);
+
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    o.api_key = "sk-explicit";
+    dspy_lm *lm = http_lm(&s, &o);
+    one_call(lm, DSPY_OK, NULL);
+    assert_string_equal(s.auth, "Bearer sk-explicit");
+    assert_string_equal(s.path, "/v1/chat/completions");
+    assert_non_null(strstr(s.seen, "\"model\":\"gpt-test\""));
+    dspy_lm_free(lm);
+
+    setenv("DSPYC_TEST_KEY", "sk-from-env", 1);
+    o = (struct dspy_lm_options)DSPY_LM_OPTIONS_INIT;
+    o.api_key_env = "DSPYC_TEST_KEY";
+    lm = http_lm(&s, &o);
+    one_call(lm, DSPY_OK, NULL);
+    assert_string_equal(s.auth, "Bearer sk-from-env");
+    dspy_lm_free(lm);
+
+    char path[] = "/tmp/dspyc-key-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "  sk-from-file \nsecond line\n", 28), 28);
+    close(fd);
+    o = (struct dspy_lm_options)DSPY_LM_OPTIONS_INIT;
+    o.api_key_env = "DSPYC_TEST_KEY_UNSET";
+    o.api_key_file = path;
+    lm = http_lm(&s, &o);
+    one_call(lm, DSPY_OK, NULL);
+    assert_string_equal(s.auth, "Bearer sk-from-file");
+    dspy_lm_free(lm);
+
+    /* The environment wins over the file. */
+    o.api_key_env = "DSPYC_TEST_KEY";
+    lm = http_lm(&s, &o);
+    one_call(lm, DSPY_OK, NULL);
+    assert_string_equal(s.auth, "Bearer sk-from-env");
+    dspy_lm_free(lm);
+    unlink(path);
+
+    /* No key anywhere: no Authorization header (local servers need none). */
+    o = (struct dspy_lm_options)DSPY_LM_OPTIONS_INIT;
+    o.api_key_env = "DSPYC_TEST_KEY_UNSET";
+    lm = http_lm(&s, &o);
+    one_call(lm, DSPY_OK, NULL);
+    assert_string_equal(s.auth, "");
+    dspy_lm_free(lm);
+
+    /* A named key file that is missing is an error that names the file. */
+    struct dspy_error err;
+    o.api_key_file = "/nonexistent/dspyc-key";
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", s.port);
+    o.base_url = url;
+    o.model = "m";
+    assert_int_equal(dspy_lm_new(&o, &lm, &err), DSPY_EIO);
+    assert_non_null(strstr(err.message, "/nonexistent/dspyc-key"));
+    test_httpd_stop(&s);
+}
+
+static void key_never_in_errors(void **state)
+{
+    (void)state;
+    struct test_httpd s;
+    struct dspy_error err;
+    /* An endpoint that echoes the key back in its error. */
+    assert_int_equal(test_httpd_start(&s, 401, "{\"error\":{\"message\":\"Incorrect API key "
+                                                "provided: sk-secret-123456. Check it.\","
+                                                "\"code\":\"invalid_api_key\"}}"),
+                     0);
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    o.api_key = "sk-secret-123456";
+    dspy_lm *lm = http_lm(&s, &o);
+    one_call(lm, DSPY_ELM_AUTH, &err);
+    assert_int_equal(err.http_status, 401);
+    assert_null(strstr(err.message, "sk-secret-123456"));
+    assert_non_null(strstr(err.message, "Incorrect API key provided: ***"));
+    assert_non_null(strstr(err.message, "invalid_api_key"));
+    dspy_lm_free(lm);
+    test_httpd_stop(&s);
+
+    /* Nor in a connection error (nothing listens on the server's old port). */
+    lm = http_lm(&s, &o);
+    one_call(lm, DSPY_ELM_NETWORK, &err);
+    assert_null(strstr(err.message, "sk-secret"));
+    dspy_lm_free(lm);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(request_body_bytes),
+        cmocka_unit_test(handle_defaults_and_model),
+        cmocka_unit_test(encoded_entry_point),
+        cmocka_unit_test(number_text),
+        cmocka_unit_test(parses_responses),
+        cmocka_unit_test(fast_reader_matches_jansson),
+        cmocka_unit_test(classify_table),
+        cmocka_unit_test(http_errors_carry_status_and_message),
+        cmocka_unit_test(response_size_limit),
+        cmocka_unit_test(bad_options_and_requests),
+        cmocka_unit_test(api_key_sources),
+        cmocka_unit_test(key_never_in_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
