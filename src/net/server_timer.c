@@ -1,0 +1,181 @@
+/* Timer heap and timer thread of the HTTP server (net layer): a binary min-heap ordered by
+ * (due time, insertion order), and one thread that runs entries as they fall due, so
+ * thousands of delayed answers cost one sleeping thread, not one each. */
+#include <string.h>
+#include <time.h>
+
+#include "base/clock.h"
+#include "net/server_int.h"
+
+void dspy__timerheap_init(struct dspy__timerheap *h)
+{
+    memset(h, 0, sizeof(*h));
+}
+
+void dspy__timerheap_release(struct dspy__timerheap *h)
+{
+    dspy_free(h->v);
+    memset(h, 0, sizeof(*h));
+}
+
+static bool entry_before(const struct dspy__timer_entry *a, const struct dspy__timer_entry *b)
+{
+    return a->due_ns < b->due_ns || (a->due_ns == b->due_ns && a->seq < b->seq);
+}
+
+static void swap_entries(struct dspy__timer_entry *a, struct dspy__timer_entry *b)
+{
+    struct dspy__timer_entry t = *a;
+    *a = *b;
+    *b = t;
+}
+
+dspy_status dspy__timerheap_push(struct dspy__timerheap *h, uint64_t due_ns, dspy__timer_fn fn,
+                                 void *arg)
+{
+    if (h->len == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 64;
+        struct dspy__timer_entry *v = dspy_realloc(h->v, cap * sizeof(*v));
+        if (!v)
+            return DSPY_ENOMEM;
+        h->v = v;
+        h->cap = cap;
+    }
+    size_t i = h->len++;
+    h->v[i] = (struct dspy__timer_entry){ due_ns, h->next_seq++, fn, arg };
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!entry_before(&h->v[i], &h->v[parent]))
+            break;
+        swap_entries(&h->v[i], &h->v[parent]);
+        i = parent;
+    }
+    return DSPY_OK;
+}
+
+bool dspy__timerheap_peek(const struct dspy__timerheap *h, struct dspy__timer_entry *out)
+{
+    if (!h->len)
+        return false;
+    *out = h->v[0];
+    return true;
+}
+
+bool dspy__timerheap_pop(struct dspy__timerheap *h, struct dspy__timer_entry *out)
+{
+    if (!h->len)
+        return false;
+    if (out)
+        *out = h->v[0];
+    h->v[0] = h->v[--h->len];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < h->len && entry_before(&h->v[l], &h->v[m]))
+            m = l;
+        if (r < h->len && entry_before(&h->v[r], &h->v[m]))
+            m = r;
+        if (m == i)
+            break;
+        swap_entries(&h->v[i], &h->v[m]);
+        i = m;
+    }
+    return true;
+}
+
+/* ---- The thread ---- */
+
+dspy_status dspy__timer_init(struct dspy__timer *t)
+{
+    pthread_condattr_t ca;
+    memset(t, 0, sizeof(*t));
+    dspy__timerheap_init(&t->heap);
+    if (pthread_mutex_init(&t->lock, NULL))
+        return DSPY_ENOMEM;
+    if (pthread_condattr_init(&ca))
+        goto fail_mutex;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (pthread_cond_init(&t->cond, &ca)) {
+        pthread_condattr_destroy(&ca);
+        goto fail_mutex;
+    }
+    pthread_condattr_destroy(&ca);
+    return DSPY_OK;
+fail_mutex:
+    pthread_mutex_destroy(&t->lock);
+    return DSPY_ENOMEM;
+}
+
+/* Run due entries in batches outside the lock, so a callback may add timers. */
+static void *timer_main(void *arg)
+{
+    struct dspy__timer *t = arg;
+    struct dspy__timer_entry batch[256];
+
+    pthread_mutex_lock(&t->lock);
+    while (!t->stop) {
+        struct dspy__timer_entry top;
+        if (!dspy__timerheap_peek(&t->heap, &top)) {
+            pthread_cond_wait(&t->cond, &t->lock);
+            continue;
+        }
+        uint64_t now = dspy__now_ns();
+        if (top.due_ns > now) {
+            struct timespec ts = { (time_t)(top.due_ns / 1000000000u),
+                                   (long)(top.due_ns % 1000000000u) };
+            pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+            continue;
+        }
+        size_t n = 0;
+        while (n < sizeof(batch) / sizeof(batch[0]) && dspy__timerheap_peek(&t->heap, &top) &&
+               top.due_ns <= now)
+            dspy__timerheap_pop(&t->heap, &batch[n++]);
+        pthread_mutex_unlock(&t->lock);
+        for (size_t i = 0; i < n; i++)
+            batch[i].fn(batch[i].arg);
+        pthread_mutex_lock(&t->lock);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+dspy_status dspy__timer_start(struct dspy__timer *t)
+{
+    if (pthread_create(&t->thread, NULL, timer_main, t))
+        return DSPY_ENOMEM;
+    t->running = true;
+    return DSPY_OK;
+}
+
+dspy_status dspy__timer_add(struct dspy__timer *t, uint64_t due_ns, dspy__timer_fn fn, void *arg)
+{
+    struct dspy__timer_entry top;
+    pthread_mutex_lock(&t->lock);
+    bool had = dspy__timerheap_peek(&t->heap, &top);
+    dspy_status rc = dspy__timerheap_push(&t->heap, due_ns, fn, arg);
+    /* Wake the thread only when its sleep would now end too late. */
+    if (rc == DSPY_OK && (!had || due_ns < top.due_ns))
+        pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
+void dspy__timer_stop(struct dspy__timer *t)
+{
+    if (!t->running)
+        return;
+    pthread_mutex_lock(&t->lock);
+    t->stop = true;
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    pthread_join(t->thread, NULL);
+    t->running = false;
+}
+
+void dspy__timer_release(struct dspy__timer *t)
+{
+    dspy__timer_stop(t);
+    dspy__timerheap_release(&t->heap);
+    pthread_cond_destroy(&t->cond);
+    pthread_mutex_destroy(&t->lock);
+}
