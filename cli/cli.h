@@ -9,5 +9,9 @@ struct cli_command {
 };
 
 int cmd_version(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_sim(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

@@ -7,6 +7,10 @@
 #include "cli.h"
 
 static const struct cli_command commands[] = {
+    { "bench", "benchmark LM calls: latency, throughput, overhead, memory", cmd_bench },
+    { "predict", "call a module once and print the prediction", cmd_predict },
+    { "run", "run a program over a JSON-lines file", cmd_run },
+    { "sim", "OpenAI-compatible LM simulator for offline work and tests", cmd_sim },
     { "version", "print the version", cmd_version },
 };
 

@@ -11,5 +11,6 @@
 #include <dspyc/hist.h>
 #include <dspyc/proc.h>
 #include <dspyc/cache.h>
+#include <dspyc/python.h>
 
 #endif

@@ -1,0 +1,121 @@
+/* Endpoint selection shared by the LM-calling subcommands (apps layer). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "endpoint.h"
+#include "sim/sim.h"
+#include "util.h"
+
+void endpoint_init(struct endpoint *ep)
+{
+    ep->base_url = NULL;
+    ep->model = NULL;
+    ep->api_key_env = NULL;
+    ep->api_key_file = NULL;
+    ep->timeout_s = 600.0;
+    ep->temperature = NAN;
+    ep->max_tokens = -1;
+    ep->sim_flags = NULL;
+    ep->sim = NULL;
+    ep->sim_url[0] = '\0';
+}
+
+int endpoint_option(struct endpoint *ep, int opt, const char *arg)
+{
+    switch (opt) {
+    case ENDPOINT_OPT_BASE_URL: ep->base_url = arg; return 1;
+    case ENDPOINT_OPT_MODEL: ep->model = arg; return 1;
+    case ENDPOINT_OPT_API_KEY_ENV: ep->api_key_env = arg; return 1;
+    case ENDPOINT_OPT_API_KEY_FILE: ep->api_key_file = arg; return 1;
+    case ENDPOINT_OPT_TIMEOUT:
+        return parse_double_flag("--timeout", arg, 0, 1e6, &ep->timeout_s) ? -1 : 1;
+    case ENDPOINT_OPT_TEMPERATURE:
+        return parse_double_flag("--temperature", arg, 0, 10, &ep->temperature) ? -1 : 1;
+    case ENDPOINT_OPT_SIM: ep->sim_flags = arg; return 1;
+    case ENDPOINT_OPT_MAX_TOKENS:
+        return parse_long_flag("--max-tokens", arg, 1, 10000000, &ep->max_tokens) ? -1 : 1;
+    default: return 0;
+    }
+}
+
+/* Start the built-in simulator with the --sim flags; 0 or -1 after printing why. */
+static int start_sim(struct endpoint *ep)
+{
+    struct sim_options so;
+    char why[256], *copy = NULL, *argv[64];
+    int argc = 0;
+    sim_options_init(&so);
+    if (ep->sim_flags) {
+        if (!(copy = strdup(ep->sim_flags)))
+            abort();
+        for (char *tok = strtok(copy, " \t"); tok; tok = strtok(NULL, " \t")) {
+            if (argc == 64) {
+                fprintf(stderr, "dspyc: --sim: too many flags\n");
+                free(copy);
+                return -1;
+            }
+            argv[argc++] = tok;
+        }
+        if (sim_parse_args(&so, argc, argv, stderr)) {
+            fprintf(stderr, "dspyc: --sim '%s': not valid simulator flags\n", ep->sim_flags);
+            free(copy);
+            return -1;
+        }
+    }
+    ep->sim = sim_start(&so, why, sizeof(why));
+    free(copy); /* sim_start copies what it keeps */
+    if (!ep->sim) {
+        fprintf(stderr, "dspyc: cannot start the built-in simulator: %s\n", why);
+        return -1;
+    }
+    snprintf(ep->sim_url, sizeof(ep->sim_url), "http://127.0.0.1:%d/v1", sim_port(ep->sim));
+    return 0;
+}
+
+dspy_lm *endpoint_open(struct endpoint *ep)
+{
+    if (!ep->base_url)
+        ep->base_url = getenv("DSPYC_BASE_URL");
+    if (!ep->base_url)
+        ep->base_url = getenv("OPENAI_BASE_URL");
+    if (!ep->model)
+        ep->model = getenv("DSPYC_MODEL");
+    if (!ep->base_url) {
+        if (!ep->sim && start_sim(ep))
+            return NULL;
+        ep->base_url = ep->sim_url;
+        if (!ep->model)
+            ep->model = "openai/dspyc-sim";
+    }
+    if (!ep->model) {
+        fprintf(stderr, "dspyc: --model (or $DSPYC_MODEL) is required with --base-url\n");
+        return NULL;
+    }
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    o.base_url = ep->base_url;
+    o.model = ep->model;
+    if (ep->api_key_env)
+        o.api_key_env = ep->api_key_env;
+    o.api_key_file = ep->api_key_file;
+    o.timeout_s = ep->timeout_s;
+    o.temperature = ep->temperature;
+    o.max_tokens = ep->max_tokens;
+    dspy_lm *lm = NULL;
+    struct dspy_error err;
+    dspy_error_clear(&err);
+    if (dspy_lm_new(&o, &lm, &err)) {
+        fprintf(stderr, "dspyc: %s\n", err.message);
+        return NULL;
+    }
+    return lm;
+}
+
+void endpoint_close(struct endpoint *ep, dspy_lm *lm)
+{
+    dspy_lm_free(lm);
+    if (ep->sim)
+        sim_stop(ep->sim);
+    ep->sim = NULL;
+}

@@ -1,0 +1,73 @@
+/* Endpoint selection shared by the subcommands that call an LM (apps layer): flags and
+ * environment name an OpenAI-compatible endpoint; with none given, the built-in simulator
+ * is started in-process on a loopback port. */
+#ifndef DSPYC_CLI_ENDPOINT_H
+#define DSPYC_CLI_ENDPOINT_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include <dspyc/dspyc.h>
+
+struct sim;
+
+struct endpoint {
+    const char *base_url;     /* --base-url, $DSPYC_BASE_URL, $OPENAI_BASE_URL */
+    const char *model;        /* --model, $DSPYC_MODEL */
+    const char *api_key_env;  /* --api-key-env */
+    const char *api_key_file; /* --api-key-file */
+    double timeout_s;         /* --timeout */
+    double temperature;       /* --temperature, NAN = endpoint default */
+    long max_tokens;          /* --max-tokens, -1 = endpoint default */
+    const char *sim_flags;    /* --sim: flags for the built-in simulator */
+    struct sim *sim;          /* the in-process simulator, when one was started */
+    char sim_url[64];         /* its base URL */
+};
+
+enum {
+    ENDPOINT_OPT_BASE_URL = 1000,
+    ENDPOINT_OPT_MODEL,
+    ENDPOINT_OPT_API_KEY_ENV,
+    ENDPOINT_OPT_API_KEY_FILE,
+    ENDPOINT_OPT_TIMEOUT,
+    ENDPOINT_OPT_TEMPERATURE,
+    ENDPOINT_OPT_MAX_TOKENS,
+    ENDPOINT_OPT_SIM,
+};
+
+#define ENDPOINT_LONG_OPTIONS                                                                \
+    { "base-url", required_argument, NULL, ENDPOINT_OPT_BASE_URL },                          \
+        { "model", required_argument, NULL, ENDPOINT_OPT_MODEL },                            \
+        { "api-key-env", required_argument, NULL, ENDPOINT_OPT_API_KEY_ENV },                \
+        { "api-key-file", required_argument, NULL, ENDPOINT_OPT_API_KEY_FILE },              \
+        { "timeout", required_argument, NULL, ENDPOINT_OPT_TIMEOUT },                        \
+        { "temperature", required_argument, NULL, ENDPOINT_OPT_TEMPERATURE },                \
+        { "max-tokens", required_argument, NULL, ENDPOINT_OPT_MAX_TOKENS },                  \
+        { "sim", required_argument, NULL, ENDPOINT_OPT_SIM }
+
+#define ENDPOINT_HELP                                                                        \
+    "endpoint (default: the built-in simulator, started in-process):\n"                      \
+    "  --base-url URL        OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1\n"   \
+    "                        (else $DSPYC_BASE_URL, else $OPENAI_BASE_URL)\n"               \
+    "  --model NAME          model name, e.g. openai/gpt-4o-mini (else $DSPYC_MODEL;\n"     \
+    "                        a leading 'openai/' is not sent)\n"                            \
+    "  --api-key-env VAR     read the API key from $VAR (default OPENAI_API_KEY)\n"         \
+    "  --api-key-file FILE   read the API key from the first line of FILE\n"                \
+    "  --timeout SECONDS     per LM request (default 600)\n"                                 \
+    "  --temperature T       sampling temperature (default: not sent)\n"                     \
+    "  --max-tokens N        completion token limit (default: not sent)\n"                   \
+    "  --sim 'FLAGS'         flags for the built-in simulator, e.g. '--latency-ms 20'\n"      \
+    "                        (see 'dspyc sim --help')\n"
+
+void endpoint_init(struct endpoint *ep);
+/* Handle one getopt_long result; returns 1 when it was an endpoint option, 0 when not,
+ * -1 (after printing why) when its value is invalid. */
+int endpoint_option(struct endpoint *ep, int opt, const char *arg);
+/* Resolve the environment, start the simulator when no endpoint was named (once: later
+ * calls reuse it), and open an LM for ep->model. NULL (after printing why to stderr) on
+ * failure. May be called again with another ep->model; free each LM with dspy_lm_free. */
+dspy_lm *endpoint_open(struct endpoint *ep);
+void endpoint_close(struct endpoint *ep, dspy_lm *lm);
+
+#endif

@@ -1,0 +1,312 @@
+/* `dspyc run`: run a program over a JSON-lines file, one output line per input line
+ * (apps layer). Input is streamed, so memory stays flat however long the file is. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "endpoint.h"
+#include "util.h"
+
+static const char run_usage[] =
+    "usage: dspyc run (PROGRAM.json | --signature SIG [--module M] [--adapter A])\n"
+    "                 --input IN.jsonl --output OUT.jsonl [options]\n\n"
+    "Run a program over every line of IN.jsonl (one JSON object of input fields per line).\n"
+    "Every input line yields exactly one output line, in order:\n"
+    "  {\"line\": N, \"ok\": true, \"prediction\": {...}}\n"
+    "  {\"line\": N, \"ok\": false, \"error\": {\"class\": ..., \"message\": ..., ...}}\n"
+    "A bad line never stops the run. Exit status: 0 when every record succeeded, 1 when any\n"
+    "failed, 2 when the run could not start. A summary goes to stderr.\n\n"
+    "options:\n"
+    "  --signature SIG       run one module with this signature instead of a program file\n"
+    "  --module predict|cot  module for --signature (default predict)\n"
+    "  --adapter chat|json   prompt format (default chat)\n"
+    "  --instructions TEXT   instructions for --signature\n"
+    "  --demos FILE.jsonl    demos for --signature\n"
+    "  --state DSPY.json     apply a DSPy save file (program.save(...)) before running\n"
+    "  --save-state OUT.json write the program's state as a DSPy save file and continue\n"
+    "  --input FILE          input JSON lines ('-' for stdin)\n"
+    "  --output FILE         output JSON lines ('-' for stdout)\n"
+    "  --max-line-bytes N    longest accepted input line (default 16 MiB)\n"
+    "  -q, --quiet           no summary\n"
+    "  -h, --help            this text\n\n" ENDPOINT_HELP;
+
+enum {
+    OPT_SIGNATURE = 1,
+    OPT_MODULE,
+    OPT_ADAPTER,
+    OPT_INSTRUCTIONS,
+    OPT_DEMOS,
+    OPT_STATE,
+    OPT_SAVE_STATE,
+    OPT_INPUT,
+    OPT_OUTPUT,
+    OPT_MAX_LINE,
+};
+
+struct run_args {
+    const char *program_path, *signature, *instructions, *demos_path;
+    const char *state_path, *save_state_path, *input_path, *output_path;
+    int module, adapter;
+    long max_line;
+    bool quiet;
+};
+
+struct run_totals {
+    long records, ok, failed, lm_calls;
+    struct dspy_lm_usage usage;
+    dspy_hist *latency;
+};
+
+static dspy_program *build_program(const struct run_args *a)
+{
+    struct dspy_error err;
+    dspy_program *p = NULL;
+    dspy_error_clear(&err);
+    if (a->program_path) {
+        if (dspy_program_load(a->program_path, &p, &err)) {
+            print_error("program", &err);
+            return NULL;
+        }
+    } else {
+        dspy_signature *sig = NULL;
+        json_t *demos = NULL;
+        dspy_module *m = NULL;
+        if (dspy_signature_parse(a->signature, a->instructions, &sig, &err)) {
+            print_error("signature", &err);
+            return NULL;
+        }
+        if (a->demos_path && !(demos = load_jsonl_objects(a->demos_path)))
+            goto out;
+        m = dspy_module_new((enum dspy_module_kind)a->module, sig,
+                            (enum dspy_adapter_kind)a->adapter);
+        if (!m || (demos && dspy_module_set_demos(m, demos)) || !(p = dspy_program_single(m))) {
+            fprintf(stderr, "dspyc run: out of memory\n");
+            if (!p)
+                dspy_module_free(m);
+        }
+    out:
+        json_decref(demos);
+        dspy_signature_free(sig);
+        if (!p)
+            return NULL;
+    }
+    if (a->state_path && dspy_program_load_state(p, a->state_path, &err)) {
+        print_error("state", &err);
+        dspy_program_free(p);
+        return NULL;
+    }
+    if (a->save_state_path && dspy_program_save_state(p, a->save_state_path, &err)) {
+        print_error("save state", &err);
+        dspy_program_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* One input line in, one output record out. */
+static json_t *run_record(dspy_program *p, dspy_lm *lm, const char *line, size_t len,
+                          bool too_long, long lineno, long max_line, struct run_totals *t)
+{
+    struct dspy_error err;
+    struct dspy_call_info info;
+    json_t *inputs = NULL, *outputs = NULL, *rec;
+    dspy_error_clear(&err);
+    memset(&info, 0, sizeof(info));
+    if (too_long) {
+        err.code = DSPY_ETOOBIG;
+        snprintf(err.message, sizeof(err.message), "input line is longer than %ld bytes",
+                 max_line);
+    } else {
+        json_error_t je;
+        inputs = json_loadb(line, len, 0, &je);
+        if (!inputs) {
+            err.code = DSPY_EPARSE;
+            err.column = je.column;
+            err.offset = je.position;
+            snprintf(err.message, sizeof(err.message), "input is not valid JSON: %s", je.text);
+        } else if (!json_is_object(inputs)) {
+            err.code = DSPY_EINVAL;
+            snprintf(err.message, sizeof(err.message),
+                     "input must be a JSON object of field values");
+        } else {
+            uint64_t t0 = dspy_clock_ns();
+            dspy_program_call(p, lm, inputs, NULL, &outputs, &info, &err);
+            dspy_hist_record(t->latency, dspy_clock_ns() - t0);
+        }
+    }
+    t->records++;
+    t->lm_calls += info.lm_calls;
+    t->usage.prompt_tokens += info.usage.prompt_tokens;
+    t->usage.completion_tokens += info.usage.completion_tokens;
+    t->usage.total_tokens += info.usage.total_tokens;
+    if (outputs) {
+        t->ok++;
+        rec = json_pack("{s:I, s:b, s:o}", "line", (json_int_t)lineno, "ok", 1, "prediction",
+                        outputs);
+    } else {
+        t->failed++;
+        rec = json_pack("{s:I, s:b, s:o}", "line", (json_int_t)lineno, "ok", 0, "error",
+                        error_to_json(&err));
+    }
+    json_decref(inputs);
+    if (!rec)
+        abort();
+    return rec;
+}
+
+static void print_summary(const struct run_totals *t, double secs)
+{
+    fprintf(stderr, "dspyc run: %ld records, %ld ok, %ld failed in %.2f s (%.1f records/s)\n",
+            t->records, t->ok, t->failed, secs, secs > 0 ? (double)t->records / secs : 0.0);
+    if (dspy_hist_count(t->latency)) {
+        const dspy_hist *h = t->latency;
+        fprintf(stderr,
+                "latency per record: mean %.2f ms  p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  "
+                "max %.2f ms\n",
+                dspy_hist_mean(h) / 1e6, (double)dspy_hist_percentile(h, 50) / 1e6,
+                (double)dspy_hist_percentile(h, 95) / 1e6,
+                (double)dspy_hist_percentile(h, 99) / 1e6, (double)dspy_hist_max(h) / 1e6);
+    }
+    fprintf(stderr, "LM calls: %ld  tokens: %ld prompt, %ld completion\n", t->lm_calls,
+            t->usage.prompt_tokens, t->usage.completion_tokens);
+}
+
+static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm)
+{
+    FILE *in = strcmp(a->input_path, "-") ? fopen(a->input_path, "rb") : stdin;
+    FILE *out = NULL;
+    struct run_totals t = { 0 };
+    struct line_reader r;
+    const char *line;
+    size_t len;
+    bool too_long;
+    int rc = 2, got;
+    if (!in) {
+        fprintf(stderr, "dspyc run: cannot open %s: %s\n", a->input_path, strerror(errno));
+        return 2;
+    }
+    out = strcmp(a->output_path, "-") ? fopen(a->output_path, "wb") : stdout;
+    if (!out) {
+        fprintf(stderr, "dspyc run: cannot create %s: %s\n", a->output_path, strerror(errno));
+        goto close_in;
+    }
+    if (!(t.latency = dspy_hist_new()))
+        abort();
+    line_reader_init(&r, in, (size_t)a->max_line);
+    uint64_t start = dspy_clock_ns();
+    while ((got = line_reader_next(&r, &line, &len, &too_long)) == 1) {
+        if (!too_long && strspn(line, " \t") == len)
+            continue; /* blank lines are not records */
+        json_t *rec = run_record(p, lm, line, len, too_long, r.lineno, a->max_line, &t);
+        if (json_dumpf(rec, out, JSON_COMPACT) || fputc('\n', out) == EOF) {
+            fprintf(stderr, "dspyc run: writing %s: %s\n", a->output_path, strerror(errno));
+            json_decref(rec);
+            goto release;
+        }
+        json_decref(rec);
+    }
+    if (got < 0) {
+        fprintf(stderr, "dspyc run: reading %s: %s\n", a->input_path, strerror(errno));
+        goto release;
+    }
+    if (fflush(out)) {
+        fprintf(stderr, "dspyc run: writing %s: %s\n", a->output_path, strerror(errno));
+        goto release;
+    }
+    if (!a->quiet)
+        print_summary(&t, (double)(dspy_clock_ns() - start) / 1e9);
+    rc = t.failed ? 1 : 0;
+release:
+    line_reader_release(&r);
+    dspy_hist_free(t.latency);
+    if (out != stdout && fclose(out) && rc != 2) {
+        fprintf(stderr, "dspyc run: writing %s: %s\n", a->output_path, strerror(errno));
+        rc = 2;
+    }
+close_in:
+    if (in != stdin)
+        fclose(in);
+    return rc;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "signature", required_argument, NULL, OPT_SIGNATURE },
+        { "module", required_argument, NULL, OPT_MODULE },
+        { "adapter", required_argument, NULL, OPT_ADAPTER },
+        { "instructions", required_argument, NULL, OPT_INSTRUCTIONS },
+        { "demos", required_argument, NULL, OPT_DEMOS },
+        { "state", required_argument, NULL, OPT_STATE },
+        { "save-state", required_argument, NULL, OPT_SAVE_STATE },
+        { "input", required_argument, NULL, OPT_INPUT },
+        { "output", required_argument, NULL, OPT_OUTPUT },
+        { "max-line-bytes", required_argument, NULL, OPT_MAX_LINE },
+        { "quiet", no_argument, NULL, 'q' },
+        { "help", no_argument, NULL, 'h' },
+        ENDPOINT_LONG_OPTIONS,
+        { NULL, 0, NULL, 0 },
+    };
+    struct run_args a = { .module = DSPY_MODULE_PREDICT, .adapter = DSPY_ADAPTER_CHAT,
+                          .max_line = 16L << 20 };
+    struct endpoint ep;
+    int opt;
+    endpoint_init(&ep);
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
+        int e = endpoint_option(&ep, opt, optarg);
+        if (e < 0)
+            return 2;
+        if (e)
+            continue;
+        switch (opt) {
+        case OPT_SIGNATURE: a.signature = optarg; break;
+        case OPT_MODULE:
+            if ((a.module = dspy_module_kind_from_name(optarg)) < 0) {
+                fprintf(stderr, "dspyc run: --module: '%s' is not predict or cot\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_ADAPTER:
+            if ((a.adapter = dspy_adapter_from_name(optarg)) < 0) {
+                fprintf(stderr, "dspyc run: --adapter: '%s' is not chat or json\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_INSTRUCTIONS: a.instructions = optarg; break;
+        case OPT_DEMOS: a.demos_path = optarg; break;
+        case OPT_STATE: a.state_path = optarg; break;
+        case OPT_SAVE_STATE: a.save_state_path = optarg; break;
+        case OPT_INPUT: a.input_path = optarg; break;
+        case OPT_OUTPUT: a.output_path = optarg; break;
+        case OPT_MAX_LINE:
+            if (parse_long_flag("--max-line-bytes", optarg, 1, 1L << 32, &a.max_line))
+                return 2;
+            break;
+        case 'q': a.quiet = true; break;
+        case 'h': fputs(run_usage, stdout); return 0;
+        default: fputs(run_usage, stderr); return 2;
+        }
+    }
+    if (optind < argc)
+        a.program_path = argv[optind++];
+    if (optind < argc || !a.input_path || !a.output_path ||
+        !a.program_path == !a.signature) {
+        fprintf(stderr, "dspyc run: name a program file or --signature (one of them), "
+                        "--input and --output\n\n");
+        fputs(run_usage, stderr);
+        return 2;
+    }
+    dspy_program *p = build_program(&a);
+    if (!p)
+        return 2;
+    dspy_lm *lm = endpoint_open(&ep);
+    int rc = lm ? run_file(&a, p, lm) : 2;
+    endpoint_close(&ep, lm);
+    dspy_program_free(p);
+    return rc;
+}

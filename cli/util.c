@@ -1,0 +1,187 @@
+/* Small helpers shared by the dspyc subcommands (apps layer). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+int parse_double_flag(const char *flag, const char *arg, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (errno || end == arg || *end || v < lo || v > hi) {
+        fprintf(stderr, "dspyc: %s: '%s' is not a number in [%g, %g]\n", flag, arg, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int parse_long_flag(const char *flag, const char *arg, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (errno || end == arg || *end || v < lo || v > hi) {
+        fprintf(stderr, "dspyc: %s: '%s' is not a whole number in [%ld, %ld]\n", flag, arg, lo,
+                hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+void line_reader_init(struct line_reader *r, FILE *f, size_t max)
+{
+    r->f = f;
+    r->buf = NULL;
+    r->cap = 0;
+    r->max = max;
+    r->lineno = 0;
+}
+
+void line_reader_release(struct line_reader *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+}
+
+int line_reader_next(struct line_reader *r, const char **line, size_t *len, bool *too_long)
+{
+    size_t n = 0;
+    int c;
+    *too_long = false;
+    while ((c = getc(r->f)) != EOF && c != '\n') {
+        if (n >= r->max) {
+            *too_long = true;
+            continue;
+        }
+        if (n + 1 >= r->cap) {
+            size_t cap = r->cap ? r->cap * 2 : 4096;
+            char *p = realloc(r->buf, cap);
+            if (!p)
+                abort(); /* the CLI may abort on OOM (STYLE 16) */
+            r->buf = p;
+            r->cap = cap;
+        }
+        r->buf[n++] = (char)c;
+    }
+    if (ferror(r->f))
+        return -1;
+    if (c == EOF && n == 0 && !*too_long)
+        return 0;
+    if (!r->buf) {
+        r->buf = malloc(1);
+        if (!r->buf)
+            abort();
+        r->cap = 1;
+    }
+    r->buf[n] = '\0';
+    if (n && r->buf[n - 1] == '\r')
+        r->buf[--n] = '\0';
+    r->lineno++;
+    *line = r->buf;
+    *len = n;
+    return 1;
+}
+
+json_t *error_to_json(const struct dspy_error *err)
+{
+    json_t *e = json_pack("{s:s, s:s}", "class", dspy_status_name(err->code), "message",
+                          err->message[0] ? err->message : dspy_strerror(err->code));
+    if (!e)
+        abort();
+    if (err->field[0])
+        json_object_set_new(e, "field", json_string(err->field));
+    if (err->file[0])
+        json_object_set_new(e, "file", json_string(err->file));
+    if (err->line >= 0)
+        json_object_set_new(e, "line", json_integer(err->line));
+    if (err->column >= 0)
+        json_object_set_new(e, "column", json_integer(err->column));
+    if (err->offset >= 0)
+        json_object_set_new(e, "offset", json_integer(err->offset));
+    if (err->http_status)
+        json_object_set_new(e, "http_status", json_integer(err->http_status));
+    return e;
+}
+
+void print_error(const char *what, const struct dspy_error *err)
+{
+    fprintf(stderr, "dspyc: %s: %s", what,
+            err->message[0] ? err->message : dspy_strerror(err->code));
+    if (err->file[0] && !strstr(err->message, err->file))
+        fprintf(stderr, " (in %s%s%ld)", err->file, err->line >= 0 ? ", line " : "",
+                err->line >= 0 ? err->line : 0L);
+    fputc('\n', stderr);
+}
+
+json_t *load_jsonl_objects(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "dspyc: cannot open %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    json_t *arr = json_array();
+    struct line_reader r;
+    const char *line;
+    size_t len;
+    bool too_long;
+    int rc;
+    line_reader_init(&r, f, 16u << 20);
+    while ((rc = line_reader_next(&r, &line, &len, &too_long)) == 1) {
+        if (too_long) {
+            fprintf(stderr, "dspyc: %s, line %ld: longer than 16 MiB\n", path, r.lineno);
+            goto fail;
+        }
+        if (strspn(line, " \t") == len)
+            continue;
+        json_error_t je;
+        json_t *v = json_loadb(line, len, 0, &je);
+        if (!v || !json_is_object(v)) {
+            fprintf(stderr, "dspyc: %s, line %ld, column %d: %s\n", path, r.lineno,
+                    v ? 1 : je.column, v ? "expected a JSON object" : je.text);
+            json_decref(v);
+            goto fail;
+        }
+        json_array_append_new(arr, v);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "dspyc: reading %s: %s\n", path, strerror(errno));
+        goto fail;
+    }
+    line_reader_release(&r);
+    fclose(f);
+    return arr;
+fail:
+    line_reader_release(&r);
+    fclose(f);
+    json_decref(arr);
+    return NULL;
+}
+
+int parse_assignment(const char *arg, json_t *into)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg) {
+        fprintf(stderr, "dspyc: '%s' is not of the form field=value\n", arg);
+        return -1;
+    }
+    char *name = strndup(arg, (size_t)(eq - arg));
+    if (!name)
+        abort();
+    const char *text = eq + 1;
+    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    if (!v)
+        v = json_string(text);
+    if (!v) {
+        fprintf(stderr, "dspyc: the value of '%s' is not valid UTF-8\n", name);
+        free(name);
+        return -1;
+    }
+    json_object_set_new(into, name, v);
+    free(name);
+    return 0;
+}

@@ -1,0 +1,44 @@
+/* Small helpers shared by the dspyc subcommands (apps layer): flag values, JSON lines
+ * input, error records. */
+#ifndef DSPYC_CLI_UTIL_H
+#define DSPYC_CLI_UTIL_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include <dspyc/dspyc.h>
+
+/* Parse a number flag; print "dspyc: --flag: ..." and return -1 when it is not one or is
+ * outside [lo, hi]. */
+int parse_double_flag(const char *flag, const char *arg, double lo, double hi, double *out);
+int parse_long_flag(const char *flag, const char *arg, long lo, long hi, long *out);
+
+/* A JSON-lines reader that never holds more than `max` bytes of one line: a longer line is
+ * consumed to its end and reported as too long. */
+struct line_reader {
+    FILE *f;
+    char *buf;
+    size_t cap;
+    size_t max;
+    long lineno; /* number of the line last read, 1-based */
+};
+void line_reader_init(struct line_reader *r, FILE *f, size_t max);
+void line_reader_release(struct line_reader *r);
+/* 1 with *line (borrowed until the next call) and *len, 0 at end of input, -1 on a read
+ * error. *too_long is set when the line exceeded the maximum (then *line is its start). */
+int line_reader_next(struct line_reader *r, const char **line, size_t *len, bool *too_long);
+
+/* The JSON form of an error, {"class", "message", and where: field, line, column, offset,
+ * http_status when known}. Caller owns. */
+json_t *error_to_json(const struct dspy_error *err);
+/* Print `err` to stderr as one "dspyc: ..." line. */
+void print_error(const char *what, const struct dspy_error *err);
+
+/* Read a JSON-lines file of objects into an array (caller owns); NULL after printing why. */
+json_t *load_jsonl_objects(const char *path);
+/* "name=value": the value is that JSON value when it parses as JSON, else a string. */
+int parse_assignment(const char *arg, json_t *into);
+
+#endif
