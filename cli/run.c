@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <dspyc/metrics.h>
+
 #include "cli.h"
 #include "endpoint.h"
 #include "util.h"
@@ -31,6 +33,10 @@ static const char run_usage[] =
     "  --input FILE          input JSON lines ('-' for stdin)\n"
     "  --output FILE         output JSON lines ('-' for stdout)\n"
     "  --max-line-bytes N    longest accepted input line (default 16 MiB)\n"
+    "  --score FIELD[:em|f1] score each prediction's FIELD against the input's FIELD (the\n"
+    "                        label rides in the input record, as in a DSPy Example) with\n"
+    "                        DSPy's exact match (em, default) or token F1; adds \"score\"\n"
+    "                        to each output line and the average to the summary\n"
     "  -q, --quiet           no summary\n"
     "  -h, --help            this text\n\n" ENDPOINT_HELP;
 
@@ -45,6 +51,7 @@ enum {
     OPT_INPUT,
     OPT_OUTPUT,
     OPT_MAX_LINE,
+    OPT_SCORE,
 };
 
 struct run_args {
@@ -53,10 +60,14 @@ struct run_args {
     int module, adapter;
     long max_line;
     bool quiet;
+    char score_field[128]; /* --score: the labelled field, "" for none */
+    bool score_f1;
 };
 
 struct run_totals {
     long records, ok, failed, lm_calls;
+    double score_sum; /* over every record with a label, failures scoring 0 */
+    long scored;
     struct dspy_lm_usage usage;
     dspy_hist *latency;
 };
@@ -108,8 +119,26 @@ static dspy_program *build_program(const struct run_args *a)
 }
 
 /* One input line in, one output record out. */
-static json_t *run_record(dspy_program *p, dspy_lm *lm, const char *line, size_t len,
-                          bool too_long, long lineno, long max_line, struct run_totals *t)
+/* Score the prediction against the label the input carries (failures score 0, as DSPy's
+ * Evaluate gives failure_score); records without the label are not scored. */
+static void score_record(const struct run_args *a, const json_t *inputs, const json_t *outputs,
+                         json_t *rec, struct run_totals *t)
+{
+    const json_t *gold = json_object_get(inputs, a->score_field);
+    if (!a->score_field[0] || !gold)
+        return;
+    const json_t *pred = outputs ? json_object_get(outputs, a->score_field) : NULL;
+    double score = !pred ? 0.0
+                   : a->score_f1 ? dspy_metric_f1(pred, gold)
+                                 : dspy_metric_exact_match(pred, gold);
+    json_object_set_new(rec, "score", json_real(score));
+    t->score_sum += score;
+    t->scored++;
+}
+
+static json_t *run_record(const struct run_args *a, dspy_program *p, dspy_lm *lm,
+                          const char *line, size_t len, bool too_long, long lineno,
+                          struct run_totals *t)
 {
     struct dspy_error err;
     struct dspy_call_info info;
@@ -119,7 +148,7 @@ static json_t *run_record(dspy_program *p, dspy_lm *lm, const char *line, size_t
     if (too_long) {
         err.code = DSPY_ETOOBIG;
         snprintf(err.message, sizeof(err.message), "input line is longer than %ld bytes",
-                 max_line);
+                 a->max_line);
     } else {
         json_error_t je;
         inputs = json_loadb(line, len, 0, &je);
@@ -152,13 +181,15 @@ static json_t *run_record(dspy_program *p, dspy_lm *lm, const char *line, size_t
         rec = json_pack("{s:I, s:b, s:o}", "line", (json_int_t)lineno, "ok", 0, "error",
                         error_to_json(&err));
     }
-    json_decref(inputs);
     if (!rec)
         abort();
+    if (inputs)
+        score_record(a, inputs, json_object_get(rec, "prediction"), rec, t);
+    json_decref(inputs);
     return rec;
 }
 
-static void print_summary(const struct run_totals *t, double secs)
+static void print_summary(const struct run_args *a, const struct run_totals *t, double secs)
 {
     fprintf(stderr, "dspyc run: %ld records, %ld ok, %ld failed in %.2f s (%.1f records/s)\n",
             t->records, t->ok, t->failed, secs, secs > 0 ? (double)t->records / secs : 0.0);
@@ -173,6 +204,10 @@ static void print_summary(const struct run_totals *t, double secs)
     }
     fprintf(stderr, "LM calls: %ld  tokens: %ld prompt, %ld completion\n", t->lm_calls,
             t->usage.prompt_tokens, t->usage.completion_tokens);
+    if (t->scored)
+        fprintf(stderr, "score (%s on `%s`): %.2f / %ld (%.1f %%)\n",
+                a->score_f1 ? "token F1" : "exact match", a->score_field, t->score_sum,
+                t->scored, 100.0 * t->score_sum / (double)t->scored);
 }
 
 static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm)
@@ -201,7 +236,7 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm)
     while ((got = line_reader_next(&r, &line, &len, &too_long)) == 1) {
         if (!too_long && strspn(line, " \t") == len)
             continue; /* blank lines are not records */
-        json_t *rec = run_record(p, lm, line, len, too_long, r.lineno, a->max_line, &t);
+        json_t *rec = run_record(a, p, lm, line, len, too_long, r.lineno, &t);
         if (json_dumpf(rec, out, JSON_COMPACT) || fputc('\n', out) == EOF) {
             fprintf(stderr, "dspyc run: writing %s: %s\n", a->output_path, strerror(errno));
             json_decref(rec);
@@ -218,7 +253,7 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm)
         goto release;
     }
     if (!a->quiet)
-        print_summary(&t, (double)(dspy_clock_ns() - start) / 1e9);
+        print_summary(a, &t, (double)(dspy_clock_ns() - start) / 1e9);
     rc = t.failed ? 1 : 0;
 release:
     line_reader_release(&r);
@@ -246,6 +281,7 @@ int cmd_run(int argc, char **argv)
         { "input", required_argument, NULL, OPT_INPUT },
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "max-line-bytes", required_argument, NULL, OPT_MAX_LINE },
+        { "score", required_argument, NULL, OPT_SCORE },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         ENDPOINT_LONG_OPTIONS,
@@ -287,6 +323,20 @@ int cmd_run(int argc, char **argv)
             if (parse_long_flag("--max-line-bytes", optarg, 1, 1L << 32, &a.max_line))
                 return 2;
             break;
+        case OPT_SCORE: {
+            const char *colon = strchr(optarg, ':');
+            size_t n = colon ? (size_t)(colon - optarg) : strlen(optarg);
+            if (!n || n >= sizeof(a.score_field) ||
+                (colon && strcmp(colon, ":em") && strcmp(colon, ":f1"))) {
+                fprintf(stderr, "dspyc run: --score: '%s' is not FIELD, FIELD:em or FIELD:f1\n",
+                        optarg);
+                return 2;
+            }
+            memcpy(a.score_field, optarg, n);
+            a.score_field[n] = '\0';
+            a.score_f1 = colon && !strcmp(colon, ":f1");
+            break;
+        }
         case 'q': a.quiet = true; break;
         case 'h': fputs(run_usage, stdout); return 0;
         default: fputs(run_usage, stderr); return 2;
