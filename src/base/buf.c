@@ -135,8 +135,11 @@ dspy_status dspy__buf_add_json_str(struct dspy_buf *b, const char *s, size_t len
 
 char *dspy__buf_detach(struct dspy_buf *b, size_t *len)
 {
-    if (!b->ptr && dspy__buf_reserve(b, 0))
-        return NULL;
+    if (!b->ptr) {
+        if (dspy__buf_reserve(b, 0))
+            return NULL;
+        b->ptr[0] = '\0';
+    }
     char *p = b->ptr;
     if (len)
         *len = b->len;

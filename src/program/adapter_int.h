@@ -1,9 +1,10 @@
 /* Private parts of the adapters (program layer). adapter.c holds what the Chat and JSON
  * adapters share (field descriptions, type notes, value formatting, demos) and the
  * dispatch; adapter_chat.c and adapter_json.c are the two formats behind a small vtable;
- * adapter_repair.c and adapter_value.c turn LM text into typed values as DSPy's
- * parse_value does. Modules use the render functions to cache the system and demo
- * messages and render only the user message per call. */
+ * adapter_repair.c, adapter_literal.c and adapter_value.c turn LM text into typed values
+ * as DSPy's parse_value does. Modules use the render functions to cache the system and
+ * demo messages and render only the user message per call. All functions are reentrant:
+ * many threads may render and parse with one signature at once. */
 #ifndef DSPY_PROGRAM_ADAPTER_INT_H
 #define DSPY_PROGRAM_ADAPTER_INT_H
 
@@ -95,6 +96,7 @@ struct dspy__reader {
     int depth; /* containers open, bounded by DSPY__READER_MAX_DEPTH */
     int nest;  /* literal_eval: open brackets, inside which newlines are whitespace */
     bool oom;  /* an allocation failed: the result is not to be trusted */
+    int tries; /* json_repair: top-level '(' looked at, bounded to keep the scan linear */
 };
 
 /* The byte k ahead of the cursor, or -1 past the end. */

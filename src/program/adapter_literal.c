@@ -332,7 +332,7 @@ static json_t *py_atom(struct dspy__reader *r)
 
 json_t *dspy__py_literal_eval(const char *s, size_t len, bool *oom)
 {
-    struct dspy__reader r = { s, len, 0, 0, 0, false };
+    struct dspy__reader r = { s, len, 0, 0, 0, false, 0 };
     json_t *v = NULL, *tuple = NULL;
 
     /* Blank and comment lines may precede the expression. */

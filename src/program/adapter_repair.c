@@ -10,6 +10,10 @@
 #include "program/adapter_int.h"
 
 #define MAX_DEPTH DSPY__READER_MAX_DEPTH
+/* json_repair reads a top-level "(...)" as a tuple. Deciding that scans ahead, so only the
+ * first PAREN_TRIES candidates, each within PAREN_SCAN bytes, are considered. */
+#define PAREN_TRIES 64
+#define PAREN_SCAN 4096
 
 /* Short local names for the shared reader helpers (adapter_int.h). */
 static inline int at(const struct dspy__reader *r, size_t k)
@@ -490,11 +494,13 @@ static bool truthy(const json_t *v)
 }
 
 /* Position just past the ')' closing the '(' at `open`, skipping quoted text and nested
- * brackets; 0 when it is never closed. */
+ * brackets; 0 when it is not closed within PAREN_SCAN bytes. */
 static size_t paren_end(const char *s, size_t len, size_t open)
 {
     int depth = 0;
     char quote = 0;
+    if (len - open > PAREN_SCAN)
+        len = open + PAREN_SCAN;
     for (size_t i = open + 1; i < len; i++) {
         char c = s[i];
         if (c == '\\') {
@@ -600,7 +606,8 @@ static json_t *next_container(struct dspy__reader *r, bool *found)
 {
     *found = false;
     while (r->pos < r->len && r->s[r->pos] != '{' && r->s[r->pos] != '[' &&
-           !(r->s[r->pos] == '(' && paren_starts_value(r->s, r->len, r->pos)))
+           !(r->s[r->pos] == '(' && r->tries++ < PAREN_TRIES &&
+             paren_starts_value(r->s, r->len, r->pos)))
         r->pos++;
     if (r->pos >= r->len)
         return NULL;
@@ -621,7 +628,7 @@ static bool comma_follows(const char *s, size_t from, size_t len)
 
 json_t *dspy__json_repair(const char *s, size_t len, bool *oom)
 {
-    struct dspy__reader r = { s, len, 0, 0, 0, false };
+    struct dspy__reader r = { s, len, 0, 0, 0, false, 0 };
     json_t *v = strict_value(&r), *all = NULL;
     bool found;
     if (v) {
@@ -681,7 +688,7 @@ fail:
 
 bool dspy__json_nonfinite(const char *s, size_t len)
 {
-    struct dspy__reader r = { s, len, 0, 0, 0, false };
+    struct dspy__reader r = { s, len, 0, 0, 0, false, 0 };
     bool is_int;
     size_t n;
     json_ws(&r);
