@@ -34,17 +34,17 @@ run: build
 # fuzz-smoke, end-to-end, compatibility with real DSPy) on the normal build.
 test: build asan
 	@echo "== unit + fuzz-smoke tests under ASan+UBSan"
-	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz-smoke'
+	@ASAN_OPTIONS=detect_leaks=1 scripts/ctest-strict.sh $(ASAN_BUILD) --output-on-failure -j $(JOBS) -L 'unit|fuzz-smoke'
 	@echo "== unit + fuzz-smoke tests, normal build"
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L 'unit|fuzz-smoke'
+	@scripts/ctest-strict.sh $(BUILD) --output-on-failure -j $(JOBS) -L 'unit|fuzz-smoke'
 	@echo "== end-to-end and compatibility tests"
-	@DSPYC_BIN=$(CURDIR)/$(BUILD)/dspyc .venv/bin/python -m pytest -q tests/e2e tests/compat
+	@DSPYC_STRICT_SKIPS=1 PYTHONPATH=tests DSPYC_BIN=$(CURDIR)/$(BUILD)/dspyc DSPYC_BUILD=$(CURDIR)/$(BUILD) .venv/bin/python -m pytest -q -p strict_skips tests/e2e tests/compat
 
 test-unit: asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
 
 test-e2e: build
-	@DSPYC_BIN=$(CURDIR)/$(BUILD)/dspyc .venv/bin/python -m pytest -q tests/e2e tests/compat
+	@DSPYC_BIN=$(CURDIR)/$(BUILD)/dspyc DSPYC_BUILD=$(CURDIR)/$(BUILD) .venv/bin/python -m pytest -q tests/e2e tests/compat
 
 bench: build
 	@scripts/run-main.sh $(BUILD)
