@@ -30,9 +30,12 @@ tsan: setup
 run: build
 	@scripts/run-main.sh $(BUILD)
 
-# Every test: unit and fuzz-smoke tests under ASan+UBSan, then the whole suite (unit,
-# fuzz-smoke, end-to-end, compatibility with real DSPy) on the normal build.
-test: build asan
+# Every test: threaded unit tests under TSan, unit and fuzz-smoke tests under ASan+UBSan,
+# then the whole suite (unit, fuzz-smoke, end-to-end, compatibility with real DSPy) on the
+# normal build.
+test: build asan tsan
+	@echo "== threaded unit tests under TSan"
+	@TSAN_OPTIONS=halt_on_error=1 scripts/ctest-strict.sh $(TSAN_BUILD) --output-on-failure -j $(JOBS) -L threads
 	@echo "== unit + fuzz-smoke tests under ASan+UBSan"
 	@ASAN_OPTIONS=detect_leaks=1 scripts/ctest-strict.sh $(ASAN_BUILD) --output-on-failure -j $(JOBS) -L 'unit|fuzz-smoke'
 	@echo "== unit + fuzz-smoke tests, normal build"

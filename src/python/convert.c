@@ -551,7 +551,7 @@ dspy_status dspy__py_err(struct dspy_error *err, const char *fmt, ...)
     where[0] = '\0';
     if (w.file[0]) {
         slash = strrchr(w.file, '/');
-        snprintf(where, sizeof(where), " at %s:%ld in %s", slash ? slash + 1 : w.file,
+        snprintf(where, sizeof(where), " at %.120s:%ld in %.60s", slash ? slash + 1 : w.file,
                  w.line, w.func);
     }
     dspy__err(err, code, "%s: %s%s%s%s%s%s", context,

@@ -1,7 +1,8 @@
 /* Unit tests for the embedded-CPython bridge (src/python/bridge.c): a small Python module
  * written to a temporary directory (no network, no DSPy) is loaded and called; results,
  * exception texts, JSON round trips and GIL-wait timings from 1 and 4 C threads are checked.
- * Skips (exit 77) when libdspyc was built without Python. */
+ * Skips (exit 77) when libdspyc was built without Python.
+ * no-tsan: libpython is not built with TSan, so TSan cannot see the GIL's ordering. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
