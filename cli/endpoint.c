@@ -20,10 +20,14 @@ void endpoint_init(struct endpoint *ep)
     ep->sim_flags = NULL;
     ep->sim = NULL;
     ep->sim_url[0] = '\0';
+    cache_config_init(&ep->cache, "off");
 }
 
 int endpoint_option(struct endpoint *ep, int opt, const char *arg)
 {
+    int c = cache_config_option(&ep->cache, opt, arg);
+    if (c)
+        return c;
     switch (opt) {
     case ENDPOINT_OPT_BASE_URL: ep->base_url = arg; return 1;
     case ENDPOINT_OPT_MODEL: ep->model = arg; return 1;
@@ -82,6 +86,8 @@ dspy_lm *endpoint_open(struct endpoint *ep)
         ep->base_url = getenv("OPENAI_BASE_URL");
     if (!ep->model)
         ep->model = getenv("DSPYC_MODEL");
+    if (cache_config_open(&ep->cache, "dspyc"))
+        return NULL;
     if (!ep->base_url) {
         if (!ep->sim && start_sim(ep))
             return NULL;
@@ -102,6 +108,8 @@ dspy_lm *endpoint_open(struct endpoint *ep)
     o.timeout_s = ep->timeout_s;
     o.temperature = ep->temperature;
     o.max_tokens = ep->max_tokens;
+    o.cache = ep->cache.cache;
+    cache_config_ctl(&ep->cache, &o.cache_ctl);
     dspy_lm *lm = NULL;
     struct dspy_error err;
     dspy_error_clear(&err);
@@ -118,4 +126,5 @@ void endpoint_close(struct endpoint *ep, dspy_lm *lm)
     if (ep->sim)
         sim_stop(ep->sim);
     ep->sim = NULL;
+    cache_config_close(&ep->cache);
 }

@@ -1,6 +1,7 @@
 /* Endpoint selection shared by the subcommands that call an LM (apps layer): flags and
  * environment name an OpenAI-compatible endpoint; with none given, the built-in simulator
- * is started in-process on a loopback port. */
+ * is started in-process on a loopback port. The cache flags (cache_config.h) come along:
+ * every LM opened here calls through the one cache they configure. */
 #ifndef DSPYC_CLI_ENDPOINT_H
 #define DSPYC_CLI_ENDPOINT_H
 
@@ -9,6 +10,8 @@
 #include <stdio.h>
 
 #include <dspyc/dspyc.h>
+
+#include "cache_config.h"
 
 struct sim;
 
@@ -23,6 +26,7 @@ struct endpoint {
     const char *sim_flags;    /* --sim: flags for the built-in simulator */
     struct sim *sim;          /* the in-process simulator, when one was started */
     char sim_url[64];         /* its base URL */
+    struct cache_config cache; /* --cache and friends; cache.cache once opened */
 };
 
 enum {
@@ -44,7 +48,7 @@ enum {
         { "timeout", required_argument, NULL, ENDPOINT_OPT_TIMEOUT },                        \
         { "temperature", required_argument, NULL, ENDPOINT_OPT_TEMPERATURE },                \
         { "max-tokens", required_argument, NULL, ENDPOINT_OPT_MAX_TOKENS },                  \
-        { "sim", required_argument, NULL, ENDPOINT_OPT_SIM }
+        { "sim", required_argument, NULL, ENDPOINT_OPT_SIM }, CACHE_LONG_OPTIONS
 
 #define ENDPOINT_HELP                                                                        \
     "endpoint (default: the built-in simulator, started in-process):\n"                      \
@@ -58,16 +62,20 @@ enum {
     "  --temperature T       sampling temperature (default: not sent)\n"                     \
     "  --max-tokens N        completion token limit (default: not sent)\n"                   \
     "  --sim 'FLAGS'         flags for the built-in simulator, e.g. '--latency-ms 20'\n"      \
-    "                        (see 'dspyc sim --help')\n"
+    "                        (see 'dspyc sim --help')\n\n" CACHE_HELP
 
+/* Caching is off unless the command sets ep->cache.default_levels (run and predict use
+ * "mem,disk", as DSPy caches in memory and on disk by default) or the user asks for it. */
 void endpoint_init(struct endpoint *ep);
 /* Handle one getopt_long result; returns 1 when it was an endpoint option, 0 when not,
  * -1 (after printing why) when its value is invalid. */
 int endpoint_option(struct endpoint *ep, int opt, const char *arg);
-/* Resolve the environment, start the simulator when no endpoint was named (once: later
- * calls reuse it), and open an LM for ep->model. NULL (after printing why to stderr) on
- * failure. May be called again with another ep->model; free each LM with dspy_lm_free. */
+/* Resolve the environment, open the cache (once), start the simulator when no endpoint was
+ * named (once: later calls reuse it), and open an LM for ep->model over that cache. NULL
+ * (after printing why to stderr) on failure. May be called again with another ep->model;
+ * free each LM with dspy_lm_free before endpoint_close. */
 dspy_lm *endpoint_open(struct endpoint *ep);
+/* Free `lm` (may be NULL), then stop the simulator and close the cache. */
 void endpoint_close(struct endpoint *ep, dspy_lm *lm);
 
 #endif

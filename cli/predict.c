@@ -57,6 +57,7 @@ int cmd_predict(int argc, char **argv)
     bool print_messages = false;
     long n = 0;
     endpoint_init(&ep);
+    ep.cache.default_levels = "mem,disk"; /* as DSPy: memory and disk by default */
     optind = 1;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         int e = endpoint_option(&ep, opt, optarg);

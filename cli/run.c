@@ -65,10 +65,10 @@ struct run_args {
 };
 
 struct run_totals {
-    long records, ok, failed, lm_calls;
+    long records, ok, failed, lm_calls, cache_hits;
     double score_sum; /* over every record with a label, failures scoring 0 */
     long scored;
-    struct dspy_lm_usage usage;
+    struct dspy_lm_usage usage, cached_usage;
     dspy_hist *latency;
 };
 
@@ -172,6 +172,9 @@ static json_t *run_record(const struct run_args *a, dspy_program *p, dspy_lm *lm
     t->usage.prompt_tokens += info.usage.prompt_tokens;
     t->usage.completion_tokens += info.usage.completion_tokens;
     t->usage.total_tokens += info.usage.total_tokens;
+    t->cache_hits += info.cache_hits;
+    t->cached_usage.prompt_tokens += info.cached_usage.prompt_tokens;
+    t->cached_usage.completion_tokens += info.cached_usage.completion_tokens;
     if (outputs) {
         t->ok++;
         rec = json_pack("{s:I, s:b, s:o}", "line", (json_int_t)lineno, "ok", 1, "prediction",
@@ -189,7 +192,30 @@ static json_t *run_record(const struct run_args *a, dspy_program *p, dspy_lm *lm
     return rec;
 }
 
-static void print_summary(const struct run_args *a, const struct run_totals *t, double secs)
+/* The cache section: what the LM calls found where, and what the levels did. */
+static void print_cache_summary(const struct run_totals *t, const struct cache_config *cc)
+{
+    struct dspy_cache_stats st;
+    char names[32];
+    dspy_cache_stats(cc->cache, &st);
+    fprintf(stderr,
+            "cache (%s): %ld of %ld LM calls answered from the cache (%.1f%%), %ld sent "
+            "upstream\n",
+            cache_levels_name(cc->levels, names, sizeof(names)), t->cache_hits, t->lm_calls,
+            t->lm_calls ? 100.0 * (double)t->cache_hits / (double)t->lm_calls : 0.0,
+            t->lm_calls - t->cache_hits);
+    fprintf(stderr,
+            "  lookups %llu, hits %llu, misses %llu; upstream fills %llu (%llu failed), "
+            "waited on another call %llu, on another process %llu\n",
+            (unsigned long long)st.gets, (unsigned long long)st.hits,
+            (unsigned long long)st.misses, (unsigned long long)st.fills,
+            (unsigned long long)st.fill_errors, (unsigned long long)st.coalesced,
+            (unsigned long long)st.lease_waits);
+    cache_print_levels(stderr, &st, cc->levels, "  ");
+}
+
+static void print_summary(const struct run_args *a, const struct run_totals *t,
+                          const struct cache_config *cc, double secs)
 {
     fprintf(stderr, "dspyc run: %ld records, %ld ok, %ld failed in %.2f s (%.1f records/s)\n",
             t->records, t->ok, t->failed, secs, secs > 0 ? (double)t->records / secs : 0.0);
@@ -202,15 +228,22 @@ static void print_summary(const struct run_args *a, const struct run_totals *t, 
                 (double)dspy_hist_percentile(h, 95) / 1e6,
                 (double)dspy_hist_percentile(h, 99) / 1e6, (double)dspy_hist_max(h) / 1e6);
     }
-    fprintf(stderr, "LM calls: %ld  tokens: %ld prompt, %ld completion\n", t->lm_calls,
+    fprintf(stderr, "LM calls: %ld  tokens: %ld prompt, %ld completion", t->lm_calls,
             t->usage.prompt_tokens, t->usage.completion_tokens);
+    if (t->cache_hits)
+        fprintf(stderr, " (of which from the cache: %ld prompt, %ld completion)",
+                t->cached_usage.prompt_tokens, t->cached_usage.completion_tokens);
+    fputc('\n', stderr);
     if (t->scored)
         fprintf(stderr, "score (%s on `%s`): %.2f / %ld (%.1f %%)\n",
                 a->score_f1 ? "token F1" : "exact match", a->score_field, t->score_sum,
                 t->scored, 100.0 * t->score_sum / (double)t->scored);
+    if (cc->cache)
+        print_cache_summary(t, cc);
 }
 
-static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm)
+static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
+                    const struct cache_config *cc)
 {
     FILE *in = strcmp(a->input_path, "-") ? fopen(a->input_path, "rb") : stdin;
     FILE *out = NULL;
@@ -253,7 +286,7 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm)
         goto release;
     }
     if (!a->quiet)
-        print_summary(a, &t, (double)(dspy_clock_ns() - start) / 1e9);
+        print_summary(a, &t, cc, (double)(dspy_clock_ns() - start) / 1e9);
     rc = t.failed ? 1 : 0;
 release:
     line_reader_release(&r);
@@ -292,6 +325,7 @@ int cmd_run(int argc, char **argv)
     struct endpoint ep;
     int opt;
     endpoint_init(&ep);
+    ep.cache.default_levels = "mem,disk"; /* as DSPy: memory and disk by default */
     optind = 1;
     while ((opt = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
         int e = endpoint_option(&ep, opt, optarg);
@@ -355,7 +389,7 @@ int cmd_run(int argc, char **argv)
     if (!p)
         return 2;
     dspy_lm *lm = endpoint_open(&ep);
-    int rc = lm ? run_file(&a, p, lm) : 2;
+    int rc = lm ? run_file(&a, p, lm, &ep.cache) : 2;
     endpoint_close(&ep, lm);
     dspy_program_free(p);
     return rc;

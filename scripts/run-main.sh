@@ -8,7 +8,7 @@ mkdir -p out
 
 echo "== 1. a program over a dataset: arithmetic word problems, ChainOfThought, built-in simulator"
 "$build/dspyc" run examples/arith/program.json --input examples/arith/dev.jsonl \
-    --output out/arith-predictions.jsonl --score answer || true
+    --output out/arith-predictions.jsonl --score answer --cache off || true
 echo "   predictions: out/arith-predictions.jsonl"
 
 echo

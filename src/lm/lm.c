@@ -574,6 +574,23 @@ release_body:
     return rc;
 }
 
+dspy_status dspy__lm_request_key(dspy_lm *lm, const struct dspy__lm_call *call, bool fast,
+                                 struct dspy_cache_key *key, struct dspy_error *err)
+{
+    struct dspy_buf body;
+    struct dspy__lm_body_marks marks;
+    struct dspy_cache_ctl ctl = lm->cache_ctl;
+    dspy_status rc;
+    if (!lm->cache)
+        return dspy__err(err, DSPY_EINVAL, "the LM has no cache");
+    dspy__lm_cache_ctl_merge(&ctl, call->ctl);
+    dspy__buf_init(&body, LM_MAX_BODY);
+    if (!(rc = encode_body(lm, call, &body, &marks)))
+        rc = dspy__lm_cache_key(lm, call, body.ptr, body.len, &marks, &ctl, fast, key, err);
+    dspy__buf_release(&body);
+    return rc;
+}
+
 dspy_status dspy_lm_complete(dspy_lm *lm, const struct dspy_lm_request *req,
                              struct dspy_lm_response *resp, struct dspy_error *err)
 {

@@ -132,6 +132,11 @@ dspy_status dspy__lm_cache_key(dspy_lm *lm, const struct dspy__lm_call *call,
                                const struct dspy_cache_ctl *ctl, bool fast,
                                struct dspy_cache_key *key, struct dspy_error *err);
 
+/* The key dspy__lm_complete_call() would use for `call` (encodes the body to get it);
+ * `fast` as above. For tests and tools. */
+dspy_status dspy__lm_request_key(dspy_lm *lm, const struct dspy__lm_call *call, bool fast,
+                                 struct dspy_cache_key *key, struct dspy_error *err);
+
 /* The handle's control with a request's on top (see struct dspy_lm_request). */
 void dspy__lm_cache_ctl_merge(struct dspy_cache_ctl *into, const struct dspy_cache_ctl *over);
 

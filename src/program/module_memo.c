@@ -11,6 +11,8 @@
 #include <pthread.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "base/status.h"
 #include "lm/jsonw.h"
 #include "program/module_int.h"
@@ -113,8 +115,10 @@ static void fp_bytes(struct fp_writer *w, const void *p, size_t n)
 
 static void fp_final(struct fp_writer *w, struct dspy_cache_key *fp)
 {
-    if (!w->streaming) {
-        dspy_cache_key_from_canonical(w->buf, w->len, NULL, fp);
+    if (!w->streaming) { /* the usual case: one short XXH3 call, no hasher state */
+        XXH128_hash_t h = XXH3_128bits(w->buf, w->len);
+        memcpy(fp->bytes, &h.high64, 8);
+        memcpy(fp->bytes + 8, &h.low64, 8);
         return;
     }
     dspy_cache_key_hasher_update(&w->h, w->buf, w->len);
@@ -180,6 +184,49 @@ dspy_status dspy__memo_fingerprint(const dspy_lm *lm, const dspy_signature *sig,
 
 /* ---- lookup and store ----------------------------------------------------------------- */
 
+/* A deep copy of a decoded prediction. json_deep_copy() would do, but jansson 2.14 checks
+ * it for cycles with a table keyed by printed addresses, which costs more than the rest of
+ * a memo hit; parsed answers have no cycles and little depth. */
+static json_t *copy_value(const json_t *v, int depth)
+{
+    json_t *out;
+    if (depth > 32)
+        return json_deep_copy(v);
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *key;
+        size_t klen;
+        json_t *child;
+        if (!(out = json_object()))
+            return NULL;
+        json_object_keylen_foreach((json_t *)(uintptr_t)v, key, klen, child) {
+            if (json_object_setn_new_nocheck(out, key, klen, copy_value(child, depth + 1))) {
+                json_decref(out);
+                return NULL;
+            }
+        }
+        return out;
+    }
+    case JSON_ARRAY:
+        if (!(out = json_array()))
+            return NULL;
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (json_array_append_new(out, copy_value(json_array_get(v, i), depth + 1))) {
+                json_decref(out);
+                return NULL;
+            }
+        return out;
+    case JSON_STRING:
+        return json_stringn_nocheck(json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        return json_integer(json_integer_value(v));
+    case JSON_REAL:
+        return json_real(json_real_value(v));
+    default: /* true, false, null: shared singletons */
+        return json_incref((json_t *)(uintptr_t)v);
+    }
+}
+
 static struct memo_slot *slot_of(struct dspy__memo *memo, const struct dspy_cache_key *fp)
 {
     return &memo->slot[fp->bytes[15] & (MEMO_SLOTS - 1)];
@@ -200,9 +247,9 @@ bool dspy__memo_get(struct dspy__memo *memo, dspy_lm *lm, const struct dspy_cach
         (completions && !s->completions) ||
         !dspy__lm_cache_still(lm, &s->cached.key, &l1, &s->cached.value))
         goto unlock;
-    if (!(*prediction = json_deep_copy(s->prediction)))
+    if (!(*prediction = copy_value(s->prediction, 0)))
         goto unlock;
-    if (completions && !(*completions = json_deep_copy(s->completions))) {
+    if (completions && !(*completions = copy_value(s->completions, 0))) {
         json_decref(*prediction);
         *prediction = NULL;
         goto unlock;
@@ -219,8 +266,8 @@ void dspy__memo_put(struct dspy__memo *memo, const struct dspy_cache_key *fp,
                     const json_t *completions, const struct dspy_lm_usage *usage)
 {
     struct memo_slot *s = slot_of(memo, fp);
-    json_t *p = json_deep_copy(prediction);
-    json_t *all = completions ? json_deep_copy(completions) : NULL;
+    json_t *p = copy_value(prediction, 0);
+    json_t *all = completions ? copy_value(completions, 0) : NULL;
     if (!p || (completions && !all) || pthread_mutex_trylock(&s->lock)) {
         json_decref(p);
         json_decref(all);

@@ -14,6 +14,10 @@ DSPYC = os.path.abspath(os.path.join(ROOT, os.environ.get("DSPYC_BIN", "build/ds
 
 # LiteLLM (under DSPy) otherwise fetches its model price list from the network at import.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# `dspyc run` and `predict` cache in memory and on disk by default (~/.cache/dspyc): tests
+# that count the requests a simulator sees must not find answers left by an earlier run.
+# Tests of the cache (test_cache.py) pass their own --cache flags and directories.
+os.environ.setdefault("DSPYC_CACHE", "off")
 
 _LISTENING = re.compile(r"listening on (http://\S+/v1)")
 _running = []
