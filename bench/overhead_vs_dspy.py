@@ -34,6 +34,8 @@ def response_body(content):
 
 
 def measure_dspy(iterations):
+    # Offline, LiteLLM would first try (and retry) to download its model price list.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import dspy
     import litellm
 

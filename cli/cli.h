@@ -13,5 +13,7 @@ int cmd_predict(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_sim(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_cache(int argc, char **argv);
+int cmd_loadtest(int argc, char **argv);
 
 #endif

@@ -8,6 +8,8 @@
 
 static const struct cli_command commands[] = {
     { "bench", "benchmark LM calls: latency, throughput, overhead, memory", cmd_bench },
+    { "cache", "cache stats, clear, export and import (disk and Redis levels)", cmd_cache },
+    { "loadtest", "load-test an endpoint or a program, open or closed loop", cmd_loadtest },
     { "predict", "call a module once and print the prediction", cmd_predict },
     { "run", "run a program over a JSON-lines file", cmd_run },
     { "sim", "OpenAI-compatible LM simulator for offline work and tests", cmd_sim },

@@ -12,5 +12,8 @@
 #include <dspyc/proc.h>
 #include <dspyc/cache.h>
 #include <dspyc/python.h>
+#include <dspyc/loadgen.h>
+#include <dspyc/timeseries.h>
+#include <dspyc/metrics.h>
 
 #endif
