@@ -12,6 +12,7 @@
 
 #include <dspyc/cache.h>
 
+#include "base/ascii.h"
 #include "base/buf.h"
 #include "base/status.h"
 
@@ -415,23 +416,12 @@ void dspy_cache_key_hex(const struct dspy_cache_key *key, char out[33])
     out[32] = '\0';
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 dspy_status dspy_cache_key_parse_hex(const char *hex, struct dspy_cache_key *out)
 {
     if (!hex || !out)
         return DSPY_EINVAL;
     for (int i = 0; i < 16; i++) {
-        int hi = hexval(hex[2 * i]), lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+        int hi = dspy__hexval(hex[2 * i]), lo = hi < 0 ? -1 : dspy__hexval(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return DSPY_EINVAL;
         out->bytes[i] = (uint8_t)(hi << 4 | lo);

@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "base/ascii.h"
 #include "base/buf.h"
 #include "base/pyfmt.h"
 #include "base/status.h"
@@ -68,24 +69,13 @@ static inline bool eat(struct scan *sc, char c)
     return false;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool hex4(struct scan *sc, unsigned *out)
 {
     if (sc->n - sc->i < 4)
         return false;
     unsigned v = 0;
     for (int k = 0; k < 4; k++) {
-        int h = hexval(sc->s[sc->i + (size_t)k]);
+        int h = dspy__hexval(sc->s[sc->i + (size_t)k]);
         if (h < 0)
             return false;
         v = v << 4 | (unsigned)h;

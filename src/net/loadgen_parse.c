@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base/ascii.h"
 #include "net/loadgen_int.h"
 
 static int on_event(void *userdata, const struct dspy__sse_event *ev);
@@ -294,17 +295,6 @@ static void finish(struct dspy__lg_parser *p)
         scan_usage(p, p->body, p->body_len);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Gather head bytes; returns bytes used, or -1 on an oversized or broken head. */
 static long feed_head(struct dspy__lg_parser *p, const char *data, size_t len)
 {
@@ -363,7 +353,7 @@ int dspy__lg_parser_feed(struct dspy__lg_parser *p, const char *data, size_t len
         case LG_CHUNK_SIZE: {
             char c = *d;
             i++;
-            int h = hexval(c);
+            int h = dspy__hexval(c);
             if (h >= 0 && p->size_digits < 15) {
                 p->chunk_size = p->chunk_size * 16 + (uint64_t)h;
                 p->size_digits++;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/ascii.h"
 #include "base/pyfmt.h"
 #include "base/status.h"
 #include "program/signature_int.h"
@@ -141,17 +142,6 @@ static dspy_status parse_arg(struct parser *p, struct dspy_type **out, bool in_u
 
 /* ---- Literal values ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* One escape after a backslash at p->pos (pointing past the backslash). */
 static dspy_status string_escape(struct parser *p, struct dspy_buf *b)
 {
@@ -189,7 +179,7 @@ static dspy_status string_escape(struct parser *p, struct dspy_buf *b)
         return dspy__buf_addc(b, '\\');
     }
     for (int k = 0; k < ndig; k++) {
-        int h = p->pos < p->end ? hexval(s[p->pos]) : -1;
+        int h = p->pos < p->end ? dspy__hexval(s[p->pos]) : -1;
         if (h < 0)
             return fail(p, at, "truncated escape in string");
         cp = cp * 16 + (uint32_t)h;
@@ -251,7 +241,7 @@ static size_t scan_digits(const char *s, size_t i, size_t end, int base, char *o
     bool last_us = after_prefix;
     while (i < end) {
         char c = s[i];
-        int v = hexval(c);
+        int v = dspy__hexval(c);
         if (c == '_' && !last_us && i > start) {
             last_us = true;
         } else if (c == '_' && after_prefix && i == start) {
