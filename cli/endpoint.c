@@ -15,12 +15,22 @@ void endpoint_init(struct endpoint *ep)
     ep->api_key_env = NULL;
     ep->api_key_file = NULL;
     ep->timeout_s = 600.0;
+    ep->request_timeout_s = 0;
+    ep->max_retries = -1;
+    ep->rpm = ep->tpm = 0;
+    ep->max_waiting = 0;
     ep->temperature = NAN;
     ep->max_tokens = -1;
     ep->sim_flags = NULL;
     ep->sim = NULL;
     ep->sim_url[0] = '\0';
     cache_config_init(&ep->cache, "off");
+}
+
+void endpoint_print_usage(FILE *out, const char *own)
+{
+    fputs(own, out);
+    fputs(ENDPOINT_HELP, out);
 }
 
 int endpoint_option(struct endpoint *ep, int opt, const char *arg)
@@ -38,6 +48,15 @@ int endpoint_option(struct endpoint *ep, int opt, const char *arg)
     case ENDPOINT_OPT_TEMPERATURE:
         return parse_double_flag("--temperature", arg, 0, 10, &ep->temperature) ? -1 : 1;
     case ENDPOINT_OPT_SIM: ep->sim_flags = arg; return 1;
+    case ENDPOINT_OPT_REQUEST_TIMEOUT:
+        return parse_double_flag("--request-timeout", arg, 0.001, 1e6, &ep->request_timeout_s)
+                   ? -1 : 1;
+    case ENDPOINT_OPT_MAX_RETRIES:
+        return parse_long_flag("--max-retries", arg, 0, 100, &ep->max_retries) ? -1 : 1;
+    case ENDPOINT_OPT_RPM: return parse_double_flag("--rpm", arg, 0, 1e9, &ep->rpm) ? -1 : 1;
+    case ENDPOINT_OPT_TPM: return parse_double_flag("--tpm", arg, 0, 1e12, &ep->tpm) ? -1 : 1;
+    case ENDPOINT_OPT_MAX_WAITING:
+        return parse_long_flag("--max-waiting", arg, 1, 100000000, &ep->max_waiting) ? -1 : 1;
     case ENDPOINT_OPT_MAX_TOKENS:
         return parse_long_flag("--max-tokens", arg, 1, 10000000, &ep->max_tokens) ? -1 : 1;
     default: return 0;
@@ -105,7 +124,13 @@ dspy_lm *endpoint_open(struct endpoint *ep)
     if (ep->api_key_env)
         o.api_key_env = ep->api_key_env;
     o.api_key_file = ep->api_key_file;
-    o.timeout_s = ep->timeout_s;
+    o.deadline_s = ep->timeout_s;
+    o.timeout_s = ep->request_timeout_s > 0 ? ep->request_timeout_s : ep->timeout_s;
+    if (ep->max_retries >= 0)
+        o.max_attempts = (unsigned)ep->max_retries + 1;
+    o.requests_per_minute = ep->rpm;
+    o.tokens_per_minute = ep->tpm;
+    o.max_waiting = (size_t)ep->max_waiting;
     o.temperature = ep->temperature;
     o.max_tokens = ep->max_tokens;
     o.cache = ep->cache.cache;

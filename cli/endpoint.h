@@ -20,7 +20,11 @@ struct endpoint {
     const char *model;        /* --model, $DSPYC_MODEL */
     const char *api_key_env;  /* --api-key-env */
     const char *api_key_file; /* --api-key-file */
-    double timeout_s;         /* --timeout */
+    double timeout_s;         /* --timeout: a whole call, retries included */
+    double request_timeout_s; /* --request-timeout: one attempt; 0 = --timeout */
+    long max_retries;         /* --max-retries; -1 = the library's default (3) */
+    double rpm, tpm;          /* --rpm, --tpm; 0 = no limit */
+    long max_waiting;         /* --max-waiting; 0 = the library's default */
     double temperature;       /* --temperature, NAN = endpoint default */
     long max_tokens;          /* --max-tokens, -1 = endpoint default */
     const char *sim_flags;    /* --sim: flags for the built-in simulator */
@@ -38,6 +42,11 @@ enum {
     ENDPOINT_OPT_TEMPERATURE,
     ENDPOINT_OPT_MAX_TOKENS,
     ENDPOINT_OPT_SIM,
+    ENDPOINT_OPT_REQUEST_TIMEOUT,
+    ENDPOINT_OPT_MAX_RETRIES,
+    ENDPOINT_OPT_RPM,
+    ENDPOINT_OPT_TPM,
+    ENDPOINT_OPT_MAX_WAITING,
 };
 
 #define ENDPOINT_LONG_OPTIONS                                                                \
@@ -48,7 +57,12 @@ enum {
         { "timeout", required_argument, NULL, ENDPOINT_OPT_TIMEOUT },                        \
         { "temperature", required_argument, NULL, ENDPOINT_OPT_TEMPERATURE },                \
         { "max-tokens", required_argument, NULL, ENDPOINT_OPT_MAX_TOKENS },                  \
-        { "sim", required_argument, NULL, ENDPOINT_OPT_SIM }, CACHE_LONG_OPTIONS
+        { "sim", required_argument, NULL, ENDPOINT_OPT_SIM },                                \
+        { "request-timeout", required_argument, NULL, ENDPOINT_OPT_REQUEST_TIMEOUT },        \
+        { "max-retries", required_argument, NULL, ENDPOINT_OPT_MAX_RETRIES },                \
+        { "rpm", required_argument, NULL, ENDPOINT_OPT_RPM },                                \
+        { "tpm", required_argument, NULL, ENDPOINT_OPT_TPM },                                \
+        { "max-waiting", required_argument, NULL, ENDPOINT_OPT_MAX_WAITING }, CACHE_LONG_OPTIONS
 
 #define ENDPOINT_HELP                                                                        \
     "endpoint (default: the built-in simulator, started in-process):\n"                      \
@@ -58,7 +72,15 @@ enum {
     "                        a leading 'openai/' is not sent)\n"                            \
     "  --api-key-env VAR     read the API key from $VAR (default OPENAI_API_KEY)\n"         \
     "  --api-key-file FILE   read the API key from the first line of FILE\n"                \
-    "  --timeout SECONDS     per LM request (default 600)\n"                                 \
+    "  --timeout SECONDS     per LM call, retries and waits included (default 600)\n"       \
+    "  --request-timeout S   per attempt (default: --timeout); a timed-out attempt is\n"    \
+    "                        retried like a 429, 5xx or dropped connection\n"              \
+    "  --max-retries N       retries of a failed attempt (default 3), with exponential\n"  \
+    "                        backoff and jitter, or the server's Retry-After\n"            \
+    "  --rpm N, --tpm N      requests / tokens per minute to this endpoint+model; calls\n" \
+    "                        wait for capacity (default: no limit)\n"                      \
+    "  --max-waiting N       calls that may wait for the rate limit at once; more fail\n"  \
+    "                        at once with a 'busy' error (default 10000)\n"                \
     "  --temperature T       sampling temperature (default: not sent)\n"                     \
     "  --max-tokens N        completion token limit (default: not sent)\n"                   \
     "  --sim 'FLAGS'         flags for the built-in simulator, e.g. '--latency-ms 20'\n"      \
@@ -67,6 +89,9 @@ enum {
 /* Caching is off unless the command sets ep->cache.default_levels (run and predict use
  * "mem,disk", as DSPy caches in memory and on disk by default) or the user asks for it. */
 void endpoint_init(struct endpoint *ep);
+/* Print a subcommand's own usage text followed by the endpoint and cache flags. (Kept as
+ * separate strings: C11 only promises string literals of 4095 bytes.) */
+void endpoint_print_usage(FILE *out, const char *own);
 /* Handle one getopt_long result; returns 1 when it was an endpoint option, 0 when not,
  * -1 (after printing why) when its value is invalid. */
 int endpoint_option(struct endpoint *ep, int opt, const char *arg);

@@ -23,7 +23,7 @@ static const char predict_usage[] =
     "  --n N                 number of completions; prints all of them\n"
     "  --rollout-id N        DSPy's rollout id (changes the cache key only)\n"
     "  --print-messages      print the messages that would be sent, and do not call the LM\n"
-    "  -h, --help            this text\n\n" ENDPOINT_HELP;
+    "  -h, --help            this text\n\n";
 
 enum { OPT_MODULE = 1, OPT_ADAPTER, OPT_INSTRUCTIONS, OPT_DEMOS, OPT_N, OPT_ROLLOUT, OPT_PRINT };
 
@@ -91,12 +91,12 @@ int cmd_predict(int argc, char **argv)
             cfg.has_rollout_id = true;
             break;
         case OPT_PRINT: print_messages = true; break;
-        case 'h': fputs(predict_usage, stdout); return 0;
-        default: fputs(predict_usage, stderr); return 2;
+        case 'h': endpoint_print_usage(stdout, predict_usage); return 0;
+        default: endpoint_print_usage(stderr, predict_usage); return 2;
         }
     }
     if (optind >= argc) {
-        fputs(predict_usage, stderr);
+        endpoint_print_usage(stderr, predict_usage);
         return 2;
     }
 

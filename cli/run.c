@@ -38,7 +38,7 @@ static const char run_usage[] =
     "                        DSPy's exact match (em, default) or token F1; adds \"score\"\n"
     "                        to each output line and the average to the summary\n"
     "  -q, --quiet           no summary\n"
-    "  -h, --help            this text\n\n" ENDPOINT_HELP;
+    "  -h, --help            this text\n\n";
 
 enum {
     OPT_SIGNATURE = 1,
@@ -372,8 +372,8 @@ int cmd_run(int argc, char **argv)
             break;
         }
         case 'q': a.quiet = true; break;
-        case 'h': fputs(run_usage, stdout); return 0;
-        default: fputs(run_usage, stderr); return 2;
+        case 'h': endpoint_print_usage(stdout, run_usage); return 0;
+        default: endpoint_print_usage(stderr, run_usage); return 2;
         }
     }
     if (optind < argc)
@@ -382,7 +382,7 @@ int cmd_run(int argc, char **argv)
         !a.program_path == !a.signature) {
         fprintf(stderr, "dspyc run: name a program file or --signature (one of them), "
                         "--input and --output\n\n");
-        fputs(run_usage, stderr);
+        endpoint_print_usage(stderr, run_usage);
         return 2;
     }
     dspy_program *p = build_program(&a);

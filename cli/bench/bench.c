@@ -32,7 +32,7 @@ static const char bench_usage[] =
     "output:\n"
     "  --json FILE           every figure and the configuration as JSON (docs/bench.md)\n"
     "  --compare OLD.json    show the change against an earlier --json file\n"
-    "  -h, --help            this text\n\n" ENDPOINT_HELP;
+    "  -h, --help            this text\n\n";
 
 enum {
     OPT_SIGNATURE = 1,
@@ -171,8 +171,8 @@ static int parse_bench_args(struct bench_args *a, struct endpoint *ep, int argc,
             break;
         case OPT_JSON: a->json_path = optarg; break;
         case OPT_COMPARE: a->compare = optarg; break;
-        case 'h': fputs(bench_usage, stdout); return 1;
-        default: fputs(bench_usage, stderr); return 2;
+        case 'h': endpoint_print_usage(stdout, bench_usage); return 1;
+        default: endpoint_print_usage(stderr, bench_usage); return 2;
         }
     }
     if (optind < argc) {

@@ -1,4 +1,6 @@
 /* Bounded growable byte buffer (base layer). */
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -92,6 +94,17 @@ dspy_status dspy__buf_addf(struct dspy_buf *b, const char *fmt, ...)
     return rc;
 }
 
+/* Whether any of the 8 bytes in `w` needs a JSON escape: a control character (< 0x20),
+ * '"' or '\\'. Bit tricks after "Bit Twiddling Hacks" (has-zero-byte, has-less-than). */
+static bool word_needs_escape(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t quote = w ^ (ones * '"'), bslash = w ^ (ones * '\\');
+    uint64_t zero_q = (quote - ones) & ~quote, zero_b = (bslash - ones) & ~bslash;
+    uint64_t ctrl = (w - ones * 0x20) & ~w;
+    return ((zero_q | zero_b | ctrl) & highs) != 0;
+}
+
 dspy_status dspy__buf_add_json_str(struct dspy_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -101,6 +114,16 @@ dspy_status dspy__buf_add_json_str(struct dspy_buf *b, const char *s, size_t len
     b->ptr[b->len++] = '"';
     size_t run = 0; /* start of the pending run of bytes that need no escape */
     for (size_t i = 0; i < len; i++) {
+        /* Skip 8 clean bytes at a time: prompts are long and mostly need no escape. */
+        while (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (word_needs_escape(w))
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
