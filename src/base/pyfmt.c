@@ -170,6 +170,12 @@ bool dspy__py_next_line(const char *s, size_t len, size_t *pos, size_t *line_sta
         return false;
     *line_start = i;
     while (i < len) {
+        /* Printable ASCII is never a line break (Python's are all controls or non-ASCII). */
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x80) {
+            i++;
+            continue;
+        }
         uint32_t cp;
         size_t n = dspy__utf8_decode(s, len, i, &cp);
         if (dspy__py_is_linebreak(cp)) {
