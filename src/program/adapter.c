@@ -490,8 +490,9 @@ static dspy_status user_content(enum dspy_adapter_kind kind, const dspy_signatur
         const json_t *v = json_object_get(values, f->name);
         if (!v)
             continue;
-        rc = dspy__buf_addf(b, "\n\n[[ ## %s ## ]]\n", f->name);
-        if (!rc)
+        /* Plain appends, not printf: this runs on every call. */
+        if (!(rc = dspy__buf_adds(b, "\n\n[[ ## ")) && !(rc = dspy__buf_adds(b, f->name)) &&
+            !(rc = dspy__buf_adds(b, " ## ]]\n")))
             rc = dspy__adapter_format_value(b, f, v, err);
     }
     if (!rc && main_request)

@@ -38,8 +38,9 @@ static dspy_status chat_reminder(struct dspy_buf *b, const dspy_signature *sig)
     dspy_status rc =
         dspy__buf_adds(b, "Respond with the corresponding output fields, starting with the field ");
     for (size_t i = sig->ninputs; !rc && i < sig->nfields; i++) {
-        rc = dspy__buf_addf(b, "%s`[[ ## %s ## ]]`", i > sig->ninputs ? ", then " : "",
-                            sig->fields[i].name);
+        if (!(rc = dspy__buf_adds(b, i > sig->ninputs ? ", then `[[ ## " : "`[[ ## ")) &&
+            !(rc = dspy__buf_adds(b, sig->fields[i].name)))
+            rc = dspy__buf_adds(b, " ## ]]`");
         if (!rc)
             rc = dspy__adapter_type_suffix(b, &sig->fields[i]);
     }
