@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.compat]
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 dspy = pytest.importorskip("dspy")
 

@@ -11,6 +11,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "e2e"))
 from conftest import DSPYC, start_sim  # noqa: E402
 
+pytestmark = [pytest.mark.compat]
+
 dspy = pytest.importorskip("dspy")
 
 CASES = [

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.path.join(ROOT, os.environ.get("DSPYC_BUILD", "build"))
 TOOL = os.path.join(BUILD, "compat_state_tool")
 
-pytestmark = pytest.mark.skipif(not os.path.exists(TOOL), reason=f"{TOOL} is not built")
+pytestmark = [pytest.mark.compat, pytest.mark.skipif(not os.path.exists(TOOL), reason=f"{TOOL} is not built")]
 
 PREDICT_SPEC = {"predictors": [{"signature": "question -> answer"}]}
 COT_SPEC = {"predictors": [{"module": "cot", "signature": "question -> answer"}]}

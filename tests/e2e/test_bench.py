@@ -5,8 +5,11 @@ import os
 import subprocess
 
 import jsonschema
+import pytest
 
 from conftest import DSPYC, ROOT
+
+pytestmark = [pytest.mark.e2e]
 
 
 def bench(*args, timeout=300):

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import DSPYC, start_sim
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 SIG = "question -> answer"
 CACHE_ENV = ("DSPYC_CACHE", "DSPYC_CACHE_DIR", "DSPYC_REDIS_URL", "DSPYC_CACHE_TTL",
              "DSPYC_CACHE_NAMESPACE", "DSPYC_CACHE_MEM_SIZE", "DSPYC_CACHE_DISK_SIZE",

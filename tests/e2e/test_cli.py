@@ -8,6 +8,8 @@ import pytest
 
 from conftest import DSPYC, start_sim
 
+pytestmark = [pytest.mark.e2e]
+
 GOLDEN_SYSTEM = (
     "Your input fields are:\n1. `question` (str):\nYour output fields are:\n1. `answer` (str):\n"
     "All interactions will be structured in the following way, with the appropriate values "

@@ -13,6 +13,8 @@ import pytest
 
 from conftest import DSPYC, start_sim
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 
 def loadtest(*args, timeout=120):
     """Run `dspyc loadtest ARGS --json FILE`; return (exit code, report, stdout)."""

@@ -29,6 +29,8 @@ else:
     VENV = os.path.join(ROOT, ".venv")
 
 pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
     pytest.mark.skipif(not os.path.exists(PYCALL), reason=f"{PYCALL} is not built"),
     pytest.mark.skipif(not os.path.exists(os.path.join(VENV, "pyvenv.cfg")),
                        reason=f"no virtualenv with DSPy at {VENV}"),

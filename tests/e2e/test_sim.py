@@ -22,6 +22,8 @@ from openai import OpenAI
 
 from conftest import DSPYC, ROOT, start_sim
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 ARITH_Q = ("Ava has 17 marbles. She gives away 5 and then buys 12 more. "
            "How many marbles does Ava have now?")
 
