@@ -1,11 +1,17 @@
 /* `dspyc run`: run a program over a JSON-lines file, one output line per input line
- * (apps layer). Input is streamed, so memory stays flat however long the file is. */
+ * (apps layer), up to --concurrency records at once through the batch executor. Input is
+ * streamed and output written in input order through a bounded window, so memory stays
+ * flat however long the file is. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <dspyc/metrics.h>
 
@@ -37,7 +43,12 @@ static const char run_usage[] =
     "                        label rides in the input record, as in a DSPy Example) with\n"
     "                        DSPy's exact match (em, default) or token F1; adds \"score\"\n"
     "                        to each output line and the average to the summary\n"
-    "  -q, --quiet           no summary\n"
+    "  --concurrency N       records in flight at once (default 16); output stays in\n"
+    "                        input order\n"
+    "  --max-errors N        stop after N failed records (DSPy's max_errors); records\n"
+    "                        already read are still written, as cancelled (default: never)\n"
+    "  -q, --quiet           no summary, no progress bar (the bar is shown only when\n"
+    "                        stderr is a terminal)\n"
     "  -h, --help            this text\n\n";
 
 enum {
@@ -52,6 +63,8 @@ enum {
     OPT_OUTPUT,
     OPT_MAX_LINE,
     OPT_SCORE,
+    OPT_CONCURRENCY,
+    OPT_MAX_ERRORS,
 };
 
 struct run_args {
@@ -59,6 +72,7 @@ struct run_args {
     const char *state_path, *save_state_path, *input_path, *output_path;
     int module, adapter;
     long max_line;
+    long concurrency, max_errors;
     bool quiet;
     char score_field[128]; /* --score: the labelled field, "" for none */
     bool score_f1;
@@ -136,60 +150,40 @@ static void score_record(const struct run_args *a, const json_t *inputs, const j
     t->scored++;
 }
 
-static json_t *run_record(const struct run_args *a, dspy_program *p, dspy_lm *lm,
-                          const char *line, size_t len, bool too_long, long lineno,
-                          struct run_totals *t)
+/* One record's output line. */
+static json_t *record_json(long lineno, struct dspy_batch_result *r)
 {
-    struct dspy_error err;
-    struct dspy_call_info info;
-    json_t *inputs = NULL, *outputs = NULL, *rec;
-    dspy_error_clear(&err);
-    memset(&info, 0, sizeof(info));
-    if (too_long) {
-        err.code = DSPY_ETOOBIG;
-        snprintf(err.message, sizeof(err.message), "input line is longer than %ld bytes",
-                 a->max_line);
-    } else {
-        json_error_t je;
-        inputs = json_loadb(line, len, 0, &je);
-        if (!inputs) {
-            err.code = DSPY_EPARSE;
-            err.column = je.column;
-            err.offset = je.position;
-            snprintf(err.message, sizeof(err.message), "input is not valid JSON: %s", je.text);
-        } else if (!json_is_object(inputs)) {
-            err.code = DSPY_EINVAL;
-            snprintf(err.message, sizeof(err.message),
-                     "input must be a JSON object of field values");
-        } else {
-            uint64_t t0 = dspy_clock_ns();
-            dspy_program_call(p, lm, inputs, NULL, &outputs, &info, &err);
-            dspy_hist_record(t->latency, dspy_clock_ns() - t0);
-        }
-    }
-    t->records++;
-    t->lm_calls += info.lm_calls;
-    t->usage.prompt_tokens += info.usage.prompt_tokens;
-    t->usage.completion_tokens += info.usage.completion_tokens;
-    t->usage.total_tokens += info.usage.total_tokens;
-    t->cache_hits += info.cache_hits;
-    t->cached_usage.prompt_tokens += info.cached_usage.prompt_tokens;
-    t->cached_usage.completion_tokens += info.cached_usage.completion_tokens;
-    if (outputs) {
-        t->ok++;
+    json_t *rec;
+    if (!r->status) {
         rec = json_pack("{s:I, s:b, s:o}", "line", (json_int_t)lineno, "ok", 1, "prediction",
-                        outputs);
+                        r->outputs);
+        r->outputs = NULL; /* taken by the record */
     } else {
-        t->failed++;
         rec = json_pack("{s:I, s:b, s:o}", "line", (json_int_t)lineno, "ok", 0, "error",
-                        error_to_json(&err));
+                        error_to_json(&r->error));
     }
     if (!rec)
         abort();
-    if (inputs)
-        score_record(a, inputs, json_object_get(rec, "prediction"), rec, t);
-    json_decref(inputs);
     return rec;
+}
+
+static void add_totals(struct run_totals *t, const struct dspy_batch_result *r)
+{
+    const struct dspy_call_info *info = &r->info;
+    t->records++;
+    if (r->status)
+        t->failed++;
+    else
+        t->ok++;
+    if (r->latency_ns)
+        dspy_hist_record(t->latency, r->latency_ns);
+    t->lm_calls += info->lm_calls;
+    t->usage.prompt_tokens += info->usage.prompt_tokens;
+    t->usage.completion_tokens += info->usage.completion_tokens;
+    t->usage.total_tokens += info->usage.total_tokens;
+    t->cache_hits += info->cache_hits;
+    t->cached_usage.prompt_tokens += info->cached_usage.prompt_tokens;
+    t->cached_usage.completion_tokens += info->cached_usage.completion_tokens;
 }
 
 /* The cache section: what the LM calls found where, and what the levels did. */
@@ -242,56 +236,194 @@ static void print_summary(const struct run_args *a, const struct run_totals *t,
         print_cache_summary(t, cc);
 }
 
-static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
-                    const struct cache_config *cc)
-{
-    FILE *in = strcmp(a->input_path, "-") ? fopen(a->input_path, "rb") : stdin;
-    FILE *out = NULL;
-    struct run_totals t = { 0 };
+/* ---- the batch: input lines in, output lines out in order ------------------------------ */
+
+struct run_io {
+    const struct run_args *a;
     struct line_reader r;
+    FILE *out;
+    struct run_totals t;
+    bool write_failed;
+    bool bar;            /* progress bar on stderr */
+    uint64_t bar_ns;     /* last drawn */
+};
+
+static atomic_int interrupted; /* SIGINT during the batch: stop pulling, finish what runs */
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    atomic_store(&interrupted, 1);
+}
+
+/* The next non-blank input line as a record; bad lines become records that fail alone. */
+static int run_source(void *ud, struct dspy_batch_item *item)
+{
+    struct run_io *io = ud;
     const char *line;
     size_t len;
     bool too_long;
-    int rc = 2, got;
+    int got;
+    while ((got = line_reader_next(&io->r, &line, &len, &too_long)) == 1 && !too_long &&
+           strspn(line, " \t") == len)
+        ; /* blank lines are not records */
+    if (got != 1)
+        return got < 0 ? -1 : 0;
+    item->tag = (void *)(uintptr_t)io->r.lineno;
+    struct dspy_error *err = &item->error;
+    if (too_long) {
+        err->code = DSPY_ETOOBIG;
+        snprintf(err->message, sizeof(err->message), "input line is longer than %ld bytes",
+                 io->a->max_line);
+        return 1;
+    }
+    json_error_t je;
+    json_t *inputs = json_loadb(line, len, 0, &je);
+    if (!inputs) {
+        err->code = DSPY_EPARSE;
+        err->column = je.column;
+        err->offset = je.position;
+        snprintf(err->message, sizeof(err->message), "input is not valid JSON: %s", je.text);
+    } else if (!json_is_object(inputs)) {
+        json_decref(inputs);
+        err->code = DSPY_EINVAL;
+        snprintf(err->message, sizeof(err->message),
+                 "input must be a JSON object of field values");
+    } else {
+        item->inputs = inputs;
+    }
+    return 1;
+}
+
+static int run_sink(void *ud, size_t index, struct dspy_batch_item *item,
+                    struct dspy_batch_result *r)
+{
+    struct run_io *io = ud;
+    (void)index;
+    add_totals(&io->t, r);
+    json_t *rec = record_json((long)(uintptr_t)item->tag, r);
+    if (item->inputs)
+        score_record(io->a, item->inputs, json_object_get(rec, "prediction"), rec, &io->t);
+    int bad = json_dumpf(rec, io->out, JSON_COMPACT) || fputc('\n', io->out) == EOF;
+    json_decref(rec);
+    if (bad)
+        io->write_failed = true;
+    return bad;
+}
+
+/* done/total, rate, ETA and errors on one terminal line, at most ten times a second. */
+static int run_progress(void *ud, const struct dspy_batch_progress *p)
+{
+    struct run_io *io = ud;
+    uint64_t now = dspy_clock_ns();
+    bool last = p->total && p->done >= p->total;
+    if (io->bar && (now - io->bar_ns >= 100000000ull || last)) {
+        double secs = (double)p->elapsed_ns / 1e9;
+        double rate = secs > 0 ? (double)p->done / secs : 0;
+        io->bar_ns = now;
+        if (p->total && p->done <= p->total) {
+            double eta = rate > 0 ? (double)(p->total - p->done) / rate : 0;
+            int width = 30, fill = (int)((double)width * (double)p->done / (double)p->total);
+            fprintf(stderr, "\r[%.*s%*s] %zu/%zu  %.1f/s  ETA %.0fs  errors %zu ", fill,
+                    "##############################", width - fill, "", p->done, p->total, rate,
+                    eta, p->errors);
+        } else {
+            fprintf(stderr, "\r%zu done  %.1f/s  errors %zu ", p->done, rate, p->errors);
+        }
+    }
+    return atomic_load(&interrupted);
+}
+
+/* Lines in a regular file, for the progress bar's total (0 when not known). */
+static size_t count_lines(const char *path)
+{
+    char buf[1 << 16];
+    size_t n = 0, got;
+    bool partial = false;
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : NULL;
+    if (!f)
+        return 0;
+    while ((got = fread(buf, 1, sizeof(buf), f)) > 0) {
+        for (const char *p = buf; (p = memchr(p, '\n', got - (size_t)(p - buf))); p++)
+            n++;
+        partial = buf[got - 1] != '\n';
+    }
+    fclose(f);
+    return n + partial;
+}
+
+static void print_traffic(const struct dspy_batch_stats *st, long concurrency)
+{
+    fprintf(stderr,
+            "LM traffic (concurrency %ld): %llu retries, %llu rate-limit waits, %llu refused "
+            "as busy\n",
+            concurrency, (unsigned long long)st->retries,
+            (unsigned long long)st->ratelimit_waits, (unsigned long long)st->rejected_busy);
+}
+
+static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
+                    const struct cache_config *cc)
+{
+    struct run_io io = { .a = a };
+    struct dspy_batch_options o = DSPY_BATCH_OPTIONS_INIT;
+    struct dspy_batch_stats st;
+    struct dspy_error err;
+    struct sigaction sa, old_sa;
+    int rc = 2;
+    FILE *in = strcmp(a->input_path, "-") ? fopen(a->input_path, "rb") : stdin;
     if (!in) {
         fprintf(stderr, "dspyc run: cannot open %s: %s\n", a->input_path, strerror(errno));
         return 2;
     }
-    out = strcmp(a->output_path, "-") ? fopen(a->output_path, "wb") : stdout;
-    if (!out) {
+    io.out = strcmp(a->output_path, "-") ? fopen(a->output_path, "wb") : stdout;
+    if (!io.out) {
         fprintf(stderr, "dspyc run: cannot create %s: %s\n", a->output_path, strerror(errno));
         goto close_in;
     }
-    if (!(t.latency = dspy_hist_new()))
+    if (!(io.t.latency = dspy_hist_new()))
         abort();
-    line_reader_init(&r, in, (size_t)a->max_line);
-    uint64_t start = dspy_clock_ns();
-    while ((got = line_reader_next(&r, &line, &len, &too_long)) == 1) {
-        if (!too_long && strspn(line, " \t") == len)
-            continue; /* blank lines are not records */
-        json_t *rec = run_record(a, p, lm, line, len, too_long, r.lineno, &t);
-        if (json_dumpf(rec, out, JSON_COMPACT) || fputc('\n', out) == EOF) {
-            fprintf(stderr, "dspyc run: writing %s: %s\n", a->output_path, strerror(errno));
-            json_decref(rec);
-            goto release;
-        }
-        json_decref(rec);
-    }
-    if (got < 0) {
-        fprintf(stderr, "dspyc run: reading %s: %s\n", a->input_path, strerror(errno));
-        goto release;
-    }
-    if (fflush(out)) {
+    line_reader_init(&io.r, in, (size_t)a->max_line);
+    io.bar = !a->quiet && isatty(2);
+    o.concurrency = (unsigned)a->concurrency;
+    o.max_errors = (size_t)a->max_errors;
+    o.total = io.bar ? count_lines(a->input_path) : 0;
+    o.progress = run_progress;
+    o.progress_userdata = &io;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_sa);
+    dspy_error_clear(&err);
+    dspy_status brc = dspy_program_batch_stream(p, lm, &o, run_source, run_sink, &io, &st, &err);
+    sigaction(SIGINT, &old_sa, NULL);
+    if (io.bar)
+        fputc('\n', stderr);
+    if (io.write_failed || fflush(io.out)) {
         fprintf(stderr, "dspyc run: writing %s: %s\n", a->output_path, strerror(errno));
         goto release;
     }
-    if (!a->quiet)
-        print_summary(a, &t, cc, (double)(dspy_clock_ns() - start) / 1e9);
-    rc = t.failed ? 1 : 0;
+    if (brc == DSPY_EIO) {
+        fprintf(stderr, "dspyc run: reading %s: %s\n", a->input_path, strerror(errno));
+        goto release;
+    }
+    if (brc && brc != DSPY_ECANCELED) {
+        fprintf(stderr, "dspyc run: %s\n", err.message);
+        goto release;
+    }
+    if (brc == DSPY_ECANCELED)
+        fprintf(stderr, "dspyc run: stopped (%s) after %zu records; the rest were not run\n",
+                atomic_load(&interrupted) ? "interrupted" : "--max-errors reached",
+                st.records);
+    if (!a->quiet) {
+        double secs = (double)st.wall_ns / 1e9;
+        print_summary(a, &io.t, cc, secs);
+        print_traffic(&st, a->concurrency);
+    }
+    rc = io.t.failed || brc ? 1 : 0;
 release:
-    line_reader_release(&r);
-    dspy_hist_free(t.latency);
-    if (out != stdout && fclose(out) && rc != 2) {
+    line_reader_release(&io.r);
+    dspy_hist_free(io.t.latency);
+    if (io.out != stdout && fclose(io.out) && rc != 2) {
         fprintf(stderr, "dspyc run: writing %s: %s\n", a->output_path, strerror(errno));
         rc = 2;
     }
@@ -315,13 +447,15 @@ int cmd_run(int argc, char **argv)
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "max-line-bytes", required_argument, NULL, OPT_MAX_LINE },
         { "score", required_argument, NULL, OPT_SCORE },
+        { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
+        { "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         ENDPOINT_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
     struct run_args a = { .module = DSPY_MODULE_PREDICT, .adapter = DSPY_ADAPTER_CHAT,
-                          .max_line = 16L << 20 };
+                          .max_line = 16L << 20, .concurrency = 16 };
     struct endpoint ep;
     int opt;
     endpoint_init(&ep);
@@ -371,6 +505,15 @@ int cmd_run(int argc, char **argv)
             a.score_f1 = colon && !strcmp(colon, ":f1");
             break;
         }
+        case OPT_CONCURRENCY:
+            if (parse_long_flag("--concurrency", optarg, 1, DSPY_BATCH_MAX_WORKERS,
+                                &a.concurrency))
+                return 2;
+            break;
+        case OPT_MAX_ERRORS:
+            if (parse_long_flag("--max-errors", optarg, 1, 1L << 40, &a.max_errors))
+                return 2;
+            break;
         case 'q': a.quiet = true; break;
         case 'h': endpoint_print_usage(stdout, run_usage); return 0;
         default: endpoint_print_usage(stderr, run_usage); return 2;

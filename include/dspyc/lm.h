@@ -1,6 +1,9 @@
-/* The LM client: OpenAI-compatible chat completions over HTTP (libcurl), with sampling
- * parameters, usage accounting, timeouts, HTTP errors mapped to error classes, and an
- * optional cache in front (cache-through, single-flight; see docs/cache.md section 8). */
+/* The LM client: OpenAI-compatible chat completions over HTTP, with sampling parameters,
+ * usage accounting, retries with backoff (Retry-After honoured), per-attempt timeouts and a
+ * whole-call deadline, rate limits (requests/tokens per minute, concurrency, a bounded wait
+ * queue), HTTP errors mapped to error classes, and an optional cache in front
+ * (cache-through, single-flight; see docs/cache.md section 8). Each handle owns one event
+ * loop thread (libcurl multi) that every call, synchronous or not, goes through. */
 #ifndef DSPYC_LM_H
 #define DSPYC_LM_H
 
@@ -29,7 +32,7 @@ struct dspy_lm_options {
     const char *api_key;      /* used as is when set */
     const char *api_key_env;  /* else read from this variable ("OPENAI_API_KEY" by default) */
     const char *api_key_file; /* else read from this file (first line) */
-    double timeout_s;         /* whole request; 0 = none. Default 600 */
+    double timeout_s;         /* one attempt, connecting included; 0 = none. Default 600 */
     double connect_timeout_s; /* default 10 */
     double temperature;       /* default sampling; NAN = not sent */
     long max_tokens;          /* default; < 0 = not sent */
@@ -44,13 +47,31 @@ struct dspy_lm_options {
      * no_store, ttl_s, levels, ns); a request's own control is applied on top of it.
      * Copied by dspy_lm_new(). */
     struct dspy_cache_ctl cache_ctl;
+    /* Retries of what may succeed when repeated (429, 408, 5xx, connection failures and
+     * timeouts; never other 4xx): exponential backoff with full jitter between
+     * retry_base_s and retry_cap_s, or the server's Retry-After on 429/503. */
+    unsigned max_attempts;    /* attempts in all, the first included; default 4 (3 retries,
+                               * as DSPy/litellm's num_retries=3); 1 = never retry */
+    double retry_base_s;      /* default 0.5 */
+    double retry_cap_s;       /* default 8 */
+    double deadline_s;        /* whole call: attempts, backoff and rate-limit waits; 0 =
+                               * none (default) */
+    /* Rate limits for this handle (one endpoint+model); 0 = none. Requests beyond them wait
+     * for capacity, in order; when max_waiting requests already wait, a call fails at once
+     * with DSPY_EBUSY (back off and try again). Not applied with a transport hook. */
+    double requests_per_minute;
+    double tokens_per_minute; /* tokens pre-estimated from the request (prompt bytes / 4
+                               * plus max_tokens), corrected from the answer's usage */
+    unsigned max_concurrency; /* requests on the wire at once */
+    size_t max_waiting;       /* default 10,000 when any limit is set */
 };
 #define DSPY_LM_OPTIONS_INIT                                                                 \
     { NULL, NULL, NULL, "OPENAI_API_KEY", NULL, 600.0, 10.0, NAN, -1, 16u << 20, NULL, NULL,  \
-      NULL, DSPY_CACHE_CTL_INIT }
+      NULL, DSPY_CACHE_CTL_INIT, 4, 0.5, 8.0, 0, 0, 0, 0, 0 }
 
-/** Handle to one endpoint and model. Threading: dspy_lm_complete() may be called from many
- * threads at once on one handle; new/free from one thread while no call is running. */
+/** Handle to one endpoint and model. Threading: dspy_lm_complete() and dspy_lm_submit() may
+ * be called from many threads at once on one handle; new/free from one thread while no call
+ * is running. */
 typedef struct dspy_lm dspy_lm;
 
 /** Copies everything it needs from `opts`. The API key is never logged or reported. */
@@ -97,8 +118,10 @@ struct dspy_lm_response {
                                    in-flight request for the same key): no upstream call */
 };
 
-/** Send one request and wait for the answer. Errors are classed (DSPY_ELM_*); err gets
- * the HTTP status and the endpoint's error message. With a cache, the request is looked
+/** Send one request and wait for the answer (retrying as the options say). Errors are
+ * classed (DSPY_ELM_*); err gets the HTTP status and the endpoint's error message, and,
+ * when more than one attempt was made, "(after N attempts)". DSPY_EBUSY: the rate
+ * limiter's wait queue is full. With a cache, the request is looked
  * up first (a hit sets resp->cache_hit and reports the original usage), concurrent
  * identical misses make one upstream call, and a 2xx answer that parses is stored.
  * Thread-safe. */
@@ -106,6 +129,38 @@ DSPY_EXTERN dspy_status dspy_lm_complete(dspy_lm *lm, const struct dspy_lm_reque
                                          struct dspy_lm_response *resp,
                                          struct dspy_error *err);
 DSPY_EXTERN void dspy_lm_response_release(struct dspy_lm_response *resp);
+
+/** Completion of dspy_lm_submit(). `resp` is the callback's: release it with
+ * dspy_lm_response_release() (or copy the struct to keep it). `err` is borrowed until the
+ * callback returns; status is DSPY_OK or what dspy_lm_complete() would have returned. */
+typedef void (*dspy_lm_done_fn)(void *userdata, dspy_status status,
+                                struct dspy_lm_response *resp, const struct dspy_error *err);
+
+/** Send one request without waiting: the same request, retries, limits and errors as
+ * dspy_lm_complete(), with `on_done` called exactly once when it ends. Over HTTP, on_done
+ * runs on the handle's event-loop thread: it must not block, nor wait on another call, nor
+ * free the handle (a slow callback delays every call of the handle); it may submit more.
+ * With a cache or a transport hook the call runs on the calling thread instead, and
+ * on_done runs there before dspy_lm_submit returns. `req` and what it points to are
+ * borrowed for this call only. On failure (DSPY_EINVAL, DSPY_ENOMEM, DSPY_EBUSY when the
+ * rate limiter's wait queue is full) on_done is not called. dspy_lm_free() waits for
+ * nothing: calls still running end with DSPY_ECANCELED. Any thread. */
+DSPY_EXTERN dspy_status dspy_lm_submit(dspy_lm *lm, const struct dspy_lm_request *req,
+                                       dspy_lm_done_fn on_done, void *userdata,
+                                       struct dspy_error *err);
+
+/** Counters of a handle's upstream traffic since dspy_lm_new (not counting cache hits nor
+ * calls through a transport hook, which bypass the event loop). */
+struct dspy_lm_stats {
+    uint64_t requests;        /* calls sent upstream */
+    uint64_t attempts;        /* HTTP attempts, retries included */
+    uint64_t retries;         /* attempts after the first */
+    uint64_t ratelimit_waits; /* times a call queued for the rate limiter */
+    uint64_t rejected_busy;   /* calls refused with DSPY_EBUSY (wait queue full) */
+    uint64_t failed;          /* calls that ended without an HTTP answer */
+};
+/** A snapshot, read with relaxed atomics (may be a few events behind). Any thread. */
+DSPY_EXTERN void dspy_lm_get_stats(dspy_lm *lm, struct dspy_lm_stats *st);
 
 /** The error class for an HTTP status and error body (OpenAI error object or text):
  * 401/403 auth, 429 rate limit, 400 with a context-length code or message -> context,

@@ -56,6 +56,98 @@ DSPY_EXTERN dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const js
                                           const struct dspy_call_config *cfg, json_t **outputs,
                                           struct dspy_call_info *info, struct dspy_error *err);
 
+/* ---- batch execution ------------------------------------------------------------------ */
+
+/** One record of a batch. A source fills it; the sink gets it back, with its result, in
+ * input order. */
+struct dspy_batch_item {
+    json_t *inputs;          /* object of input fields; the batch takes ownership. NULL = the
+                              * record fails with `error` without running (a bad input line) */
+    void *tag;               /* the caller's, handed back untouched */
+    struct dspy_error error; /* the failure when inputs is NULL */
+};
+
+/** What one record came to. `outputs` belongs to the batch until the sink returns; a sink
+ * that keeps it sets the field to NULL (takes ownership). */
+struct dspy_batch_result {
+    dspy_status status;          /* DSPY_OK, the record's error, or DSPY_ECANCELED when it
+                                  * never ran or was cut off (cancel, max_errors) */
+    json_t *outputs;             /* as dspy_program_call's; NULL on failure */
+    struct dspy_error error;     /* on failure */
+    struct dspy_call_info info;
+    uint64_t latency_ns;         /* from start to end of the program call; 0 if not run */
+};
+
+struct dspy_batch_progress {
+    size_t done;      /* records delivered to the sink, in order */
+    size_t total;     /* dspy_batch_options.total (0 = unknown) */
+    size_t errors;    /* of done, failed */
+    uint64_t elapsed_ns;
+};
+
+/** Pull one record: return 1 with `item` filled, 0 at the end of the input, -1 to stop the
+ * batch (a read error: the batch returns DSPY_EIO). Called on the batch's worker threads,
+ * one at a time. */
+typedef int (*dspy_batch_source_fn)(void *userdata, struct dspy_batch_item *item);
+/** Receive record `index` (0-based, in input order) with its result: called once per record
+ * pulled, one at a time, on whichever worker completed the head of the window. Return
+ * non-zero to stop the batch (a write error: the batch returns DSPY_EIO). Must not call
+ * back into the batch. */
+typedef int (*dspy_batch_sink_fn)(void *userdata, size_t index, struct dspy_batch_item *item,
+                                  struct dspy_batch_result *result);
+/** After each record delivered, one at a time on a worker thread; non-zero cancels the
+ * batch: records in flight end with DSPY_ECANCELED, no more are pulled. */
+typedef int (*dspy_batch_progress_fn)(void *userdata, const struct dspy_batch_progress *p);
+
+struct dspy_batch_options {
+    unsigned concurrency;  /* records in flight at once; 0 = 16. Runs on a pool of that many
+                            * worker threads, at most DSPY_BATCH_MAX_WORKERS */
+    size_t max_errors;     /* DSPy's max_errors: once this many records have failed, cancel
+                            * the rest (DSPY_ECANCELED); 0 = never stop */
+    size_t total;          /* records expected, for progress only; 0 = unknown */
+    const struct dspy_call_config *cfg; /* per call, may be NULL; borrowed */
+    dspy_batch_progress_fn progress;    /* may be NULL */
+    void *progress_userdata;
+};
+#define DSPY_BATCH_OPTIONS_INIT { 16, 0, 0, NULL, NULL, NULL }
+#define DSPY_BATCH_MAX_WORKERS 4096
+
+/** Totals of a batch. Retries and rate-limit waits are the LM handle's counters over the
+ * batch's span (other users of the same handle at the same time count too). */
+struct dspy_batch_stats {
+    size_t records, ok, failed, cancelled; /* cancelled: of failed, never ran or cut off */
+    uint64_t lm_calls, retries, ratelimit_waits, rejected_busy;
+    uint64_t wall_ns;
+};
+
+/** Run the program over every record a source yields, at most `concurrency` at a time, and
+ * hand each result to the sink in input order. At most 4 x concurrency records are pulled
+ * and not yet delivered at any time, so memory stays flat however long the input. Each
+ * record's failure is its own; the batch goes on (see max_errors). Returns DSPY_OK when
+ * every record pulled was delivered (whatever their status), DSPY_ECANCELED when the
+ * progress callback or max_errors stopped it (the records pulled are still delivered,
+ * marked DSPY_ECANCELED), DSPY_EIO when the source or sink asked to stop, DSPY_ENOMEM (also
+ * when no worker thread could start: nothing ran). `stats` may be NULL. Call from any
+ * thread but not from inside a callback of this batch. */
+DSPY_EXTERN dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
+                                                  const struct dspy_batch_options *opts,
+                                                  dspy_batch_source_fn source,
+                                                  dspy_batch_sink_fn sink, void *userdata,
+                                                  struct dspy_batch_stats *stats,
+                                                  struct dspy_error *err);
+
+/** The same over an array: `inputs` (a JSON array of objects; borrowed) in, `results` (n =
+ * json_array_size(inputs) entries, caller-allocated) out in the same order: each holds a
+ * prediction (caller owns; release with dspy_batch_results_release) or a structured error.
+ * A record that is not an object fails alone with DSPY_EINVAL. */
+DSPY_EXTERN dspy_status dspy_program_batch(dspy_program *p, dspy_lm *lm, const json_t *inputs,
+                                           const struct dspy_batch_options *opts,
+                                           struct dspy_batch_result *results,
+                                           struct dspy_batch_stats *stats,
+                                           struct dspy_error *err);
+/** Free the outputs of `n` results (and zero them). */
+DSPY_EXTERN void dspy_batch_results_release(struct dspy_batch_result *results, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,8 @@
 /* The LM client (lm layer): OpenAI-compatible chat completions. Request bodies are written
- * straight into a bounded buffer, responses are read with jansson, and HTTP failures are
- * mapped to DSPY_ELM_* classes. The API key never reaches a log line or an error message. */
+ * straight into a bounded buffer and sent through the handle's event-loop engine
+ * (net/engine.h), which applies retries, timeouts and rate limits; responses are read with
+ * jansson, and HTTP failures are mapped to DSPY_ELM_* classes. The API key never reaches a
+ * log line or an error message. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdatomic.h>
@@ -15,10 +17,7 @@
 #include "base/status.h"
 #include "lm/jsonw.h"
 #include "lm/lm_int.h"
-#include "net/http.h"
 
-#define LM_IDLE_HANDLES 64          /* kept-alive connections per handle */
-#define LM_MAX_BODY ((size_t)64 << 20)
 #define LM_ERROR_TEXT 300           /* bytes of the endpoint's error message we report */
 #define LM_KEY_FILE_MAX 4096
 
@@ -141,11 +140,50 @@ static dspy_status make_headers(dspy_lm *lm)
         }
         lines[n++] = auth.ptr;
     }
-    lm->headers = dspy__http_headers_new(lines, n);
+    lm->headers = dspy__engine_headers_new(lines, n);
     if (auth.ptr)
         wipe(auth.ptr);
     dspy__buf_release(&auth);
     return lm->headers ? DSPY_OK : DSPY_ENOMEM;
+}
+
+static uint64_t secs_ns(double s)
+{
+    return s > 0 ? (uint64_t)(s * 1e9) : 0;
+}
+
+/* The event loop, retry policy and limiter of a handle that talks HTTP. One engine (and
+ * loop thread) per handle: its lifetime is the handle's, and the limits it applies are the
+ * handle's endpoint+model. */
+static dspy_status open_engine(dspy_lm *lm, const struct dspy_lm_options *o,
+                               struct dspy_error *err)
+{
+    struct dspy__engine_options eo = DSPY__ENGINE_OPTIONS_INIT;
+    struct dspy__retry_policy rp = DSPY__RETRY_POLICY_INIT;
+    eo.connect_timeout_ns = secs_ns(o->connect_timeout_s);
+    if (o->retry_base_s < 0 || o->retry_cap_s < 0 || o->deadline_s < 0 ||
+        o->requests_per_minute < 0 || o->tokens_per_minute < 0)
+        return dspy__err(err, DSPY_EINVAL, "LM retry and rate-limit options must not be negative");
+    rp.max_attempts = o->max_attempts ? o->max_attempts : 1;
+    rp.base_ns = secs_ns(o->retry_base_s);
+    rp.cap_ns = o->retry_cap_s > 0 ? secs_ns(o->retry_cap_s) : rp.base_ns;
+    rp.deadline_ns = lm->deadline_ns = secs_ns(o->deadline_s);
+    lm->retry = rp;
+    if (!(lm->engine = dspy__engine_new(&eo, err)))
+        return err && err->code ? err->code : DSPY_ENOMEM;
+    if (make_headers(lm))
+        return dspy__err(err, DSPY_ENOMEM, "cannot set up the HTTP client");
+    if (o->requests_per_minute > 0 || o->tokens_per_minute > 0 || o->max_concurrency ||
+        o->max_waiting) {
+        struct dspy__ratelimit_options ro = DSPY__RATELIMIT_OPTIONS_INIT;
+        ro.requests_per_minute = o->requests_per_minute;
+        ro.tokens_per_minute = o->tokens_per_minute;
+        ro.max_concurrency = o->max_concurrency;
+        ro.max_waiting = o->max_waiting;
+        if (!(lm->limiter = dspy__engine_limiter_get(lm->engine, "lm", &ro)))
+            return dspy__err(err, DSPY_ENOMEM, "cannot set up the rate limiter");
+    }
+    return DSPY_OK;
 }
 
 dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm **out, struct dspy_error *err)
@@ -163,7 +201,6 @@ dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm **out, struc
     if (!lm)
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
     lm->timeout_s = opts->timeout_s;
-    lm->connect_timeout_s = opts->connect_timeout_s;
     lm->temperature = opts->temperature;
     lm->max_tokens = opts->max_tokens;
     lm->max_response_bytes = opts->max_response_bytes ? opts->max_response_bytes : 16u << 20;
@@ -192,12 +229,8 @@ dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm **out, struc
 
     if ((rc = resolve_key(opts, &lm->api_key, err)))
         goto free_lm;
-    if (!lm->transport) {
-        if (!(lm->http = dspy__http_client_new(LM_IDLE_HANDLES)) || make_headers(lm)) {
-            rc = dspy__err(err, DSPY_ENOMEM, "cannot set up the HTTP client");
-            goto free_lm;
-        }
-    }
+    if (!lm->transport && (rc = open_engine(lm, opts, err)))
+        goto free_lm;
     *out = lm;
     return DSPY_OK;
 
@@ -210,8 +243,8 @@ void dspy_lm_free(dspy_lm *lm)
 {
     if (!lm)
         return;
-    dspy__http_headers_free(lm->headers);
-    dspy__http_client_free(lm->http);
+    dspy__engine_free(lm->engine); /* before the headers its calls borrow */
+    dspy__engine_headers_free(lm->headers);
     wipe(lm->api_key);
     dspy_free(lm->api_key);
     dspy_free(lm->ns_copy);
@@ -310,8 +343,8 @@ static bool extra_key_skipped(const char *key, const struct dspy__lm_call *c, do
     return false;
 }
 
-static dspy_status encode_body(const dspy_lm *lm, const struct dspy__lm_call *c,
-                               struct dspy_buf *b, struct dspy__lm_body_marks *mk)
+dspy_status dspy__lm_encode_body(const dspy_lm *lm, const struct dspy__lm_call *c,
+                                 struct dspy_buf *b, struct dspy__lm_body_marks *mk)
 {
     double temp = isnan(c->temperature) ? lm->temperature : c->temperature;
     long max_tokens = c->max_tokens >= 0 ? c->max_tokens : lm->max_tokens;
@@ -445,7 +478,7 @@ dspy_status dspy_lm_classify_http(long http_status, const char *body, size_t len
 /* Replace every occurrence of the API key in `s` with "***". */
 static void scrub_key(char *s, const char *key)
 {
-    size_t klen = key ? strlen(key) : 0;
+    size_t klen = key && s ? strlen(key) : 0;
     if (klen < 4)
         return;
     char *p;
@@ -471,53 +504,117 @@ static dspy_status http_error(const dspy_lm *lm, long status, const char *body, 
 
 /* ---- the exchange --------------------------------------------------------------------- */
 
-static dspy_status exchange(dspy_lm *lm, const char *body, size_t body_len, long *status,
-                            char **rbody, size_t *rlen, struct dspy_error *err)
+/* The transport hook's exchange: the response body it returns is ours to free. */
+static dspy_status transport_exchange(dspy_lm *lm, const char *body, size_t body_len,
+                                      long *status, char **rbody, size_t *rlen,
+                                      struct dspy_error *err)
 {
-    dspy_status rc;
-    if (lm->transport) {
-        *status = 0;
+    *status = 0;
+    *rbody = NULL;
+    *rlen = 0;
+    dspy_error_clear(err);
+    dspy_status rc = lm->transport(lm->transport_userdata, lm->url, body, body_len, status,
+                                   rbody, rlen, err);
+    if (rc) {
+        dspy_free(*rbody);
         *rbody = NULL;
-        *rlen = 0;
-        dspy_error_clear(err);
-        rc = lm->transport(lm->transport_userdata, lm->url, body, body_len, status, rbody, rlen,
-                           err);
-        if (rc) {
-            dspy_free(*rbody);
-            *rbody = NULL;
-            if (err && !err->code)
-                dspy__err(err, rc, "LM transport failed: %s", dspy_strerror(rc));
-            return rc;
-        }
-        if (!*rbody)
-            return dspy__err(err, DSPY_ELM_BAD_RESPONSE, "LM transport returned no body");
-        if (*rlen > lm->max_response_bytes) {
-            dspy_free(*rbody);
-            *rbody = NULL;
-            return dspy__err(err, DSPY_ETOOBIG, "LM response is larger than %zu bytes",
-                             lm->max_response_bytes);
-        }
-        return DSPY_OK;
-    }
-    struct dspy__http_request req = {
-        .url = lm->url,
-        .headers = lm->headers,
-        .body = body,
-        .body_len = body_len,
-        .timeout_s = lm->timeout_s,
-        .connect_timeout_s = lm->connect_timeout_s,
-        .max_response_bytes = lm->max_response_bytes,
-    };
-    struct dspy__http_response hr;
-    if ((rc = dspy__http_request(lm->http, &req, &hr, err))) {
-        if (err)
-            scrub_key(err->message, lm->api_key);
+        if (err && !err->code)
+            dspy__err(err, rc, "LM transport failed: %s", dspy_strerror(rc));
         return rc;
     }
-    *status = hr.status;
-    *rbody = hr.body;
-    *rlen = hr.body_len;
+    if (!*rbody)
+        return dspy__err(err, DSPY_ELM_BAD_RESPONSE, "LM transport returned no body");
+    if (*rlen > lm->max_response_bytes) {
+        dspy_free(*rbody);
+        *rbody = NULL;
+        return dspy__err(err, DSPY_ETOOBIG, "LM response is larger than %zu bytes",
+                         lm->max_response_bytes);
+    }
     return DSPY_OK;
+}
+
+/* The batch executor's group for this thread's calls, and the engine it belongs to. */
+static _Thread_local struct dspy__engine_group *tls_group;
+static _Thread_local const struct dspy__engine *tls_group_engine;
+
+void dspy__lm_set_thread_group(dspy_lm *lm, struct dspy__engine_group *g)
+{
+    tls_group = g;
+    tls_group_engine = g && lm ? lm->engine : NULL;
+}
+
+struct dspy__engine *dspy__lm_engine(dspy_lm *lm)
+{
+    return lm ? lm->engine : NULL;
+}
+
+dspy_status dspy__lm_submit_body(dspy_lm *lm, const char *body, size_t len, bool take_body,
+                                 dspy__engine_done_fn on_done, void *userdata,
+                                 struct dspy__engine_call **handle, struct dspy_error *err)
+{
+    struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
+    r.url = lm->url;
+    r.headers = lm->headers;
+    r.body = body;
+    r.body_len = len;
+    r.take_body = take_body;
+    r.timeout_ns = secs_ns(lm->timeout_s);
+    r.deadline_ns = lm->deadline_ns;
+    r.max_response_bytes = lm->max_response_bytes;
+    r.retry = &lm->retry;
+    r.limiter = lm->limiter;
+    if (lm->limiter)
+        r.est_tokens = dspy__ratelimit_estimate_tokens(
+            len, lm->max_tokens > 0 ? (uint64_t)lm->max_tokens : 0);
+    if (tls_group && tls_group_engine == lm->engine)
+        r.group = tls_group;
+    r.on_done = on_done;
+    r.userdata = userdata;
+    dspy_status rc = dspy__engine_submit(lm->engine, &r, handle, err);
+    if (rc == DSPY_EBUSY)
+        dspy__err(err, rc, "LM request refused: too many requests already wait for the "
+                           "rate limit (back off and retry)");
+    return rc;
+}
+
+/* " (after N attempts)" on an error message when the call was retried. */
+static void note_attempts(struct dspy_error *err, uint32_t attempts)
+{
+    size_t n = err ? strlen(err->message) : 0;
+    if (err && attempts > 1 && n < sizeof(err->message))
+        snprintf(err->message + n, sizeof(err->message) - n, " (after %u attempts)", attempts);
+}
+
+dspy_status dspy__lm_read_result(dspy_lm *lm, struct dspy__engine_call *call,
+                                 const struct dspy__engine_result *res,
+                                 struct dspy_lm_response *resp, char **body_out,
+                                 size_t *body_len, struct dspy_error *err)
+{
+    dspy_status rc = res->status;
+    memset(resp, 0, sizeof(*resp));
+    resp->http_status = res->http_status;
+    if (rc) {
+        dspy__err(err, rc, "LM request failed: %s", res->error);
+        scrub_key(err ? err->message : NULL, lm->api_key);
+    } else if (res->http_status < 200 || res->http_status >= 300) {
+        rc = http_error(lm, res->http_status, res->body, res->body_len, err);
+    } else if ((rc = dspy__lm_parse_response(res->body, res->body_len, resp, err))) {
+        if (err)
+            err->http_status = (int)res->http_status;
+    } else {
+        if (lm->limiter && resp->usage.total_tokens > 0)
+            dspy__engine_call_reconcile(call, (uint64_t)resp->usage.total_tokens);
+        if (body_out && !(*body_out = dspy_strndup(res->body, res->body_len))) {
+            dspy_lm_response_release(resp);
+            rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+        } else if (body_out) {
+            *body_len = res->body_len;
+        }
+    }
+    if (rc)
+        note_attempts(err, res->attempts);
+    resp->http_status = res->http_status;
+    return rc;
 }
 
 dspy_status dspy__lm_send(dspy_lm *lm, const char *body, size_t len,
@@ -529,7 +626,20 @@ dspy_status dspy__lm_send(dspy_lm *lm, const char *body, size_t len,
     long status = 0;
     dspy_status rc;
     memset(resp, 0, sizeof(*resp));
-    if ((rc = exchange(lm, body, len, &status, &rbody, &rlen, err)))
+    if (!lm->transport) {
+        struct dspy__engine_call *call = NULL;
+        const struct dspy__engine_result *res;
+        if ((rc = dspy__lm_submit_body(lm, body, len, false, NULL, NULL, &call, err)))
+            return rc;
+        rc = dspy__engine_call_wait(call, 0, &res);
+        if (!rc)
+            rc = dspy__lm_read_result(lm, call, res, resp, body_out, body_len, err);
+        else
+            dspy__err(err, rc, "cannot wait for an LM call on the event loop's own thread");
+        dspy__engine_call_release(call);
+        return rc;
+    }
+    if ((rc = transport_exchange(lm, body, len, &status, &rbody, &rlen, err)))
         return rc;
     resp->http_status = status;
     if (status < 200 || status >= 300) {
@@ -557,10 +667,10 @@ dspy_status dspy__lm_complete_call(dspy_lm *lm, const struct dspy__lm_call *call
     struct dspy__lm_body_marks marks;
     dspy_status rc;
     memset(resp, 0, sizeof(*resp));
-    dspy__buf_init(&body, LM_MAX_BODY);
-    if ((rc = encode_body(lm, call, &body, &marks))) {
+    dspy__buf_init(&body, DSPY__LM_MAX_BODY);
+    if ((rc = dspy__lm_encode_body(lm, call, &body, &marks))) {
         rc = rc == DSPY_ETOOBIG
-                 ? dspy__err(err, rc, "LM request body is larger than %zu bytes", LM_MAX_BODY)
+                 ? dspy__err(err, rc, "LM request body is larger than %zu bytes", DSPY__LM_MAX_BODY)
                  : dspy__err(err, rc, "cannot encode the LM request: %s", dspy_strerror(rc));
         goto release_body;
     }
@@ -584,60 +694,66 @@ dspy_status dspy__lm_request_key(dspy_lm *lm, const struct dspy__lm_call *call, 
     if (!lm->cache)
         return dspy__err(err, DSPY_EINVAL, "the LM has no cache");
     dspy__lm_cache_ctl_merge(&ctl, call->ctl);
-    dspy__buf_init(&body, LM_MAX_BODY);
-    if (!(rc = encode_body(lm, call, &body, &marks)))
+    dspy__buf_init(&body, DSPY__LM_MAX_BODY);
+    if (!(rc = dspy__lm_encode_body(lm, call, &body, &marks)))
         rc = dspy__lm_cache_key(lm, call, body.ptr, body.len, &marks, &ctl, fast, key, err);
     dspy__buf_release(&body);
     return rc;
+}
+
+dspy_status dspy__lm_call_from_request(const struct dspy_lm_request *req, struct dspy_buf *msgs,
+                                       struct dspy_buf *rf, struct dspy__lm_call *call,
+                                       struct dspy_error *err)
+{
+    dspy_status rc;
+    if (req->extra && !json_is_object(req->extra))
+        return dspy__err(err, DSPY_EINVAL, "LM request \"extra\" must be a JSON object");
+    for (size_t i = 0; i < json_array_size(req->messages); i++) {
+        const json_t *m = json_array_get(req->messages, i);
+        if (!json_is_object(m) || !json_is_string(json_object_get(m, "role")))
+            return dspy__err(err, DSPY_EINVAL,
+                             "LM request message %zu is not a {\"role\", \"content\"} object", i);
+        if ((i && (rc = dspy__buf_addc(msgs, ','))) ||
+            (rc = dspy__json_write(msgs, m, DSPY__JSON_COMPACT, 0)))
+            goto too_big;
+    }
+    if (req->response_format &&
+        (rc = dspy__json_write(rf, req->response_format, DSPY__JSON_COMPACT, 0)))
+        goto too_big;
+    *call = (struct dspy__lm_call)DSPY__LM_CALL_INIT;
+    call->messages = msgs->ptr ? msgs->ptr : "";
+    call->messages_len = msgs->len;
+    call->temperature = req->temperature;
+    call->max_tokens = req->max_tokens;
+    call->top_p = req->top_p;
+    call->n = req->n;
+    call->response_format = req->response_format ? rf->ptr : NULL;
+    call->response_format_len = rf->len;
+    call->extra = req->extra;
+    call->has_rollout_id = req->has_rollout_id;
+    call->rollout_id = req->rollout_id;
+    call->ctl = &req->cache;
+    return DSPY_OK;
+
+too_big:
+    return dspy__err(err, rc, "cannot encode the LM request: %s", dspy_strerror(rc));
 }
 
 dspy_status dspy_lm_complete(dspy_lm *lm, const struct dspy_lm_request *req,
                              struct dspy_lm_response *resp, struct dspy_error *err)
 {
     struct dspy_buf msgs, rf;
+    struct dspy__lm_call call;
     dspy_status rc;
     if (resp)
         memset(resp, 0, sizeof(*resp));
     if (!lm || !req || !resp || !json_is_array(req->messages))
         return dspy__err(err, DSPY_EINVAL,
                          "dspy_lm_complete: lm, a messages array and resp are required");
-    if (req->extra && !json_is_object(req->extra))
-        return dspy__err(err, DSPY_EINVAL, "LM request \"extra\" must be a JSON object");
-    dspy__buf_init(&msgs, LM_MAX_BODY);
-    dspy__buf_init(&rf, LM_MAX_BODY);
-    for (size_t i = 0; i < json_array_size(req->messages); i++) {
-        const json_t *m = json_array_get(req->messages, i);
-        if (!json_is_object(m) || !json_is_string(json_object_get(m, "role"))) {
-            rc = dspy__err(err, DSPY_EINVAL,
-                           "LM request message %zu is not a {\"role\", \"content\"} object", i);
-            goto release;
-        }
-        if ((i && (rc = dspy__buf_addc(&msgs, ','))) ||
-            (rc = dspy__json_write(&msgs, m, DSPY__JSON_COMPACT, 0)))
-            goto too_big;
-    }
-    if (req->response_format &&
-        (rc = dspy__json_write(&rf, req->response_format, DSPY__JSON_COMPACT, 0)))
-        goto too_big;
-    struct dspy__lm_call call = DSPY__LM_CALL_INIT;
-    call.messages = msgs.ptr ? msgs.ptr : "";
-    call.messages_len = msgs.len;
-    call.temperature = req->temperature;
-    call.max_tokens = req->max_tokens;
-    call.top_p = req->top_p;
-    call.n = req->n;
-    call.response_format = req->response_format ? rf.ptr : NULL;
-    call.response_format_len = rf.len;
-    call.extra = req->extra;
-    call.has_rollout_id = req->has_rollout_id;
-    call.rollout_id = req->rollout_id;
-    call.ctl = &req->cache;
-    rc = dspy__lm_complete_call(lm, &call, resp, err);
-    goto release;
-
-too_big:
-    rc = dspy__err(err, rc, "cannot encode the LM request: %s", dspy_strerror(rc));
-release:
+    dspy__buf_init(&msgs, DSPY__LM_MAX_BODY);
+    dspy__buf_init(&rf, DSPY__LM_MAX_BODY);
+    if (!(rc = dspy__lm_call_from_request(req, &msgs, &rf, &call, err)))
+        rc = dspy__lm_complete_call(lm, &call, resp, err);
     dspy__buf_release(&rf);
     dspy__buf_release(&msgs);
     return rc;
@@ -649,4 +765,19 @@ void dspy_lm_response_release(struct dspy_lm_response *resp)
         return;
     dspy_free(resp->texts); /* the one block that holds every string (lm_response.c) */
     memset(resp, 0, sizeof(*resp));
+}
+
+void dspy_lm_get_stats(dspy_lm *lm, struct dspy_lm_stats *st)
+{
+    struct dspy__engine_stats es;
+    memset(st, 0, sizeof(*st));
+    if (!lm || !lm->engine)
+        return;
+    dspy__engine_get_stats(lm->engine, &es);
+    st->requests = es.submitted;
+    st->attempts = es.attempts;
+    st->retries = es.retries;
+    st->ratelimit_waits = es.ratelimit_waits;
+    st->rejected_busy = es.rejected_busy;
+    st->failed = es.failed;
 }

@@ -10,24 +10,24 @@
 #include <dspyc/lm.h>
 
 #include "base/buf.h"
-
-struct dspy__http_client;
-struct dspy__http_headers;
+#include "net/engine.h"
 
 struct dspy_lm {
     char *model;            /* as configured, e.g. "openai/gpt-4o-mini" */
     const char *wire_model; /* what is sent: `model` without a leading "openai/" */
     char *url;              /* base_url + "/chat/completions" */
     char *api_key;          /* NULL when none; wiped on free */
-    double timeout_s;
-    double connect_timeout_s;
+    double timeout_s;   /* per attempt */
     double temperature; /* NAN = not sent */
     long max_tokens;    /* < 0 = not sent */
     size_t max_response_bytes;
     dspy_lm_transport_fn transport;
     void *transport_userdata;
-    struct dspy__http_client *http;      /* NULL with a transport hook */
-    struct dspy__http_headers *headers;  /* includes the Authorization line */
+    struct dspy__engine *engine;         /* the event loop; NULL with a transport hook */
+    struct dspy__engine_headers *headers; /* includes the Authorization line */
+    struct dspy__engine_limiter *limiter; /* NULL when no limit is set */
+    struct dspy__retry_policy retry;
+    uint64_t deadline_ns;                 /* whole call; 0 = none */
     dspy_cache *cache;                   /* borrowed; NULL = no caching */
     struct dspy_cache_ctl cache_ctl;     /* defaults; ns points at ns_copy */
     char *ns_copy;
@@ -75,6 +75,14 @@ struct dspy__lm_call {
 #define DSPY__LM_CALL_INIT                                                                   \
     { NULL, 0, NULL, 0, NAN, -1, NAN, 0, NULL, 0, NULL, NULL, 0, NULL, 0, false, 0, NULL, NULL }
 
+#define DSPY__LM_MAX_BODY ((size_t)64 << 20) /* longest request body */
+
+/* A public request as a call: its messages and response format encoded into `msgs` and
+ * `rf` (caller-initialized, released by the caller), which `call` points into. */
+dspy_status dspy__lm_call_from_request(const struct dspy_lm_request *req, struct dspy_buf *msgs,
+                                       struct dspy_buf *rf, struct dspy__lm_call *call,
+                                       struct dspy_error *err);
+
 /* Same contract as dspy_lm_complete(). */
 dspy_status dspy__lm_complete_call(dspy_lm *lm, const struct dspy__lm_call *call,
                                    struct dspy_lm_response *resp, struct dspy_error *err);
@@ -110,12 +118,36 @@ struct dspy__lm_body_marks {
     long max_tokens;
 };
 
+/* The request body of `c` into `b`, and where its pieces sit. */
+dspy_status dspy__lm_encode_body(const dspy_lm *lm, const struct dspy__lm_call *c,
+                                 struct dspy_buf *b, struct dspy__lm_body_marks *mk);
+
 /* Send an encoded body and read the answer into `resp`: the exchange, HTTP status
  * classes and parsing. On success *body_out (when not NULL) receives the raw response
  * body (caller owns, dspy_free); resp->http_status is set in every case. */
 dspy_status dspy__lm_send(dspy_lm *lm, const char *body, size_t len,
                           struct dspy_lm_response *resp, char **body_out, size_t *body_len,
                           struct dspy_error *err);
+
+/* Submit an encoded body to the handle's engine (no transport hook) with its retry policy,
+ * timeouts and limiter; the engine's contract otherwise (net/engine.h). DSPY_EBUSY with a
+ * message when the limiter's wait queue is full. */
+dspy_status dspy__lm_submit_body(dspy_lm *lm, const char *body, size_t len, bool take_body,
+                                 dspy__engine_done_fn on_done, void *userdata,
+                                 struct dspy__engine_call **handle, struct dspy_error *err);
+
+/* Calls that this thread sends through `lm` from now on join group `g` of lm's engine (the
+ * batch executor cancels a whole batch with it); NULL leaves groups. No-op for a handle with
+ * a transport hook. The engine of `lm`, or NULL with a transport hook. */
+void dspy__lm_set_thread_group(dspy_lm *lm, struct dspy__engine_group *g);
+struct dspy__engine *dspy__lm_engine(dspy_lm *lm);
+
+/* Read an engine result into `resp` as dspy__lm_send does (classing, parsing, usage
+ * reconciled with the limiter, attempts noted on failure); `call` is the engine call. */
+dspy_status dspy__lm_read_result(dspy_lm *lm, struct dspy__engine_call *call,
+                                 const struct dspy__engine_result *res,
+                                 struct dspy_lm_response *resp, char **body_out,
+                                 size_t *body_len, struct dspy_error *err);
 
 /* The cache-through call (lm_cache.c): key the request, fetch with single-flight (the
  * fill sends `body`), and read a hit back into `resp`. Requires lm->cache. */

@@ -281,7 +281,10 @@ def test_corrupt_disk_entries_are_dropped_and_reported(tmp_path):
     inp = write_inputs(tmp_path / "in.jsonl", [f"Which planet is number {i}?" for i in range(12)])
     cache = tmp_path / "cache"
     _, base = start_sim()
-    r = run(base, inp, tmp_path / "o1.jsonl", "--cache", "disk", "--cache-dir", cache)
+    # One writer at a time: corrupt_entries() finds frames by scanning LMDB's pages, and
+    # concurrent fills leave stale copies where a scan can run into the next frame.
+    r = run(base, inp, tmp_path / "o1.jsonl", "--cache", "disk", "--cache-dir", cache,
+            "--concurrency", "1")
     assert r.returncode == 0, r.stderr
     corrupt_entries(cache / "data.mdb", 4)
 

@@ -562,6 +562,79 @@ static void key_never_in_errors(void **state)
     dspy_lm_free(lm);
 }
 
+/* ---- retries, timeouts and limits, over HTTP (the event-loop engine) -------------------- */
+
+static void retries_report_attempts(void **state)
+{
+    (void)state;
+    struct test_httpd s;
+    struct dspy_error err;
+    assert_int_equal(test_httpd_start(&s, 503, "{\"error\":{\"message\":\"overloaded\"}}"), 0);
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    o.api_key_env = "DSPYC_TEST_KEY_UNSET";
+    o.max_attempts = 3;
+    o.retry_base_s = 0.001;
+    o.retry_cap_s = 0.002;
+    dspy_lm *lm = http_lm(&s, &o);
+    one_call(lm, DSPY_ELM_SERVER, &err);
+    assert_int_equal(err.http_status, 503);
+    assert_non_null(strstr(err.message, "overloaded"));
+    assert_non_null(strstr(err.message, "(after 3 attempts)"));
+    pthread_mutex_lock(&s.lock);
+    assert_int_equal(s.requests, 3);
+    pthread_mutex_unlock(&s.lock);
+    struct dspy_lm_stats st;
+    dspy_lm_get_stats(lm, &st);
+    assert_int_equal(st.requests, 1);
+    assert_int_equal(st.attempts, 3);
+    assert_int_equal(st.retries, 2);
+    dspy_lm_free(lm);
+
+    /* Not retryable: one attempt, and no attempt count in the message. */
+    pthread_mutex_lock(&s.lock);
+    s.status = 400;
+    s.requests = 0;
+    pthread_mutex_unlock(&s.lock);
+    lm = http_lm(&s, &o);
+    one_call(lm, DSPY_ELM_BAD_REQUEST, &err);
+    assert_null(strstr(err.message, "attempts"));
+    pthread_mutex_lock(&s.lock);
+    assert_int_equal(s.requests, 1);
+    pthread_mutex_unlock(&s.lock);
+    dspy_lm_free(lm);
+    test_httpd_stop(&s);
+}
+
+static void attempt_timeout_is_retried(void **state)
+{
+    (void)state;
+    struct test_httpd s;
+    struct dspy_error err;
+    assert_int_equal(test_httpd_start(&s, 200, OK_REPLY), 0);
+    pthread_mutex_lock(&s.lock);
+    s.delay_ms = 300;
+    pthread_mutex_unlock(&s.lock);
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    o.api_key_env = "DSPYC_TEST_KEY_UNSET";
+    o.timeout_s = 0.05;
+    o.max_attempts = 2;
+    o.retry_base_s = 0.001;
+    dspy_lm *lm = http_lm(&s, &o);
+    one_call(lm, DSPY_ELM_TIMEOUT, &err);
+    assert_non_null(strstr(err.message, "(after 2 attempts)"));
+    dspy_lm_free(lm);
+
+    /* The whole-call deadline cuts retries short. */
+    o.max_attempts = 10;
+    o.deadline_s = 0.12;
+    lm = http_lm(&s, &o);
+    uint64_t t0 = dspy_clock_ns();
+    one_call(lm, DSPY_ELM_TIMEOUT, &err);
+    assert_true(dspy_clock_ns() - t0 < 250000000ull);
+    dspy_lm_free(lm);
+    test_httpd_stop(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -577,6 +650,8 @@ int main(void)
         cmocka_unit_test(bad_options_and_requests),
         cmocka_unit_test(api_key_sources),
         cmocka_unit_test(key_never_in_errors),
+        cmocka_unit_test(retries_report_attempts),
+        cmocka_unit_test(attempt_timeout_is_retried),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

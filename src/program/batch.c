@@ -1,0 +1,343 @@
+/* Batch execution (program layer): a program over a stream of records with at most N in
+ * flight on a bounded pool of worker threads, results handed to the caller in input order
+ * through a bounded reorder window, DSPy's max_errors, progress, and cancellation of a
+ * whole batch (its LM calls join one engine group, cancelled together). */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <dspyc/program.h>
+
+#include "base/status.h"
+#include "lm/lm_int.h"
+
+#define BATCH_WINDOW_PER_WORKER 4 /* records pulled and not yet delivered, per worker */
+#define BATCH_SMALL_STACK ((size_t)1 << 20) /* for large pools: 4,096 x 8 MiB is too much */
+
+struct slot {
+    struct dspy_batch_item item;
+    struct dspy_batch_result res;
+    bool done; /* res is final; mu */
+};
+
+struct batch {
+    dspy_program *prog;
+    dspy_lm *lm;
+    const struct dspy_batch_options *o;
+    dspy_batch_source_fn source;
+    dspy_batch_sink_fn sink;
+    void *ud;
+    struct dspy__engine_group *group; /* NULL with a transport hook */
+    struct slot *slots;               /* ring: record i lives in slots[i % window] */
+    size_t window;
+    pthread_mutex_t src_mu; /* one reader of the source at a time; taken before mu */
+    pthread_mutex_t mu;
+    pthread_cond_t space;   /* a slot came free, the source ended or the batch stopped */
+    size_t pulled;          /* records taken from the source; mu */
+    size_t head;            /* next record to deliver; mu */
+    size_t failed;          /* records completed with an error; mu */
+    bool emitting;          /* a worker is delivering; mu */
+    bool source_done;       /* mu */
+    bool sink_failed;       /* only the emitter touches it */
+    atomic_bool stop;       /* pull no more: cancel, max_errors, source or sink error */
+    dspy_status stop_rc;    /* why; mu */
+    struct dspy_batch_stats st; /* record counts; only the emitter touches them */
+    uint64_t start_ns;
+};
+
+/* mu held. The first reason wins. */
+static void stop_locked(struct batch *b, dspy_status why)
+{
+    if (atomic_load(&b->stop))
+        return;
+    b->stop_rc = why;
+    atomic_store(&b->stop, true);
+    if (b->group && why == DSPY_ECANCELED)
+        dspy__engine_group_cancel(b->group);
+    pthread_cond_broadcast(&b->space);
+}
+
+/* Claim the next record into its slot; false when there is none (end, stop). */
+static bool pull(struct batch *b, size_t *idx)
+{
+    struct dspy_batch_item item;
+    bool go;
+    int got;
+    pthread_mutex_lock(&b->src_mu);
+    pthread_mutex_lock(&b->mu);
+    while (!b->source_done && !atomic_load(&b->stop) && b->pulled - b->head >= b->window)
+        pthread_cond_wait(&b->space, &b->mu);
+    go = !b->source_done && !atomic_load(&b->stop);
+    pthread_mutex_unlock(&b->mu);
+    if (!go) {
+        pthread_mutex_unlock(&b->src_mu);
+        return false;
+    }
+    memset(&item, 0, sizeof(item));
+    dspy_error_clear(&item.error);
+    got = b->source(b->ud, &item);
+    pthread_mutex_lock(&b->mu);
+    if (got == 1) {
+        *idx = b->pulled++;
+        struct slot *s = &b->slots[*idx % b->window];
+        memset(s, 0, sizeof(*s));
+        s->item = item;
+        dspy_error_clear(&s->res.error);
+    } else {
+        b->source_done = true;
+        if (got < 0)
+            stop_locked(b, DSPY_EIO);
+        pthread_cond_broadcast(&b->space);
+    }
+    pthread_mutex_unlock(&b->mu);
+    pthread_mutex_unlock(&b->src_mu);
+    return got == 1;
+}
+
+static void run_record(struct batch *b, struct slot *s)
+{
+    struct dspy_batch_result *r = &s->res;
+    if (!s->item.inputs) {
+        r->error = s->item.error;
+        r->status = r->error.code ? r->error.code : DSPY_EINVAL;
+        r->error.code = r->status;
+        return;
+    }
+    if (atomic_load(&b->stop)) {
+        r->status = dspy__err(&r->error, DSPY_ECANCELED, "not run: the batch was stopped");
+        return;
+    }
+    uint64_t t0 = dspy_clock_ns();
+    r->status = dspy_program_call(b->prog, b->lm, s->item.inputs, b->o->cfg, &r->outputs,
+                                  &r->info, &r->error);
+    r->latency_ns = dspy_clock_ns() - t0;
+    if (r->status && r->outputs) {
+        json_decref(r->outputs);
+        r->outputs = NULL;
+    }
+}
+
+/* Hand one record to the sink and the progress callback, then free what it held. Runs on
+ * the emitter alone, without mu. */
+static void deliver(struct batch *b, size_t idx, struct slot *s)
+{
+    struct dspy_batch_result *r = &s->res;
+    struct dspy_batch_progress p;
+    int stop = 0;
+    b->st.records++;
+    b->st.lm_calls += (uint64_t)(r->info.lm_calls > 0 ? r->info.lm_calls : 0);
+    if (!r->status)
+        b->st.ok++;
+    else
+        b->st.failed++;
+    if (r->status == DSPY_ECANCELED)
+        b->st.cancelled++;
+    if (!b->sink_failed && b->sink(b->ud, idx, &s->item, r)) {
+        b->sink_failed = true;
+        stop = DSPY_EIO;
+    }
+    if (!stop && b->o->progress) {
+        p.done = b->st.records;
+        p.total = b->o->total;
+        p.errors = b->st.failed;
+        p.elapsed_ns = dspy_clock_ns() - b->start_ns;
+        if (b->o->progress(b->o->progress_userdata, &p))
+            stop = DSPY_ECANCELED;
+    }
+    json_decref(r->outputs);
+    json_decref(s->item.inputs);
+    r->outputs = NULL;
+    s->item.inputs = NULL;
+    if (stop) {
+        pthread_mutex_lock(&b->mu);
+        stop_locked(b, stop);
+        pthread_mutex_unlock(&b->mu);
+    }
+}
+
+/* Mark a record done; the first worker to find the head done delivers every record done in
+ * order from there, so results leave in input order whoever finishes first. */
+static void complete(struct batch *b, struct slot *s)
+{
+    pthread_mutex_lock(&b->mu);
+    s->done = true;
+    if (s->res.status) {
+        b->failed++;
+        if (b->o->max_errors && b->failed >= b->o->max_errors)
+            stop_locked(b, DSPY_ECANCELED);
+    }
+    if (b->emitting) {
+        pthread_mutex_unlock(&b->mu);
+        return;
+    }
+    b->emitting = true;
+    while (b->head < b->pulled && b->slots[b->head % b->window].done) {
+        size_t idx = b->head;
+        pthread_mutex_unlock(&b->mu);
+        deliver(b, idx, &b->slots[idx % b->window]);
+        pthread_mutex_lock(&b->mu);
+        b->head++;
+        pthread_cond_broadcast(&b->space);
+    }
+    b->emitting = false;
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void *worker(void *arg)
+{
+    struct batch *b = arg;
+    size_t idx;
+    dspy__lm_set_thread_group(b->lm, b->group);
+    while (pull(b, &idx)) {
+        struct slot *s = &b->slots[idx % b->window];
+        run_record(b, s); /* the slot is this worker's until it is marked done */
+        complete(b, s);
+    }
+    dspy__lm_set_thread_group(b->lm, NULL);
+    return NULL;
+}
+
+/* Start the pool and wait for it; the number of workers that ran. */
+static size_t run_pool(struct batch *b, size_t n)
+{
+    pthread_t *tids = dspy_calloc(n, sizeof(*tids));
+    pthread_attr_t attr;
+    size_t started = 0;
+    if (!tids)
+        return 0;
+    pthread_attr_init(&attr);
+    if (n > 64)
+        pthread_attr_setstacksize(&attr, BATCH_SMALL_STACK);
+    for (; started < n; started++)
+        if (pthread_create(&tids[started], &attr, worker, b))
+            break; /* fewer workers than asked for: still correct, only slower */
+    pthread_attr_destroy(&attr);
+    for (size_t i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    dspy_free(tids);
+    return started;
+}
+
+dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
+                                      const struct dspy_batch_options *opts,
+                                      dspy_batch_source_fn source, dspy_batch_sink_fn sink,
+                                      void *userdata, struct dspy_batch_stats *stats,
+                                      struct dspy_error *err)
+{
+    static const struct dspy_batch_options defaults = DSPY_BATCH_OPTIONS_INIT;
+    struct dspy_lm_stats before, after;
+    struct batch b;
+    dspy_status rc = DSPY_OK;
+    if (stats)
+        memset(stats, 0, sizeof(*stats));
+    if (!p || !lm || !source || !sink)
+        return dspy__err(err, DSPY_EINVAL, "dspy_program_batch: program, LM, source and sink "
+                                           "are required");
+    memset(&b, 0, sizeof(b));
+    b.o = opts ? opts : &defaults;
+    size_t workers = b.o->concurrency ? b.o->concurrency : 16;
+    if (workers > DSPY_BATCH_MAX_WORKERS)
+        workers = DSPY_BATCH_MAX_WORKERS;
+    b.prog = p;
+    b.lm = lm;
+    b.source = source;
+    b.sink = sink;
+    b.ud = userdata;
+    b.window = workers * BATCH_WINDOW_PER_WORKER;
+    if (!(b.slots = dspy_calloc(b.window, sizeof(*b.slots))))
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    if (dspy__lm_engine(lm) && !(b.group = dspy__engine_group_new(dspy__lm_engine(lm)))) {
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+        goto free_slots;
+    }
+    pthread_mutex_init(&b.src_mu, NULL);
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.space, NULL);
+    atomic_init(&b.stop, false);
+    dspy_lm_get_stats(lm, &before);
+    b.start_ns = dspy_clock_ns();
+    if (!run_pool(&b, workers))
+        rc = dspy__err(err, DSPY_ENOMEM, "cannot start the batch's worker threads");
+    else if (atomic_load(&b.stop))
+        rc = b.stop_rc == DSPY_EIO
+                 ? dspy__err(err, DSPY_EIO, "the batch stopped: its input or output failed")
+                 : dspy__err(err, DSPY_ECANCELED, "the batch was cancelled after %zu records "
+                                                  "(%zu failed)", b.st.records, b.st.failed);
+    dspy_lm_get_stats(lm, &after);
+    b.st.wall_ns = dspy_clock_ns() - b.start_ns;
+    b.st.retries = after.retries - before.retries;
+    b.st.ratelimit_waits = after.ratelimit_waits - before.ratelimit_waits;
+    b.st.rejected_busy = after.rejected_busy - before.rejected_busy;
+    if (stats)
+        *stats = b.st;
+    pthread_cond_destroy(&b.space);
+    pthread_mutex_destroy(&b.mu);
+    pthread_mutex_destroy(&b.src_mu);
+    dspy__engine_group_free(b.group);
+free_slots:
+    dspy_free(b.slots);
+    return rc;
+}
+
+/* ---- over an array -------------------------------------------------------------------- */
+
+struct array_batch {
+    const json_t *inputs;
+    size_t next;
+    struct dspy_batch_result *results;
+};
+
+static int array_source(void *ud, struct dspy_batch_item *item)
+{
+    struct array_batch *a = ud;
+    if (a->next >= json_array_size(a->inputs))
+        return 0;
+    size_t i = a->next++;
+    json_t *rec = json_array_get(a->inputs, i);
+    if (json_is_object(rec))
+        item->inputs = json_incref(rec);
+    else
+        dspy__err(&item->error, DSPY_EINVAL, "record %zu is not a JSON object of input fields",
+                  i);
+    return 1;
+}
+
+static int array_sink(void *ud, size_t index, struct dspy_batch_item *item,
+                      struct dspy_batch_result *r)
+{
+    struct array_batch *a = ud;
+    (void)item;
+    a->results[index] = *r;
+    r->outputs = NULL; /* taken */
+    return 0;
+}
+
+dspy_status dspy_program_batch(dspy_program *p, dspy_lm *lm, const json_t *inputs,
+                               const struct dspy_batch_options *opts,
+                               struct dspy_batch_result *results,
+                               struct dspy_batch_stats *stats, struct dspy_error *err)
+{
+    if (!json_is_array(inputs) || (json_array_size(inputs) && !results))
+        return dspy__err(err, DSPY_EINVAL, "dspy_program_batch: an inputs array and a results "
+                                           "array are required");
+    size_t n = json_array_size(inputs);
+    struct array_batch a = { inputs, 0, results };
+    for (size_t i = 0; i < n; i++) {
+        memset(&results[i], 0, sizeof(results[i]));
+        results[i].status = dspy__err(&results[i].error, DSPY_ECANCELED,
+                                      "not run: the batch was stopped");
+    }
+    struct dspy_batch_options o = opts ? *opts : (struct dspy_batch_options)DSPY_BATCH_OPTIONS_INIT;
+    if (!o.total)
+        o.total = n;
+    return dspy_program_batch_stream(p, lm, &o, array_source, array_sink, &a, stats, err);
+}
+
+void dspy_batch_results_release(struct dspy_batch_result *results, size_t n)
+{
+    for (size_t i = 0; results && i < n; i++) {
+        json_decref(results[i].outputs);
+        memset(&results[i], 0, sizeof(results[i]));
+    }
+}
