@@ -5,7 +5,11 @@ what it received, and backpressure from a tiny rate-limit wait queue."""
 import json
 import subprocess
 
+import pytest
+
 from conftest import DSPYC, start_sim
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SIG = "question -> answer"
 
