@@ -23,9 +23,15 @@ static const char predict_usage[] =
     "  --n N                 number of completions; prints all of them\n"
     "  --rollout-id N        DSPy's rollout id (changes the cache key only)\n"
     "  --print-messages      print the messages that would be sent, and do not call the LM\n"
+    "  --stream              stream the answer: the LM's raw text goes to stderr as it\n"
+    "                        arrives (a cache hit is replayed in small pieces), then the\n"
+    "                        prediction JSON to stdout as usual. The text is parsed with\n"
+    "                        --adapter only (no second call with the JSON adapter); not\n"
+    "                        with --n > 1\n"
     "  -h, --help            this text\n\n";
 
-enum { OPT_MODULE = 1, OPT_ADAPTER, OPT_INSTRUCTIONS, OPT_DEMOS, OPT_N, OPT_ROLLOUT, OPT_PRINT };
+enum { OPT_MODULE = 1, OPT_ADAPTER, OPT_INSTRUCTIONS, OPT_DEMOS, OPT_N, OPT_ROLLOUT, OPT_PRINT,
+       OPT_STREAM };
 
 static void print_json(const json_t *v)
 {
@@ -34,6 +40,49 @@ static void print_json(const json_t *v)
         abort();
     puts(s);
     free(s);
+}
+
+/* Deltas as they come, on the LM's event-loop thread: stderr, unbuffered. */
+static int print_delta(void *userdata, const char *text, size_t len, uint64_t recv_ns)
+{
+    (void)userdata;
+    (void)recv_ns;
+    fwrite(text, 1, len, stderr);
+    fflush(stderr);
+    return 0;
+}
+
+/* The module's request, streamed, and its text parsed with the module's adapter. */
+static dspy_status predict_streamed(dspy_module *m, dspy_lm *lm, const json_t *inputs,
+                                    const struct dspy_call_config *cfg, json_t **pred,
+                                    struct dspy_error *err)
+{
+    struct dspy_lm_request req = DSPY_LM_REQUEST_INIT;
+    struct dspy_lm_response resp;
+    enum dspy_adapter_kind adapter = dspy_module_adapter(m);
+    json_t *msgs = NULL, *rf = NULL;
+    dspy_status rc = dspy_module_format(m, inputs, &msgs, err);
+    if (rc)
+        return rc;
+    rf = dspy_adapter_response_format(adapter, dspy_module_signature(m));
+    req.messages = msgs;
+    req.response_format = rf;
+    req.temperature = cfg->temperature;
+    req.max_tokens = cfg->max_tokens;
+    req.top_p = cfg->top_p;
+    req.has_rollout_id = cfg->has_rollout_id;
+    req.rollout_id = cfg->rollout_id;
+    req.cache = cfg->cache;
+    rc = dspy_lm_stream(lm, &req, print_delta, NULL, &resp, err);
+    fputc('\n', stderr);
+    if (!rc) {
+        rc = dspy_adapter_parse(adapter, dspy_module_signature(m), resp.texts[0],
+                                strlen(resp.texts[0]), pred, err);
+        dspy_lm_response_release(&resp);
+    }
+    json_decref(rf);
+    json_decref(msgs);
+    return rc;
 }
 
 int cmd_predict(int argc, char **argv)
@@ -46,6 +95,7 @@ int cmd_predict(int argc, char **argv)
         { "n", required_argument, NULL, OPT_N },
         { "rollout-id", required_argument, NULL, OPT_ROLLOUT },
         { "print-messages", no_argument, NULL, OPT_PRINT },
+        { "stream", no_argument, NULL, OPT_STREAM },
         { "help", no_argument, NULL, 'h' },
         ENDPOINT_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
@@ -54,7 +104,7 @@ int cmd_predict(int argc, char **argv)
     struct dspy_call_config cfg = DSPY_CALL_CONFIG_INIT;
     int kind = DSPY_MODULE_PREDICT, adapter = DSPY_ADAPTER_CHAT, opt, rc = 2;
     const char *instructions = NULL, *demos_path = NULL;
-    bool print_messages = false;
+    bool print_messages = false, stream = false;
     long n = 0;
     endpoint_init(&ep);
     ep.cache.default_levels = "mem,disk"; /* as DSPy: memory and disk by default */
@@ -91,12 +141,17 @@ int cmd_predict(int argc, char **argv)
             cfg.has_rollout_id = true;
             break;
         case OPT_PRINT: print_messages = true; break;
+        case OPT_STREAM: stream = true; break;
         case 'h': endpoint_print_usage(stdout, predict_usage); return 0;
         default: endpoint_print_usage(stderr, predict_usage); return 2;
         }
     }
     if (optind >= argc) {
         endpoint_print_usage(stderr, predict_usage);
+        return 2;
+    }
+    if (stream && cfg.n > 1) {
+        fprintf(stderr, "dspyc predict: --stream takes one completion (no --n)\n");
         return 2;
     }
 
@@ -134,8 +189,9 @@ int cmd_predict(int argc, char **argv)
     }
     if (!(lm = endpoint_open(&ep)))
         goto out;
-    if (dspy_module_call(m, lm, inputs, &cfg, &pred, cfg.n > 1 ? &completions : NULL, NULL,
-                         &err)) {
+    if (stream ? predict_streamed(m, lm, inputs, &cfg, &pred, &err)
+               : dspy_module_call(m, lm, inputs, &cfg, &pred, cfg.n > 1 ? &completions : NULL,
+                                  NULL, &err)) {
         json_t *e = json_pack("{s:o}", "error", error_to_json(&err));
         print_json(e);
         json_decref(e);

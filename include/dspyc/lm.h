@@ -41,7 +41,7 @@ struct dspy_lm_options {
     void *transport_userdata;
     /* Cache-through: borrowed until dspy_lm_free() (the cache must outlive the handle);
      * NULL = no caching. Every request is looked up first and a success is stored;
-     * errors never are. Streaming requests are not cached yet. */
+     * errors never are. Streamed calls share entries with plain ones (dspy_lm_stream). */
     dspy_cache *cache;
     /* Default per-request cache control for every request through this handle (no_cache,
      * no_store, ttl_s, levels, ns); a request's own control is applied on top of it.
@@ -166,6 +166,46 @@ DSPY_EXTERN void dspy_lm_get_stats(dspy_lm *lm, struct dspy_lm_stats *st);
  * 401/403 auth, 429 rate limit, 400 with a context-length code or message -> context,
  * other 4xx bad request, 5xx server. Exposed for tests and custom transports. */
 DSPY_EXTERN dspy_status dspy_lm_classify_http(long http_status, const char *body, size_t len);
+
+/** One piece of streamed text: `text` is `len` bytes of choice 0's content (not
+ * NUL-terminated, borrowed until the callback returns; may split a UTF-8 sequence when the
+ * endpoint does), received at `recv_ns` (dspy_clock_ns). Return 0 to go on, non-zero to
+ * stop the call (it ends with DSPY_ECANCELED). */
+typedef int (*dspy_lm_delta_fn)(void *userdata, const char *text, size_t len,
+                                uint64_t recv_ns);
+
+/** Like dspy_lm_complete(), streamed: the request is sent with "stream": true and
+ * "stream_options": {"include_usage": true}, on_delta (may be NULL) gets each content delta
+ * of choice 0 as it arrives (reasoning_content deltas are not passed on, as the plain
+ * response does not carry them either), and `resp` gets the assembled answer (every
+ * choice's text and finish_reason, the usage chunk) when the stream ends with [DONE].
+ *
+ * Errors are classed as dspy_lm_complete() classes them: an HTTP error before the stream
+ * (with the endpoint's message), DSPY_ELM_TIMEOUT (the per-attempt timeout bounds the
+ * whole stream), DSPY_ELM_BAD_RESPONSE for a malformed event and for a stream that ends
+ * or drops before [DONE] ("stream ended before [DONE]"), DSPY_ELM_SERVER for an event that
+ * carries an "error" object, DSPY_ETOOBIG past max_response_bytes, DSPY_ECANCELED when
+ * on_delta stops it. A stream is never retried (deltas already delivered cannot be taken
+ * back); rate limits apply as to any call. Deltas delivered before an error stand: discard
+ * them on failure.
+ *
+ * With a cache, the key is the plain request's (streaming does not change the answer), so
+ * streamed and plain calls share entries: the assembled answer is stored in the format of
+ * a plain response, and only when the stream finished cleanly ([DONE], no error). A hit
+ * sets resp->cache_hit, reports the original usage and is replayed to on_delta in pieces
+ * of about 4 bytes (never splitting a UTF-8 sequence), all at once. Concurrent identical
+ * misses make one upstream stream (the cache's single-flight): the others wait for it to
+ * finish and get the replay.
+ *
+ * Threading: any thread, many at once on one handle; blocks until the stream ends. Over
+ * HTTP, on_delta runs on the handle's event-loop thread: it must not block, nor call the
+ * same handle synchronously (that call would fail with DSPY_EINVAL), nor free it. A replay
+ * from the cache, and a stream through a transport hook (whose response body is read as an
+ * SSE stream), call on_delta on the calling thread. */
+DSPY_EXTERN dspy_status dspy_lm_stream(dspy_lm *lm, const struct dspy_lm_request *req,
+                                       dspy_lm_delta_fn on_delta, void *userdata,
+                                       struct dspy_lm_response *resp,
+                                       struct dspy_error *err);
 
 #ifdef __cplusplus
 }
