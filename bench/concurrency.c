@@ -2,7 +2,8 @@
  * questions at concurrency C against an OpenAI-compatible server with a fixed latency
  * (`dspyc sim --latency-ms L`, given with --url; bench/concurrency_vs_dspy.py starts it).
  * Prints achieved records/s against the ideal C / latency and CPU per record (getrusage of
- * this process: the whole stack, prompt rendering and parsing included), then, with
+ * this process: the whole stack, prompt rendering and parsing included) and the batch's
+ * worker threads (0: the calls ran straight on the event loop), then, with
  * --sched-url (a server of 20 ms), the DSRs-style scheduling case: 256 calls at
  * concurrency 16, ideal 320 ms. Fixed output format; not a pass/fail test.
  *
@@ -63,9 +64,10 @@ static json_t *questions(size_t n, size_t salt)
     return a;
 }
 
-/* Run n records at concurrency c; wall seconds, CPU seconds and failures out. */
+/* Run n records at concurrency c; wall seconds, CPU seconds, failures and the worker threads
+ * it ran on (0: on the event loop) out. */
 static void run_batch(dspy_program *p, dspy_lm *lm, size_t n, unsigned c, size_t salt,
-                      double *wall, double *cpu, size_t *failed)
+                      double *wall, double *cpu, size_t *failed, size_t *threads)
 {
     json_t *in = questions(n, salt);
     struct dspy_batch_result *res = calloc(n, sizeof(*res));
@@ -80,6 +82,7 @@ static void run_batch(dspy_program *p, dspy_lm *lm, size_t n, unsigned c, size_t
     *wall = (double)(dspy_clock_ns() - t0) / 1e9;
     *cpu = cpu_s() - c0;
     *failed = st.failed;
+    *threads = st.threads;
     dspy_batch_results_release(res, n);
     free(res);
     json_decref(in);
@@ -114,20 +117,19 @@ int main(int argc, char **argv)
     if (url) {
         dspy_lm *lm = open_lm(url);
         double w, c;
-        size_t failed;
-        run_batch(p, lm, 32, 16, 1u << 30, &w, &c, &failed); /* warm connections */
+        size_t failed, threads;
+        run_batch(p, lm, 32, 16, 1u << 30, &w, &c, &failed, &threads); /* warm connections */
         printf("# dspy_program_batch vs concurrency, server latency %d ms, %d rounds\n",
                latency_ms, rounds);
         printf("%-12s %8s %8s %10s %10s %8s %12s %7s\n", "concurrency", "workers", "records",
                "rec/s", "ideal", "%ideal", "cpu_us/rec", "failed");
         for (int i = 0; i < nlevels; i++) {
             unsigned conc = levels[i];
-            unsigned workers = conc > DSPY_BATCH_MAX_WORKERS ? DSPY_BATCH_MAX_WORKERS : conc;
             size_t n = (size_t)conc * (size_t)rounds;
-            run_batch(p, lm, n, conc, (size_t)i << 24, &w, &c, &failed);
+            run_batch(p, lm, n, conc, (size_t)i << 24, &w, &c, &failed, &threads);
             double ideal = (double)conc * 1000.0 / latency_ms;
             double rate = (double)n / w;
-            printf("%-12u %8u %8zu %10.1f %10.1f %7.1f%% %12.1f %7zu\n", conc, workers, n, rate,
+            printf("%-12u %8zu %8zu %10.1f %10.1f %7.1f%% %12.1f %7zu\n", conc, threads, n, rate,
                    ideal, 100.0 * rate / ideal, c * 1e6 / (double)n, failed);
             fflush(stdout);
         }
@@ -136,10 +138,10 @@ int main(int argc, char **argv)
     if (sched_url) {
         dspy_lm *lm = open_lm(sched_url);
         double w, c, best = 1e9;
-        size_t failed;
-        run_batch(p, lm, 32, 16, 1u << 30, &w, &c, &failed);
+        size_t failed, threads;
+        run_batch(p, lm, 32, 16, 1u << 30, &w, &c, &failed, &threads);
         for (int r = 0; r < 5; r++) {
-            run_batch(p, lm, 256, 16, (size_t)(r + 1) << 20, &w, &c, &failed);
+            run_batch(p, lm, 256, 16, (size_t)(r + 1) << 20, &w, &c, &failed, &threads);
             if (w < best)
                 best = w;
         }

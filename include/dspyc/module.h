@@ -50,8 +50,9 @@ struct dspy_call_info {
     struct dspy_lm_usage cached_usage; /* the part of `usage` those hits reported */
 };
 
-/** Threading: dspy_module_call() may run on many threads at once; the setters may not run
- * while a call is in flight. */
+/** Threading: dspy_module_call() and dspy_module_call_async() may run on many threads at
+ * once; the setters may not run while a call is in flight (an asynchronous call is in flight
+ * until its callback returns). */
 typedef struct dspy_module dspy_module;
 
 /** New module over a copy of `sig`. ChainOfThought prepends a `reasoning` output field.
@@ -88,6 +89,31 @@ DSPY_EXTERN dspy_status dspy_module_call(dspy_module *m, dspy_lm *lm, const json
                                          const struct dspy_call_config *cfg,
                                          json_t **prediction, json_t **completions,
                                          struct dspy_call_info *info, struct dspy_error *err);
+
+/** Completion of dspy_module_call_async(). On success `prediction` and `completions` (one
+ * object per choice) are the callback's to keep or json_decref(); on failure both are NULL.
+ * `info` and `err` (set when status is not DSPY_OK) are borrowed until it returns. */
+typedef void (*dspy_module_done_fn)(void *userdata, dspy_status status, json_t *prediction,
+                                    json_t *completions, const struct dspy_call_info *info,
+                                    const struct dspy_error *err);
+
+/** dspy_module_call() without waiting: the same rendering, LM call, parsing and Chat->JSON
+ * fallback (its second LM call submitted from the completion of the first), with `on_done`
+ * called exactly once at the end. Nothing waits per call: over HTTP, the LM calls go onto
+ * the LM's event loop and on_done runs on the LM's event-loop thread, with the same rules as
+ * dspy_lm_submit()'s callback (do not block or wait there; submitting more calls is fine).
+ * With a cache or a transport hook on `lm` the call runs on the calling thread instead and
+ * on_done runs there before this returns. `m`, `lm` and `inputs` are borrowed until on_done
+ * returns (do not change them meanwhile); `cfg` is copied (its cache.ns is borrowed as
+ * `inputs`). On failure to start (DSPY_EINVAL for a missing input field, DSPY_ENOMEM,
+ * DSPY_EBUSY when the rate limiter's wait queue is full, ...) on_done is not called and `err`
+ * says why; failures after the start (the LM's, a reply that does not parse) go to on_done.
+ * Any thread, as dspy_module_call(). */
+DSPY_EXTERN dspy_status dspy_module_call_async(dspy_module *m, dspy_lm *lm,
+                                               const json_t *inputs,
+                                               const struct dspy_call_config *cfg,
+                                               dspy_module_done_fn on_done, void *userdata,
+                                               struct dspy_error *err);
 
 #ifdef __cplusplus
 }

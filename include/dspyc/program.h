@@ -86,21 +86,25 @@ struct dspy_batch_progress {
 };
 
 /** Pull one record: return 1 with `item` filled, 0 at the end of the input, -1 to stop the
- * batch (a read error: the batch returns DSPY_EIO). Called on the batch's worker threads,
- * one at a time. */
+ * batch (a read error: the batch returns DSPY_EIO). Called one at a time: on the batch's
+ * worker threads, or on the calling thread when the calls run on the event loop. */
 typedef int (*dspy_batch_source_fn)(void *userdata, struct dspy_batch_item *item);
 /** Receive record `index` (0-based, in input order) with its result: called once per record
- * pulled, one at a time, on whichever worker completed the head of the window. Return
+ * pulled, one at a time: on whichever worker completed the head of the window, or on the
+ * calling thread when the calls run on the event loop. Return
  * non-zero to stop the batch (a write error: the batch returns DSPY_EIO). Must not call
  * back into the batch. */
 typedef int (*dspy_batch_sink_fn)(void *userdata, size_t index, struct dspy_batch_item *item,
                                   struct dspy_batch_result *result);
-/** After each record delivered, one at a time on a worker thread; non-zero cancels the
+/** After each record delivered, one at a time on the sink's thread; non-zero cancels the
  * batch: records in flight end with DSPY_ECANCELED, no more are pulled. */
 typedef int (*dspy_batch_progress_fn)(void *userdata, const struct dspy_batch_progress *p);
 
 struct dspy_batch_options {
-    unsigned concurrency;  /* records in flight at once; 0 = 16. Runs on a pool of that many
+    unsigned concurrency;  /* records in flight at once; 0 = 16. A program of one predictor
+                            * over an LM without a cache or transport hook runs its calls
+                            * on the LM's event loop, fed from the calling thread, with no
+                            * thread per record; other programs run on a pool of that many
                             * worker threads, at most DSPY_BATCH_MAX_WORKERS */
     size_t max_errors;     /* DSPy's max_errors: once this many records have failed, cancel
                             * the rest (DSPY_ECANCELED); 0 = never stop */
@@ -118,6 +122,8 @@ struct dspy_batch_stats {
     size_t records, ok, failed, cancelled; /* cancelled: of failed, never ran or cut off */
     uint64_t lm_calls, retries, ratelimit_waits, rejected_busy;
     uint64_t wall_ns;
+    size_t threads; /* worker threads the batch ran on; 0 when its calls went straight onto
+                     * the LM's event loop */
 };
 
 /** Run the program over every record a source yields, at most `concurrency` at a time, and

@@ -548,9 +548,23 @@ struct dspy__engine *dspy__lm_engine(dspy_lm *lm)
     return lm ? lm->engine : NULL;
 }
 
+struct dspy__engine_group *dspy__lm_thread_group(const dspy_lm *lm)
+{
+    return tls_group && lm && tls_group_engine == lm->engine ? tls_group : NULL;
+}
+
 dspy_status dspy__lm_submit_body(dspy_lm *lm, const char *body, size_t len, bool take_body,
                                  dspy__engine_done_fn on_done, void *userdata,
                                  struct dspy__engine_call **handle, struct dspy_error *err)
+{
+    return dspy__lm_submit_body_in(lm, dspy__lm_thread_group(lm), body, len, take_body, on_done,
+                                   userdata, handle, err);
+}
+
+dspy_status dspy__lm_submit_body_in(dspy_lm *lm, struct dspy__engine_group *group,
+                                    const char *body, size_t len, bool take_body,
+                                    dspy__engine_done_fn on_done, void *userdata,
+                                    struct dspy__engine_call **handle, struct dspy_error *err)
 {
     struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
     r.url = lm->url;
@@ -566,8 +580,7 @@ dspy_status dspy__lm_submit_body(dspy_lm *lm, const char *body, size_t len, bool
     if (lm->limiter)
         r.est_tokens = dspy__ratelimit_estimate_tokens(
             len, lm->max_tokens > 0 ? (uint64_t)lm->max_tokens : 0);
-    if (tls_group && tls_group_engine == lm->engine)
-        r.group = tls_group;
+    r.group = group;
     r.on_done = on_done;
     r.userdata = userdata;
     dspy_status rc = dspy__engine_submit(lm->engine, &r, handle, err);

@@ -1,5 +1,5 @@
-/* Asynchronous LM calls (lm layer): dspy_lm_submit() encodes the request on the caller's
- * thread, hands the body to the handle's engine and reads the answer in the engine's
+/* Asynchronous LM calls (lm layer): dspy_lm_submit() (and dspy__lm_submit_call(), its form
+ * for the pre-encoded requests of modules) encodes the request on the caller's thread, hands the body to the handle's engine and reads the answer in the engine's
  * completion callback, on the loop thread: no thread waits per call. Handles with a cache
  * or a transport hook run the call synchronously instead (the cache's single-flight and the
  * hook both block). */
@@ -41,28 +41,21 @@ static dspy_status run_here(dspy_lm *lm, const struct dspy__lm_call *call,
     return DSPY_OK;
 }
 
-dspy_status dspy_lm_submit(dspy_lm *lm, const struct dspy_lm_request *req,
-                           dspy_lm_done_fn on_done, void *userdata, struct dspy_error *err)
+dspy_status dspy__lm_submit_call(dspy_lm *lm, const struct dspy__lm_call *call,
+                                 struct dspy__engine_group *group, dspy_lm_done_fn on_done,
+                                 void *userdata, struct dspy_error *err)
 {
-    struct dspy_buf msgs, rf, body;
-    struct dspy__lm_call call;
+    struct dspy_buf body;
     struct dspy__lm_body_marks marks;
     struct async_call *a = NULL;
     dspy_status rc;
-    if (!lm || !req || !on_done || !json_is_array(req->messages))
-        return dspy__err(err, DSPY_EINVAL,
-                         "dspy_lm_submit: lm, a messages array and on_done are required");
-    dspy__buf_init(&msgs, DSPY__LM_MAX_BODY);
-    dspy__buf_init(&rf, DSPY__LM_MAX_BODY);
+    if (lm->transport || lm->cache)
+        return run_here(lm, call, on_done, userdata);
     dspy__buf_init(&body, DSPY__LM_MAX_BODY);
-    if ((rc = dspy__lm_call_from_request(req, &msgs, &rf, &call, err)))
-        goto release;
-    if (lm->transport || lm->cache) {
-        rc = run_here(lm, &call, on_done, userdata);
-        goto release;
-    }
-    if ((rc = dspy__lm_encode_body(lm, &call, &body, &marks))) {
-        rc = dspy__err(err, rc, "cannot encode the LM request: %s", dspy_strerror(rc));
+    if ((rc = dspy__lm_encode_body(lm, call, &body, &marks))) {
+        rc = rc == DSPY_ETOOBIG
+                 ? dspy__err(err, rc, "LM request body is larger than %zu bytes", DSPY__LM_MAX_BODY)
+                 : dspy__err(err, rc, "cannot encode the LM request: %s", dspy_strerror(rc));
         goto release;
     }
     if (!(a = dspy_malloc(sizeof(*a)))) {
@@ -74,13 +67,30 @@ dspy_status dspy_lm_submit(dspy_lm *lm, const struct dspy_lm_request *req,
     a->userdata = userdata;
     size_t len = body.len;
     char *owned = dspy__buf_detach(&body, NULL);
-    if ((rc = dspy__lm_submit_body(lm, owned, len, true, async_done, a, NULL, err))) {
+    if ((rc = dspy__lm_submit_body_in(lm, group ? group : dspy__lm_thread_group(lm), owned, len,
+                                      true, async_done, a, NULL, err))) {
         dspy_free(owned); /* the engine took nothing */
         dspy_free(a);
     }
 
 release:
     dspy__buf_release(&body);
+    return rc;
+}
+
+dspy_status dspy_lm_submit(dspy_lm *lm, const struct dspy_lm_request *req,
+                           dspy_lm_done_fn on_done, void *userdata, struct dspy_error *err)
+{
+    struct dspy_buf msgs, rf;
+    struct dspy__lm_call call;
+    dspy_status rc;
+    if (!lm || !req || !on_done || !json_is_array(req->messages))
+        return dspy__err(err, DSPY_EINVAL,
+                         "dspy_lm_submit: lm, a messages array and on_done are required");
+    dspy__buf_init(&msgs, DSPY__LM_MAX_BODY);
+    dspy__buf_init(&rf, DSPY__LM_MAX_BODY);
+    if (!(rc = dspy__lm_call_from_request(req, &msgs, &rf, &call, err)))
+        rc = dspy__lm_submit_call(lm, &call, NULL, on_done, userdata, err);
     dspy__buf_release(&rf);
     dspy__buf_release(&msgs);
     return rc;

@@ -177,4 +177,24 @@ void dspy__lm_cache_ctl_merge(struct dspy_cache_ctl *into, const struct dspy_cac
 bool dspy__lm_cache_still(dspy_lm *lm, const struct dspy_cache_key *key,
                           const struct dspy_cache_ctl *ctl, const struct dspy_cache_value *held);
 
+/* ---- calls joining an explicit group; asynchronous module calls (lm.c, lm_async.c) ---- */
+
+/* The group that calls sent from this thread through `lm` join (dspy__lm_set_thread_group),
+ * or NULL. */
+struct dspy__engine_group *dspy__lm_thread_group(const dspy_lm *lm);
+
+/* dspy__lm_submit_body() with the call joining `group` (NULL = none) whatever the thread's:
+ * a follow-up call submitted from the loop thread stays in its caller's batch. */
+dspy_status dspy__lm_submit_body_in(dspy_lm *lm, struct dspy__engine_group *group,
+                                    const char *body, size_t len, bool take_body,
+                                    dspy__engine_done_fn on_done, void *userdata,
+                                    struct dspy__engine_call **handle, struct dspy_error *err);
+
+/* dspy_lm_submit() for a call with pre-encoded pieces, which are borrowed for this call only
+ * (the body is encoded before it returns). Over HTTP the call joins `group` (NULL = the
+ * thread's); with a cache or a transport hook it runs on this thread, on_done included. */
+dspy_status dspy__lm_submit_call(dspy_lm *lm, const struct dspy__lm_call *call,
+                                 struct dspy__engine_group *group, dspy_lm_done_fn on_done,
+                                 void *userdata, struct dspy_error *err);
+
 #endif

@@ -1,7 +1,9 @@
 /* Batch execution (program layer): a program over a stream of records with at most N in
- * flight on a bounded pool of worker threads, results handed to the caller in input order
- * through a bounded reorder window, DSPy's max_errors, progress, and cancellation of a
- * whole batch (its LM calls join one engine group, cancelled together). */
+ * flight, results handed to the caller in input order through a bounded reorder window,
+ * DSPy's max_errors, progress, and cancellation of a whole batch (its LM calls join one
+ * engine group, cancelled together). A single-call program over an LM whose calls are truly
+ * asynchronous goes straight onto the LM's event loop, fed from the calling thread with no
+ * thread per record; other programs run on a bounded pool of worker threads. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -11,6 +13,7 @@
 
 #include "base/status.h"
 #include "lm/lm_int.h"
+#include "program/program_int.h"
 
 #define BATCH_WINDOW_PER_WORKER 4 /* records pulled and not yet delivered, per worker */
 #define BATCH_SMALL_STACK ((size_t)1 << 20) /* for large pools: 4,096 x 8 MiB is too much */
@@ -18,7 +21,9 @@
 struct slot {
     struct dspy_batch_item item;
     struct dspy_batch_result res;
-    bool done; /* res is final; mu */
+    bool done;          /* res is final; mu */
+    struct batch *b;    /* for the asynchronous path's completion */
+    uint64_t start_ns;  /* the asynchronous call began */
 };
 
 struct batch {
@@ -38,6 +43,8 @@ struct batch {
     size_t head;            /* next record to deliver; mu */
     size_t failed;          /* records completed with an error; mu */
     bool emitting;          /* a worker is delivering; mu */
+    size_t in_flight;       /* asynchronous path: module calls not yet completed; mu */
+    bool feeder_waits;      /* asynchronous path: the calling thread waits on space; mu */
     bool source_done;       /* mu */
     bool sink_failed;       /* only the emitter touches it */
     atomic_bool stop;       /* pull no more: cancel, max_errors, source or sink error */
@@ -95,19 +102,29 @@ static bool pull(struct batch *b, size_t *idx)
     return got == 1;
 }
 
-static void run_record(struct batch *b, struct slot *s)
+/* A record that is not to run (a bad input, or the batch stopped) gets its result here:
+ * true when it did. */
+static bool refuse_record(struct batch *b, struct slot *s)
 {
     struct dspy_batch_result *r = &s->res;
     if (!s->item.inputs) {
         r->error = s->item.error;
         r->status = r->error.code ? r->error.code : DSPY_EINVAL;
         r->error.code = r->status;
-        return;
+        return true;
     }
     if (atomic_load(&b->stop)) {
         r->status = dspy__err(&r->error, DSPY_ECANCELED, "not run: the batch was stopped");
-        return;
+        return true;
     }
+    return false;
+}
+
+static void run_record(struct batch *b, struct slot *s)
+{
+    struct dspy_batch_result *r = &s->res;
+    if (refuse_record(b, s))
+        return;
     uint64_t t0 = dspy_clock_ns();
     r->status = dspy_program_call(b->prog, b->lm, s->item.inputs, b->o->cfg, &r->outputs,
                                   &r->info, &r->error);
@@ -156,22 +173,19 @@ static void deliver(struct batch *b, size_t idx, struct slot *s)
     }
 }
 
-/* Mark a record done; the first worker to find the head done delivers every record done in
- * order from there, so results leave in input order whoever finishes first. */
-static void complete(struct batch *b, struct slot *s)
+static void mark_done_locked(struct batch *b, struct slot *s)
 {
-    pthread_mutex_lock(&b->mu);
     s->done = true;
     if (s->res.status) {
         b->failed++;
         if (b->o->max_errors && b->failed >= b->o->max_errors)
             stop_locked(b, DSPY_ECANCELED);
     }
-    if (b->emitting) {
-        pthread_mutex_unlock(&b->mu);
-        return;
-    }
-    b->emitting = true;
+}
+
+/* mu held (dropped around each delivery). Deliver every record done from the head on. */
+static void emit_locked(struct batch *b)
+{
     while (b->head < b->pulled && b->slots[b->head % b->window].done) {
         size_t idx = b->head;
         pthread_mutex_unlock(&b->mu);
@@ -180,7 +194,19 @@ static void complete(struct batch *b, struct slot *s)
         b->head++;
         pthread_cond_broadcast(&b->space);
     }
-    b->emitting = false;
+}
+
+/* Mark a record done; the first worker to find the head done delivers every record done in
+ * order from there, so results leave in input order whoever finishes first. */
+static void complete(struct batch *b, struct slot *s)
+{
+    pthread_mutex_lock(&b->mu);
+    mark_done_locked(b, s);
+    if (!b->emitting) {
+        b->emitting = true;
+        emit_locked(b);
+        b->emitting = false;
+    }
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -219,6 +245,99 @@ static size_t run_pool(struct batch *b, size_t n)
     return started;
 }
 
+/* ---- straight onto the event loop ------------------------------------------------------ */
+
+/* Whether the program is one module call and the LM's calls leave the calling thread (no
+ * cache, no transport hook: dspy_lm_submit would run those in place). */
+static bool runs_on_loop(const dspy_program *p, const dspy_lm *lm)
+{
+    return p->n == 1 && lm->engine && !lm->cache && !lm->transport;
+}
+
+/* A record's module call ended: on the LM's loop thread, which only stores the result and
+ * wakes the feeder; the sink and progress callbacks run on the calling thread. */
+static void record_done(void *userdata, dspy_status status, json_t *prediction,
+                        json_t *completions, const struct dspy_call_info *info,
+                        const struct dspy_error *err)
+{
+    struct slot *s = userdata;
+    struct batch *b = s->b;
+    struct dspy_batch_result *r = &s->res;
+    const char *name = b->prog->preds[0].name;
+    json_decref(completions);
+    r->status = status;
+    r->outputs = prediction;
+    r->info = *info;
+    if (status) {
+        r->error = *err;
+        if (name)
+            dspy__err_prefix(&r->error, "predictor %s", name);
+    }
+    r->latency_ns = dspy_clock_ns() - s->start_ns;
+    pthread_mutex_lock(&b->mu);
+    mark_done_locked(b, s);
+    b->in_flight--;
+    if (b->feeder_waits)
+        pthread_cond_signal(&b->space);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Pull one record and start its module call; false when the source has none left. */
+static bool start_record(struct batch *b)
+{
+    size_t idx;
+    if (!pull(b, &idx))
+        return false;
+    struct slot *s = &b->slots[idx % b->window];
+    s->b = b;
+    if (!refuse_record(b, s)) {
+        const char *name = b->prog->preds[0].name;
+        pthread_mutex_lock(&b->mu);
+        b->in_flight++; /* before the submit: the call may end before it returns */
+        pthread_mutex_unlock(&b->mu);
+        s->start_ns = dspy_clock_ns();
+        dspy_status rc = dspy_module_call_async(b->prog->preds[0].module, b->lm, s->item.inputs,
+                                                b->o->cfg, record_done, s, &s->res.error);
+        if (!rc)
+            return true;
+        s->res.status = rc;
+        if (name)
+            dspy__err_prefix(&s->res.error, "predictor %s", name);
+        pthread_mutex_lock(&b->mu);
+        b->in_flight--;
+        pthread_mutex_unlock(&b->mu);
+    }
+    pthread_mutex_lock(&b->mu);
+    mark_done_locked(b, s);
+    pthread_mutex_unlock(&b->mu);
+    return true;
+}
+
+/* The calling thread feeds records while fewer than n are in flight and the window has
+ * room, delivers what is done in order, and sleeps only when it can do neither. */
+static void run_on_loop(struct batch *b, size_t n)
+{
+    dspy__lm_set_thread_group(b->lm, b->group);
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        emit_locked(b);
+        bool more = !b->source_done && !atomic_load(&b->stop);
+        if (more && b->in_flight < n && b->pulled - b->head < b->window) {
+            pthread_mutex_unlock(&b->mu);
+            start_record(b);
+            pthread_mutex_lock(&b->mu);
+            continue;
+        }
+        if (!more && !b->in_flight && b->head == b->pulled)
+            break;
+        b->feeder_waits = true;
+        pthread_cond_wait(&b->space, &b->mu);
+        b->feeder_waits = false;
+    }
+    pthread_mutex_unlock(&b->mu);
+    dspy__lm_set_thread_group(b->lm, NULL);
+}
+
 dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
                                       const struct dspy_batch_options *opts,
                                       dspy_batch_source_fn source, dspy_batch_sink_fn sink,
@@ -237,7 +356,8 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     memset(&b, 0, sizeof(b));
     b.o = opts ? opts : &defaults;
     size_t workers = b.o->concurrency ? b.o->concurrency : 16;
-    if (workers > DSPY_BATCH_MAX_WORKERS)
+    bool on_loop = runs_on_loop(p, lm);
+    if (!on_loop && workers > DSPY_BATCH_MAX_WORKERS)
         workers = DSPY_BATCH_MAX_WORKERS;
     b.prog = p;
     b.lm = lm;
@@ -257,7 +377,11 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     atomic_init(&b.stop, false);
     dspy_lm_get_stats(lm, &before);
     b.start_ns = dspy_clock_ns();
-    if (!run_pool(&b, workers))
+    if (on_loop)
+        run_on_loop(&b, workers);
+    else
+        b.st.threads = run_pool(&b, workers);
+    if (!on_loop && !b.st.threads)
         rc = dspy__err(err, DSPY_ENOMEM, "cannot start the batch's worker threads");
     else if (atomic_load(&b.stop))
         rc = b.stop_rc == DSPY_EIO

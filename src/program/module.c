@@ -417,19 +417,41 @@ static struct dspy_call_config resolve_config(const dspy_module *m, const dspy_l
     return c;
 }
 
-struct attempt {
+/* One module call in progress, over its one to three LM calls ("hops": the module's
+ * adapter; after a Chat reply that does not parse, the JSON adapter; after a structured
+ * JSON reply that does not parse, JSON mode). dspy_module_call() keeps it on its stack and
+ * runs each hop on its own thread; dspy_module_call_async() keeps it on the heap and
+ * submits each hop, the next one from the completion of the last. One mechanism for both,
+ * so they render, parse and fall back alike. */
+struct call_state {
     dspy_module *m;
     dspy_lm *lm;
     const json_t *inputs;
-    const struct dspy_call_config *cfg;
-    struct dspy_call_info *info;
-    bool timed; /* the caller asked for info: take the clock (about 20-60 ns a reading) */
-    struct dspy__lm_cached *cached; /* the last LM call's cache entry, for the memo */
+    struct dspy_call_config cfg;  /* resolved */
+    struct dspy_call_info *info;  /* the caller's (sync) or info_store */
+    struct dspy_error *err;       /* the caller's, may be NULL (sync), or err_store */
+    bool timed;            /* take the clock (about 20-60 ns a reading) */
+    bool blocking;         /* hops run here through dspy__lm_complete_call() */
+    bool want_completions;
+    enum dspy_adapter_kind kind;  /* the adapter of the hop in flight */
+    bool structured;       /* that hop sent a structured response_format */
+    bool plain_json;       /* that hop is JSON mode after a structured reply failed */
+    struct dspy__engine_group *group; /* the caller's batch, for hops sent from the loop */
+    uint64_t sent_ns;
+    struct dspy__memo *memo;      /* NULL unless the call reads through an L1 cache */
+    struct dspy_cache_key fp;     /* the memo's key for this call */
+    struct dspy__lm_cached cached; /* the last hop's cache entry, for the memo */
+    json_t *prediction, *completions; /* the outcome, kept by a blocking call */
+    dspy_status rc;
+    dspy_module_done_fn on_done; /* NULL for a blocking call */
+    void *userdata;
+    struct dspy_call_info info_store;
+    struct dspy_error err_store;
 };
 
-static uint64_t stamp(const struct attempt *a)
+static uint64_t stamp(const struct call_state *st)
 {
-    return a->timed ? dspy__now_ns() : 0;
+    return st->timed ? dspy__now_ns() : 0;
 }
 
 static void add_usage(struct dspy_lm_usage *sum, const struct dspy_lm_usage *u)
@@ -440,7 +462,7 @@ static void add_usage(struct dspy_lm_usage *sum, const struct dspy_lm_usage *u)
 }
 
 /* Parse every choice; all must fit the signature (DSPy parses each one in turn). */
-static dspy_status parse_choices(const struct attempt *a, enum dspy_adapter_kind kind,
+static dspy_status parse_choices(const dspy_module *m, enum dspy_adapter_kind kind,
                                  const struct dspy_lm_response *resp, json_t **prediction,
                                  json_t **completions, struct dspy_error *err)
 {
@@ -451,7 +473,7 @@ static dspy_status parse_choices(const struct attempt *a, enum dspy_adapter_kind
     for (size_t i = 0; i < resp->n; i++) {
         json_t *out = NULL;
         const char *text = resp->texts[i];
-        if ((rc = dspy_adapter_parse(kind, a->m->sig, text, strlen(text), &out, err)))
+        if ((rc = dspy_adapter_parse(kind, m->sig, text, strlen(text), &out, err)))
             goto fail;
         if (!first)
             first = json_incref(out);
@@ -473,87 +495,143 @@ fail:
     return rc;
 }
 
-/* One LM call with one adapter and response format. */
-static dspy_status attempt_once(const struct attempt *a, enum dspy_adapter_kind kind,
-                                const struct rendered *r, const char *rf, size_t rf_len,
-                                const char *canon_rf, size_t canon_rf_len,
-                                json_t **prediction, json_t **completions,
-                                struct dspy_error *err)
+/* The end of a call, reached once: remember it in the memo, then hand the outcome to the
+ * asynchronous caller (and free the state) or leave it for the blocking one. */
+static void finish(struct call_state *st, dspy_status rc)
 {
+    if (st->memo && !rc && st->info->lm_calls == 1 && st->cached.value.ref)
+        dspy__memo_put(st->memo, &st->fp, &st->cached, st->prediction, st->completions,
+                       &st->info->usage);
+    dspy_cache_value_release(&st->cached.value);
+    if (rc) {
+        json_decref(st->prediction);
+        json_decref(st->completions);
+        st->prediction = st->completions = NULL;
+    }
+    st->rc = rc;
+    if (!st->on_done)
+        return;
+    st->on_done(st->userdata, rc, st->prediction, st->completions, st->info,
+                rc ? st->err : NULL);
+    dspy_free(st);
+}
+
+static void hop_done(void *userdata, dspy_status rc, struct dspy_lm_response *resp,
+                     const struct dspy_error *err);
+
+/* Render the user message for the hop's adapter and send it. Asynchronously, DSPY_OK means
+ * hop_done() will run (perhaps already ran: `st` may be gone); an error means it will not. */
+static dspy_status send_hop(struct call_state *st)
+{
+    const struct rendered *r;
     struct dspy_buf user;
-    struct dspy_lm_response resp;
     struct dspy__lm_call call = DSPY__LM_CALL_INIT;
-    dspy_status rc;
-    uint64_t t0 = stamp(a);
+    uint64_t t0 = stamp(st);
+    dspy_status rc = get_rendered(st->m, st->kind, &r, st->err);
+    if (rc)
+        return rc;
     dspy__buf_init(&user, MODULE_MAX_PROMPT);
     /* One allocation for the usual user message instead of a few doublings. */
     if ((rc = dspy__buf_reserve(&user, 1024))) {
-        rc = dspy__err(err, rc, "out of memory");
+        rc = dspy__err(st->err, rc, "out of memory");
         goto release_user;
     }
-    if ((rc = dspy__adapter_render_user(kind, a->m->sig, a->inputs, &user, err)))
+    if ((rc = dspy__adapter_render_user(st->kind, st->m->sig, st->inputs, &user, st->err)))
         goto release_user;
     call.messages = r->prefix;
     call.messages_len = r->prefix_len;
     call.user = user.len ? user.ptr : NULL; /* DSPy drops an empty user message */
     call.user_len = user.len;
-    call.temperature = a->cfg->temperature;
-    call.max_tokens = a->cfg->max_tokens;
-    call.top_p = a->cfg->top_p;
-    call.n = a->cfg->n;
-    call.response_format = rf;
-    call.response_format_len = rf_len;
+    call.temperature = st->cfg.temperature;
+    call.max_tokens = st->cfg.max_tokens;
+    call.top_p = st->cfg.top_p;
+    call.n = st->cfg.n;
+    st->structured = r->structured;
+    if (st->plain_json) {
+        call.response_format = call.canon_response_format = JSON_OBJECT_FORMAT;
+        call.response_format_len = call.canon_response_format_len =
+            sizeof(JSON_OBJECT_FORMAT) - 1;
+    } else {
+        call.response_format = r->response_format;
+        call.response_format_len = r->response_format_len;
+        call.canon_response_format = r->canon_response_format;
+        call.canon_response_format_len = r->canon_response_format_len;
+    }
     call.canon_messages = r->canon_prefix;
     call.canon_messages_len = r->canon_prefix_len;
-    call.canon_response_format = canon_rf;
-    call.canon_response_format_len = canon_rf_len;
-    call.has_rollout_id = a->cfg->has_rollout_id;
-    call.rollout_id = a->cfg->rollout_id;
-    call.ctl = &a->cfg->cache;
-    if (a->cached) { /* a fallback's second call: only the last one is remembered */
-        dspy_cache_value_release(&a->cached->value);
-        call.cached = a->cached;
+    call.has_rollout_id = st->cfg.has_rollout_id;
+    call.rollout_id = st->cfg.rollout_id;
+    call.ctl = &st->cfg.cache;
+    if (st->memo) { /* a fallback's second call: only the last one is remembered */
+        dspy_cache_value_release(&st->cached.value);
+        call.cached = &st->cached;
     }
-    uint64_t t1 = stamp(a);
-    rc = dspy__lm_complete_call(a->lm, &call, &resp, err);
-    uint64_t t2 = stamp(a);
-    a->info->format_ns += t1 - t0;
-    a->info->lm_ns += t2 - t1;
-    a->info->lm_calls++;
-    if (rc)
-        goto release_user;
-    add_usage(&a->info->usage, &resp.usage);
-    if (resp.cache_hit) {
-        a->info->cache_hits++;
-        add_usage(&a->info->cached_usage, &resp.usage);
+    st->info->lm_calls++;
+    st->sent_ns = stamp(st);
+    st->info->format_ns += st->sent_ns - t0;
+    if (st->blocking) {
+        struct dspy_lm_response resp;
+        rc = dspy__lm_complete_call(st->lm, &call, &resp, st->err);
+        dspy__buf_release(&user);
+        hop_done(st, rc, &resp, st->err);
+        return DSPY_OK;
     }
-    rc = parse_choices(a, kind, &resp, prediction, completions, err);
-    a->info->parse_ns += stamp(a) - t2;
-    dspy_lm_response_release(&resp);
+    rc = dspy__lm_submit_call(st->lm, &call, st->group, hop_done, st, st->err);
 
 release_user:
     dspy__buf_release(&user);
     return rc;
 }
 
-/* One adapter's attempt, DSPy's JSONAdapter included: a structured response_format whose
- * answer does not parse is retried once in plain JSON mode. */
-static dspy_status run_adapter(const struct attempt *a, enum dspy_adapter_kind kind,
-                               json_t **prediction, json_t **completions,
-                               struct dspy_error *err)
+/* After a reply that does not parse, the next hop, as DSPy does: JSONAdapter retries a
+ * structured response_format once in plain JSON mode; ChatAdapter falls back to the
+ * JSONAdapter. False when there is none left. */
+static bool next_hop(struct call_state *st)
 {
-    const struct rendered *r;
-    dspy_status rc = get_rendered(a->m, kind, &r, err);
-    if (rc)
-        return rc;
-    rc = attempt_once(a, kind, r, r->response_format, r->response_format_len,
-                      r->canon_response_format, r->canon_response_format_len, prediction,
-                      completions, err);
-    if (rc == DSPY_EADAPTER && kind == DSPY_ADAPTER_JSON && r->structured)
-        rc = attempt_once(a, kind, r, JSON_OBJECT_FORMAT, sizeof(JSON_OBJECT_FORMAT) - 1,
-                          JSON_OBJECT_FORMAT, sizeof(JSON_OBJECT_FORMAT) - 1, prediction,
-                          completions, err);
-    return rc;
+    if (st->kind == DSPY_ADAPTER_JSON && st->structured && !st->plain_json) {
+        st->plain_json = true;
+        return true;
+    }
+    if (st->kind == DSPY_ADAPTER_CHAT) {
+        st->kind = DSPY_ADAPTER_JSON;
+        st->plain_json = false;
+        return true;
+    }
+    return false;
+}
+
+/* A hop's LM call ended (on the loop thread, or on the caller's for a blocking call or an
+ * LM that runs calls in place): parse, and end the call or send the next hop. */
+static void hop_done(void *userdata, dspy_status rc, struct dspy_lm_response *resp,
+                     const struct dspy_error *err)
+{
+    struct call_state *st = userdata;
+    json_t *prediction = NULL, *completions = NULL;
+    uint64_t t0 = stamp(st);
+    st->info->lm_ns += t0 - st->sent_ns;
+    if (rc) {
+        if (st->err && err && err != st->err)
+            *st->err = *err;
+        dspy_lm_response_release(resp);
+        finish(st, rc);
+        return;
+    }
+    add_usage(&st->info->usage, &resp->usage);
+    if (resp->cache_hit) {
+        st->info->cache_hits++;
+        add_usage(&st->info->cached_usage, &resp->usage);
+    }
+    rc = parse_choices(st->m, st->kind, resp, &prediction,
+                       st->want_completions ? &completions : NULL, st->err);
+    st->info->parse_ns += stamp(st) - t0;
+    dspy_lm_response_release(resp);
+    if (!rc) {
+        st->prediction = prediction;
+        st->completions = completions;
+    } else if (rc == DSPY_EADAPTER && next_hop(st) && !(rc = send_hop(st))) {
+        return; /* the next hop ends the call */
+    }
+    finish(st, rc);
 }
 
 /* The memo applies to calls that read through a cache with an L1. */
@@ -567,19 +645,60 @@ static struct dspy__memo *memo_for(dspy_module *m, const dspy_lm *lm,
     return get_memo(m);
 }
 
-static bool memo_hit(struct dspy__memo *memo, const struct attempt *a,
-                     const struct dspy_cache_key *fp, const struct dspy_cache_ctl *ctl,
-                     json_t **prediction, json_t **completions)
+static bool memo_hit(struct call_state *st, const struct dspy_cache_ctl *ctl)
 {
     struct dspy_lm_usage usage;
-    uint64_t t0 = stamp(a);
-    if (!dspy__memo_get(memo, a->lm, fp, ctl, prediction, completions, &usage))
+    uint64_t t0 = stamp(st);
+    if (!dspy__memo_get(st->memo, st->lm, &st->fp, ctl, &st->prediction,
+                        st->want_completions ? &st->completions : NULL, &usage))
         return false;
-    a->info->lm_calls = 1;
-    a->info->cache_hits = 1;
-    a->info->usage = a->info->cached_usage = usage;
-    a->info->lm_ns = stamp(a) - t0;
+    st->info->lm_calls = 1;
+    st->info->cache_hits = 1;
+    st->info->usage = st->info->cached_usage = usage;
+    st->info->lm_ns = stamp(st) - t0;
     return true;
+}
+
+/* Check, resolve the config, answer from the memo or send the first hop. The fields before
+ * `kind` are set by the caller. An error means finish() did not run. */
+static dspy_status call_start(struct call_state *st, const struct dspy_call_config *cfg)
+{
+    dspy_status rc = check_inputs(st->m, st->inputs, st->err);
+    if (rc)
+        return rc;
+    st->cfg = resolve_config(st->m, st->lm, cfg);
+    st->kind = st->m->adapter;
+    st->group = dspy__lm_thread_group(st->lm);
+    if (st->lm->cache) {
+        struct dspy_cache_ctl ctl = st->lm->cache_ctl;
+        dspy__lm_cache_ctl_merge(&ctl, &st->cfg.cache);
+        if ((st->memo = memo_for(st->m, st->lm, &ctl)) &&
+            dspy__memo_fingerprint(st->lm, st->m->sig, st->m->adapter, &st->cfg, &ctl,
+                                   st->inputs, &st->fp))
+            st->memo = NULL;
+        if (st->memo && memo_hit(st, &ctl)) {
+            st->memo = NULL; /* nothing new to remember */
+            finish(st, DSPY_OK);
+            return DSPY_OK;
+        }
+    }
+    return send_hop(st);
+}
+
+static void call_state_init(struct call_state *st, dspy_module *m, dspy_lm *lm,
+                            const json_t *inputs)
+{
+    /* Not memset: the stores are large and a blocking call uses neither. */
+    st->m = m;
+    st->lm = lm;
+    st->inputs = inputs;
+    st->structured = st->plain_json = false;
+    st->memo = NULL;
+    st->cached = (struct dspy__lm_cached){ { { 0 } }, DSPY_CACHE_VALUE_INIT };
+    st->prediction = st->completions = NULL;
+    st->rc = DSPY_OK;
+    st->on_done = NULL;
+    st->userdata = NULL;
 }
 
 dspy_status dspy_module_call(dspy_module *m, dspy_lm *lm, const json_t *inputs,
@@ -588,9 +707,7 @@ dspy_status dspy_module_call(dspy_module *m, dspy_lm *lm, const json_t *inputs,
                              struct dspy_error *err)
 {
     struct dspy_call_info local;
-    struct dspy__lm_cached cached = { { { 0 } }, DSPY_CACHE_VALUE_INIT };
-    struct dspy__memo *memo = NULL;
-    struct dspy_cache_key fp;
+    struct call_state st;
     dspy_status rc;
     bool timed = info != NULL;
     if (!info)
@@ -603,28 +720,49 @@ dspy_status dspy_module_call(dspy_module *m, dspy_lm *lm, const json_t *inputs,
     if (!m || !lm || !prediction)
         return dspy__err(err, DSPY_EINVAL,
                          "dspy_module_call: module, lm and prediction are required");
-    if ((rc = check_inputs(m, inputs, err)))
+    call_state_init(&st, m, lm, inputs);
+    st.info = info;
+    st.err = err;
+    st.timed = timed;
+    st.blocking = true;
+    st.want_completions = completions != NULL;
+    if ((rc = call_start(&st, cfg))) {
+        dspy_cache_value_release(&st.cached.value);
         return rc;
-    struct dspy_call_config c = resolve_config(m, lm, cfg);
-    struct attempt a = { m, lm, inputs, &c, info, timed, NULL };
-    if (lm->cache) {
-        struct dspy_cache_ctl ctl = lm->cache_ctl;
-        dspy__lm_cache_ctl_merge(&ctl, &c.cache);
-        if ((memo = memo_for(m, lm, &ctl)) &&
-            dspy__memo_fingerprint(lm, m->sig, m->adapter, &c, &ctl, inputs, &fp))
-            memo = NULL;
-        if (memo && memo_hit(memo, &a, &fp, &ctl, prediction, completions))
-            return DSPY_OK;
-        a.cached = memo ? &cached : NULL;
     }
-    rc = run_adapter(&a, m->adapter, prediction, completions, err);
-    /* DSPy's ChatAdapter retries with the JSONAdapter on anything but an LM error; here
-     * that is a reply that does not parse. */
-    if (rc == DSPY_EADAPTER && m->adapter == DSPY_ADAPTER_CHAT)
-        rc = run_adapter(&a, DSPY_ADAPTER_JSON, prediction, completions, err);
-    if (memo && !rc && info->lm_calls == 1 && cached.value.ref)
-        dspy__memo_put(memo, &fp, &cached, *prediction, completions ? *completions : NULL,
-                       &info->usage);
-    dspy_cache_value_release(&cached.value);
+    *prediction = st.prediction;
+    if (completions)
+        *completions = st.completions;
+    return st.rc;
+}
+
+dspy_status dspy_module_call_async(dspy_module *m, dspy_lm *lm, const json_t *inputs,
+                                   const struct dspy_call_config *cfg,
+                                   dspy_module_done_fn on_done, void *userdata,
+                                   struct dspy_error *err)
+{
+    struct call_state *st;
+    dspy_status rc;
+    if (!m || !lm || !on_done)
+        return dspy__err(err, DSPY_EINVAL,
+                         "dspy_module_call_async: module, lm and on_done are required");
+    if (!(st = dspy_malloc(sizeof(*st))))
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    call_state_init(st, m, lm, inputs);
+    memset(&st->info_store, 0, sizeof(st->info_store));
+    dspy_error_clear(&st->err_store);
+    st->info = &st->info_store;
+    st->err = &st->err_store;
+    st->timed = true;
+    st->blocking = false;
+    st->want_completions = true;
+    st->on_done = on_done;
+    st->userdata = userdata;
+    if ((rc = call_start(st, cfg))) {
+        if (err)
+            *err = st->err_store;
+        dspy_cache_value_release(&st->cached.value);
+        dspy_free(st);
+    }
     return rc;
 }

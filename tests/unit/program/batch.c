@@ -1,7 +1,9 @@
-/* Unit tests for the batch executor through the LM transport hook: results in input order
- * whatever order calls finish in, per-record errors, DSPy's max_errors, cancellation from
- * the progress callback, and a bounded reorder window over a long stream. Workers are
- * threads (pthread_create in the executor), so this test also runs under TSan. */
+/* Unit tests for the batch executor: through the LM transport hook (the worker pool) and
+ * over HTTP to a loopback server (single-call programs straight on the event loop): results
+ * in input order whatever order calls finish in, per-record errors, DSPy's max_errors,
+ * cancellation from the progress callback, a bounded reorder window over a long stream, the
+ * Chat->JSON fallback as a second asynchronous call, and exactly N calls in flight. Workers
+ * and the server are threads (pthread_create), so this test also runs under TSan. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +19,8 @@
 #include <unistd.h>
 
 #include <dspyc/dspyc.h>
+
+#include <microhttpd.h>
 
 /* Threads: pthread_create runs inside dspy_program_batch; labelled for TSan by this line. */
 
@@ -106,6 +110,7 @@ static void results_in_order_with_errors(void **state)
     struct dspy_batch_stats st;
     o.concurrency = 16;
     assert_int_equal(dspy_program_batch(p, lm, in, &o, res, &st, NULL), DSPY_OK);
+    assert_int_equal(st.threads, 16); /* a transport hook blocks: the worker pool */
     size_t failed = 0;
     for (size_t i = 0; i < 300; i++) {
         if (i == 5) {
@@ -257,6 +262,289 @@ static void stream_window_is_bounded(void **state)
     dspy_lm_free(lm);
 }
 
+/* ---- over HTTP: single-call programs on the event loop ---------------------------------- */
+
+/* A loopback LM (libmicrohttpd, a thread per connection) answering "A<id>" for "QID<id>;"
+ * after delay_ms plus 0-4 ms by id (so answers come back out of order), counting requests
+ * and the most it held at once. A request without a response_format is the Chat adapter's:
+ * with chat_garbage it gets an answer that does not parse. Ids divisible by fail_every get
+ * a 500. */
+struct lm_server {
+    struct MHD_Daemon *daemon;
+    int port;
+    int delay_ms, fail_every, chat_garbage; /* set before the batch */
+    atomic_int requests, json_requests, active, max_active;
+};
+
+struct upload {
+    char body[8192];
+    size_t len;
+};
+
+static void upload_free(void *cls, struct MHD_Connection *c, void **ctx,
+                        enum MHD_RequestTerminationCode code)
+{
+    (void)cls;
+    (void)c;
+    (void)code;
+    free(*ctx);
+    *ctx = NULL;
+}
+
+static enum MHD_Result lm_server_handle(void *cls, struct MHD_Connection *c, const char *url,
+                                        const char *method, const char *version,
+                                        const char *data, size_t *data_size, void **ctx)
+{
+    struct lm_server *s = cls;
+    struct upload *u = *ctx;
+    char content[128], text[512];
+    (void)url;
+    (void)method;
+    (void)version;
+    if (!u) {
+        *ctx = u = calloc(1, sizeof(*u));
+        return u ? MHD_YES : MHD_NO;
+    }
+    if (*data_size) {
+        size_t n = *data_size < sizeof(u->body) - 1 - u->len ? *data_size
+                                                             : sizeof(u->body) - 1 - u->len;
+        memcpy(u->body + u->len, data, n);
+        u->len += n;
+        *data_size = 0;
+        return MHD_YES;
+    }
+    atomic_fetch_add(&s->requests, 1);
+    int now = atomic_fetch_add(&s->active, 1) + 1;
+    for (int m = atomic_load(&s->max_active); now > m;)
+        if (atomic_compare_exchange_weak(&s->max_active, &m, now))
+            break;
+    const char *q = strstr(u->body, "QID");
+    long id = q ? strtol(q + 3, NULL, 10) : -1;
+    bool json = strstr(u->body, "\"response_format\"") != NULL;
+    if (json)
+        atomic_fetch_add(&s->json_requests, 1);
+    struct timespec ts = { 0, (long)(s->delay_ms + (id * 7919) % 5) * 1000000L };
+    nanosleep(&ts, NULL);
+    atomic_fetch_sub(&s->active, 1);
+    unsigned status = s->fail_every && id % s->fail_every == 0 ? 500 : 200;
+    if (status != 200)
+        snprintf(text, sizeof(text), "{\"error\":{\"message\":\"boom\"}}");
+    else {
+        if (json)
+            snprintf(content, sizeof(content), "{\\\"answer\\\": \\\"A%ld\\\"}", id);
+        else if (s->chat_garbage)
+            snprintf(content, sizeof(content), "no fields here");
+        else
+            snprintf(content, sizeof(content), "[[ ## answer ## ]]\\nA%ld\\n\\n"
+                                               "[[ ## completed ## ]]", id);
+        snprintf(text, sizeof(text),
+                 "{\"choices\":[{\"message\":{\"content\":\"%s\"}}],\"usage\":"
+                 "{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}",
+                 content);
+    }
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_COPY);
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void lm_server_start(struct lm_server *s)
+{
+    s->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                                     MHD_USE_ERROR_LOG,
+                                 0, NULL, NULL, lm_server_handle, s,
+                                 MHD_OPTION_NOTIFY_COMPLETED, upload_free, NULL,
+                                 MHD_OPTION_CONNECTION_LIMIT, 1000u, MHD_OPTION_END);
+    assert_non_null(s->daemon);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    assert_non_null(info);
+    s->port = info->port;
+}
+
+static dspy_lm *http_lm(const struct lm_server *s)
+{
+    char url[128];
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    dspy_lm *lm = NULL;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", s->port);
+    o.base_url = url;
+    o.model = "m";
+    o.api_key_env = "DSPYC_TEST_KEY_UNSET";
+    o.max_attempts = 1;
+    assert_int_equal(dspy_lm_new(&o, &lm, NULL), DSPY_OK);
+    return lm;
+}
+
+static void loop_results_in_order_with_errors(void **state)
+{
+    (void)state;
+    struct lm_server srv = { .delay_ms = 2, .fail_every = 7 };
+    lm_server_start(&srv);
+    dspy_lm *lm = http_lm(&srv);
+    dspy_program *p = qa_program();
+    json_t *in = questions(200);
+    json_array_set_new(in, 5, json_string("not an object"));
+    json_array_set_new(in, 6, json_pack("{s:s}", "not_the_question", "x"));
+    struct dspy_batch_result *res = calloc(200, sizeof(*res));
+    struct dspy_batch_options o = DSPY_BATCH_OPTIONS_INIT;
+    struct dspy_batch_stats st;
+    o.concurrency = 16;
+    assert_int_equal(dspy_program_batch(p, lm, in, &o, res, &st, NULL), DSPY_OK);
+    assert_int_equal(st.threads, 0); /* no worker pool: the calls ran on the event loop */
+    for (size_t i = 0; i < 200; i++) {
+        if (i == 5) {
+            assert_int_equal(res[i].status, DSPY_EINVAL);
+            assert_non_null(strstr(res[i].error.message, "record 5"));
+        } else if (i == 6) {
+            assert_int_equal(res[i].status, DSPY_EINVAL);
+            assert_non_null(strstr(res[i].error.message, "question"));
+        } else if (i % 7 == 0) {
+            assert_int_equal(res[i].status, DSPY_ELM_SERVER);
+            assert_int_equal(res[i].error.http_status, 500);
+            assert_null(res[i].outputs);
+        } else {
+            char want[32];
+            snprintf(want, sizeof(want), "A%zu", i);
+            assert_int_equal(res[i].status, DSPY_OK);
+            assert_string_equal(json_string_value(json_object_get(res[i].outputs, "answer")),
+                                want);
+            assert_int_equal(res[i].info.lm_calls, 1);
+            assert_int_equal(res[i].info.usage.total_tokens, 4);
+            assert_true(res[i].latency_ns > 0);
+        }
+    }
+    assert_int_equal(st.records, 200);
+    assert_int_equal(st.ok + st.failed, 200);
+    assert_int_equal(atomic_load(&srv.requests), 198);
+    dspy_batch_results_release(res, 200);
+    free(res);
+    json_decref(in);
+    dspy_program_free(p);
+    dspy_lm_free(lm);
+    MHD_stop_daemon(srv.daemon);
+}
+
+/* The Chat adapter's answer does not parse: the JSON adapter's request is the record's
+ * second asynchronous call, made from the first one's completion. */
+static void loop_falls_back_to_json(void **state)
+{
+    (void)state;
+    struct lm_server srv = { .delay_ms = 1, .chat_garbage = 1 };
+    lm_server_start(&srv);
+    dspy_lm *lm = http_lm(&srv);
+    dspy_program *p = qa_program();
+    json_t *in = questions(64);
+    struct dspy_batch_result *res = calloc(64, sizeof(*res));
+    struct dspy_batch_options o = DSPY_BATCH_OPTIONS_INIT;
+    struct dspy_batch_stats st;
+    o.concurrency = 8;
+    assert_int_equal(dspy_program_batch(p, lm, in, &o, res, &st, NULL), DSPY_OK);
+    for (size_t i = 0; i < 64; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "A%zu", i);
+        assert_int_equal(res[i].status, DSPY_OK);
+        assert_string_equal(json_string_value(json_object_get(res[i].outputs, "answer")), want);
+        assert_int_equal(res[i].info.lm_calls, 2);
+        assert_int_equal(res[i].info.usage.total_tokens, 8);
+    }
+    assert_int_equal(st.lm_calls, 128);
+    assert_int_equal(atomic_load(&srv.json_requests), 64);
+    assert_true(atomic_load(&srv.max_active) <= 8);
+    dspy_batch_results_release(res, 64);
+    free(res);
+    json_decref(in);
+    dspy_program_free(p);
+    dspy_lm_free(lm);
+    MHD_stop_daemon(srv.daemon);
+}
+
+/* Concurrency N means N requests at the server at once: never more, and with answers
+ * slower than submitting, exactly N. */
+static void loop_keeps_n_in_flight(void **state)
+{
+    (void)state;
+    struct lm_server srv = { .delay_ms = 40 };
+    lm_server_start(&srv);
+    dspy_lm *lm = http_lm(&srv);
+    dspy_program *p = qa_program();
+    struct stream s = { .n = 96 };
+    struct dspy_batch_options o = DSPY_BATCH_OPTIONS_INIT;
+    struct dspy_batch_stats st;
+    o.concurrency = 12;
+    assert_int_equal(dspy_program_batch_stream(p, lm, &o, stream_source, stream_sink, &s, &st,
+                                               NULL),
+                     DSPY_OK);
+    assert_int_equal(s.bad, 0);
+    assert_int_equal(st.ok, 96);
+    assert_int_equal(st.threads, 0);
+    assert_int_equal(atomic_load(&srv.max_active), 12);
+    assert_true(atomic_load(&s.max_gap) <= 4 * 12);
+    dspy_program_free(p);
+    dspy_lm_free(lm);
+    MHD_stop_daemon(srv.daemon);
+}
+
+static void loop_max_errors_stops_the_batch(void **state)
+{
+    (void)state;
+    struct lm_server srv = { .delay_ms = 1, .fail_every = 1 };
+    lm_server_start(&srv);
+    dspy_lm *lm = http_lm(&srv);
+    dspy_program *p = qa_program();
+    json_t *in = questions(2000);
+    struct dspy_batch_result *res = calloc(2000, sizeof(*res));
+    struct dspy_batch_options o = DSPY_BATCH_OPTIONS_INIT;
+    struct dspy_batch_stats st;
+    struct dspy_error err;
+    o.concurrency = 4;
+    o.max_errors = 3;
+    assert_int_equal(dspy_program_batch(p, lm, in, &o, res, &st, &err), DSPY_ECANCELED);
+    assert_non_null(strstr(err.message, "cancelled"));
+    assert_true(atomic_load(&srv.requests) >= 3);
+    assert_true(atomic_load(&srv.requests) <= 4 * 4);
+    assert_int_equal(res[1999].status, DSPY_ECANCELED);
+    for (size_t i = 0; i < 2000; i++)
+        assert_int_not_equal(res[i].status, DSPY_OK);
+    assert_true(st.records <= 16);
+    dspy_batch_results_release(res, 2000);
+    free(res);
+    json_decref(in);
+    dspy_program_free(p);
+    dspy_lm_free(lm);
+    MHD_stop_daemon(srv.daemon);
+}
+
+/* Cancelling from the progress callback cuts off the calls in flight (their engine group
+ * is cancelled): the batch returns long before their answers would come. */
+static void loop_progress_cancels(void **state)
+{
+    (void)state;
+    struct lm_server srv = { .delay_ms = 5 };
+    lm_server_start(&srv);
+    dspy_lm *lm = http_lm(&srv);
+    dspy_program *p = qa_program();
+    json_t *in = questions(500);
+    struct dspy_batch_result *res = calloc(500, sizeof(*res));
+    struct dspy_batch_options o = DSPY_BATCH_OPTIONS_INIT;
+    size_t seen = 0;
+    o.concurrency = 8;
+    o.progress = cancel_after_ten;
+    o.progress_userdata = &seen;
+    assert_int_equal(dspy_program_batch(p, lm, in, &o, res, NULL, NULL), DSPY_ECANCELED);
+    for (size_t i = 0; i < 10; i++)
+        assert_int_equal(res[i].status, DSPY_OK);
+    assert_int_equal(res[499].status, DSPY_ECANCELED);
+    assert_true(atomic_load(&srv.requests) < 500);
+    dspy_batch_results_release(res, 500);
+    free(res);
+    json_decref(in);
+    dspy_program_free(p);
+    dspy_lm_free(lm);
+    MHD_stop_daemon(srv.daemon);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +552,11 @@ int main(void)
         cmocka_unit_test(max_errors_stops_the_batch),
         cmocka_unit_test(progress_cancels),
         cmocka_unit_test(stream_window_is_bounded),
+        cmocka_unit_test(loop_results_in_order_with_errors),
+        cmocka_unit_test(loop_falls_back_to_json),
+        cmocka_unit_test(loop_keeps_n_in_flight),
+        cmocka_unit_test(loop_max_errors_stops_the_batch),
+        cmocka_unit_test(loop_progress_cancels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
