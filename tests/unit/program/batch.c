@@ -141,11 +141,11 @@ static void results_in_order_with_errors(void **state)
     dspy_lm_free(lm);
 }
 
-static void max_errors_stops_the_batch(void **state)
+/* With every call failing and max_errors 3 at concurrency 4, the batch stops soon after the
+ * third failure: at most the 4 x 4 window was pulled, and nothing after it ran. `calls`
+ * counts the LM calls the endpoint saw. Frees `lm`. */
+static void expect_stop_after_three_errors(dspy_lm *lm, atomic_int *calls)
 {
-    (void)state;
-    struct echo e = { .fail_every = 1 };
-    dspy_lm *lm = echo_lm(&e);
     dspy_program *p = qa_program();
     json_t *in = questions(2000);
     struct dspy_batch_result *res = calloc(2000, sizeof(*res));
@@ -156,9 +156,8 @@ static void max_errors_stops_the_batch(void **state)
     o.max_errors = 3;
     assert_int_equal(dspy_program_batch(p, lm, in, &o, res, &st, &err), DSPY_ECANCELED);
     assert_non_null(strstr(err.message, "cancelled"));
-    /* Work stops soon after the third failure: at most the window was pulled. */
-    assert_true(atomic_load(&e.calls) >= 3);
-    assert_true(atomic_load(&e.calls) <= 4 * 4);
+    assert_true(atomic_load(calls) >= 3);
+    assert_true(atomic_load(calls) <= 4 * 4);
     assert_int_equal(res[1999].status, DSPY_ECANCELED);
     for (size_t i = 0; i < 2000; i++)
         assert_int_not_equal(res[i].status, DSPY_OK);
@@ -168,6 +167,14 @@ static void max_errors_stops_the_batch(void **state)
     json_decref(in);
     dspy_program_free(p);
     dspy_lm_free(lm);
+}
+
+static void max_errors_stops_the_batch(void **state)
+{
+    (void)state;
+    struct echo e = { .fail_every = 1 };
+    dspy_lm *lm = echo_lm(&e);
+    expect_stop_after_three_errors(lm, &e.calls);
 }
 
 static int cancel_after_ten(void *ud, const struct dspy_batch_progress *pr)
@@ -492,27 +499,7 @@ static void loop_max_errors_stops_the_batch(void **state)
     struct lm_server srv = { .delay_ms = 1, .fail_every = 1 };
     lm_server_start(&srv);
     dspy_lm *lm = http_lm(&srv);
-    dspy_program *p = qa_program();
-    json_t *in = questions(2000);
-    struct dspy_batch_result *res = calloc(2000, sizeof(*res));
-    struct dspy_batch_options o = DSPY_BATCH_OPTIONS_INIT;
-    struct dspy_batch_stats st;
-    struct dspy_error err;
-    o.concurrency = 4;
-    o.max_errors = 3;
-    assert_int_equal(dspy_program_batch(p, lm, in, &o, res, &st, &err), DSPY_ECANCELED);
-    assert_non_null(strstr(err.message, "cancelled"));
-    assert_true(atomic_load(&srv.requests) >= 3);
-    assert_true(atomic_load(&srv.requests) <= 4 * 4);
-    assert_int_equal(res[1999].status, DSPY_ECANCELED);
-    for (size_t i = 0; i < 2000; i++)
-        assert_int_not_equal(res[i].status, DSPY_OK);
-    assert_true(st.records <= 16);
-    dspy_batch_results_release(res, 2000);
-    free(res);
-    json_decref(in);
-    dspy_program_free(p);
-    dspy_lm_free(lm);
+    expect_stop_after_three_errors(lm, &srv.requests);
     MHD_stop_daemon(srv.daemon);
 }
 
