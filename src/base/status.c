@@ -69,7 +69,9 @@ void dspy_error_clear(struct dspy_error *err)
     err->line = err->column = err->offset = -1;
 }
 
-static void set_message(struct dspy_error *err, dspy_status code, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void set_message(struct dspy_error *err,
+                                                           dspy_status code, const char *fmt,
+                                                           va_list ap)
 {
     char file[sizeof(err->file)];
     /* Keep a file set by an outer caller before the inner error was raised. */
