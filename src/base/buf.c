@@ -105,9 +105,32 @@ static bool word_needs_escape(uint64_t w)
     return ((zero_q | zero_b | ctrl) & highs) != 0;
 }
 
-dspy_status dspy__buf_add_json_str(struct dspy_buf *b, const char *s, size_t len)
+size_t dspy__json_escape_byte(unsigned char c, char out[6])
 {
     static const char hex[] = "0123456789abcdef";
+    if (c >= 0x20 && c != '"' && c != '\\')
+        return 0;
+    out[0] = '\\';
+    switch (c) {
+    case '"': out[1] = '"'; return 2;
+    case '\\': out[1] = '\\'; return 2;
+    case '\n': out[1] = 'n'; return 2;
+    case '\r': out[1] = 'r'; return 2;
+    case '\t': out[1] = 't'; return 2;
+    case '\b': out[1] = 'b'; return 2;
+    case '\f': out[1] = 'f'; return 2;
+    default:
+        out[1] = 'u';
+        out[2] = '0';
+        out[3] = '0';
+        out[4] = hex[c >> 4];
+        out[5] = hex[c & 15];
+        return 6;
+    }
+}
+
+dspy_status dspy__buf_add_json_str(struct dspy_buf *b, const char *s, size_t len)
+{
     dspy_status rc = dspy__buf_reserve(b, len + 2);
     if (rc)
         return rc;
@@ -124,30 +147,11 @@ dspy_status dspy__buf_add_json_str(struct dspy_buf *b, const char *s, size_t len
         }
         if (i >= len)
             break;
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        char esc[6];
+        size_t n = dspy__json_escape_byte((unsigned char)s[i], esc);
+        if (!n)
             continue;
-        if ((rc = dspy__buf_add(b, s + run, i - run)))
-            return rc;
-        char esc[7] = { '\\', 0 };
-        size_t n = 2;
-        switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        default:
-            esc[1] = 'u';
-            esc[2] = '0';
-            esc[3] = '0';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            n = 6;
-        }
-        if ((rc = dspy__buf_add(b, esc, n)))
+        if ((rc = dspy__buf_add(b, s + run, i - run)) || (rc = dspy__buf_add(b, esc, n)))
             return rc;
         run = i + 1;
     }

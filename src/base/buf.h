@@ -30,6 +30,9 @@ dspy_status dspy__buf_addf(struct dspy_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 dspy_status dspy__buf_vaddf(struct dspy_buf *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
+/* The JSON escape for byte `c` written to `out` (2 or 6 bytes), or 0 when `c` needs none:
+ * '"', '\\' and control characters only, the short forms where JSON has them. */
+size_t dspy__json_escape_byte(unsigned char c, char out[6]);
 /* Append `s` as a JSON string literal with quotes. Escapes only '"', '\\' and control
  * characters (as orjson and jansson's compact mode do); bytes >= 0x80 pass through. */
 dspy_status dspy__buf_add_json_str(struct dspy_buf *b, const char *s, size_t len);

@@ -64,31 +64,15 @@ static dspy_status emit(struct sink *s, const void *p, size_t n)
 
 static dspy_status emit_str(struct sink *s, const char *p, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     dspy_status rc;
     size_t run = 0;
     if ((rc = emit(s, "\"", 1)))
         return rc;
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        char esc[6];
+        size_t len = dspy__json_escape_byte((unsigned char)p[i], esc);
+        if (!len)
             continue;
-        char esc[6] = { '\\', 0, '0', '0', 0, 0 };
-        size_t len = 2;
-        switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        default:
-            esc[1] = 'u';
-            esc[4] = hex[c >> 4];
-            esc[5] = hex[c & 15];
-            len = 6;
-        }
         if ((rc = emit(s, p + run, i - run)) || (rc = emit(s, esc, len)))
             return rc;
         run = i + 1;
