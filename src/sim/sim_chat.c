@@ -1,5 +1,5 @@
-/* POST /v1/chat/completions of the simulator (apps layer): validates the request as OpenAI
- * does, answers every choice through sim_answer, and sends the completion whole or as an
+/* POST /v1/chat/completions of the simulator (sim layer): validates the request as OpenAI
+ * does, answers every choice through dspy__sim_answer, and sends the completion whole or as an
  * SSE stream paced by the latency model, with faults applied. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +20,7 @@ struct chat {
     double temperature;
     bool stream, include_usage, ignore_eos, json_object;
     json_t *schema; /* response_format json_schema (borrowed from the body) */
-    struct sim_msg *msgs;
+    struct dspy__sim_msg *msgs;
     size_t n_msgs;
     size_t images;
     struct dspy_buf parts; /* texts of messages whose content is an array of parts */
@@ -48,15 +48,15 @@ static const char *json_kind(json_t *v)
 
 /* ---- Validation ---- */
 
-static bool bad(struct sim *s, struct dspy__srv_req *req, const char *param, const char *code,
+static bool bad(struct dspy_sim *s, struct dspy__srv_req *req, const char *param, const char *code,
                 const char *msg)
 {
-    sim_count(s, 400);
+    dspy__sim_count(s, 400);
     dspy__srv_send_error(req, 400, "invalid_request_error", param, code, NULL, "%s", msg);
     return false;
 }
 
-static bool bad_type(struct sim *s, struct dspy__srv_req *req, const char *param, json_t *v,
+static bool bad_type(struct dspy_sim *s, struct dspy__srv_req *req, const char *param, json_t *v,
                      const char *want)
 {
     char msg[256];
@@ -65,7 +65,7 @@ static bool bad_type(struct sim *s, struct dspy__srv_req *req, const char *param
     return bad(s, req, param, "invalid_type", msg);
 }
 
-static bool opt_int(struct sim *s, struct dspy__srv_req *req, json_t *body, const char *key,
+static bool opt_int(struct dspy_sim *s, struct dspy__srv_req *req, json_t *body, const char *key,
                     long lo, long hi, long *out)
 {
     json_t *v = json_object_get(body, key);
@@ -83,7 +83,7 @@ static bool opt_int(struct sim *s, struct dspy__srv_req *req, json_t *body, cons
     return true;
 }
 
-static bool opt_bool(struct sim *s, struct dspy__srv_req *req, json_t *obj, const char *key,
+static bool opt_bool(struct dspy_sim *s, struct dspy__srv_req *req, json_t *obj, const char *key,
                      const char *param, bool *out)
 {
     json_t *v = json_object_get(obj, key);
@@ -95,23 +95,23 @@ static bool opt_bool(struct sim *s, struct dspy__srv_req *req, json_t *obj, cons
     return true;
 }
 
-static enum sim_role role_of(const char *r)
+static enum dspy__sim_role role_of(const char *r)
 {
     if (!strcmp(r, "system") || !strcmp(r, "developer"))
-        return SIM_ROLE_SYSTEM;
+        return DSPY__SIM_ROLE_SYSTEM;
     if (!strcmp(r, "user"))
-        return SIM_ROLE_USER;
+        return DSPY__SIM_ROLE_USER;
     if (!strcmp(r, "assistant"))
-        return SIM_ROLE_ASSISTANT;
+        return DSPY__SIM_ROLE_ASSISTANT;
     if (!strcmp(r, "tool") || !strcmp(r, "function"))
-        return SIM_ROLE_OTHER;
-    return (enum sim_role)-1;
+        return DSPY__SIM_ROLE_OTHER;
+    return (enum dspy__sim_role)-1;
 }
 
 /* Text parts of an array content go into c->parts; their views are set afterwards because
  * the buffer may move while it grows. */
-static bool message_texts(struct sim *s, struct dspy__srv_req *req, json_t *msgs, struct chat *c,
-                          size_t *offs, size_t *lens)
+static bool message_texts(struct dspy_sim *s, struct dspy__srv_req *req, json_t *msgs,
+                          struct chat *c, size_t *offs, size_t *lens)
 {
     char param[64];
     size_t i;
@@ -163,17 +163,17 @@ static bool message_texts(struct sim *s, struct dspy__srv_req *req, json_t *msgs
     {
         json_t *content = json_object_get(m, "content");
         if (json_is_string(content))
-            c->msgs[i].text = (struct sim_view){ json_string_value(content),
-                                                 json_string_length(content) };
+            c->msgs[i].text =
+                (struct dspy__sim_view){ json_string_value(content), json_string_length(content) };
         else if (json_is_array(content))
-            c->msgs[i].text = (struct sim_view){ c->parts.ptr + offs[i], lens[i] };
+            c->msgs[i].text = (struct dspy__sim_view){ c->parts.ptr + offs[i], lens[i] };
         else
-            c->msgs[i].text = (struct sim_view){ "", 0 };
+            c->msgs[i].text = (struct dspy__sim_view){ "", 0 };
     }
     return true;
 }
 
-static bool parse_chat(struct sim *s, struct dspy__srv_req *req, json_t *body, struct chat *c)
+static bool parse_chat(struct dspy_sim *s, struct dspy__srv_req *req, json_t *body, struct chat *c)
 {
     json_t *model = json_object_get(body, "model"), *msgs = json_object_get(body, "messages");
     if (!model)
@@ -252,7 +252,7 @@ static uint64_t request_hash(json_t *body)
     for (size_t i = 0; copy && i < sizeof(drop) / sizeof(drop[0]); i++)
         json_object_del(copy, drop[i]);
     char *text = copy ? json_dumps(copy, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
-    uint64_t h = text ? sim_hash(0x5eedull, text, strlen(text)) : 0;
+    uint64_t h = text ? dspy__sim_hash(0x5eedull, text, strlen(text)) : 0;
     free(text);
     json_decref(copy);
     return h;
@@ -305,7 +305,7 @@ static dspy_status whole_body(struct dspy_buf *b, const struct chat *c, const ch
 }
 
 struct streamer {
-    struct sim *s;
+    struct dspy_sim *s;
     struct dspy__srv_req *req;
     const struct chat *c;
     const char *id;
@@ -358,23 +358,23 @@ static void event(struct streamer *st, size_t index, const char *delta, const ch
     }
 }
 
-static void send_stream(struct sim *s, struct dspy__srv_req *req, const struct chat *c,
+static void send_stream(struct dspy_sim *s, struct dspy__srv_req *req, const struct chat *c,
                         const char *id, long created, struct choice *ch, size_t prompt,
-                        size_t completion, uint64_t t0, uint64_t tpot, enum sim_fault f)
+                        size_t completion, uint64_t t0, uint64_t tpot, enum dspy__sim_fault f)
 {
     static const char *const hdr[] = { "Cache-Control", "no-cache", NULL };
     struct dspy__srv_reply r = { 200, "text/event-stream", hdr, NULL, 0, NULL };
-    struct streamer st = { s, req, c, id, created, { 0 }, 0, 0, f == SIM_F_MALFORMED, false };
+    struct streamer st = { s, req, c, id, created, { 0 }, 0, 0, f == DSPY__SIM_F_MALFORMED, false };
     size_t steps = 1, *off = dspy_calloc(c->n, sizeof(size_t));
     for (size_t i = 0; i < c->n; i++)
         if (ch[i].tokens > steps)
             steps = ch[i].tokens;
     dspy__buf_init(&st.ev, REPLY_MAX);
-    sim_count(s, 200);
+    dspy__sim_count(s, 200);
     atomic_fetch_add(&s->streams, 1);
-    if (f == SIM_F_MALFORMED || f == SIM_F_TRUNCATE)
+    if (f == DSPY__SIM_F_MALFORMED || f == DSPY__SIM_F_TRUNCATE)
         atomic_fetch_add(&s->faults[f], 1);
-    if (f == SIM_F_TRUNCATE)
+    if (f == DSPY__SIM_F_TRUNCATE)
         st.cut = (c->n * (steps + 2)) / 2 + 1;
     if (!off || dspy__srv_stream_start(req, &r, t0))
         goto out;
@@ -387,7 +387,7 @@ static void send_stream(struct sim *s, struct dspy__srv_req *req, const struct c
                 event(&st, i, "\"role\":\"assistant\",\"content\":\"\",\"refusal\":null", NULL, 0,
                       NULL, due);
             if (k < ch[i].tokens) {
-                size_t len = sim_token_len(text + off[i], ch[i].text.len - off[i]);
+                size_t len = dspy__sim_token_len(text + off[i], ch[i].text.len - off[i]);
                 event(&st, i, "\"content\":", text + off[i], len, NULL, due);
                 off[i] += len;
             }
@@ -412,10 +412,10 @@ out:
     dspy__buf_release(&st.ev);
 }
 
-static void respond(struct sim *s, struct dspy__srv_req *req, struct chat *c, json_t *body,
-                    enum sim_fault f, double ju)
+static void respond(struct dspy_sim *s, struct dspy__srv_req *req, struct chat *c, json_t *body,
+                    enum dspy__sim_fault f, double ju)
 {
-    struct sim_prompt p;
+    struct dspy__sim_prompt p;
     struct choice *ch = dspy_calloc(c->n, sizeof(*ch));
     struct dspy_buf out;
     dspy_status rc = ch ? DSPY_OK : DSPY_ENOMEM;
@@ -423,27 +423,29 @@ static void respond(struct sim *s, struct dspy__srv_req *req, struct chat *c, js
     char id[48];
 
     dspy__buf_init(&out, (size_t)1 << 30);
-    sim_prompt_parse(&p, c->msgs, c->n_msgs);
+    dspy__sim_prompt_parse(&p, c->msgs, c->n_msgs);
     for (size_t i = 0; i < c->n_msgs; i++)
-        prompt += 4 + sim_tokens(c->msgs[i].text.p, c->msgs[i].text.n);
-    struct sim_answer_opts ao = { s->o.seed, request_hash(body), 0, c->temperature,
-                                  s->o.reply_tokens, c->schema, c->json_object };
-    if (c->ignore_eos && c->max_tokens && p.adapter == SIM_ADAPTER_NONE)
-        ao.reply_tokens = c->max_tokens < SIM_MAX_REPLY_TOKENS ? (unsigned)c->max_tokens
-                                                               : SIM_MAX_REPLY_TOKENS;
-    if ((uint64_t)c->n * (ao.reply_tokens ? ao.reply_tokens : 64) > SIM_MAX_REPLY_TOKENS * 8ull) {
+        prompt += 4 + dspy__sim_tokens(c->msgs[i].text.p, c->msgs[i].text.n);
+    struct dspy__sim_answer_opts ao = { s->o.seed,      request_hash(body), 0,
+                                        c->temperature, s->o.reply_tokens,  c->schema,
+                                        c->json_object };
+    if (c->ignore_eos && c->max_tokens && p.adapter == DSPY__SIM_ADAPTER_NONE)
+        ao.reply_tokens = c->max_tokens < DSPY_SIM_MAX_REPLY_TOKENS ? (unsigned)c->max_tokens
+                                                                    : DSPY_SIM_MAX_REPLY_TOKENS;
+    if ((uint64_t)c->n * (ao.reply_tokens ? ao.reply_tokens : 64) >
+        DSPY_SIM_MAX_REPLY_TOKENS * 8ull) {
         bad(s, req, "n", "invalid_value", "n times max_tokens is more than the simulator makes.");
         goto out;
     }
     for (size_t i = 0; !rc && i < c->n; i++) {
         dspy__buf_init(&ch[i].text, REPLY_MAX);
         ao.choice = (unsigned)i;
-        rc = sim_answer(&p, &ao, &ch[i].text);
-        ch[i].tokens = sim_tokens(ch[i].text.ptr, ch[i].text.len);
+        rc = dspy__sim_answer(&p, &ao, &ch[i].text);
+        ch[i].tokens = dspy__sim_tokens(ch[i].text.ptr, ch[i].text.len);
         if (c->max_tokens && ch[i].tokens >= (size_t)c->max_tokens) {
             ch[i].length = true;
             ch[i].tokens = (size_t)c->max_tokens;
-            ch[i].text.len = sim_tokens_prefix(ch[i].text.ptr, ch[i].text.len, ch[i].tokens);
+            ch[i].text.len = dspy__sim_tokens_prefix(ch[i].text.ptr, ch[i].text.len, ch[i].tokens);
             if (ch[i].text.ptr)
                 ch[i].text.ptr[ch[i].text.len] = '\0';
         }
@@ -451,34 +453,34 @@ static void respond(struct sim *s, struct dspy__srv_req *req, struct chat *c, js
         steps = ch[i].tokens > steps ? ch[i].tokens : steps;
     }
     snprintf(id, sizeof(id), "chatcmpl-sim%016llx",
-             (unsigned long long)sim_mix(ao.req_hash, atomic_fetch_add(&s->ids, 1)));
+             (unsigned long long)dspy__sim_mix(ao.req_hash, atomic_fetch_add(&s->ids, 1)));
     long created = (long)time(NULL);
     if (rc) {
-        sim_count(s, 500);
+        dspy__sim_count(s, 500);
         dspy__srv_send_error(req, 500, "server_error", NULL, NULL, NULL,
                              "The simulator could not build the answer (%s).", dspy_strerror(rc));
         goto out;
     }
     /* Latency: total = ttft + tpot * (tokens - 1), or --latency-ms spread the same way. */
-    uint64_t ttft = sim_ns(s, s->o.ttft_ms, ju), tpot = sim_ns(s, s->o.tpot_ms, ju);
+    uint64_t ttft = dspy__sim_ns(s, s->o.ttft_ms, ju), tpot = dspy__sim_ns(s, s->o.tpot_ms, ju);
     uint64_t total = ttft + tpot * (steps - 1);
     if (s->o.latency_ms >= 0) {
-        total = sim_ns(s, s->o.latency_ms, ju);
+        total = dspy__sim_ns(s, s->o.latency_ms, ju);
         ttft = ttft < total ? ttft : total;
         tpot = steps > 1 ? (total - ttft) / (steps - 1) : 0;
     }
     uint64_t now = dspy__now_ns(), start;
-    if (!sim_admit(s, now, total, &start)) {
-        sim_queue_full(s, req);
+    if (!dspy__sim_admit(s, now, total, &start)) {
+        dspy__sim_queue_full(s, req);
         goto out;
     }
     atomic_fetch_add(&s->completion_tokens, completion);
     if (c->stream) {
         send_stream(s, req, c, id, created, ch, prompt, completion, start + ttft, tpot, f);
     } else if (!whole_body(&out, c, id, created, ch, prompt, completion)) {
-        sim_send_json(s, req, &out, start + total, f);
+        dspy__sim_send_json(s, req, &out, start + total, f);
     } else {
-        sim_count(s, 500);
+        dspy__sim_count(s, 500);
         dspy__srv_send_error(req, 500, "server_error", NULL, NULL, NULL,
                              "The response is too large to build.");
     }
@@ -487,22 +489,22 @@ out:
         dspy__buf_release(&ch[i].text);
     dspy_free(ch);
     dspy__buf_release(&out);
-    sim_prompt_release(&p);
+    dspy__sim_prompt_release(&p);
 }
 
-void sim_chat(struct dspy__srv_req *req, void *ud)
+void dspy__sim_chat(struct dspy__srv_req *req, void *ud)
 {
-    struct sim *s = ud;
+    struct dspy_sim *s = ud;
     struct chat c;
     json_t *body;
     memset(&c, 0, sizeof(c));
-    if (!sim_auth(s, req) || !(body = sim_body_json(s, req)))
+    if (!dspy__sim_auth(s, req) || !(body = dspy__sim_body_json(s, req)))
         return;
     dspy__buf_init(&c.parts, (size_t)64 << 20);
     if (parse_chat(s, req, body, &c)) {
         double ju;
-        enum sim_fault f = sim_draw(s, &ju);
-        if (!sim_fault_answer(s, req, f))
+        enum dspy__sim_fault f = dspy__sim_draw(s, &ju);
+        if (!dspy__sim_fault_answer(s, req, f))
             respond(s, req, &c, body, f, ju);
     }
     dspy_free(c.msgs);
