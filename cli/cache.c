@@ -71,7 +71,7 @@ static int cmd_stats(const struct cache_args *a, struct cache_config *cc)
     if (checked && check_disk(cc->cache, &readable))
         return 1;
     dspy_cache_stats(cc->cache, &st);
-    cache_redacted_url(cc->redis_url, url, sizeof(url));
+    dspy_url_redact(cc->redis_url, url, sizeof(url));
     if (a->json) {
         json_t *o = dspy_cache_stats_json(cc->cache);
         json_t *conf = json_pack("{s:s, s:s?, s:s?, s:s?}", "levels",

@@ -403,26 +403,6 @@ const char *cache_levels_name(unsigned levels, char *buf, size_t cap)
     return buf;
 }
 
-void cache_redacted_url(const char *url, char *out, size_t cap)
-{
-    const char *scheme = strstr(url, "://"), *at = NULL;
-    if (scheme) {
-        const char *host = scheme + 3;
-        at = strchr(host, '@');
-        if (at && strchr(host, '/') && strchr(host, '/') < at)
-            at = NULL;
-    }
-    if (!at) {
-        snprintf(out, cap, "%s", url);
-        return;
-    }
-    const char *colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
-    if (!colon) /* user only, no password */
-        snprintf(out, cap, "%s", url);
-    else
-        snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
-}
-
 const char *cache_fmt_bytes(uint64_t n, char *buf, size_t cap)
 {
     static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };

@@ -106,8 +106,6 @@ void cache_config_close(struct cache_config *cc);
 
 /* "mem,redis,disk" for level bits ("off" for none). */
 const char *cache_levels_name(unsigned levels, char *buf, size_t cap);
-/* The Redis URL with any password replaced by "***". */
-void cache_redacted_url(const char *url, char *out, size_t cap);
 /* Bytes as "1.5 MiB". */
 const char *cache_fmt_bytes(uint64_t n, char *buf, size_t cap);
 /* The per-level table of `st` (levels open in `levels`), each line prefixed with

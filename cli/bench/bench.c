@@ -254,7 +254,9 @@ int cmd_bench(int argc, char **argv)
         dspy_lm_free(lm);
     }
     double self_cost = bench_self_cost_ns();
-    const char *where = ep.sim ? "built-in simulator" : ep.base_url;
+    char masked[1024];
+    const char *where = ep.sim ? "built-in simulator"
+                               : (dspy_url_redact(ep.base_url, masked, sizeof(masked)), masked);
     bench_report(stdout, &a.cfg, where, subjects, n, self_cost);
     json_t *doc = bench_to_json(&a.cfg, where, subjects, n, self_cost);
     rc = 0;

@@ -84,6 +84,14 @@ DSPY_EXTERN char *dspy_strndup(const char *s, size_t n);
 /** Monotonic clock in nanoseconds (CLOCK_MONOTONIC), for timing. Thread-safe. */
 DSPY_EXTERN uint64_t dspy_clock_ns(void);
 
+/** Copy `url` into `out` (`cap` bytes, always NUL-terminated) with its credentials masked:
+ * "http://user:pw@host/v1" -> "http://user:***@host/v1"; a lone user part (often a
+ * token, "https://TOKEN@host") becomes "***" as a whole. Every URL the library or the command puts into a message, record
+ * or report goes through this. Returns the length written (truncated to fit). */
+DSPY_EXTERN size_t dspy_url_redact(const char *url, char *out, size_t cap);
+/** Whether `url` carries credentials (a userinfo part before '@'). */
+DSPY_EXTERN bool dspy_url_has_credentials(const char *url);
+
 /** Version of the linked library, "MAJOR.MINOR.PATCH". */
 DSPY_EXTERN const char *dspy_version(void);
 

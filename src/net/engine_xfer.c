@@ -347,8 +347,10 @@ void dspy__engine_setup_easy(struct dspy__engine_call *c, CURL *h, uint64_t now)
 
 void dspy__engine_set_error(struct dspy__engine_call *c, const char *what)
 {
-    const char *host = strstr(c->url, "://");
-    host = host ? host + 3 : c->url;
+    char url[1024];
+    dspy_url_redact(c->url, url, sizeof(url)); /* never a password in a message */
+    const char *host = strstr(url, "://");
+    host = host ? host + 3 : url;
     size_t hlen = strcspn(host, "/?#");
     snprintf(c->error, sizeof(c->error), "%s %.*s: %s", c->method, (int)hlen, host, what);
 }
