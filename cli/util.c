@@ -136,8 +136,11 @@ json_t *load_jsonl_objects(const char *path)
             fprintf(stderr, "dspyc: %s, line %ld: longer than 16 MiB\n", path, r.lineno);
             goto fail;
         }
-        if (strspn(line, " \t") == len)
-            continue;
+        if (strspn(line, " \t\r") == len) { /* as in `dspyc run`: one object per line */
+            fprintf(stderr, "dspyc: %s, line %ld: empty line (every line must be a JSON "
+                            "object)\n", path, r.lineno);
+            goto fail;
+        }
         json_error_t je;
         json_t *v = json_loadb(line, len, 0, &je);
         if (!v || !json_is_object(v)) {

@@ -36,7 +36,8 @@ json_t *error_to_json(const struct dspy_error *err);
 /* Print `err` to stderr as one "dspyc: ..." line. */
 void print_error(const char *what, const struct dspy_error *err);
 
-/* Read a JSON-lines file of objects into an array (caller owns); NULL after printing why. */
+/* Read a JSON-lines file of objects into an array (caller owns); NULL after printing why
+ * (a line that is not an object, an empty or blank line included, names its number). */
 json_t *load_jsonl_objects(const char *path);
 /* "name=value": the value is that JSON value when it parses as JSON, else a string. */
 int parse_assignment(const char *arg, json_t *into);
