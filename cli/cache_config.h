@@ -40,6 +40,10 @@ struct cache_config {
     double redis_timeout_ms;           /* 0 = the library's default (50 ms) */
     bool no_cache, no_store;
     dspy_cache *cache;                 /* NULL when caching is off */
+    bool repair_disk;                  /* set before open: remove a damaged disk store and
+                                        * start it empty (`dspyc cache clear`) */
+    char disk_damage[512];             /* after open: why the disk level was left out as
+                                        * damaged ("" = it was not) */
 };
 
 enum {

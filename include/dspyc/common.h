@@ -33,6 +33,8 @@ typedef enum dspy_status {
     DSPY_EBUSY = -9,       /* a bounded queue is full: back off and retry */
     DSPY_ECANCELED = -10,  /* cancelled by the caller */
     DSPY_EUTF8 = -11,      /* invalid UTF-8 */
+    DSPY_ECORRUPT = -12,   /* a stored file is damaged (cut short, not what its header says) */
+    DSPY_ERESOURCE = -13,  /* the process ran out of a system resource (open files: EMFILE) */
     /* Errors from the LM endpoint, by class. */
     DSPY_ELM_AUTH = -20,        /* 401/403: missing or wrong API key */
     DSPY_ELM_RATE_LIMIT = -21,  /* 429 */
