@@ -769,6 +769,17 @@ int cmd_run(int argc, char **argv)
     if (!p)
         return 2;
     dspy_lm *lm = endpoint_open(&ep);
+    long soft, hard, room = lm ? endpoint_connection_room(&ep, &soft, &hard) : -1;
+    if (room > 0 && a.concurrency > room) {
+        /* Past the limit, sockets fail with EMFILE: run fewer at once instead. */
+        char hard_text[32];
+        snprintf(hard_text, sizeof(hard_text), hard < 0 ? "unlimited" : "%ld", hard);
+        fprintf(stderr, "dspyc run: warning: the open-files limit is %ld (hard limit %s), room "
+                        "for %ld connections: --concurrency %ld lowered to %ld; raise the "
+                        "limit (ulimit -n) to run more at once\n",
+                soft, hard_text, room, a.concurrency, room);
+        a.concurrency = room;
+    }
     int rc = lm ? run_file(&a, p, lm, &ep.cache) : 2;
     endpoint_close(&ep, lm);
     dspy_program_free(p);
