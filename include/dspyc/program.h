@@ -117,7 +117,9 @@ struct dspy_batch_options {
     /* Stop switch, may be NULL: once *cancel is non-zero the batch is cancelled as by the
      * progress callback (calls in flight end with DSPY_ECANCELED, no more records are
      * pulled, those pulled are still delivered), seen within about 20 ms even while every
-     * call hangs. A signal handler may set it: it is only read. Borrowed for the call. */
+     * call hangs. Meant for a signal handler (it is only read here); another thread should
+     * not write it (a data race): cancel from the progress callback instead. Borrowed for
+     * the call. */
     volatile sig_atomic_t *cancel;
 };
 #define DSPY_BATCH_OPTIONS_INIT { 16, 0, 0, NULL, NULL, NULL, NULL }

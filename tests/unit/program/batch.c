@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -539,23 +540,33 @@ static void loop_progress_cancels(void **state)
  * LM with a cache runs there), where the calling thread watches the switch. */
 struct thrower {
     struct lm_server *srv;
-    volatile sig_atomic_t *flag;
+    pthread_t batch_thread;
 };
 
+static volatile sig_atomic_t stop_flag;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    stop_flag = 1; /* as dspyc run's SIGINT handler does */
+}
+
+/* Once calls are in flight, signal the thread running the batch: its handler throws the
+ * switch (written in a handler, as the contract says, never from another thread). */
 static void *throw_when_busy(void *arg)
 {
     struct thrower *t = arg;
     struct timespec ts = { 0, 1000000L };
     while (atomic_load(&t->srv->requests) < 4)
         nanosleep(&ts, NULL);
-    *t->flag = 1;
+    pthread_kill(t->batch_thread, SIGUSR1);
     return NULL;
 }
 
 static void cancel_switch_cuts_hanging_calls(bool with_cache)
 {
     struct lm_server srv = { .delay_ms = 900 }; /* the most one nanosleep takes */
-    static volatile sig_atomic_t flag;
+    struct sigaction sa, old_sa;
     dspy_cache *cache = NULL;
     lm_server_start(&srv);
     char url[128];
@@ -577,14 +588,20 @@ static void cancel_switch_cuts_hanging_calls(bool with_cache)
     struct dspy_batch_result *res = calloc(200, sizeof(*res));
     struct dspy_batch_options o = DSPY_BATCH_OPTIONS_INIT;
     struct dspy_batch_stats st;
-    struct thrower t = { &srv, &flag };
+    struct thrower t = { &srv, pthread_self() };
     pthread_t tid;
-    flag = 0;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_usr1;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, &old_sa);
+    stop_flag = 0;
     o.concurrency = 4;
-    o.cancel = &flag;
+    o.cancel = &stop_flag;
     assert_int_equal(pthread_create(&tid, NULL, throw_when_busy, &t), 0);
     assert_int_equal(dspy_program_batch(p, lm, in, &o, res, &st, NULL), DSPY_ECANCELED);
     pthread_join(tid, NULL);
+    sigaction(SIGUSR1, &old_sa, NULL);
     assert_int_equal(st.threads, with_cache ? 4 : 0);
     for (size_t i = 0; i < 200; i++) /* none answered: those answers were never waited for */
         assert_int_equal(res[i].status, DSPY_ECANCELED);
