@@ -84,6 +84,19 @@ def test_signal_stops_slow_run_promptly(tmp_path, sig, code, cache):
     assert "dspyc run: 0 records, 0 ok, 0 failed" in err  # the summary
 
 
+def test_sigint_during_retry_waits_stops_promptly(tmp_path):
+    # Every answer is a 429 asking for 30 s: the calls sit in Retry-After waits.
+    _, base = start_sim("--fail-429", 1, "--retry-after", 30)
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_inputs(inp, 20)
+    proc = start_run(base, inp, out, "--max-retries", "10")
+    time.sleep(1.0)
+    _, err = stop_and_wait(proc, signal.SIGINT)
+    assert proc.returncode == 130, err
+    assert records(out) == []
+    assert "stopped by SIGINT: 0 records written" in err
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_against_hanging_endpoint_keeps_finished_records(tmp_path, sig):
     # Half the requests are held unanswered for a minute (and would be retried); the others
