@@ -377,6 +377,22 @@ static void emfile_is_not_a_network_error(void **state)
     dspy__engine_free(e);
 }
 
+/* A header line with a control character is refused: CR or LF would make it two headers. */
+static void header_lines_with_control_characters_refused(void **state)
+{
+    (void)state;
+    const char *good[] = { "Authorization: Bearer sk-1", "X-A: b" };
+    const char *crlf[] = { "X-A: b", "Authorization: Bearer sk-1\r\nX-Injected: 1" };
+    const char *lf[] = { "X-A: b\nX-Injected: 1" };
+    const char *del[] = { "X-A: b\x7f" };
+    struct dspy__engine_headers *h = dspy__engine_headers_new(good, 2);
+    assert_non_null(h);
+    dspy__engine_headers_free(h);
+    assert_null(dspy__engine_headers_new(crlf, 2));
+    assert_null(dspy__engine_headers_new(lf, 1));
+    assert_null(dspy__engine_headers_new(del, 1));
+}
+
 static void too_big(void **state)
 {
     (void)state;
@@ -813,6 +829,7 @@ int main(void)
         cmocka_unit_test(timeout_is_classed),
         cmocka_unit_test(dropped_is_network),
         cmocka_unit_test(emfile_is_not_a_network_error),
+        cmocka_unit_test(header_lines_with_control_characters_refused),
         cmocka_unit_test(too_big),
         cmocka_unit_test(cancel_one_and_group),
         cmocka_unit_test(wait_deadline_and_free_cancels),
