@@ -1,7 +1,8 @@
 /* `dspyc run`: run a program over a JSON-lines file, one output line per input line
  * (apps layer), up to --concurrency records at once through the batch executor. Input is
- * streamed and output written in input order through a bounded window, so memory stays
- * flat however long the file is. */
+ * streamed and output written in input order through a bounded window, in whole lines, so
+ * memory stays flat however long the file is; SIGINT/SIGTERM stop it cleanly and --resume
+ * finishes an interrupted file. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -354,14 +355,20 @@ static int open_resume(const char *path, struct done_lines *d, bool quiet)
         fprintf(stderr, "dspyc run: --resume: cannot open %s: %s\n", path, strerror(errno));
         return -1;
     }
-    FILE *f = fdopen(dup(fd), "rb");
+    int rfd = dup(fd);
+    FILE *f = rfd >= 0 ? fdopen(rfd, "rb") : NULL;
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
     off_t keep = 0;
     long k = 0;
-    if (!f)
-        abort();
+    if (!f) {
+        fprintf(stderr, "dspyc run: --resume: reading %s: %s\n", path, strerror(errno));
+        if (rfd >= 0)
+            close(rfd);
+        close(fd);
+        return -1;
+    }
     while ((n = getline(&line, &cap, f)) > 0) {
         if (line[n - 1] != '\n')
             break; /* a half line: the run was killed while writing it */
