@@ -275,6 +275,12 @@ int cmd_cache(int argc, char **argv)
         cache_config_close(&cc);
         return rc;
     }
+    if (cc.disk_damage[0] && !(cc.levels & (DSPY_CACHE_L2 | DSPY_CACHE_L3))) {
+        fprintf(stderr, "dspyc cache %s: nothing to do without the disk level; repair it "
+                        "first with `dspyc cache clear --level disk`\n", a.verb);
+        cache_config_close(&cc);
+        return 2;
+    }
     if (!(cc.levels & (DSPY_CACHE_L2 | DSPY_CACHE_L3))) {
         fprintf(stderr, "dspyc cache: no persistent level configured (--cache names only "
                         "memory or off); nothing to do\n");

@@ -80,6 +80,13 @@ def test_stats_reports_the_damage(damaged):
     assert doc["l3"]["repair"] == "dspyc cache clear --level disk"
 
 
+def test_export_says_to_repair_first(tmp_path, damaged):
+    r = dspyc("cache", "export", tmp_path / "x.jsonl", "--cache-dir", damaged)
+    assert r.returncode == 2
+    one_warning(r.stderr, damaged)
+    assert "repair it first" in r.stderr
+
+
 def test_clear_repairs_and_the_next_run_caches_again(tmp_path, damaged):
     r = dspyc("cache", "clear", "--level", "disk", "--cache-dir", damaged)
     assert r.returncode == 0, r.stderr
