@@ -35,9 +35,9 @@ static const char run_usage[] =
     "SIGINT or SIGTERM stops the run promptly: the calls in flight are cancelled, every\n"
     "record that had finished is written (whole lines only; the cut-off ones are not\n"
     "written) and the summary is printed; --resume then finishes the file. A second\n"
-    "signal exits at once (with --input - waiting on a pipe, the first takes effect when\n"
-    "the next line or the end arrives). Output is written in whole lines, so even after\n"
-    "SIGKILL the file ends with whole records (or one half line, which --resume drops).\n\n"
+    "signal exits at once (say, while output waits on a full pipe). Output is written in\n"
+    "whole lines, so even after SIGKILL the file ends with whole records (or one half\n"
+    "line, which --resume drops).\n\n"
     "options:\n"
     "  --signature SIG       run one module with this signature instead of a program file\n"
     "  --module predict|cot  module for --signature (default predict)\n"
@@ -606,6 +606,7 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
     if (!(io.t.latency = dspy_hist_new()))
         abort();
     line_reader_init(&io.r, in, (size_t)a->max_line);
+    io.r.stop = &stop_signal; /* a signal also ends a read waiting on a pipe */
     io.out.flushed_ns = dspy_clock_ns();
     io.bar = !a->quiet && isatty(2);
     o.concurrency = (unsigned)a->concurrency;
