@@ -261,7 +261,7 @@ static void print_summary(const struct run_args *a, const struct run_totals *t,
 /* Records are buffered here and written with write(2) only in whole lines, so a kill at
  * any moment leaves whole records (at worst a half line from a short write, which --resume
  * drops), and a second signal may _exit without any stdio buffer half flushed. */
-#define OUT_FLUSH_BYTES ((size_t)64 << 10)
+#define OUT_FLUSH_BYTES ((size_t)4 << 10) /* as often as stdio wrote the file before */
 #define OUT_FLUSH_NS 1000000000ull /* also flush what waited this long */
 
 struct out_lines {

@@ -174,7 +174,7 @@ def test_sigkill_then_resume_gives_one_record_per_line(tmp_path):
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_inputs(inp, n)
     proc = start_run(slow, inp, out, "--concurrency", "4")
-    time.sleep(1.5)  # about a quarter done, with a second's worth unflushed
+    time.sleep(1.5)  # about a quarter done; the last few records still in the buffer
     proc.kill()
     proc.communicate()
     before = records(out)  # whole lines, a prefix of the run
