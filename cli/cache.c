@@ -71,7 +71,7 @@ static int cmd_stats(const struct cache_args *a, struct cache_config *cc)
     if (checked && check_disk(cc->cache, &readable))
         return 1;
     dspy_cache_stats(cc->cache, &st);
-    cache_redacted_url(cc->redis_url, url, sizeof(url));
+    dspy_url_redact(cc->redis_url, url, sizeof(url));
     if (a->json) {
         json_t *o = dspy_cache_stats_json(cc->cache);
         json_t *conf = json_pack("{s:s, s:s?, s:s?, s:s?}", "levels",
@@ -113,6 +113,28 @@ static int cmd_stats(const struct cache_args *a, struct cache_config *cc)
     for (int i = 1; i < 3; i++)
         if (st.level[i].last_error[0])
             printf("%s: %s\n", i == 1 ? "redis" : "disk", st.level[i].last_error);
+    return 0;
+}
+
+/* `stats` when the disk store is damaged and nothing else is open: say so, and how to
+ * repair it (the warning said it too); exit 0, as a look at the cache succeeded. */
+static int stats_damaged(const struct cache_args *a, const struct cache_config *cc)
+{
+    if (a->json) {
+        json_t *o = json_pack("{s:{s:s, s:s}, s:{s:b, s:s, s:s}}", "config", "levels", "off",
+                              "dir", cc->dir, "l3", "damaged", 1, "error", cc->disk_damage,
+                              "repair", "dspyc cache clear --level disk");
+        char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+        if (!text)
+            abort();
+        puts(text);
+        free(text);
+        json_decref(o);
+        return 0;
+    }
+    printf("%-6s %10s %12s  %s\n", "level", "entries", "bytes", "where");
+    printf("%-6s %10s %12s  %s\n", "disk", "damaged", "-", cc->dir);
+    printf("disk: %s; repair with `dspyc cache clear --level disk`\n", cc->disk_damage);
     return 0;
 }
 
@@ -244,8 +266,21 @@ int cmd_cache(int argc, char **argv)
         return rc == 1 ? 0 : rc;
     /* The memory level of this process is empty and dies with it: leave it out. */
     cc.exclude = DSPY_CACHE_L1;
+    /* `clear` of the disk level repairs a damaged store: removed, started empty. */
+    cc.repair_disk = !strcmp(a.verb, "clear") && (!a.level || a.level == DSPY_CACHE_L3);
     if (cache_config_open(&cc, "dspyc cache"))
         return 2;
+    if (cc.disk_damage[0] && !strcmp(a.verb, "stats") && !(cc.levels & DSPY_CACHE_L2)) {
+        rc = stats_damaged(&a, &cc);
+        cache_config_close(&cc);
+        return rc;
+    }
+    if (cc.disk_damage[0] && !(cc.levels & (DSPY_CACHE_L2 | DSPY_CACHE_L3))) {
+        fprintf(stderr, "dspyc cache %s: nothing to do without the disk level; repair it "
+                        "first with `dspyc cache clear --level disk`\n", a.verb);
+        cache_config_close(&cc);
+        return 2;
+    }
     if (!(cc.levels & (DSPY_CACHE_L2 | DSPY_CACHE_L3))) {
         fprintf(stderr, "dspyc cache: no persistent level configured (--cache names only "
                         "memory or off); nothing to do\n");

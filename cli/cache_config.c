@@ -334,7 +334,7 @@ int cache_config_open(struct cache_config *cc, const char *who)
     struct dspy_error err;
     bool levels_given;
     int rc = -1;
-    if (cc->cache)
+    if (cc->cache || cc->disk_damage[0]) /* opened before (and warned once) */
         return 0;
     if (gather(cc, src, who) || resolve(cc, src, &levels_given, who))
         goto out;
@@ -353,7 +353,32 @@ int cache_config_open(struct cache_config *cc, const char *who)
     }
     if (!cc->levels)
         goto out;
-    if (open_cache(cc, cc->levels, &err)) {
+    if (open_cache(cc, cc->levels, &err) && err.code == DSPY_ECORRUPT &&
+        (cc->levels & DSPY_CACHE_L3)) {
+        /* A damaged file never stops a command: without it, with one warning naming it and
+         * the repair; or, for `cache clear`, repaired here. */
+        if (cc->repair_disk) {
+            struct dspy_error rerr;
+            if (dspy_cache_disk_reset(cc->dir, &rerr)) {
+                fprintf(stderr, "%s: %s\n", who, rerr.message);
+                rc = -1;
+                goto out;
+            }
+            fprintf(stderr, "%s: %s; removed it (its entries are lost)\n", who, err.message);
+        } else {
+            snprintf(cc->disk_damage, sizeof(cc->disk_damage), "%s", err.message);
+            fprintf(stderr, "%s: warning: %s; going on without the disk cache. Repair it with "
+                            "`dspyc cache clear --level disk` (its entries are lost)\n",
+                    who, err.message);
+            cc->levels &= ~DSPY_CACHE_L3;
+            if (!cc->levels)
+                goto out;
+        }
+        if (!open_cache(cc, cc->levels, &err))
+            goto out;
+        fprintf(stderr, "%s: cannot open the cache: %s\n", who, err.message);
+        rc = -1;
+    } else if (!cc->cache && err.code) {
         /* DSPy falls back to memory when its disk cache cannot be opened; so do we when the
          * disk level was a default rather than asked for. */
         if ((cc->levels & DSPY_CACHE_L3) && !levels_given && cc->levels != DSPY_CACHE_L3) {
@@ -401,26 +426,6 @@ const char *cache_levels_name(unsigned levels, char *buf, size_t cap)
     if (!levels)
         snprintf(buf, cap, "off");
     return buf;
-}
-
-void cache_redacted_url(const char *url, char *out, size_t cap)
-{
-    const char *scheme = strstr(url, "://"), *at = NULL;
-    if (scheme) {
-        const char *host = scheme + 3;
-        at = strchr(host, '@');
-        if (at && strchr(host, '/') && strchr(host, '/') < at)
-            at = NULL;
-    }
-    if (!at) {
-        snprintf(out, cap, "%s", url);
-        return;
-    }
-    const char *colon = memchr(scheme + 3, ':', (size_t)(at - scheme - 3));
-    if (!colon) /* user only, no password */
-        snprintf(out, cap, "%s", url);
-    else
-        snprintf(out, cap, "%.*s:***%s", (int)(colon - url), url, at);
 }
 
 const char *cache_fmt_bytes(uint64_t n, char *buf, size_t cap)

@@ -40,6 +40,10 @@ struct cache_config {
     double redis_timeout_ms;           /* 0 = the library's default (50 ms) */
     bool no_cache, no_store;
     dspy_cache *cache;                 /* NULL when caching is off */
+    bool repair_disk;                  /* set before open: remove a damaged disk store and
+                                        * start it empty (`dspyc cache clear`) */
+    char disk_damage[512];             /* after open: why the disk level was left out as
+                                        * damaged ("" = it was not) */
 };
 
 enum {
@@ -106,8 +110,6 @@ void cache_config_close(struct cache_config *cc);
 
 /* "mem,redis,disk" for level bits ("off" for none). */
 const char *cache_levels_name(unsigned levels, char *buf, size_t cap);
-/* The Redis URL with any password replaced by "***". */
-void cache_redacted_url(const char *url, char *out, size_t cap);
 /* Bytes as "1.5 MiB". */
 const char *cache_fmt_bytes(uint64_t n, char *buf, size_t cap);
 /* The per-level table of `st` (levels open in `levels`), each line prefixed with

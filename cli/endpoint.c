@@ -1,8 +1,10 @@
 /* Endpoint selection shared by the LM-calling subcommands (apps layer). */
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "endpoint.h"
 #include "sim.h"
@@ -96,8 +98,47 @@ static int start_sim(struct endpoint *ep)
     return 0;
 }
 
+/* Every call in flight holds a socket: let this process have all the open files its hard
+ * limit allows (many systems start processes with a soft limit of 1,024). */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* Descriptors open now (-1 when /proc cannot tell). */
+static long open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    long n = 0;
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 3; /* ".", ".." and the directory's own descriptor */
+}
+
+long endpoint_connection_room(const struct endpoint *ep, long *soft, long *hard)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY)
+        return -1;
+    long used = open_fds();
+    long room = (long)rl.rlim_cur - (used >= 0 ? used : 64) - ENDPOINT_FD_HEADROOM;
+    if (ep->sim) /* the built-in simulator holds the other end of each connection */
+        room /= 2;
+    *soft = (long)rl.rlim_cur;
+    *hard = rl.rlim_max == RLIM_INFINITY ? -1 : (long)rl.rlim_max;
+    return room > 1 ? room : 1;
+}
+
 dspy_lm *endpoint_open(struct endpoint *ep)
 {
+    raise_fd_limit();
     if (!ep->base_url)
         ep->base_url = getenv("DSPYC_BASE_URL");
     if (!ep->base_url)

@@ -98,6 +98,13 @@ int endpoint_option(struct endpoint *ep, int opt, const char *arg);
  * (after printing why to stderr) on failure. May be called again with another ep->model;
  * free each LM with dspy_lm_free before endpoint_close. */
 dspy_lm *endpoint_open(struct endpoint *ep);
+/* Open files kept free beside the connections (output files, the cache, curl's own). */
+#define ENDPOINT_FD_HEADROOM 32
+/* After endpoint_open (which raises the soft open-files limit to the hard one): how many
+ * connections fit in what is left of the limit, with headroom, counting both ends when the
+ * simulator runs in this process; -1 when unlimited. *soft and *hard get the limits (hard
+ * -1 = unlimited). */
+long endpoint_connection_room(const struct endpoint *ep, long *soft, long *hard);
 /* Free `lm` (may be NULL), then stop the simulator and close the cache. */
 void endpoint_close(struct endpoint *ep, dspy_lm *lm);
 

@@ -1,8 +1,10 @@
 /* `dspyc run`: run a program over a JSON-lines file, one output line per input line
  * (apps layer), up to --concurrency records at once through the batch executor. Input is
- * streamed and output written in input order through a bounded window, so memory stays
- * flat however long the file is. */
+ * streamed and output written in input order through a bounded window, in whole lines, so
+ * memory stays flat however long the file is; SIGINT/SIGTERM stop it cleanly and --resume
+ * finishes an interrupted file. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,8 +29,15 @@ static const char run_usage[] =
     "Every input line yields exactly one output line, in order:\n"
     "  {\"line\": N, \"ok\": true, \"prediction\": {...}}\n"
     "  {\"line\": N, \"ok\": false, \"error\": {\"class\": ..., \"message\": ..., ...}}\n"
-    "A bad line never stops the run. Exit status: 0 when every record succeeded, 1 when any\n"
-    "failed, 2 when the run could not start. A summary goes to stderr.\n\n"
+    "A bad line never stops the run; an empty or blank line gets an error record too.\n"
+    "Exit status: 0 when every record succeeded, 1 when any failed, 2 when the run could\n"
+    "not start, 130 / 143 when SIGINT / SIGTERM stopped it. A summary goes to stderr.\n\n"
+    "SIGINT or SIGTERM stops the run promptly: the calls in flight are cancelled, every\n"
+    "record that had finished is written (whole lines only; the cut-off ones are not\n"
+    "written) and the summary is printed; --resume then finishes the file. A second\n"
+    "signal exits at once (say, while output waits on a full pipe). Output is written in\n"
+    "whole lines, so even after SIGKILL the file ends with whole records (or one half\n"
+    "line, which --resume drops).\n\n"
     "options:\n"
     "  --signature SIG       run one module with this signature instead of a program file\n"
     "  --module predict|cot  module for --signature (default predict)\n"
@@ -38,13 +48,22 @@ static const char run_usage[] =
     "  --save-state OUT.json write the program's state as a DSPy save file and continue\n"
     "  --input FILE          input JSON lines ('-' for stdin)\n"
     "  --output FILE         output JSON lines ('-' for stdout)\n"
+    "  --resume              continue an earlier run's --output file: keep its whole\n"
+    "                        lines, drop a trailing half line, run only the input lines\n"
+    "                        that have no record yet (by their \"line\" number) and\n"
+    "                        append theirs (records then follow input order within\n"
+    "                        each run, not across runs). Records already there are\n"
+    "                        kept, failed ones too, and count in the exit status\n"
     "  --max-line-bytes N    longest accepted input line (default 16 MiB)\n"
     "  --score FIELD[:em|f1] score each prediction's FIELD against the input's FIELD (the\n"
     "                        label rides in the input record, as in a DSPy Example) with\n"
     "                        DSPy's exact match (em, default) or token F1; adds \"score\"\n"
     "                        to each output line and the average to the summary\n"
-    "  --concurrency N       records in flight at once (default 16); output stays in\n"
-    "                        input order\n"
+    "  --concurrency N       records in flight at once (default 16, at most 4096);\n"
+    "                        output stays in input order. Each needs a connection:\n"
+    "                        the open-files limit is raised to its hard limit at start\n"
+    "                        and, if still too low, connections are capped to fit it\n"
+    "                        (with a warning)\n"
     "  --max-errors N        stop after N failed records (DSPy's max_errors); records\n"
     "                        already read are still written, as cancelled (default: never)\n"
     "  -q, --quiet           no summary, no progress bar (the bar is shown only when\n"
@@ -65,6 +84,7 @@ enum {
     OPT_SCORE,
     OPT_CONCURRENCY,
     OPT_MAX_ERRORS,
+    OPT_RESUME,
 };
 
 struct run_args {
@@ -73,7 +93,7 @@ struct run_args {
     int module, adapter;
     long max_line;
     long concurrency, max_errors;
-    bool quiet;
+    bool quiet, resume;
     char score_field[128]; /* --score: the labelled field, "" for none */
     bool score_f1;
 };
@@ -236,27 +256,206 @@ static void print_summary(const struct run_args *a, const struct run_totals *t,
         print_cache_summary(t, cc);
 }
 
+/* ---- output in whole lines -------------------------------------------------------------- */
+
+/* Records are buffered here and written with write(2) only in whole lines, so a kill at
+ * any moment leaves whole records (at worst a half line from a short write, which --resume
+ * drops), and a second signal may _exit without any stdio buffer half flushed. */
+#define OUT_FLUSH_BYTES ((size_t)4 << 10) /* as often as stdio wrote the file before */
+#define OUT_FLUSH_NS 1000000000ull /* also flush what waited this long */
+
+struct out_lines {
+    int fd;
+    char *buf;
+    size_t len, cap;
+    uint64_t flushed_ns;
+    int err; /* errno of the first failed write, 0 = none */
+};
+
+static int out_flush(struct out_lines *w)
+{
+    size_t off = 0;
+    while (off < w->len && !w->err) {
+        ssize_t n = write(w->fd, w->buf + off, w->len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            w->err = n < 0 ? errno : EIO;
+        else
+            off += (size_t)n;
+    }
+    w->len = 0;
+    w->flushed_ns = dspy_clock_ns();
+    return w->err ? -1 : 0;
+}
+
+static int out_append(const char *p, size_t n, void *ud)
+{
+    struct out_lines *w = ud;
+    if (w->len + n + 1 > w->cap) {
+        size_t cap = w->cap ? w->cap : OUT_FLUSH_BYTES * 2;
+        while (cap < w->len + n + 1)
+            cap *= 2;
+        char *b = realloc(w->buf, cap);
+        if (!b)
+            abort(); /* the CLI may abort on OOM (STYLE 16) */
+        w->buf = b;
+        w->cap = cap;
+    }
+    memcpy(w->buf + w->len, p, n);
+    w->len += n;
+    return 0;
+}
+
+static int out_record(struct out_lines *w, const json_t *rec)
+{
+    if (json_dump_callback(rec, out_append, w, JSON_COMPACT) || out_append("\n", 1, w))
+        return -1;
+    if (w->len >= OUT_FLUSH_BYTES || dspy_clock_ns() - w->flushed_ns >= OUT_FLUSH_NS)
+        return out_flush(w);
+    return w->err ? -1 : 0;
+}
+
+/* ---- resuming: which input lines already have a record ---------------------------------- */
+
+struct done_lines {
+    unsigned char *bits; /* bit N: input line N has a record */
+    size_t cap;          /* bytes */
+    long count, ok, failed;
+};
+
+static bool done_has(const struct done_lines *d, long line)
+{
+    size_t i = (size_t)line >> 3;
+    return line >= 0 && i < d->cap && (d->bits[i] >> (line & 7) & 1);
+}
+
+static void done_add(struct done_lines *d, long line)
+{
+    size_t i = (size_t)line >> 3;
+    if (i >= d->cap) {
+        size_t cap = d->cap ? d->cap : 4096;
+        while (cap <= i)
+            cap *= 2;
+        unsigned char *b = realloc(d->bits, cap);
+        if (!b)
+            abort();
+        memset(b + d->cap, 0, cap - d->cap);
+        d->bits = b;
+        d->cap = cap;
+    }
+    d->bits[i] |= (unsigned char)(1u << (line & 7));
+}
+
+/* Open OUT for --resume: read its records, cut a trailing half line, and leave fd at the
+ * end for appending. -1 after printing why; the file is then untouched. */
+static int open_resume(const char *path, struct done_lines *d, bool quiet)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        fprintf(stderr, "dspyc run: --resume: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    int rfd = dup(fd);
+    FILE *f = rfd >= 0 ? fdopen(rfd, "rb") : NULL;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    off_t keep = 0;
+    long k = 0;
+    if (!f) {
+        fprintf(stderr, "dspyc run: --resume: reading %s: %s\n", path, strerror(errno));
+        if (rfd >= 0)
+            close(rfd);
+        close(fd);
+        return -1;
+    }
+    while ((n = getline(&line, &cap, f)) > 0) {
+        if (line[n - 1] != '\n')
+            break; /* a half line: the run was killed while writing it */
+        k++;
+        json_t *rec = json_loadb(line, (size_t)n, 0, NULL);
+        json_t *no = json_object_get(rec, "line");
+        if (!json_is_integer(no) || json_integer_value(no) < 1) {
+            fprintf(stderr, "dspyc run: --resume: %s, line %ld is not a record of 'dspyc run' "
+                            "(no \"line\" number); not resuming into it\n", path, k);
+            json_decref(rec);
+            free(line);
+            fclose(f);
+            close(fd);
+            return -1;
+        }
+        if (!done_has(d, (long)json_integer_value(no))) {
+            done_add(d, (long)json_integer_value(no));
+            d->count++;
+            if (json_is_true(json_object_get(rec, "ok")))
+                d->ok++;
+            else
+                d->failed++;
+        }
+        json_decref(rec);
+        keep += n;
+    }
+    bool read_failed = ferror(f);
+    free(line);
+    fclose(f);
+    struct stat st;
+    if (read_failed || fstat(fd, &st)) {
+        fprintf(stderr, "dspyc run: --resume: reading %s: %s\n", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (st.st_size > keep) {
+        if (ftruncate(fd, keep)) {
+            fprintf(stderr, "dspyc run: --resume: cannot cut the half line at the end of %s: "
+                            "%s\n", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        if (!quiet)
+            fprintf(stderr, "dspyc run: --resume: dropped a half line (%lld bytes) at the end "
+                            "of %s\n", (long long)(st.st_size - keep), path);
+    }
+    if (lseek(fd, 0, SEEK_END) < 0) {
+        fprintf(stderr, "dspyc run: --resume: %s: %s\n", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!quiet)
+        fprintf(stderr, "dspyc run: --resume: %ld input lines already have a record in %s\n",
+                d->count, path);
+    return fd;
+}
+
+/* ---- signals ---------------------------------------------------------------------------- */
+
+/* The first SIGINT or SIGTERM: the batch sees it through dspy_batch_options.cancel and
+ * stops; a second one exits at once. Nothing else happens in the handler. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    if (stop_signal)
+        _exit(128 + sig);
+    stop_signal = sig;
+}
+
 /* ---- the batch: input lines in, output lines out in order ------------------------------ */
 
 struct run_io {
     const struct run_args *a;
     struct line_reader r;
-    FILE *out;
+    struct out_lines out;
+    struct done_lines done; /* --resume: lines already in the output */
     struct run_totals t;
+    long cut_off;        /* records cancelled by a signal: not written (--resume runs them) */
     bool write_failed;
     bool bar;            /* progress bar on stderr */
     uint64_t bar_ns;     /* last drawn */
 };
 
-static atomic_int interrupted; /* SIGINT during the batch: stop pulling, finish what runs */
-
-static void on_sigint(int sig)
-{
-    (void)sig;
-    atomic_store(&interrupted, 1);
-}
-
-/* The next non-blank input line as a record; bad lines become records that fail alone. */
+/* The next input line as a record; bad lines (empty ones too) become records that fail
+ * alone. Lines that already have a record (--resume) are passed over. */
 static int run_source(void *ud, struct dspy_batch_item *item)
 {
     struct run_io *io = ud;
@@ -264,9 +463,9 @@ static int run_source(void *ud, struct dspy_batch_item *item)
     size_t len;
     bool too_long;
     int got;
-    while ((got = line_reader_next(&io->r, &line, &len, &too_long)) == 1 && !too_long &&
-           strspn(line, " \t") == len)
-        ; /* blank lines are not records */
+    while ((got = line_reader_next(&io->r, &line, &len, &too_long)) == 1 &&
+           done_has(&io->done, io->r.lineno))
+        ;
     if (got != 1)
         return got < 0 ? -1 : 0;
     item->tag = (void *)(uintptr_t)io->r.lineno;
@@ -275,6 +474,12 @@ static int run_source(void *ud, struct dspy_batch_item *item)
         err->code = DSPY_ETOOBIG;
         snprintf(err->message, sizeof(err->message), "input line is longer than %ld bytes",
                  io->a->max_line);
+        return 1;
+    }
+    if (strspn(line, " \t\r") == len) {
+        err->code = DSPY_EINVAL;
+        snprintf(err->message, sizeof(err->message),
+                 "empty line: every input line must be a JSON object of field values");
         return 1;
     }
     json_error_t je;
@@ -300,11 +505,15 @@ static int run_sink(void *ud, size_t index, struct dspy_batch_item *item,
 {
     struct run_io *io = ud;
     (void)index;
+    if (stop_signal && r->status == DSPY_ECANCELED) {
+        io->cut_off++; /* never finished: no record, so --resume runs it */
+        return 0;
+    }
     add_totals(&io->t, r);
     json_t *rec = record_json((long)(uintptr_t)item->tag, r);
     if (item->inputs)
         score_record(io->a, item->inputs, json_object_get(rec, "prediction"), rec, &io->t);
-    int bad = json_dumpf(rec, io->out, JSON_COMPACT) || fputc('\n', io->out) == EOF;
+    int bad = out_record(&io->out, rec);
     json_decref(rec);
     if (bad)
         io->write_failed = true;
@@ -331,7 +540,7 @@ static int run_progress(void *ud, const struct dspy_batch_progress *p)
             fprintf(stderr, "\r%zu done  %.1f/s  errors %zu ", p->done, rate, p->errors);
         }
     }
-    return atomic_load(&interrupted);
+    return 0;
 }
 
 /* Lines in a regular file, for the progress bar's total (0 when not known). */
@@ -361,6 +570,24 @@ static void print_traffic(const struct dspy_batch_stats *st, long concurrency)
             (unsigned long long)st->ratelimit_waits, (unsigned long long)st->rejected_busy);
 }
 
+static int open_output(const struct run_args *a, struct run_io *io)
+{
+    if (!strcmp(a->output_path, "-")) {
+        if (a->resume) {
+            fprintf(stderr, "dspyc run: --resume needs an --output file, not stdout\n");
+            return -1;
+        }
+        io->out.fd = 1;
+        return 0;
+    }
+    if (a->resume)
+        io->out.fd = open_resume(a->output_path, &io->done, a->quiet);
+    else if ((io->out.fd = open(a->output_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                                0666)) < 0)
+        fprintf(stderr, "dspyc run: cannot create %s: %s\n", a->output_path, strerror(errno));
+    return io->out.fd < 0 ? -1 : 0;
+}
+
 static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
                     const struct cache_config *cc)
 {
@@ -368,38 +595,43 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
     struct dspy_batch_options o = DSPY_BATCH_OPTIONS_INIT;
     struct dspy_batch_stats st;
     struct dspy_error err;
-    struct sigaction sa, old_sa;
+    struct sigaction sa, old_int, old_term;
     int rc = 2;
     FILE *in = strcmp(a->input_path, "-") ? fopen(a->input_path, "rb") : stdin;
     if (!in) {
         fprintf(stderr, "dspyc run: cannot open %s: %s\n", a->input_path, strerror(errno));
         return 2;
     }
-    io.out = strcmp(a->output_path, "-") ? fopen(a->output_path, "wb") : stdout;
-    if (!io.out) {
-        fprintf(stderr, "dspyc run: cannot create %s: %s\n", a->output_path, strerror(errno));
+    if (open_output(a, &io))
         goto close_in;
-    }
     if (!(io.t.latency = dspy_hist_new()))
         abort();
     line_reader_init(&io.r, in, (size_t)a->max_line);
+    io.r.stop = &stop_signal; /* a signal also ends a read waiting on a pipe */
+    io.out.flushed_ns = dspy_clock_ns();
     io.bar = !a->quiet && isatty(2);
     o.concurrency = (unsigned)a->concurrency;
     o.max_errors = (size_t)a->max_errors;
     o.total = io.bar ? count_lines(a->input_path) : 0;
+    if (o.total)
+        o.total = o.total > (size_t)io.done.count ? o.total - (size_t)io.done.count : 0;
     o.progress = run_progress;
     o.progress_userdata = &io;
+    o.cancel = &stop_signal;
     memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_sa);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     dspy_error_clear(&err);
     dspy_status brc = dspy_program_batch_stream(p, lm, &o, run_source, run_sink, &io, &st, &err);
-    sigaction(SIGINT, &old_sa, NULL);
+    int sig = stop_signal;
     if (io.bar)
         fputc('\n', stderr);
-    if (io.write_failed || fflush(io.out)) {
-        fprintf(stderr, "dspyc run: writing %s: %s\n", a->output_path, strerror(errno));
+    if (out_flush(&io.out) || io.write_failed) {
+        fprintf(stderr, "dspyc run: writing %s: %s\n", a->output_path,
+                strerror(io.out.err ? io.out.err : EIO));
         goto release;
     }
     if (brc == DSPY_EIO) {
@@ -410,23 +642,35 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
         fprintf(stderr, "dspyc run: %s\n", err.message);
         goto release;
     }
-    if (brc == DSPY_ECANCELED)
-        fprintf(stderr, "dspyc run: stopped (%s) after %zu records; the rest were not run\n",
-                atomic_load(&interrupted) ? "interrupted" : "--max-errors reached",
-                st.records);
+    if (sig)
+        fprintf(stderr, "dspyc run: stopped by %s: %ld records written, %ld cut off in flight "
+                        "(not written); run again with --resume to finish\n",
+                sig == SIGINT ? "SIGINT" : "SIGTERM", io.t.records, io.cut_off);
+    else if (brc == DSPY_ECANCELED)
+        fprintf(stderr, "dspyc run: stopped (--max-errors reached) after %zu records; the rest "
+                        "were not run\n", st.records);
     if (!a->quiet) {
         double secs = (double)st.wall_ns / 1e9;
+        if (a->resume && io.done.count)
+            fprintf(stderr, "dspyc run: resumed: %ld records were already in %s (%ld ok, %ld "
+                            "failed)\n", io.done.count, a->output_path, io.done.ok,
+                    io.done.failed);
         print_summary(a, &io.t, cc, secs);
         print_traffic(&st, a->concurrency);
     }
-    rc = io.t.failed || brc ? 1 : 0;
+    rc = sig ? 128 + sig : io.t.failed || io.done.failed || brc ? 1 : 0;
 release:
     line_reader_release(&io.r);
     dspy_hist_free(io.t.latency);
-    if (io.out != stdout && fclose(io.out) && rc != 2) {
+    free(io.out.buf);
+    free(io.done.bits);
+    if (io.out.fd > 2 && close(io.out.fd) && rc != 2) {
         fprintf(stderr, "dspyc run: writing %s: %s\n", a->output_path, strerror(errno));
         rc = 2;
     }
+    /* Restored only now: a signal while the summary is written still goes to the handler. */
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
 close_in:
     if (in != stdin)
         fclose(in);
@@ -449,6 +693,7 @@ int cmd_run(int argc, char **argv)
         { "score", required_argument, NULL, OPT_SCORE },
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
         { "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
+        { "resume", no_argument, NULL, OPT_RESUME },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         ENDPOINT_LONG_OPTIONS,
@@ -514,6 +759,7 @@ int cmd_run(int argc, char **argv)
             if (parse_long_flag("--max-errors", optarg, 1, 1L << 40, &a.max_errors))
                 return 2;
             break;
+        case OPT_RESUME: a.resume = true; break;
         case 'q': a.quiet = true; break;
         case 'h': endpoint_print_usage(stdout, run_usage); return 0;
         default: endpoint_print_usage(stderr, run_usage); return 2;
@@ -532,6 +778,17 @@ int cmd_run(int argc, char **argv)
     if (!p)
         return 2;
     dspy_lm *lm = endpoint_open(&ep);
+    long soft, hard, room = lm ? endpoint_connection_room(&ep, &soft, &hard) : -1;
+    if (room > 0 && a.concurrency > room) {
+        /* Past the limit, sockets fail with EMFILE: run fewer at once instead. */
+        char hard_text[32];
+        snprintf(hard_text, sizeof(hard_text), hard < 0 ? "unlimited" : "%ld", hard);
+        fprintf(stderr, "dspyc run: warning: the open-files limit is %ld (hard limit %s), room "
+                        "for %ld connections: --concurrency %ld lowered to %ld; raise the "
+                        "limit (ulimit -n) to run more at once\n",
+                soft, hard_text, room, a.concurrency, room);
+        a.concurrency = room;
+    }
     int rc = lm ? run_file(&a, p, lm, &ep.cache) : 2;
     endpoint_close(&ep, lm);
     dspy_program_free(p);

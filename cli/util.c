@@ -1,7 +1,9 @@
 /* Small helpers shared by the dspyc subcommands (apps layer). */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -39,6 +41,9 @@ void line_reader_init(struct line_reader *r, FILE *f, size_t max)
     r->cap = 0;
     r->max = max;
     r->lineno = 0;
+    r->in_pos = r->in_len = 0;
+    r->eof = false;
+    r->stop = NULL;
 }
 
 void line_reader_release(struct line_reader *r)
@@ -47,29 +52,72 @@ void line_reader_release(struct line_reader *r)
     r->buf = NULL;
 }
 
+/* More input into r->in: 1, 0 at the end (or on *stop), -1 on an error. */
+static int refill(struct line_reader *r)
+{
+    int fd = fileno(r->f);
+    for (;;) {
+        if (r->stop) {
+            struct pollfd p = { .fd = fd, .events = POLLIN };
+            int ready = poll(&p, 1, 50);
+            if (*r->stop)
+                return 0;
+            if (ready == 0 || (ready < 0 && errno == EINTR))
+                continue;
+        }
+        ssize_t n = read(fd, r->in, sizeof(r->in));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        r->in_pos = 0;
+        r->in_len = (size_t)n;
+        return n > 0;
+    }
+}
+
+static void keep_byte(struct line_reader *r, size_t *n, char c, bool *too_long)
+{
+    if (*n >= r->max) {
+        *too_long = true;
+        return;
+    }
+    if (*n + 1 >= r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 4096;
+        char *p = realloc(r->buf, cap);
+        if (!p)
+            abort(); /* the CLI may abort on OOM (STYLE 16) */
+        r->buf = p;
+        r->cap = cap;
+    }
+    r->buf[(*n)++] = c;
+}
+
 int line_reader_next(struct line_reader *r, const char **line, size_t *len, bool *too_long)
 {
     size_t n = 0;
-    int c;
+    bool got_any = false, ended = false;
     *too_long = false;
-    while ((c = getc(r->f)) != EOF && c != '\n') {
-        if (n >= r->max) {
-            *too_long = true;
-            continue;
+    while (!ended) {
+        if (r->in_pos == r->in_len) {
+            int rc = r->eof ? 0 : refill(r);
+            if (rc < 0)
+                return -1;
+            if (rc == 0) {
+                r->eof = true;
+                break;
+            }
         }
-        if (n + 1 >= r->cap) {
-            size_t cap = r->cap ? r->cap * 2 : 4096;
-            char *p = realloc(r->buf, cap);
-            if (!p)
-                abort(); /* the CLI may abort on OOM (STYLE 16) */
-            r->buf = p;
-            r->cap = cap;
-        }
-        r->buf[n++] = (char)c;
+        const char *start = r->in + r->in_pos, *end = r->in + r->in_len;
+        const char *nl = memchr(start, '\n', (size_t)(end - start));
+        const char *stop_at = nl ? nl : end;
+        got_any = true;
+        for (const char *p = start; p < stop_at; p++) /* bounded: at most max kept */
+            keep_byte(r, &n, *p, too_long);
+        r->in_pos = (size_t)((nl ? nl + 1 : end) - r->in);
+        ended = nl != NULL;
     }
-    if (ferror(r->f))
-        return -1;
-    if (c == EOF && n == 0 && !*too_long)
+    if (!got_any && !*too_long)
         return 0;
     if (!r->buf) {
         r->buf = malloc(1);
@@ -136,8 +184,11 @@ json_t *load_jsonl_objects(const char *path)
             fprintf(stderr, "dspyc: %s, line %ld: longer than 16 MiB\n", path, r.lineno);
             goto fail;
         }
-        if (strspn(line, " \t") == len)
-            continue;
+        if (strspn(line, " \t\r") == len) { /* as in `dspyc run`: one object per line */
+            fprintf(stderr, "dspyc: %s, line %ld: empty line (every line must be a JSON "
+                            "object)\n", path, r.lineno);
+            goto fail;
+        }
         json_error_t je;
         json_t *v = json_loadb(line, len, 0, &je);
         if (!v || !json_is_object(v)) {

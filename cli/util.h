@@ -3,6 +3,7 @@
 #ifndef DSPYC_CLI_UTIL_H
 #define DSPYC_CLI_UTIL_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -16,18 +17,26 @@ int parse_double_flag(const char *flag, const char *arg, double lo, double hi, d
 int parse_long_flag(const char *flag, const char *arg, long lo, long hi, long *out);
 
 /* A JSON-lines reader that never holds more than `max` bytes of one line: a longer line is
- * consumed to its end and reported as too long. */
+ * consumed to its end and reported as too long. It reads the descriptor under `f` itself
+ * (read(2), its own buffer): nothing else may read `f`. */
 struct line_reader {
     FILE *f;
     char *buf;
     size_t cap;
     size_t max;
     long lineno; /* number of the line last read, 1-based */
+    char in[1 << 16]; /* bytes read and not yet consumed: in[in_pos, in_len) */
+    size_t in_pos, in_len;
+    bool eof;
+    /* When set: while no input is ready (a pipe), look at *stop every 50 ms and end the
+     * input once it is non-zero, so a signal handler's flag stops a read that would block. */
+    volatile sig_atomic_t *stop;
 };
 void line_reader_init(struct line_reader *r, FILE *f, size_t max);
 void line_reader_release(struct line_reader *r);
-/* 1 with *line (borrowed until the next call) and *len, 0 at end of input, -1 on a read
- * error. *too_long is set when the line exceeded the maximum (then *line is its start). */
+/* 1 with *line (borrowed until the next call) and *len, 0 at end of input (or on *stop),
+ * -1 on a read error. *too_long is set when the line exceeded the maximum (then *line is
+ * its start). A '\r' before the '\n' is dropped. */
 int line_reader_next(struct line_reader *r, const char **line, size_t *len, bool *too_long);
 
 /* The JSON form of an error, {"class", "message", and where: field, line, column, offset,
@@ -36,7 +45,8 @@ json_t *error_to_json(const struct dspy_error *err);
 /* Print `err` to stderr as one "dspyc: ..." line. */
 void print_error(const char *what, const struct dspy_error *err);
 
-/* Read a JSON-lines file of objects into an array (caller owns); NULL after printing why. */
+/* Read a JSON-lines file of objects into an array (caller owns); NULL after printing why
+ * (a line that is not an object, an empty or blank line included, names its number). */
 json_t *load_jsonl_objects(const char *path);
 /* "name=value": the value is that JSON value when it parses as JSON, else a string. */
 int parse_assignment(const char *arg, json_t *into);

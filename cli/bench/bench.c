@@ -15,7 +15,12 @@ static const char bench_usage[] =
     "Measure LM calls through dspyc: single-call latency percentiles, batch throughput\n"
     "sequential vs parallel, where each call's time goes (runtime vs wire+LM vs parsing),\n"
     "memory and leaks, module and model comparisons, and optionally the same program run\n"
-    "by Python DSPy through embedded CPython. Against the built-in simulator by default.\n\n"
+    "by Python DSPy through embedded CPython. Against the built-in simulator by default.\n"
+    "Failed calls are counted and left out of every figure: latency, the breakdown and\n"
+    "calls/s (goodput: successful calls per second of the series' wall time) are over the\n"
+    "calls that worked. A subject whose calls all failed is reported as FAILED, with no\n"
+    "figures. Exit status: 0 when every subject was measured, 1 when one FAILED, 2 on bad\n"
+    "flags or when the suite could not run.\n\n"
     "what to measure:\n"
     "  --signature SIG       signature (default 'question -> answer')\n"
     "  --modules LIST        modules to compare, first is the reference (default predict,cot)\n"
@@ -254,10 +259,18 @@ int cmd_bench(int argc, char **argv)
         dspy_lm_free(lm);
     }
     double self_cost = bench_self_cost_ns();
-    const char *where = ep.sim ? "built-in simulator" : ep.base_url;
+    char masked[1024];
+    const char *where = ep.sim ? "built-in simulator"
+                               : (dspy_url_redact(ep.base_url, masked, sizeof(masked)), masked);
     bench_report(stdout, &a.cfg, where, subjects, n, self_cost);
     json_t *doc = bench_to_json(&a.cfg, where, subjects, n, self_cost);
     rc = 0;
+    for (size_t i = 0; i < n; i++)
+        if (subjects[i].failed) {
+            fprintf(stderr, "dspyc bench: %s FAILED: all its calls failed (%s)\n",
+                    subjects[i].name, subjects[i].first_error);
+            rc = 1;
+        }
     if (a.json_path && write_json(a.json_path, doc))
         rc = 2;
     if (a.compare && bench_compare(stdout, doc, a.compare))

@@ -29,11 +29,16 @@ struct bench_subject {
     char name[96];
     char model[128];
     struct bench_latency latency;     /* single calls, one after another */
-    long errors;                      /* failed calls over all series */
+    long errors;                      /* failed calls over all series, warm-up included */
     char first_error[256];
+    /* Measured calls that succeeded and failed, per series. Failed calls enter no figure:
+     * latency, breakdown and calls/s are over successful calls only. */
+    long seq_ok, seq_failed, par_ok, par_failed;
+    bool failed;                      /* every measured call failed: no figures at all */
     /* Where a call's time went, mean ns per call. */
     double format_ns, lm_ns, parse_ns, other_ns, total_ns;
-    /* The same N inputs one after another and from `concurrency` threads. */
+    /* The same N inputs one after another and from `concurrency` threads: wall seconds of
+     * each series, and successful calls per wall second (goodput). */
     double seq_s, par_s, seq_qps, par_qps, speedup;
     /* Memory. */
     uint64_t rss_baseline, rss_peak, rss_end;

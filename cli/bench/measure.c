@@ -95,7 +95,7 @@ static void run_series(dspy_program *prog, dspy_lm *lm, const struct bench_confi
     double xs[RSS_SAMPLES], ys[RSS_SAMPLES];
     int nsamples = 0;
     long every = cfg->iterations / RSS_SAMPLES > 0 ? cfg->iterations / RSS_SAMPLES : 1;
-    uint64_t fmt = 0, lmt = 0, parse = 0, total = 0;
+    uint64_t fmt = 0, lmt = 0, parse = 0, total = 0, wall = 0;
     struct dspy_proc_sample ps;
     struct dspy_error err;
     dspy_proc_sample(0, &ps);
@@ -106,26 +106,31 @@ static void run_series(dspy_program *prog, dspy_lm *lm, const struct bench_confi
         uint64_t t0 = dspy_clock_ns();
         int bad = call_once(prog, lm, input_at(cfg->inputs, i), &info, &err);
         uint64_t dt = dspy_clock_ns() - t0;
-        dspy_hist_record(h, dt);
-        if (bad)
+        wall += dt;
+        if (bad) { /* a failure's time is no latency of a call that worked */
             note_error(out, &err);
-        total += dt;
-        fmt += info.format_ns;
-        lmt += info.lm_ns;
-        parse += info.parse_ns;
+            out->seq_failed++;
+        } else {
+            dspy_hist_record(h, dt);
+            out->seq_ok++;
+            total += dt;
+            fmt += info.format_ns;
+            lmt += info.lm_ns;
+            parse += info.parse_ns;
+        }
         if (i % every == 0 && nsamples < RSS_SAMPLES && dspy_proc_sample(0, &ps) == DSPY_OK) {
             xs[nsamples] = (double)i;
             ys[nsamples++] = (double)ps.rss_bytes;
         }
         progress(cfg, "single", i + 1, cfg->iterations);
     }
-    double n = (double)cfg->iterations;
-    out->total_ns = (double)total / n;
-    out->format_ns = (double)fmt / n;
-    out->lm_ns = (double)lmt / n;
-    out->parse_ns = (double)parse / n;
+    double n = (double)cfg->iterations, ok = out->seq_ok ? (double)out->seq_ok : 1.0;
+    out->total_ns = (double)total / ok;
+    out->format_ns = (double)fmt / ok;
+    out->lm_ns = (double)lmt / ok;
+    out->parse_ns = (double)parse / ok;
     out->other_ns = out->total_ns - out->format_ns - out->lm_ns - out->parse_ns;
-    out->seq_s = (double)total / 1e9;
+    out->seq_s = (double)wall / 1e9;
     dspy_proc_sample(0, &ps);
     out->rss_end = ps.rss_bytes;
     out->bytes_per_call = ((double)ps.rss_bytes - (double)rss_start) / n;
@@ -152,7 +157,9 @@ static int run_parallel(dspy_program *prog, dspy_lm *lm, const struct bench_conf
     for (long i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     out->par_s = (double)(dspy_clock_ns() - t0) / 1e9;
-    out->errors += atomic_load(&st.errors);
+    out->par_failed = atomic_load(&st.errors);
+    out->par_ok = cfg->iterations - out->par_failed;
+    out->errors += out->par_failed;
     return 0;
 }
 
@@ -174,9 +181,11 @@ int bench_measure(dspy_program *prog, dspy_lm *lm, const struct bench_config *cf
     dspy_hist_free(h);
     if (run_parallel(prog, lm, cfg, out))
         return -1;
-    out->seq_qps = out->seq_s > 0 ? (double)cfg->iterations / out->seq_s : 0;
-    out->par_qps = out->par_s > 0 ? (double)cfg->iterations / out->par_s : 0;
-    out->speedup = out->par_s > 0 ? out->seq_s / out->par_s : 0;
+    /* Goodput: only calls that worked count, over the wall time of the whole series. */
+    out->seq_qps = out->seq_s > 0 ? (double)out->seq_ok / out->seq_s : 0;
+    out->par_qps = out->par_s > 0 ? (double)out->par_ok / out->par_s : 0;
+    out->speedup = out->seq_qps > 0 ? out->par_qps / out->seq_qps : 0;
+    out->failed = !out->seq_ok && !out->par_ok;
     dspy_proc_sample(0, &ps);
     out->rss_peak = ps.peak_rss_bytes;
     return 0;

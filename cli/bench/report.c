@@ -1,6 +1,7 @@
 /* Reports of `dspyc bench` (apps layer): the terminal report with notes where the numbers
  * call for them, the JSON document (docs/bench.md) and the comparison with an earlier one. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -51,11 +52,28 @@ static void notes(FILE *out, const struct bench_subject *s)
     if (s->py_total_ns > 0 && s->py_contended_gil_ns > 0.25 * s->py_contended_total_ns)
         NOTE("under %ld threads, %.0f %% of a Python call is waiting for the GIL",
              s->py_threads, 100.0 * s->py_contended_gil_ns / s->py_contended_total_ns);
-    if (s->errors)
-        NOTE("%ld calls failed; first: %s", s->errors, s->first_error);
+    if (s->failed)
+        NOTE("FAILED: all %ld measured calls failed, so nothing was measured; first error: %s",
+             s->seq_failed + s->par_failed, s->first_error);
+    else if (s->seq_failed + s->par_failed)
+        NOTE("%ld of %ld measured calls failed and are left out of every figure (latency, "
+             "breakdown and calls/s count successful calls only); first error: %s",
+             s->seq_failed + s->par_failed, 2 * (s->seq_ok + s->seq_failed), s->first_error);
+    else if (s->errors)
+        NOTE("%ld warm-up calls failed; first: %s", s->errors, s->first_error);
     if (!any)
         fprintf(out, "  - nothing stands out\n");
 #undef NOTE
+}
+
+/* A subject whose every call failed has no figures: one FAILED line in their place. */
+static bool failed_row(FILE *out, const struct bench_subject *s)
+{
+    if (!s->failed)
+        return false;
+    fprintf(out, "  %-24.24s FAILED: all %ld calls failed (%.60s)\n", s->name,
+            s->seq_failed + s->par_failed, s->first_error);
+    return true;
 }
 
 void bench_report(FILE *out, const struct bench_config *cfg, const char *endpoint,
@@ -74,6 +92,8 @@ void bench_report(FILE *out, const struct bench_config *cfg, const char *endpoin
             "p95", "p99", "max", "stdev");
     for (size_t i = 0; i < n; i++) {
         const struct bench_latency *l = &subjects[i].latency;
+        if (failed_row(out, &subjects[i]))
+            continue;
         fprintf(out, "  %-24.24s %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f\n",
                 subjects[i].name, MS(l->min), l->mean / 1e6, MS(l->p50), MS(l->p95),
                 MS(l->p99), MS(l->max), l->stdev / 1e6);
@@ -81,7 +101,8 @@ void bench_report(FILE *out, const struct bench_config *cfg, const char *endpoin
     if (n > 1) {
         section(out, "Comparison (mean latency, ratio to the first)");
         for (size_t i = 0; i < n; i++)
-            fprintf(out, "  %-24.24s %9.3f ms %8.2fx\n", subjects[i].name,
+            if (!failed_row(out, &subjects[i]))
+                fprintf(out, "  %-24.24s %9.3f ms %8.2fx\n", subjects[i].name,
                     subjects[i].latency.mean / 1e6,
                     subjects[0].latency.mean > 0
                         ? subjects[i].latency.mean / subjects[0].latency.mean
@@ -91,7 +112,8 @@ void bench_report(FILE *out, const struct bench_config *cfg, const char *endpoin
     fprintf(out, "  %-24s %10s %10s %10s %10s %8s\n", "subject", "seq s", "seq q/s", "par s",
             "par q/s", "speedup");
     for (size_t i = 0; i < n; i++)
-        fprintf(out, "  %-24.24s %10.3f %10.1f %10.3f %10.1f %7.2fx\n", subjects[i].name,
+        if (!failed_row(out, &subjects[i]))
+            fprintf(out, "  %-24.24s %10.3f %10.1f %10.3f %10.1f %7.2fx\n", subjects[i].name,
                 subjects[i].seq_s, subjects[i].seq_qps, subjects[i].par_s, subjects[i].par_qps,
                 subjects[i].speedup);
     for (size_t i = 0; i < n; i++) {
@@ -99,12 +121,16 @@ void bench_report(FILE *out, const struct bench_config *cfg, const char *endpoin
         char title[160];
         snprintf(title, sizeof(title), "Where the time goes: %s (mean per call)", s->name);
         section(out, title);
-        pct_line(out, "runtime: prompt + request", s->format_ns, s->total_ns);
-        pct_line(out, "wire + LM", s->lm_ns, s->total_ns);
-        pct_line(out, "runtime: parse + convert", s->parse_ns, s->total_ns);
-        pct_line(out, "runtime: other", s->other_ns, s->total_ns);
-        pct_line(out, "total", s->total_ns, s->total_ns);
-        fprintf(out, "  (a runtime share above 10 %% deserves attention)\n");
+        if (s->failed) {
+            fprintf(out, "  FAILED: no call succeeded\n");
+        } else {
+            pct_line(out, "runtime: prompt + request", s->format_ns, s->total_ns);
+            pct_line(out, "wire + LM", s->lm_ns, s->total_ns);
+            pct_line(out, "runtime: parse + convert", s->parse_ns, s->total_ns);
+            pct_line(out, "runtime: other", s->other_ns, s->total_ns);
+            pct_line(out, "total", s->total_ns, s->total_ns);
+            fprintf(out, "  (a runtime share above 10 %% deserves attention)\n");
+        }
         if (s->py_total_ns >= 0) {
             fprintf(out, "\n  Python DSPy through embedded CPython, mean per call:\n");
             fprintf(out, "  %-28s %10.3f ms\n", "GIL wait (1 thread)", s->py_gil_ns / 1e6);
@@ -140,6 +166,20 @@ static json_t *latency_json(const struct bench_latency *l)
 
 static json_t *subject_json(const struct bench_subject *s)
 {
+    json_t *calls = json_pack("{s:I, s:I, s:I, s:I}", "sequential_ok", (json_int_t)s->seq_ok,
+                              "sequential_failed", (json_int_t)s->seq_failed, "parallel_ok",
+                              (json_int_t)s->par_ok, "parallel_failed",
+                              (json_int_t)s->par_failed);
+    if (s->failed) /* no figure from calls that all failed: null, never a timing of failures */
+        return json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:n, s:n, s:n, s:{s:I, s:I, s:I, s:f,"
+                         " s:f, s:b}}", "name", s->name, "model", s->model, "status", "failed",
+                         "error", s->first_error, "calls", calls, "errors",
+                         (json_int_t)s->errors, "latency", "breakdown_ms", "throughput",
+                         "memory", "baseline_rss_bytes", (json_int_t)s->rss_baseline,
+                         "peak_rss_bytes", (json_int_t)s->rss_peak, "end_rss_bytes",
+                         (json_int_t)s->rss_end, "bytes_per_call", s->bytes_per_call,
+                         "growth_slope_bytes_per_call", s->leak_slope, "leak_suspected",
+                         s->leak_suspected);
     json_t *o = json_pack(
         "{s:s, s:s, s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:f, s:f, s:f, s:f, s:f},"
         " s:{s:I, s:I, s:I, s:f, s:f, s:b}}",
@@ -152,6 +192,14 @@ static json_t *subject_json(const struct bench_subject *s)
         (json_int_t)s->rss_peak, "end_rss_bytes", (json_int_t)s->rss_end, "bytes_per_call",
         s->bytes_per_call, "growth_slope_bytes_per_call", s->leak_slope, "leak_suspected",
         s->leak_suspected);
+    if (o) {
+        json_object_set_new(o, "status", json_string("ok"));
+        json_object_set_new(o, "calls", calls);
+        if (s->errors)
+            json_object_set_new(o, "error", json_string(s->first_error));
+    } else {
+        json_decref(calls);
+    }
     if (o && s->py_total_ns >= 0)
         json_object_set_new(
             o, "python",
@@ -216,6 +264,12 @@ int bench_compare(FILE *out, const json_t *now, const char *old_path)
         }
         if (!o) {
             fprintf(out, "  %s: not in %s\n", name ? name : "?", old_path);
+            continue;
+        }
+        if (!json_is_object(json_object_get(s, "latency")) ||
+            !json_is_object(json_object_get(o, "latency"))) {
+            fprintf(out, "  %s: failed %s; nothing to compare\n", name ? name : "?",
+                    json_is_object(json_object_get(s, "latency")) ? "before" : "now");
             continue;
         }
         fprintf(out, "  %s\n", name);

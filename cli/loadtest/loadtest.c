@@ -178,6 +178,13 @@ static int parse_opt(struct lt_opts *o, int c, const char *a, char **body_mem)
             fprintf(stderr, "dspyc loadtest: --header wants 'Name: value'\n");
             return -1;
         }
+        for (const char *p = a; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+                fprintf(stderr, "dspyc loadtest: --header: control character (byte 0x%02x) "
+                                "at offset %ld refused: CR or LF would start another header\n",
+                        (unsigned char)*p, (long)(p - a));
+                return -1;
+            }
         o->headers[o->nheaders++] = a;
         return 0;
     case O_BODY:

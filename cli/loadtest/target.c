@@ -46,9 +46,16 @@ static char *gen_prompt(const struct lt_opts *o, uint64_t *rng)
 
 static int parse_url(const char *url, char *host, size_t hostlen, int *port, const char **path)
 {
+    char masked[1024];
+    dspy_url_redact(url, masked, sizeof(masked));
     if (strncmp(url, "http://", 7)) {
         fprintf(stderr, "dspyc loadtest: --url must start with http:// (got '%s'); the load "
-                        "generator speaks plain HTTP/1.1\n", url);
+                        "generator speaks plain HTTP/1.1\n", masked);
+        return -1;
+    }
+    if (dspy_url_has_credentials(url)) {
+        fprintf(stderr, "dspyc loadtest: --url '%s': credentials in the URL are not "
+                        "supported; send them with --header\n", masked);
         return -1;
     }
     const char *h = url + 7, *slash = strchr(h, '/');
@@ -59,7 +66,7 @@ static int parse_url(const char *url, char *host, size_t hostlen, int *port, con
                                                   : NULL;
     size_t hl = (size_t)((colon ? colon : end) - h);
     if (!hl || hl >= hostlen) {
-        fprintf(stderr, "dspyc loadtest: no host in '%s'\n", url);
+        fprintf(stderr, "dspyc loadtest: no host in '%s'\n", masked);
         return -1;
     }
     memcpy(host, h[0] == '[' ? h + 1 : h, h[0] == '[' ? hl - 2 : hl);

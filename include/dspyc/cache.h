@@ -138,12 +138,19 @@ typedef struct dspy_cache dspy_cache;
 
 /** Open the configured levels. L3 creates `disk_path` if needed. An unreachable Redis
  * is not an error: L2 starts degraded and reconnects later. Errors: DSPY_EINVAL (bad
- * option or URL), DSPY_EIO (disk store cannot be opened), DSPY_ENOMEM. On error *out is
- * NULL. */
+ * option or URL), DSPY_EIO (disk store cannot be opened), DSPY_ECORRUPT (the disk store's
+ * file is damaged, e.g. cut short: it is checked against its own header before it is
+ * mapped, never read past its end; the message names the file; dspy_cache_disk_reset()
+ * repairs it), DSPY_ENOMEM. On error *out is NULL. */
 DSPY_EXTERN dspy_status dspy_cache_new(const struct dspy_cache_options *opts,
                                        dspy_cache **out, struct dspy_error *err);
 /** Close everything; NULL is a no-op. Values still held stay valid until released. */
 DSPY_EXTERN void dspy_cache_free(dspy_cache *c);
+/** Remove the disk store in directory `dir` (its data.mdb and lock.mdb), as a repair of a
+ * damaged one: its entries are lost, the next dspy_cache_new() starts it empty. No process
+ * may have it open. DSPY_OK when there was nothing to remove; DSPY_EIO names the file that
+ * could not be removed. */
+DSPY_EXTERN dspy_status dspy_cache_disk_reset(const char *dir, struct dspy_error *err);
 /** Level bits actually open. */
 DSPY_EXTERN unsigned dspy_cache_levels(const dspy_cache *c);
 

@@ -33,6 +33,8 @@ typedef enum dspy_status {
     DSPY_EBUSY = -9,       /* a bounded queue is full: back off and retry */
     DSPY_ECANCELED = -10,  /* cancelled by the caller */
     DSPY_EUTF8 = -11,      /* invalid UTF-8 */
+    DSPY_ECORRUPT = -12,   /* a stored file is damaged (cut short, not what its header says) */
+    DSPY_ERESOURCE = -13,  /* the process ran out of a system resource (open files: EMFILE) */
     /* Errors from the LM endpoint, by class. */
     DSPY_ELM_AUTH = -20,        /* 401/403: missing or wrong API key */
     DSPY_ELM_RATE_LIMIT = -21,  /* 429 */
@@ -83,6 +85,14 @@ DSPY_EXTERN char *dspy_strndup(const char *s, size_t n);
 
 /** Monotonic clock in nanoseconds (CLOCK_MONOTONIC), for timing. Thread-safe. */
 DSPY_EXTERN uint64_t dspy_clock_ns(void);
+
+/** Copy `url` into `out` (`cap` bytes, always NUL-terminated) with its credentials masked:
+ * "http://user:pw@host/v1" -> "http://user:***@host/v1"; a lone user part (often a
+ * token, "https://TOKEN@host") becomes "***" as a whole. Every URL the library or the command puts into a message, record
+ * or report goes through this. Returns the length written (truncated to fit). */
+DSPY_EXTERN size_t dspy_url_redact(const char *url, char *out, size_t cap);
+/** Whether `url` carries credentials (a userinfo part before '@'). */
+DSPY_EXTERN bool dspy_url_has_credentials(const char *url);
 
 /** Version of the linked library, "MAJOR.MINOR.PATCH". */
 DSPY_EXTERN const char *dspy_version(void);

@@ -4,6 +4,8 @@
 #ifndef DSPYC_PROGRAM_H
 #define DSPYC_PROGRAM_H
 
+#include <signal.h>
+
 #include <jansson.h>
 
 #include <dspyc/common.h>
@@ -112,8 +114,15 @@ struct dspy_batch_options {
     const struct dspy_call_config *cfg; /* per call, may be NULL; borrowed */
     dspy_batch_progress_fn progress;    /* may be NULL */
     void *progress_userdata;
+    /* Stop switch, may be NULL: once *cancel is non-zero the batch is cancelled as by the
+     * progress callback (calls in flight end with DSPY_ECANCELED, no more records are
+     * pulled, those pulled are still delivered), seen within about 20 ms even while every
+     * call hangs. Meant for a signal handler (it is only read here); another thread should
+     * not write it (a data race): cancel from the progress callback instead. Borrowed for
+     * the call. */
+    volatile sig_atomic_t *cancel;
 };
-#define DSPY_BATCH_OPTIONS_INIT { 16, 0, 0, NULL, NULL, NULL }
+#define DSPY_BATCH_OPTIONS_INIT { 16, 0, 0, NULL, NULL, NULL, NULL }
 #define DSPY_BATCH_MAX_WORKERS 4096
 
 /** Totals of a batch. Retries and rate-limit waits are the LM handle's counters over the

@@ -14,4 +14,14 @@ static inline int dspy__hexval(int c)
     return -1;
 }
 
+/* Offset of the first ASCII control character (0x00-0x1f, 0x7f) in `s`, or -1 when it has
+ * none: what must never reach an HTTP header line (CR and LF would start another one). */
+static inline long dspy__find_ctl(const char *s)
+{
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return (long)(p - s);
+    return -1;
+}
+
 #endif

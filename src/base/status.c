@@ -26,6 +26,8 @@ static const struct status_text status_texts[] = {
     { DSPY_EBUSY, "busy", "queue full, try again later" },
     { DSPY_ECANCELED, "canceled", "canceled" },
     { DSPY_EUTF8, "utf8", "invalid UTF-8" },
+    { DSPY_ECORRUPT, "corrupt", "a stored file is damaged" },
+    { DSPY_ERESOURCE, "resource", "out of a system resource (open files)" },
     { DSPY_ELM_AUTH, "auth", "LM endpoint refused the credentials" },
     { DSPY_ELM_RATE_LIMIT, "rate_limit", "LM endpoint rate limit" },
     { DSPY_ELM_CONTEXT, "context_window", "prompt exceeds the model's context window" },

@@ -5,10 +5,12 @@
  * Layout: DB "entries" key(16) -> frame; DB "age" created_ms(8, big-endian)+key(16) ->
  * ""; DB "meta" "bytes" -> u64 total frame bytes, "format" -> u32 (1). */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 
@@ -418,6 +420,114 @@ static int make_dirs(const char *path)
     return 0;
 }
 
+/* ---- the file against its own header, before LMDB maps it ----------------------------- */
+
+/* LMDB maps the size its meta pages record and reads any page up to the last one they
+ * name: a file cut short (a full disk, a copy that stopped) makes those reads SIGBUS
+ * inside mdb_env_open or mdb_dbi_open. So read the two meta pages with pread first.
+ * Their layout (LMDB 0.9 mdb.c: MDB_page header, then MDB_meta) in size_t words S:
+ *   page header: pgno(S) pad(2) flags(2) lower/upper(4); meta: magic(4) version(4)
+ *   address(S) mapsize(S) dbs[2] of { pad(4) flags(2) depth(2) 5 x S } last_pg(S)
+ *   txnid(S); the page size is dbs[0].pad. */
+#define LMDB_MAGIC 0xBEEFC0DEu
+#define LMDB_DATA_VERSION 1u
+#define LMDB_P_META 0x08u
+
+struct meta_view {
+    uint32_t psize;
+    uint64_t last_pg, txnid;
+};
+
+static uint64_t word_at(const unsigned char *p)
+{
+    size_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* One meta page at `off`: 0 when it reads as one, else a reason. */
+static const char *read_meta(int fd, off_t off, struct meta_view *m)
+{
+    const size_t S = sizeof(size_t), hdr = S + 8;
+    const size_t meta_len = 8 + 2 * S + 2 * (8 + 5 * S) + 2 * S;
+    unsigned char buf[256];
+    uint16_t flags;
+    uint32_t magic, version;
+    if (pread(fd, buf, hdr + meta_len, off) != (ssize_t)(hdr + meta_len))
+        return "a meta page is missing";
+    memcpy(&flags, buf + S + 2, 2);
+    memcpy(&magic, buf + hdr, 4);
+    memcpy(&version, buf + hdr + 4, 4);
+    if (!(flags & LMDB_P_META) || magic != LMDB_MAGIC)
+        return "not an LMDB file";
+    if (version != LMDB_DATA_VERSION)
+        return "an LMDB format this build does not read";
+    memcpy(&m->psize, buf + hdr + 8 + 2 * S, 4);
+    m->last_pg = word_at(buf + hdr + 8 + 2 * S + 2 * (8 + 5 * S));
+    m->txnid = word_at(buf + hdr + 8 + 2 * S + 2 * (8 + 5 * S) + S);
+    return NULL;
+}
+
+/* DSPY_OK when `dir`'s data.mdb is absent, empty (LMDB starts it) or whole; DSPY_ECORRUPT
+ * with the reason otherwise. A file that cannot be opened is left to LMDB to report. */
+static dspy_status check_file(const char *dir, struct dspy_error *err)
+{
+    char path[4200], sz[2][32];
+    struct meta_view m[2];
+    struct stat st;
+    const char *why = NULL;
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return DSPY_OK;
+    if (fstat(fd, &st) || st.st_size == 0) {
+        close(fd);
+        return DSPY_OK;
+    }
+    if ((why = read_meta(fd, 0, &m[0])) == NULL) {
+        if (m[0].psize < 512 || m[0].psize > 65536 || (m[0].psize & (m[0].psize - 1)))
+            why = "its page size is not one LMDB writes";
+        else
+            why = read_meta(fd, (off_t)m[0].psize, &m[1]);
+    }
+    close(fd);
+    if (!why) {
+        const struct meta_view *cur = m[1].txnid > m[0].txnid ? &m[1] : &m[0];
+        uint64_t need = (cur->last_pg + 1) * (uint64_t)m[0].psize;
+        if (need > (uint64_t)st.st_size) {
+            snprintf(sz[0], sizeof(sz[0]), "%llu", (unsigned long long)need);
+            snprintf(sz[1], sizeof(sz[1]), "%lld", (long long)st.st_size);
+            dspy__err(err, DSPY_ECORRUPT, "cache: the disk cache file %s is damaged: its "
+                      "header names %s bytes of pages, the file has %s (cut short?)", path,
+                      sz[0], sz[1]);
+            dspy__err_file(err, path);
+            return DSPY_ECORRUPT;
+        }
+        return DSPY_OK;
+    }
+    dspy__err(err, DSPY_ECORRUPT, "cache: the disk cache file %s is damaged (%s, %lld bytes)",
+              path, why, (long long)st.st_size);
+    dspy__err_file(err, path);
+    return DSPY_ECORRUPT;
+}
+
+dspy_status dspy_cache_disk_reset(const char *dir, struct dspy_error *err)
+{
+    static const char *const files[] = { "data.mdb", "lock.mdb" };
+    char path[4200];
+    if (!dir || !*dir)
+        return dspy__err(err, DSPY_EINVAL, "cache: no disk cache directory");
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        if (unlink(path) && errno != ENOENT) {
+            dspy__err(err, DSPY_EIO, "cache: cannot remove %s: %s", path, strerror(errno));
+            dspy__err_file(err, path);
+            return DSPY_EIO;
+        }
+    }
+    return DSPY_OK;
+}
+
 static int open_dbs(struct disk *d)
 {
     MDB_txn *txn;
@@ -456,6 +566,8 @@ dspy_status dspy__cache_disk_new(const struct dspy_cache_options *o, void **out,
     if ((rc = make_dirs(o->disk_path)))
         return dspy__err(err, DSPY_EIO, "cache: cannot create %s: %s", o->disk_path,
                          strerror(rc));
+    if ((rc = check_file(o->disk_path, err)))
+        return rc;
     if (!(d = dspy_calloc(1, sizeof(*d))))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
     pthread_rwlock_init(&d->resize, NULL);

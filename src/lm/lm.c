@@ -13,6 +13,7 @@
 
 #include <dspyc/lm.h>
 
+#include "base/ascii.h"
 #include "base/buf.h"
 #include "base/status.h"
 #include "lm/jsonw.h"
@@ -81,6 +82,18 @@ static dspy_status resolve_key(const struct dspy_lm_options *o, char **key,
     if (o->api_key_file)
         return key_from_file(o->api_key_file, key, err);
     return DSPY_OK;
+}
+
+/* Where resolve_key found the key, for messages (never the key itself). */
+static const char *key_source(const struct dspy_lm_options *o)
+{
+    const char *var = o->api_key_env ? o->api_key_env : "OPENAI_API_KEY";
+    const char *env = getenv(var);
+    if (o->api_key && *o->api_key)
+        return "the options";
+    if (env && *env)
+        return var;
+    return o->api_key_file ? o->api_key_file : "nowhere";
 }
 
 /* ---- handle ------------------------------------------------------------------------- */
@@ -197,6 +210,14 @@ dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm **out, struc
                          "the LM needs a base URL (e.g. http://127.0.0.1:8000/v1)");
     if (!opts->model || !*opts->model)
         return dspy__err(err, DSPY_EINVAL, "the LM needs a model name");
+    long bad;
+    if ((bad = dspy__find_ctl(opts->model)) >= 0)
+        return dspy__err(err, DSPY_EINVAL, "the model name has a control character (byte 0x%02x "
+                         "at offset %ld): refused, it would corrupt the request",
+                         (unsigned char)opts->model[bad], bad);
+    if ((bad = dspy__find_ctl(opts->base_url)) >= 0)
+        return dspy__err(err, DSPY_EINVAL, "the base URL has a control character (byte 0x%02x "
+                         "at offset %ld)", (unsigned char)opts->base_url[bad], bad);
     dspy_lm *lm = dspy_calloc(1, sizeof(*lm));
     if (!lm)
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -229,6 +250,14 @@ dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm **out, struc
 
     if ((rc = resolve_key(opts, &lm->api_key, err)))
         goto free_lm;
+    if (lm->api_key && (bad = dspy__find_ctl(lm->api_key)) >= 0) {
+        /* CR or LF would end the Authorization header and start one of the key's choosing.
+         * Name where it came from, never the key. */
+        rc = dspy__err(err, DSPY_EINVAL, "the API key (from %s) has a control character "
+                       "(byte 0x%02x at offset %ld): refused, it would inject HTTP headers",
+                       key_source(opts), (unsigned char)lm->api_key[bad], bad);
+        goto free_lm;
+    }
     if (!lm->transport && (rc = open_engine(lm, opts, err)))
         goto free_lm;
     *out = lm;

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/ascii.h"
 #include "base/clock.h"
 #include "base/status.h"
 #include "net/engine_int.h"
@@ -505,7 +506,9 @@ struct dspy__engine_headers *dspy__engine_headers_new(const char *const *lines, 
     if (!h)
         return NULL;
     for (size_t i = 0; i < n; i++) {
-        struct curl_slist *next = curl_slist_append(h->list, lines[i]);
+        /* A control character (CR, LF above all) would split the line into two headers. */
+        struct curl_slist *next =
+            dspy__find_ctl(lines[i]) < 0 ? curl_slist_append(h->list, lines[i]) : NULL;
         if (!next) {
             curl_slist_free_all(h->list);
             dspy_free(h);

@@ -170,7 +170,8 @@ struct dspy__engine_limiter *dspy__engine_limiter_get(struct dspy__engine *e, co
                                                       const struct dspy__ratelimit_options *opts);
 
 /* Header list, built once and shared read-only by any number of calls. Lines are
- * "Name: value"; copied. NULL on failure. */
+ * "Name: value"; copied. NULL on failure, and when a line holds a control character (CR
+ * or LF would make it two headers). */
 struct dspy__engine_headers *dspy__engine_headers_new(const char *const *lines, size_t n);
 void dspy__engine_headers_free(struct dspy__engine_headers *h);
 

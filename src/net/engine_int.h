@@ -80,6 +80,7 @@ struct dspy__engine_slot {
     long http_status;               /* final status of this attempt, once headers ended */
     uint64_t first_byte_ns;
     dspy_status write_rc;           /* why the write callback stopped the transfer */
+    int socket_errno;               /* errno of this attempt's failed socket(), 0 = none */
     bool streaming;                 /* this attempt's body goes to the SSE scanner */
     uint8_t retry_after_len;
     uint8_t retry_after_ms_len;

@@ -47,6 +47,7 @@ static void begin_attempt(struct dspy__engine *e, struct dspy__engine_call *c)
     s->http_status = 0;
     s->first_byte_ns = 0;
     s->write_rc = DSPY_OK;
+    s->socket_errno = 0;
     s->streaming = false;
     s->retry_after_len = s->retry_after_ms_len = 0;
     dspy__buf_reset(&s->body);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "base/clock.h"
@@ -252,6 +253,19 @@ void dspy__engine_slot_free(struct dspy__engine_slot *s)
     dspy_free(s);
 }
 
+/* curl's own socket() with its errno kept: curl reports a socket that could not be
+ * created as CURLE_COULDNT_CONNECT, and an EMFILE must never read as a connection refused. */
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose,
+                                 struct curl_sockaddr *addr)
+{
+    struct dspy__engine_slot *s = clientp;
+    (void)purpose;
+    curl_socket_t fd = socket(addr->family, addr->socktype, addr->protocol);
+    if (fd == CURL_SOCKET_BAD)
+        s->socket_errno = errno;
+    return fd;
+}
+
 static struct dspy__engine_slot *slot_new(struct dspy__engine *e)
 {
     struct dspy__engine_slot *s = dspy_calloc(1, sizeof(*s));
@@ -273,6 +287,8 @@ static struct dspy__engine_slot *slot_new(struct dspy__engine *e)
     curl_easy_setopt(h, CURLOPT_WRITEDATA, s);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, s);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, s);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(o->connect_timeout_ns / 1000000u));
     if (o->recv_buffer_bytes)
         curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)o->recv_buffer_bytes);
@@ -347,8 +363,10 @@ void dspy__engine_setup_easy(struct dspy__engine_call *c, CURL *h, uint64_t now)
 
 void dspy__engine_set_error(struct dspy__engine_call *c, const char *what)
 {
-    const char *host = strstr(c->url, "://");
-    host = host ? host + 3 : c->url;
+    char url[1024];
+    dspy_url_redact(c->url, url, sizeof(url)); /* never a password in a message */
+    const char *host = strstr(url, "://");
+    host = host ? host + 3 : url;
     size_t hlen = strcspn(host, "/?#");
     snprintf(c->error, sizeof(c->error), "%s %.*s: %s", c->method, (int)hlen, host, what);
 }
@@ -385,6 +403,23 @@ dspy_status dspy__engine_classify(struct dspy__engine_call *c, CURLcode cc)
     case CURLE_OUT_OF_MEMORY:
         dspy__engine_set_error(c, "out of memory");
         return DSPY_ENOMEM;
+    case CURLE_COULDNT_CONNECT: {
+        long os_errno = 0;
+        curl_easy_getinfo(s->easy, CURLINFO_OS_ERRNO, &os_errno);
+        int why = s->socket_errno ? s->socket_errno : (int)os_errno;
+        if (why == EMFILE || why == ENFILE) {
+            dspy__engine_set_error(c, why == EMFILE
+                                          ? "cannot open a socket: too many open files "
+                                            "(EMFILE): the process's open-files limit is "
+                                            "reached; raise it (ulimit -n) or lower the "
+                                            "concurrency"
+                                          : "cannot open a socket: the system's file table is "
+                                            "full (ENFILE)");
+            return DSPY_ERESOURCE;
+        }
+        dspy__engine_set_error(c, curl_easy_strerror(cc));
+        return DSPY_ELM_NETWORK;
+    }
     default:
         dspy__engine_set_error(c, curl_easy_strerror(cc));
         return DSPY_ELM_NETWORK;

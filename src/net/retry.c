@@ -26,7 +26,8 @@ static uint64_t uniform(uint64_t *rng, uint64_t bound)
 bool dspy__retry_is_retryable(int outcome)
 {
     if (outcome < 0)
-        return outcome == DSPY_ELM_NETWORK || outcome == DSPY_ELM_TIMEOUT;
+        return outcome == DSPY_ELM_NETWORK || outcome == DSPY_ELM_TIMEOUT ||
+               outcome == DSPY_ERESOURCE; /* sockets close: a later attempt may get one */
     if (outcome == 408 || outcome == 429)
         return true;
     /* 501 Not Implemented and 505 Version Not Supported will not change on a retry. */

@@ -28,7 +28,8 @@ struct dspy__retry_policy {
 
 /* Whether an attempt outcome may succeed when repeated. `outcome` is the HTTP status
  * (100..599) when a response arrived, else the negative dspy_status of the failure.
- * Retryable: 408, 429, 5xx except 501/505, DSPY_ELM_NETWORK, DSPY_ELM_TIMEOUT. Not: other
+ * Retryable: 408, 429, 5xx except 501/505, DSPY_ELM_NETWORK, DSPY_ELM_TIMEOUT, DSPY_ERESOURCE
+ * (out of sockets). Not: other
  * 4xx (the request itself is wrong), DSPY_ETOOBIG, DSPY_ECANCELED, DSPY_EINVAL, ... */
 bool dspy__retry_is_retryable(int outcome);
 

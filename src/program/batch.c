@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include <dspyc/program.h>
 
@@ -17,6 +18,7 @@
 
 #define BATCH_WINDOW_PER_WORKER 4 /* records pulled and not yet delivered, per worker */
 #define BATCH_SMALL_STACK ((size_t)1 << 20) /* for large pools: 4,096 x 8 MiB is too much */
+#define BATCH_CANCEL_POLL_NS 20000000L /* how often a waiting thread looks at opts->cancel */
 
 struct slot {
     struct dspy_batch_item item;
@@ -46,6 +48,7 @@ struct batch {
     size_t in_flight;       /* asynchronous path: module calls not yet completed; mu */
     bool feeder_waits;      /* asynchronous path: the calling thread waits on space; mu */
     bool source_done;       /* mu */
+    size_t workers_live;    /* pool path: workers not yet returned; mu */
     bool sink_failed;       /* only the emitter touches it */
     atomic_bool stop;       /* pull no more: cancel, max_errors, source or sink error */
     dspy_status stop_rc;    /* why; mu */
@@ -65,6 +68,32 @@ static void stop_locked(struct batch *b, dspy_status why)
     pthread_cond_broadcast(&b->space);
 }
 
+/* mu held. The caller's stop switch was thrown: cancel as the progress callback would. */
+static void check_cancel_locked(struct batch *b)
+{
+    if (b->o->cancel && *b->o->cancel)
+        stop_locked(b, DSPY_ECANCELED);
+}
+
+/* mu held. Wait for `space`; with a stop switch, wake every BATCH_CANCEL_POLL_NS to look at
+ * it (a signal handler cannot signal a condition variable). */
+static void wait_space(struct batch *b)
+{
+    if (!b->o->cancel) {
+        pthread_cond_wait(&b->space, &b->mu);
+        return;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += BATCH_CANCEL_POLL_NS;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&b->space, &b->mu, &ts);
+    check_cancel_locked(b);
+}
+
 /* Claim the next record into its slot; false when there is none (end, stop). */
 static bool pull(struct batch *b, size_t *idx)
 {
@@ -73,8 +102,9 @@ static bool pull(struct batch *b, size_t *idx)
     int got;
     pthread_mutex_lock(&b->src_mu);
     pthread_mutex_lock(&b->mu);
+    check_cancel_locked(b);
     while (!b->source_done && !atomic_load(&b->stop) && b->pulled - b->head >= b->window)
-        pthread_cond_wait(&b->space, &b->mu);
+        wait_space(b);
     go = !b->source_done && !atomic_load(&b->stop);
     pthread_mutex_unlock(&b->mu);
     if (!go) {
@@ -221,6 +251,10 @@ static void *worker(void *arg)
         complete(b, s);
     }
     dspy__lm_set_thread_group(b->lm, NULL);
+    pthread_mutex_lock(&b->mu);
+    b->workers_live--;
+    pthread_cond_broadcast(&b->space);
+    pthread_mutex_unlock(&b->mu);
     return NULL;
 }
 
@@ -235,10 +269,20 @@ static size_t run_pool(struct batch *b, size_t n)
     pthread_attr_init(&attr);
     if (n > 64)
         pthread_attr_setstacksize(&attr, BATCH_SMALL_STACK);
+    pthread_mutex_lock(&b->mu);
+    b->workers_live = n; /* before any worker can leave */
+    pthread_mutex_unlock(&b->mu);
     for (; started < n; started++)
         if (pthread_create(&tids[started], &attr, worker, b))
             break; /* fewer workers than asked for: still correct, only slower */
     pthread_attr_destroy(&attr);
+    pthread_mutex_lock(&b->mu);
+    b->workers_live -= n - started;
+    /* The workers may all sit in LM calls that hang: this thread watches the stop switch
+     * for them, and its cancel reaches those calls through the engine group. */
+    while (b->o->cancel && b->workers_live)
+        wait_space(b);
+    pthread_mutex_unlock(&b->mu);
     for (size_t i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     dspy_free(tids);
@@ -320,6 +364,7 @@ static void run_on_loop(struct batch *b, size_t n)
     dspy__lm_set_thread_group(b->lm, b->group);
     pthread_mutex_lock(&b->mu);
     for (;;) {
+        check_cancel_locked(b);
         emit_locked(b);
         bool more = !b->source_done && !atomic_load(&b->stop);
         if (more && b->in_flight < n && b->pulled - b->head < b->window) {
@@ -331,7 +376,7 @@ static void run_on_loop(struct batch *b, size_t n)
         if (!more && !b->in_flight && b->head == b->pulled)
             break;
         b->feeder_waits = true;
-        pthread_cond_wait(&b->space, &b->mu);
+        wait_space(b);
         b->feeder_waits = false;
     }
     pthread_mutex_unlock(&b->mu);

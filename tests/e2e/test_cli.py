@@ -104,15 +104,17 @@ def test_run_one_output_line_per_input_line(tmp_path):
               "--output", str(out))
     assert r.returncode == 1, r.stderr  # some records failed
     recs = [json.loads(l) for l in out.read_text().splitlines()]
-    assert [rec["line"] for rec in recs] == [1, 2, 3, 5, 6, 7]
+    assert [rec["line"] for rec in recs] == [1, 2, 3, 4, 5, 6, 7]  # the empty line too
     ok = {rec["line"]: rec for rec in recs}
     assert ok[1]["ok"] and "answer" in ok[1]["prediction"]
     assert ok[6]["ok"]
     assert ok[2]["error"]["class"] == "parse" and ok[2]["error"]["column"] >= 1
     assert ok[3]["error"]["class"] == "invalid"
+    assert ok[4]["error"] == {"class": "invalid", "message": "empty line: every input line "
+                              "must be a JSON object of field values"}
     assert ok[5]["error"]["field"] == "question"
     assert not ok[7]["ok"]
-    assert "6 records, 2 ok, 4 failed" in r.stderr
+    assert "7 records, 2 ok, 5 failed" in r.stderr
     assert "p99" in r.stderr
 
 

@@ -311,6 +311,55 @@ static void bad_options(void **state)
     assert_non_null(strstr(err.message, "/proc/no-such-place"));
 }
 
+/* A store file cut short (a full disk, a copy that stopped) is refused with DSPY_ECORRUPT
+ * naming the file, before LMDB maps it (it would SIGBUS reading the missing pages); so is one
+ * that is not LMDB at all; dspy_cache_disk_reset() repairs the directory. */
+static void damaged_file_is_refused_then_reset(void **state)
+{
+    (void)state;
+    char path[128], buf[2100];
+    struct dspy_cache_options o = DSPY_CACHE_OPTIONS_INIT;
+    dspy_cache *c = open_disk(DSPY_CACHE_L3, 0);
+    for (uint32_t i = 0; i < 100; i++) {
+        struct dspy_cache_key k = key_n(i);
+        size_t len = value_n(i, buf, sizeof(buf));
+        assert_int_equal(dspy_cache_put(c, &k, buf, len, NULL, NULL), DSPY_OK);
+    }
+    dspy_cache_free(c);
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    assert_int_equal(truncate(path, 64 << 10), 0);
+
+    struct dspy_error err;
+    o.levels = DSPY_CACHE_L1 | DSPY_CACHE_L3;
+    o.disk_path = dir;
+    c = NULL;
+    assert_int_equal(dspy_cache_new(&o, &c, &err), DSPY_ECORRUPT);
+    assert_null(c);
+    assert_non_null(strstr(err.message, path));
+    assert_non_null(strstr(err.message, "damaged"));
+    assert_non_null(strstr(err.message, "65536"));
+    assert_string_equal(err.file, path);
+
+    /* Not an LMDB file at all. */
+    FILE *f = fopen(path, "wb");
+    for (int i = 0; i < 3000; i++)
+        fputs("garbage ", f);
+    fclose(f);
+    assert_int_equal(dspy_cache_new(&o, &c, &err), DSPY_ECORRUPT);
+    assert_non_null(strstr(err.message, "not an LMDB file"));
+
+    assert_int_equal(dspy_cache_disk_reset(dir, &err), DSPY_OK);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(dspy_cache_disk_reset(dir, &err), DSPY_OK); /* nothing left: fine */
+    c = open_disk(DSPY_CACHE_L3, 0);
+    assert_false(holds_value_n(c, 1, DSPY_CACHE_FROM_L3));
+    struct dspy_cache_key k = key_n(1);
+    size_t len = value_n(1, buf, sizeof(buf));
+    assert_int_equal(dspy_cache_put(c, &k, buf, len, NULL, NULL), DSPY_OK);
+    assert_true(holds_value_n(c, 1, DSPY_CACHE_FROM_L3));
+    dspy_cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -320,6 +369,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(corrupt_entries_are_dropped_not_returned, make_dir,
                                         remove_dir),
         cmocka_unit_test_setup_teardown(two_processes_share_a_directory, make_dir, remove_dir),
+        cmocka_unit_test_setup_teardown(damaged_file_is_refused_then_reset, make_dir,
+                                        remove_dir),
         cmocka_unit_test(bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -562,6 +562,65 @@ static void key_never_in_errors(void **state)
     dspy_lm_free(lm);
 }
 
+/* A key, model or URL with a control character is refused before anything is sent: CR or
+ * LF in the key would end the Authorization header and inject one of its own. The message
+ * names where the key came from, never the key. */
+static void control_characters_refused(void **state)
+{
+    (void)state;
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    dspy_lm *lm = NULL;
+    struct dspy_error err;
+    o.base_url = "http://127.0.0.1:1/v1";
+    o.model = "m";
+    o.api_key = "sk-good\r\nX-Injected: 1";
+    assert_int_equal(dspy_lm_new(&o, &lm, &err), DSPY_EINVAL);
+    assert_null(lm);
+    assert_non_null(strstr(err.message, "API key"));
+    assert_non_null(strstr(err.message, "control character"));
+    assert_non_null(strstr(err.message, "0x0d"));
+    assert_null(strstr(err.message, "sk-good"));
+    assert_null(strstr(err.message, "Injected"));
+
+    o.api_key = NULL;
+    o.api_key_env = "DSPYC_TEST_CTL_KEY";
+    setenv("DSPYC_TEST_CTL_KEY", "sk-a\nb", 1);
+    assert_int_equal(dspy_lm_new(&o, &lm, &err), DSPY_EINVAL);
+    assert_non_null(strstr(err.message, "DSPYC_TEST_CTL_KEY"));
+    unsetenv("DSPYC_TEST_CTL_KEY");
+
+    o.model = "gpt\r\nHost: evil";
+    assert_int_equal(dspy_lm_new(&o, &lm, &err), DSPY_EINVAL);
+    assert_non_null(strstr(err.message, "model name"));
+    o.model = "m";
+    o.base_url = "http://127.0.0.1:1/v1\r\nX: y";
+    assert_int_equal(dspy_lm_new(&o, &lm, &err), DSPY_EINVAL);
+    assert_non_null(strstr(err.message, "base URL"));
+    o.base_url = "http://127.0.0.1:1/v1";
+    o.api_key = "sk-fine\tbut-tab";
+    assert_int_equal(dspy_lm_new(&o, &lm, &err), DSPY_EINVAL);
+    o.api_key = "sk-fine-123";
+    assert_int_equal(dspy_lm_new(&o, &lm, &err), DSPY_OK);
+    dspy_lm_free(lm);
+}
+
+/* A password in the base URL never reaches an error message. */
+static void url_password_never_in_errors(void **state)
+{
+    (void)state;
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    dspy_lm *lm = NULL;
+    struct dspy_error err;
+    o.base_url = "http://user:s3cretPW@127.0.0.1:1/v1";
+    o.model = "m";
+    o.max_attempts = 1;
+    assert_int_equal(dspy_lm_new(&o, &lm, &err), DSPY_OK);
+    one_call(lm, DSPY_ELM_NETWORK, &err);
+    assert_null(strstr(err.message, "s3cretPW"));
+    assert_non_null(strstr(err.message, "user:***@127.0.0.1:1"));
+    dspy_lm_free(lm);
+}
+
 /* ---- retries, timeouts and limits, over HTTP (the event-loop engine) -------------------- */
 
 static void retries_report_attempts(void **state)
@@ -650,6 +709,8 @@ int main(void)
         cmocka_unit_test(bad_options_and_requests),
         cmocka_unit_test(api_key_sources),
         cmocka_unit_test(key_never_in_errors),
+        cmocka_unit_test(control_characters_refused),
+        cmocka_unit_test(url_password_never_in_errors),
         cmocka_unit_test(retries_report_attempts),
         cmocka_unit_test(attempt_timeout_is_retried),
     };

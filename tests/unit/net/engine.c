@@ -9,6 +9,9 @@
 #include <cmocka.h>
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "net/engine.h"
 #include "support/httpd.h"
@@ -333,6 +336,61 @@ static void dropped_is_network(void **state)
     assert_int_equal(res->status, DSPY_ELM_NETWORK);
     dspy__engine_call_release(c);
     dspy__engine_free(e);
+}
+
+/* Out of descriptors, curl reports the socket it could not create as "couldn't connect":
+ * the engine classes it DSPY_ERESOURCE and says EMFILE, never a network error. */
+static void emfile_is_not_a_network_error(void **state)
+{
+    (void)state;
+    struct dspy__engine *e = engine(NULL);
+    struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
+    const struct dspy__engine_result *res;
+    struct rlimit old, low;
+    int fds[4096], n = 0;
+    r.url = url("status=200");
+    dspy__engine_call_release(fetch(e, &r, &res)); /* warm: the loop's own descriptors */
+    r.url = "http://127.0.0.1:1/v1/x"; /* a new connection each time */
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    /* Use up every descriptor below a low soft limit. */
+    low = old;
+    low.rlim_cur = 256;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    while (n < 4096 && (fds[n] = dup(0)) >= 0)
+        n++;
+    assert_int_equal(errno, EMFILE);
+    struct dspy__engine_call *c = fetch(e, &r, &res);
+    int status = res->status;
+    char error[256];
+    snprintf(error, sizeof(error), "%s", res->error);
+    dspy__engine_call_release(c);
+    while (n)
+        close(fds[--n]);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_int_equal(status, DSPY_ERESOURCE);
+    assert_non_null(strstr(error, "EMFILE"));
+    assert_null(strstr(error, "onnect"));
+    /* Descriptors back: the same request is an ordinary refused connection again. */
+    c = fetch(e, &r, &res);
+    assert_int_equal(res->status, DSPY_ELM_NETWORK);
+    dspy__engine_call_release(c);
+    dspy__engine_free(e);
+}
+
+/* A header line with a control character is refused: CR or LF would make it two headers. */
+static void header_lines_with_control_characters_refused(void **state)
+{
+    (void)state;
+    const char *good[] = { "Authorization: Bearer sk-1", "X-A: b" };
+    const char *crlf[] = { "X-A: b", "Authorization: Bearer sk-1\r\nX-Injected: 1" };
+    const char *lf[] = { "X-A: b\nX-Injected: 1" };
+    const char *del[] = { "X-A: b\x7f" };
+    struct dspy__engine_headers *h = dspy__engine_headers_new(good, 2);
+    assert_non_null(h);
+    dspy__engine_headers_free(h);
+    assert_null(dspy__engine_headers_new(crlf, 2));
+    assert_null(dspy__engine_headers_new(lf, 1));
+    assert_null(dspy__engine_headers_new(del, 1));
 }
 
 static void too_big(void **state)
@@ -770,6 +828,8 @@ int main(void)
         cmocka_unit_test(host_connection_limit),
         cmocka_unit_test(timeout_is_classed),
         cmocka_unit_test(dropped_is_network),
+        cmocka_unit_test(emfile_is_not_a_network_error),
+        cmocka_unit_test(header_lines_with_control_characters_refused),
         cmocka_unit_test(too_big),
         cmocka_unit_test(cancel_one_and_group),
         cmocka_unit_test(wait_deadline_and_free_cancels),

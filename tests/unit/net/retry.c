@@ -16,7 +16,8 @@
 static void retryable_outcomes(void **state)
 {
     (void)state;
-    int yes[] = { 408, 429, 500, 502, 503, 504, 599, DSPY_ELM_NETWORK, DSPY_ELM_TIMEOUT };
+    int yes[] = { 408, 429, 500, 502, 503, 504, 599, DSPY_ELM_NETWORK, DSPY_ELM_TIMEOUT,
+                  DSPY_ERESOURCE };
     int no[] = { 200, 301, 400, 401, 403, 404, 409, 413, 422, 501, 505,
                  DSPY_ETOOBIG, DSPY_ECANCELED, DSPY_EINVAL, DSPY_ENOMEM, DSPY_ELM_BAD_RESPONSE };
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)

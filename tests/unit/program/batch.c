@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -532,6 +534,100 @@ static void loop_progress_cancels(void **state)
     MHD_stop_daemon(srv.daemon);
 }
 
+/* The stop switch (dspy_batch_options.cancel, what a signal handler sets) cancels a batch
+ * whose calls all hang: nothing is delivered until it is thrown, and then the calls in flight
+ * are cut off at once rather than answered. On the event loop, and on the worker pool (an
+ * LM with a cache runs there), where the calling thread watches the switch. */
+struct thrower {
+    struct lm_server *srv;
+    pthread_t batch_thread;
+};
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    stop_flag = 1; /* as dspyc run's SIGINT handler does */
+}
+
+/* Once calls are in flight, signal the thread running the batch: its handler throws the
+ * switch (written in a handler, as the contract says, never from another thread). */
+static void *throw_when_busy(void *arg)
+{
+    struct thrower *t = arg;
+    struct timespec ts = { 0, 1000000L };
+    while (atomic_load(&t->srv->requests) < 4)
+        nanosleep(&ts, NULL);
+    pthread_kill(t->batch_thread, SIGUSR1);
+    return NULL;
+}
+
+static void cancel_switch_cuts_hanging_calls(bool with_cache)
+{
+    struct lm_server srv = { .delay_ms = 900 }; /* the most one nanosleep takes */
+    struct sigaction sa, old_sa;
+    dspy_cache *cache = NULL;
+    lm_server_start(&srv);
+    char url[128];
+    struct dspy_lm_options lo = DSPY_LM_OPTIONS_INIT;
+    dspy_lm *lm = NULL;
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", srv.port);
+    lo.base_url = url;
+    lo.model = "m";
+    lo.api_key_env = "DSPYC_TEST_KEY_UNSET";
+    if (with_cache) {
+        struct dspy_cache_options co = DSPY_CACHE_OPTIONS_INIT;
+        co.levels = DSPY_CACHE_L1;
+        assert_int_equal(dspy_cache_new(&co, &cache, NULL), DSPY_OK);
+        lo.cache = cache;
+    }
+    assert_int_equal(dspy_lm_new(&lo, &lm, NULL), DSPY_OK);
+    dspy_program *p = qa_program();
+    json_t *in = questions(200);
+    struct dspy_batch_result *res = calloc(200, sizeof(*res));
+    struct dspy_batch_options o = DSPY_BATCH_OPTIONS_INIT;
+    struct dspy_batch_stats st;
+    struct thrower t = { &srv, pthread_self() };
+    pthread_t tid;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_usr1;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, &old_sa);
+    stop_flag = 0;
+    o.concurrency = 4;
+    o.cancel = &stop_flag;
+    assert_int_equal(pthread_create(&tid, NULL, throw_when_busy, &t), 0);
+    assert_int_equal(dspy_program_batch(p, lm, in, &o, res, &st, NULL), DSPY_ECANCELED);
+    pthread_join(tid, NULL);
+    sigaction(SIGUSR1, &old_sa, NULL);
+    assert_int_equal(st.threads, with_cache ? 4 : 0);
+    for (size_t i = 0; i < 200; i++) /* none answered: those answers were never waited for */
+        assert_int_equal(res[i].status, DSPY_ECANCELED);
+    assert_int_equal(st.cancelled, st.records);
+    assert_true(atomic_load(&srv.requests) <= 8); /* pulled no more once thrown */
+    dspy_batch_results_release(res, 200);
+    free(res);
+    json_decref(in);
+    dspy_program_free(p);
+    dspy_lm_free(lm);
+    dspy_cache_free(cache);
+    MHD_stop_daemon(srv.daemon);
+}
+
+static void loop_cancel_switch(void **state)
+{
+    (void)state;
+    cancel_switch_cuts_hanging_calls(false);
+}
+
+static void pool_cancel_switch(void **state)
+{
+    (void)state;
+    cancel_switch_cuts_hanging_calls(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -544,6 +640,8 @@ int main(void)
         cmocka_unit_test(loop_keeps_n_in_flight),
         cmocka_unit_test(loop_max_errors_stops_the_batch),
         cmocka_unit_test(loop_progress_cancels),
+        cmocka_unit_test(loop_cancel_switch),
+        cmocka_unit_test(pool_cancel_switch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
