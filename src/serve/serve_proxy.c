@@ -445,6 +445,18 @@ static void on_done(struct dspy__engine_call *ec, const struct dspy__engine_resu
     call_free(c);
 }
 
+/* The usage-only final chunk: "choices" is an empty array. */
+static bool is_usage_chunk(const struct dspy__sse_event *ev)
+{
+    static const char pat[] = "\"choices\":[]";
+    const char *p = ev->data.ptr, *end = p + ev->data.len;
+    size_t n = sizeof(pat) - 1;
+    for (; p + n <= end; p++)
+        if (*p == '"' && !memcmp(p, pat, n))
+            return true;
+    return false;
+}
+
 static int on_event(struct dspy__engine_call *ec, const struct dspy__sse_event *ev, void *ud)
 {
     struct call *c = ud;
@@ -461,6 +473,8 @@ static int on_event(struct dspy__engine_call *ec, const struct dspy__sse_event *
     int stop = dspy__lm_stream_acc_event(c->acc, ev);
     if (ev->done) {
         dspy__serve_stream_push(ctx, "data: [DONE]\n\n", 14);
+    } else if (ev->data.len && !c->include_usage && is_usage_chunk(ev)) {
+        /* asked for by the proxy, not by the client */
     } else if (ev->data.len) {
         char head[] = "data: ";
         struct dspy_buf b;
@@ -488,6 +502,8 @@ static dspy_status upstream_body(struct call *c, const struct dspy__serve_upstre
     if (!b)
         return DSPY_ENOMEM;
     json_object_del(b, "cache");
+    if (c->stream && !c->include_usage)
+        json_object_set_new(b, "stream_options", json_pack("{s:b}", "include_usage", 1));
     if (send_as)
         json_object_set_new(b, "model", json_string(send_as));
     dspy__buf_init(&buf, DSPY__LM_MAX_BODY);
@@ -598,9 +614,13 @@ static bool read_controls(struct dspy__serve_ctx *ctx, const json_t *body,
             ctl->no_cache = true;
         if (strstr(h, "no-store"))
             ctl->no_store = true;
-        const char *a = strstr(h, "max-age=");
+        const char *a = strstr(h, "s-maxage=");
         if (a)
+            *s_maxage = strtod(a + 9, NULL);
+        else if ((a = strstr(h, "max-age=")))
             *s_maxage = strtod(a + 8, NULL);
+        if (a && *s_maxage <= 0) /* max-age=0: nothing stored is fresh enough */
+            ctl->no_cache = true;
     }
     if ((h = dspy__srv_req_header(ctx->req, "x-dspyc-cache-ttl"))) {
         char *end;
@@ -718,10 +738,12 @@ static void proxy(struct dspy__serve_ctx *ctx, enum endpoint ep)
     c->body = body;
     c->raw = raw;
     c->raw_len = raw_len;
-    c->rewrite = json_object_get(body, "cache") != NULL;
     c->stream = ep == EP_CHAT && json_is_true(json_object_get(body, "stream"));
     c->include_usage = json_is_true(
         json_object_get(json_object_get(body, "stream_options"), "include_usage"));
+    /* A stream always asks for usage, so the stored answer has it; the usage chunk goes to
+     * the client only when it asked. */
+    c->rewrite = json_object_get(body, "cache") != NULL || (c->stream && !c->include_usage);
     c->ctl = s->cache_ctl;
     dspy__srv_req_ref(ctx->req);
     if (!read_controls(ctx, body, &c->ctl, &s_maxage, &asked_ns, &why)) {
