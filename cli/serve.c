@@ -29,7 +29,10 @@ enum {
     OPT_ACCESS_LOG,
     OPT_THREADS,
     OPT_PROGRAM,
+    OPT_PROGRAM_WORKERS,
 };
+
+#define MAX_PROGRAMS 64
 
 static const char usage_text[] =
     "usage: dspyc serve [--port P] [--host H] (--upstream URL | --config FILE) [flags]\n\n"
@@ -56,6 +59,10 @@ static const char usage_text[] =
     "  --max-body BYTES      larger request bodies get 413 (default 4M; k/M/G)\n"
     "  --client-timeout S    close connections silent this long (default 60)\n"
     "  --access-log FILE|-   JSON-lines access log (- = stderr; no secrets)\n"
+    "  --program NAME=PROGRAM.json[:STATE.json]\n"
+    "                        serve a program file (with a DSPy save file applied) at\n"
+    "                        POST /v1/programs/NAME and /v1/programs/NAME/batch (repeatable)\n"
+    "  --program-workers N   threads running program calls and batches (default 16)\n"
     "  --help                show this help\n\n";
 
 static const char cache_default_note[] =
@@ -104,11 +111,16 @@ int cmd_serve(int argc, char **argv)
         { "max-body", required_argument, NULL, OPT_MAX_BODY },
         { "client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT },
         { "access-log", required_argument, NULL, OPT_ACCESS_LOG },
+        { "program", required_argument, NULL, OPT_PROGRAM },
+        { "program-workers", required_argument, NULL, OPT_PROGRAM_WORKERS },
         { "help", no_argument, NULL, 'h' },
         CACHE_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
     struct dspy_serve_options o = DSPY_SERVE_OPTIONS_INIT;
+    struct dspy_serve_program progs[MAX_PROGRAMS];
+    char *prog_args[MAX_PROGRAMS];
+    size_t nprogs = 0;
     struct cache_config cc;
     struct dspy_error err;
     dspy_server *srv = NULL;
@@ -122,13 +134,13 @@ int cmd_serve(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         int c = cache_config_option(&cc, opt, optarg);
         if (c < 0)
-            return 2;
+            goto free_progs;
         if (c > 0)
             continue;
         switch (opt) {
         case OPT_PORT:
             if (parse_long_flag("--port", optarg, 0, 65535, &v))
-                return 2;
+                goto free_progs;
             o.port = (int)v;
             break;
         case OPT_HOST:
@@ -136,7 +148,7 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_THREADS:
             if (parse_long_flag("--threads", optarg, 1, 1024, &v))
-                return 2;
+                goto free_progs;
             o.threads = (unsigned)v;
             break;
         case OPT_UPSTREAM:
@@ -153,12 +165,12 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_TIMEOUT:
             if (parse_double_flag("--upstream-timeout", optarg, 0.001, 86400, &d))
-                return 2;
+                goto free_progs;
             o.upstream_timeout_s = d;
             break;
         case OPT_MAX_RETRIES:
             if (parse_long_flag("--max-retries", optarg, 0, 100, &v))
-                return 2;
+                goto free_progs;
             o.max_retries = (int)v;
             break;
         case OPT_AUTH:
@@ -166,40 +178,70 @@ int cmd_serve(int argc, char **argv)
             break;
         case OPT_MAX_IN_FLIGHT:
             if (parse_long_flag("--max-in-flight", optarg, 1, 10000000, &v))
-                return 2;
+                goto free_progs;
             o.max_in_flight = (unsigned)v;
             break;
         case OPT_MAX_BODY:
             if (parse_size("--max-body", optarg, &o.max_body))
-                return 2;
+                goto free_progs;
             break;
         case OPT_CLIENT_TIMEOUT:
             if (parse_long_flag("--client-timeout", optarg, 1, 86400, &v))
-                return 2;
+                goto free_progs;
             o.client_timeout_s = (unsigned)v;
             break;
         case OPT_ACCESS_LOG:
             o.access_log = optarg;
             break;
+        case OPT_PROGRAM_WORKERS:
+            if (parse_long_flag("--program-workers", optarg, 1, 4096, &v))
+                goto free_progs;
+            o.program_workers = (unsigned)v;
+            break;
+        case OPT_PROGRAM: {
+            char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg || !eq[1] || nprogs == MAX_PROGRAMS) {
+                fprintf(stderr, "dspyc serve: --program wants NAME=PROGRAM.json[:STATE.json] "
+                                "(at most %d), not '%s'\n",
+                        MAX_PROGRAMS, optarg);
+                goto free_progs;
+            }
+            char *copy = strdup(optarg);
+            if (!copy)
+                abort();
+            prog_args[nprogs] = copy;
+            copy[eq - optarg] = '\0';
+            char *path = copy + (eq - optarg) + 1;
+            char *colon = strrchr(path, ':');
+            if (colon)
+                *colon = '\0';
+            progs[nprogs++] = (struct dspy_serve_program){ copy, path, colon ? colon + 1 : NULL };
+            break;
+        }
         case 'h':
             usage(stdout);
-            return 0;
+            rc = 0;
+            goto free_progs;
         default:
             fprintf(stderr, "see 'dspyc serve --help'\n");
-            return 2;
+            goto free_progs;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "dspyc serve: unexpected argument '%s'\n", argv[optind]);
-        return 2;
+        goto free_progs;
     }
     if (!o.upstream_url == !o.config_path) {
         fprintf(stderr, "dspyc serve: name the upstream with --upstream URL or --config FILE "
                         "(one of the two)\n");
-        return 2;
+        goto free_progs;
     }
-    if (cache_config_open(&cc, "dspyc serve"))
-        return 1;
+    if (cache_config_open(&cc, "dspyc serve")) {
+        rc = 1;
+        goto free_progs;
+    }
+    o.programs = progs;
+    o.nprograms = nprogs;
     o.cache = cc.cache;
     cache_config_ctl(&cc, &o.cache_ctl);
     if (cc.ttl_s > 0)
@@ -237,5 +279,8 @@ int cmd_serve(int argc, char **argv)
 out:
     dspy_serve_free(srv);
     cache_config_close(&cc);
+free_progs:
+    for (size_t i = 0; i < nprogs; i++)
+        free(prog_args[i]);
     return rc;
 }

@@ -14,6 +14,14 @@
 extern "C" {
 #endif
 
+/** A program served at POST /v1/programs/NAME (and .../batch): a program file
+ * (docs/program-file.md) with an optional DSPy save file applied. */
+struct dspy_serve_program {
+    const char *name;
+    const char *program_path;
+    const char *state_path; /* NULL = none */
+};
+
 /** Options of dspy_serve_new(). Strings are copied; the cache is borrowed. */
 struct dspy_serve_options {
     const char *host;          /* address to listen on; NULL = "127.0.0.1" */
@@ -35,12 +43,16 @@ struct dspy_serve_options {
     unsigned client_timeout_s;   /* close a connection silent this long (headers or body
                                     not coming, idle keep-alive); 0 = 60 */
     const char *access_log;      /* JSON-lines access log: a path, "-" = stderr; NULL = none */
+    const struct dspy_serve_program *programs; /* borrowed during dspy_serve_new */
+    size_t nprograms;
+    unsigned program_workers;    /* threads running program calls and batches; 0 = 16 */
 };
 #define DSPY_SERVE_OPTIONS_INIT                                                              \
     { .host = NULL, .port = 0, .threads = 0, .upstream_url = NULL, .api_key_env = NULL,       \
       .api_key_file = NULL, .config_path = NULL, .upstream_timeout_s = 0, .max_retries = -1,   \
       .cache = NULL, .cache_ctl = DSPY_CACHE_CTL_INIT, .auth_token_file = NULL,               \
-      .max_in_flight = 0, .max_body = 0, .client_timeout_s = 0, .access_log = NULL }
+      .max_in_flight = 0, .max_body = 0, .client_timeout_s = 0, .access_log = NULL,         \
+      .programs = NULL, .nprograms = 0, .program_workers = 0 }
 
 /** A server. Threading: new/start/free from one thread; dspy_serve_port from any. Requests
  * are answered on the server's own threads (HTTP polling threads and one event-loop thread

@@ -74,9 +74,11 @@ dspy_status dspy__serve_error(struct dspy__serve_ctx *ctx, int status, const cha
     return rc;
 }
 
-dspy_status dspy__serve_stream_start(struct dspy__serve_ctx *ctx, const char *const *headers)
+dspy_status dspy__serve_stream_start(struct dspy__serve_ctx *ctx, const char *content_type,
+                                     const char *const *headers)
 {
-    struct dspy__srv_reply r = { 200, "text/event-stream", headers, NULL, 0, NULL };
+    struct dspy__srv_reply r = { 200, content_type ? content_type : "text/event-stream", headers,
+                                 NULL, 0, NULL };
     ctx->status = 200;
     return dspy__srv_stream_start(ctx->req, &r, 0);
 }
@@ -242,6 +244,8 @@ dspy_status dspy_serve_new(const struct dspy_serve_options *o, dspy_server **out
         goto fail;
     if ((rc = dspy__serve_upstreams_open(s, o, err)))
         goto fail;
+    if ((rc = dspy__serve_programs_open(s, o, err)))
+        goto fail;
 
     struct dspy__srv_options so = DSPY__SRV_OPTIONS_INIT;
     so.bind = o->host;
@@ -254,7 +258,8 @@ dspy_status dspy_serve_new(const struct dspy_serve_options *o, dspy_server **out
         goto fail;
     }
     if ((rc = dspy__serve_route(s, "GET", "/health", "health", DSPY__SERVE_OPEN, health, NULL)) ||
-        (rc = dspy__serve_proxy_routes(s)) || (rc = dspy__serve_metrics_routes(s))) {
+        (rc = dspy__serve_proxy_routes(s)) || (rc = dspy__serve_metrics_routes(s)) ||
+        (rc = dspy__serve_program_routes(s))) {
         dspy__err(err, rc, "cannot register the routes");
         goto fail;
     }
@@ -284,6 +289,7 @@ void dspy_serve_free(dspy_server *s)
     if (!s)
         return;
     dspy__srv_free(s->srv);          /* no handler runs after this */
+    dspy__serve_programs_close(s);   /* their calls use the upstreams' handles' cache */
     dspy__serve_upstreams_close(s); /* their engines end calls still running */
     dspy__serve_proxy_release(s);
     dspy__serve_metrics_free(s->metrics);

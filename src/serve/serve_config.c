@@ -37,6 +37,8 @@ static void upstream_release(struct dspy__serve_upstream *u)
     dspy_free(u->chat_url);
     dspy_free(u->embed_url);
     dspy_free(u->models_url);
+    dspy_free(u->api_key_env);
+    dspy_free(u->api_key_file);
     for (size_t i = 0; i < u->nmodels; i++)
         dspy_free(u->models[i]);
     dspy_free(u->models);
@@ -76,6 +78,10 @@ static dspy_status upstream_open(struct dspy__serve_upstream *u, const struct up
     u->chat_url = join_url(sp->base_url, "/chat/completions");
     u->embed_url = join_url(sp->base_url, "/embeddings");
     u->models_url = join_url(sp->base_url, "/models");
+    if (sp->api_key_env && !(u->api_key_env = dspy_strdup(sp->api_key_env)))
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    if (sp->api_key_file && !(u->api_key_file = dspy_strdup(sp->api_key_file)))
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
     if (!u->name || !u->base_url || !u->chat_url || !u->embed_url || !u->models_url)
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
     lo.base_url = sp->base_url;

@@ -80,7 +80,9 @@ dspy_status dspy__serve_send(struct dspy__serve_ctx *ctx, int status, const char
 dspy_status dspy__serve_error(struct dspy__serve_ctx *ctx, int status, const char *type,
                               const char *code, const char *const *headers, const char *fmt,
                               ...) __attribute__((format(printf, 6, 7)));
-dspy_status dspy__serve_stream_start(struct dspy__serve_ctx *ctx, const char *const *headers);
+/* Status 200 and headers now, then a chunked body; content_type NULL = text/event-stream. */
+dspy_status dspy__serve_stream_start(struct dspy__serve_ctx *ctx, const char *content_type,
+                                     const char *const *headers);
 dspy_status dspy__serve_stream_push(struct dspy__serve_ctx *ctx, const void *data, size_t len);
 void dspy__serve_stream_end(struct dspy__serve_ctx *ctx, bool abort);
 
@@ -95,6 +97,7 @@ struct dspy__serve_upstream {
     char *name;
     char *base_url;
     char *chat_url, *embed_url, *models_url;
+    char *api_key_env, *api_key_file; /* where its key comes from (programs open their own LM) */
     char **models; /* served model names; none = any model */
     size_t nmodels;
     struct dspy__serve_alias *aliases;
@@ -157,6 +160,15 @@ struct dspy__serve_flights;
 dspy_status dspy__serve_proxy_routes(dspy_server *s);
 void dspy__serve_proxy_release(dspy_server *s);
 
+/* ---- programs (serve_program.c) -------------------------------------------------------- */
+
+struct dspy__serve_programs;
+dspy_status dspy__serve_programs_open(dspy_server *s, const struct dspy_serve_options *o,
+                                      struct dspy_error *err);
+dspy_status dspy__serve_program_routes(dspy_server *s);
+/* Stop the workers (after the HTTP side stopped) and free the programs. */
+void dspy__serve_programs_close(dspy_server *s);
+
 /* ---- the server ------------------------------------------------------------------------ */
 
 struct dspy__serve_route_def {
@@ -182,6 +194,7 @@ struct dspy_server {
     size_t nroutes;
     struct dspy__serve_metrics *metrics;
     struct dspy__serve_flights *flights; /* serve_proxy.c */
+    struct dspy__serve_programs *programs; /* serve_program.c */
     FILE *access_log;                    /* NULL = none */
     bool access_log_owned;
     pthread_mutex_t log_lock; /* guards access_log writes */

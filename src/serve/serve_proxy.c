@@ -466,7 +466,7 @@ static int on_event(struct dspy__engine_call *ec, const struct dspy__sse_event *
         const char *hdr[] = { "x-dspyc-cache", "miss", "Cache-Control", "no-cache", NULL };
         ctx->ttft_ns = ev->recv_ns - c->submit_ns;
         dspy__serve_stage(ctx, DSPY__STAGE_UPSTREAM);
-        if (dspy__serve_stream_start(ctx, c->keyed ? hdr : hdr + 2))
+        if (dspy__serve_stream_start(ctx, NULL, c->keyed ? hdr : hdr + 2))
             return 1;
         c->started = true;
     }

@@ -506,10 +506,75 @@ def test_help_documents_every_flag_and_docs_cover_them():
     out = subprocess.run([DSPYC, "serve", "--help"], capture_output=True, text=True).stdout
     flags = ["--port", "--host", "--threads", "--upstream", "--api-key-env", "--api-key-file",
              "--upstream-timeout", "--max-retries", "--config", "--auth-token-file",
-             "--max-in-flight", "--max-body", "--client-timeout", "--access-log", "--cache"]
+             "--max-in-flight", "--max-body", "--client-timeout", "--access-log", "--cache",
+             "--program", "--program-workers"]
     docs = open(os.path.join(os.path.dirname(DSPYC), "..", "docs", "serve.md")).read() \
         if os.path.exists(os.path.join(os.path.dirname(DSPYC), "..", "docs", "serve.md")) else \
         open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "serve.md")).read()
     for f in flags:
         assert f in out, f
         assert f in docs, f
+
+
+# ---- programs ----------------------------------------------------------------------------------
+
+
+ARITH = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "arith")
+
+
+def test_programs_one_record_batch_and_listing(tmp_path):
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"solve.predict": {
+        "traces": [], "train": [], "demos": [],
+        "signature": {"instructions": "Answer with the number only.",
+                      "fields": [{"prefix": "Question:", "description": "${question}"},
+                                 {"prefix": "Reasoning: Let's think step by step in order to",
+                                  "description": "${reasoning}"},
+                                 {"prefix": "Answer:", "description": "${answer}"}]},
+        "lm": None}, "metadata": {"dependency_versions": {}}}))
+    prog = os.path.join(ARITH, "program.json")
+    sim, srv = proxy("--program", f"arith={prog}", "--program", f"tuned={prog}:{state}")
+    listing = httpx.get(srv + "/programs").json()["data"]
+    assert [p["name"] for p in listing] == ["arith", "tuned"]
+    assert listing[0]["inputs"] == ["question"]
+    assert listing[0]["predictors"][0]["outputs"] == ["reasoning", "answer"]
+    rows = [json.loads(l) for l in open(os.path.join(ARITH, "dev.jsonl"))][:6]
+    r = httpx.post(srv + "/programs/arith", json={"inputs": {"question": rows[0]["question"]}},
+                   timeout=30)
+    assert r.status_code == 200 and set(r.json()["outputs"]) == {"reasoning", "answer"}
+    # the same record through `dspyc run` gives the same prediction
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"question": rows[0]["question"]}) + "\n")
+    out = tmp_path / "out.jsonl"
+    subprocess.run([DSPYC, "run", prog, "--input", inp, "--output", out, "--base-url", sim,
+                    "--model", "default", "--cache", "off"], check=True, capture_output=True)
+    assert json.loads(out.read_text())["prediction"] == r.json()["outputs"]
+    # the state file changes the prompt the simulator sees
+    n = sim_requests(sim)
+    httpx.post(srv + "/programs/tuned", json={"inputs": {"question": rows[0]["question"]}},
+               timeout=30)
+    last = json.loads(open(_records[sim]).read().splitlines()[-1])["body"]
+    assert sim_requests(sim) == n + 1
+    assert "Answer with the number only." in last["messages"][0]["content"]
+    # a batch: JSON lines in, JSON lines out in order, a bad line answered in its place
+    lines = [json.dumps({"question": x["question"]}) for x in rows] + ["{oops", "",
+                                                                       json.dumps({"inputs": {}})]
+    with httpx.stream("POST", srv + "/programs/arith/batch", content="\n".join(lines),
+                      timeout=60) as resp:
+        assert resp.headers["content-type"].startswith("application/x-ndjson")
+        got = [json.loads(l) for l in resp.iter_lines() if l]
+    assert [g["index"] for g in got] == list(range(8))
+    assert all("outputs" in g for g in got[:6])
+    assert got[6]["error"]["code"] == "parse" and got[7]["error"]["field"] == "question"
+    # errors
+    assert_openai_error(httpx.post(srv + "/programs/nope", json={}), 404, "program_not_found")
+    assert_openai_error(httpx.post(srv + "/programs/arith", content=b"{"), 400, "invalid_json")
+    assert_openai_error(httpx.post(srv + "/programs/arith", json={"x": 1}), 400, "inputs")
+    r = httpx.post(srv + "/programs/arith", json={"inputs": {}})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "question"
+    p = subprocess.run([DSPYC, "serve", "--upstream", sim, "--program", "bad"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "NAME=PROGRAM.json" in p.stderr
+    p = subprocess.run([DSPYC, "serve", "--upstream", sim, "--program", f"x={tmp_path}/no.json"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "no.json" in p.stderr
