@@ -578,3 +578,30 @@ def test_programs_one_record_batch_and_listing(tmp_path):
     p = subprocess.run([DSPYC, "serve", "--upstream", sim, "--program", f"x={tmp_path}/no.json"],
                        capture_output=True, text=True)
     assert p.returncode == 1 and "no.json" in p.stderr
+
+
+def test_the_proxy_shares_cache_entries_with_dspyc_predict(tmp_path):
+    """The proxy keys a request as the lm layer does: an answer `dspyc predict` stored on disk
+    is a hit for the same request through the proxy, and the other way round."""
+    cache = tmp_path / "cache"
+    sim = recorded_sim()
+    args = ["--base-url", sim, "--model", "openai/m", "--cache", "disk", "--cache-dir", cache]
+    p = subprocess.run([DSPYC, "predict", *args, "question -> answer", "question=hi"],
+                       capture_output=True, text=True, check=True)
+    msgs = json.loads(subprocess.run([DSPYC, "predict", "--print-messages", "question -> answer",
+                                      "question=hi"], capture_output=True, text=True).stdout)
+    n = sim_requests(sim)
+    _, srv = start_serve("--upstream", sim, "--cache", "disk", "--cache-dir", cache)
+    r = post(srv, {"model": "m", "messages": msgs})
+    assert r.headers["x-dspyc-cache"] == "hit", r.text
+    assert sim_requests(sim) == n
+    assert json.loads(p.stdout)["answer"] in r.json()["choices"][0]["message"]["content"]
+    # a request the proxy stored answers `dspyc predict`
+    msgs2 = json.loads(subprocess.run([DSPYC, "predict", "--print-messages",
+                                       "question -> answer", "question=there"],
+                                      capture_output=True, text=True).stdout)
+    assert post(srv, {"model": "m", "messages": msgs2}).headers["x-dspyc-cache"] == "miss"
+    n = sim_requests(sim)
+    subprocess.run([DSPYC, "predict", *args, "question -> answer", "question=there"],
+                   capture_output=True, text=True, check=True)
+    assert sim_requests(sim) == n
