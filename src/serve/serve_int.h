@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include <dspyc/lm.h>
 #include <dspyc/serve.h>
 
@@ -158,6 +160,14 @@ dspy_status dspy__serve_metrics_routes(dspy_server *s);
 
 struct dspy__serve_flights;
 dspy_status dspy__serve_proxy_routes(dspy_server *s);
+/* LiteLLM's controls in a request body's "cache" member, over *ctl; false with *why (a
+ * static text) on a bad one. Exposed for the fuzz target. */
+bool dspy__serve_body_controls(const json_t *body, struct dspy_cache_ctl *ctl,
+                               double *s_maxage, const char **ns, const char **why);
+/* A stored chat completion body as the SSE stream a client asked for, into `out`.
+ * DSPY_EPARSE when the body has no "choices" array. */
+dspy_status dspy__serve_replay_sse(const char *body, size_t len, bool include_usage,
+                                   struct dspy_buf *out);
 void dspy__serve_proxy_release(dspy_server *s);
 
 /* ---- programs (serve_program.c) -------------------------------------------------------- */

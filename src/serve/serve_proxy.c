@@ -153,8 +153,8 @@ static json_t *chunk_head(const json_t *root)
 /* A plain chat completion replayed as the SSE stream the upstream would have sent: one
  * delta per choice with its whole text (and tool calls), one finish chunk per choice, the
  * usage chunk when the client asked for it, [DONE]. */
-static dspy_status replay_sse(const char *body, size_t len, bool include_usage,
-                              struct dspy_buf *out)
+dspy_status dspy__serve_replay_sse(const char *body, size_t len, bool include_usage,
+                                   struct dspy_buf *out)
 {
     json_t *root = json_loadb(body, len, 0, NULL);
     json_t *choices = json_object_get(root, "choices");
@@ -232,7 +232,7 @@ static void answer_body(struct dspy__serve_ctx *ctx, const char *body, size_t le
     }
     struct dspy_buf b;
     dspy__buf_init(&b, (size_t)256 << 20);
-    if (replay_sse(body, len, include_usage, &b))
+    if (dspy__serve_replay_sse(body, len, include_usage, &b))
         dspy__serve_error(ctx, 500, "server_error", "cache_entry_unreadable", NULL,
                           "The cached answer could not be replayed as a stream.");
     else
@@ -566,9 +566,8 @@ static bool truthy(const json_t *v)
 /* LiteLLM's per-request controls in the body's "cache" object, and the header forms:
  * Cache-Control: no-cache | no-store | s-maxage=N | max-age=N, x-dspyc-cache-ttl: N,
  * x-dspyc-cache-namespace: NS. false with *why set on a bad control. */
-static bool read_controls(struct dspy__serve_ctx *ctx, const json_t *body,
-                          struct dspy_cache_ctl *ctl, double *s_maxage, const char **ns,
-                          const char **why)
+bool dspy__serve_body_controls(const json_t *body, struct dspy_cache_ctl *ctl,
+                               double *s_maxage, const char **ns, const char **why)
 {
     const json_t *cc = json_object_get(body, "cache");
     *s_maxage = 0;
@@ -608,6 +607,15 @@ static bool read_controls(struct dspy__serve_ctx *ctx, const json_t *body,
             return false;
         }
     }
+    return true;
+}
+
+static bool read_controls(struct dspy__serve_ctx *ctx, const json_t *body,
+                          struct dspy_cache_ctl *ctl, double *s_maxage, const char **ns,
+                          const char **why)
+{
+    if (!dspy__serve_body_controls(body, ctl, s_maxage, ns, why))
+        return false;
     const char *h = dspy__srv_req_header(ctx->req, "Cache-Control");
     if (h) {
         if (strstr(h, "no-cache"))
