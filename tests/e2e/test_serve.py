@@ -605,3 +605,25 @@ def test_the_proxy_shares_cache_entries_with_dspyc_predict(tmp_path):
     subprocess.run([DSPYC, "predict", *args, "question -> answer", "question=there"],
                    capture_output=True, text=True, check=True)
     assert sim_requests(sim) == n
+
+
+def test_two_proxies_share_answers_through_redis():
+    binary = shutil.which("redis-server")
+    if not binary:
+        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
+    from test_cache import Redis
+    redis = Redis(binary)
+    try:
+        sim = recorded_sim()
+        flags = ("--upstream", sim, "--cache", "mem,redis", "--redis-url", redis.url)
+        _, a = start_serve(*flags)
+        _, b = start_serve(*flags)
+        assert post(a, chat("shared by two")).headers["x-dspyc-cache"] == "miss"
+        n = sim_requests(sim)
+        assert post(b, chat("shared by two")).headers["x-dspyc-cache"] == "hit"
+        assert sim_requests(sim) == n
+        m, _ = metrics(b)
+        assert total(m, "dspyc_cache_lookups_total", result="hit", level="l2") == 1
+        assert redis.dbsize() >= 1
+    finally:
+        redis.kill()
