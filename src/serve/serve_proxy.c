@@ -783,8 +783,11 @@ static void proxy(struct dspy__serve_ctx *ctx, enum endpoint ep)
             }
             dspy_cache_value_release(&v);
             dspy__serve_metrics_cache(s, DSPY_CACHE_MISS);
+            ctx->cache_status = "miss";
+            dspy__serve_stage(ctx, DSPY__STAGE_CACHE);
+            /* Once joined, the leader's thread may answer this request at any moment: ctx
+             * is not touched here after that. */
             if (flight_join(s, &c->key, ctx, c->stream, c->include_usage, &c->leader)) {
-                dspy__serve_stage(ctx, DSPY__STAGE_CACHE);
                 call_free(c); /* the waiter holds its own reference */
                 return;
             }
