@@ -19,6 +19,7 @@
 #include "base/status.h"
 #include "lm/jsonw.h"
 #include "lm/lm_int.h"
+#include "net/retry.h"
 #include "serve/serve_int.h"
 
 #define FLIGHT_BUCKETS 1024
@@ -353,12 +354,11 @@ static void fail(struct call *c, int up, const struct dspy__engine_result *res)
     dspy__buf_release(&b);
 }
 
+/* The engine's own rule (net/retry.h): what another upstream may well answer. */
 static bool retryable(const struct dspy__engine_result *res)
 {
-    if (res->status != DSPY_OK)
-        return res->status == DSPY_ELM_NETWORK || res->status == DSPY_ELM_TIMEOUT;
-    long h = res->http_status;
-    return h == 408 || h == 429 || h >= 500;
+    return dspy__retry_is_retryable(res->status != DSPY_OK ? (int)res->status
+                                                           : (int)res->http_status);
 }
 
 /* A 2xx body is stored only when it reads as the endpoint's answer. */
