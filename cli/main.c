@@ -12,6 +12,7 @@ static const struct cli_command commands[] = {
     { "loadtest", "load-test an endpoint or a program, open or closed loop", cmd_loadtest },
     { "predict", "call a module once and print the prediction", cmd_predict },
     { "run", "run a program over a JSON-lines file", cmd_run },
+    { "serve", "OpenAI-compatible caching proxy with metrics and a live dashboard", cmd_serve },
     { "sim", "OpenAI-compatible LM simulator for offline work and tests", cmd_sim },
     { "version", "print the version", cmd_version },
 };

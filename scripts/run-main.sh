@@ -34,3 +34,7 @@ $py bench/run_memory.py --build "$build"
 
 step "7. load generator: dspyc loadtest vs wrk (and k6 when installed), per generator core"
 $py bench/loadgen_compare.py --build "$build"
+
+step "8. proxy: dspyc serve's added latency over direct-to-sim (miss and hit, 1k/5k/10k req/s)" \
+     "vs LiteLLM's proxy on the same workload"
+$py bench/serve_vs_litellm.py --build "$build" | tee out/serve_vs_litellm.txt

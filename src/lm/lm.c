@@ -505,6 +505,14 @@ dspy_status dspy_lm_classify_http(long http_status, const char *body, size_t len
 }
 
 /* Replace every occurrence of the API key in `s` with "***". */
+static void scrub_key(char *s, const char *key);
+
+void dspy__lm_scrub_key(const dspy_lm *lm, char *s)
+{
+    if (lm)
+        scrub_key(s, lm->api_key);
+}
+
 static void scrub_key(char *s, const char *key)
 {
     size_t klen = key && s ? strlen(key) : 0;
@@ -615,6 +623,36 @@ dspy_status dspy__lm_submit_body_in(dspy_lm *lm, struct dspy__engine_group *grou
     dspy_status rc = dspy__engine_submit(lm->engine, &r, handle, err);
     if (rc == DSPY_EBUSY)
         dspy__err(err, rc, "LM request refused: too many requests already wait for the "
+                           "rate limit (back off and retry)");
+    return rc;
+}
+
+dspy_status dspy__lm_submit_raw(dspy_lm *lm, const struct dspy__lm_raw_request *q,
+                                struct dspy_error *err)
+{
+    struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
+    if (!lm->engine)
+        return dspy__err(err, DSPY_EINVAL, "raw LM requests need HTTP (no transport hook)");
+    r.method = q->method;
+    r.url = q->url ? q->url : lm->url;
+    r.headers = lm->headers;
+    r.body = q->body;
+    r.body_len = q->len;
+    r.take_body = q->take_body;
+    r.timeout_ns = secs_ns(lm->timeout_s);
+    r.deadline_ns = lm->deadline_ns;
+    r.max_response_bytes = lm->max_response_bytes;
+    r.retry = q->retry && !q->on_event ? &lm->retry : NULL;
+    r.limiter = lm->limiter;
+    if (lm->limiter)
+        r.est_tokens = dspy__ratelimit_estimate_tokens(
+            q->len, lm->max_tokens > 0 ? (uint64_t)lm->max_tokens : 0);
+    r.on_event = q->on_event;
+    r.on_done = q->on_done;
+    r.userdata = q->userdata;
+    dspy_status rc = dspy__engine_submit(lm->engine, &r, NULL, err);
+    if (rc == DSPY_EBUSY)
+        dspy__err(err, rc, "upstream request refused: too many requests already wait for its "
                            "rate limit (back off and retry)");
     return rc;
 }

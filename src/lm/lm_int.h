@@ -197,4 +197,40 @@ dspy_status dspy__lm_submit_call(dspy_lm *lm, const struct dspy__lm_call *call,
                                  struct dspy__engine_group *group, dspy_lm_done_fn on_done,
                                  void *userdata, struct dspy_error *err);
 
+/* ---- raw exchanges and stream assembly for the proxy (serve layer) ---- */
+
+/* One request body sent as is through the handle's engine, headers (API key), timeouts and
+ * limiter: the proxy's upstream call. `url` NULL = the handle's chat completions URL;
+ * `method` NULL = POST with a body, else GET. With `retry` the handle's retry policy
+ * applies (never with on_event: a retried stream would repeat its events). The engine's
+ * contract otherwise (net/engine.h); DSPY_EBUSY with a message when the limiter is full. */
+struct dspy__lm_raw_request {
+    const char *url;
+    const char *method;
+    const char *body;
+    size_t len;
+    bool take_body;
+    bool retry;
+    dspy__engine_event_fn on_event;
+    dspy__engine_done_fn on_done;
+    void *userdata;
+};
+dspy_status dspy__lm_submit_raw(dspy_lm *lm, const struct dspy__lm_raw_request *r,
+                                struct dspy_error *err);
+
+/* Replace every occurrence of the handle's API key in `s` (NUL-terminated) with "***". */
+void dspy__lm_scrub_key(const dspy_lm *lm, char *s);
+
+/* A streamed chat answer assembled event by event into the plain body the cache stores
+ * (the same assembly dspy_lm_stream does). Feed every SSE event of a 2xx stream; finish
+ * gives the body (caller owns, dspy_free) and its usage, or the error that ended it. */
+struct dspy__lm_stream_acc;
+struct dspy__lm_stream_acc *dspy__lm_stream_acc_new(dspy_lm *lm);
+/* 0 to go on; non-zero once the stream is broken (finish says why). */
+int dspy__lm_stream_acc_event(struct dspy__lm_stream_acc *a, const struct dspy__sse_event *ev);
+dspy_status dspy__lm_stream_acc_finish(struct dspy__lm_stream_acc *a, long http_status,
+                                       const char *detail, char **body, size_t *len,
+                                       struct dspy_lm_usage *usage, struct dspy_error *err);
+void dspy__lm_stream_acc_free(struct dspy__lm_stream_acc *a);
+
 #endif

@@ -531,6 +531,48 @@ static dspy_status stream_cached(struct stream *st, const struct dspy_cache_key 
     return rc;
 }
 
+/* ---- assembly for the proxy (lm_int.h) ------------------------------------------------- */
+
+struct dspy__lm_stream_acc {
+    struct stream st;
+};
+
+struct dspy__lm_stream_acc *dspy__lm_stream_acc_new(dspy_lm *lm)
+{
+    struct dspy__lm_stream_acc *a = dspy_malloc(sizeof(*a));
+    if (a)
+        stream_init(&a->st, lm, NULL, NULL);
+    return a;
+}
+
+int dspy__lm_stream_acc_event(struct dspy__lm_stream_acc *a, const struct dspy__sse_event *ev)
+{
+    return stream_event(&a->st, ev);
+}
+
+dspy_status dspy__lm_stream_acc_finish(struct dspy__lm_stream_acc *a, long http_status,
+                                       const char *detail, char **body, size_t *len,
+                                       struct dspy_lm_usage *usage, struct dspy_error *err)
+{
+    struct dspy_lm_response resp;
+    memset(&resp, 0, sizeof(resp));
+    dspy_status rc = conclude(&a->st, http_status, detail, &resp, body, len, err);
+    if (!rc) {
+        if (usage)
+            *usage = resp.usage;
+        dspy_lm_response_release(&resp);
+    }
+    return rc;
+}
+
+void dspy__lm_stream_acc_free(struct dspy__lm_stream_acc *a)
+{
+    if (!a)
+        return;
+    stream_release(&a->st);
+    dspy_free(a);
+}
+
 /* ---- the call ---------------------------------------------------------------------------- */
 
 /* `extra` without the keys streaming sets itself (NULL when none is left to send). */

@@ -44,9 +44,19 @@ def _drain(proc, ready):
 def start_sim(*args, timeout=20.0):
     """Start `dspyc sim --port 0 *args`; return (proc, base_url) with base_url like
     "http://127.0.0.1:PORT/v1". The process is stopped when the current test ends."""
+    return start_server("sim", *args, timeout=timeout)
+
+
+def start_serve(*args, timeout=20.0):
+    """Start `dspyc serve --port 0 *args` (the proxy), as start_sim does."""
+    return start_server("serve", *args, timeout=timeout)
+
+
+def start_server(command, *args, timeout=20.0):
+    """Start `dspyc COMMAND --port 0 *args` and wait for its "listening on" line."""
     if not os.path.exists(DSPYC):
         pytest.skip(f"{DSPYC} is not built (set DSPYC_BIN)")
-    proc = SimProcess([DSPYC, "sim", "--port", "0", *map(str, args)], stdin=subprocess.DEVNULL,
+    proc = SimProcess([DSPYC, command, "--port", "0", *map(str, args)], stdin=subprocess.DEVNULL,
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     proc.stderr_lines = []
     proc.base_url = None
@@ -57,7 +67,7 @@ def start_sim(*args, timeout=20.0):
     proc.reader.start()
     if not ready.wait(timeout) or not proc.base_url:
         stop_sim(proc)
-        raise RuntimeError(f"dspyc sim did not start: {''.join(proc.stderr_lines)}")
+        raise RuntimeError(f"dspyc {command} did not start: {''.join(proc.stderr_lines)}")
     return proc, proc.base_url
 
 
