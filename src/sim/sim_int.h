@@ -169,6 +169,40 @@ dspy_status dspy__sim_arith_reasoning(const struct dspy__sim_arith *q, long clai
 /* Hashed word and character-trigram features, L2-normalized, into out[0..dim). */
 void dspy__sim_embed(const char *s, size_t n, float *out, unsigned dim);
 
+/* ---- Chat requests (sim_chat.c) ---- */
+
+#define DSPY__SIM_MAX_CHOICES 128
+
+/* A chat-completions request as read from its JSON body. */
+struct dspy__sim_chat {
+    const char *model; /* borrowed from the body, as are the strings below */
+    size_t n;          /* choices */
+    long max_tokens;   /* 0 = no limit */
+    double temperature;
+    bool stream, include_usage, ignore_eos, json_object;
+    json_t *schema; /* response_format json_schema (borrowed from the body) */
+    struct dspy__sim_msg *msgs; /* owned; texts borrow the body or parts */
+    size_t n_msgs;
+    size_t images;
+    struct dspy_buf parts; /* texts of messages whose content is an array of parts */
+};
+
+/* Why a request is refused: the 400 answer's param, code and message. */
+struct dspy__sim_bad {
+    char param[64];
+    const char *code; /* static */
+    char message[256];
+};
+
+void dspy__sim_chat_init(struct dspy__sim_chat *c);
+void dspy__sim_chat_release(struct dspy__sim_chat *c);
+/* Check a request body as OpenAI does and read it into c (initialized); false with why
+ * filled when it is refused. Untrusted input: never more than the body holds. */
+bool dspy__sim_chat_parse(json_t *body, struct dspy__sim_chat *c, struct dspy__sim_bad *why);
+/* Everything in the body that changes the answer, and nothing that only changes its
+ * delivery (stream, n, max_tokens, ...), hashed. */
+uint64_t dspy__sim_request_hash(json_t *body);
+
 /* ---- The running simulator (sim.c, sim_serve.c, sim_chat.c) ---- */
 
 enum dspy__sim_fault {

@@ -540,3 +540,21 @@ def test_arith_accuracy_rises_with_demos_cot_and_instructions():
     assert bad_demos <= zero - 8
     # Deterministic: the same program scores the same again.
     assert accuracy(predict(train)) == demos
+
+
+def test_prompts_fuzzing_found_are_answered():
+    # A system message that declares an output field and nothing else, and a user message
+    # whose content is only an image: both once did NULL + 0 arithmetic (fatal under UBSan).
+    _, base = start_sim()
+    with httpx.Client(timeout=10) as cl:
+        sys_only = {"model": "m", "messages": [
+            {"role": "system", "content": "Your output fields are:\n1. `l` ():"}]}
+        r = cl.post(base + "/chat/completions", json=sys_only)
+        assert r.status_code == 200, r.text
+        assert "[[ ## l ## ]]" in r.json()["choices"][0]["message"]["content"]
+        image = {"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}
+        r = cl.post(base + "/chat/completions", json=image)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens"] >= 85  # the image is counted
+        assert r.json()["choices"][0]["message"]["content"]
