@@ -65,9 +65,8 @@ static bool bad_type(struct dspy__sim_bad *why, const char *param, json_t *v, co
 }
 
 /* Answer 400 with what dspy__sim_chat_parse found. */
-static void send_bad(struct dspy_sim *s, struct dspy__srv_req *req, const struct dspy__sim_bad *why)
+static void send_bad(struct dspy__srv_req *req, const struct dspy__sim_bad *why)
 {
-    dspy__sim_count(s, 400);
     dspy__srv_send_error(req, 400, "invalid_request_error", why->param, why->code, NULL, "%s",
                          why->message);
 }
@@ -377,7 +376,6 @@ static void send_stream(struct dspy_sim *s, struct dspy__srv_req *req,
         if (ch[i].tokens > steps)
             steps = ch[i].tokens;
     dspy__buf_init(&st.ev, REPLY_MAX);
-    dspy__sim_count(s, 200);
     atomic_fetch_add(&s->streams, 1);
     if (f == DSPY__SIM_F_MALFORMED || f == DSPY__SIM_F_TRUNCATE)
         atomic_fetch_add(&s->faults[f], 1);
@@ -443,7 +441,7 @@ static void respond(struct dspy_sim *s, struct dspy__srv_req *req, struct dspy__
         DSPY_SIM_MAX_REPLY_TOKENS * 8ull) {
         struct dspy__sim_bad why;
         bad(&why, "n", "invalid_value", "n times max_tokens is more than the simulator makes.");
-        send_bad(s, req, &why);
+        send_bad(req, &why);
         goto out;
     }
     for (size_t i = 0; !rc && i < c->n; i++) {
@@ -465,7 +463,6 @@ static void respond(struct dspy_sim *s, struct dspy__srv_req *req, struct dspy__
              (unsigned long long)dspy__sim_mix(ao.req_hash, atomic_fetch_add(&s->ids, 1)));
     long created = (long)time(NULL);
     if (rc) {
-        dspy__sim_count(s, 500);
         dspy__srv_send_error(req, 500, "server_error", NULL, NULL, NULL,
                              "The simulator could not build the answer (%s).", dspy_strerror(rc));
         goto out;
@@ -489,7 +486,6 @@ static void respond(struct dspy_sim *s, struct dspy__srv_req *req, struct dspy__
     } else if (!whole_body(&out, c, id, created, ch, prompt, completion)) {
         dspy__sim_send_json(s, req, &out, start + total, f);
     } else {
-        dspy__sim_count(s, 500);
         dspy__srv_send_error(req, 500, "server_error", NULL, NULL, NULL,
                              "The response is too large to build.");
     }
@@ -507,11 +503,11 @@ void dspy__sim_chat(struct dspy__srv_req *req, void *ud)
     struct dspy__sim_chat c;
     struct dspy__sim_bad why;
     json_t *body;
-    if (!dspy__sim_auth(s, req) || !(body = dspy__sim_body_json(s, req)))
+    if (!dspy__sim_auth(s, req) || !(body = dspy__sim_body_json(req)))
         return;
     dspy__sim_chat_init(&c);
     if (!dspy__sim_chat_parse(body, &c, &why)) {
-        send_bad(s, req, &why);
+        send_bad(req, &why);
     } else {
         double ju;
         enum dspy__sim_fault f = dspy__sim_draw(s, &ju);

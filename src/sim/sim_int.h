@@ -244,14 +244,16 @@ bool dspy__sim_fault_answer(struct dspy_sim *s, struct dspy__srv_req *req, enum 
 /* 401 unless the API key matches (when one is configured); false when answered. */
 bool dspy__sim_auth(struct dspy_sim *s, struct dspy__srv_req *req);
 /* The body as a JSON object, or NULL after answering 400. */
-json_t *dspy__sim_body_json(struct dspy_sim *s, struct dspy__srv_req *req);
+json_t *dspy__sim_body_json(struct dspy__srv_req *req);
 /* Capacity model: when a request needing service_ns starts; false if the queue is full. */
 bool dspy__sim_admit(struct dspy_sim *s, uint64_t now, uint64_t service_ns, uint64_t *start);
 /* Refuse a request for a full queue. */
 void dspy__sim_queue_full(struct dspy_sim *s, struct dspy__srv_req *req);
 /* Scale a duration by the jitter draw: ms * (1 + jitter * u), in ns, never negative. */
 uint64_t dspy__sim_ns(const struct dspy_sim *s, double ms, double u);
-void dspy__sim_count(struct dspy_sim *s, int status);
+/* Counts an answer's status in by_status: the server's on_status hook, so that every
+ * answer is counted, the server's own 404/405/413/503 included. */
+void dspy__sim_count(int status, void *sim);
 /* Answer with a body at due, applying malformed/truncate faults. */
 void dspy__sim_send_json(struct dspy_sim *s, struct dspy__srv_req *req, struct dspy_buf *body,
                          uint64_t due, enum dspy__sim_fault f);

@@ -427,6 +427,10 @@ def test_bad_inputs_get_openai_errors_and_the_server_stays_up():
         assert cl.post(url, json=chat_body()).status_code == 200
         stats = cl.get(root(base) + "/admin/stats").json()
         assert stats["by_status"]["400"] >= 12 and stats["too_big"] == 1
+        # Every answer is counted by status, the server's own 404, 405 and 413 included.
+        by = stats["by_status"]
+        assert (by["400"], by["404"], by["405"], by["413"], by["200"]) == (13, 1, 1, 1, 2), by
+        assert sum(by.values()) == stats["requests"] - 1  # all but this stats request
 
 
 def test_api_key_is_checked_when_given():
