@@ -43,6 +43,9 @@ struct dspy_sim_options {
     size_t max_body;         /* request body limit in bytes (at least 1024) */
     unsigned embed_dim;      /* embedding dimensions, 1 to 65536 */
     const char *api_key;     /* if set and not empty, /v1/ needs "Authorization: Bearer KEY" */
+    const char *api_key_env; /* else the key from this variable (it must be set) */
+    const char *api_key_file; /* else (or when the variable is unset) the file's first line.
+                                 Keys are trimmed; control characters are refused */
     unsigned reply_tokens;   /* length of plain (non-DSPy) replies; 0 = natural */
     /* Limits against abusive clients (see docs/simulator.md). A connection must send a whole
      * request head within header_timeout_ms of connecting or of its previous answer (so an

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/secret.h"
 #include "base/status.h"
 #include "sim_int.h"
 
@@ -101,14 +102,17 @@ dspy_status dspy_sim_new(const struct dspy_sim_options *o, dspy_sim **out, struc
     s->o = *o;
     s->bind = dup_opt(o->bind ? o->bind : "127.0.0.1", &fail);
     s->model = dup_opt(o->model ? o->model : "dspyc-sim", &fail);
-    s->api_key = o->api_key && *o->api_key ? dup_opt(o->api_key, &fail) : NULL;
     s->record_path = dup_opt(o->record_path, &fail);
     s->o.bind = s->bind;
     s->o.model = s->model;
-    s->o.api_key = s->api_key;
     s->o.record_path = s->record_path;
     pthread_mutex_init(&s->record_lock, NULL);
     pthread_mutex_init(&s->qlock, NULL);
+    s->o.api_key_env = s->o.api_key_file = NULL; /* read once, here */
+    if ((rc = dspy__secret_read("API key", o->api_key, o->api_key_env, o->api_key_file,
+                                &s->api_key, err)))
+        goto fail;
+    s->o.api_key = s->api_key;
     if (!fail && s->o.capacity && !(s->slots = dspy_calloc(s->o.capacity, sizeof(uint64_t))))
         fail = true;
     if (fail) {
@@ -191,7 +195,7 @@ void dspy_sim_free(dspy_sim *s)
     dspy_free(s->queue);
     dspy_free(s->bind);
     dspy_free(s->model);
-    dspy_free(s->api_key);
+    dspy__secret_free(s->api_key);
     dspy_free(s->record_path);
     dspy_free(s);
 }
