@@ -80,14 +80,17 @@ static void test_refusals_say_what_and_where(void **state)
         const char *body, *param, *code, *says;
     } cases[] = {
         { "{\"messages\": []}", "model", "missing_required_parameter", "'model'" },
-        { "{\"model\": \"m\", \"messages\": []}", "messages", "invalid_value", "must not be empty" },
+        { "{\"model\": \"m\", \"messages\": []}", "messages", "invalid_value",
+          "must not be empty" },
         { "{\"model\": \"m\", \"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}]}",
           "messages[0].role", "invalid_value", "'role'" },
         { "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": 5}]}",
           "messages[0].content", "invalid_type", "an integer" },
-        { "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", \"content\": [{\"text\": \"x\"}]}]}",
+        { "{\"model\": \"m\", \"messages\": [{\"role\": \"user\", "
+          "\"content\": [{\"text\": \"x\"}]}]}",
           "messages[0].content", "invalid_value", "'type'" },
-        { "{\"model\": \"m\", \"n\": 129, \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}",
+        { "{\"model\": \"m\", \"n\": 129, "
+          "\"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}",
           "n", "invalid_value", "[1, 128]" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
