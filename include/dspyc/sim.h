@@ -14,8 +14,9 @@ extern "C" {
 #endif
 
 /** A simulator. Threads: dspy_sim_new, _start, _stop and _free from one thread at a time
- * (not concurrently for the same handle); it serves from its own threads; dspy_sim_port and
- * dspy_sim_stats from any thread between start and free. */
+ * (not concurrently for the same handle); it serves from its own threads; dspy_sim_port,
+ * dspy_sim_stats and dspy_sim_status_count from any thread between start and stop, and
+ * after stop from the thread that stopped it. */
 typedef struct dspy_sim dspy_sim;
 
 /** Options; start from DSPY_SIM_OPTIONS_INIT. Strings are borrowed by dspy_sim_new, which
