@@ -15,7 +15,7 @@
 
 #define DEFAULT_PORT 8089
 
-enum kind { K_STR, K_INT, K_UINT, K_U64, K_SIZE, K_DOUBLE, K_RATE };
+enum kind { K_STR, K_INT, K_UINT, K_U64, K_SIZE, K_U64S, K_DOUBLE, K_RATE }; /* S: k/M/G */
 
 struct flag {
     const char *name;
@@ -54,8 +54,21 @@ static const struct flag flags[] = {
     F("record", K_STR, record_path, "FILE", "write every request received as a JSON line"),
     F("max-body", K_SIZE, max_body, "BYTES", "body limit, more gets 413 (default 4M; k/M/G)"),
     F("embed-dim", K_UINT, embed_dim, "N", "embedding dimensions (default 384)"),
-    F("api-key", K_STR, api_key, "KEY", "require 'Authorization: Bearer KEY' on /v1/"),
+    F("api-key", K_STR, api_key, "KEY",
+      "require 'Authorization: Bearer KEY' on /v1/ (visible in ps: prefer the next two)"),
+    F("api-key-env", K_STR, api_key_env, "VAR", "the key from $VAR (which must be set)"),
+    F("api-key-file", K_STR, api_key_file, "FILE", "the key from the first line of FILE"),
     F("reply-tokens", K_UINT, reply_tokens, "N", "plain (non-DSPy) reply length (0 = natural)"),
+    F("header-timeout-ms", K_UINT, header_timeout_ms, "MS",
+      "close a connection whose request head is not in by then (default 10000)"),
+    F("body-timeout-ms", K_UINT, body_timeout_ms, "MS",
+      "close a connection whose body is not in MS after its head (default 30000)"),
+    F("max-connections", K_UINT, max_connections, "N",
+      "open connections; more close the oldest idle one (default: open-files limit)"),
+    F("max-connections-per-ip", K_UINT, max_connections_per_ip, "N",
+      "open connections from one address (default: no cap)"),
+    F("max-body-bytes-total", K_U64S, max_body_bytes_total, "BYTES",
+      "bodies being received at once, more get 503 (default 64 x --max-body)"),
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
 
@@ -75,7 +88,28 @@ void sim_usage(FILE *out)
     for (size_t i = 0; i < N_FLAGS; i++) {
         char left[48];
         snprintf(left, sizeof(left), "--%s %s", flags[i].name, flags[i].arg);
-        fprintf(out, "  %-26s %s\n", left, flags[i].help);
+        /* Help text wrapped at 80 columns, continuation lines under the first. */
+        const char *h = flags[i].help;
+        bool first = true;
+        if (strlen(left) > 26) {
+            fprintf(out, "  %s\n", left);
+            first = false;
+        }
+        while (*h) {
+            size_t n = strlen(h);
+            if (n > 51) {
+                n = 51;
+                while (n > 0 && h[n] != ' ')
+                    n--;
+                if (!n)
+                    n = 51;
+            }
+            fprintf(out, "  %-26s %.*s\n", first ? left : "", (int)n, h);
+            first = false;
+            h += n;
+            while (*h == ' ')
+                h++;
+        }
     }
     fprintf(out, "  %-26s %s\n", "--help", "show this help");
 }
@@ -99,9 +133,10 @@ static int set_flag(struct dspy_sim_options *o, const struct flag *f, const char
     }
     case K_UINT:
     case K_U64:
-    case K_SIZE: {
+    case K_SIZE:
+    case K_U64S: {
         unsigned long long n = strtoull(v, &end, 10);
-        if (f->kind == K_SIZE && end && *end) {
+        if ((f->kind == K_SIZE || f->kind == K_U64S) && end && *end) {
             int shift = *end == 'k' || *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : -1;
             if (shift > 0 && !end[1] && n < (1ull << 33)) {
                 n <<= shift;
@@ -112,7 +147,7 @@ static int set_flag(struct dspy_sim_options *o, const struct flag *f, const char
             break;
         if (f->kind == K_UINT && n <= 0xffffffffull)
             *(unsigned *)at = (unsigned)n;
-        else if (f->kind == K_U64)
+        else if (f->kind == K_U64 || f->kind == K_U64S)
             *(uint64_t *)at = n;
         else if (f->kind == K_SIZE)
             *(size_t *)at = (size_t)n;

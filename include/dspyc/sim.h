@@ -14,8 +14,9 @@ extern "C" {
 #endif
 
 /** A simulator. Threads: dspy_sim_new, _start, _stop and _free from one thread at a time
- * (not concurrently for the same handle); it serves from its own threads; dspy_sim_port and
- * dspy_sim_stats from any thread between start and free. */
+ * (not concurrently for the same handle); it serves from its own threads; dspy_sim_port,
+ * dspy_sim_stats and dspy_sim_status_count from any thread between start and stop, and
+ * after stop from the thread that stopped it. */
 typedef struct dspy_sim dspy_sim;
 
 /** Options; start from DSPY_SIM_OPTIONS_INIT. Strings are borrowed by dspy_sim_new, which
@@ -43,7 +44,21 @@ struct dspy_sim_options {
     size_t max_body;         /* request body limit in bytes (at least 1024) */
     unsigned embed_dim;      /* embedding dimensions, 1 to 65536 */
     const char *api_key;     /* if set and not empty, /v1/ needs "Authorization: Bearer KEY" */
+    const char *api_key_env; /* else the key from this variable (it must be set) */
+    const char *api_key_file; /* else (or when the variable is unset) the file's first line.
+                                 Keys are trimmed; control characters are refused */
     unsigned reply_tokens;   /* length of plain (non-DSPy) replies; 0 = natural */
+    /* Limits against abusive clients (see docs/simulator.md). A connection must send a whole
+     * request head within header_timeout_ms of connecting or of its previous answer (so an
+     * idle keep-alive connection is closed then too), and its body within body_timeout_ms
+     * of the head; else it is closed. */
+    unsigned header_timeout_ms;      /* default 10000 */
+    unsigned body_timeout_ms;        /* default 30000 */
+    unsigned max_connections;        /* 0 = what the open-files limit allows; beyond it the
+                                        oldest connection not being answered is closed */
+    unsigned max_connections_per_ip; /* 0 = no cap */
+    uint64_t max_body_bytes_total;   /* bodies being received, all together (by their
+                                        Content-Length); more gets 503; 0 = 64 x max_body */
 };
 
 /** The longest plain reply, in tokens (reply_tokens). */
@@ -53,7 +68,8 @@ struct dspy_sim_options {
     {                                                                                        \
         .bind = "127.0.0.1", .port = 0, .model = "dspyc-sim", .latency_ms = -1,              \
         .queue_full_status = 503, .retry_after_s = 1, .timeout_hold_ms = 30000,              \
-        .max_body = (size_t)4 << 20, .embed_dim = 384                                        \
+        .max_body = (size_t)4 << 20, .embed_dim = 384, .header_timeout_ms = 10000,           \
+        .body_timeout_ms = 30000                                                             \
     }
 
 /** Counters since dspy_sim_start (the same figures GET /admin/stats reports). */
@@ -64,6 +80,12 @@ struct dspy_sim_stats {
     uint64_t too_big;           /* 413s for oversized bodies */
     uint64_t streams;           /* streamed completions started */
     uint64_t completion_tokens; /* tokens of every answer sent */
+    uint64_t connections;       /* open right now */
+    uint64_t body_bytes;        /* of request bodies being received (max_body_bytes_total) */
+    uint64_t evicted;           /* connections closed to make room (max_connections) */
+    uint64_t header_timeouts;   /* connections closed for a late request head */
+    uint64_t body_timeouts;     /* connections closed for a late body */
+    uint64_t bodies_refused;    /* 503s for max_body_bytes_total */
 };
 
 /** Check the options and create a simulator (not yet listening). DSPY_EINVAL with

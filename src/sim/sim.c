@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/secret.h"
 #include "base/status.h"
 #include "sim_int.h"
 
@@ -70,6 +71,13 @@ static dspy_status check(const struct dspy_sim_options *o, struct dspy_error *er
                                DSPY_SIM_MAX_REPLY_TOKENS);
     if (o->max_body < 1024)
         return bad_opt(err, "max_body", "must be at least 1024 bytes");
+    if (o->header_timeout_ms < 1 || o->header_timeout_ms > 3600000)
+        return bad_opt(err, "header_timeout_ms", "must be from 1 to 3600000");
+    if (o->body_timeout_ms < 1 || o->body_timeout_ms > 3600000)
+        return bad_opt(err, "body_timeout_ms", "must be from 1 to 3600000");
+    if (o->max_body_bytes_total && o->max_body_bytes_total < o->max_body)
+        return bad_opt(err, "max_body_bytes_total", "must be at least max_body (%zu bytes)",
+                       o->max_body);
     return DSPY_OK;
 }
 
@@ -94,14 +102,17 @@ dspy_status dspy_sim_new(const struct dspy_sim_options *o, dspy_sim **out, struc
     s->o = *o;
     s->bind = dup_opt(o->bind ? o->bind : "127.0.0.1", &fail);
     s->model = dup_opt(o->model ? o->model : "dspyc-sim", &fail);
-    s->api_key = o->api_key && *o->api_key ? dup_opt(o->api_key, &fail) : NULL;
     s->record_path = dup_opt(o->record_path, &fail);
     s->o.bind = s->bind;
     s->o.model = s->model;
-    s->o.api_key = s->api_key;
     s->o.record_path = s->record_path;
     pthread_mutex_init(&s->record_lock, NULL);
     pthread_mutex_init(&s->qlock, NULL);
+    s->o.api_key_env = s->o.api_key_file = NULL; /* read once, here */
+    if ((rc = dspy__secret_read("API key", o->api_key, o->api_key_env, o->api_key_file,
+                                &s->api_key, err)))
+        goto fail;
+    s->o.api_key = s->api_key;
     if (!fail && s->o.capacity && !(s->slots = dspy_calloc(s->o.capacity, sizeof(uint64_t))))
         fail = true;
     if (fail) {
@@ -113,6 +124,13 @@ dspy_status dspy_sim_new(const struct dspy_sim_options *o, dspy_sim **out, struc
     so.port = s->o.port;
     so.threads = s->o.threads;
     so.max_body = s->o.max_body;
+    so.header_timeout_ms = s->o.header_timeout_ms;
+    so.body_timeout_ms = s->o.body_timeout_ms;
+    so.max_connections = s->o.max_connections;
+    so.max_connections_per_ip = s->o.max_connections_per_ip;
+    so.max_body_bytes_total = s->o.max_body_bytes_total;
+    so.on_status = dspy__sim_count;
+    so.on_status_ud = s;
     if (s->record_path) {
         so.on_request = dspy__sim_record; /* the file is opened by dspy_sim_start */
         so.on_request_ud = s;
@@ -157,9 +175,11 @@ void dspy_sim_stop(dspy_sim *s)
 {
     if (!s || !s->srv)
         return;
-    dspy__srv_stats(s->srv, &s->last);
-    dspy__srv_free(s->srv);
+    struct dspy__srv_stats last;
+    dspy__srv_stats(s->srv, &last);
+    dspy__srv_free(s->srv); /* joins the server threads: none reads s->last after this */
     s->srv = NULL;
+    s->last = last;
 }
 
 void dspy_sim_free(dspy_sim *s)
@@ -175,21 +195,29 @@ void dspy_sim_free(dspy_sim *s)
     dspy_free(s->queue);
     dspy_free(s->bind);
     dspy_free(s->model);
-    dspy_free(s->api_key);
+    dspy__secret_free(s->api_key);
     dspy_free(s->record_path);
     dspy_free(s);
 }
 
 void dspy_sim_stats(const dspy_sim *s, struct dspy_sim_stats *out)
 {
-    struct dspy__srv_stats st = s->last;
+    struct dspy__srv_stats st;
     if (s->srv)
         dspy__srv_stats(s->srv, &st);
+    else
+        st = s->last;
     memset(out, 0, sizeof(*out));
     out->requests = st.requests;
     out->in_flight = st.in_flight;
     out->waiting = st.waiting;
     out->too_big = st.too_big;
+    out->connections = st.connections;
+    out->body_bytes = st.body_bytes;
+    out->evicted = st.evicted;
+    out->header_timeouts = st.header_timeouts;
+    out->body_timeouts = st.body_timeouts;
+    out->bodies_refused = st.bodies_refused;
     out->streams = atomic_load(&s->streams);
     out->completion_tokens = atomic_load(&s->completion_tokens);
 }

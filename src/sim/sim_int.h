@@ -169,6 +169,40 @@ dspy_status dspy__sim_arith_reasoning(const struct dspy__sim_arith *q, long clai
 /* Hashed word and character-trigram features, L2-normalized, into out[0..dim). */
 void dspy__sim_embed(const char *s, size_t n, float *out, unsigned dim);
 
+/* ---- Chat requests (sim_chat.c) ---- */
+
+#define DSPY__SIM_MAX_CHOICES 128
+
+/* A chat-completions request as read from its JSON body. */
+struct dspy__sim_chat {
+    const char *model; /* borrowed from the body, as are the strings below */
+    size_t n;          /* choices */
+    long max_tokens;   /* 0 = no limit */
+    double temperature;
+    bool stream, include_usage, ignore_eos, json_object;
+    json_t *schema; /* response_format json_schema (borrowed from the body) */
+    struct dspy__sim_msg *msgs; /* owned; texts borrow the body or parts */
+    size_t n_msgs;
+    size_t images;
+    struct dspy_buf parts; /* texts of messages whose content is an array of parts */
+};
+
+/* Why a request is refused: the 400 answer's param, code and message. */
+struct dspy__sim_bad {
+    char param[64];
+    const char *code; /* static */
+    char message[256];
+};
+
+void dspy__sim_chat_init(struct dspy__sim_chat *c);
+void dspy__sim_chat_release(struct dspy__sim_chat *c);
+/* Check a request body as OpenAI does and read it into c (initialized); false with why
+ * filled when it is refused. Untrusted input: never more than the body holds. */
+bool dspy__sim_chat_parse(json_t *body, struct dspy__sim_chat *c, struct dspy__sim_bad *why);
+/* Everything in the body that changes the answer, and nothing that only changes its
+ * delivery (stream, n, max_tokens, ...), hashed. */
+uint64_t dspy__sim_request_hash(json_t *body);
+
 /* ---- The running simulator (sim.c, sim_serve.c, sim_chat.c) ---- */
 
 enum dspy__sim_fault {
@@ -210,14 +244,16 @@ bool dspy__sim_fault_answer(struct dspy_sim *s, struct dspy__srv_req *req, enum 
 /* 401 unless the API key matches (when one is configured); false when answered. */
 bool dspy__sim_auth(struct dspy_sim *s, struct dspy__srv_req *req);
 /* The body as a JSON object, or NULL after answering 400. */
-json_t *dspy__sim_body_json(struct dspy_sim *s, struct dspy__srv_req *req);
+json_t *dspy__sim_body_json(struct dspy__srv_req *req);
 /* Capacity model: when a request needing service_ns starts; false if the queue is full. */
 bool dspy__sim_admit(struct dspy_sim *s, uint64_t now, uint64_t service_ns, uint64_t *start);
 /* Refuse a request for a full queue. */
 void dspy__sim_queue_full(struct dspy_sim *s, struct dspy__srv_req *req);
 /* Scale a duration by the jitter draw: ms * (1 + jitter * u), in ns, never negative. */
 uint64_t dspy__sim_ns(const struct dspy_sim *s, double ms, double u);
-void dspy__sim_count(struct dspy_sim *s, int status);
+/* Counts an answer's status in by_status: the server's on_status hook, so that every
+ * answer is counted, the server's own 404/405/413/503 included. */
+void dspy__sim_count(int status, void *sim);
 /* Answer with a body at due, applying malformed/truncate faults. */
 void dspy__sim_send_json(struct dspy_sim *s, struct dspy__srv_req *req, struct dspy_buf *body,
                          uint64_t due, enum dspy__sim_fault f);

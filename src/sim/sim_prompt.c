@@ -118,6 +118,8 @@ size_t dspy__sim_blocks(struct dspy__sim_view text, struct dspy__sim_block *out,
 {
     size_t n = 0;
     bool open = false;
+    if (!text.n)
+        return 0; /* text.p may be NULL, and NULL + 0 is undefined */
     const char *p = text.p, *end = text.p + text.n;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -258,6 +260,9 @@ static void parse_system(struct dspy__sim_prompt *p)
 void dspy__sim_prompt_parse(struct dspy__sim_prompt *p, const struct dspy__sim_msg *msgs, size_t n)
 {
     memset(p, 0, sizeof(*p));
+    /* Absent parts are empty views over "", never NULL: code that scans them does pointer
+     * arithmetic on p, and NULL + 0 is undefined. */
+    p->final_user = p->system = p->instructions = (struct dspy__sim_view){ "", 0 };
     p->msgs = msgs;
     p->n_msgs = n;
     p->final_idx = n;

@@ -35,8 +35,9 @@ enum dspy__sim_fault dspy__sim_draw(struct dspy_sim *s, double *jitter_u)
     return DSPY__SIM_F_NONE;
 }
 
-void dspy__sim_count(struct dspy_sim *s, int status)
+void dspy__sim_count(int status, void *sim)
 {
+    struct dspy_sim *s = sim;
     if (status >= 100 && status < 600)
         atomic_fetch_add(&s->by_status[status], 1);
 }
@@ -54,18 +55,15 @@ bool dspy__sim_fault_answer(struct dspy_sim *s, struct dspy__srv_req *req, enum 
     snprintf(retry, sizeof(retry), "%g", s->o.retry_after_s);
     switch (f) {
     case DSPY__SIM_F_429:
-        dspy__sim_count(s, 429);
         dspy__srv_send_error(req, 429, "rate_limit_error", NULL, "rate_limit_exceeded", hdr,
                              "Rate limit reached (simulated fault). Retry after %s s.", retry);
         break;
     case DSPY__SIM_F_500:
-        dspy__sim_count(s, 500);
         dspy__srv_send_error(req, 500, "server_error", NULL, NULL, NULL,
                              "The server had an error while processing your request "
                              "(simulated fault).");
         break;
     case DSPY__SIM_F_503:
-        dspy__sim_count(s, 503);
         dspy__srv_send_error(req, 503, "server_error", NULL, "overloaded", hdr,
                              "The server is overloaded (simulated fault).");
         break;
@@ -89,19 +87,17 @@ bool dspy__sim_auth(struct dspy_sim *s, struct dspy__srv_req *req)
     const char *h = dspy__srv_req_header(req, "Authorization");
     if (h && !strncmp(h, "Bearer ", 7) && !strcmp(h + 7, s->api_key))
         return true;
-    dspy__sim_count(s, 401);
     dspy__srv_send_error(req, 401, "invalid_request_error", NULL, "invalid_api_key", NULL,
                          h ? "Incorrect API key provided." : "You didn't provide an API key.");
     return false;
 }
 
-json_t *dspy__sim_body_json(struct dspy_sim *s, struct dspy__srv_req *req)
+json_t *dspy__sim_body_json(struct dspy__srv_req *req)
 {
     size_t len;
     const char *body = dspy__srv_req_body(req, &len);
     json_error_t e;
     if (!len) {
-        dspy__sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", NULL, "invalid_json", NULL,
                              "We could not parse the JSON body of your request: the body is "
                              "empty.");
@@ -109,14 +105,12 @@ json_t *dspy__sim_body_json(struct dspy_sim *s, struct dspy__srv_req *req)
     }
     size_t bad = dspy__sim_utf8_check(body, len);
     if (bad != len) {
-        dspy__sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", NULL, "invalid_utf8", NULL,
                              "The request body is not valid UTF-8 (byte offset %zu).", bad);
         return NULL;
     }
     json_t *j = json_loadb(body, len, 0, &e);
     if (!j) {
-        dspy__sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", NULL, "invalid_json", NULL,
                              "We could not parse the JSON body of your request: %s (line %d, "
                              "column %d).",
@@ -125,7 +119,6 @@ json_t *dspy__sim_body_json(struct dspy_sim *s, struct dspy__srv_req *req)
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        dspy__sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", NULL, "invalid_json", NULL,
                              "The request body must be a JSON object.");
         return NULL;
@@ -137,7 +130,6 @@ void dspy__sim_send_json(struct dspy_sim *s, struct dspy__srv_req *req, struct d
                          uint64_t due, enum dspy__sim_fault f)
 {
     struct dspy__srv_reply r = { 200, "application/json", NULL, body->ptr, body->len, NULL };
-    dspy__sim_count(s, 200);
     if (f == DSPY__SIM_F_MALFORMED) {
         /* Cut the JSON short and append garbage: a 200 whose body does not parse. */
         body->len = body->len / 2;
@@ -232,7 +224,6 @@ void dspy__sim_queue_full(struct dspy_sim *s, struct dspy__srv_req *req)
     const char *hdr[] = { "Retry-After", retry, NULL };
     int status = s->o.queue_full_status;
     snprintf(retry, sizeof(retry), "%g", s->o.retry_after_s);
-    dspy__sim_count(s, status);
     dspy__srv_send_error(req, status, status == 429 ? "rate_limit_error" : "server_error", NULL,
                          "queue_full", hdr,
                          "The server is at capacity: %u requests in service and %u waiting.",
@@ -346,7 +337,7 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
     struct dspy_buf out, tmp;
     float *vec = NULL;
     json_t *body;
-    if (!dspy__sim_auth(s, req) || !(body = dspy__sim_body_json(s, req)))
+    if (!dspy__sim_auth(s, req) || !(body = dspy__sim_body_json(req)))
         return;
     dspy__buf_init(&out, (size_t)1 << 30);
     dspy__buf_init(&tmp, (size_t)1 << 24);
@@ -384,7 +375,6 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
             }
         }
     if (bad) {
-        dspy__sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", param, "invalid_value", NULL, "%s",
                              bad);
         goto out;
@@ -422,7 +412,6 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
         rc = dspy__buf_addf(&out, ",\"usage\":{\"prompt_tokens\":%zu,\"total_tokens\":%zu}}\n",
                             tokens, tokens);
     if (rc) {
-        dspy__sim_count(s, 500);
         dspy__srv_send_error(req, 500, "server_error", NULL, NULL, NULL,
                              "The simulator could not build the response (%s).",
                              dspy_strerror(rc));
@@ -445,10 +434,9 @@ out:
 
 /* ---- Models, health, admin ---- */
 
-static void send_text(struct dspy_sim *s, struct dspy__srv_req *req, int status, struct dspy_buf *b)
+static void send_text(struct dspy__srv_req *req, int status, struct dspy_buf *b)
 {
     struct dspy__srv_reply r = { status, "application/json", NULL, b->ptr, b->len, NULL };
-    dspy__sim_count(s, status);
     dspy__srv_send(req, &r, 0);
     dspy__buf_release(b);
 }
@@ -469,15 +457,16 @@ static void models(struct dspy__srv_req *req, void *ud)
     dspy__buf_add_json_str(&b, id, strlen(id));
     dspy__buf_adds(&b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"dspyc-sim\"}");
     dspy__buf_adds(&b, one ? "\n" : "]}\n");
-    send_text(s, req, 200, &b);
+    send_text(req, 200, &b);
 }
 
 static void health(struct dspy__srv_req *req, void *ud)
 {
     struct dspy_buf b;
+    (void)ud;
     dspy__buf_init(&b, 256);
     dspy__buf_adds(&b, "{\"status\":\"ok\",\"simulator\":true}\n");
-    send_text(ud, req, 200, &b);
+    send_text(req, 200, &b);
 }
 
 static void pause_all(struct dspy__srv_req *req, void *ud)
@@ -487,7 +476,6 @@ static void pause_all(struct dspy__srv_req *req, void *ud)
     char *end = NULL;
     double v = ms ? strtod(ms, &end) : -1;
     if (!ms || *end || !(v >= 0 && v <= 3600e3)) {
-        dspy__sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", "ms", "invalid_value", NULL,
                              "Give the pause as ?ms=N with N from 0 to 3600000.");
         return;
@@ -496,17 +484,17 @@ static void pause_all(struct dspy__srv_req *req, void *ud)
     struct dspy_buf b;
     dspy__buf_init(&b, 256);
     dspy__buf_addf(&b, "{\"paused_ms\":%.0f}\n", v);
-    send_text(s, req, 200, &b);
+    send_text(req, 200, &b);
 }
 
 static void stats(struct dspy__srv_req *req, void *ud)
 {
     struct dspy_sim *s = ud;
-    struct dspy__srv_stats st;
+    struct dspy_sim_stats st;
     struct dspy_buf b;
     uint64_t now = dspy__now_ns();
     size_t queued = 0;
-    dspy__srv_stats(s->srv, &st);
+    dspy_sim_stats(s, &st);
     if (s->o.capacity) {
         pthread_mutex_lock(&s->qlock);
         queued = queued_now(s, now);
@@ -532,12 +520,17 @@ static void stats(struct dspy__srv_req *req, void *ud)
     /* The stats request itself is in flight; leave it out. */
     dspy__buf_addf(&b,
                    "},\"in_flight\":%llu,\"waiting\":%llu,\"queued\":%zu,\"too_big\":%llu,"
-                   "\"streams\":%llu,\"completion_tokens\":%llu}\n",
+                   "\"streams\":%llu,\"completion_tokens\":%llu,",
                    (unsigned long long)(st.in_flight ? st.in_flight - 1 : 0),
                    (unsigned long long)st.waiting, queued, (unsigned long long)st.too_big,
-                   (unsigned long long)atomic_load(&s->streams),
-                   (unsigned long long)atomic_load(&s->completion_tokens));
-    send_text(s, req, 200, &b);
+                   (unsigned long long)st.streams, (unsigned long long)st.completion_tokens);
+    dspy__buf_addf(&b,
+                   "\"connections\":%llu,\"body_bytes\":%llu,\"evicted\":%llu,"
+                   "\"header_timeouts\":%llu,\"body_timeouts\":%llu,\"bodies_refused\":%llu}\n",
+                   (unsigned long long)st.connections, (unsigned long long)st.body_bytes,
+                   (unsigned long long)st.evicted, (unsigned long long)st.header_timeouts,
+                   (unsigned long long)st.body_timeouts, (unsigned long long)st.bodies_refused);
+    send_text(req, 200, &b);
 }
 
 dspy_status dspy__sim_routes(struct dspy_sim *s)

@@ -191,6 +191,29 @@ static void test_blocks_like_dspy(void **state)
     assert_true(eq(b[1].value, "same line\nmore")); /* a repeated header ends the block */
 }
 
+/* Fuzzing found: a system message declaring an output field and no user message left the
+ * final user view NULL, and the block reader did NULL + 0 (undefined; fatal under UBSan). */
+static void test_system_only_prompt_is_answered(void **state)
+{
+    (void)state;
+    const char *sys = "Your output fields are:\n1. `l` ():";
+    struct dspy__sim_msg m = { DSPY__SIM_ROLE_SYSTEM, { sys, strlen(sys) } };
+    struct dspy__sim_prompt p;
+    struct dspy__sim_block b[4];
+    dspy__sim_prompt_parse(&p, &m, 1);
+    assert_int_equal(p.adapter, DSPY__SIM_ADAPTER_CHAT);
+    assert_int_equal(p.n_outputs, 1);
+    assert_true(eq(p.outputs[0].name, "l"));
+    assert_non_null(p.final_user.p);
+    assert_int_equal(p.final_user.n, 0);
+    char *text = answer(&p, 0, 0);
+    assert_non_null(strstr(text, "[[ ## l ## ]]"));
+    assert_non_null(strstr(text, "[[ ## completed ## ]]"));
+    dspy_free(text);
+    dspy__sim_prompt_release(&p);
+    assert_int_equal(dspy__sim_blocks((struct dspy__sim_view){ NULL, 0 }, b, 4), 0);
+}
+
 static void test_literal_choices(void **state)
 {
     (void)state;
@@ -293,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_json_prompt_is_read),
         cmocka_unit_test(test_nested_types),
         cmocka_unit_test(test_blocks_like_dspy),
+        cmocka_unit_test(test_system_only_prompt_is_answered),
         cmocka_unit_test(test_literal_choices),
         cmocka_unit_test(test_plain_prompts),
         cmocka_unit_test(test_tokens),
