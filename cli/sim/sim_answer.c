@@ -249,7 +249,10 @@ static json_t *field_value(const struct ctx *c, const struct sim_field *f)
     if (c->arith && f == c->answer_field)
         return arith_value(c, vt, f);
     if (vt == V_STR && sim_find_ci(f->name, "instruction"))
-        return json_string(instructions[sim_mix(c->o->req_hash, c->o->choice) % N_INSTRUCTIONS]);
+        return sim_propose_is_meta(c->p)
+                   ? sim_propose_instruction(c->p, sim_mix(c->o->req_hash, c->o->choice))
+                   : json_string(instructions[sim_mix(c->o->req_hash, c->o->choice) %
+                                              N_INSTRUCTIONS]);
     switch (vt) {
     case V_CHOICE:
         choices = sim_type_choices(f->type, f->note);
@@ -540,7 +543,7 @@ dspy_status sim_answer(const struct sim_prompt *p, const struct sim_answer_opts 
                 c.arith = sim_arith_find(f->value.p, f->value.n, &c.q);
         }
         c.answer_field = pick_answer_field(p);
-        if (!c.answer_field)
+        if (!c.answer_field || sim_propose_is_meta(p))
             c.arith = false;
     }
     if (c.arith) {

@@ -104,6 +104,14 @@ const struct sim_field *sim_prompt_output(const struct sim_prompt *p, const char
 /* Literal['a', 'b'] and "one of: a; b" choices, as JSON values (strings, numbers, bools). */
 json_t *sim_type_choices(struct sim_view type, struct sim_view note);
 
+/* ---- The prompt model (sim_propose.c) ---- */
+
+/* A prompt of an optimizer's proposer (an output such as proposed_instruction or
+ * observations): never read as an arith question. */
+bool sim_propose_is_meta(const struct sim_prompt *p);
+/* An instruction built from the prompt's inputs, drawn with hash h. */
+json_t *sim_propose_instruction(const struct sim_prompt *p, uint64_t h);
+
 /* ---- Answers (sim_answer.c) ---- */
 
 struct sim_answer_opts {

@@ -10,6 +10,7 @@
 #include "../../cli/sim/sim_arith.c"
 #include "../../cli/sim/sim_embed.c"
 #include "../../cli/sim/sim_prompt.c"
+#include "../../cli/sim/sim_propose.c"
 #include "../../cli/sim/sim_text.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -14,6 +14,7 @@
 #include "../../../cli/sim/sim_answer.c"
 #include "../../../cli/sim/sim_arith.c"
 #include "../../../cli/sim/sim_prompt.c"
+#include "../../../cli/sim/sim_propose.c"
 #include "../../../cli/sim/sim_text.c"
 
 static void test_generated_questions_are_recognized(void **state)

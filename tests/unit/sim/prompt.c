@@ -17,6 +17,7 @@
 #include "../../../cli/sim/sim_arith.c"
 #include "../../../cli/sim/sim_embed.c"
 #include "../../../cli/sim/sim_prompt.c"
+#include "../../../cli/sim/sim_propose.c"
 #include "../../../cli/sim/sim_text.c"
 
 /* A corpus file: messages separated by 0x1e; system, then user/assistant turns. */

@@ -1,0 +1,98 @@
+/* The simulator as a prompt model (apps layer): answers to instruction-proposal prompts
+ * (MIPROv2's GenerateSingleModuleInstruction and any output field naming an instruction)
+ * built from what the prompt shows, so better instructions for the arith accuracy model are
+ * reachable by search but not by one constant answer (docs/simulator.md). */
+#include <stdio.h>
+#include <string.h>
+
+#include "sim_int.h"
+
+static const char *const META_OUTPUTS[] = { "proposed_instruction", "new_instruction",
+                                            "observations", "summary", "program_description",
+                                            "module_description" };
+
+bool sim_propose_is_meta(const struct sim_prompt *p)
+{
+    for (size_t i = 0; i < p->n_outputs; i++)
+        for (size_t k = 0; k < sizeof(META_OUTPUTS) / sizeof(META_OUTPUTS[0]); k++)
+            if (sim_view_eq(p->outputs[i].name, META_OUTPUTS[k]))
+                return true;
+    return false;
+}
+
+static const struct sim_field *input(const struct sim_prompt *p, const char *name)
+{
+    for (size_t i = 0; i < p->n_inputs; i++)
+        if (sim_view_eq(p->inputs[i].name, name) && p->inputs[i].value.p)
+            return &p->inputs[i];
+    return NULL;
+}
+
+/* Evidence the prompt shows, over every input value. */
+struct evidence {
+    bool arith, reasoning, wrong, persona, high_stakes, concise;
+};
+
+static void gather(const struct sim_prompt *p, struct evidence *e)
+{
+    memset(e, 0, sizeof(*e));
+    for (size_t i = 0; i < p->n_inputs; i++) {
+        struct sim_view v = p->inputs[i].value;
+        struct sim_arith q;
+        if (!v.p)
+            continue;
+        e->arith |= sim_arith_find(v.p, v.n, &q) || sim_find_ci(v, "arithmetic") ||
+                    sim_find_ci(v, "math");
+        e->reasoning |= sim_find_ci(v, "reasoning:") || sim_find_ci(v, "chainofthought") ||
+                        sim_find_ci(v, "step");
+        e->wrong |= sim_find_ci(v, "wrong") || sim_find_ci(v, "incorrect");
+    }
+    const struct sim_field *tip = input(p, "tip");
+    if (tip) {
+        e->persona = sim_find_ci(tip->value, "persona");
+        e->high_stakes = sim_find_ci(tip->value, "high stakes");
+        e->concise = sim_find_ci(tip->value, "concise");
+    }
+}
+
+json_t *sim_propose_instruction(const struct sim_prompt *p, uint64_t h)
+{
+    struct evidence e;
+    char out[1024];
+    size_t n = 0;
+    gather(p, &e);
+#define ADD(s) (n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%s", n ? " " : "", (s)))
+#define DRAW(k, prob) (sim_unit(sim_mix(h, (k))) < (prob))
+    if (e.persona)
+        ADD(e.arith ? "You are a patient math tutor." : "You are a domain expert.");
+    /* the task itself: the basic instruction's first line, or a plain restatement */
+    const struct sim_field *basic = input(p, "basic_instruction");
+    if (!basic)
+        basic = input(p, "current_instruction");
+    if (basic && basic->value.n) {
+        struct sim_view b = sim_view_strip(basic->value);
+        const char *nl = memchr(b.p, '\n', b.n);
+        size_t len = nl ? (size_t)(nl - b.p) : b.n;
+        n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%.*s", n ? " " : "",
+                              (int)(len > 300 ? 300 : len), b.p);
+    } else {
+        ADD(e.arith ? "Solve the word problem." : "Answer the question.");
+    }
+    if (e.high_stakes)
+        ADD(e.arith ? "A student's grade depends on this answer, so be careful."
+                    : "Much depends on this answer.");
+    /* each hint with a probability its evidence sets (see docs/simulator.md) */
+    if (DRAW(1, e.reasoning ? 0.6 : e.arith ? 0.35 : 0.1))
+        ADD("Work through the problem step by step.");
+    if (e.arith && DRAW(2, 0.5))
+        ADD("Check the arithmetic carefully.");
+    if (DRAW(3, e.wrong ? 0.7 : e.arith ? 0.3 : 0.1))
+        ADD("Verify the final number before you answer.");
+    if (DRAW(4, e.reasoning ? 0.4 : 0.15))
+        ADD("Show your work.");
+    if (e.concise || DRAW(5, 0.3))
+        ADD("Keep the final answer short.");
+#undef ADD
+#undef DRAW
+    return json_string(out);
+}
