@@ -15,7 +15,9 @@ static const char eval_usage[] =
     "                  --devset DEV.jsonl --metric METRIC [options]\n\n"
     "Run the program over every example of DEV.jsonl (one JSON object per line holding the\n"
     "inputs and the labels, as a DSPy Example) and score each prediction, as DSPy's\n"
-    "Evaluate does: the score is 100 * sum / n, failed examples score --failure-score.\n\n"
+    "Evaluate does: the score is 100 * sum / n, failed examples score --failure-score.\n"
+    "Prints the score (or writes --json). Exit status: 0 when every example was scored, 1\n"
+    "when any failed (the program or the metric), 2 when the evaluation could not start.\n\n"
     "options:\n"
     "  --signature SIG       evaluate one module with this signature\n"
     "  --module predict|cot  module for --signature (default predict)\n"
@@ -164,7 +166,7 @@ int cmd_eval(int argc, char **argv)
                 (unsigned long long)res.cache_hits);
     if (erc == DSPY_ECANCELED)
         fprintf(stderr, "dspyc eval: %s\n", err.message);
-    rc = erc ? 1 : 0;
+    rc = erc || res.errors ? 1 : 0;
     if (json_out) {
         json_t *doc = dspy_eval_result_json(&res, p, ex.items);
         int bad = !doc || (strcmp(json_out, "-") ? json_dump_file(doc, json_out, JSON_INDENT(1))

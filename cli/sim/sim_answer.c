@@ -248,6 +248,9 @@ static json_t *field_value(const struct ctx *c, const struct sim_field *f)
         return text_json(reasoning_text, c, h);
     if (c->arith && f == c->answer_field)
         return arith_value(c, vt, f);
+    json_t *described = vt == V_STR ? sim_propose_description(c->p, f, h) : NULL;
+    if (described)
+        return described;
     if (vt == V_STR && sim_find_ci(f->name, "instruction"))
         return sim_propose_is_meta(c->p)
                    ? sim_propose_instruction(c->p, sim_mix(c->o->req_hash, c->o->choice))

@@ -55,6 +55,31 @@ static void gather(const struct sim_prompt *p, struct evidence *e)
     }
 }
 
+json_t *sim_propose_description(const struct sim_prompt *p, const struct sim_field *f,
+                                uint64_t h)
+{
+    struct evidence e;
+    gather(p, &e);
+    if (!sim_propose_is_meta(p) || sim_find_ci(f->name, "instruction"))
+        return NULL;
+    static const char *const arith[] = {
+        "The examples are arithmetic word problems about people and everyday items; each "
+        "answer is a whole number computed from the numbers in the question.",
+        "Each example is a short math word problem with a numeric answer; solving it takes a "
+        "few operations of arithmetic.",
+    };
+    static const char *const other[] = {
+        "The examples pair a short input text with a short output; the task maps one to the "
+        "other.",
+        "The data holds question and answer pairs on varied topics.",
+    };
+    if (sim_view_eq(f->name, "module_description"))
+        return json_string(e.arith ? "This module reads the word problem and produces the "
+                                     "final numeric answer."
+                                   : "This module produces the program's output fields.");
+    return json_string(e.arith ? arith[h % 2] : other[h % 2]);
+}
+
 json_t *sim_propose_instruction(const struct sim_prompt *p, uint64_t h)
 {
     struct evidence e;

@@ -239,7 +239,8 @@ dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot,
         json_array_set_new(demos, p, d);
     }
     dspy_free(pick);
-    opt_memo_put(r, mkey, json_deep_copy(*cand));
+    if (!r->stopped) /* a bootstrap cut short by a budget is not the one to resume with */
+        opt_memo_put(r, mkey, json_deep_copy(*cand));
 out:
     if (rc) {
         json_decref(*cand);
@@ -312,7 +313,7 @@ dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err)
     (void)err;
     if (o->cycle)
         dspy_cycle_plan(o->cycle, total);
-    for (size_t start = 0; start < total && !r->stopped; start += wave) {
+    for (size_t start = 0; start < total && !opt_check_budget(r); start += wave) {
         size_t end = start + wave < total ? start + wave : total, m = 0;
         json_t *cands[64];
         const json_t *sets[64];

@@ -487,7 +487,7 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
     combos[ncombos++].sum = r->baseline;
     size_t wave = o->parallel_trials ? o->parallel_trials : 4;
     size_t T = (size_t)c.trials;
-    for (size_t start = 1; start <= T && !r->stopped; start += wave) {
+    for (size_t start = 1; start <= T && !opt_check_budget(r); start += wave) {
         size_t end = start + wave - 1 < T ? start + wave - 1 : T, m = 0;
         size_t xs[64][DSPY__TPE_MAX_DIMS];
         json_t *cands[64], *sets[64];

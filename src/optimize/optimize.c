@@ -114,7 +114,7 @@ bool opt_check_budget(struct opt_run *r)
         snprintf(r->stop_reason, sizeof(r->stop_reason),
                  "max-metric-calls: %llu examples scored (limit %ld)",
                  (unsigned long long)r->metric_calls, o->max_metric_calls);
-    else if (o->cycle && dspy_cycle_should_stop(o->cycle))
+    else if (o->cycle && json_array_size(r->trials) && dspy_cycle_should_stop(o->cycle))
         snprintf(r->stop_reason, sizeof(r->stop_reason),
                  "stop-at-target: the target duration has passed");
     else
@@ -490,6 +490,9 @@ static json_t *report_of(struct opt_run *r, json_t *plan)
         json_object_set_new(rep, "dry_run", json_boolean(o->dry_run));
         if (r->best_cand)
             json_object_set(rep, "best_candidate", r->best_cand);
+        json_t *ins = opt_memo_get(r, "instructions");
+        if (ins) /* mipro: the proposer's candidates per predictor, the original first */
+            json_object_set(rep, "instruction_candidates", ins);
     }
     return rep;
 }
