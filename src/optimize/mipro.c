@@ -65,6 +65,14 @@ static bool mipro_settings(struct opt_run *r, struct mipro_cfg *c)
 }
 
 /* The validation examples the search uses: the auto size sampled from the valset. */
+static json_t *mipro_valset(struct opt_run *r, const struct mipro_cfg *c);
+
+json_t *opt_mipro_valset(struct opt_run *r)
+{
+    struct mipro_cfg c;
+    return mipro_settings(r, &c) ? mipro_valset(r, &c) : NULL;
+}
+
 static json_t *mipro_valset(struct opt_run *r, const struct mipro_cfg *c)
 {
     size_t n = json_array_size(r->val);
@@ -460,7 +468,7 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
             json_array_set_new(json_object_get(demo_sets[0], "demos"), p, json_array());
     }
     /* 3. the search */
-    if (!(val = mipro_valset(r, &c))) {
+    if (!(val = json_incref((json_t *)r->val))) { /* sampled by the driver */
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }

@@ -564,6 +564,15 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     }
     if ((rc = check_inputs(&r, err)))
         goto out;
+    if (opts->optimizer == DSPY_OPT_MIPRO) { /* DSPy scores everything on the auto sample */
+        json_t *v = opt_mipro_valset(&r);
+        if (!v) {
+            rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+            goto out;
+        }
+        json_decref(r.val_owned);
+        r.val = r.val_owned = v;
+    }
     if (!(r.ckpt_key = checkpoint_key(&r))) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;

@@ -78,6 +78,8 @@ dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot,
 
 dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err);
 dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err);
+/* MIPROv2's valset: the --auto size sampled from r->val (new reference), or NULL. */
+json_t *opt_mipro_valset(struct opt_run *r);
 /* The plan of a run (calls, tokens) for --dry-run and budget refusal. */
 json_t *opt_mipro_plan(struct opt_run *r, double tokens_per_call);
 
