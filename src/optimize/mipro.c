@@ -222,8 +222,7 @@ static char *propose_call(struct opt_run *r, const char *sig, const char *doc, j
     return text;
 }
 
-/* DSPy's strip_prefix: drop a leading "Up To Five Words:" label and surrounding quotes. */
-static void strip_prefix(char *s)
+void dspy__strip_prefix(char *s)
 {
     char *p = s;
     while (*p == '*' || isspace((unsigned char)*p))
@@ -370,7 +369,7 @@ static json_t *propose(struct opt_run *r, const struct mipro_cfg *c, json_t *con
                           "module", module, "module_description", mdesc, "task_demos", demos,
                           "basic_instruction", basic, "tip", tip),
                 "proposed_instruction");
-            strip_prefix(inst);
+            dspy__strip_prefix(inst);
             json_array_append_new(cands, json_string(*inst ? inst : basic));
             dspy_free(inst);
             dspy_free(demos);

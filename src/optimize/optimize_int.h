@@ -41,4 +41,8 @@ void dspy__rng_shuffle(struct dspy__rng *r, size_t *idx, size_t n);
 /* Pick k of n indices without repetition, in draw order (Python's random.sample). */
 void dspy__rng_sample(struct dspy__rng *r, size_t n, size_t k, size_t *out);
 
+/* DSPy's strip_prefix on a proposed instruction, in place: a leading label of up to five
+ * words and a colon ("Proposed Instruction: ...") and surrounding double quotes go. */
+void dspy__strip_prefix(char *s);
+
 #endif

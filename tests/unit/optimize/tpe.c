@@ -153,12 +153,33 @@ static void metric_specs(void **state)
     json_decref(long_pred);
 }
 
+/* DSPy's regex ^[\*\s]*(([\w'\-]+\s+){0,4}[\w'\-]+):\s* then .strip('"') */
+static void strip_prefix_like_dspy(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        { "Proposed Instruction: \"Solve it step by step.\"", "Solve it step by step." },
+        { "** New Instruction:  Think.", "Think." },
+        { "one two three four five six: no", "one two three four five six: no" },
+        { "plain text", "plain text" },
+        { "\"quoted\"", "quoted" },
+        { "Label:", "" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char buf[128];
+        strcpy(buf, cases[i][0]);
+        dspy__strip_prefix(buf);
+        assert_string_equal(buf, cases[i][1]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(tpe_finds_the_good_choice), cmocka_unit_test(tpe_is_deterministic),
         cmocka_unit_test(optuna_gamma),             cmocka_unit_test(mipro_auto_budgets),
         cmocka_unit_test(seeded_draws),             cmocka_unit_test(metric_specs),
+        cmocka_unit_test(strip_prefix_like_dspy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
