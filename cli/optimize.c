@@ -25,7 +25,9 @@ static const char optimize_usage[] =
     "  random-search   BootstrapFewShotWithRandomSearch: zero-shot, labelled, bootstrap and\n"
     "                  --num-candidates shuffled bootstraps, each fully evaluated\n"
     "  mipro           MIPROv2: bootstrapped demo sets, instructions proposed by the prompt\n"
-    "                  model, a TPE search with minibatch trials and full evaluations\n\n"
+    "                  model, a TPE search with minibatch trials and full evaluations\n"
+    "  gepa            GEPA: instructions rewritten by the reflection model from the metric's\n"
+    "                  feedback, a per-instance Pareto front (needs exactly one budget)\n\n"
     "options:\n"
     "  --signature SIG       optimize one module with this signature\n"
     "  --module predict|cot  module for --signature (default predict)\n"
@@ -36,12 +38,14 @@ static const char optimize_usage[] =
     "  --metric METRIC       exact_match:FIELD, f1:FIELD, contains:FIELD, judge:PROGRAM.json\n"
     "  --save FILE           write the optimized program (DSPy's save format)\n"
     "  --report FILE         write the report (baseline, best, every trial, LM budget, cycle)\n"
-    "  --auto light|medium|heavy  mipro's budget, as DSPy computes it (default light)\n"
+    "  --auto light|medium|heavy  mipro's (default light) or gepa's budget, as DSPy\n"
+    "                        computes them\n"
     "  --num-trials N        mipro trials (instead of --auto)\n"
     "  --num-candidates N    mipro candidates / random-search programs (default 16)\n"
     "  --max-bootstrapped-demos N, --max-labeled-demos N, --max-rounds N\n"
     "                        DSPy's defaults: 4, 16 (mipro 4), 1\n"
-    "  --max-metric-calls N  stop once N examples have been scored\n"
+    "  --max-metric-calls N  stop once N examples have been scored (gepa: its budget)\n"
+    "  --max-full-evals N    gepa's budget: N x (|trainset| + |valset|) metric calls\n"
     "  --seed N              seed of every draw (default 0; mipro's default in DSPy is 9)\n"
     "  --concurrency N       LM calls in flight over all trials (default 16)\n"
     "  --parallel-trials N   trials evaluated at once (default 4; part of the result's\n"
@@ -58,7 +62,7 @@ static const char optimize_usage[] =
     "  --max-errors N        stop after more than N failed program runs (default never)\n"
     "  --task-model M        model of the program's calls (default --model)\n"
     "  --prompt-model M      model of mipro's proposer (default the task model)\n"
-    "  --reflection-model M  accepted for GEPA (not built yet); unused\n"
+    "  --reflection-model M  model of gepa's reflection (default the prompt model)\n"
     "  -q, --quiet           no progress line, no summary\n"
     "  -h, --help            this text\n\n";
 
@@ -150,6 +154,7 @@ int cmd_optimize(int argc, char **argv)
     const char *program_path = NULL, *signature = NULL, *state = NULL, *train_path = NULL;
     const char *val_path = NULL, *metric_spec = NULL, *save = NULL, *report_path = NULL;
     const char *optimizer = NULL, *task_model = NULL, *prompt_model = NULL;
+    const char *reflection_model = NULL;
     int module = DSPY_MODULE_PREDICT, opt;
     bool quiet = false, seed_given = false;
     long v;
@@ -205,9 +210,9 @@ int cmd_optimize(int argc, char **argv)
             o.max_metric_calls = v;
             break;
         case OPT_MAX_FULL_EVALS:
-            fprintf(stderr, "dspyc optimize: --max-full-evals is GEPA's budget and GEPA is "
-                            "not built yet; use --auto, --num-trials or --max-metric-calls\n");
-            return 2;
+            LONGF("--max-full-evals", 1, 1L << 30);
+            o.max_full_evals = v;
+            break;
         case OPT_SEED: LONGF("--seed", 0, 1L << 62); o.seed = (uint64_t)v; seed_given = true; break;
         case OPT_CONCURRENCY: LONGF("--concurrency", 1, DSPY_BATCH_MAX_WORKERS); o.concurrency = (unsigned)v; break;
         case OPT_PARALLEL: LONGF("--parallel-trials", 1, 64); o.parallel_trials = (unsigned)v; break;
@@ -222,7 +227,7 @@ int cmd_optimize(int argc, char **argv)
         case OPT_MAX_ERRORS: LONGF("--max-errors", 0, 1L << 40); o.max_errors = (size_t)v; break;
         case OPT_TASK_MODEL: task_model = optarg; break;
         case OPT_PROMPT_MODEL: prompt_model = optarg; break;
-        case OPT_REFLECTION_MODEL: break;
+        case OPT_REFLECTION_MODEL: reflection_model = optarg; break;
         case 'q': quiet = true; break;
         case 'h': endpoint_print_usage(stdout, optimize_usage); return 0;
         default: endpoint_print_usage(stderr, optimize_usage); return 2;
@@ -240,10 +245,8 @@ int cmd_optimize(int argc, char **argv)
     int which = dspy_optimizer_from_name(optimizer);
     if (which < 0) {
         fprintf(stderr, "dspyc optimize: --optimizer '%s' is not one of labeled, bootstrap, "
-                        "random-search, mipro%s\n",
-                optimizer, !strcmp(optimizer, "gepa") || !strcmp(optimizer, "genetic")
-                               ? " (gepa and genetic are not built yet)"
-                               : "");
+                        "random-search, mipro, gepa%s\n",
+                optimizer, !strcmp(optimizer, "genetic") ? " (genetic is not built yet)" : "");
         return 2;
     }
     o.optimizer = (enum dspy_optimizer)which;
@@ -253,8 +256,14 @@ int cmd_optimize(int argc, char **argv)
                 o.auto_budget);
         return 2;
     }
-    if (o.auto_budget && o.optimizer != DSPY_OPT_MIPRO) {
-        fprintf(stderr, "dspyc optimize: --auto is a budget of mipro, not of %s\n", optimizer);
+    if (o.auto_budget && o.optimizer != DSPY_OPT_MIPRO && o.optimizer != DSPY_OPT_GEPA) {
+        fprintf(stderr, "dspyc optimize: --auto is a budget of mipro and gepa, not of %s\n",
+                optimizer);
+        return 2;
+    }
+    if (o.max_full_evals && o.optimizer != DSPY_OPT_GEPA) {
+        fprintf(stderr, "dspyc optimize: --max-full-evals is a budget of gepa, not of %s\n",
+                optimizer);
         return 2;
     }
     if (o.auto_budget && o.num_trials > 0) {
@@ -271,7 +280,7 @@ int cmd_optimize(int argc, char **argv)
     dspy_program *p = opt_program("optimize", program_path, signature, module, state);
     dspy_program *judge = NULL;
     dspy_metric *metric = NULL;
-    dspy_lm *lm = NULL, *plm = NULL;
+    dspy_lm *lm = NULL, *plm = NULL, *rlm = NULL;
     dspy_cycle *cycle = NULL;
     json_t *report = NULL;
     if (!p || !examples_load(&train, train_path, true) ||
@@ -304,6 +313,11 @@ int cmd_optimize(int argc, char **argv)
             if (!(plm = endpoint_open(&ep)))
                 goto out;
         }
+        if (reflection_model) {
+            ep.model = reflection_model;
+            if (!(rlm = endpoint_open(&ep)))
+                goto out;
+        }
     }
     if (!metric && !(metric = opt_metric("optimize", metric_spec, lm, &judge)))
         goto out;
@@ -311,6 +325,7 @@ int cmd_optimize(int argc, char **argv)
     struct dspy_error err;
     o.task_lm = lm;
     o.prompt_lm = plm;
+    o.reflection_lm = rlm;
     o.cycle = cycle;
     o.on_event = on_event;
     o.event_userdata = &pr;
@@ -379,6 +394,8 @@ out:
     examples_release(&val);
     if (plm)
         dspy_lm_free(plm);
+    if (rlm)
+        dspy_lm_free(rlm);
     if (o.dry_run && lm) {
         dspy_lm_free(lm);
         lm = NULL;

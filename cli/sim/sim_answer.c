@@ -534,6 +534,8 @@ dspy_status sim_answer(const struct sim_prompt *p, const struct sim_answer_opts 
     c.o = o;
     c.h = sim_mix(sim_mix(o->req_hash, o->seed), o->choice);
     if (p->adapter == SIM_ADAPTER_NONE) {
+        if (sim_propose_reflection(p, c.h, out))
+            return DSPY_OK;
         c.nkw = sim_keywords(p->final_user, c.kw, 0, MAX_KW);
         c.arith = sim_arith_find(p->final_user.p, p->final_user.n, &c.q);
     } else {

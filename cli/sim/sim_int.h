@@ -111,6 +111,10 @@ json_t *sim_type_choices(struct sim_view type, struct sim_view note);
 bool sim_propose_is_meta(const struct sim_prompt *p);
 /* An instruction built from the prompt's inputs, drawn with hash h. */
 json_t *sim_propose_instruction(const struct sim_prompt *p, uint64_t h);
+/* GEPA's reflection prompt (a plain prompt opening "I provided an assistant with the
+ * following instructions..."): a new instruction in a ``` block appended to out; false when
+ * the prompt is not one. */
+bool sim_propose_reflection(const struct sim_prompt *p, uint64_t h, struct dspy_buf *out);
 /* A proposer prompt's other outputs (observations, summaries, descriptions): a sentence
  * about what the inputs show; NULL when `f` is not one of them. */
 json_t *sim_propose_description(const struct sim_prompt *p, const struct sim_field *f,

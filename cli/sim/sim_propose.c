@@ -80,44 +80,86 @@ json_t *sim_propose_description(const struct sim_prompt *p, const struct sim_fie
     return json_string(e.arith ? arith[h % 2] : other[h % 2]);
 }
 
+/* The instruction: `base` (its first line), then hints drawn with the probabilities the
+ * evidence sets (docs/simulator.md). */
+static void compose(const struct evidence *e, struct sim_view base, uint64_t h, char *out,
+                    size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+#define ADD(s) (n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? " " : "", (s)))
+#define DRAW(k, prob) (sim_unit(sim_mix(h, (k))) < (prob))
+    if (e->persona)
+        ADD(e->arith ? "You are a patient math tutor." : "You are a domain expert.");
+    if (base.n) {
+        struct sim_view b = sim_view_strip(base);
+        const char *nl = memchr(b.p, '\n', b.n);
+        size_t len = nl ? (size_t)(nl - b.p) : b.n;
+        n += (size_t)snprintf(out + n, cap - n, "%s%.*s", n ? " " : "",
+                              (int)(len > 300 ? 300 : len), b.p);
+    } else {
+        ADD(e->arith ? "Solve the word problem." : "Answer the question.");
+    }
+    if (e->high_stakes)
+        ADD(e->arith ? "A student's grade depends on this answer, so be careful."
+                     : "Much depends on this answer.");
+    if (DRAW(1, e->reasoning ? 0.6 : e->arith ? 0.35 : 0.1) &&
+        !sim_find_ci((struct sim_view){ out, n }, "step by step"))
+        ADD("Work through the problem step by step.");
+    if (e->arith && DRAW(2, 0.5) && !sim_find_ci((struct sim_view){ out, n }, "arithmetic"))
+        ADD("Check the arithmetic carefully.");
+    if (DRAW(3, e->wrong ? 0.7 : e->arith ? 0.3 : 0.1) &&
+        !sim_find_ci((struct sim_view){ out, n }, "verify"))
+        ADD("Verify the final number before you answer.");
+    if (DRAW(4, e->reasoning ? 0.4 : 0.15) &&
+        !sim_find_ci((struct sim_view){ out, n }, "show your work"))
+        ADD("Show your work.");
+    if ((e->concise || DRAW(5, 0.3)) && !sim_find_ci((struct sim_view){ out, n }, "short"))
+        ADD("Keep the final answer short.");
+#undef ADD
+#undef DRAW
+}
+
 json_t *sim_propose_instruction(const struct sim_prompt *p, uint64_t h)
 {
     struct evidence e;
     char out[1024];
-    size_t n = 0;
     gather(p, &e);
-#define ADD(s) (n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%s", n ? " " : "", (s)))
-#define DRAW(k, prob) (sim_unit(sim_mix(h, (k))) < (prob))
-    if (e.persona)
-        ADD(e.arith ? "You are a patient math tutor." : "You are a domain expert.");
-    /* the task itself: the basic instruction's first line, or a plain restatement */
     const struct sim_field *basic = input(p, "basic_instruction");
     if (!basic)
         basic = input(p, "current_instruction");
-    if (basic && basic->value.n) {
-        struct sim_view b = sim_view_strip(basic->value);
-        const char *nl = memchr(b.p, '\n', b.n);
-        size_t len = nl ? (size_t)(nl - b.p) : b.n;
-        n += (size_t)snprintf(out + n, sizeof(out) - n, "%s%.*s", n ? " " : "",
-                              (int)(len > 300 ? 300 : len), b.p);
-    } else {
-        ADD(e.arith ? "Solve the word problem." : "Answer the question.");
-    }
-    if (e.high_stakes)
-        ADD(e.arith ? "A student's grade depends on this answer, so be careful."
-                    : "Much depends on this answer.");
-    /* each hint with a probability its evidence sets (see docs/simulator.md) */
-    if (DRAW(1, e.reasoning ? 0.6 : e.arith ? 0.35 : 0.1))
-        ADD("Work through the problem step by step.");
-    if (e.arith && DRAW(2, 0.5))
-        ADD("Check the arithmetic carefully.");
-    if (DRAW(3, e.wrong ? 0.7 : e.arith ? 0.3 : 0.1))
-        ADD("Verify the final number before you answer.");
-    if (DRAW(4, e.reasoning ? 0.4 : 0.15))
-        ADD("Show your work.");
-    if (e.concise || DRAW(5, 0.3))
-        ADD("Keep the final answer short.");
-#undef ADD
-#undef DRAW
+    compose(&e, basic ? basic->value : (struct sim_view){ "", 0 }, h, out, sizeof(out));
     return json_string(out);
+}
+
+static const char REFLECTION[] =
+    "I provided an assistant with the following instructions to perform a task for me:";
+
+bool sim_propose_reflection(const struct sim_prompt *p, uint64_t h, struct dspy_buf *out)
+{
+    struct sim_view t = p->final_user;
+    const char *m = sim_find(t, REFLECTION);
+    if (!m)
+        return false;
+    /* the current instruction: the first ``` block after the opening sentence */
+    struct sim_view rest = { m + sizeof(REFLECTION) - 1, (size_t)(t.p + t.n - m) -
+                                                            (sizeof(REFLECTION) - 1) };
+    const char *a = sim_find(rest, "```");
+    struct sim_view base = { "", 0 };
+    if (a) {
+        struct sim_view after = { a + 3, (size_t)(rest.p + rest.n - a - 3) };
+        const char *z = sim_find(after, "```");
+        if (z)
+            base = (struct sim_view){ after.p, (size_t)(z - after.p) };
+    }
+    struct evidence e;
+    struct sim_arith q;
+    memset(&e, 0, sizeof(e));
+    e.arith = sim_arith_find(t.p, t.n, &q) || sim_find_ci(t, "arithmetic");
+    e.reasoning = sim_find_ci(t, "### reasoning") || sim_find_ci(base, "step");
+    e.wrong = sim_find_ci(t, "wrong") || sim_find_ci(t, "incorrect");
+    char text[1024];
+    compose(&e, base, h, text, sizeof(text));
+    return !dspy__buf_adds(out, "```\n") && !dspy__buf_adds(out, text) &&
+           !dspy__buf_adds(out, "\n```");
 }

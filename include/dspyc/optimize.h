@@ -154,8 +154,9 @@ enum dspy_optimizer {
     DSPY_OPT_BOOTSTRAP,     /* BootstrapFewShot */
     DSPY_OPT_RANDOM_SEARCH, /* BootstrapFewShotWithRandomSearch */
     DSPY_OPT_MIPRO,         /* MIPROv2 */
+    DSPY_OPT_GEPA,          /* GEPA (reflective instruction evolution, Pareto selection) */
 };
-/** "labeled", "bootstrap", "random-search", "mipro"; -1 for an unknown name. */
+/** "labeled", "bootstrap", "random-search", "mipro", "gepa"; -1 for an unknown name. */
 DSPY_EXTERN int dspy_optimizer_from_name(const char *name);
 DSPY_EXTERN const char *dspy_optimizer_name(enum dspy_optimizer o);
 
@@ -192,11 +193,14 @@ struct dspy_optimize_options {
     dspy_cycle *cycle;         /* may be NULL; borrowed */
     dspy_optimize_event_fn on_event; /* on the calling thread */
     void *event_userdata;
-    long max_metric_calls;     /* stop once this many examples were scored; 0 = no limit */
+    long max_metric_calls;     /* stop once this many examples were scored; 0 = no limit;
+                                * gepa: its budget (exactly one of auto, this, full evals) */
+    long max_full_evals;       /* gepa: budget of N x (|train| + |val|) metric calls */
+    dspy_lm *reflection_lm;    /* gepa's reflection LM; NULL = prompt_lm, else task_lm */
 };
 #define DSPY_OPTIMIZE_OPTIONS_INIT                                                           \
     { DSPY_OPT_BOOTSTRAP, NULL, -1, -1, 0, 16, 4, -1, -1, -1, 35, 5, 0, 0, 0, 0, 0, NULL,     \
-      false, NULL, NULL, NULL, NULL, NULL, 0 }
+      false, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL }
 
 /** Optimize `student` (changed in place to the best program found) on `trainset`, scoring
  * on `valset` (NULL: as DSPy splits or reuses the trainset). Both are JSON arrays of

@@ -15,8 +15,9 @@
 
 int dspy_optimizer_from_name(const char *name)
 {
-    static const char *const names[] = { "labeled", "bootstrap", "random-search", "mipro" };
-    for (int i = 0; i < 4; i++)
+    static const char *const names[] = { "labeled", "bootstrap", "random-search", "mipro",
+                                         "gepa" };
+    for (int i = 0; i < 5; i++)
         if (!strcmp(name, names[i]))
             return i;
     if (!strcmp(name, "random_search") || !strcmp(name, "miprov2"))
@@ -31,6 +32,7 @@ const char *dspy_optimizer_name(enum dspy_optimizer o)
     case DSPY_OPT_BOOTSTRAP: return "bootstrap";
     case DSPY_OPT_RANDOM_SEARCH: return "random-search";
     case DSPY_OPT_MIPRO: return "mipro";
+    case DSPY_OPT_GEPA: return "gepa";
     }
     return "?";
 }
@@ -110,7 +112,8 @@ bool opt_check_budget(struct opt_run *r)
         snprintf(r->stop_reason, sizeof(r->stop_reason),
                  "max-errors: %llu failed program runs (more than %zu)",
                  (unsigned long long)r->errors, o->max_errors);
-    else if (o->max_metric_calls > 0 && r->metric_calls >= (uint64_t)o->max_metric_calls)
+    else if (o->optimizer != DSPY_OPT_GEPA && o->max_metric_calls > 0 &&
+             r->metric_calls >= (uint64_t)o->max_metric_calls)
         snprintf(r->stop_reason, sizeof(r->stop_reason),
                  "max-metric-calls: %llu examples scored (limit %ld)",
                  (unsigned long long)r->metric_calls, o->max_metric_calls);
@@ -126,6 +129,15 @@ bool opt_check_budget(struct opt_run *r)
 dspy_status opt_eval(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
                      size_t n, const struct dspy_call_config *cfg, bool trace, double *scores,
                      json_t **per_example, json_t **predictions)
+{
+    return opt_eval_feedback(r, cands, devsets, n, cfg, trace, scores, per_example,
+                             predictions, NULL);
+}
+
+dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands,
+                              const json_t *const *devsets, size_t n,
+                              const struct dspy_call_config *cfg, bool trace, double *scores,
+                              json_t **per_example, json_t **predictions, json_t **feedbacks)
 {
     struct dspy__eval_job *jobs = dspy_calloc(n ? n : 1, sizeof(*jobs));
     dspy_status rc = DSPY_OK;
@@ -151,6 +163,8 @@ dspy_status opt_eval(struct opt_run *r, json_t *const *cands, const json_t *cons
             per_example[i] = json_array();
         if (predictions)
             predictions[i] = json_array();
+        if (feedbacks)
+            feedbacks[i] = json_array();
         for (size_t k = 0; k < res->n; k++) {
             struct dspy_eval_item *it = &res->items[k];
             account_info(r, &it->info);
@@ -158,6 +172,9 @@ dspy_status opt_eval(struct opt_run *r, json_t *const *cands, const json_t *cons
                 r->errors++;
             if (per_example)
                 json_array_append_new(per_example[i], json_real(it->score));
+            if (feedbacks)
+                json_array_append_new(feedbacks[i], it->feedback ? json_string(it->feedback)
+                                                                 : json_null());
             if (predictions) {
                 json_array_append_new(predictions[i],
                                       it->prediction ? json_incref(it->prediction)
@@ -229,6 +246,10 @@ static char *checkpoint_key(struct opt_run *r)
                           (json_int_t)o->minibatch_full_eval_steps, "metric",
                           dspy_metric_name(r->metric), "state", state ? state : json_null(),
                           "train", r->train, "val", r->val ? r->val : json_null());
+    if (k) {
+        json_object_set_new(k, "max_metric_calls", json_integer(o->max_metric_calls));
+        json_object_set_new(k, "max_full_evals", json_integer(o->max_full_evals));
+    }
     char *text = k ? json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(k);
     if (!text)
@@ -415,6 +436,26 @@ static json_t *plan_simple(struct opt_run *r, double tpc)
                      "calls_first_trial", 2.0 * (double)nv);
 }
 
+/* GEPA: the metric-call budget; a reflection call per iteration (6 metric calls, plus a full
+ * evaluation when accepted). The first proposal needs the seed's full evaluation and one
+ * iteration. */
+static json_t *plan_gepa(struct opt_run *r, double tpc)
+{
+    const struct dspy_optimize_options *o = r->o;
+    size_t nv = json_array_size(r->val);
+    long budget = dspy__gepa_budget(dspy_program_count(r->student), o->auto_budget,
+                                    o->max_metric_calls, o->max_full_evals,
+                                    json_array_size(r->train), nv);
+    if (budget <= 0)
+        return NULL;
+    double iters = (double)budget / 6.0;
+    return json_pack("{s:f, s:f, s:f, s:I, s:f, s:f}", "task_calls", (double)budget,
+                     "prompt_calls", iters, "tokens",
+                     (double)budget * tpc + iters * (tpc * 6 + 300), "metric_calls",
+                     (json_int_t)budget, "calls_first_trial", (double)nv + 6.0,
+                     "tokens_first_trial", ((double)nv + 6.0) * tpc);
+}
+
 /* ---- the run -------------------------------------------------------------------------- */
 
 static dspy_status run_labeled_or_bootstrap(struct opt_run *r)
@@ -545,7 +586,19 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
-    if (opts->auto_budget && opts->optimizer == DSPY_OPT_MIPRO) {
+    if (opts->optimizer == DSPY_OPT_GEPA) {
+        int given = (opts->auto_budget != NULL) + (opts->max_metric_calls > 0) +
+                    (opts->max_full_evals > 0);
+        if (given != 1) {
+            rc = dspy__err(err, DSPY_EINVAL,
+                           "gepa needs exactly one budget: --auto, --max-metric-calls or "
+                           "--max-full-evals (%d given)",
+                           given);
+            goto out;
+        }
+    }
+    if (opts->auto_budget &&
+        (opts->optimizer == DSPY_OPT_MIPRO || opts->optimizer == DSPY_OPT_GEPA)) {
         long n, vs;
         if (!dspy__mipro_auto(opts->auto_budget, &n, &vs)) {
             rc = dspy__err(err, DSPY_EINVAL, "--auto '%s' is not light, medium or heavy",
@@ -581,7 +634,9 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
         goto out;
 
     double tpc = tokens_per_call(&r, opts->optimizer == DSPY_OPT_MIPRO ? 4 : 8);
-    plan = opts->optimizer == DSPY_OPT_MIPRO ? opt_mipro_plan(&r, tpc) : plan_simple(&r, tpc);
+    plan = opts->optimizer == DSPY_OPT_MIPRO  ? opt_mipro_plan(&r, tpc)
+           : opts->optimizer == DSPY_OPT_GEPA ? plan_gepa(&r, tpc)
+                                              : plan_simple(&r, tpc);
     if (!plan) {
         rc = dspy__err(err, DSPY_EINVAL, "the budget cannot be planned");
         goto out;
@@ -604,11 +659,14 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
             goto out;
         }
         double one_calls = json_number_value(json_object_get(plan, "calls_first_trial"));
-        if (opts->max_metric_calls > 0 && one_calls > (double)opts->max_metric_calls) {
+        long mc = opts->max_metric_calls;
+        if (opts->optimizer == DSPY_OPT_GEPA)
+            mc = (long)json_integer_value(json_object_get(plan, "metric_calls"));
+        if (mc > 0 && one_calls > (double)mc) {
             rc = dspy__err(err, DSPY_EINVAL,
-                           "--max-metric-calls %ld is too small for a single proposal: the "
-                           "baseline and first trial score %.0f examples",
-                           opts->max_metric_calls, one_calls);
+                           "a budget of %ld metric calls is too small for a single proposal: "
+                           "the baseline and first trial score %.0f examples",
+                           mc, one_calls);
             goto out;
         }
         if (opts->max_cost_usd > 0 && one_cost > opts->max_cost_usd) {
@@ -626,8 +684,9 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
         goto out;
     }
 
-    /* The baseline: the program as given, on the full valset. */
-    {
+    /* The baseline: the program as given, on the full valset (GEPA's seed evaluation is
+     * its own, with per-instance scores). */
+    if (opts->optimizer != DSPY_OPT_GEPA) {
         json_t *base = opt_candidate_of(student), *saved = opt_memo_get(&r, "baseline");
         if (!base) {
             rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -656,6 +715,7 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     case DSPY_OPT_BOOTSTRAP: rc = run_labeled_or_bootstrap(&r); break;
     case DSPY_OPT_RANDOM_SEARCH: rc = opt_random_search(&r, err); break;
     case DSPY_OPT_MIPRO: rc = opt_mipro(&r, err); break;
+    case DSPY_OPT_GEPA: rc = opt_gepa(&r, err); break;
     default: rc = dspy__err(err, DSPY_EINVAL, "unknown optimizer");
     }
     if (rc && rc != DSPY_ECANCELED) {

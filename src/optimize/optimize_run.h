@@ -16,6 +16,8 @@ enum {
     RNG_TPE,
     RNG_TIP,
     RNG_SPLIT,
+    RNG_GEPA_SELECT,
+    RNG_GEPA_EPOCH,
 };
 
 struct opt_run {
@@ -50,6 +52,11 @@ dspy_program *opt_build(struct opt_run *r, const json_t *cand);
 dspy_status opt_eval(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
                      size_t n, const struct dspy_call_config *cfg, bool trace, double *scores,
                      json_t **per_example, json_t **predictions);
+/* The same, also giving each example's metric feedback (a string or null) per candidate. */
+dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands,
+                              const json_t *const *devsets, size_t n,
+                              const struct dspy_call_config *cfg, bool trace, double *scores,
+                              json_t **per_example, json_t **predictions, json_t **feedbacks);
 /* Account one direct program call (the proposer). */
 void opt_account(struct opt_run *r, const struct dspy_call_info *info, dspy_status rc);
 /* Check max-cost, max-tokens, max-errors and the cycle timer; true when the run must stop. */
@@ -78,6 +85,13 @@ dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot,
 
 dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err);
 dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err);
+dspy_status opt_gepa(struct opt_run *r, struct dspy_error *err);
+/* GEPA's metric-call budget from --auto / --max-metric-calls / --max-full-evals; 0 with
+ * err set when none or more than one is given. */
+long dspy__gepa_budget(size_t predictors, const char *auto_budget, long max_metric_calls,
+                       long max_full_evals, size_t ntrain, size_t nval);
+/* Account one direct LM call (the reflection LM). */
+void opt_account_lm(struct opt_run *r, const struct dspy_lm_response *resp, dspy_status rc);
 /* MIPROv2's valset: the --auto size sampled from r->val (new reference), or NULL. */
 json_t *opt_mipro_valset(struct opt_run *r);
 /* The plan of a run (calls, tokens) for --dry-run and budget refusal. */

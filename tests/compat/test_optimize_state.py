@@ -1,5 +1,5 @@
 """Programs optimized by `dspyc optimize` against real DSPy: DSPy loads each saved state
-(labeled, bootstrap, random-search, mipro), runs it with its own Evaluate against the same
+(labeled, bootstrap, random-search, mipro, gepa), runs it with its own Evaluate against the same
 simulator, and gets the score dspyc reported, within one example."""
 import json
 import os
@@ -24,14 +24,15 @@ def load(path):
 
 
 CASES = [("labeled", "predict"), ("bootstrap", "predict"), ("random-search", "predict"),
-         ("mipro", "predict"), ("bootstrap", "cot"), ("mipro", "cot")]
+         ("mipro", "predict"), ("gepa", "predict"), ("bootstrap", "cot"), ("mipro", "cot")]
 
 
 @pytest.mark.parametrize("optimizer,module", CASES, ids=[f"{o}-{m}" for o, m in CASES])
 def test_dspy_reproduces_the_reported_score(tmp_path, optimizer, module):
     _, base = start_sim()
     save, report = tmp_path / "state.json", tmp_path / "report.json"
-    extra = ["--num-candidates", "4"] if optimizer == "random-search" else []
+    extra = {"random-search": ["--num-candidates", "4"],
+             "gepa": ["--auto", "light"]}.get(optimizer, [])
     r = subprocess.run([DSPYC, "optimize", "--signature", "question -> answer", "--module",
                         module, "--optimizer", optimizer, "--trainset", TRAIN, "--valset", DEV,
                         "--metric", "exact_match:answer", "--save", str(save), "--report",

@@ -113,6 +113,43 @@ def test_optimizer_raises_the_dev_score(tmp_path, name):
         assert rep["plan"]["trials"] == 10  # light, one predictor, few-shot
 
 
+def test_gepa_rewrites_the_instruction_from_feedback(tmp_path):
+    """GEPA light on zero-shot Predict: the reflection model rewrites the instruction from
+    the metric's feedback; only instructions change, so the ceiling is the simulator's
+    instruction bonus (+0.15 accuracy)."""
+    rec = tmp_path / "rec.jsonl"
+    r, save, rep = optimize(tmp_path, "g", "--optimizer", "gepa", "--auto", "light",
+                            "--seed", "1", "--reflection-model", "reflector",
+                            "--sim", f"--record {rec}")
+    assert rep["baseline"]["score"] == 36.0 and rep["best"]["score"] >= 36.0 + 5
+    assert rep["plan"]["metric_calls"] == 780  # DSPy's auto_budget(1, 6, 100)
+    assert 780 <= rep["lm"]["metric_calls"] <= 780 + 100 + 6
+    kinds = [t["kind"] for t in rep["trials"]]
+    assert "full" in kinds and kinds.count("minibatch") >= 10
+    assert any(t.get("accepted") for t in rep["trials"])
+    state = json.loads(save.read_text())
+    assert state["demos"] == []  # GEPA changes instructions only
+    inst = state["signature"]["instructions"]
+    assert inst != "Given the fields `question`, produce the fields `answer`."
+    bodies = [json.loads(line)["body"] for line in open(rec)]
+    reflections = [b for b in bodies if b["model"] == "reflector"]
+    assert reflections and all(len(b["messages"]) == 1 for b in reflections)
+    prompt = reflections[0]["messages"][0]["content"]
+    assert prompt.startswith("I provided an assistant with the following instructions")
+    assert "## Feedback\n" in prompt and "# Example 3\n" in prompt
+    # the same seed gives the same program; exactly one budget is required
+    _, again, _ = optimize(tmp_path, "g2", "--optimizer", "gepa", "--auto", "light",
+                           "--seed", "1", "--reflection-model", "reflector")
+    assert again.read_bytes() == save.read_bytes()
+    r, _, _ = optimize(tmp_path, "g3", "--optimizer", "gepa", ok=False)
+    assert r.returncode == 2 and "exactly one budget" in r.stderr
+    r, _, _ = optimize(tmp_path, "g4", "--optimizer", "gepa", "--max-metric-calls", "50",
+                       ok=False)
+    assert r.returncode == 2 and "too small for a single proposal" in r.stderr
+    _, _, rep = optimize(tmp_path, "g5", "--optimizer", "gepa", "--max-full-evals", "2")
+    assert rep["plan"]["metric_calls"] == 2 * (50 + 100)
+
+
 def test_mipro_proposes_instructions_from_the_prompt_model(tmp_path):
     """The simulator as prompt model: MIPROv2's proposals are instructions, not the arith
     answer to a question the proposer prompt shows, and the best one keeps hints."""

@@ -96,6 +96,22 @@ static void mipro_auto_budgets(void **state)
     assert_false(dspy__mipro_auto("huge", &n, &vs));
 }
 
+/* DSPy's GEPA.auto_budget and the exactly-one-budget rule */
+static void gepa_budgets(void **state)
+{
+    (void)state;
+    assert_int_equal(dspy__gepa_budget(1, "light", 0, 0, 50, 100), 780);
+    assert_int_equal(dspy__gepa_budget(2, "light", 0, 0, 50, 100),
+                     100 + 30 + 20 * 35 + ((21 / 5) + 1) * 100);
+    assert_int_equal(dspy__gepa_budget(1, "medium", 0, 0, 50, 300),
+                     300 + 60 + 18 * 35 + ((19 / 5) + 1) * 300);
+    assert_int_equal(dspy__gepa_budget(1, NULL, 500, 0, 50, 100), 500);
+    assert_int_equal(dspy__gepa_budget(1, NULL, 0, 2, 50, 100), 300);
+    assert_int_equal(dspy__gepa_budget(1, NULL, 0, 0, 50, 100), 0);
+    assert_int_equal(dspy__gepa_budget(1, "light", 10, 0, 50, 100), 0);
+    assert_int_equal(dspy__gepa_budget(1, "huge", 0, 0, 50, 100), 0);
+}
+
 static void seeded_draws(void **state)
 {
     (void)state;
@@ -146,7 +162,8 @@ static void metric_specs(void **state)
     assert_int_equal(dspy_metric_parse("bleu:answer", &m, &err), DSPY_EINVAL);
     assert_int_equal(dspy_metric_parse("f1:", &m, &err), DSPY_EINVAL);
     assert_int_equal(dspy_optimizer_from_name("mipro"), DSPY_OPT_MIPRO);
-    assert_int_equal(dspy_optimizer_from_name("gepa"), -1);
+    assert_int_equal(dspy_optimizer_from_name("gepa"), DSPY_OPT_GEPA);
+    assert_int_equal(dspy_optimizer_from_name("genetic"), -1);
     json_decref(ex);
     json_decref(pred);
     json_decref(nopred);
@@ -179,7 +196,7 @@ int main(void)
         cmocka_unit_test(tpe_finds_the_good_choice), cmocka_unit_test(tpe_is_deterministic),
         cmocka_unit_test(optuna_gamma),             cmocka_unit_test(mipro_auto_budgets),
         cmocka_unit_test(seeded_draws),             cmocka_unit_test(metric_specs),
-        cmocka_unit_test(strip_prefix_like_dspy),
+        cmocka_unit_test(strip_prefix_like_dspy),  cmocka_unit_test(gepa_budgets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
