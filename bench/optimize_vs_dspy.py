@@ -2,8 +2,9 @@
 
 On examples/arith (Predict `question -> answer`, exact match on `answer`, train 50 / dev 100)
 against `dspyc sim` at 0 ms and at 100 ms per call, with the same seed, budget and concurrency
-on both sides: DSPy's BootstrapFewShot and MIPROv2(auto="light") vs `dspyc optimize
---optimizer bootstrap|mipro`. Both sides cache in memory only. For each: the dev score of the
+on both sides: DSPy's BootstrapFewShot, MIPROv2(auto="light") and GEPA(auto="light", the
+simulator as reflection LM, feedback "Correct/Wrong: the expected answer is N") vs `dspyc
+optimize --optimizer bootstrap|mipro|gepa`. For GEPA a "trial" is a candidate in its pool. Both sides cache in memory only. For each: the dev score of the
 optimized program, wall time, the ratio of the wall times, LM requests the simulator received
 per trial, and framework CPU per trial (the optimizer process's CPU time; the simulator runs in
 its own process on both sides). DSPy's wall time covers compile() and one Evaluate of the
@@ -12,7 +13,7 @@ whole command, process start and its baseline evaluation of the unoptimized prog
 Fixed output format; not a pass/fail test.
 
 usage: python bench/optimize_vs_dspy.py [--build build] [--latencies 0,100]
-                                        [--optimizers bootstrap,mipro] [--threads 16]
+                                        [--optimizers bootstrap,mipro,gepa] [--threads 16]
 """
 import argparse
 import json
@@ -75,7 +76,7 @@ class quiet_stderr:
 def run_dspy(name, url, threads, seed):
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import dspy
-    from dspy.teleprompt import BootstrapFewShot, MIPROv2
+    from dspy.teleprompt import GEPA, BootstrapFewShot, MIPROv2
 
     logging.getLogger("dspy").setLevel(logging.ERROR)
     logging.getLogger("optuna").setLevel(logging.ERROR)
@@ -95,11 +96,26 @@ def run_dspy(name, url, threads, seed):
         opt = BootstrapFewShot(metric=metric, max_bootstrapped_demos=4, max_labeled_demos=16)
         best = opt.compile(student, trainset=train)
         trials = 1
-    else:
+    elif name == "mipro":
         opt = MIPROv2(metric=metric, auto="light", num_threads=threads, seed=seed,
                       verbose=False)
         best = opt.compile(student, trainset=train, valset=dev)
         trials = len(getattr(best, "trial_logs", {})) or 1
+    else:
+        def feedback_metric(gold, pred, trace=None, pred_name=None, pred_trace=None):
+            ok = dspy.evaluate.answer_exact_match(gold, pred)
+            return dspy.Prediction(score=float(ok), feedback=(
+                f"Correct: the answer is {gold.answer}." if ok else
+                f"Wrong: the expected answer is {gold.answer}."))
+
+        reflection = dspy.LM("openai/dspyc-sim", api_base=url, api_key="sim", cache=True,
+                             temperature=1.0)
+        opt = GEPA(metric=feedback_metric, auto="light", num_threads=threads, seed=seed,
+                   reflection_lm=reflection, track_stats=True)
+        best = opt.compile(student, trainset=train, valset=dev)
+        # GEPA's "trials" on both sides: the candidates in its pool (the seed included)
+        trials = max(1, len(getattr(getattr(best, "detailed_results", None), "candidates",
+                                    [])) or 1)
     score = dspy.Evaluate(devset=dev, metric=metric, num_threads=threads,
                           display_progress=False)(best)
     score = score.score if hasattr(score, "score") else score
@@ -114,7 +130,8 @@ def run_dspyc(dspyc, name, url, threads, seed):
         r0 = requests(url)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        subprocess.run([dspyc, "optimize", "--signature", "question -> answer",
+        extra = ["--auto", "light"] if name == "gepa" else []
+        subprocess.run([dspyc, "optimize", *extra, "--signature", "question -> answer",
                         "--optimizer", name, "--trainset", f"{ARITH}/train.jsonl", "--valset",
                         f"{ARITH}/dev.jsonl", "--metric", "exact_match:answer", "--save",
                         os.path.join(tmp, "s.json"), "--report", report, "--seed", str(seed),
@@ -125,6 +142,8 @@ def run_dspyc(dspyc, name, url, threads, seed):
         rep = json.load(open(report))
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     trials = len(rep["trials"])
+    if name == "gepa":
+        trials = 1 + sum(t["kind"] == "full" for t in rep["trials"])
     return {"score": rep["best"]["score"], "wall_s": wall, "trials": trials,
             "calls": requests(url) - r0, "cpu_s": cpu}
 
@@ -133,7 +152,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default="build")
     ap.add_argument("--latencies", default="0,100")
-    ap.add_argument("--optimizers", default="bootstrap,mipro")
+    ap.add_argument("--optimizers", default="bootstrap,mipro,gepa")
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--seed", type=int, default=9)
     a = ap.parse_args()

@@ -35,5 +35,5 @@ $py bench/run_memory.py --build "$build"
 step "7. load generator: dspyc loadtest vs wrk (and k6 when installed), per generator core"
 $py bench/loadgen_compare.py --build "$build"
 
-step "8. optimizers: BootstrapFewShot and MIPROv2 light, dspyc vs Python DSPy, 0 and 100 ms per call"
+step "8. optimizers: BootstrapFewShot, MIPROv2 light and GEPA light, dspyc vs Python DSPy, 0 and 100 ms per call"
 $py bench/optimize_vs_dspy.py --build "$build"

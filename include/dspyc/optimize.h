@@ -1,6 +1,6 @@
 /* Evaluation and optimization of programs: metrics over labelled examples, DSPy's Evaluate
  * on the batch executor, the cycle timer, and the optimizers (LabeledFewShot,
- * BootstrapFewShot, its random search, MIPROv2) with budgets, reports and checkpoints. */
+ * BootstrapFewShot, its random search, MIPROv2, GEPA) with budgets, reports and checkpoints. */
 #ifndef DSPYC_OPTIMIZE_H
 #define DSPYC_OPTIMIZE_H
 
