@@ -26,6 +26,10 @@ static const char eval_usage[] =
     "  --metric METRIC       exact_match:FIELD, f1:FIELD, contains:FIELD (DSPy's\n"
     "                        normalization), or judge:PROGRAM.json (an LM judge whose\n"
     "                        output 'score' is the score and 'feedback' the feedback)\n"
+    "  --metric-python MOD:FN  a Python metric through the embedded interpreter, called as\n"
+    "                        DSPy calls it: FN(example, pred, trace) with dspy.Example and\n"
+    "                        dspy.Prediction (or GEPA's 5-argument form); returns a number,\n"
+    "                        a bool, or an object with .score and .feedback\n"
     "  --concurrency N       examples in flight (default 16)\n"
     "  --max-errors N        stop after N failed examples (DSPy's max_errors; default never)\n"
     "  --failure-score X     score of a failed example (default 0)\n"
@@ -34,7 +38,7 @@ static const char eval_usage[] =
     "  -q, --quiet           no progress bar, no summary\n"
     "  -h, --help            this text\n\n";
 
-enum { OPT_SIGNATURE = 1, OPT_MODULE, OPT_STATE, OPT_DEVSET, OPT_METRIC, OPT_CONCURRENCY,
+enum { OPT_SIGNATURE = 1, OPT_MODULE, OPT_STATE, OPT_DEVSET, OPT_METRIC, OPT_METRIC_PYTHON, OPT_CONCURRENCY,
        OPT_MAX_ERRORS, OPT_FAILURE, OPT_JSON };
 
 struct bar {
@@ -65,6 +69,7 @@ int cmd_eval(int argc, char **argv)
         { "state", required_argument, NULL, OPT_STATE },
         { "devset", required_argument, NULL, OPT_DEVSET },
         { "metric", required_argument, NULL, OPT_METRIC },
+        { "metric-python", required_argument, NULL, OPT_METRIC_PYTHON },
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
         { "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
         { "failure-score", required_argument, NULL, OPT_FAILURE },
@@ -75,7 +80,7 @@ int cmd_eval(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     const char *program_path = NULL, *signature = NULL, *state = NULL, *devset = NULL;
-    const char *metric_spec = NULL, *json_out = NULL;
+    const char *metric_spec = NULL, *json_out = NULL, *metric_python = NULL;
     long concurrency = 16, max_errors = 0;
     double failure = 0;
     int module = DSPY_MODULE_PREDICT, opt;
@@ -101,6 +106,7 @@ int cmd_eval(int argc, char **argv)
         case OPT_STATE: state = optarg; break;
         case OPT_DEVSET: devset = optarg; break;
         case OPT_METRIC: metric_spec = optarg; break;
+        case OPT_METRIC_PYTHON: metric_python = optarg; break;
         case OPT_CONCURRENCY:
             if (parse_long_flag("--concurrency", optarg, 1, DSPY_BATCH_MAX_WORKERS, &concurrency))
                 return 2;
@@ -121,9 +127,10 @@ int cmd_eval(int argc, char **argv)
     }
     if (optind < argc)
         program_path = argv[optind++];
-    if (optind < argc || !devset || !metric_spec || !program_path == !signature) {
+    if (optind < argc || !devset || !metric_spec == !metric_python ||
+        !program_path == !signature) {
         fprintf(stderr, "dspyc eval: name a program file or --signature (one of them), "
-                        "--devset and --metric\n\n");
+                        "--devset and --metric or --metric-python (one of them)\n\n");
         endpoint_print_usage(stderr, eval_usage);
         return 2;
     }
@@ -139,7 +146,8 @@ int cmd_eval(int argc, char **argv)
     dspy_program *judge = NULL;
     dspy_metric *metric = NULL;
     dspy_lm *lm = endpoint_open(&ep);
-    if (!lm || !(metric = opt_metric("eval", metric_spec, lm, &judge)))
+    if (!lm || !(metric = metric_python ? opt_metric_python("eval", metric_python)
+                                        : opt_metric("eval", metric_spec, lm, &judge)))
         goto out;
     struct dspy_eval_options o = DSPY_EVAL_OPTIONS_INIT;
     struct dspy_eval_result res;
@@ -184,6 +192,8 @@ int cmd_eval(int argc, char **argv)
     dspy_eval_result_release(&res);
 out:
     dspy_metric_free(metric);
+    if (metric_python)
+        opt_metric_python_done();
     dspy_program_free(judge);
     examples_release(&ex);
     endpoint_close(&ep, lm);

@@ -36,6 +36,7 @@ static const char optimize_usage[] =
     "  --valset FILE         validation examples (default: as DSPy: mipro takes 80 % of the\n"
     "                        trainset, the others score on the trainset)\n"
     "  --metric METRIC       exact_match:FIELD, f1:FIELD, contains:FIELD, judge:PROGRAM.json\n"
+    "  --metric-python MOD:FN  a Python metric, called as DSPy calls it (see dspyc eval)\n"
     "  --save FILE           write the optimized program (DSPy's save format)\n"
     "  --report FILE         write the report (baseline, best, every trial, LM budget, cycle)\n"
     "  --auto light|medium|heavy  mipro's (default light) or gepa's budget, as DSPy\n"
@@ -67,7 +68,7 @@ static const char optimize_usage[] =
     "  -h, --help            this text\n\n";
 
 enum {
-    OPT_SIGNATURE = 1, OPT_MODULE, OPT_STATE, OPT_OPTIMIZER, OPT_TRAIN, OPT_VAL, OPT_METRIC,
+    OPT_SIGNATURE = 1, OPT_MODULE, OPT_STATE, OPT_OPTIMIZER, OPT_TRAIN, OPT_VAL, OPT_METRIC, OPT_METRIC_PYTHON,
     OPT_SAVE, OPT_REPORT, OPT_AUTO, OPT_NUM_TRIALS, OPT_NUM_CANDIDATES, OPT_MAX_BOOT,
     OPT_MAX_LABELED, OPT_MAX_ROUNDS, OPT_MAX_METRIC_CALLS, OPT_MAX_FULL_EVALS, OPT_SEED,
     OPT_CONCURRENCY, OPT_PARALLEL, OPT_CHECKPOINT, OPT_TARGET, OPT_WARN_AT, OPT_STOP_AT,
@@ -119,6 +120,7 @@ int cmd_optimize(int argc, char **argv)
         { "trainset", required_argument, NULL, OPT_TRAIN },
         { "valset", required_argument, NULL, OPT_VAL },
         { "metric", required_argument, NULL, OPT_METRIC },
+        { "metric-python", required_argument, NULL, OPT_METRIC_PYTHON },
         { "save", required_argument, NULL, OPT_SAVE },
         { "report", required_argument, NULL, OPT_REPORT },
         { "auto", required_argument, NULL, OPT_AUTO },
@@ -154,7 +156,7 @@ int cmd_optimize(int argc, char **argv)
     const char *program_path = NULL, *signature = NULL, *state = NULL, *train_path = NULL;
     const char *val_path = NULL, *metric_spec = NULL, *save = NULL, *report_path = NULL;
     const char *optimizer = NULL, *task_model = NULL, *prompt_model = NULL;
-    const char *reflection_model = NULL;
+    const char *reflection_model = NULL, *metric_python = NULL;
     int module = DSPY_MODULE_PREDICT, opt;
     bool quiet = false, seed_given = false;
     long v;
@@ -194,6 +196,7 @@ int cmd_optimize(int argc, char **argv)
         case OPT_TRAIN: train_path = optarg; break;
         case OPT_VAL: val_path = optarg; break;
         case OPT_METRIC: metric_spec = optarg; break;
+        case OPT_METRIC_PYTHON: metric_python = optarg; break;
         case OPT_SAVE: save = optarg; break;
         case OPT_REPORT: report_path = optarg; break;
         case OPT_AUTO: o.auto_budget = optarg; break;
@@ -235,10 +238,10 @@ int cmd_optimize(int argc, char **argv)
     }
     if (optind < argc)
         program_path = argv[optind++];
-    if (optind < argc || !optimizer || !train_path || !metric_spec || (!save && !o.dry_run) ||
-        !program_path == !signature) {
+    if (optind < argc || !optimizer || !train_path || !metric_spec == !metric_python ||
+        (!save && !o.dry_run) || !program_path == !signature) {
         fprintf(stderr, "dspyc optimize: name a program file or --signature (one of them), "
-                        "--optimizer, --trainset, --metric and --save\n\n");
+                        "--optimizer, --trainset, --metric or --metric-python, and --save\n\n");
         endpoint_print_usage(stderr, optimize_usage);
         return 2;
     }
@@ -286,10 +289,12 @@ int cmd_optimize(int argc, char **argv)
     if (!p || !examples_load(&train, train_path, true) ||
         (val_path && !examples_load(&val, val_path, true)))
         goto out;
-    if (!strncmp(metric_spec, "judge:", 6) || !(metric = opt_metric("optimize", metric_spec,
-                                                                    NULL, &judge))) {
-        if (!metric && strncmp(metric_spec, "judge:", 6))
+    if (metric_python) {
+        if (!(metric = opt_metric_python("optimize", metric_python)))
             goto out;
+    } else if (strncmp(metric_spec, "judge:", 6) &&
+               !(metric = opt_metric("optimize", metric_spec, NULL, &judge))) {
+        goto out;
     }
     if (!(cycle = dspy_cycle_new(&co))) {
         fprintf(stderr, "dspyc optimize: --target-duration/--warn-at out of range\n");
@@ -389,6 +394,8 @@ out:
     json_decref(report);
     dspy_cycle_free(cycle);
     dspy_metric_free(metric);
+    if (metric_python)
+        opt_metric_python_done();
     dspy_program_free(judge);
     examples_release(&train);
     examples_release(&val);

@@ -2,7 +2,9 @@
  * with line numbers for errors, metrics. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "optutil.h"
 #include "util.h"
@@ -142,4 +144,139 @@ dspy_metric *opt_metric(const char *cmd, const char *spec, dspy_lm *lm, dspy_pro
         return NULL;
     }
     return m;
+}
+
+/* ---- Python metrics ------------------------------------------------------------------- */
+
+/* Loaded by the embedded interpreter from a temporary directory: calls the user's metric
+ * with DSPy objects (Example, Prediction) when DSPy is installed, else dicts with attribute
+ * access, in DSPy's 2-, 3- or GEPA's 5-argument form, and returns {score, feedback}. */
+static const char SHIM[] =
+    "import importlib, inspect\n"
+    "_fns = {}\n"
+    "class _Obj(dict):\n"
+    "    def __getattr__(self, k):\n"
+    "        try:\n"
+    "            return self[k]\n"
+    "        except KeyError:\n"
+    "            raise AttributeError(k)\n"
+    "def _as(d, example):\n"
+    "    try:\n"
+    "        import dspy\n"
+    "    except ImportError:\n"
+    "        return _Obj(d)\n"
+    "    return dspy.Example(**d) if example else dspy.Prediction(**d)\n"
+    "def call(target, example, pred=None, trace=None):\n"
+    "    fn = _fns.get(target)\n"
+    "    if fn is None:\n"
+    "        mod, _, attr = target.partition(':')\n"
+    "        fn = importlib.import_module(mod)\n"
+    "        for part in attr.split('.'):\n"
+    "            fn = getattr(fn, part)\n"
+    "        _fns[target] = fn\n"
+    "    ex, pr = _as(example, True), _as(pred or {}, False)\n"
+    "    try:\n"
+    "        n = len(inspect.signature(fn).parameters)\n"
+    "    except (TypeError, ValueError):\n"
+    "        n = 3\n"
+    "    r = fn(ex, pr, trace, None, None) if n >= 5 else fn(ex, pr) if n == 2 else "
+    "fn(ex, pr, trace)\n"
+    "    fb = None\n"
+    "    if hasattr(r, 'score'):\n"
+    "        fb = getattr(r, 'feedback', None)\n"
+    "        r = r.score\n"
+    "    return {'score': float(r), 'feedback': None if fb is None else str(fb)}\n";
+
+static dspy_python_bridge *bridge;
+static dspy_python_callable *shim;
+static char shim_dir[64];
+
+struct py_metric {
+    char target[256];
+};
+static struct py_metric py_target;
+
+static dspy_status py_metric_fn(void *ud, const json_t *example, const json_t *prediction,
+                                const json_t *trace, double *score, char **feedback,
+                                struct dspy_error *err)
+{
+    const struct py_metric *pm = ud;
+    json_t *kw = json_pack("{s:s, s:O, s:O?, s:O?}", "target", pm->target, "example", example,
+                           "pred", prediction, "trace", trace);
+    json_t *res = NULL;
+    dspy_status rc = kw ? dspy_python_call(shim, kw, &res, NULL, err) : DSPY_ENOMEM;
+    json_decref(kw);
+    if (rc)
+        return rc;
+    const json_t *s = json_object_get(res, "score"), *fb = json_object_get(res, "feedback");
+    *score = json_number_value(s);
+    if (feedback && json_is_string(fb))
+        *feedback = dspy_strdup(json_string_value(fb));
+    json_decref(res);
+    return DSPY_OK;
+}
+
+dspy_metric *opt_metric_python(const char *cmd, const char *target)
+{
+    struct dspy_error err;
+    dspy_error_clear(&err);
+    if (!strchr(target, ':') || strlen(target) >= sizeof(py_target.target)) {
+        fprintf(stderr, "dspyc %s: --metric-python: '%s' is not MODULE:FUNCTION\n", cmd,
+                target);
+        return NULL;
+    }
+    if (!dspy_python_available()) {
+        fprintf(stderr, "dspyc %s: --metric-python: this build has no embedded Python\n", cmd);
+        return NULL;
+    }
+    snprintf(shim_dir, sizeof(shim_dir), "/tmp/dspyc-metric-XXXXXX");
+    if (!mkdtemp(shim_dir)) {
+        fprintf(stderr, "dspyc %s: --metric-python: %s\n", cmd, strerror(errno));
+        return NULL;
+    }
+    char path[128];
+    snprintf(path, sizeof(path), "%s/dspyc_metric_shim.py", shim_dir);
+    FILE *f = fopen(path, "w");
+    if (!f || fputs(SHIM, f) == EOF || fclose(f)) {
+        fprintf(stderr, "dspyc %s: --metric-python: cannot write %s\n", cmd, path);
+        return NULL;
+    }
+    struct dspy_python_options o = DSPY_PYTHON_OPTIONS_INIT;
+    static const char *const env[] = { "LITELLM_LOCAL_MODEL_COST_MAP=True", NULL };
+    const char *sys_path[] = { shim_dir, ".", NULL };
+    o.env = env;
+    o.sys_path = sys_path;
+    if (!(bridge = dspy_python_bridge_new(&o, &err)) ||
+        dspy_python_load(bridge, "dspyc_metric_shim:call", &shim, &err)) {
+        fprintf(stderr, "dspyc %s: --metric-python: %s\n", cmd, err.message);
+        return NULL;
+    }
+    /* import the user's function now, so a typo fails before any LM call */
+    dspy_python_callable *check = NULL;
+    if (dspy_python_load(bridge, target, &check, &err)) {
+        fprintf(stderr, "dspyc %s: --metric-python %s: %s\n", cmd, target, err.message);
+        return NULL;
+    }
+    dspy_python_callable_free(check);
+    snprintf(py_target.target, sizeof(py_target.target), "%s", target);
+    char name[300];
+    snprintf(name, sizeof(name), "python:%s", target);
+    return dspy_metric_custom(name, py_metric_fn, &py_target);
+}
+
+void opt_metric_python_done(void)
+{
+    dspy_python_callable_free(shim);
+    shim = NULL;
+    dspy_python_bridge_free(bridge);
+    bridge = NULL;
+    if (shim_dir[0]) {
+        char path[128];
+        snprintf(path, sizeof(path), "%s/dspyc_metric_shim.py", shim_dir);
+        unlink(path);
+        snprintf(path, sizeof(path), "%s/__pycache__", shim_dir);
+        rmdir(path); /* usually not empty: left for the system's tmp cleaning */
+        rmdir(shim_dir);
+        shim_dir[0] = '\0';
+    }
 }

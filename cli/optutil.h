@@ -28,4 +28,11 @@ dspy_program *opt_program(const char *cmd, const char *path, const char *signatu
  * (for the judge). *judge gets the judge program to free after the metric. */
 dspy_metric *opt_metric(const char *cmd, const char *spec, dspy_lm *lm, dspy_program **judge);
 
+/* A Python metric MODULE:FUNCTION through the embedded interpreter (DSPy's
+ * metric(example, pred, trace) or GEPA's 5-argument form; a float, bool, or an object with
+ * .score and .feedback). The function is imported now; NULL after printing why. */
+dspy_metric *opt_metric_python(const char *cmd, const char *target);
+/* Stop the interpreter (after the metric is freed). */
+void opt_metric_python_done(void);
+
 #endif

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -336,3 +337,47 @@ def test_judge_metric(tmp_path):
     nojudge.write_text(json.dumps({"predictors": [{"signature": "question -> verdict"}]}))
     r = dspyc("eval", *PREDICT, "--devset", DEV, "--metric", f"judge:{nojudge}", ok=False)
     assert r.returncode == 2 and "no output named 'score'" in r.stderr
+
+
+VENV = sys.prefix if sys.prefix != sys.base_prefix else os.path.join(ROOT, ".venv")
+
+
+def test_python_metric_called_as_dspy_calls_it(tmp_path):
+    (tmp_path / "mymetric.py").write_text(
+        "import dspy\n"
+        "calls = []\n"
+        "def exact(example, pred, trace=None):\n"
+        "    assert isinstance(example, dspy.Example) and isinstance(pred, dspy.Prediction)\n"
+        "    return example.answer == pred.answer\n"
+        "def gepa(gold, pred, trace=None, pred_name=None, pred_trace=None):\n"
+        "    ok = gold.answer == pred.answer\n"
+        "    return dspy.Prediction(score=float(ok), feedback='ok' if ok else 'wrong')\n"
+        "def broken(example, pred, trace=None):\n"
+        "    raise ValueError('boom')\n")
+    env = dict(os.environ, VIRTUAL_ENV=VENV)
+
+    def run(*args):
+        return subprocess.run([DSPYC, *map(str, args)], capture_output=True, text=True,
+                              cwd=tmp_path, env=env, timeout=300)
+
+    out = tmp_path / "e.json"
+    r = run("eval", *PREDICT, "--devset", DEV, "--metric-python", "mymetric:exact")
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout) == 36.0  # the same as exact_match:answer
+    r = run("eval", *PREDICT, "--devset", DEV, "--metric-python", "mymetric:gepa", "--json",
+            out)
+    doc = json.loads(out.read_text())
+    assert doc["score"] == 36.0 and {x["feedback"] for x in doc["results"]} == {"ok", "wrong"}
+    r = run("eval", *PREDICT, "--devset", DEV, "--metric-python", "mymetric:broken", "--json",
+            out)
+    doc = json.loads(out.read_text())
+    assert r.returncode == 1 and doc["errors"] == 100
+    assert "ValueError" in doc["results"][0]["error"]["message"]
+    r = run("eval", *PREDICT, "--devset", DEV, "--metric-python", "mymetric:missing")
+    assert r.returncode == 2 and "missing" in r.stderr
+    save = tmp_path / "s.json"
+    r = run("optimize", *PREDICT, "--optimizer", "bootstrap", "--trainset", TRAIN, "--valset",
+            DEV, "--metric-python", "mymetric:exact", "--save", save, "-q")
+    assert r.returncode == 0, r.stderr
+    r = run("eval", *PREDICT, "--state", save, "--devset", DEV, *METRIC)
+    assert float(r.stdout) == 71.0
