@@ -27,7 +27,11 @@ static const char optimize_usage[] =
     "  mipro           MIPROv2: bootstrapped demo sets, instructions proposed by the prompt\n"
     "                  model, a TPE search with minibatch trials and full evaluations\n"
     "  gepa            GEPA: instructions rewritten by the reflection model from the metric's\n"
-    "                  feedback, a per-instance Pareto front (needs exactly one budget)\n\n"
+    "                  feedback, a per-instance Pareto front (needs exactly one budget)\n"
+    "  genetic         a population of instructions and demo subsets: tournament selection,\n"
+    "                  elitism, crossover, mutation by LM rewrite or demo swap\n\n";
+/* (two literals: C11 promises only 4095 bytes per string literal) */
+static const char optimize_usage2[] =
     "options:\n"
     "  --signature SIG       optimize one module with this signature\n"
     "  --module predict|cot  module for --signature (default predict)\n"
@@ -64,6 +68,9 @@ static const char optimize_usage[] =
     "  --task-model M        model of the program's calls (default --model)\n"
     "  --prompt-model M      model of mipro's proposer (default the task model)\n"
     "  --reflection-model M  model of gepa's reflection (default the prompt model)\n"
+    "  --population N        genetic: individuals per generation (default 8, at most 64)\n"
+    "  --generations N       genetic: generations (default 5)\n"
+    "  --mutation-rate F     genetic: chance a child's predictor mutates (default 0.3)\n"
     "  -q, --quiet           no progress line, no summary\n"
     "  -h, --help            this text\n\n";
 
@@ -73,13 +80,19 @@ enum {
     OPT_MAX_LABELED, OPT_MAX_ROUNDS, OPT_MAX_METRIC_CALLS, OPT_MAX_FULL_EVALS, OPT_SEED,
     OPT_CONCURRENCY, OPT_PARALLEL, OPT_CHECKPOINT, OPT_TARGET, OPT_WARN_AT, OPT_STOP_AT,
     OPT_DRY_RUN, OPT_MAX_COST, OPT_PRICE_IN, OPT_PRICE_OUT, OPT_MAX_ERRORS, OPT_TASK_MODEL,
-    OPT_PROMPT_MODEL, OPT_REFLECTION_MODEL,
+    OPT_PROMPT_MODEL, OPT_REFLECTION_MODEL, OPT_POPULATION, OPT_GENERATIONS, OPT_MUTATION,
 };
 
 struct progress {
     bool on;
     dspy_cycle *cycle;
 };
+
+static void print_usage(FILE *out)
+{
+    fputs(optimize_usage, out);
+    endpoint_print_usage(out, optimize_usage2);
+}
 
 static void on_event(void *ud, const struct dspy_optimize_event *e)
 {
@@ -146,6 +159,9 @@ int cmd_optimize(int argc, char **argv)
         { "task-model", required_argument, NULL, OPT_TASK_MODEL },
         { "prompt-model", required_argument, NULL, OPT_PROMPT_MODEL },
         { "reflection-model", required_argument, NULL, OPT_REFLECTION_MODEL },
+        { "population", required_argument, NULL, OPT_POPULATION },
+        { "generations", required_argument, NULL, OPT_GENERATIONS },
+        { "mutation-rate", required_argument, NULL, OPT_MUTATION },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         ENDPOINT_LONG_OPTIONS,
@@ -231,9 +247,12 @@ int cmd_optimize(int argc, char **argv)
         case OPT_TASK_MODEL: task_model = optarg; break;
         case OPT_PROMPT_MODEL: prompt_model = optarg; break;
         case OPT_REFLECTION_MODEL: reflection_model = optarg; break;
+        case OPT_POPULATION: LONGF("--population", 2, 64); o.population = v; break;
+        case OPT_GENERATIONS: LONGF("--generations", 1, 10000); o.generations = v; break;
+        case OPT_MUTATION: DBLF("--mutation-rate", 0, 1); o.mutation_rate = d; break;
         case 'q': quiet = true; break;
-        case 'h': endpoint_print_usage(stdout, optimize_usage); return 0;
-        default: endpoint_print_usage(stderr, optimize_usage); return 2;
+        case 'h': print_usage(stdout); return 0;
+        default: print_usage(stderr); return 2;
         }
     }
     if (optind < argc)
@@ -242,14 +261,14 @@ int cmd_optimize(int argc, char **argv)
         (!save && !o.dry_run) || !program_path == !signature) {
         fprintf(stderr, "dspyc optimize: name a program file or --signature (one of them), "
                         "--optimizer, --trainset, --metric or --metric-python, and --save\n\n");
-        endpoint_print_usage(stderr, optimize_usage);
+        print_usage(stderr);
         return 2;
     }
     int which = dspy_optimizer_from_name(optimizer);
     if (which < 0) {
         fprintf(stderr, "dspyc optimize: --optimizer '%s' is not one of labeled, bootstrap, "
-                        "random-search, mipro, gepa%s\n",
-                optimizer, !strcmp(optimizer, "genetic") ? " (genetic is not built yet)" : "");
+                        "random-search, mipro, gepa, genetic\n",
+                optimizer);
         return 2;
     }
     o.optimizer = (enum dspy_optimizer)which;

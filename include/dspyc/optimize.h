@@ -1,6 +1,6 @@
 /* Evaluation and optimization of programs: metrics over labelled examples, DSPy's Evaluate
  * on the batch executor, the cycle timer, and the optimizers (LabeledFewShot,
- * BootstrapFewShot, its random search, MIPROv2, GEPA) with budgets, reports and checkpoints. */
+ * BootstrapFewShot, its random search, MIPROv2, GEPA, a genetic search) with budgets, reports and checkpoints. */
 #ifndef DSPYC_OPTIMIZE_H
 #define DSPYC_OPTIMIZE_H
 
@@ -155,8 +155,10 @@ enum dspy_optimizer {
     DSPY_OPT_RANDOM_SEARCH, /* BootstrapFewShotWithRandomSearch */
     DSPY_OPT_MIPRO,         /* MIPROv2 */
     DSPY_OPT_GEPA,          /* GEPA (reflective instruction evolution, Pareto selection) */
+    DSPY_OPT_GENETIC,       /* genetic search over instructions and demo subsets */
 };
-/** "labeled", "bootstrap", "random-search", "mipro", "gepa"; -1 for an unknown name. */
+/** "labeled", "bootstrap", "random-search", "mipro", "gepa", "genetic"; -1 for an unknown
+ * name. */
 DSPY_EXTERN int dspy_optimizer_from_name(const char *name);
 DSPY_EXTERN const char *dspy_optimizer_name(enum dspy_optimizer o);
 
@@ -197,10 +199,13 @@ struct dspy_optimize_options {
                                 * gepa: its budget (exactly one of auto, this, full evals) */
     long max_full_evals;       /* gepa: budget of N x (|train| + |val|) metric calls */
     dspy_lm *reflection_lm;    /* gepa's reflection LM; NULL = prompt_lm, else task_lm */
+    long population;           /* genetic: individuals per generation; <= 1 = 8 */
+    long generations;          /* genetic: generations; <= 0 = 5 */
+    double mutation_rate;      /* genetic: per predictor of a child; < 0 = 0.3 */
 };
 #define DSPY_OPTIMIZE_OPTIONS_INIT                                                           \
     { DSPY_OPT_BOOTSTRAP, NULL, -1, -1, 0, 16, 4, -1, -1, -1, 35, 5, 0, 0, 0, 0, 0, NULL,     \
-      false, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL }
+      false, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, 0, 0, -1.0 }
 
 /** Optimize `student` (changed in place to the best program found) on `trainset`, scoring
  * on `valset` (NULL: as DSPy splits or reuses the trainset). Both are JSON arrays of

@@ -16,8 +16,8 @@
 int dspy_optimizer_from_name(const char *name)
 {
     static const char *const names[] = { "labeled", "bootstrap", "random-search", "mipro",
-                                         "gepa" };
-    for (int i = 0; i < 5; i++)
+                                         "gepa",    "genetic" };
+    for (int i = 0; i < 6; i++)
         if (!strcmp(name, names[i]))
             return i;
     if (!strcmp(name, "random_search") || !strcmp(name, "miprov2"))
@@ -33,6 +33,7 @@ const char *dspy_optimizer_name(enum dspy_optimizer o)
     case DSPY_OPT_RANDOM_SEARCH: return "random-search";
     case DSPY_OPT_MIPRO: return "mipro";
     case DSPY_OPT_GEPA: return "gepa";
+    case DSPY_OPT_GENETIC: return "genetic";
     }
     return "?";
 }
@@ -249,6 +250,9 @@ static char *checkpoint_key(struct opt_run *r)
     if (k) {
         json_object_set_new(k, "max_metric_calls", json_integer(o->max_metric_calls));
         json_object_set_new(k, "max_full_evals", json_integer(o->max_full_evals));
+        json_object_set_new(k, "population", json_integer(o->population));
+        json_object_set_new(k, "generations", json_integer(o->generations));
+        json_object_set_new(k, "mutation_rate", json_real(o->mutation_rate));
     }
     char *text = k ? json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(k);
@@ -424,6 +428,15 @@ static json_t *plan_simple(struct opt_run *r, double tpc)
         long c = o->num_candidates >= 0 ? o->num_candidates : 16;
         task = (double)(c + 1) * (double)nt * (double)rounds;
         full = c + 3;
+        break;
+    }
+    case DSPY_OPT_GENETIC: {
+        double P = o->population > 1 ? (double)o->population : 8;
+        double G = o->generations > 0 ? (double)o->generations : 5;
+        double mb = nv > 35 ? 35 : (double)nv;
+        task = G * (P * mb + (double)nv) + P * 4 * 16;
+        full = (long)G + 1;
+        task -= (double)(full - 2) * (double)nv; /* counted in G above */
         break;
     }
     default: break;
@@ -716,6 +729,7 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     case DSPY_OPT_RANDOM_SEARCH: rc = opt_random_search(&r, err); break;
     case DSPY_OPT_MIPRO: rc = opt_mipro(&r, err); break;
     case DSPY_OPT_GEPA: rc = opt_gepa(&r, err); break;
+    case DSPY_OPT_GENETIC: rc = opt_genetic(&r, err); break;
     default: rc = dspy__err(err, DSPY_EINVAL, "unknown optimizer");
     }
     if (rc && rc != DSPY_ECANCELED) {

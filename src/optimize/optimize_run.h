@@ -18,6 +18,7 @@ enum {
     RNG_SPLIT,
     RNG_GEPA_SELECT,
     RNG_GEPA_EPOCH,
+    RNG_GENETIC,
 };
 
 struct opt_run {
@@ -86,6 +87,7 @@ dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot,
 dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err);
 dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err);
 dspy_status opt_gepa(struct opt_run *r, struct dspy_error *err);
+dspy_status opt_genetic(struct opt_run *r, struct dspy_error *err);
 /* GEPA's metric-call budget from --auto / --max-metric-calls / --max-full-evals; 0 with
  * err set when none or more than one is given. */
 long dspy__gepa_budget(size_t predictors, const char *auto_budget, long max_metric_calls,

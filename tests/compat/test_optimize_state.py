@@ -1,5 +1,5 @@
 """Programs optimized by `dspyc optimize` against real DSPy: DSPy loads each saved state
-(labeled, bootstrap, random-search, mipro, gepa), runs it with its own Evaluate against the same
+(labeled, bootstrap, random-search, mipro, gepa, genetic), runs it with its own Evaluate against the same
 simulator, and gets the score dspyc reported, within one example."""
 import json
 import os
@@ -24,7 +24,8 @@ def load(path):
 
 
 CASES = [("labeled", "predict"), ("bootstrap", "predict"), ("random-search", "predict"),
-         ("mipro", "predict"), ("gepa", "predict"), ("bootstrap", "cot"), ("mipro", "cot")]
+         ("mipro", "predict"), ("gepa", "predict"), ("genetic", "predict"), ("bootstrap", "cot"),
+         ("mipro", "cot")]
 
 
 @pytest.mark.parametrize("optimizer,module", CASES, ids=[f"{o}-{m}" for o, m in CASES])

@@ -151,6 +151,34 @@ def test_gepa_rewrites_the_instruction_from_feedback(tmp_path):
     assert rep["plan"]["metric_calls"] == 2 * (50 + 100)
 
 
+def test_genetic_search_with_its_flags(tmp_path):
+    r, save, rep = optimize(tmp_path, "gen", "--optimizer", "genetic", "--seed", "1")
+    assert rep["best"]["score"] >= 36.0 + 25  # 5 generations of 8, demos and instructions
+    kinds = [t["kind"] for t in rep["trials"]]
+    assert kinds == ["minibatch", "full"] * 5
+    assert all(t["population"] == 8 for t in rep["trials"] if t["kind"] == "minibatch")
+    state = json.loads(save.read_text())
+    assert 1 <= len(state["demos"]) <= 4
+    _, again, _ = optimize(tmp_path, "gen2", "--optimizer", "genetic", "--seed", "1",
+                           "--concurrency", "3")
+    assert again.read_bytes() == save.read_bytes()
+    def rewrites(rate):
+        rec = tmp_path / f"rec{rate}.jsonl"
+        _, _, rep = optimize(tmp_path, f"gen{rate}", "--optimizer", "genetic", "--seed", "1",
+                             "--population", "4", "--generations", "2", "--mutation-rate",
+                             rate, "--prompt-model", "rewriter", "--sim", f"--record {rec}")
+        bodies = [json.loads(line)["body"] for line in open(rec)]
+        return rep, [b for b in bodies if b["model"] == "rewriter"]
+
+    small, some = rewrites(1)
+    assert [t["kind"] for t in small["trials"]] == ["minibatch", "full"] * 2
+    assert small["trials"][0]["population"] == 4
+    # rate 1: every child's predictor mutates, by an LM rewrite (prompt model) or a demo swap
+    assert some and all("new_instruction" in b["messages"][0]["content"] for b in some)
+    _, none = rewrites(0)
+    assert none == []
+
+
 def test_mipro_proposes_instructions_from_the_prompt_model(tmp_path):
     """The simulator as prompt model: MIPROv2's proposals are instructions, not the arith
     answer to a question the proposer prompt shows, and the best one keeps hints."""
