@@ -300,7 +300,7 @@ dspy_status opt_genetic(struct opt_run *r, struct dspy_error *err)
                 json_t *d = json_array_get(dem, p);
                 if (dspy__rng_unit(&rng) < 0.5 || !json_array_size(pool)) {
                     /* mutation by LM rewrite (memoized: the rewrite of this slot) */
-                    char mkey[64];
+                    char mkey[96];
                     snprintf(mkey, sizeof(mkey), "genetic:%zu:%zu:%zu", g, i, p);
                     json_t *ms = opt_memo_get(r, mkey);
                     char *text = ms ? dspy_strdup(json_string_value(ms))

@@ -346,7 +346,6 @@ dspy_status opt_gepa(struct opt_run *r, struct dspy_error *err)
             cs = json_real_value(json_object_get(saved, "score"));
             const char *t = json_string_value(json_object_get(saved, "instruction"));
             inst = t ? dspy_strdup(t) : NULL;
-            r->metric_calls += (uint64_t)json_integer_value(json_object_get(saved, "metric_calls"));
         } else {
             json_t *pp = NULL, *ppred = NULL, *pfb = NULL;
             const json_t *set = mb;

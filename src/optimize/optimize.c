@@ -195,16 +195,40 @@ out:
 
 /* ---- checkpoints ---------------------------------------------------------------------- */
 
+static uint64_t *counter(struct opt_run *r, int i)
+{
+    uint64_t *c[6] = { &r->metric_calls, &r->lm_calls, &r->cache_hits, &r->prompt_tokens,
+                       &r->completion_tokens, &r->errors };
+    return c[i];
+}
+
 json_t *opt_memo_get(struct opt_run *r, const char *key)
 {
-    return json_object_get(r->memo, key);
+    json_t *e = json_object_get(r->memo, key);
+    if (!e)
+        return NULL;
+    if (!json_object_get(r->applied, key)) { /* a unit of an earlier run: count its cost */
+        const json_t *d = json_object_get(e, "d");
+        for (int i = 0; i < 6; i++) {
+            uint64_t v = (uint64_t)json_integer_value(json_array_get(d, (size_t)i));
+            *counter(r, i) += v;
+            r->mark[i] += v;
+            if (i == 1)
+                r->restored_calls += v;
+        }
+        r->cost_usd = ((double)r->prompt_tokens * r->o->price_in_per_mtok +
+                       (double)r->completion_tokens * r->o->price_out_per_mtok) /
+                      1e6;
+        json_object_set_new(r->applied, key, json_true());
+    }
+    return json_object_get(e, "v");
 }
 
 static dspy_status write_checkpoint(struct opt_run *r)
 {
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", r->ckpt_path);
-    json_t *doc = json_pack("{s:i, s:s, s:O}", "version", 1, "key", r->ckpt_key, "units",
+    json_t *doc = json_pack("{s:i, s:s, s:O}", "version", 2, "key", r->ckpt_key, "units",
                             r->memo);
     if (!doc)
         return DSPY_ENOMEM;
@@ -224,7 +248,19 @@ static dspy_status write_checkpoint(struct opt_run *r)
 
 dspy_status opt_memo_put(struct opt_run *r, const char *key, json_t *value)
 {
-    if (!value || json_object_set_new(r->memo, key, value))
+    json_t *d = json_array();
+    for (int i = 0; i < 6; i++) {
+        json_array_append_new(d, json_integer((json_int_t)(*counter(r, i) - r->mark[i])));
+        r->mark[i] = *counter(r, i);
+    }
+    json_t *e = value && d ? json_pack("{s:o, s:o}", "v", value, "d", d) : NULL;
+    if (!e) {
+        json_decref(value);
+        json_decref(d);
+        return DSPY_ENOMEM;
+    }
+    if (json_object_set_new(r->memo, key, e) ||
+        json_object_set_new(r->applied, key, json_true()))
         return DSPY_ENOMEM;
     return r->ckpt_path ? write_checkpoint(r) : DSPY_OK;
 }
@@ -287,7 +323,8 @@ static dspy_status open_checkpoint(struct opt_run *r, struct dspy_error *err)
     }
     const char *key = json_string_value(json_object_get(doc, "key"));
     json_t *units = json_object_get(doc, "units");
-    if (!key || !json_is_object(units) || strcmp(key, r->ckpt_key)) {
+    if (!key || !json_is_object(units) || strcmp(key, r->ckpt_key) ||
+        json_integer_value(json_object_get(doc, "version")) != 2) {
         json_decref(doc);
         dspy__err(err, DSPY_EINVAL,
                   "%s was written by a different run (optimizer, seed, budget, data, metric "
@@ -528,6 +565,9 @@ static json_t *report_of(struct opt_run *r, json_t *plan)
                            (json_int_t)(r->prompt_tokens + r->completion_tokens), "cost_usd",
                            r->cost_usd, "errors", (json_int_t)r->errors, "metric_calls",
                            (json_int_t)r->metric_calls);
+    if (lm) /* calls made by this process, not read back from a checkpoint */
+        json_object_set_new(lm, "calls_this_run",
+                            json_integer((json_int_t)(r->lm_calls - r->restored_calls)));
     json_t *rep = json_pack(
         "{s:s, s:I, s:s, s:I, s:I, s:o, s:o, s:O, s:o, s:f, s:o}", "optimizer",
         dspy_optimizer_name(o->optimizer), "seed", (json_int_t)o->seed, "metric",
@@ -595,7 +635,8 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     r.start_ns = dspy__now_ns();
     if (!opts->task_lm)
         return dspy__err(err, DSPY_EINVAL, "dspy_optimize: a task LM is required");
-    if (!(r.trials = json_array()) || !(r.memo = json_object())) {
+    if (!(r.trials = json_array()) || !(r.memo = json_object()) ||
+        !(r.applied = json_object())) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
@@ -757,6 +798,7 @@ out:
     json_decref(plan);
     json_decref(r.trials);
     json_decref(r.memo);
+    json_decref(r.applied);
     json_decref(r.best_cand);
     json_decref(r.train_owned);
     json_decref(r.val_owned);

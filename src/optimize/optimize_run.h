@@ -28,7 +28,11 @@ struct opt_run {
     const dspy_metric *metric;
     const struct dspy_optimize_options *o;
     json_t *trials;             /* the report's trial records */
-    json_t *memo;               /* finished units of work, by key (the checkpoint) */
+    json_t *memo;               /* finished units of work, by key (the checkpoint):
+                                 * {"v": value, "d": [what the unit cost]} */
+    json_t *applied;            /* keys whose cost is counted in this run already */
+    uint64_t mark[6];           /* the counters when the last unit was recorded */
+    uint64_t restored_calls;    /* LM calls of units read back from the checkpoint */
     char *ckpt_path;            /* DIR/checkpoint.json or NULL */
     char *ckpt_key;             /* what the checkpoint must have been made for */
     uint64_t lm_calls, cache_hits, prompt_tokens, completion_tokens, errors;
@@ -63,7 +67,9 @@ void opt_account(struct opt_run *r, const struct dspy_call_info *info, dspy_stat
 /* Check max-cost, max-tokens, max-errors and the cycle timer; true when the run must stop. */
 bool opt_check_budget(struct opt_run *r);
 
-/* The checkpoint memo: a finished unit's JSON by key (borrowed), or NULL. */
+/* The checkpoint memo: a finished unit's JSON by key (borrowed), or NULL. The first time a
+ * unit read back from a checkpoint is asked for, what it cost (LM calls, tokens, metric
+ * calls, errors) is added to the counters, so budgets see what an uninterrupted run saw. */
 json_t *opt_memo_get(struct opt_run *r, const char *key);
 /* Record a unit (takes ownership of `value`) and write the checkpoint atomically. */
 dspy_status opt_memo_put(struct opt_run *r, const char *key, json_t *value);

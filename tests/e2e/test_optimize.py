@@ -241,7 +241,9 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
     assert save.read_bytes() == full.read_bytes()
     rk = json.loads(report.read_text())
     assert [t["score"] for t in rk["trials"]] == [t["score"] for t in rfull["trials"]]
-    assert rk["lm"]["calls"] < rfull["lm"]["calls"]  # finished trials were not run again
+    # finished trials were not run again; their cost still counts in the run's budget
+    assert rk["lm"]["calls_this_run"] < rfull["lm"]["calls"] == rk["lm"]["calls"]
+    assert rk["lm"]["metric_calls"] == rfull["lm"]["metric_calls"]
     # a checkpoint of another run is refused, naming the file
     r = dspyc("optimize", *PREDICT, "--trainset", TRAIN, "--valset", DEV, *METRIC,
               "--save", tmp_path / "x.json", "--optimizer", "random-search", "--seed", "4",
@@ -409,3 +411,26 @@ def test_python_metric_called_as_dspy_calls_it(tmp_path):
     assert r.returncode == 0, r.stderr
     r = run("eval", *PREDICT, "--state", save, "--devset", DEV, *METRIC)
     assert float(r.stdout) == 71.0
+
+
+@pytest.mark.parametrize("name,extra", [("mipro", []), ("gepa", ["--auto", "light"]),
+                                        ("genetic", ["--generations", "3"])])
+def test_resume_from_any_prefix_of_the_checkpoint(tmp_path, name, extra):
+    """What a kill leaves is a prefix of the units (they are written in order, each with a
+    rename): resuming from any prefix ends exactly as the uninterrupted run."""
+    ck = tmp_path / "ck"
+    _, full, rfull = optimize(tmp_path, "full", "--optimizer", name, "--seed", "2", *extra,
+                              "--checkpoint", ck)
+    doc = json.loads((ck / "checkpoint.json").read_text())
+    units = list(doc["units"].items())
+    assert len(units) >= 4
+    for keep in (1, len(units) // 2, len(units) - 1):
+        part = tmp_path / f"ck{keep}"
+        part.mkdir()
+        (part / "checkpoint.json").write_text(json.dumps(
+            {"version": 2, "key": doc["key"], "units": dict(units[:keep])}))
+        _, save, rep = optimize(tmp_path, f"r{keep}", "--optimizer", name, "--seed", "2",
+                                *extra, "--checkpoint", part)
+        assert save.read_bytes() == full.read_bytes(), (name, keep)
+        assert rep["best"] == rfull["best"]
+        assert [t["score"] for t in rep["trials"]] == [t["score"] for t in rfull["trials"]]
