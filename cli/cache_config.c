@@ -293,6 +293,10 @@ static int resolve(struct cache_config *cc, const struct source *src, bool *leve
         bad = CACHE_NAMESPACE;
         goto fail;
     }
+    /* resolved again when a command opens a second LM over the same flags */
+    free(cc->ns);
+    free(cc->redis_url);
+    free(cc->dir);
     cc->ns = src[CACHE_NAMESPACE].value && *src[CACHE_NAMESPACE].value
                  ? strdup(src[CACHE_NAMESPACE].value)
                  : NULL;

@@ -16,5 +16,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_cache(int argc, char **argv);
 int cmd_loadtest(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_optimize(int argc, char **argv);
 
 #endif

@@ -9,7 +9,10 @@
 static const struct cli_command commands[] = {
     { "bench", "benchmark LM calls: latency, throughput, overhead, memory", cmd_bench },
     { "cache", "cache stats, clear, export and import (disk and Redis levels)", cmd_cache },
+    { "eval", "score a program on a devset with a metric (DSPy's Evaluate)", cmd_eval },
     { "loadtest", "load-test an endpoint or a program, open or closed loop", cmd_loadtest },
+    { "optimize", "optimize demos and instructions (bootstrap, random search, MIPROv2)",
+      cmd_optimize },
     { "predict", "call a module once and print the prediction", cmd_predict },
     { "run", "run a program over a JSON-lines file", cmd_run },
     { "serve", "OpenAI-compatible caching proxy with metrics and a live dashboard", cmd_serve },

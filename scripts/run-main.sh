@@ -38,3 +38,6 @@ $py bench/loadgen_compare.py --build "$build"
 step "8. proxy: dspyc serve's added latency over direct-to-sim (miss and hit, 1k/5k/10k req/s)" \
      "vs LiteLLM's proxy on the same workload"
 $py bench/serve_vs_litellm.py --build "$build" | tee out/serve_vs_litellm.txt
+
+step "9. optimizers: BootstrapFewShot, MIPROv2 light and GEPA light, dspyc vs Python DSPy, 0 and 100 ms per call"
+$py bench/optimize_vs_dspy.py --build "$build"

@@ -17,5 +17,6 @@
 #include <dspyc/metrics.h>
 #include <dspyc/sim.h>
 #include <dspyc/serve.h>
+#include <dspyc/optimize.h>
 
 #endif

@@ -60,6 +60,9 @@ typedef struct dspy_module dspy_module;
 DSPY_EXTERN dspy_module *dspy_module_new(enum dspy_module_kind kind, const dspy_signature *sig,
                                          enum dspy_adapter_kind adapter);
 DSPY_EXTERN void dspy_module_free(dspy_module *m);
+/** A deep copy: signature, demos, adapter and config (its cache.ns stays borrowed as the
+ * original's). NULL on allocation failure. Not while `src` is being changed. */
+DSPY_EXTERN dspy_module *dspy_module_copy(const dspy_module *src);
 DSPY_EXTERN enum dspy_module_kind dspy_module_kind(const dspy_module *m);
 /** The signature the module renders (with `reasoning` for ChainOfThought); borrowed. */
 DSPY_EXTERN const dspy_signature *dspy_module_signature(const dspy_module *m);

@@ -29,6 +29,9 @@ DSPY_EXTERN dspy_status dspy_program_load(const char *path, dspy_program **out,
 DSPY_EXTERN dspy_status dspy_program_from_json(const json_t *spec, const char *origin,
                                                dspy_program **out, struct dspy_error *err);
 DSPY_EXTERN void dspy_program_free(dspy_program *p);
+/** A deep copy of every predictor (signature, demos, instructions, config), for candidate
+ * programs that change independently. NULL on allocation failure. */
+DSPY_EXTERN dspy_program *dspy_program_copy(const dspy_program *src);
 
 DSPY_EXTERN size_t dspy_program_count(const dspy_program *p);
 /** Predictor i's state name, as in DSPy save files ("answer.predict"); borrowed. */

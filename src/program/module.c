@@ -280,6 +280,34 @@ void dspy_module_free(dspy_module *m)
     dspy_free(m);
 }
 
+dspy_module *dspy_module_copy(const dspy_module *src)
+{
+    dspy_module *m = dspy_calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->kind = src->kind;
+    m->adapter = src->adapter;
+    m->config = src->config;
+    if (!(m->sig = dspy_signature_copy(src->sig)))
+        goto free_module;
+    if (!(m->demos = json_deep_copy(src->demos)))
+        goto free_sig;
+    if (pthread_mutex_init(&m->build_lock, NULL))
+        goto free_demos;
+    atomic_init(&m->rendered[DSPY_ADAPTER_CHAT].ready, false);
+    atomic_init(&m->rendered[DSPY_ADAPTER_JSON].ready, false);
+    atomic_init(&m->memo, NULL);
+    return m;
+
+free_demos:
+    json_decref(m->demos);
+free_sig:
+    dspy_signature_free(m->sig);
+free_module:
+    dspy_free(m);
+    return NULL;
+}
+
 enum dspy_module_kind dspy_module_kind(const dspy_module *m)
 {
     return m->kind;

@@ -433,6 +433,31 @@ dspy_program *dspy_program_single(dspy_module *m)
     return p;
 }
 
+dspy_program *dspy_program_copy(const dspy_program *src)
+{
+    dspy_program *p = program_alloc(src->n ? src->n : 1);
+    if (!p)
+        return NULL;
+    p->flat = src->flat;
+    if ((src->name && !(p->name = dspy_strdup(src->name))) ||
+        (src->model && !(p->model = dspy_strdup(src->model))))
+        goto fail;
+    for (size_t i = 0; i < src->n; i++, p->n++) {
+        const struct dspy__predictor *s = &src->preds[i];
+        struct dspy__predictor *d = &p->preds[i];
+        if ((s->name && !(d->name = dspy_strdup(s->name))) ||
+            !(d->state_name = dspy_strdup(s->state_name)) ||
+            !(d->module = dspy_module_copy(s->module))) {
+            p->n++; /* free what this predictor got */
+            goto fail;
+        }
+    }
+    return p;
+fail:
+    dspy_program_free(p);
+    return NULL;
+}
+
 size_t dspy_program_count(const dspy_program *p)
 {
     return p ? p->n : 0;

@@ -251,9 +251,14 @@ static json_t *field_value(const struct ctx *c, const struct dspy__sim_field *f)
         return text_json(reasoning_text, c, h);
     if (c->arith && f == c->answer_field)
         return arith_value(c, vt, f);
+    json_t *described = vt == V_STR ? dspy__sim_propose_description(c->p, f, h) : NULL;
+    if (described)
+        return described;
     if (vt == V_STR && dspy__sim_find_ci(f->name, "instruction"))
-        return json_string(
-            instructions[dspy__sim_mix(c->o->req_hash, c->o->choice) % N_INSTRUCTIONS]);
+        return dspy__sim_propose_is_meta(c->p)
+                   ? dspy__sim_propose_instruction(c->p, dspy__sim_mix(c->o->req_hash, c->o->choice))
+                   : json_string(instructions[dspy__sim_mix(c->o->req_hash, c->o->choice) %
+                                              N_INSTRUCTIONS]);
     switch (vt) {
     case V_CHOICE:
         choices = dspy__sim_type_choices(f->type, f->note);
@@ -536,6 +541,8 @@ dspy_status dspy__sim_answer(const struct dspy__sim_prompt *p,
     c.o = o;
     c.h = dspy__sim_mix(dspy__sim_mix(o->req_hash, o->seed), o->choice);
     if (p->adapter == DSPY__SIM_ADAPTER_NONE) {
+        if (dspy__sim_propose_reflection(p, c.h, out))
+            return DSPY_OK;
         c.nkw = dspy__sim_keywords(p->final_user, c.kw, 0, MAX_KW);
         c.arith = dspy__sim_arith_find(p->final_user.p, p->final_user.n, &c.q);
     } else {
@@ -548,7 +555,7 @@ dspy_status dspy__sim_answer(const struct dspy__sim_prompt *p,
                 c.arith = dspy__sim_arith_find(f->value.p, f->value.n, &c.q);
         }
         c.answer_field = pick_answer_field(p);
-        if (!c.answer_field)
+        if (!c.answer_field || dspy__sim_propose_is_meta(p))
             c.arith = false;
     }
     if (c.arith) {

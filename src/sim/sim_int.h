@@ -111,6 +111,22 @@ const struct dspy__sim_field *dspy__sim_prompt_output(const struct dspy__sim_pro
 /* Literal['a', 'b'] and "one of: a; b" choices, as JSON values (strings, numbers, bools). */
 json_t *dspy__sim_type_choices(struct dspy__sim_view type, struct dspy__sim_view note);
 
+/* ---- The prompt model (sim_propose.c) ---- */
+
+/* A prompt of an optimizer's proposer (an output such as proposed_instruction or
+ * observations): never read as an arith question. */
+bool dspy__sim_propose_is_meta(const struct dspy__sim_prompt *p);
+/* An instruction built from the prompt's inputs, drawn with hash h. */
+json_t *dspy__sim_propose_instruction(const struct dspy__sim_prompt *p, uint64_t h);
+/* GEPA's reflection prompt (a plain prompt opening "I provided an assistant with the
+ * following instructions..."): a new instruction in a ``` block appended to out; false when
+ * the prompt is not one. */
+bool dspy__sim_propose_reflection(const struct dspy__sim_prompt *p, uint64_t h, struct dspy_buf *out);
+/* A proposer prompt's other outputs (observations, summaries, descriptions): a sentence
+ * about what the inputs show; NULL when `f` is not one of them. */
+json_t *dspy__sim_propose_description(const struct dspy__sim_prompt *p, const struct dspy__sim_field *f,
+                                uint64_t h);
+
 /* ---- Answers (sim_answer.c) ---- */
 
 struct dspy__sim_answer_opts {

@@ -1,0 +1,359 @@
+/* Few-shot optimizers (optimize layer): LabeledFewShot, BootstrapFewShot (a teacher with
+ * labelled demos, traces kept when the metric passes, rounds with rollout ids, run in
+ * concurrent chunks that give DSPy's in-order result) and the random search over DSPy's
+ * seed schedule, every candidate's evaluation concurrent. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "optimize/optimize_run.h"
+
+/* k sampled example indices for each predictor in turn, from one stream (DSPy shares one
+ * Random(0) across the predictors). */
+static void labeled_indices(struct opt_run *r, size_t n, long k, uint64_t key, size_t npred,
+                            size_t *idx, size_t *count)
+{
+    struct dspy__rng rng;
+    dspy__rng_seed(&rng, r->o->seed, RNG_LABELED, key);
+    *count = (size_t)k < n ? (size_t)k : n;
+    for (size_t p = 0; p < npred; p++)
+        dspy__rng_sample(&rng, n, *count, idx + p * *count);
+}
+
+json_t *opt_labeled(struct opt_run *r, const json_t *train, long k, uint64_t key)
+{
+    size_t n = json_array_size(train), np = dspy_program_count(r->student), count;
+    size_t *idx = dspy_malloc((np * n + 1) * sizeof(*idx));
+    json_t *cand = opt_candidate_of(r->student);
+    if (!idx || !cand) {
+        dspy_free(idx);
+        json_decref(cand);
+        return NULL;
+    }
+    labeled_indices(r, n, k < 0 ? 0 : k, key, np, idx, &count);
+    json_t *demos = json_object_get(cand, "demos");
+    for (size_t p = 0; p < np; p++) {
+        json_t *d = json_array();
+        for (size_t i = 0; i < count; i++)
+            json_array_append(d, json_array_get(train, idx[p * count + i]));
+        json_array_set_new(demos, p, d);
+    }
+    dspy_free(idx);
+    return cand;
+}
+
+/* The teacher's candidate with example `ex` taken out of every predictor's demos (DSPy
+ * removes the example being bootstrapped from the teacher's demos), or NULL when no
+ * predictor holds it (the shared teacher does). */
+static json_t *teacher_without(const json_t *teacher, const json_t *ex)
+{
+    json_t *demos = json_object_get(teacher, "demos"), *d;
+    size_t p;
+    bool found = false;
+    json_array_foreach (demos, p, d)
+        for (size_t i = 0; i < json_array_size(d); i++)
+            found |= json_array_get(d, i) == ex;
+    if (!found)
+        return NULL;
+    json_t *c = json_deep_copy(teacher);
+    json_t *cd = json_object_get(c, "demos");
+    json_array_foreach (cd, p, d) {
+        json_t *src = json_array_get(demos, p);
+        for (size_t i = json_array_size(src); i-- > 0;)
+            if (json_array_get(src, i) == ex)
+                json_array_remove(d, i);
+    }
+    return c;
+}
+
+/* An augmented demo from one trace step: {"augmented": true, inputs..., outputs...}. */
+static json_t *augmented_demo(const json_t *step)
+{
+    json_t *d = json_pack("{s:b}", "augmented", 1);
+    if (d) {
+        json_object_update(d, json_object_get(step, "inputs"));
+        json_object_update(d, json_object_get(step, "outputs"));
+    }
+    return d;
+}
+
+/* Run the teacher over examples [from, to) of `train` for `rounds` rounds; fill traces[i]
+ * for each example whose prediction passes the metric. */
+static dspy_status teach_chunk(struct opt_run *r, const json_t *train, const json_t *teacher,
+                               size_t from, size_t to, long rounds, json_t **traces)
+{
+    size_t n = to - from;
+    json_t **cands = dspy_calloc(n + 1, sizeof(*cands));
+    json_t **sets = dspy_calloc(n + 1, sizeof(*sets));
+    size_t *first = dspy_calloc(n + 1, sizeof(*first)); /* example of each job */
+    double *scores = dspy_calloc(n + 1, sizeof(*scores));
+    json_t **per = dspy_calloc(n + 1, sizeof(*per)), **preds = dspy_calloc(n + 1, sizeof(*preds));
+    dspy_status rc = DSPY_OK;
+    if (!cands || !sets || !first || !scores || !per || !preds) {
+        rc = DSPY_ENOMEM;
+        goto out;
+    }
+    for (long round = 0; round < rounds && !r->stopped; round++) {
+        /* job 0: the shared teacher over the examples it does not hold as demos; one job
+         * per example it does hold */
+        size_t jobs = 1;
+        json_t *shared = json_array();
+        cands[0] = json_incref((json_t *)teacher);
+        sets[0] = shared;
+        for (size_t i = from; i < to; i++) {
+            if (traces[i - from])
+                continue;
+            json_t *ex = json_array_get(train, i), *own = teacher_without(teacher, ex);
+            if (!own) {
+                json_array_append(shared, ex);
+                continue;
+            }
+            cands[jobs] = own;
+            sets[jobs] = json_array();
+            json_array_append(sets[jobs], ex);
+            first[jobs++] = i;
+        }
+        struct dspy_call_config cfg = DSPY_CALL_CONFIG_INIT;
+        if (round > 0) { /* DSPy: lm.copy(rollout_id=round_idx, temperature=1.0) */
+            cfg.has_rollout_id = true;
+            cfg.rollout_id = round;
+            cfg.temperature = 1.0;
+        }
+        rc = opt_eval(r, cands, (const json_t *const *)sets, jobs, round ? &cfg : NULL, true,
+                      scores, per, preds);
+        if (!rc) {
+            for (size_t j = 0; j < jobs; j++) {
+                for (size_t k = 0; k < json_array_size(sets[j]); k++) {
+                    const json_t *ex = json_array_get(sets[j], k);
+                    const json_t *pred = json_array_get(preds[j], k);
+                    double s = json_real_value(json_array_get(per[j], k));
+                    size_t i = j ? first[j] : from;
+                    if (!j) /* find the example's index in the chunk */
+                        while (json_array_get(train, i) != ex)
+                            i++;
+                    if (!json_is_object(pred) || !(s != 0.0) || traces[i - from])
+                        continue;
+                    traces[i - from] = dspy__program_trace(r->student, ex, pred);
+                }
+            }
+        }
+        for (size_t j = 0; j < jobs; j++) {
+            json_decref(cands[j]);
+            json_decref(sets[j]);
+            json_decref(per[j]);
+            json_decref(preds[j]);
+            cands[j] = sets[j] = per[j] = preds[j] = NULL;
+        }
+        if (rc)
+            break;
+    }
+out:
+    dspy_free(cands);
+    dspy_free(sets);
+    dspy_free(first);
+    dspy_free(scores);
+    dspy_free(per);
+    dspy_free(preds);
+    return rc;
+}
+
+dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot,
+                          long max_labeled, long max_rounds, uint64_t key, json_t **cand)
+{
+    char mkey[64];
+    snprintf(mkey, sizeof(mkey), "boot:%llu", (unsigned long long)key);
+    json_t *saved = opt_memo_get(r, mkey);
+    if (saved) {
+        *cand = json_deep_copy(saved);
+        return *cand ? DSPY_OK : DSPY_ENOMEM;
+    }
+    size_t n = json_array_size(train), np = dspy_program_count(r->student);
+    json_t *teacher = opt_labeled(r, train, max_labeled, key);
+    json_t **traces = dspy_calloc(n + 1, sizeof(*traces));
+    size_t *raw = dspy_malloc((n + 1) * sizeof(*raw));
+    dspy_status rc = DSPY_OK;
+    *cand = NULL;
+    if (!teacher || !traces || !raw) {
+        rc = DSPY_ENOMEM;
+        goto out;
+    }
+    /* Chunks run concurrently; the result is DSPy's sequential one, because an example's
+     * success does not depend on the others and the first max_boot successes in order win. */
+    size_t chunk = r->o->concurrency < 4 ? 4 : r->o->concurrency > 64 ? 64 : r->o->concurrency;
+    size_t found = 0, pos = 0;
+    while (pos < n && found < (size_t)max_boot && !r->stopped) {
+        size_t end = pos + chunk < n ? pos + chunk : n;
+        if ((rc = teach_chunk(r, train, teacher, pos, end, max_rounds, traces + pos)))
+            goto out;
+        for (size_t i = pos; i < end; i++)
+            found += traces[i] != NULL;
+        pos = end;
+    }
+    /* Keep the first max_boot successes; the rest of the trainset is the raw pool. */
+    size_t kept = 0, nraw = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (traces[i] && kept < (size_t)max_boot)
+            kept++;
+        else {
+            json_decref(traces[i]);
+            traces[i] = NULL;
+            raw[nraw++] = i;
+        }
+    }
+    struct dspy__rng rng;
+    dspy__rng_seed(&rng, r->o->seed, RNG_BOOT_RAW, key);
+    dspy__rng_shuffle(&rng, raw, nraw);
+    if (!(*cand = opt_candidate_of(r->student))) {
+        rc = DSPY_ENOMEM;
+        goto out;
+    }
+    json_t *demos = json_object_get(*cand, "demos");
+    size_t *pick = dspy_malloc((nraw + 1) * sizeof(*pick));
+    if (!pick) {
+        rc = DSPY_ENOMEM;
+        goto out;
+    }
+    for (size_t p = 0; p < np; p++) {
+        json_t *d = json_array();
+        const char *pname = dspy_program_state_name(r->student, p);
+        for (size_t i = 0; i < n; i++) {
+            if (!traces[i])
+                continue;
+            json_t *step;
+            size_t s;
+            json_array_foreach (traces[i], s, step)
+                if (!strcmp(json_string_value(json_object_get(step, "predictor")), pname))
+                    json_array_append_new(d, augmented_demo(step));
+        }
+        long want = max_labeled - (long)json_array_size(d);
+        size_t take = want <= 0 ? 0 : (size_t)want < nraw ? (size_t)want : nraw;
+        dspy__rng_sample(&rng, nraw, take, pick);
+        for (size_t i = 0; i < take; i++)
+            json_array_append(d, json_array_get(train, raw[pick[i]]));
+        /* DSPy's quirk: the next predictor samples from this one's sample */
+        for (size_t i = 0; i < take; i++)
+            pick[i] = raw[pick[i]];
+        memcpy(raw, pick, take * sizeof(*raw));
+        nraw = take;
+        json_array_set_new(demos, p, d);
+    }
+    dspy_free(pick);
+    if (!r->stopped) /* a bootstrap cut short by a budget is not the one to resume with */
+        opt_memo_put(r, mkey, json_deep_copy(*cand));
+out:
+    if (rc) {
+        json_decref(*cand);
+        *cand = NULL;
+    }
+    for (size_t i = 0; traces && i < n; i++)
+        json_decref(traces[i]);
+    dspy_free(traces);
+    dspy_free(raw);
+    json_decref(teacher);
+    return rc;
+}
+
+dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot,
+                                   long max_labeled, long max_rounds, json_t **cand)
+{
+    uint64_t key = (uint64_t)(seed + 10);
+    if (seed == -3) { /* zero-shot */
+        *cand = opt_candidate_of(r->student);
+        json_t *demos = json_object_get(*cand, "demos");
+        for (size_t p = 0; p < json_array_size(demos); p++)
+            json_array_set_new(demos, p, json_array());
+        return *cand ? DSPY_OK : DSPY_ENOMEM;
+    }
+    if (seed == -2) {
+        *cand = opt_labeled(r, r->train, max_labeled, key);
+        return *cand ? DSPY_OK : DSPY_ENOMEM;
+    }
+    if (seed == -1)
+        return opt_bootstrap(r, r->train, max_boot, max_labeled, max_rounds, key, cand);
+    size_t n = json_array_size(r->train);
+    size_t *idx = dspy_malloc((n + 1) * sizeof(*idx));
+    json_t *shuffled = json_array();
+    dspy_status rc;
+    if (!idx || !shuffled) {
+        dspy_free(idx);
+        json_decref(shuffled);
+        return DSPY_ENOMEM;
+    }
+    struct dspy__rng rng;
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+    dspy__rng_seed(&rng, r->o->seed, RNG_BOOT_SHUFFLE, key);
+    dspy__rng_shuffle(&rng, idx, n);
+    for (size_t i = 0; i < n; i++)
+        json_array_append(shuffled, json_array_get(r->train, idx[i]));
+    dspy__rng_seed(&rng, r->o->seed, RNG_BOOT_SIZE, key);
+    long size = max_boot >= 1 ? dspy__rng_range(&rng, 1, max_boot) : 0;
+    rc = opt_bootstrap(r, shuffled, size, max_labeled, max_rounds, key, cand);
+    dspy_free(idx);
+    json_decref(shuffled);
+    return rc;
+}
+
+static const char *seed_name(long seed)
+{
+    return seed == -3 ? "zero-shot" : seed == -2 ? "labeled" : seed == -1 ? "bootstrap"
+                                                                          : "bootstrap-shuffled";
+}
+
+dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err)
+{
+    const struct dspy_optimize_options *o = r->o;
+    long boot = o->max_bootstrapped_demos < 0 ? 4 : o->max_bootstrapped_demos;
+    long lab = o->max_labeled_demos < 0 ? 16 : o->max_labeled_demos;
+    long rounds = o->max_rounds < 0 ? 1 : o->max_rounds;
+    long ncand = o->num_candidates >= 0 ? o->num_candidates : 16;
+    size_t total = (size_t)(ncand + 3), wave = o->parallel_trials ? o->parallel_trials : 4;
+    dspy_status rc = DSPY_OK;
+    (void)err;
+    if (o->cycle)
+        dspy_cycle_plan(o->cycle, total);
+    for (size_t start = 0; start < total && !opt_check_budget(r); start += wave) {
+        size_t end = start + wave < total ? start + wave : total, m = 0;
+        json_t *cands[64];
+        const json_t *sets[64];
+        size_t which[64];
+        double scores[64];
+        uint64_t t0 = dspy__now_ns(), c0 = r->lm_calls;
+        for (size_t t = start; t < end && m < 64; t++) {
+            char key[32];
+            json_t *cand = NULL;
+            snprintf(key, sizeof(key), "trial:%zu", t);
+            if ((rc = opt_schedule_candidate(r, (long)t - 3, boot, lab, rounds, &cand)))
+                return rc;
+            json_t *saved = opt_memo_get(r, key);
+            if (saved) {
+                double s = json_real_value(json_object_get(saved, "score"));
+                opt_trial(r, json_incref(saved), cand, true, s, t, total);
+                json_decref(cand);
+                continue;
+            }
+            cands[m] = cand;
+            sets[m] = r->val;
+            which[m++] = t;
+        }
+        if (m && (rc = opt_eval(r, cands, sets, m, NULL, false, scores, NULL, NULL)))
+            return rc;
+        for (size_t i = 0; i < m; i++) {
+            char key[32];
+            snprintf(key, sizeof(key), "trial:%zu", which[i]);
+            json_t *rec = json_pack("{s:I, s:s, s:I, s:s, s:f, s:f, s:I, s:I}", "trial",
+                                    (json_int_t)which[i], "kind", "full", "seed",
+                                    (json_int_t)((long)which[i] - 3), "candidate",
+                                    seed_name((long)which[i] - 3), "score", scores[i],
+                                    "elapsed_s", (double)(dspy__now_ns() - t0) / 1e9,
+                                    "lm_calls", (json_int_t)((r->lm_calls - c0) / m), "demos",
+                                    (json_int_t)json_array_size(json_array_get(
+                                        json_object_get(cands[i], "demos"), 0)));
+            opt_memo_put(r, key, json_incref(rec));
+            opt_trial(r, rec, cands[i], true, scores[i], which[i], total);
+            json_decref(cands[i]);
+        }
+    }
+    return rc;
+}
