@@ -15,7 +15,8 @@
 
 #include "base/buf.h"
 #include "base/status.h"
-#include "lm/jsonw.h"
+#include "base/fmtfloat.h"
+#include "base/jsonw.h"
 #include "lm/lm_int.h"
 
 #define LM_ERROR_TEXT 300           /* bytes of the endpoint's error message we report */
@@ -313,8 +314,8 @@ static dspy_status add_long_key(struct dspy_buf *b, const char *key, long v)
 
 static dspy_status add_number_key(struct dspy_buf *b, const char *key, double v)
 {
-    char num[DSPY__FMT_DOUBLE_MAX];
-    size_t n = dspy__fmt_double(num, v, false);
+    char num[DSPY__FLOAT_MAX];
+    size_t n = dspy__float_fmt(num, v, DSPY__FLOAT_PYTHON);
     dspy_status rc = dspy__buf_addc(b, ',');
     if (!rc)
         rc = dspy__buf_add_json_str(b, key, strlen(key));

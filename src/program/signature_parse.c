@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/ascii.h"
+#include "base/fmtfloat.h"
 #include "base/pyfmt.h"
 #include "base/status.h"
 #include "base/unicode_ident.h"
@@ -330,11 +331,11 @@ static dspy_status parse_number(struct parser *p, struct dspy_buf *b)
     dig[n] = '\0';
     p->pos = i;
     if (is_float) {
-        char r[DSPY_PY_FLOAT_MAX];
+        char r[DSPY__FLOAT_MAX];
         double d = strtod(dig, NULL);
         if (d > 1.7976931348623157e308 || d < -1.7976931348623157e308)
             return fail(p, at, "float literal out of range");
-        dspy__py_float_repr(d, r);
+        dspy__float_fmt(r, d, DSPY__FLOAT_PYTHON);
         return dspy__buf_adds(b, r);
     }
     if (base == 10 && dig[0] == '0' && strspn(dig, "0") != n)

@@ -11,7 +11,7 @@
 
 #include "base/buf.h"
 #include "base/status.h"
-#include "lm/jsonw.h"
+#include "base/jsonw.h"
 #include "program/module_int.h"
 #include "program/program_int.h"
 

@@ -14,7 +14,6 @@
 
 #include <dspyc/lm.h>
 
-#include "lm/jsonw.h"
 #include "lm/lm_int.h"
 #include "support/test_httpd.h"
 
@@ -149,37 +148,6 @@ static void encoded_entry_point(void **state)
                                 "\"response_format\":{\"type\":\"json_object\"}}");
     dspy_lm_response_release(&resp);
     dspy_lm_free(lm);
-}
-
-static void number_text(void **state)
-{
-    (void)state;
-    static const struct {
-        double v;
-        const char *py, *orjson;
-    } cases[] = {
-        { 0.7, "0.7", "0.7" },       { 1.0, "1.0", "1.0" },         { 0.0, "0.0", "0.0" },
-        { -0.0, "-0.0", "-0.0" },    { 1e20, "1e+20", "1e+20" },    { 1e16, "1e+16", "1e+16" },
-        { 1e15, "1000000000000000.0", "1000000000000000.0" },
-        { 1.5e-7, "1.5e-07", "1.5e-7" },     { 1e-5, "1e-05", "0.00001" },
-        { 0.0001, "0.0001", "0.0001" },
-        { 1.0 / 3, "0.3333333333333333", "0.3333333333333333" },
-        { 0.1 + 0.2, "0.30000000000000004", "0.30000000000000004" },
-        { 123456789012345678.0, "1.2345678901234568e+17", "1.2345678901234568e+17" },
-        { 12345678.9, "12345678.9", "12345678.9" }, { -2.5e-8, "-2.5e-08", "-2.5e-8" },
-        { 0.75, "0.75", "0.75" },   { 0.05, "0.05", "0.05" },     { 10.5, "10.5", "10.5" },
-        { 1000.25, "1000.25", "1000.25" }, { 0.001, "0.001", "0.001" },
-        { 123.456789, "123.456789", "123.456789" }, { -7.0, "-7.0", "-7.0" },
-        { 130.907, "130.907", "130.907" }, { -764.4155, "-764.4155", "-764.4155" },
-        { 5e-324, "5e-324", "5e-324" },
-    };
-    char out[DSPY__FMT_DOUBLE_MAX];
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        dspy__fmt_double(out, cases[i].v, false);
-        assert_string_equal(out, cases[i].py);
-        dspy__fmt_double(out, cases[i].v, true);
-        assert_string_equal(out, cases[i].orjson);
-    }
 }
 
 static void parses_responses(void **state)
@@ -641,7 +609,6 @@ int main(void)
         cmocka_unit_test(request_body_bytes),
         cmocka_unit_test(handle_defaults_and_model),
         cmocka_unit_test(encoded_entry_point),
-        cmocka_unit_test(number_text),
         cmocka_unit_test(parses_responses),
         cmocka_unit_test(fast_reader_matches_jansson),
         cmocka_unit_test(classify_table),
