@@ -54,7 +54,7 @@ static void test_heap_orders_by_due_then_fifo(void **state)
         last_due = p.due_ns;
         last_arg = (uintptr_t)p.arg;
     }
-    assert_int_equal(h.len, 0);
+    assert_int_equal(dspy__heap_len(&h.heap), 0);
     dspy__timerheap_release(&h);
 }
 
