@@ -113,7 +113,7 @@ struct dspy_batch_options {
     dspy_batch_progress_fn progress;    /* may be NULL */
     void *progress_userdata;
 };
-#define DSPY_BATCH_OPTIONS_INIT { 16, 0, 0, NULL, NULL, NULL }
+#define DSPY_BATCH_OPTIONS_INIT { .concurrency = 16 }
 #define DSPY_BATCH_MAX_WORKERS 4096
 
 /** Totals of a batch. Retries and rate-limit waits are the LM handle's counters over the

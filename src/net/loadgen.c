@@ -476,7 +476,7 @@ static dspy_status worker_init(struct worker *w, const struct dspy_loadgen_optio
         conns = o->max_in_flight;
     w->nconns = share(conns, n, idx);
     w->cap = o->max_in_flight ? share(o->max_in_flight, n, idx) : w->nconns;
-    w->rcap = o->read_buffer ? o->read_buffer : 16384;
+    w->rcap = o->read_buffer ? o->read_buffer : DSPY_LOADGEN_DEFAULT_READ_BUFFER;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     w->conns = dspy_calloc(w->nconns ? w->nconns : 1, sizeof(*w->conns));
     w->rbuf = dspy_malloc(w->rcap);

@@ -64,7 +64,7 @@ struct dspy__srv_options {
     void (*on_request)(struct dspy__srv_req *req, void *ud);
     void *on_request_ud;
 };
-#define DSPY__SRV_OPTIONS_INIT { NULL, 0, 0, 0, 0, 0, 0, NULL, NULL }
+#define DSPY__SRV_OPTIONS_INIT { .bind = NULL }
 
 /* Route flags. */
 #define DSPY__SRV_NO_PAUSE 1u /* answers ignore dspy__srv_pause (admin endpoints) */

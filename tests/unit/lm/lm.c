@@ -129,6 +129,37 @@ static void handle_defaults_and_model(void **state)
     dspy_lm_free(lm);
 }
 
+/* The designated initializers set each documented default from its one named constant,
+ * and a request left at DSPY_LM_REQUEST_INIT sends no sampling fields. */
+static void options_initializers_carry_the_defaults(void **state)
+{
+    (void)state;
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    assert_null(o.base_url);
+    assert_string_equal(o.api_key_env, "OPENAI_API_KEY");
+    assert_true(o.timeout_s == 600.0 && o.connect_timeout_s == 10.0);
+    assert_true(isnan(o.temperature));
+    assert_int_equal(o.max_tokens, -1);
+    assert_int_equal(o.max_response_bytes, 16u << 20);
+    assert_int_equal(o.max_attempts, 4);
+    assert_true(o.retry_base_s == 0.5 && o.retry_cap_s == 8.0 && o.deadline_s == 0);
+    assert_false(o.cache_ctl.no_cache || o.cache_ctl.no_store);
+    assert_true(o.requests_per_minute == 0 && o.max_waiting == 0);
+    struct dspy_lm_request r = DSPY_LM_REQUEST_INIT;
+    assert_true(isnan(r.temperature) && isnan(r.top_p) && r.max_tokens == -1 && r.n == 0);
+    struct dspy_cache_options c = DSPY_CACHE_OPTIONS_INIT;
+    assert_int_equal(c.levels, DSPY_CACHE_L1);
+    assert_int_equal(c.max_value_bytes, (size_t)16 << 20);
+    assert_int_equal(c.mem_max_bytes, (size_t)256 << 20);
+    assert_int_equal(c.mem_max_entries, 1000000);
+    assert_string_equal(c.redis_prefix, "dspyc:cache:");
+    assert_true(c.redis_pool == 4 && c.redis_timeout_ms == 50 && c.redis_backoff_max_ms == 1000);
+    assert_true(c.redis_ttl_s == 7 * 86400.0 && c.redis_compress_min == 0);
+    assert_int_equal(c.disk_max_bytes, (size_t)1 << 30);
+    assert_true(c.disk_compress_min == 1024 && !c.disk_sync);
+    assert_true(c.lease_ms == 30000 && c.lease_poll_ms == 10);
+}
+
 static void encoded_entry_point(void **state)
 {
     (void)state;
@@ -608,6 +639,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(request_body_bytes),
         cmocka_unit_test(handle_defaults_and_model),
+        cmocka_unit_test(options_initializers_carry_the_defaults),
         cmocka_unit_test(encoded_entry_point),
         cmocka_unit_test(parses_responses),
         cmocka_unit_test(fast_reader_matches_jansson),
