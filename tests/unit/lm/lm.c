@@ -2,6 +2,7 @@
  * (and that it never shows in an error), HTTP status classes, and response parsing,
  * malformed bodies included. Most go through the transport hook; the key tests go over
  * HTTP to a loopback server, since only there is the Authorization header visible. */
+/* threads: every LM handle runs the engine's loop thread. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -2,6 +2,7 @@
  * an ephemeral port driven by a tiny blocking HTTP client: answers now, later, from another
  * thread, streamed, truncated, dropped, paused; 404/405/413; many waiting connections; and
  * stopping with connections still waiting. */
+/* threads: libmicrohttpd threads and the timer thread. */
 #define _GNU_SOURCE /* memmem, strcasestr */
 #include <setjmp.h>
 #include <stdarg.h>

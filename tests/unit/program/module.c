@@ -2,6 +2,7 @@
  * end against canned replies, the exact messages sent (and that the cached system/demo
  * messages match a fresh render), DSPy's Chat -> JSON fallback (two calls, and none on LM
  * errors), the n > 1 temperature rule, and missing inputs. */
+/* threads: modules call the LM through the engine's loop thread. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
