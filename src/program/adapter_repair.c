@@ -405,7 +405,8 @@ static bool key_quote_is_text(const struct dspy__reader *r, int q)
 }
 
 /* A quoted string. One never closed ends, as in json_repair, at the first `close` (the
- * enclosing object's '}' or array's ']', left for the container), else at the end. */
+ * enclosing object's '}' or array's ']', left for the container), else at the end.
+ * (json_repair looks further when the text has more closers after that one: not done.) */
 static json_t *loose_string(struct dspy__reader *r, int close, bool is_key)
 {
     struct dspy_buf b;
@@ -488,7 +489,9 @@ static json_t *loose_key(struct dspy__reader *r)
         r->pos += n;
     }
     z = r->pos;
-    if (r->pos < r->len && dspy__py_isspace(cp)) {
+    if (at(r, 0) == ',') {
+        z = a; /* "{x, "d": 2}": a bare word before a comma is no key */
+    } else if (r->pos < r->len && dspy__py_isspace(cp)) {
         /* json_repair takes "key junk" as a comment: "my key: 1" has the key "key" */
         loose_ws(r);
         if (at(r, 0) != ':' && at(r, 0) != ',')
@@ -610,6 +613,11 @@ static bool loose_member(struct dspy__reader *r, json_t *obj)
     if (ch == ':')
         r->pos++; /* a ':' before the key is ignored */
     bool quoted = ch == '"' || ch == '\'';
+    if (!quoted && ch < 0x80 && !(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
+        !(ch >= '0' && ch <= '9') && ch != '_') {
+        r->pos++; /* no key starts with punctuation: json_repair steps over it */
+        return true;
+    }
     json_t *k = quoted ? loose_string(r, 0, true) : loose_key(r);
     if (!k)
         return false;
@@ -633,6 +641,8 @@ static bool loose_member(struct dspy__reader *r, json_t *obj)
         loose_after_member(r);
     return ok;
 }
+
+static bool truthy(const json_t *v);
 
 static json_t *loose_container(struct dspy__reader *r, bool is_object)
 {
@@ -660,6 +670,14 @@ static json_t *loose_container(struct dspy__reader *r, bool is_object)
         }
         if (!is_object) {
             json_t *v = loose_value(r, IN_ARRAY);
+            int next = at(r, 0);
+            if (v && !truthy(v) && next != ']' && next != ',' && next >= 0) {
+                /* json_repair drops an empty item that does not end at ']' or ',' ("[-]")
+                 * and steps over one character */
+                json_decref(v);
+                r->pos++;
+                continue;
+            }
             if (!append(r, c, v))
                 goto fail;
             continue;
@@ -689,6 +707,10 @@ static json_t *loose_value(struct dspy__reader *r, enum loose_ctx ctx)
         return loose_string(r, ctx == IN_OBJECT ? '}' : ctx == IN_ARRAY ? ']' : 0, false);
     if ((ch >= '0' && ch <= '9') || ch == '-' || ch == '.')
         return loose_number(r, ctx);
+    if (ch == '/') {
+        r->pos++; /* a stray slash (comments were skipped before): json_repair's "" */
+        return keep(r, json_string(""));
+    }
     json_t *lit = loose_literal(r);
     return lit ? lit : loose_word(r, word_stops(ctx));
 }
@@ -722,6 +744,7 @@ static bool same_shape(const json_t *a, const json_t *b)
     return true;
 }
 
+/* Python truthiness of a container or string: json_repair's "strictly empty" negated. */
 static bool truthy(const json_t *v)
 {
     return !((json_is_array(v) && !json_array_size(v)) ||

@@ -243,6 +243,8 @@ PARSE_CASES = {
     "json_number_slash": ("json", "q -> a, b", "{\"a\": 5/2, \"b\": 7 / 8}"),
     "json_underscore_number": ("json", "q -> a: int", "{\"a\": 1_000}"),
     "json_numeric_key": ("json", "q -> a: int", "{2: 1, \"a\": 3}"),
+    "json_stray_signs": ("json", "q -> a: list[int], b: Any, c, d: list[Any]",
+                         "{\"a\": [-, 1], \"b\": [1/], \"c\": /x, \"d\": [/]}"),
     "chat_non_ascii_fields": ("chat", "q -> r\u00e9ponse, \u540d\u524d: int",
                               "[[ ## r\u00e9ponse ## ]]\nOui\n[[ ## \u540d\u524d ## ]]\n7"),
     "json_non_ascii_fields": ("json", "q -> r\u00e9ponse", "{\"r\u00e9ponse\": \"Oui\"}"),
@@ -426,7 +428,7 @@ def _random_reply(rng):
     def number():
         n = rng.choice(["5", "-3", "0", "12", "1.5", ".5", "7.", "1e3", "2E-2", "1_0"])
         if rng.random() < 0.3:
-            n = rng.choice(["1e", "2.5E", "3e+", "4e-", "-1e"])
+            n = rng.choice(["1e", "2.5E", "3e+", "4e-", "-1e", "-", "5/", "/"])
         tail = rng.choice(["", "", " // note", " /* c */", " # h\n", " ", "\n"])
         return n + tail
     def string():
@@ -449,7 +451,8 @@ def _random_reply(rng):
             sep = " "  # a missing colon (before a string that starts with a letter)
         parts.append(f'"{name}"{sep}{v}')
     text = "{" + ", ".join(parts) + "}"
-    if rng.random() < 0.2 and text.endswith('"}') and "}" not in text[text.rfind(': "'):-1]:
+    if rng.random() < 0.2 and text.endswith('"}') and "}" not in text[text.rfind('"'):-1] \
+            and "}" not in text[text.rfind(': "'):-1]:
         text = text[:-2] + "}"  # the last string left open
     if rng.random() < 0.1:
         text = text[:-1]  # no closing brace
