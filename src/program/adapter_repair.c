@@ -610,8 +610,12 @@ static void loose_after_member(struct dspy__reader *r)
 static bool loose_member(struct dspy__reader *r, json_t *obj)
 {
     int ch = at(r, 0);
-    if (ch == ':')
+    if (ch == ':') {
         r->pos++; /* a ':' before the key is ignored */
+        ch = at(r, 0);
+        if (ch < 0)
+            return true;
+    }
     bool quoted = ch == '"' || ch == '\'';
     if (!quoted && ch < 0x80 && !(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
         !(ch >= '0' && ch <= '9') && ch != '_') {
@@ -674,8 +678,9 @@ static json_t *loose_container(struct dspy__reader *r, bool is_object)
             if (v && !truthy(v) && next != ']' && next != ',' && next >= 0) {
                 /* json_repair drops an empty item that does not end at ']' or ',' ("[-]")
                  * and steps over one character */
+                uint32_t cp;
                 json_decref(v);
-                r->pos++;
+                r->pos += dspy__utf8_decode(r->s, r->len, r->pos, &cp);
                 continue;
             }
             if (!append(r, c, v))
