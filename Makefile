@@ -42,6 +42,8 @@ test: build asan tsan
 	@scripts/ctest-strict.sh $(BUILD) --output-on-failure -j $(JOBS) -L 'unit|fuzz-smoke'
 	@echo "== end-to-end and compatibility tests"
 	@DSPYC_STRICT_SKIPS=1 PYTHONPATH=tests DSPYC_BIN=$(CURDIR)/$(BUILD)/dspyc DSPYC_BUILD=$(CURDIR)/$(BUILD) .venv/bin/python -m pytest -q -p strict_skips tests/e2e tests/compat
+	@echo "== compatibility tests against DSPy 3.4.1"
+	@DSPYC_STRICT_SKIPS=1 PYTHONPATH=tests DSPYC_BIN=$(CURDIR)/$(BUILD)/dspyc DSPYC_BUILD=$(CURDIR)/$(BUILD) .venv-dspy34/bin/python -m pytest -q -p strict_skips tests/compat
 
 test-unit: asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L unit

@@ -5,7 +5,8 @@ dspyc: bench_cache_hit times dspy_module_call() on a Predict module whose LM's c
 the answer in exactly one level: L1 memory, L2 Redis (a redis-server started here on a
 loopback port), L3 disk (LMDB in a temporary directory).
 DSPy: dspy.Predict over dspy.LM(cache=True) against the dspyc simulator, warmed with one call
-(which goes to the simulator and fills the cache), then timed; once with
+(which goes to the simulator, through litellm up to DSPy 3.3 and through DSPy's own HTTP
+transport from 3.4 on, and fills the cache), then timed; once with
 dspy.configure_cache(memory only) and once with (disk only, a temporary directory).
 Both sides run the same signature and question; every timed call is a cache hit.
 
@@ -87,6 +88,13 @@ def measure_dspy(base_url, iterations, tmp):
     return out, dspy.__version__
 
 
+def dspy_way(version):
+    """How DSPy reached the simulator for the miss that filled its cache."""
+    major, minor = (int(x) for x in version.split(".")[:2])
+    return ("its own HTTP transport to the dspyc simulator on loopback" if (major, minor) >= (3, 4)
+            else "litellm over HTTP to the dspyc simulator on loopback")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default=os.environ.get("DSPYC_BUILD", "build"))
@@ -126,10 +134,13 @@ def main():
             ("L3 disk hit", ours.get("l3_wall_ns"), ours.get("l3_cpu_ns")),
             ("no cache (canned LM)", ours.get("uncached_wall_ns"), ours.get("uncached_cpu_ns"))]
     if args.json:
-        print(json.dumps({"dspyc": ours, "dspy": theirs, "dspy_version": version}))
+        print(json.dumps({"dspyc": ours, "dspy": theirs, "dspy_version": version,
+                          "dspy_transport": dspy_way(version)}))
         return 0
     print(f"cache hit through a module call (Predict 'question -> answer'): dspyc vs DSPy "
           f"{version}")
+    print(f"  dspyc: dspy_module_call with the answer in one cache level; DSPy {version}: "
+          f"dspy.LM(cache=True), {dspy_way(version)}; every timed call is a hit")
     print(f"  {'dspyc':<22} {'wall us':>9} {'CPU us':>9}   {'DSPy memory hit / this':>22}")
     for name, wall, cpu in rows:
         if wall is None:

@@ -16,7 +16,7 @@ void endpoint_init(struct endpoint *ep)
     ep->model = NULL;
     ep->api_key_env = NULL;
     ep->api_key_file = NULL;
-    ep->timeout_s = 600.0;
+    ep->timeout_s = DSPY_LM_DEFAULT_TIMEOUT_S;
     ep->request_timeout_s = 0;
     ep->max_retries = -1;
     ep->rpm = ep->tpm = 0;

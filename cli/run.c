@@ -483,7 +483,7 @@ static int run_source(void *ud, struct dspy_batch_item *item)
         return 1;
     }
     json_error_t je;
-    json_t *inputs = json_loadb(line, len, 0, &je);
+    json_t *inputs = json_loadb(line, len, JSON_ALLOW_NUL, &je);
     if (!inputs) {
         err->code = DSPY_EPARSE;
         err->column = je.column;

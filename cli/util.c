@@ -190,7 +190,7 @@ json_t *load_jsonl_objects(const char *path)
             goto fail;
         }
         json_error_t je;
-        json_t *v = json_loadb(line, len, 0, &je);
+        json_t *v = json_loadb(line, len, JSON_ALLOW_NUL, &je);
         if (!v || !json_is_object(v)) {
             fprintf(stderr, "dspyc: %s, line %ld, column %d: %s\n", path, r.lineno,
                     v ? 1 : je.column, v ? "expected a JSON object" : je.text);
@@ -224,7 +224,7 @@ int parse_assignment(const char *arg, json_t *into)
     if (!name)
         abort();
     const char *text = eq + 1;
-    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     if (!v)
         v = json_string(text);
     if (!v) {

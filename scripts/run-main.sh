@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
-py=.venv/bin/python
+# Peers are measured with the newest DSPy (.venv-dspy34, made by scripts/setup.sh).
+py=.venv-dspy34/bin/python
+[ -x "$py" ] || { echo "run-main: $py is missing: run scripts/setup.sh" >&2; exit 2; }
 mkdir -p out
 
 step() { printf '\n== %s\n' "$*"; }
@@ -16,11 +18,12 @@ step "1. a program over a dataset: arithmetic word problems, ChainOfThought, bui
 
 step "2. dspyc bench: Predict vs ChainOfThought at 20 ms per call, and the same Predict in" \
      "Python DSPy through embedded CPython"
-"$build/dspyc" bench --sim '--latency-ms 20' --iterations "${ITERATIONS:-200}" \
+VIRTUAL_ENV="$PWD/.venv-dspy34" "$build/dspyc" bench --sim '--latency-ms 20' --iterations "${ITERATIONS:-200}" \
     --concurrency 16 --python examples.python.qa:qa --json out/bench.json
 echo "   every figure: out/bench.json"
 
-step "3. framework overhead per call, dspyc vs Python DSPy (canned LM, no network)"
+step "3. framework overhead per call, dspyc vs Python DSPy (canned LM: DSPy 3.4 through its" \
+     "own HTTP transport against a canned loopback server)"
 $py bench/overhead_vs_dspy.py --build "$build"
 
 step "4. cache hits through a module call, dspyc (memory, Redis, disk) vs Python DSPy"

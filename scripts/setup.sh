@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what building and testing dspyc needs, only what is missing: Debian packages with
-# apt-get, Python test packages with pip into a project-local virtualenv (.venv).
+# apt-get, Python test packages with pip into project-local virtualenvs (.venv with DSPy
+# 3.3.1, .venv-dspy34 with DSPy 3.4.1).
 # Safe to run again; a second run on a set-up machine does nothing and takes a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,4 +32,16 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -r "$req"
     echo "$want" > "$stamp"
+fi
+
+# The newest DSPy in a second virtualenv (.venv-dspy34): the compatibility tests run
+# against both, and the benchmarks measure it as the peer.
+req34=tests/requirements-dspy34.txt
+stamp34=.venv-dspy34/.requirements.sha256
+want34=$(sha256sum "$req34" | cut -d' ' -f1)
+if [ ! -x .venv-dspy34/bin/python ] || [ "$(cat "$stamp34" 2>/dev/null)" != "$want34" ]; then
+    echo "setup: creating .venv-dspy34 with $(tr '\n' ' ' < "$req34")"
+    python3 -m venv .venv-dspy34
+    .venv-dspy34/bin/pip install -q --disable-pip-version-check -r "$req34"
+    echo "$want34" > "$stamp34"
 fi

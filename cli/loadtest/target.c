@@ -169,7 +169,7 @@ int lt_build_requests(struct lt_opts *o, struct dspy_loadgen_request **reqs, siz
                  o->target == LT_EMBED ? "embeddings" : "chat/completions");
         path = full;
         hdrs[nh++] = "Content-Type: application/json";
-        const char *key = getenv(o->api_key_env ? o->api_key_env : "OPENAI_API_KEY");
+        const char *key = getenv(o->api_key_env ? o->api_key_env : DSPY_LM_DEFAULT_API_KEY_ENV);
         if (key && *key) {
             snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
             hdrs[nh++] = auth;

@@ -124,12 +124,34 @@ struct dspy_cache_options {
                                   0 = off; default 30000 */
     unsigned lease_poll_ms;    /* how often waiting processes look for the value; 10 */
 };
-#define DSPY_CACHE_OPTIONS_INIT                                                              \
-    { DSPY_CACHE_L1, 16u << 20, NULL,                                                        \
-      (size_t)256 << 20, 1000000, 0.0,                                                       \
-      NULL, "dspyc:cache:", 4, 50, 1000, 604800.0, 0,                                        \
-      NULL, (size_t)1 << 30, 0.0, 1024, false,                                               \
-      30000, 10 }
+/* The defaults, each named once: DSPY_CACHE_OPTIONS_INIT sets them, and the levels fall
+ * back to them where a field is left 0 or NULL. */
+#define DSPY_CACHE_DEFAULT_MAX_VALUE_BYTES ((size_t)16 << 20)
+#define DSPY_CACHE_DEFAULT_MEM_MAX_BYTES ((size_t)256 << 20)
+#define DSPY_CACHE_DEFAULT_MEM_MAX_ENTRIES 1000000
+#define DSPY_CACHE_DEFAULT_REDIS_PREFIX "dspyc:cache:"
+#define DSPY_CACHE_DEFAULT_REDIS_POOL 4
+#define DSPY_CACHE_DEFAULT_REDIS_TIMEOUT_MS 50
+#define DSPY_CACHE_DEFAULT_REDIS_BACKOFF_MAX_MS 1000
+#define DSPY_CACHE_DEFAULT_REDIS_TTL_S 604800.0 /* 7 days */
+#define DSPY_CACHE_DEFAULT_DISK_MAX_BYTES ((size_t)1 << 30)
+#define DSPY_CACHE_DEFAULT_DISK_COMPRESS_MIN 1024
+#define DSPY_CACHE_DEFAULT_LEASE_MS 30000
+#define DSPY_CACHE_DEFAULT_LEASE_POLL_MS 10
+#define DSPY_CACHE_OPTIONS_INIT                                                                  \
+    { .levels = DSPY_CACHE_L1,                                                                   \
+      .max_value_bytes = DSPY_CACHE_DEFAULT_MAX_VALUE_BYTES,                                     \
+      .mem_max_bytes = DSPY_CACHE_DEFAULT_MEM_MAX_BYTES,                                         \
+      .mem_max_entries = DSPY_CACHE_DEFAULT_MEM_MAX_ENTRIES,                                     \
+      .redis_prefix = DSPY_CACHE_DEFAULT_REDIS_PREFIX,                                           \
+      .redis_pool = DSPY_CACHE_DEFAULT_REDIS_POOL,                                               \
+      .redis_timeout_ms = DSPY_CACHE_DEFAULT_REDIS_TIMEOUT_MS,                                   \
+      .redis_backoff_max_ms = DSPY_CACHE_DEFAULT_REDIS_BACKOFF_MAX_MS,                           \
+      .redis_ttl_s = DSPY_CACHE_DEFAULT_REDIS_TTL_S,                                             \
+      .disk_max_bytes = DSPY_CACHE_DEFAULT_DISK_MAX_BYTES,                                       \
+      .disk_compress_min = DSPY_CACHE_DEFAULT_DISK_COMPRESS_MIN,                                 \
+      .lease_ms = DSPY_CACHE_DEFAULT_LEASE_MS,                                                   \
+      .lease_poll_ms = DSPY_CACHE_DEFAULT_LEASE_POLL_MS }
 
 /** Handle to a cache hierarchy. Threading: every call below may be made from many threads
  * at once on one handle, except dspy_cache_free() (no call may be running). After fork(),
@@ -164,7 +186,7 @@ struct dspy_cache_ctl {
     unsigned levels; /* 0 = all open levels; else only these */
     const char *ns;  /* namespace for dspy_cache_key(); NULL = the cache's default */
 };
-#define DSPY_CACHE_CTL_INIT { false, false, 0.0, 0, NULL }
+#define DSPY_CACHE_CTL_INIT { .no_cache = false }
 
 /** Key of `request` with the cache's namespace (ctl->ns, else options.ns) and the
  * default ignore list. As dspy_cache_key_from_json(). */
@@ -194,7 +216,7 @@ struct dspy_cache_value {
     enum dspy_cache_source source;
     void *ref; /* private */
 };
-#define DSPY_CACHE_VALUE_INIT { NULL, 0, DSPY_CACHE_MISS, NULL }
+#define DSPY_CACHE_VALUE_INIT { .source = DSPY_CACHE_MISS }
 /** Drop the reference and reset `v`. Releasing an empty value is a no-op. Any thread. */
 DSPY_EXTERN void dspy_cache_value_release(struct dspy_cache_value *v);
 

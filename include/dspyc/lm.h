@@ -32,7 +32,7 @@ struct dspy_lm_options {
     const char *api_key;      /* used as is when set */
     const char *api_key_env;  /* else read from this variable ("OPENAI_API_KEY" by default) */
     const char *api_key_file; /* else read from this file (first line) */
-    double timeout_s;         /* one attempt, connecting included; 0 = none. Default 600 */
+    double timeout_s;         /* one attempt, connecting included; 0 = none. Default 600 s */
     double connect_timeout_s; /* default 10 */
     double temperature;       /* default sampling; NAN = not sent */
     long max_tokens;          /* default; < 0 = not sent */
@@ -65,9 +65,26 @@ struct dspy_lm_options {
     unsigned max_concurrency; /* requests on the wire at once */
     size_t max_waiting;       /* default 10,000 when any limit is set */
 };
-#define DSPY_LM_OPTIONS_INIT                                                                 \
-    { NULL, NULL, NULL, "OPENAI_API_KEY", NULL, 600.0, 10.0, NAN, -1, 16u << 20, NULL, NULL,  \
-      NULL, DSPY_CACHE_CTL_INIT, 4, 0.5, 8.0, 0, 0, 0, 0, 0 }
+/* The defaults, each named once: DSPY_LM_OPTIONS_INIT sets them, and the client falls back
+ * to them where a field is left 0 or NULL (api_key_env, max_response_bytes). */
+#define DSPY_LM_DEFAULT_API_KEY_ENV "OPENAI_API_KEY"
+#define DSPY_LM_DEFAULT_TIMEOUT_S 600.0
+#define DSPY_LM_DEFAULT_CONNECT_TIMEOUT_S 10.0
+#define DSPY_LM_DEFAULT_MAX_RESPONSE_BYTES ((size_t)16 << 20)
+#define DSPY_LM_DEFAULT_MAX_ATTEMPTS 4
+#define DSPY_LM_DEFAULT_RETRY_BASE_S 0.5
+#define DSPY_LM_DEFAULT_RETRY_CAP_S 8.0
+#define DSPY_LM_OPTIONS_INIT                                                                     \
+    { .api_key_env = DSPY_LM_DEFAULT_API_KEY_ENV,                                                \
+      .timeout_s = DSPY_LM_DEFAULT_TIMEOUT_S,                                                    \
+      .connect_timeout_s = DSPY_LM_DEFAULT_CONNECT_TIMEOUT_S,                                    \
+      .temperature = NAN,                                                                        \
+      .max_tokens = -1,                                                                          \
+      .max_response_bytes = DSPY_LM_DEFAULT_MAX_RESPONSE_BYTES,                                  \
+      .cache_ctl = DSPY_CACHE_CTL_INIT,                                                          \
+      .max_attempts = DSPY_LM_DEFAULT_MAX_ATTEMPTS,                                              \
+      .retry_base_s = DSPY_LM_DEFAULT_RETRY_BASE_S,                                              \
+      .retry_cap_s = DSPY_LM_DEFAULT_RETRY_CAP_S }
 
 /** Handle to one endpoint and model. Threading: dspy_lm_complete() and dspy_lm_submit() may
  * be called from many threads at once on one handle; new/free from one thread while no call
@@ -98,7 +115,8 @@ struct dspy_lm_request {
      * cache. `ns` is borrowed for the call. */
     struct dspy_cache_ctl cache;
 };
-#define DSPY_LM_REQUEST_INIT { NULL, NAN, -1, NAN, 0, NULL, NULL, false, 0, DSPY_CACHE_CTL_INIT }
+#define DSPY_LM_REQUEST_INIT                                                                     \
+    { .temperature = NAN, .max_tokens = -1, .top_p = NAN, .cache = DSPY_CACHE_CTL_INIT }
 
 struct dspy_lm_usage {
     long prompt_tokens;

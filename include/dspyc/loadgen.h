@@ -148,9 +148,24 @@ struct dspy_loadgen_options {
     uint64_t start_ns;       /* dspy_clock_ns() at which time 0 of the schedule falls (0 =
                               * 2 ms after the call, once the threads are up) */
 };
-#define DSPY_LOADGEN_OPTIONS_INIT                                                            \
-    { NULL, 80, 1, NULL, 0, false, DSPY_LOADGEN_PLAIN, NULL, 0, DSPY_ARRIVAL_POISSON, 1.0, 0, \
-      0, 0.0, false, 0.0, 0, 0, 0, 30.0, 30.0, 16384, 16384, 2048, NULL, NULL, 0 }
+/* The defaults, each named once: DSPY_LOADGEN_OPTIONS_INIT sets them, and the generator
+ * falls back to them where a field is left 0 (read_buffer). */
+#define DSPY_LOADGEN_DEFAULT_TIMEOUT_S 30.0
+#define DSPY_LOADGEN_DEFAULT_DRAIN_S 30.0
+#define DSPY_LOADGEN_DEFAULT_READ_BUFFER 16384
+#define DSPY_LOADGEN_DEFAULT_MAX_BODY 16384
+#define DSPY_LOADGEN_DEFAULT_CHUNK_CAP 2048
+#define DSPY_LOADGEN_OPTIONS_INIT                                                                \
+    { .port = 80,                                                                                \
+      .threads = 1,                                                                              \
+      .parse = DSPY_LOADGEN_PLAIN,                                                               \
+      .arrival = DSPY_ARRIVAL_POISSON,                                                           \
+      .burstiness = 1.0,                                                                         \
+      .timeout_s = DSPY_LOADGEN_DEFAULT_TIMEOUT_S,                                               \
+      .drain_s = DSPY_LOADGEN_DEFAULT_DRAIN_S,                                                   \
+      .read_buffer = DSPY_LOADGEN_DEFAULT_READ_BUFFER,                                           \
+      .max_body = DSPY_LOADGEN_DEFAULT_MAX_BODY,                                                 \
+      .chunk_cap = DSPY_LOADGEN_DEFAULT_CHUNK_CAP }
 
 /** Totals of one run, summed over threads. */
 struct dspy_loadgen_stats {

@@ -37,7 +37,8 @@ struct dspy_call_config {
      * config holds it). */
     struct dspy_cache_ctl cache;
 };
-#define DSPY_CALL_CONFIG_INIT { NAN, -1, NAN, 0, false, 0, DSPY_CACHE_CTL_INIT }
+#define DSPY_CALL_CONFIG_INIT                                                                    \
+    { .temperature = NAN, .max_tokens = -1, .top_p = NAN, .cache = DSPY_CACHE_CTL_INIT }
 
 /** What one module call cost. Caller-allocated, optional. */
 struct dspy_call_info {

@@ -73,7 +73,7 @@ struct dspy_eval_options {
     dspy_eval_progress_fn progress;     /* may be NULL; non-zero return cancels */
     void *progress_userdata;
 };
-#define DSPY_EVAL_OPTIONS_INIT { 16, 0, 0.0, true, false, NULL, NULL, NULL }
+#define DSPY_EVAL_OPTIONS_INIT { .concurrency = 16, .keep_predictions = true }
 
 struct dspy_eval_item {
     dspy_status status;       /* DSPY_OK, the program's or the metric's error */
@@ -125,7 +125,7 @@ struct dspy_cycle_options {
     dspy_clock_fn clock;   /* NULL = dspy_clock_ns */
     void *clock_userdata;
 };
-#define DSPY_CYCLE_OPTIONS_INIT { 7200.0, 0.8, false, NULL, NULL }
+#define DSPY_CYCLE_OPTIONS_INIT { .target_s = 7200.0, .warn_at = 0.8 }
 
 struct dspy_cycle_status {
     double target_s, elapsed_s;

@@ -125,7 +125,7 @@ struct dspy_batch_options {
      * the call. */
     volatile sig_atomic_t *cancel;
 };
-#define DSPY_BATCH_OPTIONS_INIT { 16, 0, 0, NULL, NULL, NULL, NULL }
+#define DSPY_BATCH_OPTIONS_INIT { .concurrency = 16 }
 #define DSPY_BATCH_MAX_WORKERS 4096
 
 /** Totals of a batch. Retries and rate-limit waits are the LM handle's counters over the

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fmtfloat.h"
 #include "base/pyfmt.h"
 
 /* ---- UTF-8 ---- */
@@ -193,77 +194,6 @@ bool dspy__py_next_line(const char *s, size_t len, size_t *pos, size_t *line_sta
     return true;
 }
 
-/* ---- float repr ---- */
-
-size_t dspy__py_float_repr(double d, char out[DSPY_PY_FLOAT_MAX])
-{
-    char tmp[40], digits[24];
-    int prec, exp10 = 0;
-    size_t nd = 0, o = 0;
-
-    if (isnan(d))
-        return (size_t)snprintf(out, DSPY_PY_FLOAT_MAX, "nan");
-    if (isinf(d))
-        return (size_t)snprintf(out, DSPY_PY_FLOAT_MAX, d < 0 ? "-inf" : "inf");
-    if (d == 0)
-        return (size_t)snprintf(out, DSPY_PY_FLOAT_MAX, signbit(d) ? "-0.0" : "0.0");
-    /* Shortest precision whose correctly rounded form reads back as d. */
-    for (prec = 0; prec < 17; prec++) {
-        snprintf(tmp, sizeof(tmp), "%.*e", prec, d);
-        if (strtod(tmp, NULL) == d)
-            break;
-    }
-    if (prec == 17)
-        snprintf(tmp, sizeof(tmp), "%.16e", d);
-    /* tmp is "[-]D.DDDe[+-]XX": split into digits and exponent. */
-    const char *p = tmp;
-    if (*p == '-') {
-        out[o++] = '-';
-        p++;
-    }
-    for (; *p && *p != 'e'; p++)
-        if (*p >= '0' && *p <= '9')
-            digits[nd++] = *p;
-    if (*p == 'e')
-        exp10 = atoi(p + 1);
-    while (nd > 1 && digits[nd - 1] == '0')
-        nd--;
-    int decpt = exp10 + 1;
-    if (decpt <= -4 || decpt > 16) {
-        out[o++] = digits[0];
-        if (nd > 1) {
-            out[o++] = '.';
-            for (size_t k = 1; k < nd; k++)
-                out[o++] = digits[k];
-        }
-        o += (size_t)snprintf(out + o, DSPY_PY_FLOAT_MAX - o, "e%c%02d", exp10 < 0 ? '-' : '+',
-                              exp10 < 0 ? -exp10 : exp10);
-        return o;
-    }
-    if (decpt <= 0) {
-        out[o++] = '0';
-        out[o++] = '.';
-        for (int k = 0; k < -decpt; k++)
-            out[o++] = '0';
-        for (size_t k = 0; k < nd; k++)
-            out[o++] = digits[k];
-    } else if ((size_t)decpt >= nd) {
-        for (size_t k = 0; k < nd; k++)
-            out[o++] = digits[k];
-        for (size_t k = nd; k < (size_t)decpt; k++)
-            out[o++] = '0';
-        out[o++] = '.';
-        out[o++] = '0';
-    } else {
-        for (size_t k = 0; k < nd; k++) {
-            if (k == (size_t)decpt)
-                out[o++] = '.';
-            out[o++] = digits[k];
-        }
-    }
-    out[o] = '\0';
-    return o;
-}
 
 /* ---- str() and repr() ---- */
 
@@ -325,7 +255,7 @@ dspy_status dspy__py_repr_str(struct dspy_buf *b, const char *s, size_t len)
 
 static dspy_status py_scalar(struct dspy_buf *b, const json_t *v)
 {
-    char num[DSPY_PY_FLOAT_MAX];
+    char num[DSPY__FLOAT_MAX];
     switch (json_typeof(v)) {
     case JSON_TRUE:
         return dspy__buf_adds(b, "True");
@@ -336,7 +266,7 @@ static dspy_status py_scalar(struct dspy_buf *b, const json_t *v)
     case JSON_INTEGER:
         return dspy__buf_addf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
     case JSON_REAL:
-        dspy__py_float_repr(json_real_value(v), num);
+        dspy__float_fmt(num, json_real_value(v), DSPY__FLOAT_PYTHON);
         return dspy__buf_adds(b, num);
     default:
         return DSPY_EINVAL;

@@ -12,13 +12,6 @@
 
 #include "base/buf.h"
 
-/* Longest repr(float) plus NUL: "-2.2250738585072014e-308". */
-#define DSPY_PY_FLOAT_MAX 32
-
-/* Python's repr(d): shortest round-trip digits, "1.0", "0.1", "1e+20", "1.5e-07", "inf",
- * "-inf", "nan". Writes a NUL-terminated string into `out`; returns its length. */
-size_t dspy__py_float_repr(double d, char out[DSPY_PY_FLOAT_MAX]);
-
 /* Python's str(v) for the value json.loads would give: strings as they are, True/False/
  * None, ints, float repr; lists and dicts as Python prints them (repr of the items). */
 dspy_status dspy__py_str(struct dspy_buf *b, const json_t *v);

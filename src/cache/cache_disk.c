@@ -571,7 +571,7 @@ dspy_status dspy__cache_disk_new(const struct dspy_cache_options *o, void **out,
     if (!(d = dspy_calloc(1, sizeof(*d))))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
     pthread_rwlock_init(&d->resize, NULL);
-    d->max_bytes = o->disk_max_bytes ? o->disk_max_bytes : (size_t)1 << 30;
+    d->max_bytes = o->disk_max_bytes ? o->disk_max_bytes : DSPY_CACHE_DEFAULT_DISK_MAX_BYTES;
     d->ttl_s = o->disk_ttl_s;
     d->compress_min = o->disk_compress_min;
     /* Twice the budget: values near LMDB's page size waste up to half a page each. */

@@ -720,7 +720,7 @@ dspy_status dspy__cache_redis_new(const struct dspy_cache_options *o, void **out
 {
     struct redis *r;
     dspy_status rc;
-    const char *prefix = o->redis_prefix ? o->redis_prefix : "dspyc:cache:";
+    const char *prefix = o->redis_prefix ? o->redis_prefix : DSPY_CACHE_DEFAULT_REDIS_PREFIX;
     if (!o->redis_url)
         return dspy__err(err, DSPY_EINVAL, "cache: L2 needs redis_url");
     if (strlen(prefix) > PREFIX_MAX)
@@ -733,14 +733,15 @@ dspy_status dspy__cache_redis_new(const struct dspy_cache_options *o, void **out
     pthread_cond_init(&r->cond, NULL);
     snprintf(r->prefix, sizeof(r->prefix), "%s", prefix);
     r->prefix_len = strlen(r->prefix);
-    unsigned ms = o->redis_timeout_ms ? o->redis_timeout_ms : 50;
+    unsigned ms = o->redis_timeout_ms ? o->redis_timeout_ms : DSPY_CACHE_DEFAULT_REDIS_TIMEOUT_MS;
     r->timeout.tv_sec = ms / 1000;
     r->timeout.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-    r->backoff_max_ms = o->redis_backoff_max_ms ? o->redis_backoff_max_ms : 1000;
+    r->backoff_max_ms = o->redis_backoff_max_ms ? o->redis_backoff_max_ms
+                                               : DSPY_CACHE_DEFAULT_REDIS_BACKOFF_MAX_MS;
     r->backoff_ms = BACKOFF_START_MS;
     r->ttl_s = o->redis_ttl_s;
     r->compress_min = o->redis_compress_min;
-    r->pool = o->redis_pool ? o->redis_pool : 4;
+    r->pool = o->redis_pool ? o->redis_pool : DSPY_CACHE_DEFAULT_REDIS_POOL;
     if (r->pool > 256)
         r->pool = 256;
     if (!(r->idle = dspy_calloc(r->pool, sizeof(*r->idle)))) {

@@ -1,7 +1,6 @@
 /* Cache keys (cache layer): the canonical JSON of a request and its XXH3-128 hash with
  * the key-schema version and namespace in front. The canonical form is byte-for-byte what
  * orjson.dumps(request, option=OPT_SORT_KEYS) writes, so it can be checked from Python. */
-#include <fenv.h>
 #include <stdalign.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 
 #include "base/ascii.h"
 #include "base/buf.h"
+#include "base/fmtfloat.h"
 #include "base/status.h"
 
 #define KEY_PREFIX "dspyc-cache-key/v1"
@@ -82,113 +82,12 @@ static dspy_status emit_str(struct sink *s, const char *p, size_t n)
     return emit(s, "\"", 1);
 }
 
-/* Mantissa digits and decimal exponent of %.*e output: "d.ddde[+-]xx". */
-static void split_e(const char *txt, char *digits, size_t *ndigits, int *exp10)
-{
-    size_t n = 0;
-    const char *p = txt;
-    for (; *p && *p != 'e'; p++)
-        if (*p >= '0' && *p <= '9')
-            digits[n++] = *p;
-    *exp10 = *p == 'e' ? atoi(p + 1) : 0;
-    while (n > 1 && digits[n - 1] == '0')
-        n--;
-    *ndigits = n;
-}
-
-static bool round_trips(const char *txt, double v)
-{
-    return strtod(txt, NULL) == v;
-}
-
-/* Shortest digits that read back as v (> 0, finite). Reading back is monotonic in the
- * digit count (p-digit decimals are also (p+1)-digit ones), so short forms are tried in
- * order and longer ones by bisection. One digit less than the shortest correctly rounded
- * form, the floor and ceiling are tried too: near powers of two the rounding interval is
- * asymmetric and one of them may read back when the nearest does not (ryu finds it). */
-static void shortest(double v, char digits[24], size_t *ndigits, int *exp10)
-{
-    char txt[48];
-    int lo = 1, hi = 17, p;
-    for (p = 1; p <= 4; p++) {
-        snprintf(txt, sizeof(txt), "%.*e", p - 1, v);
-        if (round_trips(txt, v))
-            break;
-    }
-    if (p > 4) {
-        lo = 5;
-        while (lo < hi) { /* invariant: hi digits read back */
-            int mid = (lo + hi) / 2;
-            snprintf(txt, sizeof(txt), "%.*e", mid - 1, v);
-            if (round_trips(txt, v))
-                hi = mid;
-            else
-                lo = mid + 1;
-        }
-        p = hi;
-        snprintf(txt, sizeof(txt), "%.*e", p - 1, v);
-    }
-    if (p > 1) {
-        char up[48], down[48];
-        int mode = fegetround();
-        fesetround(FE_UPWARD);
-        snprintf(up, sizeof(up), "%.*e", p - 2, v);
-        fesetround(FE_DOWNWARD);
-        snprintf(down, sizeof(down), "%.*e", p - 2, v);
-        fesetround(mode);
-        if (round_trips(up, v))
-            memcpy(txt, up, sizeof(txt));
-        else if (round_trips(down, v))
-            memcpy(txt, down, sizeof(txt));
-    }
-    split_e(txt, digits, ndigits, exp10);
-}
-
-/* orjson (Rust ryu) layout: plain decimal with at least one fractional digit for
- * 1e-5 <= |v| < 1e16, else d[.ddd]e[-]x. */
+/* orjson 3.8's layout (cache.md 1.2), frozen so keys stay stable across orjson releases. */
 size_t dspy_cache_canonical_real(double v, char out[32])
 {
-    char digits[24];
-    size_t n = 0, pos = 0;
-    int e10;
     if (v != v || v - v != 0)
         return 0;
-    if (v < 0 || (v == 0 && 1 / v < 0)) {
-        out[pos++] = '-';
-        v = -v;
-    }
-    if (v == 0) {
-        memcpy(out + pos, "0.0", 4);
-        return pos + 3;
-    }
-    shortest(v, digits, &n, &e10);
-    int kk = e10 + 1;        /* v = 0.DIGITS x 10^kk */
-    int k = kk - (int)n;     /* v = DIGITS x 10^k */
-    if (k >= 0 && kk <= 16) {
-        memcpy(out + pos, digits, n), pos += n;
-        for (int i = 0; i < k; i++)
-            out[pos++] = '0';
-        memcpy(out + pos, ".0", 2), pos += 2;
-    } else if (kk > 0 && kk <= 16) {
-        memcpy(out + pos, digits, (size_t)kk), pos += (size_t)kk;
-        out[pos++] = '.';
-        memcpy(out + pos, digits + kk, n - (size_t)kk), pos += n - (size_t)kk;
-    } else if (kk > -5 && kk <= 0) {
-        out[pos++] = '0';
-        out[pos++] = '.';
-        for (int i = 0; i < -kk; i++)
-            out[pos++] = '0';
-        memcpy(out + pos, digits, n), pos += n;
-    } else {
-        out[pos++] = digits[0];
-        if (n > 1) {
-            out[pos++] = '.';
-            memcpy(out + pos, digits + 1, n - 1), pos += n - 1;
-        }
-        pos += (size_t)snprintf(out + pos, 32 - pos, "e%d", kk - 1);
-    }
-    out[pos] = '\0';
-    return pos;
+    return dspy__float_fmt(out, v, DSPY__FLOAT_ORJSON_38);
 }
 
 static dspy_status emit_real(struct sink *s, double v)

@@ -16,7 +16,8 @@
 #include "base/ascii.h"
 #include "base/buf.h"
 #include "base/status.h"
-#include "lm/jsonw.h"
+#include "base/fmtfloat.h"
+#include "base/jsonw.h"
 #include "lm/lm_int.h"
 
 #define LM_ERROR_TEXT 300           /* bytes of the endpoint's error message we report */
@@ -74,7 +75,7 @@ static dspy_status resolve_key(const struct dspy_lm_options *o, char **key,
     if (o->api_key && *o->api_key)
         return (*key = dspy_strdup(o->api_key)) ? DSPY_OK
                                                 : dspy__err(err, DSPY_ENOMEM, "out of memory");
-    const char *env = getenv(o->api_key_env ? o->api_key_env : "OPENAI_API_KEY");
+    const char *env = getenv(o->api_key_env ? o->api_key_env : DSPY_LM_DEFAULT_API_KEY_ENV);
     if (env && *env) {
         *key = trimmed_copy(env, strlen(env));
         return *key ? DSPY_OK : dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -224,7 +225,8 @@ dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm **out, struc
     lm->timeout_s = opts->timeout_s;
     lm->temperature = opts->temperature;
     lm->max_tokens = opts->max_tokens;
-    lm->max_response_bytes = opts->max_response_bytes ? opts->max_response_bytes : 16u << 20;
+    lm->max_response_bytes = opts->max_response_bytes ? opts->max_response_bytes
+                                                     : DSPY_LM_DEFAULT_MAX_RESPONSE_BYTES;
     lm->transport = opts->transport;
     lm->transport_userdata = opts->transport_userdata;
     lm->id = atomic_fetch_add(&next_id, 1);
@@ -342,8 +344,8 @@ static dspy_status add_long_key(struct dspy_buf *b, const char *key, long v)
 
 static dspy_status add_number_key(struct dspy_buf *b, const char *key, double v)
 {
-    char num[DSPY__FMT_DOUBLE_MAX];
-    size_t n = dspy__fmt_double(num, v, false);
+    char num[DSPY__FLOAT_MAX];
+    size_t n = dspy__float_fmt(num, v, DSPY__FLOAT_PYTHON);
     dspy_status rc = dspy__buf_addc(b, ',');
     if (!rc)
         rc = dspy__buf_add_json_str(b, key, strlen(key));

@@ -72,8 +72,7 @@ struct dspy__lm_call {
                                          into the cache: its key and value (else
                                          value.ref stays NULL) */
 };
-#define DSPY__LM_CALL_INIT                                                                   \
-    { NULL, 0, NULL, 0, NAN, -1, NAN, 0, NULL, 0, NULL, NULL, 0, NULL, 0, false, 0, NULL, NULL }
+#define DSPY__LM_CALL_INIT { .temperature = NAN, .max_tokens = -1, .top_p = NAN }
 
 #define DSPY__LM_MAX_BODY ((size_t)64 << 20) /* longest request body */
 

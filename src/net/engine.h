@@ -56,7 +56,7 @@ struct dspy__engine_options {
                                      * connections (curl issue 10634); DSPY_EUNSUPPORTED */
 };
 
-#define DSPY__ENGINE_OPTIONS_INIT { 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, false }
+#define DSPY__ENGINE_OPTIONS_INIT { .max_host_connections = 0 }
 
 /* How a call ended. Borrowed: inside on_done until it returns; from
  * dspy__engine_call_wait() until dspy__engine_call_release(). */
@@ -114,8 +114,7 @@ struct dspy__engine_request {
     void *userdata;
 };
 
-#define DSPY__ENGINE_REQUEST_INIT                                                              \
-    { NULL, NULL, NULL, NULL, 0, false, 0, 0, 0, NULL, NULL, 0, NULL, NULL, 0, NULL, NULL }
+#define DSPY__ENGINE_REQUEST_INIT { .method = NULL }
 
 /* Start the loop thread. NULL on failure (details in err). */
 struct dspy__engine *dspy__engine_new(const struct dspy__engine_options *opts,

@@ -10,6 +10,7 @@
 #include <curl/curl.h>
 
 #include "base/buf.h"
+#include "base/heap.h"
 #include "net/engine.h"
 
 #define DSPY__CONTAINER_OF(ptr, type, member)                                                  \
@@ -25,10 +26,10 @@ struct dspy__engine_timer {
     dspy__engine_timer_fn fire;
 };
 
-/* Binary min-heap of armed timers. Loop thread only. */
+/* Armed timers: the base heap of timer pointers, earliest first, each timer keeping its
+ * index (idx). Loop thread only. */
 struct dspy__engine_timers {
-    struct dspy__engine_timer **v;
-    size_t n, cap;
+    struct dspy__heap heap;
 };
 
 void dspy__engine_timer_init(struct dspy__engine_timer *t, dspy__engine_timer_fn fire);

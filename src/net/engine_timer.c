@@ -1,9 +1,28 @@
-/* Timer heap of the HTTP client engine (net layer): a binary min-heap of intrusive timers
- * that know their index, so re-arming and cancelling are O(log n). Retry waits, deadlines
- * and rate-limit wake-ups all live here; only the loop thread touches it. */
+/* Timers of the HTTP client engine (net layer): the base heap of intrusive timers that
+ * know their index, so re-arming and cancelling are O(log n). Retry waits, deadlines and
+ * rate-limit wake-ups all live here; only the loop thread touches it. */
 #include <assert.h>
+#include <stdint.h>
 
 #include "net/engine_int.h"
+
+static bool due_before(const void *a, const void *b)
+{
+    const struct dspy__engine_timer *x = *(struct dspy__engine_timer *const *)a;
+    const struct dspy__engine_timer *y = *(struct dspy__engine_timer *const *)b;
+    return x->due_ns < y->due_ns;
+}
+
+static void timer_moved(void *elem, size_t idx)
+{
+    (*(struct dspy__engine_timer **)elem)->idx = idx;
+}
+
+static const struct dspy__heap_type timer_heap = {
+    .size = sizeof(struct dspy__engine_timer *),
+    .before = due_before,
+    .moved = timer_moved,
+};
 
 void dspy__engine_timer_init(struct dspy__engine_timer *t, dspy__engine_timer_fn fire)
 {
@@ -14,106 +33,52 @@ void dspy__engine_timer_init(struct dspy__engine_timer *t, dspy__engine_timer_fn
 
 void dspy__engine_timers_init(struct dspy__engine_timers *h)
 {
-    h->v = NULL;
-    h->n = h->cap = 0;
+    dspy__heap_init(&h->heap, &timer_heap);
 }
 
 void dspy__engine_timers_release(struct dspy__engine_timers *h)
 {
-    for (size_t i = 0; i < h->n; i++)
-        h->v[i]->idx = SIZE_MAX;
-    dspy_free(h->v);
-    dspy__engine_timers_init(h);
+    dspy__heap_release(&h->heap); /* disarms what is left */
 }
 
 dspy_status dspy__engine_timers_reserve(struct dspy__engine_timers *h, size_t n)
 {
-    if (n <= h->cap)
-        return DSPY_OK;
-    size_t cap = h->cap ? h->cap : 64;
-    while (cap < n)
-        cap *= 2;
-    struct dspy__engine_timer **v = dspy_realloc(h->v, cap * sizeof(*v));
-    if (!v)
-        return DSPY_ENOMEM;
-    h->v = v;
-    h->cap = cap;
-    return DSPY_OK;
-}
-
-static void place(struct dspy__engine_timers *h, size_t i, struct dspy__engine_timer *t)
-{
-    h->v[i] = t;
-    t->idx = i;
-}
-
-static void sift_up(struct dspy__engine_timers *h, size_t i)
-{
-    struct dspy__engine_timer *t = h->v[i];
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (h->v[parent]->due_ns <= t->due_ns)
-            break;
-        place(h, i, h->v[parent]);
-        i = parent;
-    }
-    place(h, i, t);
-}
-
-static void sift_down(struct dspy__engine_timers *h, size_t i)
-{
-    struct dspy__engine_timer *t = h->v[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n)
-            break;
-        if (c + 1 < h->n && h->v[c + 1]->due_ns < h->v[c]->due_ns)
-            c++;
-        if (h->v[c]->due_ns >= t->due_ns)
-            break;
-        place(h, i, h->v[c]);
-        i = c;
-    }
-    place(h, i, t);
+    return dspy__heap_reserve(&h->heap, n);
 }
 
 void dspy__engine_timer_disarm(struct dspy__engine_timers *h, struct dspy__engine_timer *t)
 {
-    size_t i = t->idx;
-    if (i == SIZE_MAX)
-        return;
-    t->idx = SIZE_MAX;
-    struct dspy__engine_timer *last = h->v[--h->n];
-    if (last == t)
-        return;
-    place(h, i, last);
-    if (i > 0 && h->v[(i - 1) / 2]->due_ns > last->due_ns)
-        sift_up(h, i);
-    else
-        sift_down(h, i);
+    if (t->idx != SIZE_MAX)
+        dspy__heap_remove(&h->heap, t->idx, NULL);
 }
 
 void dspy__engine_timer_arm(struct dspy__engine_timers *h, struct dspy__engine_timer *t,
                             uint64_t due_ns)
 {
-    dspy__engine_timer_disarm(h, t);
-    assert(h->n < h->cap);
     t->due_ns = due_ns;
-    place(h, h->n++, t);
-    sift_up(h, t->idx);
+    if (t->idx != SIZE_MAX) {
+        dspy__heap_update(&h->heap, t->idx);
+        return;
+    }
+    assert(dspy__heap_len(&h->heap) < h->heap.cap);
+    dspy_status rc = dspy__heap_push(&h->heap, &t); /* reserved: cannot fail */
+    assert(rc == DSPY_OK);
+    (void)rc;
 }
 
 uint64_t dspy__engine_timers_next(const struct dspy__engine_timers *h)
 {
-    return h->n ? h->v[0]->due_ns : UINT64_MAX;
+    struct dspy__engine_timer **top = dspy__heap_top(&h->heap);
+    return top ? (*top)->due_ns : UINT64_MAX;
 }
 
 struct dspy__engine_timer *dspy__engine_timers_pop_due(struct dspy__engine_timers *h,
                                                        uint64_t now_ns)
 {
-    if (!h->n || h->v[0]->due_ns > now_ns)
+    struct dspy__engine_timer **top = dspy__heap_top(&h->heap), *t;
+    if (!top || (*top)->due_ns > now_ns)
         return NULL;
-    struct dspy__engine_timer *t = h->v[0];
-    dspy__engine_timer_disarm(h, t);
+    t = *top;
+    dspy__heap_pop(&h->heap, NULL);
     return t;
 }

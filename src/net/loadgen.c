@@ -3,6 +3,7 @@
  * pre-built bytes, and every request stamped with the time the schedule intended. Nothing is
  * allocated per request: connections own fixed buffers and the read buffer is per thread. */
 #define _GNU_SOURCE /* epoll_pwait2 */
+#include <assert.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/heap.h"
 #include "net/loadgen_int.h"
 
 enum conn_state { C_CLOSED = 0, C_CONNECTING, C_WRITING, C_READING, C_IDLE };
@@ -57,8 +59,7 @@ struct worker {
     bool have_next;
     uint64_t next_seq, next_ns;
     uint32_t next_user;
-    struct user_slot *heap;       /* closed loop: users by ready time */
-    size_t hlen;
+    struct dspy__heap heap;       /* closed loop: user_slots by ready time */
     uint64_t rng[4];
     _Atomic uint64_t *closed_seq; /* closed loop: shared request numbering */
     uint64_t t0, end_ns, drain_end;
@@ -76,37 +77,25 @@ const char *dspy_loadgen_outcome_name(enum dspy_loadgen_outcome o)
     return (unsigned)o < DSPY_LG_NOUTCOMES ? outcome_names[o] : "unknown";
 }
 
-/* ---- closed-loop users: a binary heap by ready time ---- */
+/* ---- closed-loop users: the base heap by ready time ---- */
 
-static void heap_push(struct worker *w, uint64_t ready, uint32_t user)
+static bool ready_before(const void *a, const void *b)
 {
-    size_t i = w->hlen++;
-    w->heap[i].ready_ns = ready;
-    w->heap[i].user = user;
-    while (i && w->heap[(i - 1) / 2].ready_ns > w->heap[i].ready_ns) {
-        struct user_slot t = w->heap[i];
-        w->heap[i] = w->heap[(i - 1) / 2];
-        w->heap[(i - 1) / 2] = t;
-        i = (i - 1) / 2;
-    }
+    return ((const struct user_slot *)a)->ready_ns < ((const struct user_slot *)b)->ready_ns;
 }
 
-static void heap_pop(struct worker *w)
+static const struct dspy__heap_type user_heap = {
+    .size = sizeof(struct user_slot),
+    .before = ready_before,
+};
+
+/* Room for every user was reserved at start, so this cannot fail. */
+static void heap_push(struct worker *w, uint64_t ready, uint32_t user)
 {
-    w->heap[0] = w->heap[--w->hlen];
-    for (size_t i = 0;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < w->hlen && w->heap[l].ready_ns < w->heap[m].ready_ns)
-            m = l;
-        if (r < w->hlen && w->heap[r].ready_ns < w->heap[m].ready_ns)
-            m = r;
-        if (m == i)
-            break;
-        struct user_slot t = w->heap[i];
-        w->heap[i] = w->heap[m];
-        w->heap[m] = t;
-        i = m;
-    }
+    struct user_slot u = { ready, user };
+    dspy_status rc = dspy__heap_push(&w->heap, &u);
+    assert(rc == DSPY_OK);
+    (void)rc;
 }
 
 /* ---- the next arrival this thread owns ---- */
@@ -132,10 +121,11 @@ static void advance_open(struct worker *w)
 
 static void peek_closed(struct worker *w)
 {
-    w->have_next = w->hlen > 0;
-    if (w->have_next) {
-        w->next_ns = w->heap[0].ready_ns;
-        w->next_user = w->heap[0].user;
+    const struct user_slot *top = dspy__heap_top(&w->heap);
+    w->have_next = top != NULL;
+    if (top) {
+        w->next_ns = top->ready_ns;
+        w->next_user = top->user;
     }
 }
 
@@ -348,10 +338,10 @@ static void dispatch(struct worker *w, uint64_t now)
             if (w->o->max_requests && seq >= w->o->max_requests) {
                 w->have_next = false;
                 w->exhausted = true;
-                w->hlen = 0;
+                dspy__heap_clear(&w->heap);
                 return;
             }
-            heap_pop(w);
+            dspy__heap_pop(&w->heap, NULL);
         }
         start(w, take_conn(w), seq, intended, user, now);
         if (!w->open_loop)
@@ -486,13 +476,13 @@ static dspy_status worker_init(struct worker *w, const struct dspy_loadgen_optio
         conns = o->max_in_flight;
     w->nconns = share(conns, n, idx);
     w->cap = o->max_in_flight ? share(o->max_in_flight, n, idx) : w->nconns;
-    w->rcap = o->read_buffer ? o->read_buffer : 16384;
+    w->rcap = o->read_buffer ? o->read_buffer : DSPY_LOADGEN_DEFAULT_READ_BUFFER;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     w->conns = dspy_calloc(w->nconns ? w->nconns : 1, sizeof(*w->conns));
     w->rbuf = dspy_malloc(w->rcap);
     unsigned users = w->open_loop ? 0 : share(o->users, n, idx);
-    w->heap = dspy_calloc(users ? users : 1, sizeof(*w->heap));
-    if (w->epfd < 0 || !w->conns || !w->rbuf || !w->heap)
+    dspy__heap_init(&w->heap, &user_heap);
+    if (w->epfd < 0 || !w->conns || !w->rbuf || dspy__heap_reserve(&w->heap, users ? users : 1))
         return DSPY_ENOMEM;
     for (unsigned i = w->nconns; i > 0; i--) {
         struct conn *c = &w->conns[i - 1];
@@ -521,7 +511,7 @@ static void worker_release(struct worker *w)
         close(w->epfd);
     dspy_free(w->conns);
     dspy_free(w->rbuf);
-    dspy_free(w->heap);
+    dspy__heap_release(&w->heap);
 }
 
 static dspy_status resolve(const char *host, int port, struct sockaddr_storage *addr,

@@ -52,7 +52,7 @@ struct dspy__ratelimit *dspy__ratelimit_new(const struct dspy__ratelimit_options
     bucket_init(&rl->tok, opts->tokens_per_minute, burst);
     rl->last_ns = now_ns;
     rl->max_concurrency = opts->max_concurrency;
-    rl->max_waiting = opts->max_waiting ? opts->max_waiting : 10000;
+    rl->max_waiting = opts->max_waiting ? opts->max_waiting : DSPY__RATELIMIT_DEFAULT_MAX_WAITING;
     atomic_init(&rl->admitted, 0);
     atomic_init(&rl->adjust, 0);
     return rl;

@@ -23,10 +23,11 @@ struct dspy__ratelimit_options {
     double burst_s;             /* bucket depth, in seconds of refill; 0 = 1 s */
     uint32_t max_concurrency;   /* requests holding a permit at once; 0 = no limit */
     size_t max_waiting;         /* requests admitted and not yet granted; beyond: DSPY_EBUSY.
-                                 * 0 = 10,000 */
+                                 * 0 = DSPY__RATELIMIT_DEFAULT_MAX_WAITING */
 };
 
-#define DSPY__RATELIMIT_OPTIONS_INIT { 0, 0, 0, 0, 0 }
+#define DSPY__RATELIMIT_DEFAULT_MAX_WAITING 10000 /* when max_waiting is 0 */
+#define DSPY__RATELIMIT_OPTIONS_INIT { .requests_per_minute = 0 }
 
 /* A request waiting for capacity: embedded in the caller's request object, linked into the
  * limiter's FIFO while it waits. */

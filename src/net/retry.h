@@ -23,8 +23,9 @@ struct dspy__retry_policy {
 
 /* OpenAI's client defaults to 2 retries with 0.5 s .. 8 s backoff; we allow a few more
  * because a rate-limited batch should slow down, not fail. */
-#define DSPY__RETRY_POLICY_INIT                                                                \
-    { 5, 500000000ull, 8000000000ull, 60000000000ull, 0 }
+#define DSPY__RETRY_POLICY_INIT                                                                  \
+    { .max_attempts = 5, .base_ns = 500000000ull, .cap_ns = 8000000000ull,                       \
+      .max_retry_after_ns = 60000000000ull }
 
 /* Whether an attempt outcome may succeed when repeated. `outcome` is the HTTP status
  * (100..599) when a response arrived, else the negative dspy_status of the failure.

@@ -11,6 +11,8 @@
 
 #include <dspyc/common.h>
 
+#include "base/heap.h"
+
 /* ---- Timer heap: a min-heap of (due, fn, arg), FIFO among equal due times. ---- */
 
 typedef void (*dspy__timer_fn)(void *arg);
@@ -22,9 +24,9 @@ struct dspy__timer_entry {
     void *arg;
 };
 
+/* Entries by (due time, insertion order), on the base heap. */
 struct dspy__timerheap {
-    struct dspy__timer_entry *v;
-    size_t len, cap;
+    struct dspy__heap heap;
     uint64_t next_seq;
 };
 

@@ -1,4 +1,4 @@
-/* Timer heap and timer thread of the HTTP server (net layer): a binary min-heap ordered by
+/* Timer heap and timer thread of the HTTP server (net layer): the base heap ordered by
  * (due time, insertion order), and one thread that runs entries as they fall due, so
  * thousands of delayed answers cost one sleeping thread, not one each. */
 #include <string.h>
@@ -7,80 +7,51 @@
 #include "base/clock.h"
 #include "net/server_int.h"
 
+static bool entry_before(const void *a, const void *b)
+{
+    const struct dspy__timer_entry *x = a, *y = b;
+    return x->due_ns < y->due_ns || (x->due_ns == y->due_ns && x->seq < y->seq);
+}
+
+static const struct dspy__heap_type entry_heap = {
+    .size = sizeof(struct dspy__timer_entry),
+    .before = entry_before,
+};
+
 void dspy__timerheap_init(struct dspy__timerheap *h)
 {
-    memset(h, 0, sizeof(*h));
+    dspy__heap_init(&h->heap, &entry_heap);
+    h->next_seq = 0;
 }
 
 void dspy__timerheap_release(struct dspy__timerheap *h)
 {
-    dspy_free(h->v);
-    memset(h, 0, sizeof(*h));
-}
-
-static bool entry_before(const struct dspy__timer_entry *a, const struct dspy__timer_entry *b)
-{
-    return a->due_ns < b->due_ns || (a->due_ns == b->due_ns && a->seq < b->seq);
-}
-
-static void swap_entries(struct dspy__timer_entry *a, struct dspy__timer_entry *b)
-{
-    struct dspy__timer_entry t = *a;
-    *a = *b;
-    *b = t;
+    dspy__heap_release(&h->heap);
+    h->next_seq = 0;
 }
 
 dspy_status dspy__timerheap_push(struct dspy__timerheap *h, uint64_t due_ns, dspy__timer_fn fn,
                                  void *arg)
 {
-    if (h->len == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        struct dspy__timer_entry *v = dspy_realloc(h->v, cap * sizeof(*v));
-        if (!v)
-            return DSPY_ENOMEM;
-        h->v = v;
-        h->cap = cap;
-    }
-    size_t i = h->len++;
-    h->v[i] = (struct dspy__timer_entry){ due_ns, h->next_seq++, fn, arg };
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!entry_before(&h->v[i], &h->v[parent]))
-            break;
-        swap_entries(&h->v[i], &h->v[parent]);
-        i = parent;
-    }
-    return DSPY_OK;
+    struct dspy__timer_entry e = { due_ns, h->next_seq, fn, arg };
+    dspy_status rc = dspy__heap_push(&h->heap, &e);
+    if (!rc)
+        h->next_seq++;
+    return rc;
 }
 
 bool dspy__timerheap_peek(const struct dspy__timerheap *h, struct dspy__timer_entry *out)
 {
-    if (!h->len)
+    const struct dspy__timer_entry *top = dspy__heap_top(&h->heap);
+    if (!top)
         return false;
-    *out = h->v[0];
+    *out = *top;
     return true;
 }
 
 bool dspy__timerheap_pop(struct dspy__timerheap *h, struct dspy__timer_entry *out)
 {
-    if (!h->len)
-        return false;
-    if (out)
-        *out = h->v[0];
-    h->v[0] = h->v[--h->len];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < h->len && entry_before(&h->v[l], &h->v[m]))
-            m = l;
-        if (r < h->len && entry_before(&h->v[r], &h->v[m]))
-            m = r;
-        if (m == i)
-            break;
-        swap_entries(&h->v[i], &h->v[m]);
-        i = m;
-    }
-    return true;
+    return dspy__heap_pop(&h->heap, out);
 }
 
 /* ---- The thread ---- */

@@ -93,7 +93,9 @@ static dspy_status format_blob(struct dspy_buf *b, const struct dspy_field *f, c
             if (json_is_array(v)) {
                 json_array_foreach(v, i, item)
                     special = special || (json_is_string(item) &&
-                                          !strcmp(json_string_value(item), marks[m]));
+                                          json_string_length(item) == strlen(marks[m]) &&
+                                          !memcmp(json_string_value(item), marks[m],
+                                                  strlen(marks[m])));
             } else {
                 json_object_foreach((json_t *)v, key, item)
                     special = special || !strcmp(key, marks[m]);

@@ -1,6 +1,7 @@
 /* JSON adapter (program layer): DSPy's JSONAdapter format, where inputs keep the
  * "[[ ## name ## ]]" sections but the reply is one JSON object, and its parser (JSON
  * repair, the first balanced {...} of chatty replies, unknown keys dropped). */
+#include <stdio.h>
 #include <string.h>
 
 #include "base/pyfmt.h"
@@ -89,7 +90,7 @@ static dspy_status json_parse(const dspy_signature *sig, const char *text, size_
                               json_t **outputs, struct dspy_error *err)
 {
     bool oom = false;
-    json_t *obj = dspy__json_repair(text, len, &oom), *fields = NULL;
+    json_t *obj = dspy__json_repair(text, len, &oom), *fields = NULL, *present = NULL;
     const char *src = text;
     size_t srclen = len, bs, be;
     struct dspy_buf why;
@@ -115,10 +116,15 @@ static dspy_status json_parse(const dspy_signature *sig, const char *text, size_
                                        NULL);
         goto out;
     }
-    if (!(fields = json_object())) {
+    if (!(fields = json_object()) || !(present = json_object())) {
         rc = dspy__err(err, DSPY_ENOMEM, "adapter: out of memory");
         goto out;
     }
+    json_object_foreach(obj, key, value) /* the output fields the reply has, in its order */
+        if (output_index(sig, key) >= 0 && json_object_set(present, key, json_null())) {
+            rc = dspy__err(err, DSPY_ENOMEM, "adapter: out of memory");
+            goto out;
+        }
     json_object_foreach(obj, key, value) {
         long i = output_index(sig, key);
         json_t *parsed = NULL;
@@ -131,9 +137,12 @@ static dspy_status json_parse(const dspy_signature *sig, const char *text, size_
             goto out;
         }
         if (rc) {
-            /* DSPy lets the ValueError or ValidationError escape as it is here. */
-            rc = dspy__err(err, DSPY_EADAPTER, "JSONAdapter: field `%s`: %.400s", key,
-                           why.ptr ? why.ptr : "invalid value");
+            /* DSPy 3.4 wraps the field's ValueError in an AdapterParseError (3.3 let it
+             * escape as it was): the same text, with the fields the reply had. */
+            char what[512];
+            snprintf(what, sizeof(what), "Failed to parse field %s: %s", key,
+                     why.ptr ? why.ptr : "invalid value");
+            rc = dspy__adapter_parse_error(err, "JSONAdapter", sig, src, srclen, what, present);
             dspy__err_field(err, key);
             goto out;
         }
@@ -150,6 +159,7 @@ static dspy_status json_parse(const dspy_signature *sig, const char *text, size_
 out:
     json_decref(obj);
     json_decref(fields);
+    json_decref(present);
     dspy__buf_release(&why);
     return rc;
 }

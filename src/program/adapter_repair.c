@@ -1,11 +1,13 @@
 /* LM text to loose values (program layer): the reduced json_repair.loads that DSPy's
- * parse_value and JSONAdapter.parse run before validation, and JSONAdapter's balanced-brace
+ * parse_value and JSONAdapter.parse run before validation (json_repair 0.64's number,
+ * comment, string-end, escape and missing-colon repairs), and JSONAdapter's balanced-brace
  * search. Bounded in depth and linear in the input. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/ascii.h"
 #include "base/pyfmt.h"
 #include "program/adapter_int.h"
 
@@ -71,14 +73,8 @@ int dspy__reader_hex4(const struct dspy__reader *r, size_t k)
 {
     int v = 0;
     for (size_t i = 0; i < 4; i++) {
-        int c = at(r, k + i), h;
-        if (c >= '0' && c <= '9')
-            h = c - '0';
-        else if (c >= 'a' && c <= 'f')
-            h = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F')
-            h = c - 'A' + 10;
-        else
+        int h = dspy__hexval(at(r, k + i));
+        if (h < 0)
             return -1;
         v = v * 16 + h;
     }
@@ -112,6 +108,14 @@ static bool json_escape(struct dspy__reader *r, struct dspy_buf *b, bool strict,
                                       ((uint32_t)lo - 0xDC00));
                 return true;
             }
+        }
+    }
+    if (c == 'x' && !strict) {
+        int h1 = dspy__hexval(at(r, 2)), h2 = dspy__hexval(at(r, 3));
+        if (h1 >= 0 && h2 >= 0) { /* json_repair reads \xNN as the code point NN */
+            r->pos += 4;
+            *rc = dspy__utf8_add(b, (uint32_t)(h1 * 16 + h2));
+            return true;
         }
     }
     if (strict)
@@ -324,30 +328,120 @@ static void loose_ws(struct dspy__reader *r)
     }
 }
 
-static json_t *loose_value(struct dspy__reader *r, const char *stops);
+/* Where a lenient value sits: json_repair ends unterminated strings, unquoted words and
+ * numbers differently inside objects, arrays and tuples. */
+enum loose_ctx { IN_OBJECT, IN_ARRAY, IN_TUPLE };
 
-static json_t *loose_string(struct dspy__reader *r)
+/* json_repair's skip_whitespace_and_comments: "#" and "//" comments run to the end of the
+ * line ("#" also to the closing bracket of an enclosing array or nested object), block
+ * comments to their "*" "/" or the end of the text. */
+static void loose_skip(struct dspy__reader *r, enum loose_ctx ctx)
+{
+    for (;;) {
+        loose_ws(r);
+        int c = at(r, 0);
+        if (c == '#' || (c == '/' && at(r, 1) == '/')) {
+            while (r->pos < r->len && r->s[r->pos] != '\n' && r->s[r->pos] != '\r' &&
+                   !(c == '#' && ((ctx != IN_OBJECT && r->s[r->pos] == ']') ||
+                                  (r->depth > 1 && r->s[r->pos] == '}'))))
+                r->pos++;
+        } else if (c == '/' && at(r, 1) == '*') {
+            size_t i = r->pos + 2;
+            while (i + 1 < r->len && !(r->s[i] == '*' && r->s[i + 1] == '/'))
+                i++;
+            r->pos = i + 1 < r->len ? i + 2 : r->len;
+        } else {
+            return;
+        }
+    }
+}
+
+static json_t *loose_value(struct dspy__reader *r, enum loose_ctx ctx);
+
+/* Whether an unescaped `q` closes the string whose body starts at r->pos. */
+static bool quote_follows(const struct dspy__reader *r, int q)
+{
+    for (size_t i = r->pos; i < r->len; i++) {
+        if (r->s[i] == '\\')
+            i++;
+        else if (r->s[i] == q)
+            return true;
+    }
+    return false;
+}
+
+/* The length of s[0, n) without Python-whitespace at its end. */
+static size_t py_rstrip(const char *s, size_t n)
+{
+    while (n) {
+        size_t k = n - 1;
+        uint32_t cp;
+        while (k > 0 && n - k < 4 && ((unsigned char)s[k] & 0xC0) == 0x80)
+            k--;
+        dspy__utf8_decode(s, n, k, &cp);
+        if (!dspy__py_isspace(cp))
+            break;
+        n = k;
+    }
+    return n;
+}
+
+/* In a key, json_repair takes the quote at r->pos as text when another quote follows
+ * before any ':' or '}' with something other than spaces between: {"a" 5, "b": 1} has
+ * the key `a" 5, "b`, while {"a" "x"} has the key "a" with a missing colon. */
+static bool key_quote_is_text(const struct dspy__reader *r, int q)
+{
+    bool blank = true;
+    for (size_t i = r->pos + 1; i < r->len; i++) {
+        char c = r->s[i];
+        if (c == ':' || c == '}')
+            return false;
+        if (c == q)
+            return !blank && r->s[i - 1] != '\\';
+        if (!strchr(" \t\n\r", c) || !c)
+            blank = false;
+    }
+    return false;
+}
+
+/* A quoted string. One never closed ends, as in json_repair, at the first `close` (the
+ * enclosing object's '}' or array's ']', left for the container), else at the end.
+ * (json_repair looks further when the text has more closers after that one: not done.) */
+static json_t *loose_string(struct dspy__reader *r, int close, bool is_key)
 {
     struct dspy_buf b;
     dspy_status rc = DSPY_OK;
     int q = at(r, 0);
+    size_t end = r->len;
     json_t *v = NULL;
     dspy__buf_init(&b, 0);
     r->pos++;
-    while (!rc && r->pos < r->len && at(r, 0) != q) {
-        if (at(r, 0) == '\\' && r->pos + 1 < r->len) {
+    if (close && !quote_follows(r, q)) {
+        const char *c = memchr(r->s + r->pos, close, r->len - r->pos);
+        if (c)
+            end = (size_t)(c - r->s);
+    }
+    while (!rc && r->pos < end && (at(r, 0) != q || (is_key && key_quote_is_text(r, q)))) {
+        if (at(r, 0) == q) {
+            rc = dspy__buf_addc(&b, (char)q);
+            r->pos++;
+        } else if (at(r, 0) == '\\' && r->pos + 1 < end) {
             json_escape(r, &b, false, &rc);
         } else {
             rc = dspy__buf_addc(&b, r->s[r->pos]);
             r->pos++;
         }
     }
-    if (r->pos < r->len)
+    bool closed = at(r, 0) == q;
+    if (closed)
         r->pos++; /* the closing quote; a missing one is forgiven */
+    size_t n = b.len;
+    if (!rc && n && (!closed || b.ptr[n - 1] == '\n'))
+        n = py_rstrip(b.ptr, n); /* json_repair's rstrip of a string left open or ending in \n */
     if (rc)
         r->oom = true;
     else
-        v = keep(r, json_stringn(b.ptr ? b.ptr : "", b.len));
+        v = keep(r, json_stringn(b.ptr ? b.ptr : "", n));
     dspy__buf_release(&b);
     return v;
 }
@@ -382,10 +476,183 @@ static json_t *loose_word(struct dspy__reader *r, const char *stops)
     return keep(r, json_stringn(r->s + a, z - a));
 }
 
+/* An unquoted key, up to ':' ',' '}' ']' or a newline, trimmed; always text ({2: 1} has
+ * the key "2", {true: 1} the key "true"). */
+static json_t *loose_key(struct dspy__reader *r)
+{
+    size_t a = r->pos, z;
+    uint32_t cp;
+    while (r->pos < r->len && (r->s[r->pos] == '\0' || !strchr(":,}]", r->s[r->pos]))) {
+        size_t n = dspy__utf8_decode(r->s, r->len, r->pos, &cp);
+        if (dspy__py_isspace(cp))
+            break;
+        r->pos += n;
+    }
+    z = r->pos;
+    if (at(r, 0) == ',') {
+        z = a; /* "{x, "d": 2}": a bare word before a comma is no key */
+    } else if (r->pos < r->len && dspy__py_isspace(cp)) {
+        /* json_repair takes "key junk" as a comment: "my key: 1" has the key "key" */
+        loose_ws(r);
+        if (at(r, 0) != ':' && at(r, 0) != ',')
+            z = a;
+    }
+    return keep(r, json_stringn(r->s + a, z - a));
+}
+
+/* json_repair's parse_boolean_or_null: true/false/null/none in any case, ending at the end
+ * of the text, a space or one of ",)]}". */
+static json_t *loose_literal(struct dspy__reader *r)
+{
+    static const char *const words[] = { "true", "false", "null", "none" };
+    for (size_t w = 0; w < 4; w++) {
+        size_t n = strlen(words[w]), k = 0;
+        while (k < n && r->pos + k < r->len && (r->s[r->pos + k] | 0x20) == words[w][k])
+            k++;
+        if (k != n)
+            continue;
+        int next = at(r, n);
+        uint32_t cp = 0;
+        if (next >= 0)
+            dspy__utf8_decode(r->s, r->len, r->pos + n, &cp);
+        if (next < 0 || (next && strchr(",)]}", next)) || dspy__py_isspace(cp)) {
+            r->pos += n;
+            return w == 0 ? json_true() : w == 1 ? json_false() : json_null();
+        }
+    }
+    return NULL;
+}
+
+static const char *word_stops(enum loose_ctx ctx)
+{
+    return ctx == IN_OBJECT ? ",}]\"" : ctx == IN_ARRAY ? ",]}" : ",)";
+}
+
+/* Python's float() and int() grammars over text without underscores. */
+static bool py_number_ok(const char *s, size_t n, bool is_float)
+{
+    size_t i = 0, digits = 0;
+    if (i < n && (s[i] == '-' || s[i] == '+'))
+        i++;
+    while (i < n && s[i] >= '0' && s[i] <= '9')
+        i++, digits++;
+    if (!is_float)
+        return digits && i == n;
+    if (i < n && s[i] == '.')
+        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+            digits++;
+    if (!digits)
+        return false;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        size_t d = 0;
+        if (++i < n && (s[i] == '-' || s[i] == '+'))
+            i++;
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+            d++;
+        if (!d)
+            return false;
+    }
+    return i == n;
+}
+
+/* json_repair's parse_number: a run of "0-9 - . e E / , _" ("," not in arrays, "+" after
+ * an exponent mark), read as a word instead when a letter follows; a trailing "+-eE/," is
+ * given back ("1e" is 1, "5 // c" is 5); what Python's int()/float() refuse stays text. */
+static json_t *loose_number(struct dspy__reader *r, enum loose_ctx ctx)
+{
+    struct dspy_buf num;
+    size_t start = r->pos;
+    json_t *v = NULL;
+    dspy__buf_init(&num, 0);
+    for (; r->pos < r->len; r->pos++) {
+        char c = r->s[r->pos];
+        bool after_e = num.len && (num.ptr[num.len - 1] == 'e' || num.ptr[num.len - 1] == 'E');
+        if (!(c && (strchr("0123456789-.eE/,_", c) || (c == '+' && after_e))) ||
+            (c == ',' && ctx != IN_OBJECT))
+            break;
+        if (c != '_' && dspy__buf_addc(&num, c)) {
+            r->oom = true;
+            goto out;
+        }
+    }
+    int next = at(r, 0);
+    if ((next >= 'a' && next <= 'z') || (next >= 'A' && next <= 'Z') || next >= 0x80) {
+        r->pos = start; /* "5x" is a word */
+        v = loose_word(r, word_stops(ctx));
+        goto out;
+    }
+    if (num.len && strchr("+-eE/,", num.ptr[num.len - 1])) {
+        num.len--;
+        r->pos--;
+    }
+    const char *s = num.ptr ? num.ptr : "";
+    bool is_float = memchr(s, '.', num.len) || memchr(s, 'e', num.len) || memchr(s, 'E', num.len);
+    if (!memchr(s, ',', num.len) && py_number_ok(s, num.len, is_float)) {
+        v = number_value(r, s, num.len, !is_float);
+        if (v || r->oom)
+            goto out;
+    }
+    v = keep(r, json_stringn(s, num.len));
+out:
+    dspy__buf_release(&num);
+    return v;
+}
+
+/* After a member's value json_repair steps over one ',' or stray quote. */
+static void loose_after_member(struct dspy__reader *r)
+{
+    int c = at(r, 0);
+    if (c == ',' || c == '"' || c == '\'')
+        r->pos++;
+}
+
+/* One "key: value" member; false on a hard failure (out of memory, a constant as key). */
+static bool loose_member(struct dspy__reader *r, json_t *obj)
+{
+    int ch = at(r, 0);
+    if (ch == ':') {
+        r->pos++; /* a ':' before the key is ignored */
+        ch = at(r, 0);
+        if (ch < 0)
+            return true;
+    }
+    bool quoted = ch == '"' || ch == '\'';
+    if (!quoted && ch < 0x80 && !(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
+        !(ch >= '0' && ch <= '9') && ch != '_') {
+        r->pos++; /* no key starts with punctuation: json_repair steps over it */
+        return true;
+    }
+    json_t *k = quoted ? loose_string(r, 0, true) : loose_key(r);
+    if (!k)
+        return false;
+    loose_skip(r, IN_OBJECT);
+    ch = at(r, 0);
+    if (ch < 0 || ch == '}' || (!quoted && !json_string_length(k) && ch != ':')) {
+        json_decref(k); /* a key with no value is dropped */
+        return true;
+    }
+    /* json_repair steps over the character after the key whether or not it is the colon,
+     * so {"a" "x"} reads as {"a": "x"} */
+    uint32_t cp;
+    r->pos += dspy__utf8_decode(r->s, r->len, r->pos, &cp);
+    loose_skip(r, IN_OBJECT);
+    ch = at(r, 0);
+    json_t *v = ch < 0 || ch == ',' || ch == '}' ? keep(r, json_string(""))
+                                                 : loose_value(r, IN_OBJECT);
+    bool ok = put(r, obj, json_string_value(k), json_string_length(k), v);
+    json_decref(k);
+    if (ok)
+        loose_after_member(r);
+    return ok;
+}
+
+static bool truthy(const json_t *v);
+
 static json_t *loose_container(struct dspy__reader *r, bool is_object)
 {
     json_t *c = keep(r, is_object ? json_object() : json_array());
     char close = is_object ? '}' : ']';
+    enum loose_ctx ctx = is_object ? IN_OBJECT : IN_ARRAY;
     if (!c || ++r->depth > MAX_DEPTH)
         goto fail;
     r->pos++;
@@ -393,7 +660,7 @@ static json_t *loose_container(struct dspy__reader *r, bool is_object)
         if (r->pos == top)
             r->pos++; /* the last round made no progress on a stray character: skip it */
         top = r->pos;
-        loose_ws(r);
+        loose_skip(r, ctx);
         int ch = at(r, 0);
         if (ch < 0 || (ch == '`' && at(r, 1) == '`' && at(r, 2) == '`'))
             break; /* unterminated, or a code fence closes first: close it */
@@ -406,32 +673,21 @@ static json_t *loose_container(struct dspy__reader *r, bool is_object)
             continue;
         }
         if (!is_object) {
-            json_t *v = loose_value(r, ",]}");
+            json_t *v = loose_value(r, IN_ARRAY);
+            int next = at(r, 0);
+            if (v && !truthy(v) && next != ']' && next != ',' && next >= 0) {
+                /* json_repair drops an empty item that does not end at ']' or ',' ("[-]")
+                 * and steps over one character */
+                uint32_t cp;
+                json_decref(v);
+                r->pos += dspy__utf8_decode(r->s, r->len, r->pos, &cp);
+                continue;
+            }
             if (!append(r, c, v))
                 goto fail;
             continue;
         }
-        json_t *k = ch == '"' || ch == '\'' ? loose_string(r) : loose_word(r, ":,}]");
-        if (!k)
-            goto fail;
-        if (!json_is_string(k)) {
-            /* an unquoted constant used as a key: keep its spelling */
-            json_decref(k);
-            goto fail;
-        }
-        loose_ws(r);
-        json_t *v;
-        if (at(r, 0) == ':') {
-            r->pos++;
-            loose_ws(r);
-            ch = at(r, 0);
-            v = ch < 0 || ch == ',' || ch == '}' ? keep(r, json_string("")) : loose_value(r, ",}]");
-        } else {
-            v = keep(r, json_string(""));
-        }
-        bool ok = put(r, c, json_string_value(k), json_string_length(k), v);
-        json_decref(k);
-        if (!ok)
+        if (!loose_member(r, c))
             goto fail;
     }
     r->depth--;
@@ -444,7 +700,7 @@ fail:
 
 static json_t *loose_tuple(struct dspy__reader *r);
 
-static json_t *loose_value(struct dspy__reader *r, const char *stops)
+static json_t *loose_value(struct dspy__reader *r, enum loose_ctx ctx)
 {
     loose_ws(r);
     int ch = at(r, 0);
@@ -453,8 +709,15 @@ static json_t *loose_value(struct dspy__reader *r, const char *stops)
     if (ch == '(')
         return loose_tuple(r);
     if (ch == '"' || ch == '\'')
-        return loose_string(r);
-    return loose_word(r, stops);
+        return loose_string(r, ctx == IN_OBJECT ? '}' : ctx == IN_ARRAY ? ']' : 0, false);
+    if ((ch >= '0' && ch <= '9') || ch == '-' || ch == '.')
+        return loose_number(r, ctx);
+    if (ch == '/') {
+        r->pos++; /* a stray slash (comments were skipped before): json_repair's "" */
+        return keep(r, json_string(""));
+    }
+    json_t *lit = loose_literal(r);
+    return lit ? lit : loose_word(r, word_stops(ctx));
 }
 
 /* json_repair's ObjectComparer.is_same_object: same Python types and shape. */
@@ -486,6 +749,7 @@ static bool same_shape(const json_t *a, const json_t *b)
     return true;
 }
 
+/* Python truthiness of a container or string: json_repair's "strictly empty" negated. */
 static bool truthy(const json_t *v)
 {
     return !((json_is_array(v) && !json_array_size(v)) ||
@@ -584,7 +848,7 @@ static json_t *loose_tuple(struct dspy__reader *r)
             r->pos++;
             continue;
         }
-        json_t *v = loose_value(r, ",)");
+        json_t *v = loose_value(r, IN_TUPLE);
         if (!append(r, c, v))
             goto fail;
     }

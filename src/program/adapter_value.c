@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fmtfloat.h"
 #include "base/pyfmt.h"
 #include "base/status.h"
 #include "program/adapter_int.h"
@@ -343,7 +344,7 @@ static enum fit v_array(const struct dspy_type *t, const json_t *v, json_t **out
 /* json.dumps turns non-string dict keys into text this way. */
 static json_t *json_key(const json_t *k)
 {
-    char num[DSPY_PY_FLOAT_MAX];
+    char num[DSPY__FLOAT_MAX];
     if (json_is_string(k))
         return json_incref((json_t *)k);
     if (json_is_true(k))
@@ -355,7 +356,7 @@ static json_t *json_key(const json_t *k)
     if (json_is_integer(k))
         return json_sprintf("%" JSON_INTEGER_FORMAT, json_integer_value(k));
     if (json_is_real(k)) {
-        dspy__py_float_repr(json_real_value(k), num);
+        dspy__float_fmt(num, json_real_value(k), DSPY__FLOAT_PYTHON);
         return json_string(num);
     }
     return NULL;

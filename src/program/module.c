@@ -12,7 +12,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/status.h"
-#include "lm/jsonw.h"
+#include "base/jsonw.h"
 #include "lm/lm_int.h"
 #include "program/adapter_int.h"
 #include "program/module_int.h"

@@ -14,7 +14,7 @@
 #include <xxhash.h>
 
 #include "base/status.h"
-#include "lm/jsonw.h"
+#include "base/jsonw.h"
 #include "program/module_int.h"
 
 #define MEMO_SLOTS 64 /* direct-mapped by fingerprint; a power of two */

@@ -305,6 +305,7 @@ void dspy_program_free(dspy_program *p)
         dspy_free(p->preds[i].state_name);
     }
     dspy_free(p->preds);
+    json_decref(p->state_metadata);
     dspy_free(p->name);
     dspy_free(p->model);
     dspy_free(p);

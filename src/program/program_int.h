@@ -17,6 +17,8 @@ struct dspy_program {
     bool flat;   /* a lone bare Predict: its state is the whole save file */
     size_t n;
     struct dspy__predictor *preds;
+    json_t *state_metadata; /* "metadata" of the last state applied, written back by
+                               dspy_program_dump_state; NULL: dspyc's own */
 };
 
 /* A path into a JSON document, for error messages: predictors[1].demos. */

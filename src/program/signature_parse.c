@@ -6,8 +6,10 @@
 #include <string.h>
 
 #include "base/ascii.h"
+#include "base/fmtfloat.h"
 #include "base/pyfmt.h"
 #include "base/status.h"
+#include "base/unicode_ident.h"
 #include "program/signature_int.h"
 
 #define MAX_TYPE_DEPTH 32
@@ -36,6 +38,29 @@ static bool is_ident_start(char c)
 static bool is_ident_char(char c)
 {
     return is_ident_start(c) || (c >= '0' && c <= '9');
+}
+
+/* The length in bytes of the run of Python identifier characters (str.isidentifier()'s
+ * XID_Continue, so digits too) at s[at]; invalid UTF-8 ends it. */
+static size_t ident_len(const char *s, size_t end, size_t at)
+{
+    size_t i = at;
+    while (i < end) {
+        uint32_t cp;
+        size_t n = dspy__utf8_decode(s, end, i, &cp);
+        if (!dspy__py_ident_continue(cp))
+            break;
+        i += n;
+    }
+    return i - at;
+}
+
+/* Whether the character at s[at] may start a Python identifier. */
+static bool ident_starts(const char *s, size_t end, size_t at)
+{
+    uint32_t cp;
+    dspy__utf8_decode(s, end, at, &cp);
+    return dspy__py_ident_start(cp);
 }
 
 static dspy_status fail(struct parser *p, size_t at, const char *what)
@@ -306,11 +331,11 @@ static dspy_status parse_number(struct parser *p, struct dspy_buf *b)
     dig[n] = '\0';
     p->pos = i;
     if (is_float) {
-        char r[DSPY_PY_FLOAT_MAX];
+        char r[DSPY__FLOAT_MAX];
         double d = strtod(dig, NULL);
         if (d > 1.7976931348623157e308 || d < -1.7976931348623157e308)
             return fail(p, at, "float literal out of range");
-        dspy__py_float_repr(d, r);
+        dspy__float_fmt(r, d, DSPY__FLOAT_PYTHON);
         return dspy__buf_adds(b, r);
     }
     if (base == 10 && dig[0] == '0' && strspn(dig, "0") != n)
@@ -644,15 +669,13 @@ static dspy_status parse_side(struct parser *p, struct field_list *l, enum dspy_
     if (!peek(p))
         return DSPY_OK;
     for (;;) {
-        size_t at = p->pos, n = 0;
-        while (at + n < p->end && is_ident_char(s[at + n]))
-            n++;
-        if (at + n < p->end && (unsigned char)s[at + n] >= 0x80)
-            return fail(p, at + n, "field names must be ASCII identifiers");
+        size_t at = p->pos, n = ident_len(s, p->end, at);
+        if (!n && at < p->end && (unsigned char)s[at] >= 0x80)
+            return fail(p, at, "a field name must be a Python identifier");
         if (!n)
             return fail(p, at, at < p->end && s[at] == ',' ? "empty field name"
                                                            : "expected a field name");
-        if (!is_ident_start(s[at]))
+        if (!ident_starts(s, p->end, at))
             return dspy__err_at(p->err, DSPY_EPARSE, s, at,
                                 "signature: invalid field name '%.*s' at offset %zu", (int)n,
                                 s + at, at);
@@ -660,6 +683,16 @@ static dspy_status parse_side(struct parser *p, struct field_list *l, enum dspy_
             return dspy__err_at(p->err, DSPY_EPARSE, s, at,
                                 "signature: field name '%.*s' may not start with '_' at offset "
                                 "%zu", (int)n, s + at, at);
+        for (size_t i = at; i < at + n;) {
+            uint32_t cp;
+            size_t w = dspy__utf8_decode(s, p->end, i, &cp);
+            if (dspy__py_ident_nfkc_changes(cp))
+                return dspy__err_at(p->err, DSPY_EPARSE, s, at,
+                                    "signature: field name '%.*s' is not in NFKC form (Python "
+                                    "would read '%.*s' as another name) at offset %zu",
+                                    (int)n, s + at, (int)w, s + i, i);
+            i += w;
+        }
         if (dspy__is_py_keyword(s + at, n))
             return dspy__err_at(p->err, DSPY_EPARSE, s, at,
                                 "signature: '%.*s' is a Python keyword, not a field name, at "
@@ -690,10 +723,20 @@ static dspy_status parse_side(struct parser *p, struct field_list *l, enum dspy_
             return DSPY_OK;
         if (c == '=')
             return fail(p, p->pos, "default values are not supported");
-        if (c != ',')
+        if (c != ',') {
+            /* the whole character, not one byte of it: "x²" is not an identifier */
+            uint32_t cp;
+            int w = (int)dspy__utf8_decode(s, p->end, p->pos, &cp);
+            if (cp == 0xFFFD && w == 1 && (unsigned char)c >= 0x80)
+                return dspy__err_at(p->err, DSPY_EPARSE, s, p->pos,
+                                    "signature: invalid UTF-8 byte 0x%02X at offset %zu",
+                                    (unsigned char)c, p->pos);
             return dspy__err_at(p->err, DSPY_EPARSE, s, p->pos,
-                                "signature: unexpected '%c' at offset %zu (expected ',')", c,
-                                p->pos);
+                                "signature: unexpected '%.*s' at offset %zu (expected ',')%s",
+                                w, s + p->pos, p->pos,
+                                cp >= 0x80 ? ": a field name must be a Python identifier"
+                                           : "");
+        }
         p->pos++;
         if (!peek(p))
             return DSPY_OK; /* a trailing comma, as Python allows */

@@ -11,15 +11,17 @@
 
 #include "base/buf.h"
 #include "base/status.h"
-#include "lm/jsonw.h"
+#include "base/jsonw.h"
 #include "program/module_int.h"
 #include "program/program_int.h"
 
 #define STATE_FILE_MAX ((size_t)256 << 20)
 
-/* The versions DSPy writes into "metadata"; dspyc matches DSPy 3.3.1 (see docs). */
+/* The versions DSPy writes into "metadata" of a file dspyc writes afresh: the newest DSPy
+ * it matches (both 3.3.1 and 3.4.1 load it; see docs/dspy-compat.md). A file whose state
+ * was loaded keeps the metadata it came with. */
 #define STATE_PYTHON "3.11"
-#define STATE_DSPY "3.3.1"
+#define STATE_DSPY "3.4.1"
 #define STATE_CLOUDPICKLE "3.1"
 
 /* ---- dump ------------------------------------------------------------------------------ */
@@ -71,10 +73,16 @@ json_t *dspy_program_dump_state(const dspy_program *p)
                 return NULL;
             }
     }
-    if (root && json_object_set_new(root, "metadata",
-                                    json_pack("{s:{s:s, s:s, s:s}}", "dependency_versions",
-                                              "python", STATE_PYTHON, "dspy", STATE_DSPY,
-                                              "cloudpickle", STATE_CLOUDPICKLE))) {
+    json_t *meta = p->state_metadata
+                       ? json_deep_copy(p->state_metadata)
+                       : json_pack("{s:{s:s, s:s, s:s}}", "dependency_versions", "python",
+                                   STATE_PYTHON, "dspy", STATE_DSPY, "cloudpickle",
+                                   STATE_CLOUDPICKLE);
+    if (!root) {
+        json_decref(meta);
+        return NULL;
+    }
+    if (json_object_set_new(root, "metadata", meta)) { /* takes meta either way */
         json_decref(root);
         return NULL;
     }
@@ -345,6 +353,13 @@ dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
         if (rc)
             goto release;
     }
+    json_t *meta = json_object_get(state, "metadata"), *copy = NULL;
+    if (json_is_object(meta) && !(copy = json_deep_copy(meta))) {
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+        goto release;
+    }
+    json_decref(p->state_metadata);
+    p->state_metadata = copy;
     for (size_t i = 0; i < p->n; i++) {
         dspy__module_replace(p->preds[i].module, st[i].sig, st[i].demos);
         st[i].sig = NULL;

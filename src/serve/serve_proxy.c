@@ -17,7 +17,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/status.h"
-#include "lm/jsonw.h"
+#include "base/jsonw.h"
 #include "lm/lm_int.h"
 #include "net/retry.h"
 #include "serve/serve_int.h"

@@ -109,7 +109,7 @@ json_t *dspy__sim_body_json(struct dspy__srv_req *req)
                              "The request body is not valid UTF-8 (byte offset %zu).", bad);
         return NULL;
     }
-    json_t *j = json_loadb(body, len, 0, &e);
+    json_t *j = json_loadb(body, len, JSON_ALLOW_NUL, &e);
     if (!j) {
         dspy__srv_send_error(req, 400, "invalid_request_error", NULL, "invalid_json", NULL,
                              "We could not parse the JSON body of your request: %s (line %d, "
@@ -259,7 +259,7 @@ void dspy__sim_record(struct dspy__srv_req *req, void *ud)
     const char *body = dspy__srv_req_body(req, &len);
     json_error_t e;
     json_t *line = json_object();
-    json_t *parsed = len ? json_loadb(body, len, 0, &e) : NULL;
+    json_t *parsed = len ? json_loadb(body, len, JSON_ALLOW_NUL, &e) : NULL;
     uint64_t size = dspy__srv_req_body_size(req);
     if (!parsed)
         parsed = size > len ? json_null() : lossy_string(body, len);

@@ -142,6 +142,16 @@ FORMAT_CASES = {
     "trailing_ws_input": {"signature": "question, context -> answer",
                           "demos": [{"question": "q  \n ", "context": " c\n\n", "answer": "a  "}],
                           "inputs": {"question": "  padded  ", "context": "end  \n"}},
+    "nul_in_inputs": {"signature": "question, context, more -> answer",
+                      "inputs": {"question": "a\u0000b", "context": ["x\u0000y", "z"],
+                                 "more": ["\n\u0000", "w"]}},
+    "nul_in_typed_inputs": {"signature": "d: dict[str, Any], l: list[str], x -> answer",
+                            "inputs": {"d": {"k": "v\u0000w", "n": [1, "\u0000"]},
+                                       "l": ["\u0000"], "x": {"a": "\u0000"}}},
+    "non_ascii_field_names": {"signature": "r\u00e9ponse, \u540d\u524d -> \u7b54\u3048: int",
+                              "inputs": {"r\u00e9ponse": "oui", "\u540d\u524d": "x"}},
+    "non_ascii_field_names_json": {"signature": "r\u00e9ponse -> a\u00b7b, \u7b54\u3048",
+                                   "adapter": "json", "inputs": {"r\u00e9ponse": "oui"}},
     "camel_and_digits": {"signature": "userID, text2number, HTMLParser -> resultValue",
                          "inputs": {"userID": 7, "text2number": "x", "HTMLParser": "y"}},
 }
@@ -213,6 +223,34 @@ PARSE_CASES = {
     "json_trailing_comma": ("json", "q -> a, b: list[int]",
                             "{\"a\": \"x\", \"b\": [1, 2,],}"),
     "json_unclosed": ("json", "q -> a, b: list[int]", "{\"a\": \"x\", \"b\": [1, 2"),
+    # json_repair's number, comment, string-end, escape and colon repairs
+    "json_line_comment_after_number": ("json", "q -> answer: int", "{\"answer\": 5 // five}"),
+    "json_block_comment_after_number": ("json", "q -> answer: int, b",
+                                        "{\"answer\": 5 /* five */, \"b\": \"x\"}"),
+    "json_hash_comment_after_number": ("json", "q -> answer: int, b: list[int]",
+                                       "{\"answer\": 5 # five\n, \"b\": [1 // one\n, 2]}"),
+    "json_comment_after_literal": ("json", "q -> answer: bool", "{\"answer\": TRUE // yes\n}"),
+    "json_unterminated_string_end": ("json", PARSE_SIG, "{\"answer\": \"unterminated}"),
+    "json_unterminated_in_list": ("json", "q -> answer: list[str]", "{\"answer\": [\"abc]"),
+    "json_unterminated_no_brace": ("json", PARSE_SIG, "{\"answer\": \"open ended"),
+    "json_hex_escape": ("json", PARSE_SIG, "{\"answer\": \"\\x41b\\xe9 \\x4\"}"),
+    "json_missing_colon": ("json", PARSE_SIG, "{\"answer\" \"x\"}"),
+    "json_missing_colon_two": ("json", "q -> a, b: int", "{\"a\" \"x y\", \"b\" : 2}"),
+    "json_missing_colon_number": ("json", "q -> a, b", "{\"a\" 5, \"b\": \"y\"}"),
+    "json_cut_exponent": ("json", "q -> a: float, b: float, c", "{\"a\": 1e, \"b\": 2.5E, "
+                          "\"c\": 3e+}"),
+    "json_number_then_word": ("json", "q -> a, b: int", "{\"a\": 5x, \"b\": 1 2}"),
+    "json_number_slash": ("json", "q -> a, b", "{\"a\": 5/2, \"b\": 7 / 8}"),
+    "json_underscore_number": ("json", "q -> a: int", "{\"a\": 1_000}"),
+    "json_numeric_key": ("json", "q -> a: int", "{2: 1, \"a\": 3}"),
+    "json_stray_signs": ("json", "q -> a: list[int], b: Any, c, d: list[Any]",
+                         "{\"a\": [-, 1], \"b\": [1/], \"c\": /x, \"d\": [/]}"),
+    "chat_non_ascii_fields": ("chat", "q -> r\u00e9ponse, \u540d\u524d: int",
+                              "[[ ## r\u00e9ponse ## ]]\nOui\n[[ ## \u540d\u524d ## ]]\n7"),
+    "json_non_ascii_fields": ("json", "q -> r\u00e9ponse", "{\"r\u00e9ponse\": \"Oui\"}"),
+    "chat_field_json_comment": ("chat", "q -> a: dict[str, int]",
+                                "[[ ## a ## ]]\n{\"x\": 5 // five\n}"),
+    "chat_field_json_colon": ("chat", "q -> a: list[str]", "[[ ## a ## ]]\n[\"x\", \"y]"),
 }
 
 SIG_ERROR_CASES = {
@@ -222,6 +260,9 @@ SIG_ERROR_CASES = {
     "in_and_out": "q -> q",
     "keyword": "class -> a",
     "underscore": "_x -> a",
+    "superscript": "x\u00b2 -> a",
+    "digit_start_non_ascii": "\u0661x -> a",
+    "symbol": "a\u2192b -> c",
 }
 
 
@@ -290,8 +331,11 @@ def _normalize(value):
 
 
 def _key_part(message):
-    """The stable part of a parse error: DSPy's text up to pydantic's detailed message."""
-    return message.split(" Error message:")[0].split("\n\nLM Response:")[0]
+    """The stable part of a parse error: DSPy's text up to pydantic's detailed message
+    (after "Error message:" in the Chat adapter's, after the first line of DSPy 3.4's
+    "Failed to parse field" in the JSON adapter's)."""
+    key = message.split(" Error message:")[0].split("\n\nLM Response:")[0]
+    return key.split("\n")[0] if key.startswith("Failed to parse field") else key
 
 
 @pytest.mark.parametrize("name", list(PARSE_CASES))
@@ -307,7 +351,8 @@ def test_parse_matches_dspy(name, c_parse):
         if isinstance(e, dspy.utils.exceptions.AdapterParseError):
             assert got["code"] == "adapter_parse"
             assert _key_part(got["error"]) == _key_part(str(e)), (str(e), got["error"])
-            if len(text) < 200 and "Error message:" not in str(e):
+            if len(text) < 200 and "Error message:" not in str(e) and \
+                    not str(e).startswith("Failed to parse field"):
                 assert got["error"] == str(e)
         return
     assert "error" not in got, f"DSPy parsed {expected!r}, dspyc failed: {got}"
@@ -342,3 +387,96 @@ def test_type_names_match_dspy(text):
     (got,) = _tool_results([{"signature": text, "type_names": True}])
     assert got.get("type_names") == expected
     assert got.get("instructions") == sig.instructions
+
+
+class CannedLM(dspy.BaseLM):
+    """An LM that answers from a list: DSPy's side of the Chat -> JSON fallback."""
+
+    def __init__(self, replies):
+        super().__init__(model="openai/canned")
+        self.replies = list(replies)
+
+    def __call__(self, prompt=None, messages=None, **kwargs):
+        return [self.replies.pop(0)]
+
+
+FALLBACK_CASES = {
+    "comment_after_number": ("q -> n: float", "{\"n\": 5 // five}"),
+    "cut_exponent": ("q -> n: float", "{\"n\": 1e}"),
+    "unterminated": ("q -> s", "{\"s\": \"unterminated}"),
+    "missing_colon": ("q -> s, n: int", "{\"s\" \"x\", \"n\" \"3\"}"),
+    "hex_escape": ("q -> s", "{\"s\": \"\\x41b\"}"),
+}
+
+
+@pytest.mark.parametrize("name", list(FALLBACK_CASES))
+def test_chat_to_json_fallback_matches_dspy(name):
+    """A Chat reply with no field markers makes DSPy retry with the JSON adapter; the JSON
+    leg's reply is read through json_repair. dspyc's module does the same two calls
+    (tests/unit/program/module.c); here its JSON reading is checked against DSPy's result."""
+    sig, reply = FALLBACK_CASES[name]
+    with dspy.context(lm=CannedLM(["no field markers here", reply])):
+        expected = dict(dspy.Predict(sig)(q="x").items())
+    (got,) = _tool_results([{"signature": sig, "adapter": "json", "completion": reply}])
+    assert "error" not in got, got
+    assert _normalize(got["outputs"]) == _normalize(expected)
+
+
+def _random_reply(rng):
+    """A JSON-ish reply with the damage LMs do: comments after numbers, cut exponents,
+    \\xNN escapes, missing colons, a last string left open, unquoted words."""
+    def number():
+        n = rng.choice(["5", "-3", "0", "12", "1.5", ".5", "7.", "1e3", "2E-2", "1_0"])
+        if rng.random() < 0.3:
+            n = rng.choice(["1e", "2.5E", "3e+", "4e-", "-1e", "-", "5/", "/"])
+        tail = rng.choice(["", "", " // note", " /* c */", " # h\n", " ", "\n"])
+        return n + tail
+    def string():
+        body = "".join(rng.choice(["a", "b", " ", "\\x41", "\\xe9", "\\n", "\\x4", "}",
+                                   "\\u00e9", "'"]) for _ in range(rng.randrange(0, 5)))
+        return '"' + body + '"'
+    def value(kind):
+        if kind == "n":
+            return number()
+        if kind == "l":
+            return "[" + ", ".join(number().rstrip("\n#h ") for _ in range(rng.randrange(0, 3))) + "]"
+        return rng.choice([string, string, lambda: rng.choice(["word", "true", "None"])])()
+    fields = [("a", "s"), ("b", "n"), ("c", "l")]
+    rng.shuffle(fields)
+    parts = []
+    for name, kind in fields:
+        v = value(kind)
+        sep = rng.choice([": ", ":", " : ", ":  "]) if rng.random() < 0.2 else ": "
+        if rng.random() < 0.2 and v.strip('"').isalpha():
+            sep = " "  # a missing colon (before a string that starts with a letter)
+        parts.append(f'"{name}"{sep}{v}')
+    text = "{" + ", ".join(parts) + "}"
+    if rng.random() < 0.2 and text.endswith('"}') and "}" not in text[text.rfind('"'):-1] \
+            and "}" not in text[text.rfind(': "'):-1]:
+        text = text[:-2] + "}"  # the last string left open
+    if rng.random() < 0.1:
+        text = text[:-1]  # no closing brace
+    return text
+
+
+def test_random_replies_parse_like_dspy():
+    """Seeded differential check: damaged JSON replies read by DSPy's JSONAdapter and by
+    dspyc must give the same outputs, or both fail."""
+    import random
+
+    rng = random.Random(20261202)
+    sig_text = "q -> a, b: float, c: list[float]"
+    sig = dspy.Signature(sig_text)
+    replies = [_random_reply(rng) for _ in range(400)]
+    got = _tool_results([{"signature": sig_text, "adapter": "json", "completion": r}
+                         for r in replies])
+    mismatches = []
+    for reply, g in zip(replies, got):
+        try:
+            expected = _normalize(dspy.JSONAdapter().parse(sig, reply))
+        except Exception:  # noqa: BLE001 - a DSPy failure must be a dspyc failure
+            expected = "error"
+        mine = "error" if "error" in g else _normalize(g["outputs"])
+        if mine != expected:
+            mismatches.append((reply, expected, mine))
+    assert not mismatches, "\n".join(repr(m) for m in mismatches[:10])

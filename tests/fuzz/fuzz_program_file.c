@@ -8,7 +8,7 @@
 #include <dspyc/dspyc.h>
 
 #include "base/buf.h"
-#include "lm/jsonw.h"
+#include "base/jsonw.h"
 #include "program/program_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "base/fmtfloat.h"
 #include "base/pyfmt.h"
 
 static void float_repr_matches_python(void **state)
@@ -30,18 +31,18 @@ static void float_repr_matches_python(void **state)
         { 9007199254740993.0, "9007199254740992.0" },
         { 0.30000000000000004, "0.30000000000000004" },
     };
-    char out[DSPY_PY_FLOAT_MAX];
+    char out[DSPY__FLOAT_MAX];
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        size_t n = dspy__py_float_repr(cases[i].d, out);
+        size_t n = dspy__float_fmt(out, cases[i].d, DSPY__FLOAT_PYTHON);
         assert_string_equal(out, cases[i].want);
         assert_int_equal(n, strlen(cases[i].want));
     }
-    dspy__py_float_repr(1.0 / 0.0, out);
+    dspy__float_fmt(out, 1.0 / 0.0, DSPY__FLOAT_PYTHON);
     assert_string_equal(out, "inf");
-    dspy__py_float_repr(-1.0 / 0.0, out);
+    dspy__float_fmt(out, -1.0 / 0.0, DSPY__FLOAT_PYTHON);
     assert_string_equal(out, "-inf");
-    dspy__py_float_repr(0.0 / 0.0, out);
+    dspy__float_fmt(out, 0.0 / 0.0, DSPY__FLOAT_PYTHON);
     assert_string_equal(out, "nan");
 }
 

@@ -2,6 +2,7 @@
  * levels, single-flight within a process (100 threads, one fill; shared errors) and
  * across processes through the Redis lease (one fill; a dead holder blocks nobody past
  * its lease). Tests that need Redis are skipped when redis-server is not installed. */
+/* threads: single-flight and concurrent readers run on test threads. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>

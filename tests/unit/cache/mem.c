@@ -1,6 +1,7 @@
 /* Unit tests for the memory level (L1) through the public cache API: hits by reference,
  * LRU order, TTL expiry, byte and entry budgets with exact accounting, per-request flags,
  * the stream writer, export/import, and many threads at once. */
+/* threads: concurrent shards are exercised from test threads. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>

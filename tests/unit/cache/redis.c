@@ -2,6 +2,7 @@
  * port: hits and TTLs, promotion into L1, corrupt values, and what happens when Redis is
  * killed, hangs, or was never there (misses, never errors) and when it comes back.
  * Exits 77 (skipped) only when redis-server is not installed. */
+/* threads: the Redis pool is used from several threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -2,6 +2,7 @@
  * loop thread, errors delivered through the callback, the synchronous path of a transport
  * hook, and calls cut off by dspy_lm_free. The loopback server runs threads
  * (pthread_create inside libmicrohttpd and the engine), so this test also runs under TSan. */
+/* threads: the engine's loop thread and callers on test threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

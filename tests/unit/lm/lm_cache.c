@@ -4,6 +4,7 @@
  * and cache_hit, errors never stored, no-cache and no-store, an unreadable entry replaced,
  * single-flight across 100 threads, and module calls served from the memo only while L1
  * still holds the same bytes. All through a transport hook that counts upstream calls. */
+/* threads: the engine's loop thread and concurrent fills. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

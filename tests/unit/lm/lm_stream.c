@@ -3,6 +3,7 @@
  * stream cut before [DONE], HTTP and malformed-event errors (never retried), cancelling from
  * the delta callback, the cache tee (stored only on a clean finish, shared with plain
  * calls) and replay of a hit in small pieces; and the transport-hook path. */
+/* threads: the engine's loop thread delivers stream deltas. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,7 @@
 /* Unit tests for the HTTP client engine against a loopback server in this process
  * (tests/support/httpd.h): many concurrent requests, keep-alive, timeouts, dropped
  * connections, cancellation, retries with Retry-After, rate limits, backpressure, SSE. */
+/* threads: the engine's loop thread and submitters. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -2,6 +2,7 @@
  * an ephemeral port driven by a tiny blocking HTTP client: answers now, later, from another
  * thread, streamed, truncated, dropped, paused; 404/405/413; many waiting connections; and
  * stopping with connections still waiting. */
+/* threads: libmicrohttpd threads and the timer thread. */
 #define _GNU_SOURCE /* memmem, strcasestr */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -54,7 +55,7 @@ static void test_heap_orders_by_due_then_fifo(void **state)
         last_due = p.due_ns;
         last_arg = (uintptr_t)p.arg;
     }
-    assert_int_equal(h.len, 0);
+    assert_int_equal(dspy__heap_len(&h.heap), 0);
     dspy__timerheap_release(&h);
 }
 

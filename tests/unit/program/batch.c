@@ -4,6 +4,7 @@
  * cancellation from the progress callback, a bounded reorder window over a long stream, the
  * Chat->JSON fallback as a second asynchronous call, and exactly N calls in flight. Workers
  * and the server are threads (pthread_create), so this test also runs under TSan. */
+/* threads: the batch executor's workers and the engine's loop thread. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -2,6 +2,7 @@
  * end against canned replies, the exact messages sent (and that the cached system/demo
  * messages match a fresh render), DSPy's Chat -> JSON fallback (two calls, and none on LM
  * errors), the n > 1 temperature rule, and missing inputs. */
+/* threads: modules call the LM through the engine's loop thread. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -223,6 +224,46 @@ static void falls_back_to_json_once(void **state)
     dspy_module_free(m);
     dspy_lm_free(lm);
     script_release(&s);
+}
+
+/* The JSON leg of the fallback reads replies the way DSPy's json_repair does: a comment
+ * after a bare number, a string left open at the end, a missing colon, a cut exponent. */
+static void fallback_repairs_like_dspy(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *reply, *field;
+        double want_num;
+        const char *want_str;
+    } cases[] = {
+        { "{\"n\": 5 // five}", "n", 5, NULL },
+        { "{\"n\": 1e}", "n", 1.0, NULL },
+        { "{\"s\": \"unterminated}", "s", 0, "unterminated" },
+        { "{\"s\" \"x\"}", "s", 0, "x" },
+        { "{\"s\": \"\\x41b\"}", "s", 0, "Ab" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bool num = cases[i].want_str == NULL;
+        struct script s = { .replies = { "no field markers here", cases[i].reply } };
+        dspy_lm *lm = script_lm(&s, NAN);
+        dspy_module *m = new_module(DSPY_MODULE_PREDICT, num ? "q -> n: float" : "q -> s",
+                                    DSPY_ADAPTER_CHAT);
+        json_t *inputs = json_pack("{s:s}", "q", "x");
+        json_t *pred = NULL;
+        assert_int_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, NULL, NULL),
+                         DSPY_OK);
+        assert_int_equal(s.calls, 2);
+        json_t *v = json_object_get(pred, cases[i].field);
+        if (num)
+            assert_true(json_number_value(v) == cases[i].want_num);
+        else
+            assert_string_equal(json_string_value(v), cases[i].want_str);
+        json_decref(pred);
+        json_decref(inputs);
+        dspy_module_free(m);
+        dspy_lm_free(lm);
+        script_release(&s);
+    }
 }
 
 static void no_fallback_on_lm_errors(void **state)
@@ -539,6 +580,7 @@ int main(void)
         cmocka_unit_test(predict_end_to_end),
         cmocka_unit_test(cot_end_to_end),
         cmocka_unit_test(falls_back_to_json_once),
+        cmocka_unit_test(fallback_repairs_like_dspy),
         cmocka_unit_test(no_fallback_on_lm_errors),
         cmocka_unit_test(unparseable_everywhere_fails),
         cmocka_unit_test(n_greater_than_one_samples_warm),

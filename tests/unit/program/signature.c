@@ -209,7 +209,9 @@ static void parse_errors_point_at_the_problem(void **state)
         { "q: typing.List[int] -> a", 3, "unknown type 'typing.List'" },
         { "q: list[None] -> a", 8, "NoneType" },
         { "q: Literal['a -> b", 0, "" },
-        { "caf\xC3\xA9 -> a", 3, "ASCII" },
+        { "x\xC2\xB2 -> a", 1, "Python identifier" },            /* x² */
+        { "\xEF\xAC\x81" "eld -> a", 0, "NFKC" },                  /* the ligature fi */
+        { "q -> a\xE2\x86\x92" "b", 6, "Python identifier" },      /* a→b */
         { "q: 'str' -> a", 3, "expected a type" },
     };
     (void)state;
@@ -230,6 +232,19 @@ static void parse_errors_point_at_the_problem(void **state)
         assert_int_equal(err.code, DSPY_EPARSE);
         assert_int_equal(err.line, 1);
     }
+}
+
+/* str.isidentifier() names, as DSPy takes them: réponse, 名前, a·b. */
+static void non_ascii_identifiers(void **state)
+{
+    (void)state;
+    dspy_signature *sig = parse_ok("r\xC3\xA9ponse, \xE5\x90\x8D\xE5\x89\x8D -> a\xC2\xB7" "b",
+                                   NULL);
+    assert_int_equal(dspy_signature_nfields(sig), 3);
+    assert_string_equal(dspy_signature_field(sig, 0)->name, "r\xC3\xA9ponse");
+    assert_string_equal(dspy_signature_field(sig, 1)->name, "\xE5\x90\x8D\xE5\x89\x8D");
+    assert_string_equal(dspy_signature_field(sig, 2)->name, "a\xC2\xB7" "b");
+    dspy_signature_free(sig);
 }
 
 static void bad_utf8_is_refused(void **state)
@@ -342,6 +357,7 @@ int main(void)
         cmocka_unit_test(prefixes_match_infer_prefix),
         cmocka_unit_test(instructions_follow_dspy),
         cmocka_unit_test(parse_errors_point_at_the_problem),
+        cmocka_unit_test(non_ascii_identifiers),
         cmocka_unit_test(bad_utf8_is_refused),
         cmocka_unit_test(setters_and_copy),
         cmocka_unit_test(survives_every_allocation_failure),

@@ -161,6 +161,34 @@ static void dump_has_dspy_shape(void **state)
         json_string_value(json_object_get(json_array_get(fields, 2), "description")),
         "${answer}");
     assert_true(json_is_null(json_object_get(st, "lm")));
+    /* written afresh: the newest DSPy dspyc matches */
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(json_object_get(st, "metadata"),
+                                            "dependency_versions"),
+                            "dspy")),
+                        "3.4.1");
+    json_decref(st);
+    dspy_program_free(p);
+}
+
+/* A loaded state's metadata is written back as it came (a DSPy 3.3.1 file stays one), and
+ * replaced by the next state applied. */
+static void loaded_metadata_is_kept(void **state)
+{
+    (void)state;
+    dspy_program *p = single(DSPY_MODULE_PREDICT, "question -> answer");
+    struct dspy_error err;
+    if (dspy_program_load_state(p, DATA "predict.json", &err))
+        fail_msg("%s", err.message);
+    json_t *st = dspy_program_dump_state(p);
+    json_t *dv = json_object_get(json_object_get(st, "metadata"), "dependency_versions");
+    assert_string_equal(json_string_value(json_object_get(dv, "dspy")), "3.3.1");
+    json_object_set_new(dv, "dspy", json_string("9.9.9"));
+    assert_int_equal(dspy_program_apply_state(p, st, &err), DSPY_OK);
+    json_decref(st);
+    st = dspy_program_dump_state(p);
+    dv = json_object_get(json_object_get(st, "metadata"), "dependency_versions");
+    assert_string_equal(json_string_value(json_object_get(dv, "dspy")), "9.9.9");
     json_decref(st);
     dspy_program_free(p);
 }
@@ -290,6 +318,7 @@ int main(void)
         cmocka_unit_test(loads_chain_of_thought),
         cmocka_unit_test(loads_two_predictors),
         cmocka_unit_test(dump_has_dspy_shape),
+        cmocka_unit_test(loaded_metadata_is_kept),
         cmocka_unit_test(bad_states),
         cmocka_unit_test(demos_may_be_absent),
     };

@@ -3,6 +3,7 @@
  * exception texts, JSON round trips and GIL-wait timings from 1 and 4 C threads are checked.
  * Skips (exit 77) when libdspyc was built without Python.
  * no-tsan: libpython is not built with TSan, so TSan cannot see the GIL's ordering. */
+/* threads: calls from many C threads into one interpreter. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
