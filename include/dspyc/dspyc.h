@@ -15,5 +15,6 @@
 #include <dspyc/loadgen.h>
 #include <dspyc/timeseries.h>
 #include <dspyc/metrics.h>
+#include <dspyc/vec.h>
 
 #endif
