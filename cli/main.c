@@ -13,6 +13,7 @@ static const struct cli_command commands[] = {
     { "predict", "call a module once and print the prediction", cmd_predict },
     { "run", "run a program over a JSON-lines file", cmd_run },
     { "sim", "OpenAI-compatible LM simulator for offline work and tests", cmd_sim },
+    { "vec", "vector devices and kernels: info, CPU-vs-GPU benchmark", cmd_vec },
     { "version", "print the version", cmd_version },
 };
 

@@ -153,6 +153,12 @@ DSPY_EXTERN size_t dspy_vec_matrix_rows(const dspy_vec_matrix *m);
 /** Bytes the matrix holds on its device (rows, norms, scales). */
 DSPY_EXTERN uint64_t dspy_vec_matrix_bytes(const dspy_vec_matrix *m);
 
+/** Read every stored byte of the rows once, as the memory-bound kernels do, and return a
+ * checksum of them (so the read cannot be skipped): timed, it gives the device's plain-read
+ * bandwidth, the bound for top-k over the same matrix. */
+DSPY_EXTERN dspy_status dspy_vec_matrix_read(dspy_vec *v, const dspy_vec_matrix *m,
+                                             uint64_t *checksum, struct dspy_error *err);
+
 /** Exact top-k for each of nq queries (d floats each, ldq apart): the k rows with the
  * highest IP/COSINE score or the smallest L2 distance, best first; ties go to the lower
  * row id. Writes scores[i*k + j] and ids[i*k + j]. When fewer than k rows qualify (k > n,

@@ -431,6 +431,15 @@ uint64_t dspy_vec_matrix_bytes(const dspy_vec_matrix *m)
     return m->bytes;
 }
 
+dspy_status dspy_vec_matrix_read(dspy_vec *v, const dspy_vec_matrix *m, uint64_t *checksum,
+                                 struct dspy_error *err)
+{
+    if (m->v != v)
+        return dspy__err(err, DSPY_EINVAL, "vec: the matrix belongs to another context");
+    *checksum = 0;
+    return m->n ? v->ops->matrix_read(v, m, checksum, err) : DSPY_OK;
+}
+
 dspy_status dspy_vec_topk(dspy_vec *v, const dspy_vec_matrix *m, enum dspy_vec_metric metric,
                           const float *q, size_t nq, size_t ldq, size_t k, float *scores,
                           int64_t *ids, struct dspy_error *err)

@@ -183,7 +183,8 @@ static void scan_scores(void *ctx, int t, int nt)
                         j->ldo);
             if (j->metric == DSPY_VEC_COSINE)
                 for (size_t r = 0; r < nb; r++) {
-                    float xn = norm_f(j->x + (i + r) * j->ldx, j->d);
+                    const float *xr = j->x + (i + r) * j->ldx;
+                    float xn = sqrtf(k->dot(xr, xr, j->d));
                     for (int u = 0; u < g; u++) {
                         float *o = j->out + (q0 + (size_t)u) * j->ldo + i + r;
                         *o = dspy__vec_key(DSPY_VEC_COSINE, *o, xn, j->qn[q0 + (size_t)u]);
@@ -261,6 +262,43 @@ static void cpu_matrix_release(struct dspy_vec *v, struct dspy_vec_matrix *m)
 {
     (void)v;
     (void)m;
+}
+
+struct read_job {
+    const struct dspy_vec_matrix *m;
+    uint64_t sums[64];
+};
+
+static void read_rows(void *ctx, int t, int nt)
+{
+    struct read_job *j = ctx;
+    const struct dspy_vec_matrix *m = j->m;
+    const struct dspy__vec_kern *k = dspy__vec_kern();
+    size_t es = dspy__vec_elem_size(m->storage), lo, hi, row = m->ld * es;
+    share(m->n, t, nt, &lo, &hi);
+    uint64_t s = 0;
+    if (!m->borrowed || (m->ld == m->d && row % 8 == 0)) {
+        /* Dense (stored rows are padded to 64 bytes): one sweep. */
+        s = k->read((const char *)m->rows + lo * row, (hi - lo) * row);
+    } else {
+        for (size_t i = lo; i < hi; i++)
+            s += k->read((const char *)m->rows + i * row, m->d * es / 8 * 8);
+    }
+    j->sums[t] = s;
+}
+
+static dspy_status cpu_matrix_read(struct dspy_vec *v, const struct dspy_vec_matrix *m,
+                                   uint64_t *checksum, struct dspy_error *err)
+{
+    (void)err;
+    struct read_job j = { .m = m };
+    int nt = threads_for(v, m->n, m->ld);
+    if (nt > 64)
+        nt = 64;
+    run_parallel(nt, read_rows, &j);
+    for (int t = 0; t < nt; t++)
+        *checksum += j.sums[t];
+    return DSPY_OK;
 }
 
 /* ---- top-k ---- */
@@ -487,5 +525,6 @@ const struct dspy__vec_ops dspy__vec_cpu_ops = {
     .scores = cpu_scores,
     .matrix_store = cpu_matrix_store,
     .matrix_release = cpu_matrix_release,
+    .matrix_read = cpu_matrix_read,
     .topk = cpu_topk,
 };

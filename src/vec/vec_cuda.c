@@ -72,6 +72,7 @@ static struct cuda_api {
     CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
     CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
     CUresult (*cuMemcpy2DUnaligned)(const CUDA_MEMCPY2D *);
+    CUresult (*cuMemsetD8)(CUdeviceptr, unsigned char, size_t);
     CUresult (*cuModuleLoadData)(CUmodule *, const void *);
     CUresult (*cuModuleUnload)(CUmodule);
     CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
@@ -159,7 +160,7 @@ static void load_api(void)
     S(cuda, cuDevicePrimaryCtxRelease, true) S(cuda, cuCtxPushCurrent, true)
     S(cuda, cuCtxPopCurrent, true) S(cuda, cuCtxSynchronize, false) S(cuda, cuMemAlloc, true)
     S(cuda, cuMemFree, true) S(cuda, cuMemcpyHtoD, true) S(cuda, cuMemcpyDtoH, true)
-    S(cuda, cuMemcpy2DUnaligned, true) S(cuda, cuModuleLoadData, false)
+    S(cuda, cuMemcpy2DUnaligned, true) S(cuda, cuMemsetD8, true) S(cuda, cuModuleLoadData, false)
     S(cuda, cuModuleUnload, false) S(cuda, cuModuleGetFunction, false)
     S(cuda, cuLaunchKernel, false) S(cuda, cuGetErrorName, false)
     S(cuda, cuGetErrorString, false)
@@ -270,6 +271,12 @@ static const char kernels_src[] =
     "    else if (metric == 2) { float a = xn[j], b = qn[i]; float d2 = a * a + b * b - 2.0f * r;\n"
     "      d2 = d2 > 0 ? d2 : (d2 != d2 ? d2 : 0.0f); r = as_key ? -d2 : d2; }\n"
     "    s[i * ld + j] = r; } }\n"
+    /* A plain read of every 64-bit word, summed (the bandwidth reference). */
+    "extern \"C\" __global__ void read_sum(const u64 *p, u64 count, u64 *out) {\n"
+    "  u64 s = 0;\n"
+    "  for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < count;\n"
+    "       i += (u64)gridDim.x * blockDim.x) s += p[i];\n"
+    "  atomicAdd(out, s); }\n"
     /* Per-thread top-k over a strided share of one query's keys (ids = id0 + position when
      * ids is NULL): grid (segments, queries); each thread writes k candidates. */
     "__device__ bool better(float a, long long ia, float b, long long ib) {\n"
@@ -299,7 +306,7 @@ struct cuda_be {
     CUdevice dev;
     CUcontext ctx;
     CUmodule mod;
-    CUfunction f_normalize, f_decode_f16, f_decode_i8, f_finish, f_topk;
+    CUfunction f_normalize, f_decode_f16, f_decode_i8, f_finish, f_topk, f_read;
     cublasHandle_t blas;
     int sms;
     CUdeviceptr scratch; /* kept between calls; dspy_vec_trim() releases it */
@@ -435,6 +442,7 @@ static dspy_status compile(struct cuda_be *be, int ccmaj, int ccmin, struct dspy
     CU(api.cuModuleGetFunction(&be->f_decode_i8, be->mod, "decode_i8"), "decode_i8");
     CU(api.cuModuleGetFunction(&be->f_finish, be->mod, "finish_scores"), "finish_scores");
     CU(api.cuModuleGetFunction(&be->f_topk, be->mod, "topk_partial"), "topk_partial");
+    CU(api.cuModuleGetFunction(&be->f_read, be->mod, "read_sum"), "read_sum");
 out:
     dspy_free(log);
     dspy_free(ptx);
@@ -771,6 +779,26 @@ static void cuda_matrix_release(struct dspy_vec *v, struct dspy_vec_matrix *m)
     m->be = NULL;
 }
 
+static dspy_status cuda_matrix_read(struct dspy_vec *v, const struct dspy_vec_matrix *m,
+                                    uint64_t *checksum, struct dspy_error *err)
+{
+    ENTER();
+    const struct cuda_matrix *cm = m->be;
+    CUdeviceptr out;
+    unsigned long long count = (unsigned long long)m->n * m->ld * dspy__vec_elem_size(m->storage) / 8;
+    if ((rc = scratch(v, 8, &out, err)))
+        goto out;
+    CU(api.cuMemsetD8(out, 0, 8), "cuMemsetD8");
+    {
+        CUdeviceptr rows = cm->rows;
+        void *args[] = { &rows, &count, &out };
+        CU(launch(be->f_read, grid_for(be, count, 256), 1, 256, args), "read_sum");
+    }
+    CU(api.cuMemcpyDtoH(checksum, out, 8), "copying the checksum");
+out:
+    LEAVE();
+}
+
 /* ---- top-k ---- */
 
 /* Exact top-k on the GPU: for each block of rows, the raw dot products of a chunk of
@@ -946,5 +974,6 @@ const struct dspy__vec_ops dspy__vec_cuda_ops = {
     .scores = cuda_scores,
     .matrix_store = cuda_matrix_store,
     .matrix_release = cuda_matrix_release,
+    .matrix_read = cuda_matrix_read,
     .topk = cuda_topk,
 };

@@ -29,6 +29,8 @@ struct dspy__vec_ops {
     dspy_status (*matrix_store)(struct dspy_vec *v, struct dspy_vec_matrix *m,
                                 struct dspy_error *err);
     void (*matrix_release)(struct dspy_vec *v, struct dspy_vec_matrix *m);
+    dspy_status (*matrix_read)(struct dspy_vec *v, const struct dspy_vec_matrix *m,
+                               uint64_t *checksum, struct dspy_error *err);
     dspy_status (*topk)(struct dspy_vec *v, const struct dspy_vec_matrix *m,
                         enum dspy_vec_metric metric, const float *q, size_t nq, size_t ldq,
                         size_t k, float *scores, int64_t *ids, struct dspy_error *err);
@@ -147,6 +149,8 @@ struct dspy__vec_kern {
     void (*dots_i8)(const int8_t *x, size_t ld, size_t nrows, size_t d,
                     const int8_t *const *q8, const uint8_t *const *qu, int nq,
                     const int32_t *sums, int32_t *out, size_t ldo);
+    /* a plain read: the sum of `bytes / 8` 64-bit words (bytes a multiple of 8) */
+    uint64_t (*read)(const void *p, size_t bytes);
 };
 /* The best kernels this CPU runs (chosen once with __builtin_cpu_supports). */
 const struct dspy__vec_kern *dspy__vec_kern(void);

@@ -412,19 +412,69 @@ AVX512VNNI static void dots_i8_vnni(const int8_t *x, size_t ld, size_t nrows, si
     }
 }
 
+/* ---- plain reads (the bandwidth reference) ---- */
+
+static uint64_t read_scalar(const void *p, size_t bytes)
+{
+    const uint64_t *w = p;
+    uint64_t s0 = 0, s1 = 0;
+    size_t n = bytes / 8, i = 0;
+    for (; i + 2 <= n; i += 2)
+        s0 += w[i], s1 += w[i + 1];
+    if (i < n)
+        s0 += w[i];
+    return s0 + s1;
+}
+
+AVX2 static uint64_t read_avx2(const void *p, size_t bytes)
+{
+    const char *c = p;
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 128 <= bytes; i += 128) {
+        s0 = _mm256_add_epi64(s0, _mm256_loadu_si256((const __m256i *)(c + i)));
+        s1 = _mm256_add_epi64(s1, _mm256_loadu_si256((const __m256i *)(c + i + 32)));
+        s2 = _mm256_add_epi64(s2, _mm256_loadu_si256((const __m256i *)(c + i + 64)));
+        s3 = _mm256_add_epi64(s3, _mm256_loadu_si256((const __m256i *)(c + i + 96)));
+    }
+    __m256i s = _mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3));
+    uint64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)lanes, s);
+    return lanes[0] + lanes[1] + lanes[2] + lanes[3] + read_scalar(c + i, bytes - i);
+}
+
+AVX512 static uint64_t read_avx512(const void *p, size_t bytes)
+{
+    const char *c = p;
+    __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 256 <= bytes; i += 256) {
+        s0 = _mm512_add_epi64(s0, _mm512_loadu_si512((const void *)(c + i)));
+        s1 = _mm512_add_epi64(s1, _mm512_loadu_si512((const void *)(c + i + 64)));
+        s2 = _mm512_add_epi64(s2, _mm512_loadu_si512((const void *)(c + i + 128)));
+        s3 = _mm512_add_epi64(s3, _mm512_loadu_si512((const void *)(c + i + 192)));
+    }
+    __m512i s = _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3));
+    return (uint64_t)_mm512_reduce_add_epi64(s) + read_scalar(c + i, bytes - i);
+}
+
 /* ---- selection ------------------------------------------------------------------------- */
 
 static const struct dspy__vec_kern kern_scalar = {
     "scalar", dot_scalar, l2sq_scalar, dots_f32_scalar, dots_f16_scalar, dots_i8_scalar,
+    read_scalar,
 };
 static const struct dspy__vec_kern kern_avx2 = {
     "avx2", dot_avx2, l2sq_avx2, dots_f32_avx2, dots_f16_avx2, dots_i8_avx2,
+    read_avx2,
 };
 static const struct dspy__vec_kern kern_avx512 = {
     "avx512", dot_avx512, l2sq_avx512, dots_f32_avx512, dots_f16_avx512, dots_i8_avx2,
+    read_avx512,
 };
 static const struct dspy__vec_kern kern_avx512_vnni = {
     "avx512", dot_avx512, l2sq_avx512, dots_f32_avx512, dots_f16_avx512, dots_i8_vnni,
+    read_avx512,
 };
 
 static bool has_avx2(void)

@@ -451,6 +451,13 @@ static void topk_storages_metrics(void **state)
                                                  borrow ? DSPY_VEC_BORROW : 0, &m, NULL),
                              DSPY_OK);
             assert_int_equal(dspy_vec_matrix_rows(m), n);
+            uint64_t sum, want = 0;
+            assert_int_equal(dspy_vec_matrix_read(v, m, &sum, NULL), DSPY_OK);
+            size_t row = m->ld * dspy__vec_elem_size(m->storage);
+            for (size_t i = 0; i < n; i++)
+                want += dspy__vec_kern_scalar()->read((const char *)m->rows + i * row,
+                                                      borrow ? d * 4 / 8 * 8 : row);
+            assert_true(sum == want);
             for (size_t a = 0; a < 4; a++)
                 for (size_t ki = 0; ki < 3; ki++)
                     for (int met = 0; met < 3; met++) {
