@@ -34,3 +34,7 @@ $py bench/run_memory.py --build "$build"
 
 step "7. load generator: dspyc loadtest vs wrk (and k6 when installed), per generator core"
 $py bench/loadgen_compare.py --build "$build"
+
+step "8. vector kernels: matmul vs numpy, exact top-10 over 1M x 384 vs the plain read, FAISS" \
+     "and numpy; int8/float16 storage vs float32 (one thread each)"
+$py bench/vec_vs_peers.py --build "$build"
