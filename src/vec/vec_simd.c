@@ -416,13 +416,18 @@ AVX512VNNI static void dots_i8_vnni(const int8_t *x, size_t ld, size_t nrows, si
 
 static uint64_t read_scalar(const void *p, size_t bytes)
 {
-    const uint64_t *w = p;
-    uint64_t s0 = 0, s1 = 0;
+    const char *c = p; /* rows may sit at any 4-byte offset: load through memcpy */
+    uint64_t s0 = 0, s1 = 0, w0, w1;
     size_t n = bytes / 8, i = 0;
-    for (; i + 2 <= n; i += 2)
-        s0 += w[i], s1 += w[i + 1];
-    if (i < n)
-        s0 += w[i];
+    for (; i + 2 <= n; i += 2) {
+        memcpy(&w0, c + i * 8, 8);
+        memcpy(&w1, c + i * 8 + 8, 8);
+        s0 += w0, s1 += w1;
+    }
+    if (i < n) {
+        memcpy(&w0, c + i * 8, 8);
+        s0 += w0;
+    }
     return s0 + s1;
 }
 
@@ -455,7 +460,11 @@ AVX512 static uint64_t read_avx512(const void *p, size_t bytes)
         s3 = _mm512_add_epi64(s3, _mm512_loadu_si512((const void *)(c + i + 192)));
     }
     __m512i s = _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3));
-    return (uint64_t)_mm512_reduce_add_epi64(s) + read_scalar(c + i, bytes - i);
+    uint64_t lanes[8], sum = 0; /* unsigned: the checksum wraps, which is fine */
+    _mm512_storeu_si512((void *)lanes, s);
+    for (int l = 0; l < 8; l++)
+        sum += lanes[l];
+    return sum + read_scalar(c + i, bytes - i);
 }
 
 /* ---- selection ------------------------------------------------------------------------- */
