@@ -234,7 +234,7 @@ static const char kernels_src[] =
     "typedef unsigned long long u64;\n"
     "__device__ float neg_inf() { return __int_as_float(0xff800000); }\n"
     "__device__ float f16(unsigned short h) {\n"
-    "  float f; asm(\"{ .reg .b16 t; mov.b16 t, %1; cvt.f32.f16 %0, t; }\" : \"=f\"(f) : \"h\"(h));\n"
+    "  float f; asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(h));\n"
     "  return f; }\n"
     /* x / max(|x|, 1e-12) per row; one block per row, grid-stride over rows. */
     "extern \"C\" __global__ void normalize_rows(float *x, u64 n, unsigned d) {\n"
@@ -382,12 +382,17 @@ static dspy_status scratch(struct dspy_vec *v, size_t bytes, CUdeviceptr *out,
     return DSPY_OK;
 }
 
-/* Bytes of scratch that can still be had: the budget's room plus what is already held. */
+/* Most scratch one call takes without a budget: larger work goes through in batches. */
+#define SCRATCH_CAP ((uint64_t)2 << 30)
+
+/* Bytes of scratch that can still be had: the budget's room plus what is already held,
+ * at most SCRATCH_CAP. */
 static uint64_t scratch_room(const struct dspy_vec *v)
 {
     const struct cuda_be *be = v->be;
     uint64_t room = dspy__vec_room(v);
-    return room == UINT64_MAX ? room : room + be->scratch_bytes;
+    room = room == UINT64_MAX ? room : room + be->scratch_bytes;
+    return room < SCRATCH_CAP ? room : SCRATCH_CAP;
 }
 
 static void cuda_trim(struct dspy_vec *v)
@@ -742,10 +747,12 @@ static dspy_status cuda_matrix_store(struct dspy_vec *v, struct dspy_vec_matrix 
     CU(api.cuMemAlloc(&cm->norms, (m->n ? m->n : 1) * 4), "cuMemAlloc (norms)");
     if (m->storage == DSPY_VEC_I8)
         CU(api.cuMemAlloc(&cm->scales, (m->n ? m->n : 1) * 4), "cuMemAlloc (scales)");
-    CU(api.cuMemcpyHtoD(cm->rows, m->rows, m->n * m->ld * es), "copying the matrix");
-    CU(api.cuMemcpyHtoD(cm->norms, m->norms, m->n * 4), "copying the norms");
-    if (cm->scales)
-        CU(api.cuMemcpyHtoD(cm->scales, m->scales, m->n * 4), "copying the scales");
+    if (m->n) {
+        CU(api.cuMemcpyHtoD(cm->rows, m->rows, m->n * m->ld * es), "copying the matrix");
+        CU(api.cuMemcpyHtoD(cm->norms, m->norms, m->n * 4), "copying the norms");
+        if (cm->scales)
+            CU(api.cuMemcpyHtoD(cm->scales, m->scales, m->n * 4), "copying the scales");
+    }
     m->be = cm;
     dspy__vec_encoded_free(m); /* the host copy is not needed any more */
 out:
@@ -821,6 +828,7 @@ static dspy_status cuda_topk(struct dspy_vec *v, const struct dspy_vec_matrix *m
     int64_t *hids = NULL;
     struct dspy__vec_hit *hits = NULL;
     struct dspy__vec_sel *sels = NULL;
+    int8_t *q8 = NULL;
     size_t hcap = 0;
     for (;;) {
         uint64_t segs = (2ull * (uint64_t)be->sms + qc - 1) / qc;
@@ -870,8 +878,7 @@ static dspy_status cuda_topk(struct dspy_vec *v, const struct dspy_vec_matrix *m
         goto out;
     }
     float *hqn = hq + qc * pad, *hqs = hqn + qc;
-    int8_t *q8 = dspy_malloc(pad);
-    if (!q8) {
+    if (!(q8 = dspy_malloc(pad))) {
         rc = dspy__err(err, DSPY_ENOMEM, "vec: out of memory");
         goto out;
     }
@@ -954,8 +961,8 @@ static dspy_status cuda_topk(struct dspy_vec *v, const struct dspy_vec_matrix *m
             }
         }
     }
-    dspy_free(q8);
 out:
+    dspy_free(q8);
     dspy_free(hq);
     dspy_free(hkeys);
     dspy_free(hids);
