@@ -299,11 +299,11 @@ static void bench_normalize(struct bench *b, size_t n, size_t d)
     double first, steady;
     dspy_status rc = DSPY_OK;
     /* Normalizing normalized rows changes little: the steady calls see the same work. */
-    TIMED(first, steady, b->a->repeat, rc = rc ? rc : dspy_vec_normalize(b->v, x, n, d, d));
-    if (rc) {
-        fprintf(stderr, "dspyc vec bench: normalize: %s\n", dspy_strerror(rc));
-        exit(1);
-    }
+    struct dspy_error err;
+    dspy_error_clear(&err);
+    TIMED(first, steady, b->a->repeat,
+          rc = rc ? rc : dspy_vec_normalize(b->v, x, n, d, d, &err));
+    die_on(rc, &err, "normalize");
     double e = 0;
     for (size_t s = 0; s < 256; s++) {
         size_t i = (s * 7919) % n;

@@ -110,7 +110,7 @@ DSPY_EXTERN float dspy_vec_l2sq(const float *a, const float *b, size_t d);
  * 1e-12), as torch.nn.functional.normalize does; a zero row stays zero; a row holding NaN
  * becomes NaN. */
 DSPY_EXTERN dspy_status dspy_vec_normalize(dspy_vec *v, float *x, size_t n, size_t d,
-                                           size_t ld);
+                                           size_t ld, struct dspy_error *err);
 
 /** C = A·Bᵀ (trans_b, B is n×k: the layout of a PyTorch Linear weight [out, in]) or C = A·B
  * (B is k×n). A is m×k, C is m×n, all row-major with leading dimensions lda, ldb, ldc (in

@@ -288,12 +288,13 @@ static dspy_status check_metric(enum dspy_vec_metric m, struct dspy_error *err)
     return DSPY_OK;
 }
 
-dspy_status dspy_vec_normalize(dspy_vec *v, float *x, size_t n, size_t d, size_t ld)
+dspy_status dspy_vec_normalize(dspy_vec *v, float *x, size_t n, size_t d, size_t ld,
+                               struct dspy_error *err)
 {
-    dspy_status rc = check_rows(NULL, "x", x, n, d, ld);
+    dspy_status rc = check_rows(err, "x", x, n, d, ld);
     if (rc || !n || !d)
         return rc;
-    return v->ops->normalize(v, x, n, d, ld, NULL);
+    return v->ops->normalize(v, x, n, d, ld ? ld : d, err);
 }
 
 dspy_status dspy_vec_matmul(dspy_vec *v, size_t m, size_t n, size_t k, const float *a,

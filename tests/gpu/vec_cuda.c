@@ -100,8 +100,8 @@ static void kernels_match_cpu(void **state)
     float *x1 = rand_vec(n * ld), *x2 = malloc(n * ld * 4);
     memset(x1 + 5 * ld, 0, k * 4); /* a zero row stays zero */
     memcpy(x2, x1, n * ld * 4);
-    assert_int_equal(dspy_vec_normalize(g, x1, n, k, ld), DSPY_OK);
-    assert_int_equal(dspy_vec_normalize(c, x2, n, k, ld), DSPY_OK);
+    assert_int_equal(dspy_vec_normalize(g, x1, n, k, ld, NULL), DSPY_OK);
+    assert_int_equal(dspy_vec_normalize(c, x2, n, k, ld, NULL), DSPY_OK);
     close_enough(x1, x2, n * ld, 1e-5);
     for (size_t t = 0; t < k; t++)
         assert_true(x1[5 * ld + t] == 0.0f);

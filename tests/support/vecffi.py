@@ -38,7 +38,7 @@ def load(build):
     lib.dspy_vec_fallback_reason.argtypes = [P]
     lib.dspy_vec_fallback_reason.restype = C.c_char_p
     lib.dspy_vec_memory.argtypes = [P, C.POINTER(_Mem)]
-    lib.dspy_vec_normalize.argtypes = [P, fp, S, S, S]
+    lib.dspy_vec_normalize.argtypes = [P, fp, S, S, S, C.POINTER(_Error)]
     lib.dspy_vec_matmul.argtypes = [P, S, S, S, fp, S, fp, S, C.c_bool, fp, S, C.POINTER(_Error)]
     lib.dspy_vec_scores.argtypes = [P, C.c_int, fp, S, S, fp, S, S, S, fp, S, C.POINTER(_Error)]
     lib.dspy_vec_matrix_new.argtypes = [P, fp, S, S, S, C.c_int, C.c_uint, C.POINTER(P),
@@ -94,8 +94,9 @@ class Vec:
             raise VecError(rc, err.message.decode())
 
     def normalize(self, x):
-        self._check(self.lib.dspy_vec_normalize(self.h, x, x.shape[0], x.shape[1], x.shape[1]),
-                    _Error())
+        err = _Error()
+        self._check(self.lib.dspy_vec_normalize(self.h, x, x.shape[0], x.shape[1], x.shape[1],
+                                                C.byref(err)), err)
 
     def matmul_bt(self, a, b, out=None):
         """a @ b.T (b laid out like a PyTorch Linear weight)."""

@@ -256,7 +256,7 @@ static void normalize_rows(void **state)
     for (size_t i = 0; i < n; i++)
         u[i * ld + d] = 42.0f;          /* between rows: must not be touched */
     memcpy(keep, u, n * ld * 4);
-    assert_int_equal(dspy_vec_normalize(v, u, n, d, ld), DSPY_OK);
+    assert_int_equal(dspy_vec_normalize(v, u, n, d, ld, NULL), DSPY_OK);
     for (size_t i = 0; i < n; i++) {
         assert_true(u[i * ld + d] == 42.0f);
         if (i == 2) {
