@@ -70,6 +70,11 @@ def main():
     out = {"rows": a.rows, "dim": a.dim, "numpy_openblas": numpy_blas()}
     print(f"numpy {np.__version__}, its OpenBLAS {out['numpy_openblas']}; ours: "
           f"{json.loads(os.popen(os.path.join(a.build, 'dspyc') + ' vec info --json').read())['devices'][0]['blas']}")
+    load = os.getloadavg()[0]
+    out["load_average"] = load
+    if load > 0.5 * (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f} on {os.cpu_count()} cores; other processes share "
+              "the memory bus, so single figures are noisy (each is the best of interleaved runs)")
     rng = np.random.default_rng(42)
 
     print("\n== 1. matmul, one thread: ours (dspy_vec_matmul, A @ W^T) vs numpy's a @ w.T")
@@ -115,7 +120,7 @@ def main():
         fns["faiss"] = lambda q: index.search(q.reshape(1, -1), 10)
     except ImportError:
         print("   FAISS: not installed (pip install faiss-cpu)")
-    t = race(fns, 2, list(Q))
+    t = race(fns, 4, list(Q))
     ours_ids = [m.topk(q, 10)[1][0] for q in Q]
     t_read, t_f32, t_np = t["read"], t["ours"], t["numpy"]
     bw = X.nbytes / t_read / 1e9
@@ -140,7 +145,7 @@ def main():
     for name, st in (("float16", vecffi.F16), ("int8", vecffi.I8)):
         mm = v.matrix(X, st)
         t = race({"f32": lambda q: m.topk(q, 10, scores=s, ids=ids),
-                  name: lambda q: mm.topk(q, 10, scores=s, ids=ids)}, 3, list(Q))
+                  name: lambda q: mm.topk(q, 10, scores=s, ids=ids)}, 4, list(Q))
         got = [mm.topk(q, 10)[1][0] for q in Q]
         recall = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(ours_ids, got)])
         gb = mm.nbytes / t[name] / 1e9

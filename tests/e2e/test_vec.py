@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -63,6 +64,8 @@ def test_bench_json_structure_and_accuracy(tmp_path, info):
     r = vec("bench", "--device", "cpu", "--sizes", "3000x64,1201x33", "--repeat", 1,
             "--queries", 4, "--k", 7, "--threads", 1, "--json", out)
     doc = json.loads(out.read_text())
+    with open(os.path.join(ROOT, "docs", "vec-bench.schema.json")) as f:
+        jsonschema.validate(doc, json.load(f))
     assert set(doc) == {"devices", "bandwidth_gbps", "results"}
     assert doc["devices"] == info
     assert set(doc["bandwidth_gbps"]) == {"cpu"} and doc["bandwidth_gbps"]["cpu"] > 0.1
