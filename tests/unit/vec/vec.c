@@ -521,6 +521,16 @@ static void topk_nan_inf_zero(void **state)
         assert_int_equal(id[1], 1);
         dspy_vec_matrix_free(m);
     }
+    /* An empty matrix: every slot is padding. */
+    dspy_vec_matrix *m;
+    float sc[3 * 9];
+    int64_t id[3 * 9];
+    float qs[9 * 5] = { 0 };
+    assert_int_equal(dspy_vec_matrix_new(v, NULL, 0, d, d, DSPY_VEC_F32, 0, &m, NULL), DSPY_OK);
+    assert_int_equal(dspy_vec_topk(v, m, DSPY_VEC_L2, qs, 9, d, 3, sc, id, NULL), DSPY_OK);
+    for (size_t j = 0; j < 27; j++)
+        assert_true(id[j] == -1 && isinf(sc[j]) && sc[j] > 0);
+    dspy_vec_matrix_free(m);
     dspy_vec_free(v);
 }
 
