@@ -49,7 +49,9 @@ def numpy_blas():
     try:
         from threadpoolctl import threadpool_info
         for p in threadpool_info():
-            if p.get("internal_api") == "openblas":
+            # Ours is loaded too (libdspyc links Debian's): report the one inside numpy.
+            path = p.get("filepath", "")
+            if p.get("internal_api") == "openblas" and ("numpy" in path or "scipy" in path):
                 return f"{p.get('version')} ({p.get('architecture')}, {p.get('num_threads')} thread)"
     except ImportError:
         pass

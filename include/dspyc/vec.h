@@ -65,9 +65,8 @@ typedef struct dspy_vec dspy_vec;
  * reason in err); a malformed device string with DSPY_EINVAL. On error *out is NULL. */
 DSPY_EXTERN dspy_status dspy_vec_new(const struct dspy_vec_options *opts, dspy_vec **out,
                                      struct dspy_error *err);
-/** Release the context and everything it holds on its device; its matrices must have been
- * freed first (a matrix still alive is freed too, and its pointer becomes invalid). NULL
- * is a no-op. */
+/** Release the context and everything it holds on its device. Matrices still alive are
+ * freed with it (their pointers become invalid). NULL is a no-op. */
 DSPY_EXTERN void dspy_vec_free(dspy_vec *v);
 /** Switch the context to another device. Its stored matrices must be freed first
  * (DSPY_EBUSY otherwise). On failure the context stays on its current device. */

@@ -14,6 +14,17 @@
     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline))
 
+/* Rows are scanned with a stride of a whole row, which the hardware prefetcher follows late
+ * when a row spans several cache lines: ask for the row PF_ROWS ahead while this one is
+ * being multiplied (in paired runs here the single-query f32 scan went from ~85 % to ~100 %
+ * of a plain read of 1M x 384). Prefetches past the end are harmless. */
+#define PF_ROWS 8
+static inline void prefetch_row(const void *row, size_t bytes)
+{
+    for (size_t o = 0; o < bytes; o += 64)
+        _mm_prefetch((const char *)row + o, _MM_HINT_T0);
+}
+
 /* ---- scalar ---------------------------------------------------------------------------- */
 
 static float dot_scalar(const float *a, const float *b, size_t d)
@@ -136,6 +147,7 @@ AVX2 INLINE void dots_f32_avx2_n(const float *x, size_t ld, size_t nrows, size_t
 {
     for (size_t i = 0; i < nrows; i++) {
         const float *r = x + i * ld;
+        prefetch_row(r + PF_ROWS * ld, d * 4);
         __m256 acc[DSPY__VEC_GROUP];
         for (int j = 0; j < nq; j++)
             acc[j] = _mm256_setzero_ps();
@@ -158,8 +170,10 @@ AVX2 static void dots_f32_avx2(const float *x, size_t ld, size_t nrows, size_t d
                                const float *const *q, int nq, float *out, size_t ldo)
 {
     if (nq == 1) {
-        for (size_t i = 0; i < nrows; i++)
+        for (size_t i = 0; i < nrows; i++) {
+            prefetch_row(x + (i + PF_ROWS) * ld, d * 4);
             out[i] = dot_avx2(x + i * ld, q[0], d);
+        }
         return;
     }
     switch (nq) {
@@ -174,6 +188,7 @@ AVX2 INLINE void dots_f16_avx2_n(const uint16_t *x, size_t ld, size_t nrows, siz
 {
     for (size_t i = 0; i < nrows; i++) {
         const uint16_t *r = x + i * ld;
+        prefetch_row(r + PF_ROWS * ld, d * 2);
         __m256 acc[DSPY__VEC_GROUP], acc2[DSPY__VEC_GROUP];
         for (int j = 0; j < nq; j++)
             acc[j] = acc2[j] = _mm256_setzero_ps();
@@ -208,6 +223,7 @@ AVX2 INLINE void dots_i8_avx2_n(const int8_t *x, size_t ld, size_t nrows, size_t
 {
     for (size_t i = 0; i < nrows; i++) {
         const int8_t *r = x + i * ld;
+        prefetch_row(r + PF_ROWS * ld, d);
         __m256i acc[DSPY__VEC_GROUP];
         for (int j = 0; j < nq; j++)
             acc[j] = _mm256_setzero_si256();
@@ -290,6 +306,8 @@ AVX512 static void dots_f32_avx512_1(const float *x, size_t ld, size_t nrows, si
     size_t i = 0;
     for (; i + 2 <= nrows; i += 2) {
         const float *r0 = x + i * ld, *r1 = r0 + ld;
+        prefetch_row(r0 + PF_ROWS * ld, d * 4);
+        prefetch_row(r1 + PF_ROWS * ld, d * 4);
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
         __m512 b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
         size_t t = 0;
@@ -319,6 +337,7 @@ AVX512 INLINE void dots_f32_avx512_n(const float *x, size_t ld, size_t nrows, si
 {
     for (size_t i = 0; i < nrows; i++) {
         const float *r = x + i * ld;
+        prefetch_row(r + PF_ROWS * ld, d * 4);
         __m512 acc[DSPY__VEC_GROUP];
         for (int j = 0; j < nq; j++)
             acc[j] = _mm512_setzero_ps();
@@ -350,6 +369,7 @@ AVX512 INLINE void dots_f16_avx512_n(const uint16_t *x, size_t ld, size_t nrows,
 {
     for (size_t i = 0; i < nrows; i++) {
         const uint16_t *r = x + i * ld;
+        prefetch_row(r + PF_ROWS * ld, d * 2);
         __m512 acc[DSPY__VEC_GROUP], acc2[DSPY__VEC_GROUP];
         for (int j = 0; j < nq; j++)
             acc[j] = acc2[j] = _mm512_setzero_ps();
@@ -385,6 +405,7 @@ AVX512VNNI INLINE void dots_i8_vnni_n(const int8_t *x, size_t ld, size_t nrows, 
 {
     for (size_t i = 0; i < nrows; i++) {
         const int8_t *r = x + i * ld;
+        prefetch_row(r + PF_ROWS * ld, d);
         __m512i acc[DSPY__VEC_GROUP];
         for (int j = 0; j < nq; j++)
             acc[j] = _mm512_setzero_si512();
