@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 WERROR     := $(if $(CI),ON,OFF)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build asan tsan run test test-unit test-e2e bench clean
+.PHONY: all setup build asan tsan run test test-unit test-gpu test-e2e bench clean
 
 all: build
 
@@ -47,6 +47,10 @@ test: build asan tsan
 
 test-unit: asan
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -j $(JOBS) -L unit
+
+# The tests that need a GPU (tests/gpu/, label "gpu"); `make test` never runs them.
+test-gpu: build
+	@cd $(BUILD) && ctest --output-on-failure -L gpu
 
 test-e2e: build
 	@DSPYC_BIN=$(CURDIR)/$(BUILD)/dspyc DSPYC_BUILD=$(CURDIR)/$(BUILD) .venv/bin/python -m pytest -q tests/e2e tests/compat

@@ -17,6 +17,7 @@ static const struct cli_command commands[] = {
     { "run", "run a program over a JSON-lines file", cmd_run },
     { "serve", "OpenAI-compatible caching proxy with metrics and a live dashboard", cmd_serve },
     { "sim", "OpenAI-compatible LM simulator for offline work and tests", cmd_sim },
+    { "vec", "vector devices and kernels: info, CPU-vs-GPU benchmark", cmd_vec },
     { "version", "print the version", cmd_version },
 };
 

@@ -44,3 +44,6 @@ $py bench/serve_vs_litellm.py --build "$build" | tee out/serve_vs_litellm.txt
 
 step "9. optimizers: BootstrapFewShot, MIPROv2 light and GEPA light, dspyc vs Python DSPy, 0 and 100 ms per call"
 $py bench/optimize_vs_dspy.py --build "$build"
+step "8. vector kernels: matmul vs numpy, exact top-10 over 1M x 384 vs the plain read, FAISS" \
+     "and numpy; int8/float16 storage vs float32 (one thread each)"
+$py bench/vec_vs_peers.py --build "$build"

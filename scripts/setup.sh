@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 debs=(build-essential cmake ninja-build pkg-config clang
       libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libxxhash-dev libcmocka-dev
-      libhiredis-dev liblmdb-dev zlib1g-dev libsqlite3-dev redis-server
+      libhiredis-dev liblmdb-dev zlib1g-dev libsqlite3-dev redis-server libopenblas-dev
       python3-venv python3-dev curl
       wrk chromium)  # wrk: bench/loadgen_compare.py peer; chromium: HTML report test
 missing=()

@@ -12,6 +12,16 @@ void dspy__heap_init(struct dspy__heap *h, const struct dspy__heap_type *type)
     h->type = type;
     h->v = NULL;
     h->n = h->cap = 0;
+    h->borrowed = false;
+}
+
+void dspy__heap_init_over(struct dspy__heap *h, const struct dspy__heap_type *type,
+                          void *storage, size_t cap)
+{
+    dspy__heap_init(h, type);
+    h->v = storage;
+    h->cap = cap;
+    h->borrowed = true;
 }
 
 void dspy__heap_clear(struct dspy__heap *h)
@@ -25,7 +35,8 @@ void dspy__heap_clear(struct dspy__heap *h)
 void dspy__heap_release(struct dspy__heap *h)
 {
     dspy__heap_clear(h);
-    dspy_free(h->v);
+    if (!h->borrowed)
+        dspy_free(h->v);
     h->v = NULL;
     h->n = h->cap = 0;
 }
@@ -34,6 +45,8 @@ dspy_status dspy__heap_reserve(struct dspy__heap *h, size_t n)
 {
     if (n <= h->cap)
         return DSPY_OK;
+    if (h->borrowed)
+        return DSPY_ETOOBIG;
     size_t cap = h->cap ? h->cap : 64;
     while (cap < n)
         cap *= 2;

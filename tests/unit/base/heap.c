@@ -200,6 +200,41 @@ static void top_k_with_replace_top(void **state)
 /* ---- allocation failure leaves the heap as it was ---- */
 
 static int fail_after = -1;
+/* Over caller storage: pushes up to the capacity work with every allocation failing, the
+ * next one is refused with DSPY_ETOOBIG, and release leaves the storage to the caller. */
+static void *no_malloc(size_t n)
+{
+    (void)n;
+    return NULL;
+}
+
+static void *no_realloc(void *p, size_t n)
+{
+    (void)p, (void)n;
+    return NULL;
+}
+
+static void over_caller_storage_never_allocates(void **state)
+{
+    (void)state;
+    struct item storage[4];
+    struct dspy__heap h;
+    static const struct dspy_allocator none = { no_malloc, no_realloc, free };
+    static const struct dspy_allocator libc = { malloc, realloc, free };
+    dspy_set_allocator(&none);
+    dspy__heap_init_over(&h, &items, storage, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(dspy__heap_push(&h, &(struct item){ 10 - i, i }), DSPY_OK);
+    assert_int_equal(dspy__heap_push(&h, &(struct item){ 0, 9 }), DSPY_ETOOBIG);
+    assert_int_equal(dspy__heap_len(&h), 4);
+    struct item out;
+    assert_true(dspy__heap_pop(&h, &out));
+    assert_int_equal(out.key, 7);
+    dspy__heap_release(&h);
+    dspy_set_allocator(&libc);
+    assert_true(storage[0].key >= 8 && storage[0].key <= 10); /* still the caller's */
+}
+
 static void *failing_malloc(size_t n)
 {
     return fail_after-- == 0 ? NULL : malloc(n);
@@ -241,6 +276,7 @@ int main(void)
         cmocka_unit_test(ties_follow_the_order),
         cmocka_unit_test(top_k_with_replace_top),
         cmocka_unit_test(push_fails_cleanly),
+        cmocka_unit_test(over_caller_storage_never_allocates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

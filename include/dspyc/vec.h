@@ -1,0 +1,176 @@
+/* Dense vector kernels on the CPU or a CUDA GPU: normalize, dot/cosine/L2 scores, matmul,
+ * exact top-k search over a stored matrix (float32, float16 or int8 storage), with device
+ * detection and per-device memory accounting under a budget. */
+#ifndef DSPYC_VEC_H
+#define DSPYC_VEC_H
+
+#include <dspyc/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Devices ------------------------------------------------------------------------ */
+
+#define DSPY_VEC_MAX_DEVICES 9 /* the CPU and up to 8 CUDA devices */
+
+/** One device as detected. */
+struct dspy_vec_device_info {
+    char id[16];           /* "cpu", "cuda:0", ... as accepted by the `device` option */
+    char name[128];        /* CPU model or GPU name */
+    uint64_t memory_bytes; /* total memory of the device (host RAM for the CPU) */
+    int cc_major, cc_minor; /* CUDA compute capability; 0 for the CPU */
+    int cores;             /* CPU: online cores; GPU: multiprocessors */
+    char simd[16];         /* CPU: "avx512", "avx2" or "scalar"; GPU: "" */
+};
+
+/** What this process can use. `cuda_reason` says why CUDA is not usable ("" when it is):
+ * the library that could not be loaded, the failing call and its error. */
+struct dspy_vec_info {
+    bool cuda_available;
+    char cuda_reason[256];
+    char blas[64];         /* the CPU BLAS, e.g. "OpenBLAS 0.3.21 (SKYLAKEX)" */
+    int ndevices;          /* entries in devices[]; devices[0] is always the CPU */
+    struct dspy_vec_device_info devices[DSPY_VEC_MAX_DEVICES];
+};
+
+/** Detect devices (once per process; later calls copy the cached answer). Never fails: a
+ * missing or broken CUDA driver is reported in `cuda_reason`. Thread-safe. */
+DSPY_EXTERN void dspy_vec_probe(struct dspy_vec_info *out);
+
+/* ---- Contexts ----------------------------------------------------------------------- */
+
+struct dspy_vec_options {
+    const char *device;     /* "cpu", "cuda" (= "cuda:0"), "cuda:N" or "auto" (CUDA when
+                               usable, else the CPU); NULL = "auto" */
+    uint64_t memory_budget; /* most bytes this context may hold on its device at once
+                               (stored matrices plus scratch); 0 = no limit */
+    int threads;            /* CPU threads for large inputs; 0 = online cores, 1 = none */
+};
+#define DSPY_VEC_OPTIONS_INIT { "auto", 0, 0 }
+
+/** A context: one device in use, its kernels, its memory account. Threading: one thread at
+ * a time per context (and its matrices); different contexts may run at once.
+ *
+ * Synchronization: every call is synchronous. When it returns, its results are in the
+ * caller's memory and no caller pointer is used any more, except the rows of a matrix
+ * stored with DSPY_VEC_BORROW. On CUDA, each call copies its inputs to the device, runs,
+ * and copies the results back before returning; dspy_vec_matrix_new() returns after the
+ * upload has finished. */
+typedef struct dspy_vec dspy_vec;
+
+/** Open a context on opts->device (NULL opts = DSPY_VEC_OPTIONS_INIT). "auto" never fails
+ * for want of a GPU: it falls back to the CPU and dspy_vec_fallback_reason() says why.
+ * An explicit "cuda"/"cuda:N" that cannot be used fails with DSPY_EUNSUPPORTED (and the
+ * reason in err); a malformed device string with DSPY_EINVAL. On error *out is NULL. */
+DSPY_EXTERN dspy_status dspy_vec_new(const struct dspy_vec_options *opts, dspy_vec **out,
+                                     struct dspy_error *err);
+/** Release the context and everything it holds on its device. Matrices still alive are
+ * freed with it (their pointers become invalid). NULL is a no-op. */
+DSPY_EXTERN void dspy_vec_free(dspy_vec *v);
+/** Switch the context to another device. Its stored matrices must be freed first
+ * (DSPY_EBUSY otherwise). On failure the context stays on its current device. */
+DSPY_EXTERN dspy_status dspy_vec_set_device(dspy_vec *v, const char *device,
+                                            struct dspy_error *err);
+/** The device in use, e.g. "cpu" or "cuda:0". Borrowed until the next set_device/free. */
+DSPY_EXTERN const char *dspy_vec_device(const dspy_vec *v);
+/** Why "auto" chose the CPU (e.g. "libcuda.so.1: cannot open shared object file"), or
+ * NULL when the device in use is the one asked for. Borrowed like dspy_vec_device(). */
+DSPY_EXTERN const char *dspy_vec_fallback_reason(const dspy_vec *v);
+
+/** Memory held by a context on its device. */
+struct dspy_vec_mem {
+    uint64_t current_bytes;
+    uint64_t peak_bytes;  /* high-water mark since the context opened or the last reset */
+    uint64_t allocations; /* allocations made so far */
+    uint64_t failures;    /* allocations refused by the budget (or the device) */
+    uint64_t budget_bytes; /* 0 = no limit */
+};
+/** Account of the device in use. */
+DSPY_EXTERN void dspy_vec_memory(const dspy_vec *v, struct dspy_vec_mem *out);
+/** Restart the peak at the current figure. */
+DSPY_EXTERN void dspy_vec_memory_reset_peak(dspy_vec *v);
+/** Release scratch buffers kept between calls (they come back on the next call). */
+DSPY_EXTERN void dspy_vec_trim(dspy_vec *v);
+
+/* ---- Kernels on caller memory (float32, row-major, `ld` = floats between rows) -------- */
+
+/** Scores between vectors. IP is the dot product, COSINE the dot of the L2-normalized
+ * vectors (0 when either is a zero vector), L2 the squared Euclidean distance. */
+enum dspy_vec_metric { DSPY_VEC_IP = 0, DSPY_VEC_COSINE = 1, DSPY_VEC_L2 = 2 };
+
+/** Single pairs, on the calling thread's CPU (no context needed). Accumulation is in float32
+ * over SIMD lanes. NaN in either input gives NaN; Inf follows IEEE arithmetic. */
+DSPY_EXTERN float dspy_vec_dot(const float *a, const float *b, size_t d);
+DSPY_EXTERN float dspy_vec_cosine(const float *a, const float *b, size_t d);
+DSPY_EXTERN float dspy_vec_l2sq(const float *a, const float *b, size_t d);
+
+/** Scale each of the n rows of x (d floats, ld apart) to unit L2 norm in place: x / max(|x|,
+ * 1e-12), as torch.nn.functional.normalize does; a zero row stays zero; a row holding NaN
+ * becomes NaN. */
+DSPY_EXTERN dspy_status dspy_vec_normalize(dspy_vec *v, float *x, size_t n, size_t d,
+                                           size_t ld, struct dspy_error *err);
+
+/** C = A·Bᵀ (trans_b, B is n×k: the layout of a PyTorch Linear weight [out, in]) or C = A·B
+ * (B is k×n). A is m×k, C is m×n, all row-major with leading dimensions lda, ldb, ldc (in
+ * floats, ≥ the row length). C is overwritten. On the CPU this is OpenBLAS sgemm. */
+DSPY_EXTERN dspy_status dspy_vec_matmul(dspy_vec *v, size_t m, size_t n, size_t k,
+                                        const float *a, size_t lda, const float *b,
+                                        size_t ldb, bool trans_b, float *c, size_t ldc,
+                                        struct dspy_error *err);
+
+/** out[i*ldo + j] = metric(Q_i, X_j) for nq queries and n rows of dimension d (the batched
+ * similarity; one query is a memory-bound scan, many use sgemm plus norms). Large batches
+ * are split to fit the memory budget. */
+DSPY_EXTERN dspy_status dspy_vec_scores(dspy_vec *v, enum dspy_vec_metric metric,
+                                        const float *q, size_t nq, size_t ldq, const float *x,
+                                        size_t n, size_t ldx, size_t d, float *out,
+                                        size_t ldo, struct dspy_error *err);
+
+/* ---- Stored matrices and exact top-k -------------------------------------------------- */
+
+/** How a stored matrix keeps its rows. F16 is IEEE half (round to nearest even); I8 is
+ * symmetric per-row int8: x ≈ scale_row · q, q in [-127, 127], scale_row = max|x| / 127. */
+enum dspy_vec_storage { DSPY_VEC_F32 = 0, DSPY_VEC_F16 = 1, DSPY_VEC_I8 = 2 };
+
+/** Flags of dspy_vec_matrix_new(). */
+#define DSPY_VEC_BORROW 1u /* CPU, F32 only: search the caller's rows in place, no copy
+                              (borrowed until dspy_vec_matrix_free()) */
+
+/** n rows of dimension d stored on the context's device, searched many times. */
+typedef struct dspy_vec_matrix dspy_vec_matrix;
+
+/** Store n rows (d floats each, ld apart) as `storage` on the context's device. Row norms
+ * are computed once here (for COSINE and L2). DSPY_ENOMEM when the matrix does not fit
+ * the budget; DSPY_EINVAL for d = 0, ld < d, or BORROW where it does not apply. */
+DSPY_EXTERN dspy_status dspy_vec_matrix_new(dspy_vec *v, const float *rows, size_t n,
+                                            size_t d, size_t ld,
+                                            enum dspy_vec_storage storage, unsigned flags,
+                                            dspy_vec_matrix **out, struct dspy_error *err);
+DSPY_EXTERN void dspy_vec_matrix_free(dspy_vec_matrix *m);
+DSPY_EXTERN size_t dspy_vec_matrix_rows(const dspy_vec_matrix *m);
+/** Bytes the matrix holds on its device (rows, norms, scales). */
+DSPY_EXTERN uint64_t dspy_vec_matrix_bytes(const dspy_vec_matrix *m);
+
+/** Read every stored byte of the rows once, as the memory-bound kernels do, and return a
+ * checksum of them (so the read cannot be skipped): timed, it gives the device's plain-read
+ * bandwidth, the bound for top-k over the same matrix. */
+DSPY_EXTERN dspy_status dspy_vec_matrix_read(dspy_vec *v, const dspy_vec_matrix *m,
+                                             uint64_t *checksum, struct dspy_error *err);
+
+/** Exact top-k for each of nq queries (d floats each, ldq apart): the k rows with the
+ * highest IP/COSINE score or the smallest L2 distance, best first; ties go to the lower
+ * row id. Writes scores[i*k + j] and ids[i*k + j]. When fewer than k rows qualify (k > n,
+ * or rows whose score is NaN, which are never returned), the remaining slots get id -1
+ * and score -INFINITY (IP, COSINE) or +INFINITY (L2). For I8 storage the query is
+ * quantized to int8 too (per query) and the integer dot product rescaled. Queries are
+ * processed in batches that fit the memory budget. */
+DSPY_EXTERN dspy_status dspy_vec_topk(dspy_vec *v, const dspy_vec_matrix *m,
+                                      enum dspy_vec_metric metric, const float *q, size_t nq,
+                                      size_t ldq, size_t k, float *scores, int64_t *ids,
+                                      struct dspy_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
