@@ -311,6 +311,20 @@ def test_rate_limit_per_upstream_makes_calls_wait(tmp_path):
     assert total(m, "dspyc_upstream_ratelimit_waits_total") >= 1
 
 
+def test_upstream_concurrency_caps_calls_on_the_wire():
+    sim, srv = proxy("--upstream-concurrency", 2, "--cache", "off",
+                     sim_args=("--latency-ms", 300))
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        rs = list(pool.map(lambda i: post(srv, chat(f"u{i}")), range(6)))
+    assert all(r.status_code == 200 for r in rs)
+    assert time.monotonic() - t0 >= 0.85  # 6 calls, 2 at a time, 300 ms each
+    stats = httpx.get(root(sim) + "/admin/stats").json()
+    assert stats["requests"] >= 6
+    m, _ = metrics(srv)
+    assert total(m, "dspyc_upstream_ratelimit_waits_total") >= 1
+
+
 def test_overload_answers_429_with_retry_after():
     sim, srv = proxy("--max-in-flight", 2, "--cache", "off", sim_args=("--latency-ms", 500))
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
@@ -505,7 +519,7 @@ def test_slow_clients_are_cut_off_and_idle_connections_do_not_block():
 def test_help_documents_every_flag_and_docs_cover_them():
     out = subprocess.run([DSPYC, "serve", "--help"], capture_output=True, text=True).stdout
     flags = ["--port", "--host", "--threads", "--upstream", "--api-key-env", "--api-key-file",
-             "--upstream-timeout", "--max-retries", "--config", "--auth-token-file",
+             "--upstream-timeout", "--max-retries", "--upstream-concurrency", "--config", "--auth-token-file",
              "--max-in-flight", "--max-body", "--client-timeout", "--access-log", "--cache",
              "--program", "--program-workers"]
     docs = open(os.path.join(os.path.dirname(DSPYC), "..", "docs", "serve.md")).read() \
