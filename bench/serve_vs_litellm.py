@@ -194,8 +194,9 @@ def main():
                 results[f"litellm_over_dspyc_added_{q}_at_{rate}"] = ratio
                 print(f"# at {rate} req/s, miss, added {q}: LiteLLM {lv:.3f} ms, dspyc serve "
                       f"{dv:.3f} ms" + (f" (ratio {ratio})" if ratio else ""))
-            print(f"# at {rate} req/s: LiteLLM completed {l['completed']} of "
-                  f"{int(rate * a.duration)} ({l['failed']} failed)")
+            print(f"# at {rate} req/s: LiteLLM completed {l['completed']} of the "
+                  f"{int(rate * (a.duration - 0.5))} measured ({l['failed']} failed), dspyc serve "
+                  f"{d['completed']}")
         shutil.rmtree(tmp, ignore_errors=True)
     finally:
         for p in procs:
