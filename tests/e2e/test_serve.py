@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import DSPYC, start_sim
 from conftest import start_serve as _start_serve
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MSG = [{"role": "user", "content": "Tell me about rivers and mountains"}]
 
