@@ -7,7 +7,8 @@ on this machine. Reported: p50 and p99 end-to-end latency of each, and the laten
 adds over going direct, with the ratio of LiteLLM's added p99 to dspyc's.
 
 usage: bench/serve_vs_litellm.py [--build build] [--duration 3] [--rates 1000,5000,10000]
-                                 [--litellm-rates 1000] [--no-litellm]
+                                 [--litellm-rates 10,100,1000] [--no-litellm]
+(dspyc is measured at the LiteLLM rates too, so every LiteLLM figure has its dspyc twin.)
 LiteLLM's proxy needs its server packages (fastapi, uvicorn, websockets, backoff, PyJWT, ...;
 tests/requirements.txt). Output: one line per measurement, then a JSON document on the last
 line.
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 
 def start(cmd, pattern, env=None, timeout=60):
@@ -56,10 +58,11 @@ def stop(p):
         p.kill()
 
 
-def loadtest(dspyc, url, rate, duration, warmup=0.5):
+def loadtest(dspyc, url, rate, duration, warmup=0.5, key_env=None):
     with tempfile.TemporaryDirectory() as d:
         js = os.path.join(d, "r.json")
-        subprocess.run([dspyc, "loadtest", "--url", url, "--no-stream", "--rate", str(rate),
+        extra = ["--api-key-env", key_env] if key_env else []
+        subprocess.run([dspyc, "loadtest", "--url", url, "--no-stream", "--rate", str(rate), *extra,
                         "--duration", str(duration), "--arrival", "constant", "--warmup",
                         str(warmup), "--timeout", "10", "--drain", "5", "--connections", "2048",
                         "--json", js, "--quiet"], capture_output=True, text=True)
@@ -72,6 +75,9 @@ def loadtest(dspyc, url, rate, duration, warmup=0.5):
             "p50_ms": r.get("p50_e2el_ms"), "p99_ms": r.get("p99_e2el_ms")}
 
 
+MASTER_ENV = "BENCH_LITELLM_MASTER_KEY"  # the proxy wants one; clients send it as a bearer
+
+
 def litellm_proxy(sim_url, tmp):
     exe = shutil.which("litellm") or os.path.join(os.path.dirname(sys.executable), "litellm")
     if not os.path.exists(exe):
@@ -81,15 +87,31 @@ def litellm_proxy(sim_url, tmp):
         f.write("model_list:\n  - model_name: dspyc-sim\n    litellm_params:\n"
                 f"      model: openai/dspyc-sim\n      api_base: {sim_url}\n      api_key: x\n"
                 "litellm_settings:\n  cache: false\n  telemetry: false\n")
-    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR",
+               LITELLM_MASTER_KEY=os.environ[MASTER_ENV])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
-    try:
-        p, port = start([exe, "--config", cfg, "--port", free, "--host", "127.0.0.1"],
-                        r"Uvicorn running on http://127\.0\.0\.1:(\d+)", env=env, timeout=90)
-    except RuntimeError as e:
-        sys.stderr.write(f"litellm proxy: {e}\n")
+    env["PYTHONUNBUFFERED"] = "1"
+    p = subprocess.Popen([exe, "--config", cfg, "--port", str(free), "--host", "127.0.0.1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         stdin=subprocess.DEVNULL, env=env)
+    port = free
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120:  # ready once it answers its liveness route
+        if p.poll() is not None:
+            sys.stderr.write("litellm proxy exited at start\n")
+            return None, None
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{free}/health/liveliness",
+                                        timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        stop(p)
+        sys.stderr.write("litellm proxy did not start within 120 s\n")
         return None, None
     return p, f"http://127.0.0.1:{port}/v1"
 
@@ -99,9 +121,10 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--duration", type=float, default=3)
     ap.add_argument("--rates", default="1000,5000,10000")
-    ap.add_argument("--litellm-rates", default="1000")
+    ap.add_argument("--litellm-rates", default="10,100,1000")
     ap.add_argument("--no-litellm", action="store_true")
     a = ap.parse_args()
+    os.environ.setdefault(MASTER_ENV, "sk-" + os.urandom(16).hex())
     dspyc = os.path.join(a.build, "dspyc")
     rates = [int(x) for x in a.rates.split(",")]
     results = {"load_average": os.getloadavg(), "cores": os.cpu_count(),
@@ -120,46 +143,60 @@ def main():
         targets = {"direct": sim_url, "dspyc miss": f"http://127.0.0.1:{miss_port}/v1",
                    "dspyc hit": f"http://127.0.0.1:{hit_port}/v1"}
         loadtest(dspyc, targets["dspyc hit"], 200, 1, 0)  # store the 64 requests
+        lite_rates = [int(x) for x in a.litellm_rates.split(",") if x]
+        print(f"{'target':12s} {'rate':>6s} {'done':>7s} {'failed':>6s} {'req/s':>8s} "
+              f"{'p50 ms':>8s} {'p99 ms':>8s} {'+p50 ms':>8s} {'+p99 ms':>8s}")
+        base = {}
+
+        def measure(name, url, rate, key_env=None):
+            r = loadtest(dspyc, url, rate, a.duration, key_env=key_env)
+            if not r:
+                print(f"{name:12s} {rate:6d}  (no result)")
+                return
+            r["target"] = name
+            b = base.get(rate)
+            if name == "direct":
+                base[rate] = r
+            elif b and r["completed"] and r["p50_ms"] is not None and b["p50_ms"] is not None:
+                r["added_p50_ms"] = round(r["p50_ms"] - b["p50_ms"], 4)
+                r["added_p99_ms"] = round(r["p99_ms"] - b["p99_ms"], 4)
+            results["runs"].append(r)
+            print(f"{name:12s} {rate:6d} {r['completed'] or 0:7d} {r['failed'] or 0:6d} "
+                  f"{r['throughput']:8.0f} {r['p50_ms'] or 0:8.3f} {r['p99_ms'] or 0:8.3f} "
+                  f"{r.get('added_p50_ms', 0):8.3f} {r.get('added_p99_ms', 0):8.3f}")
+
+        # dspyc first, then LiteLLM alone: a Python proxy past its capacity keeps its CPU
+        # busy with a backlog long after its load stops, which would starve later runs.
+        for rate in sorted(set(rates) | set(lite_rates)):
+            for name in ("direct", "dspyc miss", "dspyc hit"):
+                if name != "direct" and rate not in rates and rate not in lite_rates:
+                    continue
+                measure(name, targets[name], rate)
         tmp = tempfile.mkdtemp()
-        lite = None
-        if not a.no_litellm:
+        if not a.no_litellm and lite_rates:
             lite, lite_url = litellm_proxy(sim_url, tmp)
             if lite:
                 procs.append(lite)
-                targets["litellm"] = lite_url
-                loadtest(dspyc, lite_url, 50, 1, 0)  # its first requests are slow
-        lite_rates = {int(x) for x in a.litellm_rates.split(",") if x}
-        print(f"{'target':12s} {'rate':>6s} {'done':>7s} {'failed':>6s} {'req/s':>8s} "
-              f"{'p50 ms':>8s} {'p99 ms':>8s} {'+p50 ms':>8s} {'+p99 ms':>8s}")
-        for rate in rates:
-            base = None
-            for name, url in targets.items():
-                if name == "litellm" and rate not in lite_rates:
-                    continue
-                r = loadtest(dspyc, url, rate, a.duration)
-                if not r:
-                    print(f"{name:12s} {rate:6d}  (no result)")
-                    continue
-                r["target"] = name
-                if name == "direct":
-                    base = r
-                elif base and r["p50_ms"] is not None and base["p50_ms"] is not None:
-                    r["added_p50_ms"] = round(r["p50_ms"] - base["p50_ms"], 4)
-                    r["added_p99_ms"] = round(r["p99_ms"] - base["p99_ms"], 4)
-                results["runs"].append(r)
-                print(f"{name:12s} {rate:6d} {r['completed'] or 0:7d} {r['failed'] or 0:6d} "
-                      f"{r['throughput']:8.0f} {r['p50_ms'] or 0:8.3f} {r['p99_ms'] or 0:8.3f} "
-                      f"{r.get('added_p50_ms', 0):8.3f} {r.get('added_p99_ms', 0):8.3f}")
+                loadtest(dspyc, lite_url, 20, 2, 0, MASTER_ENV)  # its first requests are slow
+                for rate in lite_rates:
+                    measure("litellm", lite_url, rate, MASTER_ENV)
+                stop(lite)
         for rate in sorted(lite_rates):
             d = next((r for r in results["runs"] if r["target"] == "dspyc miss" and
                       r["rate"] == rate), None)
             l = next((r for r in results["runs"] if r["target"] == "litellm" and
                       r["rate"] == rate), None)
-            if d and l and d.get("added_p99_ms") and l.get("added_p99_ms") is not None:
-                ratio = l["added_p99_ms"] / max(d["added_p99_ms"], 1e-3)
-                results[f"litellm_over_dspyc_added_p99_at_{rate}"] = round(ratio, 1)
-                print(f"# at {rate} req/s, miss: LiteLLM adds {l['added_p99_ms']:.2f} ms p99, "
-                      f"dspyc serve {d['added_p99_ms']:.3f} ms ({ratio:.0f}x less)")
+            if not (d and l and "added_p50_ms" in d and "added_p50_ms" in l):
+                continue
+            for q in ("p50", "p99"):
+                dv, lv = d[f"added_{q}_ms"], l[f"added_{q}_ms"]
+                ratio = round(lv / dv, 1) if dv > 0 and lv > 0 else None
+                results[f"litellm_over_dspyc_added_{q}_at_{rate}"] = ratio
+                print(f"# at {rate} req/s, miss, added {q}: LiteLLM {lv:.3f} ms, dspyc serve "
+                      f"{dv:.3f} ms" + (f" (ratio {ratio})" if ratio else ""))
+            print(f"# at {rate} req/s: LiteLLM completed {l['completed']} of the "
+                  f"{int(rate * (a.duration - 0.5))} measured ({l['failed']} failed), dspyc serve "
+                  f"{d['completed']}")
         shutil.rmtree(tmp, ignore_errors=True)
     finally:
         for p in procs:

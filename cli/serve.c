@@ -30,6 +30,7 @@ enum {
     OPT_THREADS,
     OPT_PROGRAM,
     OPT_PROGRAM_WORKERS,
+    OPT_UPSTREAM_CONCURRENCY,
 };
 
 #define MAX_PROGRAMS 64
@@ -50,6 +51,8 @@ static const char usage_text[] =
     "  --api-key-file FILE   else from the first line of FILE\n"
     "  --upstream-timeout S  per upstream attempt (default 600)\n"
     "  --max-retries N       retries of a 429, 5xx, timeout or dropped connection (default 2)\n"
+    "  --upstream-concurrency N  its calls on the wire at once; more wait in order, with\n"
+    "                        no connection or thread (default 256)\n"
     "  --config FILE         JSON file of upstreams: base_url, api_key_env/api_key_file,\n"
     "                        models, aliases, rpm, tpm, max_concurrency, timeout_s,\n"
     "                        max_retries, fallbacks, prices (docs/serve.md)\n"
@@ -106,6 +109,7 @@ int cmd_serve(int argc, char **argv)
         { "api-key-file", required_argument, NULL, OPT_API_KEY_FILE },
         { "upstream-timeout", required_argument, NULL, OPT_TIMEOUT },
         { "max-retries", required_argument, NULL, OPT_MAX_RETRIES },
+        { "upstream-concurrency", required_argument, NULL, OPT_UPSTREAM_CONCURRENCY },
         { "auth-token-file", required_argument, NULL, OPT_AUTH },
         { "max-in-flight", required_argument, NULL, OPT_MAX_IN_FLIGHT },
         { "max-body", required_argument, NULL, OPT_MAX_BODY },
@@ -172,6 +176,11 @@ int cmd_serve(int argc, char **argv)
             if (parse_long_flag("--max-retries", optarg, 0, 100, &v))
                 goto free_progs;
             o.max_retries = (int)v;
+            break;
+        case OPT_UPSTREAM_CONCURRENCY:
+            if (parse_long_flag("--upstream-concurrency", optarg, 1, 100000, &v))
+                goto free_progs;
+            o.upstream_concurrency = (unsigned)v;
             break;
         case OPT_AUTH:
             o.auth_token_file = optarg;

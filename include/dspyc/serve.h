@@ -34,6 +34,7 @@ struct dspy_serve_options {
     const char *config_path;   /* a JSON config file naming several upstreams (docs/serve.md) */
     double upstream_timeout_s; /* per attempt, for --upstream; 0 = 600 */
     int max_retries;           /* retries of a retryable upstream failure (--upstream); -1 = 2 */
+    unsigned upstream_concurrency; /* its calls on the wire at once, more wait; 0 = 256 */
     /* Cache: borrowed until dspy_serve_free(); NULL = no caching. */
     dspy_cache *cache;
     struct dspy_cache_ctl cache_ctl; /* server-wide defaults (no_cache, no_store, ttl, ns) */
@@ -49,7 +50,7 @@ struct dspy_serve_options {
 };
 #define DSPY_SERVE_OPTIONS_INIT                                                              \
     { .host = NULL, .port = 0, .threads = 0, .upstream_url = NULL, .api_key_env = NULL,       \
-      .api_key_file = NULL, .config_path = NULL, .upstream_timeout_s = 0, .max_retries = -1,   \
+      .api_key_file = NULL, .config_path = NULL, .upstream_timeout_s = 0, .max_retries = -1, .upstream_concurrency = 0,   \
       .cache = NULL, .cache_ctl = DSPY_CACHE_CTL_INIT, .auth_token_file = NULL,               \
       .max_in_flight = 0, .max_body = 0, .client_timeout_s = 0, .access_log = NULL,         \
       .programs = NULL, .nprograms = 0, .program_workers = 0 }

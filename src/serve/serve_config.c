@@ -14,6 +14,7 @@
 #include "serve/serve_int.h"
 
 #define MAX_UPSTREAMS 64
+#define DEFAULT_CONCURRENCY 256 /* upstream calls on the wire at once, per upstream */
 
 static char *join_url(const char *base, const char *tail)
 {
@@ -95,7 +96,11 @@ static dspy_status upstream_open(struct dspy__serve_upstream *u, const struct up
     lo.retry_cap_s = 2;
     lo.requests_per_minute = sp->rpm;
     lo.tokens_per_minute = sp->tpm;
-    lo.max_concurrency = sp->max_concurrency;
+    /* HTTP/1.1 upstreams need a connection per call on the wire: past a few hundred, more
+     * connections only thrash both sides, so calls beyond this wait in the limiter's queue
+     * (no connection, no thread) instead. */
+    lo.max_concurrency = sp->max_concurrency ? sp->max_concurrency : DEFAULT_CONCURRENCY;
+    lo.max_waiting = 100000;
     lo.max_response_bytes = 64u << 20;
     dspy_status rc = dspy_lm_new(&lo, &u->lm, err);
     if (rc)
@@ -299,7 +304,7 @@ dspy_status dspy__serve_upstreams_open(dspy_server *s, const struct dspy_serve_o
     if (o->config_path)
         return load_config(s, o->config_path, err);
     struct upstream_spec sp = { "default", o->upstream_url, o->api_key_env, o->api_key_file,
-                                o->upstream_timeout_s, 0, 0, 0,
+                                o->upstream_timeout_s, 0, 0, o->upstream_concurrency,
                                 o->max_retries >= 0 ? (unsigned)o->max_retries : 2 };
     if (strncmp(o->upstream_url, "http", 4))
         return dspy__err(err, DSPY_EINVAL, "upstream '%s' is not an http(s) URL",

@@ -211,22 +211,11 @@ dspy_status dspy__serve_replay_sse(const char *body, size_t len, bool include_us
     return rc;
 }
 
-/* Usage of a stored chat or embeddings body, for the token counters. */
-static void read_usage(struct dspy__serve_ctx *ctx, const char *body, size_t len)
-{
-    json_t *root = json_loadb(body, len, 0, NULL);
-    json_t *u = json_object_get(root, "usage");
-    ctx->tokens_in = (long)json_integer_value(json_object_get(u, "prompt_tokens"));
-    ctx->tokens_out = (long)json_integer_value(json_object_get(u, "completion_tokens"));
-    json_decref(root);
-}
-
 static void answer_body(struct dspy__serve_ctx *ctx, const char *body, size_t len, bool stream,
                         bool include_usage, bool hit)
 {
+    /* A hit spends no tokens: the counters count what upstreams were asked for. */
     const char *const *hdr = hit ? hit_headers : miss_headers;
-    if (hit)
-        read_usage(ctx, body, len);
     if (!stream) {
         dspy__serve_send(ctx, 200, "application/json", hdr, body, len);
         return;

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import DSPYC, start_sim
 from conftest import start_serve as _start_serve
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MSG = [{"role": "user", "content": "Tell me about rivers and mountains"}]
 
@@ -311,6 +311,20 @@ def test_rate_limit_per_upstream_makes_calls_wait(tmp_path):
     assert total(m, "dspyc_upstream_ratelimit_waits_total") >= 1
 
 
+def test_upstream_concurrency_caps_calls_on_the_wire():
+    sim, srv = proxy("--upstream-concurrency", 2, "--cache", "off",
+                     sim_args=("--latency-ms", 300))
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        rs = list(pool.map(lambda i: post(srv, chat(f"u{i}")), range(6)))
+    assert all(r.status_code == 200 for r in rs)
+    assert time.monotonic() - t0 >= 0.85  # 6 calls, 2 at a time, 300 ms each
+    stats = httpx.get(root(sim) + "/admin/stats").json()
+    assert stats["requests"] >= 6
+    m, _ = metrics(srv)
+    assert total(m, "dspyc_upstream_ratelimit_waits_total") >= 1
+
+
 def test_overload_answers_429_with_retry_after():
     sim, srv = proxy("--max-in-flight", 2, "--cache", "off", sim_args=("--latency-ms", 500))
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
@@ -505,7 +519,7 @@ def test_slow_clients_are_cut_off_and_idle_connections_do_not_block():
 def test_help_documents_every_flag_and_docs_cover_them():
     out = subprocess.run([DSPYC, "serve", "--help"], capture_output=True, text=True).stdout
     flags = ["--port", "--host", "--threads", "--upstream", "--api-key-env", "--api-key-file",
-             "--upstream-timeout", "--max-retries", "--config", "--auth-token-file",
+             "--upstream-timeout", "--max-retries", "--upstream-concurrency", "--config", "--auth-token-file",
              "--max-in-flight", "--max-body", "--client-timeout", "--access-log", "--cache",
              "--program", "--program-workers"]
     docs = open(os.path.join(os.path.dirname(DSPYC), "..", "docs", "serve.md")).read() \
@@ -627,3 +641,50 @@ def test_two_proxies_share_answers_through_redis():
         assert redis.dbsize() >= 1
     finally:
         redis.kill()
+
+
+def test_more_flags_have_their_effect(tmp_path):
+    # --api-key-file: the upstream insists on its key
+    key = tmp_path / "key"
+    key.write_text("sk-from-file\n")
+    sim = recorded_sim("--api-key", "sk-from-file")
+    _, srv = start_serve("--upstream", sim, "--api-key-file", key, "--api-key-env", "NO_SUCH_VAR")
+    assert post(srv, chat()).status_code == 200
+    _, nokey = start_serve("--upstream", sim, "--api-key-env", "NO_SUCH_VAR", "--max-retries", 0)
+    assert post(nokey, chat()).status_code == 401  # the upstream's own 401, passed through
+    # --upstream-timeout: a slow upstream is cut off with 504
+    slow = recorded_sim("--latency-ms", 3000)
+    _, srv = start_serve("--upstream", slow, "--upstream-timeout", 0.3, "--max-retries", 0)
+    assert_openai_error(post(srv, chat()), 504, "upstream_timeout")
+    # --threads: polling threads of the HTTP side
+    p1, _ = start_serve("--upstream", sim, "--threads", 1)
+    p4, _ = start_serve("--upstream", sim, "--threads", 4)
+    tasks = lambda p: len(os.listdir(f"/proc/{p.pid}/task"))
+    assert tasks(p4) - tasks(p1) >= 3
+    # --no-store (server-wide): nothing is kept; --cache-namespace: entries kept apart
+    sim = recorded_sim()
+    _, srv = start_serve("--upstream", sim, "--no-store")
+    post(srv, chat())
+    assert post(srv, chat()).headers["x-dspyc-cache"] == "miss"
+    d = tmp_path / "c"
+    _, a = start_serve("--upstream", sim, "--cache", "disk", "--cache-dir", d)
+    _, b = start_serve("--upstream", sim, "--cache", "disk", "--cache-dir", d,
+                       "--cache-namespace", "other")
+    assert post(a, chat("ns")).headers["x-dspyc-cache"] == "miss"
+    assert post(b, chat("ns")).headers["x-dspyc-cache"] == "miss"
+    assert post(b, chat("ns")).headers["x-dspyc-cache"] == "hit"
+    # the route without /v1 answers too (clients configured with a bare base URL)
+    r = httpx.post(root(srv) + "/chat/completions", json=chat("bare"), timeout=30)
+    assert r.status_code == 200 and r.json()["choices"]
+
+
+def test_program_workers_bound_concurrent_program_calls():
+    prog = os.path.join(ARITH, "program.json")
+    sim, srv = proxy("--program", f"arith={prog}", "--program-workers", 1, "--cache", "off",
+                     sim_args=("--latency-ms", 300))
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        rs = list(pool.map(lambda i: httpx.post(srv + "/programs/arith", json={
+            "inputs": {"question": f"What is {i} + 1?"}}, timeout=30), range(3)))
+    assert all(r.status_code == 200 for r in rs)
+    assert time.monotonic() - t0 >= 0.85  # one worker: one call at a time
