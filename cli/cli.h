@@ -15,5 +15,6 @@ int cmd_sim(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_cache(int argc, char **argv);
 int cmd_loadtest(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 
 #endif

@@ -9,6 +9,7 @@
 static const struct cli_command commands[] = {
     { "bench", "benchmark LM calls: latency, throughput, overhead, memory", cmd_bench },
     { "cache", "cache stats, clear, export and import (disk and Redis levels)", cmd_cache },
+    { "embed", "sentence embeddings (all-MiniLM-L6-v2) of texts or JSON lines", cmd_embed },
     { "loadtest", "load-test an endpoint or a program, open or closed loop", cmd_loadtest },
     { "predict", "call a module once and print the prediction", cmd_predict },
     { "run", "run a program over a JSON-lines file", cmd_run },

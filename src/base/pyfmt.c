@@ -195,27 +195,12 @@ bool dspy__py_next_line(const char *s, size_t len, size_t *pos, size_t *line_sta
 
 /* ---- float repr ---- */
 
-size_t dspy__py_float_repr(double d, char out[DSPY_PY_FLOAT_MAX])
+/* Python's repr layout of `tmp`, a "%.*e" form "[-]D.DDDe[+-]XX" of a finite nonzero value. */
+static size_t repr_layout(const char *tmp, char out[DSPY_PY_FLOAT_MAX])
 {
-    char tmp[40], digits[24];
-    int prec, exp10 = 0;
+    char digits[24];
+    int exp10 = 0;
     size_t nd = 0, o = 0;
-
-    if (isnan(d))
-        return (size_t)snprintf(out, DSPY_PY_FLOAT_MAX, "nan");
-    if (isinf(d))
-        return (size_t)snprintf(out, DSPY_PY_FLOAT_MAX, d < 0 ? "-inf" : "inf");
-    if (d == 0)
-        return (size_t)snprintf(out, DSPY_PY_FLOAT_MAX, signbit(d) ? "-0.0" : "0.0");
-    /* Shortest precision whose correctly rounded form reads back as d. */
-    for (prec = 0; prec < 17; prec++) {
-        snprintf(tmp, sizeof(tmp), "%.*e", prec, d);
-        if (strtod(tmp, NULL) == d)
-            break;
-    }
-    if (prec == 17)
-        snprintf(tmp, sizeof(tmp), "%.16e", d);
-    /* tmp is "[-]D.DDDe[+-]XX": split into digits and exponent. */
     const char *p = tmp;
     if (*p == '-') {
         out[o++] = '-';
@@ -263,6 +248,51 @@ size_t dspy__py_float_repr(double d, char out[DSPY_PY_FLOAT_MAX])
     }
     out[o] = '\0';
     return o;
+}
+
+static size_t repr_special(double d, char out[DSPY_PY_FLOAT_MAX])
+{
+    if (isnan(d))
+        return (size_t)snprintf(out, DSPY_PY_FLOAT_MAX, "nan");
+    if (isinf(d))
+        return (size_t)snprintf(out, DSPY_PY_FLOAT_MAX, d < 0 ? "-inf" : "inf");
+    return (size_t)snprintf(out, DSPY_PY_FLOAT_MAX, signbit(d) ? "-0.0" : "0.0");
+}
+
+size_t dspy__py_float_repr(double d, char out[DSPY_PY_FLOAT_MAX])
+{
+    char tmp[40];
+    int prec;
+    if (!isfinite(d) || d == 0)
+        return repr_special(d, out);
+    /* Shortest precision whose correctly rounded form reads back as d. */
+    for (prec = 0; prec < 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*e", prec, d);
+        if (strtod(tmp, NULL) == d)
+            break;
+    }
+    if (prec == 17)
+        snprintf(tmp, sizeof(tmp), "%.16e", d);
+    return repr_layout(tmp, out);
+}
+
+size_t dspy__py_float32_repr(float f, char out[DSPY_PY_FLOAT_MAX])
+{
+    char tmp[40];
+    if (!isfinite(f) || f == 0)
+        return repr_special(f, out);
+    /* Reading back is monotonic in the precision, and 9 digits always suffice: search. */
+    int lo = 0, hi = 8;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        snprintf(tmp, sizeof(tmp), "%.*e", mid, (double)f);
+        if (strtof(tmp, NULL) == f)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    snprintf(tmp, sizeof(tmp), "%.*e", lo, (double)f);
+    return repr_layout(tmp, out);
 }
 
 /* ---- str() and repr() ---- */

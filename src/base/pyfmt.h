@@ -18,6 +18,10 @@
 /* Python's repr(d): shortest round-trip digits, "1.0", "0.1", "1e+20", "1.5e-07", "inf",
  * "-inf", "nan". Writes a NUL-terminated string into `out`; returns its length. */
 size_t dspy__py_float_repr(double d, char out[DSPY_PY_FLOAT_MAX]);
+/* The same for a float32: the shortest digits that read back as the same float (numpy's
+ * str(np.float32(x)) digits, as OpenAI's embeddings print them) in Python's float repr
+ * layout, so that Python's repr(float(text)) gives back the same text. */
+size_t dspy__py_float32_repr(float f, char out[DSPY_PY_FLOAT_MAX]);
 
 /* Python's str(v) for the value json.loads would give: strings as they are, True/False/
  * None, ints, float repr; lists and dicts as Python prints them (repr of the items). */

@@ -45,6 +45,29 @@ static void float_repr_matches_python(void **state)
     assert_string_equal(out, "nan");
 }
 
+/* Digits from numpy's str(np.float32(x)), layout from Python's repr. */
+static void float32_repr_is_shortest(void **state)
+{
+    static const struct {
+        float f;
+        const char *want;
+    } cases[] = {
+        { 0.1f, "0.1" },           { 1.0f / 3, "0.33333334" },   { 1e-7f, "1e-07" },
+        { -0.0023064255f, "-0.0023064255" }, { 16777217.0f, "16777216.0" },
+        { 3.4028235e38f, "3.4028235e+38" },  { 1e-45f, "1e-45" }, { 1e16f, "1e+16" },
+        { 1e15f, "1000000000000000.0" },     { 0.0001f, "0.0001" }, { 1e-5f, "1e-05" },
+        { 123456.79f, "123456.79" }, { 0.5f, "0.5" }, { 2.5e-05f, "2.5e-05" }, { 100.0f, "100.0" },
+        { 0.0f, "0.0" },           { -0.0f, "-0.0" },
+    };
+    char out[DSPY_PY_FLOAT_MAX];
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = dspy__py_float32_repr(cases[i].f, out);
+        assert_string_equal(out, cases[i].want);
+        assert_int_equal(n, strlen(cases[i].want));
+    }
+}
+
 static char *render(dspy_status (*fn)(struct dspy_buf *, const json_t *), const char *json)
 {
     static char out[1024];
@@ -168,6 +191,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(float_repr_matches_python),
+        cmocka_unit_test(float32_repr_is_shortest),
         cmocka_unit_test(str_and_repr_are_pythons),
         cmocka_unit_test(json_dumps_matches_python),
         cmocka_unit_test(utf8_decode_and_sanitize),
