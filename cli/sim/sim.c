@@ -63,6 +63,9 @@ static const struct flag flags[] = {
     F("record", K_STR, record_path, "FILE", "write every request received as a JSON line"),
     F("max-body", K_SIZE, max_body, "BYTES", "body limit, more gets 413 (default 4M; k/M/G)"),
     F("embed-dim", K_UINT, embed_dim, "N", "embedding dimensions (default 384)"),
+    F("embedder", K_STR, embedder, "hash|minilm", "embeddings: hashed words (default) or real "
+                                                  "all-MiniLM-L6-v2 vectors"),
+    F("embed-model", K_STR, embed_model, "DIR", "model folder for --embedder minilm"),
     F("api-key", K_STR, api_key, "KEY", "require 'Authorization: Bearer KEY' on /v1/"),
     F("reply-tokens", K_UINT, reply_tokens, "N", "plain (non-DSPy) reply length (0 = natural)"),
 };
@@ -251,6 +254,8 @@ struct sim *sim_start(const struct sim_options *o, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "out of memory");
         goto fail;
     }
+    if (sim_minilm_open(s, errbuf, errlen))
+        goto fail;
     if (s->record_path && !(s->record = fopen(s->record_path, "w"))) {
         snprintf(errbuf, errlen, "cannot open --record file %s: %s", s->record_path,
                  strerror(errno));
@@ -286,6 +291,7 @@ void sim_stop(struct sim *s)
     if (!s)
         return;
     dspy__srv_free(s->srv);
+    sim_minilm_close(s);
     if (s->record)
         fclose(s->record);
     pthread_mutex_destroy(&s->record_lock);

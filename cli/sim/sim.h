@@ -32,6 +32,8 @@ struct sim_options {
     unsigned embed_dim;      /* embedding dimensions */
     const char *api_key;     /* if set, /v1/ requests need "Authorization: Bearer KEY" */
     unsigned reply_tokens;   /* length of plain (non-DSPy) replies; 0 = natural */
+    const char *embedder;    /* "hash" (default) or "minilm": real all-MiniLM-L6-v2 vectors */
+    const char *embed_model; /* model folder for minilm; NULL = the embedder's default */
 };
 
 /* Defaults: 127.0.0.1, an ephemeral port, seed 0, zero latency, no faults, 4 MiB bodies,

@@ -11,7 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <dspyc/embed.h>
+
 #include "base/buf.h"
+#include "base/pyfmt.h"
 #include "net/server.h"
 #include "sim.h"
 
@@ -161,6 +164,13 @@ int sim_gen_task(int argc, char **argv);
 
 /* Hashed word and character-trigram features, L2-normalized, into out[0..dim). */
 void sim_embed(const char *s, size_t n, float *out, unsigned dim);
+/* ---- Real embeddings (sim_minilm.c) ---- */
+/* Load the model when --embedder minilm; 0, or -1 with errbuf filled. */
+int sim_minilm_open(struct sim *s, char *errbuf, size_t errlen);
+void sim_minilm_close(struct sim *s);
+dspy_status sim_minilm_embed(struct sim *s, const char *text, size_t n, float *out);
+/* The vector as a JSON array of shortest float32 texts. */
+dspy_status sim_minilm_add_floats(struct dspy_buf *b, const float *v, unsigned dim);
 
 /* ---- The running simulator (sim.c, sim_serve.c, sim_chat.c) ---- */
 
@@ -192,6 +202,7 @@ struct sim {
     atomic_uint_fast64_t faults[SIM_F_COUNT];
     atomic_uint_fast64_t streams, completion_tokens;
     uint64_t start_ns;
+    dspy_embedder *minilm; /* --embedder minilm: real embeddings (sim_minilm.c), else NULL */
 };
 
 /* Per-attempt draws from the seeded sequence: which fault (or none) and a jitter factor
