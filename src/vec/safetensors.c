@@ -258,8 +258,9 @@ const struct dspy__st_tensor *dspy__st_find(const struct dspy__safetensors *st,
     return NULL;
 }
 
-dspy_status dspy__st_read_f32(const struct dspy__safetensors *st, const char *name, int ndim,
-                              const uint64_t *shape, float *dst, struct dspy_error *err)
+dspy_status dspy__st_get_f32(const struct dspy__safetensors *st, const char *name, int ndim,
+                             const uint64_t *shape, const unsigned char **data,
+                             struct dspy_error *err)
 {
     const struct dspy__st_tensor *t = dspy__st_find(st, name);
     if (!t) {
@@ -287,6 +288,19 @@ dspy_status dspy__st_read_f32(const struct dspy__safetensors *st, const char *na
         dspy__err_field(err, name);
         return DSPY_EPARSE;
     }
-    memcpy(dst, t->data, t->nbytes); /* little-endian host assumed (x86-64, arm64) */
+    *data = t->data;
     return DSPY_OK;
+}
+
+dspy_status dspy__st_read_f32(const struct dspy__safetensors *st, const char *name, int ndim,
+                              const uint64_t *shape, float *dst, struct dspy_error *err)
+{
+    const unsigned char *data;
+    dspy_status rc = dspy__st_get_f32(st, name, ndim, shape, &data, err);
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++)
+        n *= (size_t)shape[d];
+    if (!rc)
+        memcpy(dst, data, n * sizeof(float)); /* little-endian host assumed (x86-64, arm64) */
+    return rc;
 }

@@ -49,6 +49,11 @@ const struct dspy__st_tensor *dspy__st_find(const struct dspy__safetensors *st,
                                             const char *name);
 const char *dspy__st_dtype_name(enum dspy__st_dtype t);
 
+/* The bytes of tensor `name` (unaligned, little-endian floats), after checking it is F32 of
+ * exactly `ndim` dims `shape`; errors as dspy__st_read_f32. */
+dspy_status dspy__st_get_f32(const struct dspy__safetensors *st, const char *name, int ndim,
+                             const uint64_t *shape, const unsigned char **data,
+                             struct dspy_error *err);
 /* Copy tensor `name`, which must be F32 with exactly `ndim` dims `shape`, into dst (any
  * alignment). Missing tensor → DSPY_ENOTFOUND, another dtype or shape → DSPY_EPARSE; the
  * message names file and tensor. */
