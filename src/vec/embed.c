@@ -31,7 +31,7 @@
 #define MODEL_SUBDIR "models/all-MiniLM-L6-v2"
 /* Tokens one worker packs into one pass: big enough for full-width matrix multiplies, small
  * enough that a pass's activations stay near the caches (about 4 MB at 256 tokens). */
-#define CHUNK_TOKENS 256
+#define CHUNK_TOKENS 128
 
 struct layer {
     struct dspy__embed_weight qkv; /* [3*HID][HID]: query, key, value rows */

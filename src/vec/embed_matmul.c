@@ -58,37 +58,41 @@ void dspy__embed_pack(float *dst, const unsigned char *src, size_t rows, size_t 
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_PACKED_KERNEL 1
-typedef float v16 __attribute__((vector_size(64), aligned(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4))); /* unaligned access */
+#include <immintrin.h>
 
-/* th (<= 6) tokens x one 64-output panel, summing over all k inputs in registers. */
-__attribute__((target("avx512f,fma"), always_inline)) static inline void
+/* th (<= 6) tokens x one 64-output panel, summing over all k inputs in 24 registers: per
+ * input, 4 panel loads, th broadcasts, 4 * th fused multiply-adds. */
+__attribute__((target("avx512f"), always_inline)) static inline void
 tile(int th, const float *x, size_t ldx, const float *panel, size_t k, float *c, size_t ldc,
      bool add)
 {
-    v16 acc[6][4];
+    __m512 acc[6][4];
+#pragma GCC unroll 6
     for (int t = 0; t < th; t++)
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++)
-            acc[t][j] = add ? *(const v16u *)(c + (size_t)t * ldc + 16 * j) : (v16){ 0 };
+            acc[t][j] = add ? _mm512_loadu_ps(c + (size_t)t * ldc + 16 * j) : _mm512_setzero_ps();
     for (size_t i = 0; i < k; i++) {
-        const v16 *w = (const v16 *)(panel + i * DSPY__EMBED_PANEL);
-        v16 w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+        const float *w = panel + i * DSPY__EMBED_PANEL;
+        __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);
+        __m512 w2 = _mm512_load_ps(w + 32), w3 = _mm512_load_ps(w + 48);
 #pragma GCC unroll 6
         for (int t = 0; t < th; t++) {
-            float xv = x[(size_t)t * ldx + i];
-            v16 b = { xv, xv, xv, xv, xv, xv, xv, xv, xv, xv, xv, xv, xv, xv, xv, xv };
-            acc[t][0] += b * w0;
-            acc[t][1] += b * w1;
-            acc[t][2] += b * w2;
-            acc[t][3] += b * w3;
+            __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + i]);
+            acc[t][0] = _mm512_fmadd_ps(b, w0, acc[t][0]);
+            acc[t][1] = _mm512_fmadd_ps(b, w1, acc[t][1]);
+            acc[t][2] = _mm512_fmadd_ps(b, w2, acc[t][2]);
+            acc[t][3] = _mm512_fmadd_ps(b, w3, acc[t][3]);
         }
     }
+#pragma GCC unroll 6
     for (int t = 0; t < th; t++)
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++)
-            *(v16u *)(c + (size_t)t * ldc + 16 * j) = acc[t][j];
+            _mm512_storeu_ps(c + (size_t)t * ldc + 16 * j, acc[t][j]);
 }
 
-__attribute__((target("avx512f,fma"))) static void
+__attribute__((target("avx512f"))) static void
 linear_packed(size_t m, const float *x, size_t ldx, const struct dspy__embed_weight *w, bool add,
               float *c, size_t ldc)
 {
