@@ -34,3 +34,9 @@ $py bench/run_memory.py --build "$build"
 
 step "7. load generator: dspyc loadtest vs wrk (and k6 when installed), per generator core"
 $py bench/loadgen_compare.py --build "$build"
+
+step "8. embeddings: dspyc's C all-MiniLM-L6-v2 vs onnxruntime (same model as ONNX, when" \
+     "models/all-MiniLM-L6-v2/model.onnx exists) and sentence-transformers (when ST_PYTHON" \
+     "names a Python that has it), one thread each, batch 1 and 32"
+$py bench/embed_vs_peers.py --bench "$build/bench_embed" --seconds 2 --rounds 1 \
+    ${ST_PYTHON:+--st-python "$ST_PYTHON"}

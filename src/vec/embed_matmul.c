@@ -64,7 +64,7 @@ void dspy__embed_pack(float *dst, const unsigned char *src, size_t rows, size_t 
  * input, 4 panel loads, th broadcasts, 4 * th fused multiply-adds. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 tile(int th, const float *x, size_t ldx, const float *panel, size_t k, float *c, size_t ldc,
-     bool add)
+     bool add, const float *next)
 {
     __m512 acc[6][4];
 #pragma GCC unroll 6
@@ -76,6 +76,13 @@ tile(int th, const float *x, size_t ldx, const float *panel, size_t k, float *c,
         const float *w = panel + i * DSPY__EMBED_PANEL;
         __m512 w0 = _mm512_load_ps(w), w1 = _mm512_load_ps(w + 16);
         __m512 w2 = _mm512_load_ps(w + 32), w3 = _mm512_load_ps(w + 48);
+        if (next) { /* the next panel's same row into L2 while this one is computed */
+            const char *n = (const char *)(next + i * DSPY__EMBED_PANEL);
+            _mm_prefetch(n, _MM_HINT_T1);
+            _mm_prefetch(n + 64, _MM_HINT_T1);
+            _mm_prefetch(n + 128, _MM_HINT_T1);
+            _mm_prefetch(n + 192, _MM_HINT_T1);
+        }
 #pragma GCC unroll 6
         for (int t = 0; t < th; t++) {
             __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + i]);
@@ -96,19 +103,24 @@ __attribute__((target("avx512f"))) static void
 linear_packed(size_t m, const float *x, size_t ldx, const struct dspy__embed_weight *w, bool add,
               float *c, size_t ldc)
 {
-    size_t k = w->k;
-    for (size_t p = 0; p < w->n / DSPY__EMBED_PANEL; p++) {
+    size_t k = w->k, panels = w->n / DSPY__EMBED_PANEL;
+    for (size_t p = 0; p < panels; p++) {
         const float *panel = w->packed + p * k * DSPY__EMBED_PANEL;
+        /* The last tile of a panel prefetches the next one: with few tokens (a short query)
+         * the multiply waits on memory, not arithmetic. */
+        const float *next = p + 1 < panels ? panel + k * DSPY__EMBED_PANEL : NULL;
         float *cp = c + p * DSPY__EMBED_PANEL;
         size_t t = 0;
         for (; t + 6 <= m; t += 6)
-            tile(6, x + t * ldx, ldx, panel, k, cp + t * ldc, ldc, add);
+            tile(6, x + t * ldx, ldx, panel, k, cp + t * ldc, ldc, add, t + 6 == m ? next : NULL);
+        const float *xt = x + t * ldx;
+        float *ct = cp + t * ldc;
         switch (m - t) { /* constant tile heights, so each one stays in registers */
-        case 5: tile(5, x + t * ldx, ldx, panel, k, cp + t * ldc, ldc, add); break;
-        case 4: tile(4, x + t * ldx, ldx, panel, k, cp + t * ldc, ldc, add); break;
-        case 3: tile(3, x + t * ldx, ldx, panel, k, cp + t * ldc, ldc, add); break;
-        case 2: tile(2, x + t * ldx, ldx, panel, k, cp + t * ldc, ldc, add); break;
-        case 1: tile(1, x + t * ldx, ldx, panel, k, cp + t * ldc, ldc, add); break;
+        case 5: tile(5, xt, ldx, panel, k, ct, ldc, add, next); break;
+        case 4: tile(4, xt, ldx, panel, k, ct, ldc, add, next); break;
+        case 3: tile(3, xt, ldx, panel, k, ct, ldc, add, next); break;
+        case 2: tile(2, xt, ldx, panel, k, ct, ldc, add, next); break;
+        case 1: tile(1, xt, ldx, panel, k, ct, ldc, add, next); break;
         default: break;
         }
     }
