@@ -568,15 +568,14 @@ static void *run_job(void *arg)
 }
 
 #define MAX_WORKERS 64
+/* Texts tokenized at once: bounds the ids buffer of one call (1024 x 256 ids = 1 MiB). */
+#define WINDOW 1024
 
-dspy_status dspy_embedder_embed(dspy_embedder *e, const char *const *texts, const size_t *lens,
-                                size_t n, float *out, struct dspy_error *err)
+static dspy_status embed_window(dspy_embedder *e, const char *const *texts, const size_t *lens,
+                                size_t n, size_t first_index, float *out,
+                                struct dspy_error *err)
 {
     dspy_status rc = DSPY_OK;
-    if (!n)
-        return DSPY_OK;
-    if (n > SIZE_MAX / e->max_tokens / sizeof(int32_t))
-        return dspy__err(err, DSPY_ETOOBIG, "too many texts in one call: %zu", n);
     int32_t *ids = dspy_malloc(n * e->max_tokens * sizeof(int32_t));
     size_t *tl = dspy_malloc(n * sizeof(size_t));
     if (!ids || !tl) {
@@ -590,7 +589,7 @@ dspy_status dspy_embedder_embed(dspy_embedder *e, const char *const *texts, cons
                                     err);
         if (rc) {
             char field[32];
-            snprintf(field, sizeof(field), "text[%zu]", i);
+            snprintf(field, sizeof(field), "text[%zu]", first_index + i);
             dspy__err_field(err, field);
             dspy__err_prefix(err, "%s", field);
             goto out;
@@ -633,4 +632,17 @@ out:
     dspy_free(ids);
     dspy_free(tl);
     return rc;
+}
+
+dspy_status dspy_embedder_embed(dspy_embedder *e, const char *const *texts, const size_t *lens,
+                                size_t n, float *out, struct dspy_error *err)
+{
+    for (size_t at = 0; at < n; at += WINDOW) {
+        size_t k = n - at < WINDOW ? n - at : WINDOW;
+        dspy_status rc = embed_window(e, texts + at, lens ? lens + at : NULL, k, at,
+                                      out + at * HID, err);
+        if (rc)
+            return rc;
+    }
+    return DSPY_OK;
 }

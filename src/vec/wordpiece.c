@@ -252,12 +252,20 @@ dspy_status dspy__wordpiece_load(const char *path, struct dspy__wordpiece **out,
         dspy__err_file(err, path);
         return rc;
     }
-    data = dspy_malloc(MAX_VOCAB_FILE + 1);
+    long size = fseek(f, 0, SEEK_END) ? -1 : ftell(f);
+    rewind(f);
+    if (size < 0) {
+        rc = dspy__err(err, DSPY_EIO, "%s: not a regular file", path);
+        dspy__err_file(err, path);
+        goto out;
+    }
+    size_t want = (size_t)size < MAX_VOCAB_FILE ? (size_t)size : MAX_VOCAB_FILE;
+    data = dspy_malloc(want + 1);
     if (!data) {
         rc = DSPY_ENOMEM;
         goto out;
     }
-    size_t len = fread(data, 1, MAX_VOCAB_FILE + 1, f);
+    size_t len = fread(data, 1, want + 1, f);
     if (ferror(f)) {
         rc = dspy__err(err, DSPY_EIO, "%s: read failed", path);
         dspy__err_file(err, path);

@@ -170,6 +170,21 @@ static void test_invalid_utf8_names_text_and_offset(void **state)
     size_t n;
     assert_int_equal(dspy_embedder_tokenize(emb, "\xFF", 1, NULL, 0, &n, &err), DSPY_EUTF8);
     assert_int_equal(err.offset, 0);
+    /* Past the first 1024 texts (one internal window) the index is still the caller's. */
+    size_t many = 1031;
+    const char **t = calloc(many, sizeof(*t));
+    float *v = malloc(many * DSPY_EMBED_DIM * sizeof(float));
+    for (size_t i = 0; i < many; i++)
+        t[i] = i == 1030 ? "x\x80" : "";
+    assert_int_equal(dspy_embedder_embed(emb, t, NULL, many, v, &err), DSPY_EUTF8);
+    assert_string_equal(err.field, "text[1030]");
+    assert_int_equal(err.offset, 1);
+    t[1030] = "";
+    assert_int_equal(dspy_embedder_embed(emb, t, NULL, many, v, &err), DSPY_OK);
+    for (size_t d = 0; d < DSPY_EMBED_DIM; d++) /* every empty text embeds alike */
+        assert_true(fabsf(v[1030 * DSPY_EMBED_DIM + d] - v[d]) < 1e-6f);
+    free(t);
+    free(v);
 }
 
 static void test_long_text_is_cut_at_256_pieces(void **state)
