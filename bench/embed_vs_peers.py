@@ -84,10 +84,10 @@ def ort_session(model_dir):
         import onnxruntime as ort
         from tokenizers import Tokenizer
     except ImportError as e:
-        return None, f"not importable ({e.name})"
+        return None, f"onnxruntime skipped (not importable: {e.name})"
     path = os.path.join(model_dir, "model.onnx")
     if not os.path.exists(path):
-        return None, f"no {path} (make it with bench/export_minilm_onnx.py)"
+        return None, f"onnxruntime skipped (no {path}; make it with bench/export_minilm_onnx.py)"
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1

@@ -20,7 +20,8 @@ struct dspy__embed_weight {
     size_t n, k;
 };
 
-/* Whether weights get packed (the CPU has AVX-512F): decided once per process. */
+/* Whether weights get packed: the CPU has AVX-512F and DSPYC_EMBED_KERNEL is not "blas"
+ * (which keeps every multiply on OpenBLAS, as on other CPUs; read at each load). */
 bool dspy__embed_packs(void);
 /* Pack `rows` rows (a multiple of 64) of a [rows][k] matrix whose bytes start at `src` (any
  * alignment) into `dst` (64-byte aligned, rows * k floats). */

@@ -8,6 +8,7 @@
  *  - everything else on OpenBLAS's cblas_sgemm. */
 #include <cblas.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vec/embed_int.h"
@@ -42,7 +43,8 @@ void dspy__embed_matmul_init(void)
 bool dspy__embed_packs(void)
 {
     dspy__embed_matmul_init();
-    return have_avx512;
+    const char *k = getenv("DSPYC_EMBED_KERNEL"); /* "blas": OpenBLAS for everything */
+    return have_avx512 && !(k && !strcmp(k, "blas"));
 }
 
 void dspy__embed_pack(float *dst, const unsigned char *src, size_t rows, size_t k)

@@ -128,6 +128,26 @@ static void test_embeddings_match_reference(void **state)
     free(out);
 }
 
+/* The OpenBLAS path (CPUs without AVX-512, or DSPYC_EMBED_KERNEL=blas) gives the same. */
+static void test_blas_path_matches_reference(void **state)
+{
+    (void)state;
+    setenv("DSPYC_EMBED_KERNEL", "blas", 1);
+    dspy_embedder *e;
+    struct dspy_embedder_options o = DSPY_EMBEDDER_OPTIONS_INIT;
+    assert_int_equal(dspy_embedder_new(&o, &e, NULL), DSPY_OK);
+    unsetenv("DSPYC_EMBED_KERNEL");
+    size_t n = json_array_size(ref_texts);
+    float *out = malloc(n * DSPY_EMBED_DIM * sizeof(float));
+    embed_all(e, out, n);
+    for (size_t i = 0; i < n; i++)
+        if (cosine_to_ref(out + i * DSPY_EMBED_DIM, i) < 0.9999)
+            fail_msg("text %zu: cosine %.7f on the OpenBLAS path", i,
+                     cosine_to_ref(out + i * DSPY_EMBED_DIM, i));
+    free(out);
+    dspy_embedder_free(e);
+}
+
 /* One text at a time, all at once, and on 3 threads: the same vectors. */
 static void test_batch_and_threads_agree(void **state)
 {
@@ -301,6 +321,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_ids_match_reference),
         cmocka_unit_test(test_embeddings_match_reference),
+        cmocka_unit_test(test_blas_path_matches_reference),
         cmocka_unit_test(test_batch_and_threads_agree),
         cmocka_unit_test(test_invalid_utf8_names_text_and_offset),
         cmocka_unit_test(test_long_text_is_cut_at_256_pieces),
