@@ -1,8 +1,9 @@
-/* The all-MiniLM-L6-v2 encoder (vec layer): weights from model.safetensors copied into one
- * aligned block at load (query, key and value fused into one matrix), then per batch:
- * embeddings + LayerNorm, 6 BERT layers, mean pooling, L2 normalization. The sequences of a
- * batch are packed back to back with no padding, so every linear layer is one matrix
- * multiply over all tokens and attention runs per sequence with nothing to mask. */
+/* The all-MiniLM-L6-v2 encoder (vec layer): weights from model.safetensors copied at load
+ * into an aligned block, the linear layers packed for the multiply kernel (query, key and
+ * value fused into one matrix), then per batch: embeddings + LayerNorm, 6 BERT layers, mean
+ * pooling, L2 normalization. The sequences of a batch are packed back to back with no
+ * padding, so every linear layer is one multiply over all tokens and attention runs per
+ * sequence with nothing to mask. */
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -29,8 +30,10 @@
 #define POSITIONS 512
 #define LN_EPS 1e-12f
 #define MODEL_SUBDIR "models/all-MiniLM-L6-v2"
-/* Tokens one worker packs into one pass: big enough for full-width matrix multiplies, small
- * enough that a pass's activations stay near the caches (about 4 MB at 256 tokens). */
+/* Tokens one worker packs into one pass (at least; a pass always holds a longest text): big
+ * enough to reuse each weight panel across many token tiles, small enough that a pass's
+ * activations stay in L2 (the FFN's 128 x 1536 floats are 768 KB). Measured: 128 beat 64
+ * and 256 at batch 32. */
 #define CHUNK_TOKENS 128
 
 struct layer {
