@@ -169,6 +169,8 @@ void sim_embed(const char *s, size_t n, float *out, unsigned dim);
 int sim_minilm_open(struct sim *s, char *errbuf, size_t errlen);
 void sim_minilm_close(struct sim *s);
 dspy_status sim_minilm_embed(struct sim *s, const char *text, size_t n, float *out);
+/* The model's token count of a text ([CLS] and [SEP] included), for usage. */
+size_t sim_minilm_tokens(struct sim *s, const char *text, size_t n);
 /* The vector as a JSON array of shortest float32 texts. */
 dspy_status sim_minilm_add_floats(struct dspy_buf *b, const float *v, unsigned dim);
 

@@ -39,6 +39,13 @@ dspy_status sim_minilm_embed(struct sim *s, const char *text, size_t n, float *o
     return dspy_embedder_embed(s->minilm, &text, &n, 1, out, NULL);
 }
 
+size_t sim_minilm_tokens(struct sim *s, const char *text, size_t n)
+{
+    size_t count = 0;
+    dspy_embedder_tokenize(s->minilm, text, n, NULL, 0, &count, NULL);
+    return count;
+}
+
 dspy_status sim_minilm_add_floats(struct dspy_buf *b, const float *v, unsigned dim)
 {
     char num[DSPY_PY_FLOAT_MAX];

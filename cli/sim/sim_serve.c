@@ -416,7 +416,7 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
             n = tmp.len;
             tokens += json_array_size(x);
         } else {
-            tokens += sim_tokens(text, n);
+            tokens += s->minilm ? sim_minilm_tokens(s, text, n) : sim_tokens(text, n);
         }
         rc = add_embedding(s, &out, text, n, dim, b64, k, vec);
     }

@@ -154,6 +154,8 @@ def test_sim_minilm_serves_the_same_vectors_to_the_openai_sdk():
     got = cl.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # base64 on the wire
     flt = cl.embeddings.create(model="all-MiniLM-L6-v2", input=texts, encoding_format="float")
     _, mine = embed(*texts)
+    _, ids = embed("--tokens", *texts)
+    assert got.usage.prompt_tokens == sum(len(l["ids"]) for l in ids)  # the model's tokens
     for i, text in enumerate(texts):
         want = mine[i]["embedding"]
         assert got.data[i].index == i and len(got.data[i].embedding) == 384
