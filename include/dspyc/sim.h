@@ -43,6 +43,9 @@ struct dspy_sim_options {
     const char *record_path; /* JSONL of every request received, or NULL */
     size_t max_body;         /* request body limit in bytes (at least 1024) */
     unsigned embed_dim;      /* embedding dimensions, 1 to 65536 */
+    const char *embedder;    /* "hash" (default, NULL) or "minilm": real all-MiniLM-L6-v2
+                                vectors from the library's embedder (then 384 dimensions) */
+    const char *embed_model; /* model folder for minilm; NULL = the embedder's default */
     const char *api_key;     /* if set and not empty, /v1/ needs "Authorization: Bearer KEY" */
     const char *api_key_env; /* else the key from this variable (it must be set) */
     const char *api_key_file; /* else (or when the variable is unset) the file's first line.

@@ -51,7 +51,8 @@ struct dec {
     int p, e;
 };
 
-static bool reads_back(const struct dec *x, double a)
+/* Does x read back as a: as a double, or as a float32 when `single`? */
+static bool reads_back(const struct dec *x, double a, bool single)
 {
     char txt[48];
     int o = 0;
@@ -60,7 +61,7 @@ static bool reads_back(const struct dec *x, double a)
     memcpy(txt + o, x->d + 1, (size_t)x->p - 1);
     o += x->p - 1;
     snprintf(txt + o, sizeof(txt) - (size_t)o, "e%d", x->e);
-    return strtod(txt, NULL) == a;
+    return single ? (double)strtof(txt, NULL) == a : strtod(txt, NULL) == a;
 }
 
 /* The next p-digit decimal above (+1) or below (-1) x. */
@@ -89,7 +90,7 @@ static void step(struct dec *x, int dir)
 }
 
 /* A p-digit decimal that reads back as a, the nearest one where that one does. */
-static bool try_digits(double a, int p, struct dec *out)
+static bool try_digits(double a, int p, bool single, struct dec *out)
 {
     char txt[48];
     snprintf(txt, sizeof(txt), "%.*e", p - 1, a); /* correctly rounded: the nearest */
@@ -100,14 +101,14 @@ static bool try_digits(double a, int p, struct dec *out)
         if (*q >= '0' && *q <= '9')
             x.d[n++] = *q;
     x.e = atoi(q + 1);
-    if (reads_back(&x, a)) {
+    if (reads_back(&x, a, single)) {
         *out = x;
         return true;
     }
     for (int dir = -1; dir <= 1; dir += 2) {
         struct dec y = x;
         step(&y, dir);
-        if (reads_back(&y, a)) {
+        if (reads_back(&y, a, single)) {
             *out = y;
             return true;
         }
@@ -115,19 +116,21 @@ static bool try_digits(double a, int p, struct dec *out)
     return false;
 }
 
-size_t dspy__float_digits(double a, char digits[17], int *decpt)
+/* The shortest digits of a double, or of a float32 (widened exactly into `a`) when
+ * `single`: 9 digits always read back as a float32, 17 as a double. */
+static size_t shortest_digits(double a, bool single, char digits[17], int *decpt)
 {
-    size_t n = short_decimal(a, digits, decpt);
+    size_t n = single ? 0 : short_decimal(a, digits, decpt);
     if (n)
         return n;
     /* Some p-digit decimal reads back => some (p+1)-digit one does (the same number):
-     * bisect on the length. 17 digits always read back. */
+     * bisect on the length. */
     struct dec best, x;
-    int lo = 1, hi = 17;
-    try_digits(a, 17, &best);
+    int lo = 1, hi = single ? 9 : 17;
+    try_digits(a, hi, single, &best);
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;
-        if (try_digits(a, mid, &x)) {
+        if (try_digits(a, mid, single, &x)) {
             best = x;
             hi = mid;
         } else {
@@ -142,7 +145,13 @@ size_t dspy__float_digits(double a, char digits[17], int *decpt)
     return n;
 }
 
-size_t dspy__float_fmt(char out[DSPY__FLOAT_MAX], double v, enum dspy__float_layout layout)
+size_t dspy__float_digits(double a, char digits[17], int *decpt)
+{
+    return shortest_digits(a, false, digits, decpt);
+}
+
+static size_t fmt(char out[DSPY__FLOAT_MAX], double v, bool single,
+                  enum dspy__float_layout layout)
 {
     char digits[17];
     int decpt;
@@ -161,7 +170,7 @@ size_t dspy__float_fmt(char out[DSPY__FLOAT_MAX], double v, enum dspy__float_lay
         memcpy(out + o, "0.0", 4);
         return o + 3;
     }
-    size_t nd = dspy__float_digits(fabs(v), digits, &decpt);
+    size_t nd = shortest_digits(fabs(v), single, digits, &decpt);
     /* Plain decimals: Python for 1e-4 <= |v| < 1e16, orjson down to 1e-5. */
     if (decpt > (python ? -4 : -5) && decpt <= 16) {
         if (decpt <= 0) {
@@ -196,4 +205,14 @@ size_t dspy__float_fmt(char out[DSPY__FLOAT_MAX], double v, enum dspy__float_lay
     const char *sign = e < 0 ? "-" : layout == DSPY__FLOAT_ORJSON_38 ? "" : "+";
     o += (size_t)snprintf(out + o, DSPY__FLOAT_MAX - o, "e%s%0*d", sign, python ? 2 : 1, abs(e));
     return o;
+}
+
+size_t dspy__float_fmt(char out[DSPY__FLOAT_MAX], double v, enum dspy__float_layout layout)
+{
+    return fmt(out, v, false, layout);
+}
+
+size_t dspy__float32_fmt(char out[DSPY__FLOAT_MAX], float v, enum dspy__float_layout layout)
+{
+    return fmt(out, (double)v, true, layout);
 }

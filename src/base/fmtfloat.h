@@ -22,4 +22,9 @@ size_t dspy__float_digits(double a, char digits[17], int *decpt);
 /* `v` as text in `layout`, NUL-terminated in `out`; returns the length. */
 size_t dspy__float_fmt(char out[DSPY__FLOAT_MAX], double v, enum dspy__float_layout layout);
 
+/* The same for a float32: the shortest digits that read back as the same float32 (numpy's
+ * str(np.float32(x)) digits, as OpenAI's embeddings print them), so that float32(text)
+ * gives back `v`. */
+size_t dspy__float32_fmt(char out[DSPY__FLOAT_MAX], float v, enum dspy__float_layout layout);
+
 #endif

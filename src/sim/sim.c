@@ -64,6 +64,9 @@ static dspy_status check(const struct dspy_sim_options *o, struct dspy_error *er
         return bad_opt(err, "queue_full_status", "must be 429 or 503");
     if (o->embed_dim < 1 || o->embed_dim > 65536)
         return bad_opt(err, "embed_dim", "must be from 1 to 65536");
+    if (o->embedder && *o->embedder && strcmp(o->embedder, "hash") &&
+        strcmp(o->embedder, "minilm"))
+        return bad_opt(err, "embedder", "must be hash or minilm, not '%s'", o->embedder);
     if (o->port < 0 || o->port > 65535)
         return bad_opt(err, "port", "must be from 0 to 65535");
     if (o->reply_tokens > DSPY_SIM_MAX_REPLY_TOKENS)
@@ -113,6 +116,8 @@ dspy_status dspy_sim_new(const struct dspy_sim_options *o, dspy_sim **out, struc
                                 &s->api_key, err)))
         goto fail;
     s->o.api_key = s->api_key;
+    if ((rc = dspy__sim_minilm_open(s, o, err)))
+        goto fail;
     if (!fail && s->o.capacity && !(s->slots = dspy_calloc(s->o.capacity, sizeof(uint64_t))))
         fail = true;
     if (fail) {
@@ -196,6 +201,7 @@ void dspy_sim_free(dspy_sim *s)
     dspy_free(s->bind);
     dspy_free(s->model);
     dspy__secret_free(s->api_key);
+    dspy_embedder_free(s->minilm);
     dspy_free(s->record_path);
     dspy_free(s);
 }

@@ -13,6 +13,8 @@
 
 #include <dspyc/sim.h>
 
+#include <dspyc/embed.h>
+
 #include "base/buf.h"
 #include "net/server.h"
 
@@ -219,6 +221,15 @@ bool dspy__sim_chat_parse(json_t *body, struct dspy__sim_chat *c, struct dspy__s
  * delivery (stream, n, max_tokens, ...), hashed. */
 uint64_t dspy__sim_request_hash(json_t *body);
 
+/* ---- Real embeddings (sim_minilm.c) ---- */
+
+/* Load the model when o->embedder is "minilm" (s->minilm stays NULL for "hash"). */
+dspy_status dspy__sim_minilm_open(struct dspy_sim *s, const struct dspy_sim_options *o,
+                                  struct dspy_error *err);
+dspy_status dspy__sim_minilm_embed(struct dspy_sim *s, const char *text, size_t n, float *out);
+/* The model's token count of a text ([CLS] and [SEP] included), for usage. */
+size_t dspy__sim_minilm_tokens(struct dspy_sim *s, const char *text, size_t n);
+
 /* ---- The running simulator (sim.c, sim_serve.c, sim_chat.c) ---- */
 
 enum dspy__sim_fault {
@@ -250,6 +261,7 @@ struct dspy_sim {
     atomic_uint_fast64_t faults[DSPY__SIM_F_COUNT];
     atomic_uint_fast64_t streams, completion_tokens;
     uint64_t start_ns;
+    dspy_embedder *minilm; /* embedder "minilm": real embeddings (sim_minilm.c), else NULL */
 };
 
 /* Per-attempt draws from the seeded sequence: which fault (or none) and a jitter factor

@@ -285,11 +285,16 @@ void dspy__sim_record(struct dspy__srv_req *req, void *ud)
 
 /* ---- Embeddings ---- */
 
-static dspy_status add_embedding(struct dspy_buf *b, const char *text, size_t n, unsigned dim,
-                                 bool base64, size_t index, float *vec)
+static dspy_status add_embedding(struct dspy_sim *s, struct dspy_buf *b, const char *text, size_t n,
+                                 unsigned dim, bool base64, size_t index, float *vec)
 {
-    dspy__sim_embed(text, n, vec, dim);
-    dspy_status rc = dspy__buf_addf(b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":",
+    dspy_status rc = DSPY_OK;
+    if (s->minilm)
+        rc = dspy__sim_minilm_embed(s, text, n, vec);
+    else
+        dspy__sim_embed(text, n, vec, dim);
+    if (!rc)
+        rc = dspy__buf_addf(b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":",
                                     index ? "," : "", index);
     if (!rc && base64) {
         rc = dspy__buf_addc(b, '"');
@@ -298,6 +303,9 @@ static dspy_status add_embedding(struct dspy_buf *b, const char *text, size_t n,
                                   dim * sizeof(float)); /* little-endian float32, as OpenAI */
         if (!rc)
             rc = dspy__buf_addc(b, '"');
+    } else if (s->minilm && !rc) {
+        char json[DSPY_EMBEDDING_JSON_MAX];
+        rc = dspy__buf_add(b, json, dspy_embedding_json(vec, dim, json, sizeof(json)));
     } else {
         for (unsigned d = 0; !rc && d < dim; d++)
             rc = dspy__buf_addf(b, "%s%.6g", d ? "," : "[", (double)vec[d]);
@@ -347,7 +355,7 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
     json_t *dims = json_object_get(body, "dimensions");
     const char *bad = NULL, *param = "input";
     bool b64 = json_is_string(fmt) && !strcmp(json_string_value(fmt), "base64");
-    unsigned dim = s->o.embed_dim;
+    unsigned dim = s->minilm ? DSPY_EMBED_DIM : s->o.embed_dim;
     if (!input)
         bad = "Missing required parameter: 'input'.";
     else if (json_is_string(input) && !json_string_length(input))
@@ -364,6 +372,8 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
              !(json_is_integer(dims) && json_integer_value(dims) >= 1 &&
                json_integer_value(dims) <= 8192))
         bad = "'dimensions' must be an integer from 1 to 8192.", param = "dimensions";
+    else if (s->minilm && json_is_integer(dims) && json_integer_value(dims) != DSPY_EMBED_DIM)
+        bad = "This model (all-MiniLM-L6-v2) has 384 dimensions.", param = "dimensions";
     size_t i;
     json_t *it;
     if (!bad && json_is_array(input) && !all_ints(input))
@@ -399,9 +409,9 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
             n = tmp.len;
             tokens += json_array_size(x);
         } else {
-            tokens += dspy__sim_tokens(text, n);
+            tokens += s->minilm ? dspy__sim_minilm_tokens(s, text, n) : dspy__sim_tokens(text, n);
         }
-        rc = add_embedding(&out, text, n, dim, b64, k, vec);
+        rc = add_embedding(s, &out, text, n, dim, b64, k, vec);
     }
     if (!rc)
         rc = dspy__buf_adds(&out, "],\"model\":");

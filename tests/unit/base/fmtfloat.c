@@ -136,12 +136,36 @@ static void round_trips_and_is_shortest(void **state)
     }
 }
 
+/* Digits from numpy's str(np.float32(x)), layout from Python's repr. */
+static void float32_repr_is_shortest(void **state)
+{
+    static const struct {
+        float f;
+        const char *want;
+    } cases[] = {
+        { 0.1f, "0.1" },           { 1.0f / 3, "0.33333334" },   { 1e-7f, "1e-07" },
+        { -0.0023064255f, "-0.0023064255" }, { 16777217.0f, "16777216.0" },
+        { 3.4028235e38f, "3.4028235e+38" },  { 1e-45f, "1e-45" }, { 1e16f, "1e+16" },
+        { 1e15f, "1000000000000000.0" },     { 0.0001f, "0.0001" }, { 1e-5f, "1e-05" },
+        { 123456.79f, "123456.79" }, { 0.5f, "0.5" }, { 2.5e-05f, "2.5e-05" }, { 100.0f, "100.0" },
+        { 0.0f, "0.0" },           { -0.0f, "-0.0" },
+    };
+    char out[DSPY__FLOAT_MAX];
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = dspy__float32_fmt(out, cases[i].f, DSPY__FLOAT_PYTHON);
+        assert_string_equal(out, cases[i].want);
+        assert_int_equal(n, strlen(cases[i].want));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(layouts),
         cmocka_unit_test(powers_of_two_match_python_and_orjson),
         cmocka_unit_test(round_trips_and_is_shortest),
+        cmocka_unit_test(float32_repr_is_shortest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
