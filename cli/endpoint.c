@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "endpoint.h"
-#include "sim/sim.h"
+#include "sim.h"
 #include "util.h"
 
 void endpoint_init(struct endpoint *ep)
@@ -66,10 +66,9 @@ int endpoint_option(struct endpoint *ep, int opt, const char *arg)
 /* Start the built-in simulator with the --sim flags; 0 or -1 after printing why. */
 static int start_sim(struct endpoint *ep)
 {
-    struct sim_options so;
-    char why[256], *copy = NULL, *argv[64];
-    int argc = 0;
-    sim_options_init(&so);
+    struct dspy_sim_options so = DSPY_SIM_OPTIONS_INIT;
+    char *copy = NULL, *argv[64];
+    int argc = 0, code;
     if (ep->sim_flags) {
         if (!(copy = strdup(ep->sim_flags)))
             abort();
@@ -87,13 +86,13 @@ static int start_sim(struct endpoint *ep)
             return -1;
         }
     }
-    ep->sim = sim_start(&so, why, sizeof(why));
-    free(copy); /* sim_start copies what it keeps */
+    ep->sim = sim_open(&so, stderr, &code);
+    free(copy); /* dspy_sim_new copies what it keeps */
     if (!ep->sim) {
-        fprintf(stderr, "dspyc: cannot start the built-in simulator: %s\n", why);
+        fprintf(stderr, "dspyc: cannot start the built-in simulator\n");
         return -1;
     }
-    snprintf(ep->sim_url, sizeof(ep->sim_url), "http://127.0.0.1:%d/v1", sim_port(ep->sim));
+    snprintf(ep->sim_url, sizeof(ep->sim_url), "http://127.0.0.1:%d/v1", dspy_sim_port(ep->sim));
     return 0;
 }
 
@@ -148,8 +147,7 @@ dspy_lm *endpoint_open(struct endpoint *ep)
 void endpoint_close(struct endpoint *ep, dspy_lm *lm)
 {
     dspy_lm_free(lm);
-    if (ep->sim)
-        sim_stop(ep->sim);
+    dspy_sim_free(ep->sim);
     ep->sim = NULL;
     cache_config_close(&ep->cache);
 }

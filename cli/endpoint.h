@@ -13,8 +13,6 @@
 
 #include "cache_config.h"
 
-struct sim;
-
 struct endpoint {
     const char *base_url;     /* --base-url, $DSPYC_BASE_URL, $OPENAI_BASE_URL */
     const char *model;        /* --model, $DSPYC_MODEL */
@@ -28,7 +26,7 @@ struct endpoint {
     double temperature;       /* --temperature, NAN = endpoint default */
     long max_tokens;          /* --max-tokens, -1 = endpoint default */
     const char *sim_flags;    /* --sim: flags for the built-in simulator */
-    struct sim *sim;          /* the in-process simulator, when one was started */
+    dspy_sim *sim;            /* the in-process simulator, when one was started */
     char sim_url[64];         /* its base URL */
     struct cache_config cache; /* --cache and friends; cache.cache once opened */
 };

@@ -16,5 +16,6 @@
 #include <dspyc/timeseries.h>
 #include <dspyc/metrics.h>
 #include <dspyc/optimize.h>
+#include <dspyc/sim.h>
 
 #endif

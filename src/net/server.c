@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "base/buf.h"
@@ -26,6 +27,10 @@
  * gets its 413 at once and the connection is closed after it. */
 #define DISCARD_MAX ((uint64_t)256 << 20)
 #define STREAM_MAX ((size_t)256 << 20) /* stream bytes queued but not yet sent */
+#define DEFAULT_HEADER_TIMEOUT_MS 10000
+#define DEFAULT_BODY_TIMEOUT_MS 30000
+#define SMALL_BODY ((uint64_t)64 << 10) /* bodies this small are not counted in the budget */
+#define CONN_HEADROOM 32 /* connections MHD may hold beyond the cap while one is evicted */
 
 struct dspy__route {
     char *method;
@@ -77,6 +82,9 @@ static struct dspy__srv_req *req_new(struct dspy__srv *srv, struct MHD_Connectio
     }
     req->srv = srv;
     req->conn = conn;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    req->track = ci ? ci->socket_context : NULL;
     atomic_init(&req->refs, 1);
     atomic_init(&req->closed, false);
     dspy__buf_init(&req->body, srv->opts.max_body);
@@ -164,6 +172,130 @@ uint64_t dspy__srv_gate(const struct dspy__srv_req *req, uint64_t due)
     return p > due ? p : due;
 }
 
+/* ---- Abuse limits: phases and deadlines, the connection cap, the body-bytes budget ---- */
+
+static void set_phase(struct dspy__srv_conn *c, enum dspy__srv_phase phase)
+{
+    if (!c)
+        return;
+    atomic_store(&c->since, dspy__now_ns());
+    atomic_store(&c->phase, (int)phase);
+}
+
+/* Close a connection from outside its MHD thread: shutdown() makes MHD read end-of-file
+ * and close it the usual way (requests ended, callbacks run). srv->lock held, which keeps
+ * the socket open: MHD's close notification (on_connection) takes that lock before MHD
+ * closes the socket. */
+static void shut(struct dspy__srv_conn *c)
+{
+    if (c->shut || c->fd < 0)
+        return;
+    c->shut = true;
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+/* Make room for `newest` under the cap: the oldest connection waiting for its head, else
+ * the oldest receiving a body, else newest itself. srv->lock held. */
+static void evict_one(struct dspy__srv *srv, struct dspy__srv_conn *newest)
+{
+    struct dspy__srv_conn *pick = NULL;
+    for (int want = DSPY__CONN_HEAD; want <= DSPY__CONN_BODY && !pick; want++)
+        for (struct dspy__srv_conn *c = srv->conns_tail; c && !pick; c = c->prev)
+            if (c != newest && !c->shut && atomic_load(&c->phase) == want)
+                pick = c;
+    shut(pick ? pick : newest);
+    atomic_fetch_add(&srv->evicted, 1);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct dspy__srv *srv = cls;
+    struct dspy__srv_conn *c = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!(c = dspy_calloc(1, sizeof(*c))))
+            return; /* untracked: served, but never timed out or evicted */
+        c->fd = ci ? ci->connect_fd : -1;
+        atomic_init(&c->phase, DSPY__CONN_HEAD);
+        atomic_init(&c->since, dspy__now_ns());
+        pthread_mutex_lock(&srv->lock);
+        c->next = srv->conns;
+        if (srv->conns)
+            srv->conns->prev = c;
+        else
+            srv->conns_tail = c;
+        srv->conns = c;
+        if (++srv->n_conns > srv->conn_cap)
+            evict_one(srv, c);
+        pthread_mutex_unlock(&srv->lock);
+        *socket_context = c;
+        return;
+    }
+    if (!c)
+        return;
+    pthread_mutex_lock(&srv->lock);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        srv->conns_tail = c->prev;
+    srv->n_conns--;
+    pthread_mutex_unlock(&srv->lock);
+    dspy_free(c);
+    *socket_context = NULL;
+}
+
+/* Timer thread, every sweep_ns: close connections past their head or body deadline. */
+static void sweep(void *arg)
+{
+    struct dspy__srv *srv = arg;
+    uint64_t now = dspy__now_ns();
+    uint64_t head_ns = (uint64_t)srv->opts.header_timeout_ms * 1000000u;
+    uint64_t body_ns = (uint64_t)srv->opts.body_timeout_ms * 1000000u;
+    pthread_mutex_lock(&srv->lock);
+    for (struct dspy__srv_conn *c = srv->conns; c; c = c->next) {
+        int phase = atomic_load(&c->phase);
+        uint64_t since = atomic_load(&c->since);
+        if (c->shut || phase == DSPY__CONN_BUSY || now < since)
+            continue;
+        if (phase == DSPY__CONN_HEAD && now - since > head_ns) {
+            shut(c);
+            atomic_fetch_add(&srv->header_timeouts, 1);
+        } else if (phase == DSPY__CONN_BODY && now - since > body_ns) {
+            shut(c);
+            atomic_fetch_add(&srv->body_timeouts, 1);
+        }
+    }
+    bool stopping = atomic_load(&srv->stopping);
+    pthread_mutex_unlock(&srv->lock);
+    if (!stopping)
+        dspy__timer_add(&srv->timer, now + srv->sweep_ns, sweep, srv);
+}
+
+/* Have `need` bytes of req's body counted against max_body_bytes_total (its announced
+ * length, or what a chunked one holds so far); false, counting nothing more, when they do
+ * not fit. Bodies up to SMALL_BODY are not counted: the connection cap bounds them, and
+ * ordinary requests keep being served while large bodies fill the budget. */
+static bool reserve(struct dspy__srv_req *req, uint64_t need)
+{
+    struct dspy__srv *srv = req->srv;
+    if (need <= SMALL_BODY || need <= req->reserved)
+        return true;
+    uint64_t more = need - req->reserved;
+    uint64_t before = atomic_fetch_add(&srv->body_bytes, more);
+    if (before + more > srv->opts.max_body_bytes_total) {
+        atomic_fetch_sub(&srv->body_bytes, more);
+        return false;
+    }
+    req->reserved = need;
+    return true;
+}
+
 /* ---- MHD callbacks ---- */
 
 static const struct dspy__route *find_route(struct dspy__srv *srv, const char *method,
@@ -190,6 +322,7 @@ static void dispatch(struct dspy__srv_req *req)
 
     req->dispatched = true;
     req->received_ns = dspy__now_ns();
+    set_phase(req->track, DSPY__CONN_BUSY);
     atomic_fetch_add(&srv->requests, 1);
     atomic_fetch_add(&srv->in_flight, 1);
     if (srv->opts.on_request)
@@ -199,6 +332,15 @@ static void dispatch(struct dspy__srv_req *req)
         dspy__srv_send_error(req, 413, "invalid_request_error", NULL, "request_too_large", NULL,
                              "Request body of %llu bytes is over the limit of %zu bytes.",
                              (unsigned long long)req->body_size, srv->opts.max_body);
+        return;
+    }
+    if (req->busy) {
+        static const char *const hdr[] = { "Retry-After", "1", NULL };
+        atomic_fetch_add(&srv->bodies_refused, 1);
+        dspy__srv_send_error(req, 503, "server_error", NULL, "server_busy", hdr,
+                             "The server is receiving %llu bytes of request bodies, its limit; "
+                             "retry shortly.",
+                             (unsigned long long)srv->opts.max_body_bytes_total);
         return;
     }
     const struct dspy__route *r = find_route(srv, req->method, req->path, allow, sizeof(allow));
@@ -250,6 +392,10 @@ static enum MHD_Result advance(struct dspy__srv_req *req)
 out:
     pthread_mutex_unlock(&req->lock);
     if (resp) {
+        /* Counted before it can reach the client, so a client that reads the counters
+         * after its answer sees it. */
+        if (req->srv->opts.on_status)
+            req->srv->opts.on_status((int)status, req->srv->opts.on_status_ud);
         r = MHD_queue_response(req->conn, status, resp);
         MHD_destroy_response(resp);
     }
@@ -261,11 +407,17 @@ static enum MHD_Result on_headers(struct dspy__srv_req *req)
     struct dspy__srv *srv = req->srv;
     const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
+    set_phase(req->track, DSPY__CONN_BODY);
     if (!cl)
-        return MHD_YES;
+        return MHD_YES; /* no length announced (chunked): counted as it arrives */
     unsigned long long n = strtoull(cl, NULL, 10);
-    if (n <= srv->opts.max_body)
-        return MHD_YES;
+    if (n <= srv->opts.max_body) {
+        if (reserve(req, n))
+            return MHD_YES;
+        req->busy = true; /* answered at once, without reading the body */
+        dispatch(req);
+        return advance(req);
+    }
     req->too_big = true;
     req->body_size = n;
     const char *expect = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
@@ -294,6 +446,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return on_headers(req);
     }
     if (*upload_size) {
+        struct dspy__srv_conn *c = req->track;
+        if (c && dspy__now_ns() - atomic_load(&c->since) >
+                     (uint64_t)srv->opts.body_timeout_ms * 1000000u) {
+            atomic_fetch_add(&srv->body_timeouts, 1);
+            return MHD_NO; /* too slow: close */
+        }
+        if (!req->too_big && !reserve(req, req->body.len + *upload_size)) {
+            atomic_fetch_add(&srv->bodies_refused, 1);
+            return MHD_NO; /* a chunked body over the budget: cut off */
+        }
         if (!req->too_big && dspy__buf_add(&req->body, upload_data, *upload_size)) {
             req->too_big = true;
             dspy__buf_release(&req->body);
@@ -320,6 +482,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_store(&req->closed, true);
     if (req->dispatched)
         atomic_fetch_sub(&srv->in_flight, 1);
+    if (req->reserved)
+        atomic_fetch_sub(&srv->body_bytes, req->reserved);
+    req->reserved = 0;
+    set_phase(req->track, DSPY__CONN_HEAD); /* a kept-alive connection waits for a head */
+    req->track = NULL;
     dspy__srv_req_unref(req);
 }
 
@@ -335,6 +502,21 @@ struct dspy__srv *dspy__srv_new(const struct dspy__srv_options *opts, struct dsp
         srv->opts.max_body = DEFAULT_MAX_BODY;
     if (!srv->opts.idle_timeout_s)
         srv->opts.idle_timeout_s = 120;
+    if (!srv->opts.header_timeout_ms)
+        srv->opts.header_timeout_ms = DEFAULT_HEADER_TIMEOUT_MS;
+    if (!srv->opts.body_timeout_ms)
+        srv->opts.body_timeout_ms = DEFAULT_BODY_TIMEOUT_MS;
+    if (!srv->opts.max_body_bytes_total)
+        srv->opts.max_body_bytes_total = 64 * (uint64_t)srv->opts.max_body;
+    /* The sweep runs often enough to close a connection within a quarter of its deadline. */
+    unsigned shortest = srv->opts.header_timeout_ms < srv->opts.body_timeout_ms
+                            ? srv->opts.header_timeout_ms
+                            : srv->opts.body_timeout_ms;
+    srv->sweep_ns = (uint64_t)shortest * 250000u;
+    if (srv->sweep_ns < 5000000u)
+        srv->sweep_ns = 5000000u;
+    if (srv->sweep_ns > 250000000u)
+        srv->sweep_ns = 250000000u;
     /* MHD's default is 32 KiB, zeroed per request: at 10,000 connections the smaller pool
      * halves the memory and the memset, and still holds any sane request head. */
     if (!srv->opts.conn_memory)
@@ -354,6 +536,11 @@ struct dspy__srv *dspy__srv_new(const struct dspy__srv_options *opts, struct dsp
     atomic_init(&srv->in_flight, 0);
     atomic_init(&srv->n_waiting, 0);
     atomic_init(&srv->too_big, 0);
+    atomic_init(&srv->body_bytes, 0);
+    atomic_init(&srv->evicted, 0);
+    atomic_init(&srv->header_timeouts, 0);
+    atomic_init(&srv->body_timeouts, 0);
+    atomic_init(&srv->bodies_refused, 0);
     return srv;
 free_timer:
     dspy__timer_release(&srv->timer);
@@ -430,10 +617,14 @@ dspy_status dspy__srv_start(struct dspy__srv *srv, struct dspy_error *err)
     }
 
     rlim_t nofile = raise_nofile();
-    unsigned limit = srv->opts.max_connections;
+    /* MHD's own limit leaves headroom above the cap, so that a connection beyond the cap is
+     * still accepted and can evict an older one instead of waiting in the backlog. */
     unsigned avail = nofile > 128 ? (unsigned)(nofile > 1000000 ? 1000000 : nofile) - 64 : 64;
-    if (!limit || limit > avail)
-        limit = avail;
+    unsigned cap = srv->opts.max_connections;
+    if (!cap || cap > avail - CONN_HEADROOM)
+        cap = avail - CONN_HEADROOM;
+    unsigned limit = cap + CONN_HEADROOM;
+    srv->conn_cap = cap;
     unsigned threads = srv->opts.threads;
     if (!threads) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -447,6 +638,8 @@ dspy_status dspy__srv_start(struct dspy__srv *srv, struct dspy_error *err)
         { MHD_OPTION_CONNECTION_LIMIT, (intptr_t)limit, NULL },
         { MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)srv->opts.idle_timeout_s, NULL },
         { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv },
+        { MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv },
+        { MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)srv->opts.max_connections_per_ip, NULL },
         { MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096, NULL },
         { MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)srv->opts.conn_memory, NULL },
         { threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)threads, NULL },
@@ -461,6 +654,7 @@ dspy_status dspy__srv_start(struct dspy__srv *srv, struct dspy_error *err)
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? (int)info->port : srv->opts.port;
+    dspy__timer_add(&srv->timer, dspy__now_ns() + srv->sweep_ns, sweep, srv);
     return DSPY_OK;
 }
 
@@ -486,6 +680,14 @@ void dspy__srv_stats(struct dspy__srv *srv, struct dspy__srv_stats *out)
     out->in_flight = atomic_load(&srv->in_flight);
     out->waiting = atomic_load(&srv->n_waiting);
     out->too_big = atomic_load(&srv->too_big);
+    pthread_mutex_lock(&srv->lock);
+    out->connections = srv->n_conns;
+    pthread_mutex_unlock(&srv->lock);
+    out->body_bytes = atomic_load(&srv->body_bytes);
+    out->evicted = atomic_load(&srv->evicted);
+    out->header_timeouts = atomic_load(&srv->header_timeouts);
+    out->body_timeouts = atomic_load(&srv->body_timeouts);
+    out->bodies_refused = atomic_load(&srv->bodies_refused);
 }
 
 void dspy__srv_free(struct dspy__srv *srv)

@@ -37,9 +37,23 @@ struct dspy__srv_mark {
     uint64_t due; /* ... may go out from this time */
 };
 
+enum dspy__srv_phase { DSPY__CONN_HEAD, DSPY__CONN_BODY, DSPY__CONN_BUSY };
+
+/* One open connection, for the abuse limits (server.c). Created and freed by MHD's
+ * connection notifications; only MHD callbacks of this connection touch it. */
+struct dspy__srv_conn {
+    int fd;
+    atomic_int phase;            /* enum dspy__srv_phase */
+    atomic_uint_fast64_t since;  /* when the phase began (dspy__now_ns) */
+    bool shut;                   /* shut down by the server; guarded by srv->lock */
+    struct dspy__srv_conn *prev, *next; /* srv->conns, newest first; guarded by srv->lock */
+};
+
 struct dspy__srv_req {
     struct dspy__srv *srv;
     struct MHD_Connection *conn;
+    struct dspy__srv_conn *track; /* NULL if untracked; only in MHD callbacks */
+    uint64_t reserved;            /* bytes counted in srv->body_bytes for this body */
     atomic_int refs;
     atomic_bool closed; /* MHD finished the request; answers are refused */
     char *method;
@@ -48,6 +62,7 @@ struct dspy__srv_req {
     uint64_t body_size; /* bytes announced or received, kept or not */
     uint64_t received_ns;
     bool too_big;
+    bool busy; /* refused for max_body_bytes_total */
     bool dispatched;
     unsigned route_flags;
     void *data;
@@ -78,11 +93,16 @@ struct dspy__srv {
     struct MHD_Daemon *daemon;
     int port;
     struct dspy__timer timer;
-    pthread_mutex_t lock; /* guards waiting and stopping */
+    pthread_mutex_t lock; /* guards waiting, stopping, conns and n_conns */
     struct dspy__srv_req *waiting;
+    struct dspy__srv_conn *conns, *conns_tail; /* newest first */
+    size_t n_conns;
+    unsigned conn_cap; /* max_connections as resolved at start */
+    uint64_t sweep_ns; /* period of the deadline sweep */
     atomic_bool stopping;
     atomic_uint_fast64_t pause_until;
     atomic_uint_fast64_t requests, in_flight, n_waiting, too_big;
+    atomic_uint_fast64_t body_bytes, evicted, header_timeouts, body_timeouts, bodies_refused;
 };
 
 /* Suspend req's connection until due_ns (0: until dspy__srv_wake); req->lock held. False

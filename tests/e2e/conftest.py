@@ -41,13 +41,15 @@ def _drain(proc, ready):
     ready.set()  # exited before listening
 
 
-def start_sim(*args, timeout=20.0):
+def start_sim(*args, timeout=20.0, preexec_fn=None, env=None):
     """Start `dspyc sim --port 0 *args`; return (proc, base_url) with base_url like
-    "http://127.0.0.1:PORT/v1". The process is stopped when the current test ends."""
+    "http://127.0.0.1:PORT/v1". The process is stopped when the current test ends.
+    preexec_fn and env go to Popen (e.g. to lower the open-files limit, or set a key)."""
     if not os.path.exists(DSPYC):
         pytest.skip(f"{DSPYC} is not built (set DSPYC_BIN)")
     proc = SimProcess([DSPYC, "sim", "--port", "0", *map(str, args)], stdin=subprocess.DEVNULL,
-                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                      preexec_fn=preexec_fn, env=env)
     proc.stderr_lines = []
     proc.base_url = None
     _running.append(proc)

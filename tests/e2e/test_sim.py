@@ -427,6 +427,10 @@ def test_bad_inputs_get_openai_errors_and_the_server_stays_up():
         assert cl.post(url, json=chat_body()).status_code == 200
         stats = cl.get(root(base) + "/admin/stats").json()
         assert stats["by_status"]["400"] >= 12 and stats["too_big"] == 1
+        # Every answer is counted by status, the server's own 404, 405 and 413 included.
+        by = stats["by_status"]
+        assert (by["400"], by["404"], by["405"], by["413"], by["200"]) == (13, 1, 1, 1, 2), by
+        assert sum(by.values()) == stats["requests"] - 1  # all but this stats request
 
 
 def test_api_key_is_checked_when_given():
@@ -440,6 +444,52 @@ def test_api_key_is_checked_when_given():
         model="m", messages=[{"role": "user", "content": "hi"}])
     assert ok.choices[0].message.content
     assert httpx.get(root(base) + "/health").status_code == 200
+
+
+def _key_required(base, key):
+    """The simulator at base answers 401 without the key and 200 with it."""
+    r = httpx.post(base + "/chat/completions", json=chat_body())
+    assert_openai_error(r, 401, "invalid_api_key")
+    r = httpx.post(base + "/chat/completions", json=chat_body(),
+                   headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200, r.text
+
+
+def test_api_key_from_env_or_file_stays_out_of_ps(tmp_path):
+    key = "sk-sim-7c1f"
+    env = dict(os.environ, SIM_TEST_KEY=f"  {key}\n")  # trimmed, as the client side does
+    proc, base = start_sim("--api-key-env", "SIM_TEST_KEY", env=env)
+    _key_required(base, key)
+    assert key not in open(f"/proc/{proc.pid}/cmdline").read()
+    kf = tmp_path / "key"
+    kf.write_text(f"{key}-file\nsecond line ignored\n")
+    proc, base = start_sim("--api-key-file", kf)
+    _key_required(base, key + "-file")
+    assert key not in open(f"/proc/{proc.pid}/cmdline").read()
+    # The variable wins when set; the file is the fallback when it is not.
+    proc, base = start_sim("--api-key-env", "SIM_TEST_UNSET_VAR", "--api-key-file", kf)
+    _key_required(base, key + "-file")
+
+
+def test_bad_api_key_sources_are_refused_without_showing_the_key(tmp_path):
+    def refused(*args, env=None, code=2):
+        r = subprocess.run([DSPYC, "sim", "--port", "0", *map(str, args)], capture_output=True,
+                           text=True, timeout=30, env=env)
+        assert r.returncode == code, r.stderr
+        return r.stderr
+    err = refused("--api-key-env", "SIM_TEST_UNSET_VAR")
+    assert "SIM_TEST_UNSET_VAR" in err and "not set" in err
+    evil = "sk-abc\r\nX-Injected: 1"
+    err = refused("--api-key-env", "SIM_TEST_KEY", env=dict(os.environ, SIM_TEST_KEY=evil))
+    assert "control character" in err and "SIM_TEST_KEY" in err and "sk-abc" not in err
+    kf = tmp_path / "key"
+    kf.write_text("sk-abc\tdef\n")
+    err = refused("--api-key-file", kf)
+    assert "control character" in err and str(kf) in err and "sk-abc" not in err
+    kf.write_text("\n")
+    assert "no API key" in refused("--api-key-file", kf)
+    assert "cannot open" in refused("--api-key-file", tmp_path / "missing", code=1)
+    assert "control character" in refused("--api-key", "sk-abc\x01")
 
 
 # ---- Recording, help, task sets ------------------------------------------------------------
@@ -540,3 +590,21 @@ def test_arith_accuracy_rises_with_demos_cot_and_instructions():
     assert bad_demos <= zero - 8
     # Deterministic: the same program scores the same again.
     assert accuracy(predict(train)) == demos
+
+
+def test_prompts_fuzzing_found_are_answered():
+    # A system message that declares an output field and nothing else, and a user message
+    # whose content is only an image: both once did NULL + 0 arithmetic (fatal under UBSan).
+    _, base = start_sim()
+    with httpx.Client(timeout=10) as cl:
+        sys_only = {"model": "m", "messages": [
+            {"role": "system", "content": "Your output fields are:\n1. `l` ():"}]}
+        r = cl.post(base + "/chat/completions", json=sys_only)
+        assert r.status_code == 200, r.text
+        assert "[[ ## l ## ]]" in r.json()["choices"][0]["message"]["content"]
+        image = {"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}
+        r = cl.post(base + "/chat/completions", json=image)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens"] >= 85  # the image is counted
+        assert r.json()["choices"][0]["message"]["content"]

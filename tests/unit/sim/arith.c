@@ -1,4 +1,4 @@
-/* Unit tests of the simulator's arith task pack (apps layer, cli/sim): the generator and
+/* Unit tests of the simulator's arith task pack (sim layer): the generator and
  * recognizer agree, and the accuracy model follows the formula in docs/simulator.md. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,11 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../../cli/sim/sim_answer.c"
-#include "../../../cli/sim/sim_arith.c"
-#include "../../../cli/sim/sim_prompt.c"
-#include "../../../cli/sim/sim_propose.c"
-#include "../../../cli/sim/sim_text.c"
+#include "sim/sim_int.h"
 
 static void test_generated_questions_are_recognized(void **state)
 {
@@ -26,18 +22,18 @@ static void test_generated_questions_are_recognized(void **state)
     int kinds[5] = { 0 };
     for (uint64_t i = 0; i < 3000; i++) {
         long answer;
-        struct sim_arith a;
+        struct dspy__sim_arith a;
         dspy__buf_reset(&q);
-        assert_int_equal(sim_arith_generate(11, i, &q, &answer), 0);
+        assert_int_equal(dspy__sim_arith_generate(11, i, &q, &answer), 0);
         assert_true(answer >= 0);
-        assert_true(sim_arith_find(q.ptr, q.len, &a));
+        assert_true(dspy__sim_arith_find(q.ptr, q.len, &a));
         assert_int_equal(a.answer, answer);
         assert_int_equal(a.start, 0);
         assert_int_equal(a.len, q.len);
         kinds[a.kind]++;
         dspy__buf_reset(&wrapped);
         dspy__buf_addf(&wrapped, "Question: %s\nAnswer:", q.ptr);
-        assert_true(sim_arith_find(wrapped.ptr, wrapped.len, &a));
+        assert_true(dspy__sim_arith_find(wrapped.ptr, wrapped.len, &a));
         assert_int_equal(a.answer, answer);
         assert_int_equal(a.start, 10);
     }
@@ -48,8 +44,8 @@ static void test_generated_questions_are_recognized(void **state)
     long a1, a2;
     dspy__buf_init(&q2, 4096);
     dspy__buf_reset(&q);
-    sim_arith_generate(5, 17, &q, &a1);
-    sim_arith_generate(5, 17, &q2, &a2);
+    dspy__sim_arith_generate(5, 17, &q, &a1);
+    dspy__sim_arith_generate(5, 17, &q2, &a2);
     assert_string_equal(q.ptr, q2.ptr);
     dspy__buf_release(&q);
     dspy__buf_release(&q2);
@@ -59,7 +55,7 @@ static void test_generated_questions_are_recognized(void **state)
 static void test_not_arith(void **state)
 {
     (void)state;
-    struct sim_arith a;
+    struct dspy__sim_arith a;
     const char *s[] = {
         "What is the capital of France?",
         "Ava has 17 marbles. She eats 5 and then buys 12 more. "
@@ -70,7 +66,7 @@ static void test_not_arith(void **state)
         "How many marbles does Bob have now?",
     };
     for (size_t i = 0; i < 4; i++)
-        assert_false(sim_arith_find(s[i], strlen(s[i]), &a));
+        assert_false(dspy__sim_arith_find(s[i], strlen(s[i]), &a));
 }
 
 /* A Chat-adapter prompt: question -> [reasoning,] answer, with demos. */
@@ -79,7 +75,7 @@ struct prompt {
     char demo_user[8][512];
     char demo_asst[8][256];
     char user[512];
-    struct sim_msg msgs[20];
+    struct dspy__sim_msg msgs[20];
     size_t n;
 };
 
@@ -98,40 +94,40 @@ static void build(struct prompt *p, bool cot, const char *instr, int right, int 
              cot ? "1. `reasoning` (str): \n2. `answer` (str):\n" : "1. `answer` (str):\n",
              cot ? "[[ ## reasoning ## ]]\n{reasoning}\n\n" : "", instr);
     p->n = 0;
-    p->msgs[p->n++] = (struct sim_msg){ SIM_ROLE_SYSTEM, { p->sys, strlen(p->sys) } };
+    p->msgs[p->n++] = (struct dspy__sim_msg){ DSPY__SIM_ROLE_SYSTEM, { p->sys, strlen(p->sys) } };
     for (int d = 0; d < right + wrong; d++) {
         dspy__buf_reset(&q);
-        sim_arith_generate(99, (uint64_t)d, &q, &ans);
+        dspy__sim_arith_generate(99, (uint64_t)d, &q, &ans);
         snprintf(p->demo_user[d], sizeof(p->demo_user[d]), "[[ ## question ## ]]\n%s", q.ptr);
         snprintf(p->demo_asst[d], sizeof(p->demo_asst[d]),
                  "[[ ## answer ## ]]\n%ld\n\n[[ ## completed ## ]]\n", d < right ? ans : ans + 7);
-        p->msgs[p->n++] =
-            (struct sim_msg){ SIM_ROLE_USER, { p->demo_user[d], strlen(p->demo_user[d]) } };
-        p->msgs[p->n++] =
-            (struct sim_msg){ SIM_ROLE_ASSISTANT, { p->demo_asst[d], strlen(p->demo_asst[d]) } };
+        p->msgs[p->n++] = (struct dspy__sim_msg){ DSPY__SIM_ROLE_USER,
+                                                  { p->demo_user[d], strlen(p->demo_user[d]) } };
+        p->msgs[p->n++] = (struct dspy__sim_msg){ DSPY__SIM_ROLE_ASSISTANT,
+                                                  { p->demo_asst[d], strlen(p->demo_asst[d]) } };
     }
     dspy__buf_reset(&q);
-    sim_arith_generate(1, q_index, &q, &ans);
+    dspy__sim_arith_generate(1, q_index, &q, &ans);
     snprintf(p->user, sizeof(p->user),
              "[[ ## question ## ]]\n%s\n\nRespond with the corresponding output fields, starting "
              "with the field `[[ ## answer ## ]]`, and then ending with the marker for "
              "`[[ ## completed ## ]]`.",
              q.ptr);
-    p->msgs[p->n++] = (struct sim_msg){ SIM_ROLE_USER, { p->user, strlen(p->user) } };
+    p->msgs[p->n++] = (struct dspy__sim_msg){ DSPY__SIM_ROLE_USER, { p->user, strlen(p->user) } };
     dspy__buf_release(&q);
 }
 
 static double p_of(bool cot, const char *instr, int right, int wrong)
 {
     struct prompt pr;
-    struct sim_prompt p;
-    struct sim_accuracy acc;
+    struct dspy__sim_prompt p;
+    struct dspy__sim_accuracy acc;
     build(&pr, cot, instr, right, wrong, 0);
-    sim_prompt_parse(&p, pr.msgs, pr.n);
-    sim_arith_accuracy(&p, &acc);
+    dspy__sim_prompt_parse(&p, pr.msgs, pr.n);
+    dspy__sim_arith_accuracy(&p, &acc);
     assert_int_equal(acc.demos_right, right);
     assert_int_equal(acc.demos_wrong, wrong);
-    sim_prompt_release(&p);
+    dspy__sim_prompt_release(&p);
     return acc.p;
 }
 
@@ -167,21 +163,21 @@ static void test_accuracy_draws(void **state)
         bool was_right = false;
         for (int level = 0; level < 3; level++) {
             struct prompt pr;
-            struct sim_prompt p;
-            struct sim_arith q;
+            struct dspy__sim_prompt p;
+            struct dspy__sim_arith q;
             bool ok;
             build(&pr, level >= 1, plain, level == 2 ? 4 : 0, 0, i);
-            sim_prompt_parse(&p, pr.msgs, pr.n);
-            assert_true(sim_arith_find(p.final_user.p, p.final_user.n, &q));
-            struct sim_answer_opts o = { 3, i, 0, 0, 0, NULL, false };
-            long a = sim_arith_answer(&p, &q, &o, &ok);
+            dspy__sim_prompt_parse(&p, pr.msgs, pr.n);
+            assert_true(dspy__sim_arith_find(p.final_user.p, p.final_user.n, &q));
+            struct dspy__sim_answer_opts o = { 3, i, 0, 0, 0, NULL, false };
+            long a = dspy__sim_arith_answer(&p, &q, &o, &ok);
             assert_true(ok == (a == q.answer));
             if (!ok)
                 assert_true(labs(a - q.answer) <= 3 && a >= 0);
             correct[level] += ok;
             monotone_breaks += was_right && !ok;
             was_right = ok;
-            sim_prompt_release(&p);
+            dspy__sim_prompt_release(&p);
         }
     }
     assert_int_equal(monotone_breaks, 0);
@@ -198,12 +194,12 @@ static void test_reasoning_ends_with_claim(void **state)
     dspy__buf_init(&r, 4096);
     for (uint64_t i = 0; i < 50; i++) {
         long ans;
-        struct sim_arith a;
+        struct dspy__sim_arith a;
         dspy__buf_reset(&q);
         dspy__buf_reset(&r);
-        sim_arith_generate(4, i, &q, &ans);
-        assert_true(sim_arith_find(q.ptr, q.len, &a));
-        sim_arith_reasoning(&a, ans + 1, &r);
+        dspy__sim_arith_generate(4, i, &q, &ans);
+        assert_true(dspy__sim_arith_find(q.ptr, q.len, &a));
+        dspy__sim_arith_reasoning(&a, ans + 1, &r);
         char tail[32];
         snprintf(tail, sizeof(tail), " %ld", ans + 1);
         assert_non_null(strstr(r.ptr, tail));

@@ -1,7 +1,6 @@
-/* Unit tests of the simulator's prompt reading and answering (apps layer, cli/sim): DSPy
+/* Unit tests of the simulator's prompt reading and answering (sim layer): DSPy
  * Chat and JSON adapter prompts captured from DSPy 3.3.1 (the fuzz corpus files), the
- * [[ ## field ## ]] block reader, typed answers, tokens, embeddings and base64. The sim
- * sources are compiled into this test, since cli/ is not part of the library. */
+ * [[ ## field ## ]] block reader, typed answers, tokens, embeddings and base64. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,17 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../../cli/sim/sim_answer.c"
-#include "../../../cli/sim/sim_arith.c"
-#include "../../../cli/sim/sim_embed.c"
-#include "../../../cli/sim/sim_prompt.c"
-#include "../../../cli/sim/sim_propose.c"
-#include "../../../cli/sim/sim_text.c"
+#include "sim/sim_int.h"
 
 /* A corpus file: messages separated by 0x1e; system, then user/assistant turns. */
 struct fixture {
     char *text;
-    struct sim_msg msgs[16];
+    struct dspy__sim_msg msgs[16];
     size_t n;
 };
 
@@ -41,25 +35,25 @@ static void load(struct fixture *f, const char *name)
     while (p <= end && f->n < 16) {
         char *sep = memchr(p, 0x1e, (size_t)(end - p));
         char *e = sep ? sep : end;
-        enum sim_role role = f->n == 0 ? SIM_ROLE_SYSTEM
-                             : f->n % 2 ? SIM_ROLE_USER
-                                        : SIM_ROLE_ASSISTANT;
-        f->msgs[f->n++] = (struct sim_msg){ role, { p, (size_t)(e - p) } };
+        enum dspy__sim_role role = f->n == 0  ? DSPY__SIM_ROLE_SYSTEM
+                                   : f->n % 2 ? DSPY__SIM_ROLE_USER
+                                              : DSPY__SIM_ROLE_ASSISTANT;
+        f->msgs[f->n++] = (struct dspy__sim_msg){ role, { p, (size_t)(e - p) } };
         p = e + 1;
     }
 }
 
-static bool eq(struct sim_view v, const char *s)
+static bool eq(struct dspy__sim_view v, const char *s)
 {
-    return sim_view_eq(v, s);
+    return dspy__sim_view_eq(v, s);
 }
 
-static char *answer(const struct sim_prompt *p, uint64_t seed, uint64_t req_hash)
+static char *answer(const struct dspy__sim_prompt *p, uint64_t seed, uint64_t req_hash)
 {
     struct dspy_buf b;
-    struct sim_answer_opts o = { seed, req_hash, 0, 0, 0, NULL, false };
+    struct dspy__sim_answer_opts o = { seed, req_hash, 0, 0, 0, NULL, false };
     dspy__buf_init(&b, 1 << 20);
-    assert_int_equal(sim_answer(p, &o, &b), 0);
+    assert_int_equal(dspy__sim_answer(p, &o, &b), 0);
     return dspy__buf_detach(&b, NULL);
 }
 
@@ -67,10 +61,10 @@ static void test_chat_prompt_is_read(void **state)
 {
     (void)state;
     struct fixture f;
-    struct sim_prompt p;
+    struct dspy__sim_prompt p;
     load(&f, "chat_typed.txt");
-    sim_prompt_parse(&p, f.msgs, f.n);
-    assert_int_equal(p.adapter, SIM_ADAPTER_CHAT);
+    dspy__sim_prompt_parse(&p, f.msgs, f.n);
+    assert_int_equal(p.adapter, DSPY__SIM_ADAPTER_CHAT);
     assert_int_equal(p.n_inputs, 2);
     assert_true(eq(p.inputs[0].name, "text") && eq(p.inputs[0].value, "I loved it"));
     assert_true(eq(p.inputs[1].name, "k") && eq(p.inputs[1].type, "int"));
@@ -85,8 +79,8 @@ static void test_chat_prompt_is_read(void **state)
     assert_true(eq(p.instructions, "Classify the text."));
 
     char *text = answer(&p, 0, 42);
-    struct sim_block blocks[8];
-    size_t nb = sim_blocks((struct sim_view){ text, strlen(text) }, blocks, 8);
+    struct dspy__sim_block blocks[8];
+    size_t nb = dspy__sim_blocks((struct dspy__sim_view){ text, strlen(text) }, blocks, 8);
     assert_int_equal(nb, 4);
     assert_true(eq(blocks[0].value, "pos") || eq(blocks[0].value, "neg"));
     json_t *tags = json_loadb(blocks[1].value.p, blocks[1].value.n, 0, NULL);
@@ -111,7 +105,7 @@ static void test_chat_prompt_is_read(void **state)
     assert_true(differ > 0);
     dspy_free(text);
     dspy_free(again);
-    sim_prompt_release(&p);
+    dspy__sim_prompt_release(&p);
     free(f.text);
 }
 
@@ -119,10 +113,10 @@ static void test_json_prompt_is_read(void **state)
 {
     (void)state;
     struct fixture f;
-    struct sim_prompt p;
+    struct dspy__sim_prompt p;
     load(&f, "json_typed.txt");
-    sim_prompt_parse(&p, f.msgs, f.n);
-    assert_int_equal(p.adapter, SIM_ADAPTER_JSON);
+    dspy__sim_prompt_parse(&p, f.msgs, f.n);
+    assert_int_equal(p.adapter, DSPY__SIM_ADAPTER_JSON);
     assert_int_equal(p.n_outputs, 3);
     assert_true(eq(p.outputs[0].note, "must exactly match (no extra characters) one of: pos; neg"));
     assert_non_null(p.outputs[1].schema);
@@ -137,7 +131,7 @@ static void test_json_prompt_is_read(void **state)
     assert_true(json_is_number(json_object_get(obj, "score")));
     json_decref(obj);
     dspy_free(text);
-    sim_prompt_release(&p);
+    dspy__sim_prompt_release(&p);
     free(f.text);
 }
 
@@ -147,22 +141,23 @@ static void test_nested_types(void **state)
     const char *names[] = { "json_nested.txt", "chat_nested.txt" };
     for (int i = 0; i < 2; i++) {
         struct fixture f;
-        struct sim_prompt p;
+        struct dspy__sim_prompt p;
         load(&f, names[i]);
-        sim_prompt_parse(&p, f.msgs, f.n);
+        dspy__sim_prompt_parse(&p, f.msgs, f.n);
         assert_int_equal(p.n_outputs, 4);
         char *text = answer(&p, 0, 1);
         json_t *list, *meta, *flag;
         json_t *obj = NULL;
-        if (p.adapter == SIM_ADAPTER_JSON) {
+        if (p.adapter == DSPY__SIM_ADAPTER_JSON) {
             obj = json_loads(text, 0, NULL);
             list = json_object_get(obj, "items");
             meta = json_object_get(obj, "meta");
             flag = json_object_get(obj, "flag");
             assert_true(json_is_boolean(flag));
         } else {
-            struct sim_block b[8];
-            assert_int_equal(sim_blocks((struct sim_view){ text, strlen(text) }, b, 8), 5);
+            struct dspy__sim_block b[8];
+            assert_int_equal(dspy__sim_blocks((struct dspy__sim_view){ text, strlen(text) }, b, 8),
+                             5);
             list = json_loadb(b[0].value.p, b[0].value.n, 0, NULL);
             meta = json_loadb(b[1].value.p, b[1].value.n, 0, NULL);
             assert_true(eq(b[3].value, "True") || eq(b[3].value, "False"));
@@ -172,13 +167,13 @@ static void test_nested_types(void **state)
         assert_true(json_is_string(json_object_get(it, "name")));
         assert_true(json_is_integer(json_object_get(it, "qty")));
         assert_true(json_is_object(meta));
-        if (p.adapter != SIM_ADAPTER_JSON) {
+        if (p.adapter != DSPY__SIM_ADAPTER_JSON) {
             json_decref(list);
             json_decref(meta);
         }
         json_decref(obj);
         dspy_free(text);
-        sim_prompt_release(&p);
+        dspy__sim_prompt_release(&p);
         free(f.text);
     }
 }
@@ -188,19 +183,43 @@ static void test_blocks_like_dspy(void **state)
     (void)state;
     const char *t = "preamble\n[[ ## a ## ]]\n one \n\n[[ ## b ## ]] same line\nmore\n"
                     "  [[ ## a ## ]]\nsecond a\n[[ ## bad name ## ]]\nx";
-    struct sim_block b[8];
-    size_t n = sim_blocks((struct sim_view){ t, strlen(t) }, b, 8);
+    struct dspy__sim_block b[8];
+    size_t n = dspy__sim_blocks((struct dspy__sim_view){ t, strlen(t) }, b, 8);
     assert_int_equal(n, 2);
     assert_true(eq(b[0].name, "a") && eq(b[0].value, "one"));
     assert_true(eq(b[1].name, "b"));
     assert_true(eq(b[1].value, "same line\nmore")); /* a repeated header ends the block */
 }
 
+/* Fuzzing found: a system message declaring an output field and no user message left the
+ * final user view NULL, and the block reader did NULL + 0 (undefined; fatal under UBSan). */
+static void test_system_only_prompt_is_answered(void **state)
+{
+    (void)state;
+    const char *sys = "Your output fields are:\n1. `l` ():";
+    struct dspy__sim_msg m = { DSPY__SIM_ROLE_SYSTEM, { sys, strlen(sys) } };
+    struct dspy__sim_prompt p;
+    struct dspy__sim_block b[4];
+    dspy__sim_prompt_parse(&p, &m, 1);
+    assert_int_equal(p.adapter, DSPY__SIM_ADAPTER_CHAT);
+    assert_int_equal(p.n_outputs, 1);
+    assert_true(eq(p.outputs[0].name, "l"));
+    assert_non_null(p.final_user.p);
+    assert_int_equal(p.final_user.n, 0);
+    char *text = answer(&p, 0, 0);
+    assert_non_null(strstr(text, "[[ ## l ## ]]"));
+    assert_non_null(strstr(text, "[[ ## completed ## ]]"));
+    dspy_free(text);
+    dspy__sim_prompt_release(&p);
+    assert_int_equal(dspy__sim_blocks((struct dspy__sim_view){ NULL, 0 }, b, 4), 0);
+}
+
 static void test_literal_choices(void **state)
 {
     (void)state;
     const char *t = "Literal['a, b', \"c'd\", 3, True]";
-    json_t *c = sim_type_choices((struct sim_view){ t, strlen(t) }, (struct sim_view){ "", 0 });
+    json_t *c = dspy__sim_type_choices((struct dspy__sim_view){ t, strlen(t) },
+                                       (struct dspy__sim_view){ "", 0 });
     assert_int_equal(json_array_size(c), 4);
     assert_string_equal(json_string_value(json_array_get(c, 0)), "a, b");
     assert_string_equal(json_string_value(json_array_get(c, 1)), "c'd");
@@ -208,7 +227,8 @@ static void test_literal_choices(void **state)
     assert_true(json_is_true(json_array_get(c, 3)));
     json_decref(c);
     const char *note = "must be one of: red; green";
-    c = sim_type_choices((struct sim_view){ "Color", 5 }, (struct sim_view){ note, strlen(note) });
+    c = dspy__sim_type_choices((struct dspy__sim_view){ "Color", 5 },
+                               (struct dspy__sim_view){ note, strlen(note) });
     assert_int_equal(json_array_size(c), 2);
     assert_string_equal(json_string_value(json_array_get(c, 1)), "green");
     json_decref(c);
@@ -219,22 +239,22 @@ static void test_plain_prompts(void **state)
     (void)state;
     const char *q = "Tom has 10 coins. He loses 3 and then finds 4 more. How many coins does Tom "
                     "have now?";
-    struct sim_msg m[1] = { { SIM_ROLE_USER, { q, strlen(q) } } };
-    struct sim_prompt p;
-    sim_prompt_parse(&p, m, 1);
-    assert_int_equal(p.adapter, SIM_ADAPTER_NONE);
+    struct dspy__sim_msg m[1] = { { DSPY__SIM_ROLE_USER, { q, strlen(q) } } };
+    struct dspy__sim_prompt p;
+    dspy__sim_prompt_parse(&p, m, 1);
+    assert_int_equal(p.adapter, DSPY__SIM_ADAPTER_NONE);
     char *text = answer(&p, 0, 0);
     assert_non_null(strstr(text, "The answer is "));
     dspy_free(text);
 
     const char *hi = "Tell me about the ocean and whales";
-    m[0].text = (struct sim_view){ hi, strlen(hi) };
-    sim_prompt_parse(&p, m, 1);
-    struct sim_answer_opts o = { 0, 9, 0, 0, 50, NULL, false };
+    m[0].text = (struct dspy__sim_view){ hi, strlen(hi) };
+    dspy__sim_prompt_parse(&p, m, 1);
+    struct dspy__sim_answer_opts o = { 0, 9, 0, 0, 50, NULL, false };
     struct dspy_buf b;
     dspy__buf_init(&b, 1 << 16);
-    assert_int_equal(sim_answer(&p, &o, &b), 0);
-    assert_int_equal(sim_tokens(b.ptr, b.len), 50); /* --reply-tokens is exact */
+    assert_int_equal(dspy__sim_answer(&p, &o, &b), 0);
+    assert_int_equal(dspy__sim_tokens(b.ptr, b.len), 50); /* --reply-tokens is exact */
     assert_non_null(strstr(b.ptr, "ocean"));
     dspy__buf_release(&b);
 }
@@ -243,17 +263,17 @@ static void test_tokens(void **state)
 {
     (void)state;
     const char *s = "Ava has 17 marbles.";
-    assert_int_equal(sim_tokens(s, strlen(s)), 6); /* Ava| has| 17| mar|bles|. */
-    assert_int_equal(sim_tokens_prefix(s, strlen(s), 2), 7);
-    assert_int_equal(sim_tokens("", 0), 0);
+    assert_int_equal(dspy__sim_tokens(s, strlen(s)), 6); /* Ava| has| 17| mar|bles|. */
+    assert_int_equal(dspy__sim_tokens_prefix(s, strlen(s), 2), 7);
+    assert_int_equal(dspy__sim_tokens("", 0), 0);
     const char *u = "\xc3\xa9\xc3\xa9\xc3\xa9"; /* three 2-byte characters */
-    assert_int_equal(sim_token_len(u, strlen(u)), 4);
-    assert_int_equal(sim_tokens(u, strlen(u)), 2);
+    assert_int_equal(dspy__sim_token_len(u, strlen(u)), 4);
+    assert_int_equal(dspy__sim_tokens(u, strlen(u)), 2);
     const char *emoji = "\xf0\x9f\x98\x80!";
-    assert_int_equal(sim_token_len(emoji, strlen(emoji)), 4);
-    assert_int_equal(sim_utf8_check("ok\xff", 3), 2);
-    assert_int_equal(sim_utf8_check("\xed\xa0\x80", 3), 0); /* a surrogate */
-    assert_int_equal(sim_utf8_check(u, strlen(u)), strlen(u));
+    assert_int_equal(dspy__sim_token_len(emoji, strlen(emoji)), 4);
+    assert_int_equal(dspy__sim_utf8_check("ok\xff", 3), 2);
+    assert_int_equal(dspy__sim_utf8_check("\xed\xa0\x80", 3), 0); /* a surrogate */
+    assert_int_equal(dspy__sim_utf8_check(u, strlen(u)), strlen(u));
 }
 
 static double cosine(const float *a, const float *b, unsigned n)
@@ -271,20 +291,20 @@ static void test_embeddings_and_base64(void **state)
     const char *s1 = "The quick brown fox jumps over the lazy dog";
     const char *s2 = "The quick brown fox jumped over the lazy dog!";
     const char *s3 = "Quarterly revenue grew in the semiconductor segment";
-    sim_embed(s1, strlen(s1), a, 384);
-    sim_embed(s2, strlen(s2), b, 384);
-    sim_embed(s3, strlen(s3), c, 384);
+    dspy__sim_embed(s1, strlen(s1), a, 384);
+    dspy__sim_embed(s2, strlen(s2), b, 384);
+    dspy__sim_embed(s3, strlen(s3), c, 384);
     assert_true(fabs(cosine(a, a, 384) - 1.0) < 1e-5);
     assert_true(cosine(a, b, 384) > 0.8);
     assert_true(cosine(a, c, 384) < 0.35);
-    sim_embed("?!", 2, c, 384);
+    dspy__sim_embed("?!", 2, c, 384);
     assert_true(fabs(cosine(c, c, 384) - 1.0) < 1e-5);
 
     struct dspy_buf out;
     dspy__buf_init(&out, 64);
-    sim_base64(&out, "abc", 3);
-    sim_base64(&out, "ab", 2);
-    sim_base64(&out, "a", 1);
+    dspy__sim_base64(&out, "abc", 3);
+    dspy__sim_base64(&out, "ab", 2);
+    dspy__sim_base64(&out, "a", 1);
     assert_string_equal(out.ptr, "YWJjYWI=YQ==");
     dspy__buf_release(&out);
 }
@@ -296,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_json_prompt_is_read),
         cmocka_unit_test(test_nested_types),
         cmocka_unit_test(test_blocks_like_dspy),
+        cmocka_unit_test(test_system_only_prompt_is_answered),
         cmocka_unit_test(test_literal_choices),
         cmocka_unit_test(test_plain_prompts),
         cmocka_unit_test(test_tokens),

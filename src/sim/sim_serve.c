@@ -1,4 +1,4 @@
-/* The simulator's HTTP side (apps layer): routes, API key check, body parsing into
+/* The simulator's HTTP side (sim layer): routes, API key check, body parsing into
  * OpenAI-style errors, the fault and jitter sequence, the capacity/queue model, counters,
  * recording, and the small endpoints (embeddings, models, health, admin). Chat completions
  * live in sim_chat.c. */
@@ -11,67 +11,66 @@
 #include "base/clock.h"
 #include "sim_int.h"
 
-static const char *const fault_names[SIM_F_COUNT] = {
+static const char *const fault_names[DSPY__SIM_F_COUNT] = {
     "429", "500", "503", "timeout", "drop", "malformed", "truncate",
 };
 
 /* ---- Draws, faults, counters ---- */
 
-enum sim_fault sim_draw(struct sim *s, double *jitter_u)
+enum dspy__sim_fault dspy__sim_draw(struct dspy_sim *s, double *jitter_u)
 {
     uint64_t k = atomic_fetch_add(&s->attempts, 1);
-    double u = sim_unit(sim_mix(s->o.seed ^ 0xfa17ull, k));
-    *jitter_u = 2.0 * sim_unit(sim_mix(s->o.seed ^ 0x7177ull, k)) - 1.0;
-    const double rates[SIM_F_COUNT] = { s->o.fail_429,     s->o.fail_500,  s->o.fail_503,
-                                        s->o.fail_timeout, s->o.fail_drop, s->o.fail_malformed,
-                                        s->o.fail_truncate };
+    double u = dspy__sim_unit(dspy__sim_mix(s->o.seed ^ 0xfa17ull, k));
+    *jitter_u = 2.0 * dspy__sim_unit(dspy__sim_mix(s->o.seed ^ 0x7177ull, k)) - 1.0;
+    const double rates[DSPY__SIM_F_COUNT] = { s->o.fail_429,     s->o.fail_500,
+                                              s->o.fail_503,     s->o.fail_timeout,
+                                              s->o.fail_drop,    s->o.fail_malformed,
+                                              s->o.fail_truncate };
     double acc = 0;
-    for (int f = 0; f < SIM_F_COUNT; f++) {
+    for (int f = 0; f < DSPY__SIM_F_COUNT; f++) {
         acc += rates[f];
         if (u < acc)
-            return (enum sim_fault)f;
+            return (enum dspy__sim_fault)f;
     }
-    return SIM_F_NONE;
+    return DSPY__SIM_F_NONE;
 }
 
-void sim_count(struct sim *s, int status)
+void dspy__sim_count(int status, void *sim)
 {
+    struct dspy_sim *s = sim;
     if (status >= 100 && status < 600)
         atomic_fetch_add(&s->by_status[status], 1);
 }
 
-uint64_t sim_ns(const struct sim *s, double ms, double u)
+uint64_t dspy__sim_ns(const struct dspy_sim *s, double ms, double u)
 {
     double v = ms * (1.0 + s->o.jitter * u);
     return v > 0 ? (uint64_t)(v * 1e6) : 0;
 }
 
-bool sim_fault_answer(struct sim *s, struct dspy__srv_req *req, enum sim_fault f)
+bool dspy__sim_fault_answer(struct dspy_sim *s, struct dspy__srv_req *req, enum dspy__sim_fault f)
 {
     char retry[32];
     const char *hdr[] = { "Retry-After", retry, NULL };
     snprintf(retry, sizeof(retry), "%g", s->o.retry_after_s);
     switch (f) {
-    case SIM_F_429:
-        sim_count(s, 429);
+    case DSPY__SIM_F_429:
         dspy__srv_send_error(req, 429, "rate_limit_error", NULL, "rate_limit_exceeded", hdr,
                              "Rate limit reached (simulated fault). Retry after %s s.", retry);
         break;
-    case SIM_F_500:
-        sim_count(s, 500);
+    case DSPY__SIM_F_500:
         dspy__srv_send_error(req, 500, "server_error", NULL, NULL, NULL,
                              "The server had an error while processing your request "
                              "(simulated fault).");
         break;
-    case SIM_F_503:
-        sim_count(s, 503);
+    case DSPY__SIM_F_503:
         dspy__srv_send_error(req, 503, "server_error", NULL, "overloaded", hdr,
                              "The server is overloaded (simulated fault).");
         break;
-    case SIM_F_TIMEOUT:
+    case DSPY__SIM_F_TIMEOUT:
         dspy__srv_drop(req, dspy__now_ns() + (uint64_t)(s->o.timeout_hold_ms * 1e6));
         break;
-    case SIM_F_DROP:
+    case DSPY__SIM_F_DROP:
         dspy__srv_drop(req, 0);
         break;
     default:
@@ -81,41 +80,37 @@ bool sim_fault_answer(struct sim *s, struct dspy__srv_req *req, enum sim_fault f
     return true;
 }
 
-bool sim_auth(struct sim *s, struct dspy__srv_req *req)
+bool dspy__sim_auth(struct dspy_sim *s, struct dspy__srv_req *req)
 {
     if (!s->api_key)
         return true;
     const char *h = dspy__srv_req_header(req, "Authorization");
     if (h && !strncmp(h, "Bearer ", 7) && !strcmp(h + 7, s->api_key))
         return true;
-    sim_count(s, 401);
     dspy__srv_send_error(req, 401, "invalid_request_error", NULL, "invalid_api_key", NULL,
                          h ? "Incorrect API key provided." : "You didn't provide an API key.");
     return false;
 }
 
-json_t *sim_body_json(struct sim *s, struct dspy__srv_req *req)
+json_t *dspy__sim_body_json(struct dspy__srv_req *req)
 {
     size_t len;
     const char *body = dspy__srv_req_body(req, &len);
     json_error_t e;
     if (!len) {
-        sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", NULL, "invalid_json", NULL,
                              "We could not parse the JSON body of your request: the body is "
                              "empty.");
         return NULL;
     }
-    size_t bad = sim_utf8_check(body, len);
+    size_t bad = dspy__sim_utf8_check(body, len);
     if (bad != len) {
-        sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", NULL, "invalid_utf8", NULL,
                              "The request body is not valid UTF-8 (byte offset %zu).", bad);
         return NULL;
     }
     json_t *j = json_loadb(body, len, 0, &e);
     if (!j) {
-        sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", NULL, "invalid_json", NULL,
                              "We could not parse the JSON body of your request: %s (line %d, "
                              "column %d).",
@@ -124,7 +119,6 @@ json_t *sim_body_json(struct sim *s, struct dspy__srv_req *req)
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", NULL, "invalid_json", NULL,
                              "The request body must be a JSON object.");
         return NULL;
@@ -132,19 +126,18 @@ json_t *sim_body_json(struct sim *s, struct dspy__srv_req *req)
     return j;
 }
 
-void sim_send_json(struct sim *s, struct dspy__srv_req *req, struct dspy_buf *body,
-                   uint64_t due, enum sim_fault f)
+void dspy__sim_send_json(struct dspy_sim *s, struct dspy__srv_req *req, struct dspy_buf *body,
+                         uint64_t due, enum dspy__sim_fault f)
 {
     struct dspy__srv_reply r = { 200, "application/json", NULL, body->ptr, body->len, NULL };
-    sim_count(s, 200);
-    if (f == SIM_F_MALFORMED) {
+    if (f == DSPY__SIM_F_MALFORMED) {
         /* Cut the JSON short and append garbage: a 200 whose body does not parse. */
         body->len = body->len / 2;
         dspy__buf_adds(body, "<<simulated malformed body\n");
         r.body = body->ptr;
         r.len = body->len;
         atomic_fetch_add(&s->faults[f], 1);
-    } else if (f == SIM_F_TRUNCATE) {
+    } else if (f == DSPY__SIM_F_TRUNCATE) {
         atomic_fetch_add(&s->faults[f], 1);
         dspy__srv_send_truncated(req, &r, due, body->len / 2);
         return;
@@ -181,7 +174,7 @@ static void heap_down(uint64_t *h, size_t n, size_t i)
     }
 }
 
-static size_t queued_now(struct sim *s, uint64_t now)
+static size_t queued_now(struct dspy_sim *s, uint64_t now)
 {
     while (s->qlen && s->queue[0] <= now) {
         s->queue[0] = s->queue[--s->qlen];
@@ -190,7 +183,7 @@ static size_t queued_now(struct sim *s, uint64_t now)
     return s->qlen;
 }
 
-bool sim_admit(struct sim *s, uint64_t now, uint64_t service_ns, uint64_t *start)
+bool dspy__sim_admit(struct dspy_sim *s, uint64_t now, uint64_t service_ns, uint64_t *start)
 {
     bool ok = true;
     *start = now;
@@ -225,13 +218,12 @@ out:
     return ok;
 }
 
-void sim_queue_full(struct sim *s, struct dspy__srv_req *req)
+void dspy__sim_queue_full(struct dspy_sim *s, struct dspy__srv_req *req)
 {
     char retry[32];
     const char *hdr[] = { "Retry-After", retry, NULL };
     int status = s->o.queue_full_status;
     snprintf(retry, sizeof(retry), "%g", s->o.retry_after_s);
-    sim_count(s, status);
     dspy__srv_send_error(req, status, status == 429 ? "rate_limit_error" : "server_error", NULL,
                          "queue_full", hdr,
                          "The server is at capacity: %u requests in service and %u waiting.",
@@ -247,7 +239,7 @@ static json_t *lossy_string(const char *p, size_t n)
     dspy__buf_init(&b, n * 3 + 16);
     size_t i = 0;
     while (i < n) {
-        size_t ok = sim_utf8_check(p + i, n - i);
+        size_t ok = dspy__sim_utf8_check(p + i, n - i);
         dspy__buf_add(&b, p + i, ok);
         i += ok;
         if (i < n) {
@@ -260,9 +252,9 @@ static json_t *lossy_string(const char *p, size_t n)
     return s;
 }
 
-void sim_record(struct dspy__srv_req *req, void *ud)
+void dspy__sim_record(struct dspy__srv_req *req, void *ud)
 {
-    struct sim *s = ud;
+    struct dspy_sim *s = ud;
     size_t len;
     const char *body = dspy__srv_req_body(req, &len);
     json_error_t e;
@@ -296,13 +288,14 @@ void sim_record(struct dspy__srv_req *req, void *ud)
 static dspy_status add_embedding(struct dspy_buf *b, const char *text, size_t n, unsigned dim,
                                  bool base64, size_t index, float *vec)
 {
-    sim_embed(text, n, vec, dim);
+    dspy__sim_embed(text, n, vec, dim);
     dspy_status rc = dspy__buf_addf(b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":",
                                     index ? "," : "", index);
     if (!rc && base64) {
         rc = dspy__buf_addc(b, '"');
         if (!rc)
-            rc = sim_base64(b, vec, dim * sizeof(float)); /* little-endian float32, as OpenAI */
+            rc = dspy__sim_base64(b, vec,
+                                  dim * sizeof(float)); /* little-endian float32, as OpenAI */
         if (!rc)
             rc = dspy__buf_addc(b, '"');
     } else {
@@ -340,11 +333,11 @@ static bool all_ints(json_t *arr)
 
 static void embeddings(struct dspy__srv_req *req, void *ud)
 {
-    struct sim *s = ud;
+    struct dspy_sim *s = ud;
     struct dspy_buf out, tmp;
     float *vec = NULL;
     json_t *body;
-    if (!sim_auth(s, req) || !(body = sim_body_json(s, req)))
+    if (!dspy__sim_auth(s, req) || !(body = dspy__sim_body_json(req)))
         return;
     dspy__buf_init(&out, (size_t)1 << 30);
     dspy__buf_init(&tmp, (size_t)1 << 24);
@@ -382,7 +375,6 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
             }
         }
     if (bad) {
-        sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", param, "invalid_value", NULL, "%s",
                              bad);
         goto out;
@@ -390,8 +382,8 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
     if (json_is_integer(dims))
         dim = (unsigned)json_integer_value(dims);
     double ju;
-    enum sim_fault f = sim_draw(s, &ju);
-    if (sim_fault_answer(s, req, f))
+    enum dspy__sim_fault f = dspy__sim_draw(s, &ju);
+    if (dspy__sim_fault_answer(s, req, f))
         goto out;
     vec = dspy_malloc(dim * sizeof(float));
     dspy_status rc = vec ? dspy__buf_adds(&out, "{\"object\":\"list\",\"data\":[") : DSPY_ENOMEM;
@@ -407,7 +399,7 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
             n = tmp.len;
             tokens += json_array_size(x);
         } else {
-            tokens += sim_tokens(text, n);
+            tokens += dspy__sim_tokens(text, n);
         }
         rc = add_embedding(&out, text, n, dim, b64, k, vec);
     }
@@ -420,7 +412,6 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
         rc = dspy__buf_addf(&out, ",\"usage\":{\"prompt_tokens\":%zu,\"total_tokens\":%zu}}\n",
                             tokens, tokens);
     if (rc) {
-        sim_count(s, 500);
         dspy__srv_send_error(req, 500, "server_error", NULL, NULL, NULL,
                              "The simulator could not build the response (%s).",
                              dspy_strerror(rc));
@@ -428,12 +419,12 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
     }
     uint64_t now = dspy__now_ns(), start;
     double ms = s->o.latency_ms >= 0 ? s->o.latency_ms : s->o.ttft_ms;
-    uint64_t service = sim_ns(s, ms, ju);
-    if (!sim_admit(s, now, service, &start)) {
-        sim_queue_full(s, req);
+    uint64_t service = dspy__sim_ns(s, ms, ju);
+    if (!dspy__sim_admit(s, now, service, &start)) {
+        dspy__sim_queue_full(s, req);
         goto out;
     }
-    sim_send_json(s, req, &out, start + service, f);
+    dspy__sim_send_json(s, req, &out, start + service, f);
 out:
     dspy_free(vec);
     dspy__buf_release(&out);
@@ -443,19 +434,18 @@ out:
 
 /* ---- Models, health, admin ---- */
 
-static void send_text(struct sim *s, struct dspy__srv_req *req, int status, struct dspy_buf *b)
+static void send_text(struct dspy__srv_req *req, int status, struct dspy_buf *b)
 {
     struct dspy__srv_reply r = { status, "application/json", NULL, b->ptr, b->len, NULL };
-    sim_count(s, status);
     dspy__srv_send(req, &r, 0);
     dspy__buf_release(b);
 }
 
 static void models(struct dspy__srv_req *req, void *ud)
 {
-    struct sim *s = ud;
+    struct dspy_sim *s = ud;
     struct dspy_buf b;
-    if (!sim_auth(s, req))
+    if (!dspy__sim_auth(s, req))
         return;
     dspy__buf_init(&b, 4096);
     const char *path = dspy__srv_req_path(req);
@@ -467,25 +457,25 @@ static void models(struct dspy__srv_req *req, void *ud)
     dspy__buf_add_json_str(&b, id, strlen(id));
     dspy__buf_adds(&b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"dspyc-sim\"}");
     dspy__buf_adds(&b, one ? "\n" : "]}\n");
-    send_text(s, req, 200, &b);
+    send_text(req, 200, &b);
 }
 
 static void health(struct dspy__srv_req *req, void *ud)
 {
     struct dspy_buf b;
+    (void)ud;
     dspy__buf_init(&b, 256);
     dspy__buf_adds(&b, "{\"status\":\"ok\",\"simulator\":true}\n");
-    send_text(ud, req, 200, &b);
+    send_text(req, 200, &b);
 }
 
 static void pause_all(struct dspy__srv_req *req, void *ud)
 {
-    struct sim *s = ud;
+    struct dspy_sim *s = ud;
     const char *ms = dspy__srv_req_query(req, "ms");
     char *end = NULL;
     double v = ms ? strtod(ms, &end) : -1;
     if (!ms || *end || !(v >= 0 && v <= 3600e3)) {
-        sim_count(s, 400);
         dspy__srv_send_error(req, 400, "invalid_request_error", "ms", "invalid_value", NULL,
                              "Give the pause as ?ms=N with N from 0 to 3600000.");
         return;
@@ -494,17 +484,17 @@ static void pause_all(struct dspy__srv_req *req, void *ud)
     struct dspy_buf b;
     dspy__buf_init(&b, 256);
     dspy__buf_addf(&b, "{\"paused_ms\":%.0f}\n", v);
-    send_text(s, req, 200, &b);
+    send_text(req, 200, &b);
 }
 
 static void stats(struct dspy__srv_req *req, void *ud)
 {
-    struct sim *s = ud;
-    struct dspy__srv_stats st;
+    struct dspy_sim *s = ud;
+    struct dspy_sim_stats st;
     struct dspy_buf b;
     uint64_t now = dspy__now_ns();
     size_t queued = 0;
-    dspy__srv_stats(s->srv, &st);
+    dspy_sim_stats(s, &st);
     if (s->o.capacity) {
         pthread_mutex_lock(&s->qlock);
         queued = queued_now(s, now);
@@ -524,23 +514,28 @@ static void stats(struct dspy__srv_req *req, void *ud)
         }
     }
     dspy__buf_adds(&b, "},\"faults\":{");
-    for (int f = 0; f < SIM_F_COUNT; f++)
+    for (int f = 0; f < DSPY__SIM_F_COUNT; f++)
         dspy__buf_addf(&b, "%s\"%s\":%llu", f ? "," : "", fault_names[f],
                        (unsigned long long)atomic_load(&s->faults[f]));
     /* The stats request itself is in flight; leave it out. */
     dspy__buf_addf(&b,
                    "},\"in_flight\":%llu,\"waiting\":%llu,\"queued\":%zu,\"too_big\":%llu,"
-                   "\"streams\":%llu,\"completion_tokens\":%llu}\n",
+                   "\"streams\":%llu,\"completion_tokens\":%llu,",
                    (unsigned long long)(st.in_flight ? st.in_flight - 1 : 0),
                    (unsigned long long)st.waiting, queued, (unsigned long long)st.too_big,
-                   (unsigned long long)atomic_load(&s->streams),
-                   (unsigned long long)atomic_load(&s->completion_tokens));
-    send_text(s, req, 200, &b);
+                   (unsigned long long)st.streams, (unsigned long long)st.completion_tokens);
+    dspy__buf_addf(&b,
+                   "\"connections\":%llu,\"body_bytes\":%llu,\"evicted\":%llu,"
+                   "\"header_timeouts\":%llu,\"body_timeouts\":%llu,\"bodies_refused\":%llu}\n",
+                   (unsigned long long)st.connections, (unsigned long long)st.body_bytes,
+                   (unsigned long long)st.evicted, (unsigned long long)st.header_timeouts,
+                   (unsigned long long)st.body_timeouts, (unsigned long long)st.bodies_refused);
+    send_text(req, 200, &b);
 }
 
-dspy_status sim_routes(struct sim *s)
+dspy_status dspy__sim_routes(struct dspy_sim *s)
 {
-    dspy_status rc = dspy__srv_route(s->srv, "POST", "/v1/chat/completions", 0, sim_chat, s);
+    dspy_status rc = dspy__srv_route(s->srv, "POST", "/v1/chat/completions", 0, dspy__sim_chat, s);
     if (!rc)
         rc = dspy__srv_route(s->srv, "POST", "/v1/embeddings", 0, embeddings, s);
     if (!rc)

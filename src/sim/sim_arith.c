@@ -1,4 +1,4 @@
-/* The "arith" task pack of the simulator (apps layer): a small grammar of arithmetic word
+/* The "arith" task pack of the simulator (sim layer): a small grammar of arithmetic word
  * problems, its generator, a recognizer that solves any question of the grammar, and the
  * documented accuracy model that decides whether the simulator answers one correctly. */
 #include <ctype.h>
@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/status.h"
 #include "sim_int.h"
 
 struct person {
@@ -52,7 +53,7 @@ static const char *const templates[] = {
 };
 #define N_TEMPLATES (sizeof(templates) / sizeof(templates[0]))
 
-static long solve(const struct sim_arith *q)
+static long solve(const struct dspy__sim_arith *q)
 {
     switch (q->kind) {
     case 0:
@@ -79,7 +80,7 @@ static size_t match_word(const char *s, size_t n, const char *w)
 }
 
 /* Match template t at s; fills q and returns the length matched, or 0. */
-static size_t match(const char *t, const char *s, size_t n, struct sim_arith *q)
+static size_t match(const char *t, const char *s, size_t n, struct dspy__sim_arith *q)
 {
     size_t i = 0;
     memset(q, 0, sizeof(*q));
@@ -142,7 +143,7 @@ static size_t match(const char *t, const char *s, size_t n, struct sim_arith *q)
     return i;
 }
 
-bool sim_arith_find(const char *s, size_t n, struct sim_arith *q)
+bool dspy__sim_arith_find(const char *s, size_t n, struct dspy__sim_arith *q)
 {
     for (size_t i = 0; i < n; i++) {
         if (s[i] < 'A' || s[i] > 'Z' || (i && isalnum((unsigned char)s[i - 1])))
@@ -165,10 +166,10 @@ bool sim_arith_find(const char *s, size_t n, struct sim_arith *q)
 
 static long draw(uint64_t h, unsigned k, long lo, long hi)
 {
-    return lo + (long)(sim_mix(h, k) % (uint64_t)(hi - lo + 1));
+    return lo + (long)(dspy__sim_mix(h, k) % (uint64_t)(hi - lo + 1));
 }
 
-static dspy_status render(const struct sim_arith *q, struct dspy_buf *b)
+static dspy_status render(const struct dspy__sim_arith *q, struct dspy_buf *b)
 {
     dspy_status rc = DSPY_OK;
     for (const char *t = templates[q->kind]; *t && !rc; t++) {
@@ -190,10 +191,11 @@ static dspy_status render(const struct sim_arith *q, struct dspy_buf *b)
     return rc;
 }
 
-dspy_status sim_arith_generate(uint64_t seed, uint64_t index, struct dspy_buf *out, long *answer)
+dspy_status dspy__sim_arith_generate(uint64_t seed, uint64_t index, struct dspy_buf *out,
+                                     long *answer)
 {
-    struct sim_arith q;
-    uint64_t h = sim_mix(sim_mix(seed, 0xa417ull), index);
+    struct dspy__sim_arith q;
+    uint64_t h = dspy__sim_mix(dspy__sim_mix(seed, 0xa417ull), index);
     memset(&q, 0, sizeof(q));
     q.kind = (int)(h % N_TEMPLATES);
     const struct person *who = &people[draw(h, 1, 0, N_PEOPLE - 1)];
@@ -262,12 +264,12 @@ static const struct keyword keywords[] = {
 #define P_MIN 0.05
 #define P_MAX 0.95
 
-static double instruction_bonus(struct sim_view text)
+static double instruction_bonus(struct dspy__sim_view text)
 {
     double sum = 0;
     for (size_t i = 0; i < sizeof(keywords) / sizeof(keywords[0]); i++)
         for (size_t w = 0; w < 3 && keywords[i].words[w]; w++)
-            if (sim_find_ci(text, keywords[i].words[w])) {
+            if (dspy__sim_find_ci(text, keywords[i].words[w])) {
                 sum += keywords[i].weight;
                 break;
             }
@@ -275,7 +277,7 @@ static double instruction_bonus(struct sim_view text)
 }
 
 /* The last whole number in v; false if none. */
-static bool last_number(struct sim_view v, long *out)
+static bool last_number(struct dspy__sim_view v, long *out)
 {
     size_t i = v.n;
     while (i > 0 && !isdigit((unsigned char)v.p[i - 1]))
@@ -293,23 +295,24 @@ static bool last_number(struct sim_view v, long *out)
 }
 
 /* The number a demo's assistant message gives as its answer. */
-static bool demo_answer(struct sim_view text, long *out)
+static bool demo_answer(struct dspy__sim_view text, long *out)
 {
-    struct sim_block blocks[SIM_MAX_BLOCKS];
-    size_t nb = sim_blocks(text, blocks, SIM_MAX_BLOCKS);
-    struct sim_view ans = { NULL, 0 };
+    struct dspy__sim_block blocks[DSPY__SIM_MAX_BLOCKS];
+    size_t nb = dspy__sim_blocks(text, blocks, DSPY__SIM_MAX_BLOCKS);
+    struct dspy__sim_view ans = { NULL, 0 };
     for (size_t i = 0; i < nb; i++) {
-        if (sim_view_eq(blocks[i].name, "answer")) {
+        if (dspy__sim_view_eq(blocks[i].name, "answer")) {
             ans = blocks[i].value;
             break;
         }
-        if (!sim_view_eq(blocks[i].name, "reasoning") && !sim_view_eq(blocks[i].name, "completed"))
+        if (!dspy__sim_view_eq(blocks[i].name, "reasoning") &&
+            !dspy__sim_view_eq(blocks[i].name, "completed"))
             ans = blocks[i].value;
     }
     if (ans.p)
         return last_number(ans, out);
     json_error_t e;
-    struct sim_view s = sim_view_strip(text);
+    struct dspy__sim_view s = dspy__sim_view_strip(text);
     json_t *obj = s.n && s.p[0] == '{' ? json_loadb(s.p, s.n, JSON_DISABLE_EOF_CHECK, &e) : NULL;
     bool ok = false;
     if (json_is_object(obj)) {
@@ -318,7 +321,8 @@ static bool demo_answer(struct sim_view text, long *out)
             *out = (long)json_integer_value(a);
             ok = true;
         } else if (json_is_string(a)) {
-            ok = last_number((struct sim_view){ json_string_value(a), json_string_length(a) }, out);
+            ok = last_number((struct dspy__sim_view){ json_string_value(a), json_string_length(a) },
+                             out);
         }
         json_decref(obj);
         return ok;
@@ -327,16 +331,17 @@ static bool demo_answer(struct sim_view text, long *out)
     return last_number(text, out);
 }
 
-void sim_arith_accuracy(const struct sim_prompt *p, struct sim_accuracy *acc)
+void dspy__sim_arith_accuracy(const struct dspy__sim_prompt *p, struct dspy__sim_accuracy *acc)
 {
     memset(acc, 0, sizeof(*acc));
-    size_t first = p->n_msgs && p->msgs[0].role == SIM_ROLE_SYSTEM ? 1 : 0;
+    size_t first = p->n_msgs && p->msgs[0].role == DSPY__SIM_ROLE_SYSTEM ? 1 : 0;
     for (size_t i = first; i + 1 < p->final_idx; i++) {
-        if (p->msgs[i].role != SIM_ROLE_USER || p->msgs[i + 1].role != SIM_ROLE_ASSISTANT)
+        if (p->msgs[i].role != DSPY__SIM_ROLE_USER ||
+            p->msgs[i + 1].role != DSPY__SIM_ROLE_ASSISTANT)
             continue;
-        struct sim_arith dq;
+        struct dspy__sim_arith dq;
         long claimed;
-        if (sim_arith_find(p->msgs[i].text.p, p->msgs[i].text.n, &dq)) {
+        if (dspy__sim_arith_find(p->msgs[i].text.p, p->msgs[i].text.n, &dq)) {
             if (demo_answer(p->msgs[i + 1].text, &claimed) && claimed == dq.answer)
                 acc->demos_right++;
             else
@@ -344,9 +349,10 @@ void sim_arith_accuracy(const struct sim_prompt *p, struct sim_accuracy *acc)
         }
         i++;
     }
-    acc->reasoning = sim_prompt_output(p, "reasoning") || sim_prompt_output(p, "rationale");
+    acc->reasoning =
+        dspy__sim_prompt_output(p, "reasoning") || dspy__sim_prompt_output(p, "rationale");
     acc->instruction = instruction_bonus(p->instructions);
-    if (p->adapter == SIM_ADAPTER_NONE) {
+    if (p->adapter == DSPY__SIM_ADAPTER_NONE) {
         double more = instruction_bonus(p->final_user);
         if (more > acc->instruction)
             acc->instruction = more;
@@ -357,34 +363,35 @@ void sim_arith_accuracy(const struct sim_prompt *p, struct sim_accuracy *acc)
     acc->p = v < P_MIN ? P_MIN : v > P_MAX ? P_MAX : v;
 }
 
-long sim_arith_answer(const struct sim_prompt *p, const struct sim_arith *q,
-                      const struct sim_answer_opts *o, bool *correct)
+long dspy__sim_arith_answer(const struct dspy__sim_prompt *p, const struct dspy__sim_arith *q,
+                            const struct dspy__sim_answer_opts *o, bool *correct)
 {
-    struct sim_accuracy acc;
-    sim_arith_accuracy(p, &acc);
+    struct dspy__sim_accuracy acc;
+    dspy__sim_arith_accuracy(p, &acc);
     /* A question's difficulty is fixed by its content and the seed, so at temperature 0 a
      * better prompt never turns a right answer wrong. Temperature re-draws some of it. */
     long key[6] = { q->kind, q->a, q->b, q->c, q->op1, q->op2 };
-    uint64_t hq = sim_hash(o->seed ^ 0xd1ffull, key, sizeof(key));
-    hq = sim_mix(hq, sim_hash(hq, q->name, strlen(q->name)) ^
-                         sim_hash(hq, q->item, strlen(q->item)));
-    double u = sim_unit(hq);
+    uint64_t hq = dspy__sim_hash(o->seed ^ 0xd1ffull, key, sizeof(key));
+    hq = dspy__sim_mix(hq, dspy__sim_hash(hq, q->name, strlen(q->name)) ^
+                               dspy__sim_hash(hq, q->item, strlen(q->item)));
+    double u = dspy__sim_unit(hq);
     if (o->temperature > 0) {
-        uint64_t hr = sim_mix(sim_mix(o->req_hash, o->choice), 0x7e5aull);
+        uint64_t hr = dspy__sim_mix(dspy__sim_mix(o->req_hash, o->choice), 0x7e5aull);
         double share = o->temperature >= 1 ? 0.5 : 0.5 * o->temperature;
-        if (sim_unit(hr) < share)
-            u = sim_unit(sim_mix(hr, 1));
+        if (dspy__sim_unit(hr) < share)
+            u = dspy__sim_unit(dspy__sim_mix(hr, 1));
     }
     *correct = u < acc.p;
     if (*correct)
         return q->answer;
-    uint64_t hw = sim_mix(hq, 0x3a7full);
+    uint64_t hw = dspy__sim_mix(hq, 0x3a7full);
     long delta = 1 + (long)(hw % 3);
     long wrong = (hw >> 8) & 1 ? q->answer + delta : q->answer - delta;
     return wrong < 0 ? q->answer + delta : wrong;
 }
 
-dspy_status sim_arith_reasoning(const struct sim_arith *q, long claimed, struct dspy_buf *out)
+dspy_status dspy__sim_arith_reasoning(const struct dspy__sim_arith *q, long claimed,
+                                      struct dspy_buf *out)
 {
     const char *pro = q->she ? "she" : "he";
     switch (q->kind) {
@@ -417,52 +424,31 @@ dspy_status sim_arith_reasoning(const struct sim_arith *q, long claimed, struct 
     }
 }
 
-/* ---- `dspyc sim gen-task` ---- */
+/* ---- Task files (`dspyc sim gen-task`) ---- */
 
-int sim_gen_task(int argc, char **argv)
+dspy_status dspy_sim_write_task(FILE *out, const char *task, uint64_t n, uint64_t seed,
+                                struct dspy_error *err)
 {
-    unsigned long long n = 100, seed = 1;
-    const char *task = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: dspyc sim gen-task arith [--n N] [--seed S]\n\n"
-                   "Write N generated arithmetic word problems with their answers as JSONL\n"
-                   "records {\"question\": ..., \"answer\": \"24\"} to stdout. The same seed\n"
-                   "gives the same set.\n");
-            return 0;
-        } else if (!strcmp(argv[i], "--n") && i + 1 < argc) {
-            n = strtoull(argv[++i], NULL, 10);
-        } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
-            seed = strtoull(argv[++i], NULL, 10);
-        } else if (argv[i][0] != '-' && !task) {
-            task = argv[i];
-        } else {
-            fprintf(stderr, "dspyc sim gen-task: unknown argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!task || strcmp(task, "arith")) {
-        fprintf(stderr, "dspyc sim gen-task: the only task pack is 'arith'\n");
-        return 2;
-    }
+    if (!task || strcmp(task, "arith"))
+        return dspy__err(err, DSPY_ENOTFOUND, "no task pack '%s'; the only one is 'arith'",
+                         task ? task : "");
     struct dspy_buf q, line;
     dspy__buf_init(&q, 4096);
     dspy__buf_init(&line, 8192);
-    int rc = 0;
-    for (unsigned long long i = 0; i < n && !rc; i++) {
+    dspy_status rc = DSPY_OK;
+    for (uint64_t i = 0; i < n && !rc; i++) {
         long answer;
         dspy__buf_reset(&q);
         dspy__buf_reset(&line);
-        if (sim_arith_generate(seed, i, &q, &answer) || dspy__buf_adds(&line, "{\"question\": ") ||
-            dspy__buf_add_json_str(&line, q.ptr, q.len) ||
-            dspy__buf_addf(&line, ", \"answer\": \"%ld\"}\n", answer))
-            rc = 1;
-        else if (fwrite(line.ptr, 1, line.len, stdout) != line.len)
-            rc = 1;
+        if ((rc = dspy__sim_arith_generate(seed, i, &q, &answer)) ||
+            (rc = dspy__buf_adds(&line, "{\"question\": ")) ||
+            (rc = dspy__buf_add_json_str(&line, q.ptr, q.len)) ||
+            (rc = dspy__buf_addf(&line, ", \"answer\": \"%ld\"}\n", answer)))
+            dspy__err(err, rc, "cannot build question %llu", (unsigned long long)i);
+        else if (fwrite(line.ptr, 1, line.len, out) != line.len)
+            rc = dspy__err(err, DSPY_EIO, "write failed");
     }
     dspy__buf_release(&q);
     dspy__buf_release(&line);
-    if (rc)
-        fprintf(stderr, "dspyc sim gen-task: write failed\n");
     return rc;
 }

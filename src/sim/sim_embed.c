@@ -1,4 +1,4 @@
-/* Deterministic embeddings of the simulator (apps layer): feature hashing of words and
+/* Deterministic embeddings of the simulator (sim layer): feature hashing of words and
  * character trigrams into a fixed number of dimensions, L2-normalized, so texts that share
  * most words (near duplicates) get a high cosine similarity. */
 #include <ctype.h>
@@ -16,7 +16,7 @@ static void add_feature(float *out, unsigned dim, uint64_t h, float w)
     out[h % dim] += (h >> 63) ? -w : w;
 }
 
-void sim_embed(const char *s, size_t n, float *out, unsigned dim)
+void dspy__sim_embed(const char *s, size_t n, float *out, unsigned dim)
 {
     char word[MAX_WORD + 2];
     memset(out, 0, dim * sizeof(float));
@@ -34,16 +34,16 @@ void sim_embed(const char *s, size_t n, float *out, unsigned dim)
         if (k == 1)
             continue;
         word[k++] = ' ';
-        add_feature(out, dim, sim_hash(0x3e3dull, word + 1, k - 2), WORD_WEIGHT);
+        add_feature(out, dim, dspy__sim_hash(0x3e3dull, word + 1, k - 2), WORD_WEIGHT);
         for (size_t t = 0; t + 3 <= k; t++)
-            add_feature(out, dim, sim_hash(0x7219ull, word + t, 3), TRIGRAM_WEIGHT);
+            add_feature(out, dim, dspy__sim_hash(0x7219ull, word + t, 3), TRIGRAM_WEIGHT);
     }
     double norm = 0;
     for (unsigned d = 0; d < dim; d++)
         norm += (double)out[d] * out[d];
     if (norm == 0) {
         /* No word at all (punctuation only): a fixed unit vector from the bytes. */
-        out[sim_hash(0x0e11ull, s, n) % dim] = 1.0f;
+        out[dspy__sim_hash(0x0e11ull, s, n) % dim] = 1.0f;
         return;
     }
     float inv = (float)(1.0 / sqrt(norm));

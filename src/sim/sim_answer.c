@@ -1,4 +1,4 @@
-/* Answer generation of the simulator (apps layer): for a parsed prompt, a reply with a
+/* Answer generation of the simulator (sim layer): for a parsed prompt, a reply with a
  * value of the right type for every output field (Chat adapter blocks or a JSON object), or
  * a plain deterministic text. Every choice is a pure function of (request hash, seed,
  * choice index); arith questions go through the accuracy model in sim_arith.c. */
@@ -11,22 +11,22 @@
 #define MAX_KW 12
 
 struct ctx {
-    const struct sim_prompt *p;
-    const struct sim_answer_opts *o;
+    const struct dspy__sim_prompt *p;
+    const struct dspy__sim_answer_opts *o;
     uint64_t h; /* this choice's hash */
-    struct sim_view kw[MAX_KW];
+    struct dspy__sim_view kw[MAX_KW];
     size_t nkw;
     bool arith;
-    struct sim_arith q;
+    struct dspy__sim_arith q;
     long claimed;
-    const struct sim_field *answer_field;
+    const struct dspy__sim_field *answer_field;
 };
 
 enum vtype { V_STR, V_INT, V_FLOAT, V_BOOL, V_CHOICE, V_LIST, V_DICT, V_SCHEMA };
 
-static uint64_t field_hash(const struct ctx *c, struct sim_view name)
+static uint64_t field_hash(const struct ctx *c, struct dspy__sim_view name)
 {
-    return sim_mix(c->h, sim_hash(0xf1e1dull, name.p, name.n));
+    return dspy__sim_mix(c->h, dspy__sim_hash(0xf1e1dull, name.p, name.n));
 }
 
 /* ---- Text ---- */
@@ -55,10 +55,11 @@ static const char *const instructions[] = {
 };
 #define N_INSTRUCTIONS (sizeof(instructions) / sizeof(instructions[0]))
 
-static struct sim_view kw_at(const struct ctx *c, uint64_t h, size_t k)
+static struct dspy__sim_view kw_at(const struct ctx *c, uint64_t h, size_t k)
 {
-    static const struct sim_view fallback[] = { SIM_VIEW_INIT("result"),
-                                                SIM_VIEW_INIT("value"), SIM_VIEW_INIT("answer") };
+    static const struct dspy__sim_view fallback[] = { DSPY__SIM_VIEW_INIT("result"),
+                                                      DSPY__SIM_VIEW_INIT("value"),
+                                                      DSPY__SIM_VIEW_INIT("answer") };
     if (!c->nkw)
         return fallback[(h + k) % 3];
     return c->kw[(h + k) % c->nkw];
@@ -67,7 +68,7 @@ static struct sim_view kw_at(const struct ctx *c, uint64_t h, size_t k)
 /* A short phrase built from the inputs' keywords. */
 static dspy_status short_text(const struct ctx *c, uint64_t h, struct dspy_buf *b)
 {
-    struct sim_view k0 = kw_at(c, h, 0), k1 = kw_at(c, h, 1), k2 = kw_at(c, h, 2);
+    struct dspy__sim_view k0 = kw_at(c, h, 0), k1 = kw_at(c, h, 1), k2 = kw_at(c, h, 2);
     switch ((h >> 32) % 4) {
     case 0:
         return dspy__buf_addf(b, "%.*s %.*s", (int)k0.n, k0.p, (int)k1.n, k1.p);
@@ -85,8 +86,8 @@ static dspy_status short_text(const struct ctx *c, uint64_t h, struct dspy_buf *
 static dspy_status reasoning_text(const struct ctx *c, uint64_t h, struct dspy_buf *b)
 {
     if (c->arith)
-        return sim_arith_reasoning(&c->q, c->claimed, b);
-    struct sim_view k0 = kw_at(c, h, 0), k1 = kw_at(c, h, 1);
+        return dspy__sim_arith_reasoning(&c->q, c->claimed, b);
+    struct dspy__sim_view k0 = kw_at(c, h, 0), k1 = kw_at(c, h, 1);
     return dspy__buf_addf(b,
                           "The inputs are about %.*s and %.*s. Weighing them together, the "
                           "outputs follow directly. %s",
@@ -97,21 +98,21 @@ static dspy_status reasoning_text(const struct ctx *c, uint64_t h, struct dspy_b
 static dspy_status plain_text(const struct ctx *c, unsigned tokens, struct dspy_buf *b)
 {
     size_t start = b->len;
-    struct sim_view k0 = kw_at(c, c->h, 0), k1 = kw_at(c, c->h, 1), k2 = kw_at(c, c->h, 2);
+    struct dspy__sim_view k0 = kw_at(c, c->h, 0), k1 = kw_at(c, c->h, 1), k2 = kw_at(c, c->h, 2);
     size_t want = tokens ? tokens : 16 + (size_t)(c->h % 48);
     dspy_status rc = dspy__buf_addf(b, "This is a simulated reply about %.*s, %.*s and %.*s.",
                                     (int)k0.n, k0.p, (int)k1.n, k1.p, (int)k2.n, k2.p);
     /* Every sentence ends with '.', a token of its own, so counts add up sentence by
      * sentence and the loop stays linear in the reply's length. */
-    size_t have = rc ? 0 : sim_tokens(b->ptr + start, b->len - start);
+    size_t have = rc ? 0 : dspy__sim_tokens(b->ptr + start, b->len - start);
     for (unsigned i = 0; !rc && have < want; i++) {
         size_t at = b->len;
-        rc = dspy__buf_addf(b, " %s", fillers[sim_mix(c->h, i) % N_FILLERS]);
+        rc = dspy__buf_addf(b, " %s", fillers[dspy__sim_mix(c->h, i) % N_FILLERS]);
         if (!rc)
-            have += sim_tokens(b->ptr + at, b->len - at);
+            have += dspy__sim_tokens(b->ptr + at, b->len - at);
     }
     if (!rc && tokens) {
-        b->len = start + sim_tokens_prefix(b->ptr + start, b->len - start, tokens);
+        b->len = start + dspy__sim_tokens_prefix(b->ptr + start, b->len - start, tokens);
         b->ptr[b->len] = '\0';
     }
     return rc;
@@ -129,13 +130,13 @@ static json_t *text_json(dspy_status (*fn)(const struct ctx *, uint64_t, struct 
 
 /* ---- Values by type ---- */
 
-static struct sim_view unwrap_optional(struct sim_view t)
+static struct dspy__sim_view unwrap_optional(struct dspy__sim_view t)
 {
     static const char *const wraps[] = { "Optional[", "Union[", "UnionType[" };
     for (size_t i = 0; i < 3; i++) {
         size_t k = strlen(wraps[i]);
         if (t.n > k + 1 && !memcmp(t.p, wraps[i], k) && t.p[t.n - 1] == ']') {
-            struct sim_view in = { t.p + k, t.n - k - 1 };
+            struct dspy__sim_view in = { t.p + k, t.n - k - 1 };
             int depth = 0;
             for (size_t j = 0; j < in.n; j++) {
                 char ch = in.p[j];
@@ -145,81 +146,82 @@ static struct sim_view unwrap_optional(struct sim_view t)
                     break;
                 }
             }
-            return sim_view_strip(in);
+            return dspy__sim_view_strip(in);
         }
     }
     return t;
 }
 
-static bool starts(struct sim_view v, const char *s)
+static bool starts(struct dspy__sim_view v, const char *s)
 {
     size_t k = strlen(s);
     return v.n >= k && !strncasecmp(v.p, s, k);
 }
 
-static enum vtype classify(const struct sim_field *f, struct sim_view *inner)
+static enum vtype classify(const struct dspy__sim_field *f, struct dspy__sim_view *inner)
 {
-    struct sim_view t = unwrap_optional(f->type);
+    struct dspy__sim_view t = unwrap_optional(f->type);
     *inner = t;
-    if (sim_find(t, "Literal[") || starts(f->note, "must be one of") ||
+    if (dspy__sim_find(t, "Literal[") || starts(f->note, "must be one of") ||
         starts(f->note, "must exactly match"))
         return V_CHOICE;
-    if (sim_view_eq(t, "str"))
+    if (dspy__sim_view_eq(t, "str"))
         return V_STR;
-    if (sim_view_eq(t, "int"))
+    if (dspy__sim_view_eq(t, "int"))
         return V_INT;
-    if (sim_view_eq(t, "float"))
+    if (dspy__sim_view_eq(t, "float"))
         return V_FLOAT;
-    if (sim_view_eq(t, "bool"))
+    if (dspy__sim_view_eq(t, "bool"))
         return V_BOOL;
     if (f->schema)
         return V_SCHEMA;
-    if (starts(t, "list[") || starts(t, "tuple[") || starts(t, "set[") || sim_view_eq(t, "list"))
+    if (starts(t, "list[") || starts(t, "tuple[") || starts(t, "set[") ||
+        dspy__sim_view_eq(t, "list"))
         return V_LIST;
     if (starts(t, "dict"))
         return V_DICT;
     return V_STR;
 }
 
-static json_t *scalar(const struct ctx *c, struct sim_view type, uint64_t h)
+static json_t *scalar(const struct ctx *c, struct dspy__sim_view type, uint64_t h)
 {
-    if (sim_view_eq(type, "int"))
+    if (dspy__sim_view_eq(type, "int"))
         return json_integer((json_int_t)(h % 100));
-    if (sim_view_eq(type, "float"))
+    if (dspy__sim_view_eq(type, "float"))
         return json_real((double)(h % 100) / 100.0);
-    if (sim_view_eq(type, "bool"))
+    if (dspy__sim_view_eq(type, "bool"))
         return json_boolean(h & 1);
-    struct sim_view k = kw_at(c, h, 0);
+    struct dspy__sim_view k = kw_at(c, h, 0);
     return json_stringn(k.p, k.n);
 }
 
 /* list[T] and dict[K, V] without a schema: T and V as scalars. */
-static json_t *container(const struct ctx *c, enum vtype vt, struct sim_view t, uint64_t h)
+static json_t *container(const struct ctx *c, enum vtype vt, struct dspy__sim_view t, uint64_t h)
 {
     const char *lb = memchr(t.p, '[', t.n);
-    struct sim_view in = lb ? (struct sim_view){ lb + 1, (size_t)(t.p + t.n - lb - 2) }
-                            : SIM_VIEW("str");
+    struct dspy__sim_view in = lb ? (struct dspy__sim_view){ lb + 1, (size_t)(t.p + t.n - lb - 2) }
+                            : DSPY__SIM_VIEW("str");
     if (vt == V_DICT) {
         const char *comma = memchr(in.p, ',', in.n);
-        struct sim_view val = comma ? sim_view_strip((struct sim_view){
+        struct dspy__sim_view val = comma ? dspy__sim_view_strip((struct dspy__sim_view){
                                           comma + 1, (size_t)(in.p + in.n - comma - 1) })
-                                    : SIM_VIEW("str");
+                                    : DSPY__SIM_VIEW("str");
         json_t *o = json_object();
         for (size_t i = 0; o && i < 2; i++) {
-            struct sim_view k = kw_at(c, h, i);
+            struct dspy__sim_view k = kw_at(c, h, i);
             char key[64];
             snprintf(key, sizeof(key), "%.*s", (int)(k.n < 60 ? k.n : 60), k.p);
-            json_object_set_new(o, key, scalar(c, val, sim_mix(h, i + 1)));
+            json_object_set_new(o, key, scalar(c, val, dspy__sim_mix(h, i + 1)));
         }
         return o;
     }
     json_t *a = json_array();
     for (size_t i = 0; a && i < 2 + h % 2; i++)
-        json_array_append_new(a, scalar(c, sim_view_strip(in), sim_mix(h, i + 7)));
+        json_array_append_new(a, scalar(c, dspy__sim_view_strip(in), dspy__sim_mix(h, i + 7)));
     return a;
 }
 
-static json_t *arith_value(const struct ctx *c, enum vtype vt, const struct sim_field *f)
+static json_t *arith_value(const struct ctx *c, enum vtype vt, const struct dspy__sim_field *f)
 {
     if (vt == V_INT)
         return json_integer(c->claimed);
@@ -237,28 +239,30 @@ static json_t *arith_value(const struct ctx *c, enum vtype vt, const struct sim_
     return json_string(num);
 }
 
-static json_t *field_value(const struct ctx *c, const struct sim_field *f)
+static json_t *field_value(const struct ctx *c, const struct dspy__sim_field *f)
 {
-    struct sim_view t;
+    struct dspy__sim_view t;
     enum vtype vt = classify(f, &t);
     uint64_t h = field_hash(c, f->name);
     json_t *choices;
 
-    if ((sim_view_eq(f->name, "reasoning") || sim_view_eq(f->name, "rationale")) && vt == V_STR)
+    if ((dspy__sim_view_eq(f->name, "reasoning") || dspy__sim_view_eq(f->name, "rationale")) &&
+        vt == V_STR)
         return text_json(reasoning_text, c, h);
     if (c->arith && f == c->answer_field)
         return arith_value(c, vt, f);
-    json_t *described = vt == V_STR ? sim_propose_description(c->p, f, h) : NULL;
+    json_t *described = vt == V_STR ? dspy__sim_propose_description(c->p, f, h) : NULL;
     if (described)
         return described;
-    if (vt == V_STR && sim_find_ci(f->name, "instruction"))
-        return sim_propose_is_meta(c->p)
-                   ? sim_propose_instruction(c->p, sim_mix(c->o->req_hash, c->o->choice))
-                   : json_string(instructions[sim_mix(c->o->req_hash, c->o->choice) %
+    if (vt == V_STR && dspy__sim_find_ci(f->name, "instruction"))
+        return dspy__sim_propose_is_meta(c->p)
+                   ? dspy__sim_propose_instruction(c->p,
+                                                   dspy__sim_mix(c->o->req_hash, c->o->choice))
+                   : json_string(instructions[dspy__sim_mix(c->o->req_hash, c->o->choice) %
                                               N_INSTRUCTIONS]);
     switch (vt) {
     case V_CHOICE:
-        choices = sim_type_choices(f->type, f->note);
+        choices = dspy__sim_type_choices(f->type, f->note);
         if (choices) {
             json_t *v = json_incref(json_array_get(choices, h % json_array_size(choices)));
             json_decref(choices);
@@ -270,7 +274,7 @@ static json_t *field_value(const struct ctx *c, const struct sim_field *f)
     case V_BOOL:
         return scalar(c, t, h);
     case V_SCHEMA:
-        return sim_schema_value(f->schema, f->schema, h, c->kw, c->nkw, 0);
+        return dspy__sim_schema_value(f->schema, f->schema, h, c->kw, c->nkw, 0);
     case V_LIST:
     case V_DICT:
         return container(c, vt, t, h);
@@ -326,8 +330,8 @@ static json_int_t bound(json_t *s, const char *key, const char *xkey, json_int_t
     return dflt;
 }
 
-json_t *sim_schema_value(json_t *s, json_t *root, uint64_t h, const struct sim_view *kw,
-                         size_t nkw, int depth)
+json_t *dspy__sim_schema_value(json_t *s, json_t *root, uint64_t h, const struct dspy__sim_view *kw,
+                               size_t nkw, int depth)
 {
     struct ctx c;
     json_t *v;
@@ -339,7 +343,7 @@ json_t *sim_schema_value(json_t *s, json_t *root, uint64_t h, const struct sim_v
         return json_null();
     const char *ref = json_string_value(json_object_get(s, "$ref"));
     if (ref)
-        return sim_schema_value(resolve_ref(root, ref), root, h, kw, nkw, depth + 1);
+        return dspy__sim_schema_value(resolve_ref(root, ref), root, h, kw, nkw, depth + 1);
     if ((v = json_object_get(s, "const")))
         return json_deep_copy(v);
     json_t *e = json_object_get(s, "enum");
@@ -352,7 +356,7 @@ json_t *sim_schema_value(json_t *s, json_t *root, uint64_t h, const struct sim_v
             json_t *alt = json_array_get(arr, k);
             const char *t = json_string_value(json_object_get(alt, "type"));
             if (!t || strcmp(t, "null"))
-                return sim_schema_value(alt, root, h, kw, nkw, depth + 1);
+                return dspy__sim_schema_value(alt, root, h, kw, nkw, depth + 1);
         }
     }
     const char *type = schema_type(s);
@@ -361,16 +365,17 @@ json_t *sim_schema_value(json_t *s, json_t *root, uint64_t h, const struct sim_v
         const char *key;
         json_object_foreach(props, key, sub)
         {
-            uint64_t hk = sim_mix(h, sim_hash(0, key, strlen(key)));
-            json_object_set_new(o, key, sim_schema_value(sub, root, hk, kw, nkw, depth + 1));
+            uint64_t hk = dspy__sim_mix(h, dspy__sim_hash(0, key, strlen(key)));
+            json_object_set_new(o, key, dspy__sim_schema_value(sub, root, hk, kw, nkw, depth + 1));
         }
         json_t *addl = json_object_get(s, "additionalProperties");
         if (!props && json_is_object(addl)) {
-            struct sim_view k = kw_at(&c, h, 0);
+            struct dspy__sim_view k = kw_at(&c, h, 0);
             char name[64];
             snprintf(name, sizeof(name), "%.*s", (int)(k.n < 60 ? k.n : 60), k.p);
-            json_object_set_new(o, name,
-                                sim_schema_value(addl, root, sim_mix(h, 3), kw, nkw, depth + 1));
+            json_object_set_new(
+                o, name,
+                dspy__sim_schema_value(addl, root, dspy__sim_mix(h, 3), kw, nkw, depth + 1));
         }
         return o;
     }
@@ -387,14 +392,16 @@ json_t *sim_schema_value(json_t *s, json_t *root, uint64_t h, const struct sim_v
             n = 5;
         if (json_is_array(prefix)) {
             for (size_t i = 0; i < json_array_size(prefix); i++)
-                json_array_append_new(a, sim_schema_value(json_array_get(prefix, i), root,
-                                                          sim_mix(h, i + 11), kw, nkw, depth + 1));
+                json_array_append_new(a, dspy__sim_schema_value(json_array_get(prefix, i), root,
+                                                                dspy__sim_mix(h, i + 11), kw, nkw,
+                                                                depth + 1));
             return a;
         }
         for (json_int_t i = 0; i < n; i++) {
-            uint64_t hi = sim_mix(h, (uint64_t)i + 11);
-            json_array_append_new(a, items ? sim_schema_value(items, root, hi, kw, nkw, depth + 1)
-                                           : scalar(&c, SIM_VIEW("str"), hi));
+            uint64_t hi = dspy__sim_mix(h, (uint64_t)i + 11);
+            json_array_append_new(
+                a, items ? dspy__sim_schema_value(items, root, hi, kw, nkw, depth + 1)
+                         : scalar(&c, DSPY__SIM_VIEW("str"), hi));
         }
         return a;
     }
@@ -415,7 +422,7 @@ json_t *sim_schema_value(json_t *s, json_t *root, uint64_t h, const struct sim_v
         return json_string("2024-01-01T00:00:00Z");
     if (fmt && !strcmp(fmt, "date"))
         return json_string("2024-01-01");
-    struct sim_view k = kw_at(&c, h, 0);
+    struct dspy__sim_view k = kw_at(&c, h, 0);
     json_int_t maxlen = bound(s, "maxLength", "maxLength", 1 << 20, 0);
     size_t len = k.n;
     while ((json_int_t)len > maxlen && len > 0) /* whole characters only */
@@ -446,13 +453,13 @@ static dspy_status render_chat_value(json_t *v, struct dspy_buf *b)
 
 static dspy_status answer_fields(const struct ctx *c, struct dspy_buf *b)
 {
-    const struct sim_prompt *p = c->p;
+    const struct dspy__sim_prompt *p = c->p;
     json_t *obj = json_object();
     dspy_status rc = obj ? DSPY_OK : DSPY_ENOMEM;
     for (size_t i = 0; !rc && i < p->n_outputs; i++) {
-        const struct sim_field *f = &p->outputs[i];
+        const struct dspy__sim_field *f = &p->outputs[i];
         json_t *v = field_value(c, f);
-        if (p->adapter == SIM_ADAPTER_CHAT) {
+        if (p->adapter == DSPY__SIM_ADAPTER_CHAT) {
             rc = dspy__buf_addf(b, "[[ ## %.*s ## ]]\n", (int)f->name.n, f->name.p);
             if (!rc)
                 rc = render_chat_value(v, b);
@@ -465,7 +472,7 @@ static dspy_status answer_fields(const struct ctx *c, struct dspy_buf *b)
             json_object_set_new(obj, key, v ? v : json_null());
         }
     }
-    if (!rc && p->adapter == SIM_ADAPTER_CHAT)
+    if (!rc && p->adapter == DSPY__SIM_ADAPTER_CHAT)
         rc = dspy__buf_adds(b, "[[ ## completed ## ]]");
     else if (!rc) {
         char *s = json_dumps(obj, JSON_PRESERVE_ORDER | JSON_INDENT(2) | JSON_REAL_PRECISION(6));
@@ -478,11 +485,11 @@ static dspy_status answer_fields(const struct ctx *c, struct dspy_buf *b)
 
 static dspy_status plain_answer(const struct ctx *c, struct dspy_buf *b)
 {
-    const struct sim_answer_opts *o = c->o;
+    const struct dspy__sim_answer_opts *o = c->o;
     json_t *v = NULL;
     dspy_status rc;
     if (o->json_schema) {
-        v = sim_schema_value(o->json_schema, o->json_schema, c->h, c->kw, c->nkw, 0);
+        v = dspy__sim_schema_value(o->json_schema, o->json_schema, c->h, c->kw, c->nkw, 0);
     } else if (o->json_object) {
         v = json_object();
         if (c->arith)
@@ -500,8 +507,9 @@ static dspy_status plain_answer(const struct ctx *c, struct dspy_buf *b)
     if (!c->arith)
         return plain_text(c, o->reply_tokens, b);
     rc = DSPY_OK;
-    if (sim_find_ci(c->p->final_user, "step") || sim_find_ci(c->p->instructions, "step")) {
-        rc = sim_arith_reasoning(&c->q, c->claimed, b);
+    if (dspy__sim_find_ci(c->p->final_user, "step") ||
+        dspy__sim_find_ci(c->p->instructions, "step")) {
+        rc = dspy__sim_arith_reasoning(&c->q, c->claimed, b);
         if (!rc)
             rc = dspy__buf_addc(b, ' ');
     }
@@ -510,50 +518,50 @@ static dspy_status plain_answer(const struct ctx *c, struct dspy_buf *b)
 
 /* The field that carries an arith answer: `answer` or a like name, else the last output
  * that is not reasoning. */
-static const struct sim_field *pick_answer_field(const struct sim_prompt *p)
+static const struct dspy__sim_field *pick_answer_field(const struct dspy__sim_prompt *p)
 {
     static const char *const names[] = { "answer", "final_answer", "result", "solution", "number" };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        const struct sim_field *f = sim_prompt_output(p, names[i]);
+        const struct dspy__sim_field *f = dspy__sim_prompt_output(p, names[i]);
         if (f)
             return f;
     }
     for (size_t i = p->n_outputs; i-- > 0;)
-        if (!sim_view_eq(p->outputs[i].name, "reasoning") &&
-            !sim_view_eq(p->outputs[i].name, "rationale"))
+        if (!dspy__sim_view_eq(p->outputs[i].name, "reasoning") &&
+            !dspy__sim_view_eq(p->outputs[i].name, "rationale"))
             return &p->outputs[i];
     return NULL;
 }
 
-dspy_status sim_answer(const struct sim_prompt *p, const struct sim_answer_opts *o,
-                       struct dspy_buf *out)
+dspy_status dspy__sim_answer(const struct dspy__sim_prompt *p,
+                             const struct dspy__sim_answer_opts *o, struct dspy_buf *out)
 {
     struct ctx c;
     memset(&c, 0, sizeof(c));
     c.p = p;
     c.o = o;
-    c.h = sim_mix(sim_mix(o->req_hash, o->seed), o->choice);
-    if (p->adapter == SIM_ADAPTER_NONE) {
-        if (sim_propose_reflection(p, c.h, out))
+    c.h = dspy__sim_mix(dspy__sim_mix(o->req_hash, o->seed), o->choice);
+    if (p->adapter == DSPY__SIM_ADAPTER_NONE) {
+        if (dspy__sim_propose_reflection(p, c.h, out))
             return DSPY_OK;
-        c.nkw = sim_keywords(p->final_user, c.kw, 0, MAX_KW);
-        c.arith = sim_arith_find(p->final_user.p, p->final_user.n, &c.q);
+        c.nkw = dspy__sim_keywords(p->final_user, c.kw, 0, MAX_KW);
+        c.arith = dspy__sim_arith_find(p->final_user.p, p->final_user.n, &c.q);
     } else {
         for (size_t i = 0; i < p->n_inputs; i++) {
-            const struct sim_field *f = &p->inputs[i];
+            const struct dspy__sim_field *f = &p->inputs[i];
             if (!f->value.p)
                 continue;
-            c.nkw = sim_keywords(f->value, c.kw, c.nkw, MAX_KW);
+            c.nkw = dspy__sim_keywords(f->value, c.kw, c.nkw, MAX_KW);
             if (!c.arith)
-                c.arith = sim_arith_find(f->value.p, f->value.n, &c.q);
+                c.arith = dspy__sim_arith_find(f->value.p, f->value.n, &c.q);
         }
         c.answer_field = pick_answer_field(p);
-        if (!c.answer_field || sim_propose_is_meta(p))
+        if (!c.answer_field || dspy__sim_propose_is_meta(p))
             c.arith = false;
     }
     if (c.arith) {
         bool correct;
-        c.claimed = sim_arith_answer(p, &c.q, o, &correct);
+        c.claimed = dspy__sim_arith_answer(p, &c.q, o, &correct);
     }
-    return p->adapter == SIM_ADAPTER_NONE ? plain_answer(&c, out) : answer_fields(&c, out);
+    return p->adapter == DSPY__SIM_ADAPTER_NONE ? plain_answer(&c, out) : answer_fields(&c, out);
 }

@@ -1,4 +1,4 @@
-/* Text utilities of the simulator (apps layer): seeded hashing and uniform draws, the
+/* Text utilities of the simulator (sim layer): seeded hashing and uniform draws, the
  * documented token approximation, UTF-8 checking, keyword picking and base64. */
 #include <ctype.h>
 #include <string.h>
@@ -7,13 +7,13 @@
 
 #include "sim_int.h"
 
-uint64_t sim_hash(uint64_t seed, const void *p, size_t n)
+uint64_t dspy__sim_hash(uint64_t seed, const void *p, size_t n)
 {
     return XXH3_64bits_withSeed(p, n, seed);
 }
 
 /* splitmix64 finalizer over a combination of both inputs. */
-uint64_t sim_mix(uint64_t a, uint64_t b)
+uint64_t dspy__sim_mix(uint64_t a, uint64_t b)
 {
     uint64_t z = a ^ (b + 0x9e3779b97f4a7c15ull + (a << 6) + (a >> 2));
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -21,7 +21,7 @@ uint64_t sim_mix(uint64_t a, uint64_t b)
     return z ^ (z >> 31);
 }
 
-double sim_unit(uint64_t h)
+double dspy__sim_unit(uint64_t h)
 {
     return (double)(h >> 11) * (1.0 / 9007199254740992.0);
 }
@@ -52,7 +52,7 @@ static size_t char_len(const char *s, size_t n)
     return k;
 }
 
-size_t sim_token_len(const char *s, size_t n)
+size_t dspy__sim_token_len(const char *s, size_t n)
 {
     if (!n)
         return 0;
@@ -72,23 +72,23 @@ size_t sim_token_len(const char *s, size_t n)
     return len;
 }
 
-size_t sim_tokens(const char *s, size_t n)
+size_t dspy__sim_tokens(const char *s, size_t n)
 {
     size_t count = 0;
     for (size_t i = 0; i < n; count++)
-        i += sim_token_len(s + i, n - i);
+        i += dspy__sim_token_len(s + i, n - i);
     return count;
 }
 
-size_t sim_tokens_prefix(const char *s, size_t n, size_t max)
+size_t dspy__sim_tokens_prefix(const char *s, size_t n, size_t max)
 {
     size_t i = 0;
     for (size_t t = 0; t < max && i < n; t++)
-        i += sim_token_len(s + i, n - i);
+        i += dspy__sim_token_len(s + i, n - i);
     return i;
 }
 
-size_t sim_utf8_check(const char *s, size_t n)
+size_t dspy__sim_utf8_check(const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
@@ -125,12 +125,12 @@ size_t sim_utf8_check(const char *s, size_t n)
 
 /* ---- Views ---- */
 
-bool sim_view_eq(struct sim_view v, const char *s)
+bool dspy__sim_view_eq(struct dspy__sim_view v, const char *s)
 {
     return strlen(s) == v.n && !memcmp(v.p, s, v.n);
 }
 
-struct sim_view sim_view_strip(struct sim_view v)
+struct dspy__sim_view dspy__sim_view_strip(struct dspy__sim_view v)
 {
     while (v.n && isspace((unsigned char)v.p[0]))
         v.p++, v.n--;
@@ -139,7 +139,7 @@ struct sim_view sim_view_strip(struct sim_view v)
     return v;
 }
 
-const char *sim_find(struct sim_view hay, const char *needle)
+const char *dspy__sim_find(struct dspy__sim_view hay, const char *needle)
 {
     size_t k = strlen(needle);
     if (!k || k > hay.n)
@@ -155,7 +155,7 @@ const char *sim_find(struct sim_view hay, const char *needle)
     return NULL;
 }
 
-const char *sim_find_ci(struct sim_view hay, const char *needle)
+const char *dspy__sim_find_ci(struct dspy__sim_view hay, const char *needle)
 {
     size_t k = strlen(needle);
     if (!k || k > hay.n)
@@ -184,7 +184,8 @@ static bool is_stop(const char *w, size_t n)
     return false;
 }
 
-size_t sim_keywords(struct sim_view v, struct sim_view *out, size_t have, size_t max)
+size_t dspy__sim_keywords(struct dspy__sim_view v, struct dspy__sim_view *out, size_t have,
+                          size_t max)
 {
     size_t i = 0;
     while (i < v.n && have < max) {
@@ -197,18 +198,18 @@ size_t sim_keywords(struct sim_view v, struct sim_view *out, size_t have, size_t
         if (len < 3 || len > 40 || is_stop(v.p + start, len))
             continue;
         /* Whole characters only: drop a word with stray bytes so outputs stay UTF-8. */
-        if (sim_utf8_check(v.p + start, len) != len)
+        if (dspy__sim_utf8_check(v.p + start, len) != len)
             continue;
         bool dup = false;
         for (size_t k = 0; k < have && !dup; k++)
             dup = out[k].n == len && !strncasecmp(out[k].p, v.p + start, len);
         if (!dup)
-            out[have++] = (struct sim_view){ v.p + start, len };
+            out[have++] = (struct dspy__sim_view){ v.p + start, len };
     }
     return have;
 }
 
-dspy_status sim_base64(struct dspy_buf *b, const void *data, size_t len)
+dspy_status dspy__sim_base64(struct dspy_buf *b, const void *data, size_t len)
 {
     static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const unsigned char *u = data;

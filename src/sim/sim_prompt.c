@@ -1,4 +1,4 @@
-/* Reads DSPy adapter prompts (apps layer, simulator): the Chat adapter's field lists,
+/* Reads DSPy adapter prompts (sim layer): the Chat adapter's field lists,
  * structure placeholders and [[ ## field ## ]] blocks, and the JSON adapter's output
  * structure, as DSPy 3.x renders them (see docs/simulator.md). Works on borrowed views;
  * every input is untrusted, so every scan is bounded by the view. */
@@ -21,12 +21,12 @@ static bool is_word(char c)
     return isalnum((unsigned char)c) || c == '_';
 }
 
-static struct sim_view view_from(const char *p, const char *end)
+static struct dspy__sim_view view_from(const char *p, const char *end)
 {
-    return (struct sim_view){ p, (size_t)(end - p) };
+    return (struct dspy__sim_view){ p, (size_t)(end - p) };
 }
 
-static struct sim_view view_after(struct sim_view v, const char *at)
+static struct dspy__sim_view view_after(struct dspy__sim_view v, const char *at)
 {
     return view_from(at, v.p + v.n);
 }
@@ -60,7 +60,7 @@ static const char *type_end(const char *p, const char *end)
     return NULL;
 }
 
-static bool parse_field_line(const char *p, const char *end, struct sim_field *f)
+static bool parse_field_line(const char *p, const char *end, struct dspy__sim_field *f)
 {
     const char *q = p;
     while (q < end && isdigit((unsigned char)*q))
@@ -82,7 +82,7 @@ static bool parse_field_line(const char *p, const char *end, struct sim_field *f
     return true;
 }
 
-static size_t parse_fields(struct sim_view list, struct sim_field *out, size_t max)
+static size_t parse_fields(struct dspy__sim_view list, struct dspy__sim_field *out, size_t max)
 {
     size_t n = 0;
     const char *p = list.p, *end = list.p + list.n;
@@ -99,7 +99,7 @@ static size_t parse_fields(struct sim_view list, struct sim_field *out, size_t m
 /* ---- [[ ## name ## ]] blocks ---- */
 
 /* If the line [p, le) is a header, set *name and return where its same-line text starts. */
-static const char *header(const char *p, const char *le, struct sim_view *name)
+static const char *header(const char *p, const char *le, struct dspy__sim_view *name)
 {
     while (p < le && isspace((unsigned char)*p))
         p++;
@@ -114,25 +114,27 @@ static const char *header(const char *p, const char *le, struct sim_view *name)
     return q + 6;
 }
 
-size_t sim_blocks(struct sim_view text, struct sim_block *out, size_t max)
+size_t dspy__sim_blocks(struct dspy__sim_view text, struct dspy__sim_block *out, size_t max)
 {
     size_t n = 0;
     bool open = false;
+    if (!text.n)
+        return 0; /* text.p may be NULL, and NULL + 0 is undefined */
     const char *p = text.p, *end = text.p + text.n;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *le = nl ? nl : end;
-        struct sim_view name;
+        struct dspy__sim_view name;
         const char *rest = header(p, le, &name);
         if (rest) {
             if (open)
-                out[n - 1].value = sim_view_strip(out[n - 1].value);
+                out[n - 1].value = dspy__sim_view_strip(out[n - 1].value);
             open = false;
             bool seen = false;
             for (size_t i = 0; i < n && !seen; i++)
                 seen = out[i].name.n == name.n && !memcmp(out[i].name.p, name.p, name.n);
             if (!seen && n < max) {
-                out[n++] = (struct sim_block){ name, view_from(rest, le) };
+                out[n++] = (struct dspy__sim_block){ name, view_from(rest, le) };
                 open = true;
             }
         } else if (open) {
@@ -141,15 +143,15 @@ size_t sim_blocks(struct sim_view text, struct sim_block *out, size_t max)
         p = nl ? nl + 1 : end;
     }
     if (open)
-        out[n - 1].value = sim_view_strip(out[n - 1].value);
+        out[n - 1].value = dspy__sim_view_strip(out[n - 1].value);
     return n;
 }
 
 /* ---- Structure notes and schemas ---- */
 
-static void set_note(struct sim_field *f, struct sim_view after_placeholder)
+static void set_note(struct dspy__sim_field *f, struct dspy__sim_view after_placeholder)
 {
-    struct sim_view v = after_placeholder;
+    struct dspy__sim_view v = after_placeholder;
     size_t i = 0;
     while (i < v.n && v.p[i] == ' ')
         i++;
@@ -169,24 +171,24 @@ static void set_note(struct sim_field *f, struct sim_view after_placeholder)
     }
 }
 
-static void chat_notes(struct sim_prompt *p, struct sim_view structure)
+static void chat_notes(struct dspy__sim_prompt *p, struct dspy__sim_view structure)
 {
     char needle[160];
     for (size_t i = 0; i < p->n_outputs; i++) {
-        struct sim_field *f = &p->outputs[i];
+        struct dspy__sim_field *f = &p->outputs[i];
         if (f->name.n > 60)
             continue;
         int k = snprintf(needle, sizeof(needle), "[[ ## %.*s ## ]]\n{%.*s}", (int)f->name.n,
                          f->name.p, (int)f->name.n, f->name.p);
-        const char *at = sim_find(structure, needle);
+        const char *at = dspy__sim_find(structure, needle);
         if (at)
             set_note(f, view_after(structure, at + k));
     }
 }
 
-static void json_notes(struct sim_prompt *p, struct sim_view structure)
+static void json_notes(struct dspy__sim_prompt *p, struct dspy__sim_view structure)
 {
-    const char *at = sim_find(structure, JSON_HEAD);
+    const char *at = dspy__sim_find(structure, JSON_HEAD);
     if (!at)
         return;
     const char *s = at + sizeof(JSON_HEAD) - 1;
@@ -198,85 +200,88 @@ static void json_notes(struct sim_prompt *p, struct sim_view structure)
     if (!json_is_object(p->structure))
         return;
     for (size_t i = 0; i < p->n_outputs; i++) {
-        struct sim_field *f = &p->outputs[i];
+        struct dspy__sim_field *f = &p->outputs[i];
         json_t *ph = json_object_getn(p->structure, f->name.p, f->name.n);
         if (!json_is_string(ph))
             continue;
-        struct sim_view v = { json_string_value(ph), json_string_length(ph) };
+        struct dspy__sim_view v = { json_string_value(ph), json_string_length(ph) };
         /* The placeholder is "{name}" then the note. */
         if (v.n >= f->name.n + 2 && v.p[0] == '{' && !memcmp(v.p + 1, f->name.p, f->name.n) &&
             v.p[f->name.n + 1] == '}')
-            set_note(f, (struct sim_view){ v.p + f->name.n + 2, v.n - f->name.n - 2 });
+            set_note(f, (struct dspy__sim_view){ v.p + f->name.n + 2, v.n - f->name.n - 2 });
     }
 }
 
 /* ---- The whole prompt ---- */
 
-static struct sim_view cut_reminder(struct sim_view v)
+static struct dspy__sim_view cut_reminder(struct dspy__sim_view v)
 {
     static const char *const reminders[] = {
         "Respond with the corresponding output fields",
         "Respond with a JSON object in the following order of fields",
     };
     for (size_t i = 0; i < 2; i++) {
-        const char *at = sim_find(v, reminders[i]);
+        const char *at = dspy__sim_find(v, reminders[i]);
         if (at)
             v.n = (size_t)(at - v.p);
     }
-    return sim_view_strip(v);
+    return dspy__sim_view_strip(v);
 }
 
-static void parse_system(struct sim_prompt *p)
+static void parse_system(struct dspy__sim_prompt *p)
 {
-    struct sim_view sys = p->system;
-    const char *in = sim_find(sys, IN_HEAD);
-    const char *out = sim_find(sys, OUT_HEAD);
+    struct dspy__sim_view sys = p->system;
+    const char *in = dspy__sim_find(sys, IN_HEAD);
+    const char *out = dspy__sim_find(sys, OUT_HEAD);
     if (!out)
         return;
-    const char *st = sim_find(view_after(sys, out), STRUCT_HEAD);
+    const char *st = dspy__sim_find(view_after(sys, out), STRUCT_HEAD);
     const char *list_end = st ? st : sys.p + sys.n;
     if (in && in < out)
         p->n_inputs = parse_fields(view_from(in + sizeof(IN_HEAD) - 1, out), p->inputs,
-                                   SIM_MAX_FIELDS);
+                                   DSPY__SIM_MAX_FIELDS);
     p->n_outputs = parse_fields(view_from(out + sizeof(OUT_HEAD) - 1, list_end), p->outputs,
-                                SIM_MAX_FIELDS);
+                                DSPY__SIM_MAX_FIELDS);
     if (!p->n_outputs)
         return;
-    const char *obj = sim_find(view_after(sys, list_end), OBJECTIVE);
-    struct sim_view structure = view_from(list_end, obj ? obj : sys.p + sys.n);
+    const char *obj = dspy__sim_find(view_after(sys, list_end), OBJECTIVE);
+    struct dspy__sim_view structure = view_from(list_end, obj ? obj : sys.p + sys.n);
     if (obj)
-        p->instructions = sim_view_strip(view_after(sys, obj + sizeof(OBJECTIVE) - 1));
-    if (sim_find(structure, JSON_HEAD)) {
-        p->adapter = SIM_ADAPTER_JSON;
+        p->instructions = dspy__sim_view_strip(view_after(sys, obj + sizeof(OBJECTIVE) - 1));
+    if (dspy__sim_find(structure, JSON_HEAD)) {
+        p->adapter = DSPY__SIM_ADAPTER_JSON;
         json_notes(p, structure);
     } else {
-        p->adapter = SIM_ADAPTER_CHAT;
+        p->adapter = DSPY__SIM_ADAPTER_CHAT;
         chat_notes(p, structure);
     }
 }
 
-void sim_prompt_parse(struct sim_prompt *p, const struct sim_msg *msgs, size_t n)
+void dspy__sim_prompt_parse(struct dspy__sim_prompt *p, const struct dspy__sim_msg *msgs, size_t n)
 {
     memset(p, 0, sizeof(*p));
+    /* Absent parts are empty views over "", never NULL: code that scans them does pointer
+     * arithmetic on p, and NULL + 0 is undefined. */
+    p->final_user = p->system = p->instructions = (struct dspy__sim_view){ "", 0 };
     p->msgs = msgs;
     p->n_msgs = n;
     p->final_idx = n;
     for (size_t i = n; i-- > 0;)
-        if (msgs[i].role == SIM_ROLE_USER) {
+        if (msgs[i].role == DSPY__SIM_ROLE_USER) {
             p->final_idx = i;
             p->final_user = msgs[i].text;
             break;
         }
-    if (n && msgs[0].role == SIM_ROLE_SYSTEM)
+    if (n && msgs[0].role == DSPY__SIM_ROLE_SYSTEM)
         p->system = msgs[0].text;
     if (p->system.n)
         parse_system(p);
-    if (p->adapter == SIM_ADAPTER_NONE) {
+    if (p->adapter == DSPY__SIM_ADAPTER_NONE) {
         p->instructions = p->system;
         return;
     }
-    struct sim_block blocks[SIM_MAX_BLOCKS];
-    size_t nb = sim_blocks(p->final_user, blocks, SIM_MAX_BLOCKS);
+    struct dspy__sim_block blocks[DSPY__SIM_MAX_BLOCKS];
+    size_t nb = dspy__sim_blocks(p->final_user, blocks, DSPY__SIM_MAX_BLOCKS);
     for (size_t b = 0; b < nb; b++)
         for (size_t i = 0; i < p->n_inputs; i++)
             if (blocks[b].name.n == p->inputs[i].name.n &&
@@ -284,7 +289,7 @@ void sim_prompt_parse(struct sim_prompt *p, const struct sim_msg *msgs, size_t n
                 p->inputs[i].value = cut_reminder(blocks[b].value);
 }
 
-void sim_prompt_release(struct sim_prompt *p)
+void dspy__sim_prompt_release(struct dspy__sim_prompt *p)
 {
     for (size_t i = 0; i < p->n_outputs; i++)
         json_decref(p->outputs[i].schema);
@@ -293,10 +298,11 @@ void sim_prompt_release(struct sim_prompt *p)
     p->n_outputs = 0;
 }
 
-const struct sim_field *sim_prompt_output(const struct sim_prompt *p, const char *name)
+const struct dspy__sim_field *dspy__sim_prompt_output(const struct dspy__sim_prompt *p,
+                                                      const char *name)
 {
     for (size_t i = 0; i < p->n_outputs; i++)
-        if (sim_view_eq(p->outputs[i].name, name))
+        if (dspy__sim_view_eq(p->outputs[i].name, name))
             return &p->outputs[i];
     return NULL;
 }
@@ -306,7 +312,7 @@ const struct sim_field *sim_prompt_output(const struct sim_prompt *p, const char
 /* One Python literal at [p, end): a quoted string, a number, True/False/None or a bare word. */
 static json_t *py_literal(const char *p, const char *end)
 {
-    struct sim_view v = sim_view_strip(view_from(p, end));
+    struct dspy__sim_view v = dspy__sim_view_strip(view_from(p, end));
     if (!v.n)
         return NULL;
     char q = v.p[0];
@@ -323,9 +329,9 @@ static json_t *py_literal(const char *p, const char *end)
         }
         return json_stringn(buf, k);
     }
-    if (sim_view_eq(v, "True") || sim_view_eq(v, "False"))
+    if (dspy__sim_view_eq(v, "True") || dspy__sim_view_eq(v, "False"))
         return json_boolean(v.p[0] == 'T');
-    if (sim_view_eq(v, "None"))
+    if (dspy__sim_view_eq(v, "None"))
         return json_null();
     char num[64];
     if (v.n < sizeof(num)) {
@@ -342,9 +348,9 @@ static json_t *py_literal(const char *p, const char *end)
     return json_stringn(v.p, v.n);
 }
 
-static json_t *literal_choices(struct sim_view type)
+static json_t *literal_choices(struct dspy__sim_view type)
 {
-    const char *at = sim_find(type, "Literal[");
+    const char *at = dspy__sim_find(type, "Literal[");
     if (!at)
         return NULL;
     json_t *arr = json_array();
@@ -374,7 +380,7 @@ static json_t *literal_choices(struct sim_view type)
     return arr;
 }
 
-json_t *sim_type_choices(struct sim_view type, struct sim_view note)
+json_t *dspy__sim_type_choices(struct dspy__sim_view type, struct dspy__sim_view note)
 {
     static const char *const heads[] = {
         "must exactly match (no extra characters) one of: ",
@@ -390,7 +396,7 @@ json_t *sim_type_choices(struct sim_view type, struct sim_view note)
         arr = json_array();
         const char *p = note.p + k, *end = note.p + note.n;
         while (arr && p < end) {
-            const char *semi = sim_find(view_from(p, end), "; ");
+            const char *semi = dspy__sim_find(view_from(p, end), "; ");
             const char *ie = semi ? semi : end;
             json_t *s = json_stringn(p, (size_t)(ie - p));
             if (s)

@@ -1,42 +1,33 @@
-/* `dspyc sim` (apps layer): flags, starting and stopping a simulator, and the foreground
- * command that serves until SIGINT/SIGTERM. The behaviour is in the other sim_*.c files. */
+/* `dspyc sim` (apps layer): flags into struct dspy_sim_options, --help, the foreground
+ * command that serves until SIGINT/SIGTERM, and `dspyc sim gen-task`. The simulator itself
+ * is the library's (include/dspyc/sim.h). */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/clock.h"
-#include "sim_int.h"
+#include <dspyc/dspyc.h>
+
+#include "cli.h"
+#include "sim.h"
 
 #define DEFAULT_PORT 8089
 
-void sim_options_init(struct sim_options *o)
-{
-    memset(o, 0, sizeof(*o));
-    o->bind = "127.0.0.1";
-    o->port = 0; /* in-process users want a free port; `dspyc sim` defaults to DEFAULT_PORT */
-    o->model = "dspyc-sim";
-    o->latency_ms = -1;
-    o->queue_full_status = 503;
-    o->retry_after_s = 1;
-    o->timeout_hold_ms = 30000;
-    o->max_body = (size_t)4 << 20;
-    o->embed_dim = 384;
-}
-
-enum kind { K_STR, K_INT, K_UINT, K_U64, K_SIZE, K_DOUBLE, K_RATE };
+enum kind { K_STR, K_INT, K_UINT, K_U64, K_SIZE, K_U64S, K_DOUBLE, K_RATE }; /* S: k/M/G */
 
 struct flag {
     const char *name;
     enum kind kind;
     size_t off;
+    const char *field; /* the option it sets, as dspy_sim_new names it in err->field */
     const char *arg;
     const char *help;
 };
 
 #define F(name, kind, field, arg, help) \
-    { name, kind, offsetof(struct sim_options, field), arg, help }
+    { name, kind, offsetof(struct dspy_sim_options, field), #field, arg, help }
 
 static const struct flag flags[] = {
     F("bind", K_STR, bind, "ADDR", "address to listen on (default 127.0.0.1)"),
@@ -63,8 +54,21 @@ static const struct flag flags[] = {
     F("record", K_STR, record_path, "FILE", "write every request received as a JSON line"),
     F("max-body", K_SIZE, max_body, "BYTES", "body limit, more gets 413 (default 4M; k/M/G)"),
     F("embed-dim", K_UINT, embed_dim, "N", "embedding dimensions (default 384)"),
-    F("api-key", K_STR, api_key, "KEY", "require 'Authorization: Bearer KEY' on /v1/"),
+    F("api-key", K_STR, api_key, "KEY",
+      "require 'Authorization: Bearer KEY' on /v1/ (visible in ps: prefer the next two)"),
+    F("api-key-env", K_STR, api_key_env, "VAR", "the key from $VAR (which must be set)"),
+    F("api-key-file", K_STR, api_key_file, "FILE", "the key from the first line of FILE"),
     F("reply-tokens", K_UINT, reply_tokens, "N", "plain (non-DSPy) reply length (0 = natural)"),
+    F("header-timeout-ms", K_UINT, header_timeout_ms, "MS",
+      "close a connection whose request head is not in by then (default 10000)"),
+    F("body-timeout-ms", K_UINT, body_timeout_ms, "MS",
+      "close a connection whose body is not in MS after its head (default 30000)"),
+    F("max-connections", K_UINT, max_connections, "N",
+      "open connections; more close the oldest idle one (default: open-files limit)"),
+    F("max-connections-per-ip", K_UINT, max_connections_per_ip, "N",
+      "open connections from one address (default: no cap)"),
+    F("max-body-bytes-total", K_U64S, max_body_bytes_total, "BYTES",
+      "bodies being received at once, more get 503 (default 64 x --max-body)"),
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
 
@@ -84,12 +88,33 @@ void sim_usage(FILE *out)
     for (size_t i = 0; i < N_FLAGS; i++) {
         char left[48];
         snprintf(left, sizeof(left), "--%s %s", flags[i].name, flags[i].arg);
-        fprintf(out, "  %-26s %s\n", left, flags[i].help);
+        /* Help text wrapped at 80 columns, continuation lines under the first. */
+        const char *h = flags[i].help;
+        bool first = true;
+        if (strlen(left) > 26) {
+            fprintf(out, "  %s\n", left);
+            first = false;
+        }
+        while (*h) {
+            size_t n = strlen(h);
+            if (n > 51) {
+                n = 51;
+                while (n > 0 && h[n] != ' ')
+                    n--;
+                if (!n)
+                    n = 51;
+            }
+            fprintf(out, "  %-26s %.*s\n", first ? left : "", (int)n, h);
+            first = false;
+            h += n;
+            while (*h == ' ')
+                h++;
+        }
     }
     fprintf(out, "  %-26s %s\n", "--help", "show this help");
 }
 
-static int set_flag(struct sim_options *o, const struct flag *f, const char *v, FILE *err)
+static int set_flag(struct dspy_sim_options *o, const struct flag *f, const char *v, FILE *err)
 {
     char *end = NULL;
     void *at = (char *)o + f->off;
@@ -108,9 +133,10 @@ static int set_flag(struct sim_options *o, const struct flag *f, const char *v, 
     }
     case K_UINT:
     case K_U64:
-    case K_SIZE: {
+    case K_SIZE:
+    case K_U64S: {
         unsigned long long n = strtoull(v, &end, 10);
-        if (f->kind == K_SIZE && end && *end) {
+        if ((f->kind == K_SIZE || f->kind == K_U64S) && end && *end) {
             int shift = *end == 'k' || *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : -1;
             if (shift > 0 && !end[1] && n < (1ull << 33)) {
                 n <<= shift;
@@ -121,7 +147,7 @@ static int set_flag(struct sim_options *o, const struct flag *f, const char *v, 
             break;
         if (f->kind == K_UINT && n <= 0xffffffffull)
             *(unsigned *)at = (unsigned)n;
-        else if (f->kind == K_U64)
+        else if (f->kind == K_U64 || f->kind == K_U64S)
             *(uint64_t *)at = n;
         else if (f->kind == K_SIZE)
             *(size_t *)at = (size_t)n;
@@ -144,43 +170,7 @@ static int set_flag(struct sim_options *o, const struct flag *f, const char *v, 
     return -1;
 }
 
-static int check(const struct sim_options *o, FILE *err)
-{
-    double sum = o->fail_429 + o->fail_500 + o->fail_503 + o->fail_timeout + o->fail_drop +
-                 o->fail_malformed + o->fail_truncate;
-    if (sum > 1.0 + 1e-9) {
-        fprintf(err, "dspyc sim: the --fail-* rates add up to %g; they must add up to at most 1\n",
-                sum);
-        return -1;
-    }
-    if (o->jitter > 1) {
-        fprintf(err, "dspyc sim: --jitter must be from 0 to 1\n");
-        return -1;
-    }
-    if (o->queue_full_status != 429 && o->queue_full_status != 503) {
-        fprintf(err, "dspyc sim: --queue-full-status must be 429 or 503\n");
-        return -1;
-    }
-    if (o->embed_dim < 1 || o->embed_dim > 65536) {
-        fprintf(err, "dspyc sim: --embed-dim must be from 1 to 65536\n");
-        return -1;
-    }
-    if (o->port < 0) {
-        fprintf(err, "dspyc sim: --port must be from 0 to 65535\n");
-        return -1;
-    }
-    if (o->reply_tokens > SIM_MAX_REPLY_TOKENS) {
-        fprintf(err, "dspyc sim: --reply-tokens must be at most %d\n", SIM_MAX_REPLY_TOKENS);
-        return -1;
-    }
-    if (o->max_body < 1024) {
-        fprintf(err, "dspyc sim: --max-body must be at least 1024 bytes\n");
-        return -1;
-    }
-    return 0;
-}
-
-int sim_parse_args(struct sim_options *o, int argc, char **argv, FILE *err)
+int sim_parse_args(struct dspy_sim_options *o, int argc, char **argv, FILE *err)
 {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -211,104 +201,73 @@ int sim_parse_args(struct sim_options *o, int argc, char **argv, FILE *err)
         if (set_flag(o, f, v, err))
             return -1;
     }
-    return check(o, err);
+    return 0;
 }
 
-/* ---- Lifecycle ---- */
-
-static char *dup_opt(const char *s, bool *fail)
+dspy_sim *sim_open(const struct dspy_sim_options *o, FILE *err, int *code)
 {
-    char *d = s ? dspy_strdup(s) : NULL;
-    if (s && !d)
-        *fail = true;
-    return d;
-}
-
-struct sim *sim_start(const struct sim_options *o, char *errbuf, size_t errlen)
-{
-    struct dspy_error err;
-    bool fail = false;
-    struct sim *s = dspy_calloc(1, sizeof(*s));
-    if (!s) {
-        snprintf(errbuf, errlen, "out of memory");
-        return NULL;
-    }
-    s->o = *o;
-    s->bind = dup_opt(o->bind ? o->bind : "127.0.0.1", &fail);
-    s->model = dup_opt(o->model ? o->model : "dspyc-sim", &fail);
-    s->api_key = o->api_key && *o->api_key ? dup_opt(o->api_key, &fail) : NULL;
-    s->record_path = dup_opt(o->record_path, &fail);
-    s->o.bind = s->bind;
-    s->o.model = s->model;
-    s->o.api_key = s->api_key;
-    s->o.record_path = s->record_path;
-    s->start_ns = dspy__now_ns();
-    pthread_mutex_init(&s->record_lock, NULL);
-    pthread_mutex_init(&s->qlock, NULL);
-    if (!fail && s->o.capacity && !(s->slots = dspy_calloc(s->o.capacity, sizeof(uint64_t))))
-        fail = true;
-    if (fail) {
-        snprintf(errbuf, errlen, "out of memory");
-        goto fail;
-    }
-    if (s->record_path && !(s->record = fopen(s->record_path, "w"))) {
-        snprintf(errbuf, errlen, "cannot open --record file %s: %s", s->record_path,
-                 strerror(errno));
-        goto fail;
-    }
-    struct dspy__srv_options so = DSPY__SRV_OPTIONS_INIT;
-    so.bind = s->bind;
-    so.port = s->o.port;
-    so.threads = s->o.threads;
-    so.max_body = s->o.max_body;
-    if (s->record) {
-        so.on_request = sim_record;
-        so.on_request_ud = s;
-    }
-    dspy_error_clear(&err);
-    if (!(s->srv = dspy__srv_new(&so, &err)) || sim_routes(s) || dspy__srv_start(s->srv, &err)) {
-        snprintf(errbuf, errlen, "%s", err.message[0] ? err.message : "cannot start the server");
-        goto fail;
-    }
-    return s;
-fail:
-    sim_stop(s);
+    struct dspy_error e;
+    dspy_sim *s = NULL;
+    dspy_error_clear(&e);
+    dspy_status rc = dspy_sim_new(o, &s, &e);
+    if (!rc)
+        rc = dspy_sim_start(s, &e);
+    if (!rc)
+        return s;
+    const struct flag *f = NULL;
+    for (size_t k = 0; k < N_FLAGS && !f && e.field[0]; k++)
+        if (!strcmp(flags[k].field, e.field))
+            f = &flags[k];
+    /* The library's message starts with the option's name; name the flag instead. */
+    const char *msg = e.message;
+    size_t fl = strlen(e.field);
+    if (f && !strncmp(msg, e.field, fl) && !strncmp(msg + fl, ": ", 2))
+        fprintf(err, "dspyc sim: --%s %s\n", f->name, msg + fl + 2);
+    else
+        fprintf(err, "dspyc sim: %s\n", msg[0] ? msg : dspy_strerror(rc));
+    *code = rc == DSPY_EINVAL ? 2 : 1;
+    dspy_sim_free(s);
     return NULL;
 }
 
-int sim_port(const struct sim *s)
+static int gen_task(int argc, char **argv)
 {
-    return dspy__srv_port(s->srv);
-}
-
-void sim_stop(struct sim *s)
-{
-    if (!s)
-        return;
-    dspy__srv_free(s->srv);
-    if (s->record)
-        fclose(s->record);
-    pthread_mutex_destroy(&s->record_lock);
-    pthread_mutex_destroy(&s->qlock);
-    dspy_free(s->slots);
-    dspy_free(s->queue);
-    dspy_free(s->bind);
-    dspy_free(s->model);
-    dspy_free(s->api_key);
-    dspy_free(s->record_path);
-    dspy_free(s);
+    unsigned long long n = 100, seed = 1;
+    const char *task = NULL;
+    struct dspy_error e;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: dspyc sim gen-task arith [--n N] [--seed S]\n\n"
+                   "Write N generated arithmetic word problems with their answers as JSONL\n"
+                   "records {\"question\": ..., \"answer\": \"24\"} to stdout. The same seed\n"
+                   "gives the same set.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--n") && i + 1 < argc) {
+            n = strtoull(argv[++i], NULL, 10);
+        } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+            seed = strtoull(argv[++i], NULL, 10);
+        } else if (argv[i][0] != '-' && !task) {
+            task = argv[i];
+        } else {
+            fprintf(stderr, "dspyc sim gen-task: unknown argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    dspy_error_clear(&e);
+    dspy_status rc = dspy_sim_write_task(stdout, task, n, seed, &e);
+    if (rc)
+        fprintf(stderr, "dspyc sim gen-task: %s\n", e.message);
+    return rc == DSPY_ENOTFOUND ? 2 : rc ? 1 : 0;
 }
 
 int cmd_sim(int argc, char **argv)
 {
-    struct sim_options o;
-    char errbuf[512];
+    struct dspy_sim_options o = DSPY_SIM_OPTIONS_INIT;
     sigset_t set;
-    int sig = 0;
+    int sig = 0, code = 1;
 
     if (argc >= 2 && !strcmp(argv[1], "gen-task"))
-        return sim_gen_task(argc - 1, argv + 1);
-    sim_options_init(&o);
+        return gen_task(argc - 1, argv + 1);
     o.port = DEFAULT_PORT;
     int r = sim_parse_args(&o, argc - 1, argv + 1, stderr);
     if (r == 1) {
@@ -323,21 +282,20 @@ int cmd_sim(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-    struct sim *s = sim_start(&o, errbuf, sizeof(errbuf));
-    if (!s) {
-        fprintf(stderr, "dspyc sim: %s\n", errbuf);
-        return 1;
-    }
-    bool v6 = strchr(s->bind, ':') != NULL;
-    fprintf(stderr, "dspyc sim listening on http://%s%s%s:%d/v1\n", v6 ? "[" : "", s->bind,
-            v6 ? "]" : "", sim_port(s));
+    dspy_sim *s = sim_open(&o, stderr, &code);
+    if (!s)
+        return code;
+    const char *bind = dspy_sim_bind(s);
+    bool v6 = strchr(bind, ':') != NULL;
+    fprintf(stderr, "dspyc sim listening on http://%s%s%s:%d/v1\n", v6 ? "[" : "", bind,
+            v6 ? "]" : "", dspy_sim_port(s));
     fprintf(stderr, "dspyc sim: a simulator, not a language model; answers are synthetic "
                     "(seed %llu)\n",
-            (unsigned long long)s->o.seed);
+            (unsigned long long)o.seed);
     fflush(stderr);
     while (sigwait(&set, &sig) != 0)
         ;
     fprintf(stderr, "dspyc sim: stopping on signal %d\n", sig);
-    sim_stop(s);
+    dspy_sim_free(s);
     return 0;
 }

@@ -1,5 +1,5 @@
-/* POST /v1/chat/completions of the simulator (apps layer): validates the request as OpenAI
- * does, answers every choice through sim_answer, and sends the completion whole or as an
+/* POST /v1/chat/completions of the simulator (sim layer): validates the request as OpenAI
+ * does, answers every choice through dspy__sim_answer, and sends the completion whole or as an
  * SSE stream paced by the latency model, with faults applied. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,22 +9,9 @@
 #include "base/clock.h"
 #include "sim_int.h"
 
-#define MAX_CHOICES 128
 #define IMAGE_TOKENS 85
 #define REPLY_MAX ((size_t)16 << 20)
 
-struct chat {
-    const char *model;
-    size_t n;
-    long max_tokens; /* 0 = no limit */
-    double temperature;
-    bool stream, include_usage, ignore_eos, json_object;
-    json_t *schema; /* response_format json_schema (borrowed from the body) */
-    struct sim_msg *msgs;
-    size_t n_msgs;
-    size_t images;
-    struct dspy_buf parts; /* texts of messages whose content is an array of parts */
-};
 
 struct choice {
     struct dspy_buf text;
@@ -48,24 +35,43 @@ static const char *json_kind(json_t *v)
 
 /* ---- Validation ---- */
 
-static bool bad(struct sim *s, struct dspy__srv_req *req, const char *param, const char *code,
-                const char *msg)
+void dspy__sim_chat_init(struct dspy__sim_chat *c)
 {
-    sim_count(s, 400);
-    dspy__srv_send_error(req, 400, "invalid_request_error", param, code, NULL, "%s", msg);
+    memset(c, 0, sizeof(*c));
+    dspy__buf_init(&c->parts, (size_t)64 << 20);
+}
+
+void dspy__sim_chat_release(struct dspy__sim_chat *c)
+{
+    dspy_free(c->msgs);
+    c->msgs = NULL;
+    dspy__buf_release(&c->parts);
+}
+
+static bool bad(struct dspy__sim_bad *why, const char *param, const char *code, const char *msg)
+{
+    snprintf(why->param, sizeof(why->param), "%s", param);
+    why->code = code;
+    snprintf(why->message, sizeof(why->message), "%s", msg);
     return false;
 }
 
-static bool bad_type(struct sim *s, struct dspy__srv_req *req, const char *param, json_t *v,
-                     const char *want)
+static bool bad_type(struct dspy__sim_bad *why, const char *param, json_t *v, const char *want)
 {
     char msg[256];
     snprintf(msg, sizeof(msg), "Invalid type for '%s': expected %s, but got %s instead.", param,
              want, json_kind(v));
-    return bad(s, req, param, "invalid_type", msg);
+    return bad(why, param, "invalid_type", msg);
 }
 
-static bool opt_int(struct sim *s, struct dspy__srv_req *req, json_t *body, const char *key,
+/* Answer 400 with what dspy__sim_chat_parse found. */
+static void send_bad(struct dspy__srv_req *req, const struct dspy__sim_bad *why)
+{
+    dspy__srv_send_error(req, 400, "invalid_request_error", why->param, why->code, NULL, "%s",
+                         why->message);
+}
+
+static bool opt_int(struct dspy__sim_bad *why, json_t *body, const char *key,
                     long lo, long hi, long *out)
 {
     json_t *v = json_object_get(body, key);
@@ -73,44 +79,44 @@ static bool opt_int(struct sim *s, struct dspy__srv_req *req, json_t *body, cons
     if (!v || json_is_null(v))
         return true;
     if (!json_is_integer(v))
-        return bad_type(s, req, key, v, "an integer");
+        return bad_type(why, key, v, "an integer");
     if (json_integer_value(v) < lo || json_integer_value(v) > hi) {
         snprintf(msg, sizeof(msg), "Invalid value for '%s': %lld is not in [%ld, %ld].", key,
                  (long long)json_integer_value(v), lo, hi);
-        return bad(s, req, key, "invalid_value", msg);
+        return bad(why, key, "invalid_value", msg);
     }
     *out = (long)json_integer_value(v);
     return true;
 }
 
-static bool opt_bool(struct sim *s, struct dspy__srv_req *req, json_t *obj, const char *key,
+static bool opt_bool(struct dspy__sim_bad *why, json_t *obj, const char *key,
                      const char *param, bool *out)
 {
     json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v))
         return true;
     if (!json_is_boolean(v))
-        return bad_type(s, req, param, v, "a boolean");
+        return bad_type(why, param, v, "a boolean");
     *out = json_is_true(v);
     return true;
 }
 
-static enum sim_role role_of(const char *r)
+static enum dspy__sim_role role_of(const char *r)
 {
     if (!strcmp(r, "system") || !strcmp(r, "developer"))
-        return SIM_ROLE_SYSTEM;
+        return DSPY__SIM_ROLE_SYSTEM;
     if (!strcmp(r, "user"))
-        return SIM_ROLE_USER;
+        return DSPY__SIM_ROLE_USER;
     if (!strcmp(r, "assistant"))
-        return SIM_ROLE_ASSISTANT;
+        return DSPY__SIM_ROLE_ASSISTANT;
     if (!strcmp(r, "tool") || !strcmp(r, "function"))
-        return SIM_ROLE_OTHER;
-    return (enum sim_role)-1;
+        return DSPY__SIM_ROLE_OTHER;
+    return (enum dspy__sim_role)-1;
 }
 
 /* Text parts of an array content go into c->parts; their views are set afterwards because
  * the buffer may move while it grows. */
-static bool message_texts(struct sim *s, struct dspy__srv_req *req, json_t *msgs, struct chat *c,
+static bool message_texts(struct dspy__sim_bad *why, json_t *msgs, struct dspy__sim_chat *c,
                           size_t *offs, size_t *lens)
 {
     char param[64];
@@ -120,15 +126,15 @@ static bool message_texts(struct sim *s, struct dspy__srv_req *req, json_t *msgs
     {
         snprintf(param, sizeof(param), "messages[%zu]", i);
         if (!json_is_object(m))
-            return bad_type(s, req, param, m, "an object");
+            return bad_type(why, param, m, "an object");
         json_t *role = json_object_get(m, "role"), *content = json_object_get(m, "content");
         snprintf(param, sizeof(param), "messages[%zu].role", i);
         if (!json_is_string(role))
-            return role ? bad_type(s, req, param, role, "a string")
-                        : bad(s, req, param, "missing_required_parameter",
+            return role ? bad_type(why, param, role, "a string")
+                        : bad(why, param, "missing_required_parameter",
                               "Missing required parameter: 'role' of a message.");
         if ((int)role_of(json_string_value(role)) < 0)
-            return bad(s, req, param, "invalid_value",
+            return bad(why, param, "invalid_value",
                        "Invalid value for 'role': use system, developer, user, assistant or tool.");
         c->msgs[i].role = role_of(json_string_value(role));
         offs[i] = lens[i] = 0;
@@ -136,7 +142,7 @@ static bool message_texts(struct sim *s, struct dspy__srv_req *req, json_t *msgs
         if (!content || json_is_null(content) || json_is_string(content))
             continue;
         if (!json_is_array(content))
-            return bad_type(s, req, param, content, "a string or an array of parts");
+            return bad_type(why, param, content, "a string or an array of parts");
         offs[i] = c->parts.len;
         size_t k;
         json_t *part;
@@ -145,14 +151,14 @@ static bool message_texts(struct sim *s, struct dspy__srv_req *req, json_t *msgs
             const char *type = json_string_value(json_object_get(part, "type"));
             json_t *text = json_object_get(part, "text");
             if (!type)
-                return bad(s, req, param, "invalid_value", "Each content part needs a 'type'.");
+                return bad(why, param, "invalid_value", "Each content part needs a 'type'.");
             if (!strcmp(type, "text")) {
                 if (!json_is_string(text))
-                    return bad(s, req, param, "invalid_value",
+                    return bad(why, param, "invalid_value",
                                "A text part needs a 'text' string.");
                 if ((c->parts.len > offs[i] && dspy__buf_addc(&c->parts, '\n')) ||
                     dspy__buf_add(&c->parts, json_string_value(text), json_string_length(text)))
-                    return bad(s, req, param, "invalid_value", "The message text is too long.");
+                    return bad(why, param, "invalid_value", "The message text is too long.");
             } else {
                 c->images++;
             }
@@ -163,55 +169,55 @@ static bool message_texts(struct sim *s, struct dspy__srv_req *req, json_t *msgs
     {
         json_t *content = json_object_get(m, "content");
         if (json_is_string(content))
-            c->msgs[i].text = (struct sim_view){ json_string_value(content),
-                                                 json_string_length(content) };
-        else if (json_is_array(content))
-            c->msgs[i].text = (struct sim_view){ c->parts.ptr + offs[i], lens[i] };
+            c->msgs[i].text =
+                (struct dspy__sim_view){ json_string_value(content), json_string_length(content) };
+        else if (json_is_array(content) && lens[i]) /* image-only content has no text */
+            c->msgs[i].text = (struct dspy__sim_view){ c->parts.ptr + offs[i], lens[i] };
         else
-            c->msgs[i].text = (struct sim_view){ "", 0 };
+            c->msgs[i].text = (struct dspy__sim_view){ "", 0 };
     }
     return true;
 }
 
-static bool parse_chat(struct sim *s, struct dspy__srv_req *req, json_t *body, struct chat *c)
+bool dspy__sim_chat_parse(json_t *body, struct dspy__sim_chat *c, struct dspy__sim_bad *why)
 {
     json_t *model = json_object_get(body, "model"), *msgs = json_object_get(body, "messages");
     if (!model)
-        return bad(s, req, "model", "missing_required_parameter",
+        return bad(why, "model", "missing_required_parameter",
                    "Missing required parameter: 'model'.");
     if (!json_is_string(model))
-        return bad_type(s, req, "model", model, "a string");
+        return bad_type(why, "model", model, "a string");
     c->model = json_string_value(model);
     if (!msgs)
-        return bad(s, req, "messages", "missing_required_parameter",
+        return bad(why, "messages", "missing_required_parameter",
                    "Missing required parameter: 'messages'.");
     if (!json_is_array(msgs))
-        return bad_type(s, req, "messages", msgs, "an array");
+        return bad_type(why, "messages", msgs, "an array");
     if (!json_array_size(msgs))
-        return bad(s, req, "messages", "invalid_value", "'messages' must not be empty.");
+        return bad(why, "messages", "invalid_value", "'messages' must not be empty.");
     long n = 1, mt = 0, mct = 0;
-    if (!opt_int(s, req, body, "n", 1, MAX_CHOICES, &n) ||
-        !opt_int(s, req, body, "max_tokens", 1, 1L << 30, &mt) ||
-        !opt_int(s, req, body, "max_completion_tokens", 1, 1L << 30, &mct) ||
-        !opt_bool(s, req, body, "stream", "stream", &c->stream) ||
-        !opt_bool(s, req, body, "ignore_eos", "ignore_eos", &c->ignore_eos))
+    if (!opt_int(why, body, "n", 1, DSPY__SIM_MAX_CHOICES, &n) ||
+        !opt_int(why, body, "max_tokens", 1, 1L << 30, &mt) ||
+        !opt_int(why, body, "max_completion_tokens", 1, 1L << 30, &mct) ||
+        !opt_bool(why, body, "stream", "stream", &c->stream) ||
+        !opt_bool(why, body, "ignore_eos", "ignore_eos", &c->ignore_eos))
         return false;
     c->n = (size_t)n;
     c->max_tokens = mct ? mct : mt;
     json_t *t = json_object_get(body, "temperature");
     if (t && !json_is_null(t)) {
         if (!json_is_number(t))
-            return bad_type(s, req, "temperature", t, "a number");
+            return bad_type(why, "temperature", t, "a number");
         c->temperature = json_number_value(t);
         if (c->temperature < 0 || c->temperature > 2)
-            return bad(s, req, "temperature", "invalid_value",
+            return bad(why, "temperature", "invalid_value",
                        "Invalid value for 'temperature': it must be from 0 to 2.");
     }
     json_t *so = json_object_get(body, "stream_options");
     if (so && !json_is_null(so)) {
         if (!json_is_object(so))
-            return bad_type(s, req, "stream_options", so, "an object");
-        if (!opt_bool(s, req, so, "include_usage", "stream_options.include_usage",
+            return bad_type(why, "stream_options", so, "an object");
+        if (!opt_bool(why, so, "include_usage", "stream_options.include_usage",
                       &c->include_usage))
             return false;
     }
@@ -219,14 +225,14 @@ static bool parse_chat(struct sim *s, struct dspy__srv_req *req, json_t *body, s
     if (rf && !json_is_null(rf)) {
         const char *type = json_string_value(json_object_get(rf, "type"));
         if (!json_is_object(rf) || !type)
-            return bad(s, req, "response_format", "invalid_value",
+            return bad(why, "response_format", "invalid_value",
                        "'response_format' must be an object with a 'type'.");
         if (!strcmp(type, "json_object"))
             c->json_object = true;
         else if (!strcmp(type, "json_schema"))
             c->schema = json_object_get(json_object_get(rf, "json_schema"), "schema");
         else if (strcmp(type, "text"))
-            return bad(s, req, "response_format.type", "invalid_value",
+            return bad(why, "response_format.type", "invalid_value",
                        "'response_format.type' must be text, json_object or json_schema.");
         if (c->schema && !json_is_object(c->schema))
             c->schema = NULL;
@@ -236,14 +242,13 @@ static bool parse_chat(struct sim *s, struct dspy__srv_req *req, json_t *body, s
     c->n_msgs = json_array_size(msgs);
     c->msgs = dspy_calloc(c->n_msgs, sizeof(*c->msgs));
     size_t *offs = dspy_calloc(c->n_msgs * 2, sizeof(size_t));
-    bool ok = c->msgs && offs ? message_texts(s, req, msgs, c, offs, offs + c->n_msgs)
-                              : bad(s, req, "messages", "invalid_value", "Too many messages.");
+    bool ok = c->msgs && offs ? message_texts(why, msgs, c, offs, offs + c->n_msgs)
+                              : bad(why, "messages", "invalid_value", "Too many messages.");
     dspy_free(offs);
     return ok;
 }
 
-/* Everything that changes the answer, and nothing that only changes its delivery. */
-static uint64_t request_hash(json_t *body)
+uint64_t dspy__sim_request_hash(json_t *body)
 {
     static const char *const drop[] = { "stream", "stream_options", "n", "max_tokens",
                                         "max_completion_tokens", "user", "ignore_eos",
@@ -252,7 +257,7 @@ static uint64_t request_hash(json_t *body)
     for (size_t i = 0; copy && i < sizeof(drop) / sizeof(drop[0]); i++)
         json_object_del(copy, drop[i]);
     char *text = copy ? json_dumps(copy, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
-    uint64_t h = text ? sim_hash(0x5eedull, text, strlen(text)) : 0;
+    uint64_t h = text ? dspy__sim_hash(0x5eedull, text, strlen(text)) : 0;
     free(text);
     json_decref(copy);
     return h;
@@ -284,7 +289,7 @@ static dspy_status usage(struct dspy_buf *b, size_t prompt, size_t completion)
                           prompt, completion, prompt + completion);
 }
 
-static dspy_status whole_body(struct dspy_buf *b, const struct chat *c, const char *id,
+static dspy_status whole_body(struct dspy_buf *b, const struct dspy__sim_chat *c, const char *id,
                               long created, struct choice *ch, size_t prompt, size_t completion)
 {
     dspy_status rc = head(b, id, "chat.completion", created, c->model);
@@ -305,9 +310,9 @@ static dspy_status whole_body(struct dspy_buf *b, const struct chat *c, const ch
 }
 
 struct streamer {
-    struct sim *s;
+    struct dspy_sim *s;
     struct dspy__srv_req *req;
-    const struct chat *c;
+    const struct dspy__sim_chat *c;
     const char *id;
     long created;
     struct dspy_buf ev;
@@ -358,23 +363,23 @@ static void event(struct streamer *st, size_t index, const char *delta, const ch
     }
 }
 
-static void send_stream(struct sim *s, struct dspy__srv_req *req, const struct chat *c,
-                        const char *id, long created, struct choice *ch, size_t prompt,
-                        size_t completion, uint64_t t0, uint64_t tpot, enum sim_fault f)
+static void send_stream(struct dspy_sim *s, struct dspy__srv_req *req,
+                        const struct dspy__sim_chat *c, const char *id, long created,
+                        struct choice *ch, size_t prompt, size_t completion, uint64_t t0,
+                        uint64_t tpot, enum dspy__sim_fault f)
 {
     static const char *const hdr[] = { "Cache-Control", "no-cache", NULL };
     struct dspy__srv_reply r = { 200, "text/event-stream", hdr, NULL, 0, NULL };
-    struct streamer st = { s, req, c, id, created, { 0 }, 0, 0, f == SIM_F_MALFORMED, false };
+    struct streamer st = { s, req, c, id, created, { 0 }, 0, 0, f == DSPY__SIM_F_MALFORMED, false };
     size_t steps = 1, *off = dspy_calloc(c->n, sizeof(size_t));
     for (size_t i = 0; i < c->n; i++)
         if (ch[i].tokens > steps)
             steps = ch[i].tokens;
     dspy__buf_init(&st.ev, REPLY_MAX);
-    sim_count(s, 200);
     atomic_fetch_add(&s->streams, 1);
-    if (f == SIM_F_MALFORMED || f == SIM_F_TRUNCATE)
+    if (f == DSPY__SIM_F_MALFORMED || f == DSPY__SIM_F_TRUNCATE)
         atomic_fetch_add(&s->faults[f], 1);
-    if (f == SIM_F_TRUNCATE)
+    if (f == DSPY__SIM_F_TRUNCATE)
         st.cut = (c->n * (steps + 2)) / 2 + 1;
     if (!off || dspy__srv_stream_start(req, &r, t0))
         goto out;
@@ -387,7 +392,7 @@ static void send_stream(struct sim *s, struct dspy__srv_req *req, const struct c
                 event(&st, i, "\"role\":\"assistant\",\"content\":\"\",\"refusal\":null", NULL, 0,
                       NULL, due);
             if (k < ch[i].tokens) {
-                size_t len = sim_token_len(text + off[i], ch[i].text.len - off[i]);
+                size_t len = dspy__sim_token_len(text + off[i], ch[i].text.len - off[i]);
                 event(&st, i, "\"content\":", text + off[i], len, NULL, due);
                 off[i] += len;
             }
@@ -412,10 +417,10 @@ out:
     dspy__buf_release(&st.ev);
 }
 
-static void respond(struct sim *s, struct dspy__srv_req *req, struct chat *c, json_t *body,
-                    enum sim_fault f, double ju)
+static void respond(struct dspy_sim *s, struct dspy__srv_req *req, struct dspy__sim_chat *c,
+                    json_t *body, enum dspy__sim_fault f, double ju)
 {
-    struct sim_prompt p;
+    struct dspy__sim_prompt p;
     struct choice *ch = dspy_calloc(c->n, sizeof(*ch));
     struct dspy_buf out;
     dspy_status rc = ch ? DSPY_OK : DSPY_ENOMEM;
@@ -423,27 +428,31 @@ static void respond(struct sim *s, struct dspy__srv_req *req, struct chat *c, js
     char id[48];
 
     dspy__buf_init(&out, (size_t)1 << 30);
-    sim_prompt_parse(&p, c->msgs, c->n_msgs);
+    dspy__sim_prompt_parse(&p, c->msgs, c->n_msgs);
     for (size_t i = 0; i < c->n_msgs; i++)
-        prompt += 4 + sim_tokens(c->msgs[i].text.p, c->msgs[i].text.n);
-    struct sim_answer_opts ao = { s->o.seed, request_hash(body), 0, c->temperature,
-                                  s->o.reply_tokens, c->schema, c->json_object };
-    if (c->ignore_eos && c->max_tokens && p.adapter == SIM_ADAPTER_NONE)
-        ao.reply_tokens = c->max_tokens < SIM_MAX_REPLY_TOKENS ? (unsigned)c->max_tokens
-                                                               : SIM_MAX_REPLY_TOKENS;
-    if ((uint64_t)c->n * (ao.reply_tokens ? ao.reply_tokens : 64) > SIM_MAX_REPLY_TOKENS * 8ull) {
-        bad(s, req, "n", "invalid_value", "n times max_tokens is more than the simulator makes.");
+        prompt += 4 + dspy__sim_tokens(c->msgs[i].text.p, c->msgs[i].text.n);
+    struct dspy__sim_answer_opts ao = { s->o.seed,      dspy__sim_request_hash(body), 0,
+                                        c->temperature, s->o.reply_tokens,  c->schema,
+                                        c->json_object };
+    if (c->ignore_eos && c->max_tokens && p.adapter == DSPY__SIM_ADAPTER_NONE)
+        ao.reply_tokens = c->max_tokens < DSPY_SIM_MAX_REPLY_TOKENS ? (unsigned)c->max_tokens
+                                                                    : DSPY_SIM_MAX_REPLY_TOKENS;
+    if ((uint64_t)c->n * (ao.reply_tokens ? ao.reply_tokens : 64) >
+        DSPY_SIM_MAX_REPLY_TOKENS * 8ull) {
+        struct dspy__sim_bad why;
+        bad(&why, "n", "invalid_value", "n times max_tokens is more than the simulator makes.");
+        send_bad(req, &why);
         goto out;
     }
     for (size_t i = 0; !rc && i < c->n; i++) {
         dspy__buf_init(&ch[i].text, REPLY_MAX);
         ao.choice = (unsigned)i;
-        rc = sim_answer(&p, &ao, &ch[i].text);
-        ch[i].tokens = sim_tokens(ch[i].text.ptr, ch[i].text.len);
+        rc = dspy__sim_answer(&p, &ao, &ch[i].text);
+        ch[i].tokens = dspy__sim_tokens(ch[i].text.ptr, ch[i].text.len);
         if (c->max_tokens && ch[i].tokens >= (size_t)c->max_tokens) {
             ch[i].length = true;
             ch[i].tokens = (size_t)c->max_tokens;
-            ch[i].text.len = sim_tokens_prefix(ch[i].text.ptr, ch[i].text.len, ch[i].tokens);
+            ch[i].text.len = dspy__sim_tokens_prefix(ch[i].text.ptr, ch[i].text.len, ch[i].tokens);
             if (ch[i].text.ptr)
                 ch[i].text.ptr[ch[i].text.len] = '\0';
         }
@@ -451,34 +460,32 @@ static void respond(struct sim *s, struct dspy__srv_req *req, struct chat *c, js
         steps = ch[i].tokens > steps ? ch[i].tokens : steps;
     }
     snprintf(id, sizeof(id), "chatcmpl-sim%016llx",
-             (unsigned long long)sim_mix(ao.req_hash, atomic_fetch_add(&s->ids, 1)));
+             (unsigned long long)dspy__sim_mix(ao.req_hash, atomic_fetch_add(&s->ids, 1)));
     long created = (long)time(NULL);
     if (rc) {
-        sim_count(s, 500);
         dspy__srv_send_error(req, 500, "server_error", NULL, NULL, NULL,
                              "The simulator could not build the answer (%s).", dspy_strerror(rc));
         goto out;
     }
     /* Latency: total = ttft + tpot * (tokens - 1), or --latency-ms spread the same way. */
-    uint64_t ttft = sim_ns(s, s->o.ttft_ms, ju), tpot = sim_ns(s, s->o.tpot_ms, ju);
+    uint64_t ttft = dspy__sim_ns(s, s->o.ttft_ms, ju), tpot = dspy__sim_ns(s, s->o.tpot_ms, ju);
     uint64_t total = ttft + tpot * (steps - 1);
     if (s->o.latency_ms >= 0) {
-        total = sim_ns(s, s->o.latency_ms, ju);
+        total = dspy__sim_ns(s, s->o.latency_ms, ju);
         ttft = ttft < total ? ttft : total;
         tpot = steps > 1 ? (total - ttft) / (steps - 1) : 0;
     }
     uint64_t now = dspy__now_ns(), start;
-    if (!sim_admit(s, now, total, &start)) {
-        sim_queue_full(s, req);
+    if (!dspy__sim_admit(s, now, total, &start)) {
+        dspy__sim_queue_full(s, req);
         goto out;
     }
     atomic_fetch_add(&s->completion_tokens, completion);
     if (c->stream) {
         send_stream(s, req, c, id, created, ch, prompt, completion, start + ttft, tpot, f);
     } else if (!whole_body(&out, c, id, created, ch, prompt, completion)) {
-        sim_send_json(s, req, &out, start + total, f);
+        dspy__sim_send_json(s, req, &out, start + total, f);
     } else {
-        sim_count(s, 500);
         dspy__srv_send_error(req, 500, "server_error", NULL, NULL, NULL,
                              "The response is too large to build.");
     }
@@ -487,25 +494,26 @@ out:
         dspy__buf_release(&ch[i].text);
     dspy_free(ch);
     dspy__buf_release(&out);
-    sim_prompt_release(&p);
+    dspy__sim_prompt_release(&p);
 }
 
-void sim_chat(struct dspy__srv_req *req, void *ud)
+void dspy__sim_chat(struct dspy__srv_req *req, void *ud)
 {
-    struct sim *s = ud;
-    struct chat c;
+    struct dspy_sim *s = ud;
+    struct dspy__sim_chat c;
+    struct dspy__sim_bad why;
     json_t *body;
-    memset(&c, 0, sizeof(c));
-    if (!sim_auth(s, req) || !(body = sim_body_json(s, req)))
+    if (!dspy__sim_auth(s, req) || !(body = dspy__sim_body_json(req)))
         return;
-    dspy__buf_init(&c.parts, (size_t)64 << 20);
-    if (parse_chat(s, req, body, &c)) {
+    dspy__sim_chat_init(&c);
+    if (!dspy__sim_chat_parse(body, &c, &why)) {
+        send_bad(req, &why);
+    } else {
         double ju;
-        enum sim_fault f = sim_draw(s, &ju);
-        if (!sim_fault_answer(s, req, f))
+        enum dspy__sim_fault f = dspy__sim_draw(s, &ju);
+        if (!dspy__sim_fault_answer(s, req, f))
             respond(s, req, &c, body, f, ju);
     }
-    dspy_free(c.msgs);
-    dspy__buf_release(&c.parts);
+    dspy__sim_chat_release(&c);
     json_decref(body);
 }
