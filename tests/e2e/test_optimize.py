@@ -227,14 +227,14 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
     while time.time() < deadline:  # kill once some trials are saved and some are not
         if ckfile.exists():
             units = json.loads(ckfile.read_text())["units"]
-            if sum(k.startswith("trial:") for k in units) >= 2:
+            if sum(k.startswith("wave:") for k in units) >= 1:
                 break
         time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
     p.wait()
     units = json.loads(ckfile.read_text())["units"]
-    done = sum(k.startswith("trial:") for k in units)
-    assert 2 <= done < 11, "the kill did not land mid-run"
+    done = sum(k.startswith("wave:") for k in units)  # waves of 4 trials; 11 trials in all
+    assert 1 <= done < 3, "the kill did not land mid-run"
     assert not save.exists()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
