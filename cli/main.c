@@ -11,7 +11,7 @@ static const struct cli_command commands[] = {
     { "cache", "cache stats, clear, export and import (disk and Redis levels)", cmd_cache },
     { "eval", "score a program on a devset with a metric (DSPy's Evaluate)", cmd_eval },
     { "loadtest", "load-test an endpoint or a program, open or closed loop", cmd_loadtest },
-    { "optimize", "optimize demos and instructions (bootstrap, random search, MIPROv2)",
+    { "optimize", "optimize demos and instructions (bootstrap, MIPROv2, GEPA, genetic)",
       cmd_optimize },
     { "predict", "call a module once and print the prediction", cmd_predict },
     { "run", "run a program over a JSON-lines file", cmd_run },
