@@ -12,7 +12,7 @@ static const struct cli_command commands[] = {
     { "embed", "sentence embeddings (all-MiniLM-L6-v2) of texts or JSON lines", cmd_embed },
     { "eval", "score a program on a devset with a metric (DSPy's Evaluate)", cmd_eval },
     { "loadtest", "load-test an endpoint or a program, open or closed loop", cmd_loadtest },
-    { "optimize", "optimize demos and instructions (bootstrap, random search, MIPROv2)",
+    { "optimize", "optimize demos and instructions (bootstrap, MIPROv2, GEPA, genetic)",
       cmd_optimize },
     { "predict", "call a module once and print the prediction", cmd_predict },
     { "run", "run a program over a JSON-lines file", cmd_run },

@@ -242,7 +242,9 @@ dspy_metric *opt_metric_python(const char *cmd, const char *target)
         return NULL;
     }
     struct dspy_python_options o = DSPY_PYTHON_OPTIONS_INIT;
-    static const char *const env[] = { "LITELLM_LOCAL_MODEL_COST_MAP=True", NULL };
+    /* no __pycache__ beside the shim, so its directory can be removed at the end */
+    static const char *const env[] = { "LITELLM_LOCAL_MODEL_COST_MAP=True",
+                                       "PYTHONDONTWRITEBYTECODE=1", NULL };
     const char *sys_path[] = { shim_dir, ".", NULL };
     o.env = env;
     o.sys_path = sys_path;
@@ -274,8 +276,6 @@ void opt_metric_python_done(void)
         char path[128];
         snprintf(path, sizeof(path), "%s/dspyc_metric_shim.py", shim_dir);
         unlink(path);
-        snprintf(path, sizeof(path), "%s/__pycache__", shim_dir);
-        rmdir(path); /* usually not empty: left for the system's tmp cleaning */
         rmdir(shim_dir);
         shim_dir[0] = '\0';
     }

@@ -320,40 +320,50 @@ dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err)
         size_t which[64];
         double scores[64];
         uint64_t t0 = dspy__now_ns(), c0 = r->lm_calls;
+        /* a wave is one checkpoint unit: its trials' evaluations ran together */
+        char wkey[32];
+        snprintf(wkey, sizeof(wkey), "wave:%zu", start);
+        json_t *saved = opt_memo_get(r, wkey);
         for (size_t t = start; t < end && m < 64; t++) {
-            char key[32];
             json_t *cand = NULL;
-            snprintf(key, sizeof(key), "trial:%zu", t);
-            if ((rc = opt_schedule_candidate(r, (long)t - 3, boot, lab, rounds, &cand)))
+            if ((rc = opt_schedule_candidate(r, (long)t - 3, boot, lab, rounds, &cand))) {
+                for (size_t i = 0; i < m; i++)
+                    json_decref(cands[i]);
                 return rc;
-            json_t *saved = opt_memo_get(r, key);
-            if (saved) {
-                double s = json_real_value(json_object_get(saved, "score"));
-                opt_trial(r, json_incref(saved), cand, true, s, t, total);
-                json_decref(cand);
-                continue;
             }
             cands[m] = cand;
             sets[m] = r->val;
             which[m++] = t;
         }
-        if (m && (rc = opt_eval(r, cands, sets, m, NULL, false, scores, NULL, NULL)))
+        if (!saved && m && (rc = opt_eval(r, cands, sets, m, NULL, false, scores, NULL, NULL))) {
+            for (size_t i = 0; i < m; i++)
+                json_decref(cands[i]);
             return rc;
+        }
+        json_t *recs = saved ? json_incref(saved) : json_array();
         for (size_t i = 0; i < m; i++) {
-            char key[32];
-            snprintf(key, sizeof(key), "trial:%zu", which[i]);
-            json_t *rec = json_pack("{s:I, s:s, s:I, s:s, s:f, s:f, s:I, s:I}", "trial",
-                                    (json_int_t)which[i], "kind", "full", "seed",
-                                    (json_int_t)((long)which[i] - 3), "candidate",
-                                    seed_name((long)which[i] - 3), "score", scores[i],
-                                    "elapsed_s", (double)(dspy__now_ns() - t0) / 1e9,
-                                    "lm_calls", (json_int_t)((r->lm_calls - c0) / m), "demos",
-                                    (json_int_t)json_array_size(json_array_get(
-                                        json_object_get(cands[i], "demos"), 0)));
-            opt_memo_put(r, key, json_incref(rec));
-            opt_trial(r, rec, cands[i], true, scores[i], which[i], total);
+            json_t *rec = json_array_get(recs, i);
+            if (!saved) {
+                rec = json_pack("{s:I, s:s, s:I, s:s, s:f, s:f, s:I, s:I}", "trial",
+                                (json_int_t)which[i], "kind", "full", "seed",
+                                (json_int_t)((long)which[i] - 3), "candidate",
+                                seed_name((long)which[i] - 3), "score", scores[i], "elapsed_s",
+                                (double)(dspy__now_ns() - t0) / 1e9, "lm_calls",
+                                (json_int_t)((r->lm_calls - c0) / m), "demos",
+                                (json_int_t)json_array_size(
+                                    json_array_get(json_object_get(cands[i], "demos"), 0)));
+                json_array_append_new(recs, rec);
+            }
+            scores[i] = json_real_value(json_object_get(rec, "score"));
+        }
+        if (!saved)
+            opt_memo_put(r, wkey, json_incref(recs));
+        for (size_t i = 0; i < m; i++) {
+            opt_trial(r, json_incref(json_array_get(recs, i)), cands[i], true, scores[i],
+                      which[i], total);
             json_decref(cands[i]);
         }
+        json_decref(recs);
     }
     return rc;
 }

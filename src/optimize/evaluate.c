@@ -58,7 +58,11 @@ static int eval_source(void *ud, struct dspy_batch_item *item)
     if (e->next >= json_array_size(e->devset))
         return 0;
     item->tag = (void *)(uintptr_t)e->next;
-    item->inputs = json_incref(json_array_get(e->devset, e->next++));
+    /* A copy: candidates evaluated at once share example objects, and jansson's reference
+     * counts are read without atomics before they change */
+    item->inputs = json_deep_copy(json_array_get(e->devset, e->next++));
+    if (!item->inputs)
+        dspy__err(&item->error, DSPY_ENOMEM, "out of memory");
     return 1;
 }
 

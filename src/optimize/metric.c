@@ -3,7 +3,9 @@
  * score and feedback. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <dspyc/metrics.h>
 #include <dspyc/optimize.h>

@@ -516,43 +516,32 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
             dspy_free(idx);
             which[m] = t;
         }
-        /* trials already in the checkpoint are not run again */
-        size_t run_n = 0;
-        json_t *rcands[64];
-        const json_t *rsets[64];
-        size_t rmap[64];
-        for (size_t i = 0; i < m; i++) {
-            char key[32];
-            snprintf(key, sizeof(key), "trial:%zu", which[i]);
-            json_t *saved = opt_memo_get(r, key);
-            if (saved) {
-                scores[i] = json_real_value(json_object_get(saved, "score"));
-                continue;
-            }
-            rcands[run_n] = cands[i];
-            rsets[run_n] = sets[i];
-            rmap[run_n++] = i;
+        /* a wave is one checkpoint unit: its trials' evaluations ran together */
+        char wkey[32];
+        snprintf(wkey, sizeof(wkey), "wave:%zu", start);
+        json_t *saved = opt_memo_get(r, wkey), *recs = NULL;
+        if (saved) {
+            recs = json_incref(saved);
+        } else {
+            if ((rc = opt_eval(r, cands, (const json_t *const *)sets, m, NULL, false, scores,
+                               NULL, NULL)))
+                goto wave_out;
+            recs = json_array();
+            for (size_t i = 0; i < m; i++)
+                json_array_append_new(
+                    recs, json_pack("{s:I, s:s, s:o, s:f, s:f, s:I, s:I}", "trial",
+                                    (json_int_t)which[i], "kind",
+                                    minibatch ? "minibatch" : "full", "candidate",
+                                    point_json(xs[i], np), "score", scores[i], "elapsed_s",
+                                    (double)(dspy__now_ns() - t0) / 1e9, "lm_calls",
+                                    (json_int_t)((r->lm_calls - c0) / m), "examples",
+                                    (json_int_t)mb));
+            opt_memo_put(r, wkey, json_incref(recs));
         }
-        double rscores[64];
-        if (run_n && (rc = opt_eval(r, rcands, rsets, run_n, NULL, false, rscores, NULL, NULL)))
-            goto wave_out;
-        for (size_t k = 0; k < run_n; k++)
-            scores[rmap[k]] = rscores[k];
+        for (size_t i = 0; i < m; i++)
+            scores[i] = json_real_value(json_object_get(json_array_get(recs, i), "score"));
         for (size_t i = 0; i < m; i++) {
-            char key[32];
-            snprintf(key, sizeof(key), "trial:%zu", which[i]);
-            json_t *saved = opt_memo_get(r, key), *rec;
-            if (saved) {
-                rec = json_incref(saved);
-            } else {
-                rec = json_pack("{s:I, s:s, s:o, s:f, s:f, s:I, s:I}", "trial",
-                                (json_int_t)which[i], "kind", minibatch ? "minibatch" : "full",
-                                "candidate", point_json(xs[i], np), "score", scores[i],
-                                "elapsed_s", (double)(dspy__now_ns() - t0) / 1e9, "lm_calls",
-                                (json_int_t)(run_n ? (r->lm_calls - c0) / run_n : 0),
-                                "examples", (json_int_t)mb);
-                opt_memo_put(r, key, json_incref(rec));
-            }
+            json_t *rec = json_incref(json_array_get(recs, i));
             dspy__tpe_observe(&tpe, xs[i], scores[i]);
             size_t k;
             for (k = 0; k < ncombos; k++)
@@ -614,6 +603,7 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
             }
         }
     wave_out:
+        json_decref(recs);
         for (size_t i = 0; i < m; i++) {
             json_decref(cands[i]);
             json_decref(sets[i]);

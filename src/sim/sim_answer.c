@@ -256,7 +256,8 @@ static json_t *field_value(const struct ctx *c, const struct dspy__sim_field *f)
         return described;
     if (vt == V_STR && dspy__sim_find_ci(f->name, "instruction"))
         return dspy__sim_propose_is_meta(c->p)
-                   ? dspy__sim_propose_instruction(c->p, dspy__sim_mix(c->o->req_hash, c->o->choice))
+                   ? dspy__sim_propose_instruction(c->p,
+                                                   dspy__sim_mix(c->o->req_hash, c->o->choice))
                    : json_string(instructions[dspy__sim_mix(c->o->req_hash, c->o->choice) %
                                               N_INSTRUCTIONS]);
     switch (vt) {

@@ -123,11 +123,12 @@ json_t *dspy__sim_propose_instruction(const struct dspy__sim_prompt *p, uint64_t
 /* GEPA's reflection prompt (a plain prompt opening "I provided an assistant with the
  * following instructions..."): a new instruction in a ``` block appended to out; false when
  * the prompt is not one. */
-bool dspy__sim_propose_reflection(const struct dspy__sim_prompt *p, uint64_t h, struct dspy_buf *out);
+bool dspy__sim_propose_reflection(const struct dspy__sim_prompt *p, uint64_t h,
+                                  struct dspy_buf *out);
 /* A proposer prompt's other outputs (observations, summaries, descriptions): a sentence
  * about what the inputs show; NULL when `f` is not one of them. */
-json_t *dspy__sim_propose_description(const struct dspy__sim_prompt *p, const struct dspy__sim_field *f,
-                                uint64_t h);
+json_t *dspy__sim_propose_description(const struct dspy__sim_prompt *p,
+                                      const struct dspy__sim_field *f, uint64_t h);
 
 /* ---- Answers (sim_answer.c) ---- */
 

@@ -1,4 +1,4 @@
-/* The simulator as a prompt model (apps layer): answers to instruction-proposal prompts
+/* The simulator as a prompt model (sim layer): answers to instruction-proposal prompts
  * (MIPROv2's GenerateSingleModuleInstruction and any output field naming an instruction)
  * built from what the prompt shows, so better instructions for the arith accuracy model are
  * reachable by search but not by one constant answer (docs/simulator.md). */

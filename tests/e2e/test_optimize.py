@@ -227,14 +227,14 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
     while time.time() < deadline:  # kill once some trials are saved and some are not
         if ckfile.exists():
             units = json.loads(ckfile.read_text())["units"]
-            if sum(k.startswith("trial:") for k in units) >= 2:
+            if sum(k.startswith("wave:") for k in units) >= 1:
                 break
         time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
     p.wait()
     units = json.loads(ckfile.read_text())["units"]
-    done = sum(k.startswith("trial:") for k in units)
-    assert 2 <= done < 11, "the kill did not land mid-run"
+    done = sum(k.startswith("wave:") for k in units)  # waves of 4 trials; 11 trials in all
+    assert 1 <= done < 3, "the kill did not land mid-run"
     assert not save.exists()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -434,3 +434,35 @@ def test_resume_from_any_prefix_of_the_checkpoint(tmp_path, name, extra):
         assert save.read_bytes() == full.read_bytes(), (name, keep)
         assert rep["best"] == rfull["best"]
         assert [t["score"] for t in rep["trials"]] == [t["score"] for t in rfull["trials"]]
+
+
+def test_flags_take_effect(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    # --max-bootstrapped-demos, --max-labeled-demos: the saved demos; --task-model: the model
+    # the program's calls name; --max-rounds 2: a second round at temperature 1.0
+    _, save, rep = optimize(tmp_path, "b", "--optimizer", "bootstrap",
+                            "--max-bootstrapped-demos", "2", "--max-labeled-demos", "5",
+                            "--max-rounds", "2", "--task-model", "student-model",
+                            "--sim", f"--record {rec}")
+    demos = json.loads(save.read_text())["demos"]
+    assert len(demos) == 5 and sum(1 for d in demos if d.get("augmented")) == 2
+    bodies = [json.loads(line)["body"] for line in open(rec)]
+    assert {b["model"] for b in bodies} == {"student-model"}
+    assert any(b.get("temperature") == 1.0 for b in bodies)  # round 2 for a failed example
+    # --num-trials (mipro without --auto) and --num-candidates
+    _, _, rep = optimize(tmp_path, "m", "--optimizer", "mipro", "--num-trials", "4",
+                         "--num-candidates", "3")
+    assert rep["plan"]["trials"] == 4 and len(rep["instruction_candidates"][0]) == 3
+    assert [t["trial"] for t in rep["trials"] if t["kind"] == "minibatch"] == [1, 2, 3, 4]
+    r, _, _ = optimize(tmp_path, "x", "--optimizer", "mipro", "--num-trials", "4", "--auto",
+                       "light", ok=False)
+    assert r.returncode == 2 and "exclude each other" in r.stderr
+    # eval --failure-score: failed examples score it
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text('{"question": "Ava has 3 apples. She buys 2 more. How many?", '
+                   '"answer": "5"}\n{"nothing": 1}\n')
+    out = tmp_path / "e.json"
+    dspyc("eval", *PREDICT, "--devset", dev, *METRIC, "--failure-score", "0.5", "--json", out,
+          ok=False)
+    doc = json.loads(out.read_text())
+    assert doc["results"][1]["metric"] == 0.5 and doc["errors"] == 1

@@ -163,7 +163,8 @@ static void metric_specs(void **state)
     assert_int_equal(dspy_metric_parse("f1:", &m, &err), DSPY_EINVAL);
     assert_int_equal(dspy_optimizer_from_name("mipro"), DSPY_OPT_MIPRO);
     assert_int_equal(dspy_optimizer_from_name("gepa"), DSPY_OPT_GEPA);
-    assert_int_equal(dspy_optimizer_from_name("genetic"), -1);
+    assert_int_equal(dspy_optimizer_from_name("genetic"), DSPY_OPT_GENETIC);
+    assert_int_equal(dspy_optimizer_from_name("simba"), -1);
     json_decref(ex);
     json_decref(pred);
     json_decref(nopred);

@@ -340,6 +340,40 @@ static void survives_allocation_failures(void **state)
     assert_true(k > 50); /* the run needs many allocations; each one failed once above */
 }
 
+/* A copy changes independently of its original (the optimizers' candidates). */
+static void copies_are_independent(void **state)
+{
+    (void)state;
+    json_t *spec = json_loads("{\"predictors\": [{\"name\": \"a\", \"signature\": \"q -> x\"},"
+                              " {\"name\": \"b\", \"module\": \"cot\", \"signature\": "
+                              "\"x -> y\", \"instructions\": \"Do it.\"}]}",
+                              0, NULL);
+    dspy_program *p = NULL;
+    assert_int_equal(dspy_program_from_json(spec, "t", &p, NULL), DSPY_OK);
+    dspy_program *c = dspy_program_copy(p);
+    assert_non_null(c);
+    json_t *s1 = dspy_program_dump_state(p), *s2 = dspy_program_dump_state(c);
+    assert_true(json_equal(s1, s2));
+    assert_string_equal(dspy_program_state_name(c, 1), "b.predict");
+    json_t *demos = json_pack("[{s:s, s:s}]", "x", "1", "y", "2");
+    assert_int_equal(dspy_module_set_demos(dspy_program_module(c, 1), demos), DSPY_OK);
+    assert_int_equal(dspy_module_set_instructions(dspy_program_module(c, 1), "Other."), DSPY_OK);
+    json_t *s3 = dspy_program_dump_state(p);
+    assert_true(json_equal(s1, s3)); /* the original is untouched */
+    assert_int_equal(json_array_size(dspy_module_demos(dspy_program_module(p, 1))), 0);
+    assert_string_equal(dspy_signature_instructions(dspy_module_signature(
+                            dspy_program_module(p, 1))),
+                        "Do it.");
+    assert_int_equal(dspy_module_kind(dspy_program_module(c, 1)), DSPY_MODULE_COT);
+    json_decref(s1);
+    json_decref(s2);
+    json_decref(s3);
+    json_decref(demos);
+    json_decref(spec);
+    dspy_program_free(c);
+    dspy_program_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,6 +382,7 @@ int main(void)
         cmocka_unit_test(errors_name_file_line_and_key),
         cmocka_unit_test(from_json_without_text),
         cmocka_unit_test(survives_allocation_failures),
+        cmocka_unit_test(copies_are_independent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
