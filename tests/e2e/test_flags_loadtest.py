@@ -255,3 +255,86 @@ def test_bench_python_calls_the_python_module(tmp_path):
     # The Python module's requests reached the simulator too: more than the C calls alone.
     chats = [x for x in recorded(record) if x["path"].endswith("/chat/completions")]
     assert len(chats) > 3
+
+
+# ---- more loadtest flags --------------------------------------------------------------------
+
+def gaps(log):
+    t = sorted(r["intended_ms"] for r in log)
+    return [b - a for a, b in zip(t, t[1:])]
+
+
+def cv(xs):
+    m = sum(xs) / len(xs)
+    return (sum((x - m) ** 2 for x in xs) / len(xs)) ** 0.5 / m
+
+
+def test_gamma_burstiness_shapes_the_arrivals(tmp_path):
+    _, base = start_sim()
+    common = ["--url", base, "--rate", 200, "--count", 300, "--duration", 10]
+    rc, rep, bursty, out = loadtest(tmp_path, *common, "--arrival", "gamma", "--burstiness",
+                                    0.25)
+    assert rc == 0, out
+    assert rep["arrival"] == "gamma" and rep["burstiness"] == 0.25
+    rc, rep, smooth, out = loadtest(tmp_path, *common, "--arrival", "gamma", "--burstiness", 4)
+    assert rc == 0, out
+    # Gamma gaps of shape k have a coefficient of variation 1/sqrt(k): 2 and 0.5.
+    assert cv(gaps(bursty)) > 1.4 and cv(gaps(smooth)) < 0.7
+
+
+def test_chat_target_and_input_words(tmp_path):
+    record, base = sim_with_record(tmp_path)
+    rc, rep, log, out = loadtest(tmp_path, "--url", base, "--chat", "--input-words", "40:0",
+                                 "--count", 4, "--rate", 50, "--no-stream")
+    assert rc == 0, out
+    recs = recorded(record)
+    assert [r["path"] for r in recs] == ["/v1/chat/completions"] * 4
+    words = [len(r["body"]["messages"][-1]["content"].split()) for r in recs]
+    assert all(35 <= w <= 45 for w in words), words
+    rc, rep, log, out = loadtest(tmp_path, "--url", base, "--input-words", "5:0", "--count", 2,
+                                 "--rate", 50, "--no-stream")
+    words = [len(r["body"]["messages"][-1]["content"].split()) for r in recorded(record)[4:]]
+    assert all(w <= 8 for w in words), words
+
+
+def test_connections_caps_the_connections_opened(tmp_path):
+    _, base = start_sim("--latency-ms", 50)
+    rc, rep, log, out = loadtest(tmp_path, "--url", base, "--rate", 100, "--duration", 1,
+                                 "--arrival", "constant", "--connections", 2)
+    assert rc == 0, out
+    assert rep["generator"]["connections_opened"] <= 2
+    rc, rep, log, out = loadtest(tmp_path, "--url", base, "--rate", 100, "--duration", 1,
+                                 "--arrival", "constant")
+    assert rep["generator"]["connections_opened"] >= 4  # 100/s x 50 ms: ~5 at once
+
+
+def test_p95_limit_sets_the_latency_rule(tmp_path):
+    _, base = start_sim("--latency-ms", 30)
+    common = ["--url", base, "--rate", 30, "--duration", 1, "--no-stream"]
+    rc, rep, log, out = loadtest(tmp_path, *common, "--p95-limit", 10)
+    rules = {f["rule"]: f for f in rep["analysis"]}
+    assert "p95_latency" in rules and "10 ms" in rules["p95_latency"]["reason"]
+    rc, rep, log, out = loadtest(tmp_path, *common, "--p95-limit", 5000)
+    assert "p95_latency" not in {f["rule"] for f in rep["analysis"]}
+
+
+def test_think_exp_draws_the_pause(tmp_path):
+    _, base = start_sim()
+    rc, rep, log, out = loadtest(tmp_path, "--url", base, "--users", 1, "--think", 0.2,
+                                 "--think-exp", "--duration", 3, "--no-stream")
+    assert rc == 0, out
+    g = gaps(log)
+    assert len(g) >= 5
+    # Exponential pauses of mean 200 ms: some far shorter, and not all alike (a fixed
+    # --think gives gaps of 200 ms and more, all nearly equal).
+    assert min(g) < 150 and max(g) - min(g) > 100
+
+
+def test_sim_max_body():
+    _, base = start_sim("--max-body", 2000)
+    small = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    big = {"model": "m", "messages": [{"role": "user", "content": "x" * 5000}]}
+    assert post(base, "/chat/completions", small)[0] == 200
+    assert post(base, "/chat/completions", big)[0] == 413
+    _, base = start_sim()
+    assert post(base, "/chat/completions", big)[0] == 200
