@@ -31,14 +31,26 @@ def sim_stats(base):
         return json.load(r)
 
 
+def overhead_ms(*args):
+    """The median latency of the same load against a simulator with no delay, measured in the
+    same test: what this machine adds right now (more when it is loaded), so upper bounds are
+    relative to a peer instead of fixed numbers."""
+    _, base0 = start_sim()
+    rc, r, out = loadtest("--url", base0, *args)
+    assert rc == 0, out
+    return r["median_latency_ms"], r["median_service_ms"]
+
+
 def test_median_matches_sim_latency():
+    over_latency, over_service = overhead_ms("--rate", 40, "--duration", 1, "--no-stream",
+                                             "--arrival", "constant")
     _, base = start_sim("--latency-ms", 50)
     rc, r, out = loadtest("--url", base, "--rate", 40, "--duration", 3, "--no-stream",
                           "--arrival", "constant")
     assert rc == 0, out
     assert r["failed"] == 0 and r["completed"] >= 110
-    assert 49 <= r["median_latency_ms"] <= 56, out
-    assert 49 <= r["median_service_ms"] <= 56
+    assert 49 <= r["median_latency_ms"] <= 50 + over_latency + 6, out
+    assert 49 <= r["median_service_ms"] <= 50 + over_service + 6
     assert abs(r["request_throughput"] - 40) < 4
     assert r["checks"]["arrivals"]["ok"] and r["checks"]["littles_law"]["ok"]
 
@@ -72,11 +84,12 @@ def test_spike_shows_queueing_and_recovery():
     ts = r["timeseries"]
     base_p90 = max(v for v in ts["latency_p90_ms"][1:3] if v is not None)
     spike_p99 = max(v for v in ts["latency_p99_ms"][3:7] if v is not None)
-    assert base_p90 < 40 and spike_p99 > 10 * base_p90, (base_p90, spike_p99)
+    # Relative to the baseline of the same run: a loaded machine raises both.
+    assert base_p90 >= 20 and spike_p99 > 10 * base_p90, (base_p90, spike_p99)
     assert max(ts["in_system"][3:7]) > 5 * max(ts["in_system"][1:3])
     rec = r["checks"]["spike_recovery_s"]
     assert rec is not None and 0 <= rec <= 4, rec  # backlog ~120 drains at ~60/s: ~2 s
-    assert ts["latency_p90_ms"][9] is not None and ts["latency_p90_ms"][9] < 40
+    assert ts["latency_p90_ms"][9] is not None and ts["latency_p90_ms"][9] < 2 * base_p90
 
 
 @pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
@@ -220,11 +233,16 @@ def test_program_target_measures_per_program_latency():
     prog = {"predictors": [{"name": "q", "signature": "question -> query"},
                            {"name": "a", "signature": "query, question -> answer"}]}
     _, base = start_sim("--latency-ms", 20)
+    _, base0 = start_sim()
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "p.json")
         json.dump(prog, open(path, "w"))
+        # The same program against a simulator with no delay: what the machine adds now.
+        rc, r0, out = loadtest("--program", path, "--url", base0, "--users", 4, "--duration", 1)
+        assert rc == 0, out
         rc, r, out = loadtest("--program", path, "--url", base, "--users", 4, "--duration", 1.5)
     assert rc == 0, out
     assert r["failed"] == 0 and r["completed"] > 60
-    assert 39 <= r["median_latency_ms"] <= 50, r["median_latency_ms"]
+    over = r0["median_latency_ms"]
+    assert 39 <= r["median_latency_ms"] <= 40 + over + 10, (r["median_latency_ms"], over)
     assert r["total_output_tokens"] > 0
