@@ -30,7 +30,7 @@ def commands():
     block = text.split("commands:", 1)[1]
     cmds = []
     for line in block.splitlines():
-        m = re.match(r"^\s{2}([a-z][a-z0-9-]*)\s{2,}\S", line)
+        m = re.match(r"^\s{2}([a-z][a-z0-9-]*)\s+\S", line)
         if m:
             cmds.append(m.group(1))
         elif cmds and not line.strip():
