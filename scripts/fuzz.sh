@@ -4,7 +4,7 @@
 # BUILD_DIR SECONDS [TARGET...]; BUILD_DIR holds a -DDSPYC_FUZZ=ON build. A crash stops the
 # run with libFuzzer's report and the crashing input saved as BUILD_DIR/crash-*.
 set -euo pipefail
-dir=$1
+dir=$(cd "$1" && pwd)
 secs=$2
 shift 2
 root=$(cd "$(dirname "$0")/.." && pwd)
