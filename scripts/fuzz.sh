@@ -33,9 +33,9 @@ for t in "${targets[@]}"; do
     fi
     grep -E '^#[0-9]+.*DONE' "$log" | tail -1
     rm -f "$log"
-    # Into the corpus go only the found inputs that reach code it does not (libFuzzer picks
-    # the smallest input for each new feature).
-    "$bin" -merge=1 "$corpus" "$found" >/dev/null 2>&1
+    # Into the corpus go only the found inputs that reach code (edges) it does not reach yet,
+    # the smallest input for each: hit-count features would keep thousands of near-copies.
+    "$bin" -merge=1 -use_counters=0 "$corpus" "$found" >/dev/null 2>&1
     rm -rf "$found"
     echo "   corpus now $(ls "$corpus" | wc -l) inputs"
 done
