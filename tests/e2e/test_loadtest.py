@@ -42,15 +42,16 @@ def overhead_ms(*args):
 
 
 def test_median_matches_sim_latency():
+    # 200 ms per answer: a loaded machine's wake-up delays (tens of ms) stay a small part.
     over_latency, over_service = overhead_ms("--rate", 40, "--duration", 1, "--no-stream",
                                              "--arrival", "constant")
-    _, base = start_sim("--latency-ms", 50)
+    _, base = start_sim("--latency-ms", 200)
     rc, r, out = loadtest("--url", base, "--rate", 40, "--duration", 3, "--no-stream",
                           "--arrival", "constant")
     assert rc == 0, out
     assert r["failed"] == 0 and r["completed"] >= 110
-    assert 49 <= r["median_latency_ms"] <= 50 + over_latency + 6, out
-    assert 49 <= r["median_service_ms"] <= 50 + over_service + 6
+    assert 199 <= r["median_latency_ms"] <= 200 * 1.1 + over_latency + 6, out
+    assert 199 <= r["median_service_ms"] <= 200 * 1.1 + over_service + 6
     assert abs(r["request_throughput"] - 40) < 4
     assert r["checks"]["arrivals"]["ok"] and r["checks"]["littles_law"]["ok"]
 
@@ -140,7 +141,9 @@ def test_pause_shows_in_response_time_not_service_time():
     assert r["failed"] == 0
     assert r["p99_latency_ms"] > 1000, r["p99_latency_ms"]
     assert r["max_latency_ms"] > 1800
-    assert r["p99_service_ms"] < 100, r["p99_service_ms"]
+    # The contrast, not a fixed number (a loaded machine adds to both): the stall is in the
+    # response time from the intended send, not in the service time of what was sent.
+    assert r["p99_service_ms"] < r["p99_latency_ms"] / 5, r["p99_service_ms"]
     assert r["p99_lag_ms"] > 500
     assert r["max_service_ms"] > 1500  # the requests on the wire did see the stall
 
@@ -229,10 +232,10 @@ def test_connect_errors_are_counted():
 
 
 def test_program_target_measures_per_program_latency():
-    # Two predictors, each one LM call of 20 ms: a program call takes about 40 ms.
+    # Two predictors, each one LM call of 100 ms: a program call takes about 200 ms.
     prog = {"predictors": [{"name": "q", "signature": "question -> query"},
                            {"name": "a", "signature": "query, question -> answer"}]}
-    _, base = start_sim("--latency-ms", 20)
+    _, base = start_sim("--latency-ms", 100)
     _, base0 = start_sim()
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "p.json")
@@ -240,9 +243,9 @@ def test_program_target_measures_per_program_latency():
         # The same program against a simulator with no delay: what the machine adds now.
         rc, r0, out = loadtest("--program", path, "--url", base0, "--users", 4, "--duration", 1)
         assert rc == 0, out
-        rc, r, out = loadtest("--program", path, "--url", base, "--users", 4, "--duration", 1.5)
+        rc, r, out = loadtest("--program", path, "--url", base, "--users", 4, "--duration", 2)
     assert rc == 0, out
-    assert r["failed"] == 0 and r["completed"] > 60
+    assert r["failed"] == 0 and r["completed"] >= 20  # ~40 on an idle machine
     over = r0["median_latency_ms"]
-    assert 39 <= r["median_latency_ms"] <= 40 + over + 10, (r["median_latency_ms"], over)
+    assert 199 <= r["median_latency_ms"] <= 200 * 1.1 + over + 10, (r["median_latency_ms"], over)
     assert r["total_output_tokens"] > 0
