@@ -152,7 +152,9 @@ def test_redis_killed_mid_run_loses_nothing(tmp_path, redis):
 
     # Fill Redis with every other record, from another process.
     half = write_inputs(tmp_path / "half.jsonl", questions[::2])
-    r = run(base, half, tmp_path / "half.out", "--cache", "mem,redis", "--redis-url", redis.url)
+    # A generous Redis timeout: on a loaded machine the default 50 ms drops some puts.
+    r = run(base, half, tmp_path / "half.out", "--cache", "mem,redis", "--redis-url", redis.url,
+            "--redis-timeout-ms", "2000")
     assert r.returncode == 0, r.stderr
     assert redis.dbsize() == 500
 
@@ -163,8 +165,8 @@ def test_redis_killed_mid_run_loses_nothing(tmp_path, redis):
     proc = subprocess.Popen(
         [DSPYC, "run", "--signature", SIG, "--input", str(inp), "--output", str(out),
          "--base-url", slow, "--model", "openai/dspyc-sim", "--cache", "mem,redis",
-         "--redis-url", redis.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=clean_env())
+         "--redis-url", redis.url, "--redis-timeout-ms", "2000"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=clean_env())
     # Hold the simulator's answers for a while: the run reads its first records (Redis
     # answers the hits among them) and then waits on its misses, which the simulator parks.
     # Redis dies during that hold, so the rest of the run finds it dead, however fast or slow

@@ -90,7 +90,8 @@ def test_spike_shows_queueing_and_recovery():
     assert max(ts["in_system"][3:7]) > 5 * max(ts["in_system"][1:3])
     rec = r["checks"]["spike_recovery_s"]
     assert rec is not None and 0 <= rec <= 4, rec  # backlog ~120 drains at ~60/s: ~2 s
-    assert ts["latency_p90_ms"][9] is not None and ts["latency_p90_ms"][9] < 2 * base_p90
+    # recovered: far below the spike's peak (relative again, as the load on the machine varies)
+    assert ts["latency_p90_ms"][9] is not None and ts["latency_p90_ms"][9] < spike_p99 / 4
 
 
 @pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
