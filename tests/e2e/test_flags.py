@@ -316,9 +316,9 @@ def test_predict_rollout_id_changes_only_the_cache_key(tmp_path):
 
 
 def test_predict_stream_prints_deltas_as_they_arrive(tmp_path):
-    # 40 ms a token: the answer takes a few seconds to arrive in full. The first delta must
+    # 100 ms a token: the answer takes seconds to arrive in full. The first delta must
     # be read while the stream is still going, not together with the rest at the end.
-    _, base = start_sim("--tpot-ms", 40, "--reply-tokens", 40)
+    _, base = start_sim("--tpot-ms", 100, "--reply-tokens", 40)
     e = {k: v for k, v in os.environ.items() if k not in SCRUB}
     e["DSPYC_CACHE"] = "off"
     p = subprocess.Popen([DSPYC, "predict", "--base-url", base, "--model", "openai/dspyc-sim",
