@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 WERROR     := $(if $(CI),ON,OFF)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build asan tsan run test test-unit test-gpu test-e2e bench clean
+.PHONY: all setup build asan tsan run test test-unit test-gpu test-e2e bench clean fuzz
 
 all: build
 
@@ -57,6 +57,16 @@ test-e2e: build
 
 bench: build
 	@scripts/run-main.sh $(BUILD)
+
+# Fuzz each target for FUZZ_SECONDS (default 60) and keep what it found, minimized, in its
+# corpus (FUZZ_TARGETS="fuzz_sse fuzz_signature" for some only).
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: setup
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -G Ninja -DDSPYC_FUZZ=ON -DDSPYC_BENCH=OFF >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

@@ -45,6 +45,7 @@ struct dspy__lg_parser {
     char *body;         /* the last body bytes (non-stream), up to body_cap */
     size_t body_len, body_cap;
     char first_ch, last_ch; /* first and last non-space body bytes (JSON shape check) */
+    bool seen_first;        /* first_ch is set (it may be a NUL byte) */
     struct dspy__sse sse;
     /* measurements of the current response */
     uint64_t bytes;

@@ -54,6 +54,7 @@ void dspy__lg_parser_reset(struct dspy__lg_parser *p)
     p->size_digits = 0;
     p->head_len = p->body_len = 0;
     p->first_ch = p->last_ch = 0;
+    p->seen_first = false;
     p->bytes = 0;
     p->first_byte_ns = p->first_token_ns = p->first_content_ns = p->last_token_ns = 0;
     p->chunks = 0;
@@ -167,8 +168,10 @@ static void keep_body(struct dspy__lg_parser *p, const char *data, size_t len)
 {
     for (size_t i = 0; i < len; i++)
         if (data[i] != ' ' && data[i] != '\n' && data[i] != '\r' && data[i] != '\t') {
-            if (!p->first_ch)
+            if (!p->seen_first) { /* a NUL counts too: a body may not start with one */
                 p->first_ch = data[i];
+                p->seen_first = true;
+            }
             break;
         }
     for (size_t i = len; i > 0; i--)

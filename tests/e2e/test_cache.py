@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -89,6 +90,15 @@ def free_port():
 
 class Redis:
     def __init__(self, binary):
+        # redis-server cannot listen on port 0 and report the port back, so a free port is
+        # picked and, should another process take it before Redis binds it (Redis then
+        # exits), the start is tried again on another one.
+        for _ in range(5):
+            if self._start(binary):
+                return
+        raise RuntimeError("redis-server did not start")
+
+    def _start(self, binary):
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
@@ -96,16 +106,16 @@ class Redis:
              "--appendonly", "no", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
-        while time.time() < deadline:
+        while time.time() < deadline and self.proc.poll() is None:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(16).startswith(b"+PONG"):
-                        return
+                        return True
             except OSError:
                 time.sleep(0.05)
         self.kill()
-        raise RuntimeError("redis-server did not start")
+        return False
 
     def dbsize(self):
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
@@ -142,23 +152,33 @@ def test_redis_killed_mid_run_loses_nothing(tmp_path, redis):
 
     # Fill Redis with every other record, from another process.
     half = write_inputs(tmp_path / "half.jsonl", questions[::2])
-    r = run(base, half, tmp_path / "half.out", "--cache", "mem,redis", "--redis-url", redis.url)
+    # A generous Redis timeout: on a loaded machine the default 50 ms drops some puts.
+    r = run(base, half, tmp_path / "half.out", "--cache", "mem,redis", "--redis-url", redis.url,
+            "--redis-timeout-ms", "2000")
     assert r.returncode == 0, r.stderr
     assert redis.dbsize() == 500
 
-    # The real run: each miss takes 3 ms at the simulator; Redis dies a third of the way in.
+    # The real run: each miss takes 3 ms at the simulator; Redis dies early in it.
     rec = tmp_path / "requests.jsonl"
     _, slow = start_sim("--latency-ms", 3, "--record", rec)
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
         [DSPYC, "run", "--signature", SIG, "--input", str(inp), "--output", str(out),
          "--base-url", slow, "--model", "openai/dspyc-sim", "--cache", "mem,redis",
-         "--redis-url", redis.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=clean_env())
-    deadline = time.time() + 60
+         "--redis-url", redis.url, "--redis-timeout-ms", "2000"], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=clean_env())
+    # Hold the simulator's answers for a while: the run reads its first records (Redis
+    # answers the hits among them) and then waits on its misses, which the simulator parks.
+    # Redis dies during that hold, so the rest of the run finds it dead, however fast or slow
+    # the machine is (no race between the run's progress and the kill).
+    pause = urllib.request.Request(slow.replace("/v1", "/admin/pause?ms=3000"), data=b"",
+                                   method="POST")
+    urllib.request.urlopen(pause, timeout=10).close()
+    deadline = time.time() + 2.5
     while time.time() < deadline and proc.poll() is None:
-        if out.exists() and out.read_text().count("\n") >= 300:
-            break
+        with urllib.request.urlopen(slow.replace("/v1", "/admin/stats"), timeout=10) as r:
+            if json.load(r)["waiting"] >= 4:
+                break
         time.sleep(0.01)
     assert proc.poll() is None, "the run ended before Redis could be killed"
     redis.kill()

@@ -75,7 +75,13 @@ def test_rpm_limit_is_honoured(tmp_path):
     assert len(ts) == n
     steady = ts[40:]  # after the initial bucket (one second's worth) is spent
     rate = (len(steady) - 1) / (steady[-1] - steady[0])
-    assert abs(rate - rpm / 60) <= 0.05 * rpm / 60, rate
+    # Never faster than the limit (what the limiter promises; a little slack for the
+    # timestamps' resolution). Slower is what a loaded machine does, so the lower bound
+    # only checks that the run was paced, not stalled.
+    assert 0.6 * rpm / 60 <= rate <= 1.03 * rpm / 60, rate
+    # In no second of the steady part did more than the refill plus one bucket go out.
+    most = max(sum(1 for t in steady[i:] if t < steady[i] + 1.0) for i in range(len(steady)))
+    assert most <= rpm / 60 * 2 + 1, most
 
 
 def test_backpressure_gives_busy_errors_not_a_hang(tmp_path):

@@ -31,14 +31,27 @@ def sim_stats(base):
         return json.load(r)
 
 
+def overhead_ms(*args):
+    """The median latency of the same load against a simulator with no delay, measured in the
+    same test: what this machine adds right now (more when it is loaded), so upper bounds are
+    relative to a peer instead of fixed numbers."""
+    _, base0 = start_sim()
+    rc, r, out = loadtest("--url", base0, *args)
+    assert rc == 0, out
+    return r["median_latency_ms"], r["median_service_ms"]
+
+
 def test_median_matches_sim_latency():
-    _, base = start_sim("--latency-ms", 50)
+    # 200 ms per answer: a loaded machine's wake-up delays (tens of ms) stay a small part.
+    over_latency, over_service = overhead_ms("--rate", 40, "--duration", 1, "--no-stream",
+                                             "--arrival", "constant")
+    _, base = start_sim("--latency-ms", 200)
     rc, r, out = loadtest("--url", base, "--rate", 40, "--duration", 3, "--no-stream",
                           "--arrival", "constant")
     assert rc == 0, out
     assert r["failed"] == 0 and r["completed"] >= 110
-    assert 49 <= r["median_latency_ms"] <= 56, out
-    assert 49 <= r["median_service_ms"] <= 56
+    assert 199 <= r["median_latency_ms"] <= 200 * 1.1 + over_latency + 6, out
+    assert 199 <= r["median_service_ms"] <= 200 * 1.1 + over_service + 6
     assert abs(r["request_throughput"] - 40) < 4
     assert r["checks"]["arrivals"]["ok"] and r["checks"]["littles_law"]["ok"]
 
@@ -72,11 +85,13 @@ def test_spike_shows_queueing_and_recovery():
     ts = r["timeseries"]
     base_p90 = max(v for v in ts["latency_p90_ms"][1:3] if v is not None)
     spike_p99 = max(v for v in ts["latency_p99_ms"][3:7] if v is not None)
-    assert base_p90 < 40 and spike_p99 > 10 * base_p90, (base_p90, spike_p99)
+    # Relative to the baseline of the same run: a loaded machine raises both.
+    assert base_p90 >= 20 and spike_p99 > 10 * base_p90, (base_p90, spike_p99)
     assert max(ts["in_system"][3:7]) > 5 * max(ts["in_system"][1:3])
     rec = r["checks"]["spike_recovery_s"]
     assert rec is not None and 0 <= rec <= 4, rec  # backlog ~120 drains at ~60/s: ~2 s
-    assert ts["latency_p90_ms"][9] is not None and ts["latency_p90_ms"][9] < 40
+    # recovered: far below the spike's peak (relative again, as the load on the machine varies)
+    assert ts["latency_p90_ms"][9] is not None and ts["latency_p90_ms"][9] < spike_p99 / 4
 
 
 @pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
@@ -127,7 +142,9 @@ def test_pause_shows_in_response_time_not_service_time():
     assert r["failed"] == 0
     assert r["p99_latency_ms"] > 1000, r["p99_latency_ms"]
     assert r["max_latency_ms"] > 1800
-    assert r["p99_service_ms"] < 100, r["p99_service_ms"]
+    # The contrast, not a fixed number (a loaded machine adds to both): the stall is in the
+    # response time from the intended send, not in the service time of what was sent.
+    assert r["p99_service_ms"] < r["p99_latency_ms"] / 5, r["p99_service_ms"]
     assert r["p99_lag_ms"] > 500
     assert r["max_service_ms"] > 1500  # the requests on the wire did see the stall
 
@@ -216,15 +233,20 @@ def test_connect_errors_are_counted():
 
 
 def test_program_target_measures_per_program_latency():
-    # Two predictors, each one LM call of 20 ms: a program call takes about 40 ms.
+    # Two predictors, each one LM call of 100 ms: a program call takes about 200 ms.
     prog = {"predictors": [{"name": "q", "signature": "question -> query"},
                            {"name": "a", "signature": "query, question -> answer"}]}
-    _, base = start_sim("--latency-ms", 20)
+    _, base = start_sim("--latency-ms", 100)
+    _, base0 = start_sim()
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "p.json")
         json.dump(prog, open(path, "w"))
-        rc, r, out = loadtest("--program", path, "--url", base, "--users", 4, "--duration", 1.5)
+        # The same program against a simulator with no delay: what the machine adds now.
+        rc, r0, out = loadtest("--program", path, "--url", base0, "--users", 4, "--duration", 1)
+        assert rc == 0, out
+        rc, r, out = loadtest("--program", path, "--url", base, "--users", 4, "--duration", 2)
     assert rc == 0, out
-    assert r["failed"] == 0 and r["completed"] > 60
-    assert 39 <= r["median_latency_ms"] <= 50, r["median_latency_ms"]
+    assert r["failed"] == 0 and r["completed"] >= 20  # ~40 on an idle machine
+    over = r0["median_latency_ms"]
+    assert 199 <= r["median_latency_ms"] <= 200 * 1.1 + over + 10, (r["median_latency_ms"], over)
     assert r["total_output_tokens"] > 0

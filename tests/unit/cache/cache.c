@@ -369,13 +369,11 @@ static void dead_lease_holder_blocks_nobody(void **state)
     long fill_ms = 0;
     snprintf(counter_path, sizeof(counter_path), "%s/fills", dir);
     unlink(counter_path);
-    uint64_t t0 = dspy_clock_ns();
+    /* No clock: that it waited is the lease_waits count, that it then filled is the source
+     * and the fill count (a wait that never ended would hang the test, not pass it). */
     assert_int_equal(dspy_cache_fetch(c, &k, NULL, file_counting_fill, &fill_ms, &v, NULL),
                      DSPY_OK);
-    double waited_ms = (double)(dspy_clock_ns() - t0) / 1e6;
-    print_message("waited %.0f ms for a dead holder's 400 ms lease\n", waited_ms);
     assert_int_equal(v.source, DSPY_CACHE_FILLED);
-    assert_true(waited_ms > 50 && waited_ms < 2000);
     dspy_cache_value_release(&v);
     dspy_cache_stats(c, &st);
     assert_int_equal(st.lease_waits, 1);

@@ -3,6 +3,7 @@
  * the stream writer, export/import, and many threads at once. */
 /* threads: concurrent shards are exercised from test threads. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,8 @@
 #include <cmocka.h>
 
 #include <dspyc/cache.h>
+
+#include "cache/cache_int.h"
 
 /* A key whose L1 shard is `shard` (the last byte picks it) and whose rest is `id`. */
 static struct dspy_cache_key make_key(uint32_t id, uint8_t shard)
@@ -40,10 +43,17 @@ static dspy_cache *open_l1(size_t max_bytes, size_t max_entries, double ttl)
     return c;
 }
 
-static void sleep_ms(long ms)
+/* The cache's clock, stepped by the test: TTLs are checked without sleeping. */
+static _Atomic uint64_t fake_now_ms = 1700000000000ull;
+
+static uint64_t fake_clock(void)
 {
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
+    return atomic_load(&fake_now_ms);
+}
+
+static void advance_ms(uint64_t ms)
+{
+    atomic_fetch_add(&fake_now_ms, ms);
 }
 
 static void put_str(dspy_cache *c, const struct dspy_cache_key *k, const char *s,
@@ -196,6 +206,7 @@ static void entries_expire(void **state)
     struct dspy_cache_ctl short_ttl = DSPY_CACHE_CTL_INIT;
     struct dspy_cache_stats st;
     struct dspy_cache_key a = make_key(1, 0), b = make_key(2, 0);
+    dspy__cache_set_clock(fake_clock);
     dspy_cache *c = open_l1(1 << 20, 0, 0.15);
     struct dspy_cache_ctl long_ttl = DSPY_CACHE_CTL_INIT;
     struct dspy_cache_key l = make_key(3, 0);
@@ -204,17 +215,25 @@ static void entries_expire(void **state)
     put_str(c, &a, "short", &short_ttl);
     put_str(c, &b, "level ttl", NULL);
     put_str(c, &l, "long", &long_ttl);
-    assert_true(dspy_cache_has(c, &a));
-    sleep_ms(60);
+    advance_ms(29);
+    assert_true(dspy_cache_has(c, &a)); /* 1 ms before its 30 ms TTL */
+    advance_ms(31);
     assert_false(dspy_cache_has(c, &a));
     assert_true(dspy_cache_has(c, &b));
-    sleep_ms(150);
+    advance_ms(89); /* 149 ms: the level's 150 ms TTL not yet reached */
+    assert_true(dspy_cache_has(c, &b));
+    advance_ms(2);
     assert_false(dspy_cache_has(c, &b));
     assert_true(dspy_cache_has(c, &l));
+    advance_ms(59000);
+    assert_true(dspy_cache_has(c, &l)); /* 59.15 s of its 60 */
+    advance_ms(1000);
+    assert_false(dspy_cache_has(c, &l));
     dspy_cache_stats(c, &st);
-    assert_int_equal(st.level[0].expired, 2);
-    assert_int_equal(st.level[0].entries, 1);
+    assert_int_equal(st.level[0].expired, 3);
+    assert_int_equal(st.level[0].entries, 0);
     dspy_cache_free(c);
+    dspy__cache_set_clock(NULL);
 }
 
 static void request_flags(void **state)

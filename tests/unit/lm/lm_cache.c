@@ -453,6 +453,59 @@ static void module_hits_and_memo(void **state)
     dspy_cache_free(c);
 }
 
+/* The memo is keyed by every call setting that changes the request: a call at another
+ * temperature (or max_tokens, top_p) is another request and gets that request's answer,
+ * never the prediction remembered for the first one. */
+static void memo_tells_call_settings_apart(void **state)
+{
+    (void)state;
+    struct fake f = { .status = 200, .reply = ANSWER };
+    dspy_cache *c = mem_cache(NULL);
+    dspy_lm *lm = cached_lm(&f, c, NULL, NAN);
+    dspy_signature *sig = NULL;
+    struct dspy_call_info info;
+    struct dspy_call_config cfg = DSPY_CALL_CONFIG_INIT;
+    assert_int_equal(dspy_signature_parse("question -> answer", NULL, &sig, NULL), DSPY_OK);
+    dspy_module *m = dspy_module_new(DSPY_MODULE_PREDICT, sig, DSPY_ADAPTER_CHAT);
+    cfg.temperature = 0.5;
+    for (int i = 0; i < 3; i++) /* a miss, an L1 hit (memo filled), a memo hit */
+        json_decref(module_call(m, lm, "Capital of France?", &cfg, &info));
+    assert_int_equal(info.cache_hits, 1);
+    assert_int_equal(atomic_load(&f.calls), 1);
+
+    static const char *const answers[] = {
+        REPLY("[[ ## answer ## ]]\\nLyon\\n\\n[[ ## completed ## ]]"),
+        REPLY("[[ ## answer ## ]]\\nNice\\n\\n[[ ## completed ## ]]"),
+        REPLY("[[ ## answer ## ]]\\nLille\\n\\n[[ ## completed ## ]]"),
+    };
+    static const char *const names[] = { "Lyon", "Nice", "Lille" };
+    for (int k = 0; k < 3; k++) {
+        struct dspy_call_config other = cfg;
+        if (k == 0)
+            other.temperature = 0.9;
+        else if (k == 1)
+            other.max_tokens = 77;
+        else
+            other.top_p = 0.5;
+        f.reply = answers[k];
+        json_t *pred = module_call(m, lm, "Capital of France?", &other, &info);
+        assert_string_equal(json_string_value(json_object_get(pred, "answer")), names[k]);
+        assert_int_equal(info.cache_hits, 0);
+        assert_int_equal(atomic_load(&f.calls), 2 + k);
+        json_decref(pred);
+    }
+    /* and the first setting still has its own answer */
+    json_t *pred = module_call(m, lm, "Capital of France?", &cfg, &info);
+    assert_string_equal(json_string_value(json_object_get(pred, "answer")), "Paris");
+    assert_int_equal(atomic_load(&f.calls), 4);
+    json_decref(pred);
+
+    dspy_module_free(m);
+    dspy_signature_free(sig);
+    dspy_lm_free(lm);
+    dspy_cache_free(c);
+}
+
 /* Many threads calling one module over a cached LM: every answer right, one upstream call
  * per distinct question, the memo shared without races (run under TSan too). */
 #define MODULE_THREADS 8
@@ -548,6 +601,7 @@ int main(void)
         cmocka_unit_test(unreadable_entry_is_replaced),
         cmocka_unit_test(hundred_threads_one_upstream_call),
         cmocka_unit_test(module_hits_and_memo),
+        cmocka_unit_test(memo_tells_call_settings_apart),
         cmocka_unit_test(module_calls_from_many_threads),
         cmocka_unit_test(fallback_call_is_cached_separately),
     };

@@ -116,6 +116,26 @@ static void schedule_rate_and_reproducibility(void **state)
     assert_int_equal(dspy_schedule_init(&s, st, 1, DSPY_ARRIVAL_GAMMA, 0, 0), DSPY_EINVAL);
 }
 
+/* The profile's length is the sum of its stages, whatever their rates; the schedule ends
+ * there. */
+static void schedule_duration_sums_stages(void **state)
+{
+    (void)state;
+    struct dspy_rate_stage st[] = { { 2, 0, 10 }, { 3, 10, 10 }, { 0.5, 10, 0 } };
+    struct dspy_schedule s;
+    assert_int_equal(dspy_schedule_init(&s, st, 3, DSPY_ARRIVAL_CONSTANT, 1, 0), DSPY_OK);
+    assert_true(fabs(dspy_schedule_duration(&s) - 5.5) < 1e-12);
+    double t, last = 0;
+    while (dspy_schedule_next(&s, &t))
+        last = t;
+    assert_true(last > 5.0 && last <= 5.5);
+    assert_int_equal(dspy_schedule_init(&s, st, 1, DSPY_ARRIVAL_POISSON, 1, 0), DSPY_OK);
+    assert_true(fabs(dspy_schedule_duration(&s) - 2.0) < 1e-12);
+    assert_int_equal(dspy_schedule_init(&s, st, 0, DSPY_ARRIVAL_POISSON, 1, 0), DSPY_OK);
+    assert_true(dspy_schedule_duration(&s) == 0.0);
+    assert_false(dspy_schedule_next(&s, &t));
+}
+
 static void build_request_bytes(void **state)
 {
     (void)state;
@@ -134,6 +154,7 @@ int main(void)
         cmocka_unit_test(sse_stream_whole_and_bytewise),
         cmocka_unit_test(json_body_and_errors),
         cmocka_unit_test(schedule_rate_and_reproducibility),
+        cmocka_unit_test(schedule_duration_sums_stages),
         cmocka_unit_test(build_request_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

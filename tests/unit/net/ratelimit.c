@@ -56,6 +56,36 @@ static void request_bucket(void **state)
     dspy__ratelimit_free(rl);
 }
 
+/* Idle time does not bank capacity: after a minute with no requests at 60/min, one request
+ * goes at once (the bucket depth), not sixty; the token bucket is capped the same way. */
+static void idle_does_not_bank(void **state)
+{
+    (void)state;
+    struct dspy__ratelimit *rl = limiter(60, 0, 0, 0, 0); /* 1/s, depth 1 */
+    assert_true(dspy__ratelimit_try_acquire(rl, 0, 0));
+    dspy__ratelimit_release(rl);
+    int granted = 0;
+    for (int i = 0; i < 60; i++)
+        if (dspy__ratelimit_try_acquire(rl, 61 * S, 0)) {
+            granted++;
+            dspy__ratelimit_release(rl);
+        }
+    assert_int_equal(granted, 1);
+    struct dspy__ratelimit_state st;
+    dspy__ratelimit_get_state(rl, 61 * S, &st);
+    assert_true(st.request_level < 1.0);
+    dspy__ratelimit_free(rl);
+
+    rl = limiter(0, 600, 1, 0, 0); /* 10 tokens/s, depth 10 */
+    dspy__ratelimit_get_state(rl, 3600 * S, &st);
+    assert_true(st.token_level <= 10.0 + 1e-6);
+    granted = 0;
+    for (int i = 0; i < 100; i++)
+        granted += dspy__ratelimit_try_acquire(rl, 3600 * S, 5);
+    assert_int_equal(granted, 2); /* 10 tokens after an hour idle: two requests of 5 */
+    dspy__ratelimit_free(rl);
+}
+
 static void token_bucket(void **state)
 {
     (void)state;
@@ -150,6 +180,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(request_bucket),
+        cmocka_unit_test(idle_does_not_bank),
         cmocka_unit_test(token_bucket),
         cmocka_unit_test(concurrency_and_fifo),
         cmocka_unit_test(wait_budget),

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <sched.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -339,14 +341,13 @@ static void test_answers_now_later_and_from_a_thread(void **state)
     get(port, "/later", &r);
     double ms = ms_since(t0);
     assert_int_equal(r.status, 200);
-    assert_true(ms >= 59 && ms < 1000);
+    assert_true(ms >= 59); /* held until its due time (a lower bound: load cannot break it) */
 
-    t0 = dspy__now_ns();
     get(port, "/thread", &r);
     pthread_join(answer_thread, NULL);
     assert_int_equal(r.status, 201);
     assert_int_equal(r.len, 11);
-    assert_true(ms_since(t0) >= 29);
+    assert_memory_equal(r.body, "from thread", 11); /* the other thread's answer */
     assert_int_equal(answer_rc[0], DSPY_OK);
     /* Refused: answered already, or already finished by the time it tried again. */
     assert_true(answer_rc[1] == DSPY_EINVAL || answer_rc[1] == DSPY_ECANCELED);
@@ -428,12 +429,24 @@ static void test_pause_holds_answers_but_not_admin(void **state)
     struct resp r;
     dspy__srv_pause(srv, 400);
     uint64_t t0 = dspy__now_ns();
+    /* An answer held by the pause, and an admin request answered meanwhile: ordering, not
+     * timing, shows that admin is not held. */
+    const char held_req[] = "GET /now HTTP/1.1\r\nHost: x\r\n\r\n";
+    int held = connect_to(port);
+    send_all(held, held_req, sizeof(held_req) - 1);
+    struct dspy__srv_stats st;
+    do { /* until the server has the held request */
+        sched_yield();
+        dspy__srv_stats(srv, &st);
+    } while (st.requests < 1);
     get(port, "/admin/x", &r);
     assert_int_equal(r.status, 200);
-    assert_true(ms_since(t0) < 300);
-    get(port, "/now", &r);
+    char probe;
+    assert_int_equal(recv(held, &probe, 1, MSG_DONTWAIT), -1); /* still nothing */
+    read_resp(held, &r);
+    close(held);
     assert_int_equal(r.status, 200);
-    assert_true(ms_since(t0) >= 395);
+    assert_true(ms_since(t0) >= 395); /* held for the pause (a lower bound only) */
     dspy__srv_free(srv);
 }
 
@@ -446,14 +459,15 @@ static void test_many_waiting_connections(void **state)
     static int fds[N];
     static struct resp r;
     const char req[] = "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n";
-    uint64_t t0 = dspy__now_ns();
     for (int i = 0; i < N; i++) {
         fds[i] = connect_to(port);
         send_all(fds[i], req, sizeof(req) - 1);
     }
-    usleep(150000);
     struct dspy__srv_stats st;
-    dspy__srv_stats(srv, &st);
+    do { /* until every request is in (each is answered 1 s after it arrived) */
+        sched_yield();
+        dspy__srv_stats(srv, &st);
+    } while (st.requests < N);
     assert_true(st.waiting > N / 2); /* each parked, no thread held */
     int ok = 0;
     for (int i = 0; i < N; i++) {
@@ -462,7 +476,6 @@ static void test_many_waiting_connections(void **state)
         close(fds[i]);
     }
     assert_int_equal(ok, N);
-    assert_true(ms_since(t0) < 5000); /* all waited together, not one after another */
     dspy__srv_free(srv);
 }
 
@@ -476,7 +489,11 @@ static void test_stop_with_waiting_connections(void **state)
     int a = connect_to(port), b = connect_to(port);
     send_all(a, req, sizeof(req) - 1);
     send_all(b, req2, sizeof(req2) - 1);
-    usleep(20000);
+    struct dspy__srv_stats st;
+    do { /* until both are in, waiting */
+        sched_yield();
+        dspy__srv_stats(srv, &st);
+    } while (st.requests < 2);
     dspy__srv_free(srv);
     struct resp r;
     read_resp(a, &r);

@@ -7,6 +7,8 @@
 
 #include <cmocka.h>
 
+#include <math.h>
+
 #include <dspyc/hist.h>
 
 static void small_values_are_exact(void **state)
@@ -72,6 +74,40 @@ static void empty_is_zero(void **state)
     dspy_hist_free(h);
 }
 
+/* Sample standard deviation (n - 1), as the reports print it: known small sets, a constant,
+ * one value, values far from zero, and a merge giving the same figure as one histogram. */
+static void stddev_known_values(void **state)
+{
+    (void)state;
+    dspy_hist *h = dspy_hist_new(), *a = dspy_hist_new(), *b = dspy_hist_new();
+    uint64_t v[] = { 2, 4, 4, 4, 5, 5, 7, 9 }; /* sum of squared deviations 32 */
+    for (size_t i = 0; i < 8; i++) {
+        dspy_hist_record(h, v[i]);
+        dspy_hist_record(i % 2 ? a : b, v[i]);
+    }
+    assert_true(fabs(dspy_hist_stddev(h) - sqrt(32.0 / 7.0)) < 1e-9);
+    dspy_hist_merge(a, b);
+    assert_true(fabs(dspy_hist_stddev(a) - dspy_hist_stddev(h)) < 1e-9);
+
+    dspy_hist_reset(h);
+    dspy_hist_record(h, 42);
+    assert_true(dspy_hist_stddev(h) == 0.0); /* one value */
+    for (int i = 0; i < 10; i++)
+        dspy_hist_record(h, 42);
+    assert_true(dspy_hist_stddev(h) == 0.0); /* a constant */
+
+    /* one second in ns plus 0..999 us: the stddev of 0..999 (288.82 us), not lost to
+     * rounding of the large offset */
+    dspy_hist_reset(h);
+    for (uint64_t i = 0; i < 1000; i++)
+        dspy_hist_record(h, 1000000000ull + i * 1000);
+    double want = sqrt(1000.0 * 1001.0 / 12.0) * 1000.0;
+    assert_true(fabs(dspy_hist_stddev(h) - want) / want < 1e-6);
+    dspy_hist_free(h);
+    dspy_hist_free(a);
+    dspy_hist_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -79,6 +115,7 @@ int main(void)
         cmocka_unit_test(large_values_within_precision),
         cmocka_unit_test(merge_adds_counts),
         cmocka_unit_test(empty_is_zero),
+        cmocka_unit_test(stddev_known_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
