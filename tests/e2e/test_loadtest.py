@@ -50,8 +50,10 @@ def test_median_matches_sim_latency():
                           "--arrival", "constant")
     assert rc == 0, out
     assert r["failed"] == 0 and r["completed"] >= 110
-    assert 199 <= r["median_latency_ms"] <= 200 * 1.1 + over_latency + 6, out
-    assert 199 <= r["median_service_ms"] <= 200 * 1.1 + over_service + 6
+    # Never below what the server holds; above it by less than half (a heavily loaded machine
+    # adds wake-up delays of tens of ms; a wrong clock or unit would be off by far more).
+    assert 199 <= r["median_latency_ms"] <= 200 * 1.5 + over_latency, out
+    assert 199 <= r["median_service_ms"] <= 200 * 1.5 + over_service
     assert abs(r["request_throughput"] - 40) < 4
     assert r["checks"]["arrivals"]["ok"] and r["checks"]["littles_law"]["ok"]
 
@@ -64,15 +66,18 @@ def test_saturation_point_matches_capacity():
                           "--arrival", "constant")
     assert rc == 0, out
     low, high = r["runs"]
-    assert abs(low["request_throughput"] - 40) < 4 and low["median_latency_ms"] < 60
-    assert 68 <= high["request_throughput"] <= 88, high["request_throughput"]
+    # Never above the capacity (load cannot raise it); near it, loosely (a loaded machine
+    # stretches each 50 ms slot); queueing above it, relative to the run below it.
+    assert abs(low["request_throughput"] - 40) < 4
+    assert 48 <= high["request_throughput"] <= 88, high["request_throughput"]
     assert high["median_latency_ms"] > 300  # queueing
+    assert low["median_latency_ms"] < high["median_latency_ms"] / 3
     rules = {f["rule"] for f in high["analysis"]}
     assert "throughput" in rules and "saturation" in rules, high["analysis"]
     # Closed loop with more users than slots saturates at the same point.
     rc, r, out = loadtest("--url", base, "--users", 12, "--duration", 3, "--no-stream")
     assert rc == 0, out
-    assert 68 <= r["request_throughput"] <= 88, out
+    assert 48 <= r["request_throughput"] <= 88, out
 
 
 def test_spike_shows_queueing_and_recovery():
@@ -250,5 +255,5 @@ def test_program_target_measures_per_program_latency():
     assert rc == 0, out
     assert r["failed"] == 0 and r["completed"] >= 20  # ~40 on an idle machine
     over = r0["median_latency_ms"]
-    assert 199 <= r["median_latency_ms"] <= 200 * 1.1 + over + 10, (r["median_latency_ms"], over)
+    assert 199 <= r["median_latency_ms"] <= 200 * 1.5 + over, (r["median_latency_ms"], over)
     assert r["total_output_tokens"] > 0
