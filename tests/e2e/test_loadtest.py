@@ -49,12 +49,12 @@ def test_median_matches_sim_latency():
     rc, r, out = loadtest("--url", base, "--rate", 40, "--duration", 3, "--no-stream",
                           "--arrival", "constant")
     assert rc == 0, out
-    assert r["failed"] == 0 and r["completed"] >= 110
+    assert r["failed"] == 0 and r["completed"] >= 100
     # Never below what the server holds; above it by less than half (a heavily loaded machine
     # adds wake-up delays of tens of ms; a wrong clock or unit would be off by far more).
     assert 199 <= r["median_latency_ms"] <= 200 * 1.5 + over_latency, out
     assert 199 <= r["median_service_ms"] <= 200 * 1.5 + over_service
-    assert abs(r["request_throughput"] - 40) < 4
+    assert 30 <= r["request_throughput"] <= 42  # never above the rate; a lagging generator: less
     assert r["checks"]["arrivals"]["ok"] and r["checks"]["littles_law"]["ok"]
 
 
@@ -178,9 +178,12 @@ def test_streaming_metrics_and_request_log():
     assert rc == 0, out
     assert len(lines) == r["completed"] + r["failed"]
     assert all(x["token_source"] == "usage" for x in lines)
-    assert 28 <= r["median_ttft_ms"] <= 40, r["median_ttft_ms"]
-    assert 4 <= r["median_tpot_ms"] <= 7, r["median_tpot_ms"]
-    assert 4 <= r["median_itl_ms"] <= 7
+    # Lower bounds are the server's pacing (load cannot make tokens come sooner); upper ones
+    # are loose, and on means: a descheduled reader takes several chunks at once, which
+    # shrinks some gaps and stretches others, but not the time they span.
+    assert 28 <= r["median_ttft_ms"] <= 80, r["median_ttft_ms"]
+    assert 4.5 <= r["mean_tpot_ms"] <= 15, r["mean_tpot_ms"]
+    assert 4.5 <= r["mean_itl_ms"] <= 15, r["mean_itl_ms"]
     assert r["total_output_tokens"] == 20 * r["completed"]
     assert r["slo"]["met"] and r["request_goodput"] > 15
 
