@@ -10,6 +10,7 @@ static const struct cli_command commands[] = {
     { "bench", "benchmark LM calls: latency, throughput, overhead, memory", cmd_bench },
     { "cache", "cache stats, clear, export and import (disk and Redis levels)", cmd_cache },
     { "eval", "score a program on a devset with a metric (DSPy's Evaluate)", cmd_eval },
+    { "jobs", "submit, watch and fetch jobs of 'dspyc serve --jobs'", cmd_jobs },
     { "loadtest", "load-test an endpoint or a program, open or closed loop", cmd_loadtest },
     { "optimize", "optimize demos and instructions (bootstrap, random search, MIPROv2)",
       cmd_optimize },
@@ -18,6 +19,7 @@ static const struct cli_command commands[] = {
     { "serve", "OpenAI-compatible caching proxy with metrics and a live dashboard", cmd_serve },
     { "sim", "OpenAI-compatible LM simulator for offline work and tests", cmd_sim },
     { "version", "print the version", cmd_version },
+    { "worker", "run jobs of 'dspyc serve --jobs --redis' from Redis Streams", cmd_worker },
 };
 
 static void usage(FILE *out)
