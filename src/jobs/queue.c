@@ -729,28 +729,29 @@ static void load_row(void *ud, const struct dspy__job_row *r)
         job_free(j);
         return;
     }
-    if (dspy_job_state_terminal(j->state)) {
+    if (dspy_job_state_terminal(j->state))
         q->counts[j->state]++;
-        return;
-    }
-    if (q->redis) {
-        /* the job is in a stream already (or in a worker's pending list) */
+}
+
+/* After loading (the store's lock is free again): queued jobs wait again; running ones are
+ * queued again to resume from their checkpoint, or dead once out of attempts. */
+static void resume_loaded(struct dspy_jobq *q)
+{
+    for (size_t i = 0; i < q->njobs; i++) {
+        struct job *j = q->jobs[i];
+        if (dspy_job_state_terminal(j->state))
+            continue;
+        bool was_running = j->state == DSPY_JOB_RUNNING;
         j->state = DSPY_JOB_QUEUED;
-        heap_push(q, j);
-        return;
+        if (heap_push(q, j))
+            continue;
+        if (q->redis) /* the job is in a stream already, or in a worker's pending list */
+            continue;
+        if (was_running && j->attempts >= q->max_attempts)
+            finish(q, j, DSPY_JOB_DEAD, "interrupted on every attempt", NULL);
+        else if (was_running)
+            persist(q, j, "requeued");
     }
-    if (j->state == DSPY_JOB_RUNNING && j->attempts >= q->max_attempts) {
-        j->state = DSPY_JOB_QUEUED;
-        heap_push(q, j);
-        finish(q, j, DSPY_JOB_DEAD, "interrupted on every attempt", NULL);
-        return;
-    }
-    /* queued stays queued; running is queued again and resumes from its checkpoint */
-    bool was_running = j->state == DSPY_JOB_RUNNING;
-    j->state = DSPY_JOB_QUEUED;
-    heap_push(q, j);
-    if (was_running)
-        persist(q, j, "requeued");
 }
 
 dspy_jobq *dspy_jobq_new(const struct dspy_jobq_options *o, struct dspy_error *err)
@@ -795,6 +796,8 @@ dspy_jobq *dspy_jobq_new(const struct dspy_jobq_options *o, struct dspy_error *e
             goto fail;
         pthread_mutex_lock(&q->lock);
         dspy_status rc = dspy__store_load(q->store, load_row, q);
+        if (!rc)
+            resume_loaded(q);
         pthread_mutex_unlock(&q->lock);
         if (rc) {
             dspy__err(err, rc, "cannot read the job store %s", o->db_path);
