@@ -132,22 +132,30 @@ static void *events_main(void *arg)
             ctx = NULL;
             continue;
         }
+        bool lost = false;
         if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1) {
             redisReply *entries = rep->element[0]->element[1];
-            for (size_t i = 0; i < entries->elements; i++) {
+            for (size_t i = 0; i < entries->elements && !lost; i++) {
                 redisReply *e = entries->element[i];
-                snprintf(last, sizeof(last), "%s", e->element[0]->str);
                 redisReply *kv = e->element[1];
                 const char *id = field(kv, "id", NULL), *state = field(kv, "state", NULL);
-                if (!id || !state)
-                    continue;
                 redisReply *res = NULL;
-                if (!strcmp(state, "succeeded"))
-                    res = redisCommand(ctx, "GET " DSPY__RJ_RESULT "%s", id);
-                r->fn(r->ud, id, state, field(kv, "error", NULL), field(kv, "progress", NULL),
-                      res && res->type == REDIS_REPLY_STRING ? res->str : NULL);
+                if (id && state && !strcmp(state, "succeeded") &&
+                    !(res = redisCommand(ctx, "GET " DSPY__RJ_RESULT "%s", id))) {
+                    lost = true; /* read this event again once connected */
+                    break;
+                }
+                if (id && state)
+                    r->fn(r->ud, id, state, field(kv, "error", NULL),
+                          field(kv, "progress", NULL),
+                          res && res->type == REDIS_REPLY_STRING ? res->str : NULL);
                 freeReplyObject(res);
+                snprintf(last, sizeof(last), "%s", e->element[0]->str);
             }
+        }
+        if (lost) {
+            redisFree(ctx);
+            ctx = NULL;
         }
         freeReplyObject(rep);
     }
@@ -356,6 +364,76 @@ static bool exists(struct wthread *t, const char *prefix, const char *id)
     return yes;
 }
 
+/* Whether the job has a result already and whether it was cancelled: one round trip. */
+static void checks(struct wthread *t, const char *id, bool *done, bool *cancelled)
+{
+    char rkey[96], ckey[96];
+    snprintf(rkey, sizeof(rkey), DSPY__RJ_RESULT "%s", id);
+    snprintf(ckey, sizeof(ckey), DSPY__RJ_CANCEL "%s", id);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!t->ctx && !(t->ctx = rconnect(&t->w->conf)))
+            return;
+        redisAppendCommand(t->ctx, "EXISTS %s", rkey);
+        redisAppendCommand(t->ctx, "EXISTS %s", ckey);
+        redisReply *a = NULL, *b = NULL;
+        if (redisGetReply(t->ctx, (void **)&a) == REDIS_OK &&
+            redisGetReply(t->ctx, (void **)&b) == REDIS_OK) {
+            *done = a->type == REDIS_REPLY_INTEGER && a->integer > 0;
+            *cancelled = b->type == REDIS_REPLY_INTEGER && b->integer > 0;
+            freeReplyObject(a);
+            freeReplyObject(b);
+            return;
+        }
+        freeReplyObject(a);
+        freeReplyObject(b);
+        redisFree(t->ctx);
+        t->ctx = NULL;
+    }
+}
+
+/* The end of a job in one round trip: its result (once: NX), its event, the
+ * acknowledgement. False when Redis is gone (the entry stays pending and comes again). */
+static bool finish_job(struct wthread *t, const char *stream, const char *entry, const char *id,
+                       const char *result, const char *state, const char *error)
+{
+    if (!t->ctx && !(t->ctx = rconnect(&t->w->conf)))
+        return false;
+    char rkey[96];
+    snprintf(rkey, sizeof(rkey), DSPY__RJ_RESULT "%s", id);
+    int n = 0;
+    if (result) {
+        const char *argv[] = { "SET", rkey, result, "NX" };
+        redisAppendCommandArgv(t->ctx, 4, argv, NULL);
+        n++;
+    }
+    if (error) {
+        const char *argv[] = { "XADD", DSPY__RJ_EVENTS, "MAXLEN", "~", "200000", "*", "id", id,
+                               "state", state, "error", error };
+        redisAppendCommandArgv(t->ctx, 12, argv, NULL);
+    } else {
+        const char *argv[] = { "XADD", DSPY__RJ_EVENTS, "MAXLEN", "~", "200000", "*", "id", id,
+                               "state", state };
+        redisAppendCommandArgv(t->ctx, 10, argv, NULL);
+    }
+    const char *argv[] = { "XACK", stream, DSPY__RJ_GROUP, entry };
+    redisAppendCommandArgv(t->ctx, 4, argv, NULL);
+    n += 2;
+    bool ok = true;
+    for (int i = 0; i < n; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(t->ctx, (void **)&r) != REDIS_OK) {
+            ok = false;
+            break;
+        }
+        freeReplyObject(r);
+    }
+    if (!ok) {
+        redisFree(t->ctx);
+        t->ctx = NULL;
+    }
+    return ok;
+}
+
 static void process(struct wthread *t, const char *stream, const redisReply *e, bool reclaimed)
 {
     struct wpool *w = t->w;
@@ -370,12 +448,14 @@ static void process(struct wthread *t, const char *stream, const redisReply *e, 
         ack(t, stream, entry);
         return;
     }
-    if (exists(t, DSPY__RJ_RESULT, id)) { /* ran before: tell again, do not run twice */
+    bool done = false, cancelled = false;
+    checks(t, id, &done, &cancelled);
+    if (done) { /* ran before: tell again, do not run twice */
         event(t, id, "succeeded", NULL, NULL);
         ack(t, stream, entry);
         return;
     }
-    if (exists(t, DSPY__RJ_CANCEL, id)) {
+    if (cancelled) {
         event(t, id, "cancelled", "cancelled", NULL);
         ack(t, stream, entry);
         return;
@@ -427,59 +507,57 @@ static void process(struct wthread *t, const char *stream, const redisReply *e, 
         json_decref(result);
         return;
     }
-    if (!rc) {
-        char key[96];
-        snprintf(key, sizeof(key), DSPY__RJ_RESULT "%s", id);
-        char *text = json_dumps(result, JSON_COMPACT);
-        const char *argv[] = { "SET", key, text ? text : "null", "NX" };
-        redisReply *r = wcmd(t, 4, argv);
-        dspy_free(text); /* jansson allocates through dspy_malloc */
-        if (!r) { /* Redis is gone: leave it pending, it is delivered again */
-            json_decref(result);
-            return;
-        }
-        freeReplyObject(r);
-        event(t, id, "succeeded", NULL, NULL);
-    } else if (rc == DSPY_ECANCELED) {
-        event(t, id, "cancelled", "cancelled", NULL);
-    } else {
-        event(t, id, "failed", err.message[0] ? err.message : dspy_strerror(rc), NULL);
-    }
+    char *text = !rc ? json_dumps(result, JSON_COMPACT) : NULL;
     json_decref(result);
-    ack(t, stream, entry);
+    if (!rc)
+        finish_job(t, stream, entry, id, text ? text : "null", "succeeded", NULL);
+    else if (rc == DSPY_ECANCELED)
+        finish_job(t, stream, entry, id, NULL, "cancelled", "cancelled");
+    else
+        finish_job(t, stream, entry, id, NULL, "failed",
+                   err.message[0] ? err.message : dspy_strerror(rc));
+    dspy_free(text); /* jansson allocates through dspy_malloc */
 }
+
+/* One round trip for "the oldest new entry of the highest priority that has one": a script
+ * tries the streams from priority 9 down (XREADGROUP without BLOCK is allowed in scripts).
+ * It returns {stream, entry} or nil. */
+static const char READ_SCRIPT[] =
+    "for i = 1, #KEYS do "
+    "local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', '1', 'STREAMS', "
+    "KEYS[i], '>') "
+    "if r then return {KEYS[i], r[1][2][1]} end "
+    "end "
+    "return false";
 
 static bool read_new(struct wthread *t)
 {
     char streams[10][24];
-    const char *argv[32] = { "XREADGROUP", "GROUP", DSPY__RJ_GROUP, t->w->name, "COUNT", "1" };
+    const char *argv[32] = { "EVAL", READ_SCRIPT, "10" };
+    int n = 3;
     for (int p = 9; p >= 0; p--) {
         snprintf(streams[p], sizeof(streams[p]), DSPY__RJ_STREAM "%d", p);
-        argv[6] = "STREAMS";
-        argv[7] = streams[p];
-        argv[8] = ">";
-        redisReply *r = wcmd(t, 9, argv);
-        if (!r) {
-            msleep(200);
-            return false;
-        }
-        bool got = false;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements) {
-            redisReply *entries = r->element[0]->element[1];
-            for (size_t i = 0; i < entries->elements; i++) {
-                process(t, streams[p], entries->element[i], false);
-                got = true;
-            }
-        } else if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "NOGROUP")) {
-            redisFree(t->ctx); /* Redis lost its data: the next connection makes groups */
-            t->ctx = NULL;
-        }
-        freeReplyObject(r);
-        if (got)
-            return true;
+        argv[n++] = streams[p];
     }
+    argv[n++] = DSPY__RJ_GROUP;
+    argv[n++] = t->w->name;
+    redisReply *r = wcmd(t, n, argv);
+    if (!r) {
+        msleep(200);
+        return false;
+    }
+    bool got = false;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        process(t, r->element[0]->str, r->element[1], false);
+        got = true;
+    } else if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "NOGROUP")) {
+        redisFree(t->ctx); /* Redis lost its data: the next connection makes the groups */
+        t->ctx = NULL;
+    }
+    freeReplyObject(r);
+    if (got)
+        return true;
     /* nothing anywhere: wait on all of them at once */
-    int n = 0;
     const char *bargv[32] = { "XREADGROUP", "GROUP", DSPY__RJ_GROUP, t->w->name, "COUNT", "1",
                               "BLOCK", "100", "STREAMS" };
     n = 9;
@@ -487,15 +565,14 @@ static bool read_new(struct wthread *t)
         bargv[n++] = streams[p];
     for (int p = 9; p >= 0; p--)
         bargv[n++] = ">";
-    redisReply *r = wcmd(t, n, bargv);
+    r = wcmd(t, n, bargv);
     if (!r)
         return false;
-    bool got = false;
     if (r->type == REDIS_REPLY_ARRAY)
-        for (size_t s = 0; s < r->elements; s++) {
-            redisReply *entries = r->element[s]->element[1];
+        for (size_t k = 0; k < r->elements; k++) {
+            redisReply *entries = r->element[k]->element[1];
             for (size_t i = 0; i < entries->elements; i++) {
-                process(t, r->element[s]->element[0]->str, entries->element[i], false);
+                process(t, r->element[k]->element[0]->str, entries->element[i], false);
                 got = true;
             }
         }

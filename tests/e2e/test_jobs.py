@@ -421,7 +421,14 @@ def test_redis_restarted_mid_run(tmp_path, redis):
         redis.stop()
         time.sleep(0.5)
         redis.start()
-        q = api.wait_all(n, timeout=60)
+        try:
+            q = api.wait_all(n, timeout=30)
+        except AssertionError:
+            left = [j for j in api.call("GET", "/v1/jobs?limit=1000")[1]["jobs"]
+                    if j["state"] not in TERMINAL]
+            print(left[:3], redis.cmd("XPENDING", "dspyc:jobs:p0", "dspyc-workers"))
+            print(redis.cmd("XLEN", "dspyc:jobs:p0"), redis.cmd("XLEN", "dspyc:jobs:events"))
+            raise
         assert q["ended"]["succeeded"] == n, q
         assert q["stored_results"] == n
     finally:
