@@ -56,6 +56,7 @@ long dspy__store_count_results(struct dspy__store *st);
 #define DSPY__RJ_DEAD "dspyc:jobs:dead"
 #define DSPY__RJ_RESULT "dspyc:jobs:result:" /* + id */
 #define DSPY__RJ_CANCEL "dspyc:jobs:cancel:" /* + id */
+#define DSPY__RJ_WORKERS "dspyc:jobs:workers" /* hash: consumer -> "CONC RUNNING UNIX_MS" */
 
 /* The server's side of the transport: publish jobs, cancel them, follow the events stream. */
 struct dspy__rjobs;
@@ -68,5 +69,8 @@ void dspy__rjobs_close(struct dspy__rjobs *r);
 dspy_status dspy__rjobs_publish(struct dspy__rjobs *r, const char *id, int priority,
                                 const char *spec, unsigned attempts);
 dspy_status dspy__rjobs_cancel(struct dspy__rjobs *r, const char *id);
+/* The live workers (heartbeat within 15 s), their job slots and jobs running. */
+void dspy__rjobs_pool(struct dspy__rjobs *r, unsigned *workers, unsigned *slots,
+                      unsigned *running);
 
 #endif

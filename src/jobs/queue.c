@@ -603,6 +603,14 @@ json_t *dspy_jobq_stats(dspy_jobq *q)
         "backpressure_at", q->backpressure, "transport", q->redis ? "redis" : "local");
     if (o)
         json_object_set_new(o, "jobs", json_integer((json_int_t)q->njobs));
+    if (o && q->redis) {
+        unsigned w, slots, running;
+        dspy__rjobs_pool(q->redis, &w, &slots, &running);
+        json_object_set_new(o, "redis_workers",
+                            json_pack("{s:i, s:i, s:i, s:f}", "workers", (int)w, "slots",
+                                      (int)slots, "running", (int)running, "utilization",
+                                      slots ? (double)running / slots : 0.0));
+    }
     if (o && q->store)
         json_object_set_new(o, "stored_results",
                             json_integer((json_int_t)dspy__store_count_results(q->store)));

@@ -113,17 +113,58 @@ struct dspy__rjobs {
     atomic_bool stop;
     dspy__rjobs_event_fn fn;
     void *ud;
+    atomic_uint workers, slots, running; /* live workers, from their heartbeats */
 };
+
+/* The worker registry: each worker's heartbeat writes "CONCURRENCY RUNNING UNIX_MS". */
+static void read_pool(struct dspy__rjobs *r, redisContext *ctx)
+{
+    redisReply *rep = redisCommand(ctx, "HGETALL " DSPY__RJ_WORKERS);
+    unsigned w = 0, slots = 0, running = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2) {
+        unsigned c = 0, n = 0;
+        long long at = 0;
+        if (sscanf(rep->element[i + 1]->str, "%u %u %lld", &c, &n, &at) == 3 &&
+            now - at < 15000) {
+            w++;
+            slots += c;
+            running += n;
+        }
+    }
+    freeReplyObject(rep);
+    atomic_store(&r->workers, w);
+    atomic_store(&r->slots, slots);
+    atomic_store(&r->running, running);
+}
+
+void dspy__rjobs_pool(struct dspy__rjobs *r, unsigned *workers, unsigned *slots,
+                      unsigned *running)
+{
+    *workers = atomic_load(&r->workers);
+    *slots = atomic_load(&r->slots);
+    *running = atomic_load(&r->running);
+}
 
 static void *events_main(void *arg)
 {
     struct dspy__rjobs *r = arg;
     redisContext *ctx = NULL;
     char last[64] = "0";
+    uint64_t next_pool = 0;
     while (!atomic_load(&r->stop)) {
         if (!ctx && !(ctx = rconnect(&r->conf))) {
             msleep(200);
             continue;
+        }
+        struct timespec mt;
+        clock_gettime(CLOCK_MONOTONIC, &mt);
+        uint64_t now_ms = (uint64_t)mt.tv_sec * 1000 + (uint64_t)mt.tv_nsec / 1000000;
+        if (now_ms >= next_pool) {
+            next_pool = now_ms + 500;
+            read_pool(r, ctx);
         }
         redisReply *rep = redisCommand(ctx, "XREAD COUNT 500 BLOCK 200 STREAMS %s %s",
                                        DSPY__RJ_EVENTS, last);
@@ -182,6 +223,9 @@ dspy_status dspy__rjobs_open(const char *url, dspy__rjobs_event_fn fn, void *ud,
     }
     pthread_mutex_init(&r->lock, NULL);
     atomic_init(&r->stop, false);
+    atomic_init(&r->workers, 0);
+    atomic_init(&r->slots, 0);
+    atomic_init(&r->running, 0);
     r->fn = fn;
     r->ud = ud;
     if (pthread_create(&r->thread, NULL, events_main, r)) {
@@ -631,7 +675,23 @@ static void *heartbeat_main(void *arg)
     struct wpool *w = arg;
     struct wthread hb = { w, 0, NULL, 0 };
     long every = w->visibility_ms / 4 > 50 ? w->visibility_ms / 4 : 50;
+    long every_reg = every < 1000 ? every : 1000;
+    if (every > every_reg)
+        every = every_reg;
     while (!stopping(w)) {
+        unsigned busy = 0;
+        for (unsigned i = 0; i < w->nslots; i++) {
+            pthread_mutex_lock(&w->lock);
+            busy += w->slots[i].used;
+            pthread_mutex_unlock(&w->lock);
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        char val[64];
+        snprintf(val, sizeof(val), "%u %u %lld", w->nslots, busy,
+                 (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+        const char *reg[] = { "HSET", DSPY__RJ_WORKERS, w->name, val };
+        freeReplyObject(wcmd(&hb, 4, reg));
         for (long slept = 0; slept < every && !stopping(w); slept += 50)
             msleep(50);
         for (unsigned i = 0; i < w->nslots; i++) {
@@ -648,6 +708,8 @@ static void *heartbeat_main(void *arg)
                 atomic_store(&w->slots[i].cancel, true);
         }
     }
+    const char *unreg[] = { "HDEL", DSPY__RJ_WORKERS, w->name };
+    freeReplyObject(wcmd(&hb, 3, unreg));
     if (hb.ctx)
         redisFree(hb.ctx);
     return NULL;

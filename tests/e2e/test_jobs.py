@@ -160,12 +160,16 @@ def stop_workers(workers):
     for w in workers:
         if w.poll() is None:
             w.terminate()
+    reports = []
     for w in workers:
         try:
-            w.wait(10)
+            _, err = w.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             w.kill()
-            w.wait()
+            _, err = w.communicate()
+        if "Sanitizer" in err or "runtime error:" in err:
+            reports.append(err)
+    assert not reports, "\n".join(reports)  # a sanitizer build found a bug in a worker
 
 
 # ---- specs, limits, auth -------------------------------------------------------------------
@@ -390,6 +394,11 @@ def test_worker_killed_mid_run_on_three_workers(tmp_path, redis):
     api = Api(url)
     workers = [start_worker(redis.url, base, "--concurrency", "4") for _ in range(3)]
     try:
+        deadline = time.time() + 10
+        while api.queue()["redis_workers"]["workers"] < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        pool = api.queue()["redis_workers"]
+        assert pool["workers"] == 3 and pool["slots"] == 12  # the pool as the workers report it
         n = 300
         for i in range(n):
             api.submit({"kind": "noop", "sleep_ms": 30} if i % 3 else small_opt(i))
