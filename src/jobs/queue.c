@@ -58,7 +58,7 @@ struct dspy_jobq {
     double backpressure;
     unsigned max_attempts;
     uint64_t next_seq;
-    bool stop;
+    atomic_bool stop; /* read without the lock by running jobs */
     pthread_t *threads;
     struct watcher *watchers;
     size_t nwatchers, watch_cap;
@@ -771,6 +771,7 @@ dspy_jobq *dspy_jobq_new(const struct dspy_jobq_options *o, struct dspy_error *e
     }
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->wake, NULL);
+    atomic_init(&q->stop, false);
     q->by_id = json_object();
     q->by_key = json_object();
     q->nworkers = o->redis_url ? 0 : o->workers ? o->workers : 4;
