@@ -41,3 +41,7 @@ $py bench/serve_vs_litellm.py --build "$build" | tee out/serve_vs_litellm.txt
 
 step "9. optimizers: BootstrapFewShot, MIPROv2 light and GEPA light, dspyc vs Python DSPy, 0 and 100 ms per call"
 $py bench/optimize_vs_dspy.py --build "$build"
+
+step "10. jobs: dspyc serve --jobs, no-op and small optimization jobs vs 1/2/4/8 workers," \
+     "and Celery's no-op task on the same Redis"
+$py bench/jobs_vs_celery.py --build "$build" | tee out/jobs_vs_celery.txt
