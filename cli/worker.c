@@ -39,7 +39,7 @@ static volatile int stop_flag;
 static void on_signal(int sig)
 {
     (void)sig;
-    stop_flag = 1;
+    __atomic_store_n(&stop_flag, 1, __ATOMIC_RELAXED); /* read by the worker threads */
 }
 
 int cmd_worker(int argc, char **argv)

@@ -158,7 +158,8 @@ struct dspy_worker_options {
     const char *checkpoint_root; /* NULL = none */
     dspy_job_lm_fn lm;       /* required */
     void *lm_userdata;
-    volatile int *stop;      /* set non-zero (e.g. from a signal handler) to stop */
+    volatile int *stop;      /* set non-zero (e.g. from a signal handler, with
+                              * __atomic_store_n) to stop; read atomically */
 };
 #define DSPY_WORKER_OPTIONS_INIT                                                             \
     { .redis_url = NULL, .concurrency = 4, .name = NULL, .max_attempts = 0,                 \

@@ -315,7 +315,8 @@ struct wthread {
 
 static bool stopping(struct wpool *w)
 {
-    return atomic_load(&w->stop) || (w->o->stop && *w->o->stop);
+    return atomic_load(&w->stop) ||
+           (w->o->stop && __atomic_load_n(w->o->stop, __ATOMIC_RELAXED));
 }
 
 static uint64_t mono_ns(void)
