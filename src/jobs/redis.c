@@ -70,7 +70,8 @@ static redisContext *rconnect(const struct rconf *c)
     /* the groups, created once (BUSYGROUP afterwards is fine) */
     for (int p = 0; p < 10; p++) {
         redisReply *r =
-            redisCommand(ctx, "XGROUP CREATE " DSPY__RJ_STREAM "%d " DSPY__RJ_GROUP " 0 MKSTREAM", p);
+            redisCommand(ctx, "XGROUP CREATE " DSPY__RJ_STREAM "%d " DSPY__RJ_GROUP " 0 MKSTREAM",
+                         p);
         freeReplyObject(r);
     }
     return ctx;

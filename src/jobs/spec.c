@@ -98,7 +98,8 @@ static dspy_status check_key(const struct key *k, const json_t *v, struct dspy_e
     case K_INT:
     case K_NUM: {
         if (k->type == K_INT ? !json_is_integer(v) : !json_is_number(v))
-            return BAD(err, k->name, "spec: '%s' must be %s", k->name, k->type == K_INT ? "an integer" : "a number");
+            return BAD(err, k->name, "spec: '%s' must be %s", k->name,
+                       k->type == K_INT ? "an integer" : "a number");
         double d = json_number_value(v);
         if (!(d >= k->lo && d <= k->hi)) {
             dspy__err(err, DSPY_EINVAL, "spec: '%s' must be in [%g, %g]", k->name, k->lo, k->hi);
@@ -136,7 +137,7 @@ dspy_status dspy_job_spec_check(const json_t *spec, struct dspy_error *err)
         return BAD(err, "", "spec: a job spec is a JSON object%s%s", "", "");
     const json_t *kind = json_object_get(spec, "kind");
     if (!kind)
-        return BAD(err, "kind", "spec: '%s' is required (optimize, eval, run or noop)%s", "kind", "");
+        return BAD(err, "kind", "spec: 'kind' is required (optimize, eval, run or noop)");
     int ki = dspy__job_kind(spec);
     if (ki < 0)
         return BAD(err, "kind", "spec: '%s' must be optimize, eval, run or noop%s", "kind", "");
@@ -159,7 +160,7 @@ dspy_status dspy_job_spec_check(const json_t *spec, struct dspy_error *err)
     if (ki == 3)
         return DSPY_OK;
     if (!json_object_get(spec, "signature") == !json_object_get(spec, "program"))
-        return BAD(err, "signature", "spec: name '%s' or 'program' (one of them)%s", "signature", "");
+        return BAD(err, "signature", "spec: name 'signature' or 'program' (one of them)");
     const char *mod = json_string_value(json_object_get(spec, "module"));
     if (mod && dspy_module_kind_from_name(mod) < 0)
         return BAD(err, "module", "spec: '%s' must be predict or cot, not '%s'", "module", mod);
@@ -168,7 +169,8 @@ dspy_status dspy_job_spec_check(const json_t *spec, struct dspy_error *err)
                                             { "input", NULL, NULL } };
     for (int i = 0; i < 3 && need[ki][i]; i++)
         if (!json_object_get(spec, need[ki][i]))
-            return BAD(err, need[ki][i], "spec: '%s' is required for %s jobs", need[ki][i], KINDS[ki]);
+            return BAD(err, need[ki][i], "spec: '%s' is required for %s jobs", need[ki][i],
+                       KINDS[ki]);
     const char *metric = json_string_value(json_object_get(spec, "metric"));
     if (metric) {
         dspy_metric *m = NULL;
@@ -187,7 +189,7 @@ dspy_status dspy_job_spec_check(const json_t *spec, struct dspy_error *err)
                        o ? o : "(not a string)");
         const char *a = json_string_value(json_object_get(spec, "auto"));
         if (a && strcmp(a, "light") && strcmp(a, "medium") && strcmp(a, "heavy"))
-            return BAD(err, "auto", "spec: '%s' must be light, medium or heavy, not '%s'", "auto", a);
+            return BAD(err, "auto", "spec: 'auto' must be light, medium or heavy, not '%s'", a);
     }
     return DSPY_OK;
 }
