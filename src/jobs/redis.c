@@ -480,7 +480,10 @@ static bool finish_job(struct wthread *t, const char *stream, const char *entry,
     return ok;
 }
 
-static void process(struct wthread *t, const char *stream, const redisReply *e, bool reclaimed)
+/* Run one claimed entry. `flags` NULL: check the result and cancel keys here; else the
+ * claiming script did ("done", "cancelled" or "running": it reported the run already). */
+static void process(struct wthread *t, const char *stream, const redisReply *e, bool reclaimed,
+                    const char *flags)
 {
     struct wpool *w = t->w;
     const char *entry = e->element[0]->str;
@@ -495,7 +498,12 @@ static void process(struct wthread *t, const char *stream, const redisReply *e, 
         return;
     }
     bool done = false, cancelled = false;
-    checks(t, id, &done, &cancelled);
+    if (flags) {
+        done = !strcmp(flags, "done");
+        cancelled = !strcmp(flags, "cancelled");
+    } else {
+        checks(t, id, &done, &cancelled);
+    }
     if (done) { /* ran before: tell again, do not run twice */
         event(t, id, "succeeded", NULL, NULL);
         ack(t, stream, entry);
@@ -525,7 +533,8 @@ static void process(struct wthread *t, const char *stream, const redisReply *e, 
     atomic_store(&f->cancel, false);
     f->used = true;
     pthread_mutex_unlock(&w->lock);
-    event(t, id, "running", NULL, NULL);
+    if (!flags)
+        event(t, id, "running", NULL, NULL);
 
     json_t *spec = json_loads(spec_text, 0, NULL);
     json_t *result = NULL;
@@ -565,14 +574,29 @@ static void process(struct wthread *t, const char *stream, const redisReply *e, 
     dspy_free(text); /* jansson allocates through dspy_malloc */
 }
 
-/* One round trip for "the oldest new entry of the highest priority that has one": a script
- * tries the streams from priority 9 down (XREADGROUP without BLOCK is allowed in scripts).
- * It returns {stream, entry} or nil. */
+/* One round trip for "the oldest new entry of the highest priority that has one", its checks
+ * and its "running" event: a script tries the streams from priority 9 down (XREADGROUP
+ * without BLOCK is allowed in scripts), looks at the job's result and cancel keys, and reports
+ * the run unless either is set. It returns {stream, entry, "running"|"done"|"cancelled"} or
+ * nil. */
 static const char READ_SCRIPT[] =
     "for i = 1, #KEYS do "
-    "local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', '1', 'STREAMS', "
+    " local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', '1', 'STREAMS', "
     "KEYS[i], '>') "
-    "if r then return {KEYS[i], r[1][2][1]} end "
+    " if r then "
+    "  local e = r[1][2][1] "
+    "  local f = e[2] "
+    "  local id = nil "
+    "  for k = 1, #f, 2 do if f[k] == 'id' then id = f[k + 1] end end "
+    "  local flag = 'running' "
+    "  if id then "
+    "   if redis.call('EXISTS', ARGV[3] .. id) == 1 then flag = 'done' "
+    "   elseif redis.call('EXISTS', ARGV[4] .. id) == 1 then flag = 'cancelled' "
+    "   else redis.call('XADD', ARGV[5], 'MAXLEN', '~', '200000', '*', 'id', id, 'state', "
+    "'running') end "
+    "  end "
+    "  return {KEYS[i], e, flag} "
+    " end "
     "end "
     "return false";
 
@@ -587,14 +611,17 @@ static bool read_new(struct wthread *t)
     }
     argv[n++] = DSPY__RJ_GROUP;
     argv[n++] = t->w->name;
+    argv[n++] = DSPY__RJ_RESULT;
+    argv[n++] = DSPY__RJ_CANCEL;
+    argv[n++] = DSPY__RJ_EVENTS;
     redisReply *r = wcmd(t, n, argv);
     if (!r) {
         msleep(200);
         return false;
     }
     bool got = false;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-        process(t, r->element[0]->str, r->element[1], false);
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+        process(t, r->element[0]->str, r->element[1], false, r->element[2]->str);
         got = true;
     } else if (r->type == REDIS_REPLY_ERROR && strstr(r->str, "NOGROUP")) {
         redisFree(t->ctx); /* Redis lost its data: the next connection makes the groups */
@@ -618,7 +645,7 @@ static bool read_new(struct wthread *t)
         for (size_t k = 0; k < r->elements; k++) {
             redisReply *entries = r->element[k]->element[1];
             for (size_t i = 0; i < entries->elements; i++) {
-                process(t, r->element[k]->element[0]->str, entries->element[i], false);
+                process(t, r->element[k]->element[0]->str, entries->element[i], false, NULL);
                 got = true;
             }
         }
@@ -641,7 +668,7 @@ static bool reclaim(struct wthread *t)
         /* Redis 7: [cursor, [entries], [deleted ids]] */
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
             r->element[1]->type == REDIS_REPLY_ARRAY && r->element[1]->elements) {
-            process(t, stream, r->element[1]->element[0], true);
+            process(t, stream, r->element[1]->element[0], true, NULL);
             got = true;
         }
         freeReplyObject(r);
