@@ -522,6 +522,87 @@ def test_jobs_client_submit_status_list_wait_result_cancel(tmp_path):
     long = tmp_path / "long.json"
     long.write_text(json.dumps({"kind": "noop", "sleep_ms": 30000}))
     lid = jobs("submit", long).stdout.split()[0]
+    assert "still running" in jobs("wait", lid, "--timeout", "0.3", ok=2).stderr
+    assert len(jobs("list", "--limit", "1").stdout.splitlines()) == 1
     jobs("cancel", lid)
     assert jobs("wait", lid, ok=1).stdout.split()[1] == "cancelled"
     assert "a job id" in jobs("status", "../etc", ok=2).stderr
+
+
+# ---- the remaining flags -------------------------------------------------------------------
+
+def test_concurrency_cap_backpressure_mark_and_checkpoint_dir(tmp_path):
+    _, base = start_sim()
+    ck = tmp_path / "ck"
+    _, url = serve_jobs("--base-url", base, "--model", "sim", "--workers", "4",
+                        "--max-concurrent-jobs", "2", "--max-queue", "10", "--backpressure",
+                        "0.5", "--checkpoints", ck)
+    api = Api(url)
+    for _ in range(2):
+        api.submit({"kind": "noop", "sleep_ms": 800})
+    time.sleep(0.2)
+    codes = [api.call("POST", "/v1/jobs", {"kind": "noop", "sleep_ms": 10})[0] for _ in range(8)]
+    assert codes == [202] * 5 + [429] * 3  # 50 % of 10
+    peak = 0
+    while sum(api.queue()["ended"].values()) < 7:
+        q = api.queue()
+        peak = max(peak, q["running"])
+        assert q["running"] <= 2 and q["max_concurrent"] == 2 and q["workers"] == 4
+        time.sleep(0.01)
+    assert peak == 2
+    jid = api.submit(small_opt())
+    api.wait_all(8)
+    assert api.job(jid)["state"] == "succeeded"
+    assert (ck / jid).is_dir()  # the optimizer's checkpoint of this job
+
+
+def test_out_of_attempts_after_restarts_is_dead(tmp_path):
+    _, base = start_sim()
+    db = tmp_path / "jobs.sqlite"
+    proc, url = serve_jobs("--base-url", base, "--model", "sim", "--db", db, "--max-attempts", "1")
+    api = Api(url)
+    jid = api.submit({"kind": "noop", "sleep_ms": 60000})
+    while api.job(jid)["state"] != "running":
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stop_sim(proc)
+    _, url2 = serve_jobs("--base-url", base, "--model", "sim", "--db", db, "--max-attempts", "1")
+    job = Api(url2).job(jid)
+    assert job["state"] == "dead" and "interrupted" in job["error"]
+
+
+def test_worker_name_in_the_registry(tmp_path, redis):
+    _, base = start_sim()
+    _, url = serve_jobs("--base-url", base, "--model", "sim", "--redis", redis.url)
+    w = start_worker(redis.url, base, "--name", "gpu-box-1", "--concurrency", "3")
+    try:
+        api = Api(url)
+        deadline = time.time() + 10
+        while api.queue()["redis_workers"]["workers"] < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert api.queue()["redis_workers"]["slots"] == 3
+        assert "gpu-box-1" in redis.cmd("HKEYS", "dspyc:jobs:workers")
+    finally:
+        stop_workers([w])
+
+
+def test_help_texts_name_every_flag():
+    for cmd, flags in ((["serve", "--jobs"], ["--db", "--redis", "--workers",
+                                              "--max-concurrent-jobs", "--max-queue",
+                                              "--backpressure", "--max-attempts",
+                                              "--checkpoints", "--auth-token-file", "--rpm"]),
+                       (["worker"], ["--redis", "--concurrency", "--name", "--max-attempts",
+                                     "--visibility-timeout", "--checkpoints", "--base-url"]),
+                       (["jobs"], ["--server", "--token-file", "--priority",
+                                   "--idempotency-key", "--state", "--limit", "--timeout",
+                                   "--save"])):
+        r = subprocess.run([DSPYC, *cmd, "--help"], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0
+        for f in flags:
+            assert f in r.stdout, (cmd, f)
+    r = subprocess.run([DSPYC, "worker"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "--redis URL is required" in r.stderr
+    r = subprocess.run([DSPYC, "worker", "--redis", "http://x"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 1 and "redis://HOST" in r.stderr
