@@ -235,11 +235,13 @@ static int do_wait(const struct client *c, const char *id, double timeout_s)
             json_decref(j);
             return s == DSPY_JOB_SUCCEEDED ? 0 : 1;
         }
+        char state[32];
+        snprintf(state, sizeof(state), "%s", st ? st : "?");
         json_decref(j);
         clock_gettime(CLOCK_MONOTONIC, &now);
         double el = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
         if (timeout_s > 0 && el > timeout_s) {
-            fprintf(stderr, "dspyc jobs wait: %s still %s after %.0f s\n", id, st, timeout_s);
+            fprintf(stderr, "dspyc jobs wait: %s still %s after %g s\n", id, state, timeout_s);
             return 2;
         }
         struct timespec ts = { 0, 200000000L };
