@@ -606,3 +606,24 @@ def test_help_texts_name_every_flag():
     r = subprocess.run([DSPYC, "worker", "--redis", "http://x"], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 1 and "redis://HOST" in r.stderr
+
+
+def test_cancel_a_running_optimization(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--latency-ms", "40", "--record", rec)
+    _, url = serve_jobs("--base-url", base, "--model", "sim", "--cache", "off")
+    api = Api(url)
+    jid = api.submit(small_opt(optimizer="random-search", num_candidates=16, trainset=TRAIN[:8],
+                               parallel_trials=1, concurrency=1))
+    while not (api.job(jid)["progress"] or {}).get("done"):
+        time.sleep(0.02)
+    assert api.call("DELETE", f"/v1/jobs/{jid}")[0] == 200
+    t = time.time()
+    while api.job(jid)["state"] == "running" or api.queue()["running"]:
+        time.sleep(0.02)
+    assert time.time() - t < 5  # it stops after its current trial
+    job = api.job(jid)
+    assert job["state"] == "cancelled" and job["progress"]["done"] < job["progress"]["planned"]
+    n = len(rec.read_text().splitlines())
+    time.sleep(0.5)
+    assert len(rec.read_text().splitlines()) == n  # no LM call after it stopped
