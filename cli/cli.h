@@ -20,5 +20,8 @@ int cmd_eval(int argc, char **argv);
 int cmd_optimize(int argc, char **argv);
 int cmd_vec(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_serve_jobs(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
+int cmd_jobs(int argc, char **argv);
 
 #endif

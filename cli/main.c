@@ -11,6 +11,7 @@ static const struct cli_command commands[] = {
     { "cache", "cache stats, clear, export and import (disk and Redis levels)", cmd_cache },
     { "embed", "sentence embeddings (all-MiniLM-L6-v2) of texts or JSON lines", cmd_embed },
     { "eval", "score a program on a devset with a metric (DSPy's Evaluate)", cmd_eval },
+    { "jobs", "submit, watch and fetch jobs of 'dspyc serve --jobs'", cmd_jobs },
     { "loadtest", "load-test an endpoint or a program, open or closed loop", cmd_loadtest },
     { "optimize", "optimize demos and instructions (bootstrap, MIPROv2, GEPA, genetic)",
       cmd_optimize },
@@ -20,6 +21,7 @@ static const struct cli_command commands[] = {
     { "sim", "OpenAI-compatible LM simulator for offline work and tests", cmd_sim },
     { "vec", "vector devices and kernels: info, CPU-vs-GPU benchmark", cmd_vec },
     { "version", "print the version", cmd_version },
+    { "worker", "run jobs of 'dspyc serve --jobs --redis' from Redis Streams", cmd_worker },
 };
 
 static void usage(FILE *out)

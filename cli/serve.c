@@ -66,6 +66,8 @@ static const char usage_text[] =
     "                        serve a program file (with a DSPy save file applied) at\n"
     "                        POST /v1/programs/NAME and /v1/programs/NAME/batch (repeatable)\n"
     "  --program-workers N   threads running program calls and batches (default 16)\n"
+    "  --jobs                the optimization service instead (see 'dspyc serve --jobs\n"
+    "                        --help' and docs/jobs.md)\n"
     "  --help                show this help\n\n";
 
 static const char cache_default_note[] =
@@ -132,6 +134,9 @@ int cmd_serve(int argc, char **argv)
     double d;
     int opt, rc = 2;
 
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--jobs"))
+            return cmd_serve_jobs(argc, argv); /* the optimization service: cli/jobs_serve.c */
     o.port = 8080;
     cache_config_init(&cc, "mem");
     optind = 1;

@@ -52,3 +52,7 @@ step "8. embeddings: dspyc's C all-MiniLM-L6-v2 vs onnxruntime (same model as ON
      "names a Python that has it), one thread each, batch 1 and 32"
 $py bench/embed_vs_peers.py --bench "$build/bench_embed" --seconds 2 --rounds 1 \
     ${ST_PYTHON:+--st-python "$ST_PYTHON"}
+
+step "10. jobs: dspyc serve --jobs, no-op and small optimization jobs vs 1/2/4/8 workers," \
+     "and Celery's no-op task on the same Redis"
+$py bench/jobs_vs_celery.py --build "$build" | tee out/jobs_vs_celery.txt

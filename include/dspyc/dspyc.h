@@ -19,5 +19,6 @@
 #include <dspyc/serve.h>
 #include <dspyc/optimize.h>
 #include <dspyc/vec.h>
+#include <dspyc/jobs.h>
 
 #endif

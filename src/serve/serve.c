@@ -260,7 +260,8 @@ dspy_status dspy_serve_new(const struct dspy_serve_options *o, dspy_server **out
     }
     if ((rc = dspy__serve_route(s, "GET", "/health", "health", DSPY__SERVE_OPEN, health, NULL)) ||
         (rc = dspy__serve_proxy_routes(s)) || (rc = dspy__serve_metrics_routes(s)) ||
-        (rc = dspy__serve_program_routes(s))) {
+        (rc = dspy__serve_program_routes(s)) ||
+        (o->jobs && (rc = dspy__serve_jobs_routes(s, o->jobs)))) {
         dspy__err(err, rc, "cannot register the routes");
         goto fail;
     }

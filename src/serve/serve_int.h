@@ -179,6 +179,11 @@ dspy_status dspy__serve_program_routes(dspy_server *s);
 /* Stop the workers (after the HTTP side stopped) and free the programs. */
 void dspy__serve_programs_close(dspy_server *s);
 
+/* ---- the job API (serve_jobs.c) ------------------------------------------------------- */
+
+struct dspy_jobq;
+dspy_status dspy__serve_jobs_routes(dspy_server *s, struct dspy_jobq *q);
+
 /* ---- the server ------------------------------------------------------------------------ */
 
 struct dspy__serve_route_def {

@@ -1,0 +1,864 @@
+/* The job queue (jobs layer): every accepted job in memory and in the store, a binary heap
+ * of queued jobs (higher priority first, FIFO within one), backpressure at a fill mark, a
+ * pool of worker threads bounded by a concurrency cap, watchers for the event feed, and in
+ * Redis mode the hand-off to `dspyc worker` processes. (src/base has no binary heap yet, so
+ * this small one lives here.) */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "base/clock.h"
+#include "base/status.h"
+#include "jobs/jobs_int.h"
+
+struct job {
+    char id[40];
+    uint64_t seq;
+    json_t *spec;
+    char *spec_text;
+    char *idem;
+    int priority;
+    enum dspy_job_state state;
+    char *error;
+    unsigned attempts;
+    double submitted, started, finished;
+    struct dspy_job_progress progress;
+    bool has_progress;
+    atomic_bool cancel;
+    size_t heap_at; /* index in the heap while queued */
+    json_t *result; /* without a store (with one, read back from it) */
+};
+
+struct watcher {
+    uint64_t token;
+    struct job *job;
+    dspy_jobq_event_fn fn;
+    void *ud;
+};
+
+#define RATE_BUCKETS 10 /* one-second buckets of finished jobs, for jobs/s */
+
+struct dspy_jobq {
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;
+    struct job **jobs; /* every job, in seq order */
+    size_t njobs, cap;
+    json_t *by_id;  /* id -> index in jobs */
+    json_t *by_key; /* idempotency key -> id */
+    struct job **heap;
+    size_t nheap, heap_cap;
+    size_t depth[10];
+    unsigned running, max_concurrent, nworkers;
+    size_t max_queue;
+    double backpressure;
+    unsigned max_attempts;
+    uint64_t next_seq;
+    atomic_bool stop; /* read without the lock by running jobs */
+    pthread_t *threads;
+    struct watcher *watchers;
+    size_t nwatchers, watch_cap;
+    uint64_t next_token;
+    uint64_t counts[DSPY_JOB_NSTATES]; /* jobs that ended in each terminal state */
+    uint64_t rate[RATE_BUCKETS];
+    uint64_t rate_sec;
+    double started_s;
+    char *ckpt_root;
+    struct dspy__store *store; /* NULL = memory only */
+    struct dspy__rjobs *redis; /* NULL = local workers */
+    dspy_job_lm_fn lm;
+    void *lm_ud;
+};
+
+static const char *const STATE_NAMES[DSPY_JOB_NSTATES] = { "queued",    "running", "succeeded",
+                                                           "failed",    "cancelled", "dead" };
+
+const char *dspy_job_state_name(enum dspy_job_state s)
+{
+    return (unsigned)s < DSPY_JOB_NSTATES ? STATE_NAMES[s] : "unknown";
+}
+
+int dspy_job_state_from_name(const char *name)
+{
+    for (int i = 0; name && i < DSPY_JOB_NSTATES; i++)
+        if (!strcmp(name, STATE_NAMES[i]))
+            return i;
+    return -1;
+}
+
+/* ---- the heap --------------------------------------------------------------------------- */
+
+static bool before(const struct job *a, const struct job *b)
+{
+    return a->priority != b->priority ? a->priority > b->priority : a->seq < b->seq;
+}
+
+static void heap_set(struct dspy_jobq *q, size_t i, struct job *j)
+{
+    q->heap[i] = j;
+    j->heap_at = i;
+}
+
+static void heap_up(struct dspy_jobq *q, size_t i)
+{
+    struct job *j = q->heap[i];
+    while (i > 0 && before(j, q->heap[(i - 1) / 2])) {
+        heap_set(q, i, q->heap[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(q, i, j);
+}
+
+static void heap_down(struct dspy_jobq *q, size_t i)
+{
+    struct job *j = q->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= q->nheap)
+            break;
+        if (c + 1 < q->nheap && before(q->heap[c + 1], q->heap[c]))
+            c++;
+        if (!before(q->heap[c], j))
+            break;
+        heap_set(q, i, q->heap[c]);
+        i = c;
+    }
+    heap_set(q, i, j);
+}
+
+static dspy_status heap_push(struct dspy_jobq *q, struct job *j)
+{
+    if (q->nheap == q->heap_cap) {
+        size_t cap = q->heap_cap ? 2 * q->heap_cap : 64;
+        struct job **h = dspy_realloc(q->heap, cap * sizeof(*h));
+        if (!h)
+            return DSPY_ENOMEM;
+        q->heap = h;
+        q->heap_cap = cap;
+    }
+    q->heap[q->nheap++] = j;
+    heap_up(q, q->nheap - 1);
+    q->depth[j->priority]++;
+    return DSPY_OK;
+}
+
+static void heap_remove(struct dspy_jobq *q, struct job *j)
+{
+    size_t i = j->heap_at;
+    q->depth[j->priority]--;
+    struct job *last = q->heap[--q->nheap];
+    if (i == q->nheap)
+        return;
+    heap_set(q, i, last);
+    heap_up(q, i);
+    heap_down(q, last->heap_at);
+}
+
+/* ---- jobs and their store rows ------------------------------------------------------------ */
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void job_free(struct job *j)
+{
+    if (!j)
+        return;
+    json_decref(j->spec);
+    json_decref(j->result);
+    dspy_free(j->spec_text);
+    dspy_free(j->idem);
+    dspy_free(j->error);
+    dspy_free(j);
+}
+
+static void persist(struct dspy_jobq *q, struct job *j, const char *event)
+{
+    if (!q->store)
+        return;
+    struct dspy__job_row r = { j->id,      j->seq,      j->spec_text, j->priority,
+                               j->idem,    (int)j->state, j->error,   j->attempts,
+                               j->submitted, j->started, j->finished };
+    if (dspy__store_put(q->store, &r, event))
+        fprintf(stderr, "dspyc jobs: cannot write job %s to the store\n", j->id);
+}
+
+static json_t *progress_json(const struct job *j)
+{
+    const struct dspy_job_progress *p = &j->progress;
+    return json_pack("{s:I, s:I, s:f, s:f, s:o, s:b, s:b, s:o, s:I}", "done",
+                     (json_int_t)p->done, "planned", (json_int_t)p->planned, "fraction",
+                     p->fraction, "iterations_per_s", p->iterations_per_s, "eta_s",
+                     p->eta_s >= 0 ? json_real(p->eta_s) : json_null(), "warned", p->warned,
+                     "exceeded", p->exceeded, "best_score",
+                     isnan(p->best) ? json_null() : json_real(p->best), "lm_calls",
+                     (json_int_t)p->lm_calls);
+}
+
+static json_t *time_or_null(double t)
+{
+    return t > 0 ? json_real(t) : json_null();
+}
+
+static json_t *job_json(const struct job *j)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:i, s:o, s:o, s:o}", "id", j->id, "state",
+                          dspy_job_state_name(j->state), "kind",
+                          json_string_value(json_object_get(j->spec, "kind")), "priority",
+                          j->priority, "attempts", (int)j->attempts, "submitted_at",
+                          time_or_null(j->submitted), "started_at", time_or_null(j->started),
+                          "finished_at", time_or_null(j->finished));
+    if (!o)
+        return NULL;
+    if (j->started > 0)
+        json_object_set_new(o, "run_s",
+                            json_real((j->finished > 0 ? j->finished : wall_now()) - j->started));
+    if (j->started > 0)
+        json_object_set_new(o, "wait_s", json_real(j->started - j->submitted));
+    json_object_set_new(o, "error", j->error ? json_string(j->error) : json_null());
+    json_object_set_new(o, "progress", j->has_progress ? progress_json(j) : json_null());
+    json_object_set_new(o, "best_score", j->has_progress && !isnan(j->progress.best)
+                                             ? json_real(j->progress.best)
+                                             : json_null());
+    if (j->idem)
+        json_object_set_new(o, "idempotency_key", json_string(j->idem));
+    return o;
+}
+
+static struct job *find(struct dspy_jobq *q, const char *id)
+{
+    json_t *v = json_object_get(q->by_id, id);
+    return v ? q->jobs[json_integer_value(v)] : NULL;
+}
+
+static void notify(struct dspy_jobq *q, struct job *j, const char *type)
+{
+    if (!q->nwatchers)
+        return;
+    json_t *ev = NULL;
+    for (size_t i = 0; i < q->nwatchers;) {
+        if (q->watchers[i].job != j) {
+            i++;
+            continue;
+        }
+        if (!ev) {
+            ev = job_json(j);
+            json_object_set_new(ev, "type", json_string(type));
+        }
+        if (!q->watchers[i].fn(q->watchers[i].ud, ev) || dspy_job_state_terminal(j->state))
+            q->watchers[i] = q->watchers[--q->nwatchers];
+        else
+            i++;
+    }
+    json_decref(ev);
+}
+
+static void count_finish(struct dspy_jobq *q, enum dspy_job_state s)
+{
+    q->counts[s]++;
+    uint64_t sec = dspy__now_ns() / 1000000000u;
+    if (sec != q->rate_sec) {
+        for (uint64_t t = q->rate_sec + 1; t <= sec && t <= q->rate_sec + RATE_BUCKETS; t++)
+            q->rate[t % RATE_BUCKETS] = 0;
+        q->rate_sec = sec;
+    }
+    q->rate[sec % RATE_BUCKETS]++;
+}
+
+/* Move j to a terminal state (lock held); a job already ended keeps its first end. */
+static void finish(struct dspy_jobq *q, struct job *j, enum dspy_job_state s,
+                   const char *error, json_t *result)
+{
+    if (dspy_job_state_terminal(j->state)) {
+        json_decref(result);
+        return;
+    }
+    if (j->state == DSPY_JOB_QUEUED)
+        heap_remove(q, j);
+    j->state = s;
+    j->finished = wall_now();
+    dspy_free(j->error);
+    j->error = error ? dspy_strdup(error) : NULL;
+    if (result) {
+        if (q->store) {
+            char *t = json_dumps(result, JSON_COMPACT);
+            if (!t || dspy__store_result(q->store, j->id, t))
+                fprintf(stderr, "dspyc jobs: cannot store the result of %s\n", j->id);
+            dspy_free(t); /* jansson allocates through dspy_malloc */
+            json_decref(result);
+        } else {
+            j->result = result;
+        }
+    }
+    count_finish(q, s);
+    persist(q, j, dspy_job_state_name(s));
+    notify(q, j, "state");
+}
+
+/* ---- local workers ----------------------------------------------------------------------- */
+
+struct run_ctx {
+    struct dspy_jobq *q;
+    struct job *j;
+    uint64_t last_ns;
+};
+
+static void on_progress(void *ud, const struct dspy_job_progress *p)
+{
+    struct run_ctx *c = ud;
+    pthread_mutex_lock(&c->q->lock);
+    c->j->progress = *p;
+    c->j->has_progress = true;
+    uint64_t now = dspy__now_ns();
+    if (now - c->last_ns > 50000000u) { /* at most 20 progress events a second */
+        c->last_ns = now;
+        notify(c->q, c->j, "progress");
+    }
+    pthread_mutex_unlock(&c->q->lock);
+}
+
+static bool on_cancelled(void *ud)
+{
+    struct run_ctx *c = ud;
+    return atomic_load(&c->j->cancel) || c->q->stop;
+}
+
+static void run_one(struct dspy_jobq *q, struct job *j)
+{
+    char dir[4200] = "";
+    if (q->ckpt_root && dspy__job_kind(j->spec) == 0) {
+        snprintf(dir, sizeof(dir), "%s/%s", q->ckpt_root, j->id);
+        mkdir(q->ckpt_root, 0755);
+        mkdir(dir, 0755);
+    }
+    struct run_ctx c = { q, j, 0 };
+    struct dspy_job_exec_options o = { q->lm, q->lm_ud, dir[0] ? dir : NULL, on_progress,
+                                       on_cancelled, &c };
+    struct dspy_error err;
+    dspy_error_clear(&err);
+    json_t *result = NULL;
+    dspy_status rc = dspy_job_execute(j->spec, &o, &result, &err);
+    pthread_mutex_lock(&q->lock);
+    q->running--;
+    if (q->stop && !atomic_load(&j->cancel) && rc == DSPY_ECANCELED) {
+        /* shutting down: the job stays running in the store and resumes at the next start */
+        json_decref(result);
+    } else if (atomic_load(&j->cancel)) {
+        finish(q, j, DSPY_JOB_CANCELLED, "cancelled", NULL);
+        json_decref(result);
+    } else if (rc) {
+        finish(q, j, DSPY_JOB_FAILED, err.message[0] ? err.message : dspy_strerror(rc), NULL);
+        json_decref(result);
+    } else {
+        finish(q, j, DSPY_JOB_SUCCEEDED, NULL, result);
+    }
+    pthread_cond_broadcast(&q->wake);
+    pthread_mutex_unlock(&q->lock);
+}
+
+static void *worker_main(void *arg)
+{
+    struct dspy_jobq *q = arg;
+    pthread_mutex_lock(&q->lock);
+    for (;;) {
+        while (!q->stop && (!q->nheap || q->running >= q->max_concurrent))
+            pthread_cond_wait(&q->wake, &q->lock);
+        if (q->stop)
+            break;
+        struct job *j = q->heap[0];
+        heap_remove(q, j);
+        j->state = DSPY_JOB_RUNNING;
+        j->started = wall_now();
+        j->attempts++;
+        q->running++;
+        persist(q, j, "running");
+        notify(q, j, "state");
+        pthread_mutex_unlock(&q->lock);
+        run_one(q, j);
+        pthread_mutex_lock(&q->lock);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return NULL;
+}
+
+/* ---- accepting jobs ----------------------------------------------------------------------- */
+
+static dspy_status add_job(struct dspy_jobq *q, struct job *j)
+{
+    if (q->njobs == q->cap) {
+        size_t cap = q->cap ? 2 * q->cap : 256;
+        struct job **v = dspy_realloc(q->jobs, cap * sizeof(*v));
+        if (!v)
+            return DSPY_ENOMEM;
+        q->jobs = v;
+        q->cap = cap;
+    }
+    if (json_object_set_new(q->by_id, j->id, json_integer((json_int_t)q->njobs)))
+        return DSPY_ENOMEM;
+    if (j->idem && json_object_set_new(q->by_key, j->idem, json_string(j->id)))
+        return DSPY_ENOMEM;
+    q->jobs[q->njobs++] = j;
+    if (j->seq >= q->next_seq)
+        q->next_seq = j->seq + 1;
+    return DSPY_OK;
+}
+
+static void make_id(struct dspy_jobq *q, char *id, uint64_t seq)
+{
+    /* time-ordered and unique across restarts: start time (ms) and sequence */
+    snprintf(id, 40, "job-%011llx-%06llx", (unsigned long long)(q->started_s * 1000),
+             (unsigned long long)seq);
+}
+
+dspy_status dspy_jobq_submit(dspy_jobq *q, const json_t *spec, char *id, bool *existing,
+                             double *retry_after_s, struct dspy_error *err)
+{
+    *existing = false;
+    *retry_after_s = 0;
+    dspy_status rc = dspy_job_spec_check(spec, err);
+    if (rc)
+        return rc;
+    const char *key = json_string_value(json_object_get(spec, "idempotency_key"));
+    pthread_mutex_lock(&q->lock);
+    const char *prev = key ? json_string_value(json_object_get(q->by_key, key)) : NULL;
+    if (prev) {
+        snprintf(id, 40, "%s", prev);
+        *existing = true;
+        goto out;
+    }
+    size_t mark = (size_t)ceil(q->backpressure * (double)q->max_queue);
+    if (q->nheap >= mark) {
+        /* a guess at when room frees up: the queue past the mark at the recent rate */
+        uint64_t done = 0;
+        for (int i = 0; i < RATE_BUCKETS; i++)
+            done += q->rate[i];
+        double per_s = (double)done / RATE_BUCKETS;
+        *retry_after_s = per_s > 0 ? ceil((double)(q->nheap - mark + 1) / per_s) : 1;
+        if (*retry_after_s < 1)
+            *retry_after_s = 1;
+        rc = dspy__err(err, DSPY_EBUSY,
+                       "the queue is %.0f %% full (%zu queued of at most %zu; new jobs are "
+                       "refused from %.0f %%)",
+                       100.0 * (double)q->nheap / (double)q->max_queue, q->nheap, q->max_queue,
+                       100 * q->backpressure);
+        goto out;
+    }
+    struct job *j = dspy_calloc(1, sizeof(*j));
+    if (!j) {
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+        goto out;
+    }
+    j->seq = q->next_seq++;
+    make_id(q, j->id, j->seq);
+    j->spec = json_deep_copy(spec);
+    j->spec_text = j->spec ? json_dumps(spec, JSON_COMPACT) : NULL;
+    const json_t *pr = json_object_get(spec, "priority");
+    j->priority = pr ? (int)json_integer_value(pr) : 0;
+    j->idem = key ? dspy_strdup(key) : NULL;
+    j->state = DSPY_JOB_QUEUED;
+    j->submitted = wall_now();
+    j->progress.best = NAN;
+    atomic_init(&j->cancel, false);
+    if (!j->spec || !j->spec_text || (key && !j->idem) || add_job(q, j)) {
+        job_free(j);
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (q->store) {
+        struct dspy__job_row r = { j->id,        j->seq,      j->spec_text, j->priority,
+                                   j->idem,      0,           NULL,         0,
+                                   j->submitted, 0,           0 };
+        if (dspy__store_put(q->store, &r, "queued")) {
+            /* not stored, not accepted */
+            json_object_del(q->by_id, j->id);
+            if (j->idem)
+                json_object_del(q->by_key, j->idem);
+            q->njobs--;
+            job_free(j);
+            rc = dspy__err(err, DSPY_EIO, "the job store cannot write the job");
+            goto out;
+        }
+    }
+    if ((rc = heap_push(q, j))) {
+        finish(q, j, DSPY_JOB_FAILED, "out of memory", NULL);
+        goto out;
+    }
+    if (q->redis && dspy__rjobs_publish(q->redis, j->id, j->priority, j->spec_text, 0))
+        fprintf(stderr, "dspyc jobs: cannot publish %s to Redis; it waits there\n", j->id);
+    snprintf(id, 40, "%s", j->id);
+    pthread_cond_signal(&q->wake);
+out:
+    pthread_mutex_unlock(&q->lock);
+    return rc;
+}
+
+json_t *dspy_jobq_get(dspy_jobq *q, const char *id)
+{
+    pthread_mutex_lock(&q->lock);
+    struct job *j = find(q, id);
+    json_t *o = j ? job_json(j) : NULL;
+    pthread_mutex_unlock(&q->lock);
+    return o;
+}
+
+json_t *dspy_jobq_list(dspy_jobq *q, int state, size_t limit)
+{
+    if (!limit)
+        limit = 100;
+    json_t *arr = json_array();
+    pthread_mutex_lock(&q->lock);
+    for (size_t i = q->njobs; i-- > 0 && json_array_size(arr) < limit;)
+        if (state < 0 || (int)q->jobs[i]->state == state)
+            json_array_append_new(arr, job_json(q->jobs[i]));
+    pthread_mutex_unlock(&q->lock);
+    return arr;
+}
+
+dspy_status dspy_jobq_cancel(dspy_jobq *q, const char *id, struct dspy_error *err)
+{
+    dspy_status rc = DSPY_OK;
+    pthread_mutex_lock(&q->lock);
+    struct job *j = find(q, id);
+    if (!j) {
+        rc = dspy__err(err, DSPY_ENOTFOUND, "no job %s", id);
+    } else if (dspy_job_state_terminal(j->state)) {
+        rc = dspy__err(err, DSPY_EINVAL, "job %s already %s", id,
+                       dspy_job_state_name(j->state));
+    } else {
+        atomic_store(&j->cancel, true);
+        if (q->redis)
+            dspy__rjobs_cancel(q->redis, j->id);
+        /* a queued job ends now; a running one when its run sees the flag */
+        if (q->redis && j->state == DSPY_JOB_RUNNING)
+            q->running--; /* its worker's late answer is ignored */
+        if (j->state == DSPY_JOB_QUEUED || q->redis)
+            finish(q, j, DSPY_JOB_CANCELLED, "cancelled", NULL);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return rc;
+}
+
+dspy_status dspy_jobq_result(dspy_jobq *q, const char *id, json_t **out, struct dspy_error *err)
+{
+    *out = NULL;
+    dspy_status rc = DSPY_OK;
+    pthread_mutex_lock(&q->lock);
+    struct job *j = find(q, id);
+    if (!j)
+        rc = dspy__err(err, DSPY_ENOTFOUND, "no job %s", id);
+    else if (!dspy_job_state_terminal(j->state))
+        rc = dspy__err(err, DSPY_EBUSY, "job %s is %s", id, dspy_job_state_name(j->state));
+    else if (j->state != DSPY_JOB_SUCCEEDED)
+        rc = dspy__err(err, DSPY_EINVAL, "job %s %s%s%s", id, dspy_job_state_name(j->state),
+                       j->error ? ": " : "", j->error ? j->error : "");
+    else if (j->result)
+        *out = json_incref(j->result);
+    pthread_mutex_unlock(&q->lock);
+    if (!rc && !*out && q->store) {
+        char *t = dspy__store_get_result(q->store, id);
+        *out = t ? json_loads(t, 0, NULL) : NULL;
+        dspy_free(t);
+    }
+    if (!rc && !*out)
+        rc = dspy__err(err, DSPY_EINVAL, "job %s has no stored result", id);
+    return rc;
+}
+
+json_t *dspy_jobq_stats(dspy_jobq *q)
+{
+    pthread_mutex_lock(&q->lock);
+    json_t *depth = json_object();
+    for (int p = 9; p >= 0; p--) {
+        char k[4];
+        snprintf(k, sizeof(k), "%d", p);
+        json_object_set_new(depth, k, json_integer((json_int_t)q->depth[p]));
+    }
+    count_finish(q, DSPY_JOB_QUEUED); /* rolls the buckets forward */
+    q->counts[DSPY_JOB_QUEUED]--;
+    q->rate[q->rate_sec % RATE_BUCKETS]--;
+    uint64_t done = 0, ended = 0;
+    for (int i = 0; i < RATE_BUCKETS; i++)
+        done += q->rate[i];
+    for (int s = DSPY_JOB_SUCCEEDED; s < DSPY_JOB_NSTATES; s++)
+        ended += q->counts[s];
+    json_t *o = json_pack(
+        "{s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:{s:I, s:I, s:I, s:I}, s:o, s:f, s:s}",
+        "depth", depth, "queued", (json_int_t)q->nheap, "max_queue", (json_int_t)q->max_queue,
+        "running", (json_int_t)q->running, "workers", (json_int_t)q->nworkers,
+        "max_concurrent", (json_int_t)q->max_concurrent, "utilization",
+        q->nworkers ? (double)q->running / (double)q->max_concurrent : 0.0, "jobs_per_s",
+        (double)done / RATE_BUCKETS, "ended", "succeeded",
+        (json_int_t)q->counts[DSPY_JOB_SUCCEEDED], "failed",
+        (json_int_t)q->counts[DSPY_JOB_FAILED], "cancelled",
+        (json_int_t)q->counts[DSPY_JOB_CANCELLED], "dead", (json_int_t)q->counts[DSPY_JOB_DEAD],
+        "success_rate",
+        ended ? json_real((double)q->counts[DSPY_JOB_SUCCEEDED] / (double)ended) : json_null(),
+        "backpressure_at", q->backpressure, "transport", q->redis ? "redis" : "local");
+    if (o)
+        json_object_set_new(o, "jobs", json_integer((json_int_t)q->njobs));
+    if (o && q->redis) {
+        unsigned w, slots, running;
+        dspy__rjobs_pool(q->redis, &w, &slots, &running);
+        json_object_set_new(o, "redis_workers",
+                            json_pack("{s:i, s:i, s:i, s:f}", "workers", (int)w, "slots",
+                                      (int)slots, "running", (int)running, "utilization",
+                                      slots ? (double)running / slots : 0.0));
+    }
+    if (o && q->store)
+        json_object_set_new(o, "stored_results",
+                            json_integer((json_int_t)dspy__store_count_results(q->store)));
+    pthread_mutex_unlock(&q->lock);
+    return o;
+}
+
+uint64_t dspy_jobq_watch(dspy_jobq *q, const char *id, dspy_jobq_event_fn fn, void *ud)
+{
+    uint64_t token = 0;
+    pthread_mutex_lock(&q->lock);
+    struct job *j = find(q, id);
+    if (!j)
+        goto out;
+    if (q->nwatchers == q->watch_cap) {
+        size_t cap = q->watch_cap ? 2 * q->watch_cap : 16;
+        struct watcher *w = dspy_realloc(q->watchers, cap * sizeof(*w));
+        if (!w)
+            goto out;
+        q->watchers = w;
+        q->watch_cap = cap;
+    }
+    json_t *ev = job_json(j);
+    json_object_set_new(ev, "type", json_string("state"));
+    if (fn(ud, ev) && !dspy_job_state_terminal(j->state)) {
+        token = ++q->next_token;
+        q->watchers[q->nwatchers++] = (struct watcher){ token, j, fn, ud };
+    }
+    json_decref(ev);
+out:
+    pthread_mutex_unlock(&q->lock);
+    return token;
+}
+
+void dspy_jobq_unwatch(dspy_jobq *q, uint64_t token)
+{
+    pthread_mutex_lock(&q->lock);
+    for (size_t i = 0; i < q->nwatchers; i++)
+        if (q->watchers[i].token == token) {
+            q->watchers[i] = q->watchers[--q->nwatchers];
+            break;
+        }
+    pthread_mutex_unlock(&q->lock);
+}
+
+/* ---- Redis events ------------------------------------------------------------------------- */
+
+static void on_redis_event(void *ud, const char *id, const char *state, const char *error,
+                           const char *progress, const char *result)
+{
+    struct dspy_jobq *q = ud;
+    pthread_mutex_lock(&q->lock);
+    struct job *j = find(q, id);
+    int s = dspy_job_state_from_name(state);
+    if (!j || (s < 0 && strcmp(state, "progress")) || dspy_job_state_terminal(j->state))
+        goto out;
+    if (s == DSPY_JOB_RUNNING) {
+        if (j->state == DSPY_JOB_QUEUED) {
+            heap_remove(q, j);
+            j->state = DSPY_JOB_RUNNING;
+            j->started = wall_now();
+            q->running++;
+        }
+        j->attempts++;
+        persist(q, j, "running");
+        notify(q, j, "state");
+    } else if (!strcmp(state, "progress") && progress) {
+        /* progress of a running job */
+        json_t *p = json_loads(progress, 0, NULL);
+        if (p) {
+            j->progress.done = (uint64_t)json_integer_value(json_object_get(p, "done"));
+            j->progress.planned = (uint64_t)json_integer_value(json_object_get(p, "planned"));
+            j->progress.fraction = json_number_value(json_object_get(p, "fraction"));
+            j->progress.iterations_per_s =
+                json_number_value(json_object_get(p, "iterations_per_s"));
+            json_t *eta = json_object_get(p, "eta_s");
+            j->progress.eta_s = json_is_number(eta) ? json_number_value(eta) : -1;
+            j->progress.warned = json_is_true(json_object_get(p, "warned"));
+            j->progress.exceeded = json_is_true(json_object_get(p, "exceeded"));
+            json_t *b = json_object_get(p, "best_score");
+            j->progress.best = json_is_number(b) ? json_number_value(b) : NAN;
+            j->progress.lm_calls = (uint64_t)json_integer_value(json_object_get(p, "lm_calls"));
+            j->has_progress = true;
+            notify(q, j, "progress");
+            json_decref(p);
+        }
+    } else if (dspy_job_state_terminal((enum dspy_job_state)s)) {
+        if (j->state == DSPY_JOB_RUNNING)
+            q->running--;
+        else if (j->state == DSPY_JOB_QUEUED) {
+            heap_remove(q, j);
+            j->state = DSPY_JOB_RUNNING; /* finish() must not remove it twice */
+        }
+        json_t *r = result ? json_loads(result, 0, NULL) : NULL;
+        finish(q, j, (enum dspy_job_state)s, error, r);
+    }
+out:
+    pthread_mutex_unlock(&q->lock);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+static void load_row(void *ud, const struct dspy__job_row *r)
+{
+    struct dspy_jobq *q = ud;
+    struct job *j = dspy_calloc(1, sizeof(*j));
+    if (!j)
+        return;
+    snprintf(j->id, sizeof(j->id), "%s", r->id);
+    j->seq = r->seq;
+    j->spec_text = dspy_strdup(r->spec);
+    j->spec = json_loads(r->spec, 0, NULL);
+    j->priority = r->priority >= 0 && r->priority <= 9 ? r->priority : 0;
+    j->idem = r->idem ? dspy_strdup(r->idem) : NULL;
+    j->state = (enum dspy_job_state)r->state;
+    j->error = r->error ? dspy_strdup(r->error) : NULL;
+    j->attempts = r->attempts;
+    j->submitted = r->submitted;
+    j->started = r->started;
+    j->finished = r->finished;
+    j->progress.best = NAN;
+    atomic_init(&j->cancel, false);
+    if (!j->spec || add_job(q, j)) {
+        job_free(j);
+        return;
+    }
+    if (dspy_job_state_terminal(j->state))
+        q->counts[j->state]++;
+}
+
+/* After loading (the store's lock is free again): queued jobs wait again; running ones are
+ * queued again to resume from their checkpoint, or dead once out of attempts. */
+static void resume_loaded(struct dspy_jobq *q)
+{
+    for (size_t i = 0; i < q->njobs; i++) {
+        struct job *j = q->jobs[i];
+        if (dspy_job_state_terminal(j->state))
+            continue;
+        bool was_running = j->state == DSPY_JOB_RUNNING;
+        j->state = DSPY_JOB_QUEUED;
+        if (heap_push(q, j))
+            continue;
+        if (q->redis) /* the job is in a stream already, or in a worker's pending list */
+            continue;
+        if (was_running && j->attempts >= q->max_attempts)
+            finish(q, j, DSPY_JOB_DEAD, "interrupted on every attempt", NULL);
+        else if (was_running)
+            persist(q, j, "requeued");
+    }
+}
+
+dspy_jobq *dspy_jobq_new(const struct dspy_jobq_options *o, struct dspy_error *err)
+{
+    struct dspy_jobq *q = dspy_calloc(1, sizeof(*q));
+    if (!q) {
+        dspy__err(err, DSPY_ENOMEM, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->wake, NULL);
+    atomic_init(&q->stop, false);
+    q->by_id = json_object();
+    q->by_key = json_object();
+    q->nworkers = o->redis_url ? 0 : o->workers ? o->workers : 4;
+    q->max_concurrent = o->max_concurrent ? o->max_concurrent : q->nworkers;
+    if (q->max_concurrent > q->nworkers && q->nworkers)
+        q->max_concurrent = q->nworkers;
+    q->max_queue = o->max_queue ? o->max_queue : 10000;
+    q->backpressure = o->backpressure > 0 && o->backpressure <= 1 ? o->backpressure : 0.9;
+    q->max_attempts = o->max_attempts ? o->max_attempts : 3;
+    q->lm = o->lm;
+    q->lm_ud = o->lm_userdata;
+    q->started_s = wall_now();
+    q->rate_sec = dspy__now_ns() / 1000000000u;
+    if (!q->by_id || !q->by_key) {
+        dspy__err(err, DSPY_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (o->checkpoint_root || o->db_path) {
+        size_t n = strlen(o->checkpoint_root ? o->checkpoint_root : o->db_path) + 8;
+        if (!(q->ckpt_root = dspy_malloc(n)))
+            goto fail;
+        if (o->checkpoint_root)
+            snprintf(q->ckpt_root, n, "%s", o->checkpoint_root);
+        else
+            snprintf(q->ckpt_root, n, "%s.ckpt", o->db_path);
+    }
+    if (o->redis_url && dspy__rjobs_open(o->redis_url, on_redis_event, q, &q->redis, err))
+        goto fail;
+    if (o->db_path) {
+        if (dspy__store_open(o->db_path, &q->store, err))
+            goto fail;
+        pthread_mutex_lock(&q->lock);
+        dspy_status rc = dspy__store_load(q->store, load_row, q);
+        if (!rc)
+            resume_loaded(q);
+        pthread_mutex_unlock(&q->lock);
+        if (rc) {
+            dspy__err(err, rc, "cannot read the job store %s", o->db_path);
+            goto fail;
+        }
+    }
+    if (q->nworkers) {
+        if (!q->lm) {
+            dspy__err(err, DSPY_EINVAL, "the job queue needs an LM for its workers");
+            goto fail;
+        }
+        if (!(q->threads = dspy_calloc(q->nworkers, sizeof(*q->threads))))
+            goto fail;
+        for (unsigned i = 0; i < q->nworkers; i++)
+            if (pthread_create(&q->threads[i], NULL, worker_main, q)) {
+                q->nworkers = i;
+                dspy__err(err, DSPY_ERESOURCE, "cannot start worker thread %u", i);
+                goto fail;
+            }
+    }
+    return q;
+fail:
+    if (err && !err->code)
+        dspy__err(err, DSPY_ENOMEM, "out of memory");
+    dspy_jobq_free(q);
+    return NULL;
+}
+
+void dspy_jobq_free(dspy_jobq *q)
+{
+    if (!q)
+        return;
+    pthread_mutex_lock(&q->lock);
+    q->stop = true;
+    pthread_cond_broadcast(&q->wake);
+    pthread_mutex_unlock(&q->lock);
+    for (unsigned i = 0; q->threads && i < q->nworkers; i++)
+        pthread_join(q->threads[i], NULL);
+    dspy__rjobs_close(q->redis); /* no more events after this */
+    for (size_t i = 0; i < q->nwatchers; i++)
+        q->watchers[i].fn(q->watchers[i].ud, NULL);
+    for (size_t i = 0; i < q->njobs; i++)
+        job_free(q->jobs[i]);
+    dspy__store_close(q->store);
+    dspy_free(q->jobs);
+    dspy_free(q->heap);
+    dspy_free(q->threads);
+    dspy_free(q->watchers);
+    dspy_free(q->ckpt_root);
+    json_decref(q->by_id);
+    json_decref(q->by_key);
+    pthread_cond_destroy(&q->wake);
+    pthread_mutex_destroy(&q->lock);
+    dspy_free(q);
+}
