@@ -18,5 +18,6 @@ int cmd_loadtest(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_optimize(int argc, char **argv);
+int cmd_index(int argc, char **argv);
 
 #endif

@@ -10,6 +10,7 @@ static const struct cli_command commands[] = {
     { "bench", "benchmark LM calls: latency, throughput, overhead, memory", cmd_bench },
     { "cache", "cache stats, clear, export and import (disk and Redis levels)", cmd_cache },
     { "eval", "score a program on a devset with a metric (DSPy's Evaluate)", cmd_eval },
+    { "index", "build and search BM25 indexes of passage corpora", cmd_index },
     { "loadtest", "load-test an endpoint or a program, open or closed loop", cmd_loadtest },
     { "optimize", "optimize demos and instructions (bootstrap, random search, MIPROv2)",
       cmd_optimize },

@@ -18,5 +18,6 @@
 #include <dspyc/sim.h>
 #include <dspyc/serve.h>
 #include <dspyc/optimize.h>
+#include <dspyc/retrieve.h>
 
 #endif
