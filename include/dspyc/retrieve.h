@@ -85,6 +85,8 @@ struct dspy_colbert_options {
 DSPY_EXTERN dspy_status dspy_retriever_colbert(const struct dspy_colbert_options *opts,
                                                dspy_retriever **out, struct dspy_error *err);
 
+/** Release the caller's reference; a program holding the retriever (a retrieve step)
+ * keeps its own, so the caller may free it right after dspy_program_add_retrieve(). */
 DSPY_EXTERN void dspy_retriever_free(dspy_retriever *r);
 /** "bm25" or "colbertv2". */
 DSPY_EXTERN const char *dspy_retriever_kind(const dspy_retriever *r);

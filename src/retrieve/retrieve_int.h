@@ -17,7 +17,11 @@ struct dspy__retriever_ops {
 struct dspy_retriever {
     const struct dspy__retriever_ops *ops;
     void *impl;
+    int refs; /* atomic: dspy_retriever_free drops one; programs sharing it hold one each */
 };
+
+/* Another reference to `r` (a program copy sharing its retrieve steps' retrievers). */
+dspy_retriever *dspy__retriever_ref(dspy_retriever *r);
 
 /* Wrap an implementation; on failure `impl` is released with ops->free. */
 dspy_status dspy__retriever_wrap(const struct dspy__retriever_ops *ops, void *impl,

@@ -15,13 +15,21 @@ dspy_status dspy__retriever_wrap(const struct dspy__retriever_ops *ops, void *im
     }
     r->ops = ops;
     r->impl = impl;
+    r->refs = 1;
     *out = r;
     return DSPY_OK;
 }
 
+dspy_retriever *dspy__retriever_ref(dspy_retriever *r)
+{
+    if (r)
+        __atomic_add_fetch(&r->refs, 1, __ATOMIC_RELAXED);
+    return r;
+}
+
 void dspy_retriever_free(dspy_retriever *r)
 {
-    if (!r)
+    if (!r || __atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
     r->ops->free(r->impl);
     dspy_free(r);

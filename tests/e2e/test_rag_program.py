@@ -1,0 +1,180 @@
+"""Retrieve steps in program files: `dspyc run` of a RAG program (BM25 index, in-memory
+corpus, ColBERTv2 server), the passages in the prompt exactly as DSPy's ChatAdapter formats
+a list[str] field, the passages in the output, DSPy's ColBERTv2 protocol against a stub
+server (which DSPy's own client reads the same way), and program-file errors."""
+import http.server
+import json
+import os
+import subprocess
+import threading
+import urllib.parse
+
+import pytest
+
+from conftest import DSPYC, start_sim
+
+CORPUS = [
+    {"id": "p1", "title": "Paris", "text": "Paris is the capital of France."},
+    {"id": "p2", "title": "Berlin", "text": "Berlin is the capital of Germany."},
+    {"id": "p3", "text": "The Seine flows through Paris."},
+    {"id": "p4", "text": "Bananas are yellow."},
+    {"id": "p5", "text": "Cats sleep most of the day."},
+    {"id": "p6", "text": "Rain falls in April."},
+    {"id": "p7", "text": "Snow is cold."},
+    {"id": "p8", "text": "Owls hunt at night."},
+]
+
+
+def dspyc(*args, timeout=120):
+    e = dict(os.environ)
+    for k in ("DSPYC_BASE_URL", "OPENAI_BASE_URL", "DSPYC_MODEL"):
+        e.pop(k, None)
+    return subprocess.run([DSPYC, *map(str, args)], capture_output=True, text=True, env=e,
+                          timeout=timeout)
+
+
+def rag_program(step):
+    return {
+        "name": "rag",
+        "predictors": [
+            {"module": "retrieve", "k": 2, "query": "question", **step},
+            {"name": "answer", "signature": "passages: list[str], question -> answer"},
+        ],
+    }
+
+
+def write(path, obj):
+    path.write_text(json.dumps(obj, indent=2))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in CORPUS))
+    return path
+
+
+def run_rag(tmp_path, program, questions):
+    rec = tmp_path / "requests.jsonl"
+    _, base = start_sim("--record", rec)
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps({"question": q}) + "\n" for q in questions))
+    r = dspyc("run", program, "--input", inp, "--output", out, "--base-url", base, "--model",
+              "openai/dspyc-sim")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    bodies = [json.loads(l)["body"] for l in rec.read_text().splitlines()]
+    return lines, [b for b in bodies if isinstance(b, dict) and "messages" in b]
+
+
+def test_run_rag_program_over_an_index(tmp_path, corpus):
+    assert dspyc("index", "build", corpus, "--out", tmp_path / "idx").returncode == 0
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"index": "idx"}))  # relative to the program file's folder
+    lines, chat = run_rag(tmp_path, prog, ["What is the capital of France?", "yellow fruit?"])
+    first = lines[0]["prediction"]
+    assert first["passages"] == ["Paris | Paris is the capital of France.",
+                                 "Berlin | Berlin is the capital of Germany."]
+    assert "answer" in first
+    assert lines[1]["prediction"]["passages"] == ["Bananas are yellow."]
+    assert len(chat) == 2
+
+    import dspy  # the prompt as DSPy formats the same inputs
+    sig = dspy.Signature("passages: list[str], question -> answer")
+    want = dspy.ChatAdapter().format(sig, demos=[], inputs={
+        "passages": first["passages"], "question": "What is the capital of France?"})
+    got = {m["role"]: m["content"] for m in chat[0]["messages"]}
+    assert got["user"] == want[-1]["content"]
+    assert got["system"] == want[0]["content"]
+
+
+def test_run_rag_program_over_a_corpus_with_output_field(tmp_path, corpus):
+    prog = tmp_path / "rag.json"
+    spec = rag_program({"corpus": "corpus.jsonl", "output": "context", "k": 1, "name": "search"})
+    spec["predictors"][1]["signature"] = "context: list[str], question -> answer"
+    write(prog, spec)
+    lines, chat = run_rag(tmp_path, prog, ["Seine river"])
+    assert lines[0]["prediction"]["context"] == ["The Seine flows through Paris."]
+    assert "The Seine flows through Paris." in chat[0]["messages"][-1]["content"]
+
+
+class ColbertStub(http.server.BaseHTTPRequestHandler):
+    """A ColBERTv2 server as DSPy's client expects one: GET ?query=&k= -> {"topk": [...]}."""
+    seen = []
+
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        ColbertStub.seen.append((q["query"][0], int(q["k"][0])))
+        if q["query"][0] == "boom":
+            body = {"error": True, "message": "index not loaded"}
+        else:
+            words = set(q["query"][0].lower().split())
+            hits = [d for d in CORPUS if words & set(d["text"].lower().rstrip(".").split())]
+            body = {"query": q["query"][0], "topk": [
+                {"text": d["text"], "pid": i, "rank": i + 1, "score": 10.0 - i,
+                 "prob": 0.5} for i, d in enumerate(hits)][: int(q["k"][0])]}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def colbert():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ColbertStub)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    ColbertStub.seen = []
+    yield f"http://127.0.0.1:{srv.server_address[1]}/api/search"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_run_rag_program_over_colbertv2(tmp_path, colbert):
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"url": colbert}))
+    lines, chat = run_rag(tmp_path, prog, ["capital & paris?"])
+    assert ColbertStub.seen[0] == ("capital & paris?", 2)  # the query URL-encoded, k sent
+    got = lines[0]["prediction"]["passages"]
+    assert got == ["Paris is the capital of France.", "Berlin is the capital of Germany."]
+    # DSPy's own client reads the stub the same way (the protocol fixture is DSPy's)
+    import dspy
+    assert dspy.ColBERTv2(url=colbert)("capital paris", k=2, simplify=True) == got
+
+
+def test_colbertv2_error_answer_fails_the_record(tmp_path, colbert):
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"url": colbert}))
+    _, base = start_sim()
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"question": "boom"}) + "\n" + json.dumps({"question": 5}) + "\n")
+    r = dspyc("run", prog, "--input", inp, "--output", out, "--base-url", base, "--model", "m")
+    assert r.returncode == 1
+    a, b = [json.loads(l) for l in out.read_text().splitlines()]
+    assert "retrieve step retrieve" in a["error"]["message"]
+    assert "index not loaded" in a["error"]["message"]
+    assert 'the query field "question" must be a string' in b["error"]["message"]
+
+
+@pytest.mark.parametrize("step,what", [
+    ({"index": "nope"}, "cannot open the index"),
+    ({"corpus": "corpus.jsonl", "k": 0}, '"k" must be an integer from 1 to 1000'),
+    ({"corpus": "corpus.jsonl", "index": "idx"}, 'needs one of "index"'),
+    ({"corpus": "corpus.jsonl", "kk": 1}, 'unknown key "kk" in a retrieve step'),
+    ({"corpus": "corpus.jsonl", "name": "answer"}, "unique among the predictors"),
+    ({"corpus": "bad.jsonl"}, 'bad.jsonl:2: field "text": missing'),
+    ({"url": "ftp://x"}, "must start with http"),
+])
+def test_bad_retrieve_step_names_file_and_key(tmp_path, corpus, step, what):
+    (tmp_path / "bad.jsonl").write_text('{"id": 1, "text": "a"}\n{"id": 2}\n')
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program(step))
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2
+    assert what in r.stderr, r.stderr
+    assert "rag.json:" in r.stderr and "predictors[" in r.stderr
