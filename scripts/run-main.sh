@@ -41,3 +41,7 @@ $py bench/serve_vs_litellm.py --build "$build" | tee out/serve_vs_litellm.txt
 
 step "9. optimizers: BootstrapFewShot, MIPROv2 light and GEPA light, dspyc vs Python DSPy, 0 and 100 ms per call"
 $py bench/optimize_vs_dspy.py --build "$build"
+
+step "10. retrieval: BM25 queries/s vs rank_bm25, and a RAG program (retrieve + Predict) vs" \
+     "the same program in Python DSPy against the simulator"
+$py bench/rag_vs_peers.py --build "$build" 2>/dev/null | tee out/rag_vs_peers.txt
