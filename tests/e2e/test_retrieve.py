@@ -161,3 +161,13 @@ def test_damaged_index_is_refused(tmp_path):
     assert run("index", "search", tmp_path / "idx", "fox").returncode == 0
     r = run("index", "search", tmp_path / "nothing", "fox")
     assert r.returncode == 1 and "cannot open the index" in r.stderr
+
+
+def test_index_help_and_usage_errors(tmp_path):
+    r = run("index", "--help")
+    assert r.returncode == 0 and "usage: dspyc index build" in r.stdout and "--queries" in r.stdout
+    assert run("index", "frob").returncode == 2
+    r = run("index", "build", tmp_path / "c.jsonl")
+    assert r.returncode == 2 and "--out DIR" in r.stderr
+    r = run("index", "search", tmp_path, "-k", "0", "x")
+    assert r.returncode == 2
