@@ -477,7 +477,7 @@ static dspy_status from_json(const json_t *spec, const struct dspy__jsource *src
             goto free_program;
         i++;
     }
-    p->flat = n == 1 && !p->preds[0].name &&
+    p->flat = n == 1 && !p->preds[0].name && !p->nsteps &&
               dspy_module_kind(p->preds[0].module) == DSPY_MODULE_PREDICT;
     *out = p;
     return DSPY_OK;

@@ -58,6 +58,7 @@ dspy_status dspy__program_add_step(dspy_program *p, size_t before, const char *n
     memmove(steps + at + 1, steps + at, (p->nsteps - at) * sizeof(*steps));
     steps[at] = s;
     p->nsteps++;
+    p->flat = false; /* DSPy's module then has a retrieve attribute beside the predictor */
     return DSPY_OK;
 }
 

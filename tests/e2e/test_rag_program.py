@@ -178,3 +178,48 @@ def test_bad_retrieve_step_names_file_and_key(tmp_path, corpus, step, what):
     assert r.returncode == 2
     assert what in r.stderr, r.stderr
     assert "rag.json:" in r.stderr and "predictors[" in r.stderr
+
+
+def test_state_files_carry_retrieve_k_as_dspy_writes_them(tmp_path, corpus):
+    import dspy
+
+    class RAG(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.retrieve = dspy.Retrieve(k=2)
+            self.answer = dspy.Predict("passages: list[str], question -> answer")
+
+    rag = RAG()
+    rag.retrieve.k = 4
+    rag.answer.demos = [dspy.Example(passages=["x"], question="q?", answer="a")]
+    # DSPy 3.3.1's save() fails on a Retrieve (its dump_state takes no json_mode), so the
+    # file is built from each parameter's own dump_state, in named_parameters() order, as
+    # save() would; DSPy's load() reads it (checked below).
+    saved = tmp_path / "dspy_state.json"
+    state = {"retrieve": rag.retrieve.dump_state(),
+             "answer": rag.answer.dump_state(json_mode=True),
+             "metadata": {"dependency_versions": {"python": "3.11", "dspy": "3.3.1",
+                                                  "cloudpickle": "3.1"}}}
+    assert [n for n, _ in rag.named_parameters()] == ["retrieve", "answer"]
+    saved.write_text(json.dumps(state))
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"corpus": "corpus.jsonl"}))
+    mine = tmp_path / "dspyc_state.json"
+    _, base = start_sim()
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"question": "capital of France, Germany, Seine, Paris?"}) + "\n")
+    r = dspyc("run", prog, "--state", saved, "--save-state", mine, "--input", inp, "--output",
+              out, "--base-url", base, "--model", "m")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(out.read_text())["prediction"]["passages"]) == 4  # k from the state
+    assert json.loads(mine.read_text()) == json.loads(saved.read_text())
+    assert list(json.loads(mine.read_text())) == ["retrieve", "answer", "metadata"]
+    back = RAG()
+    back.load(str(mine))
+    assert back.retrieve.k == 4
+    bad = json.loads(saved.read_text())
+    bad["retrieve"] = {"k": 0}
+    saved.write_text(json.dumps(bad))
+    r = dspyc("run", prog, "--state", saved, "--input", inp, "--output", out, "--base-url",
+              base, "--model", "m")
+    assert r.returncode == 2 and '"k" must be an integer from 1 to 1000' in r.stderr
