@@ -19,5 +19,6 @@
 #include <dspyc/serve.h>
 #include <dspyc/optimize.h>
 #include <dspyc/retrieve.h>
+#include <dspyc/price.h>
 
 #endif

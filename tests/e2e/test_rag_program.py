@@ -223,3 +223,27 @@ def test_state_files_carry_retrieve_k_as_dspy_writes_them(tmp_path, corpus):
     r = dspyc("run", prog, "--state", saved, "--input", inp, "--output", out, "--base-url",
               base, "--model", "m")
     assert r.returncode == 2 and '"k" must be an integer from 1 to 1000' in r.stderr
+
+
+def test_run_summary_estimates_cost_from_prices(tmp_path, corpus):
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"dspyc-sim": {"input_per_1k": 0.5, "output_per_1k": 2.0}}))
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"corpus": "corpus.jsonl"}))
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps({"question": f"capital {i}?"}) + "\n" for i in range(5)))
+    r = dspyc("run", prog, "--input", inp, "--output", out, "--prices", prices, "--cache", "off")
+    assert r.returncode == 0, r.stderr
+    import re
+    m = re.search(r"tokens: (\d+) prompt, (\d+) completion", r.stderr)
+    want = int(m.group(1)) / 1000 * 0.5 + int(m.group(2)) / 1000 * 2.0
+    c = re.search(r"estimated cost: \$([\d.]+) \(openai/dspyc-sim at \$0.5 / \$2 per 1k", r.stderr)
+    assert c, r.stderr
+    assert abs(float(c.group(1)) - want) < 1e-6
+    # an unknown model says so; a bad file is refused naming it and the model
+    r = dspyc("run", prog, "--input", inp, "--output", out, "--cache", "off", "--model",
+              "openai/my-own-model")
+    assert "estimated cost: unknown (no price for model openai/my-own-model" in r.stderr
+    prices.write_text(json.dumps({"x": {"input_per_1k": "cheap", "output_per_1k": 1}}))
+    r = dspyc("run", prog, "--input", inp, "--output", out, "--prices", prices)
+    assert r.returncode == 2 and "prices.json: model \"x\": needs exactly" in r.stderr
