@@ -87,8 +87,32 @@ DSPY_EXTERN dspy_status dspy_retriever_colbert(const struct dspy_colbert_options
 
 /** Release the caller's reference; a program holding the retriever (a retrieve step)
  * keeps its own, so the caller may free it right after dspy_program_add_retrieve(). */
+struct dspy_dense_options {
+    const char *base_url; /* an OpenAI-compatible API, e.g. "http://127.0.0.1:8000/v1";
+                           * POST base_url/embeddings. Copied */
+    const char *model;    /* the embedding model, e.g. "text-embedding-3-small". Copied */
+    const char *api_key;  /* sent as a bearer token when not NULL or empty; copied, never
+                           * printed, wiped at free */
+    long timeout_ms;      /* per request; 0 = 60000 */
+};
+#define DSPY_DENSE_OPTIONS_INIT { NULL, NULL, NULL, 0 }
+
+/** Dense retrieval over the passages of a BM25 retriever (an index or a corpus): every
+ * passage's long text embedded now through the endpoint (128 a request), kept as unit
+ * vectors; each search embeds the query and returns the exact top k by cosine (scores
+ * are the cosines). Holds its own reference to `passages`. Errors name the endpoint. */
+DSPY_EXTERN dspy_status dspy_retriever_dense(dspy_retriever *passages,
+                                             const struct dspy_dense_options *opts,
+                                             dspy_retriever **out, struct dspy_error *err);
+/** Hybrid retrieval: reciprocal-rank fusion of two retrievers (score = sum of 1 / (60 +
+ * rank), a passage being the same in both when its text is; ties keep `a`'s order), from
+ * the top `depth` of each (0 = 50; at least k). Holds its own references. */
+DSPY_EXTERN dspy_status dspy_retriever_hybrid(dspy_retriever *a, dspy_retriever *b,
+                                              size_t depth, dspy_retriever **out,
+                                              struct dspy_error *err);
+
 DSPY_EXTERN void dspy_retriever_free(dspy_retriever *r);
-/** "bm25" or "colbertv2". */
+/** "bm25", "colbertv2", "dense" or "hybrid". */
 DSPY_EXTERN const char *dspy_retriever_kind(const dspy_retriever *r);
 /** Passages in the corpus (0 when the retriever cannot tell: a remote server). */
 DSPY_EXTERN uint64_t dspy_retriever_size(const dspy_retriever *r);

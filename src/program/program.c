@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <dspyc/program.h>
@@ -28,7 +29,9 @@ static const char *const CONFIG_KEYS[] = { "temperature", "max_tokens", "top_p",
                                            "rollout_id", NULL };
 static const char *const FIELD_KEYS[] = { "desc", "prefix", NULL };
 static const char *const STEP_KEYS[] = { "name", "module", "k",      "query", "output",
-                                         "index", "corpus", "url", "post",  NULL };
+                                         "index", "corpus", "url", "post",  "mode",
+                                         "dense", "depth", NULL };
+static const char *const DENSE_KEYS[] = { "base_url", "model", "api_key_env", NULL };
 
 /* Where we are in the spec, for errors. */
 struct spec {
@@ -311,6 +314,69 @@ static char *resolve_path(const struct spec *s, const char *path)
     return out;
 }
 
+/* "mode": "dense" or "hybrid" over the step's passages, with "dense": {"base_url", "model",
+ * "api_key_env"}; *r is replaced by the dense or hybrid retriever. */
+static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever **r)
+{
+    json_t *mode, *dense, *depth, *url, *model, *key_env;
+    dspy_status rc;
+    struct dspy_error why;
+    if ((rc = member(s, spec, "mode", JSON_STRING, "\"bm25\", \"dense\" or \"hybrid\"", &mode)) ||
+        (rc = member(s, spec, "dense", JSON_OBJECT, "an object", &dense)) ||
+        (rc = member(s, spec, "depth", JSON_INTEGER, "an integer", &depth)))
+        return rc;
+    const char *m = mode ? json_string_value(mode) : dense ? "hybrid" : "bm25";
+    bool is_dense = !strcmp(m, "dense"), is_hybrid = !strcmp(m, "hybrid");
+    if (!is_dense && !is_hybrid && strcmp(m, "bm25"))
+        return bad_value(s, "mode", "\"bm25\", \"dense\" or \"hybrid\"");
+    if (!is_dense && !is_hybrid)
+        return dense ? bad_value(s, "dense", "left out with \"mode\": \"bm25\"") : DSPY_OK;
+    if (strcmp(dspy_retriever_kind(*r), "bm25"))
+        return bad_value(s, "mode", "\"bm25\" with a ColBERTv2 \"url\"");
+    if (!dense)
+        return spec_err(s, DSPY_EINVAL, "\"mode\": \"%s\" needs \"dense\": {\"base_url\", "
+                                        "\"model\"} (an OpenAI-compatible embeddings API)", m);
+    if (depth && (json_integer_value(depth) < 1 || json_integer_value(depth) > DSPY_RETRIEVE_MAX_K))
+        return bad_value(s, "depth", "an integer from 1 to 1000");
+    dspy__jpath_key(&s->path, "dense");
+    if (!(rc = check_keys(s, dense, DENSE_KEYS, "\"dense\"")) &&
+        !(rc = member(s, dense, "base_url", JSON_STRING, "a URL", &url)) &&
+        !(rc = member(s, dense, "model", JSON_STRING, "a model name", &model)) &&
+        !(rc = member(s, dense, "api_key_env", JSON_STRING, "an environment variable", &key_env)) &&
+        (!url || !model))
+        rc = spec_err(s, DSPY_EINVAL, "\"dense\" needs \"base_url\" and \"model\"");
+    if (rc) {
+        dspy__jpath_pop(&s->path);
+        return rc;
+    }
+    struct dspy_dense_options o = DSPY_DENSE_OPTIONS_INIT;
+    o.base_url = json_string_value(url);
+    o.model = json_string_value(model);
+    o.api_key = key_env ? getenv(json_string_value(key_env)) : NULL;
+    dspy_retriever *d = NULL, *h = NULL;
+    dspy_error_clear(&why);
+    rc = dspy_retriever_dense(*r, &o, &d, &why);
+    if (rc) {
+        s->path.at_key = "base_url";
+        spec_err(s, rc, "%s", why.message);
+        s->path.at_key = NULL;
+        dspy__jpath_pop(&s->path);
+        return rc;
+    }
+    dspy__jpath_pop(&s->path);
+    if (is_hybrid) {
+        rc = dspy_retriever_hybrid(*r, d, depth ? (size_t)json_integer_value(depth) : 0, &h,
+                                   &why);
+        dspy_retriever_free(d);
+        if (rc)
+            return spec_err(s, rc, "%s", why.message);
+        d = h;
+    }
+    dspy_retriever_free(*r);
+    *r = d;
+    return DSPY_OK;
+}
+
 static dspy_status read_step(struct spec *s, const json_t *spec, dspy_program *p, size_t before)
 {
     json_t *name, *k, *query, *output, *index, *corpus, *url, *post;
@@ -367,6 +433,10 @@ static dspy_status read_step(struct spec *s, const json_t *spec, dspy_program *p
             s->err->line = why.line;
             snprintf(s->err->field, sizeof(s->err->field), "%s", why.field);
         }
+        return rc;
+    }
+    if ((rc = wrap_dense(s, spec, &r))) {
+        dspy_retriever_free(r);
         return rc;
     }
     rc = dspy__program_add_step(p, before, nm, r,

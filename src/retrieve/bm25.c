@@ -352,6 +352,22 @@ out:
 
 static const struct dspy__retriever_ops bm25_ops = { "bm25", bm25_search, bm25_size, bm25_free };
 
+dspy_status dspy__bm25_passage(dspy_retriever *r, uint32_t doc, double score,
+                               struct dspy_passage *out)
+{
+    const struct bm25 *x = r->impl;
+    if (r->ops != &bm25_ops || doc >= x->h->docs)
+        return DSPY_EINVAL;
+    dspy_status rc = fill_passage(x, doc, score, out);
+    if (rc) {
+        dspy_free(out->id);
+        dspy_free(out->title);
+        dspy_free(out->text);
+        memset(out, 0, sizeof(*out));
+    }
+    return rc;
+}
+
 dspy_status dspy__bm25_open_image(unsigned char *image, size_t size, bool owned,
                                   const char *origin, dspy_retriever **out,
                                   struct dspy_error *err)

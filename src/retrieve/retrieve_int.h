@@ -81,6 +81,9 @@ dspy_status dspy__bm25_build_text(const char *path, const char *text, size_t len
 dspy_status dspy__bm25_open_image(unsigned char *image, size_t size, bool owned,
                                   const char *origin, dspy_retriever **out,
                                   struct dspy_error *err);
+/* Passage `doc` of a bm25 retriever, with `score` (caller owns the strings). */
+dspy_status dspy__bm25_passage(dspy_retriever *r, uint32_t doc, double score,
+                               struct dspy_passage *out);
 /* Checks an image fully (header, bounds, checksum, every entry); DSPY_ECORRUPT naming what. */
 dspy_status dspy__bm25_validate(const unsigned char *image, size_t size, const char *origin,
                                 struct dspy_error *err);

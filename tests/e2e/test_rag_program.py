@@ -247,3 +247,61 @@ def test_run_summary_estimates_cost_from_prices(tmp_path, corpus):
     prices.write_text(json.dumps({"x": {"input_per_1k": "cheap", "output_per_1k": 1}}))
     r = dspyc("run", prog, "--input", inp, "--output", out, "--prices", prices)
     assert r.returncode == 2 and "prices.json: model \"x\": needs exactly" in r.stderr
+
+
+def test_dense_and_hybrid_retrieval_over_an_embeddings_endpoint(tmp_path, corpus):
+    rec = tmp_path / "requests.jsonl"
+    _, base = start_sim("--record", rec)
+    q = "What is the capital of France?"
+
+    def run_mode(mode, k, **extra):
+        prog = tmp_path / f"rag_{mode}_{k}.json"
+        write(prog, rag_program({"corpus": "corpus.jsonl", "mode": mode, "k": k,
+                                 "dense": {"base_url": base, "model": "emb"}, **extra}))
+        inp, out = tmp_path / "in.jsonl", tmp_path / f"out_{mode}_{k}.jsonl"
+        inp.write_text(json.dumps({"question": q}) + "\n")
+        r = dspyc("run", prog, "--input", inp, "--output", out, "--base-url", base, "--model",
+                  "m", "--cache", "off")
+        assert r.returncode == 0, r.stderr
+        return json.loads(out.read_text())["prediction"]["passages"]
+
+    dense_all = run_mode("dense", len(CORPUS))
+    bodies = [json.loads(l)["body"] for l in rec.read_text().splitlines()]
+    emb = [b for b in bodies if isinstance(b, dict) and "input" in b]
+    assert len(emb) == 2  # the corpus in one batch, then the query
+    assert emb[0]["model"] == "emb" and len(emb[0]["input"]) == len(CORPUS)
+    assert emb[1]["input"] == [q]
+    # dense: the exact cosine ranking of the endpoint's own vectors
+    import numpy as np
+    from openai import OpenAI
+    cli = OpenAI(base_url=base, api_key="x")
+    texts = [f"{d['title']} | {d['text']}" if d.get("title") else d["text"] for d in CORPUS]
+    vecs = np.array([e.embedding for e in cli.embeddings.create(model="emb", input=texts).data])
+    qv = np.array(cli.embeddings.create(model="emb", input=[q]).data[0].embedding)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    order = sorted(range(len(texts)), key=lambda i: (-float(vecs[i] @ qv), i))
+    assert dense_all == [texts[i] for i in order]
+    # hybrid: reciprocal-rank fusion of BM25's and the dense ranking (60 + rank)
+    r = dspyc("index", "search", corpus, "--corpus", "-k", "50", q)
+    bm25 = [json.loads(l)["text"] for l in r.stdout.splitlines()]
+    fused = {}
+    for lst in (bm25, dense_all):
+        for rank, t in enumerate(lst, 1):
+            fused[t] = fused.get(t, 0) + 1 / (60 + rank)
+    first = {t: i for i, t in enumerate(bm25 + [t for t in dense_all if t not in bm25])}
+    want = sorted(fused, key=lambda t: (-fused[t], first[t]))[:3]
+    assert run_mode("hybrid", 3) == want
+
+
+def test_dense_step_errors_name_the_key(tmp_path, corpus):
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"corpus": "corpus.jsonl", "mode": "dense"}))
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and '"mode": "dense" needs "dense"' in r.stderr
+    write(prog, rag_program({"corpus": "corpus.jsonl", "mode": "dense",
+                             "dense": {"base_url": "http://127.0.0.1:1/v1", "model": "e"}}))
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and "embeddings endpoint http://127.0.0.1:1/v1/embeddings" in r.stderr
+    write(prog, rag_program({"corpus": "corpus.jsonl", "mode": "fuzzy"}))
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and '"mode" must be "bm25", "dense" or "hybrid"' in r.stderr
