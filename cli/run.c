@@ -55,6 +55,12 @@ static const char run_usage[] =
     "                        each run, not across runs). Records already there are\n"
     "                        kept, failed ones too, and count in the exit status\n"
     "  --max-line-bytes N    longest accepted input line (default 16 MiB)\n"
+    "  --context-budget N    fit every prompt into N tokens of context minus --max-tokens\n"
+    "                        (the completion's): retrieved passages are dropped lowest-\n"
+    "                        ranked first, then the last demos; a record whose prompt still\n"
+    "                        does not fit fails (never sent). Tokens are estimated (bytes /\n"
+    "                        4 per message, docs/retrieve.md); what was dropped is reported\n"
+    "                        in the prediction's \"context_dropped\"\n"
     "  --prices FILE         prices per 1k prompt / completion tokens by model (JSON,\n"
     "                        {\"gpt-4o\": {\"input_per_1k\": 0.0025, \"output_per_1k\": 0.01}}),\n"
     "                        over the defaults for common models; the summary's estimated\n"
@@ -90,6 +96,7 @@ enum {
     OPT_MAX_ERRORS,
     OPT_RESUME,
     OPT_PRICES,
+    OPT_CONTEXT_BUDGET,
 };
 
 struct run_args {
@@ -101,6 +108,7 @@ struct run_args {
     bool quiet, resume;
     char score_field[128]; /* --score: the labelled field, "" for none */
     bool score_f1;
+    long context_budget;     /* --context-budget, 0 = none */
     const char *prices_path; /* --prices */
     dspy_price_table *prices;
     const char *model;       /* the endpoint's, for the cost */
@@ -723,6 +731,7 @@ int cmd_run(int argc, char **argv)
         { "max-line-bytes", required_argument, NULL, OPT_MAX_LINE },
         { "score", required_argument, NULL, OPT_SCORE },
         { "prices", required_argument, NULL, OPT_PRICES },
+        { "context-budget", required_argument, NULL, OPT_CONTEXT_BUDGET },
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
         { "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
         { "resume", no_argument, NULL, OPT_RESUME },
@@ -769,6 +778,10 @@ int cmd_run(int argc, char **argv)
                 return 2;
             break;
         case OPT_PRICES: a.prices_path = optarg; break;
+        case OPT_CONTEXT_BUDGET:
+            if (parse_long_flag("--context-budget", optarg, 1, 100000000, &a.context_budget))
+                return 2;
+            break;
         case OPT_SCORE: {
             const char *colon = strchr(optarg, ':');
             size_t n = colon ? (size_t)(colon - optarg) : strlen(optarg);
@@ -814,6 +827,14 @@ int cmd_run(int argc, char **argv)
     dspy_error_clear(&perr);
     if (dspy_price_table_new(a.prices_path, &a.prices, &perr)) {
         fprintf(stderr, "dspyc run: --prices: %s\n", perr.message);
+        dspy_program_free(p);
+        return 2;
+    }
+    if (a.context_budget &&
+        dspy_program_set_context_budget(p, a.context_budget, ep.max_tokens > 0 ? ep.max_tokens : 0,
+                                        &perr)) {
+        fprintf(stderr, "dspyc run: --context-budget: %s\n", perr.message);
+        dspy_price_table_free(a.prices);
         dspy_program_free(p);
         return 2;
     }

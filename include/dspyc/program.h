@@ -57,6 +57,16 @@ DSPY_EXTERN dspy_status dspy_program_add_retrieve(dspy_program *p, size_t before
 /** Retrieve steps of the program (program files: entries with "module": "retrieve"). */
 DSPY_EXTERN size_t dspy_program_retrieve_count(const dspy_program *p);
 
+/** The context-window manager: before each predictor's call the prompt (estimated tokens:
+ * 3 + per message 4 + ceil(content bytes / 4)) must fit `context_tokens` minus
+ * `completion_tokens`; over it, the passages of retrieve steps are dropped lowest-ranked
+ * first, then the last demos, and a prompt that still does not fit fails the record with
+ * DSPY_ELM_CONTEXT (it is never sent). What was dropped is reported in the outputs under
+ * "context_dropped". 0 = no budget (the default). Not while calls are in flight. */
+DSPY_EXTERN dspy_status dspy_program_set_context_budget(dspy_program *p, long context_tokens,
+                                                        long completion_tokens,
+                                                        struct dspy_error *err);
+
 /** Apply a DSPy save file: instructions, field prefixes and descriptions, demos. Errors
  * name the predictor and key; the program is unchanged on failure. */
 DSPY_EXTERN dspy_status dspy_program_load_state(dspy_program *p, const char *path,

@@ -633,6 +633,8 @@ dspy_program *dspy_program_copy(const dspy_program *src)
     }
     if (dspy__program_steps_copy(p, src))
         goto fail;
+    p->context_budget = src->context_budget;
+    p->completion_budget = src->completion_budget;
     return p;
 fail:
     dspy_program_free(p);
@@ -730,13 +732,13 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
                          "dspy_program_call: program, lm and outputs are required");
     if (!json_is_object(inputs))
         return dspy__err(err, DSPY_EINVAL, "inputs must be a JSON object");
-    if (p->n == 1 && !p->nsteps) { /* the common case needs no record */
+    if (p->n == 1 && !p->nsteps && !p->context_budget) { /* the common case needs no record */
         rc = dspy_module_call(p->preds[0].module, lm, inputs, cfg, outputs, NULL, info, err);
         if (rc && p->preds[0].name)
             dspy__err_prefix(err, "predictor %s", p->preds[0].name);
         return rc;
     }
-    json_t *record = json_object(), *all = json_object();
+    json_t *record = json_object(), *all = json_object(), *report = NULL;
     if (!record || !all || json_object_update(record, (json_t *)(uintptr_t)inputs)) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto release;
@@ -745,7 +747,21 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
         json_t *pred = NULL;
         if (p->nsteps && (rc = dspy__program_run_steps(p, i, record, all, err)))
             goto release;
-        rc = dspy_module_call(p->preds[i].module, lm, record, cfg, &pred, NULL, &one, err);
+        dspy_module *use = NULL;
+        if (p->context_budget) {
+            if (!report && !(report = json_object())) {
+                rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+                goto release;
+            }
+            if ((rc = dspy__context_fit(p, i, record, &use, report, err))) {
+                dspy__err_prefix(err, "predictor %s",
+                                 p->preds[i].name ? p->preds[i].name : "predict");
+                goto release;
+            }
+        }
+        rc = dspy_module_call(use ? use : p->preds[i].module, lm, record, cfg, &pred, NULL,
+                              &one, err);
+        dspy_module_free(use);
         add_info(&sum, &one);
         if (rc) {
             dspy__err_prefix(err, "predictor %s", p->preds[i].name);
@@ -760,12 +776,17 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
     }
     if (p->nsteps && (rc = dspy__program_run_steps(p, p->n, record, all, err)))
         goto release;
+    if (json_object_size(report) && json_object_set(all, "context_dropped", report)) {
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+        goto release;
+    }
     *outputs = all;
     all = NULL;
 
 release:
     if (info)
         *info = sum;
+    json_decref(report);
     json_decref(all);
     json_decref(record);
     return rc;

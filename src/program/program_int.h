@@ -29,6 +29,8 @@ struct dspy_program {
     struct dspy__predictor *preds;
     size_t nsteps; /* retrieve steps, in the order they run */
     struct dspy__retrieve_step *steps;
+    long context_budget;    /* tokens of context; 0 = no budget */
+    long completion_budget; /* of them, kept for the completion */
 };
 
 /* A path into a JSON document, for error messages: predictors[1].demos. */
@@ -80,6 +82,14 @@ dspy_status dspy__program_from_text(const struct dspy__jsource *src, dspy_progra
 dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
                                           const struct dspy__jsource *src,
                                           struct dspy_error *err);
+
+/* The context-window manager (context.c). The estimate of a message list's tokens; and
+ * fitting predictor `pred`'s prompt for `record` into the budget: passages dropped in
+ * `record`, and *use set to a module copy with fewer demos (caller frees) when demos had to
+ * go; what was dropped goes into `report` under the predictor's name. */
+long dspy__context_estimate(const json_t *messages);
+dspy_status dspy__context_fit(dspy_program *p, size_t pred, json_t *record, dspy_module **use,
+                              json_t *report, struct dspy_error *err);
 
 /* Retrieve steps (program_retrieve.c). */
 void dspy__program_steps_free(dspy_program *p);
