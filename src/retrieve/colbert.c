@@ -34,7 +34,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     return dspy__buf_add(b, data, size * nmemb) ? 0 : size * nmemb;
 }
 
-static dspy_status read_topk(const char *where, const char *body, size_t len, size_t k,
+dspy_status dspy__colbert_read_topk(const char *where, const char *body, size_t len, size_t k,
                              struct dspy_passage **out, size_t *nout, struct dspy_error *err)
 {
     json_error_t je;
@@ -154,7 +154,7 @@ static dspy_status colbert_search(void *impl, const char *query, size_t k,
             err->http_status = (int)status;
         goto out;
     }
-    rc = read_topk(where, body.ptr ? body.ptr : "", body.len, k, out, n, err);
+    rc = dspy__colbert_read_topk(where, body.ptr ? body.ptr : "", body.len, k, out, n, err);
 out:
     curl_slist_free_all(headers);
     curl_easy_cleanup(h);

@@ -30,6 +30,57 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     return dspy__buf_add(userdata, data, size * nmemb) ? 0 : size * nmemb;
 }
 
+dspy_status dspy__dense_read_embeddings(const char *where, const char *text, size_t len,
+                                        size_t n, float **out, size_t *dim,
+                                        struct dspy_error *err)
+{
+    dspy_status rc = DSPY_OK;
+    json_error_t je;
+    json_t *doc = json_loadb(text, len, 0, &je);
+    json_t *data = json_object_get(doc, "data");
+    if (!json_is_array(data) || json_array_size(data) != n) {
+        rc = dspy__err(err, DSPY_ELM_BAD_RESPONSE,
+                       "embeddings endpoint %s: the answer has no \"data\" list of %zu", where, n);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *item = json_array_get(data, i), *e = json_object_get(item, "embedding"),
+               *idx = json_object_get(item, "index");
+        size_t row = json_is_integer(idx) ? (size_t)json_integer_value(idx) : i;
+        if (!json_is_array(e) || !json_array_size(e) || row != i ||
+            (*dim && json_array_size(e) != *dim)) {
+            rc = dspy__err(err, DSPY_ELM_BAD_RESPONSE,
+                           "embeddings endpoint %s: data[%zu] is not an embedding of %zu numbers",
+                           where, i, *dim);
+            goto out;
+        }
+        if (!*dim)
+            *dim = json_array_size(e);
+        if (!*out) {
+            if (!(*out = dspy_malloc(n * *dim * sizeof(float)))) {
+                rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+                goto out;
+            }
+        }
+        double norm = 0;
+        float *v = *out + row * *dim;
+        for (size_t k = 0; k < *dim; k++) {
+            v[k] = (float)json_number_value(json_array_get(e, k));
+            norm += (double)v[k] * v[k];
+        }
+        norm = norm > 0 ? 1.0 / sqrt(norm) : 0.0;
+        for (size_t k = 0; k < *dim; k++)
+            v[k] = (float)(v[k] * norm);
+    }
+out:
+    json_decref(doc);
+    if (rc && *out) {
+        dspy_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 /* Embed `n` texts into out (n x dim; dim fixed by the first answer when *dim is 0). */
 static dspy_status embed(struct dense *d, const char *const *texts, size_t n, float **out,
                          size_t *dim, struct dspy_error *err)
@@ -39,7 +90,6 @@ static dspy_status embed(struct dense *d, const char *const *texts, size_t n, fl
     struct curl_slist *h = NULL;
     dspy_status rc = DSPY_OK;
     long status = 0;
-    json_t *doc = NULL;
     dspy_url_redact(d->url, where, sizeof(where));
     CURL *c = curl_easy_init();
     if (!c)
@@ -86,45 +136,9 @@ static dspy_status embed(struct dense *d, const char *const *texts, size_t n, fl
             err->http_status = (int)status;
         goto out;
     }
-    json_error_t je;
-    doc = json_loadb(body.ptr ? body.ptr : "", body.len, 0, &je);
-    json_t *data = json_object_get(doc, "data");
-    if (!json_is_array(data) || json_array_size(data) != n) {
-        rc = dspy__err(err, DSPY_ELM_BAD_RESPONSE,
-                       "embeddings endpoint %s: the answer has no \"data\" list of %zu", where, n);
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *item = json_array_get(data, i), *e = json_object_get(item, "embedding"),
-               *idx = json_object_get(item, "index");
-        size_t row = json_is_integer(idx) ? (size_t)json_integer_value(idx) : i;
-        if (!json_is_array(e) || !json_array_size(e) || row >= n ||
-            (*dim && json_array_size(e) != *dim)) {
-            rc = dspy__err(err, DSPY_ELM_BAD_RESPONSE,
-                           "embeddings endpoint %s: data[%zu] is not an embedding of %zu numbers",
-                           where, i, *dim);
-            goto out;
-        }
-        if (!*dim)
-            *dim = json_array_size(e);
-        if (!*out) {
-            if (!(*out = dspy_malloc(n * *dim * sizeof(float)))) {
-                rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
-                goto out;
-            }
-        }
-        double norm = 0;
-        float *v = *out + row * *dim;
-        for (size_t k = 0; k < *dim; k++) {
-            v[k] = (float)json_number_value(json_array_get(e, k));
-            norm += (double)v[k] * v[k];
-        }
-        norm = norm > 0 ? 1.0 / sqrt(norm) : 0.0;
-        for (size_t k = 0; k < *dim; k++)
-            v[k] = (float)(v[k] * norm);
-    }
+    rc = dspy__dense_read_embeddings(where, body.ptr ? body.ptr : "", body.len, n, out, dim,
+                                     err);
 out:
-    json_decref(doc);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     dspy__buf_release(&body);

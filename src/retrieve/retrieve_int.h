@@ -88,4 +88,14 @@ dspy_status dspy__bm25_passage(dspy_retriever *r, uint32_t doc, double score,
 dspy_status dspy__bm25_validate(const unsigned char *image, size_t size, const char *origin,
                                 struct dspy_error *err);
 
+/* Answers of remote services, for their clients and fuzz targets: a ColBERTv2 search
+ * answer (at most k passages), and an embeddings answer of `n` rows into *out (allocated
+ * when NULL; freed again on error; *dim fixed by the first row when 0). */
+dspy_status dspy__colbert_read_topk(const char *where, const char *body, size_t len, size_t k,
+                                    struct dspy_passage **out, size_t *nout,
+                                    struct dspy_error *err);
+dspy_status dspy__dense_read_embeddings(const char *where, const char *text, size_t len,
+                                        size_t n, float **out, size_t *dim,
+                                        struct dspy_error *err);
+
 #endif
