@@ -305,3 +305,33 @@ def test_dense_step_errors_name_the_key(tmp_path, corpus):
     write(prog, rag_program({"corpus": "corpus.jsonl", "mode": "fuzzy"}))
     r = dspyc("run", prog, "--input", "-", "--output", "-")
     assert r.returncode == 2 and '"mode" must be "bm25", "dense" or "hybrid"' in r.stderr
+
+
+def test_rag_batch_of_hits_and_misses_sends_only_the_misses_in_order(tmp_path, corpus):
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"corpus": "corpus.jsonl"}))
+    cache = tmp_path / "cache"
+    qs = [f"capital of France {i}?" for i in range(30)]
+    old, mixed = tmp_path / "old.jsonl", tmp_path / "mixed.jsonl"
+    old.write_text("".join(json.dumps({"question": q}) + "\n" for q in qs[::2]))
+    mixed.write_text("".join(json.dumps({"question": q}) + "\n" for q in qs))
+    rec1, rec2 = tmp_path / "r1.jsonl", tmp_path / "r2.jsonl"
+    _, base1 = start_sim("--record", rec1)
+    r = dspyc("run", prog, "--input", old, "--output", tmp_path / "o1.jsonl", "--base-url",
+              base1, "--model", "m", "--cache", "mem,disk", "--cache-dir", cache)
+    assert r.returncode == 0, r.stderr
+    _, base2 = start_sim("--record", rec2)
+    out = tmp_path / "o2.jsonl"
+    r = dspyc("run", prog, "--input", mixed, "--output", out, "--base-url", base2, "--model", "m",
+              "--cache", "mem,disk", "--cache-dir", cache)
+    assert r.returncode == 0, r.stderr
+    sent = [json.loads(l)["body"] for l in rec2.read_text().splitlines()]
+    asked = sorted(b["messages"][-1]["content"].split("[[ ## question ## ]]\n")[1].split("\n")[0]
+                   for b in sent if isinstance(b, dict) and "messages" in b)
+    assert asked == sorted(qs[1::2])  # only the misses reached the LM
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [x["line"] for x in lines] == list(range(1, 31))  # results in input order
+    first = {json.loads(l)["line"]: json.loads(l) for l in (tmp_path / "o1.jsonl").read_text()
+             .splitlines()}
+    for i in range(0, 30, 2):  # hits give the earlier answers
+        assert lines[i]["prediction"] == first[i // 2 + 1]["prediction"]
