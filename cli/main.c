@@ -11,6 +11,7 @@ static const struct cli_command commands[] = {
     { "cache", "cache stats, clear, export and import (disk and Redis levels)", cmd_cache },
     { "embed", "sentence embeddings (all-MiniLM-L6-v2) of texts or JSON lines", cmd_embed },
     { "eval", "score a program on a devset with a metric (DSPy's Evaluate)", cmd_eval },
+    { "index", "build and search BM25 indexes of passage corpora", cmd_index },
     { "jobs", "submit, watch and fetch jobs of 'dspyc serve --jobs'", cmd_jobs },
     { "loadtest", "load-test an endpoint or a program, open or closed loop", cmd_loadtest },
     { "optimize", "optimize demos and instructions (bootstrap, MIPROv2, GEPA, genetic)",

@@ -55,6 +55,16 @@ static const char run_usage[] =
     "                        each run, not across runs). Records already there are\n"
     "                        kept, failed ones too, and count in the exit status\n"
     "  --max-line-bytes N    longest accepted input line (default 16 MiB)\n"
+    "  --context-budget N    fit every prompt into N tokens of context minus --max-tokens\n"
+    "                        (the completion's): retrieved passages are dropped lowest-\n"
+    "                        ranked first, then the last demos; a record whose prompt still\n"
+    "                        does not fit fails (never sent). Tokens are estimated (bytes /\n"
+    "                        4 per message, docs/retrieve.md); what was dropped is reported\n"
+    "                        in the prediction's \"context_dropped\"\n"
+    "  --prices FILE         prices per 1k prompt / completion tokens by model (JSON,\n"
+    "                        {\"gpt-4o\": {\"input_per_1k\": 0.0025, \"output_per_1k\": 0.01}}),\n"
+    "                        over the defaults for common models; the summary's estimated\n"
+    "                        cost of the calls made (cache hits cost nothing) uses them\n"
     "  --score FIELD[:em|f1] score each prediction's FIELD against the input's FIELD (the\n"
     "                        label rides in the input record, as in a DSPy Example) with\n"
     "                        DSPy's exact match (em, default) or token F1; adds \"score\"\n"
@@ -85,6 +95,8 @@ enum {
     OPT_CONCURRENCY,
     OPT_MAX_ERRORS,
     OPT_RESUME,
+    OPT_PRICES,
+    OPT_CONTEXT_BUDGET,
 };
 
 struct run_args {
@@ -96,6 +108,10 @@ struct run_args {
     bool quiet, resume;
     char score_field[128]; /* --score: the labelled field, "" for none */
     bool score_f1;
+    long context_budget;     /* --context-budget, 0 = none */
+    const char *prices_path; /* --prices */
+    dspy_price_table *prices;
+    const char *model;       /* the endpoint's, for the cost */
 };
 
 struct run_totals {
@@ -228,6 +244,28 @@ static void print_cache_summary(const struct run_totals *t, const struct cache_c
     cache_print_levels(stderr, &st, cc->levels, "  ");
 }
 
+/* The cost of the calls made (cache hits cost nothing) from the price table. */
+static void print_cost(const struct run_args *a, const struct run_totals *t)
+{
+    struct dspy_price pr;
+    if (!a->prices)
+        return;
+    if (!dspy_price_lookup(a->prices, a->model, &pr)) {
+        fprintf(stderr, "estimated cost: unknown (no price for model %s; add it with "
+                        "--prices FILE)\n", a->model ? a->model : "?");
+        return;
+    }
+    double paid = dspy_price_cost(&pr, t->usage.prompt_tokens - t->cached_usage.prompt_tokens,
+                                  t->usage.completion_tokens - t->cached_usage.completion_tokens);
+    double saved = dspy_price_cost(&pr, t->cached_usage.prompt_tokens,
+                                   t->cached_usage.completion_tokens);
+    fprintf(stderr, "estimated cost: $%.6f (%s at $%g / $%g per 1k prompt / completion tokens)",
+            paid, a->model, pr.input_per_1k, pr.output_per_1k);
+    if (saved > 0)
+        fprintf(stderr, "; cache hits saved $%.6f", saved);
+    fputc('\n', stderr);
+}
+
 static void print_summary(const struct run_args *a, const struct run_totals *t,
                           const struct cache_config *cc, double secs)
 {
@@ -248,6 +286,7 @@ static void print_summary(const struct run_args *a, const struct run_totals *t,
         fprintf(stderr, " (of which from the cache: %ld prompt, %ld completion)",
                 t->cached_usage.prompt_tokens, t->cached_usage.completion_tokens);
     fputc('\n', stderr);
+    print_cost(a, t);
     if (t->scored)
         fprintf(stderr, "score (%s on `%s`): %.2f / %ld (%.1f %%)\n",
                 a->score_f1 ? "token F1" : "exact match", a->score_field, t->score_sum,
@@ -691,6 +730,8 @@ int cmd_run(int argc, char **argv)
         { "output", required_argument, NULL, OPT_OUTPUT },
         { "max-line-bytes", required_argument, NULL, OPT_MAX_LINE },
         { "score", required_argument, NULL, OPT_SCORE },
+        { "prices", required_argument, NULL, OPT_PRICES },
+        { "context-budget", required_argument, NULL, OPT_CONTEXT_BUDGET },
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
         { "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
         { "resume", no_argument, NULL, OPT_RESUME },
@@ -736,6 +777,11 @@ int cmd_run(int argc, char **argv)
             if (parse_long_flag("--max-line-bytes", optarg, 1, 1L << 32, &a.max_line))
                 return 2;
             break;
+        case OPT_PRICES: a.prices_path = optarg; break;
+        case OPT_CONTEXT_BUDGET:
+            if (parse_long_flag("--context-budget", optarg, 1, 100000000, &a.context_budget))
+                return 2;
+            break;
         case OPT_SCORE: {
             const char *colon = strchr(optarg, ':');
             size_t n = colon ? (size_t)(colon - optarg) : strlen(optarg);
@@ -777,7 +823,23 @@ int cmd_run(int argc, char **argv)
     dspy_program *p = build_program(&a);
     if (!p)
         return 2;
+    struct dspy_error perr;
+    dspy_error_clear(&perr);
+    if (dspy_price_table_new(a.prices_path, &a.prices, &perr)) {
+        fprintf(stderr, "dspyc run: --prices: %s\n", perr.message);
+        dspy_program_free(p);
+        return 2;
+    }
+    if (a.context_budget &&
+        dspy_program_set_context_budget(p, a.context_budget, ep.max_tokens > 0 ? ep.max_tokens : 0,
+                                        &perr)) {
+        fprintf(stderr, "dspyc run: --context-budget: %s\n", perr.message);
+        dspy_price_table_free(a.prices);
+        dspy_program_free(p);
+        return 2;
+    }
     dspy_lm *lm = endpoint_open(&ep);
+    a.model = ep.model;
     long soft, hard, room = lm ? endpoint_connection_room(&ep, &soft, &hard) : -1;
     if (room > 0 && a.concurrency > room) {
         /* Past the limit, sockets fail with EMFILE: run fewer at once instead. */
@@ -791,6 +853,7 @@ int cmd_run(int argc, char **argv)
     }
     int rc = lm ? run_file(&a, p, lm, &ep.cache) : 2;
     endpoint_close(&ep, lm);
+    dspy_price_table_free(a.prices);
     dspy_program_free(p);
     return rc;
 }

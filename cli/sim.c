@@ -79,7 +79,8 @@ void sim_usage(FILE *out)
 {
     fprintf(out,
             "usage: dspyc sim [flags]\n"
-            "       dspyc sim gen-task arith [--n N] [--seed S]\n\n"
+            "       dspyc sim gen-task arith [--n N] [--seed S]\n"
+            "       dspyc sim gen-task facts --corpus CORPUS.jsonl [--n N] [--seed S]\n\n"
             "An OpenAI-compatible LM *simulator* for offline work, tests and load tests.\n"
             "It is not a language model: its answers are synthetic, a pure function of the\n"
             "request and --seed. It understands DSPy Chat/JSON adapter prompts and answers\n"
@@ -236,19 +237,27 @@ dspy_sim *sim_open(const struct dspy_sim_options *o, FILE *err, int *code)
 static int gen_task(int argc, char **argv)
 {
     unsigned long long n = 100, seed = 1;
-    const char *task = NULL;
+    const char *task = NULL, *corpus = NULL;
     struct dspy_error e;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: dspyc sim gen-task arith [--n N] [--seed S]\n\n"
-                   "Write N generated arithmetic word problems with their answers as JSONL\n"
-                   "records {\"question\": ..., \"answer\": \"24\"} to stdout. The same seed\n"
-                   "gives the same set.\n");
+            printf("usage: dspyc sim gen-task arith [--n N] [--seed S]\n"
+                   "       dspyc sim gen-task facts --corpus CORPUS.jsonl [--n N] [--seed S]\n\n"
+                   "arith: N generated arithmetic word problems with their answers as JSONL\n"
+                   "records {\"question\": ..., \"answer\": \"24\"} to stdout.\n"
+                   "facts: a knowledge base of 500 towns x 7 attributes, one passage per fact\n"
+                   "({\"id\", \"title\", \"text\"}), written to --corpus, and N questions\n"
+                   "needing one or two of them, {\"question\", \"answer\", \"supporting\",\n"
+                   "\"hops\"}, to stdout. The simulator answers a facts question right only\n"
+                   "when its supporting passages are in the prompt (docs/simulator.md).\n"
+                   "The same seed gives the same set.\n");
             return 0;
         } else if (!strcmp(argv[i], "--n") && i + 1 < argc) {
             n = strtoull(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             seed = strtoull(argv[++i], NULL, 10);
+        } else if (!strcmp(argv[i], "--corpus") && i + 1 < argc) {
+            corpus = argv[++i];
         } else if (argv[i][0] != '-' && !task) {
             task = argv[i];
         } else {
@@ -257,7 +266,24 @@ static int gen_task(int argc, char **argv)
         }
     }
     dspy_error_clear(&e);
-    dspy_status rc = dspy_sim_write_task(stdout, task, n, seed, &e);
+    dspy_status rc;
+    if (task && !strcmp(task, "facts")) {
+        if (!corpus) {
+            fprintf(stderr, "dspyc sim gen-task facts: --corpus FILE is required\n");
+            return 2;
+        }
+        FILE *f = fopen(corpus, "w");
+        if (!f) {
+            fprintf(stderr, "dspyc sim gen-task: %s: cannot create\n", corpus);
+            return 1;
+        }
+        rc = dspy_sim_write_facts(stdout, f, n, seed, &e);
+        if (fclose(f) && !rc) {
+            snprintf(e.message, sizeof(e.message), "%s: write failed", corpus);
+            rc = DSPY_EIO;
+        }
+    } else
+        rc = dspy_sim_write_task(stdout, task, n, seed, &e);
     if (rc)
         fprintf(stderr, "dspyc sim gen-task: %s\n", e.message);
     return rc == DSPY_ENOTFOUND ? 2 : rc ? 1 : 0;

@@ -56,3 +56,7 @@ $py bench/embed_vs_peers.py --bench "$build/bench_embed" --seconds 2 --rounds 1 
 step "10. jobs: dspyc serve --jobs, no-op and small optimization jobs vs 1/2/4/8 workers," \
      "and Celery's no-op task on the same Redis"
 $py bench/jobs_vs_celery.py --build "$build" | tee out/jobs_vs_celery.txt
+
+step "10. retrieval: BM25 queries/s vs rank_bm25, and a RAG program (retrieve + Predict) vs" \
+     "the same program in Python DSPy against the simulator"
+$py bench/rag_vs_peers.py --build "$build" 2>/dev/null | tee out/rag_vs_peers.txt

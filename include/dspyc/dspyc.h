@@ -20,5 +20,7 @@
 #include <dspyc/optimize.h>
 #include <dspyc/vec.h>
 #include <dspyc/jobs.h>
+#include <dspyc/retrieve.h>
+#include <dspyc/price.h>
 
 #endif

@@ -10,6 +10,7 @@
 
 #include <dspyc/common.h>
 #include <dspyc/module.h>
+#include <dspyc/retrieve.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,6 +43,29 @@ DSPY_EXTERN dspy_module *dspy_program_module(dspy_program *p, size_t i);
 DSPY_EXTERN const char *dspy_program_model(const dspy_program *p);
 /** Input fields the program needs from the caller (JSON array of names, caller owns). */
 DSPY_EXTERN json_t *dspy_program_inputs(const dspy_program *p);
+
+/** Add a retrieve step, DSPy's Retrieve(k): before predictor `before` runs (0 .. count;
+ * count = after the last), it reads the record's string field `query` and writes the k
+ * best passages' texts, a JSON array best first, to the record's field `output`
+ * ("passages" when NULL), which the outputs of the program include too. `name` may be NULL
+ * ("retrieve"; names are unique among steps and predictors). The program keeps its own
+ * reference to `r` (the caller may free its own); copies of the program share it. */
+DSPY_EXTERN dspy_status dspy_program_add_retrieve(dspy_program *p, size_t before,
+                                                  const char *name, dspy_retriever *r,
+                                                  const char *query, const char *output,
+                                                  size_t k, struct dspy_error *err);
+/** Retrieve steps of the program (program files: entries with "module": "retrieve"). */
+DSPY_EXTERN size_t dspy_program_retrieve_count(const dspy_program *p);
+
+/** The context-window manager: before each predictor's call the prompt (estimated tokens:
+ * 3 + per message 4 + ceil(content bytes / 4)) must fit `context_tokens` minus
+ * `completion_tokens`; over it, the passages of retrieve steps are dropped lowest-ranked
+ * first, then the last demos, and a prompt that still does not fit fails the record with
+ * DSPY_ELM_CONTEXT (it is never sent). What was dropped is reported in the outputs under
+ * "context_dropped". 0 = no budget (the default). Not while calls are in flight. */
+DSPY_EXTERN dspy_status dspy_program_set_context_budget(dspy_program *p, long context_tokens,
+                                                        long completion_tokens,
+                                                        struct dspy_error *err);
 
 /** Apply a DSPy save file: instructions, field prefixes and descriptions, demos. Errors
  * name the predictor and key; the program is unchanged on failure. */

@@ -118,6 +118,14 @@ DSPY_EXTERN uint64_t dspy_sim_status_count(const dspy_sim *sim, int status);
 DSPY_EXTERN dspy_status dspy_sim_write_task(FILE *out, const char *task, uint64_t n,
                                             uint64_t seed, struct dspy_error *err);
 
+/** The "facts" task pack: its corpus (3,500 passages, JSON lines {"id", "title", "text"},
+ * one fact each: "The river of Kelvaro is Ostraro.") to `corpus`, and `n` questions drawn
+ * with `seed` to `questions`, as JSONL {"question", "answer", "supporting": [passage ids],
+ * "hops": 1 or 2}. The simulator answers a facts question right only when the supporting
+ * passages are in the prompt (docs/simulator.md). DSPY_EIO when writing fails. */
+DSPY_EXTERN dspy_status dspy_sim_write_facts(FILE *questions, FILE *corpus, uint64_t n,
+                                             uint64_t seed, struct dspy_error *err);
+
 #ifdef __cplusplus
 }
 #endif

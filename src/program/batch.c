@@ -295,7 +295,8 @@ static size_t run_pool(struct batch *b, size_t n)
  * cache, no transport hook: dspy_lm_submit would run those in place). */
 static bool runs_on_loop(const dspy_program *p, const dspy_lm *lm)
 {
-    return p->n == 1 && lm->engine && !lm->cache && !lm->transport;
+    return p->n == 1 && !p->nsteps && !p->context_budget && lm->engine && !lm->cache &&
+           !lm->transport;
 }
 
 /* A record's module call ended: on the LM's loop thread, which only stores the result and

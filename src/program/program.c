@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <dspyc/program.h>
@@ -12,6 +13,7 @@
 #include "base/status.h"
 #include "program/module_int.h"
 #include "program/program_int.h"
+#include "retrieve/retrieve_int.h"
 
 #define PROGRAM_FILE_MAX ((size_t)64 << 20)
 #define PROGRAM_MAX_PREDICTORS 256
@@ -26,6 +28,10 @@ static const char *const PREDICTOR_KEYS[] = { "name",   "module", "signature", "
 static const char *const CONFIG_KEYS[] = { "temperature", "max_tokens", "top_p", "n",
                                            "rollout_id", NULL };
 static const char *const FIELD_KEYS[] = { "desc", "prefix", NULL };
+static const char *const STEP_KEYS[] = { "name", "module", "k",      "query", "output",
+                                         "index", "corpus", "url", "post",  "mode",
+                                         "dense", "depth", NULL };
+static const char *const DENSE_KEYS[] = { "base_url", "model", "api_key_env", NULL };
 
 /* Where we are in the spec, for errors. */
 struct spec {
@@ -285,6 +291,162 @@ static dspy_status read_predictor(struct spec *s, const json_t *spec, bool lone,
     return DSPY_OK;
 }
 
+/* An entry with "module": "retrieve" (DSPy's Retrieve). */
+static bool is_step(const json_t *spec)
+{
+    const char *m = json_string_value(json_object_get(spec, "module"));
+    return m && (!strcmp(m, "retrieve") || !strcmp(m, "Retrieve"));
+}
+
+/* A path in a program file is relative to the file's folder. */
+static char *resolve_path(const struct spec *s, const char *path)
+{
+    const char *origin = s->src ? s->src->origin : NULL;
+    const char *slash = origin ? strrchr(origin, '/') : NULL;
+    if (path[0] == '/' || !slash)
+        return dspy_strdup(path);
+    size_t dir = (size_t)(slash - origin) + 1, n = strlen(path);
+    char *out = dspy_malloc(dir + n + 1);
+    if (out) {
+        memcpy(out, origin, dir);
+        memcpy(out + dir, path, n + 1);
+    }
+    return out;
+}
+
+/* "mode": "dense" or "hybrid" over the step's passages, with "dense": {"base_url", "model",
+ * "api_key_env"}; *r is replaced by the dense or hybrid retriever. */
+static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever **r)
+{
+    json_t *mode, *dense, *depth, *url, *model, *key_env;
+    dspy_status rc;
+    struct dspy_error why;
+    if ((rc = member(s, spec, "mode", JSON_STRING, "\"bm25\", \"dense\" or \"hybrid\"", &mode)) ||
+        (rc = member(s, spec, "dense", JSON_OBJECT, "an object", &dense)) ||
+        (rc = member(s, spec, "depth", JSON_INTEGER, "an integer", &depth)))
+        return rc;
+    const char *m = mode ? json_string_value(mode) : dense ? "hybrid" : "bm25";
+    bool is_dense = !strcmp(m, "dense"), is_hybrid = !strcmp(m, "hybrid");
+    if (!is_dense && !is_hybrid && strcmp(m, "bm25"))
+        return bad_value(s, "mode", "\"bm25\", \"dense\" or \"hybrid\"");
+    if (!is_dense && !is_hybrid)
+        return dense ? bad_value(s, "dense", "left out with \"mode\": \"bm25\"") : DSPY_OK;
+    if (strcmp(dspy_retriever_kind(*r), "bm25"))
+        return bad_value(s, "mode", "\"bm25\" with a ColBERTv2 \"url\"");
+    if (!dense)
+        return spec_err(s, DSPY_EINVAL, "\"mode\": \"%s\" needs \"dense\": {\"base_url\", "
+                                        "\"model\"} (an OpenAI-compatible embeddings API)", m);
+    if (depth && (json_integer_value(depth) < 1 || json_integer_value(depth) > DSPY_RETRIEVE_MAX_K))
+        return bad_value(s, "depth", "an integer from 1 to 1000");
+    dspy__jpath_key(&s->path, "dense");
+    if (!(rc = check_keys(s, dense, DENSE_KEYS, "\"dense\"")) &&
+        !(rc = member(s, dense, "base_url", JSON_STRING, "a URL", &url)) &&
+        !(rc = member(s, dense, "model", JSON_STRING, "a model name", &model)) &&
+        !(rc = member(s, dense, "api_key_env", JSON_STRING, "an environment variable", &key_env)) &&
+        (!url || !model))
+        rc = spec_err(s, DSPY_EINVAL, "\"dense\" needs \"base_url\" and \"model\"");
+    if (rc) {
+        dspy__jpath_pop(&s->path);
+        return rc;
+    }
+    struct dspy_dense_options o = DSPY_DENSE_OPTIONS_INIT;
+    o.base_url = json_string_value(url);
+    o.model = json_string_value(model);
+    o.api_key = key_env ? getenv(json_string_value(key_env)) : NULL;
+    dspy_retriever *d = NULL, *h = NULL;
+    dspy_error_clear(&why);
+    rc = dspy_retriever_dense(*r, &o, &d, &why);
+    if (rc) {
+        s->path.at_key = "base_url";
+        spec_err(s, rc, "%s", why.message);
+        s->path.at_key = NULL;
+        dspy__jpath_pop(&s->path);
+        return rc;
+    }
+    dspy__jpath_pop(&s->path);
+    if (is_hybrid) {
+        rc = dspy_retriever_hybrid(*r, d, depth ? (size_t)json_integer_value(depth) : 0, &h,
+                                   &why);
+        dspy_retriever_free(d);
+        if (rc)
+            return spec_err(s, rc, "%s", why.message);
+        d = h;
+    }
+    dspy_retriever_free(*r);
+    *r = d;
+    return DSPY_OK;
+}
+
+static dspy_status read_step(struct spec *s, const json_t *spec, dspy_program *p, size_t before)
+{
+    json_t *name, *k, *query, *output, *index, *corpus, *url, *post;
+    dspy_status rc;
+    dspy_retriever *r = NULL;
+    struct dspy_error why;
+    if ((rc = check_keys(s, spec, STEP_KEYS, "a retrieve step")) ||
+        (rc = member(s, spec, "name", JSON_STRING, "a string", &name)) ||
+        (rc = member(s, spec, "k", JSON_INTEGER, "an integer", &k)) ||
+        (rc = member(s, spec, "query", JSON_STRING, "a field name", &query)) ||
+        (rc = member(s, spec, "output", JSON_STRING, "a field name", &output)) ||
+        (rc = member(s, spec, "index", JSON_STRING, "a path", &index)) ||
+        (rc = member(s, spec, "corpus", JSON_STRING, "a path", &corpus)) ||
+        (rc = member(s, spec, "url", JSON_STRING, "a URL", &url)))
+        return rc;
+    post = json_object_get(spec, "post");
+    if (post && !json_is_boolean(post))
+        return bad_value(s, "post", "true or false");
+    if (!!index + !!corpus + !!url != 1)
+        return spec_err(s, DSPY_EINVAL, "a retrieve step needs one of \"index\" (a BM25 index "
+                                        "folder), \"corpus\" (a JSON-lines corpus) or \"url\" "
+                                        "(a ColBERTv2 server)");
+    if (name && !valid_name(json_string_value(name)))
+        return bad_value(s, "name", "an identifier (letters, digits, _)");
+    if (query && !valid_name(json_string_value(query)))
+        return bad_value(s, "query", "a field name (letters, digits, _)");
+    if (output && !valid_name(json_string_value(output)))
+        return bad_value(s, "output", "a field name (letters, digits, _)");
+    if (k && (json_integer_value(k) < 1 || json_integer_value(k) > DSPY_RETRIEVE_MAX_K))
+        return bad_value(s, "k", "an integer from 1 to 1000");
+    const char *nm = name ? json_string_value(name) : "retrieve";
+    if (dspy__program_name_taken(p, nm))
+        return bad_value(s, "name", "unique among the predictors and retrieve steps");
+    dspy_error_clear(&why);
+    if (url) {
+        struct dspy_colbert_options o = DSPY_COLBERT_OPTIONS_INIT;
+        o.url = json_string_value(url);
+        o.post_requests = json_is_true(post);
+        rc = dspy_retriever_colbert(&o, &r, &why);
+    } else {
+        char *path = resolve_path(s, json_string_value(index ? index : corpus));
+        if (!path)
+            return spec_err(s, DSPY_ENOMEM, "out of memory");
+        rc = index ? dspy_retriever_open_bm25(path, &r, &why)
+                   : dspy_retriever_bm25_from_corpus(path, &r, &why);
+        dspy_free(path);
+    }
+    if (rc) {
+        s->path.at_key = url ? "url" : index ? "index" : "corpus";
+        spec_err(s, rc, "%s", why.message);
+        s->path.at_key = NULL;
+        if (s->err && why.line > 0) { /* a corpus error: keep its own file and line */
+            snprintf(s->err->file, sizeof(s->err->file), "%s", why.file);
+            s->err->line = why.line;
+            snprintf(s->err->field, sizeof(s->err->field), "%s", why.field);
+        }
+        return rc;
+    }
+    if ((rc = wrap_dense(s, spec, &r))) {
+        dspy_retriever_free(r);
+        return rc;
+    }
+    rc = dspy__program_add_step(p, before, nm, r,
+                                query ? json_string_value(query) : "question",
+                                output ? json_string_value(output) : "passages",
+                                k ? (size_t)json_integer_value(k) : 3);
+    dspy_retriever_free(r);
+    return rc ? spec_err(s, DSPY_ENOMEM, "out of memory") : DSPY_OK;
+}
+
 static dspy_program *program_alloc(size_t n)
 {
     dspy_program *p = dspy_calloc(1, sizeof(*p));
@@ -306,6 +468,7 @@ void dspy_program_free(dspy_program *p)
     }
     dspy_free(p->preds);
     json_decref(p->state_metadata);
+    dspy__program_steps_free(p);
     dspy_free(p->name);
     dspy_free(p->model);
     dspy_free(p);
@@ -348,28 +511,44 @@ static dspy_status from_json(const json_t *spec, const struct dspy__jsource *src
     if ((rc = check_keys(&s, spec, TOP_KEYS, "a program")) ||
         (rc = member(&s, spec, "predictors", JSON_ARRAY, "an array of predictors", &preds)))
         return rc;
-    size_t n = json_array_size(preds);
-    if (!n || n > PROGRAM_MAX_PREDICTORS)
-        return preds ? bad_value(&s, "predictors", "an array of 1 to 256 predictors")
-                     : spec_err(&s, DSPY_EINVAL, "a program needs \"predictors\"");
+    size_t entries = json_array_size(preds), n = 0;
+    for (size_t i = 0; i < entries; i++)
+        n += !is_step(json_array_get(preds, i));
+    if (!n || entries > PROGRAM_MAX_PREDICTORS)
+        return preds ? bad_value(&s, "predictors",
+                                            "an array of 1 to 256 predictors (and retrieve "
+                                            "steps), at least one predictor")
+                                : spec_err(&s, DSPY_EINVAL, "a program needs \"predictors\"");
     dspy_program *p = program_alloc(n);
     if (!p)
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
     if ((rc = read_top(&s, spec, p, &adapter, &base)))
         goto free_program;
     dspy__jpath_key(&s.path, "predictors");
-    for (size_t i = 0; i < n; i++) {
-        dspy__jpath_index(&s.path, i);
-        rc = read_predictor(&s, json_array_get(preds, i), n == 1, adapter, &base, &p->preds[i]);
+    for (size_t e = 0, i = 0; e < entries; e++) {
+        const json_t *entry = json_array_get(preds, e);
+        dspy__jpath_index(&s.path, e);
+        if (is_step(entry)) {
+            rc = read_step(&s, entry, p, i);
+            dspy__jpath_pop(&s.path);
+            if (rc)
+                goto free_program;
+            continue;
+        }
+        rc = read_predictor(&s, entry, n == 1, adapter, &base, &p->preds[i]);
         p->n = i + 1; /* so that free releases what this predictor allocated */
         for (size_t j = 0; !rc && j < i; j++)
             if (p->preds[i].name && !strcmp(p->preds[i].name, p->preds[j].name))
                 rc = bad_value(&s, "name", "unique among the predictors");
+        for (size_t j = 0; !rc && p->preds[i].name && j < p->nsteps; j++)
+            if (!strcmp(p->preds[i].name, p->steps[j].name))
+                rc = bad_value(&s, "name", "unique among the predictors and retrieve steps");
         dspy__jpath_pop(&s.path);
         if (rc)
             goto free_program;
+        i++;
     }
-    p->flat = n == 1 && !p->preds[0].name &&
+    p->flat = n == 1 && !p->preds[0].name && !p->nsteps &&
               dspy_module_kind(p->preds[0].module) == DSPY_MODULE_PREDICT;
     *out = p;
     return DSPY_OK;
@@ -453,6 +632,10 @@ dspy_program *dspy_program_copy(const dspy_program *src)
             goto fail;
         }
     }
+    if (dspy__program_steps_copy(p, src))
+        goto fail;
+    p->context_budget = src->context_budget;
+    p->completion_budget = src->completion_budget;
     return p;
 fail:
     dspy_program_free(p);
@@ -484,7 +667,20 @@ json_t *dspy_program_inputs(const dspy_program *p)
     json_t *names = json_array(), *produced = json_object();
     if (!names || !produced)
         goto fail;
-    for (size_t i = 0; i < p->n; i++) {
+    for (size_t i = 0; i <= p->n; i++) {
+        for (size_t st = 0; st < p->nsteps; st++) {
+            const struct dspy__retrieve_step *step = &p->steps[st];
+            if (step->before != i)
+                continue;
+            if (!json_object_get(produced, step->query) &&
+                (json_object_set_new(produced, step->query, json_true()) ||
+                 json_array_append_new(names, json_string(step->query))))
+                goto fail;
+            if (json_object_set_new(produced, step->output, json_true()))
+                goto fail;
+        }
+        if (i == p->n)
+            break;
         const dspy_signature *sig = dspy_module_signature(p->preds[i].module);
         size_t nin = dspy_signature_ninputs(sig), nall = dspy_signature_nfields(sig);
         for (size_t f = 0; f < nin; f++) {
@@ -537,20 +733,36 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
                          "dspy_program_call: program, lm and outputs are required");
     if (!json_is_object(inputs))
         return dspy__err(err, DSPY_EINVAL, "inputs must be a JSON object");
-    if (p->n == 1) { /* the common case needs no record */
+    if (p->n == 1 && !p->nsteps && !p->context_budget) { /* the common case needs no record */
         rc = dspy_module_call(p->preds[0].module, lm, inputs, cfg, outputs, NULL, info, err);
         if (rc && p->preds[0].name)
             dspy__err_prefix(err, "predictor %s", p->preds[0].name);
         return rc;
     }
-    json_t *record = json_object(), *all = json_object();
+    json_t *record = json_object(), *all = json_object(), *report = NULL;
     if (!record || !all || json_object_update(record, (json_t *)(uintptr_t)inputs)) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto release;
     }
     for (size_t i = 0; i < p->n; i++) {
         json_t *pred = NULL;
-        rc = dspy_module_call(p->preds[i].module, lm, record, cfg, &pred, NULL, &one, err);
+        if (p->nsteps && (rc = dspy__program_run_steps(p, i, record, all, err)))
+            goto release;
+        dspy_module *use = NULL;
+        if (p->context_budget) {
+            if (!report && !(report = json_object())) {
+                rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+                goto release;
+            }
+            if ((rc = dspy__context_fit(p, i, record, &use, report, err))) {
+                dspy__err_prefix(err, "predictor %s",
+                                 p->preds[i].name ? p->preds[i].name : "predict");
+                goto release;
+            }
+        }
+        rc = dspy_module_call(use ? use : p->preds[i].module, lm, record, cfg, &pred, NULL,
+                              &one, err);
+        dspy_module_free(use);
         add_info(&sum, &one);
         if (rc) {
             dspy__err_prefix(err, "predictor %s", p->preds[i].name);
@@ -563,12 +775,19 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
         }
         json_decref(pred);
     }
+    if (p->nsteps && (rc = dspy__program_run_steps(p, p->n, record, all, err)))
+        goto release;
+    if (json_object_size(report) && json_object_set(all, "context_dropped", report)) {
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+        goto release;
+    }
     *outputs = all;
     all = NULL;
 
 release:
     if (info)
         *info = sum;
+    json_decref(report);
     json_decref(all);
     json_decref(record);
     return rc;

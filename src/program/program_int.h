@@ -11,6 +11,16 @@ struct dspy__predictor {
     dspy_module *module;
 };
 
+/* A retrieve step: DSPy's Retrieve(k) between predictors. */
+struct dspy__retrieve_step {
+    char *name;
+    char *query;   /* the record's field holding the query text */
+    char *output;  /* the field the passages go to */
+    size_t k;
+    size_t before; /* runs before predictor `before`; n = after the last */
+    dspy_retriever *retriever; /* a reference of the program's own */
+};
+
 struct dspy_program {
     char *name;  /* program file "name", may be NULL */
     char *model; /* program file "lm.model", may be NULL */
@@ -19,6 +29,10 @@ struct dspy_program {
     struct dspy__predictor *preds;
     json_t *state_metadata; /* "metadata" of the last state applied, written back by
                                dspy_program_dump_state; NULL: dspyc's own */
+    size_t nsteps; /* retrieve steps, in the order they run */
+    struct dspy__retrieve_step *steps;
+    long context_budget;    /* tokens of context; 0 = no budget */
+    long completion_budget; /* of them, kept for the completion */
 };
 
 /* A path into a JSON document, for error messages: predictors[1].demos. */
@@ -70,5 +84,25 @@ dspy_status dspy__program_from_text(const struct dspy__jsource *src, dspy_progra
 dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
                                           const struct dspy__jsource *src,
                                           struct dspy_error *err);
+
+/* The context-window manager (context.c). The estimate of a message list's tokens; and
+ * fitting predictor `pred`'s prompt for `record` into the budget: passages dropped in
+ * `record`, and *use set to a module copy with fewer demos (caller frees) when demos had to
+ * go; what was dropped goes into `report` under the predictor's name. */
+long dspy__context_estimate(const json_t *messages);
+dspy_status dspy__context_fit(dspy_program *p, size_t pred, json_t *record, dspy_module **use,
+                              json_t *report, struct dspy_error *err);
+
+/* Retrieve steps (program_retrieve.c). */
+void dspy__program_steps_free(dspy_program *p);
+bool dspy__program_name_taken(const dspy_program *p, const char *name);
+dspy_status dspy__program_add_step(dspy_program *p, size_t before, const char *name,
+                                   dspy_retriever *r, const char *query, const char *output,
+                                   size_t k);
+dspy_status dspy__program_steps_copy(dspy_program *dst, const dspy_program *src);
+/* Run the steps placed before predictor `before`: passages into `record` (and `all` when
+ * not NULL). */
+dspy_status dspy__program_run_steps(dspy_program *p, size_t before, json_t *record, json_t *all,
+                                    struct dspy_error *err);
 
 #endif

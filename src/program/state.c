@@ -66,12 +66,21 @@ json_t *dspy_program_dump_state(const dspy_program *p)
     if (p->flat) {
         root = predictor_state(p->preds[0].module);
     } else if ((root = json_object())) {
-        for (size_t i = 0; i < p->n; i++)
-            if (json_object_set_new(root, p->preds[i].state_name,
-                                    predictor_state(p->preds[i].module))) {
+        /* In the order DSPy's named_parameters() lists them: a Retrieve is {"k": k}. */
+        for (size_t i = 0; i <= p->n; i++) {
+            for (size_t st = 0; st < p->nsteps; st++)
+                if (p->steps[st].before == i &&
+                    json_object_set_new(root, p->steps[st].name,
+                                        json_pack("{s:I}", "k", (json_int_t)p->steps[st].k))) {
+                    json_decref(root);
+                    return NULL;
+                }
+            if (i < p->n && json_object_set_new(root, p->preds[i].state_name,
+                                                predictor_state(p->preds[i].module))) {
                 json_decref(root);
                 return NULL;
             }
+        }
     }
     json_t *meta = p->state_metadata
                        ? json_deep_copy(p->state_metadata)
@@ -283,6 +292,45 @@ static dspy_status stage_predictor(struct loader *l, const json_t *ps, const dsp
     return rc;
 }
 
+static long step_index(const dspy_program *p, const char *name)
+{
+    for (size_t i = 0; i < p->nsteps; i++)
+        if (!strcmp(p->steps[i].name, name))
+            return (long)i;
+    return -1;
+}
+
+/* A retrieve step's state, DSPy's Retrieve.dump_state(): {"k": k}. */
+static dspy_status stage_step(struct loader *l, const json_t *ps, size_t *k)
+{
+    const char *key;
+    json_t *v;
+    if (!json_is_object(ps))
+        return dspy__jpath_err(l->err, DSPY_EINVAL, l->src, &l->path,
+                               "a retrieve step's state must be an object {\"k\": N}");
+    json_object_foreach((json_t *)(uintptr_t)ps, key, v) {
+        if (strcmp(key, "k")) {
+            l->path.at_key = key;
+            dspy_status rc = dspy__jpath_err(l->err, DSPY_EINVAL, l->src, &l->path,
+                                             "unknown key \"%s\" in a retrieve step's state "
+                                             "(allowed: k)", key);
+            l->path.at_key = NULL;
+            return rc;
+        }
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > DSPY_RETRIEVE_MAX_K) {
+            l->path.at_key = key;
+            dspy_status rc = dspy__jpath_err(l->err, DSPY_EINVAL, l->src, &l->path,
+                                             "\"k\" must be an integer from 1 to %d",
+                                             DSPY_RETRIEVE_MAX_K);
+            l->path.at_key = NULL;
+            return rc;
+        }
+        *k = (size_t)json_integer_value(v);
+    }
+    return DSPY_OK;
+}
+
 static long predictor_index(const dspy_program *p, const char *state_name)
 {
     for (size_t i = 0; i < p->n; i++)
@@ -303,7 +351,7 @@ static dspy_status check_names(struct loader *l, const dspy_program *p, const js
         len += (size_t)snprintf(have + len, sizeof(have) - len, "%s%s", i ? ", " : "",
                                 p->preds[i].state_name);
     json_object_foreach((json_t *)(uintptr_t)state, key, v) {
-        if (!strcmp(key, "metadata") || predictor_index(p, key) >= 0)
+        if (!strcmp(key, "metadata") || predictor_index(p, key) >= 0 || step_index(p, key) >= 0)
             continue;
         l->path.at_key = key;
         dspy_status rc = dspy__jpath_err(
@@ -353,6 +401,28 @@ dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
         if (rc)
             goto release;
     }
+    /* Retrieve steps: "k" when the file has the step (older files may not). */
+    size_t *ks = p->nsteps ? dspy_calloc(p->nsteps, sizeof(*ks)) : NULL;
+    if (p->nsteps && !ks) {
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+        goto release;
+    }
+    for (size_t i = 0; !p->flat && i < p->nsteps; i++) {
+        const json_t *ps = json_object_get(state, p->steps[i].name);
+        ks[i] = p->steps[i].k;
+        if (!ps)
+            continue;
+        dspy__jpath_key(&l.path, p->steps[i].name);
+        rc = stage_step(&l, ps, &ks[i]);
+        dspy__jpath_pop(&l.path);
+        if (rc) {
+            dspy_free(ks);
+            goto release;
+        }
+    }
+    for (size_t i = 0; i < p->nsteps; i++)
+        p->steps[i].k = ks ? ks[i] : p->steps[i].k;
+    dspy_free(ks);
     json_t *meta = json_object_get(state, "metadata"), *copy = NULL;
     if (json_is_object(meta) && !(copy = json_deep_copy(meta))) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");

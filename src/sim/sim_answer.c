@@ -20,6 +20,9 @@ struct ctx {
     struct dspy__sim_arith q;
     long claimed;
     const struct dspy__sim_field *answer_field;
+    bool facts;
+    struct dspy__sim_facts_q fq;
+    char fact[32]; /* the facts answer given */
 };
 
 enum vtype { V_STR, V_INT, V_FLOAT, V_BOOL, V_CHOICE, V_LIST, V_DICT, V_SCHEMA };
@@ -251,6 +254,8 @@ static json_t *field_value(const struct ctx *c, const struct dspy__sim_field *f)
         return text_json(reasoning_text, c, h);
     if (c->arith && f == c->answer_field)
         return arith_value(c, vt, f);
+    if (c->facts && f == c->answer_field && (vt == V_STR || vt == V_CHOICE))
+        return json_string(c->fact);
     json_t *described = vt == V_STR ? dspy__sim_propose_description(c->p, f, h) : NULL;
     if (described)
         return described;
@@ -504,6 +509,8 @@ static dspy_status plain_answer(const struct ctx *c, struct dspy_buf *b)
         json_decref(v);
         return rc;
     }
+    if (c->facts)
+        return dspy__buf_addf(b, "The answer is %s.", c->fact);
     if (!c->arith)
         return plain_text(c, o->reply_tokens, b);
     rc = DSPY_OK;
@@ -562,6 +569,17 @@ dspy_status dspy__sim_answer(const struct dspy__sim_prompt *p,
     if (c.arith) {
         bool correct;
         c.claimed = dspy__sim_arith_answer(p, &c.q, o, &correct);
+    } else if (!dspy__sim_propose_is_meta(p) &&
+               (p->adapter == DSPY__SIM_ADAPTER_NONE || c.answer_field)) {
+        if (p->adapter == DSPY__SIM_ADAPTER_NONE)
+            c.facts = dspy__sim_facts_find(p->final_user.p, p->final_user.n, &c.fq);
+        for (size_t i = 0; !c.facts && i < p->n_inputs; i++)
+            if (p->inputs[i].value.p)
+                c.facts = dspy__sim_facts_find(p->inputs[i].value.p, p->inputs[i].value.n, &c.fq);
+        if (c.facts) {
+            bool reasoning = dspy__sim_prompt_output(p, "reasoning") != NULL;
+            dspy__sim_facts_answer(p, &c.fq, c.h, reasoning, c.fact, sizeof(c.fact));
+        }
     }
     return p->adapter == DSPY__SIM_ADAPTER_NONE ? plain_answer(&c, out) : answer_fields(&c, out);
 }

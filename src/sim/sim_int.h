@@ -183,6 +183,24 @@ long dspy__sim_arith_answer(const struct dspy__sim_prompt *p, const struct dspy_
 dspy_status dspy__sim_arith_reasoning(const struct dspy__sim_arith *q, long claimed,
                                       struct dspy_buf *out);
 
+/* ---- Facts task pack (sim_facts.c) ---- */
+
+#define DSPY__SIM_FACTS_ACC 0.92     /* right answers when the supporting passages are shown */
+#define DSPY__SIM_FACTS_ACC_COT 0.96 /* the same with a reasoning output field */
+
+struct dspy__sim_facts_q {
+    int hops;        /* 1: "What is the <attr2> of <town>?"; 2: "... of the <attr1> of <town>?" */
+    int attr1, attr2;
+    char town[32];
+};
+
+/* Find the first facts question in s. */
+bool dspy__sim_facts_find(const char *s, size_t n, struct dspy__sim_facts_q *q);
+/* The answer to give (into out): true and right when the prompt's inputs hold the
+ * supporting facts and the accuracy draw from `h` says so, else a plausible wrong word. */
+bool dspy__sim_facts_answer(const struct dspy__sim_prompt *p, const struct dspy__sim_facts_q *q,
+                            uint64_t h, bool reasoning, char *out, size_t cap);
+
 /* ---- Embeddings (sim_embed.c) ---- */
 
 /* Hashed word and character-trigram features, L2-normalized, into out[0..dim). */

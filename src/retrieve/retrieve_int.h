@@ -1,0 +1,101 @@
+/* Internals of the retrieve layer: the retriever handle's small vtable (bm25, colbertv2;
+ * dense and hybrid plug in the same way), and the on-disk BM25 index layout shared by
+ * the builder and the reader. */
+#ifndef DSPY_RETRIEVE_RETRIEVE_INT_H
+#define DSPY_RETRIEVE_RETRIEVE_INT_H
+
+#include <dspyc/retrieve.h>
+
+struct dspy__retriever_ops {
+    const char *kind;
+    dspy_status (*search)(void *impl, const char *query, size_t k, struct dspy_passage **out,
+                          size_t *n, struct dspy_error *err);
+    uint64_t (*size)(const void *impl);
+    void (*free)(void *impl);
+};
+
+struct dspy_retriever {
+    const struct dspy__retriever_ops *ops;
+    void *impl;
+    int refs; /* atomic: dspy_retriever_free drops one; programs sharing it hold one each */
+};
+
+/* Another reference to `r` (a program copy sharing its retrieve steps' retrievers). */
+dspy_retriever *dspy__retriever_ref(dspy_retriever *r);
+
+/* Wrap an implementation; on failure `impl` is released with ops->free. */
+dspy_status dspy__retriever_wrap(const struct dspy__retriever_ops *ops, void *impl,
+                                 dspy_retriever **out, struct dspy_error *err);
+
+/* ---- the BM25 index file (bm25.idx), little-endian, every array 8-byte aligned -------- */
+
+#define DSPY__BM25_MAGIC "DSPYBM25"
+#define DSPY__BM25_VERSION 1u
+#define DSPY__BM25_NO_TITLE 0xffffffffu
+
+struct dspy__bm25_header { /* 128 bytes at offset 0 */
+    char magic[8];
+    uint32_t version;
+    uint32_t header_size;
+    uint64_t file_size;
+    uint64_t docs, terms, postings, tokens; /* tokens: the sum of the document lengths */
+    uint64_t terms_off;                     /* terms x struct dspy__bm25_term, by text */
+    uint64_t strs_off, strs_len;            /* the terms' lower-cased text */
+    uint64_t post_off;                      /* postings x struct dspy__bm25_posting */
+    uint64_t docs_off;                      /* docs x struct dspy__bm25_doc */
+    uint64_t blob_off, blob_len;            /* ids, titles and texts */
+    uint64_t checksum;                      /* XXH3-64 of bytes [header_size, file_size) */
+    uint64_t reserved;
+};
+
+struct dspy__bm25_term {
+    uint64_t str_off;    /* in the strings section */
+    uint32_t str_len;
+    uint32_t df;         /* documents holding the term = its postings */
+    uint64_t post_start; /* index of its first posting; postings by document, ascending */
+    double idf;          /* rank_bm25's, with the epsilon floor applied */
+};
+
+struct dspy__bm25_posting {
+    uint32_t doc;
+    uint32_t tf;
+};
+
+struct dspy__bm25_doc {
+    uint64_t id_off, title_off, text_off; /* in the blob */
+    uint32_t id_len, title_len;           /* title_len DSPY__BM25_NO_TITLE: none */
+    uint32_t text_len;
+    uint32_t len;                         /* tokens */
+};
+
+/* Build the index image of a corpus in memory (dspy_malloc'd, *size bytes). */
+dspy_status dspy__bm25_build_image(const char *corpus_path, unsigned char **image, size_t *size,
+                                   struct dspy_index_build_stats *stats,
+                                   struct dspy_error *err);
+/* The same from corpus text in memory; `path` names it in errors. */
+dspy_status dspy__bm25_build_text(const char *path, const char *text, size_t len,
+                                  unsigned char **image, size_t *size,
+                                  struct dspy_index_build_stats *stats, struct dspy_error *err);
+/* A retriever over an image: `owned` is freed with the retriever (dspy_free), else the image
+ * is an mmap of `map_len` bytes unmapped at free. `origin` names it in errors. */
+dspy_status dspy__bm25_open_image(unsigned char *image, size_t size, bool owned,
+                                  const char *origin, dspy_retriever **out,
+                                  struct dspy_error *err);
+/* Passage `doc` of a bm25 retriever, with `score` (caller owns the strings). */
+dspy_status dspy__bm25_passage(dspy_retriever *r, uint32_t doc, double score,
+                               struct dspy_passage *out);
+/* Checks an image fully (header, bounds, checksum, every entry); DSPY_ECORRUPT naming what. */
+dspy_status dspy__bm25_validate(const unsigned char *image, size_t size, const char *origin,
+                                struct dspy_error *err);
+
+/* Answers of remote services, for their clients and fuzz targets: a ColBERTv2 search
+ * answer (at most k passages), and an embeddings answer of `n` rows into *out (allocated
+ * when NULL; freed again on error; *dim fixed by the first row when 0). */
+dspy_status dspy__colbert_read_topk(const char *where, const char *body, size_t len, size_t k,
+                                    struct dspy_passage **out, size_t *nout,
+                                    struct dspy_error *err);
+dspy_status dspy__dense_read_embeddings(const char *where, const char *text, size_t len,
+                                        size_t n, float **out, size_t *dim,
+                                        struct dspy_error *err);
+
+#endif

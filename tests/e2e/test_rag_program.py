@@ -1,0 +1,337 @@
+"""Retrieve steps in program files: `dspyc run` of a RAG program (BM25 index, in-memory
+corpus, ColBERTv2 server), the passages in the prompt exactly as DSPy's ChatAdapter formats
+a list[str] field, the passages in the output, DSPy's ColBERTv2 protocol against a stub
+server (which DSPy's own client reads the same way), and program-file errors."""
+import http.server
+import json
+import os
+import subprocess
+import threading
+import urllib.parse
+
+import pytest
+
+from conftest import DSPYC, start_sim
+
+CORPUS = [
+    {"id": "p1", "title": "Paris", "text": "Paris is the capital of France."},
+    {"id": "p2", "title": "Berlin", "text": "Berlin is the capital of Germany."},
+    {"id": "p3", "text": "The Seine flows through Paris."},
+    {"id": "p4", "text": "Bananas are yellow."},
+    {"id": "p5", "text": "Cats sleep most of the day."},
+    {"id": "p6", "text": "Rain falls in April."},
+    {"id": "p7", "text": "Snow is cold."},
+    {"id": "p8", "text": "Owls hunt at night."},
+]
+
+
+def dspyc(*args, timeout=120):
+    e = dict(os.environ)
+    for k in ("DSPYC_BASE_URL", "OPENAI_BASE_URL", "DSPYC_MODEL"):
+        e.pop(k, None)
+    return subprocess.run([DSPYC, *map(str, args)], capture_output=True, text=True, env=e,
+                          timeout=timeout)
+
+
+def rag_program(step):
+    return {
+        "name": "rag",
+        "predictors": [
+            {"module": "retrieve", "k": 2, "query": "question", **step},
+            {"name": "answer", "signature": "passages: list[str], question -> answer"},
+        ],
+    }
+
+
+def write(path, obj):
+    path.write_text(json.dumps(obj, indent=2))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in CORPUS))
+    return path
+
+
+def run_rag(tmp_path, program, questions):
+    rec = tmp_path / "requests.jsonl"
+    _, base = start_sim("--record", rec)
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps({"question": q}) + "\n" for q in questions))
+    r = dspyc("run", program, "--input", inp, "--output", out, "--base-url", base, "--model",
+              "openai/dspyc-sim")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    bodies = [json.loads(l)["body"] for l in rec.read_text().splitlines()]
+    return lines, [b for b in bodies if isinstance(b, dict) and "messages" in b]
+
+
+def test_run_rag_program_over_an_index(tmp_path, corpus):
+    assert dspyc("index", "build", corpus, "--out", tmp_path / "idx").returncode == 0
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"index": "idx"}))  # relative to the program file's folder
+    lines, chat = run_rag(tmp_path, prog, ["What is the capital of France?", "yellow fruit?"])
+    first = lines[0]["prediction"]
+    assert first["passages"] == ["Paris | Paris is the capital of France.",
+                                 "Berlin | Berlin is the capital of Germany."]
+    assert "answer" in first
+    assert lines[1]["prediction"]["passages"] == ["Bananas are yellow."]
+    assert len(chat) == 2
+
+    import dspy  # the prompt as DSPy formats the same inputs
+    sig = dspy.Signature("passages: list[str], question -> answer")
+    want = dspy.ChatAdapter().format(sig, demos=[], inputs={
+        "passages": first["passages"], "question": "What is the capital of France?"})
+    got = {m["role"]: m["content"] for m in chat[0]["messages"]}
+    assert got["user"] == want[-1]["content"]
+    assert got["system"] == want[0]["content"]
+
+
+def test_run_rag_program_over_a_corpus_with_output_field(tmp_path, corpus):
+    prog = tmp_path / "rag.json"
+    spec = rag_program({"corpus": "corpus.jsonl", "output": "context", "k": 1, "name": "search"})
+    spec["predictors"][1]["signature"] = "context: list[str], question -> answer"
+    write(prog, spec)
+    lines, chat = run_rag(tmp_path, prog, ["Seine river"])
+    assert lines[0]["prediction"]["context"] == ["The Seine flows through Paris."]
+    assert "The Seine flows through Paris." in chat[0]["messages"][-1]["content"]
+
+
+class ColbertStub(http.server.BaseHTTPRequestHandler):
+    """A ColBERTv2 server as DSPy's client expects one: GET ?query=&k= -> {"topk": [...]}."""
+    seen = []
+
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        ColbertStub.seen.append((q["query"][0], int(q["k"][0])))
+        if q["query"][0] == "boom":
+            body = {"error": True, "message": "index not loaded"}
+        else:
+            words = set(q["query"][0].lower().split())
+            hits = [d for d in CORPUS if words & set(d["text"].lower().rstrip(".").split())]
+            body = {"query": q["query"][0], "topk": [
+                {"text": d["text"], "pid": i, "rank": i + 1, "score": 10.0 - i,
+                 "prob": 0.5} for i, d in enumerate(hits)][: int(q["k"][0])]}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def colbert():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ColbertStub)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    ColbertStub.seen = []
+    yield f"http://127.0.0.1:{srv.server_address[1]}/api/search"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_run_rag_program_over_colbertv2(tmp_path, colbert):
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"url": colbert}))
+    lines, chat = run_rag(tmp_path, prog, ["capital & paris?"])
+    assert ColbertStub.seen[0] == ("capital & paris?", 2)  # the query URL-encoded, k sent
+    got = lines[0]["prediction"]["passages"]
+    assert got == ["Paris is the capital of France.", "Berlin is the capital of Germany."]
+    # DSPy's own client reads the stub the same way (the protocol fixture is DSPy's)
+    import dspy
+    assert dspy.ColBERTv2(url=colbert)("capital paris", k=2, simplify=True) == got
+
+
+def test_colbertv2_error_answer_fails_the_record(tmp_path, colbert):
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"url": colbert}))
+    _, base = start_sim()
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"question": "boom"}) + "\n" + json.dumps({"question": 5}) + "\n")
+    r = dspyc("run", prog, "--input", inp, "--output", out, "--base-url", base, "--model", "m")
+    assert r.returncode == 1
+    a, b = [json.loads(l) for l in out.read_text().splitlines()]
+    assert "retrieve step retrieve" in a["error"]["message"]
+    assert "index not loaded" in a["error"]["message"]
+    assert 'the query field "question" must be a string' in b["error"]["message"]
+
+
+@pytest.mark.parametrize("step,what", [
+    ({"index": "nope"}, "cannot open the index"),
+    ({"corpus": "corpus.jsonl", "k": 0}, '"k" must be an integer from 1 to 1000'),
+    ({"corpus": "corpus.jsonl", "index": "idx"}, 'needs one of "index"'),
+    ({"corpus": "corpus.jsonl", "kk": 1}, 'unknown key "kk" in a retrieve step'),
+    ({"corpus": "corpus.jsonl", "name": "answer"}, "unique among the predictors"),
+    ({"corpus": "bad.jsonl"}, 'bad.jsonl:2: field "text": missing'),
+    ({"url": "ftp://x"}, "must start with http"),
+])
+def test_bad_retrieve_step_names_file_and_key(tmp_path, corpus, step, what):
+    (tmp_path / "bad.jsonl").write_text('{"id": 1, "text": "a"}\n{"id": 2}\n')
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program(step))
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2
+    assert what in r.stderr, r.stderr
+    assert "rag.json:" in r.stderr and "predictors[" in r.stderr
+
+
+def test_state_files_carry_retrieve_k_as_dspy_writes_them(tmp_path, corpus):
+    import dspy
+
+    class RAG(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.retrieve = dspy.Retrieve(k=2)
+            self.answer = dspy.Predict("passages: list[str], question -> answer")
+
+    rag = RAG()
+    rag.retrieve.k = 4
+    rag.answer.demos = [dspy.Example(passages=["x"], question="q?", answer="a")]
+    # DSPy 3.3.1's save() fails on a Retrieve (its dump_state takes no json_mode), so the
+    # file is built from each parameter's own dump_state, in named_parameters() order, as
+    # save() would; DSPy's load() reads it (checked below).
+    saved = tmp_path / "dspy_state.json"
+    state = {"retrieve": rag.retrieve.dump_state(),
+             "answer": rag.answer.dump_state(json_mode=True),
+             "metadata": {"dependency_versions": {"python": "3.11", "dspy": "3.3.1",
+                                                  "cloudpickle": "3.1"}}}
+    assert [n for n, _ in rag.named_parameters()] == ["retrieve", "answer"]
+    saved.write_text(json.dumps(state))
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"corpus": "corpus.jsonl"}))
+    mine = tmp_path / "dspyc_state.json"
+    _, base = start_sim()
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"question": "capital of France, Germany, Seine, Paris?"}) + "\n")
+    r = dspyc("run", prog, "--state", saved, "--save-state", mine, "--input", inp, "--output",
+              out, "--base-url", base, "--model", "m")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(out.read_text())["prediction"]["passages"]) == 4  # k from the state
+    assert json.loads(mine.read_text()) == json.loads(saved.read_text())
+    assert list(json.loads(mine.read_text())) == ["retrieve", "answer", "metadata"]
+    back = RAG()
+    back.load(str(mine))
+    assert back.retrieve.k == 4
+    bad = json.loads(saved.read_text())
+    bad["retrieve"] = {"k": 0}
+    saved.write_text(json.dumps(bad))
+    r = dspyc("run", prog, "--state", saved, "--input", inp, "--output", out, "--base-url",
+              base, "--model", "m")
+    assert r.returncode == 2 and '"k" must be an integer from 1 to 1000' in r.stderr
+
+
+def test_run_summary_estimates_cost_from_prices(tmp_path, corpus):
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"dspyc-sim": {"input_per_1k": 0.5, "output_per_1k": 2.0}}))
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"corpus": "corpus.jsonl"}))
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps({"question": f"capital {i}?"}) + "\n" for i in range(5)))
+    r = dspyc("run", prog, "--input", inp, "--output", out, "--prices", prices, "--cache", "off")
+    assert r.returncode == 0, r.stderr
+    import re
+    m = re.search(r"tokens: (\d+) prompt, (\d+) completion", r.stderr)
+    want = int(m.group(1)) / 1000 * 0.5 + int(m.group(2)) / 1000 * 2.0
+    c = re.search(r"estimated cost: \$([\d.]+) \(openai/dspyc-sim at \$0.5 / \$2 per 1k", r.stderr)
+    assert c, r.stderr
+    assert abs(float(c.group(1)) - want) < 1e-6
+    # an unknown model says so; a bad file is refused naming it and the model
+    r = dspyc("run", prog, "--input", inp, "--output", out, "--cache", "off", "--model",
+              "openai/my-own-model")
+    assert "estimated cost: unknown (no price for model openai/my-own-model" in r.stderr
+    prices.write_text(json.dumps({"x": {"input_per_1k": "cheap", "output_per_1k": 1}}))
+    r = dspyc("run", prog, "--input", inp, "--output", out, "--prices", prices)
+    assert r.returncode == 2 and "prices.json: model \"x\": needs exactly" in r.stderr
+
+
+def test_dense_and_hybrid_retrieval_over_an_embeddings_endpoint(tmp_path, corpus):
+    rec = tmp_path / "requests.jsonl"
+    _, base = start_sim("--record", rec)
+    q = "What is the capital of France?"
+
+    def run_mode(mode, k, **extra):
+        prog = tmp_path / f"rag_{mode}_{k}.json"
+        write(prog, rag_program({"corpus": "corpus.jsonl", "mode": mode, "k": k,
+                                 "dense": {"base_url": base, "model": "emb"}, **extra}))
+        inp, out = tmp_path / "in.jsonl", tmp_path / f"out_{mode}_{k}.jsonl"
+        inp.write_text(json.dumps({"question": q}) + "\n")
+        r = dspyc("run", prog, "--input", inp, "--output", out, "--base-url", base, "--model",
+                  "m", "--cache", "off")
+        assert r.returncode == 0, r.stderr
+        return json.loads(out.read_text())["prediction"]["passages"]
+
+    dense_all = run_mode("dense", len(CORPUS))
+    bodies = [json.loads(l)["body"] for l in rec.read_text().splitlines()]
+    emb = [b for b in bodies if isinstance(b, dict) and "input" in b]
+    assert len(emb) == 2  # the corpus in one batch, then the query
+    assert emb[0]["model"] == "emb" and len(emb[0]["input"]) == len(CORPUS)
+    assert emb[1]["input"] == [q]
+    # dense: the exact cosine ranking of the endpoint's own vectors
+    import numpy as np
+    from openai import OpenAI
+    cli = OpenAI(base_url=base, api_key="x")
+    texts = [f"{d['title']} | {d['text']}" if d.get("title") else d["text"] for d in CORPUS]
+    vecs = np.array([e.embedding for e in cli.embeddings.create(model="emb", input=texts).data])
+    qv = np.array(cli.embeddings.create(model="emb", input=[q]).data[0].embedding)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    order = sorted(range(len(texts)), key=lambda i: (-float(vecs[i] @ qv), i))
+    assert dense_all == [texts[i] for i in order]
+    # hybrid: reciprocal-rank fusion of BM25's and the dense ranking (60 + rank)
+    r = dspyc("index", "search", corpus, "--corpus", "-k", "50", q)
+    bm25 = [json.loads(l)["text"] for l in r.stdout.splitlines()]
+    fused = {}
+    for lst in (bm25, dense_all):
+        for rank, t in enumerate(lst, 1):
+            fused[t] = fused.get(t, 0) + 1 / (60 + rank)
+    first = {t: i for i, t in enumerate(bm25 + [t for t in dense_all if t not in bm25])}
+    want = sorted(fused, key=lambda t: (-fused[t], first[t]))[:3]
+    assert run_mode("hybrid", 3) == want
+
+
+def test_dense_step_errors_name_the_key(tmp_path, corpus):
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"corpus": "corpus.jsonl", "mode": "dense"}))
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and '"mode": "dense" needs "dense"' in r.stderr
+    write(prog, rag_program({"corpus": "corpus.jsonl", "mode": "dense",
+                             "dense": {"base_url": "http://127.0.0.1:1/v1", "model": "e"}}))
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and "embeddings endpoint http://127.0.0.1:1/v1/embeddings" in r.stderr
+    write(prog, rag_program({"corpus": "corpus.jsonl", "mode": "fuzzy"}))
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and '"mode" must be "bm25", "dense" or "hybrid"' in r.stderr
+
+
+def test_rag_batch_of_hits_and_misses_sends_only_the_misses_in_order(tmp_path, corpus):
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"corpus": "corpus.jsonl"}))
+    cache = tmp_path / "cache"
+    qs = [f"capital of France {i}?" for i in range(30)]
+    old, mixed = tmp_path / "old.jsonl", tmp_path / "mixed.jsonl"
+    old.write_text("".join(json.dumps({"question": q}) + "\n" for q in qs[::2]))
+    mixed.write_text("".join(json.dumps({"question": q}) + "\n" for q in qs))
+    rec1, rec2 = tmp_path / "r1.jsonl", tmp_path / "r2.jsonl"
+    _, base1 = start_sim("--record", rec1)
+    r = dspyc("run", prog, "--input", old, "--output", tmp_path / "o1.jsonl", "--base-url",
+              base1, "--model", "m", "--cache", "mem,disk", "--cache-dir", cache)
+    assert r.returncode == 0, r.stderr
+    _, base2 = start_sim("--record", rec2)
+    out = tmp_path / "o2.jsonl"
+    r = dspyc("run", prog, "--input", mixed, "--output", out, "--base-url", base2, "--model", "m",
+              "--cache", "mem,disk", "--cache-dir", cache)
+    assert r.returncode == 0, r.stderr
+    sent = [json.loads(l)["body"] for l in rec2.read_text().splitlines()]
+    asked = sorted(b["messages"][-1]["content"].split("[[ ## question ## ]]\n")[1].split("\n")[0]
+                   for b in sent if isinstance(b, dict) and "messages" in b)
+    assert asked == sorted(qs[1::2])  # only the misses reached the LM
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [x["line"] for x in lines] == list(range(1, 31))  # results in input order
+    first = {json.loads(l)["line"]: json.loads(l) for l in (tmp_path / "o1.jsonl").read_text()
+             .splitlines()}
+    for i in range(0, 30, 2):  # hits give the earlier answers
+        assert lines[i]["prediction"] == first[i // 2 + 1]["prediction"]
