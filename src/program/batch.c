@@ -14,6 +14,7 @@
 
 #include "base/status.h"
 #include "lm/lm_int.h"
+#include "program/module_int.h"
 #include "program/program_int.h"
 
 #define BATCH_WINDOW_PER_WORKER 4 /* records pulled and not yet delivered, per worker */
@@ -63,8 +64,8 @@ static void stop_locked(struct batch *b, dspy_status why)
         return;
     b->stop_rc = why;
     atomic_store(&b->stop, true);
-    if (b->group && why == DSPY_ECANCELED)
-        dspy__engine_group_cancel(b->group);
+    if (why == DSPY_ECANCELED)
+        dspy__lm_group_cancel(b->group);
     pthread_cond_broadcast(&b->space);
 }
 
@@ -156,8 +157,8 @@ static void run_record(struct batch *b, struct slot *s)
     if (refuse_record(b, s))
         return;
     uint64_t t0 = dspy_clock_ns();
-    r->status = dspy_program_call(b->prog, b->lm, s->item.inputs, b->o->cfg, &r->outputs,
-                                  &r->info, &r->error);
+    r->status = dspy__program_call_in(b->prog, b->lm, b->group, s->item.inputs, b->o->cfg,
+                                      &r->outputs, &r->info, &r->error);
     r->latency_ns = dspy_clock_ns() - t0;
     if (r->status && r->outputs) {
         json_decref(r->outputs);
@@ -244,13 +245,11 @@ static void *worker(void *arg)
 {
     struct batch *b = arg;
     size_t idx;
-    dspy__lm_set_thread_group(b->lm, b->group);
     while (pull(b, &idx)) {
         struct slot *s = &b->slots[idx % b->window];
         run_record(b, s); /* the slot is this worker's until it is marked done */
         complete(b, s);
     }
-    dspy__lm_set_thread_group(b->lm, NULL);
     pthread_mutex_lock(&b->mu);
     b->workers_live--;
     pthread_cond_broadcast(&b->space);
@@ -295,7 +294,7 @@ static size_t run_pool(struct batch *b, size_t n)
  * cache, no transport hook: dspy_lm_submit would run those in place). */
 static bool runs_on_loop(const dspy_program *p, const dspy_lm *lm)
 {
-    return p->n == 1 && lm->engine && !lm->cache && !lm->transport;
+    return p->n == 1 && dspy__lm_calls_async(lm);
 }
 
 /* A record's module call ended: on the LM's loop thread, which only stores the result and
@@ -340,8 +339,9 @@ static bool start_record(struct batch *b)
         b->in_flight++; /* before the submit: the call may end before it returns */
         pthread_mutex_unlock(&b->mu);
         s->start_ns = dspy_clock_ns();
-        dspy_status rc = dspy_module_call_async(b->prog->preds[0].module, b->lm, s->item.inputs,
-                                                b->o->cfg, record_done, s, &s->res.error);
+        dspy_status rc =
+            dspy__module_call_async_in(b->prog->preds[0].module, b->lm, b->group, s->item.inputs,
+                                       b->o->cfg, record_done, s, &s->res.error);
         if (!rc)
             return true;
         s->res.status = rc;
@@ -361,7 +361,6 @@ static bool start_record(struct batch *b)
  * room, delivers what is done in order, and sleeps only when it can do neither. */
 static void run_on_loop(struct batch *b, size_t n)
 {
-    dspy__lm_set_thread_group(b->lm, b->group);
     pthread_mutex_lock(&b->mu);
     for (;;) {
         check_cancel_locked(b);
@@ -380,7 +379,6 @@ static void run_on_loop(struct batch *b, size_t n)
         b->feeder_waits = false;
     }
     pthread_mutex_unlock(&b->mu);
-    dspy__lm_set_thread_group(b->lm, NULL);
 }
 
 dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
@@ -412,7 +410,7 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     b.window = workers * BATCH_WINDOW_PER_WORKER;
     if (!(b.slots = dspy_calloc(b.window, sizeof(*b.slots))))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
-    if (dspy__lm_engine(lm) && !(b.group = dspy__engine_group_new(dspy__lm_engine(lm)))) {
+    if (dspy__lm_group_new(lm, &b.group)) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto free_slots;
     }
@@ -443,7 +441,7 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     pthread_cond_destroy(&b.space);
     pthread_mutex_destroy(&b.mu);
     pthread_mutex_destroy(&b.src_mu);
-    dspy__engine_group_free(b.group);
+    dspy__lm_group_free(b.group);
 free_slots:
     dspy_free(b.slots);
     return rc;

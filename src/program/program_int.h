@@ -71,4 +71,12 @@ dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
                                           const struct dspy__jsource *src,
                                           struct dspy_error *err);
 
+/* dspy_program_call() with every LM call joining `group` (dspy__lm_group_new; NULL = none),
+ * for the batch executor's workers. */
+struct dspy__engine_group;
+dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
+                                  const json_t *inputs, const struct dspy_call_config *cfg,
+                                  json_t **outputs, struct dspy_call_info *info,
+                                  struct dspy_error *err);
+
 #endif
