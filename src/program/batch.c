@@ -21,10 +21,18 @@
 #define BATCH_SMALL_STACK ((size_t)1 << 20) /* for large pools: 4,096 x 8 MiB is too much */
 #define BATCH_CANCEL_POLL_NS 20000000L /* how often a waiting thread looks at opts->cancel */
 
+/* A record in the window, kept small (a window holds four per call in flight): the error
+ * is allocated only when the record fails, and the sink gets a dspy_batch_item and a
+ * dspy_batch_result made on the emitter's stack. */
 struct slot {
-    struct dspy_batch_item item;
-    struct dspy_batch_result res;
-    bool done;          /* res is final; mu */
+    json_t *inputs;            /* NULL: a bad input, failed with `error` */
+    void *tag;
+    dspy_status status;
+    json_t *outputs;
+    struct dspy_error *error;  /* the failure, NULL if none (or if it could not be kept) */
+    struct dspy_call_info info;
+    uint64_t latency_ns;
+    bool done;          /* the result is final; mu */
     struct batch *b;    /* for the asynchronous path's completion */
     uint64_t start_ns;  /* the asynchronous call began */
 };
@@ -95,6 +103,14 @@ static void wait_space(struct batch *b)
     check_cancel_locked(b);
 }
 
+/* The record failed with `e`: keep a copy for the sink (none when out of memory; deliver
+ * then says so). */
+static void keep_error(struct slot *s, const struct dspy_error *e)
+{
+    if (!s->error && (s->error = dspy_malloc(sizeof(*s->error))))
+        *s->error = *e;
+}
+
 /* Claim the next record into its slot; false when there is none (end, stop). */
 static bool pull(struct batch *b, size_t *idx)
 {
@@ -120,8 +136,10 @@ static bool pull(struct batch *b, size_t *idx)
         *idx = b->pulled++;
         struct slot *s = &b->slots[*idx % b->window];
         memset(s, 0, sizeof(*s));
-        s->item = item;
-        dspy_error_clear(&s->res.error);
+        s->inputs = item.inputs;
+        s->tag = item.tag;
+        if (!item.inputs)
+            keep_error(s, &item.error);
     } else {
         b->source_done = true;
         if (got < 0)
@@ -137,15 +155,16 @@ static bool pull(struct batch *b, size_t *idx)
  * true when it did. */
 static bool refuse_record(struct batch *b, struct slot *s)
 {
-    struct dspy_batch_result *r = &s->res;
-    if (!s->item.inputs) {
-        r->error = s->item.error;
-        r->status = r->error.code ? r->error.code : DSPY_EINVAL;
-        r->error.code = r->status;
+    if (!s->inputs) {
+        s->status = s->error && s->error->code ? s->error->code : DSPY_EINVAL;
+        if (s->error)
+            s->error->code = s->status;
         return true;
     }
     if (atomic_load(&b->stop)) {
-        r->status = dspy__err(&r->error, DSPY_ECANCELED, "not run: the batch was stopped");
+        struct dspy_error e;
+        s->status = dspy__err(&e, DSPY_ECANCELED, "not run: the batch was stopped");
+        keep_error(s, &e);
         return true;
     }
     return false;
@@ -153,26 +172,57 @@ static bool refuse_record(struct batch *b, struct slot *s)
 
 static void run_record(struct batch *b, struct slot *s)
 {
-    struct dspy_batch_result *r = &s->res;
+    struct dspy_error e;
     if (refuse_record(b, s))
         return;
     uint64_t t0 = dspy_clock_ns();
-    r->status = dspy__program_call_in(b->prog, b->lm, b->group, s->item.inputs, b->o->cfg,
-                                      &r->outputs, &r->info, &r->error);
-    r->latency_ns = dspy_clock_ns() - t0;
-    if (r->status && r->outputs) {
-        json_decref(r->outputs);
-        r->outputs = NULL;
+    dspy_error_clear(&e);
+    s->status = dspy__program_call_in(b->prog, b->lm, b->group, s->inputs, b->o->cfg,
+                                      &s->outputs, &s->info, &e);
+    s->latency_ns = dspy_clock_ns() - t0;
+    if (s->status) {
+        keep_error(s, &e);
+        json_decref(s->outputs);
+        s->outputs = NULL;
     }
+}
+
+/* dspy_error_clear() without writing the whole message buffers. */
+static void no_error(struct dspy_error *e)
+{
+    e->code = DSPY_OK;
+    e->message[0] = e->file[0] = e->field[0] = '\0';
+    e->line = e->column = e->offset = -1;
+    e->http_status = 0;
 }
 
 /* Hand one record to the sink and the progress callback, then free what it held. Runs on
  * the emitter alone, without mu. */
 static void deliver(struct batch *b, size_t idx, struct slot *s)
 {
-    struct dspy_batch_result *r = &s->res;
+    struct dspy_batch_item item;
+    struct dspy_batch_result res;
+    struct dspy_batch_result *r = &res;
     struct dspy_batch_progress p;
     int stop = 0;
+    item.inputs = s->inputs;
+    item.tag = s->tag;
+    no_error(&item.error);
+    r->status = s->status;
+    r->outputs = s->outputs;
+    r->info = s->info;
+    r->latency_ns = s->latency_ns;
+    if (!s->status)
+        no_error(&r->error);
+    else if (s->error)
+        r->error = *s->error;
+    else
+        dspy__err(&r->error, s->status, "%s (the details were lost: out of memory)",
+                  dspy_strerror(s->status));
+    if (!s->inputs)
+        item.error = r->error;
+    dspy_free(s->error);
+    s->error = NULL;
     b->st.records++;
     b->st.lm_calls += (uint64_t)(r->info.lm_calls > 0 ? r->info.lm_calls : 0);
     if (!r->status)
@@ -181,7 +231,7 @@ static void deliver(struct batch *b, size_t idx, struct slot *s)
         b->st.failed++;
     if (r->status == DSPY_ECANCELED)
         b->st.cancelled++;
-    if (!b->sink_failed && b->sink(b->ud, idx, &s->item, r)) {
+    if (!b->sink_failed && b->sink(b->ud, idx, &item, r)) {
         b->sink_failed = true;
         stop = DSPY_EIO;
     }
@@ -193,10 +243,10 @@ static void deliver(struct batch *b, size_t idx, struct slot *s)
         if (b->o->progress(b->o->progress_userdata, &p))
             stop = DSPY_ECANCELED;
     }
-    json_decref(r->outputs);
-    json_decref(s->item.inputs);
-    r->outputs = NULL;
-    s->item.inputs = NULL;
+    json_decref(r->outputs); /* NULL when the sink took it */
+    json_decref(item.inputs);
+    s->outputs = NULL;
+    s->inputs = NULL;
     if (stop) {
         pthread_mutex_lock(&b->mu);
         stop_locked(b, stop);
@@ -207,7 +257,7 @@ static void deliver(struct batch *b, size_t idx, struct slot *s)
 static void mark_done_locked(struct batch *b, struct slot *s)
 {
     s->done = true;
-    if (s->res.status) {
+    if (s->status) {
         b->failed++;
         if (b->o->max_errors && b->failed >= b->o->max_errors)
             stop_locked(b, DSPY_ECANCELED);
@@ -305,18 +355,18 @@ static void record_done(void *userdata, dspy_status status, json_t *prediction,
 {
     struct slot *s = userdata;
     struct batch *b = s->b;
-    struct dspy_batch_result *r = &s->res;
     const char *name = b->prog->preds[0].name;
     json_decref(completions);
-    r->status = status;
-    r->outputs = prediction;
-    r->info = *info;
+    s->status = status;
+    s->outputs = prediction;
+    s->info = *info;
     if (status) {
-        r->error = *err;
+        struct dspy_error e = *err;
         if (name)
-            dspy__err_prefix(&r->error, "predictor %s", name);
+            dspy__err_prefix(&e, "predictor %s", name);
+        keep_error(s, &e);
     }
-    r->latency_ns = dspy_clock_ns() - s->start_ns;
+    s->latency_ns = dspy_clock_ns() - s->start_ns;
     pthread_mutex_lock(&b->mu);
     mark_done_locked(b, s);
     b->in_flight--;
@@ -338,15 +388,18 @@ static bool start_record(struct batch *b)
         pthread_mutex_lock(&b->mu);
         b->in_flight++; /* before the submit: the call may end before it returns */
         pthread_mutex_unlock(&b->mu);
+        struct dspy_error e;
+        dspy_error_clear(&e);
         s->start_ns = dspy_clock_ns();
         dspy_status rc =
-            dspy__module_call_async_in(b->prog->preds[0].module, b->lm, b->group, s->item.inputs,
-                                       b->o->cfg, record_done, s, &s->res.error);
+            dspy__module_call_async_in(b->prog->preds[0].module, b->lm, b->group, s->inputs,
+                                       b->o->cfg, record_done, s, &e);
         if (!rc)
             return true;
-        s->res.status = rc;
+        s->status = rc;
         if (name)
-            dspy__err_prefix(&s->res.error, "predictor %s", name);
+            dspy__err_prefix(&e, "predictor %s", name);
+        keep_error(s, &e);
         pthread_mutex_lock(&b->mu);
         b->in_flight--;
         pthread_mutex_unlock(&b->mu);
@@ -443,6 +496,8 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     pthread_mutex_destroy(&b.src_mu);
     dspy__lm_group_free(b.group);
 free_slots:
+    for (size_t i = 0; i < b.window; i++)
+        dspy_free(b.slots[i].error); /* every record was delivered: NULL */
     dspy_free(b.slots);
     return rc;
 }
