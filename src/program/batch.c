@@ -3,7 +3,8 @@
  * DSPy's max_errors, progress, and cancellation of a whole batch (its LM calls join one
  * engine group, cancelled together). A single-call program over an LM whose calls are truly
  * asynchronous goes straight onto the LM's event loop, fed from the calling thread with no
- * thread per record; other programs run on a bounded pool of worker threads. */
+ * thread per record (each completion starts the next record already pulled, on the loop
+ * thread); other programs run on a bounded pool of worker threads. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -55,6 +56,8 @@ struct batch {
     size_t failed;          /* records completed with an error; mu */
     bool emitting;          /* a worker is delivering; mu */
     size_t in_flight;       /* asynchronous path: module calls not yet completed; mu */
+    size_t next_start;      /* asynchronous path: next record to start (records from here
+                               to `pulled` wait to start); mu */
     bool feeder_waits;      /* asynchronous path: the calling thread waits on space; mu */
     bool source_done;       /* mu */
     size_t workers_live;    /* pool path: workers not yet returned; mu */
@@ -347,8 +350,20 @@ static bool runs_on_loop(const dspy_program *p, const dspy_lm *lm)
     return p->n == 1 && dspy__lm_calls_async(lm);
 }
 
-/* A record's module call ended: on the LM's loop thread, which only stores the result and
- * wakes the feeder; the sink and progress callbacks run on the calling thread. */
+/* mu held. Claim the next record pulled and not started, counted in flight from here
+ * (start_slot undoes that for a record that does not run). */
+static size_t claim_locked(struct batch *b)
+{
+    b->in_flight++;
+    return b->next_start++;
+}
+
+static void start_slot(struct batch *b, size_t idx);
+
+/* A record's module call ended: on the LM's loop thread, which stores the result, starts
+ * the next record already pulled (on this thread: no hand-off to the feeder and back
+ * between a completion and the next submission) and wakes the feeder; the source, sink
+ * and progress callbacks run on the calling thread. */
 static void record_done(void *userdata, dspy_status status, json_t *prediction,
                         json_t *completions, const struct dspy_call_info *info,
                         const struct dspy_error *err)
@@ -370,24 +385,24 @@ static void record_done(void *userdata, dspy_status status, json_t *prediction,
     pthread_mutex_lock(&b->mu);
     mark_done_locked(b, s);
     b->in_flight--;
+    /* A stopped batch leaves the records pulled to the feeder, which refuses them. */
+    bool next = !atomic_load(&b->stop) && b->next_start < b->pulled;
+    size_t idx = next ? claim_locked(b) : 0;
     if (b->feeder_waits)
         pthread_cond_signal(&b->space);
     pthread_mutex_unlock(&b->mu);
+    if (next) /* the batch cannot end before that record does: b is still there */
+        start_slot(b, idx);
 }
 
-/* Pull one record and start its module call; false when the source has none left. */
-static bool start_record(struct batch *b)
+/* Start the module call of a claimed record, or give it its result when it does not run
+ * (refused, or the submission failed). mu not held. */
+static void start_slot(struct batch *b, size_t idx)
 {
-    size_t idx;
-    if (!pull(b, &idx))
-        return false;
     struct slot *s = &b->slots[idx % b->window];
     s->b = b;
     if (!refuse_record(b, s)) {
         const char *name = b->prog->preds[0].name;
-        pthread_mutex_lock(&b->mu);
-        b->in_flight++; /* before the submit: the call may end before it returns */
-        pthread_mutex_unlock(&b->mu);
         struct dspy_error e;
         dspy_error_clear(&e);
         s->start_ns = dspy_clock_ns();
@@ -395,37 +410,46 @@ static bool start_record(struct batch *b)
             dspy__module_call_async_in(b->prog->preds[0].module, b->lm, b->group, s->inputs,
                                        b->o->cfg, record_done, s, &e);
         if (!rc)
-            return true;
+            return; /* record_done() will run, perhaps already ran */
         s->status = rc;
         if (name)
             dspy__err_prefix(&e, "predictor %s", name);
         keep_error(s, &e);
-        pthread_mutex_lock(&b->mu);
-        b->in_flight--;
-        pthread_mutex_unlock(&b->mu);
     }
     pthread_mutex_lock(&b->mu);
+    b->in_flight--;
     mark_done_locked(b, s);
+    if (b->feeder_waits)
+        pthread_cond_signal(&b->space);
     pthread_mutex_unlock(&b->mu);
-    return true;
 }
 
-/* The calling thread feeds records while fewer than n are in flight and the window has
- * room, delivers what is done in order, and sleeps only when it can do neither. */
+/* The calling thread pulls records ahead (up to n not yet started, within the window),
+ * starts them while fewer than n are in flight (completions on the loop thread start
+ * them too), delivers what is done in order, and sleeps only when it can do none of it. */
 static void run_on_loop(struct batch *b, size_t n)
 {
     pthread_mutex_lock(&b->mu);
     for (;;) {
         check_cancel_locked(b);
         emit_locked(b);
-        bool more = !b->source_done && !atomic_load(&b->stop);
-        if (more && b->in_flight < n && b->pulled - b->head < b->window) {
+        bool stopped = atomic_load(&b->stop);
+        if (b->next_start < b->pulled && (stopped || b->in_flight < n)) {
+            size_t idx = claim_locked(b);
             pthread_mutex_unlock(&b->mu);
-            start_record(b);
+            start_slot(b, idx);
             pthread_mutex_lock(&b->mu);
             continue;
         }
-        if (!more && !b->in_flight && b->head == b->pulled)
+        bool more = !b->source_done && !stopped;
+        if (more && b->pulled - b->next_start < n && b->pulled - b->head < b->window) {
+            size_t idx;
+            pthread_mutex_unlock(&b->mu);
+            pull(b, &idx);
+            pthread_mutex_lock(&b->mu);
+            continue;
+        }
+        if (!more && !b->in_flight && b->head == b->pulled && b->next_start == b->pulled)
             break;
         b->feeder_waits = true;
         wait_space(b);
