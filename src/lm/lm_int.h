@@ -74,6 +74,11 @@ dspy_status dspy__lm_parse_response(const char *body, size_t len, struct dspy_lm
  * exposed so that tests can check that both read every body alike. */
 dspy_status dspy__lm_parse_response_tree(const char *body, size_t len,
                                          struct dspy_lm_response *resp, struct dspy_error *err);
+/* The fast reader alone, for tests that check it reads what it should without deferring:
+ * DSPY_OK, DSPY_ENOMEM, or another code where dspy__lm_parse_response() defers to jansson
+ * (`resp` then holds nothing). */
+dspy_status dspy__lm_parse_response_fast(const char *body, size_t len,
+                                         struct dspy_lm_response *resp);
 
 /* The handle's default temperature (NAN when unset), for DSPy's n > 1 rule. */
 double dspy__lm_temperature(const dspy_lm *lm);
