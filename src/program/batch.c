@@ -66,6 +66,7 @@ struct batch {
     dspy_status stop_rc;    /* why; mu */
     struct dspy_batch_stats st; /* record counts; only the emitter touches them */
     uint64_t start_ns;
+    pthread_t caller;           /* the thread that called dspy_program_batch_stream */
 };
 
 /* mu held. The first reason wins. */
@@ -80,10 +81,12 @@ static void stop_locked(struct batch *b, dspy_status why)
     pthread_cond_broadcast(&b->space);
 }
 
-/* mu held. The caller's stop switch was thrown: cancel as the progress callback would. */
+/* mu held. The caller's stop switch was thrown: cancel as the progress callback would.
+ * Only the calling thread reads it: a signal handler writes it there, and a read on a
+ * worker would race with that write (the caller polls it while workers run). */
 static void check_cancel_locked(struct batch *b)
 {
-    if (b->o->cancel && *b->o->cancel)
+    if (b->o->cancel && pthread_equal(pthread_self(), b->caller) && *b->o->cancel)
         stop_locked(b, DSPY_ECANCELED);
 }
 
@@ -481,6 +484,7 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
         workers = DSPY_BATCH_MAX_WORKERS;
     b.prog = p;
     b.lm = lm;
+    b.caller = pthread_self();
     b.source = source;
     b.sink = sink;
     b.ud = userdata;
