@@ -75,10 +75,22 @@ dspy_status dspy__utf8_add(struct dspy_buf *b, uint32_t cp)
     return dspy__buf_add(b, u, n);
 }
 
+/* Bytes from `i` on that are ASCII, eight at a time then one by one: where the next
+ * byte >= 0x80 is (or `len`). */
+static size_t skip_ascii(const char *s, size_t len, size_t i)
+{
+    uint64_t w;
+    while (len - i >= 8 && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ULL)))
+        i += 8;
+    while (i < len && (unsigned char)s[i] < 0x80)
+        i++;
+    return i;
+}
+
 bool dspy__utf8_valid(const char *s, size_t len)
 {
     size_t i = 0;
-    while (i < len) {
+    while ((i = skip_ascii(s, len, i)) < len) {
         uint32_t cp;
         unsigned char c = (unsigned char)s[i];
         size_t n = dspy__utf8_decode(s, len, i, &cp);
@@ -93,7 +105,7 @@ dspy_status dspy__utf8_sanitize(struct dspy_buf *b, const char *s, size_t len)
 {
     size_t i = 0, run = 0;
     dspy_status rc = DSPY_OK;
-    while (i < len) {
+    while ((i = skip_ascii(s, len, i)) < len) {
         uint32_t cp;
         unsigned char c = (unsigned char)s[i];
         size_t n = dspy__utf8_decode(s, len, i, &cp);
@@ -144,6 +156,9 @@ void dspy__py_strip(const char *s, size_t *start, size_t *end)
     size_t a = *start, z = *end;
     while (a < z) {
         uint32_t cp;
+        unsigned char c = (unsigned char)s[a];
+        if (c > 0x20 && c < 0x80) /* printable ASCII: not whitespace (the common case) */
+            break;
         size_t n = dspy__utf8_decode(s, z, a, &cp);
         if (!dspy__py_isspace(cp))
             break;
@@ -151,6 +166,9 @@ void dspy__py_strip(const char *s, size_t *start, size_t *end)
     }
     while (z > a) {
         uint32_t cp;
+        unsigned char c = (unsigned char)s[z - 1];
+        if (c > 0x20 && c < 0x80)
+            break;
         size_t p = utf8_prev(s, z);
         if (p < a)
             p = a;

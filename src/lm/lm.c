@@ -18,7 +18,7 @@
 #include "base/status.h"
 #include "base/fmtfloat.h"
 #include "base/jsonw.h"
-#include "lm/lm_int.h"
+#include "lm/lm_handle.h"
 
 #define LM_ERROR_TEXT 300           /* bytes of the endpoint's error message we report */
 #define LM_KEY_FILE_MAX 4096
@@ -572,38 +572,51 @@ static dspy_status transport_exchange(dspy_lm *lm, const char *body, size_t body
     return DSPY_OK;
 }
 
-/* The batch executor's group for this thread's calls, and the engine it belongs to. */
-static _Thread_local struct dspy__engine_group *tls_group;
-static _Thread_local const struct dspy__engine *tls_group_engine;
-
-void dspy__lm_set_thread_group(dspy_lm *lm, struct dspy__engine_group *g)
+bool dspy__lm_calls_async(const dspy_lm *lm)
 {
-    tls_group = g;
-    tls_group_engine = g && lm ? lm->engine : NULL;
+    return lm->engine && !lm->cache && !lm->transport;
 }
 
-struct dspy__engine *dspy__lm_engine(dspy_lm *lm)
+dspy_cache *dspy__lm_cache(const dspy_lm *lm)
 {
-    return lm ? lm->engine : NULL;
+    return lm->cache;
 }
 
-struct dspy__engine_group *dspy__lm_thread_group(const dspy_lm *lm)
+void dspy__lm_cache_ctl(const dspy_lm *lm, const struct dspy_cache_ctl *over,
+                        struct dspy_cache_ctl *out)
 {
-    return tls_group && lm && tls_group_engine == lm->engine ? tls_group : NULL;
+    *out = lm->cache_ctl;
+    dspy__lm_cache_ctl_merge(out, over);
 }
 
-dspy_status dspy__lm_submit_body(dspy_lm *lm, const char *body, size_t len, bool take_body,
+uint64_t dspy__lm_id(const dspy_lm *lm)
+{
+    return lm->id;
+}
+
+dspy_status dspy__lm_group_new(dspy_lm *lm, struct dspy__engine_group **g)
+{
+    *g = NULL;
+    if (!lm->engine)
+        return DSPY_OK;
+    return (*g = dspy__engine_group_new(lm->engine)) ? DSPY_OK : DSPY_ENOMEM;
+}
+
+void dspy__lm_group_cancel(struct dspy__engine_group *g)
+{
+    if (g)
+        dspy__engine_group_cancel(g);
+}
+
+void dspy__lm_group_free(struct dspy__engine_group *g)
+{
+    dspy__engine_group_free(g);
+}
+
+dspy_status dspy__lm_submit_body(dspy_lm *lm, struct dspy__engine_group *group,
+                                 const char *body, size_t len, bool take_body,
                                  dspy__engine_done_fn on_done, void *userdata,
                                  struct dspy__engine_call **handle, struct dspy_error *err)
-{
-    return dspy__lm_submit_body_in(lm, dspy__lm_thread_group(lm), body, len, take_body, on_done,
-                                   userdata, handle, err);
-}
-
-dspy_status dspy__lm_submit_body_in(dspy_lm *lm, struct dspy__engine_group *group,
-                                    const char *body, size_t len, bool take_body,
-                                    dspy__engine_done_fn on_done, void *userdata,
-                                    struct dspy__engine_call **handle, struct dspy_error *err)
 {
     struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
     r.url = lm->url;
@@ -699,9 +712,9 @@ dspy_status dspy__lm_read_result(dspy_lm *lm, struct dspy__engine_call *call,
     return rc;
 }
 
-dspy_status dspy__lm_send(dspy_lm *lm, const char *body, size_t len,
-                          struct dspy_lm_response *resp, char **body_out, size_t *body_len,
-                          struct dspy_error *err)
+dspy_status dspy__lm_send(dspy_lm *lm, struct dspy__engine_group *group, const char *body,
+                          size_t len, struct dspy_lm_response *resp, char **body_out,
+                          size_t *body_len, struct dspy_error *err)
 {
     char *rbody = NULL;
     size_t rlen = 0;
@@ -711,7 +724,7 @@ dspy_status dspy__lm_send(dspy_lm *lm, const char *body, size_t len,
     if (!lm->transport) {
         struct dspy__engine_call *call = NULL;
         const struct dspy__engine_result *res;
-        if ((rc = dspy__lm_submit_body(lm, body, len, false, NULL, NULL, &call, err)))
+        if ((rc = dspy__lm_submit_body(lm, group, body, len, false, NULL, NULL, &call, err)))
             return rc;
         rc = dspy__engine_call_wait(call, 0, &res);
         if (!rc)
@@ -759,7 +772,7 @@ dspy_status dspy__lm_complete_call(dspy_lm *lm, const struct dspy__lm_call *call
     if (lm->cache)
         rc = dspy__lm_cache_call(lm, call, body.ptr, body.len, &marks, resp, err);
     else
-        rc = dspy__lm_send(lm, body.ptr, body.len, resp, NULL, NULL, err);
+        rc = dspy__lm_send(lm, call->group, body.ptr, body.len, resp, NULL, NULL, err);
 
 release_body:
     dspy__buf_release(&body);

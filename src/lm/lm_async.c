@@ -9,7 +9,7 @@
 
 #include "base/buf.h"
 #include "base/status.h"
-#include "lm/lm_int.h"
+#include "lm/lm_handle.h"
 
 struct async_call {
     dspy_lm *lm;
@@ -42,8 +42,8 @@ static dspy_status run_here(dspy_lm *lm, const struct dspy__lm_call *call,
 }
 
 dspy_status dspy__lm_submit_call(dspy_lm *lm, const struct dspy__lm_call *call,
-                                 struct dspy__engine_group *group, dspy_lm_done_fn on_done,
-                                 void *userdata, struct dspy_error *err)
+                                 dspy_lm_done_fn on_done, void *userdata,
+                                 struct dspy_error *err)
 {
     struct dspy_buf body;
     struct dspy__lm_body_marks marks;
@@ -67,8 +67,8 @@ dspy_status dspy__lm_submit_call(dspy_lm *lm, const struct dspy__lm_call *call,
     a->userdata = userdata;
     size_t len = body.len;
     char *owned = dspy__buf_detach(&body, NULL);
-    if ((rc = dspy__lm_submit_body_in(lm, group ? group : dspy__lm_thread_group(lm), owned, len,
-                                      true, async_done, a, NULL, err))) {
+    if ((rc = dspy__lm_submit_body(lm, call->group, owned, len, true, async_done, a, NULL,
+                                   err))) {
         dspy_free(owned); /* the engine took nothing */
         dspy_free(a);
     }
@@ -90,7 +90,7 @@ dspy_status dspy_lm_submit(dspy_lm *lm, const struct dspy_lm_request *req,
     dspy__buf_init(&msgs, DSPY__LM_MAX_BODY);
     dspy__buf_init(&rf, DSPY__LM_MAX_BODY);
     if (!(rc = dspy__lm_call_from_request(req, &msgs, &rf, &call, err)))
-        rc = dspy__lm_submit_call(lm, &call, NULL, on_done, userdata, err);
+        rc = dspy__lm_submit_call(lm, &call, on_done, userdata, err);
     dspy__buf_release(&rf);
     dspy__buf_release(&msgs);
     return rc;

@@ -9,7 +9,7 @@
 #include <dspyc/lm.h>
 
 #include "base/status.h"
-#include "lm/lm_int.h"
+#include "lm/lm_handle.h"
 
 void dspy__lm_cache_ctl_merge(struct dspy_cache_ctl *into, const struct dspy_cache_ctl *over)
 {
@@ -143,6 +143,7 @@ dspy_status dspy__lm_cache_key(dspy_lm *lm, const struct dspy__lm_call *call,
 
 struct fill_ctx {
     dspy_lm *lm;
+    struct dspy__engine_group *group;
     const char *body;
     size_t len;
     struct dspy_lm_response *resp;
@@ -156,7 +157,7 @@ static dspy_status fill_from_endpoint(void *ud, struct dspy_cache_fill *fill,
     struct fill_ctx *x = ud;
     char *raw = NULL;
     size_t rlen = 0;
-    dspy_status rc = dspy__lm_send(x->lm, x->body, x->len, x->resp, &raw, &rlen, err);
+    dspy_status rc = dspy__lm_send(x->lm, x->group, x->body, x->len, x->resp, &raw, &rlen, err);
     if (rc)
         return rc;
     x->sent = true;
@@ -198,12 +199,12 @@ dspy_status dspy__lm_cache_call(dspy_lm *lm, const struct dspy__lm_call *call,
     struct dspy_cache_ctl ctl = lm->cache_ctl;
     struct dspy_cache_key key;
     struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
-    struct fill_ctx x = { lm, body, body_len, resp, false };
+    struct fill_ctx x = { lm, call->group, body, body_len, resp, false };
     dspy_status rc;
     dspy__lm_cache_ctl_merge(&ctl, call->ctl);
     /* A request that cannot be keyed (it cannot: the body is our own JSON) is still sent. */
     if (dspy__lm_cache_key(lm, call, body, body_len, marks, &ctl, true, &key, NULL))
-        return dspy__lm_send(lm, body, body_len, resp, NULL, NULL, err);
+        return dspy__lm_send(lm, call->group, body, body_len, resp, NULL, NULL, err);
     if ((rc = fetch(lm, &key, &ctl, &x, &v, err)))
         return rc;
     if (!read_hit(&x, &v, resp)) {

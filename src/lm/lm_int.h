@@ -12,30 +12,6 @@
 #include "base/buf.h"
 #include "net/engine.h"
 
-struct dspy_lm {
-    char *model;            /* as configured, e.g. "openai/gpt-4o-mini" */
-    const char *wire_model; /* what is sent: `model` without a leading "openai/" */
-    char *url;              /* base_url + "/chat/completions" */
-    char *api_key;          /* NULL when none; wiped on free */
-    double timeout_s;   /* per attempt */
-    double temperature; /* NAN = not sent */
-    long max_tokens;    /* < 0 = not sent */
-    size_t max_response_bytes;
-    dspy_lm_transport_fn transport;
-    void *transport_userdata;
-    struct dspy__engine *engine;         /* the event loop; NULL with a transport hook */
-    struct dspy__engine_headers *headers; /* includes the Authorization line */
-    struct dspy__engine_limiter *limiter; /* NULL when no limit is set */
-    struct dspy__retry_policy retry;
-    uint64_t deadline_ns;                 /* whole call; 0 = none */
-    dspy_cache *cache;                   /* borrowed; NULL = no caching */
-    struct dspy_cache_ctl cache_ctl;     /* defaults; ns points at ns_copy */
-    char *ns_copy;
-    bool cache_has_ns;  /* the cache has a default namespace of its own: keys of requests
-                           that name none go through dspy_cache_key() (lm_cache.c) */
-    uint64_t id;        /* unique per handle in this process, never reused */
-};
-
 /* What a caller wants back about the cache entry that answered a call (module memo). */
 struct dspy__lm_cached {
     struct dspy_cache_key key;
@@ -71,6 +47,9 @@ struct dspy__lm_call {
     struct dspy__lm_cached *cached;   /* when not NULL and the answer came from or went
                                          into the cache: its key and value (else
                                          value.ref stays NULL) */
+    struct dspy__engine_group *group; /* over HTTP the call joins this group of the
+                                         handle's engine (a batch, cancelled together:
+                                         dspy__lm_group_new); NULL = none */
 };
 #define DSPY__LM_CALL_INIT { .temperature = NAN, .max_tokens = -1, .top_p = NAN }
 
@@ -95,6 +74,11 @@ dspy_status dspy__lm_parse_response(const char *body, size_t len, struct dspy_lm
  * exposed so that tests can check that both read every body alike. */
 dspy_status dspy__lm_parse_response_tree(const char *body, size_t len,
                                          struct dspy_lm_response *resp, struct dspy_error *err);
+/* The fast reader alone, for tests that check it reads what it should without deferring:
+ * DSPY_OK, DSPY_ENOMEM, or another code where dspy__lm_parse_response() defers to jansson
+ * (`resp` then holds nothing). */
+dspy_status dspy__lm_parse_response_fast(const char *body, size_t len,
+                                         struct dspy_lm_response *resp);
 
 /* The handle's default temperature (NAN when unset), for DSPy's n > 1 rule. */
 double dspy__lm_temperature(const dspy_lm *lm);
@@ -124,22 +108,42 @@ dspy_status dspy__lm_encode_body(const dspy_lm *lm, const struct dspy__lm_call *
 /* Send an encoded body and read the answer into `resp`: the exchange, HTTP status
  * classes and parsing. On success *body_out (when not NULL) receives the raw response
  * body (caller owns, dspy_free); resp->http_status is set in every case. */
-dspy_status dspy__lm_send(dspy_lm *lm, const char *body, size_t len,
-                          struct dspy_lm_response *resp, char **body_out, size_t *body_len,
-                          struct dspy_error *err);
+dspy_status dspy__lm_send(dspy_lm *lm, struct dspy__engine_group *group, const char *body,
+                          size_t len, struct dspy_lm_response *resp, char **body_out,
+                          size_t *body_len, struct dspy_error *err);
 
 /* Submit an encoded body to the handle's engine (no transport hook) with its retry policy,
- * timeouts and limiter; the engine's contract otherwise (net/engine.h). DSPY_EBUSY with a
- * message when the limiter's wait queue is full. */
-dspy_status dspy__lm_submit_body(dspy_lm *lm, const char *body, size_t len, bool take_body,
+ * timeouts and limiter, the call joining `group` (NULL = none); the engine's contract
+ * otherwise (net/engine.h). DSPY_EBUSY with a message when the limiter's wait queue is
+ * full. */
+dspy_status dspy__lm_submit_body(dspy_lm *lm, struct dspy__engine_group *group,
+                                 const char *body, size_t len, bool take_body,
                                  dspy__engine_done_fn on_done, void *userdata,
                                  struct dspy__engine_call **handle, struct dspy_error *err);
 
-/* Calls that this thread sends through `lm` from now on join group `g` of lm's engine (the
- * batch executor cancels a whole batch with it); NULL leaves groups. No-op for a handle with
- * a transport hook. The engine of `lm`, or NULL with a transport hook. */
-void dspy__lm_set_thread_group(dspy_lm *lm, struct dspy__engine_group *g);
-struct dspy__engine *dspy__lm_engine(dspy_lm *lm);
+/* ---- what other layers read of a handle (the program layer: modules, batches) ---- */
+
+/* Whether the handle's calls truly leave the calling thread: over HTTP with no cache (a
+ * cache's single-flight and a transport hook both run calls in place). */
+bool dspy__lm_calls_async(const dspy_lm *lm);
+
+/* The handle's cache (borrowed), or NULL. */
+dspy_cache *dspy__lm_cache(const dspy_lm *lm);
+
+/* The handle's cache control with `over` (may be NULL) on top. */
+void dspy__lm_cache_ctl(const dspy_lm *lm, const struct dspy_cache_ctl *over,
+                        struct dspy_cache_ctl *out);
+
+/* Unique per handle in this process, never reused. */
+uint64_t dspy__lm_id(const dspy_lm *lm);
+
+/* A group of the handle's engine that calls join through dspy__lm_call.group, cancelled
+ * together. *g is NULL (and DSPY_OK) for a handle with a transport hook; DSPY_ENOMEM. */
+dspy_status dspy__lm_group_new(dspy_lm *lm, struct dspy__engine_group **g);
+/* Cancel every call of the group, in flight or to come; NULL is a no-op. */
+void dspy__lm_group_cancel(struct dspy__engine_group *g);
+/* After its calls ended; NULL is a no-op. */
+void dspy__lm_group_free(struct dspy__engine_group *g);
 
 /* Read an engine result into `resp` as dspy__lm_send does (classing, parsing, usage
  * reconciled with the limiter, attempts noted on failure); `call` is the engine call. */
@@ -176,25 +180,14 @@ void dspy__lm_cache_ctl_merge(struct dspy_cache_ctl *into, const struct dspy_cac
 bool dspy__lm_cache_still(dspy_lm *lm, const struct dspy_cache_key *key,
                           const struct dspy_cache_ctl *ctl, const struct dspy_cache_value *held);
 
-/* ---- calls joining an explicit group; asynchronous module calls (lm.c, lm_async.c) ---- */
-
-/* The group that calls sent from this thread through `lm` join (dspy__lm_set_thread_group),
- * or NULL. */
-struct dspy__engine_group *dspy__lm_thread_group(const dspy_lm *lm);
-
-/* dspy__lm_submit_body() with the call joining `group` (NULL = none) whatever the thread's:
- * a follow-up call submitted from the loop thread stays in its caller's batch. */
-dspy_status dspy__lm_submit_body_in(dspy_lm *lm, struct dspy__engine_group *group,
-                                    const char *body, size_t len, bool take_body,
-                                    dspy__engine_done_fn on_done, void *userdata,
-                                    struct dspy__engine_call **handle, struct dspy_error *err);
+/* ---- asynchronous module calls (lm_async.c) ---- */
 
 /* dspy_lm_submit() for a call with pre-encoded pieces, which are borrowed for this call only
- * (the body is encoded before it returns). Over HTTP the call joins `group` (NULL = the
- * thread's); with a cache or a transport hook it runs on this thread, on_done included. */
+ * (the body is encoded before it returns). Over HTTP the call joins call->group; with a
+ * cache or a transport hook it runs on this thread, on_done included. */
 dspy_status dspy__lm_submit_call(dspy_lm *lm, const struct dspy__lm_call *call,
-                                 struct dspy__engine_group *group, dspy_lm_done_fn on_done,
-                                 void *userdata, struct dspy_error *err);
+                                 dspy_lm_done_fn on_done, void *userdata,
+                                 struct dspy_error *err);
 
 /* ---- raw exchanges and stream assembly for the proxy (serve layer) ---- */
 

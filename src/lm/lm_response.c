@@ -166,15 +166,16 @@ static const bool plain[256] = {
 #undef R8
 };
 
-/* Whether none of the 8 bytes in `w` is '"', '\\', a control or >= 0x80 (the classic
- * has-zero-byte tricks, exact for detection). */
-static inline bool word_is_plain(uint64_t w)
+/* The high bit of each of the 8 bytes of `w` that is '"', '\\', a control or >= 0x80, and
+ * perhaps of bytes after the first such (the classic has-zero-byte tricks, exact for
+ * detection); 0 when none is. */
+static inline uint64_t word_special(uint64_t w)
 {
     const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
     uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
     uint64_t special = ((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) |
                        ((backslash - ones) & ~backslash) | w;
-    return !(special & highs);
+    return special & highs;
 }
 
 /* A string; `out` may be NULL to skip it. */
@@ -186,9 +187,15 @@ static bool string(struct scan *sc, struct span *out)
     bool escaped = false, high = false;
     for (;;) {
         /* Eight plain bytes at a time, then one by one up to the next byte that matters. */
-        uint64_t w;
-        while (sc->n - sc->i >= 8 && (memcpy(&w, sc->s + sc->i, 8), word_is_plain(w)))
+        uint64_t w, sp = 0;
+        while (sc->n - sc->i >= 8 && (memcpy(&w, sc->s + sc->i, 8), !(sp = word_special(w))))
             sc->i += 8;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        /* The lowest flag is exact (borrows only run towards later bytes): go straight to
+         * the first byte that matters. */
+        if (sp)
+            sc->i += (size_t)__builtin_ctzll(sp) >> 3;
+#endif
         while (sc->i < sc->n && plain[(unsigned char)sc->s[sc->i]])
             sc->i++;
         if (sc->i >= sc->n)
@@ -649,6 +656,12 @@ free_root:
         memset(resp, 0, sizeof(*resp));
     json_decref(root);
     return rc;
+}
+
+dspy_status dspy__lm_parse_response_fast(const char *body, size_t len,
+                                         struct dspy_lm_response *resp)
+{
+    return parse_fast(body, len, resp);
 }
 
 dspy_status dspy__lm_parse_response(const char *body, size_t len, struct dspy_lm_response *resp,

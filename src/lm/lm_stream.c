@@ -14,7 +14,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/status.h"
-#include "lm/lm_int.h"
+#include "lm/lm_handle.h"
 #include "net/sse.h"
 
 #define STREAM_MAX_CHOICES 128

@@ -94,8 +94,8 @@ static bool match_header(const char *s, size_t len, size_t *name_s, size_t *name
     if (len < 13 || memcmp(s, "[[ ## ", 6))
         return false;
     while (i < len) {
-        uint32_t cp;
-        size_t n = dspy__utf8_decode(s, len, i, &cp);
+        uint32_t cp = (unsigned char)s[i];
+        size_t n = cp < 0x80 ? 1 : dspy__utf8_decode(s, len, i, &cp);
         if (!is_word_cp(cp))
             break;
         i += n;
@@ -160,7 +160,7 @@ static dspy_status find_sections(const dspy_signature *sig, const char *text, si
             size_t r = ls;
             for (size_t k = 0; k < mcps && r < le; k++) {
                 uint32_t cp;
-                r += dspy__utf8_decode(text, le, r, &cp);
+                r += (unsigned char)text[r] < 0x80 ? 1 : dspy__utf8_decode(text, le, r, &cp);
             }
             cur.rem_s = r;
             cur.rem_e = le;

@@ -3,7 +3,8 @@
  * DSPy's max_errors, progress, and cancellation of a whole batch (its LM calls join one
  * engine group, cancelled together). A single-call program over an LM whose calls are truly
  * asynchronous goes straight onto the LM's event loop, fed from the calling thread with no
- * thread per record; other programs run on a bounded pool of worker threads. */
+ * thread per record (each completion starts the next record already pulled, on the loop
+ * thread); other programs run on a bounded pool of worker threads. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -14,16 +15,25 @@
 
 #include "base/status.h"
 #include "lm/lm_int.h"
+#include "program/module_int.h"
 #include "program/program_int.h"
 
 #define BATCH_WINDOW_PER_WORKER 4 /* records pulled and not yet delivered, per worker */
 #define BATCH_SMALL_STACK ((size_t)1 << 20) /* for large pools: 4,096 x 8 MiB is too much */
 #define BATCH_CANCEL_POLL_NS 20000000L /* how often a waiting thread looks at opts->cancel */
 
+/* A record in the window, kept small (a window holds four per call in flight): the error
+ * is allocated only when the record fails, and the sink gets a dspy_batch_item and a
+ * dspy_batch_result made on the emitter's stack. */
 struct slot {
-    struct dspy_batch_item item;
-    struct dspy_batch_result res;
-    bool done;          /* res is final; mu */
+    json_t *inputs;            /* NULL: a bad input, failed with `error` */
+    void *tag;
+    dspy_status status;
+    json_t *outputs;
+    struct dspy_error *error;  /* the failure, NULL if none (or if it could not be kept) */
+    struct dspy_call_info info;
+    uint64_t latency_ns;
+    bool done;          /* the result is final; mu */
     struct batch *b;    /* for the asynchronous path's completion */
     uint64_t start_ns;  /* the asynchronous call began */
 };
@@ -46,6 +56,8 @@ struct batch {
     size_t failed;          /* records completed with an error; mu */
     bool emitting;          /* a worker is delivering; mu */
     size_t in_flight;       /* asynchronous path: module calls not yet completed; mu */
+    size_t next_start;      /* asynchronous path: next record to start (records from here
+                               to `pulled` wait to start); mu */
     bool feeder_waits;      /* asynchronous path: the calling thread waits on space; mu */
     bool source_done;       /* mu */
     size_t workers_live;    /* pool path: workers not yet returned; mu */
@@ -54,6 +66,7 @@ struct batch {
     dspy_status stop_rc;    /* why; mu */
     struct dspy_batch_stats st; /* record counts; only the emitter touches them */
     uint64_t start_ns;
+    pthread_t caller;           /* the thread that called dspy_program_batch_stream */
 };
 
 /* mu held. The first reason wins. */
@@ -63,15 +76,17 @@ static void stop_locked(struct batch *b, dspy_status why)
         return;
     b->stop_rc = why;
     atomic_store(&b->stop, true);
-    if (b->group && why == DSPY_ECANCELED)
-        dspy__engine_group_cancel(b->group);
+    if (why == DSPY_ECANCELED)
+        dspy__lm_group_cancel(b->group);
     pthread_cond_broadcast(&b->space);
 }
 
-/* mu held. The caller's stop switch was thrown: cancel as the progress callback would. */
+/* mu held. The caller's stop switch was thrown: cancel as the progress callback would.
+ * Only the calling thread reads it: a signal handler writes it there, and a read on a
+ * worker would race with that write (the caller polls it while workers run). */
 static void check_cancel_locked(struct batch *b)
 {
-    if (b->o->cancel && *b->o->cancel)
+    if (b->o->cancel && pthread_equal(pthread_self(), b->caller) && *b->o->cancel)
         stop_locked(b, DSPY_ECANCELED);
 }
 
@@ -92,6 +107,14 @@ static void wait_space(struct batch *b)
     }
     pthread_cond_timedwait(&b->space, &b->mu, &ts);
     check_cancel_locked(b);
+}
+
+/* The record failed with `e`: keep a copy for the sink (none when out of memory; deliver
+ * then says so). */
+static void keep_error(struct slot *s, const struct dspy_error *e)
+{
+    if (!s->error && (s->error = dspy_malloc(sizeof(*s->error))))
+        *s->error = *e;
 }
 
 /* Claim the next record into its slot; false when there is none (end, stop). */
@@ -119,8 +142,10 @@ static bool pull(struct batch *b, size_t *idx)
         *idx = b->pulled++;
         struct slot *s = &b->slots[*idx % b->window];
         memset(s, 0, sizeof(*s));
-        s->item = item;
-        dspy_error_clear(&s->res.error);
+        s->inputs = item.inputs;
+        s->tag = item.tag;
+        if (!item.inputs)
+            keep_error(s, &item.error);
     } else {
         b->source_done = true;
         if (got < 0)
@@ -136,15 +161,16 @@ static bool pull(struct batch *b, size_t *idx)
  * true when it did. */
 static bool refuse_record(struct batch *b, struct slot *s)
 {
-    struct dspy_batch_result *r = &s->res;
-    if (!s->item.inputs) {
-        r->error = s->item.error;
-        r->status = r->error.code ? r->error.code : DSPY_EINVAL;
-        r->error.code = r->status;
+    if (!s->inputs) {
+        s->status = s->error && s->error->code ? s->error->code : DSPY_EINVAL;
+        if (s->error)
+            s->error->code = s->status;
         return true;
     }
     if (atomic_load(&b->stop)) {
-        r->status = dspy__err(&r->error, DSPY_ECANCELED, "not run: the batch was stopped");
+        struct dspy_error e;
+        s->status = dspy__err(&e, DSPY_ECANCELED, "not run: the batch was stopped");
+        keep_error(s, &e);
         return true;
     }
     return false;
@@ -152,26 +178,57 @@ static bool refuse_record(struct batch *b, struct slot *s)
 
 static void run_record(struct batch *b, struct slot *s)
 {
-    struct dspy_batch_result *r = &s->res;
+    struct dspy_error e;
     if (refuse_record(b, s))
         return;
     uint64_t t0 = dspy_clock_ns();
-    r->status = dspy_program_call(b->prog, b->lm, s->item.inputs, b->o->cfg, &r->outputs,
-                                  &r->info, &r->error);
-    r->latency_ns = dspy_clock_ns() - t0;
-    if (r->status && r->outputs) {
-        json_decref(r->outputs);
-        r->outputs = NULL;
+    dspy_error_clear(&e);
+    s->status = dspy__program_call_in(b->prog, b->lm, b->group, s->inputs, b->o->cfg,
+                                      &s->outputs, &s->info, &e);
+    s->latency_ns = dspy_clock_ns() - t0;
+    if (s->status) {
+        keep_error(s, &e);
+        json_decref(s->outputs);
+        s->outputs = NULL;
     }
+}
+
+/* dspy_error_clear() without writing the whole message buffers. */
+static void no_error(struct dspy_error *e)
+{
+    e->code = DSPY_OK;
+    e->message[0] = e->file[0] = e->field[0] = '\0';
+    e->line = e->column = e->offset = -1;
+    e->http_status = 0;
 }
 
 /* Hand one record to the sink and the progress callback, then free what it held. Runs on
  * the emitter alone, without mu. */
 static void deliver(struct batch *b, size_t idx, struct slot *s)
 {
-    struct dspy_batch_result *r = &s->res;
+    struct dspy_batch_item item;
+    struct dspy_batch_result res;
+    struct dspy_batch_result *r = &res;
     struct dspy_batch_progress p;
     int stop = 0;
+    item.inputs = s->inputs;
+    item.tag = s->tag;
+    no_error(&item.error);
+    r->status = s->status;
+    r->outputs = s->outputs;
+    r->info = s->info;
+    r->latency_ns = s->latency_ns;
+    if (!s->status)
+        no_error(&r->error);
+    else if (s->error)
+        r->error = *s->error;
+    else
+        dspy__err(&r->error, s->status, "%s (the details were lost: out of memory)",
+                  dspy_strerror(s->status));
+    if (!s->inputs)
+        item.error = r->error;
+    dspy_free(s->error);
+    s->error = NULL;
     b->st.records++;
     b->st.lm_calls += (uint64_t)(r->info.lm_calls > 0 ? r->info.lm_calls : 0);
     if (!r->status)
@@ -180,7 +237,7 @@ static void deliver(struct batch *b, size_t idx, struct slot *s)
         b->st.failed++;
     if (r->status == DSPY_ECANCELED)
         b->st.cancelled++;
-    if (!b->sink_failed && b->sink(b->ud, idx, &s->item, r)) {
+    if (!b->sink_failed && b->sink(b->ud, idx, &item, r)) {
         b->sink_failed = true;
         stop = DSPY_EIO;
     }
@@ -192,10 +249,10 @@ static void deliver(struct batch *b, size_t idx, struct slot *s)
         if (b->o->progress(b->o->progress_userdata, &p))
             stop = DSPY_ECANCELED;
     }
-    json_decref(r->outputs);
-    json_decref(s->item.inputs);
-    r->outputs = NULL;
-    s->item.inputs = NULL;
+    json_decref(r->outputs); /* NULL when the sink took it */
+    json_decref(item.inputs);
+    s->outputs = NULL;
+    s->inputs = NULL;
     if (stop) {
         pthread_mutex_lock(&b->mu);
         stop_locked(b, stop);
@@ -206,7 +263,7 @@ static void deliver(struct batch *b, size_t idx, struct slot *s)
 static void mark_done_locked(struct batch *b, struct slot *s)
 {
     s->done = true;
-    if (s->res.status) {
+    if (s->status) {
         b->failed++;
         if (b->o->max_errors && b->failed >= b->o->max_errors)
             stop_locked(b, DSPY_ECANCELED);
@@ -244,13 +301,11 @@ static void *worker(void *arg)
 {
     struct batch *b = arg;
     size_t idx;
-    dspy__lm_set_thread_group(b->lm, b->group);
     while (pull(b, &idx)) {
         struct slot *s = &b->slots[idx % b->window];
         run_record(b, s); /* the slot is this worker's until it is marked done */
         complete(b, s);
     }
-    dspy__lm_set_thread_group(b->lm, NULL);
     pthread_mutex_lock(&b->mu);
     b->workers_live--;
     pthread_cond_broadcast(&b->space);
@@ -295,93 +350,115 @@ static size_t run_pool(struct batch *b, size_t n)
  * cache, no transport hook: dspy_lm_submit would run those in place). */
 static bool runs_on_loop(const dspy_program *p, const dspy_lm *lm)
 {
-    return p->n == 1 && !p->nsteps && !p->context_budget && lm->engine && !lm->cache &&
-           !lm->transport;
+    return p->n == 1 && !p->nsteps && !p->context_budget && dspy__lm_calls_async(lm);
 }
 
-/* A record's module call ended: on the LM's loop thread, which only stores the result and
- * wakes the feeder; the sink and progress callbacks run on the calling thread. */
+/* mu held. Claim the next record pulled and not started, counted in flight from here
+ * (start_slot undoes that for a record that does not run). */
+static size_t claim_locked(struct batch *b)
+{
+    b->in_flight++;
+    return b->next_start++;
+}
+
+static void start_slot(struct batch *b, size_t idx);
+
+/* A record's module call ended: on the LM's loop thread, which stores the result, starts
+ * the next record already pulled (on this thread: no hand-off to the feeder and back
+ * between a completion and the next submission) and wakes the feeder; the source, sink
+ * and progress callbacks run on the calling thread. */
 static void record_done(void *userdata, dspy_status status, json_t *prediction,
                         json_t *completions, const struct dspy_call_info *info,
                         const struct dspy_error *err)
 {
     struct slot *s = userdata;
     struct batch *b = s->b;
-    struct dspy_batch_result *r = &s->res;
     const char *name = b->prog->preds[0].name;
     json_decref(completions);
-    r->status = status;
-    r->outputs = prediction;
-    r->info = *info;
+    s->status = status;
+    s->outputs = prediction;
+    s->info = *info;
     if (status) {
-        r->error = *err;
+        struct dspy_error e = *err;
         if (name)
-            dspy__err_prefix(&r->error, "predictor %s", name);
+            dspy__err_prefix(&e, "predictor %s", name);
+        keep_error(s, &e);
     }
-    r->latency_ns = dspy_clock_ns() - s->start_ns;
+    s->latency_ns = dspy_clock_ns() - s->start_ns;
     pthread_mutex_lock(&b->mu);
     mark_done_locked(b, s);
     b->in_flight--;
+    /* A stopped batch leaves the records pulled to the feeder, which refuses them. */
+    bool next = !atomic_load(&b->stop) && b->next_start < b->pulled;
+    size_t idx = next ? claim_locked(b) : 0;
+    if (b->feeder_waits)
+        pthread_cond_signal(&b->space);
+    pthread_mutex_unlock(&b->mu);
+    if (next) /* the batch cannot end before that record does: b is still there */
+        start_slot(b, idx);
+}
+
+/* Start the module call of a claimed record, or give it its result when it does not run
+ * (refused, or the submission failed). mu not held. */
+static void start_slot(struct batch *b, size_t idx)
+{
+    struct slot *s = &b->slots[idx % b->window];
+    s->b = b;
+    if (!refuse_record(b, s)) {
+        const char *name = b->prog->preds[0].name;
+        struct dspy_error e;
+        dspy_error_clear(&e);
+        s->start_ns = dspy_clock_ns();
+        dspy_status rc =
+            dspy__module_call_async_in(b->prog->preds[0].module, b->lm, b->group, s->inputs,
+                                       b->o->cfg, record_done, s, &e);
+        if (!rc)
+            return; /* record_done() will run, perhaps already ran */
+        s->status = rc;
+        if (name)
+            dspy__err_prefix(&e, "predictor %s", name);
+        keep_error(s, &e);
+    }
+    pthread_mutex_lock(&b->mu);
+    b->in_flight--;
+    mark_done_locked(b, s);
     if (b->feeder_waits)
         pthread_cond_signal(&b->space);
     pthread_mutex_unlock(&b->mu);
 }
 
-/* Pull one record and start its module call; false when the source has none left. */
-static bool start_record(struct batch *b)
-{
-    size_t idx;
-    if (!pull(b, &idx))
-        return false;
-    struct slot *s = &b->slots[idx % b->window];
-    s->b = b;
-    if (!refuse_record(b, s)) {
-        const char *name = b->prog->preds[0].name;
-        pthread_mutex_lock(&b->mu);
-        b->in_flight++; /* before the submit: the call may end before it returns */
-        pthread_mutex_unlock(&b->mu);
-        s->start_ns = dspy_clock_ns();
-        dspy_status rc = dspy_module_call_async(b->prog->preds[0].module, b->lm, s->item.inputs,
-                                                b->o->cfg, record_done, s, &s->res.error);
-        if (!rc)
-            return true;
-        s->res.status = rc;
-        if (name)
-            dspy__err_prefix(&s->res.error, "predictor %s", name);
-        pthread_mutex_lock(&b->mu);
-        b->in_flight--;
-        pthread_mutex_unlock(&b->mu);
-    }
-    pthread_mutex_lock(&b->mu);
-    mark_done_locked(b, s);
-    pthread_mutex_unlock(&b->mu);
-    return true;
-}
-
-/* The calling thread feeds records while fewer than n are in flight and the window has
- * room, delivers what is done in order, and sleeps only when it can do neither. */
+/* The calling thread pulls records ahead (up to n not yet started, within the window),
+ * starts them while fewer than n are in flight (completions on the loop thread start
+ * them too), delivers what is done in order, and sleeps only when it can do none of it. */
 static void run_on_loop(struct batch *b, size_t n)
 {
-    dspy__lm_set_thread_group(b->lm, b->group);
     pthread_mutex_lock(&b->mu);
     for (;;) {
         check_cancel_locked(b);
         emit_locked(b);
-        bool more = !b->source_done && !atomic_load(&b->stop);
-        if (more && b->in_flight < n && b->pulled - b->head < b->window) {
+        bool stopped = atomic_load(&b->stop);
+        if (b->next_start < b->pulled && (stopped || b->in_flight < n)) {
+            size_t idx = claim_locked(b);
             pthread_mutex_unlock(&b->mu);
-            start_record(b);
+            start_slot(b, idx);
             pthread_mutex_lock(&b->mu);
             continue;
         }
-        if (!more && !b->in_flight && b->head == b->pulled)
+        bool more = !b->source_done && !stopped;
+        if (more && b->pulled - b->next_start < n && b->pulled - b->head < b->window) {
+            size_t idx;
+            pthread_mutex_unlock(&b->mu);
+            pull(b, &idx);
+            pthread_mutex_lock(&b->mu);
+            continue;
+        }
+        if (!more && !b->in_flight && b->head == b->pulled && b->next_start == b->pulled)
             break;
         b->feeder_waits = true;
         wait_space(b);
         b->feeder_waits = false;
     }
     pthread_mutex_unlock(&b->mu);
-    dspy__lm_set_thread_group(b->lm, NULL);
 }
 
 dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
@@ -407,13 +484,14 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
         workers = DSPY_BATCH_MAX_WORKERS;
     b.prog = p;
     b.lm = lm;
+    b.caller = pthread_self();
     b.source = source;
     b.sink = sink;
     b.ud = userdata;
     b.window = workers * BATCH_WINDOW_PER_WORKER;
     if (!(b.slots = dspy_calloc(b.window, sizeof(*b.slots))))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
-    if (dspy__lm_engine(lm) && !(b.group = dspy__engine_group_new(dspy__lm_engine(lm)))) {
+    if (dspy__lm_group_new(lm, &b.group)) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto free_slots;
     }
@@ -444,8 +522,10 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     pthread_cond_destroy(&b.space);
     pthread_mutex_destroy(&b.mu);
     pthread_mutex_destroy(&b.src_mu);
-    dspy__engine_group_free(b.group);
+    dspy__lm_group_free(b.group);
 free_slots:
+    for (size_t i = 0; i < b.window; i++)
+        dspy_free(b.slots[i].error); /* every record was delivered: NULL */
     dspy_free(b.slots);
     return rc;
 }

@@ -464,7 +464,7 @@ struct call_state {
     enum dspy_adapter_kind kind;  /* the adapter of the hop in flight */
     bool structured;       /* that hop sent a structured response_format */
     bool plain_json;       /* that hop is JSON mode after a structured reply failed */
-    struct dspy__engine_group *group; /* the caller's batch, for hops sent from the loop */
+    struct dspy__engine_group *group; /* the caller's batch (every hop joins it), or NULL */
     uint64_t sent_ns;
     struct dspy__memo *memo;      /* NULL unless the call reads through an L1 cache */
     struct dspy_cache_key fp;     /* the memo's key for this call */
@@ -590,6 +590,7 @@ static dspy_status send_hop(struct call_state *st)
     call.has_rollout_id = st->cfg.has_rollout_id;
     call.rollout_id = st->cfg.rollout_id;
     call.ctl = &st->cfg.cache;
+    call.group = st->group;
     if (st->memo) { /* a fallback's second call: only the last one is remembered */
         dspy_cache_value_release(&st->cached.value);
         call.cached = &st->cached;
@@ -604,7 +605,7 @@ static dspy_status send_hop(struct call_state *st)
         hop_done(st, rc, &resp, st->err);
         return DSPY_OK;
     }
-    rc = dspy__lm_submit_call(st->lm, &call, st->group, hop_done, st, st->err);
+    rc = dspy__lm_submit_call(st->lm, &call, hop_done, st, st->err);
 
 release_user:
     dspy__buf_release(&user);
@@ -666,8 +667,8 @@ static void hop_done(void *userdata, dspy_status rc, struct dspy_lm_response *re
 static struct dspy__memo *memo_for(dspy_module *m, const dspy_lm *lm,
                                    const struct dspy_cache_ctl *ctl)
 {
-    if (!lm->cache || ctl->no_cache || ctl->no_store ||
-        !(dspy_cache_levels(lm->cache) & DSPY_CACHE_L1) ||
+    dspy_cache *cache = dspy__lm_cache(lm);
+    if (!cache || ctl->no_cache || ctl->no_store || !(dspy_cache_levels(cache) & DSPY_CACHE_L1) ||
         (ctl->levels && !(ctl->levels & DSPY_CACHE_L1)))
         return NULL;
     return get_memo(m);
@@ -696,10 +697,9 @@ static dspy_status call_start(struct call_state *st, const struct dspy_call_conf
         return rc;
     st->cfg = resolve_config(st->m, st->lm, cfg);
     st->kind = st->m->adapter;
-    st->group = dspy__lm_thread_group(st->lm);
-    if (st->lm->cache) {
-        struct dspy_cache_ctl ctl = st->lm->cache_ctl;
-        dspy__lm_cache_ctl_merge(&ctl, &st->cfg.cache);
+    if (dspy__lm_cache(st->lm)) {
+        struct dspy_cache_ctl ctl;
+        dspy__lm_cache_ctl(st->lm, &st->cfg.cache, &ctl);
         if ((st->memo = memo_for(st->m, st->lm, &ctl)) &&
             dspy__memo_fingerprint(st->lm, st->m->sig, st->m->adapter, &st->cfg, &ctl,
                                    st->inputs, &st->fp))
@@ -714,11 +714,12 @@ static dspy_status call_start(struct call_state *st, const struct dspy_call_conf
 }
 
 static void call_state_init(struct call_state *st, dspy_module *m, dspy_lm *lm,
-                            const json_t *inputs)
+                            struct dspy__engine_group *group, const json_t *inputs)
 {
     /* Not memset: the stores are large and a blocking call uses neither. */
     st->m = m;
     st->lm = lm;
+    st->group = group;
     st->inputs = inputs;
     st->structured = st->plain_json = false;
     st->memo = NULL;
@@ -734,6 +735,14 @@ dspy_status dspy_module_call(dspy_module *m, dspy_lm *lm, const json_t *inputs,
                              json_t **completions, struct dspy_call_info *info,
                              struct dspy_error *err)
 {
+    return dspy__module_call_in(m, lm, NULL, inputs, cfg, prediction, completions, info, err);
+}
+
+dspy_status dspy__module_call_in(dspy_module *m, dspy_lm *lm, struct dspy__engine_group *group,
+                                 const json_t *inputs, const struct dspy_call_config *cfg,
+                                 json_t **prediction, json_t **completions,
+                                 struct dspy_call_info *info, struct dspy_error *err)
+{
     struct dspy_call_info local;
     struct call_state st;
     dspy_status rc;
@@ -748,7 +757,7 @@ dspy_status dspy_module_call(dspy_module *m, dspy_lm *lm, const json_t *inputs,
     if (!m || !lm || !prediction)
         return dspy__err(err, DSPY_EINVAL,
                          "dspy_module_call: module, lm and prediction are required");
-    call_state_init(&st, m, lm, inputs);
+    call_state_init(&st, m, lm, group, inputs);
     st.info = info;
     st.err = err;
     st.timed = timed;
@@ -769,6 +778,15 @@ dspy_status dspy_module_call_async(dspy_module *m, dspy_lm *lm, const json_t *in
                                    dspy_module_done_fn on_done, void *userdata,
                                    struct dspy_error *err)
 {
+    return dspy__module_call_async_in(m, lm, NULL, inputs, cfg, on_done, userdata, err);
+}
+
+dspy_status dspy__module_call_async_in(dspy_module *m, dspy_lm *lm,
+                                       struct dspy__engine_group *group, const json_t *inputs,
+                                       const struct dspy_call_config *cfg,
+                                       dspy_module_done_fn on_done, void *userdata,
+                                       struct dspy_error *err)
+{
     struct call_state *st;
     dspy_status rc;
     if (!m || !lm || !on_done)
@@ -776,7 +794,7 @@ dspy_status dspy_module_call_async(dspy_module *m, dspy_lm *lm, const json_t *in
                          "dspy_module_call_async: module, lm and on_done are required");
     if (!(st = dspy_malloc(sizeof(*st))))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
-    call_state_init(st, m, lm, inputs);
+    call_state_init(st, m, lm, group, inputs);
     memset(&st->info_store, 0, sizeof(st->info_store));
     dspy_error_clear(&st->err_store);
     st->info = &st->info_store;

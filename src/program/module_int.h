@@ -15,6 +15,19 @@ void dspy__module_replace(dspy_module *m, dspy_signature *sig, json_t *demos);
 /* The module-level defaults set by dspy_module_set_config(). */
 const struct dspy_call_config *dspy__module_config(const dspy_module *m);
 
+/* dspy_module_call() and dspy_module_call_async() with every LM call of the module call
+ * joining `group` (dspy__lm_group_new; NULL = none): the batch executor cancels a whole
+ * batch through it. */
+dspy_status dspy__module_call_in(dspy_module *m, dspy_lm *lm, struct dspy__engine_group *group,
+                                 const json_t *inputs, const struct dspy_call_config *cfg,
+                                 json_t **prediction, json_t **completions,
+                                 struct dspy_call_info *info, struct dspy_error *err);
+dspy_status dspy__module_call_async_in(dspy_module *m, dspy_lm *lm,
+                                       struct dspy__engine_group *group, const json_t *inputs,
+                                       const struct dspy_call_config *cfg,
+                                       dspy_module_done_fn on_done, void *userdata,
+                                       struct dspy_error *err);
+
 /* ---- decoded-hit memo (module_memo.c) ---- */
 
 /* Per module; every call may run on many threads at once, except clear and free. */

@@ -147,7 +147,7 @@ dspy_status dspy__memo_fingerprint(const dspy_lm *lm, const dspy_signature *sig,
     } head;
     memset(&head, 0, sizeof(head)); /* padding too: it is hashed */
     head.domain = 0x6d656d6f64737079u; /* "dspymemo" */
-    head.lm = lm->id;
+    head.lm = dspy__lm_id(lm);
     head.adapter = (uint64_t)adapter;
     head.max_tokens = (uint64_t)c->max_tokens;
     head.n = (uint64_t)c->n;

@@ -723,6 +723,14 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
                               const struct dspy_call_config *cfg, json_t **outputs,
                               struct dspy_call_info *info, struct dspy_error *err)
 {
+    return dspy__program_call_in(p, lm, NULL, inputs, cfg, outputs, info, err);
+}
+
+dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
+                                  const json_t *inputs, const struct dspy_call_config *cfg,
+                                  json_t **outputs, struct dspy_call_info *info,
+                                  struct dspy_error *err)
+{
     struct dspy_call_info sum, one;
     dspy_status rc = DSPY_OK;
     memset(&sum, 0, sizeof(sum));
@@ -734,7 +742,8 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
     if (!json_is_object(inputs))
         return dspy__err(err, DSPY_EINVAL, "inputs must be a JSON object");
     if (p->n == 1 && !p->nsteps && !p->context_budget) { /* the common case needs no record */
-        rc = dspy_module_call(p->preds[0].module, lm, inputs, cfg, outputs, NULL, info, err);
+        rc = dspy__module_call_in(p->preds[0].module, lm, group, inputs, cfg, outputs, NULL, info,
+                                  err);
         if (rc && p->preds[0].name)
             dspy__err_prefix(err, "predictor %s", p->preds[0].name);
         return rc;
@@ -760,8 +769,8 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
                 goto release;
             }
         }
-        rc = dspy_module_call(use ? use : p->preds[i].module, lm, record, cfg, &pred, NULL,
-                              &one, err);
+        rc = dspy__module_call_in(use ? use : p->preds[i].module, lm, group, record, cfg, &pred,
+                                  NULL, &one, err);
         dspy_module_free(use);
         add_info(&sum, &one);
         if (rc) {

@@ -104,5 +104,12 @@ dspy_status dspy__program_steps_copy(dspy_program *dst, const dspy_program *src)
  * not NULL). */
 dspy_status dspy__program_run_steps(dspy_program *p, size_t before, json_t *record, json_t *all,
                                     struct dspy_error *err);
+/* dspy_program_call() with every LM call joining `group` (dspy__lm_group_new; NULL = none),
+ * for the batch executor's workers. */
+struct dspy__engine_group;
+dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
+                                  const json_t *inputs, const struct dspy_call_config *cfg,
+                                  json_t **outputs, struct dspy_call_info *info,
+                                  struct dspy_error *err);
 
 #endif

@@ -132,6 +132,23 @@ static void utf8_decode_and_sanitize(void **state)
     assert_int_equal(dspy__utf8_sanitize(&b, "a\xFFz\xC3", 4), DSPY_OK);
     assert_string_equal(b.ptr, "a\xEF\xBF\xBDz\xEF\xBF\xBD");
     dspy__buf_release(&b);
+    /* Past long ASCII runs (read eight bytes at a time): every byte position of a bad or a
+     * good sequence after 0..17 ASCII bytes. */
+    for (size_t k = 0; k < 18; k++) {
+        char t[32];
+        memset(t, 'a', k);
+        memcpy(t + k, "\xFF" "bc", 3);
+        assert_false(dspy__utf8_valid(t, k + 3));
+        memcpy(t + k, "\xC3\xA9" "bcdefghij", 11);
+        assert_true(dspy__utf8_valid(t, k + 11));
+        t[k + 1] = 'x'; /* a lead byte cut short */
+        assert_false(dspy__utf8_valid(t, k + 11));
+        dspy__buf_init(&b, 0);
+        assert_int_equal(dspy__utf8_sanitize(&b, t, k + 11), DSPY_OK);
+        assert_int_equal(b.len, k + 13);
+        assert_memory_equal(b.ptr + k, "\xEF\xBF\xBDxbcdefghij", 13);
+        dspy__buf_release(&b);
+    }
 }
 
 static void strip_and_splitlines_follow_python(void **state)
@@ -148,6 +165,16 @@ static void strip_and_splitlines_follow_python(void **state)
     z = 3;
     dspy__py_strip("   ", &a, &z);
     assert_int_equal(z - a, 0);
+    a = 0;
+    z = 9; /* printable ASCII at both ends stops at once; whitespace inside stays */
+    dspy__py_strip("x \xC2\xA0 \t y!", &a, &z);
+    assert_int_equal(a, 0);
+    assert_int_equal(z, 9);
+    a = 0;
+    z = 6;
+    dspy__py_strip("\x1c\x1f" "ab\x0b ", &a, &z);
+    assert_int_equal(a, 2);
+    assert_int_equal(z, 4);
     while (dspy__py_next_line(lines, strlen(lines), &pos, &ls, &le)) {
         assert_true(n < 8);
         assert_int_equal(le - ls, strlen(want[n]));

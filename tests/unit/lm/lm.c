@@ -317,6 +317,32 @@ static void fast_reader_matches_jansson(void **state)
     };
     for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++)
         assert_readers_agree(bodies[i]);
+    /* A byte that matters (an escape, a raw control, a non-ASCII or bad byte, the closing
+     * quote) at every offset of runs read eight bytes at a time. */
+    static const char *const specials[] = { "\\n", "\t", "\xc3\xa9", "\xff", "\\\"", "" };
+    for (size_t k = 0; k < 20; k++)
+        for (size_t j = 0; j < sizeof(specials) / sizeof(specials[0]); j++) {
+            char body[160];
+            snprintf(body, sizeof(body),
+                     "{\"choices\":[{\"message\":{\"content\":\"%.*s%sabcdefghijklm\"}}]}",
+                     (int)k, "0123456789ABCDEFGHIJ", specials[j]);
+            assert_readers_agree(body);
+            struct dspy_lm_response f;
+            bool valid = j != 1 && j != 3; /* a raw tab and a bad byte are not JSON */
+            dspy_status rc = dspy__lm_parse_response_fast(body, strlen(body), &f);
+            if (!valid) {
+                assert_int_not_equal(rc, DSPY_OK);
+                continue;
+            }
+            assert_int_equal(rc, DSPY_OK); /* read without deferring to jansson */
+            const char *want[] = { "\n", "", "\xc3\xa9", "", "\"", "" };
+            char text[64];
+            snprintf(text, sizeof(text), "%.*s%sabcdefghijklm", (int)k, "0123456789ABCDEFGHIJ",
+                     want[j]);
+            assert_int_equal(f.n, 1);
+            assert_string_equal(f.texts[0], text);
+            dspy_lm_response_release(&f);
+        }
 
     struct dspy_lm_response r;
     assert_int_equal(dspy__lm_parse_response(bodies[1], strlen(bodies[1]), &r, NULL), DSPY_OK);
