@@ -19,10 +19,10 @@ struct dense {
     dspy_retriever *base; /* bm25: the passages */
     char *url;            /* .../embeddings */
     char *model;
-    char *auth;           /* "Authorization: Bearer ..." or NULL; never printed */
+    char *auth; /* "Authorization: Bearer ..." or NULL; never printed */
     long timeout_ms;
     size_t dim;
-    float *vec;           /* docs x dim, unit length */
+    float *vec; /* docs x dim, unit length */
 };
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
@@ -30,9 +30,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     return dspy__buf_add(userdata, data, size * nmemb) ? 0 : size * nmemb;
 }
 
-dspy_status dspy__dense_read_embeddings(const char *where, const char *text, size_t len,
-                                        size_t n, float **out, size_t *dim,
-                                        struct dspy_error *err)
+dspy_status dspy__dense_read_embeddings(const char *where, const char *text, size_t len, size_t n,
+                                        float **out, size_t *dim, struct dspy_error *err)
 {
     dspy_status rc = DSPY_OK;
     json_error_t je;
@@ -136,8 +135,7 @@ static dspy_status embed(struct dense *d, const char *const *texts, size_t n, fl
             err->http_status = (int)status;
         goto out;
     }
-    rc = dspy__dense_read_embeddings(where, body.ptr ? body.ptr : "", body.len, n, out, dim,
-                                     err);
+    rc = dspy__dense_read_embeddings(where, body.ptr ? body.ptr : "", body.len, n, out, dim, err);
 out:
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
@@ -243,8 +241,7 @@ out:
     return rc;
 }
 
-static const struct dspy__retriever_ops dense_ops = { "dense", dense_search, dense_size,
-                                                      dense_free };
+static const struct dspy__retriever_ops dense_ops = {"dense", dense_search, dense_size, dense_free};
 
 dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_dense_options *o,
                                  dspy_retriever **out, struct dspy_error *err)
@@ -253,8 +250,9 @@ dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_den
         return dspy__err(err, DSPY_EINVAL,
                          "dspy_retriever_dense: passages, base_url and model are required");
     if (strcmp(dspy_retriever_kind(passages), "bm25"))
-        return dspy__err(err, DSPY_EINVAL, "dense retrieval needs a BM25 index or corpus for "
-                                           "its passages");
+        return dspy__err(err, DSPY_EINVAL,
+                         "dense retrieval needs a BM25 index or corpus for "
+                         "its passages");
     struct dense *d = dspy_calloc(1, sizeof(*d));
     struct dspy_buf url;
     dspy__buf_init(&url, 8192);
@@ -342,8 +340,8 @@ static uint64_t hybrid_size(const void *impl)
 
 /* RRF (Cormack et al.): score = sum over lists of 1 / (60 + rank), rank 1-based; a passage
  * is the same in both lists when its text is. Ties keep the first list's order. */
-static dspy_status hybrid_search(void *impl, const char *query, size_t k,
-                                 struct dspy_passage **out, size_t *nout, struct dspy_error *err)
+static dspy_status hybrid_search(void *impl, const char *query, size_t k, struct dspy_passage **out,
+                                 size_t *nout, struct dspy_error *err)
 {
     struct hybrid *h = impl;
     struct dspy_passage *pa = NULL, *pb = NULL;
@@ -405,8 +403,8 @@ static dspy_status hybrid_search(void *impl, const char *query, size_t k,
     return DSPY_OK;
 }
 
-static const struct dspy__retriever_ops hybrid_ops = { "hybrid", hybrid_search, hybrid_size,
-                                                       hybrid_free };
+static const struct dspy__retriever_ops hybrid_ops = {"hybrid", hybrid_search, hybrid_size,
+                                                      hybrid_free};
 
 dspy_status dspy_retriever_hybrid(dspy_retriever *a, dspy_retriever *b, size_t depth,
                                   dspy_retriever **out, struct dspy_error *err)
