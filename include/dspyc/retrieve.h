@@ -88,8 +88,6 @@ struct dspy_colbert_options {
 DSPY_EXTERN dspy_status dspy_retriever_colbert(const struct dspy_colbert_options *opts,
                                                dspy_retriever **out, struct dspy_error *err);
 
-/** Release the caller's reference; a program holding the retriever (a retrieve step)
- * keeps its own, so the caller may free it right after dspy_program_add_retrieve(). */
 struct dspy_dense_options {
     const char *base_url; /* an OpenAI-compatible API, e.g. "http://127.0.0.1:8000/v1";
                            * POST base_url/embeddings. Copied */
@@ -97,11 +95,13 @@ struct dspy_dense_options {
     const char *api_key;  /* sent as a bearer token when not NULL or empty; copied, never
                            * printed, wiped at free */
     long timeout_ms;      /* per request; 0 = 60000 */
+    double mmr_lambda;    /* > 0: diverse selection by maximal marginal relevance among the
+                           * top mmr_depth by cosine, lambda weighing relevance against
+                           * similarity to the passages already picked (1 = plain top-k);
+                           * 0 = off */
+    size_t mmr_depth;     /* MMR candidates; 0 = 50 */
 };
-#define DSPY_DENSE_OPTIONS_INIT                                                                    \
-    {                                                                                              \
-        NULL, NULL, NULL, 0                                                                        \
-    }
+#define DSPY_DENSE_OPTIONS_INIT { NULL, NULL, NULL, 0, 0.0, 0 }
 
 /** Dense retrieval over the passages of a BM25 retriever (an index or a corpus): every
  * passage's long text embedded now through the endpoint (128 a request), kept as unit
@@ -116,6 +116,8 @@ DSPY_EXTERN dspy_status dspy_retriever_dense(dspy_retriever *passages,
 DSPY_EXTERN dspy_status dspy_retriever_hybrid(dspy_retriever *a, dspy_retriever *b, size_t depth,
                                               dspy_retriever **out, struct dspy_error *err);
 
+/** Release the caller's reference; a program holding the retriever (a retrieve step)
+ * keeps its own, so the caller may free it right after dspy_program_add_retrieve(). */
 DSPY_EXTERN void dspy_retriever_free(dspy_retriever *r);
 /** "bm25", "colbertv2", "dense" or "hybrid". */
 DSPY_EXTERN const char *dspy_retriever_kind(const dspy_retriever *r);

@@ -22,7 +22,9 @@ struct dense {
     char *auth; /* "Authorization: Bearer ..." or NULL; never printed */
     long timeout_ms;
     size_t dim;
-    float *vec; /* docs x dim, unit length */
+    float *vec;        /* docs x dim, unit length */
+    double mmr_lambda; /* 0: plain top-k */
+    size_t mmr_depth;  /* MMR candidates */
 };
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
@@ -198,10 +200,15 @@ static dspy_status dense_search(void *impl, const char *query, size_t k, struct 
     if (rc)
         return rc;
     float *s = dspy_malloc(docs * sizeof(float));
-    size_t n = k < docs ? k : docs;
+    size_t want = k, nk;
+    if (d->mmr_lambda > 0 && d->mmr_depth > want)
+        want = d->mmr_depth;
+    size_t n = want < docs ? want : docs;
     uint32_t *heap = dspy_malloc((n ? n : 1) * sizeof(uint32_t));
+    uint32_t *cand = dspy_malloc((n ? n : 1) * sizeof(uint32_t));
     struct dspy_passage *res = dspy_calloc(n ? n : 1, sizeof(*res));
-    if (!s || !heap || !res) {
+    nk = k < n ? k : n;
+    if (!s || !heap || !cand || !res) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
@@ -221,22 +228,54 @@ static dspy_status dense_search(void *impl, const char *query, size_t k, struct 
             sift(heap, n, 0, s);
         }
     }
-    for (size_t m = n; m > 0; m--) {
-        uint32_t doc = heap[0];
+    for (size_t m = n; m > 0; m--) { /* best first */
+        cand[m - 1] = heap[0];
         heap[0] = heap[m - 1];
         sift(heap, m - 1, 0, s);
-        if ((rc = dspy__bm25_passage(d->base, doc, s[doc], &res[m - 1]))) {
+    }
+    if (d->mmr_lambda > 0) {
+        /* Maximal marginal relevance (Carbonell & Goldstein): pick, among the candidates
+         * left, the one maximizing lambda * cos(q, c) - (1 - lambda) * max cos(c, picked);
+         * ties go to the better-ranked candidate. */
+        double lam = d->mmr_lambda;
+        for (size_t pick = 0; pick < nk; pick++) {
+            size_t best = pick;
+            double best_v = 0;
+            for (size_t c = pick; c < n; c++) {
+                double red = 0;
+                const float *vc = d->vec + (size_t)cand[c] * dim;
+                for (size_t j = 0; j < pick; j++) {
+                    const float *vj = d->vec + (size_t)cand[j] * dim;
+                    float dot = 0;
+                    for (size_t t = 0; t < dim; t++)
+                        dot += vc[t] * vj[t];
+                    if (!j || dot > red)
+                        red = dot;
+                }
+                double v = lam * s[cand[c]] - (1 - lam) * red;
+                if (c == pick || v > best_v) {
+                    best = c;
+                    best_v = v;
+                }
+            }
+            uint32_t t = cand[best]; /* keep the rest in rank order */
+            memmove(cand + pick + 1, cand + pick, (best - pick) * sizeof(*cand));
+            cand[pick] = t;
+        }
+    }
+    for (size_t i = 0; i < nk; i++)
+        if ((rc = dspy__bm25_passage(d->base, cand[i], s[cand[i]], &res[i]))) {
             rc = dspy__err(err, rc, "out of memory");
             goto out;
         }
-    }
     *out = res;
-    *nout = n;
+    *nout = nk;
     res = NULL;
 out:
-    dspy_passages_free(res, n);
+    dspy_passages_free(res, nk);
     dspy_free(s);
     dspy_free(heap);
+    dspy_free(cand);
     dspy_free(q);
     return rc;
 }
@@ -274,6 +313,12 @@ dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_den
         snprintf(d->auth, n, "Authorization: Bearer %s", o->api_key);
     }
     d->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 60000;
+    if (o->mmr_lambda < 0 || o->mmr_lambda > 1) {
+        dense_free(d);
+        return dspy__err(err, DSPY_EINVAL, "mmr lambda must be between 0 and 1");
+    }
+    d->mmr_lambda = o->mmr_lambda;
+    d->mmr_depth = o->mmr_depth ? o->mmr_depth : 50;
     d->base = dspy__retriever_ref(passages);
     size_t docs = (size_t)dspy_retriever_size(passages);
     dspy_status rc = DSPY_OK;
