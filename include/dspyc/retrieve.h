@@ -22,12 +22,12 @@ extern "C" {
 
 /** One passage found. */
 struct dspy_passage {
-    char *id;        /* the corpus's "id" (a ColBERTv2 server's pid as text); caller owns */
-    char *title;     /* "title", or NULL; caller owns */
-    char *text;      /* DSPy's long_text: "title | text" when the passage has a title, else
-                      * the text (a ColBERTv2 server's "text"); caller owns */
-    double score;    /* the retriever's score (BM25: rank_bm25's get_scores value) */
-    uint64_t pid;    /* position in the corpus (0-based), or the server's pid */
+    char *id;     /* the corpus's "id" (a ColBERTv2 server's pid as text); caller owns */
+    char *title;  /* "title", or NULL; caller owns */
+    char *text;   /* DSPy's long_text: "title | text" when the passage has a title, else
+                   * the text (a ColBERTv2 server's "text"); caller owns */
+    double score; /* the retriever's score (BM25: rank_bm25's get_scores value) */
+    uint64_t pid; /* position in the corpus (0-based), or the server's pid */
 };
 
 /** Release `n` passages and the array (dspy_free'd); NULL is a no-op. */
@@ -71,12 +71,15 @@ DSPY_EXTERN dspy_status dspy_retriever_bm25_from_corpus(const char *corpus_path,
                                                         struct dspy_error *err);
 
 struct dspy_colbert_options {
-    const char *url;      /* the server, e.g. "http://20.102.90.50:2017/wiki17_abstracts";
-                           * copied */
-    long timeout_ms;      /* per request; 0 = 10000 (DSPy's 10 s) */
-    bool post_requests;   /* DSPy's post_requests: POST {"query", "k"} instead of GET */
+    const char *url;    /* the server, e.g. "http://20.102.90.50:2017/wiki17_abstracts";
+                         * copied */
+    long timeout_ms;    /* per request; 0 = 10000 (DSPy's 10 s) */
+    bool post_requests; /* DSPy's post_requests: POST {"query", "k"} instead of GET */
 };
-#define DSPY_COLBERT_OPTIONS_INIT { NULL, 0, false }
+#define DSPY_COLBERT_OPTIONS_INIT                                                                  \
+    {                                                                                              \
+        NULL, 0, false                                                                             \
+    }
 
 /** A client of a ColBERTv2 server speaking DSPy's ColBERTv2(url) protocol: GET
  * url?query=...&k=... (or POST), answer {"topk": [{"text", "pid", "score", ...}]}, an
@@ -85,8 +88,6 @@ struct dspy_colbert_options {
 DSPY_EXTERN dspy_status dspy_retriever_colbert(const struct dspy_colbert_options *opts,
                                                dspy_retriever **out, struct dspy_error *err);
 
-/** Release the caller's reference; a program holding the retriever (a retrieve step)
- * keeps its own, so the caller may free it right after dspy_program_add_retrieve(). */
 struct dspy_dense_options {
     const char *base_url; /* an OpenAI-compatible API, e.g. "http://127.0.0.1:8000/v1";
                            * POST base_url/embeddings. Copied */
@@ -94,8 +95,13 @@ struct dspy_dense_options {
     const char *api_key;  /* sent as a bearer token when not NULL or empty; copied, never
                            * printed, wiped at free */
     long timeout_ms;      /* per request; 0 = 60000 */
+    double mmr_lambda;    /* > 0: diverse selection by maximal marginal relevance among the
+                           * top mmr_depth by cosine, lambda weighing relevance against
+                           * similarity to the passages already picked (1 = plain top-k);
+                           * 0 = off */
+    size_t mmr_depth;     /* MMR candidates; 0 = 50 */
 };
-#define DSPY_DENSE_OPTIONS_INIT { NULL, NULL, NULL, 0 }
+#define DSPY_DENSE_OPTIONS_INIT { NULL, NULL, NULL, 0, 0.0, 0 }
 
 /** Dense retrieval over the passages of a BM25 retriever (an index or a corpus): every
  * passage's long text embedded now through the endpoint (128 a request), kept as unit
@@ -107,10 +113,11 @@ DSPY_EXTERN dspy_status dspy_retriever_dense(dspy_retriever *passages,
 /** Hybrid retrieval: reciprocal-rank fusion of two retrievers (score = sum of 1 / (60 +
  * rank), a passage being the same in both when its text is; ties keep `a`'s order), from
  * the top `depth` of each (0 = 50; at least k). Holds its own references. */
-DSPY_EXTERN dspy_status dspy_retriever_hybrid(dspy_retriever *a, dspy_retriever *b,
-                                              size_t depth, dspy_retriever **out,
-                                              struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_retriever_hybrid(dspy_retriever *a, dspy_retriever *b, size_t depth,
+                                              dspy_retriever **out, struct dspy_error *err);
 
+/** Release the caller's reference; a program holding the retriever (a retrieve step)
+ * keeps its own, so the caller may free it right after dspy_program_add_retrieve(). */
 DSPY_EXTERN void dspy_retriever_free(dspy_retriever *r);
 /** "bm25", "colbertv2", "dense" or "hybrid". */
 DSPY_EXTERN const char *dspy_retriever_kind(const dspy_retriever *r);

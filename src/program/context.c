@@ -14,7 +14,8 @@ long dspy__context_estimate(const json_t *messages)
     long total = 3; /* the reply's priming, as OpenAI counts it */
     size_t i;
     json_t *m;
-    json_array_foreach((json_t *)(uintptr_t)messages, i, m) {
+    json_array_foreach((json_t *)(uintptr_t)messages, i, m)
+    {
         const json_t *c = json_object_get(m, "content");
         size_t bytes = json_is_string(c) ? json_string_length(c) : 0;
         total += 4 + (long)((bytes + 3) / 4);
@@ -114,8 +115,8 @@ dspy_status dspy__context_fit(dspy_program *p, size_t pred, json_t *record, dspy
     }
     if (report) {
         json_t *r = json_pack("{s:I, s:I, s:I, s:I}", "passages", (json_int_t)dropped_p, "demos",
-                              (json_int_t)dropped_d, "prompt_tokens", (json_int_t)tokens,
-                              "budget", (json_int_t)budget);
+                              (json_int_t)dropped_d, "prompt_tokens", (json_int_t)tokens, "budget",
+                              (json_int_t)budget);
         const char *name = p->preds[pred].name ? p->preds[pred].name : "predict";
         if (!r || json_object_set_new(report, name, r)) {
             dspy_module_free(*use);

@@ -30,7 +30,7 @@ static const char *const CONFIG_KEYS[] = { "temperature", "max_tokens", "top_p",
 static const char *const FIELD_KEYS[] = { "desc", "prefix", NULL };
 static const char *const STEP_KEYS[] = { "name", "module", "k",      "query", "output",
                                          "index", "corpus", "url", "post",  "mode",
-                                         "dense", "depth", NULL };
+                                         "dense", "depth", "mmr", NULL };
 static const char *const DENSE_KEYS[] = { "base_url", "model", "api_key_env", NULL };
 
 /* Where we are in the spec, for errors. */
@@ -329,6 +329,8 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
     bool is_dense = !strcmp(m, "dense"), is_hybrid = !strcmp(m, "hybrid");
     if (!is_dense && !is_hybrid && strcmp(m, "bm25"))
         return bad_value(s, "mode", "\"bm25\", \"dense\" or \"hybrid\"");
+    if (json_object_get(spec, "mmr") && !is_dense)
+        return bad_value(s, "mmr", "a number in (0, 1], with \"mode\": \"dense\"");
     if (!is_dense && !is_hybrid)
         return dense ? bad_value(s, "dense", "left out with \"mode\": \"bm25\"") : DSPY_OK;
     if (strcmp(dspy_retriever_kind(*r), "bm25"))
@@ -350,6 +352,16 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
         return rc;
     }
     struct dspy_dense_options o = DSPY_DENSE_OPTIONS_INIT;
+    json_t *mmr = json_object_get(spec, "mmr");
+    if (mmr) {
+        if (!is_dense || !json_is_number(mmr) || !(json_number_value(mmr) > 0) ||
+            json_number_value(mmr) > 1) {
+            dspy__jpath_pop(&s->path);
+            return bad_value(s, "mmr", "a number in (0, 1], with \"mode\": \"dense\"");
+        }
+        o.mmr_lambda = json_number_value(mmr);
+        o.mmr_depth = depth ? (size_t)json_integer_value(depth) : 0;
+    }
     o.base_url = json_string_value(url);
     o.model = json_string_value(model);
     o.api_key = key_env ? getenv(json_string_value(key_env)) : NULL;

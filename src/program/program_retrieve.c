@@ -39,8 +39,7 @@ dspy_status dspy__program_add_step(dspy_program *p, size_t before, const char *n
                                    dspy_retriever *r, const char *query, const char *output,
                                    size_t k)
 {
-    struct dspy__retrieve_step *steps =
-        dspy_realloc(p->steps, (p->nsteps + 1) * sizeof(*steps));
+    struct dspy__retrieve_step *steps = dspy_realloc(p->steps, (p->nsteps + 1) * sizeof(*steps));
     if (!steps)
         return DSPY_ENOMEM;
     p->steps = steps;
@@ -48,8 +47,8 @@ dspy_status dspy__program_add_step(dspy_program *p, size_t before, const char *n
     size_t at = p->nsteps;
     while (at > 0 && steps[at - 1].before > before)
         at--;
-    struct dspy__retrieve_step s = { dspy_strdup(name), dspy_strdup(query),
-                                     dspy_strdup(output), k, before, NULL };
+    struct dspy__retrieve_step s = {
+        dspy_strdup(name), dspy_strdup(query), dspy_strdup(output), k, before, NULL};
     if (!s.name || !s.query || !s.output) {
         step_release(&s);
         return DSPY_ENOMEM;
@@ -96,8 +95,10 @@ dspy_status dspy_program_add_retrieve(dspy_program *p, size_t before, const char
     if (!output)
         output = "passages";
     if (before > p->n)
-        return dspy__err(err, DSPY_EINVAL, "retrieve step %s: before = %zu, the program has %zu "
-                         "predictors", name, before, p->n);
+        return dspy__err(err, DSPY_EINVAL,
+                         "retrieve step %s: before = %zu, the program has %zu "
+                         "predictors",
+                         name, before, p->n);
     if (!valid_field(name) || !valid_field(query) || !valid_field(output))
         return dspy__err(err, DSPY_EINVAL,
                          "retrieve step: name, query and output must be identifiers");
@@ -126,13 +127,13 @@ dspy_status dspy__program_run_steps(dspy_program *p, size_t before, json_t *reco
         json_t *q = json_object_get(record, s->query), *passages = NULL;
         if (!json_is_string(q)) {
             dspy_status code = q ? DSPY_EINVAL : DSPY_ENOTFOUND;
-            dspy__err(err, code, "retrieve step %s: the query field \"%s\" %s", s->name,
-                      s->query, q ? "must be a string" : "is missing");
+            dspy__err(err, code, "retrieve step %s: the query field \"%s\" %s", s->name, s->query,
+                      q ? "must be a string" : "is missing");
             dspy__err_field(err, s->query);
             return code;
         }
-        dspy_status rc = dspy_retriever_retrieve(s->retriever, json_string_value(q), s->k,
-                                                 &passages, err);
+        dspy_status rc =
+            dspy_retriever_retrieve(s->retriever, json_string_value(q), s->k, &passages, err);
         if (rc) {
             dspy__err_prefix(err, "retrieve step %s", s->name);
             return rc;

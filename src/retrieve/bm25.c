@@ -45,8 +45,8 @@ struct bm25 {
 
 static dspy_status corrupt(struct dspy_error *err, const char *origin, const char *what)
 {
-    dspy__err(err, DSPY_ECORRUPT, "%s: not a valid BM25 index: %s (rebuild it with 'dspyc index build')",
-              origin, what);
+    dspy__err(err, DSPY_ECORRUPT,
+              "%s: not a valid BM25 index: %s (rebuild it with 'dspyc index build')", origin, what);
     dspy__err_file(err, origin);
     return DSPY_ECORRUPT;
 }
@@ -88,8 +88,8 @@ dspy_status dspy__bm25_validate(const unsigned char *image, size_t size, const c
     if (!section_ok(h.terms_off, h.terms, sizeof(struct dspy__bm25_term), size) ||
         h.strs_off > size || h.strs_len > size - h.strs_off ||
         !section_ok(h.post_off, h.postings, sizeof(struct dspy__bm25_posting), size) ||
-        !section_ok(h.docs_off, h.docs, sizeof(struct dspy__bm25_doc), size) ||
-        h.blob_off > size || h.blob_len > size - h.blob_off)
+        !section_ok(h.docs_off, h.docs, sizeof(struct dspy__bm25_doc), size) || h.blob_off > size ||
+        h.blob_len > size - h.blob_off)
         return corrupt(err, origin, "a section lies outside the file");
     if (XXH3_64bits(image + sizeof(h), size - sizeof(h)) != h.checksum)
         return corrupt(err, origin, "checksum mismatch (the file is damaged)");
@@ -99,8 +99,7 @@ dspy_status dspy__bm25_validate(const unsigned char *image, size_t size, const c
     uint64_t tokens = 0;
     for (uint64_t i = 0; i < h.terms; i++) {
         if (t[i].str_off > h.strs_len || t[i].str_len > h.strs_len - t[i].str_off ||
-            t[i].post_start > h.postings || t[i].df > h.postings - t[i].post_start ||
-            !t[i].df)
+            t[i].post_start > h.postings || t[i].df > h.postings - t[i].post_start || !t[i].df)
             return corrupt(err, origin, "a term entry points outside its section");
         if (i) {
             const char *a = (const char *)image + h.strs_off + t[i - 1].str_off;
@@ -294,8 +293,8 @@ static dspy_status fill_passage(const struct bm25 *x, uint32_t d, double score,
     return DSPY_OK;
 }
 
-static dspy_status bm25_search(void *impl, const char *query, size_t k,
-                               struct dspy_passage **out, size_t *nout, struct dspy_error *err)
+static dspy_status bm25_search(void *impl, const char *query, size_t k, struct dspy_passage **out,
+                               size_t *nout, struct dspy_error *err)
 {
     struct bm25 *x = impl;
     size_t qlen = strlen(query);
@@ -309,7 +308,7 @@ static dspy_status bm25_search(void *impl, const char *query, size_t k,
         memset(s->stamp, 0, (size_t)x->h->docs * sizeof(uint32_t));
         s->gen = 1;
     }
-    struct query_ctx q = { .x = x, .s = s };
+    struct query_ctx q = {.x = x, .s = s};
     dspy_bm25_tokenize(query, qlen, on_query_token, &q);
     /* The k best of the touched documents: a heap of the best so far, worst at the root. */
     size_t n = q.ntouched < k ? q.ntouched : k, kept = 0;
@@ -350,7 +349,7 @@ out:
     return rc;
 }
 
-static const struct dspy__retriever_ops bm25_ops = { "bm25", bm25_search, bm25_size, bm25_free };
+static const struct dspy__retriever_ops bm25_ops = {"bm25", bm25_search, bm25_size, bm25_free};
 
 dspy_status dspy__bm25_passage(dspy_retriever *r, uint32_t doc, double score,
                                struct dspy_passage *out)
@@ -368,9 +367,8 @@ dspy_status dspy__bm25_passage(dspy_retriever *r, uint32_t doc, double score,
     return rc;
 }
 
-dspy_status dspy__bm25_open_image(unsigned char *image, size_t size, bool owned,
-                                  const char *origin, dspy_retriever **out,
-                                  struct dspy_error *err)
+dspy_status dspy__bm25_open_image(unsigned char *image, size_t size, bool owned, const char *origin,
+                                  dspy_retriever **out, struct dspy_error *err)
 {
     dspy_status rc = dspy__bm25_validate(image, size, origin ? origin : "<index>", err);
     struct bm25 *x = NULL;
@@ -398,7 +396,8 @@ dspy_status dspy__bm25_open_image(unsigned char *image, size_t size, bool owned,
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
     }
     for (uint64_t d = 0; d < x->h->docs; d++)
-        x->norm[d] = DSPY_BM25_K1 * (1 - DSPY_BM25_B + DSPY_BM25_B * (double)x->docs[d].len / avgdl);
+        x->norm[d] =
+            DSPY_BM25_K1 * (1 - DSPY_BM25_B + DSPY_BM25_B * (double)x->docs[d].len / avgdl);
     return dspy__retriever_wrap(&bm25_ops, x, out, err);
 fail:
     if (owned)

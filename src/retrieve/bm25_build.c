@@ -48,11 +48,11 @@ size_t dspy_bm25_tokenize(const char *text, size_t len, dspy_token_fn fn, void *
 /* ---- the vocabulary: open addressing over term ids, text in one arena ----------------- */
 
 struct vocab {
-    struct dspy_buf strs;  /* lower-cased term text */
+    struct dspy_buf strs; /* lower-cased term text */
     uint64_t *str_off;
     uint32_t *str_len, *df;
     size_t n, cap;
-    uint32_t *slots;       /* term id + 1; 0 = empty */
+    uint32_t *slots; /* term id + 1; 0 = empty */
     size_t nslots;
 };
 
@@ -227,14 +227,14 @@ static dspy_status add_doc_postings(struct builder *b, uint32_t doc)
         }
         b->last_doc[t] = doc + 1;
         b->at[t] = b->npost;
-        b->post[b->npost++] = (struct triple){ t, doc, 1 };
+        b->post[b->npost++] = (struct triple){t, doc, 1};
         b->vocab.df[t]++;
     }
     return DSPY_OK;
 }
 
-static dspy_status line_err(struct dspy_error *err, dspy_status code, const char *path,
-                            long line, const char *field, const char *what)
+static dspy_status line_err(struct dspy_error *err, dspy_status code, const char *path, long line,
+                            const char *field, const char *what)
 {
     dspy__err(err, code, "%s:%ld: %s%s%s%s", path, line, field ? "field \"" : "",
               field ? field : "", field ? "\": " : "", what);
@@ -256,8 +256,7 @@ static dspy_status blob_add(struct builder *b, const char *s, size_t len, uint64
 }
 
 /* A repeated id fails the build: passages are named by id. */
-static dspy_status check_id(struct builder *b, const char *id, size_t len, uint32_t doc,
-                            bool *dup)
+static dspy_status check_id(struct builder *b, const char *id, size_t len, uint32_t doc, bool *dup)
 {
     *dup = false;
     if ((b->ndocs + 1) * 2 > b->nid_slots) {
@@ -344,8 +343,7 @@ static dspy_status read_line(struct builder *b, const char *path, long lineno, c
         title_len = json_string_length(jtitle);
     }
     if (text_len > CORPUS_MAX_TEXT || title_len > CORPUS_MAX_TEXT || id_len > 4096) {
-        rc = line_err(err, DSPY_ETOOBIG, path, lineno, id_len > 4096 ? "id" : "text",
-                      "too long");
+        rc = line_err(err, DSPY_ETOOBIG, path, lineno, id_len > 4096 ? "id" : "text", "too long");
         goto out;
     }
     if (b->ndocs >= CORPUS_MAX_DOCS) {
@@ -449,7 +447,7 @@ static dspy_status layout(struct builder *b, unsigned char **image, size_t *size
         if (idf[t] < 0)
             idf[t] = eps;
     for (size_t t = 0; t < nt; t++)
-        order[t] = (struct sort_term){ v->strs.ptr + v->str_off[t], v->str_len[t], (uint32_t)t };
+        order[t] = (struct sort_term){v->strs.ptr + v->str_off[t], v->str_len[t], (uint32_t)t};
     qsort(order, nt, sizeof(*order), cmp_term);
 
     struct dspy__bm25_header h;
@@ -490,12 +488,12 @@ static dspy_status layout(struct builder *b, unsigned char **image, size_t *size
     struct dspy__bm25_posting *post = (void *)(img + h.post_off);
     for (size_t r = 0; r < nt; r++) {
         uint32_t t = order[r].id;
-        terms[r] = (struct dspy__bm25_term){ v->str_off[t], v->str_len[t], v->df[t], start[r],
-                                             idf[t] };
+        terms[r] =
+            (struct dspy__bm25_term){v->str_off[t], v->str_len[t], v->df[t], start[r], idf[t]};
     }
     for (size_t i = 0; i < b->npost; i++) {
         uint32_t r = pos_of[b->post[i].term];
-        post[start[r]++] = (struct dspy__bm25_posting){ b->post[i].doc, b->post[i].tf };
+        post[start[r]++] = (struct dspy__bm25_posting){b->post[i].doc, b->post[i].tf};
     }
     dspy_free(pos_of);
     if (v->strs.len)

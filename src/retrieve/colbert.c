@@ -35,7 +35,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 }
 
 dspy_status dspy__colbert_read_topk(const char *where, const char *body, size_t len, size_t k,
-                             struct dspy_passage **out, size_t *nout, struct dspy_error *err)
+                                    struct dspy_passage **out, size_t *nout, struct dspy_error *err)
 {
     json_error_t je;
     dspy_status rc = DSPY_OK;
@@ -143,7 +143,8 @@ static dspy_status colbert_search(void *impl, const char *query, size_t k,
     CURLcode cc = curl_easy_perform(h);
     if (cc != CURLE_OK) {
         rc = dspy__err(err, cc == CURLE_OPERATION_TIMEDOUT ? DSPY_ELM_TIMEOUT : DSPY_ELM_NETWORK,
-                       "ColBERTv2 server %s: %s", where, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+                       "ColBERTv2 server %s: %s", where,
+                       errbuf[0] ? errbuf : curl_easy_strerror(cc));
         goto out;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
@@ -164,8 +165,8 @@ out:
     return rc;
 }
 
-static const struct dspy__retriever_ops colbert_ops = { "colbertv2", colbert_search, NULL,
-                                                        colbert_free };
+static const struct dspy__retriever_ops colbert_ops = {"colbertv2", colbert_search, NULL,
+                                                       colbert_free};
 
 dspy_status dspy_retriever_colbert(const struct dspy_colbert_options *opts, dspy_retriever **out,
                                    struct dspy_error *err)

@@ -19,10 +19,12 @@ struct dense {
     dspy_retriever *base; /* bm25: the passages */
     char *url;            /* .../embeddings */
     char *model;
-    char *auth;           /* "Authorization: Bearer ..." or NULL; never printed */
+    char *auth; /* "Authorization: Bearer ..." or NULL; never printed */
     long timeout_ms;
     size_t dim;
-    float *vec;           /* docs x dim, unit length */
+    float *vec;        /* docs x dim, unit length */
+    double mmr_lambda; /* 0: plain top-k */
+    size_t mmr_depth;  /* MMR candidates */
 };
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
@@ -30,9 +32,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     return dspy__buf_add(userdata, data, size * nmemb) ? 0 : size * nmemb;
 }
 
-dspy_status dspy__dense_read_embeddings(const char *where, const char *text, size_t len,
-                                        size_t n, float **out, size_t *dim,
-                                        struct dspy_error *err)
+dspy_status dspy__dense_read_embeddings(const char *where, const char *text, size_t len, size_t n,
+                                        float **out, size_t *dim, struct dspy_error *err)
 {
     dspy_status rc = DSPY_OK;
     json_error_t je;
@@ -136,8 +137,7 @@ static dspy_status embed(struct dense *d, const char *const *texts, size_t n, fl
             err->http_status = (int)status;
         goto out;
     }
-    rc = dspy__dense_read_embeddings(where, body.ptr ? body.ptr : "", body.len, n, out, dim,
-                                     err);
+    rc = dspy__dense_read_embeddings(where, body.ptr ? body.ptr : "", body.len, n, out, dim, err);
 out:
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
@@ -200,10 +200,15 @@ static dspy_status dense_search(void *impl, const char *query, size_t k, struct 
     if (rc)
         return rc;
     float *s = dspy_malloc(docs * sizeof(float));
-    size_t n = k < docs ? k : docs;
+    size_t want = k, nk;
+    if (d->mmr_lambda > 0 && d->mmr_depth > want)
+        want = d->mmr_depth;
+    size_t n = want < docs ? want : docs;
     uint32_t *heap = dspy_malloc((n ? n : 1) * sizeof(uint32_t));
+    uint32_t *cand = dspy_malloc((n ? n : 1) * sizeof(uint32_t));
     struct dspy_passage *res = dspy_calloc(n ? n : 1, sizeof(*res));
-    if (!s || !heap || !res) {
+    nk = k < n ? k : n;
+    if (!s || !heap || !cand || !res) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
@@ -223,28 +228,59 @@ static dspy_status dense_search(void *impl, const char *query, size_t k, struct 
             sift(heap, n, 0, s);
         }
     }
-    for (size_t m = n; m > 0; m--) {
-        uint32_t doc = heap[0];
+    for (size_t m = n; m > 0; m--) { /* best first */
+        cand[m - 1] = heap[0];
         heap[0] = heap[m - 1];
         sift(heap, m - 1, 0, s);
-        if ((rc = dspy__bm25_passage(d->base, doc, s[doc], &res[m - 1]))) {
+    }
+    if (d->mmr_lambda > 0) {
+        /* Maximal marginal relevance (Carbonell & Goldstein): pick, among the candidates
+         * left, the one maximizing lambda * cos(q, c) - (1 - lambda) * max cos(c, picked);
+         * ties go to the better-ranked candidate. */
+        double lam = d->mmr_lambda;
+        for (size_t pick = 0; pick < nk; pick++) {
+            size_t best = pick;
+            double best_v = 0;
+            for (size_t c = pick; c < n; c++) {
+                double red = 0;
+                const float *vc = d->vec + (size_t)cand[c] * dim;
+                for (size_t j = 0; j < pick; j++) {
+                    const float *vj = d->vec + (size_t)cand[j] * dim;
+                    float dot = 0;
+                    for (size_t t = 0; t < dim; t++)
+                        dot += vc[t] * vj[t];
+                    if (!j || dot > red)
+                        red = dot;
+                }
+                double v = lam * s[cand[c]] - (1 - lam) * red;
+                if (c == pick || v > best_v) {
+                    best = c;
+                    best_v = v;
+                }
+            }
+            uint32_t t = cand[best]; /* keep the rest in rank order */
+            memmove(cand + pick + 1, cand + pick, (best - pick) * sizeof(*cand));
+            cand[pick] = t;
+        }
+    }
+    for (size_t i = 0; i < nk; i++)
+        if ((rc = dspy__bm25_passage(d->base, cand[i], s[cand[i]], &res[i]))) {
             rc = dspy__err(err, rc, "out of memory");
             goto out;
         }
-    }
     *out = res;
-    *nout = n;
+    *nout = nk;
     res = NULL;
 out:
-    dspy_passages_free(res, n);
+    dspy_passages_free(res, nk);
     dspy_free(s);
     dspy_free(heap);
+    dspy_free(cand);
     dspy_free(q);
     return rc;
 }
 
-static const struct dspy__retriever_ops dense_ops = { "dense", dense_search, dense_size,
-                                                      dense_free };
+static const struct dspy__retriever_ops dense_ops = {"dense", dense_search, dense_size, dense_free};
 
 dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_dense_options *o,
                                  dspy_retriever **out, struct dspy_error *err)
@@ -253,8 +289,9 @@ dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_den
         return dspy__err(err, DSPY_EINVAL,
                          "dspy_retriever_dense: passages, base_url and model are required");
     if (strcmp(dspy_retriever_kind(passages), "bm25"))
-        return dspy__err(err, DSPY_EINVAL, "dense retrieval needs a BM25 index or corpus for "
-                                           "its passages");
+        return dspy__err(err, DSPY_EINVAL,
+                         "dense retrieval needs a BM25 index or corpus for "
+                         "its passages");
     struct dense *d = dspy_calloc(1, sizeof(*d));
     struct dspy_buf url;
     dspy__buf_init(&url, 8192);
@@ -276,6 +313,12 @@ dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_den
         snprintf(d->auth, n, "Authorization: Bearer %s", o->api_key);
     }
     d->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 60000;
+    if (o->mmr_lambda < 0 || o->mmr_lambda > 1) {
+        dense_free(d);
+        return dspy__err(err, DSPY_EINVAL, "mmr lambda must be between 0 and 1");
+    }
+    d->mmr_lambda = o->mmr_lambda;
+    d->mmr_depth = o->mmr_depth ? o->mmr_depth : 50;
     d->base = dspy__retriever_ref(passages);
     size_t docs = (size_t)dspy_retriever_size(passages);
     dspy_status rc = DSPY_OK;
@@ -342,8 +385,8 @@ static uint64_t hybrid_size(const void *impl)
 
 /* RRF (Cormack et al.): score = sum over lists of 1 / (60 + rank), rank 1-based; a passage
  * is the same in both lists when its text is. Ties keep the first list's order. */
-static dspy_status hybrid_search(void *impl, const char *query, size_t k,
-                                 struct dspy_passage **out, size_t *nout, struct dspy_error *err)
+static dspy_status hybrid_search(void *impl, const char *query, size_t k, struct dspy_passage **out,
+                                 size_t *nout, struct dspy_error *err)
 {
     struct hybrid *h = impl;
     struct dspy_passage *pa = NULL, *pb = NULL;
@@ -405,8 +448,8 @@ static dspy_status hybrid_search(void *impl, const char *query, size_t k,
     return DSPY_OK;
 }
 
-static const struct dspy__retriever_ops hybrid_ops = { "hybrid", hybrid_search, hybrid_size,
-                                                       hybrid_free };
+static const struct dspy__retriever_ops hybrid_ops = {"hybrid", hybrid_search, hybrid_size,
+                                                      hybrid_free};
 
 dspy_status dspy_retriever_hybrid(dspy_retriever *a, dspy_retriever *b, size_t depth,
                                   dspy_retriever **out, struct dspy_error *err)

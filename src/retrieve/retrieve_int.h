@@ -49,7 +49,7 @@ struct dspy__bm25_header { /* 128 bytes at offset 0 */
 };
 
 struct dspy__bm25_term {
-    uint64_t str_off;    /* in the strings section */
+    uint64_t str_off; /* in the strings section */
     uint32_t str_len;
     uint32_t df;         /* documents holding the term = its postings */
     uint64_t post_start; /* index of its first posting; postings by document, ascending */
@@ -65,22 +65,20 @@ struct dspy__bm25_doc {
     uint64_t id_off, title_off, text_off; /* in the blob */
     uint32_t id_len, title_len;           /* title_len DSPY__BM25_NO_TITLE: none */
     uint32_t text_len;
-    uint32_t len;                         /* tokens */
+    uint32_t len; /* tokens */
 };
 
 /* Build the index image of a corpus in memory (dspy_malloc'd, *size bytes). */
 dspy_status dspy__bm25_build_image(const char *corpus_path, unsigned char **image, size_t *size,
-                                   struct dspy_index_build_stats *stats,
-                                   struct dspy_error *err);
+                                   struct dspy_index_build_stats *stats, struct dspy_error *err);
 /* The same from corpus text in memory; `path` names it in errors. */
 dspy_status dspy__bm25_build_text(const char *path, const char *text, size_t len,
                                   unsigned char **image, size_t *size,
                                   struct dspy_index_build_stats *stats, struct dspy_error *err);
 /* A retriever over an image: `owned` is freed with the retriever (dspy_free), else the image
  * is an mmap of `map_len` bytes unmapped at free. `origin` names it in errors. */
-dspy_status dspy__bm25_open_image(unsigned char *image, size_t size, bool owned,
-                                  const char *origin, dspy_retriever **out,
-                                  struct dspy_error *err);
+dspy_status dspy__bm25_open_image(unsigned char *image, size_t size, bool owned, const char *origin,
+                                  dspy_retriever **out, struct dspy_error *err);
 /* Passage `doc` of a bm25 retriever, with `score` (caller owns the strings). */
 dspy_status dspy__bm25_passage(dspy_retriever *r, uint32_t doc, double score,
                                struct dspy_passage *out);
@@ -94,8 +92,7 @@ dspy_status dspy__bm25_validate(const unsigned char *image, size_t size, const c
 dspy_status dspy__colbert_read_topk(const char *where, const char *body, size_t len, size_t k,
                                     struct dspy_passage **out, size_t *nout,
                                     struct dspy_error *err);
-dspy_status dspy__dense_read_embeddings(const char *where, const char *text, size_t len,
-                                        size_t n, float **out, size_t *dim,
-                                        struct dspy_error *err);
+dspy_status dspy__dense_read_embeddings(const char *where, const char *text, size_t len, size_t n,
+                                        float **out, size_t *dim, struct dspy_error *err);
 
 #endif

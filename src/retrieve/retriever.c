@@ -65,8 +65,8 @@ dspy_status dspy_retriever_search(dspy_retriever *r, const char *query, size_t k
     *out = NULL;
     *n = 0;
     if (k < 1 || k > DSPY_RETRIEVE_MAX_K)
-        return dspy__err(err, DSPY_EINVAL, "k must be from 1 to %d, not %zu",
-                         DSPY_RETRIEVE_MAX_K, k);
+        return dspy__err(err, DSPY_EINVAL, "k must be from 1 to %d, not %zu", DSPY_RETRIEVE_MAX_K,
+                         k);
     return r->ops->search(r->impl, query, k, out, n, err);
 }
 

@@ -335,3 +335,39 @@ def test_rag_batch_of_hits_and_misses_sends_only_the_misses_in_order(tmp_path, c
              .splitlines()}
     for i in range(0, 30, 2):  # hits give the earlier answers
         assert lines[i]["prediction"] == first[i // 2 + 1]["prediction"]
+
+
+def test_dense_mmr_diverse_selection(tmp_path, corpus):
+    _, base = start_sim()
+    q = "What is the capital of France?"
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"corpus": "corpus.jsonl", "mode": "dense", "k": 4, "mmr": 0.5,
+                             "depth": 6, "dense": {"base_url": base, "model": "emb"}}))
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"question": q}) + "\n")
+    r = dspyc("run", prog, "--input", inp, "--output", out, "--base-url", base, "--model", "m",
+              "--cache", "off")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(out.read_text())["prediction"]["passages"]
+    import numpy as np
+    from openai import OpenAI
+    cli = OpenAI(base_url=base, api_key="x")
+    texts = [f"{d['title']} | {d['text']}" if d.get("title") else d["text"] for d in CORPUS]
+    v = np.array([e.embedding for e in cli.embeddings.create(model="emb", input=texts).data],
+                 dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    qv = np.array(cli.embeddings.create(model="emb", input=[q]).data[0].embedding, np.float32)
+    qv /= np.linalg.norm(qv)
+    sims = v @ qv
+    cand = sorted(range(len(texts)), key=lambda i: (-sims[i], i))[:6]
+    picked = []
+    while len(picked) < 4:  # MMR: lambda * relevance - (1 - lambda) * redundancy
+        left = [c for c in cand if c not in picked]
+        score = [0.5 * sims[c] - 0.5 * max((float(v[c] @ v[p]) for p in picked), default=0.0)
+                 for c in left]
+        picked.append(left[int(np.argmax(score))])
+    assert got == [texts[i] for i in picked]
+    assert got != [texts[i] for i in cand[:4]]  # diversity changed the pick here
+    write(prog, rag_program({"corpus": "corpus.jsonl", "mmr": 0.5}))
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and '"mmr" must be a number in (0, 1]' in r.stderr

@@ -30,7 +30,7 @@ static void collect(void *userdata, const char *tok, size_t len)
 static void test_tokenizer(void **state)
 {
     (void)state;
-    struct toks t = { .len = 0 };
+    struct toks t = {.len = 0};
     const char *s = "Hello, WORLD!  it's e-mail caf\xc3\xa9\t42x";
     size_t n = dspy_bm25_tokenize(s, strlen(s), collect, &t);
     assert_int_equal(n, 8);
@@ -63,7 +63,7 @@ static void test_ranking_and_ties(void **state)
     struct dspy_passage *p;
     size_t n;
     assert_int_equal(dspy_retriever_search(r, "RED", 10, &p, &n, NULL), DSPY_OK);
-    assert_int_equal(n, 2); /* only passages sharing a token */
+    assert_int_equal(n, 2);            /* only passages sharing a token */
     assert_string_equal(p[0].id, "a"); /* equal scores: the earlier passage first */
     assert_string_equal(p[1].id, "c");
     assert_true(p[0].score == p[1].score && p[0].score > 0);
@@ -112,7 +112,8 @@ static void test_bad_text(void **state)
 static void test_damaged_images(void **state)
 {
     (void)state;
-    const char *text = "{\"id\": \"a\", \"text\": \"one two\"}\n{\"id\": \"b\", \"text\": \"two\"}\n";
+    const char *text =
+        "{\"id\": \"a\", \"text\": \"one two\"}\n{\"id\": \"b\", \"text\": \"two\"}\n";
     unsigned char *img;
     size_t size;
     struct dspy_error err;
