@@ -490,8 +490,12 @@ dspy_status dspy_jobq_submit(dspy_jobq *q, const json_t *spec, char *id, bool *e
         finish(q, j, DSPY_JOB_FAILED, "out of memory", NULL);
         goto out;
     }
-    if (q->redis && dspy__rjobs_publish(q->redis, j->id, j->priority, j->spec_text, 0))
-        fprintf(stderr, "dspyc jobs: cannot publish %s to Redis; it waits there\n", j->id);
+    if (q->redis && dspy__rjobs_publish(q->redis, j->id, j->priority, j->spec_text, 0)) {
+        /* not in a stream, so no worker would ever see it: not accepted */
+        finish(q, j, DSPY_JOB_FAILED, "not queued: Redis could not be reached", NULL);
+        rc = dspy__err(err, DSPY_EIO, "Redis could not be reached; the job was not queued");
+        goto out;
+    }
     snprintf(id, 40, "%s", j->id);
     pthread_cond_signal(&q->wake);
 out:
