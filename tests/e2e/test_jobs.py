@@ -399,15 +399,17 @@ def test_worker_killed_mid_run_on_three_workers(tmp_path, redis):
             time.sleep(0.05)
         pool = api.queue()["redis_workers"]
         assert pool["workers"] == 3 and pool["slots"] == 12  # the pool as the workers report it
-        n = 300
+        n = 1000
         for i in range(n):
-            api.submit({"kind": "noop", "sleep_ms": 30} if i % 3 else small_opt(i))
-        time.sleep(0.5)
-        workers[0].send_signal(signal.SIGKILL)  # its jobs in flight are reclaimed
+            api.submit({"kind": "noop", "sleep_ms": 10} if i % 3 else small_opt(i))
+            if i == 300:
+                workers[0].send_signal(signal.SIGKILL)  # its jobs in flight are reclaimed
         workers[0].wait()
         q = api.wait_all(n, timeout=60)
         assert q["ended"]["succeeded"] == n, q
         assert q["stored_results"] == n  # one result per job
+        jobs = api.call("GET", f"/v1/jobs?limit={n}")[1]["jobs"]
+        assert max(j["attempts"] for j in jobs) >= 2  # the dead worker's jobs ran again
         keys = int(redis.cmd("EVAL", "return #redis.call('KEYS', 'dspyc:jobs:result:*')", "0"))
         assert keys == n
         pending = redis.cmd("XPENDING", "dspyc:jobs:p0", "dspyc-workers")
