@@ -649,6 +649,15 @@ out:
     return token;
 }
 
+void dspy_jobq_end_watches(dspy_jobq *q)
+{
+    pthread_mutex_lock(&q->lock);
+    for (size_t i = 0; i < q->nwatchers; i++)
+        q->watchers[i].fn(q->watchers[i].ud, NULL);
+    q->nwatchers = 0;
+    pthread_mutex_unlock(&q->lock);
+}
+
 void dspy_jobq_unwatch(dspy_jobq *q, uint64_t token)
 {
     pthread_mutex_lock(&q->lock);
@@ -850,8 +859,7 @@ void dspy_jobq_free(dspy_jobq *q)
     for (unsigned i = 0; q->threads && i < q->nworkers; i++)
         pthread_join(q->threads[i], NULL);
     dspy__rjobs_close(q->redis); /* no more events after this */
-    for (size_t i = 0; i < q->nwatchers; i++)
-        q->watchers[i].fn(q->watchers[i].ud, NULL);
+    dspy_jobq_end_watches(q);
     for (size_t i = 0; i < q->njobs; i++)
         job_free(q->jobs[i]);
     dspy__store_close(q->store);
