@@ -208,6 +208,8 @@ int cmd_serve_jobs(int argc, char **argv)
     fprintf(stderr, "dspyc serve: stopping on signal %d\n", sig);
     rc = 0;
 out:
+    if (q)
+        dspy_jobq_end_watches(q); /* the event feeds end while their server is alive */
     dspy_serve_free(srv);
     dspy_jobq_free(q);
     if (pool_open)

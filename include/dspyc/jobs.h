@@ -146,6 +146,9 @@ typedef bool (*dspy_jobq_event_fn)(void *userdata, const json_t *event);
 DSPY_EXTERN uint64_t dspy_jobq_watch(dspy_jobq *q, const char *id, dspy_jobq_event_fn fn,
                                      void *userdata);
 DSPY_EXTERN void dspy_jobq_unwatch(dspy_jobq *q, uint64_t token);
+/** End every watch now (each fn gets NULL): before the server whose feeds they are stops
+ * (dspy_jobq_free does it too). */
+DSPY_EXTERN void dspy_jobq_end_watches(dspy_jobq *q);
 
 /* ---- Redis workers ---------------------------------------------------------------------- */
 

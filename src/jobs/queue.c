@@ -490,8 +490,12 @@ dspy_status dspy_jobq_submit(dspy_jobq *q, const json_t *spec, char *id, bool *e
         finish(q, j, DSPY_JOB_FAILED, "out of memory", NULL);
         goto out;
     }
-    if (q->redis && dspy__rjobs_publish(q->redis, j->id, j->priority, j->spec_text, 0))
-        fprintf(stderr, "dspyc jobs: cannot publish %s to Redis; it waits there\n", j->id);
+    if (q->redis && dspy__rjobs_publish(q->redis, j->id, j->priority, j->spec_text, 0)) {
+        /* not in a stream, so no worker would ever see it: not accepted */
+        finish(q, j, DSPY_JOB_FAILED, "not queued: Redis could not be reached", NULL);
+        rc = dspy__err(err, DSPY_EIO, "Redis could not be reached; the job was not queued");
+        goto out;
+    }
     snprintf(id, 40, "%s", j->id);
     pthread_cond_signal(&q->wake);
 out:
@@ -643,6 +647,15 @@ uint64_t dspy_jobq_watch(dspy_jobq *q, const char *id, dspy_jobq_event_fn fn, vo
 out:
     pthread_mutex_unlock(&q->lock);
     return token;
+}
+
+void dspy_jobq_end_watches(dspy_jobq *q)
+{
+    pthread_mutex_lock(&q->lock);
+    for (size_t i = 0; i < q->nwatchers; i++)
+        q->watchers[i].fn(q->watchers[i].ud, NULL);
+    q->nwatchers = 0;
+    pthread_mutex_unlock(&q->lock);
 }
 
 void dspy_jobq_unwatch(dspy_jobq *q, uint64_t token)
@@ -846,8 +859,7 @@ void dspy_jobq_free(dspy_jobq *q)
     for (unsigned i = 0; q->threads && i < q->nworkers; i++)
         pthread_join(q->threads[i], NULL);
     dspy__rjobs_close(q->redis); /* no more events after this */
-    for (size_t i = 0; i < q->nwatchers; i++)
-        q->watchers[i].fn(q->watchers[i].ud, NULL);
+    dspy_jobq_end_watches(q);
     for (size_t i = 0; i < q->njobs; i++)
         job_free(q->jobs[i]);
     dspy__store_close(q->store);
