@@ -1,8 +1,7 @@
 /* The job queue (jobs layer): every accepted job in memory and in the store, a binary heap
  * of queued jobs (higher priority first, FIFO within one), backpressure at a fill mark, a
  * pool of worker threads bounded by a concurrency cap, watchers for the event feed, and in
- * Redis mode the hand-off to `dspyc worker` processes. (src/base has no binary heap yet, so
- * this small one lives here.) */
+ * Redis mode the hand-off to `dspyc worker` processes. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -13,6 +12,7 @@
 #include <time.h>
 
 #include "base/clock.h"
+#include "base/heap.h"
 #include "base/status.h"
 #include "jobs/jobs_int.h"
 
@@ -50,8 +50,7 @@ struct dspy_jobq {
     size_t njobs, cap;
     json_t *by_id;  /* id -> index in jobs */
     json_t *by_key; /* idempotency key -> id */
-    struct job **heap;
-    size_t nheap, heap_cap;
+    struct dspy__heap heap; /* queued jobs (struct job *), highest priority first */
     size_t depth[10];
     unsigned running, max_concurrent, nworkers;
     size_t max_queue;
@@ -90,72 +89,39 @@ int dspy_job_state_from_name(const char *name)
     return -1;
 }
 
-/* ---- the heap --------------------------------------------------------------------------- */
+/* ---- the heap (the base layer's, of job pointers) --------------------------------------- */
 
 static bool before(const struct job *a, const struct job *b)
 {
     return a->priority != b->priority ? a->priority > b->priority : a->seq < b->seq;
 }
 
-static void heap_set(struct dspy_jobq *q, size_t i, struct job *j)
+static bool job_before(const void *a, const void *b)
 {
-    q->heap[i] = j;
-    j->heap_at = i;
+    return before(*(struct job *const *)a, *(struct job *const *)b);
 }
 
-static void heap_up(struct dspy_jobq *q, size_t i)
+static void job_moved(void *elem, size_t idx)
 {
-    struct job *j = q->heap[i];
-    while (i > 0 && before(j, q->heap[(i - 1) / 2])) {
-        heap_set(q, i, q->heap[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    heap_set(q, i, j);
+    (*(struct job **)elem)->heap_at = idx;
 }
 
-static void heap_down(struct dspy_jobq *q, size_t i)
-{
-    struct job *j = q->heap[i];
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= q->nheap)
-            break;
-        if (c + 1 < q->nheap && before(q->heap[c + 1], q->heap[c]))
-            c++;
-        if (!before(q->heap[c], j))
-            break;
-        heap_set(q, i, q->heap[c]);
-        i = c;
-    }
-    heap_set(q, i, j);
-}
+static const struct dspy__heap_type JOB_HEAP = { .size = sizeof(struct job *),
+                                                 .before = job_before,
+                                                 .moved = job_moved };
 
 static dspy_status heap_push(struct dspy_jobq *q, struct job *j)
 {
-    if (q->nheap == q->heap_cap) {
-        size_t cap = q->heap_cap ? 2 * q->heap_cap : 64;
-        struct job **h = dspy_realloc(q->heap, cap * sizeof(*h));
-        if (!h)
-            return DSPY_ENOMEM;
-        q->heap = h;
-        q->heap_cap = cap;
-    }
-    q->heap[q->nheap++] = j;
-    heap_up(q, q->nheap - 1);
-    q->depth[j->priority]++;
-    return DSPY_OK;
+    dspy_status rc = dspy__heap_push(&q->heap, &j);
+    if (!rc)
+        q->depth[j->priority]++;
+    return rc;
 }
 
 static void heap_remove(struct dspy_jobq *q, struct job *j)
 {
-    size_t i = j->heap_at;
     q->depth[j->priority]--;
-    struct job *last = q->heap[--q->nheap];
-    if (i == q->nheap)
-        return;
-    heap_set(q, i, last);
-    heap_up(q, i);
-    heap_down(q, last->heap_at);
+    dspy__heap_remove(&q->heap, j->heap_at, NULL);
 }
 
 /* ---- jobs and their store rows ------------------------------------------------------------ */
@@ -368,11 +334,11 @@ static void *worker_main(void *arg)
     struct dspy_jobq *q = arg;
     pthread_mutex_lock(&q->lock);
     for (;;) {
-        while (!q->stop && (!q->nheap || q->running >= q->max_concurrent))
+        while (!q->stop && (!dspy__heap_len(&q->heap) || q->running >= q->max_concurrent))
             pthread_cond_wait(&q->wake, &q->lock);
         if (q->stop)
             break;
-        struct job *j = q->heap[0];
+        struct job *j = *(struct job **)dspy__heap_top(&q->heap);
         heap_remove(q, j);
         j->state = DSPY_JOB_RUNNING;
         j->started = wall_now();
@@ -434,19 +400,19 @@ dspy_status dspy_jobq_submit(dspy_jobq *q, const json_t *spec, char *id, bool *e
         goto out;
     }
     size_t mark = (size_t)ceil(q->backpressure * (double)q->max_queue);
-    if (q->nheap >= mark) {
+    if (dspy__heap_len(&q->heap) >= mark) {
         /* a guess at when room frees up: the queue past the mark at the recent rate */
         uint64_t done = 0;
         for (int i = 0; i < RATE_BUCKETS; i++)
             done += q->rate[i];
         double per_s = (double)done / RATE_BUCKETS;
-        *retry_after_s = per_s > 0 ? ceil((double)(q->nheap - mark + 1) / per_s) : 1;
+        *retry_after_s = per_s > 0 ? ceil((double)(dspy__heap_len(&q->heap) - mark + 1) / per_s) : 1;
         if (*retry_after_s < 1)
             *retry_after_s = 1;
         rc = dspy__err(err, DSPY_EBUSY,
                        "the queue is %.0f %% full (%zu queued of at most %zu; new jobs are "
                        "refused from %.0f %%)",
-                       100.0 * (double)q->nheap / (double)q->max_queue, q->nheap, q->max_queue,
+                       100.0 * (double)dspy__heap_len(&q->heap) / (double)q->max_queue, dspy__heap_len(&q->heap), q->max_queue,
                        100 * q->backpressure);
         goto out;
     }
@@ -594,7 +560,7 @@ json_t *dspy_jobq_stats(dspy_jobq *q)
         ended += q->counts[s];
     json_t *o = json_pack(
         "{s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:{s:I, s:I, s:I, s:I}, s:o, s:f, s:s}",
-        "depth", depth, "queued", (json_int_t)q->nheap, "max_queue", (json_int_t)q->max_queue,
+        "depth", depth, "queued", (json_int_t)dspy__heap_len(&q->heap), "max_queue", (json_int_t)q->max_queue,
         "running", (json_int_t)q->running, "workers", (json_int_t)q->nworkers,
         "max_concurrent", (json_int_t)q->max_concurrent, "utilization",
         q->nworkers ? (double)q->running / (double)q->max_concurrent : 0.0, "jobs_per_s",
@@ -782,6 +748,7 @@ dspy_jobq *dspy_jobq_new(const struct dspy_jobq_options *o, struct dspy_error *e
         dspy__err(err, DSPY_ENOMEM, "out of memory");
         return NULL;
     }
+    dspy__heap_init(&q->heap, &JOB_HEAP);
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->wake, NULL);
     atomic_init(&q->stop, false);
@@ -860,11 +827,11 @@ void dspy_jobq_free(dspy_jobq *q)
         pthread_join(q->threads[i], NULL);
     dspy__rjobs_close(q->redis); /* no more events after this */
     dspy_jobq_end_watches(q);
+    dspy__heap_release(&q->heap); /* before the jobs it points at */
     for (size_t i = 0; i < q->njobs; i++)
         job_free(q->jobs[i]);
     dspy__store_close(q->store);
     dspy_free(q->jobs);
-    dspy_free(q->heap);
     dspy_free(q->threads);
     dspy_free(q->watchers);
     dspy_free(q->ckpt_root);
