@@ -14,6 +14,7 @@
 #include <xxhash.h>
 
 #include "base/buf.h"
+#include "base/heap.h"
 #include "base/status.h"
 #include "retrieve/retrieve_int.h"
 
@@ -240,28 +241,20 @@ static void on_query_token(void *userdata, const char *tok, size_t len)
     }
 }
 
-/* Better: higher score, then the earlier document. */
-static bool better(const double *score, uint32_t a, uint32_t b)
+/* A candidate of the top-k heap (the base layer's): worse ones come out first, so the root
+ * is the worst kept. Worse: a lower score, then the later document. */
+struct hit {
+    double score;
+    uint32_t doc;
+};
+
+static bool worse(const void *a, const void *b)
 {
-    return score[a] > score[b] || (score[a] == score[b] && a < b);
+    const struct hit *x = a, *y = b;
+    return x->score < y->score || (x->score == y->score && x->doc > y->doc);
 }
 
-static void sift_down(uint32_t *heap, size_t n, size_t i, const double *score)
-{
-    for (;;) { /* a min-heap by "better": the root is the worst kept */
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && better(score, heap[m], heap[l]))
-            m = l;
-        if (r < n && better(score, heap[m], heap[r]))
-            m = r;
-        if (m == i)
-            return;
-        uint32_t tmp = heap[i];
-        heap[i] = heap[m];
-        heap[m] = tmp;
-        i = m;
-    }
-}
+static const struct dspy__heap_type HIT_HEAP = { .size = sizeof(struct hit), .before = worse };
 
 static char *dup_n(const char *s, size_t n)
 {
@@ -311,37 +304,37 @@ static dspy_status bm25_search(void *impl, const char *query, size_t k, struct d
     struct query_ctx q = {.x = x, .s = s};
     dspy_bm25_tokenize(query, qlen, on_query_token, &q);
     /* The k best of the touched documents: a heap of the best so far, worst at the root. */
-    size_t n = q.ntouched < k ? q.ntouched : k, kept = 0;
-    uint32_t *heap = s->touched; /* the first `kept` slots become the heap, in place */
-    for (size_t i = 0; i < q.ntouched; i++) {
-        uint32_t d = s->touched[i];
-        if (kept < n) {
-            heap[kept++] = d;
-            if (kept == n)
-                for (size_t j = n / 2; j-- > 0;)
-                    sift_down(heap, n, j, s->score);
-        } else if (n && better(s->score, d, heap[0])) {
-            heap[0] = d;
-            sift_down(heap, n, 0, s->score);
-        }
-    }
+    size_t n = q.ntouched < k ? q.ntouched : k;
+    struct dspy__heap heap;
+    struct hit *kept = dspy_malloc((n ? n : 1) * sizeof(*kept));
     struct dspy_passage *res = dspy_calloc(n ? n : 1, sizeof(*res));
-    if (!res) {
+    if (!kept || !res) {
+        dspy_free(kept);
+        dspy_free(res);
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
+    dspy__heap_init_over(&heap, &HIT_HEAP, kept, n);
+    for (size_t i = 0; n && i < q.ntouched; i++) {
+        struct hit h = { s->score[s->touched[i]], s->touched[i] };
+        if (dspy__heap_len(&heap) < n)
+            dspy__heap_push(&heap, &h); /* cannot fail: below capacity */
+        else if (worse(dspy__heap_top(&heap), &h))
+            dspy__heap_replace_top(&heap, &h);
+    }
     /* Pop worst first into the back: best first in the result. */
     for (size_t m = n; m > 0; m--) {
-        uint32_t d = heap[0];
-        heap[0] = heap[m - 1];
-        sift_down(heap, m - 1, 0, s->score);
-        if ((rc = fill_passage(x, d, s->score[d], &res[m - 1]))) {
+        struct hit h;
+        dspy__heap_pop(&heap, &h);
+        if ((rc = fill_passage(x, h.doc, h.score, &res[m - 1]))) {
             dspy_passages_free(res, n);
             res = NULL;
+            dspy_free(kept);
             rc = dspy__err(err, rc, "out of memory");
             goto out;
         }
     }
+    dspy_free(kept);
     *out = res;
     *nout = n;
 out:
