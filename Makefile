@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 WERROR     := $(if $(CI),ON,OFF)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build asan tsan run test test-unit test-gpu test-e2e bench clean
+.PHONY: all setup build asan tsan run test test-unit test-gpu test-e2e bench clean format format-check
 
 all: build
 
@@ -30,10 +30,11 @@ tsan: setup
 run: build
 	@scripts/run-main.sh $(BUILD)
 
+# The format check comes first, so unformatted C fails fast.
 # Every test: threaded unit tests under TSan, unit and fuzz-smoke tests under ASan+UBSan,
 # then the whole suite (unit, fuzz-smoke, end-to-end, compatibility with real DSPy) on the
 # normal build.
-test: build asan tsan
+test: format-check build asan tsan
 	@echo "== threaded unit tests under TSan"
 	@TSAN_OPTIONS=halt_on_error=1 scripts/ctest-strict.sh $(TSAN_BUILD) --output-on-failure -j $(JOBS) -L threads
 	@echo "== unit + fuzz-smoke tests under ASan+UBSan"
@@ -57,6 +58,14 @@ test-e2e: build
 
 bench: build
 	@scripts/run-main.sh $(BUILD)
+
+# Rewrite the C sources to .clang-format; `format-check` only lists those that differ.
+format: setup
+	@scripts/format.sh
+
+format-check: setup
+	@echo "== format check (.clang-format)"
+	@scripts/format.sh --check
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
