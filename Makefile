@@ -7,7 +7,8 @@ JOBS       ?= $(shell nproc)
 WERROR     := $(if $(CI),ON,OFF)
 CMAKE_ARGS ?=
 
-.PHONY: all setup build asan tsan run test test-unit test-gpu test-e2e bench clean fuzz
+.PHONY: all setup build asan tsan run test test-unit test-gpu test-e2e bench clean fuzz format \
+        format-check
 
 all: build
 
@@ -30,10 +31,11 @@ tsan: setup
 run: build
 	@scripts/run-main.sh $(BUILD)
 
+# The format check comes first, so unformatted C fails fast.
 # Every test: threaded unit tests under TSan, unit and fuzz-smoke tests under ASan+UBSan,
 # then the whole suite (unit, fuzz-smoke, end-to-end, compatibility with real DSPy) on the
 # normal build.
-test: build asan tsan
+test: format-check build asan tsan
 	@echo "== threaded unit tests under TSan"
 	@TSAN_OPTIONS=halt_on_error=1 scripts/ctest-strict.sh $(TSAN_BUILD) --output-on-failure -j $(JOBS) -L threads
 	@echo "== unit + fuzz-smoke tests under ASan+UBSan"
@@ -67,6 +69,13 @@ fuzz: setup
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -G Ninja -DDSPYC_FUZZ=ON -DDSPYC_BENCH=OFF >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
 	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+# Rewrite the C sources to .clang-format; `format-check` only lists those that differ.
+format: setup
+	@scripts/format.sh
+
+format-check: setup
+	@echo "== format check (.clang-format)"
+	@scripts/format.sh --check
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

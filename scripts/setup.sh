@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 debs=(build-essential cmake ninja-build pkg-config clang
       libcurl4-openssl-dev libjansson-dev libmicrohttpd-dev libxxhash-dev libcmocka-dev
       libhiredis-dev liblmdb-dev zlib1g-dev libsqlite3-dev redis-server libopenblas-dev
-      python3-venv python3-dev curl
+      python3-venv python3-dev curl clang-format
       wrk chromium)  # wrk: bench/loadgen_compare.py peer; chromium: HTML report test
 missing=()
 for p in "${debs[@]}"; do
