@@ -365,7 +365,9 @@ def test_thousands_of_delayed_requests_in_flight():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     n = min(2000, hard // 2 - 100)
-    _, base = start_sim("--latency-ms", "1000")
+    # 3 s each: longer than a loaded machine takes to get all n requests read, so the
+    # polls below see them parked together (with 1 s the first could be gone first).
+    _, base = start_sim("--latency-ms", "3000")
     port = int(base.rsplit(":", 1)[1].split("/")[0])
     body = json.dumps(chat_body("hi")).encode()
     req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -404,9 +406,9 @@ def test_thousands_of_delayed_requests_in_flight():
     wall = time.monotonic() - t0
     assert codes == [200] * n
     # They waited at the same time, each parked without a thread: one after another would
-    # take n * 1 s; the bounds are loose because the Python client is the slow side.
+    # take n * 3 s; the bounds are loose because the Python client is the slow side.
     assert peak >= n // 4, peak
-    assert wall < 15, wall
+    assert wall < 40, wall
 
 
 # ---- Bad input -----------------------------------------------------------------------------
