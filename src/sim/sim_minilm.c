@@ -3,6 +3,7 @@
  * of the hashed ones of sim_embed.c, so an OpenAI client gets meaningful embeddings offline. */
 #include <string.h>
 
+#include "base/status.h"
 #include "sim_int.h"
 
 dspy_status dspy__sim_minilm_open(struct dspy_sim *s, const struct dspy_sim_options *o,
@@ -15,8 +16,10 @@ dspy_status dspy__sim_minilm_open(struct dspy_sim *s, const struct dspy_sim_opti
     struct dspy_embedder_options eo = DSPY_EMBEDDER_OPTIONS_INIT;
     eo.model_dir = o->embed_model;
     dspy_status rc = dspy_embedder_new(&eo, &s->minilm, err);
-    if (rc)
+    if (rc) {
+        dspy__err_prefix(err, "--embedder minilm"); /* which flag needed the model */
         return rc;
+    }
     s->o.embedder = "minilm";
     return DSPY_OK;
 }

@@ -68,9 +68,10 @@ def test_saturation_point_matches_capacity():
                           "--arrival", "constant")
     assert rc == 0, out
     low, high = r["runs"]
-    # Never above the capacity (load cannot raise it); near it, loosely (a loaded machine
-    # stretches each 50 ms slot); queueing above it, relative to the run below it.
-    assert abs(low["request_throughput"] - 40) < 4
+    # The server keeps up below capacity: service at the set latency, no queueing to speak
+    # of beside the saturated run (latencies compared within the run, not to a wall clock).
+    assert abs(low["request_throughput"] - 40) < 4 and low["median_service_ms"] < 60, low
+    assert low["median_latency_ms"] * 4 < high["median_latency_ms"], (low, high)
     assert 48 <= high["request_throughput"] <= 88, high["request_throughput"]
     assert high["median_latency_ms"] > 300  # queueing
     assert low["median_latency_ms"] < high["median_latency_ms"] / 3
@@ -83,8 +84,10 @@ def test_saturation_point_matches_capacity():
 
 
 def test_spike_shows_queueing_and_recovery():
-    # Capacity 2 x 20 ms = 100 req/s; baseline 40 req/s, 4x spike for 2 s from t = 3 s.
-    _, base = start_sim("--latency-ms", 20, "--capacity", 2)
+    # Capacity 10 x 100 ms = 100 req/s; baseline 40 req/s, 4x spike for 2 s from t = 3 s. The
+    # service time is long beside what a loaded machine adds to a request (tens of ms), so the
+    # per-second percentiles and the 1.5x-baseline recovery rule see the simulator's queue.
+    _, base = start_sim("--latency-ms", 100, "--capacity", 10)
     rc, r, out = loadtest("--url", base, "--rate", 40, "--pattern", "spike", "--spike-at", 3,
                           "--spike-duration", 2, "--spike-multiplier", 4, "--duration", 10,
                           "--no-stream", "--arrival", "constant")
@@ -93,7 +96,7 @@ def test_spike_shows_queueing_and_recovery():
     base_p90 = max(v for v in ts["latency_p90_ms"][1:3] if v is not None)
     spike_p99 = max(v for v in ts["latency_p99_ms"][3:7] if v is not None)
     # Relative to the baseline of the same run: a loaded machine raises both.
-    assert base_p90 >= 20 and spike_p99 > 10 * base_p90, (base_p90, spike_p99)
+    assert base_p90 >= 99 and spike_p99 > 5 * base_p90, (base_p90, spike_p99)
     assert max(ts["in_system"][3:7]) > 5 * max(ts["in_system"][1:3])
     rec = r["checks"]["spike_recovery_s"]
     assert rec is not None and 0 <= rec <= 4, rec  # backlog ~120 drains at ~60/s: ~2 s

@@ -280,23 +280,33 @@ def timed_post(cl, url, body):
     return r, (time.monotonic() - t0) * 1000
 
 
+def paired_delays(cl, base, zero, n):
+    """n requests to `base`, each right after one to `zero` (a simulator without latency):
+    the simulator's own delay is a request's time less its partner's, so what a loaded
+    machine adds to both (scheduling, the Python client) mostly cancels."""
+    out = []
+    for _ in range(n):
+        z = timed_post(cl, zero + "/chat/completions", chat_body())[1]
+        ms = timed_post(cl, base + "/chat/completions", chat_body())[1]
+        out.append((ms, ms - z))
+    return out
+
+
 def test_fixed_latency():
-    # Upper bounds are relative to the same requests against a simulator with no delay,
-    # timed in the same test: what this machine adds right now (more when it is loaded).
-    _, base0 = start_sim()
-    with httpx.Client() as cl:
-        over = statistics.median(timed_post(cl, base0 + "/chat/completions", chat_body())[1]
-                                 for _ in range(10))
+    _, zero = start_sim()
     _, base = start_sim("--latency-ms", "100")
     with httpx.Client() as cl:
-        ms = [timed_post(cl, base + "/chat/completions", chat_body())[1] for _ in range(10)]
-    assert min(ms) >= 99 and statistics.median(ms) < 100 + over + 40, (ms, over)
+        got = paired_delays(cl, base, zero, 10)
+    # Never early (load only adds time); about the set latency over the no-latency peer.
+    assert min(ms for ms, _ in got) >= 99, got
+    assert 90 <= statistics.median(d for _, d in got) < 140, got
     # Jitter spreads the times by up to ±50 %, from the seeded sequence.
     _, base = start_sim("--latency-ms", "100", "--jitter", "0.5")
     with httpx.Client() as cl:
-        ms = [timed_post(cl, base + "/chat/completions", chat_body())[1] for _ in range(16)]
-    assert min(ms) >= 49 and max(ms) - min(ms) > 30, ms
-    assert statistics.median(ms) < 150 + over + 40, (ms, over)
+        got = paired_delays(cl, base, zero, 16)
+    assert min(ms for ms, _ in got) >= 49, got
+    assert sorted(d for _, d in got)[-2] < 200, got  # one late outlier is the machine's
+    assert max(d for _, d in got) - min(d for _, d in got) > 30, got
 
 
 def test_ttft_and_tpot_pace_the_stream():
@@ -374,7 +384,9 @@ def test_thousands_of_delayed_requests_in_flight():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     n = min(2000, hard // 2 - 100)
-    _, base = start_sim("--latency-ms", "1000")
+    # 3 s each: longer than a loaded machine takes to get all n requests read, so the
+    # polls below see them parked together (with 1 s the first could be gone first).
+    _, base = start_sim("--latency-ms", "3000")
     port = int(base.rsplit(":", 1)[1].split("/")[0])
     body = json.dumps(chat_body("hi")).encode()
     req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -413,9 +425,9 @@ def test_thousands_of_delayed_requests_in_flight():
     wall = time.monotonic() - t0
     assert codes == [200] * n
     # They waited at the same time, each parked without a thread: one after another would
-    # take n * 1 s; the bounds are loose because the Python client is the slow side.
+    # take n * 3 s; the bounds are loose because the Python client is the slow side.
     assert peak >= n // 4, peak
-    assert wall < 15, wall
+    assert wall < 40, wall
 
 
 # ---- Bad input -----------------------------------------------------------------------------

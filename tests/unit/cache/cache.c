@@ -45,6 +45,9 @@ static dspy_cache *open_levels(unsigned levels, unsigned lease_ms)
     o.disk_path = dir;
     o.lease_ms = lease_ms;
     o.lease_poll_ms = 5;
+    /* The default 50 ms is for production; under TSan on a busy machine a lease command can
+     * take longer, and a timed-out lease means filling without one (a second fill). */
+    o.redis_timeout_ms = 2000;
     if (dspy_cache_new(&o, &c, &err))
         print_error("open: %s\n", err.message);
     assert_non_null(c);

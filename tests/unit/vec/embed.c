@@ -1,7 +1,9 @@
 /* Unit tests for the MiniLM embedder against sentence-transformers: the token ids and the
  * embeddings of tests/data/minilm_reference.json (made by make_minilm_reference.py), batched
  * and threaded runs giving the same vectors, invalid UTF-8, and the errors a user gets for a
- * missing or corrupt model folder. Needs the model files (scripts/fetch-model.sh). */
+ * missing or corrupt model folder. Needs the model files (scripts/fetch-model.sh).
+ * no-tsan: it runs the whole model over every reference text several times, which takes many
+ * minutes under TSan; the embedder's threads are checked there by embed_threads.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
