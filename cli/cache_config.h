@@ -100,7 +100,7 @@ enum {
     "  --no-cache            do not read the cache; still store answers ($DSPYC_NO_CACHE=1)\n" \
     "  --no-store            do not store answers ($DSPYC_NO_STORE=1)\n"                     \
     "  --semantic-threshold X  cosine similarity a near-duplicate must reach for the\n"     \
-    "                        semantic level, in (0, 1] ($DSPYC_SEMANTIC_THRESHOLD; 0.80)\n" \
+    "                        semantic level, in (0, 1] ($DSPYC_SEMANTIC_THRESHOLD; 0.85)\n" \
     "  --embed-model DIR     model folder of the semantic level ($DSPYC_EMBED_MODEL;\n"     \
     "                        default models/all-MiniLM-L6-v2)\n"                             \
     "  --cache-config FILE   JSON file with the same keys: cache, cache_dir, redis_url,\n"   \

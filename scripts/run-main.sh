@@ -52,3 +52,7 @@ step "8. embeddings: dspyc's C all-MiniLM-L6-v2 vs onnxruntime (same model as ON
      "names a Python that has it), one thread each, batch 1 and 32"
 $py bench/embed_vs_peers.py --bench "$build/bench_embed" --seconds 2 --rounds 1 \
     ${ST_PYTHON:+--st-python "$ST_PYTHON"}
+
+step "10. semantic cache: hit and false-hit rates (Wilson 95 %) over examples/semantic/pairs.jsonl" \
+     "at several thresholds vs cosine alone, lookup latency at 10k and 1M entries"
+"$build/bench_semantic_cache" --pairs examples/semantic/pairs.jsonl

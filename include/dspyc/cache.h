@@ -167,7 +167,7 @@ struct dspy_cache_options {
 #define DSPY_CACHE_DEFAULT_DISK_COMPRESS_MIN 1024
 #define DSPY_CACHE_DEFAULT_LEASE_MS 30000
 #define DSPY_CACHE_DEFAULT_LEASE_POLL_MS 10
-#define DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD 0.80
+#define DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD 0.85
 #define DSPY_CACHE_DEFAULT_SEMANTIC_MAX_BYTES ((size_t)64 << 20)
 #define DSPY_CACHE_OPTIONS_INIT                                                                  \
     { .levels = DSPY_CACHE_L1,                                                                   \

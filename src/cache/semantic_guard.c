@@ -281,6 +281,45 @@ static bool content_text(const json_t *content, struct dspy_buf *b)
     return true;
 }
 
+/* DSPy's adapters wrap the inputs in the user message as "[[ ## field ## ]]" lines and end
+ * it with "Respond with the corresponding output fields, ..."; that frame is the same for
+ * every request of a partition (its system prompt names the fields) and would only pull
+ * the embeddings of different questions together, so the projection leaves it out. */
+static void strip_adapter_frame(char *t, size_t *len)
+{
+    static const char respond[] = "Respond with the corresponding output fields";
+    size_t r = 0, w = 0, n = *len;
+    while (r < n) {
+        size_t e = r;
+        while (e < n && t[e] != '\n')
+            e++;
+        size_t l = e - r;
+        bool marker = l >= 10 && !strncmp(t + r, "[[ ## ", 6) && !strncmp(t + e - 6, " ## ]]", 6);
+        if (!strncmp(t + r, respond, l < sizeof(respond) - 1 ? l : sizeof(respond) - 1) &&
+            l >= sizeof(respond) - 1) {
+            /* to the end of its paragraph */
+            while (e < n && !(t[e] == '\n' && (e + 1 >= n || t[e + 1] == '\n')))
+                e++;
+            marker = true;
+        }
+        if (!marker) {
+            memmove(t + w, t + r, l);
+            w += l;
+            if (e < n)
+                t[w++] = '\n';
+        }
+        r = e < n ? e + 1 : n;
+    }
+    size_t b = 0;
+    while (b < w && (t[b] == '\n' || t[b] == ' '))
+        b++;
+    while (w > b && (t[w - 1] == '\n' || t[w - 1] == ' '))
+        w--;
+    memmove(t, t + b, w - b);
+    *len = w - b;
+    t[*len] = 0;
+}
+
 dspy_status dspy_cache_semantic_partition(const json_t *request, const char *ns,
                                           int projection, struct dspy_cache_key *partition,
                                           char **text, size_t *text_len,
@@ -331,6 +370,8 @@ dspy_status dspy_cache_semantic_partition(const json_t *request, const char *ns,
     if ((rc = dspy_cache_key_from_json(copy, NULL, ns, partition, err)))
         goto out;
     *text = dspy__buf_detach(&b, text_len);
+    if (projection != DSPY_SEMANTIC_ALL)
+        strip_adapter_frame(*text, text_len);
     rc = DSPY_OK;
 out:
     if (rc == DSPY_ENOMEM && err && !err->code)

@@ -215,6 +215,18 @@ static void test_projections(void **state)
     assert_string_equal(t, "look at\nthis");
     dspy_free(t);
     json_decref(r);
+    /* DSPy's adapter frame is left out of the projection */
+    r = req("m", 0.0, "sys", NULL,
+            "[[ ## question ## ]]\nWhat is 2+2?\n\n[[ ## context ## ]]\nmath\n\nRespond with "
+            "the corresponding output fields, starting with the field `[[ ## answer ## ]]`, "
+            "and then ending with the marker for `[[ ## completed ## ]]`.");
+    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_LAST_USER, &k1, &t,
+                                                   &len, NULL),
+                     DSPY_OK);
+    assert_string_equal(t, "What is 2+2?\n\nmath");
+    assert_int_equal(len, strlen(t));
+    dspy_free(t);
+    json_decref(r);
     /* nothing to project */
     r = json_pack("{s:s,s:[{s:s,s:s}]}", "model", "m", "messages", "role", "system",
                   "content", "x");
