@@ -161,3 +161,32 @@ def test_threshold_flag_and_bad_values(tmp_path):
                  tmp_path / "first.in.jsonl", "--output", tmp_path / "y.jsonl", "--base-url",
                  base, "--model", "openai/dspyc-sim", "--cache", "semantic")
     assert only.returncode != 0 and "needs an exact level" in only.stderr, only.stderr
+
+
+def test_proxy_answers_a_paraphrase_with_the_semantic_header(tmp_path):
+    import httpx
+    from conftest import start_serve
+    rec = tmp_path / "rec.jsonl"
+    _, sim = start_sim("--record", rec)
+    _, srv = start_serve("--upstream", sim, "--cache", "mem,semantic", "--embed-model", MODEL)
+
+    def ask(text, headers=None):
+        r = httpx.post(srv + "/chat/completions", headers=headers or {}, timeout=30,
+                       json={"model": "m", "messages": [{"role": "user", "content": text}]})
+        assert r.status_code == 200, r.text
+        return r
+
+    first = ask(PARAPHRASE[0])
+    assert first.headers["x-dspyc-cache"] == "miss"
+    para = ask(PARAPHRASE[1])
+    assert para.headers["x-dspyc-cache"] == "semantic", para.headers
+    assert 0.85 <= float(para.headers["x-dspyc-cache-similarity"]) < 1.0
+    assert para.json()["choices"][0]["message"]["content"] == \
+        first.json()["choices"][0]["message"]["content"]
+    assert chat_requests(rec) == 1
+    # a number change is refused by the guards; the opt-out header skips the level
+    assert ask("Track order 48213").headers["x-dspyc-cache"] == "miss"
+    assert ask("Track order 48231").headers["x-dspyc-cache"] == "miss"
+    opt = ask(PARAPHRASE[1] + " thanks", {"x-dspyc-cache": "no-semantic"})
+    assert opt.headers["x-dspyc-cache"] == "miss"
+    assert chat_requests(rec) == 4
