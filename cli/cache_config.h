@@ -84,8 +84,9 @@ enum {
 #define CACHE_HELP                                                                           \
     "cache (flags > environment > config file > defaults; see docs/cache.md):\n"            \
     "  --cache LEVELS        mem, redis, disk, semantic, comma-separated, or off\n"         \
-    "                        ($DSPYC_CACHE; default mem,disk for run and predict, off for\n" \
-    "                        bench; semantic: near-duplicate requests, docs/semantic-cache.md)\n" \
+    "                        ($DSPYC_CACHE; default mem,disk for run and predict,\n"         \
+    "                        off for bench; semantic: near-duplicate requests, see\n"      \
+    "                        docs/semantic-cache.md)\n"                                     \
     "  --cache-dir DIR       disk cache directory ($DSPYC_CACHE_DIR; default\n"             \
     "                        $XDG_CACHE_HOME/dspyc, else ~/.cache/dspyc)\n"                 \
     "  --redis-url URL       Redis for the redis level ($DSPYC_REDIS_URL; default\n"        \

@@ -153,6 +153,18 @@ def test_threshold_flag_and_bad_values(tmp_path):
                name="strict")
     assert chat_requests(rec) == 2, "the strict threshold still served the paraphrase"
     assert semantic_line(r.stderr)["below"] == 1
+    # the same from the environment and from the config file
+    r, _ = run(base, tmp_path, [PARAPHRASE[1] + " thanks"], *sem, name="env",
+               env={"DSPYC_SEMANTIC_THRESHOLD": "0.999"})
+    assert chat_requests(rec) == 3 and semantic_line(r.stderr)["below"] == 1
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"semantic_threshold": 0.999}))
+    r, _ = run(base, tmp_path, [PARAPHRASE[1] + " thank you"], *sem, "--cache-config", conf,
+               name="conf")
+    assert chat_requests(rec) == 4 and semantic_line(r.stderr)["below"] == 1
+    r, _ = run(base, tmp_path, ["How do I cancel my subscription, please?"], *sem,
+               name="default")
+    assert chat_requests(rec) == 4 and semantic_line(r.stderr)["hits"] == 1
     bad = dspyc("run", "--signature", "question -> answer", "--input", tmp_path / "first.in.jsonl",
                 "--output", tmp_path / "x.jsonl", "--base-url", base, "--model",
                 "openai/dspyc-sim", "--cache", "mem,semantic", "--semantic-threshold", "1.5")
