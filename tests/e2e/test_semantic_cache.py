@@ -202,3 +202,30 @@ def test_proxy_answers_a_paraphrase_with_the_semantic_header(tmp_path):
     opt = ask(PARAPHRASE[1] + " thanks", {"x-dspyc-cache": "no-semantic"})
     assert opt.headers["x-dspyc-cache"] == "miss"
     assert chat_requests(rec) == 4
+
+
+def test_damaged_log_tail_is_cut_and_expired_entries_take_their_records(tmp_path):
+    import time
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    sem = ("--cache", "disk,semantic")
+    run(base, tmp_path, [PARAPHRASE[0]], *sem, name="first")
+    log = tmp_path / "cache" / "semantic.log"
+    size = log.stat().st_size
+    with log.open("ab") as f:
+        f.write(b"DSEM\x01torn record")  # a crash in the middle of an append
+    r, _ = run(base, tmp_path, [PARAPHRASE[1]], *sem, name="para")
+    assert f"damaged record at byte {size}" in r.stderr, r.stderr
+    assert chat_requests(rec) == 1 and semantic_line(r.stderr)["hits"] == 1
+    assert log.stat().st_size == size
+    # an exact entry that expires takes its record with it: the next paraphrase goes upstream
+    run(base, tmp_path, ["How can I reset my password?"], *sem, "--cache-ttl", "1", name="ttl")
+    assert chat_requests(rec) == 2
+    time.sleep(1.5)
+    r, _ = run(base, tmp_path, ["how can i reset my password please"], *sem, name="late")
+    assert chat_requests(rec) == 3, "an expired entry answered through its record"
+    assert re.search(r"semantic: 1 lookups, 0 hits", r.stderr), r.stderr
+    st = json.loads(dspyc("cache", "stats", "--json", "--cache", "disk,semantic",
+                          "--cache-dir", tmp_path / "cache").stdout)
+    # the first question's and the late one's; the expired one's record is gone
+    assert st["semantic"]["entries"] == 2, st
