@@ -27,6 +27,10 @@ static const struct {
     [CACHE_SEMANTIC_THRESHOLD] = { "semantic_threshold", "--semantic-threshold",
                                    "DSPYC_SEMANTIC_THRESHOLD" },
     [CACHE_EMBED_MODEL] = { "embed_model", "--embed-model", "DSPYC_EMBED_MODEL" },
+    [CACHE_SEMANTIC_PROJECTION] = { "semantic_projection", "--semantic-projection",
+                                    "DSPYC_SEMANTIC_PROJECTION" },
+    [CACHE_SEMANTIC_GUARDS] = { "semantic_guards", "--semantic-guards",
+                                "DSPYC_SEMANTIC_GUARDS" },
 };
 
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:6379"
@@ -83,6 +87,48 @@ static int parse_levels(const char *s, unsigned *out, const char **why)
             return -1;
         }
         bits |= names[k].bit;
+        s += n;
+        if (*s == ',')
+            s++;
+    }
+    *out = bits;
+    return 0;
+}
+
+static int parse_projection(const char *s, int *out, const char **why)
+{
+    if (!strcasecmp(s, "last-user"))
+        *out = DSPY_SEMANTIC_LAST_USER;
+    else if (!strcasecmp(s, "user-turns"))
+        *out = DSPY_SEMANTIC_USER_TURNS;
+    else if (!strcasecmp(s, "all"))
+        *out = DSPY_SEMANTIC_ALL;
+    else {
+        *why = "not one of last-user, user-turns, all";
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_guards(const char *s, unsigned *out, const char **why)
+{
+    unsigned bits = 0;
+    if (!strcasecmp(s, "all"))
+        return *out = DSPY_SEMANTIC_GUARDS_ALL, 0;
+    if (!strcasecmp(s, "none"))
+        return *out = 0, 0;
+    while (*s) {
+        size_t n = strcspn(s, ","), i = 0;
+        while (i < DSPY_SEMANTIC_NGUARDS &&
+               (strlen(dspy_cache_semantic_guard_name(1u << i)) != n ||
+                strncasecmp(s, dspy_cache_semantic_guard_name(1u << i), n)))
+            i++;
+        if (i == DSPY_SEMANTIC_NGUARDS) {
+            *why = "not a list of number, negation, date, entity, scope, antonym (or all, "
+                   "none)";
+            return -1;
+        }
+        bits |= 1u << i;
         s += n;
         if (*s == ',')
             s++;
@@ -174,7 +220,8 @@ static int read_config_file(const char *path, const char *origin, struct source 
             fprintf(stderr, "%s: %s %s: unknown key \"%s\" (known: cache, cache_dir, "
                             "redis_url, cache_ttl, cache_namespace, cache_mem_size, "
                             "cache_disk_size, no_cache, no_store, redis_timeout_ms, "
-                            "semantic_threshold, embed_model)\n",
+                            "semantic_threshold, embed_model, semantic_projection, "
+                            "semantic_guards)\n",
                     who, origin, path, key);
             goto out;
         }
@@ -300,6 +347,18 @@ static int resolve(struct cache_config *cc, const struct source *src, bool *leve
         bad = CACHE_SEMANTIC_THRESHOLD;
         goto fail;
     }
+    cc->semantic_projection = DSPY_SEMANTIC_LAST_USER;
+    cc->semantic_guards = DSPY_SEMANTIC_GUARDS_ALL;
+    if (src[CACHE_SEMANTIC_PROJECTION].value &&
+        parse_projection(src[CACHE_SEMANTIC_PROJECTION].value, &cc->semantic_projection, &why)) {
+        bad = CACHE_SEMANTIC_PROJECTION;
+        goto fail;
+    }
+    if (src[CACHE_SEMANTIC_GUARDS].value &&
+        parse_guards(src[CACHE_SEMANTIC_GUARDS].value, &cc->semantic_guards, &why)) {
+        bad = CACHE_SEMANTIC_GUARDS;
+        goto fail;
+    }
     if (src[CACHE_NAMESPACE].value && strlen(src[CACHE_NAMESPACE].value) > DSPY_CACHE_NS_MAX) {
         why = "longer than 256 bytes";
         bad = CACHE_NAMESPACE;
@@ -347,6 +406,8 @@ static dspy_status open_cache(struct cache_config *cc, unsigned levels, struct d
     if (cc->semantic_threshold > 0)
         o.semantic_threshold = cc->semantic_threshold;
     o.embed_model = cc->embed_model;
+    o.semantic_projection = cc->semantic_projection;
+    o.semantic_guards = cc->semantic_guards;
     dspy_error_clear(err);
     return dspy_cache_new(&o, &cc->cache, err);
 }

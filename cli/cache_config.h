@@ -24,6 +24,8 @@ enum cache_setting {
     CACHE_REDIS_TIMEOUT,
     CACHE_SEMANTIC_THRESHOLD,
     CACHE_EMBED_MODEL,
+    CACHE_SEMANTIC_PROJECTION,
+    CACHE_SEMANTIC_GUARDS,
     CACHE_NSETTINGS
 };
 
@@ -42,6 +44,8 @@ struct cache_config {
     double redis_timeout_ms;           /* 0 = the library's default (50 ms) */
     double semantic_threshold;         /* 0 = the library's default */
     char *embed_model;                 /* model folder of the semantic level, or NULL */
+    int semantic_projection;           /* enum dspy_semantic_projection */
+    unsigned semantic_guards;          /* DSPY_SEMANTIC_GUARD_* bits */
     bool no_cache, no_store;
     dspy_cache *cache;                 /* NULL when caching is off */
     bool repair_disk;                  /* set before open: remove a damaged disk store and
@@ -63,6 +67,8 @@ enum {
     CACHE_OPT_REDIS_TIMEOUT,
     CACHE_OPT_SEMANTIC_THRESHOLD,
     CACHE_OPT_EMBED_MODEL,
+    CACHE_OPT_SEMANTIC_PROJECTION,
+    CACHE_OPT_SEMANTIC_GUARDS,
     CACHE_OPT_CONFIG,
 };
 
@@ -79,6 +85,8 @@ enum {
         { "redis-timeout-ms", required_argument, NULL, CACHE_OPT_REDIS_TIMEOUT },            \
         { "semantic-threshold", required_argument, NULL, CACHE_OPT_SEMANTIC_THRESHOLD },     \
         { "embed-model", required_argument, NULL, CACHE_OPT_EMBED_MODEL },                   \
+        { "semantic-projection", required_argument, NULL, CACHE_OPT_SEMANTIC_PROJECTION },   \
+        { "semantic-guards", required_argument, NULL, CACHE_OPT_SEMANTIC_GUARDS },           \
         { "cache-config", required_argument, NULL, CACHE_OPT_CONFIG }
 
 #define CACHE_HELP                                                                           \
@@ -104,10 +112,16 @@ enum {
     "                        semantic level, in (0, 1] ($DSPYC_SEMANTIC_THRESHOLD; 0.85)\n" \
     "  --embed-model DIR     model folder of the semantic level ($DSPYC_EMBED_MODEL;\n"     \
     "                        default models/all-MiniLM-L6-v2)\n"                             \
+    "  --semantic-projection P  what is embedded: last-user (default), user-turns or all\n" \
+    "                        ($DSPYC_SEMANTIC_PROJECTION)\n"                                 \
+    "  --semantic-guards G   guards that refuse a near-duplicate: comma-separated of\n"      \
+    "                        number, negation, date, entity, scope, antonym, or all (the\n"  \
+    "                        default) or none ($DSPYC_SEMANTIC_GUARDS)\n"                    \
     "  --cache-config FILE   JSON file with the same keys: cache, cache_dir, redis_url,\n"   \
     "                        cache_ttl, cache_namespace, cache_mem_size, cache_disk_size,\n" \
     "                        no_cache, no_store, redis_timeout_ms, semantic_threshold,\n" \
-    "                        embed_model ($DSPYC_CONFIG)\n"
+    "                        embed_model, semantic_projection, semantic_guards\n"        \
+    "                        ($DSPYC_CONFIG)\n"
 
 void cache_config_init(struct cache_config *cc, const char *default_levels);
 /* Handle one getopt_long result: 1 when it was a cache option, 0 when not, -1 (after

@@ -229,3 +229,35 @@ def test_damaged_log_tail_is_cut_and_expired_entries_take_their_records(tmp_path
                           "--cache-dir", tmp_path / "cache").stdout)
     # the first question's and the late one's; the expired one's record is gone
     assert st["semantic"]["entries"] == 2, st
+
+
+def test_guards_and_projection_flags(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    sem = ("--cache", "mem,disk,semantic")
+    run(base, tmp_path, ["Track order 48213"], *sem, name="a")
+    # without the guards, cosine 0.97 serves the other order's answer: what they prevent
+    r, _ = run(base, tmp_path, ["Track order 48231"], *sem, "--semantic-guards", "none",
+               name="b")
+    assert chat_requests(rec) == 1 and semantic_line(r.stderr)["hits"] == 1
+    r, _ = run(base, tmp_path, ["Track order 48321"], *sem, "--semantic-guards",
+               "negation,date", name="c")
+    assert chat_requests(rec) == 1
+    r, _ = run(base, tmp_path, ["Track order 43821"], *sem, "--semantic-guards", "number",
+               name="d")
+    assert chat_requests(rec) == 2 and "number 1" in r.stderr
+    # `all` embeds every message and drops the system prompt from the partition
+    run(base, tmp_path, [PARAPHRASE[0]], *sem, "--instructions", "Answer briefly.",
+        "--semantic-projection", "all", name="e")
+    assert chat_requests(rec) == 3
+    r, _ = run(base, tmp_path, [PARAPHRASE[1]], *sem, "--instructions", "Answer concisely.",
+               name="f")
+    assert chat_requests(rec) == 4, "the default projection crossed a system prompt"
+    r, _ = run(base, tmp_path, [PARAPHRASE[1] + " thanks"], *sem, "--instructions",
+               "Answer concisely.", "--semantic-projection", "all", name="g")
+    assert chat_requests(rec) == 4 and semantic_line(r.stderr)["hits"] == 1, r.stderr
+    for flag, value in (("--semantic-guards", "numbers"), ("--semantic-projection", "last")):
+        bad = dspyc("run", "--signature", "question -> answer", "--input",
+                    tmp_path / "a.in.jsonl", "--output", tmp_path / "x.jsonl", "--base-url",
+                    base, "--model", "openai/dspyc-sim", "--cache", "mem,semantic", flag, value)
+        assert bad.returncode != 0 and flag in bad.stderr and value in bad.stderr, bad.stderr
