@@ -195,8 +195,10 @@ dspy_status dspy_cache_clear(dspy_cache *c, unsigned levels, struct dspy_error *
     for (int i = 0; i < 3 && !rc; i++)
         if (c->lvl[i] && (levels & (1u << i)))
             rc = c->ops[i]->clear(c->lvl[i], err);
-    /* records never outlive the entries they point at */
-    if (!rc && (levels & (DSPY_CACHE_L3 | DSPY_CACHE_SEMANTIC | DSPY_CACHE_L1)))
+    /* records go with the store that holds their entries (a record whose entry is gone
+     * elsewhere is dropped when a lookup finds it) */
+    if (!rc && ((levels & (DSPY_CACHE_L3 | DSPY_CACHE_SEMANTIC)) ||
+                !(c->levels & (DSPY_CACHE_L2 | DSPY_CACHE_L3))))
         dspy__semantic_clear(c);
     return rc;
 }

@@ -585,7 +585,9 @@ dspy_status dspy_cache_semantic_get(dspy_cache *c, const json_t *request,
     struct dspy_cache_key k;
     struct dspy_cache_ctl exact = ctl ? *ctl : (struct dspy_cache_ctl)DSPY_CACHE_CTL_INIT;
     memcpy(k.bytes, chosen.key, 16);
-    exact.levels = c->levels & DSPY_CACHE_ALL;
+    exact.levels = (ctl && ctl->levels ? ctl->levels : c->levels) & DSPY_CACHE_ALL;
+    if (!exact.levels) /* the request allows no exact level to read the answer from */
+        goto out;
     if (dspy_cache_get(c, &k, &exact, out)) {
         /* its exact entry was evicted, expired or deleted: the record goes with it */
         atomic_fetch_add(&s->stale, 1);
