@@ -102,6 +102,8 @@ static int cmd_stats(const struct cache_args *a, struct cache_config *cc)
     if (cc->levels & DSPY_CACHE_L2)
         printf("%-6s %10s %12s  %s (%s)\n", "redis", "-", "-", url,
                st.redis_up ? "up" : "down");
+    if (cc->levels & DSPY_CACHE_SEMANTIC)
+        cache_print_semantic(stdout, &st, "");
     if (cc->ns)
         printf("namespace: %s\n", cc->ns);
     if (checked)

@@ -24,6 +24,13 @@ static const struct {
     [CACHE_NO_STORE] = { "no_store", "--no-store", "DSPYC_NO_STORE" },
     [CACHE_REDIS_TIMEOUT] = { "redis_timeout_ms", "--redis-timeout-ms",
                               "DSPYC_REDIS_TIMEOUT_MS" },
+    [CACHE_SEMANTIC_THRESHOLD] = { "semantic_threshold", "--semantic-threshold",
+                                   "DSPYC_SEMANTIC_THRESHOLD" },
+    [CACHE_EMBED_MODEL] = { "embed_model", "--embed-model", "DSPYC_EMBED_MODEL" },
+    [CACHE_SEMANTIC_PROJECTION] = { "semantic_projection", "--semantic-projection",
+                                    "DSPYC_SEMANTIC_PROJECTION" },
+    [CACHE_SEMANTIC_GUARDS] = { "semantic_guards", "--semantic-guards",
+                                "DSPYC_SEMANTIC_GUARDS" },
 };
 
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:6379"
@@ -66,6 +73,7 @@ static int parse_levels(const char *s, unsigned *out, const char **why)
         { "mem", DSPY_CACHE_L1 },   { "memory", DSPY_CACHE_L1 }, { "l1", DSPY_CACHE_L1 },
         { "redis", DSPY_CACHE_L2 }, { "l2", DSPY_CACHE_L2 },     { "disk", DSPY_CACHE_L3 },
         { "l3", DSPY_CACHE_L3 },    { "off", 0 },                { "none", 0 },
+        { "semantic", DSPY_CACHE_SEMANTIC },
     };
     unsigned bits = 0;
     while (*s) {
@@ -75,10 +83,52 @@ static int parse_levels(const char *s, unsigned *out, const char **why)
                (strlen(names[k].name) != n || strncasecmp(s, names[k].name, n)))
             k++;
         if (k == sizeof(names) / sizeof(names[0])) {
-            *why = "not a list of mem, redis, disk (or off)";
+            *why = "not a list of mem, redis, disk, semantic (or off)";
             return -1;
         }
         bits |= names[k].bit;
+        s += n;
+        if (*s == ',')
+            s++;
+    }
+    *out = bits;
+    return 0;
+}
+
+static int parse_projection(const char *s, int *out, const char **why)
+{
+    if (!strcasecmp(s, "last-user"))
+        *out = DSPY_SEMANTIC_LAST_USER;
+    else if (!strcasecmp(s, "user-turns"))
+        *out = DSPY_SEMANTIC_USER_TURNS;
+    else if (!strcasecmp(s, "all"))
+        *out = DSPY_SEMANTIC_ALL;
+    else {
+        *why = "not one of last-user, user-turns, all";
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_guards(const char *s, unsigned *out, const char **why)
+{
+    unsigned bits = 0;
+    if (!strcasecmp(s, "all"))
+        return *out = DSPY_SEMANTIC_GUARDS_ALL, 0;
+    if (!strcasecmp(s, "none"))
+        return *out = 0, 0;
+    while (*s) {
+        size_t n = strcspn(s, ","), i = 0;
+        while (i < DSPY_SEMANTIC_NGUARDS &&
+               (strlen(dspy_cache_semantic_guard_name(1u << i)) != n ||
+                strncasecmp(s, dspy_cache_semantic_guard_name(1u << i), n)))
+            i++;
+        if (i == DSPY_SEMANTIC_NGUARDS) {
+            *why = "not a list of number, negation, date, entity, scope, antonym (or all, "
+                   "none)";
+            return -1;
+        }
+        bits |= 1u << i;
         s += n;
         if (*s == ',')
             s++;
@@ -169,7 +219,9 @@ static int read_config_file(const char *path, const char *origin, struct source 
         if (i == CACHE_NSETTINGS) {
             fprintf(stderr, "%s: %s %s: unknown key \"%s\" (known: cache, cache_dir, "
                             "redis_url, cache_ttl, cache_namespace, cache_mem_size, "
-                            "cache_disk_size, no_cache, no_store, redis_timeout_ms)\n",
+                            "cache_disk_size, no_cache, no_store, redis_timeout_ms, "
+                            "semantic_threshold, embed_model, semantic_projection, "
+                            "semantic_guards)\n",
                     who, origin, path, key);
             goto out;
         }
@@ -183,7 +235,7 @@ static int read_config_file(const char *path, const char *origin, struct source 
             s->value = s->owned;
         } else if (json_is_number(v) &&
                    (i == CACHE_TTL || i == CACHE_MEM_SIZE || i == CACHE_DISK_SIZE ||
-                    i == CACHE_REDIS_TIMEOUT)) {
+                    i == CACHE_REDIS_TIMEOUT || i == CACHE_SEMANTIC_THRESHOLD)) {
             snprintf(s->text, sizeof(s->text), "%.17g", json_number_value(v));
             s->value = s->text;
         } else if (json_is_boolean(v) && (i == CACHE_NO_CACHE || i == CACHE_NO_STORE)) {
@@ -192,7 +244,7 @@ static int read_config_file(const char *path, const char *origin, struct source 
             fprintf(stderr, "%s: %s: must be a %s\n", who, s->origin,
                     i == CACHE_NO_CACHE || i == CACHE_NO_STORE ? "boolean"
                     : i == CACHE_TTL || i == CACHE_MEM_SIZE || i == CACHE_DISK_SIZE ||
-                            i == CACHE_REDIS_TIMEOUT
+                            i == CACHE_REDIS_TIMEOUT || i == CACHE_SEMANTIC_THRESHOLD
                         ? "number or a string"
                         : "string");
             goto out;
@@ -288,6 +340,25 @@ static int resolve(struct cache_config *cc, const struct source *src, bool *leve
         bad = CACHE_REDIS_TIMEOUT;
         goto fail;
     }
+    if (src[CACHE_SEMANTIC_THRESHOLD].value &&
+        (parse_seconds(src[CACHE_SEMANTIC_THRESHOLD].value, &cc->semantic_threshold, &why) ||
+         !(cc->semantic_threshold > 0 && cc->semantic_threshold <= 1))) {
+        why = "not a cosine similarity in (0, 1]";
+        bad = CACHE_SEMANTIC_THRESHOLD;
+        goto fail;
+    }
+    cc->semantic_projection = DSPY_SEMANTIC_LAST_USER;
+    cc->semantic_guards = DSPY_SEMANTIC_GUARDS_ALL;
+    if (src[CACHE_SEMANTIC_PROJECTION].value &&
+        parse_projection(src[CACHE_SEMANTIC_PROJECTION].value, &cc->semantic_projection, &why)) {
+        bad = CACHE_SEMANTIC_PROJECTION;
+        goto fail;
+    }
+    if (src[CACHE_SEMANTIC_GUARDS].value &&
+        parse_guards(src[CACHE_SEMANTIC_GUARDS].value, &cc->semantic_guards, &why)) {
+        bad = CACHE_SEMANTIC_GUARDS;
+        goto fail;
+    }
     if (src[CACHE_NAMESPACE].value && strlen(src[CACHE_NAMESPACE].value) > DSPY_CACHE_NS_MAX) {
         why = "longer than 256 bytes";
         bad = CACHE_NAMESPACE;
@@ -297,6 +368,10 @@ static int resolve(struct cache_config *cc, const struct source *src, bool *leve
     free(cc->ns);
     free(cc->redis_url);
     free(cc->dir);
+    free(cc->embed_model);
+    cc->embed_model = src[CACHE_EMBED_MODEL].value && *src[CACHE_EMBED_MODEL].value
+                          ? strdup(src[CACHE_EMBED_MODEL].value)
+                          : NULL;
     cc->ns = src[CACHE_NAMESPACE].value && *src[CACHE_NAMESPACE].value
                  ? strdup(src[CACHE_NAMESPACE].value)
                  : NULL;
@@ -328,6 +403,11 @@ static dspy_status open_cache(struct cache_config *cc, unsigned levels, struct d
     if (cc->redis_timeout_ms > 0)
         o.redis_timeout_ms = (unsigned)cc->redis_timeout_ms;
     o.disk_path = cc->dir;
+    if (cc->semantic_threshold > 0)
+        o.semantic_threshold = cc->semantic_threshold;
+    o.embed_model = cc->embed_model;
+    o.semantic_projection = cc->semantic_projection;
+    o.semantic_guards = cc->semantic_guards;
     dspy_error_clear(err);
     return dspy_cache_new(&o, &cc->cache, err);
 }
@@ -346,6 +426,12 @@ int cache_config_open(struct cache_config *cc, const char *who)
     cc->levels &= ~cc->exclude;
     if (!cc->levels)
         goto out;
+    if (cc->levels == DSPY_CACHE_SEMANTIC) {
+        fprintf(stderr, "%s: the semantic level needs an exact level to hold the answers: "
+                        "--cache mem,semantic or mem,disk,semantic\n", who);
+        rc = -1;
+        goto out;
+    }
     if ((cc->levels & DSPY_CACHE_L3) && !cc->dir) {
         if (levels_given) {
             fprintf(stderr, "%s: the disk cache needs --cache-dir (no $HOME to put it in)\n",
@@ -415,18 +501,21 @@ void cache_config_close(struct cache_config *cc)
     free(cc->dir);
     free(cc->redis_url);
     free(cc->ns);
-    cc->dir = cc->redis_url = cc->ns = NULL;
+    free(cc->embed_model);
+    cc->dir = cc->redis_url = cc->ns = cc->embed_model = NULL;
 }
 
 /* ---- printing -------------------------------------------------------------------------- */
 
 const char *cache_levels_name(unsigned levels, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s%s%s%s%s", levels & DSPY_CACHE_L1 ? "mem" : "",
+    snprintf(buf, cap, "%s%s%s%s%s%s%s", levels & DSPY_CACHE_L1 ? "mem" : "",
              (levels & DSPY_CACHE_L1) && (levels & 6u) ? "," : "",
              levels & DSPY_CACHE_L2 ? "redis" : "",
              (levels & DSPY_CACHE_L2) && (levels & DSPY_CACHE_L3) ? "," : "",
-             levels & DSPY_CACHE_L3 ? "disk" : "");
+             levels & DSPY_CACHE_L3 ? "disk" : "",
+             (levels & DSPY_CACHE_ALL) && (levels & DSPY_CACHE_SEMANTIC) ? "," : "",
+             levels & DSPY_CACHE_SEMANTIC ? "semantic" : "");
     if (!levels)
         snprintf(buf, cap, "off");
     return buf;
@@ -479,4 +568,32 @@ void cache_print_levels(FILE *out, const struct dspy_cache_stats *st, unsigned l
     if (levels & DSPY_CACHE_L2)
         fprintf(out, "%sredis: %s\n", indent, st->redis_up ? "up" : "down (lookups miss, "
                                                                    "stores are dropped)");
+    if (levels & DSPY_CACHE_SEMANTIC)
+        cache_print_semantic(out, st, indent);
+}
+
+void cache_print_semantic(FILE *out, const struct dspy_cache_stats *st, const char *indent)
+{
+    char bytes[32];
+    uint64_t guarded = 0;
+    for (int i = 0; i < DSPY_SEMANTIC_NGUARDS; i++)
+        guarded += st->sem_guarded[i];
+    fprintf(out,
+            "%ssemantic: %llu lookups, %llu hits (mean similarity %.3f), %llu below the "
+            "threshold, %llu refused by the guards",
+            indent, (unsigned long long)st->sem_lookups, (unsigned long long)st->sem_hits,
+            st->sem_hits ? st->sem_similarity_sum / (double)st->sem_hits : 0.0,
+            (unsigned long long)st->sem_below, (unsigned long long)guarded);
+    for (int i = 0, first = 1; i < DSPY_SEMANTIC_NGUARDS; i++)
+        if (st->sem_guarded[i]) {
+            fprintf(out, "%s%s %llu", first ? " (" : ", ", dspy_cache_semantic_guard_name(1u << i),
+                    (unsigned long long)st->sem_guarded[i]);
+            first = 0;
+        }
+    if (guarded)
+        fputc(')', out);
+    fprintf(out, "; %llu records (%s) in %llu partitions%s\n",
+            (unsigned long long)st->sem_entries, cache_fmt_bytes(st->sem_bytes, bytes, sizeof(bytes)),
+            (unsigned long long)st->sem_partitions,
+            st->sem_unavailable ? "; model unavailable: every lookup misses" : "");
 }

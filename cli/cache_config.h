@@ -22,6 +22,10 @@ enum cache_setting {
     CACHE_NO_CACHE,
     CACHE_NO_STORE,
     CACHE_REDIS_TIMEOUT,
+    CACHE_SEMANTIC_THRESHOLD,
+    CACHE_EMBED_MODEL,
+    CACHE_SEMANTIC_PROJECTION,
+    CACHE_SEMANTIC_GUARDS,
     CACHE_NSETTINGS
 };
 
@@ -38,6 +42,10 @@ struct cache_config {
     double ttl_s;                      /* 0 = the levels' defaults */
     size_t mem_bytes, disk_bytes;
     double redis_timeout_ms;           /* 0 = the library's default (50 ms) */
+    double semantic_threshold;         /* 0 = the library's default */
+    char *embed_model;                 /* model folder of the semantic level, or NULL */
+    int semantic_projection;           /* enum dspy_semantic_projection */
+    unsigned semantic_guards;          /* DSPY_SEMANTIC_GUARD_* bits */
     bool no_cache, no_store;
     dspy_cache *cache;                 /* NULL when caching is off */
     bool repair_disk;                  /* set before open: remove a damaged disk store and
@@ -57,6 +65,10 @@ enum {
     CACHE_OPT_NO_CACHE,
     CACHE_OPT_NO_STORE,
     CACHE_OPT_REDIS_TIMEOUT,
+    CACHE_OPT_SEMANTIC_THRESHOLD,
+    CACHE_OPT_EMBED_MODEL,
+    CACHE_OPT_SEMANTIC_PROJECTION,
+    CACHE_OPT_SEMANTIC_GUARDS,
     CACHE_OPT_CONFIG,
 };
 
@@ -71,12 +83,18 @@ enum {
         { "no-cache", no_argument, NULL, CACHE_OPT_NO_CACHE },                               \
         { "no-store", no_argument, NULL, CACHE_OPT_NO_STORE },                               \
         { "redis-timeout-ms", required_argument, NULL, CACHE_OPT_REDIS_TIMEOUT },            \
+        { "semantic-threshold", required_argument, NULL, CACHE_OPT_SEMANTIC_THRESHOLD },     \
+        { "embed-model", required_argument, NULL, CACHE_OPT_EMBED_MODEL },                   \
+        { "semantic-projection", required_argument, NULL, CACHE_OPT_SEMANTIC_PROJECTION },   \
+        { "semantic-guards", required_argument, NULL, CACHE_OPT_SEMANTIC_GUARDS },           \
         { "cache-config", required_argument, NULL, CACHE_OPT_CONFIG }
 
 #define CACHE_HELP                                                                           \
     "cache (flags > environment > config file > defaults; see docs/cache.md):\n"            \
-    "  --cache LEVELS        mem, redis, disk, comma-separated, or off ($DSPYC_CACHE;\n"     \
-    "                        default mem,disk for run and predict, off for bench)\n"       \
+    "  --cache LEVELS        mem, redis, disk, semantic, comma-separated, or off\n"         \
+    "                        ($DSPYC_CACHE; default mem,disk for run and predict,\n"         \
+    "                        off for bench; semantic: near-duplicate requests, see\n"      \
+    "                        docs/semantic-cache.md)\n"                                     \
     "  --cache-dir DIR       disk cache directory ($DSPYC_CACHE_DIR; default\n"             \
     "                        $XDG_CACHE_HOME/dspyc, else ~/.cache/dspyc)\n"                 \
     "  --redis-url URL       Redis for the redis level ($DSPYC_REDIS_URL; default\n"        \
@@ -90,9 +108,20 @@ enum {
     "  --cache-disk-size N   disk budget, oldest evicted ($DSPYC_CACHE_DISK_SIZE; 1G)\n"     \
     "  --no-cache            do not read the cache; still store answers ($DSPYC_NO_CACHE=1)\n" \
     "  --no-store            do not store answers ($DSPYC_NO_STORE=1)\n"                     \
+    "  --semantic-threshold X  cosine similarity a near-duplicate must reach for the\n"     \
+    "                        semantic level, in (0, 1] ($DSPYC_SEMANTIC_THRESHOLD; 0.85)\n" \
+    "  --embed-model DIR     model folder of the semantic level ($DSPYC_EMBED_MODEL;\n"     \
+    "                        default models/all-MiniLM-L6-v2)\n"                             \
+    "  --semantic-projection P  what is embedded: last-user (default), user-turns or all\n" \
+    "                        ($DSPYC_SEMANTIC_PROJECTION)\n"                                 \
+    "  --semantic-guards G   guards that refuse a near-duplicate: comma-separated of\n"      \
+    "                        number, negation, date, entity, scope, antonym, or all (the\n"  \
+    "                        default) or none ($DSPYC_SEMANTIC_GUARDS)\n"                    \
     "  --cache-config FILE   JSON file with the same keys: cache, cache_dir, redis_url,\n"   \
     "                        cache_ttl, cache_namespace, cache_mem_size, cache_disk_size,\n" \
-    "                        no_cache, no_store, redis_timeout_ms ($DSPYC_CONFIG)\n"
+    "                        no_cache, no_store, redis_timeout_ms, semantic_threshold,\n" \
+    "                        embed_model, semantic_projection, semantic_guards\n"        \
+    "                        ($DSPYC_CONFIG)\n"
 
 void cache_config_init(struct cache_config *cc, const char *default_levels);
 /* Handle one getopt_long result: 1 when it was a cache option, 0 when not, -1 (after
@@ -116,5 +145,8 @@ const char *cache_fmt_bytes(uint64_t n, char *buf, size_t cap);
  * `indent`; used by `dspyc cache stats` and the run summary. */
 void cache_print_levels(FILE *out, const struct dspy_cache_stats *st, unsigned levels,
                         const char *indent);
+/* The semantic level's line: lookups, hits and their mean similarity, refusals by guard,
+ * records. */
+void cache_print_semantic(FILE *out, const struct dspy_cache_stats *st, const char *indent);
 
 #endif

@@ -44,19 +44,22 @@ $py bench/serve_vs_litellm.py --build "$build" | tee out/serve_vs_litellm.txt
 
 step "9. optimizers: BootstrapFewShot, MIPROv2 light and GEPA light, dspyc vs Python DSPy, 0 and 100 ms per call"
 $py bench/optimize_vs_dspy.py --build "$build"
-step "8. vector kernels: matmul vs numpy, exact top-10 over 1M x 384 vs the plain read, FAISS" \
+step "10. vector kernels: matmul vs numpy, exact top-10 over 1M x 384 vs the plain read, FAISS" \
      "and numpy; int8/float16 storage vs float32 (one thread each)"
 $py bench/vec_vs_peers.py --build "$build"
-step "8. embeddings: dspyc's C all-MiniLM-L6-v2 vs onnxruntime (same model as ONNX, when" \
+step "11. embeddings: dspyc's C all-MiniLM-L6-v2 vs onnxruntime (same model as ONNX, when" \
      "models/all-MiniLM-L6-v2/model.onnx exists) and sentence-transformers (when ST_PYTHON" \
      "names a Python that has it), one thread each, batch 1 and 32"
 $py bench/embed_vs_peers.py --bench "$build/bench_embed" --seconds 2 --rounds 1 \
     ${ST_PYTHON:+--st-python "$ST_PYTHON"}
 
-step "10. jobs: dspyc serve --jobs, no-op and small optimization jobs vs 1/2/4/8 workers," \
+step "12. jobs: dspyc serve --jobs, no-op and small optimization jobs vs 1/2/4/8 workers," \
      "and Celery's no-op task on the same Redis"
 $py bench/jobs_vs_celery.py --build "$build" | tee out/jobs_vs_celery.txt
 
-step "10. retrieval: BM25 queries/s vs rank_bm25, and a RAG program (retrieve + Predict) vs" \
+step "13. retrieval: BM25 queries/s vs rank_bm25, and a RAG program (retrieve + Predict) vs" \
      "the same program in Python DSPy against the simulator"
 $py bench/rag_vs_peers.py --build "$build" 2>/dev/null | tee out/rag_vs_peers.txt
+step "14. semantic cache: hit and false-hit rates (Wilson 95 %) over examples/semantic/pairs.jsonl" \
+     "at several thresholds vs cosine alone, lookup latency at 10k and 1M entries"
+"$build/bench_semantic_cache" --pairs examples/semantic/pairs.jsonl

@@ -93,6 +93,28 @@ DSPY_EXTERN dspy_status dspy_cache_key_parse_hex(const char *hex, struct dspy_ca
 #define DSPY_CACHE_L2 2u /* Redis */
 #define DSPY_CACHE_L3 4u /* disk (LMDB) */
 #define DSPY_CACHE_ALL 7u
+/* The semantic level (docs/semantic-cache.md): after the exact levels, a request that
+ * misses them may be answered by the entry of a near-duplicate request of the same
+ * partition. Not part of DSPY_CACHE_ALL (those are the exact levels). */
+#define DSPY_CACHE_SEMANTIC 8u
+
+/** Guards of the semantic level: each forces a miss when the two texts differ in that way. */
+#define DSPY_SEMANTIC_GUARD_NUMBER 1u   /* a word with a digit: ids, amounts, years */
+#define DSPY_SEMANTIC_GUARD_NEGATION 2u /* not, no, never, n't, ... or safe / unsafe */
+#define DSPY_SEMANTIC_GUARD_DATE 4u     /* weekdays, months, today / tomorrow, ... */
+#define DSPY_SEMANTIC_GUARD_ENTITY 8u   /* capitalized words away from sentence start,
+                                           quoted strings */
+#define DSPY_SEMANTIC_GUARD_SCOPE 16u   /* all / any / first / last / only / ... */
+#define DSPY_SEMANTIC_GUARD_ANTONYM 32u /* on / off, enable / disable, buy / sell, ... */
+#define DSPY_SEMANTIC_GUARDS_ALL 63u
+#define DSPY_SEMANTIC_NGUARDS 6
+
+/** What the semantic level embeds. */
+enum dspy_semantic_projection {
+    DSPY_SEMANTIC_LAST_USER = 0, /* the last user message (default) */
+    DSPY_SEMANTIC_USER_TURNS,    /* every user message, joined by newlines */
+    DSPY_SEMANTIC_ALL            /* every message as "role: content" lines */
+};
 
 /** Configuration. Strings are copied by dspy_cache_new(). */
 struct dspy_cache_options {
@@ -123,6 +145,13 @@ struct dspy_cache_options {
     unsigned lease_ms;         /* lease on a missing key while one process fills it;
                                   0 = off; default 30000 */
     unsigned lease_poll_ms;    /* how often waiting processes look for the value; 10 */
+    /* Semantic level (with DSPY_CACHE_SEMANTIC) */
+    double semantic_threshold; /* cosine similarity in (0, 1] a candidate must reach;
+                                  default DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD */
+    unsigned semantic_guards;  /* DSPY_SEMANTIC_GUARD_* bits; default all */
+    int semantic_projection;   /* enum dspy_semantic_projection */
+    size_t semantic_max_bytes; /* vectors and texts kept; oldest dropped; default 64 MiB */
+    const char *embed_model;   /* model folder; NULL = the embedder's default */
 };
 /* The defaults, each named once: DSPY_CACHE_OPTIONS_INIT sets them, and the levels fall
  * back to them where a field is left 0 or NULL. */
@@ -138,6 +167,8 @@ struct dspy_cache_options {
 #define DSPY_CACHE_DEFAULT_DISK_COMPRESS_MIN 1024
 #define DSPY_CACHE_DEFAULT_LEASE_MS 30000
 #define DSPY_CACHE_DEFAULT_LEASE_POLL_MS 10
+#define DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD 0.85
+#define DSPY_CACHE_DEFAULT_SEMANTIC_MAX_BYTES ((size_t)64 << 20)
 #define DSPY_CACHE_OPTIONS_INIT                                                                  \
     { .levels = DSPY_CACHE_L1,                                                                   \
       .max_value_bytes = DSPY_CACHE_DEFAULT_MAX_VALUE_BYTES,                                     \
@@ -151,7 +182,10 @@ struct dspy_cache_options {
       .disk_max_bytes = DSPY_CACHE_DEFAULT_DISK_MAX_BYTES,                                       \
       .disk_compress_min = DSPY_CACHE_DEFAULT_DISK_COMPRESS_MIN,                                 \
       .lease_ms = DSPY_CACHE_DEFAULT_LEASE_MS,                                                   \
-      .lease_poll_ms = DSPY_CACHE_DEFAULT_LEASE_POLL_MS }
+      .lease_poll_ms = DSPY_CACHE_DEFAULT_LEASE_POLL_MS,                                         \
+      .semantic_threshold = DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD,                               \
+      .semantic_guards = DSPY_SEMANTIC_GUARDS_ALL,                                               \
+      .semantic_max_bytes = DSPY_CACHE_DEFAULT_SEMANTIC_MAX_BYTES }
 
 /** Handle to a cache hierarchy. Threading: every call below may be made from many threads
  * at once on one handle, except dspy_cache_free() (no call may be running). After fork(),
@@ -185,6 +219,7 @@ struct dspy_cache_ctl {
                         (Redis's included); promotion keeps it */
     unsigned levels; /* 0 = all open levels; else only these */
     const char *ns;  /* namespace for dspy_cache_key(); NULL = the cache's default */
+    bool no_semantic; /* skip the semantic level's lookup (records are still written) */
 };
 #define DSPY_CACHE_CTL_INIT { .no_cache = false }
 
@@ -302,6 +337,51 @@ DSPY_EXTERN dspy_status dspy_cache_writer_commit(dspy_cache_writer *w, struct ds
 DSPY_EXTERN void dspy_cache_writer_abort(dspy_cache_writer *w);
 
 /* ------------------------------------------------------------------------------------ */
+/* The semantic level (docs/semantic-cache.md)                                          */
+/* ------------------------------------------------------------------------------------ */
+
+/** A semantic hit: the exact key of the entry that answered, and how similar it was. */
+struct dspy_cache_semantic_hit {
+    struct dspy_cache_key key;
+    float similarity;
+    unsigned guard; /* on a miss: the guard that refused the best candidate, else 0 */
+};
+
+/** On an exact miss: embed `request`'s projection and search the records of its partition;
+ * the best candidates at or above the threshold go through the guards, and the first that
+ * passes is read from the exact levels. DSPY_OK with *out (source: the level it came from)
+ * and *hit filled; DSPY_ENOTFOUND otherwise (also when the level is not open, ctl says
+ * no_cache or no_semantic, the model files are missing, or the request has nothing to
+ * project). Never an error. Thread-safe. */
+DSPY_EXTERN dspy_status dspy_cache_semantic_get(dspy_cache *c, const json_t *request,
+                                                const struct dspy_cache_ctl *ctl,
+                                                struct dspy_cache_value *out,
+                                                struct dspy_cache_semantic_hit *hit);
+/** After `request`'s answer was stored under `key`: write its semantic record (kept in
+ * memory, and in the disk store's folder when L3 is open). Does nothing when the level is
+ * not open or ctl says no_store. Thread-safe. */
+DSPY_EXTERN void dspy_cache_semantic_put(dspy_cache *c, const json_t *request,
+                                         const struct dspy_cache_key *key,
+                                         const struct dspy_cache_ctl *ctl);
+
+/** The partition of `request` (XXH3-128 over the canonical request with the projected text
+ * replaced by a placeholder, the namespace and the semantic schema version) and its
+ * projected text (caller frees *text with dspy_free). DSPY_ENOTFOUND when there is no text
+ * to project (no messages, no user message); DSPY_EINVAL as dspy_cache_key_from_json. */
+DSPY_EXTERN dspy_status dspy_cache_semantic_partition(const json_t *request, const char *ns,
+                                                      int projection,
+                                                      struct dspy_cache_key *partition,
+                                                      char **text, size_t *text_len,
+                                                      struct dspy_error *err);
+/** The guards as a pure function: the first DSPY_SEMANTIC_GUARD_* bit (of `guards`) that
+ * refuses `a` against `b`, or 0 when they may share an answer. */
+DSPY_EXTERN unsigned dspy_cache_semantic_guard(const char *a, size_t alen, const char *b,
+                                               size_t blen, unsigned guards);
+/** Short name of one guard bit: "number", "negation", "date", "entity", "scope",
+ * "antonym" ("" for anything else). */
+DSPY_EXTERN const char *dspy_cache_semantic_guard_name(unsigned bit);
+
+/* ------------------------------------------------------------------------------------ */
 /* Stats, export, import                                                                */
 /* ------------------------------------------------------------------------------------ */
 
@@ -326,6 +406,15 @@ struct dspy_cache_stats {
     uint64_t lease_waits;        /* fetches that found another process's lease */
     uint64_t remote_fills;       /* ... and then got its value from L2 */
     bool redis_up;               /* L2 open and not backing off */
+    /* semantic level (zero when it is not open) */
+    uint64_t sem_lookups;        /* exact misses searched */
+    uint64_t sem_hits;           /* answered from a near-duplicate's entry */
+    double sem_similarity_sum;   /* of the hits: mean = sum / sem_hits */
+    uint64_t sem_below;          /* best candidate under the threshold (or none) */
+    uint64_t sem_guarded[DSPY_SEMANTIC_NGUARDS]; /* refused by guard, in bit order */
+    uint64_t sem_stale;          /* candidate whose exact entry was gone: record dropped */
+    uint64_t sem_puts, sem_entries, sem_bytes, sem_partitions, sem_evictions;
+    bool sem_unavailable;        /* the model could not be loaded: every lookup misses */
 };
 
 /** Snapshot of the counters (each exact; the set is not one atomic snapshot). */

@@ -134,6 +134,8 @@ struct dspy_lm_response {
     long http_status;           /* 200 on a cache hit */
     bool cache_hit;             /* answered from the cache (any level, or another caller's
                                    in-flight request for the same key): no upstream call */
+    bool cache_semantic;        /* ... by the semantic level: a near-duplicate's entry */
+    float cache_similarity;     /* its cosine similarity to this request (semantic hits) */
 };
 
 /** Send one request and wait for the answer (retrying as the options say). Errors are

@@ -195,6 +195,11 @@ dspy_status dspy_cache_clear(dspy_cache *c, unsigned levels, struct dspy_error *
     for (int i = 0; i < 3 && !rc; i++)
         if (c->lvl[i] && (levels & (1u << i)))
             rc = c->ops[i]->clear(c->lvl[i], err);
+    /* records go with the store that holds their entries (a record whose entry is gone
+     * elsewhere is dropped when a lookup finds it) */
+    if (!rc && ((levels & (DSPY_CACHE_L3 | DSPY_CACHE_SEMANTIC)) ||
+                !(c->levels & (DSPY_CACHE_L2 | DSPY_CACHE_L3))))
+        dspy__semantic_clear(c);
     return rc;
 }
 
@@ -530,7 +535,7 @@ dspy_status dspy_cache_new(const struct dspy_cache_options *opts, dspy_cache **o
     *out = NULL;
     if (!opts)
         opts = &defaults;
-    if (opts->levels & ~DSPY_CACHE_ALL)
+    if (opts->levels & ~(DSPY_CACHE_ALL | DSPY_CACHE_SEMANTIC))
         return dspy__err(err, DSPY_EINVAL, "cache: unknown level bits 0x%x", opts->levels);
     if (opts->max_value_bytes > DSPY__CACHE_VALUE_HARD_MAX)
         return dspy__err(err, DSPY_EINVAL, "cache: max_value_bytes above %zu",
@@ -553,6 +558,30 @@ dspy_status dspy_cache_new(const struct dspy_cache_options *opts, dspy_cache **o
     }
     if ((rc = open_levels(c, err)))
         goto out_free;
+    if (c->opts.levels & DSPY_CACHE_SEMANTIC) {
+        if (!(c->levels & DSPY_CACHE_ALL)) {
+            rc = dspy__err(err, DSPY_EINVAL, "cache: the semantic level needs an exact level "
+                                             "to hold the values");
+            goto out_free;
+        }
+        if (!(c->opts.semantic_threshold > 0 && c->opts.semantic_threshold <= 1)) {
+            rc = dspy__err(err, DSPY_EINVAL, "cache: semantic_threshold %g is not in (0, 1]",
+                           c->opts.semantic_threshold);
+            goto out_free;
+        }
+        if (c->opts.semantic_projection < DSPY_SEMANTIC_LAST_USER ||
+            c->opts.semantic_projection > DSPY_SEMANTIC_ALL) {
+            rc = dspy__err(err, DSPY_EINVAL, "cache: unknown semantic_projection %d",
+                           c->opts.semantic_projection);
+            goto out_free;
+        }
+        if (!c->opts.semantic_max_bytes)
+            c->opts.semantic_max_bytes = DSPY_CACHE_DEFAULT_SEMANTIC_MAX_BYTES;
+        if ((rc = copy_str(&c->embed_model, &c->opts.embed_model)) ||
+            (rc = dspy__semantic_new(c, err)))
+            goto out_free;
+        c->levels |= DSPY_CACHE_SEMANTIC;
+    }
     *out = c;
     return DSPY_OK;
 out_free:
@@ -564,6 +593,7 @@ void dspy_cache_free(dspy_cache *c)
 {
     if (!c)
         return;
+    dspy__semantic_free(c);
     for (int i = 0; i < 3; i++)
         if (c->lvl[i])
             c->ops[i]->free(c->lvl[i]);
@@ -573,5 +603,6 @@ void dspy_cache_free(dspy_cache *c)
     dspy_free(c->redis_url);
     dspy_free(c->redis_prefix);
     dspy_free(c->disk_path);
+    dspy_free(c->embed_model);
     dspy_free(c);
 }

@@ -165,14 +165,24 @@ struct dspy__flight_shard {
 
 struct dspy_cache {
     struct dspy_cache_options opts; /* string members point at the copies below */
-    char *ns, *redis_url, *redis_prefix, *disk_path;
+    char *ns, *redis_url, *redis_prefix, *disk_path, *embed_model;
     unsigned levels;                          /* open levels */
     void *lvl[3];                             /* [0] L1, [1] L2, [2] L3; NULL if closed */
     const struct dspy__cache_level_ops *ops[3];
     struct dspy__flight_shard flights[DSPY__FLIGHT_SHARDS];
     atomic_ullong gets, hits, misses, fills, fill_errors, coalesced, lease_waits,
         remote_fills, token_seq;
+    struct dspy__semantic *sem;               /* the semantic level, or NULL */
 };
+
+/* The semantic level (cache_semantic.c): opened after the exact levels (its record log
+ * lives in the disk store's folder), freed with the cache, cleared with L3 or everything,
+ * its counters added to the stats. */
+struct dspy__semantic;
+dspy_status dspy__semantic_new(struct dspy_cache *c, struct dspy_error *err);
+void dspy__semantic_free(struct dspy_cache *c);
+void dspy__semantic_clear(struct dspy_cache *c);
+void dspy__semantic_stats(struct dspy_cache *c, struct dspy_cache_stats *out);
 
 /* Levels a request may use: ctl->levels within the open ones. */
 static inline unsigned dspy__cache_levels_for(const struct dspy_cache *c,

@@ -26,6 +26,23 @@ void dspy_cache_stats(dspy_cache *c, struct dspy_cache_stats *out)
     out->lease_waits = atomic_load(&c->lease_waits);
     out->remote_fills = atomic_load(&c->remote_fills);
     out->redis_up = c->lvl[1] && dspy__cache_redis_up(c->lvl[1]);
+    dspy__semantic_stats(c, out);
+}
+
+static json_t *semantic_json(const struct dspy_cache_stats *s)
+{
+    json_t *g = json_object();
+    for (int i = 0; g && i < DSPY_SEMANTIC_NGUARDS; i++)
+        json_object_set_new(g, dspy_cache_semantic_guard_name(1u << i),
+                            json_integer((json_int_t)s->sem_guarded[i]));
+    return json_pack("{sIsIsfsIsosIsIsIsIsIsIsb}", "lookups", (json_int_t)s->sem_lookups,
+                     "hits", (json_int_t)s->sem_hits, "mean_similarity",
+                     s->sem_hits ? s->sem_similarity_sum / (double)s->sem_hits : 0.0,
+                     "below_threshold", (json_int_t)s->sem_below, "guarded", g, "stale",
+                     (json_int_t)s->sem_stale, "puts", (json_int_t)s->sem_puts, "entries",
+                     (json_int_t)s->sem_entries, "bytes", (json_int_t)s->sem_bytes,
+                     "partitions", (json_int_t)s->sem_partitions, "evictions",
+                     (json_int_t)s->sem_evictions, "unavailable", s->sem_unavailable);
 }
 
 static json_t *level_json(const struct dspy_cache_level_stats *s)
@@ -59,6 +76,13 @@ json_t *dspy_cache_stats_json(dspy_cache *c)
         if (l && i == 1)
             json_object_set_new(l, "up", json_boolean(s.redis_up));
         if (!l || json_object_set_new(o, names[i], l)) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    if (o && c->sem) {
+        json_t *sj = semantic_json(&s);
+        if (!sj || json_object_set_new(o, "semantic", sj)) {
             json_decref(o);
             o = NULL;
         }

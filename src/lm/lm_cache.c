@@ -23,6 +23,7 @@ void dspy__lm_cache_ctl_merge(struct dspy_cache_ctl *into, const struct dspy_cac
         into->levels = over->levels;
     if (over->ns)
         into->ns = over->ns;
+    into->no_semantic = into->no_semantic || over->no_semantic;
 }
 
 /* ---- the key ------------------------------------------------------------------------ */
@@ -99,27 +100,41 @@ static void key_from_pieces(const struct dspy__lm_call *c, const char *body,
     dspy_cache_key_hasher_final(&h, key);
 }
 
-/* The general way: the body exactly as sent, read back, plus what is keyed but not sent. */
-static dspy_status key_from_body(dspy_lm *lm, const struct dspy__lm_call *c, const char *body,
-                                 size_t len, const struct dspy_cache_ctl *ctl,
-                                 struct dspy_cache_key *key, struct dspy_error *err)
+/* The request as keyed: the body exactly as sent, read back, plus what is keyed but not
+ * sent. NULL with err set when it does not read back. */
+static json_t *keyed_request(const struct dspy__lm_call *c, const char *body, size_t len,
+                             struct dspy_error *err)
 {
     json_error_t je;
     json_t *req = json_loadb(body, len, JSON_ALLOW_NUL, &je), *rollout = NULL;
-    dspy_status rc;
-    if (!req)
-        return dspy__err(err, DSPY_EINVAL, "cache key: the request body does not read back: %s",
-                         je.text);
+    if (!req) {
+        dspy__err(err, DSPY_EINVAL, "cache key: the request body does not read back: %s",
+                  je.text);
+        return NULL;
+    }
     if (c->has_rollout_id)
         rollout = json_integer(c->rollout_id);
     else if (c->extra && json_object_get(c->extra, "rollout_id"))
         rollout = json_deep_copy(json_object_get(c->extra, "rollout_id"));
     if (json_object_set_new(req, "_endpoint", json_string("chat")) ||
-        (rollout && json_object_set(req, "rollout_id", rollout)))
-        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
-    else
-        rc = dspy_cache_key(lm->cache, req, ctl, key, err);
+        (rollout && json_object_set(req, "rollout_id", rollout))) {
+        dspy__err(err, DSPY_ENOMEM, "out of memory");
+        json_decref(req);
+        req = NULL;
+    }
     json_decref(rollout);
+    return req;
+}
+
+/* The general way: the key of the request as keyed. */
+static dspy_status key_from_body(dspy_lm *lm, const struct dspy__lm_call *c, const char *body,
+                                 size_t len, const struct dspy_cache_ctl *ctl,
+                                 struct dspy_cache_key *key, struct dspy_error *err)
+{
+    json_t *req = keyed_request(c, body, len, err);
+    if (!req)
+        return err ? err->code : DSPY_EINVAL;
+    dspy_status rc = dspy_cache_key(lm->cache, req, ctl, key, err);
     json_decref(req);
     return rc;
 }
@@ -148,7 +163,35 @@ struct fill_ctx {
     size_t len;
     struct dspy_lm_response *resp;
     bool sent; /* this caller made the upstream call: resp holds its parsed answer */
+    /* the semantic level (when open): the request as keyed, and what it found */
+    json_t *sreq;
+    const struct dspy_cache_ctl *ctl;
+    bool sem_hit;
+    float similarity;
 };
+
+/* A semantic hit for an exact miss: the near-duplicate's bytes handed to the waiters but
+ * never stored under this request's key (docs/semantic-cache.md section 2). */
+static bool fill_from_semantic(struct fill_ctx *x, struct dspy_cache_fill *fill)
+{
+    struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
+    struct dspy_cache_semantic_hit hit;
+    if (!x->sreq || dspy_cache_semantic_get(x->lm->cache, x->sreq, x->ctl, &v, &hit))
+        return false;
+    size_t len = v.len;
+    void *copy = dspy_malloc(len ? len : 1);
+    if (copy && len)
+        memcpy(copy, v.data, len);
+    dspy_cache_value_release(&v);
+    if (!copy)
+        return false;
+    fill->value = copy;
+    fill->len = len;
+    fill->no_store = true;
+    x->sem_hit = true;
+    x->similarity = hit.similarity;
+    return true;
+}
 
 /* The upstream call for a miss. Only a 2xx answer that parses is handed to the cache. */
 static dspy_status fill_from_endpoint(void *ud, struct dspy_cache_fill *fill,
@@ -157,6 +200,8 @@ static dspy_status fill_from_endpoint(void *ud, struct dspy_cache_fill *fill,
     struct fill_ctx *x = ud;
     char *raw = NULL;
     size_t rlen = 0;
+    if (fill_from_semantic(x, fill))
+        return DSPY_OK;
     dspy_status rc = dspy__lm_send(x->lm, x->group, x->body, x->len, x->resp, &raw, &rlen, err);
     if (rc)
         return rc;
@@ -171,6 +216,7 @@ static dspy_status fetch(dspy_lm *lm, const struct dspy_cache_key *key,
                          struct dspy_cache_value *v, struct dspy_error *err)
 {
     x->sent = false;
+    x->sem_hit = false;
     dspy_status rc = dspy_cache_fetch(lm->cache, key, ctl, fill_from_endpoint, x, v, err);
     if (rc && x->sent) /* answered, but could not be handed over (out of memory) */
         dspy_lm_response_release(x->resp);
@@ -199,13 +245,21 @@ dspy_status dspy__lm_cache_call(dspy_lm *lm, const struct dspy__lm_call *call,
     struct dspy_cache_ctl ctl = lm->cache_ctl;
     struct dspy_cache_key key;
     struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
-    struct fill_ctx x = { lm, call->group, body, body_len, resp, false };
+    struct fill_ctx x = { lm, call->group, body, body_len, resp, false, NULL, &ctl, false, 0 };
     dspy_status rc;
     dspy__lm_cache_ctl_merge(&ctl, call->ctl);
     /* A request that cannot be keyed (it cannot: the body is our own JSON) is still sent. */
     if (dspy__lm_cache_key(lm, call, body, body_len, marks, &ctl, true, &key, NULL))
         return dspy__lm_send(lm, call->group, body, body_len, resp, NULL, NULL, err);
-    if ((rc = fetch(lm, &key, &ctl, &x, &v, err)))
+    if ((dspy_cache_levels(lm->cache) & DSPY_CACHE_SEMANTIC) &&
+        (!ctl.levels || (ctl.levels & DSPY_CACHE_SEMANTIC)) && !(ctl.no_cache && ctl.no_store))
+        x.sreq = keyed_request(call, body, body_len, NULL);
+    rc = fetch(lm, &key, &ctl, &x, &v, err);
+    if (!rc && x.sent && x.sreq && v.source == DSPY_CACHE_FILLED)
+        dspy_cache_semantic_put(lm->cache, x.sreq, &key, &ctl);
+    json_decref(x.sreq);
+    x.sreq = NULL;
+    if (rc)
         return rc;
     if (!read_hit(&x, &v, resp)) {
         struct dspy_cache_ctl fresh = ctl;
@@ -219,6 +273,8 @@ dspy_status dspy__lm_cache_call(dspy_lm *lm, const struct dspy__lm_call *call,
             return dspy__err(err, DSPY_ELM_BAD_RESPONSE, "cached LM response does not parse");
         }
     }
+    resp->cache_semantic = x.sem_hit;
+    resp->cache_similarity = x.sem_hit ? x.similarity : 0.0f;
     if (call->cached) {
         call->cached->key = key;
         call->cached->value = v;

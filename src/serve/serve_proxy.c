@@ -237,6 +237,7 @@ struct call {
     struct dspy__serve_ctx *ctx; /* holds a request reference */
     enum endpoint ep;
     json_t *body;         /* the client's body, parsed (owned) */
+    json_t *sem_req;      /* the request as keyed, for the semantic level (owned), or NULL */
     const char *raw;      /* the client's bytes, borrowed from the request */
     size_t raw_len;
     bool rewrite;         /* the body must be re-encoded (a "cache" member to drop) */
@@ -256,6 +257,7 @@ static void call_free(struct call *c)
 {
     dspy__lm_stream_acc_free(c->acc);
     json_decref(c->body);
+    json_decref(c->sem_req);
     dspy__srv_req_unref(c->ctx->req);
     dspy_free(c);
 }
@@ -294,8 +296,11 @@ static void resolve_waiters(struct call *c, const char *body, size_t len, int st
 
 static void store(struct call *c, const char *body, size_t len)
 {
-    if (c->keyed && !c->ctl.no_store)
+    if (c->keyed && !c->ctl.no_store) {
         dspy_cache_put(c->s->cache, &c->key, body, len, &c->ctl, NULL);
+        if (c->sem_req)
+            dspy_cache_semantic_put(c->s->cache, c->sem_req, &c->key, &c->ctl);
+    }
 }
 
 /* The client's error for an upstream failure: the upstream's own OpenAI error object with
@@ -611,6 +616,8 @@ static bool read_controls(struct dspy__serve_ctx *ctx, const json_t *body,
             ctl->no_cache = true;
         if (strstr(h, "no-store"))
             ctl->no_store = true;
+        if (strstr(h, "no-semantic"))
+            ctl->no_semantic = true;
         const char *a = strstr(h, "s-maxage=");
         if (a)
             *s_maxage = strtod(a + 9, NULL);
@@ -619,6 +626,8 @@ static bool read_controls(struct dspy__serve_ctx *ctx, const json_t *body,
         if (a && *s_maxage <= 0) /* max-age=0: nothing stored is fresh enough */
             ctl->no_cache = true;
     }
+    if ((h = dspy__srv_req_header(ctx->req, "x-dspyc-cache")) && strstr(h, "no-semantic"))
+        ctl->no_semantic = true;
     if ((h = dspy__srv_req_header(ctx->req, "x-dspyc-cache-ttl"))) {
         char *end;
         double t = strtod(h, &end);
@@ -671,6 +680,9 @@ static dspy_status make_key(struct call *c)
     }
     json_object_set_new(k, "_endpoint", json_string(c->ep == EP_CHAT ? "chat" : "embeddings"));
     dspy_status rc = dspy_cache_key(c->s->cache, k, &c->ctl, &c->key, NULL);
+    if (!rc && c->ep == EP_CHAT && !c->stream &&
+        (dspy_cache_levels(c->s->cache) & DSPY_CACHE_SEMANTIC))
+        c->sem_req = json_incref(k); /* non-streamed chat only */
     json_decref(k);
     return rc;
 }
@@ -771,6 +783,21 @@ static void proxy(struct dspy__serve_ctx *ctx, enum endpoint ep)
                 return;
             }
             dspy_cache_value_release(&v);
+            struct dspy_cache_semantic_hit sh;
+            if (c->sem_req &&
+                !dspy_cache_semantic_get(s->cache, c->sem_req, &c->ctl, &v, &sh)) {
+                char sim[32];
+                snprintf(sim, sizeof(sim), "%.4f", (double)sh.similarity);
+                const char *hdr[] = { "x-dspyc-cache", "semantic", "x-dspyc-cache-similarity",
+                                      sim, NULL };
+                dspy__serve_metrics_cache(s, v.source);
+                dspy__serve_stage(ctx, DSPY__STAGE_CACHE);
+                ctx->cache_status = "semantic";
+                dspy__serve_send(ctx, 200, "application/json", hdr, v.data, v.len);
+                dspy_cache_value_release(&v);
+                call_free(c);
+                return;
+            }
             dspy__serve_metrics_cache(s, DSPY_CACHE_MISS);
             ctx->cache_status = "miss";
             dspy__serve_stage(ctx, DSPY__STAGE_CACHE);

@@ -1,0 +1,263 @@
+"""End-to-end tests of the semantic cache level (`--cache mem,disk,semantic`) through the
+`dspyc` binary with the real embedding model and the simulator as the LM: paraphrases are
+answered from the cache (the simulator's request log does not grow), negation and number
+changes are not, partitions are never crossed (model, temperature, system prompt,
+namespace), records survive a restart, missing model files degrade to a miss with one
+warning, the per-request opt-out, and the counters in the run summary and `dspyc cache
+stats`."""
+import json
+import os
+import pathlib
+import re
+
+import pytest
+
+from conftest import start_sim
+from test_cache import chat_requests, dspyc, predictions, records, write_inputs
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+MODEL = pathlib.Path(os.environ.get("DSPYC_EMBED_MODEL", REPO / "models" / "all-MiniLM-L6-v2"))
+
+PARAPHRASE = ("How do I cancel my subscription?",
+              "how do i cancel my subscription please?")
+
+
+@pytest.fixture(autouse=True)
+def _model():
+    if not (MODEL / "model.safetensors").exists():
+        pytest.fail(f"{MODEL} has no model.safetensors: run scripts/fetch-model.sh")
+
+
+def run(base, tmp_path, questions, *flags, name="out", env=None):
+    inp = write_inputs(tmp_path / f"{name}.in.jsonl", questions)
+    out = tmp_path / f"{name}.jsonl"
+    r = dspyc("run", "--signature", "question -> answer", "--input", inp, "--output", out,
+              "--base-url", base, "--model", "openai/dspyc-sim", "--cache-dir",
+              tmp_path / "cache", "--embed-model", MODEL, "--concurrency", 1, *flags, env=env)
+    assert r.returncode == 0, r.stderr
+    return r, out
+
+
+def semantic_line(stderr):
+    m = re.search(r"semantic: (\d+) lookups, (\d+) hits \(mean similarity ([0-9.]+)\), "
+                  r"(\d+) below the threshold, (\d+) refused by the guards", stderr)
+    assert m, stderr
+    return {"lookups": int(m[1]), "hits": int(m[2]), "similarity": float(m[3]),
+            "below": int(m[4]), "guarded": int(m[5])}
+
+
+def test_paraphrase_hits_and_traps_miss(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    sem = ("--cache", "mem,disk,semantic")
+    r, out = run(base, tmp_path, [PARAPHRASE[0]], *sem, name="first")
+    assert chat_requests(rec) == 1
+    first = predictions(out)[0]
+    r, out = run(base, tmp_path, [PARAPHRASE[1]], *sem, name="para")
+    assert chat_requests(rec) == 1, "a paraphrase went upstream"
+    assert predictions(out)[0] == first
+    s = semantic_line(r.stderr)
+    assert s["hits"] == 1 and 0.8 <= s["similarity"] < 1.0, r.stderr
+    assert "1 of 1 LM calls answered from the cache" in r.stderr
+    # traps: a negation, a changed number, a changed date: each goes upstream
+    r, _ = run(base, tmp_path, ["How do I not cancel my subscription?"], *sem, name="neg")
+    assert chat_requests(rec) == 2
+    assert "negation 1" in r.stderr, r.stderr
+    r, _ = run(base, tmp_path, ["Track order 48213", "Track order 48231"], *sem, name="num")
+    assert chat_requests(rec) == 4
+    assert "number 1" in r.stderr, r.stderr
+    r, _ = run(base, tmp_path, ["Is the store open on Saturday?", "Is the store open on Sunday?"],
+               *sem, name="date")
+    assert chat_requests(rec) == 6
+    assert "date 1" in r.stderr, r.stderr
+    # without the semantic level the paraphrase is a plain miss
+    run(base, tmp_path, [PARAPHRASE[1] + "!"], "--cache", "mem,disk", name="exact")
+    assert chat_requests(rec) == 7
+
+
+@pytest.mark.parametrize("change", ["model", "temperature", "system", "namespace"])
+def test_never_across_partitions(tmp_path, change):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    sem = ("--cache", "mem,disk,semantic")
+    run(base, tmp_path, [PARAPHRASE[0]], *sem, name="first")
+    other = {"model": ("--model", "openai/dspyc-sim-2"),
+             "temperature": ("--temperature", "0.7"),
+             "system": ("--instructions", "Answer in French."),
+             "namespace": ("--cache-namespace", "tenant-b")}[change]
+    r, _ = run(base, tmp_path, [PARAPHRASE[1]], *sem, *other, name="other")
+    assert chat_requests(rec) == 2, f"a semantic hit crossed the {change} partition"
+    assert semantic_line(r.stderr)["hits"] == 0
+
+
+def test_restart_keeps_records_and_stats(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    sem = ("--cache", "disk,semantic")  # no memory level: the answer comes from disk
+    run(base, tmp_path, [PARAPHRASE[0]], *sem, name="first")
+    assert (tmp_path / "cache" / "semantic.log").exists()
+    st = dspyc("cache", "stats", "--json", "--cache", "disk,semantic", "--cache-dir",
+               tmp_path / "cache", "--embed-model", MODEL)
+    assert st.returncode == 0, st.stderr
+    j = json.loads(st.stdout)
+    assert j["semantic"]["entries"] == 1 and j["semantic"]["partitions"] == 1, j
+    r, _ = run(base, tmp_path, [PARAPHRASE[1]], *sem, name="para")
+    assert chat_requests(rec) == 1
+    assert semantic_line(r.stderr)["hits"] == 1
+    txt = dspyc("cache", "stats", "--cache", "disk,semantic", "--cache-dir", tmp_path / "cache")
+    assert re.search(r"semantic: .* 1 records .* in 1 partitions", txt.stdout), txt.stdout
+    # clearing the disk level takes the records with it
+    assert dspyc("cache", "clear", "--cache", "disk,semantic", "--cache-dir",
+                 tmp_path / "cache").returncode == 0
+    r, _ = run(base, tmp_path, [PARAPHRASE[1] + " now"], *sem, name="after")
+    assert chat_requests(rec) == 2
+
+
+def test_missing_model_degrades_to_a_miss(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    empty = tmp_path / "no-model"
+    empty.mkdir()
+    inp = write_inputs(tmp_path / "in.jsonl", list(PARAPHRASE))
+    out = tmp_path / "out.jsonl"
+    r = dspyc("run", "--signature", "question -> answer", "--input", inp, "--output", out,
+              "--base-url", base, "--model", "openai/dspyc-sim", "--cache-dir", tmp_path / "c",
+              "--cache", "mem,semantic", "--embed-model", empty, "--concurrency", 1)
+    assert r.returncode == 0, r.stderr
+    assert len(predictions(out)) == 2
+    assert chat_requests(rec) == 2
+    warnings = [l for l in r.stderr.splitlines() if "semantic cache off" in l]
+    assert len(warnings) == 1, r.stderr
+    assert "model.safetensors" in warnings[0] or "vocab.txt" in warnings[0], r.stderr
+    assert "model unavailable" in r.stderr
+
+
+def test_no_cache_skips_the_semantic_lookup(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    sem = ("--cache", "mem,disk,semantic")
+    run(base, tmp_path, [PARAPHRASE[0]], *sem, name="first")
+    r, _ = run(base, tmp_path, [PARAPHRASE[1]], *sem, "--no-cache", name="nc")
+    assert chat_requests(rec) == 2
+    assert semantic_line(r.stderr)["lookups"] == 0
+
+
+def test_threshold_flag_and_bad_values(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    sem = ("--cache", "mem,disk,semantic")
+    run(base, tmp_path, [PARAPHRASE[0]], *sem, name="first")
+    r, _ = run(base, tmp_path, [PARAPHRASE[1]], *sem, "--semantic-threshold", "0.999",
+               name="strict")
+    assert chat_requests(rec) == 2, "the strict threshold still served the paraphrase"
+    assert semantic_line(r.stderr)["below"] == 1
+    # the same from the environment and from the config file
+    r, _ = run(base, tmp_path, [PARAPHRASE[1] + " thanks"], *sem, name="env",
+               env={"DSPYC_SEMANTIC_THRESHOLD": "0.999"})
+    assert chat_requests(rec) == 3 and semantic_line(r.stderr)["below"] == 1
+    conf = tmp_path / "conf.json"
+    conf.write_text(json.dumps({"semantic_threshold": 0.999}))
+    r, _ = run(base, tmp_path, [PARAPHRASE[1] + " thank you"], *sem, "--cache-config", conf,
+               name="conf")
+    assert chat_requests(rec) == 4 and semantic_line(r.stderr)["below"] == 1
+    r, _ = run(base, tmp_path, ["How do I cancel my subscription, please?"], *sem,
+               name="default")
+    assert chat_requests(rec) == 4 and semantic_line(r.stderr)["hits"] == 1
+    bad = dspyc("run", "--signature", "question -> answer", "--input", tmp_path / "first.in.jsonl",
+                "--output", tmp_path / "x.jsonl", "--base-url", base, "--model",
+                "openai/dspyc-sim", "--cache", "mem,semantic", "--semantic-threshold", "1.5")
+    assert bad.returncode != 0 and "--semantic-threshold" in bad.stderr, bad.stderr
+    only = dspyc("run", "--signature", "question -> answer", "--input",
+                 tmp_path / "first.in.jsonl", "--output", tmp_path / "y.jsonl", "--base-url",
+                 base, "--model", "openai/dspyc-sim", "--cache", "semantic")
+    assert only.returncode != 0 and "needs an exact level" in only.stderr, only.stderr
+
+
+def test_proxy_answers_a_paraphrase_with_the_semantic_header(tmp_path):
+    import httpx
+    from conftest import start_serve
+    rec = tmp_path / "rec.jsonl"
+    _, sim = start_sim("--record", rec)
+    _, srv = start_serve("--upstream", sim, "--cache", "mem,semantic", "--embed-model", MODEL)
+
+    def ask(text, headers=None):
+        r = httpx.post(srv + "/chat/completions", headers=headers or {}, timeout=30,
+                       json={"model": "m", "messages": [{"role": "user", "content": text}]})
+        assert r.status_code == 200, r.text
+        return r
+
+    first = ask(PARAPHRASE[0])
+    assert first.headers["x-dspyc-cache"] == "miss"
+    para = ask(PARAPHRASE[1])
+    assert para.headers["x-dspyc-cache"] == "semantic", para.headers
+    assert 0.85 <= float(para.headers["x-dspyc-cache-similarity"]) < 1.0
+    assert para.json()["choices"][0]["message"]["content"] == \
+        first.json()["choices"][0]["message"]["content"]
+    assert chat_requests(rec) == 1
+    # a number change is refused by the guards; the opt-out header skips the level
+    assert ask("Track order 48213").headers["x-dspyc-cache"] == "miss"
+    assert ask("Track order 48231").headers["x-dspyc-cache"] == "miss"
+    opt = ask(PARAPHRASE[1] + " thanks", {"x-dspyc-cache": "no-semantic"})
+    assert opt.headers["x-dspyc-cache"] == "miss"
+    assert chat_requests(rec) == 4
+
+
+def test_damaged_log_tail_is_cut_and_expired_entries_take_their_records(tmp_path):
+    import time
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    sem = ("--cache", "disk,semantic")
+    run(base, tmp_path, [PARAPHRASE[0]], *sem, name="first")
+    log = tmp_path / "cache" / "semantic.log"
+    size = log.stat().st_size
+    with log.open("ab") as f:
+        f.write(b"DSEM\x01torn record")  # a crash in the middle of an append
+    r, _ = run(base, tmp_path, [PARAPHRASE[1]], *sem, name="para")
+    assert f"damaged record at byte {size}" in r.stderr, r.stderr
+    assert chat_requests(rec) == 1 and semantic_line(r.stderr)["hits"] == 1
+    assert log.stat().st_size == size
+    # an exact entry that expires takes its record with it: the next paraphrase goes upstream
+    run(base, tmp_path, ["How can I reset my password?"], *sem, "--cache-ttl", "1", name="ttl")
+    assert chat_requests(rec) == 2
+    time.sleep(1.5)
+    r, _ = run(base, tmp_path, ["how can i reset my password please"], *sem, name="late")
+    assert chat_requests(rec) == 3, "an expired entry answered through its record"
+    assert re.search(r"semantic: 1 lookups, 0 hits", r.stderr), r.stderr
+    st = json.loads(dspyc("cache", "stats", "--json", "--cache", "disk,semantic",
+                          "--cache-dir", tmp_path / "cache").stdout)
+    # the first question's and the late one's; the expired one's record is gone
+    assert st["semantic"]["entries"] == 2, st
+
+
+def test_guards_and_projection_flags(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    sem = ("--cache", "mem,disk,semantic")
+    run(base, tmp_path, ["Track order 48213"], *sem, name="a")
+    # without the guards, cosine 0.97 serves the other order's answer: what they prevent
+    r, _ = run(base, tmp_path, ["Track order 48231"], *sem, "--semantic-guards", "none",
+               name="b")
+    assert chat_requests(rec) == 1 and semantic_line(r.stderr)["hits"] == 1
+    r, _ = run(base, tmp_path, ["Track order 48321"], *sem, "--semantic-guards",
+               "negation,date", name="c")
+    assert chat_requests(rec) == 1
+    r, _ = run(base, tmp_path, ["Track order 43821"], *sem, "--semantic-guards", "number",
+               name="d")
+    assert chat_requests(rec) == 2 and "number 1" in r.stderr
+    # `all` embeds every message and drops the system prompt from the partition
+    run(base, tmp_path, [PARAPHRASE[0]], *sem, "--instructions", "Answer briefly.",
+        "--semantic-projection", "all", name="e")
+    assert chat_requests(rec) == 3
+    r, _ = run(base, tmp_path, [PARAPHRASE[1]], *sem, "--instructions", "Answer concisely.",
+               name="f")
+    assert chat_requests(rec) == 4, "the default projection crossed a system prompt"
+    r, _ = run(base, tmp_path, [PARAPHRASE[1] + " thanks"], *sem, "--instructions",
+               "Answer concisely.", "--semantic-projection", "all", name="g")
+    assert chat_requests(rec) == 4 and semantic_line(r.stderr)["hits"] == 1, r.stderr
+    for flag, value in (("--semantic-guards", "numbers"), ("--semantic-projection", "last")):
+        bad = dspyc("run", "--signature", "question -> answer", "--input",
+                    tmp_path / "a.in.jsonl", "--output", tmp_path / "x.jsonl", "--base-url",
+                    base, "--model", "openai/dspyc-sim", "--cache", "mem,semantic", flag, value)
+        assert bad.returncode != 0 and flag in bad.stderr and value in bad.stderr, bad.stderr
