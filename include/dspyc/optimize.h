@@ -204,8 +204,10 @@ struct dspy_optimize_options {
     double mutation_rate;      /* genetic: per predictor of a child; < 0 = 0.3 */
 };
 #define DSPY_OPTIMIZE_OPTIONS_INIT                                                           \
-    { DSPY_OPT_BOOTSTRAP, NULL, -1, -1, 0, 16, 4, -1, -1, -1, 35, 5, 0, 0, 0, 0, 0, NULL,     \
-      false, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, 0, 0, -1.0 }
+    { .optimizer = DSPY_OPT_BOOTSTRAP, .num_trials = -1, .num_candidates = -1,               \
+      .concurrency = 16, .parallel_trials = 4, .max_bootstrapped_demos = -1,                 \
+      .max_labeled_demos = -1, .max_rounds = -1, .minibatch_size = 35,                       \
+      .minibatch_full_eval_steps = 5, .mutation_rate = -1.0 }
 
 /** Optimize `student` (changed in place to the best program found) on `trainset`, scoring
  * on `valset` (NULL: as DSPy splits or reuses the trainset). Both are JSON arrays of

@@ -47,7 +47,7 @@ struct dspy_vec_options {
                                (stored matrices plus scratch); 0 = no limit */
     int threads;            /* CPU threads for large inputs; 0 = online cores, 1 = none */
 };
-#define DSPY_VEC_OPTIONS_INIT { "auto", 0, 0 }
+#define DSPY_VEC_OPTIONS_INIT { .device = "auto" }
 
 /** A context: one device in use, its kernels, its memory account. Threading: one thread at
  * a time per context (and its matrices); different contexts may run at once.
