@@ -51,8 +51,8 @@ static uint64_t start(void)
 static void record(const char *name, long ops, uint64_t elapsed_ns)
 {
     double cpu = (double)(cpu_ns() - cpu_start);
-    results[nresults++] =
-        (struct result){ name, ops, (double)elapsed_ns / (double)ops, cpu / (double)ops };
+    results[nresults++] = (struct result){ name, ops, (double)elapsed_ns / (double)ops,
+                                           cpu / (double)ops };
 }
 
 static struct dspy_cache_key key_n(long n)
@@ -70,8 +70,8 @@ static void fail(const char *what, const struct dspy_error *err)
     exit(1);
 }
 
-static void bench_level(dspy_cache *c, const char *get_name, const char *put_name,
-                        long get_ops, long put_ops)
+static void bench_level(dspy_cache *c, const char *get_name, const char *put_name, long get_ops,
+                        long put_ops)
 {
     struct dspy_error err;
     uint64_t t0 = start();
@@ -184,8 +184,8 @@ static bool start_redis(char *url, size_t cap)
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);
         dup2(devnull, 2);
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save",
-               "", "--appendonly", "no", (char *)NULL);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) {

@@ -12,10 +12,10 @@
 
 #include <dspyc/dspyc.h>
 
-#define CANNED                                                                               \
+#define CANNED                                                                                 \
     "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"sim\","   \
     "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"[[ ## answer" \
-    " ## ]]\\nParis\\n\\n[[ ## completed ## ]]\"},\"finish_reason\":\"stop\"}],\"usage\":{"   \
+    " ## ]]\\nParis\\n\\n[[ ## completed ## ]]\"},\"finish_reason\":\"stop\"}],\"usage\":{"    \
     "\"prompt_tokens\":120,\"completion_tokens\":12,\"total_tokens\":132}}"
 
 static long upstream_calls;
@@ -189,8 +189,7 @@ int main(int argc, char **argv)
         l->done = true;
     }
     if (as_json) {
-        printf("{\"uncached_wall_ns\": %.1f, \"uncached_cpu_ns\": %.1f", base.wall_ns,
-               base.cpu_ns);
+        printf("{\"uncached_wall_ns\": %.1f, \"uncached_cpu_ns\": %.1f", base.wall_ns, base.cpu_ns);
         for (size_t i = 0; i < 3; i++)
             if (levels[i].done)
                 printf(", \"%s_wall_ns\": %.1f, \"%s_cpu_ns\": %.1f, \"%s_iterations\": %ld",
@@ -200,8 +199,8 @@ int main(int argc, char **argv)
     } else {
         printf("cache hit through dspy_module_call (Predict, 0 demos, chat adapter)\n");
         printf("  %-28s %12s %12s %10s\n", "", "wall ns/call", "CPU ns/call", "calls");
-        printf("  %-28s %12.0f %12.0f %10ld\n", "no cache (canned LM)", base.wall_ns,
-               base.cpu_ns, iterations / 4 + 1);
+        printf("  %-28s %12.0f %12.0f %10ld\n", "no cache (canned LM)", base.wall_ns, base.cpu_ns,
+               iterations / 4 + 1);
         static const char *const label[] = { "L1 hit (memory)", "L2 hit (Redis)",
                                              "L3 hit (disk, LMDB)" };
         for (size_t i = 0; i < 3; i++)

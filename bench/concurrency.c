@@ -45,8 +45,8 @@ static dspy_program *qa_program(void)
     dspy_signature *sig = NULL;
     if (dspy_signature_parse("question -> answer", NULL, &sig, NULL))
         exit(2);
-    dspy_program *p = dspy_program_single(dspy_module_new(DSPY_MODULE_PREDICT, sig,
-                                                          DSPY_ADAPTER_CHAT));
+    dspy_program *p = dspy_program_single(
+        dspy_module_new(DSPY_MODULE_PREDICT, sig, DSPY_ADAPTER_CHAT));
     dspy_signature_free(sig);
     if (!p)
         exit(2);
@@ -66,8 +66,8 @@ static json_t *questions(size_t n, size_t salt)
 
 /* Run n records at concurrency c; wall seconds, CPU seconds, failures and the worker threads
  * it ran on (0: on the event loop) out. */
-static void run_batch(dspy_program *p, dspy_lm *lm, size_t n, unsigned c, size_t salt,
-                      double *wall, double *cpu, size_t *failed, size_t *threads)
+static void run_batch(dspy_program *p, dspy_lm *lm, size_t n, unsigned c, size_t salt, double *wall,
+                      double *cpu, size_t *failed, size_t *threads)
 {
     json_t *in = questions(n, salt);
     struct dspy_batch_result *res = calloc(n, sizeof(*res));
@@ -119,8 +119,8 @@ int main(int argc, char **argv)
         double w, c;
         size_t failed, threads;
         run_batch(p, lm, 32, 16, 1u << 30, &w, &c, &failed, &threads); /* warm connections */
-        printf("# dspy_program_batch vs concurrency, server latency %d ms, %d rounds\n",
-               latency_ms, rounds);
+        printf("# dspy_program_batch vs concurrency, server latency %d ms, %d rounds\n", latency_ms,
+               rounds);
         printf("%-12s %8s %8s %10s %10s %8s %12s %7s\n", "concurrency", "workers", "records",
                "rec/s", "ideal", "%ideal", "cpu_us/rec", "failed");
         for (int i = 0; i < nlevels; i++) {

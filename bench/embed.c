@@ -15,14 +15,10 @@
 #include <dspyc/embed.h>
 
 static const char *const builtin[] = {
-    "How do I cancel my subscription?",
-    "What is the capital of France?",
-    "Track my order 48213 please",
-    "Is ibuprofen safe with alcohol?",
-    "The weather is lovely today.",
-    "Where can I find the invoice for May?",
-    "Reset my password, I forgot it",
-    "Which plan includes priority support?",
+    "How do I cancel my subscription?", "What is the capital of France?",
+    "Track my order 48213 please",      "Is ibuprofen safe with alcohol?",
+    "The weather is lovely today.",     "Where can I find the invoice for May?",
+    "Reset my password, I forgot it",   "Which plan includes priority support?",
 };
 
 static double cpu_s(void)

@@ -27,7 +27,7 @@ static const char BODY[] =
     "\"[[ ## question ## ]]\\nWhat is 2+2?\"}],\"temperature\":0.0,\"max_tokens\":64}";
 
 struct config {
-    const char *url;      /* external server base (…/v1), or NULL for the forked one */
+    const char *url; /* external server base (…/v1), or NULL for the forked one */
     int latency_ms;
     int rounds;
     int levels[16];
@@ -46,8 +46,7 @@ struct loop {
     pthread_cond_t cv;
 };
 
-static void on_done(struct dspy__engine_call *call, const struct dspy__engine_result *res,
-                    void *ud)
+static void on_done(struct dspy__engine_call *call, const struct dspy__engine_result *res, void *ud)
 {
     struct loop *l = ud;
     (void)call;
@@ -85,8 +84,8 @@ static double cpu_s(void)
 }
 
 /* One level, in a child process: prints one row. */
-static int run_level(const char *scenario, const char *target, int conc, long total,
-                     int latency_ms, uint32_t recv_buf)
+static int run_level(const char *scenario, const char *target, int conc, long total, int latency_ms,
+                     uint32_t recv_buf)
 {
     ts_raise_nofile();
     struct dspy__engine_options o = DSPY__ENGINE_OPTIONS_INIT;

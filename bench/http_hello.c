@@ -41,12 +41,15 @@ static void build_reply(int sse_events)
     for (int i = 0; i <= sse_events + 1; i++) {
         int n;
         if (i < sse_events)
-            n = snprintf(ev, sizeof(ev), "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\","
+            n = snprintf(ev, sizeof(ev),
+                         "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\","
                          "\"choices\":[{\"index\":0,\"delta\":{\"content\":\" tok\"},"
                          "\"finish_reason\":null}],\"usage\":null}\n\n");
         else if (i == sse_events)
-            n = snprintf(ev, sizeof(ev), "data: {\"id\":\"x\",\"choices\":[],\"usage\":"
-                         "{\"prompt_tokens\":8,\"completion_tokens\":%d}}\n\n", sse_events);
+            n = snprintf(ev, sizeof(ev),
+                         "data: {\"id\":\"x\",\"choices\":[],\"usage\":"
+                         "{\"prompt_tokens\":8,\"completion_tokens\":%d}}\n\n",
+                         sse_events);
         else
             n = snprintf(ev, sizeof(ev), "data: [DONE]\n\n");
         len += (size_t)sprintf(reply + len, "%x\r\n%s\r\n", n, ev);

@@ -34,8 +34,7 @@ static int source(void *ud, struct dspy_batch_item *item)
     return 1;
 }
 
-static int sink(void *ud, size_t index, struct dspy_batch_item *item,
-                struct dspy_batch_result *r)
+static int sink(void *ud, size_t index, struct dspy_batch_item *item, struct dspy_batch_result *r)
 {
     (void)ud;
     (void)index;
@@ -76,13 +75,13 @@ int main(int argc, char **argv)
     o.base_url = url;
     o.model = "openai/dspyc-sim";
     o.api_key_env = "DSPYC_BENCH_NO_KEY";
-    if (dspy_lm_new(&o, &lm, &err) || dspy_signature_parse("question -> answer", NULL, &sig,
-                                                           &err)) {
+    if (dspy_lm_new(&o, &lm, &err) ||
+        dspy_signature_parse("question -> answer", NULL, &sig, &err)) {
         fprintf(stderr, "bench_inflight: %s\n", err.message);
         return 2;
     }
-    dspy_program *p = dspy_program_single(dspy_module_new(DSPY_MODULE_PREDICT, sig,
-                                                          DSPY_ADAPTER_CHAT));
+    dspy_program *p = dspy_program_single(
+        dspy_module_new(DSPY_MODULE_PREDICT, sig, DSPY_ADAPTER_CHAT));
     dspy_signature_free(sig);
     struct feed warm = { 0, 4 }, f = { 0, n };
     struct dspy_batch_options bo = DSPY_BATCH_OPTIONS_INIT;
@@ -96,8 +95,8 @@ int main(int argc, char **argv)
     double wall = (double)(dspy_clock_ns() - t0) / 1e9;
     long rss1 = max_rss_kb();
     double ideal = (double)conc * 1000.0 / latency_ms;
-    printf("# dspy_program_batch_stream, %zu records at concurrency %u, latency %d ms\n", n,
-           conc, latency_ms);
+    printf("# dspy_program_batch_stream, %zu records at concurrency %u, latency %d ms\n", n, conc,
+           latency_ms);
     printf("rec_s %.1f ideal %.1f pct_ideal %.1f failed %zu rss_idle_kb %ld rss_peak_kb %ld "
            "kb_per_call_in_flight %.2f%s%s\n",
            (double)n / wall, ideal, 100.0 * (double)n / wall / ideal, st.failed, rss0, rss1,

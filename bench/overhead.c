@@ -31,7 +31,7 @@ static dspy_status canned_transport(void *userdata, const char *url, const char 
     return DSPY_OK;
 }
 
-#define CANNED(content)                                                                      \
+#define CANNED(content)                                                                        \
     "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"sim\","   \
     "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"" content     \
     "\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":" \

@@ -112,10 +112,10 @@ static void report(const struct pair *ps, size_t n, bool level)
         char a[64], b[64];
         wilson(h, hn, &hl, &hh);
         wilson(f, fn, &fl, &fh);
-        snprintf(a, sizeof(a), "%5.1f%% [%4.1f,%5.1f]", 100.0 * (double)h / (double)hn,
-                 100 * hl, 100 * hh);
-        snprintf(b, sizeof(b), "%5.1f%% [%4.1f,%5.1f]", 100.0 * (double)f / (double)fn,
-                 100 * fl, 100 * fh);
+        snprintf(a, sizeof(a), "%5.1f%% [%4.1f,%5.1f]", 100.0 * (double)h / (double)hn, 100 * hl,
+                 100 * hh);
+        snprintf(b, sizeof(b), "%5.1f%% [%4.1f,%5.1f]", 100.0 * (double)f / (double)fn, 100 * fl,
+                 100 * fh);
         printf("%-6.2f %-22s %-22s", thresholds[t], a, b);
         for (size_t k = 0; k < nk; k++) {
             size_t s = 0, m = 0;

@@ -82,8 +82,8 @@ static int cmd_stats(const struct cache_args *a, struct cache_config *cc)
             abort();
         if (checked) {
             json_t *l3 = json_object_get(o, "l3");
-            uint64_t unreadable = st.level[2].entries > readable
-                                      ? st.level[2].entries - readable : 0;
+            uint64_t unreadable = st.level[2].entries > readable ? st.level[2].entries - readable
+                                                                 : 0;
             json_object_set_new(l3, "readable", json_integer((json_int_t)readable));
             json_object_set_new(l3, "unreadable", json_integer((json_int_t)unreadable));
         }
@@ -100,8 +100,7 @@ static int cmd_stats(const struct cache_args *a, struct cache_config *cc)
         printf("%-6s %10llu %12s  %s\n", "disk", (unsigned long long)st.level[2].entries,
                cache_fmt_bytes(st.level[2].bytes, bytes, sizeof(bytes)), cc->dir);
     if (cc->levels & DSPY_CACHE_L2)
-        printf("%-6s %10s %12s  %s (%s)\n", "redis", "-", "-", url,
-               st.redis_up ? "up" : "down");
+        printf("%-6s %10s %12s  %s (%s)\n", "redis", "-", "-", url, st.redis_up ? "up" : "down");
     if (cc->levels & DSPY_CACHE_SEMANTIC)
         cache_print_semantic(stdout, &st, "");
     if (cc->ns)
@@ -110,8 +109,8 @@ static int cmd_stats(const struct cache_args *a, struct cache_config *cc)
         printf("check: %zu disk entries read back cleanly, %llu unreadable (corrupt or "
                "truncated) or expired\n",
                readable,
-               (unsigned long long)(st.level[2].entries > readable
-                                        ? st.level[2].entries - readable : 0));
+               (unsigned long long)(st.level[2].entries > readable ? st.level[2].entries - readable
+                                                                   : 0));
     for (int i = 1; i < 3; i++)
         if (st.level[i].last_error[0])
             printf("%s: %s\n", i == 1 ? "redis" : "disk", st.level[i].last_error);
@@ -123,9 +122,9 @@ static int cmd_stats(const struct cache_args *a, struct cache_config *cc)
 static int stats_damaged(const struct cache_args *a, const struct cache_config *cc)
 {
     if (a->json) {
-        json_t *o = json_pack("{s:{s:s, s:s}, s:{s:b, s:s, s:s}}", "config", "levels", "off",
-                              "dir", cc->dir, "l3", "damaged", 1, "error", cc->disk_damage,
-                              "repair", "dspyc cache clear --level disk");
+        json_t *o = json_pack("{s:{s:s, s:s}, s:{s:b, s:s, s:s}}", "config", "levels", "off", "dir",
+                              cc->dir, "l3", "damaged", 1, "error", cc->disk_damage, "repair",
+                              "dspyc cache clear --level disk");
         char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
         if (!text)
             abort();
@@ -163,8 +162,9 @@ static int cmd_export(const struct cache_args *a, struct cache_config *cc)
 {
     struct dspy_error err;
     size_t n = 0;
-    unsigned level = a->level ? a->level
-                              : (cc->levels & DSPY_CACHE_L3) ? DSPY_CACHE_L3 : DSPY_CACHE_L2;
+    unsigned level = a->level                       ? a->level
+                     : (cc->levels & DSPY_CACHE_L3) ? DSPY_CACHE_L3
+                                                    : DSPY_CACHE_L2;
     FILE *out = strcmp(a->file, "-") ? fopen(a->file, "w") : stdout;
     dspy_error_clear(&err);
     if (!out) {
@@ -201,8 +201,7 @@ static int cmd_import(const struct cache_args *a, struct cache_config *cc)
     if (in != stdin)
         fclose(in);
     if (rc) {
-        fprintf(stderr, "dspyc cache import: %s (%zu entries stored before it)\n", err.message,
-                n);
+        fprintf(stderr, "dspyc cache import: %s (%zu entries stored before it)\n", err.message, n);
         return 1;
     }
     fprintf(stderr, "dspyc cache import: %zu entries\n", n);
@@ -232,10 +231,9 @@ static int parse_args(struct cache_args *a, struct cache_config *cc, int argc, c
             a->level = !strcmp(optarg, "mem") || !strcmp(optarg, "l1")     ? DSPY_CACHE_L1
                        : !strcmp(optarg, "redis") || !strcmp(optarg, "l2") ? DSPY_CACHE_L2
                        : !strcmp(optarg, "disk") || !strcmp(optarg, "l3")  ? DSPY_CACHE_L3
-                                                                            : 0;
+                                                                           : 0;
             if (!a->level) {
-                fprintf(stderr, "dspyc cache: --level: '%s' is not mem, redis or disk\n",
-                        optarg);
+                fprintf(stderr, "dspyc cache: --level: '%s' is not mem, redis or disk\n", optarg);
                 return 2;
             }
             break;
@@ -278,8 +276,10 @@ int cmd_cache(int argc, char **argv)
         return rc;
     }
     if (cc.disk_damage[0] && !(cc.levels & (DSPY_CACHE_L2 | DSPY_CACHE_L3))) {
-        fprintf(stderr, "dspyc cache %s: nothing to do without the disk level; repair it "
-                        "first with `dspyc cache clear --level disk`\n", a.verb);
+        fprintf(stderr,
+                "dspyc cache %s: nothing to do without the disk level; repair it "
+                "first with `dspyc cache clear --level disk`\n",
+                a.verb);
         cache_config_close(&cc);
         return 2;
     }

@@ -22,15 +22,13 @@ static const struct {
     [CACHE_DISK_SIZE] = { "cache_disk_size", "--cache-disk-size", "DSPYC_CACHE_DISK_SIZE" },
     [CACHE_NO_CACHE] = { "no_cache", "--no-cache", "DSPYC_NO_CACHE" },
     [CACHE_NO_STORE] = { "no_store", "--no-store", "DSPYC_NO_STORE" },
-    [CACHE_REDIS_TIMEOUT] = { "redis_timeout_ms", "--redis-timeout-ms",
-                              "DSPYC_REDIS_TIMEOUT_MS" },
+    [CACHE_REDIS_TIMEOUT] = { "redis_timeout_ms", "--redis-timeout-ms", "DSPYC_REDIS_TIMEOUT_MS" },
     [CACHE_SEMANTIC_THRESHOLD] = { "semantic_threshold", "--semantic-threshold",
                                    "DSPYC_SEMANTIC_THRESHOLD" },
     [CACHE_EMBED_MODEL] = { "embed_model", "--embed-model", "DSPYC_EMBED_MODEL" },
     [CACHE_SEMANTIC_PROJECTION] = { "semantic_projection", "--semantic-projection",
                                     "DSPYC_SEMANTIC_PROJECTION" },
-    [CACHE_SEMANTIC_GUARDS] = { "semantic_guards", "--semantic-guards",
-                                "DSPYC_SEMANTIC_GUARDS" },
+    [CACHE_SEMANTIC_GUARDS] = { "semantic_guards", "--semantic-guards", "DSPYC_SEMANTIC_GUARDS" },
 };
 
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:6379"
@@ -39,8 +37,8 @@ static const struct {
 struct source {
     const char *value; /* NULL = not set anywhere: the default applies */
     char origin[160];
-    char text[64];     /* a config file number, as text */
-    char *owned;       /* a config file string, copied */
+    char text[64]; /* a config file number, as text */
+    char *owned;   /* a config file string, copied */
 };
 
 void cache_config_init(struct cache_config *cc, const char *default_levels)
@@ -70,9 +68,15 @@ static int parse_levels(const char *s, unsigned *out, const char **why)
         const char *name;
         unsigned bit;
     } names[] = {
-        { "mem", DSPY_CACHE_L1 },   { "memory", DSPY_CACHE_L1 }, { "l1", DSPY_CACHE_L1 },
-        { "redis", DSPY_CACHE_L2 }, { "l2", DSPY_CACHE_L2 },     { "disk", DSPY_CACHE_L3 },
-        { "l3", DSPY_CACHE_L3 },    { "off", 0 },                { "none", 0 },
+        { "mem", DSPY_CACHE_L1 },
+        { "memory", DSPY_CACHE_L1 },
+        { "l1", DSPY_CACHE_L1 },
+        { "redis", DSPY_CACHE_L2 },
+        { "l2", DSPY_CACHE_L2 },
+        { "disk", DSPY_CACHE_L3 },
+        { "l3", DSPY_CACHE_L3 },
+        { "off", 0 },
+        { "none", 0 },
         { "semantic", DSPY_CACHE_SEMANTIC },
     };
     unsigned bits = 0;
@@ -147,10 +151,22 @@ static int parse_size(const char *s, size_t *out, const char **why)
     while (*end == ' ')
         end++;
     switch (toupper((unsigned char)*end)) {
-    case 'K': mult = 1024.0; end++; break;
-    case 'M': mult = 1024.0 * 1024; end++; break;
-    case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
-    case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    case 'K':
+        mult = 1024.0;
+        end++;
+        break;
+    case 'M':
+        mult = 1024.0 * 1024;
+        end++;
+        break;
+    case 'G':
+        mult = 1024.0 * 1024 * 1024;
+        end++;
+        break;
+    case 'T':
+        mult = 1024.0 * 1024 * 1024 * 1024;
+        end++;
+        break;
     default: break;
     }
     if (mult > 1 && *end == 'i')
@@ -204,8 +220,7 @@ static int read_config_file(const char *path, const char *origin, struct source 
     const char *key;
     int rc = -1;
     if (!root) {
-        fprintf(stderr, "%s: %s %s:%d:%d: %s\n", who, origin, path, je.line, je.column,
-                je.text);
+        fprintf(stderr, "%s: %s %s:%d:%d: %s\n", who, origin, path, je.line, je.column, je.text);
         return -1;
     }
     if (!json_is_object(root)) {
@@ -217,11 +232,12 @@ static int read_config_file(const char *path, const char *origin, struct source 
         while (i < CACHE_NSETTINGS && strcmp(settings[i].key, key))
             i++;
         if (i == CACHE_NSETTINGS) {
-            fprintf(stderr, "%s: %s %s: unknown key \"%s\" (known: cache, cache_dir, "
-                            "redis_url, cache_ttl, cache_namespace, cache_mem_size, "
-                            "cache_disk_size, no_cache, no_store, redis_timeout_ms, "
-                            "semantic_threshold, embed_model, semantic_projection, "
-                            "semantic_guards)\n",
+            fprintf(stderr,
+                    "%s: %s %s: unknown key \"%s\" (known: cache, cache_dir, "
+                    "redis_url, cache_ttl, cache_namespace, cache_mem_size, "
+                    "cache_disk_size, no_cache, no_store, redis_timeout_ms, "
+                    "semantic_threshold, embed_model, semantic_projection, "
+                    "semantic_guards)\n",
                     who, origin, path, key);
             goto out;
         }
@@ -304,8 +320,8 @@ static int resolve(struct cache_config *cc, const struct source *src, bool *leve
     const char *why = NULL;
     int bad = -1;
     *levels_given = src[CACHE_LEVELS].value != NULL;
-    if (parse_levels(*levels_given ? src[CACHE_LEVELS].value : cc->default_levels,
-                     &cc->levels, &why)) {
+    if (parse_levels(*levels_given ? src[CACHE_LEVELS].value : cc->default_levels, &cc->levels,
+                     &why)) {
         bad = CACHE_LEVELS;
         goto fail;
     }
@@ -313,8 +329,7 @@ static int resolve(struct cache_config *cc, const struct source *src, bool *leve
         bad = CACHE_TTL;
         goto fail;
     }
-    if (src[CACHE_MEM_SIZE].value &&
-        parse_size(src[CACHE_MEM_SIZE].value, &cc->mem_bytes, &why)) {
+    if (src[CACHE_MEM_SIZE].value && parse_size(src[CACHE_MEM_SIZE].value, &cc->mem_bytes, &why)) {
         bad = CACHE_MEM_SIZE;
         goto fail;
     }
@@ -323,13 +338,11 @@ static int resolve(struct cache_config *cc, const struct source *src, bool *leve
         bad = CACHE_DISK_SIZE;
         goto fail;
     }
-    if (src[CACHE_NO_CACHE].value &&
-        parse_bool(src[CACHE_NO_CACHE].value, &cc->no_cache, &why)) {
+    if (src[CACHE_NO_CACHE].value && parse_bool(src[CACHE_NO_CACHE].value, &cc->no_cache, &why)) {
         bad = CACHE_NO_CACHE;
         goto fail;
     }
-    if (src[CACHE_NO_STORE].value &&
-        parse_bool(src[CACHE_NO_STORE].value, &cc->no_store, &why)) {
+    if (src[CACHE_NO_STORE].value && parse_bool(src[CACHE_NO_STORE].value, &cc->no_store, &why)) {
         bad = CACHE_NO_STORE;
         goto fail;
     }
@@ -376,14 +389,12 @@ static int resolve(struct cache_config *cc, const struct source *src, bool *leve
                  ? strdup(src[CACHE_NAMESPACE].value)
                  : NULL;
     cc->redis_url = strdup(src[CACHE_REDIS_URL].value ? src[CACHE_REDIS_URL].value
-                                                       : DEFAULT_REDIS_URL);
+                                                      : DEFAULT_REDIS_URL);
     cc->dir = src[CACHE_DIR].value ? strdup(src[CACHE_DIR].value) : default_dir();
     return 0;
 fail:
-    fprintf(stderr, "%s: %s: '%s' is %s\n", who,
-            src[bad].value ? src[bad].origin : "default", src[bad].value ? src[bad].value
-                                                                         : cc->default_levels,
-            why);
+    fprintf(stderr, "%s: %s: '%s' is %s\n", who, src[bad].value ? src[bad].origin : "default",
+            src[bad].value ? src[bad].value : cc->default_levels, why);
     return -1;
 }
 
@@ -427,15 +438,16 @@ int cache_config_open(struct cache_config *cc, const char *who)
     if (!cc->levels)
         goto out;
     if (cc->levels == DSPY_CACHE_SEMANTIC) {
-        fprintf(stderr, "%s: the semantic level needs an exact level to hold the answers: "
-                        "--cache mem,semantic or mem,disk,semantic\n", who);
+        fprintf(stderr,
+                "%s: the semantic level needs an exact level to hold the answers: "
+                "--cache mem,semantic or mem,disk,semantic\n",
+                who);
         rc = -1;
         goto out;
     }
     if ((cc->levels & DSPY_CACHE_L3) && !cc->dir) {
         if (levels_given) {
-            fprintf(stderr, "%s: the disk cache needs --cache-dir (no $HOME to put it in)\n",
-                    who);
+            fprintf(stderr, "%s: the disk cache needs --cache-dir (no $HOME to put it in)\n", who);
             rc = -1;
             goto out;
         }
@@ -457,8 +469,9 @@ int cache_config_open(struct cache_config *cc, const char *who)
             fprintf(stderr, "%s: %s; removed it (its entries are lost)\n", who, err.message);
         } else {
             snprintf(cc->disk_damage, sizeof(cc->disk_damage), "%s", err.message);
-            fprintf(stderr, "%s: warning: %s; going on without the disk cache. Repair it with "
-                            "`dspyc cache clear --level disk` (its entries are lost)\n",
+            fprintf(stderr,
+                    "%s: warning: %s; going on without the disk cache. Repair it with "
+                    "`dspyc cache clear --level disk` (its entries are lost)\n",
                     who, err.message);
             cc->levels &= ~DSPY_CACHE_L3;
             if (!cc->levels)
@@ -542,8 +555,8 @@ void cache_print_levels(FILE *out, const struct dspy_cache_stats *st, unsigned l
 {
     static const char *const names[3] = { "mem", "redis", "disk" };
     fprintf(out, "%s%-6s %8s %8s %8s %9s %8s %8s %8s %8s %8s %10s\n", indent, "level", "hits",
-            "misses", "puts", "evictions", "expired", "corrupt", "errors", "skipped",
-            "entries", "bytes");
+            "misses", "puts", "evictions", "expired", "corrupt", "errors", "skipped", "entries",
+            "bytes");
     for (int i = 0; i < 3; i++) {
         const struct dspy_cache_level_stats *l = &st->level[i];
         char bytes[32], entries[24];
@@ -566,8 +579,10 @@ void cache_print_levels(FILE *out, const struct dspy_cache_stats *st, unsigned l
         if ((levels & (1u << i)) && st->level[i].last_error[0])
             fprintf(out, "%s%s: last error: %s\n", indent, names[i], st->level[i].last_error);
     if (levels & DSPY_CACHE_L2)
-        fprintf(out, "%sredis: %s\n", indent, st->redis_up ? "up" : "down (lookups miss, "
-                                                                   "stores are dropped)");
+        fprintf(out, "%sredis: %s\n", indent,
+                st->redis_up ? "up"
+                             : "down (lookups miss, "
+                               "stores are dropped)");
     if (levels & DSPY_CACHE_SEMANTIC)
         cache_print_semantic(out, st, indent);
 }
@@ -592,8 +607,8 @@ void cache_print_semantic(FILE *out, const struct dspy_cache_stats *st, const ch
         }
     if (guarded)
         fputc(')', out);
-    fprintf(out, "; %llu records (%s) in %llu partitions%s\n",
-            (unsigned long long)st->sem_entries, cache_fmt_bytes(st->sem_bytes, bytes, sizeof(bytes)),
+    fprintf(out, "; %llu records (%s) in %llu partitions%s\n", (unsigned long long)st->sem_entries,
+            cache_fmt_bytes(st->sem_bytes, bytes, sizeof(bytes)),
             (unsigned long long)st->sem_partitions,
             st->sem_unavailable ? "; model unavailable: every lookup misses" : "");
 }

@@ -35,22 +35,22 @@ struct cache_config {
     const char *config_path;           /* --cache-config */
     unsigned exclude;                  /* levels never opened, whatever the settings say */
     /* resolved by cache_config_open() */
-    unsigned levels;                   /* DSPY_CACHE_L* bits actually open */
-    char *dir;                         /* disk path (with L3) */
-    char *redis_url;                   /* with L2 */
-    char *ns;                          /* namespace, or NULL */
-    double ttl_s;                      /* 0 = the levels' defaults */
+    unsigned levels; /* DSPY_CACHE_L* bits actually open */
+    char *dir;       /* disk path (with L3) */
+    char *redis_url; /* with L2 */
+    char *ns;        /* namespace, or NULL */
+    double ttl_s;    /* 0 = the levels' defaults */
     size_t mem_bytes, disk_bytes;
-    double redis_timeout_ms;           /* 0 = the library's default (50 ms) */
-    double semantic_threshold;         /* 0 = the library's default */
-    char *embed_model;                 /* model folder of the semantic level, or NULL */
-    int semantic_projection;           /* enum dspy_semantic_projection */
-    unsigned semantic_guards;          /* DSPY_SEMANTIC_GUARD_* bits */
+    double redis_timeout_ms;   /* 0 = the library's default (50 ms) */
+    double semantic_threshold; /* 0 = the library's default */
+    char *embed_model;         /* model folder of the semantic level, or NULL */
+    int semantic_projection;   /* enum dspy_semantic_projection */
+    unsigned semantic_guards;  /* DSPY_SEMANTIC_GUARD_* bits */
     bool no_cache, no_store;
-    dspy_cache *cache;                 /* NULL when caching is off */
-    bool repair_disk;                  /* set before open: remove a damaged disk store and
+    dspy_cache *cache;     /* NULL when caching is off */
+    bool repair_disk;      /* set before open: remove a damaged disk store and
                                         * start it empty (`dspyc cache clear`) */
-    char disk_damage[512];             /* after open: why the disk level was left out as
+    char disk_damage[512]; /* after open: why the disk level was left out as
                                         * damaged ("" = it was not) */
 };
 
@@ -72,55 +72,57 @@ enum {
     CACHE_OPT_CONFIG,
 };
 
-#define CACHE_LONG_OPTIONS                                                                   \
-    { "cache", required_argument, NULL, CACHE_OPT_LEVELS },                                  \
-        { "cache-dir", required_argument, NULL, CACHE_OPT_DIR },                             \
-        { "redis-url", required_argument, NULL, CACHE_OPT_REDIS_URL },                       \
-        { "cache-ttl", required_argument, NULL, CACHE_OPT_TTL },                             \
-        { "cache-namespace", required_argument, NULL, CACHE_OPT_NAMESPACE },                 \
-        { "cache-mem-size", required_argument, NULL, CACHE_OPT_MEM_SIZE },                   \
-        { "cache-disk-size", required_argument, NULL, CACHE_OPT_DISK_SIZE },                 \
-        { "no-cache", no_argument, NULL, CACHE_OPT_NO_CACHE },                               \
-        { "no-store", no_argument, NULL, CACHE_OPT_NO_STORE },                               \
-        { "redis-timeout-ms", required_argument, NULL, CACHE_OPT_REDIS_TIMEOUT },            \
-        { "semantic-threshold", required_argument, NULL, CACHE_OPT_SEMANTIC_THRESHOLD },     \
-        { "embed-model", required_argument, NULL, CACHE_OPT_EMBED_MODEL },                   \
-        { "semantic-projection", required_argument, NULL, CACHE_OPT_SEMANTIC_PROJECTION },   \
-        { "semantic-guards", required_argument, NULL, CACHE_OPT_SEMANTIC_GUARDS },           \
-        { "cache-config", required_argument, NULL, CACHE_OPT_CONFIG }
+#define CACHE_LONG_OPTIONS                                                                 \
+    { "cache", required_argument, NULL, CACHE_OPT_LEVELS },                                \
+        { "cache-dir", required_argument, NULL, CACHE_OPT_DIR },                           \
+        { "redis-url", required_argument, NULL, CACHE_OPT_REDIS_URL },                     \
+        { "cache-ttl", required_argument, NULL, CACHE_OPT_TTL },                           \
+        { "cache-namespace", required_argument, NULL, CACHE_OPT_NAMESPACE },               \
+        { "cache-mem-size", required_argument, NULL, CACHE_OPT_MEM_SIZE },                 \
+        { "cache-disk-size", required_argument, NULL, CACHE_OPT_DISK_SIZE },               \
+        { "no-cache", no_argument, NULL, CACHE_OPT_NO_CACHE },                             \
+        { "no-store", no_argument, NULL, CACHE_OPT_NO_STORE },                             \
+        { "redis-timeout-ms", required_argument, NULL, CACHE_OPT_REDIS_TIMEOUT },          \
+        { "semantic-threshold", required_argument, NULL, CACHE_OPT_SEMANTIC_THRESHOLD },   \
+        { "embed-model", required_argument, NULL, CACHE_OPT_EMBED_MODEL },                 \
+        { "semantic-projection", required_argument, NULL, CACHE_OPT_SEMANTIC_PROJECTION }, \
+        { "semantic-guards", required_argument, NULL, CACHE_OPT_SEMANTIC_GUARDS },         \
+    {                                                                                      \
+        "cache-config", required_argument, NULL, CACHE_OPT_CONFIG                          \
+    }
 
-#define CACHE_HELP                                                                           \
-    "cache (flags > environment > config file > defaults; see docs/cache.md):\n"            \
-    "  --cache LEVELS        mem, redis, disk, semantic, comma-separated, or off\n"         \
-    "                        ($DSPYC_CACHE; default mem,disk for run and predict,\n"         \
-    "                        off for bench; semantic: near-duplicate requests, see\n"      \
-    "                        docs/semantic-cache.md)\n"                                     \
-    "  --cache-dir DIR       disk cache directory ($DSPYC_CACHE_DIR; default\n"             \
-    "                        $XDG_CACHE_HOME/dspyc, else ~/.cache/dspyc)\n"                 \
-    "  --redis-url URL       Redis for the redis level ($DSPYC_REDIS_URL; default\n"        \
-    "                        redis://127.0.0.1:6379)\n"                                      \
-    "  --redis-timeout-ms MS connect and command timeout; past it Redis counts as down\n"   \
-    "                        and lookups miss ($DSPYC_REDIS_TIMEOUT_MS; default 50)\n"      \
-    "  --cache-ttl SECONDS   lifetime of new entries at every level ($DSPYC_CACHE_TTL;\n"    \
-    "                        default: none in memory and on disk, 7 days in Redis)\n"        \
-    "  --cache-namespace NS  keep these entries apart from others ($DSPYC_CACHE_NAMESPACE)\n" \
-    "  --cache-mem-size N    memory budget, e.g. 256M ($DSPYC_CACHE_MEM_SIZE; 256M)\n"       \
-    "  --cache-disk-size N   disk budget, oldest evicted ($DSPYC_CACHE_DISK_SIZE; 1G)\n"     \
+#define CACHE_HELP                                                                             \
+    "cache (flags > environment > config file > defaults; see docs/cache.md):\n"               \
+    "  --cache LEVELS        mem, redis, disk, semantic, comma-separated, or off\n"            \
+    "                        ($DSPYC_CACHE; default mem,disk for run and predict,\n"           \
+    "                        off for bench; semantic: near-duplicate requests, see\n"          \
+    "                        docs/semantic-cache.md)\n"                                        \
+    "  --cache-dir DIR       disk cache directory ($DSPYC_CACHE_DIR; default\n"                \
+    "                        $XDG_CACHE_HOME/dspyc, else ~/.cache/dspyc)\n"                    \
+    "  --redis-url URL       Redis for the redis level ($DSPYC_REDIS_URL; default\n"           \
+    "                        redis://127.0.0.1:6379)\n"                                        \
+    "  --redis-timeout-ms MS connect and command timeout; past it Redis counts as down\n"      \
+    "                        and lookups miss ($DSPYC_REDIS_TIMEOUT_MS; default 50)\n"         \
+    "  --cache-ttl SECONDS   lifetime of new entries at every level ($DSPYC_CACHE_TTL;\n"      \
+    "                        default: none in memory and on disk, 7 days in Redis)\n"          \
+    "  --cache-namespace NS  keep these entries apart from others ($DSPYC_CACHE_NAMESPACE)\n"  \
+    "  --cache-mem-size N    memory budget, e.g. 256M ($DSPYC_CACHE_MEM_SIZE; 256M)\n"         \
+    "  --cache-disk-size N   disk budget, oldest evicted ($DSPYC_CACHE_DISK_SIZE; 1G)\n"       \
     "  --no-cache            do not read the cache; still store answers ($DSPYC_NO_CACHE=1)\n" \
-    "  --no-store            do not store answers ($DSPYC_NO_STORE=1)\n"                     \
-    "  --semantic-threshold X  cosine similarity a near-duplicate must reach for the\n"     \
-    "                        semantic level, in (0, 1] ($DSPYC_SEMANTIC_THRESHOLD; 0.85)\n" \
-    "  --embed-model DIR     model folder of the semantic level ($DSPYC_EMBED_MODEL;\n"     \
-    "                        default models/all-MiniLM-L6-v2)\n"                             \
-    "  --semantic-projection P  what is embedded: last-user (default), user-turns or all\n" \
-    "                        ($DSPYC_SEMANTIC_PROJECTION)\n"                                 \
-    "  --semantic-guards G   guards that refuse a near-duplicate: comma-separated of\n"      \
-    "                        number, negation, date, entity, scope, antonym, or all (the\n"  \
-    "                        default) or none ($DSPYC_SEMANTIC_GUARDS)\n"                    \
-    "  --cache-config FILE   JSON file with the same keys: cache, cache_dir, redis_url,\n"   \
-    "                        cache_ttl, cache_namespace, cache_mem_size, cache_disk_size,\n" \
-    "                        no_cache, no_store, redis_timeout_ms, semantic_threshold,\n" \
-    "                        embed_model, semantic_projection, semantic_guards\n"        \
+    "  --no-store            do not store answers ($DSPYC_NO_STORE=1)\n"                       \
+    "  --semantic-threshold X  cosine similarity a near-duplicate must reach for the\n"        \
+    "                        semantic level, in (0, 1] ($DSPYC_SEMANTIC_THRESHOLD; 0.85)\n"    \
+    "  --embed-model DIR     model folder of the semantic level ($DSPYC_EMBED_MODEL;\n"        \
+    "                        default models/all-MiniLM-L6-v2)\n"                               \
+    "  --semantic-projection P  what is embedded: last-user (default), user-turns or all\n"    \
+    "                        ($DSPYC_SEMANTIC_PROJECTION)\n"                                   \
+    "  --semantic-guards G   guards that refuse a near-duplicate: comma-separated of\n"        \
+    "                        number, negation, date, entity, scope, antonym, or all (the\n"    \
+    "                        default) or none ($DSPYC_SEMANTIC_GUARDS)\n"                      \
+    "  --cache-config FILE   JSON file with the same keys: cache, cache_dir, redis_url,\n"     \
+    "                        cache_ttl, cache_namespace, cache_mem_size, cache_disk_size,\n"   \
+    "                        no_cache, no_store, redis_timeout_ms, semantic_threshold,\n"      \
+    "                        embed_model, semantic_projection, semantic_guards\n"              \
     "                        ($DSPYC_CONFIG)\n"
 
 void cache_config_init(struct cache_config *cc, const char *default_levels);

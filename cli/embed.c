@@ -54,7 +54,7 @@ struct embed_run {
     struct record *recs;
     size_t n;
     long failed;
-    char *out;        /* one output line */
+    char *out; /* one output line */
     size_t out_cap;
 };
 
@@ -88,7 +88,8 @@ static void print_vector(struct embed_run *r, long index, const float *v)
 {
     char head[64], json[DSPY_EMBEDDING_JSON_MAX];
     size_t len = 0;
-    add(r, &len, head, (size_t)snprintf(head, sizeof(head), "{\"index\":%ld,\"embedding\":", index));
+    add(r, &len, head,
+        (size_t)snprintf(head, sizeof(head), "{\"index\":%ld,\"embedding\":", index));
     add(r, &len, json, dspy_embedding_json(v, DSPY_EMBED_DIM, json, sizeof(json)));
     add(r, &len, "}\n", 2);
     fwrite(r->out, 1, len, stdout);
@@ -221,8 +222,7 @@ static int read_input(struct embed_run *r, const char *path, long max_line)
         } else if (!json_is_object(v)) {
             line_error(rec, DSPY_EPARSE, 1, "expected a JSON object {\"text\": ...}");
         } else if (!json_is_string(t)) {
-            line_error(rec, DSPY_EINVAL, -1,
-                       t ? "\"text\" must be a string" : "no \"text\" field");
+            line_error(rec, DSPY_EINVAL, -1, t ? "\"text\" must be a string" : "no \"text\" field");
             snprintf(rec->err.field, sizeof(rec->err.field), "text");
         } else {
             rec->len = json_string_length(t);

@@ -51,8 +51,8 @@ int endpoint_option(struct endpoint *ep, int opt, const char *arg)
         return parse_double_flag("--temperature", arg, 0, 10, &ep->temperature) ? -1 : 1;
     case ENDPOINT_OPT_SIM: ep->sim_flags = arg; return 1;
     case ENDPOINT_OPT_REQUEST_TIMEOUT:
-        return parse_double_flag("--request-timeout", arg, 0.001, 1e6, &ep->request_timeout_s)
-                   ? -1 : 1;
+        return parse_double_flag("--request-timeout", arg, 0.001, 1e6, &ep->request_timeout_s) ? -1
+                                                                                               : 1;
     case ENDPOINT_OPT_MAX_RETRIES:
         return parse_long_flag("--max-retries", arg, 0, 100, &ep->max_retries) ? -1 : 1;
     case ENDPOINT_OPT_RPM: return parse_double_flag("--rpm", arg, 0, 1e9, &ep->rpm) ? -1 : 1;

@@ -14,20 +14,20 @@
 #include "cache_config.h"
 
 struct endpoint {
-    const char *base_url;     /* --base-url, $DSPYC_BASE_URL, $OPENAI_BASE_URL */
-    const char *model;        /* --model, $DSPYC_MODEL */
-    const char *api_key_env;  /* --api-key-env */
-    const char *api_key_file; /* --api-key-file */
-    double timeout_s;         /* --timeout: a whole call, retries included */
-    double request_timeout_s; /* --request-timeout: one attempt; 0 = --timeout */
-    long max_retries;         /* --max-retries; -1 = the library's default (3) */
-    double rpm, tpm;          /* --rpm, --tpm; 0 = no limit */
-    long max_waiting;         /* --max-waiting; 0 = the library's default */
-    double temperature;       /* --temperature, NAN = endpoint default */
-    long max_tokens;          /* --max-tokens, -1 = endpoint default */
-    const char *sim_flags;    /* --sim: flags for the built-in simulator */
-    dspy_sim *sim;            /* the in-process simulator, when one was started */
-    char sim_url[64];         /* its base URL */
+    const char *base_url;      /* --base-url, $DSPYC_BASE_URL, $OPENAI_BASE_URL */
+    const char *model;         /* --model, $DSPYC_MODEL */
+    const char *api_key_env;   /* --api-key-env */
+    const char *api_key_file;  /* --api-key-file */
+    double timeout_s;          /* --timeout: a whole call, retries included */
+    double request_timeout_s;  /* --request-timeout: one attempt; 0 = --timeout */
+    long max_retries;          /* --max-retries; -1 = the library's default (3) */
+    double rpm, tpm;           /* --rpm, --tpm; 0 = no limit */
+    long max_waiting;          /* --max-waiting; 0 = the library's default */
+    double temperature;        /* --temperature, NAN = endpoint default */
+    long max_tokens;           /* --max-tokens, -1 = endpoint default */
+    const char *sim_flags;     /* --sim: flags for the built-in simulator */
+    dspy_sim *sim;             /* the in-process simulator, when one was started */
+    char sim_url[64];          /* its base URL */
     struct cache_config cache; /* --cache and friends; cache.cache once opened */
 };
 
@@ -47,31 +47,31 @@ enum {
     ENDPOINT_OPT_MAX_WAITING,
 };
 
-#define ENDPOINT_LONG_OPTIONS                                                                \
-    { "base-url", required_argument, NULL, ENDPOINT_OPT_BASE_URL },                          \
-        { "model", required_argument, NULL, ENDPOINT_OPT_MODEL },                            \
-        { "api-key-env", required_argument, NULL, ENDPOINT_OPT_API_KEY_ENV },                \
-        { "api-key-file", required_argument, NULL, ENDPOINT_OPT_API_KEY_FILE },              \
-        { "timeout", required_argument, NULL, ENDPOINT_OPT_TIMEOUT },                        \
-        { "temperature", required_argument, NULL, ENDPOINT_OPT_TEMPERATURE },                \
-        { "max-tokens", required_argument, NULL, ENDPOINT_OPT_MAX_TOKENS },                  \
-        { "sim", required_argument, NULL, ENDPOINT_OPT_SIM },                                \
-        { "request-timeout", required_argument, NULL, ENDPOINT_OPT_REQUEST_TIMEOUT },        \
-        { "max-retries", required_argument, NULL, ENDPOINT_OPT_MAX_RETRIES },                \
-        { "rpm", required_argument, NULL, ENDPOINT_OPT_RPM },                                \
-        { "tpm", required_argument, NULL, ENDPOINT_OPT_TPM },                                \
+#define ENDPOINT_LONG_OPTIONS                                                         \
+    { "base-url", required_argument, NULL, ENDPOINT_OPT_BASE_URL },                   \
+        { "model", required_argument, NULL, ENDPOINT_OPT_MODEL },                     \
+        { "api-key-env", required_argument, NULL, ENDPOINT_OPT_API_KEY_ENV },         \
+        { "api-key-file", required_argument, NULL, ENDPOINT_OPT_API_KEY_FILE },       \
+        { "timeout", required_argument, NULL, ENDPOINT_OPT_TIMEOUT },                 \
+        { "temperature", required_argument, NULL, ENDPOINT_OPT_TEMPERATURE },         \
+        { "max-tokens", required_argument, NULL, ENDPOINT_OPT_MAX_TOKENS },           \
+        { "sim", required_argument, NULL, ENDPOINT_OPT_SIM },                         \
+        { "request-timeout", required_argument, NULL, ENDPOINT_OPT_REQUEST_TIMEOUT }, \
+        { "max-retries", required_argument, NULL, ENDPOINT_OPT_MAX_RETRIES },         \
+        { "rpm", required_argument, NULL, ENDPOINT_OPT_RPM },                         \
+        { "tpm", required_argument, NULL, ENDPOINT_OPT_TPM },                         \
         { "max-waiting", required_argument, NULL, ENDPOINT_OPT_MAX_WAITING }, CACHE_LONG_OPTIONS
 
-#define ENDPOINT_HELP                                                                        \
-    "endpoint (default: the built-in simulator, started in-process):\n"                      \
-    "  --base-url URL        OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1\n"   \
-    "                        (else $DSPYC_BASE_URL, else $OPENAI_BASE_URL)\n"               \
-    "  --model NAME          model name, e.g. openai/gpt-4o-mini (else $DSPYC_MODEL;\n"     \
-    "                        a leading 'openai/' is not sent)\n"                            \
-    "  --api-key-env VAR     read the API key from $VAR (default OPENAI_API_KEY)\n"         \
-    "  --api-key-file FILE   read the API key from the first line of FILE\n"                \
-    "  --timeout SECONDS     per LM call, retries and waits included (default 600)\n"       \
-    "  --request-timeout S   per attempt (default: --timeout); a timed-out attempt is\n"    \
+#define ENDPOINT_HELP                                                                      \
+    "endpoint (default: the built-in simulator, started in-process):\n"                    \
+    "  --base-url URL        OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1\n"  \
+    "                        (else $DSPYC_BASE_URL, else $OPENAI_BASE_URL)\n"              \
+    "  --model NAME          model name, e.g. openai/gpt-4o-mini (else $DSPYC_MODEL;\n"    \
+    "                        a leading 'openai/' is not sent)\n"                           \
+    "  --api-key-env VAR     read the API key from $VAR (default OPENAI_API_KEY)\n"        \
+    "  --api-key-file FILE   read the API key from the first line of FILE\n"               \
+    "  --timeout SECONDS     per LM call, retries and waits included (default 600)\n"      \
+    "  --request-timeout S   per attempt (default: --timeout); a timed-out attempt is\n"   \
     "                        retried like a 429, 5xx or dropped connection\n"              \
     "  --max-retries N       retries of a failed attempt (default 3), with exponential\n"  \
     "                        backoff and jitter, or the server's Retry-After\n"            \
@@ -79,9 +79,9 @@ enum {
     "                        wait for capacity (default: no limit)\n"                      \
     "  --max-waiting N       calls that may wait for the rate limit at once; more fail\n"  \
     "                        at once with a 'busy' error (default 10000)\n"                \
-    "  --temperature T       sampling temperature (default: not sent)\n"                     \
-    "  --max-tokens N        completion token limit (default: not sent)\n"                   \
-    "  --sim 'FLAGS'         flags for the built-in simulator, e.g. '--latency-ms 20'\n"      \
+    "  --temperature T       sampling temperature (default: not sent)\n"                   \
+    "  --max-tokens N        completion token limit (default: not sent)\n"                 \
+    "  --sim 'FLAGS'         flags for the built-in simulator, e.g. '--latency-ms 20'\n"   \
     "                        (see 'dspyc sim --help')\n\n" CACHE_HELP
 
 /* Caching is off unless the command sets ep->cache.default_levels (run and predict use

@@ -38,8 +38,18 @@ static const char eval_usage[] =
     "  -q, --quiet           no progress bar, no summary\n"
     "  -h, --help            this text\n\n";
 
-enum { OPT_SIGNATURE = 1, OPT_MODULE, OPT_STATE, OPT_DEVSET, OPT_METRIC, OPT_METRIC_PYTHON, OPT_CONCURRENCY,
-       OPT_MAX_ERRORS, OPT_FAILURE, OPT_JSON };
+enum {
+    OPT_SIGNATURE = 1,
+    OPT_MODULE,
+    OPT_STATE,
+    OPT_DEVSET,
+    OPT_METRIC,
+    OPT_METRIC_PYTHON,
+    OPT_CONCURRENCY,
+    OPT_MAX_ERRORS,
+    OPT_FAILURE,
+    OPT_JSON
+};
 
 struct bar {
     bool on;
@@ -127,8 +137,7 @@ int cmd_eval(int argc, char **argv)
     }
     if (optind < argc)
         program_path = argv[optind++];
-    if (optind < argc || !devset || !metric_spec == !metric_python ||
-        !program_path == !signature) {
+    if (optind < argc || !devset || !metric_spec == !metric_python || !program_path == !signature) {
         fprintf(stderr, "dspyc eval: name a program file or --signature (one of them), "
                         "--devset and --metric or --metric-python (one of them)\n\n");
         endpoint_print_usage(stderr, eval_usage);
@@ -167,11 +176,11 @@ int cmd_eval(int argc, char **argv)
         goto out;
     }
     if (!quiet)
-        fprintf(stderr, "Average Metric: %.2f / %zu (%.1f%%)\ndspyc eval: score %.2f, %zu "
-                        "examples, %zu errors, %llu LM calls (%llu from the cache)\n",
-                res.sum, res.n, res.n ? 100.0 * res.sum / (double)res.n : 0.0, res.score,
-                res.n, res.errors, (unsigned long long)res.lm_calls,
-                (unsigned long long)res.cache_hits);
+        fprintf(stderr,
+                "Average Metric: %.2f / %zu (%.1f%%)\ndspyc eval: score %.2f, %zu "
+                "examples, %zu errors, %llu LM calls (%llu from the cache)\n",
+                res.sum, res.n, res.n ? 100.0 * res.sum / (double)res.n : 0.0, res.score, res.n,
+                res.errors, (unsigned long long)res.lm_calls, (unsigned long long)res.cache_hits);
     if (erc == DSPY_ECANCELED)
         fprintf(stderr, "dspyc eval: %s\n", err.message);
     rc = erc || res.errors ? 1 : 0;

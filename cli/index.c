@@ -33,9 +33,9 @@ static const char index_usage[] =
 static int index_build(int argc, char **argv)
 {
     const char *out = NULL, *corpus = NULL;
-    static const struct option longopts[] = {{"out", required_argument, NULL, 'o'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = { { "out", required_argument, NULL, 'o' },
+                                              { "help", no_argument, NULL, 'h' },
+                                              { NULL, 0, NULL, 0 } };
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
@@ -83,9 +83,9 @@ static int search_one(dspy_retriever *r, const char *query, size_t k, long linen
         return 1;
     }
     for (size_t i = 0; i < n; i++) {
-        json_t *line =
-            json_pack("{s:I, s:s, s:I, s:f, s:s}", "rank", (json_int_t)i + 1, "id", p[i].id, "pid",
-                      (json_int_t)p[i].pid, "score", p[i].score, "text", p[i].text);
+        json_t *line = json_pack("{s:I, s:s, s:I, s:f, s:s}", "rank", (json_int_t)i + 1, "id",
+                                 p[i].id, "pid", (json_int_t)p[i].pid, "score", p[i].score, "text",
+                                 p[i].text);
         if (line && lineno > 0)
             json_object_set_new(line, "query", json_integer(lineno));
         char *s = line ? json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
@@ -104,10 +104,10 @@ static int index_search(int argc, char **argv)
     const char *queries = NULL;
     long k = 3;
     bool corpus = false;
-    static const struct option longopts[] = {{"corpus", no_argument, NULL, 'c'},
-                                             {"queries", required_argument, NULL, 'q'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = { { "corpus", no_argument, NULL, 'c' },
+                                              { "queries", required_argument, NULL, 'q' },
+                                              { "help", no_argument, NULL, 'h' },
+                                              { NULL, 0, NULL, 0 } };
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "k:h", longopts, NULL)) != -1) {

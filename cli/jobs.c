@@ -13,8 +13,16 @@
 #include "cli.h"
 #include "util.h"
 
-enum { OPT_SERVER = 1600, OPT_TOKEN_FILE, OPT_PRIORITY, OPT_KEY, OPT_STATE, OPT_LIMIT,
-       OPT_TIMEOUT, OPT_SAVE };
+enum {
+    OPT_SERVER = 1600,
+    OPT_TOKEN_FILE,
+    OPT_PRIORITY,
+    OPT_KEY,
+    OPT_STATE,
+    OPT_LIMIT,
+    OPT_TIMEOUT,
+    OPT_SAVE
+};
 
 static const char usage_text[] =
     "usage: dspyc jobs submit SPEC.json|- [--priority N] [--idempotency-key K]\n"
@@ -85,8 +93,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 
 /* One request; *status gets the HTTP status (0 when it could not be sent). The body is
  * returned (caller frees with free) or NULL. */
-static char *request(const struct client *c, const char *method, const char *path,
-                     const char *data, long *status)
+static char *request(const struct client *c, const char *method, const char *path, const char *data,
+                     long *status)
 {
     CURL *h = curl_easy_init();
     struct body b = { NULL, 0 };
@@ -128,7 +136,9 @@ static void print_fail(const char *what, long status, const char *body)
     json_t *j = body ? json_loads(body, 0, NULL) : NULL;
     const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
     fprintf(stderr, "dspyc jobs %s: HTTP %ld: %s\n", what, status,
-            msg ? msg : body ? body : "(no answer)");
+            msg    ? msg
+            : body ? body
+                   : "(no answer)");
     json_decref(j);
 }
 
@@ -213,8 +223,8 @@ static int do_list(const struct client *c, const char *state, long limit)
 
 static bool valid_id(const char *id)
 {
-    return id && *id && strlen(id) < 64 && strspn(id, "abcdefghijklmnopqrstuvwxyz0123456789-") ==
-                                               strlen(id);
+    return id && *id && strlen(id) < 64 &&
+           strspn(id, "abcdefghijklmnopqrstuvwxyz0123456789-") == strlen(id);
 }
 
 static int do_wait(const struct client *c, const char *id, double timeout_s)
@@ -283,8 +293,9 @@ int cmd_jobs(int argc, char **argv)
         case OPT_KEY: key = optarg; break;
         case OPT_STATE:
             if (dspy_job_state_from_name(optarg) < 0) {
-                fprintf(stderr, "dspyc jobs: --state '%s' is not queued, running, succeeded, "
-                                "failed, cancelled or dead\n",
+                fprintf(stderr,
+                        "dspyc jobs: --state '%s' is not queued, running, succeeded, "
+                        "failed, cancelled or dead\n",
                         optarg);
                 return 2;
             }

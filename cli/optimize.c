@@ -75,12 +75,42 @@ static const char optimize_usage2[] =
     "  -h, --help            this text\n\n";
 
 enum {
-    OPT_SIGNATURE = 1, OPT_MODULE, OPT_STATE, OPT_OPTIMIZER, OPT_TRAIN, OPT_VAL, OPT_METRIC, OPT_METRIC_PYTHON,
-    OPT_SAVE, OPT_REPORT, OPT_AUTO, OPT_NUM_TRIALS, OPT_NUM_CANDIDATES, OPT_MAX_BOOT,
-    OPT_MAX_LABELED, OPT_MAX_ROUNDS, OPT_MAX_METRIC_CALLS, OPT_MAX_FULL_EVALS, OPT_SEED,
-    OPT_CONCURRENCY, OPT_PARALLEL, OPT_CHECKPOINT, OPT_TARGET, OPT_WARN_AT, OPT_STOP_AT,
-    OPT_DRY_RUN, OPT_MAX_COST, OPT_PRICE_IN, OPT_PRICE_OUT, OPT_MAX_ERRORS, OPT_TASK_MODEL,
-    OPT_PROMPT_MODEL, OPT_REFLECTION_MODEL, OPT_POPULATION, OPT_GENERATIONS, OPT_MUTATION,
+    OPT_SIGNATURE = 1,
+    OPT_MODULE,
+    OPT_STATE,
+    OPT_OPTIMIZER,
+    OPT_TRAIN,
+    OPT_VAL,
+    OPT_METRIC,
+    OPT_METRIC_PYTHON,
+    OPT_SAVE,
+    OPT_REPORT,
+    OPT_AUTO,
+    OPT_NUM_TRIALS,
+    OPT_NUM_CANDIDATES,
+    OPT_MAX_BOOT,
+    OPT_MAX_LABELED,
+    OPT_MAX_ROUNDS,
+    OPT_MAX_METRIC_CALLS,
+    OPT_MAX_FULL_EVALS,
+    OPT_SEED,
+    OPT_CONCURRENCY,
+    OPT_PARALLEL,
+    OPT_CHECKPOINT,
+    OPT_TARGET,
+    OPT_WARN_AT,
+    OPT_STOP_AT,
+    OPT_DRY_RUN,
+    OPT_MAX_COST,
+    OPT_PRICE_IN,
+    OPT_PRICE_OUT,
+    OPT_MAX_ERRORS,
+    OPT_TASK_MODEL,
+    OPT_PROMPT_MODEL,
+    OPT_REFLECTION_MODEL,
+    OPT_POPULATION,
+    OPT_GENERATIONS,
+    OPT_MUTATION,
 };
 
 struct progress {
@@ -110,7 +140,9 @@ static void on_event(void *ud, const struct dspy_optimize_event *e)
             e->what, e->trial, e->trials, isnan(e->score) ? 0.0 : e->score,
             isnan(e->best) ? 0.0 : e->best, (unsigned long long)e->lm_calls, st.elapsed_s,
             st.target_s, 100 * st.progress, st.iterations_per_s, eta,
-            st.exceeded ? "  EXCEEDED" : st.warned ? "  WARNING" : "");
+            st.exceeded ? "  EXCEEDED"
+            : st.warned ? "  WARNING"
+                        : "");
 }
 
 static int write_json(const char *path, json_t *doc)
@@ -181,11 +213,11 @@ int cmd_optimize(int argc, char **argv)
     endpoint_init(&ep);
     ep.cache.default_levels = "mem"; /* repeated candidates cost nothing */
     optind = 1;
-#define LONGF(flag, lo, hi)                                                                  \
-    if (parse_long_flag(flag, optarg, lo, hi, &v))                                           \
+#define LONGF(flag, lo, hi)                        \
+    if (parse_long_flag(flag, optarg, lo, hi, &v)) \
         return 2;
-#define DBLF(flag, lo, hi)                                                                   \
-    if (parse_double_flag(flag, optarg, lo, hi, &d))                                         \
+#define DBLF(flag, lo, hi)                           \
+    if (parse_double_flag(flag, optarg, lo, hi, &d)) \
         return 2;
     while ((opt = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
         if (opt == ENDPOINT_OPT_MAX_TOKENS) { /* here: the run's token budget */
@@ -202,8 +234,7 @@ int cmd_optimize(int argc, char **argv)
         case OPT_SIGNATURE: signature = optarg; break;
         case OPT_MODULE:
             if ((module = dspy_module_kind_from_name(optarg)) < 0) {
-                fprintf(stderr, "dspyc optimize: --module: '%s' is not predict or cot\n",
-                        optarg);
+                fprintf(stderr, "dspyc optimize: --module: '%s' is not predict or cot\n", optarg);
                 return 2;
             }
             break;
@@ -216,14 +247,26 @@ int cmd_optimize(int argc, char **argv)
         case OPT_SAVE: save = optarg; break;
         case OPT_REPORT: report_path = optarg; break;
         case OPT_AUTO: o.auto_budget = optarg; break;
-        case OPT_NUM_TRIALS: LONGF("--num-trials", 1, 100000); o.num_trials = v; break;
+        case OPT_NUM_TRIALS:
+            LONGF("--num-trials", 1, 100000);
+            o.num_trials = v;
+            break;
         case OPT_NUM_CANDIDATES:
             LONGF("--num-candidates", 1, 1000);
             o.num_candidates = v;
             break;
-        case OPT_MAX_BOOT: LONGF("--max-bootstrapped-demos", 0, 1000); o.max_bootstrapped_demos = v; break;
-        case OPT_MAX_LABELED: LONGF("--max-labeled-demos", 0, 1000); o.max_labeled_demos = v; break;
-        case OPT_MAX_ROUNDS: LONGF("--max-rounds", 1, 100); o.max_rounds = v; break;
+        case OPT_MAX_BOOT:
+            LONGF("--max-bootstrapped-demos", 0, 1000);
+            o.max_bootstrapped_demos = v;
+            break;
+        case OPT_MAX_LABELED:
+            LONGF("--max-labeled-demos", 0, 1000);
+            o.max_labeled_demos = v;
+            break;
+        case OPT_MAX_ROUNDS:
+            LONGF("--max-rounds", 1, 100);
+            o.max_rounds = v;
+            break;
         case OPT_MAX_METRIC_CALLS:
             LONGF("--max-metric-calls", 1, 1L << 40);
             o.max_metric_calls = v;
@@ -232,24 +275,61 @@ int cmd_optimize(int argc, char **argv)
             LONGF("--max-full-evals", 1, 1L << 30);
             o.max_full_evals = v;
             break;
-        case OPT_SEED: LONGF("--seed", 0, 1L << 62); o.seed = (uint64_t)v; seed_given = true; break;
-        case OPT_CONCURRENCY: LONGF("--concurrency", 1, DSPY_BATCH_MAX_WORKERS); o.concurrency = (unsigned)v; break;
-        case OPT_PARALLEL: LONGF("--parallel-trials", 1, 64); o.parallel_trials = (unsigned)v; break;
+        case OPT_SEED:
+            LONGF("--seed", 0, 1L << 62);
+            o.seed = (uint64_t)v;
+            seed_given = true;
+            break;
+        case OPT_CONCURRENCY:
+            LONGF("--concurrency", 1, DSPY_BATCH_MAX_WORKERS);
+            o.concurrency = (unsigned)v;
+            break;
+        case OPT_PARALLEL:
+            LONGF("--parallel-trials", 1, 64);
+            o.parallel_trials = (unsigned)v;
+            break;
         case OPT_CHECKPOINT: o.checkpoint_dir = optarg; break;
-        case OPT_TARGET: DBLF("--target-duration", 1e-6, 1e9); co.target_s = d; break;
-        case OPT_WARN_AT: DBLF("--warn-at", 1e-6, 1); co.warn_at = d; break;
+        case OPT_TARGET:
+            DBLF("--target-duration", 1e-6, 1e9);
+            co.target_s = d;
+            break;
+        case OPT_WARN_AT:
+            DBLF("--warn-at", 1e-6, 1);
+            co.warn_at = d;
+            break;
         case OPT_STOP_AT: co.stop_at_target = true; break;
         case OPT_DRY_RUN: o.dry_run = true; break;
-        case OPT_MAX_COST: DBLF("--max-cost", 0, 1e9); o.max_cost_usd = d; break;
-        case OPT_PRICE_IN: DBLF("--price-in", 0, 1e6); o.price_in_per_mtok = d; break;
-        case OPT_PRICE_OUT: DBLF("--price-out", 0, 1e6); o.price_out_per_mtok = d; break;
-        case OPT_MAX_ERRORS: LONGF("--max-errors", 0, 1L << 40); o.max_errors = (size_t)v; break;
+        case OPT_MAX_COST:
+            DBLF("--max-cost", 0, 1e9);
+            o.max_cost_usd = d;
+            break;
+        case OPT_PRICE_IN:
+            DBLF("--price-in", 0, 1e6);
+            o.price_in_per_mtok = d;
+            break;
+        case OPT_PRICE_OUT:
+            DBLF("--price-out", 0, 1e6);
+            o.price_out_per_mtok = d;
+            break;
+        case OPT_MAX_ERRORS:
+            LONGF("--max-errors", 0, 1L << 40);
+            o.max_errors = (size_t)v;
+            break;
         case OPT_TASK_MODEL: task_model = optarg; break;
         case OPT_PROMPT_MODEL: prompt_model = optarg; break;
         case OPT_REFLECTION_MODEL: reflection_model = optarg; break;
-        case OPT_POPULATION: LONGF("--population", 2, 64); o.population = v; break;
-        case OPT_GENERATIONS: LONGF("--generations", 1, 10000); o.generations = v; break;
-        case OPT_MUTATION: DBLF("--mutation-rate", 0, 1); o.mutation_rate = d; break;
+        case OPT_POPULATION:
+            LONGF("--population", 2, 64);
+            o.population = v;
+            break;
+        case OPT_GENERATIONS:
+            LONGF("--generations", 1, 10000);
+            o.generations = v;
+            break;
+        case OPT_MUTATION:
+            DBLF("--mutation-rate", 0, 1);
+            o.mutation_rate = d;
+            break;
         case 'q': quiet = true; break;
         case 'h': print_usage(stdout); return 0;
         default: print_usage(stderr); return 2;
@@ -266,8 +346,9 @@ int cmd_optimize(int argc, char **argv)
     }
     int which = dspy_optimizer_from_name(optimizer);
     if (which < 0) {
-        fprintf(stderr, "dspyc optimize: --optimizer '%s' is not one of labeled, bootstrap, "
-                        "random-search, mipro, gepa, genetic\n",
+        fprintf(stderr,
+                "dspyc optimize: --optimizer '%s' is not one of labeled, bootstrap, "
+                "random-search, mipro, gepa, genetic\n",
                 optimizer);
         return 2;
     }

@@ -81,8 +81,8 @@ void examples_print_error(const char *cmd, const struct examples *ex, const stru
     long i = err->line - 1;
     const char *f = err->field;
     if (ex && i >= 0 && (size_t)i < json_array_size(ex->items))
-        fprintf(stderr, "dspyc %s: %s:%ld: %s%s%s%s\n", cmd, ex->path, ex->lines[i],
-                err->message, f[0] ? " (field '" : "", f, f[0] ? "')" : "");
+        fprintf(stderr, "dspyc %s: %s:%ld: %s%s%s%s\n", cmd, ex->path, ex->lines[i], err->message,
+                f[0] ? " (field '" : "", f, f[0] ? "')" : "");
     else
         fprintf(stderr, "dspyc %s: %s\n", cmd, err->message);
 }
@@ -221,8 +221,7 @@ dspy_metric *opt_metric_python(const char *cmd, const char *target)
     struct dspy_error err;
     dspy_error_clear(&err);
     if (!strchr(target, ':') || strlen(target) >= sizeof(py_target.target)) {
-        fprintf(stderr, "dspyc %s: --metric-python: '%s' is not MODULE:FUNCTION\n", cmd,
-                target);
+        fprintf(stderr, "dspyc %s: --metric-python: '%s' is not MODULE:FUNCTION\n", cmd, target);
         return NULL;
     }
     if (!dspy_python_available()) {

@@ -30,8 +30,16 @@ static const char predict_usage[] =
     "                        with --n > 1\n"
     "  -h, --help            this text\n\n";
 
-enum { OPT_MODULE = 1, OPT_ADAPTER, OPT_INSTRUCTIONS, OPT_DEMOS, OPT_N, OPT_ROLLOUT, OPT_PRINT,
-       OPT_STREAM };
+enum {
+    OPT_MODULE = 1,
+    OPT_ADAPTER,
+    OPT_INSTRUCTIONS,
+    OPT_DEMOS,
+    OPT_N,
+    OPT_ROLLOUT,
+    OPT_PRINT,
+    OPT_STREAM
+};
 
 static void print_json(const json_t *v)
 {
@@ -190,8 +198,8 @@ int cmd_predict(int argc, char **argv)
     if (!(lm = endpoint_open(&ep)))
         goto out;
     if (stream ? predict_streamed(m, lm, inputs, &cfg, &pred, &err)
-               : dspy_module_call(m, lm, inputs, &cfg, &pred, cfg.n > 1 ? &completions : NULL,
-                                  NULL, &err)) {
+               : dspy_module_call(m, lm, inputs, &cfg, &pred, cfg.n > 1 ? &completions : NULL, NULL,
+                                  &err)) {
         json_t *e = json_pack("{s:o}", "error", error_to_json(&err));
         print_json(e);
         json_decref(e);

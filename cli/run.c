@@ -111,7 +111,7 @@ struct run_args {
     long context_budget;     /* --context-budget, 0 = none */
     const char *prices_path; /* --prices */
     dspy_price_table *prices;
-    const char *model;       /* the endpoint's, for the cost */
+    const char *model; /* the endpoint's, for the cost */
 };
 
 struct run_totals {
@@ -178,7 +178,7 @@ static void score_record(const struct run_args *a, const json_t *inputs, const j
     if (!a->score_field[0] || !gold)
         return;
     const json_t *pred = outputs ? json_object_get(outputs, a->score_field) : NULL;
-    double score = !pred ? 0.0
+    double score = !pred         ? 0.0
                    : a->score_f1 ? dspy_metric_f1(pred, gold)
                                  : dspy_metric_exact_match(pred, gold);
     json_object_set_new(rec, "score", json_real(score));
@@ -237,10 +237,9 @@ static void print_cache_summary(const struct run_totals *t, const struct cache_c
     fprintf(stderr,
             "  lookups %llu, hits %llu, misses %llu; upstream fills %llu (%llu failed), "
             "waited on another call %llu, on another process %llu\n",
-            (unsigned long long)st.gets, (unsigned long long)st.hits,
-            (unsigned long long)st.misses, (unsigned long long)st.fills,
-            (unsigned long long)st.fill_errors, (unsigned long long)st.coalesced,
-            (unsigned long long)st.lease_waits);
+            (unsigned long long)st.gets, (unsigned long long)st.hits, (unsigned long long)st.misses,
+            (unsigned long long)st.fills, (unsigned long long)st.fill_errors,
+            (unsigned long long)st.coalesced, (unsigned long long)st.lease_waits);
     cache_print_levels(stderr, &st, cc->levels, "  ");
 }
 
@@ -251,8 +250,10 @@ static void print_cost(const struct run_args *a, const struct run_totals *t)
     if (!a->prices)
         return;
     if (!dspy_price_lookup(a->prices, a->model, &pr)) {
-        fprintf(stderr, "estimated cost: unknown (no price for model %s; add it with "
-                        "--prices FILE)\n", a->model ? a->model : "?");
+        fprintf(stderr,
+                "estimated cost: unknown (no price for model %s; add it with "
+                "--prices FILE)\n",
+                a->model ? a->model : "?");
         return;
     }
     double paid = dspy_price_cost(&pr, t->usage.prompt_tokens - t->cached_usage.prompt_tokens,
@@ -289,8 +290,8 @@ static void print_summary(const struct run_args *a, const struct run_totals *t,
     print_cost(a, t);
     if (t->scored)
         fprintf(stderr, "score (%s on `%s`): %.2f / %ld (%.1f %%)\n",
-                a->score_f1 ? "token F1" : "exact match", a->score_field, t->score_sum,
-                t->scored, 100.0 * t->score_sum / (double)t->scored);
+                a->score_f1 ? "token F1" : "exact match", a->score_field, t->score_sum, t->scored,
+                100.0 * t->score_sum / (double)t->scored);
     if (cc->cache)
         print_cache_summary(t, cc);
 }
@@ -301,7 +302,7 @@ static void print_summary(const struct run_args *a, const struct run_totals *t,
  * any moment leaves whole records (at worst a half line from a short write, which --resume
  * drops), and a second signal may _exit without any stdio buffer half flushed. */
 #define OUT_FLUSH_BYTES ((size_t)4 << 10) /* as often as stdio wrote the file before */
-#define OUT_FLUSH_NS 1000000000ull /* also flush what waited this long */
+#define OUT_FLUSH_NS 1000000000ull        /* also flush what waited this long */
 
 struct out_lines {
     int fd;
@@ -416,8 +417,10 @@ static int open_resume(const char *path, struct done_lines *d, bool quiet)
         json_t *rec = json_loadb(line, (size_t)n, 0, NULL);
         json_t *no = json_object_get(rec, "line");
         if (!json_is_integer(no) || json_integer_value(no) < 1) {
-            fprintf(stderr, "dspyc run: --resume: %s, line %ld is not a record of 'dspyc run' "
-                            "(no \"line\" number); not resuming into it\n", path, k);
+            fprintf(stderr,
+                    "dspyc run: --resume: %s, line %ld is not a record of 'dspyc run' "
+                    "(no \"line\" number); not resuming into it\n",
+                    path, k);
             json_decref(rec);
             free(line);
             fclose(f);
@@ -446,14 +449,18 @@ static int open_resume(const char *path, struct done_lines *d, bool quiet)
     }
     if (st.st_size > keep) {
         if (ftruncate(fd, keep)) {
-            fprintf(stderr, "dspyc run: --resume: cannot cut the half line at the end of %s: "
-                            "%s\n", path, strerror(errno));
+            fprintf(stderr,
+                    "dspyc run: --resume: cannot cut the half line at the end of %s: "
+                    "%s\n",
+                    path, strerror(errno));
             close(fd);
             return -1;
         }
         if (!quiet)
-            fprintf(stderr, "dspyc run: --resume: dropped a half line (%lld bytes) at the end "
-                            "of %s\n", (long long)(st.st_size - keep), path);
+            fprintf(stderr,
+                    "dspyc run: --resume: dropped a half line (%lld bytes) at the end "
+                    "of %s\n",
+                    (long long)(st.st_size - keep), path);
     }
     if (lseek(fd, 0, SEEK_END) < 0) {
         fprintf(stderr, "dspyc run: --resume: %s: %s\n", path, strerror(errno));
@@ -487,10 +494,10 @@ struct run_io {
     struct out_lines out;
     struct done_lines done; /* --resume: lines already in the output */
     struct run_totals t;
-    long cut_off;        /* records cancelled by a signal: not written (--resume runs them) */
+    long cut_off; /* records cancelled by a signal: not written (--resume runs them) */
     bool write_failed;
-    bool bar;            /* progress bar on stderr */
-    uint64_t bar_ns;     /* last drawn */
+    bool bar;        /* progress bar on stderr */
+    uint64_t bar_ns; /* last drawn */
 };
 
 /* The next input line as a record; bad lines (empty ones too) become records that fail
@@ -531,8 +538,7 @@ static int run_source(void *ud, struct dspy_batch_item *item)
     } else if (!json_is_object(inputs)) {
         json_decref(inputs);
         err->code = DSPY_EINVAL;
-        snprintf(err->message, sizeof(err->message),
-                 "input must be a JSON object of field values");
+        snprintf(err->message, sizeof(err->message), "input must be a JSON object of field values");
     } else {
         item->inputs = inputs;
     }
@@ -605,8 +611,8 @@ static void print_traffic(const struct dspy_batch_stats *st, long concurrency)
     fprintf(stderr,
             "LM traffic (concurrency %ld): %llu retries, %llu rate-limit waits, %llu refused "
             "as busy\n",
-            concurrency, (unsigned long long)st->retries,
-            (unsigned long long)st->ratelimit_waits, (unsigned long long)st->rejected_busy);
+            concurrency, (unsigned long long)st->retries, (unsigned long long)st->ratelimit_waits,
+            (unsigned long long)st->rejected_busy);
 }
 
 static int open_output(const struct run_args *a, struct run_io *io)
@@ -621,8 +627,8 @@ static int open_output(const struct run_args *a, struct run_io *io)
     }
     if (a->resume)
         io->out.fd = open_resume(a->output_path, &io->done, a->quiet);
-    else if ((io->out.fd = open(a->output_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                                0666)) < 0)
+    else if ((io->out.fd = open(a->output_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) <
+             0)
         fprintf(stderr, "dspyc run: cannot create %s: %s\n", a->output_path, strerror(errno));
     return io->out.fd < 0 ? -1 : 0;
 }
@@ -682,18 +688,22 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
         goto release;
     }
     if (sig)
-        fprintf(stderr, "dspyc run: stopped by %s: %ld records written, %ld cut off in flight "
-                        "(not written); run again with --resume to finish\n",
+        fprintf(stderr,
+                "dspyc run: stopped by %s: %ld records written, %ld cut off in flight "
+                "(not written); run again with --resume to finish\n",
                 sig == SIGINT ? "SIGINT" : "SIGTERM", io.t.records, io.cut_off);
     else if (brc == DSPY_ECANCELED)
-        fprintf(stderr, "dspyc run: stopped (--max-errors reached) after %zu records; the rest "
-                        "were not run\n", st.records);
+        fprintf(stderr,
+                "dspyc run: stopped (--max-errors reached) after %zu records; the rest "
+                "were not run\n",
+                st.records);
     if (!a->quiet) {
         double secs = (double)st.wall_ns / 1e9;
         if (a->resume && io.done.count)
-            fprintf(stderr, "dspyc run: resumed: %ld records were already in %s (%ld ok, %ld "
-                            "failed)\n", io.done.count, a->output_path, io.done.ok,
-                    io.done.failed);
+            fprintf(stderr,
+                    "dspyc run: resumed: %ld records were already in %s (%ld ok, %ld "
+                    "failed)\n",
+                    io.done.count, a->output_path, io.done.ok, io.done.failed);
         print_summary(a, &io.t, cc, secs);
         print_traffic(&st, a->concurrency);
     }
@@ -740,8 +750,10 @@ int cmd_run(int argc, char **argv)
         ENDPOINT_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
-    struct run_args a = { .module = DSPY_MODULE_PREDICT, .adapter = DSPY_ADAPTER_CHAT,
-                          .max_line = 16L << 20, .concurrency = 16 };
+    struct run_args a = { .module = DSPY_MODULE_PREDICT,
+                          .adapter = DSPY_ADAPTER_CHAT,
+                          .max_line = 16L << 20,
+                          .concurrency = 16 };
     struct endpoint ep;
     int opt;
     endpoint_init(&ep);
@@ -797,8 +809,7 @@ int cmd_run(int argc, char **argv)
             break;
         }
         case OPT_CONCURRENCY:
-            if (parse_long_flag("--concurrency", optarg, 1, DSPY_BATCH_MAX_WORKERS,
-                                &a.concurrency))
+            if (parse_long_flag("--concurrency", optarg, 1, DSPY_BATCH_MAX_WORKERS, &a.concurrency))
                 return 2;
             break;
         case OPT_MAX_ERRORS:
@@ -813,8 +824,7 @@ int cmd_run(int argc, char **argv)
     }
     if (optind < argc)
         a.program_path = argv[optind++];
-    if (optind < argc || !a.input_path || !a.output_path ||
-        !a.program_path == !a.signature) {
+    if (optind < argc || !a.input_path || !a.output_path || !a.program_path == !a.signature) {
         fprintf(stderr, "dspyc run: name a program file or --signature (one of them), "
                         "--input and --output\n\n");
         endpoint_print_usage(stderr, run_usage);
@@ -845,9 +855,10 @@ int cmd_run(int argc, char **argv)
         /* Past the limit, sockets fail with EMFILE: run fewer at once instead. */
         char hard_text[32];
         snprintf(hard_text, sizeof(hard_text), hard < 0 ? "unlimited" : "%ld", hard);
-        fprintf(stderr, "dspyc run: warning: the open-files limit is %ld (hard limit %s), room "
-                        "for %ld connections: --concurrency %ld lowered to %ld; raise the "
-                        "limit (ulimit -n) to run more at once\n",
+        fprintf(stderr,
+                "dspyc run: warning: the open-files limit is %ld (hard limit %s), room "
+                "for %ld connections: --concurrency %ld lowered to %ld; raise the "
+                "limit (ulimit -n) to run more at once\n",
                 soft, hard_text, room, a.concurrency, room);
         a.concurrency = room;
     }

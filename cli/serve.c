@@ -152,26 +152,16 @@ int cmd_serve(int argc, char **argv)
                 goto free_progs;
             o.port = (int)v;
             break;
-        case OPT_HOST:
-            o.host = optarg;
-            break;
+        case OPT_HOST: o.host = optarg; break;
         case OPT_THREADS:
             if (parse_long_flag("--threads", optarg, 1, 1024, &v))
                 goto free_progs;
             o.threads = (unsigned)v;
             break;
-        case OPT_UPSTREAM:
-            o.upstream_url = optarg;
-            break;
-        case OPT_CONFIG:
-            o.config_path = optarg;
-            break;
-        case OPT_API_KEY_ENV:
-            o.api_key_env = optarg;
-            break;
-        case OPT_API_KEY_FILE:
-            o.api_key_file = optarg;
-            break;
+        case OPT_UPSTREAM: o.upstream_url = optarg; break;
+        case OPT_CONFIG: o.config_path = optarg; break;
+        case OPT_API_KEY_ENV: o.api_key_env = optarg; break;
+        case OPT_API_KEY_FILE: o.api_key_file = optarg; break;
         case OPT_TIMEOUT:
             if (parse_double_flag("--upstream-timeout", optarg, 0.001, 86400, &d))
                 goto free_progs;
@@ -187,9 +177,7 @@ int cmd_serve(int argc, char **argv)
                 goto free_progs;
             o.upstream_concurrency = (unsigned)v;
             break;
-        case OPT_AUTH:
-            o.auth_token_file = optarg;
-            break;
+        case OPT_AUTH: o.auth_token_file = optarg; break;
         case OPT_MAX_IN_FLIGHT:
             if (parse_long_flag("--max-in-flight", optarg, 1, 10000000, &v))
                 goto free_progs;
@@ -204,9 +192,7 @@ int cmd_serve(int argc, char **argv)
                 goto free_progs;
             o.client_timeout_s = (unsigned)v;
             break;
-        case OPT_ACCESS_LOG:
-            o.access_log = optarg;
-            break;
+        case OPT_ACCESS_LOG: o.access_log = optarg; break;
         case OPT_PROGRAM_WORKERS:
             if (parse_long_flag("--program-workers", optarg, 1, 4096, &v))
                 goto free_progs;
@@ -215,8 +201,9 @@ int cmd_serve(int argc, char **argv)
         case OPT_PROGRAM: {
             char *eq = strchr(optarg, '=');
             if (!eq || eq == optarg || !eq[1] || nprogs == MAX_PROGRAMS) {
-                fprintf(stderr, "dspyc serve: --program wants NAME=PROGRAM.json[:STATE.json] "
-                                "(at most %d), not '%s'\n",
+                fprintf(stderr,
+                        "dspyc serve: --program wants NAME=PROGRAM.json[:STATE.json] "
+                        "(at most %d), not '%s'\n",
                         MAX_PROGRAMS, optarg);
                 goto free_progs;
             }
@@ -236,9 +223,7 @@ int cmd_serve(int argc, char **argv)
             usage(stdout);
             rc = 0;
             goto free_progs;
-        default:
-            fprintf(stderr, "see 'dspyc serve --help'\n");
-            goto free_progs;
+        default: fprintf(stderr, "see 'dspyc serve --help'\n"); goto free_progs;
         }
     }
     if (optind < argc) {

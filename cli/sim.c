@@ -26,8 +26,10 @@ struct flag {
     const char *help;
 };
 
-#define F(name, kind, field, arg, help) \
-    { name, kind, offsetof(struct dspy_sim_options, field), #field, arg, help }
+#define F(name, kind, field, arg, help)                                         \
+    {                                                                           \
+        name, kind, offsetof(struct dspy_sim_options, field), #field, arg, help \
+    }
 
 static const struct flag flags[] = {
     F("bind", K_STR, bind, "ADDR", "address to listen on (default 127.0.0.1)"),
@@ -124,9 +126,7 @@ static int set_flag(struct dspy_sim_options *o, const struct flag *f, const char
     void *at = (char *)o + f->off;
     errno = 0;
     switch (f->kind) {
-    case K_STR:
-        *(const char **)at = v;
-        return 0;
+    case K_STR: *(const char **)at = v; return 0;
     case K_INT: {
         long n = strtol(v, &end, 10);
         if (*v && !*end && !errno && n >= -1 && n <= 65535) {
@@ -318,8 +318,9 @@ int cmd_sim(int argc, char **argv)
     bool v6 = strchr(bind, ':') != NULL;
     fprintf(stderr, "dspyc sim listening on http://%s%s%s:%d/v1\n", v6 ? "[" : "", bind,
             v6 ? "]" : "", dspy_sim_port(s));
-    fprintf(stderr, "dspyc sim: a simulator, not a language model; answers are synthetic "
-                    "(seed %llu)\n",
+    fprintf(stderr,
+            "dspyc sim: a simulator, not a language model; answers are synthetic "
+            "(seed %llu)\n",
             (unsigned long long)o.seed);
     fflush(stderr);
     while (sigwait(&set, &sig) != 0)

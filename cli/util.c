@@ -26,8 +26,7 @@ int parse_long_flag(const char *flag, const char *arg, long lo, long hi, long *o
     errno = 0;
     long v = strtol(arg, &end, 10);
     if (errno || end == arg || *end || v < lo || v > hi) {
-        fprintf(stderr, "dspyc: %s: '%s' is not a whole number in [%ld, %ld]\n", flag, arg, lo,
-                hi);
+        fprintf(stderr, "dspyc: %s: '%s' is not a whole number in [%ld, %ld]\n", flag, arg, lo, hi);
         return -1;
     }
     *out = v;
@@ -185,8 +184,10 @@ json_t *load_jsonl_objects(const char *path)
             goto fail;
         }
         if (strspn(line, " \t\r") == len) { /* as in `dspyc run`: one object per line */
-            fprintf(stderr, "dspyc: %s, line %ld: empty line (every line must be a JSON "
-                            "object)\n", path, r.lineno);
+            fprintf(stderr,
+                    "dspyc: %s, line %ld: empty line (every line must be a JSON "
+                    "object)\n",
+                    path, r.lineno);
             goto fail;
         }
         json_error_t je;

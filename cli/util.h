@@ -24,7 +24,7 @@ struct line_reader {
     char *buf;
     size_t cap;
     size_t max;
-    long lineno; /* number of the line last read, 1-based */
+    long lineno;      /* number of the line last read, 1-based */
     char in[1 << 16]; /* bytes read and not yet consumed: in[in_pos, in_len) */
     size_t in_pos, in_len;
     bool eof;

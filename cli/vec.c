@@ -119,7 +119,7 @@ struct bench_args {
 struct bench {
     const struct bench_args *a;
     json_t *results;
-    const char *dev;   /* device of the context in use */
+    const char *dev; /* device of the context in use */
     dspy_vec *v;
 };
 
@@ -166,22 +166,21 @@ static double ref_dot(const float *a, const float *b, size_t d, double *scale)
 static void die_on(dspy_status rc, const struct dspy_error *err, const char *what)
 {
     if (rc) {
-        fprintf(stderr, "dspyc vec bench: %s: %s\n", what, err->message[0] ? err->message
-                                                                          : dspy_strerror(rc));
+        fprintf(stderr, "dspyc vec bench: %s: %s\n", what,
+                err->message[0] ? err->message : dspy_strerror(rc));
         exit(1);
     }
 }
 
-static json_t *result(struct bench *b, const char *op, size_t n, size_t d, size_t k,
-                      double first, double steady, const char *rate_key, double rate,
-                      double err)
+static json_t *result(struct bench *b, const char *op, size_t n, size_t d, size_t k, double first,
+                      double steady, const char *rate_key, double rate, double err)
 {
     struct dspy_vec_mem mem;
     dspy_vec_memory(b->v, &mem);
-    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I}", "op", op,
-                          "device", b->dev, "n", (json_int_t)n, "d", (json_int_t)d, "k",
-                          (json_int_t)k, "seconds", steady, "first_seconds", first, rate_key,
-                          rate, "max_rel_error", isfinite(err) ? err : 1e300, "peak_bytes",
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I}", "op", op, "device",
+                          b->dev, "n", (json_int_t)n, "d", (json_int_t)d, "k", (json_int_t)k,
+                          "seconds", steady, "first_seconds", first, rate_key, rate,
+                          "max_rel_error", isfinite(err) ? err : 1e300, "peak_bytes",
                           (json_int_t)mem.peak_bytes);
     json_array_append_new(b->results, o);
     return o;
@@ -195,8 +194,8 @@ static void print_row(const json_t *o)
     char what[48];
     snprintf(what, sizeof(what), "%s%s%s%s%s", json_string_value(json_object_get(o, "op")),
              st ? " " : "", st ? st : "", mode ? " " : "", mode ? mode : "");
-    printf("%-22s %-7s %8lld x %-5lld k=%-4lld %10.3f ms (first %9.3f) %9.2f %-6s err %.1e\n",
-           what, json_string_value(json_object_get(o, "device")),
+    printf("%-22s %-7s %8lld x %-5lld k=%-4lld %10.3f ms (first %9.3f) %9.2f %-6s err %.1e\n", what,
+           json_string_value(json_object_get(o, "device")),
            (long long)json_integer_value(json_object_get(o, "n")),
            (long long)json_integer_value(json_object_get(o, "d")),
            (long long)json_integer_value(json_object_get(o, "k")),
@@ -207,18 +206,18 @@ static void print_row(const json_t *o)
 }
 
 /* Time `fn` once (first) and `repeat` times (steady mean). */
-#define TIMED(first, steady, repeat, call)                                                   \
-    do {                                                                                     \
-        dspy_vec_memory_reset_peak(b->v);                                                    \
-        double t0_ = now_s();                                                                \
-        call;                                                                                \
-        first = now_s() - t0_;                                                               \
-        t0_ = now_s();                                                                       \
-        for (long r_ = 0; r_ < (repeat); r_++)                                               \
-            call;                                                                            \
-        steady = (now_s() - t0_) / (double)((repeat) > 0 ? (repeat) : 1);                   \
-        if ((repeat) <= 0)                                                                   \
-            steady = first;                                                                  \
+#define TIMED(first, steady, repeat, call)                                \
+    do {                                                                  \
+        dspy_vec_memory_reset_peak(b->v);                                 \
+        double t0_ = now_s();                                             \
+        call;                                                             \
+        first = now_s() - t0_;                                            \
+        t0_ = now_s();                                                    \
+        for (long r_ = 0; r_ < (repeat); r_++)                            \
+            call;                                                         \
+        steady = (now_s() - t0_) / (double)((repeat) > 0 ? (repeat) : 1); \
+        if ((repeat) <= 0)                                                \
+            steady = first;                                               \
     } while (0)
 
 static void bench_matmul(struct bench *b, size_t n, size_t d)
@@ -258,9 +257,10 @@ static void bench_scores(struct bench *b, size_t n, size_t d, enum dspy_vec_metr
             TIMED(first, steady, b->a->repeat,
                   rc = rc ? rc : dspy_vec_scores(b->v, met, q, nq, d, x, n, d, d, out, n, &err));
         else
-            TIMED(first, steady, b->a->repeat, for (size_t i = 0; i < nq && !rc; i++) rc =
-                      dspy_vec_scores(b->v, met, q + i * d, 1, d, x, n, d, d, out + i * n, n,
-                                      &err));
+            TIMED(first, steady, b->a->repeat,
+                  for (size_t i = 0; i < nq && !rc; i++)
+                      rc = dspy_vec_scores(b->v, met, q + i * d, 1, d, x, n, d, d, out + i * n, n,
+                                           &err));
         die_on(rc, &err, op);
         double e = 0;
         for (size_t s = 0; s < 256; s++) {
@@ -282,8 +282,8 @@ static void bench_scores(struct bench *b, size_t n, size_t d, enum dspy_vec_metr
         }
         /* Per query: the rows are read once per query (one at a time) or once for all. */
         double per_q = steady / (double)nq;
-        json_t *o = result(b, op, n, d, 0, first, per_q, "gbps",
-                           (double)n * d * 4 / per_q / 1e9, e);
+        json_t *o = result(b, op, n, d, 0, first, per_q, "gbps", (double)n * d * 4 / per_q / 1e9,
+                           e);
         json_object_set_new(o, "mode", json_string(batched ? "batched" : "single"));
         json_object_set_new(o, "queries", json_integer((json_int_t)nq));
         json_object_set_new(o, "seconds_per_call", json_real(steady));
@@ -301,8 +301,7 @@ static void bench_normalize(struct bench *b, size_t n, size_t d)
     /* Normalizing normalized rows changes little: the steady calls see the same work. */
     struct dspy_error err;
     dspy_error_clear(&err);
-    TIMED(first, steady, b->a->repeat,
-          rc = rc ? rc : dspy_vec_normalize(b->v, x, n, d, d, &err));
+    TIMED(first, steady, b->a->repeat, rc = rc ? rc : dspy_vec_normalize(b->v, x, n, d, d, &err));
     die_on(rc, &err, "normalize");
     double e = 0;
     for (size_t s = 0; s < 256; s++) {
@@ -345,8 +344,8 @@ static void bench_topk(struct bench *b, size_t n, size_t d)
         dspy_vec_matrix *m;
         double t0 = now_s();
         dspy_vec_memory_reset_peak(b->v);
-        die_on(dspy_vec_matrix_new(b->v, x, n, d, d, (enum dspy_vec_storage)st, 0, &m, &err),
-               &err, "storing the matrix");
+        die_on(dspy_vec_matrix_new(b->v, x, n, d, d, (enum dspy_vec_storage)st, 0, &m, &err), &err,
+               "storing the matrix");
         double upload = now_s() - t0;
         uint64_t bytes = dspy_vec_matrix_bytes(m);
         for (int batched = 0; batched < 2; batched++) {
@@ -354,8 +353,7 @@ static void bench_topk(struct bench *b, size_t n, size_t d)
             double first, steady;
             dspy_status rc = DSPY_OK;
             TIMED(first, steady, b->a->repeat,
-                  rc = rc ? rc
-                          : dspy_vec_topk(b->v, m, DSPY_VEC_IP, q, cq, d, k, sc, ids, &err));
+                  rc = rc ? rc : dspy_vec_topk(b->v, m, DSPY_VEC_IP, q, cq, d, k, sc, ids, &err));
             die_on(rc, &err, "topk");
             double e = 0;
             for (size_t j = 0; j < k && j < n; j++) {
@@ -465,12 +463,10 @@ static int run_bench(const struct bench_args *a)
     /* The GPU's speedup over the CPU for the same case, when both ran. */
     size_t i, j;
     json_t *r, *c;
-    json_array_foreach(results, i, r)
-    {
+    json_array_foreach(results, i, r) {
         if (!strcmp(json_string_value(json_object_get(r, "device")), "cpu"))
             continue;
-        json_array_foreach(results, j, c)
-        {
+        json_array_foreach(results, j, c) {
             if (strcmp(json_string_value(json_object_get(c, "device")), "cpu") || !same_case(r, c))
                 continue;
             double sp = json_real_value(json_object_get(c, "seconds")) /
@@ -480,7 +476,8 @@ static int run_bench(const struct bench_args *a)
                    json_string_value(json_object_get(r, "device")),
                    json_string_value(json_object_get(r, "op")),
                    json_string_value(json_object_get(r, "mode"))
-                       ? json_string_value(json_object_get(r, "mode")) : "",
+                       ? json_string_value(json_object_get(r, "mode"))
+                       : "",
                    (long long)json_integer_value(json_object_get(r, "n")),
                    (long long)json_integer_value(json_object_get(r, "d")), sp);
         }
@@ -494,8 +491,7 @@ static int run_bench(const struct bench_args *a)
             puts(s);
             free(s);
         } else if (json_dump_file(doc, a->json_out, JSON_INDENT(2))) {
-            fprintf(stderr, "dspyc vec bench: cannot write %s: %s\n", a->json_out,
-                    strerror(errno));
+            fprintf(stderr, "dspyc vec bench: cannot write %s: %s\n", a->json_out, strerror(errno));
             ret = 1;
         }
         json_decref(doc);
@@ -516,8 +512,10 @@ static int parse_ops(const char *s, unsigned *out)
         while (i < 5 && strcmp(t, op_names[i]))
             i++;
         if (i == 5) {
-            fprintf(stderr, "dspyc vec bench: --ops: '%s' is not one of "
-                            "matmul,distance,normalize,cosine,topk\n", t);
+            fprintf(stderr,
+                    "dspyc vec bench: --ops: '%s' is not one of "
+                    "matmul,distance,normalize,cosine,topk\n",
+                    t);
             return -1;
         }
         *out |= 1u << i;
@@ -540,10 +538,11 @@ static int parse_sizes(const char *s, struct bench_args *a)
         unsigned long long n = strtoull(t, &end, 10), d = 384;
         if (*end == 'x' || *end == 'X')
             d = strtoull(end + 1, &end, 10);
-        if (errno || *end || n < 1 || d < 1 || n > 100000000ull || d > 65536 ||
-            a->nsizes == 16) {
-            fprintf(stderr, "dspyc vec bench: --sizes: '%s' is not NxD with 1 <= N <= 1e8, "
-                            "1 <= D <= 65536 (at most 16 sizes)\n", t);
+        if (errno || *end || n < 1 || d < 1 || n > 100000000ull || d > 65536 || a->nsizes == 16) {
+            fprintf(stderr,
+                    "dspyc vec bench: --sizes: '%s' is not NxD with 1 <= N <= 1e8, "
+                    "1 <= D <= 65536 (at most 16 sizes)\n",
+                    t);
             return -1;
         }
         a->sizes[a->nsizes++] = (struct size_nd){ (size_t)n, (size_t)d };
@@ -551,8 +550,7 @@ static int parse_sizes(const char *s, struct bench_args *a)
     return a->nsizes ? 0 : -1;
 }
 
-enum { OPT_JSON = 1, OPT_DEVICE, OPT_OPS, OPT_SIZES, OPT_K, OPT_QUERIES, OPT_REPEAT,
-       OPT_THREADS };
+enum { OPT_JSON = 1, OPT_DEVICE, OPT_OPS, OPT_SIZES, OPT_K, OPT_QUERIES, OPT_REPEAT, OPT_THREADS };
 
 int cmd_vec(int argc, char **argv)
 {
@@ -586,14 +584,11 @@ int cmd_vec(int argc, char **argv)
         switch (opt) {
         case OPT_JSON:
             json = true;
-            if (!optarg && optind < argc &&
-                (argv[optind][0] != '-' || !strcmp(argv[optind], "-")))
+            if (!optarg && optind < argc && (argv[optind][0] != '-' || !strcmp(argv[optind], "-")))
                 optarg = argv[optind++];
             a.json_out = optarg ? optarg : "-";
             break;
-        case OPT_DEVICE:
-            a.device = optarg;
-            break;
+        case OPT_DEVICE: a.device = optarg; break;
         case OPT_OPS:
             if (parse_ops(optarg, &a.ops))
                 return 2;
@@ -618,12 +613,8 @@ int cmd_vec(int argc, char **argv)
             if (parse_long_flag("--threads", optarg, 1, 256, &a.threads))
                 return 2;
             break;
-        case 'h':
-            fputs(vec_usage, stdout);
-            return 0;
-        default:
-            fputs(vec_usage, stderr);
-            return 2;
+        case 'h': fputs(vec_usage, stdout); return 0;
+        default: fputs(vec_usage, stderr); return 2;
         }
     }
     if (optind < argc) {

@@ -198,8 +198,10 @@ static int write_json(const char *path, const json_t *doc)
 
 int cmd_bench(int argc, char **argv)
 {
-    struct bench_args a = { .signature = "question -> answer", .modules = "predict,cot",
-                            .adapter = DSPY_ADAPTER_CHAT, .python_threads = 4,
+    struct bench_args a = { .signature = "question -> answer",
+                            .modules = "predict,cot",
+                            .adapter = DSPY_ADAPTER_CHAT,
+                            .python_threads = 4,
                             .cfg = { .iterations = 100, .warmup = 3, .concurrency = 8 } };
     struct endpoint ep;
     struct bench_subject subjects[32];
@@ -267,8 +269,8 @@ int cmd_bench(int argc, char **argv)
     rc = 0;
     for (size_t i = 0; i < n; i++)
         if (subjects[i].failed) {
-            fprintf(stderr, "dspyc bench: %s FAILED: all its calls failed (%s)\n",
-                    subjects[i].name, subjects[i].first_error);
+            fprintf(stderr, "dspyc bench: %s FAILED: all its calls failed (%s)\n", subjects[i].name,
+                    subjects[i].first_error);
             rc = 1;
         }
     if (a.json_path && write_json(a.json_path, doc))

@@ -11,11 +11,11 @@
 #include <dspyc/dspyc.h>
 
 struct bench_config {
-    long iterations;  /* measured calls per series (--iterations, $ITERATIONS) */
-    long warmup;      /* unmeasured calls first */
-    long concurrency; /* threads for the parallel batch */
+    long iterations;      /* measured calls per series (--iterations, $ITERATIONS) */
+    long warmup;          /* unmeasured calls first */
+    long concurrency;     /* threads for the parallel batch */
     const json_t *inputs; /* array of input objects, used round-robin; borrowed */
-    bool progress;    /* show a progress line on stderr (a terminal) */
+    bool progress;        /* show a progress line on stderr (a terminal) */
 };
 
 /* A latency summary in nanoseconds. */
@@ -28,13 +28,13 @@ struct bench_latency {
 struct bench_subject {
     char name[96];
     char model[128];
-    struct bench_latency latency;     /* single calls, one after another */
-    long errors;                      /* failed calls over all series, warm-up included */
+    struct bench_latency latency; /* single calls, one after another */
+    long errors;                  /* failed calls over all series, warm-up included */
     char first_error[256];
     /* Measured calls that succeeded and failed, per series. Failed calls enter no figure:
      * latency, breakdown and calls/s are over successful calls only. */
     long seq_ok, seq_failed, par_ok, par_failed;
-    bool failed;                      /* every measured call failed: no figures at all */
+    bool failed; /* every measured call failed: no figures at all */
     /* Where a call's time went, mean ns per call. */
     double format_ns, lm_ns, parse_ns, other_ns, total_ns;
     /* The same N inputs one after another and from `concurrency` threads: wall seconds of
@@ -42,8 +42,8 @@ struct bench_subject {
     double seq_s, par_s, seq_qps, par_qps, speedup;
     /* Memory. */
     uint64_t rss_baseline, rss_peak, rss_end;
-    double bytes_per_call;  /* RSS growth over the measured calls / calls */
-    double leak_slope;      /* least-squares RSS slope after warm-up, bytes per call */
+    double bytes_per_call; /* RSS growth over the measured calls / calls */
+    double leak_slope;     /* least-squares RSS slope after warm-up, bytes per call */
     bool leak_suspected;
     /* Python bridge beside it (--python), mean ns per call; < 0 when not run. */
     double py_total_ns, py_gil_ns, py_exec_ns, py_convert_ns;

@@ -25,8 +25,8 @@ static const json_t *input_at(const json_t *inputs, long i)
     return json_array_get(inputs, (size_t)i % json_array_size(inputs));
 }
 
-static int call_once(dspy_program *prog, dspy_lm *lm, const json_t *in,
-                     struct dspy_call_info *info, struct dspy_error *err)
+static int call_once(dspy_program *prog, dspy_lm *lm, const json_t *in, struct dspy_call_info *info,
+                     struct dspy_error *err)
 {
     json_t *out = NULL;
     dspy_status rc = dspy_program_call(prog, lm, in, NULL, &out, info, err);

@@ -27,11 +27,11 @@ static void pct_line(FILE *out, const char *what, double ns, double total)
 static void notes(FILE *out, const struct bench_subject *s)
 {
     int any = 0;
-#define NOTE(...)                                                                            \
-    do {                                                                                     \
-        fprintf(out, "  - " __VA_ARGS__);                                                    \
-        fputc('\n', out);                                                                    \
-        any = 1;                                                                             \
+#define NOTE(...)                         \
+    do {                                  \
+        fprintf(out, "  - " __VA_ARGS__); \
+        fputc('\n', out);                 \
+        any = 1;                          \
     } while (0)
     double runtime = s->format_ns + s->other_ns + s->parse_ns;
     if (s->latency.p50 && s->latency.p99 > 2 * s->latency.p50)
@@ -50,8 +50,8 @@ static void notes(FILE *out, const struct bench_subject *s)
         NOTE("parallel calls gave only %.2fx: the endpoint (or a lock) serializes them",
              s->speedup);
     if (s->py_total_ns > 0 && s->py_contended_gil_ns > 0.25 * s->py_contended_total_ns)
-        NOTE("under %ld threads, %.0f %% of a Python call is waiting for the GIL",
-             s->py_threads, 100.0 * s->py_contended_gil_ns / s->py_contended_total_ns);
+        NOTE("under %ld threads, %.0f %% of a Python call is waiting for the GIL", s->py_threads,
+             100.0 * s->py_contended_gil_ns / s->py_contended_total_ns);
     if (s->failed)
         NOTE("FAILED: all %ld measured calls failed, so nothing was measured; first error: %s",
              s->seq_failed + s->par_failed, s->first_error);
@@ -82,31 +82,31 @@ void bench_report(FILE *out, const struct bench_config *cfg, const char *endpoin
     struct dspy_machine m;
     dspy_machine_describe(&m);
     fprintf(out, "dspyc bench %s\n", dspy_version());
-    fprintf(out, "endpoint %s\nmachine  %d cores, %s, %.1f GiB\n", endpoint, m.cores,
-            m.cpu_model, (double)m.memory_bytes / 1073741824.0);
+    fprintf(out, "endpoint %s\nmachine  %d cores, %s, %.1f GiB\n", endpoint, m.cores, m.cpu_model,
+            (double)m.memory_bytes / 1073741824.0);
     fprintf(out, "calls    %ld measured after %ld warm-up, parallel batch at concurrency %ld\n",
             cfg->iterations, cfg->warmup, cfg->concurrency);
 
     section(out, "Single-call latency (ms)");
-    fprintf(out, "  %-24s %9s %9s %9s %9s %9s %9s %9s\n", "subject", "min", "mean", "p50",
-            "p95", "p99", "max", "stdev");
+    fprintf(out, "  %-24s %9s %9s %9s %9s %9s %9s %9s\n", "subject", "min", "mean", "p50", "p95",
+            "p99", "max", "stdev");
     for (size_t i = 0; i < n; i++) {
         const struct bench_latency *l = &subjects[i].latency;
         if (failed_row(out, &subjects[i]))
             continue;
-        fprintf(out, "  %-24.24s %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f\n",
-                subjects[i].name, MS(l->min), l->mean / 1e6, MS(l->p50), MS(l->p95),
-                MS(l->p99), MS(l->max), l->stdev / 1e6);
+        fprintf(out, "  %-24.24s %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f\n", subjects[i].name,
+                MS(l->min), l->mean / 1e6, MS(l->p50), MS(l->p95), MS(l->p99), MS(l->max),
+                l->stdev / 1e6);
     }
     if (n > 1) {
         section(out, "Comparison (mean latency, ratio to the first)");
         for (size_t i = 0; i < n; i++)
             if (!failed_row(out, &subjects[i]))
                 fprintf(out, "  %-24.24s %9.3f ms %8.2fx\n", subjects[i].name,
-                    subjects[i].latency.mean / 1e6,
-                    subjects[0].latency.mean > 0
-                        ? subjects[i].latency.mean / subjects[0].latency.mean
-                        : 0.0);
+                        subjects[i].latency.mean / 1e6,
+                        subjects[0].latency.mean > 0
+                            ? subjects[i].latency.mean / subjects[0].latency.mean
+                            : 0.0);
     }
     section(out, "Batch throughput");
     fprintf(out, "  %-24s %10s %10s %10s %10s %8s\n", "subject", "seq s", "seq q/s", "par s",
@@ -114,8 +114,8 @@ void bench_report(FILE *out, const struct bench_config *cfg, const char *endpoin
     for (size_t i = 0; i < n; i++)
         if (!failed_row(out, &subjects[i]))
             fprintf(out, "  %-24.24s %10.3f %10.1f %10.3f %10.1f %7.2fx\n", subjects[i].name,
-                subjects[i].seq_s, subjects[i].seq_qps, subjects[i].par_s, subjects[i].par_qps,
-                subjects[i].speedup);
+                    subjects[i].seq_s, subjects[i].seq_qps, subjects[i].par_s, subjects[i].par_qps,
+                    subjects[i].speedup);
     for (size_t i = 0; i < n; i++) {
         const struct bench_subject *s = &subjects[i];
         char title[160];
@@ -140,8 +140,7 @@ void bench_report(FILE *out, const struct bench_config *cfg, const char *endpoin
                     s->py_total_ns / 1e6, s->total_ns / 1e6,
                     s->total_ns > 0 ? s->py_total_ns / s->total_ns : 0.0);
             fprintf(out, "  %-28s %10.3f ms of %.3f ms (%ld threads)\n", "GIL wait, contended",
-                    s->py_contended_gil_ns / 1e6, s->py_contended_total_ns / 1e6,
-                    s->py_threads);
+                    s->py_contended_gil_ns / 1e6, s->py_contended_total_ns / 1e6, s->py_threads);
         }
         section(out, "Memory");
         fprintf(out, "  baseline %.1f MiB  peak %.1f MiB  end %.1f MiB  delta %+.2f MiB\n",
@@ -159,39 +158,37 @@ void bench_report(FILE *out, const struct bench_config *cfg, const char *endpoin
 static json_t *latency_json(const struct bench_latency *l)
 {
     return json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "count", (json_int_t)l->count,
-                     "min_ms", MS(l->min), "mean_ms", l->mean / 1e6, "p50_ms", MS(l->p50),
-                     "p95_ms", MS(l->p95), "p99_ms", MS(l->p99), "max_ms", MS(l->max),
-                     "stdev_ms", l->stdev / 1e6);
+                     "min_ms", MS(l->min), "mean_ms", l->mean / 1e6, "p50_ms", MS(l->p50), "p95_ms",
+                     MS(l->p95), "p99_ms", MS(l->p99), "max_ms", MS(l->max), "stdev_ms",
+                     l->stdev / 1e6);
 }
 
 static json_t *subject_json(const struct bench_subject *s)
 {
     json_t *calls = json_pack("{s:I, s:I, s:I, s:I}", "sequential_ok", (json_int_t)s->seq_ok,
                               "sequential_failed", (json_int_t)s->seq_failed, "parallel_ok",
-                              (json_int_t)s->par_ok, "parallel_failed",
-                              (json_int_t)s->par_failed);
+                              (json_int_t)s->par_ok, "parallel_failed", (json_int_t)s->par_failed);
     if (s->failed) /* no figure from calls that all failed: null, never a timing of failures */
         return json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:n, s:n, s:n, s:{s:I, s:I, s:I, s:f,"
-                         " s:f, s:b}}", "name", s->name, "model", s->model, "status", "failed",
-                         "error", s->first_error, "calls", calls, "errors",
-                         (json_int_t)s->errors, "latency", "breakdown_ms", "throughput",
-                         "memory", "baseline_rss_bytes", (json_int_t)s->rss_baseline,
-                         "peak_rss_bytes", (json_int_t)s->rss_peak, "end_rss_bytes",
-                         (json_int_t)s->rss_end, "bytes_per_call", s->bytes_per_call,
-                         "growth_slope_bytes_per_call", s->leak_slope, "leak_suspected",
-                         s->leak_suspected);
+                         " s:f, s:b}}",
+                         "name", s->name, "model", s->model, "status", "failed", "error",
+                         s->first_error, "calls", calls, "errors", (json_int_t)s->errors, "latency",
+                         "breakdown_ms", "throughput", "memory", "baseline_rss_bytes",
+                         (json_int_t)s->rss_baseline, "peak_rss_bytes", (json_int_t)s->rss_peak,
+                         "end_rss_bytes", (json_int_t)s->rss_end, "bytes_per_call",
+                         s->bytes_per_call, "growth_slope_bytes_per_call", s->leak_slope,
+                         "leak_suspected", s->leak_suspected);
     json_t *o = json_pack(
         "{s:s, s:s, s:o, s:I, s:{s:f, s:f, s:f, s:f, s:f}, s:{s:f, s:f, s:f, s:f, s:f},"
         " s:{s:I, s:I, s:I, s:f, s:f, s:b}}",
         "name", s->name, "model", s->model, "latency", latency_json(&s->latency), "errors",
-        (json_int_t)s->errors, "breakdown_ms", "format", s->format_ns / 1e6, "lm",
-        s->lm_ns / 1e6, "parse", s->parse_ns / 1e6, "other", s->other_ns / 1e6, "total",
-        s->total_ns / 1e6, "throughput", "sequential_s", s->seq_s, "sequential_qps",
-        s->seq_qps, "parallel_s", s->par_s, "parallel_qps", s->par_qps, "speedup", s->speedup,
-        "memory", "baseline_rss_bytes", (json_int_t)s->rss_baseline, "peak_rss_bytes",
-        (json_int_t)s->rss_peak, "end_rss_bytes", (json_int_t)s->rss_end, "bytes_per_call",
-        s->bytes_per_call, "growth_slope_bytes_per_call", s->leak_slope, "leak_suspected",
-        s->leak_suspected);
+        (json_int_t)s->errors, "breakdown_ms", "format", s->format_ns / 1e6, "lm", s->lm_ns / 1e6,
+        "parse", s->parse_ns / 1e6, "other", s->other_ns / 1e6, "total", s->total_ns / 1e6,
+        "throughput", "sequential_s", s->seq_s, "sequential_qps", s->seq_qps, "parallel_s",
+        s->par_s, "parallel_qps", s->par_qps, "speedup", s->speedup, "memory", "baseline_rss_bytes",
+        (json_int_t)s->rss_baseline, "peak_rss_bytes", (json_int_t)s->rss_peak, "end_rss_bytes",
+        (json_int_t)s->rss_end, "bytes_per_call", s->bytes_per_call, "growth_slope_bytes_per_call",
+        s->leak_slope, "leak_suspected", s->leak_suspected);
     if (o) {
         json_object_set_new(o, "status", json_string("ok"));
         json_object_set_new(o, "calls", calls);
@@ -201,14 +198,14 @@ static json_t *subject_json(const struct bench_subject *s)
         json_decref(calls);
     }
     if (o && s->py_total_ns >= 0)
-        json_object_set_new(
-            o, "python",
-            json_pack("{s:f, s:f, s:f, s:f, s:I, s:f, s:f}", "gil_wait_ms", s->py_gil_ns / 1e6,
-                      "exec_ms", s->py_exec_ns / 1e6, "convert_ms", s->py_convert_ns / 1e6,
-                      "total_ms", s->py_total_ns / 1e6, "contended_threads",
-                      (json_int_t)s->py_threads, "contended_gil_wait_ms",
-                      s->py_contended_gil_ns / 1e6, "contended_total_ms",
-                      s->py_contended_total_ns / 1e6));
+        json_object_set_new(o, "python",
+                            json_pack("{s:f, s:f, s:f, s:f, s:I, s:f, s:f}", "gil_wait_ms",
+                                      s->py_gil_ns / 1e6, "exec_ms", s->py_exec_ns / 1e6,
+                                      "convert_ms", s->py_convert_ns / 1e6, "total_ms",
+                                      s->py_total_ns / 1e6, "contended_threads",
+                                      (json_int_t)s->py_threads, "contended_gil_wait_ms",
+                                      s->py_contended_gil_ns / 1e6, "contended_total_ms",
+                                      s->py_contended_total_ns / 1e6));
     return o;
 }
 
@@ -220,13 +217,12 @@ json_t *bench_to_json(const struct bench_config *cfg, const char *endpoint,
     json_t *subs = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(subs, subject_json(&subjects[i]));
-    return json_pack("{s:s, s:s, s:{s:s, s:I, s:I, s:I}, s:{s:i, s:s, s:I, s:s}, s:f, s:o}",
-                     "tool", "dspyc bench", "version", dspy_version(), "config", "endpoint",
-                     endpoint, "iterations", (json_int_t)cfg->iterations, "warmup",
-                     (json_int_t)cfg->warmup, "concurrency", (json_int_t)cfg->concurrency,
-                     "machine", "cores", m.cores, "cpu_model", m.cpu_model, "memory_bytes",
-                     (json_int_t)m.memory_bytes, "os", m.os, "measurement_cost_ns",
-                     self_cost_ns, "subjects", subs);
+    return json_pack("{s:s, s:s, s:{s:s, s:I, s:I, s:I}, s:{s:i, s:s, s:I, s:s}, s:f, s:o}", "tool",
+                     "dspyc bench", "version", dspy_version(), "config", "endpoint", endpoint,
+                     "iterations", (json_int_t)cfg->iterations, "warmup", (json_int_t)cfg->warmup,
+                     "concurrency", (json_int_t)cfg->concurrency, "machine", "cores", m.cores,
+                     "cpu_model", m.cpu_model, "memory_bytes", (json_int_t)m.memory_bytes, "os",
+                     m.os, "measurement_cost_ns", self_cost_ns, "subjects", subs);
 }
 
 static double num_at(const json_t *subject, const char *group, const char *key)
@@ -238,10 +234,9 @@ static double num_at(const json_t *subject, const char *group, const char *key)
 int bench_compare(FILE *out, const json_t *now, const char *old_path)
 {
     static const char *const rows[][2] = {
-        { "latency", "p50_ms" },       { "latency", "p95_ms" },
-        { "latency", "p99_ms" },       { "latency", "mean_ms" },
-        { "throughput", "parallel_qps" }, { "breakdown_ms", "format" },
-        { "breakdown_ms", "parse" },   { "memory", "peak_rss_bytes" },
+        { "latency", "p50_ms" },     { "latency", "p95_ms" },          { "latency", "p99_ms" },
+        { "latency", "mean_ms" },    { "throughput", "parallel_qps" }, { "breakdown_ms", "format" },
+        { "breakdown_ms", "parse" }, { "memory", "peak_rss_bytes" },
     };
     json_error_t je;
     json_t *old = json_load_file(old_path, 0, &je);
@@ -275,8 +270,8 @@ int bench_compare(FILE *out, const json_t *now, const char *old_path)
         fprintf(out, "  %s\n", name);
         for (size_t r = 0; r < sizeof(rows) / sizeof(rows[0]); r++) {
             double a = num_at(o, rows[r][0], rows[r][1]), b = num_at(s, rows[r][0], rows[r][1]);
-            fprintf(out, "    %-12s %-16s %12.3f -> %12.3f  %+7.1f %%\n", rows[r][0], rows[r][1],
-                    a, b, a != 0 ? 100.0 * (b - a) / fabs(a) : 0.0);
+            fprintf(out, "    %-12s %-16s %12.3f -> %12.3f  %+7.1f %%\n", rows[r][0], rows[r][1], a,
+                    b, a != 0 ? 100.0 * (b - a) / fabs(a) : 0.0);
         }
     }
     json_decref(old);

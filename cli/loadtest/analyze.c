@@ -8,11 +8,11 @@
 
 #include "loadtest.h"
 
-static const char *const time_metrics[] = { "e2el", "latency", "service", "lag", "ttfb",
-                                            "ttft", "ttft_service", "ttfc", "itl",
-                                            "itl_token", "tpot" };
-static const char *const rate_metrics[] = { "error_rate", "success_rate", "throughput",
-                                            "output_throughput", "goodput", "achieved_ratio",
+static const char *const time_metrics[] = { "e2el", "latency",   "service",      "lag",
+                                            "ttfb", "ttft",      "ttft_service", "ttfc",
+                                            "itl",  "itl_token", "tpot" };
+static const char *const rate_metrics[] = { "error_rate",        "success_rate", "throughput",
+                                            "output_throughput", "goodput",      "achieved_ratio",
                                             "slo_attainment" };
 
 static const char *alias(const char *m)
@@ -68,7 +68,8 @@ static int parse_one(const char *t, struct lt_cond *c)
         } else if (!strcmp(lhs, "mean") || !strcmp(lhs, "avg") || !strcmp(lhs, "max") ||
                    !strcmp(lhs, "min")) {
             strcpy(c->agg, !strcmp(lhs, "avg") || !strcmp(lhs, "mean") ? "mean"
-                           : !strcmp(lhs, "max") ? "max" : "min");
+                           : !strcmp(lhs, "max")                       ? "max"
+                                                                       : "min");
         } else {
             goto bad;
         }
@@ -118,8 +119,10 @@ static int parse_one(const char *t, struct lt_cond *c)
     }
     return 0;
 bad:
-    fprintf(stderr, "dspyc loadtest: cannot read the condition '%s' (want e.g. 'p99(e2e)<500ms', "
-                    "'mean(ttft)<=200ms', 'error_rate<5%%', 'throughput>90')\n", t);
+    fprintf(stderr,
+            "dspyc loadtest: cannot read the condition '%s' (want e.g. 'p99(e2e)<500ms', "
+            "'mean(ttft)<=200ms', 'error_rate<5%%', 'throughput>90')\n",
+            t);
     return -1;
 }
 
@@ -157,9 +160,10 @@ bool lt_eval_cond(const struct lt_run *r, const struct lt_cond *c, double *actua
             *actual = NAN;
             return false; /* nothing measured cannot pass */
         }
-        v = !strcmp(c->agg, "p") ? (double)dspy_hist_percentile(h, c->pct)
+        v = !strcmp(c->agg, "p")      ? (double)dspy_hist_percentile(h, c->pct)
             : !strcmp(c->agg, "mean") ? dspy_hist_mean(h)
-            : !strcmp(c->agg, "max") ? (double)dspy_hist_max(h) : (double)dspy_hist_min(h);
+            : !strcmp(c->agg, "max")  ? (double)dspy_hist_max(h)
+                                      : (double)dspy_hist_min(h);
     } else if (!strcmp(c->metric, "error_rate")) {
         v = lt_error_rate(r);
     } else if (!strcmp(c->metric, "success_rate")) {
@@ -184,9 +188,9 @@ bool lt_eval_cond(const struct lt_run *r, const struct lt_cond *c, double *actua
 static void finding(struct lt_run *r, const char *severity, const char *rule, const char *reason,
                     const char *recommendation)
 {
-    json_array_append_new(r->analysis, json_pack("{s:s,s:s,s:s,s:s}", "severity", severity,
-                                                 "rule", rule, "reason", reason,
-                                                 "recommendation", recommendation));
+    json_array_append_new(r->analysis,
+                          json_pack("{s:s,s:s,s:s,s:s}", "severity", severity, "rule", rule,
+                                    "reason", reason, "recommendation", recommendation));
 }
 
 /* Pearson correlation of requests in the system and p50 latency per second while requests
@@ -270,8 +274,8 @@ static void self_checks(struct lt_run *r)
         json_object_set_new(ll, "mean_latency_s", json_real(W));
         json_object_set_new(ll, "lambda_w", json_real(lambda * W));
         json_object_set_new(ll, "ratio", json_real(lambda * W > 0 ? L / (lambda * W) : 0));
-        json_object_set_new(ll, "ok", json_boolean(lambda * W <= 0 ||
-                                                   fabs(L / (lambda * W) - 1) < 0.15));
+        json_object_set_new(ll, "ok",
+                            json_boolean(lambda * W <= 0 || fabs(L / (lambda * W) - 1) < 0.15));
     }
     json_object_set_new(r->checks, "littles_law", ll);
     json_t *ar = json_object();
@@ -279,10 +283,10 @@ static void self_checks(struct lt_run *r)
     json_object_set_new(ar, "intended", json_integer((json_int_t)r->gs.scheduled));
     json_object_set_new(ar, "sent", json_integer((json_int_t)r->gs.sent));
     json_object_set_new(ar, "not_sent", json_integer((json_int_t)(r->gs.scheduled - r->gs.sent)));
-    json_object_set_new(ar, "intended_rate", json_real(issue > 0 ? (double)r->gs.scheduled / issue
-                                                                  : 0));
-    json_object_set_new(ar, "achieved_send_rate", json_real(issue > 0 ? (double)r->gs.sent / issue
-                                                                       : 0));
+    json_object_set_new(ar, "intended_rate",
+                        json_real(issue > 0 ? (double)r->gs.scheduled / issue : 0));
+    json_object_set_new(ar, "achieved_send_rate",
+                        json_real(issue > 0 ? (double)r->gs.sent / issue : 0));
     json_object_set_new(ar, "ok", json_boolean(r->gs.sent == r->gs.scheduled));
     json_object_set_new(r->checks, "arrivals", ar);
 }
@@ -322,9 +326,10 @@ void lt_analyze(struct lt_run *r)
     double lat_lo = 0, lat_hi = 0, inf_hi = 0;
     double corr = saturation_corr(r, &lat_lo, &lat_hi, &inf_hi);
     if (corr > 0.7 && lat_hi > 2 * lat_lo + 1) {
-        snprintf(why, sizeof(why), "latency rises with requests in flight (correlation %.2f): "
-                 "p50 %.1f ms at the least load, %.1f ms at %.1f in flight", corr, lat_lo,
-                 lat_hi, inf_hi);
+        snprintf(why, sizeof(why),
+                 "latency rises with requests in flight (correlation %.2f): "
+                 "p50 %.1f ms at the least load, %.1f ms at %.1f in flight",
+                 corr, lat_lo, lat_hi, inf_hi);
         finding(r, "warning", "saturation", why,
                 "the server queues: requests wait for a slot. Stay below the rate where this "
                 "starts, or raise the server's concurrency");
@@ -332,17 +337,19 @@ void lt_analyze(struct lt_run *r)
     uint64_t lag99 = dspy_hist_percentile(t->h[M_LAG], 99);
     double gap_ms = r->rate > 0 ? 1000.0 / r->rate : 1e9;
     double run_s = (double)(r->gs.ended_ns - r->gs.started_ns) / 1e9;
-    double cpu = run_s > 0 ? 100.0 * (double)r->gs.cpu_ns / 1e9 /
-                                 (run_s * (o->threads ? o->threads : 1))
-                           : 0;
+    double cpu = run_s > 0
+                     ? 100.0 * (double)r->gs.cpu_ns / 1e9 / (run_s * (o->threads ? o->threads : 1))
+                     : 0;
     bool capped = o->max_in_flight > 0;
     if (r->gs.sent < r->gs.scheduled || (!o->closed && lt_ms(lag99) > fmax(5, gap_ms))) {
-        snprintf(why, sizeof(why), "GENERATOR FELL BEHIND: p99 dispatch lag %.2f ms, %llu of %llu "
-                 "intended requests never sent%s", lt_ms(lag99),
-                 (unsigned long long)(r->gs.scheduled - r->gs.sent),
+        snprintf(why, sizeof(why),
+                 "GENERATOR FELL BEHIND: p99 dispatch lag %.2f ms, %llu of %llu "
+                 "intended requests never sent%s",
+                 lt_ms(lag99), (unsigned long long)(r->gs.scheduled - r->gs.sent),
                  (unsigned long long)r->gs.scheduled,
                  capped ? " (the --max-concurrency cap holds requests back: this is the queueing "
-                          "a real client would see)" : "");
+                          "a real client would see)"
+                        : "");
         finding(r, capped ? "info" : "critical", "generator_lag", why,
                 capped ? "response time includes the wait for a slot; service time does not"
                        : "add --threads or --connections; if every connection is busy the server "
@@ -352,8 +359,9 @@ void lt_analyze(struct lt_run *r)
     }
     if (cpu > 85) {
         snprintf(why, sizeof(why), "generator threads used %.0f %% of their CPU", cpu);
-        finding(r, "warning", "generator_cpu", why, "add --threads so the client is not the "
-                                                    "bottleneck");
+        finding(r, "warning", "generator_cpu", why,
+                "add --threads so the client is not the "
+                "bottleneck");
     }
     if (o->pattern == LT_SPIKE && !o->closed) {
         double base = 0, rec_s = spike_recovery(r, &base);
@@ -361,12 +369,17 @@ void lt_analyze(struct lt_run *r)
                             isfinite(rec_s) ? json_real(rec_s) : json_null());
         json_object_set_new(r->checks, "spike_baseline_p90_ms", json_real(base));
         if (isfinite(rec_s))
-            snprintf(why, sizeof(why), "after the spike, p90 latency took %.0f s to return "
-                     "within 1.5x the %.1f ms baseline", rec_s, base);
+            snprintf(why, sizeof(why),
+                     "after the spike, p90 latency took %.0f s to return "
+                     "within 1.5x the %.1f ms baseline",
+                     rec_s, base);
         else
-            snprintf(why, sizeof(why), "after the spike, p90 latency never returned to "
-                     "1.5x the %.1f ms baseline", base);
-        snprintf(rec, sizeof(rec), "the queue built during the spike drains at (capacity - "
+            snprintf(why, sizeof(why),
+                     "after the spike, p90 latency never returned to "
+                     "1.5x the %.1f ms baseline",
+                     base);
+        snprintf(rec, sizeof(rec),
+                 "the queue built during the spike drains at (capacity - "
                  "baseline rate); more headroom shortens recovery");
         finding(r, "info", "spike_recovery", why, rec);
     }

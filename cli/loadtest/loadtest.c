@@ -22,112 +22,190 @@ static void on_sigint(int sig)
 
 static void usage(FILE *out)
 {
-    fputs(
-        "usage: dspyc loadtest --url URL [flags]\n\n"
-        "Open- and closed-loop load tests of OpenAI-compatible endpoints, dspyc programs and\n"
-        "any HTTP endpoint, measured without coordinated omission. See docs/loadtest.md.\n\n"
-        "target:\n"
-        "  --url URL              OpenAI base URL (http://127.0.0.1:8000/v1), or with --http\n"
-        "                         the full URL of the endpoint\n"
-        "  --chat                 POST {url}/chat/completions (default)\n"
-        "  --embeddings           POST {url}/embeddings\n"
-        "  --http                 any endpoint: --method, --header, --body\n"
-        "  --program FILE         run a dspyc program file through the library against --url\n"
-        "  --stream / --no-stream chat streaming with usage (default: stream)\n"
-        "  --model NAME           model name sent (default dspyc-sim)\n"
-        "  --method M             HTTP method (default POST with a body, else GET)\n"
-        "  --header 'N: V'        extra request header (repeatable)\n"
-        "  --body TEXT|@FILE      body template; {{prompt}} and {{i}} are filled per template\n"
-        "  --prompts FILE         JSONL prompts: \"messages\", \"prompt\", \"text\" or\n"
-        "                         \"question\" (program: the input fields)\n"
-        "  --input-words M[:SD]   generated prompts of ~Normal(M, SD) words (default 32:8)\n"
-        "  --max-tokens N         max_tokens sent with chat requests\n"
-        "  --templates N          distinct generated requests, picked at random (default 64)\n"
-        "  --api-key-env VAR      send 'Authorization: Bearer $VAR' (default OPENAI_API_KEY)\n",
-        out);
-    fputs(
-        "load:\n"
-        "  --rate R               open loop at R requests/s (default 10)\n"
-        "  --arrival A            constant | poisson (default) | gamma\n"
-        "  --burstiness K         gamma shape (vLLM --burstiness; <1 burstier, 1 = Poisson)\n"
-        "  --users N              closed loop: N virtual users, each waits for its answer\n"
-        "  --think S              closed loop: pause S seconds after each answer\n"
-        "  --think-exp            draw the pause from an exponential with mean S\n"
-        "  --max-concurrency N    cap requests in flight (with --rate: waiting counts in\n"
-        "                         response time, not in service time; --program: the\n"
-        "                         size of its thread pool, default 64)\n"
-        "  --connections N        most keep-alive connections (default 1024, closed: users)\n"
-        "  --threads N            generator threads, one epoll loop each (default 1; 0 = one\n"
-        "                         per core)\n"
-        "  --pattern P            constant | ramp | spike | wave | steps (default constant)\n"
-        "  --ramp-up S / --ramp-down S       ramp: warm-up from 0 and cool-down to 0\n"
-        "  --spike-at S / --spike-duration S / --spike-multiplier X\n"
-        "                         spike: baseline --rate, X times it for a while, recovery\n"
-        "  --wave-period S / --wave-amplitude F   wave: rate * (1 + F sin(2 pi t / S))\n"
-        "  --steps R1,R2,...      steps: these rates in turn, --step-duration S each\n"
-        "  --sweep R1,R2,...      a separate run at each rate, one report each\n"
-        "  --duration S           issue requests for S seconds (default 10)\n"
-        "  --count N              stop after N requests (with or without --duration)\n"
-        "  --warmup S             leave requests intended in the first S seconds out of\n"
-        "                         the statistics (they stay in the log and time series)\n",
-        out);
-    fputs(
-        "  --seed N               seed of arrivals, prompts and template choice (default 0)\n"
-        "  --timeout S            per request, from the actual send (default 30)\n"
-        "  --drain S              wait for answers after the last send (default: timeout)\n"
-        "analysis:\n"
-        "  --slo 'TERMS'          e.g. 'p95(ttft)<200ms,errors<1%': goodput counts requests\n"
-        "                         meeting every ttft/tpot/e2el limit; the run passes or not\n"
-        "  --search               find the highest rate meeting --slo (bisection of runs of\n"
-        "                         --duration each, between 0 and --search-max, default\n"
-        "                         4 x --rate; --search-iters N, default 6)\n"
-        "  --threshold COND       e.g. 'p99(e2e)<500ms', 'error_rate<5%', 'throughput>90'\n"
-        "                         (repeatable); any failure exits 99\n"
-        "  --p95-limit MS         bottleneck rule: P95 latency above this (default 1000)\n"
-        "  --pid PID              sample CPU % and RSS of the target process each second\n"
-        "output:\n"
-        "  --json FILE            summary as JSON with vLLM key names ('-' for stdout)\n"
-        "  --log FILE             one JSON line per request\n"
-        "  --html FILE            self-contained HTML report with charts (works offline)\n"
-        "  --quiet                no terminal summary\n"
-        "metrics: e2el latency service lag ttfb ttft ttft_service ttfc itl itl_token tpot;\n"
-        "aggregates: p50..p99.9 (p(N) or pN), mean, median, min, max; rates: error_rate,\n"
-        "success_rate, throughput, output_throughput, goodput, achieved_ratio.\n",
-        out);
+    fputs("usage: dspyc loadtest --url URL [flags]\n\n"
+          "Open- and closed-loop load tests of OpenAI-compatible endpoints, dspyc programs and\n"
+          "any HTTP endpoint, measured without coordinated omission. See docs/loadtest.md.\n\n"
+          "target:\n"
+          "  --url URL              OpenAI base URL (http://127.0.0.1:8000/v1), or with --http\n"
+          "                         the full URL of the endpoint\n"
+          "  --chat                 POST {url}/chat/completions (default)\n"
+          "  --embeddings           POST {url}/embeddings\n"
+          "  --http                 any endpoint: --method, --header, --body\n"
+          "  --program FILE         run a dspyc program file through the library against --url\n"
+          "  --stream / --no-stream chat streaming with usage (default: stream)\n"
+          "  --model NAME           model name sent (default dspyc-sim)\n"
+          "  --method M             HTTP method (default POST with a body, else GET)\n"
+          "  --header 'N: V'        extra request header (repeatable)\n"
+          "  --body TEXT|@FILE      body template; {{prompt}} and {{i}} are filled per template\n"
+          "  --prompts FILE         JSONL prompts: \"messages\", \"prompt\", \"text\" or\n"
+          "                         \"question\" (program: the input fields)\n"
+          "  --input-words M[:SD]   generated prompts of ~Normal(M, SD) words (default 32:8)\n"
+          "  --max-tokens N         max_tokens sent with chat requests\n"
+          "  --templates N          distinct generated requests, picked at random (default 64)\n"
+          "  --api-key-env VAR      send 'Authorization: Bearer $VAR' (default OPENAI_API_KEY)\n",
+          out);
+    fputs("load:\n"
+          "  --rate R               open loop at R requests/s (default 10)\n"
+          "  --arrival A            constant | poisson (default) | gamma\n"
+          "  --burstiness K         gamma shape (vLLM --burstiness; <1 burstier, 1 = Poisson)\n"
+          "  --users N              closed loop: N virtual users, each waits for its answer\n"
+          "  --think S              closed loop: pause S seconds after each answer\n"
+          "  --think-exp            draw the pause from an exponential with mean S\n"
+          "  --max-concurrency N    cap requests in flight (with --rate: waiting counts in\n"
+          "                         response time, not in service time; --program: the\n"
+          "                         size of its thread pool, default 64)\n"
+          "  --connections N        most keep-alive connections (default 1024, closed: users)\n"
+          "  --threads N            generator threads, one epoll loop each (default 1; 0 = one\n"
+          "                         per core)\n"
+          "  --pattern P            constant | ramp | spike | wave | steps (default constant)\n"
+          "  --ramp-up S / --ramp-down S       ramp: warm-up from 0 and cool-down to 0\n"
+          "  --spike-at S / --spike-duration S / --spike-multiplier X\n"
+          "                         spike: baseline --rate, X times it for a while, recovery\n"
+          "  --wave-period S / --wave-amplitude F   wave: rate * (1 + F sin(2 pi t / S))\n"
+          "  --steps R1,R2,...      steps: these rates in turn, --step-duration S each\n"
+          "  --sweep R1,R2,...      a separate run at each rate, one report each\n"
+          "  --duration S           issue requests for S seconds (default 10)\n"
+          "  --count N              stop after N requests (with or without --duration)\n"
+          "  --warmup S             leave requests intended in the first S seconds out of\n"
+          "                         the statistics (they stay in the log and time series)\n",
+          out);
+    fputs("  --seed N               seed of arrivals, prompts and template choice (default 0)\n"
+          "  --timeout S            per request, from the actual send (default 30)\n"
+          "  --drain S              wait for answers after the last send (default: timeout)\n"
+          "analysis:\n"
+          "  --slo 'TERMS'          e.g. 'p95(ttft)<200ms,errors<1%': goodput counts requests\n"
+          "                         meeting every ttft/tpot/e2el limit; the run passes or not\n"
+          "  --search               find the highest rate meeting --slo (bisection of runs of\n"
+          "                         --duration each, between 0 and --search-max, default\n"
+          "                         4 x --rate; --search-iters N, default 6)\n"
+          "  --threshold COND       e.g. 'p99(e2e)<500ms', 'error_rate<5%', 'throughput>90'\n"
+          "                         (repeatable); any failure exits 99\n"
+          "  --p95-limit MS         bottleneck rule: P95 latency above this (default 1000)\n"
+          "  --pid PID              sample CPU % and RSS of the target process each second\n"
+          "output:\n"
+          "  --json FILE            summary as JSON with vLLM key names ('-' for stdout)\n"
+          "  --log FILE             one JSON line per request\n"
+          "  --html FILE            self-contained HTML report with charts (works offline)\n"
+          "  --quiet                no terminal summary\n"
+          "metrics: e2el latency service lag ttfb ttft ttft_service ttfc itl itl_token tpot;\n"
+          "aggregates: p50..p99.9 (p(N) or pN), mean, median, min, max; rates: error_rate,\n"
+          "success_rate, throughput, output_throughput, goodput, achieved_ratio.\n",
+          out);
 }
 
 enum {
-    O_URL = 1, O_CHAT, O_EMBED, O_HTTP, O_PROGRAM, O_STREAM, O_NOSTREAM, O_MODEL, O_METHOD,
-    O_HEADER, O_BODY, O_PROMPTS, O_INWORDS, O_MAXTOK, O_TEMPLATES, O_KEYENV, O_RATE, O_ARRIVAL,
-    O_BURST, O_USERS, O_THINK, O_THINKEXP, O_MAXCONC, O_CONNS, O_THREADS, O_PATTERN, O_RAMPUP,
-    O_RAMPDOWN, O_SPIKEAT, O_SPIKELEN, O_SPIKEMULT, O_WAVEP, O_WAVEA, O_STEPS, O_STEPDUR,
-    O_SWEEP, O_DURATION, O_COUNT, O_WARMUP, O_SEED, O_TIMEOUT, O_DRAIN, O_SLO, O_SEARCH,
-    O_SEARCHMAX, O_SEARCHIT, O_THRESH, O_P95, O_PID, O_JSON, O_LOG, O_HTML, O_QUIET, O_HELP
+    O_URL = 1,
+    O_CHAT,
+    O_EMBED,
+    O_HTTP,
+    O_PROGRAM,
+    O_STREAM,
+    O_NOSTREAM,
+    O_MODEL,
+    O_METHOD,
+    O_HEADER,
+    O_BODY,
+    O_PROMPTS,
+    O_INWORDS,
+    O_MAXTOK,
+    O_TEMPLATES,
+    O_KEYENV,
+    O_RATE,
+    O_ARRIVAL,
+    O_BURST,
+    O_USERS,
+    O_THINK,
+    O_THINKEXP,
+    O_MAXCONC,
+    O_CONNS,
+    O_THREADS,
+    O_PATTERN,
+    O_RAMPUP,
+    O_RAMPDOWN,
+    O_SPIKEAT,
+    O_SPIKELEN,
+    O_SPIKEMULT,
+    O_WAVEP,
+    O_WAVEA,
+    O_STEPS,
+    O_STEPDUR,
+    O_SWEEP,
+    O_DURATION,
+    O_COUNT,
+    O_WARMUP,
+    O_SEED,
+    O_TIMEOUT,
+    O_DRAIN,
+    O_SLO,
+    O_SEARCH,
+    O_SEARCHMAX,
+    O_SEARCHIT,
+    O_THRESH,
+    O_P95,
+    O_PID,
+    O_JSON,
+    O_LOG,
+    O_HTML,
+    O_QUIET,
+    O_HELP
 };
 
 static const struct option longopts[] = {
-    { "url", 1, 0, O_URL }, { "chat", 0, 0, O_CHAT }, { "embeddings", 0, 0, O_EMBED },
-    { "http", 0, 0, O_HTTP }, { "program", 1, 0, O_PROGRAM }, { "stream", 0, 0, O_STREAM },
-    { "no-stream", 0, 0, O_NOSTREAM }, { "model", 1, 0, O_MODEL }, { "method", 1, 0, O_METHOD },
-    { "header", 1, 0, O_HEADER }, { "body", 1, 0, O_BODY }, { "prompts", 1, 0, O_PROMPTS },
-    { "input-words", 1, 0, O_INWORDS }, { "max-tokens", 1, 0, O_MAXTOK },
-    { "templates", 1, 0, O_TEMPLATES }, { "api-key-env", 1, 0, O_KEYENV },
-    { "rate", 1, 0, O_RATE }, { "arrival", 1, 0, O_ARRIVAL }, { "burstiness", 1, 0, O_BURST },
-    { "users", 1, 0, O_USERS }, { "think", 1, 0, O_THINK }, { "think-exp", 0, 0, O_THINKEXP },
-    { "max-concurrency", 1, 0, O_MAXCONC }, { "connections", 1, 0, O_CONNS },
-    { "threads", 1, 0, O_THREADS }, { "pattern", 1, 0, O_PATTERN },
-    { "ramp-up", 1, 0, O_RAMPUP }, { "ramp-down", 1, 0, O_RAMPDOWN },
-    { "spike-at", 1, 0, O_SPIKEAT }, { "spike-duration", 1, 0, O_SPIKELEN },
-    { "spike-multiplier", 1, 0, O_SPIKEMULT }, { "wave-period", 1, 0, O_WAVEP },
-    { "wave-amplitude", 1, 0, O_WAVEA }, { "steps", 1, 0, O_STEPS },
-    { "step-duration", 1, 0, O_STEPDUR }, { "sweep", 1, 0, O_SWEEP },
-    { "duration", 1, 0, O_DURATION }, { "count", 1, 0, O_COUNT }, { "warmup", 1, 0, O_WARMUP },
-    { "seed", 1, 0, O_SEED }, { "timeout", 1, 0, O_TIMEOUT }, { "drain", 1, 0, O_DRAIN },
-    { "slo", 1, 0, O_SLO }, { "search", 0, 0, O_SEARCH }, { "search-max", 1, 0, O_SEARCHMAX },
-    { "search-iters", 1, 0, O_SEARCHIT }, { "threshold", 1, 0, O_THRESH },
-    { "p95-limit", 1, 0, O_P95 }, { "pid", 1, 0, O_PID }, { "json", 1, 0, O_JSON },
-    { "log", 1, 0, O_LOG }, { "html", 1, 0, O_HTML }, { "quiet", 0, 0, O_QUIET },
-    { "help", 0, 0, O_HELP }, { 0, 0, 0, 0 },
+    { "url", 1, 0, O_URL },
+    { "chat", 0, 0, O_CHAT },
+    { "embeddings", 0, 0, O_EMBED },
+    { "http", 0, 0, O_HTTP },
+    { "program", 1, 0, O_PROGRAM },
+    { "stream", 0, 0, O_STREAM },
+    { "no-stream", 0, 0, O_NOSTREAM },
+    { "model", 1, 0, O_MODEL },
+    { "method", 1, 0, O_METHOD },
+    { "header", 1, 0, O_HEADER },
+    { "body", 1, 0, O_BODY },
+    { "prompts", 1, 0, O_PROMPTS },
+    { "input-words", 1, 0, O_INWORDS },
+    { "max-tokens", 1, 0, O_MAXTOK },
+    { "templates", 1, 0, O_TEMPLATES },
+    { "api-key-env", 1, 0, O_KEYENV },
+    { "rate", 1, 0, O_RATE },
+    { "arrival", 1, 0, O_ARRIVAL },
+    { "burstiness", 1, 0, O_BURST },
+    { "users", 1, 0, O_USERS },
+    { "think", 1, 0, O_THINK },
+    { "think-exp", 0, 0, O_THINKEXP },
+    { "max-concurrency", 1, 0, O_MAXCONC },
+    { "connections", 1, 0, O_CONNS },
+    { "threads", 1, 0, O_THREADS },
+    { "pattern", 1, 0, O_PATTERN },
+    { "ramp-up", 1, 0, O_RAMPUP },
+    { "ramp-down", 1, 0, O_RAMPDOWN },
+    { "spike-at", 1, 0, O_SPIKEAT },
+    { "spike-duration", 1, 0, O_SPIKELEN },
+    { "spike-multiplier", 1, 0, O_SPIKEMULT },
+    { "wave-period", 1, 0, O_WAVEP },
+    { "wave-amplitude", 1, 0, O_WAVEA },
+    { "steps", 1, 0, O_STEPS },
+    { "step-duration", 1, 0, O_STEPDUR },
+    { "sweep", 1, 0, O_SWEEP },
+    { "duration", 1, 0, O_DURATION },
+    { "count", 1, 0, O_COUNT },
+    { "warmup", 1, 0, O_WARMUP },
+    { "seed", 1, 0, O_SEED },
+    { "timeout", 1, 0, O_TIMEOUT },
+    { "drain", 1, 0, O_DRAIN },
+    { "slo", 1, 0, O_SLO },
+    { "search", 0, 0, O_SEARCH },
+    { "search-max", 1, 0, O_SEARCHMAX },
+    { "search-iters", 1, 0, O_SEARCHIT },
+    { "threshold", 1, 0, O_THRESH },
+    { "p95-limit", 1, 0, O_P95 },
+    { "pid", 1, 0, O_PID },
+    { "json", 1, 0, O_JSON },
+    { "log", 1, 0, O_LOG },
+    { "html", 1, 0, O_HTML },
+    { "quiet", 0, 0, O_QUIET },
+    { "help", 0, 0, O_HELP },
+    { 0, 0, 0, 0 },
 };
 
 static int parse_rates(const char *flag, const char *arg, struct lt_opts *o)
@@ -168,7 +246,10 @@ static int parse_opt(struct lt_opts *o, int c, const char *a, char **body_mem)
     case O_CHAT: o->target = LT_CHAT; return 0;
     case O_EMBED: o->target = LT_EMBED; return 0;
     case O_HTTP: o->target = LT_HTTP; return 0;
-    case O_PROGRAM: o->target = LT_PROGRAM; o->program_file = a; return 0;
+    case O_PROGRAM:
+        o->target = LT_PROGRAM;
+        o->program_file = a;
+        return 0;
     case O_STREAM: o->stream = true; return 0;
     case O_NOSTREAM: o->stream = false; return 0;
     case O_MODEL: o->model = a; return 0;
@@ -180,8 +261,9 @@ static int parse_opt(struct lt_opts *o, int c, const char *a, char **body_mem)
         }
         for (const char *p = a; *p; p++)
             if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-                fprintf(stderr, "dspyc loadtest: --header: control character (byte 0x%02x) "
-                                "at offset %ld refused: CR or LF would start another header\n",
+                fprintf(stderr,
+                        "dspyc loadtest: --header: control character (byte 0x%02x) "
+                        "at offset %ld refused: CR or LF would start another header\n",
                         (unsigned char)*p, (long)(p - a));
                 return -1;
             }
@@ -243,14 +325,16 @@ static int parse_opt(struct lt_opts *o, int c, const char *a, char **body_mem)
     case O_MAXCONC:
     case O_CONNS:
     case O_THREADS:
-        if (parse_long_flag(c == O_MAXCONC ? "--max-concurrency" : c == O_CONNS ? "--connections"
-                                                                              : "--threads",
+        if (parse_long_flag(c == O_MAXCONC ? "--max-concurrency"
+                            : c == O_CONNS ? "--connections"
+                                           : "--threads",
                             a, c == O_THREADS ? 0 : 1, 1000000, &l))
             return -1;
         if (c == O_THREADS && l == 0) /* one generator thread per online core */
             l = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
-        *(c == O_MAXCONC ? &o->max_in_flight : c == O_CONNS ? &o->connections : &o->threads) =
-            (unsigned)l;
+        *(c == O_MAXCONC ? &o->max_in_flight
+          : c == O_CONNS ? &o->connections
+                         : &o->threads) = (unsigned)l;
         return 0;
     case O_PATTERN: {
         static const char *const names[] = { "constant", "ramp", "spike", "wave", "steps" };
@@ -269,13 +353,9 @@ static int parse_opt(struct lt_opts *o, int c, const char *a, char **body_mem)
     case O_SPIKEMULT: return parse_double_flag("--spike-multiplier", a, 0, 1e6, &o->spike_mult);
     case O_WAVEP: return parse_double_flag("--wave-period", a, 0.01, 1e6, &o->wave_period_s);
     case O_WAVEA: return parse_double_flag("--wave-amplitude", a, 0, 1, &o->wave_amp);
-    case O_STEPS:
-        o->pattern = LT_STEPS;
-        return parse_rates("--steps", a, o);
+    case O_STEPS: o->pattern = LT_STEPS; return parse_rates("--steps", a, o);
     case O_STEPDUR: return parse_double_flag("--step-duration", a, 0.01, 1e6, &o->step_s);
-    case O_SWEEP:
-        o->sweep = true;
-        return parse_rates("--sweep", a, o);
+    case O_SWEEP: o->sweep = true; return parse_rates("--sweep", a, o);
     case O_DURATION: return parse_double_flag("--duration", a, 0, 1e7, &o->duration_s);
     case O_COUNT:
         if (parse_long_flag("--count", a, 1, 1L << 50, &l))
@@ -290,9 +370,7 @@ static int parse_opt(struct lt_opts *o, int c, const char *a, char **body_mem)
         return 0;
     case O_TIMEOUT: return parse_double_flag("--timeout", a, 0.001, 1e6, &o->timeout_s);
     case O_DRAIN: return parse_double_flag("--drain", a, 0, 1e6, &o->drain_s);
-    case O_SLO:
-        o->slo_text = a;
-        return lt_parse_conds(a, o->slo, 16, &o->nslo);
+    case O_SLO: o->slo_text = a; return lt_parse_conds(a, o->slo, 16, &o->nslo);
     case O_SEARCH: o->search = true; return 0;
     case O_SEARCHMAX: return parse_double_flag("--search-max", a, 1e-3, 1e8, &o->search_max);
     case O_SEARCHIT:
@@ -318,9 +396,7 @@ static int parse_opt(struct lt_opts *o, int c, const char *a, char **body_mem)
     case O_LOG: o->log_path = a; return 0;
     case O_HTML: o->html_path = a; return 0;
     case O_QUIET: o->quiet = true; return 0;
-    default:
-        (void)d;
-        return -1;
+    default: (void)d; return -1;
     }
 }
 
@@ -349,8 +425,8 @@ static void defaults(struct lt_opts *o)
 
 /* One run at `rate`: collect, analyze, report. Returns the run (caller releases) or NULL. */
 static struct lt_run *run_once(const struct lt_opts *o, double rate,
-                               const struct dspy_loadgen_request *reqs, size_t n,
-                               const char *host, int port, bool report)
+                               const struct dspy_loadgen_request *reqs, size_t n, const char *host,
+                               int port, bool report)
 {
     struct lt_run *r = malloc(sizeof(*r));
     if (lt_run_init(r, o, rate)) {
@@ -448,11 +524,11 @@ int cmd_loadtest(int argc, char **argv)
             if (!o.quiet)
                 fprintf(o.json_path && !strcmp(o.json_path, "-") ? stderr : stdout,
                         "rate %9.2f req/s: achieved %9.2f req/s, p50 %8.2f ms, p99 %8.2f ms, "
-                       "errors %5.2f %%%s\n",
-                       rate, lt_achieved_rps(r),
-                       lt_ms(dspy_hist_percentile(r->total.h[M_E2EL], 50)),
-                       lt_ms(dspy_hist_percentile(r->total.h[M_E2EL], 99)),
-                       100 * lt_error_rate(r), o.nslo ? (pass ? "  SLO met" : "  SLO missed") : "");
+                        "errors %5.2f %%%s\n",
+                        rate, lt_achieved_rps(r),
+                        lt_ms(dspy_hist_percentile(r->total.h[M_E2EL], 50)),
+                        lt_ms(dspy_hist_percentile(r->total.h[M_E2EL], 99)), 100 * lt_error_rate(r),
+                        o.nslo ? (pass ? "  SLO met" : "  SLO missed") : "");
             lt_run_release(r);
             free(r);
             if (!o.search)
@@ -472,8 +548,8 @@ int cmd_loadtest(int argc, char **argv)
             json_object_set_new(report, "max_rate_meeting_slo", json_real(best));
             json_object_set_new(report, "search_bracket", json_pack("[f,f]", lo, hi));
             if (!o.quiet)
-                printf("highest rate meeting '%s': %.2f req/s (bracket %.2f .. %.2f)\n",
-                       o.slo_text, best, lo, hi);
+                printf("highest rate meeting '%s': %.2f req/s (bracket %.2f .. %.2f)\n", o.slo_text,
+                       best, lo, hi);
         }
         ret = finish_outputs(&o, report) ? 1 : 0;
         goto out;

@@ -33,30 +33,39 @@ enum lt_metric {
 extern const char *const lt_metric_names[M_NMETRICS];
 
 /* Per-second counters of the time series. */
-enum { TS_INTENDED = 0, TS_SENT, TS_DONE, TS_OK, TS_ERRORS, TS_TOKENS, TS_INFLIGHT, TS_INSYSTEM,
-       TS_NCOUNTERS };
+enum {
+    TS_INTENDED = 0,
+    TS_SENT,
+    TS_DONE,
+    TS_OK,
+    TS_ERRORS,
+    TS_TOKENS,
+    TS_INFLIGHT,
+    TS_INSYSTEM,
+    TS_NCOUNTERS
+};
 enum { TSC_LATENCY = 0, TSC_TTFT, TSC_NCHANNELS };
 
-struct lt_cond {            /* one threshold or SLO term: agg(metric) op value */
+struct lt_cond { /* one threshold or SLO term: agg(metric) op value */
     char text[96];
-    char agg[16];           /* "p", "mean", "max", "min", "rate", "value" */
-    double pct;             /* for "p" */
+    char agg[16]; /* "p", "mean", "max", "min", "rate", "value" */
+    double pct;   /* for "p" */
     char metric[32];
-    bool less;              /* '<' or '<=' versus '>' or '>=' */
+    bool less; /* '<' or '<=' versus '>' or '>=' */
     bool or_equal;
-    double value;           /* ns for times, fraction for rates, plain number otherwise */
+    double value; /* ns for times, fraction for rates, plain number otherwise */
 };
 
 struct lt_opts {
     enum lt_target target;
-    const char *url;          /* base URL (OpenAI) or full URL (http) */
+    const char *url; /* base URL (OpenAI) or full URL (http) */
     const char *model;
     bool stream;
     const char *method;
     const char *headers[32];
     size_t nheaders;
-    const char *body;         /* --body template; {{prompt}} and {{i}} are filled in */
-    const char *prompts_file; /* JSONL with "prompt" or "messages" */
+    const char *body;                   /* --body template; {{prompt}} and {{i}} are filled in */
+    const char *prompts_file;           /* JSONL with "prompt" or "messages" */
     double input_words, input_words_sd; /* generated prompts */
     long max_tokens;
     unsigned ntemplates;
@@ -72,9 +81,9 @@ struct lt_opts {
     bool think_exp;
     unsigned max_in_flight, connections, threads;
     enum lt_pattern pattern;
-    double ramp_up_s, ramp_down_s, spike_at_s, spike_len_s, spike_mult, wave_period_s,
-        wave_amp, step_s;
-    double rates[64];         /* --steps / --sweep rates */
+    double ramp_up_s, ramp_down_s, spike_at_s, spike_len_s, spike_mult, wave_period_s, wave_amp,
+        step_s;
+    double rates[64]; /* --steps / --sweep rates */
     size_t nrates;
     bool sweep;
     double duration_s, warmup_s, timeout_s, drain_s;
@@ -88,7 +97,7 @@ struct lt_opts {
     unsigned search_iters;
     struct lt_cond thresholds[32];
     size_t nthresholds;
-    double p95_limit_ms;      /* bottleneck rule: P95 above this */
+    double p95_limit_ms; /* bottleneck rule: P95 above this */
     int pid;
     /* output */
     const char *json_path, *log_path, *html_path;
@@ -107,7 +116,7 @@ struct lt_shard {
     size_t loglen;
 };
 
-struct lt_sample {          /* one resource sample, on the run's clock */
+struct lt_sample { /* one resource sample, on the run's clock */
     double t_s;
     double target_cpu_pct, gen_cpu_pct;
     double target_rss_mb, gen_rss_mb;
@@ -115,27 +124,27 @@ struct lt_sample {          /* one resource sample, on the run's clock */
 
 struct lt_run {
     const struct lt_opts *o;
-    double rate;              /* the nominal rate of this run (0 = closed loop) */
+    double rate; /* the nominal rate of this run (0 = closed loop) */
     struct dspy_rate_stage stages[512];
     size_t nstages;
     uint64_t origin_ns;
     struct lt_shard *shards;
     unsigned nshards;
-    struct lt_shard total;    /* merged after the run */
+    struct lt_shard total; /* merged after the run */
     struct dspy_loadgen_stats gs;
     FILE *log;
     pthread_mutex_t log_lock;
     struct lt_sample samples[7200];
     size_t nsamples;
-    double duration_s;        /* measured: first intended to last answer */
-    json_t *analysis;         /* findings: [{severity, rule, reason, recommendation}] */
-    json_t *checks;           /* self-checks */
+    double duration_s; /* measured: first intended to last answer */
+    json_t *analysis;  /* findings: [{severity, rule, reason, recommendation}] */
+    json_t *checks;    /* self-checks */
     bool slo_ok, thresholds_ok;
 };
 
 /* target.c */
-int lt_build_requests(struct lt_opts *o, struct dspy_loadgen_request **reqs, size_t *n,
-                      char *host, size_t hostlen, int *port);
+int lt_build_requests(struct lt_opts *o, struct dspy_loadgen_request **reqs, size_t *n, char *host,
+                      size_t hostlen, int *port);
 void lt_free_requests(struct dspy_loadgen_request *reqs, size_t n);
 /* run.c */
 int lt_run_init(struct lt_run *r, const struct lt_opts *o, double rate);

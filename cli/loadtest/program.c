@@ -14,7 +14,7 @@ struct pool {
     struct lt_run *r;
     dspy_program *prog;
     dspy_lm *lm;
-    json_t *inputs;   /* array of input objects, used in turn */
+    json_t *inputs; /* array of input objects, used in turn */
     pthread_mutex_t lock;
     struct dspy_schedule sched; /* open loop, under lock */
     uint64_t next_seq;

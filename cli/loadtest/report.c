@@ -50,10 +50,10 @@ void lt_print_summary(const struct lt_run *r, FILE *out)
                 o->think_s);
     else
         fprintf(out, "load:            open loop, %s arrivals, rate %.2f req/s%s%s\n",
-                arrival_name(o->arrival), r->rate,
-                o->pattern == LT_CONSTANT ? "" : ", pattern ",
-                o->pattern == LT_CONSTANT ? "" : (const char *[]){ "", "ramp", "spike", "wave",
-                                                                   "steps" }[o->pattern]);
+                arrival_name(o->arrival), r->rate, o->pattern == LT_CONSTANT ? "" : ", pattern ",
+                o->pattern == LT_CONSTANT
+                    ? ""
+                    : (const char *[]){ "", "ramp", "spike", "wave", "steps" }[o->pattern]);
     fprintf(out, "duration:        %.2f s (measured requests: %llu, warm-up excluded: %.1f s)\n",
             r->duration_s, (unsigned long long)t->measured, o->warmup_s);
     fprintf(out, "requests:        %llu ok, %llu failed (%.2f %% errors)\n",
@@ -98,8 +98,9 @@ void lt_print_summary(const struct lt_run *r, FILE *out)
             o->threads, cpu, (unsigned long long)r->gs.connections_opened);
     json_t *ll = json_object_get(r->checks, "littles_law");
     if (json_object_get(ll, "ratio"))
-        fprintf(out, "self-check:      Little's law: mean in system %.2f vs rate x latency %.2f "
-                     "(ratio %.2f) %s\n",
+        fprintf(out,
+                "self-check:      Little's law: mean in system %.2f vs rate x latency %.2f "
+                "(ratio %.2f) %s\n",
                 json_real_value(json_object_get(ll, "mean_in_system")),
                 json_real_value(json_object_get(ll, "lambda_w")),
                 json_real_value(json_object_get(ll, "ratio")),
@@ -155,9 +156,9 @@ static json_t *series_json(const struct lt_run *r)
 {
     const dspy_timeseries *ts = r->total.ts;
     uint32_t n = dspy_timeseries_seconds(ts);
-    static const char *const names[TS_NCOUNTERS] = { "intended", "sent", "done", "ok",
-                                                    "errors", "tokens", "in_flight",
-                                                    "in_system" };
+    static const char *const names[TS_NCOUNTERS] = {
+        "intended", "sent", "done", "ok", "errors", "tokens", "in_flight", "in_system"
+    };
     json_t *j = json_object(), *t = json_array();
     for (uint32_t s = 0; s < n; s++)
         json_array_append_new(t, json_integer(s));
@@ -204,9 +205,9 @@ static json_t *conds_json(const struct lt_run *r, const struct lt_cond *c, size_
         double v;
         bool ok = lt_eval_cond(r, &c[i], &v);
         bool time = strcmp(c[i].agg, "value") != 0;
-        json_array_append_new(a, json_pack("{s:s,s:b,s:o}", "condition", c[i].text, "ok", ok,
-                                           "actual", isfinite(v) ? json_real(time ? v / 1e6 : v)
-                                                                 : json_null()));
+        json_array_append_new(a,
+                              json_pack("{s:s,s:b,s:o}", "condition", c[i].text, "ok", ok, "actual",
+                                        isfinite(v) ? json_real(time ? v / 1e6 : v) : json_null()));
     }
     return a;
 }
@@ -224,8 +225,8 @@ json_t *lt_run_json(const struct lt_run *r)
     json_object_set_new(j, "request_rate", r->rate > 0 ? json_real(r->rate) : json_string("inf"));
     json_object_set_new(j, "arrival", json_string(arrival_name(o->arrival)));
     json_object_set_new(j, "burstiness", json_real(o->burstiness));
-    json_object_set_new(j, "max_concurrency", o->max_in_flight ? json_integer(o->max_in_flight)
-                                                               : json_null());
+    json_object_set_new(j, "max_concurrency",
+                        o->max_in_flight ? json_integer(o->max_in_flight) : json_null());
     json_object_set_new(j, "duration", json_real(r->duration_s));
     json_object_set_new(j, "completed", json_integer((json_int_t)t->ok));
     json_object_set_new(j, "failed", json_integer((json_int_t)(t->measured - t->ok)));
@@ -238,12 +239,11 @@ json_t *lt_run_json(const struct lt_run *r)
                         json_real((double)(t->tokens + t->prompt_tokens) / dur));
     if (o->nslo) {
         json_object_set_new(j, "request_goodput", json_real((double)t->good / dur));
-        json_object_set_new(j, "slo_attainment", json_real(t->measured ? (double)t->good /
-                                                                             (double)t->measured
-                                                                       : 0));
-        json_object_set_new(j, "slo", json_pack("{s:s,s:b,s:o}", "spec", o->slo_text, "met",
-                                                r->slo_ok, "terms",
-                                                conds_json(r, o->slo, o->nslo)));
+        json_object_set_new(j, "slo_attainment",
+                            json_real(t->measured ? (double)t->good / (double)t->measured : 0));
+        json_object_set_new(j, "slo",
+                            json_pack("{s:s,s:b,s:o}", "spec", o->slo_text, "met", r->slo_ok,
+                                      "terms", conds_json(r, o->slo, o->nslo)));
     }
     double peak_tok = 0, peak_conc = 0;
     for (uint32_t s = 0; s < dspy_timeseries_seconds(t->ts); s++) {
@@ -252,10 +252,10 @@ json_t *lt_run_json(const struct lt_run *r)
     }
     json_object_set_new(j, "max_output_tokens_per_s", json_real(peak_tok));
     json_object_set_new(j, "max_concurrent_requests", json_real(peak_conc));
-    json_object_set_new(j, "intended_rate", json_real(issue > 0 ? (double)r->gs.scheduled / issue
-                                                                 : 0));
-    json_object_set_new(j, "achieved_send_rate", json_real(issue > 0 ? (double)r->gs.sent / issue
-                                                                      : 0));
+    json_object_set_new(j, "intended_rate",
+                        json_real(issue > 0 ? (double)r->gs.scheduled / issue : 0));
+    json_object_set_new(j, "achieved_send_rate",
+                        json_real(issue > 0 ? (double)r->gs.sent / issue : 0));
     json_object_set_new(j, "success_rate", json_real(1 - lt_error_rate(r)));
     json_object_set_new(j, "error_rate", json_real(lt_error_rate(r)));
     for (int m = 0; m < M_NMETRICS; m++)
@@ -290,10 +290,10 @@ json_t *lt_run_json(const struct lt_run *r)
     json_t *res = json_array();
     for (size_t i = 0; i < r->nsamples; i++) {
         const struct lt_sample *s = &r->samples[i];
-        json_array_append_new(res, json_pack("{s:f,s:f,s:f,s:f,s:f}", "t", s->t_s,
-                                             "target_cpu_pct", s->target_cpu_pct,
-                                             "target_rss_mb", s->target_rss_mb, "gen_cpu_pct",
-                                             s->gen_cpu_pct, "gen_rss_mb", s->gen_rss_mb));
+        json_array_append_new(res, json_pack("{s:f,s:f,s:f,s:f,s:f}", "t", s->t_s, "target_cpu_pct",
+                                             s->target_cpu_pct, "target_rss_mb", s->target_rss_mb,
+                                             "gen_cpu_pct", s->gen_cpu_pct, "gen_rss_mb",
+                                             s->gen_rss_mb));
     }
     json_object_set_new(j, "resources", res);
     if (o->pid)

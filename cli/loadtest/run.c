@@ -13,8 +13,8 @@
 #include "loadtest.h"
 
 const char *const lt_metric_names[M_NMETRICS] = {
-    "e2el", "latency", "service", "lag", "ttfb", "ttft", "ttft_service", "ttfc",
-    "itl", "itl_token", "tpot",
+    "e2el",         "latency", "service", "lag",       "ttfb", "ttft",
+    "ttft_service", "ttfc",    "itl",     "itl_token", "tpot",
 };
 
 static void add_stage(struct lt_run *r, double d, double a, double b)
@@ -48,8 +48,8 @@ static void build_profile(struct lt_run *r, double rate)
         double step = o->wave_period_s / 40.0;
         for (double t = 0; t < d - 1e-9 && r->nstages < 500; t += step) {
             double a = rate * (1 + o->wave_amp * sin(6.283185307179586 * t / o->wave_period_s));
-            double b = rate * (1 + o->wave_amp *
-                                       sin(6.283185307179586 * (t + step) / o->wave_period_s));
+            double b = rate *
+                       (1 + o->wave_amp * sin(6.283185307179586 * (t + step) / o->wave_period_s));
             add_stage(r, fmin(step, d - t), fmax(a, 0), fmax(b, 0));
         }
         break;
@@ -58,8 +58,7 @@ static void build_profile(struct lt_run *r, double rate)
         for (size_t i = 0; i < o->nrates; i++)
             add_stage(r, o->step_s, o->rates[i], o->rates[i]);
         break;
-    default:
-        add_stage(r, d, rate, rate);
+    default: add_stage(r, d, rate, rate);
     }
 }
 
@@ -73,7 +72,8 @@ int lt_run_init(struct lt_run *r, const struct lt_opts *o, double rate)
     /* Programs run on a pool: one thread per user (closed) or per allowed call in flight. */
     r->nshards = o->target != LT_PROGRAM ? o->threads
                  : o->closed             ? o->users
-                 : o->max_in_flight      ? o->max_in_flight : 64;
+                 : o->max_in_flight      ? o->max_in_flight
+                                         : 64;
     r->shards = calloc(r->nshards, sizeof(*r->shards));
     r->origin_ns = dspy_clock_ns() + 5000000;
     double span = o->duration_s > 0 ? o->duration_s : 3600;
@@ -141,9 +141,8 @@ static void log_result(struct lt_run *r, struct lt_shard *s, const struct dspy_l
         rel_ms(x->done_ns, x->sent_ns), rel_ms(x->first_byte_ns, x->sent_ns),
         rel_ms(x->first_token_ns, x->intended_ns),
         rel_ms(x->stream && x->last_token_ns ? x->last_token_ns : x->done_ns, x->intended_ns),
-        dspy_loadgen_outcome_name(x->outcome), x->status, x->stream ? "true" : "false",
-        x->chunks, tokens, src, x->new_connection ? "true" : "false",
-        (unsigned long long)x->bytes);
+        dspy_loadgen_outcome_name(x->outcome), x->status, x->stream ? "true" : "false", x->chunks,
+        tokens, src, x->new_connection ? "true" : "false", (unsigned long long)x->bytes);
     s->loglen += (size_t)n;
     if (s->loglen > (1 << 17) - 1100) {
         pthread_mutex_lock(&r->log_lock);
@@ -162,9 +161,11 @@ static bool good(const struct lt_run *r, uint64_t ttft, uint64_t tpot, uint64_t 
         if (!c->less)
             continue;
         const char *m = c->metric;
-        uint64_t v = !strcmp(m, "ttft") ? ttft : !strcmp(m, "tpot") ? tpot
-                   : !strcmp(m, "e2el") || !strcmp(m, "e2e") ? e2el
-                   : !strcmp(m, "latency") ? latency : 0;
+        uint64_t v = !strcmp(m, "ttft")                        ? ttft
+                     : !strcmp(m, "tpot")                      ? tpot
+                     : !strcmp(m, "e2el") || !strcmp(m, "e2e") ? e2el
+                     : !strcmp(m, "latency")                   ? latency
+                                                               : 0;
         if (strcmp(m, "ttft") && strcmp(m, "tpot") && strcmp(m, "e2el") && strcmp(m, "e2e") &&
             strcmp(m, "latency"))
             continue;
@@ -190,8 +191,7 @@ void lt_record(struct lt_run *r, unsigned shard, const struct dspy_loadgen_resul
     if (ok)
         dspy_timeseries_record(ts, TSC_LATENCY, x->done_ns, x->done_ns - x->intended_ns);
     if (ok && x->first_token_ns)
-        dspy_timeseries_record(ts, TSC_TTFT, x->first_token_ns,
-                               x->first_token_ns - x->intended_ns);
+        dspy_timeseries_record(ts, TSC_TTFT, x->first_token_ns, x->first_token_ns - x->intended_ns);
     long tokens = x->usage_tokens;
     const char *src = "usage";
     if (tokens < 0) {
@@ -287,15 +287,19 @@ static void *sampler_main(void *arg)
             continue;
         double dt = (double)(pg.taken_ns - pg0.taken_ns);
         s->t_s = ((double)pg.taken_ns - (double)r->origin_ns) / 1e9;
-        s->gen_cpu_pct = dt > 0 ? 100.0 * (double)(pg.cpu_user_ns + pg.cpu_system_ns -
-                                                   pg0.cpu_user_ns - pg0.cpu_system_ns) / dt
+        s->gen_cpu_pct = dt > 0 ? 100.0 *
+                                      (double)(pg.cpu_user_ns + pg.cpu_system_ns - pg0.cpu_user_ns -
+                                               pg0.cpu_system_ns) /
+                                      dt
                                 : 0;
         s->gen_rss_mb = (double)pg.rss_bytes / 1048576.0;
         pg0 = pg;
         if (have_t && dspy_proc_sample(r->o->pid, &pt) == DSPY_OK) {
             dt = (double)(pt.taken_ns - pt0.taken_ns);
-            s->target_cpu_pct = dt > 0 ? 100.0 * (double)(pt.cpu_user_ns + pt.cpu_system_ns -
-                                                          pt0.cpu_user_ns - pt0.cpu_system_ns) / dt
+            s->target_cpu_pct = dt > 0 ? 100.0 *
+                                             (double)(pt.cpu_user_ns + pt.cpu_system_ns -
+                                                      pt0.cpu_user_ns - pt0.cpu_system_ns) /
+                                             dt
                                        : 0;
             s->target_rss_mb = (double)pt.rss_bytes / 1048576.0;
             pt0 = pt;

@@ -9,9 +9,10 @@
 #include "util.h"
 
 static const char *const words[] = {
-    "the", "model", "answers", "a", "question", "about", "latency", "under", "load", "with",
-    "many", "requests", "in", "flight", "and", "each", "token", "arrives", "as", "an",
-    "event", "from", "server", "queue", "time", "rate", "simple", "program", "tests", "data",
+    "the",   "model",   "answers", "a",        "question", "about",  "latency", "under",
+    "load",  "with",    "many",    "requests", "in",       "flight", "and",     "each",
+    "token", "arrives", "as",      "an",       "event",    "from",   "server",  "queue",
+    "time",  "rate",    "simple",  "program",  "tests",    "data",
 };
 
 static uint64_t mix(uint64_t *x)
@@ -49,13 +50,17 @@ static int parse_url(const char *url, char *host, size_t hostlen, int *port, con
     char masked[1024];
     dspy_url_redact(url, masked, sizeof(masked));
     if (strncmp(url, "http://", 7)) {
-        fprintf(stderr, "dspyc loadtest: --url must start with http:// (got '%s'); the load "
-                        "generator speaks plain HTTP/1.1\n", masked);
+        fprintf(stderr,
+                "dspyc loadtest: --url must start with http:// (got '%s'); the load "
+                "generator speaks plain HTTP/1.1\n",
+                masked);
         return -1;
     }
     if (dspy_url_has_credentials(url)) {
-        fprintf(stderr, "dspyc loadtest: --url '%s': credentials in the URL are not "
-                        "supported; send them with --header\n", masked);
+        fprintf(stderr,
+                "dspyc loadtest: --url '%s': credentials in the URL are not "
+                "supported; send them with --header\n",
+                masked);
         return -1;
     }
     const char *h = url + 7, *slash = strchr(h, '/');
@@ -154,8 +159,8 @@ static char *openai_body(const struct lt_opts *o, json_t *prompt)
     return s;
 }
 
-int lt_build_requests(struct lt_opts *o, struct dspy_loadgen_request **reqs, size_t *n,
-                      char *host, size_t hostlen, int *port)
+int lt_build_requests(struct lt_opts *o, struct dspy_loadgen_request **reqs, size_t *n, char *host,
+                      size_t hostlen, int *port)
 {
     const char *path;
     char full[2048], auth[1024];
@@ -208,8 +213,8 @@ int lt_build_requests(struct lt_opts *o, struct dspy_loadgen_request **reqs, siz
             body = openai_body(o, p);
             json_decref(p);
         }
-        const char *method = o->method ? o->method : (o->target == LT_HTTP && !body ? "GET"
-                                                                                 : "POST");
+        const char *method = o->method ? o->method
+                                       : (o->target == LT_HTTP && !body ? "GET" : "POST");
         char *bytes = dspy_loadgen_build_request(method, host, *port, path, hdrs, nh, body,
                                                  body ? strlen(body) : 0, &(*reqs)[i].len);
         free(body);

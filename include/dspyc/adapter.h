@@ -21,10 +21,9 @@ DSPY_EXTERN int dspy_adapter_from_name(const char *name);
 /** Render the messages DSPy sends: a JSON array of {"role", "content"} objects.
  * `demos` is a JSON array of objects (field name -> value) or NULL; `inputs` an object.
  * *messages is new (caller owns). Thread-safe on a shared signature. */
-DSPY_EXTERN dspy_status dspy_adapter_format(enum dspy_adapter_kind kind,
-                                            const dspy_signature *sig, const json_t *demos,
-                                            const json_t *inputs, json_t **messages,
-                                            struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_adapter_format(enum dspy_adapter_kind kind, const dspy_signature *sig,
+                                            const json_t *demos, const json_t *inputs,
+                                            json_t **messages, struct dspy_error *err);
 
 /** The `response_format` DSPy's JSONAdapter sends for this signature, or NULL when it
  * sends none (always NULL for the Chat adapter). Caller owns the result. */
@@ -33,9 +32,8 @@ DSPY_EXTERN json_t *dspy_adapter_response_format(enum dspy_adapter_kind kind,
 
 /** Parse one LM completion into an object of output values (caller owns) typed as the
  * signature says. On failure returns DSPY_EADAPTER with DSPy's error text in err->message. */
-DSPY_EXTERN dspy_status dspy_adapter_parse(enum dspy_adapter_kind kind,
-                                           const dspy_signature *sig, const char *text,
-                                           size_t len, json_t **outputs,
+DSPY_EXTERN dspy_status dspy_adapter_parse(enum dspy_adapter_kind kind, const dspy_signature *sig,
+                                           const char *text, size_t len, json_t **outputs,
                                            struct dspy_error *err);
 
 #ifdef __cplusplus

@@ -43,9 +43,8 @@ DSPY_EXTERN extern const char *const dspy_cache_default_ignore[];
  * `ns` is the namespace (NULL or "" = none), at most DSPY_CACHE_NS_MAX bytes.
  * Does not allocate for objects of up to 64 members. Errors: DSPY_EINVAL (not an object,
  * NaN/infinite real, nesting deeper than 128, namespace too long). Thread-safe. */
-DSPY_EXTERN dspy_status dspy_cache_key_from_json(const json_t *request,
-                                                 const char *const *ignore, const char *ns,
-                                                 struct dspy_cache_key *out,
+DSPY_EXTERN dspy_status dspy_cache_key_from_json(const json_t *request, const char *const *ignore,
+                                                 const char *ns, struct dspy_cache_key *out,
                                                  struct dspy_error *err);
 
 /** Fast path: key of `canon`, bytes the caller already holds in canonical form (exactly
@@ -60,8 +59,8 @@ struct dspy_cache_key_hasher {
     unsigned char opaque[704]; /* an XXH3 state, aligned inside at run time */
 };
 DSPY_EXTERN void dspy_cache_key_hasher_init(struct dspy_cache_key_hasher *h, const char *ns);
-DSPY_EXTERN void dspy_cache_key_hasher_update(struct dspy_cache_key_hasher *h,
-                                              const void *data, size_t len);
+DSPY_EXTERN void dspy_cache_key_hasher_update(struct dspy_cache_key_hasher *h, const void *data,
+                                              size_t len);
 DSPY_EXTERN void dspy_cache_key_hasher_final(struct dspy_cache_key_hasher *h,
                                              struct dspy_cache_key *out);
 
@@ -71,8 +70,7 @@ DSPY_EXTERN void dspy_cache_key_hasher_final(struct dspy_cache_key_hasher *h,
  * NUL-terminated and the caller owns it (dspy_free). Errors as dspy_cache_key_from_json,
  * plus DSPY_ENOMEM. Thread-safe. */
 DSPY_EXTERN dspy_status dspy_cache_canonical_json(const json_t *v, const char *const *ignore,
-                                                  char **out, size_t *len,
-                                                  struct dspy_error *err);
+                                                  char **out, size_t *len, struct dspy_error *err);
 
 /** A real number in canonical form ("0.7", "1.0", "1e20", "-0.0"; docs/cache.md), for
  * callers that build canonical bytes themselves. Writes a NUL-terminated string into
@@ -102,7 +100,8 @@ DSPY_EXTERN dspy_status dspy_cache_key_parse_hex(const char *hex, struct dspy_ca
 #define DSPY_SEMANTIC_GUARD_NUMBER 1u   /* a word with a digit: ids, amounts, years */
 #define DSPY_SEMANTIC_GUARD_NEGATION 2u /* not, no, never, n't, ... or safe / unsafe */
 #define DSPY_SEMANTIC_GUARD_DATE 4u     /* weekdays, months, today / tomorrow, ... */
-#define DSPY_SEMANTIC_GUARD_ENTITY 8u   /* capitalized words away from sentence start,
+#define DSPY_SEMANTIC_GUARD_ENTITY \
+    8u                                  /* capitalized words away from sentence start,
                                            quoted strings */
 #define DSPY_SEMANTIC_GUARD_SCOPE 16u   /* all / any / first / last / only / ... */
 #define DSPY_SEMANTIC_GUARD_ANTONYM 32u /* on / off, enable / disable, buy / sell, ... */
@@ -118,33 +117,33 @@ enum dspy_semantic_projection {
 
 /** Configuration. Strings are copied by dspy_cache_new(). */
 struct dspy_cache_options {
-    unsigned levels;           /* DSPY_CACHE_L* bits; default L1 only */
-    size_t max_value_bytes;    /* larger values are not stored; default 16 MiB */
-    const char *ns;            /* default namespace for dspy_cache_key(); NULL = none */
+    unsigned levels;        /* DSPY_CACHE_L* bits; default L1 only */
+    size_t max_value_bytes; /* larger values are not stored; default 16 MiB */
+    const char *ns;         /* default namespace for dspy_cache_key(); NULL = none */
     /* L1 */
-    size_t mem_max_bytes;      /* budget, value bytes + per-entry overhead; 256 MiB */
-    size_t mem_max_entries;    /* 0 = no count limit; default 1,000,000 */
-    double mem_ttl_s;          /* 0 = no expiry (LRU only); default 0 */
+    size_t mem_max_bytes;   /* budget, value bytes + per-entry overhead; 256 MiB */
+    size_t mem_max_entries; /* 0 = no count limit; default 1,000,000 */
+    double mem_ttl_s;       /* 0 = no expiry (LRU only); default 0 */
     /* L2 */
-    const char *redis_url;     /* redis://[user:password@]host[:port][/db] or unix:///path */
-    const char *redis_prefix;  /* prefix of every Redis key; default "dspyc:cache:" */
-    unsigned redis_pool;       /* connections, default 4 */
-    unsigned redis_timeout_ms; /* connect and command timeout, default 50 */
+    const char *redis_url;         /* redis://[user:password@]host[:port][/db] or unix:///path */
+    const char *redis_prefix;      /* prefix of every Redis key; default "dspyc:cache:" */
+    unsigned redis_pool;           /* connections, default 4 */
+    unsigned redis_timeout_ms;     /* connect and command timeout, default 50 */
     unsigned redis_backoff_max_ms; /* reconnect backoff cap (starts at 25 ms); default 1000 */
-    double redis_ttl_s;        /* every Redis entry gets a TTL; default 7 days, must be > 0 */
-    size_t redis_compress_min; /* zlib-compress values of at least this size; 0 = never */
+    double redis_ttl_s;            /* every Redis entry gets a TTL; default 7 days, must be > 0 */
+    size_t redis_compress_min;     /* zlib-compress values of at least this size; 0 = never */
     /* L3 */
-    const char *disk_path;     /* directory (created); required with DSPY_CACHE_L3 */
-    size_t disk_max_bytes;     /* budget of framed entry bytes; oldest evicted; 1 GiB */
-    double disk_ttl_s;         /* 0 = no expiry; default 0 */
-    size_t disk_compress_min;  /* zlib-compress values of at least this size; 0 = never;
+    const char *disk_path;    /* directory (created); required with DSPY_CACHE_L3 */
+    size_t disk_max_bytes;    /* budget of framed entry bytes; oldest evicted; 1 GiB */
+    double disk_ttl_s;        /* 0 = no expiry; default 0 */
+    size_t disk_compress_min; /* zlib-compress values of at least this size; 0 = never;
                                   default 1024 */
-    bool disk_sync;            /* fsync every commit (slow); default off: a process crash
+    bool disk_sync;           /* fsync every commit (slow); default off: a process crash
                                   loses nothing, an OS crash may lose recent entries */
     /* Single-flight across processes (needs L2) */
-    unsigned lease_ms;         /* lease on a missing key while one process fills it;
+    unsigned lease_ms;      /* lease on a missing key while one process fills it;
                                   0 = off; default 30000 */
-    unsigned lease_poll_ms;    /* how often waiting processes look for the value; 10 */
+    unsigned lease_poll_ms; /* how often waiting processes look for the value; 10 */
     /* Semantic level (with DSPY_CACHE_SEMANTIC) */
     double semantic_threshold; /* cosine similarity in (0, 1] a candidate must reach;
                                   default DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD */
@@ -169,23 +168,24 @@ struct dspy_cache_options {
 #define DSPY_CACHE_DEFAULT_LEASE_POLL_MS 10
 #define DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD 0.85
 #define DSPY_CACHE_DEFAULT_SEMANTIC_MAX_BYTES ((size_t)64 << 20)
-#define DSPY_CACHE_OPTIONS_INIT                                                                  \
-    { .levels = DSPY_CACHE_L1,                                                                   \
-      .max_value_bytes = DSPY_CACHE_DEFAULT_MAX_VALUE_BYTES,                                     \
-      .mem_max_bytes = DSPY_CACHE_DEFAULT_MEM_MAX_BYTES,                                         \
-      .mem_max_entries = DSPY_CACHE_DEFAULT_MEM_MAX_ENTRIES,                                     \
-      .redis_prefix = DSPY_CACHE_DEFAULT_REDIS_PREFIX,                                           \
-      .redis_pool = DSPY_CACHE_DEFAULT_REDIS_POOL,                                               \
-      .redis_timeout_ms = DSPY_CACHE_DEFAULT_REDIS_TIMEOUT_MS,                                   \
-      .redis_backoff_max_ms = DSPY_CACHE_DEFAULT_REDIS_BACKOFF_MAX_MS,                           \
-      .redis_ttl_s = DSPY_CACHE_DEFAULT_REDIS_TTL_S,                                             \
-      .disk_max_bytes = DSPY_CACHE_DEFAULT_DISK_MAX_BYTES,                                       \
-      .disk_compress_min = DSPY_CACHE_DEFAULT_DISK_COMPRESS_MIN,                                 \
-      .lease_ms = DSPY_CACHE_DEFAULT_LEASE_MS,                                                   \
-      .lease_poll_ms = DSPY_CACHE_DEFAULT_LEASE_POLL_MS,                                         \
-      .semantic_threshold = DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD,                               \
-      .semantic_guards = DSPY_SEMANTIC_GUARDS_ALL,                                               \
-      .semantic_max_bytes = DSPY_CACHE_DEFAULT_SEMANTIC_MAX_BYTES }
+#define DSPY_CACHE_OPTIONS_INIT                                                         \
+    {                                                                                   \
+        .levels = DSPY_CACHE_L1, .max_value_bytes = DSPY_CACHE_DEFAULT_MAX_VALUE_BYTES, \
+        .mem_max_bytes = DSPY_CACHE_DEFAULT_MEM_MAX_BYTES,                              \
+        .mem_max_entries = DSPY_CACHE_DEFAULT_MEM_MAX_ENTRIES,                          \
+        .redis_prefix = DSPY_CACHE_DEFAULT_REDIS_PREFIX,                                \
+        .redis_pool = DSPY_CACHE_DEFAULT_REDIS_POOL,                                    \
+        .redis_timeout_ms = DSPY_CACHE_DEFAULT_REDIS_TIMEOUT_MS,                        \
+        .redis_backoff_max_ms = DSPY_CACHE_DEFAULT_REDIS_BACKOFF_MAX_MS,                \
+        .redis_ttl_s = DSPY_CACHE_DEFAULT_REDIS_TTL_S,                                  \
+        .disk_max_bytes = DSPY_CACHE_DEFAULT_DISK_MAX_BYTES,                            \
+        .disk_compress_min = DSPY_CACHE_DEFAULT_DISK_COMPRESS_MIN,                      \
+        .lease_ms = DSPY_CACHE_DEFAULT_LEASE_MS,                                        \
+        .lease_poll_ms = DSPY_CACHE_DEFAULT_LEASE_POLL_MS,                              \
+        .semantic_threshold = DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD,                    \
+        .semantic_guards = DSPY_SEMANTIC_GUARDS_ALL,                                    \
+        .semantic_max_bytes = DSPY_CACHE_DEFAULT_SEMANTIC_MAX_BYTES                     \
+    }
 
 /** Handle to a cache hierarchy. Threading: every call below may be made from many threads
  * at once on one handle, except dspy_cache_free() (no call may be running). After fork(),
@@ -198,8 +198,8 @@ typedef struct dspy_cache dspy_cache;
  * file is damaged, e.g. cut short: it is checked against its own header before it is
  * mapped, never read past its end; the message names the file; dspy_cache_disk_reset()
  * repairs it), DSPY_ENOMEM. On error *out is NULL. */
-DSPY_EXTERN dspy_status dspy_cache_new(const struct dspy_cache_options *opts,
-                                       dspy_cache **out, struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_cache_new(const struct dspy_cache_options *opts, dspy_cache **out,
+                                       struct dspy_error *err);
 /** Close everything; NULL is a no-op. Values still held stay valid until released. */
 DSPY_EXTERN void dspy_cache_free(dspy_cache *c);
 /** Remove the disk store in directory `dir` (its data.mdb and lock.mdb), as a repair of a
@@ -213,21 +213,24 @@ DSPY_EXTERN unsigned dspy_cache_levels(const dspy_cache *c);
 /** Per-request control. NULL anywhere a `const struct dspy_cache_ctl *` is taken means
  * DSPY_CACHE_CTL_INIT. */
 struct dspy_cache_ctl {
-    bool no_cache;   /* do not read ("no-cache"): fetch always fills, get always misses */
-    bool no_store;   /* do not write ("no-store") */
-    double ttl_s;    /* > 0: this entry's TTL at every level, replacing the configured ones
+    bool no_cache;    /* do not read ("no-cache"): fetch always fills, get always misses */
+    bool no_store;    /* do not write ("no-store") */
+    double ttl_s;     /* > 0: this entry's TTL at every level, replacing the configured ones
                         (Redis's included); promotion keeps it */
-    unsigned levels; /* 0 = all open levels; else only these */
-    const char *ns;  /* namespace for dspy_cache_key(); NULL = the cache's default */
+    unsigned levels;  /* 0 = all open levels; else only these */
+    const char *ns;   /* namespace for dspy_cache_key(); NULL = the cache's default */
     bool no_semantic; /* skip the semantic level's lookup (records are still written) */
 };
-#define DSPY_CACHE_CTL_INIT { .no_cache = false }
+#define DSPY_CACHE_CTL_INIT \
+    {                       \
+        .no_cache = false   \
+    }
 
 /** Key of `request` with the cache's namespace (ctl->ns, else options.ns) and the
  * default ignore list. As dspy_cache_key_from_json(). */
 DSPY_EXTERN dspy_status dspy_cache_key(const dspy_cache *c, const json_t *request,
-                                       const struct dspy_cache_ctl *ctl,
-                                       struct dspy_cache_key *out, struct dspy_error *err);
+                                       const struct dspy_cache_ctl *ctl, struct dspy_cache_key *out,
+                                       struct dspy_error *err);
 
 /** Where a value came from. */
 enum dspy_cache_source {
@@ -251,7 +254,10 @@ struct dspy_cache_value {
     enum dspy_cache_source source;
     void *ref; /* private */
 };
-#define DSPY_CACHE_VALUE_INIT { .source = DSPY_CACHE_MISS }
+#define DSPY_CACHE_VALUE_INIT     \
+    {                             \
+        .source = DSPY_CACHE_MISS \
+    }
 /** Drop the reference and reset `v`. Releasing an empty value is a no-op. Any thread. */
 DSPY_EXTERN void dspy_cache_value_release(struct dspy_cache_value *v);
 
@@ -266,8 +272,8 @@ DSPY_EXTERN dspy_status dspy_cache_get(dspy_cache *c, const struct dspy_cache_ke
  * the misses): out[i] is a hit to release, or DSPY_CACHE_VALUE_INIT (source MISS). L2 is
  * asked for all keys L1 missed in one round trip (pipelined MGETs). Returns the number
  * of hits; never fails (allocation failure reads as all misses). */
-DSPY_EXTERN size_t dspy_cache_get_many(dspy_cache *c, const struct dspy_cache_key *keys,
-                                       size_t n, const struct dspy_cache_ctl *ctl,
+DSPY_EXTERN size_t dspy_cache_get_many(dspy_cache *c, const struct dspy_cache_key *keys, size_t n,
+                                       const struct dspy_cache_ctl *ctl,
                                        struct dspy_cache_value *out);
 /** True if get would hit (counts as a get). */
 DSPY_EXTERN bool dspy_cache_has(dspy_cache *c, const struct dspy_cache_key *key);
@@ -279,15 +285,13 @@ DSPY_EXTERN bool dspy_cache_has(dspy_cache *c, const struct dspy_cache_key *key)
  * counted and reported in the stats, never an error. */
 DSPY_EXTERN dspy_status dspy_cache_put(dspy_cache *c, const struct dspy_cache_key *key,
                                        const void *data, size_t len,
-                                       const struct dspy_cache_ctl *ctl,
-                                       struct dspy_error *err);
+                                       const struct dspy_cache_ctl *ctl, struct dspy_error *err);
 /** Remove the key from every open level (or ctl->levels). DSPY_OK even if absent. */
 DSPY_EXTERN dspy_status dspy_cache_delete(dspy_cache *c, const struct dspy_cache_key *key,
                                           const struct dspy_cache_ctl *ctl);
 /** Remove every entry from the given levels (0 = all open). L2 deletes only keys under
  * redis_prefix. Errors: DSPY_EIO (disk), DSPY_ELM_NETWORK (Redis unreachable). */
-DSPY_EXTERN dspy_status dspy_cache_clear(dspy_cache *c, unsigned levels,
-                                         struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_cache_clear(dspy_cache *c, unsigned levels, struct dspy_error *err);
 
 /** What a fill function produces: bytes allocated with dspy_malloc (the cache takes
  * ownership, also on error), an optional TTL, and whether to skip storing them (waiters
@@ -316,9 +320,8 @@ typedef dspy_status (*dspy_cache_fill_fn)(void *userdata, struct dspy_cache_fill
  * fills. The filled value is stored unless ctl->no_store or fill->no_store.
  * Returns DSPY_OK with *out set (release it), or the fill's error. */
 DSPY_EXTERN dspy_status dspy_cache_fetch(dspy_cache *c, const struct dspy_cache_key *key,
-                                         const struct dspy_cache_ctl *ctl,
-                                         dspy_cache_fill_fn fill, void *userdata,
-                                         struct dspy_cache_value *out,
+                                         const struct dspy_cache_ctl *ctl, dspy_cache_fill_fn fill,
+                                         void *userdata, struct dspy_cache_value *out,
                                          struct dspy_error *err);
 
 /** Accumulates a streamed response and stores it only on commit (a clean finish). Append
@@ -370,9 +373,8 @@ DSPY_EXTERN void dspy_cache_semantic_put(dspy_cache *c, const json_t *request,
  * to project (no messages, no user message); DSPY_EINVAL as dspy_cache_key_from_json. */
 DSPY_EXTERN dspy_status dspy_cache_semantic_partition(const json_t *request, const char *ns,
                                                       int projection,
-                                                      struct dspy_cache_key *partition,
-                                                      char **text, size_t *text_len,
-                                                      struct dspy_error *err);
+                                                      struct dspy_cache_key *partition, char **text,
+                                                      size_t *text_len, struct dspy_error *err);
 /** The guards as a pure function: the first DSPY_SEMANTIC_GUARD_* bit (of `guards`) that
  * refuses `a` against `b`, or 0 when they may share an answer. */
 DSPY_EXTERN unsigned dspy_cache_semantic_guard(const char *a, size_t alen, const char *b,
@@ -387,34 +389,34 @@ DSPY_EXTERN const char *dspy_cache_semantic_guard_name(unsigned bit);
 
 struct dspy_cache_level_stats {
     uint64_t hits, misses, puts;
-    uint64_t evictions; /* removed to stay within budget */
-    uint64_t expired;   /* found past their TTL and dropped */
-    uint64_t corrupt;   /* failed the frame check: dropped, never returned */
-    uint64_t errors;    /* failed operations (Redis down or slow, disk errors) */
-    uint64_t skipped;   /* operations not tried because the level was backing off */
-    uint64_t entries;   /* current; L2: not tracked (0) */
-    uint64_t bytes;     /* current, as charged against the budget; L2: not tracked */
+    uint64_t evictions;   /* removed to stay within budget */
+    uint64_t expired;     /* found past their TTL and dropped */
+    uint64_t corrupt;     /* failed the frame check: dropped, never returned */
+    uint64_t errors;      /* failed operations (Redis down or slow, disk errors) */
+    uint64_t skipped;     /* operations not tried because the level was backing off */
+    uint64_t entries;     /* current; L2: not tracked (0) */
+    uint64_t bytes;       /* current, as charged against the budget; L2: not tracked */
     char last_error[160]; /* most recent error, "" if none */
 };
 
 struct dspy_cache_stats {
     struct dspy_cache_level_stats level[3]; /* [0] L1, [1] L2, [2] L3 */
-    uint64_t gets, hits, misses; /* whole-hierarchy lookups (get, has, fetch) */
-    uint64_t fills;              /* fill functions run */
-    uint64_t fill_errors;        /* of which failed */
-    uint64_t coalesced;          /* fetches that waited for another thread's fill */
-    uint64_t lease_waits;        /* fetches that found another process's lease */
-    uint64_t remote_fills;       /* ... and then got its value from L2 */
-    bool redis_up;               /* L2 open and not backing off */
+    uint64_t gets, hits, misses;            /* whole-hierarchy lookups (get, has, fetch) */
+    uint64_t fills;                         /* fill functions run */
+    uint64_t fill_errors;                   /* of which failed */
+    uint64_t coalesced;                     /* fetches that waited for another thread's fill */
+    uint64_t lease_waits;                   /* fetches that found another process's lease */
+    uint64_t remote_fills;                  /* ... and then got its value from L2 */
+    bool redis_up;                          /* L2 open and not backing off */
     /* semantic level (zero when it is not open) */
-    uint64_t sem_lookups;        /* exact misses searched */
-    uint64_t sem_hits;           /* answered from a near-duplicate's entry */
-    double sem_similarity_sum;   /* of the hits: mean = sum / sem_hits */
-    uint64_t sem_below;          /* best candidate under the threshold (or none) */
+    uint64_t sem_lookups;                        /* exact misses searched */
+    uint64_t sem_hits;                           /* answered from a near-duplicate's entry */
+    double sem_similarity_sum;                   /* of the hits: mean = sum / sem_hits */
+    uint64_t sem_below;                          /* best candidate under the threshold (or none) */
     uint64_t sem_guarded[DSPY_SEMANTIC_NGUARDS]; /* refused by guard, in bit order */
-    uint64_t sem_stale;          /* candidate whose exact entry was gone: record dropped */
+    uint64_t sem_stale; /* candidate whose exact entry was gone: record dropped */
     uint64_t sem_puts, sem_entries, sem_bytes, sem_partitions, sem_evictions;
-    bool sem_unavailable;        /* the model could not be loaded: every lookup misses */
+    bool sem_unavailable; /* the model could not be loaded: every lookup misses */
 };
 
 /** Snapshot of the counters (each exact; the set is not one atomic snapshot). */
@@ -428,14 +430,13 @@ DSPY_EXTERN json_t *dspy_cache_stats_json(dspy_cache *c);
  * is valid UTF-8, else "b64":"<base64>" instead of "text". *count (may be
  * NULL) gets the number written. Errors: DSPY_EINVAL (level not open), DSPY_EIO,
  * DSPY_ELM_NETWORK (Redis unreachable). */
-DSPY_EXTERN dspy_status dspy_cache_export(dspy_cache *c, unsigned level, FILE *out,
-                                          size_t *count, struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_cache_export(dspy_cache *c, unsigned level, FILE *out, size_t *count,
+                                          struct dspy_error *err);
 /** Read lines written by dspy_cache_export() and put each (with its ttl_s, or ctl's when
  * 0) into the open levels or ctl->levels. Blank lines are skipped. Errors: DSPY_EPARSE
  * naming the line (entries before it are stored), DSPY_EIO. */
-DSPY_EXTERN dspy_status dspy_cache_import(dspy_cache *c, FILE *in,
-                                          const struct dspy_cache_ctl *ctl, size_t *count,
-                                          struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_cache_import(dspy_cache *c, FILE *in, const struct dspy_cache_ctl *ctl,
+                                          size_t *count, struct dspy_error *err);
 
 #ifdef __cplusplus
 }

@@ -22,19 +22,19 @@ extern "C" {
 /** Result of every public call that can fail: DSPY_OK (0) or a negative code. */
 typedef enum dspy_status {
     DSPY_OK = 0,
-    DSPY_ENOMEM = -1,      /* an allocation failed */
-    DSPY_EINVAL = -2,      /* a bad argument or an input that breaks a rule */
-    DSPY_EPARSE = -3,      /* text could not be parsed (JSON, signature, program file) */
-    DSPY_EIO = -4,         /* reading or writing a file failed */
-    DSPY_ETOOBIG = -5,     /* an input or output exceeded its size limit */
-    DSPY_EADAPTER = -6,    /* the LM's output did not fit the signature */
-    DSPY_ENOTFOUND = -7,   /* a named thing (field, predictor, file) does not exist */
+    DSPY_ENOMEM = -1,       /* an allocation failed */
+    DSPY_EINVAL = -2,       /* a bad argument or an input that breaks a rule */
+    DSPY_EPARSE = -3,       /* text could not be parsed (JSON, signature, program file) */
+    DSPY_EIO = -4,          /* reading or writing a file failed */
+    DSPY_ETOOBIG = -5,      /* an input or output exceeded its size limit */
+    DSPY_EADAPTER = -6,     /* the LM's output did not fit the signature */
+    DSPY_ENOTFOUND = -7,    /* a named thing (field, predictor, file) does not exist */
     DSPY_EUNSUPPORTED = -8, /* valid but not supported by this build */
-    DSPY_EBUSY = -9,       /* a bounded queue is full: back off and retry */
-    DSPY_ECANCELED = -10,  /* cancelled by the caller */
-    DSPY_EUTF8 = -11,      /* invalid UTF-8 */
-    DSPY_ECORRUPT = -12,   /* a stored file is damaged (cut short, not what its header says) */
-    DSPY_ERESOURCE = -13,  /* the process ran out of a system resource (open files: EMFILE) */
+    DSPY_EBUSY = -9,        /* a bounded queue is full: back off and retry */
+    DSPY_ECANCELED = -10,   /* cancelled by the caller */
+    DSPY_EUTF8 = -11,       /* invalid UTF-8 */
+    DSPY_ECORRUPT = -12,    /* a stored file is damaged (cut short, not what its header says) */
+    DSPY_ERESOURCE = -13,   /* the process ran out of a system resource (open files: EMFILE) */
     /* Errors from the LM endpoint, by class. */
     DSPY_ELM_AUTH = -20,        /* 401/403: missing or wrong API key */
     DSPY_ELM_RATE_LIMIT = -21,  /* 429 */

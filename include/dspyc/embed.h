@@ -29,7 +29,10 @@ struct dspy_embedder_options {
                               default 1 */
     unsigned max_tokens;   /* 2..512; default DSPY_EMBED_MAX_TOKENS */
 };
-#define DSPY_EMBEDDER_OPTIONS_INIT { .threads = 1, .max_tokens = DSPY_EMBED_MAX_TOKENS }
+#define DSPY_EMBEDDER_OPTIONS_INIT                        \
+    {                                                     \
+        .threads = 1, .max_tokens = DSPY_EMBED_MAX_TOKENS \
+    }
 
 /** A loaded model: about 91 MB of weights, read-only after dspy_embedder_new().
  * Threading: dspy_embedder_embed() and dspy_embedder_tokenize() may be called from many
@@ -64,9 +67,9 @@ DSPY_EXTERN dspy_status dspy_embedder_embed(dspy_embedder *e, const char *const 
 /** The token ids the model sees for `text` ([CLS] ... [SEP], cut at the handle's
  * max_tokens): up to `max` of them written to ids (ids may be NULL when max is 0), the
  * full count in *n. Errors: DSPY_EUTF8 with the byte offset. */
-DSPY_EXTERN dspy_status dspy_embedder_tokenize(const dspy_embedder *e, const char *text,
-                                               size_t len, int32_t *ids, size_t max,
-                                               size_t *n, struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_embedder_tokenize(const dspy_embedder *e, const char *text, size_t len,
+                                               int32_t *ids, size_t max, size_t *n,
+                                               struct dspy_error *err);
 
 /** Longest text dspy_embedding_json() writes for DSPY_EMBED_DIM floats, NUL included
  * (each float at most 15 bytes plus its comma, two brackets). */

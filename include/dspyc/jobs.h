@@ -25,7 +25,7 @@ enum dspy_job_state {
     DSPY_JOB_SUCCEEDED, /* the four below are terminal: every accepted job ends in one */
     DSPY_JOB_FAILED,    /* with its reason */
     DSPY_JOB_CANCELLED,
-    DSPY_JOB_DEAD,      /* delivered max_attempts times without an answer: the dead letters */
+    DSPY_JOB_DEAD, /* delivered max_attempts times without an answer: the dead letters */
 };
 #define DSPY_JOB_NSTATES 6
 /** "queued", "running", "succeeded", "failed", "cancelled", "dead". */
@@ -48,9 +48,9 @@ struct dspy_job_progress {
     uint64_t done, planned; /* trials (optimize) or examples (eval, run) */
     double fraction;        /* done / planned in [0, 1] */
     double iterations_per_s;
-    double eta_s;           /* -1 when unknown */
-    bool warned, exceeded;  /* the cycle timer's warning and target */
-    double best;            /* best score so far (percent), NAN when none */
+    double eta_s;          /* -1 when unknown */
+    bool warned, exceeded; /* the cycle timer's warning and target */
+    double best;           /* best score so far (percent), NAN when none */
     uint64_t lm_calls;
 };
 
@@ -63,20 +63,19 @@ typedef void (*dspy_job_progress_fn)(void *userdata, const struct dspy_job_progr
 typedef bool (*dspy_job_cancelled_fn)(void *userdata);
 
 struct dspy_job_exec_options {
-    dspy_job_lm_fn lm;                /* required */
+    dspy_job_lm_fn lm; /* required */
     void *lm_userdata;
-    const char *checkpoint_dir;       /* optimize: resume from and save here; NULL = none */
-    dspy_job_progress_fn progress;    /* may be NULL */
-    dspy_job_cancelled_fn cancelled;  /* may be NULL */
-    void *userdata;                   /* of progress and cancelled */
+    const char *checkpoint_dir;      /* optimize: resume from and save here; NULL = none */
+    dspy_job_progress_fn progress;   /* may be NULL */
+    dspy_job_cancelled_fn cancelled; /* may be NULL */
+    void *userdata;                  /* of progress and cancelled */
 };
 
 /** Run one checked spec to its end on the calling thread (it starts its own). *result gets
  * the job's result (caller owns): optimize: {"state": the DSPy state JSON, "report"};
  * eval: {"score", "n", "errors"}; run: {"outputs": [...]}. DSPY_ECANCELED when cancelled;
  * other errors with err->message the reason. */
-DSPY_EXTERN dspy_status dspy_job_execute(const json_t *spec,
-                                         const struct dspy_job_exec_options *o,
+DSPY_EXTERN dspy_status dspy_job_execute(const json_t *spec, const struct dspy_job_exec_options *o,
                                          json_t **result, struct dspy_error *err);
 
 /* ---- the queue -------------------------------------------------------------------------- */
@@ -87,24 +86,26 @@ DSPY_EXTERN dspy_status dspy_job_execute(const json_t *spec,
 typedef struct dspy_jobq dspy_jobq;
 
 struct dspy_jobq_options {
-    unsigned workers;        /* worker threads in this process; 0 = 4 (with redis_url, 0 is
+    unsigned workers;            /* worker threads in this process; 0 = 4 (with redis_url, 0 is
                               * allowed: only `dspyc worker` processes run jobs) */
-    unsigned max_concurrent; /* jobs running at once in this process; 0 = workers */
-    size_t max_queue;        /* queued jobs at most; 0 = 10,000 */
-    double backpressure;     /* refuse once the queue is this full; 0 = 0.9 */
-    const char *db_path;     /* SQLite file (WAL); NULL = in memory only */
-    const char *redis_url;   /* redis://host:port[/db]: jobs travel through Redis Streams */
+    unsigned max_concurrent;     /* jobs running at once in this process; 0 = workers */
+    size_t max_queue;            /* queued jobs at most; 0 = 10,000 */
+    double backpressure;         /* refuse once the queue is this full; 0 = 0.9 */
+    const char *db_path;         /* SQLite file (WAL); NULL = in memory only */
+    const char *redis_url;       /* redis://host:port[/db]: jobs travel through Redis Streams */
     const char *checkpoint_root; /* each optimize job checkpoints in ROOT/ID; NULL = the db
                                   * path + ".ckpt", none without a db */
-    unsigned max_attempts;   /* deliveries before a job is dead; 0 = 3 */
-    double visibility_s;     /* Redis: idle time before a stalled job is reclaimed; 0 = 10 */
-    dspy_job_lm_fn lm;       /* required when workers > 0 */
+    unsigned max_attempts;       /* deliveries before a job is dead; 0 = 3 */
+    double visibility_s;         /* Redis: idle time before a stalled job is reclaimed; 0 = 10 */
+    dspy_job_lm_fn lm;           /* required when workers > 0 */
     void *lm_userdata;
 };
-#define DSPY_JOBQ_OPTIONS_INIT                                                               \
-    { .workers = 4, .max_concurrent = 0, .max_queue = 0, .backpressure = 0, .db_path = NULL, \
-      .redis_url = NULL, .checkpoint_root = NULL, .max_attempts = 0, .visibility_s = 0,     \
-      .lm = NULL, .lm_userdata = NULL }
+#define DSPY_JOBQ_OPTIONS_INIT                                                                 \
+    {                                                                                          \
+        .workers = 4, .max_concurrent = 0, .max_queue = 0, .backpressure = 0, .db_path = NULL, \
+        .redis_url = NULL, .checkpoint_root = NULL, .max_attempts = 0, .visibility_s = 0,      \
+        .lm = NULL, .lm_userdata = NULL                                                        \
+    }
 
 /** Open the store (re-queueing jobs a previous run left queued or running), connect to
  * Redis and start the workers. NULL with err filled on failure. */
@@ -117,9 +118,8 @@ DSPY_EXTERN void dspy_jobq_free(dspy_jobq *q);
  * idempotency_key named an earlier job (whose id is returned). DSPY_EINVAL (err->field) for
  * a bad spec; DSPY_EBUSY when the queue is past its backpressure mark (*retry_after_s gets
  * a suggested wait; err says why); DSPY_EIO when the store cannot write it. */
-DSPY_EXTERN dspy_status dspy_jobq_submit(dspy_jobq *q, const json_t *spec, char *id,
-                                         bool *existing, double *retry_after_s,
-                                         struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_jobq_submit(dspy_jobq *q, const json_t *spec, char *id, bool *existing,
+                                         double *retry_after_s, struct dspy_error *err);
 /** The job as JSON (state, priority, progress, best, timings, error, attempts); caller
  * owns; NULL for an unknown id. */
 DSPY_EXTERN json_t *dspy_jobq_get(dspy_jobq *q, const char *id);
@@ -153,21 +153,22 @@ DSPY_EXTERN void dspy_jobq_end_watches(dspy_jobq *q);
 /* ---- Redis workers ---------------------------------------------------------------------- */
 
 struct dspy_worker_options {
-    const char *redis_url;   /* required */
-    unsigned concurrency;    /* jobs at once; 0 = 4 */
-    const char *name;        /* consumer name; NULL = host:pid */
-    unsigned max_attempts;   /* deliveries before dead; 0 = 3 */
-    double visibility_s;     /* reclaim others' jobs idle this long; 0 = 10 */
+    const char *redis_url;       /* required */
+    unsigned concurrency;        /* jobs at once; 0 = 4 */
+    const char *name;            /* consumer name; NULL = host:pid */
+    unsigned max_attempts;       /* deliveries before dead; 0 = 3 */
+    double visibility_s;         /* reclaim others' jobs idle this long; 0 = 10 */
     const char *checkpoint_root; /* NULL = none */
-    dspy_job_lm_fn lm;       /* required */
+    dspy_job_lm_fn lm;           /* required */
     void *lm_userdata;
-    volatile int *stop;      /* set non-zero (e.g. from a signal handler, with
+    volatile int *stop; /* set non-zero (e.g. from a signal handler, with
                               * __atomic_store_n) to stop; read atomically */
 };
-#define DSPY_WORKER_OPTIONS_INIT                                                             \
-    { .redis_url = NULL, .concurrency = 4, .name = NULL, .max_attempts = 0,                 \
-      .visibility_s = 0, .checkpoint_root = NULL, .lm = NULL, .lm_userdata = NULL,          \
-      .stop = NULL }
+#define DSPY_WORKER_OPTIONS_INIT                                                                 \
+    {                                                                                            \
+        .redis_url = NULL, .concurrency = 4, .name = NULL, .max_attempts = 0, .visibility_s = 0, \
+        .checkpoint_root = NULL, .lm = NULL, .lm_userdata = NULL, .stop = NULL                   \
+    }
 
 /** Run jobs from the Redis streams until *stop: claim (XREADGROUP), run, write the result
  * once by job id, acknowledge; reclaim stalled jobs of dead workers (XAUTOCLAIM) and move

@@ -27,16 +27,16 @@ typedef dspy_status (*dspy_lm_transport_fn)(void *userdata, const char *url, con
                                             size_t *response_len, struct dspy_error *err);
 
 struct dspy_lm_options {
-    const char *base_url;     /* "http://127.0.0.1:8000/v1"; required */
-    const char *model;        /* "openai/gpt-4o-mini": a leading "openai/" is not sent */
-    const char *api_key;      /* used as is when set */
-    const char *api_key_env;  /* else read from this variable ("OPENAI_API_KEY" by default) */
-    const char *api_key_file; /* else read from this file (first line) */
-    double timeout_s;         /* one attempt, connecting included; 0 = none. Default 600 s */
-    double connect_timeout_s; /* default 10 */
-    double temperature;       /* default sampling; NAN = not sent */
-    long max_tokens;          /* default; < 0 = not sent */
-    size_t max_response_bytes; /* responses longer than this fail with DSPY_ETOOBIG; 16 MiB */
+    const char *base_url;           /* "http://127.0.0.1:8000/v1"; required */
+    const char *model;              /* "openai/gpt-4o-mini": a leading "openai/" is not sent */
+    const char *api_key;            /* used as is when set */
+    const char *api_key_env;        /* else read from this variable ("OPENAI_API_KEY" by default) */
+    const char *api_key_file;       /* else read from this file (first line) */
+    double timeout_s;               /* one attempt, connecting included; 0 = none. Default 600 s */
+    double connect_timeout_s;       /* default 10 */
+    double temperature;             /* default sampling; NAN = not sent */
+    long max_tokens;                /* default; < 0 = not sent */
+    size_t max_response_bytes;      /* responses longer than this fail with DSPY_ETOOBIG; 16 MiB */
     dspy_lm_transport_fn transport; /* NULL = HTTP */
     void *transport_userdata;
     /* Cache-through: borrowed until dspy_lm_free() (the cache must outlive the handle);
@@ -50,11 +50,11 @@ struct dspy_lm_options {
     /* Retries of what may succeed when repeated (429, 408, 5xx, connection failures and
      * timeouts; never other 4xx): exponential backoff with full jitter between
      * retry_base_s and retry_cap_s, or the server's Retry-After on 429/503. */
-    unsigned max_attempts;    /* attempts in all, the first included; default 4 (3 retries,
+    unsigned max_attempts; /* attempts in all, the first included; default 4 (3 retries,
                                * as DSPy/litellm's num_retries=3); 1 = never retry */
-    double retry_base_s;      /* default 0.5 */
-    double retry_cap_s;       /* default 8 */
-    double deadline_s;        /* whole call: attempts, backoff and rate-limit waits; 0 =
+    double retry_base_s;   /* default 0.5 */
+    double retry_cap_s;    /* default 8 */
+    double deadline_s;     /* whole call: attempts, backoff and rate-limit waits; 0 =
                                * none (default) */
     /* Rate limits for this handle (one endpoint+model); 0 = none. Requests beyond them wait
      * for capacity, in order; when max_waiting requests already wait, a call fails at once
@@ -75,16 +75,13 @@ struct dspy_lm_options {
 #define DSPY_LM_DEFAULT_RETRY_BASE_S 0.5
 #define DSPY_LM_DEFAULT_RETRY_CAP_S 8.0
 #define DSPY_LM_OPTIONS_INIT                                                                     \
-    { .api_key_env = DSPY_LM_DEFAULT_API_KEY_ENV,                                                \
-      .timeout_s = DSPY_LM_DEFAULT_TIMEOUT_S,                                                    \
-      .connect_timeout_s = DSPY_LM_DEFAULT_CONNECT_TIMEOUT_S,                                    \
-      .temperature = NAN,                                                                        \
-      .max_tokens = -1,                                                                          \
-      .max_response_bytes = DSPY_LM_DEFAULT_MAX_RESPONSE_BYTES,                                  \
-      .cache_ctl = DSPY_CACHE_CTL_INIT,                                                          \
-      .max_attempts = DSPY_LM_DEFAULT_MAX_ATTEMPTS,                                              \
-      .retry_base_s = DSPY_LM_DEFAULT_RETRY_BASE_S,                                              \
-      .retry_cap_s = DSPY_LM_DEFAULT_RETRY_CAP_S }
+    {                                                                                            \
+        .api_key_env = DSPY_LM_DEFAULT_API_KEY_ENV, .timeout_s = DSPY_LM_DEFAULT_TIMEOUT_S,      \
+        .connect_timeout_s = DSPY_LM_DEFAULT_CONNECT_TIMEOUT_S, .temperature = NAN,              \
+        .max_tokens = -1, .max_response_bytes = DSPY_LM_DEFAULT_MAX_RESPONSE_BYTES,              \
+        .cache_ctl = DSPY_CACHE_CTL_INIT, .max_attempts = DSPY_LM_DEFAULT_MAX_ATTEMPTS,          \
+        .retry_base_s = DSPY_LM_DEFAULT_RETRY_BASE_S, .retry_cap_s = DSPY_LM_DEFAULT_RETRY_CAP_S \
+    }
 
 /** Handle to one endpoint and model. Threading: dspy_lm_complete() and dspy_lm_submit() may
  * be called from many threads at once on one handle; new/free from one thread while no call
@@ -109,14 +106,16 @@ struct dspy_lm_request {
     const json_t *response_format; /* borrowed, may be NULL */
     const json_t *extra;           /* more body keys (object), borrowed, may be NULL */
     bool has_rollout_id;
-    long rollout_id;               /* DSPy's rollout id: in the cache key, never sent */
+    long rollout_id; /* DSPy's rollout id: in the cache key, never sent */
     /* Cache control for this request, over the handle's cache_ctl: no_cache and no_store
      * add to it, ttl_s > 0, levels != 0 and ns != NULL replace it. Ignored without a
      * cache. `ns` is borrowed for the call. */
     struct dspy_cache_ctl cache;
 };
-#define DSPY_LM_REQUEST_INIT                                                                     \
-    { .temperature = NAN, .max_tokens = -1, .top_p = NAN, .cache = DSPY_CACHE_CTL_INIT }
+#define DSPY_LM_REQUEST_INIT                                                             \
+    {                                                                                    \
+        .temperature = NAN, .max_tokens = -1, .top_p = NAN, .cache = DSPY_CACHE_CTL_INIT \
+    }
 
 struct dspy_lm_usage {
     long prompt_tokens;
@@ -126,10 +125,10 @@ struct dspy_lm_usage {
 
 /** Caller-allocated; filled by dspy_lm_complete, released with dspy_lm_response_release. */
 struct dspy_lm_response {
-    size_t n;              /* number of choices */
-    char **texts;          /* choices[i].message.content ("" when null) */
-    char **finish_reasons; /* may hold NULLs */
-    char *model;           /* model named in the response, may be NULL */
+    size_t n;                   /* number of choices */
+    char **texts;               /* choices[i].message.content ("" when null) */
+    char **finish_reasons;      /* may hold NULLs */
+    char *model;                /* model named in the response, may be NULL */
     struct dspy_lm_usage usage; /* as the endpoint reported it, on a cache hit too */
     long http_status;           /* 200 on a cache hit */
     bool cache_hit;             /* answered from the cache (any level, or another caller's
@@ -146,15 +145,14 @@ struct dspy_lm_response {
  * identical misses make one upstream call, and a 2xx answer that parses is stored.
  * Thread-safe. */
 DSPY_EXTERN dspy_status dspy_lm_complete(dspy_lm *lm, const struct dspy_lm_request *req,
-                                         struct dspy_lm_response *resp,
-                                         struct dspy_error *err);
+                                         struct dspy_lm_response *resp, struct dspy_error *err);
 DSPY_EXTERN void dspy_lm_response_release(struct dspy_lm_response *resp);
 
 /** Completion of dspy_lm_submit(). `resp` is the callback's: release it with
  * dspy_lm_response_release() (or copy the struct to keep it). `err` is borrowed until the
  * callback returns; status is DSPY_OK or what dspy_lm_complete() would have returned. */
-typedef void (*dspy_lm_done_fn)(void *userdata, dspy_status status,
-                                struct dspy_lm_response *resp, const struct dspy_error *err);
+typedef void (*dspy_lm_done_fn)(void *userdata, dspy_status status, struct dspy_lm_response *resp,
+                                const struct dspy_error *err);
 
 /** Send one request without waiting: the same request, retries, limits and errors as
  * dspy_lm_complete(), with `on_done` called exactly once when it ends. Over HTTP, on_done
@@ -191,8 +189,7 @@ DSPY_EXTERN dspy_status dspy_lm_classify_http(long http_status, const char *body
  * NUL-terminated, borrowed until the callback returns; may split a UTF-8 sequence when the
  * endpoint does), received at `recv_ns` (dspy_clock_ns). Return 0 to go on, non-zero to
  * stop the call (it ends with DSPY_ECANCELED). */
-typedef int (*dspy_lm_delta_fn)(void *userdata, const char *text, size_t len,
-                                uint64_t recv_ns);
+typedef int (*dspy_lm_delta_fn)(void *userdata, const char *text, size_t len, uint64_t recv_ns);
 
 /** Like dspy_lm_complete(), streamed: the request is sent with "stream": true and
  * "stream_options": {"include_usage": true}, on_delta (may be NULL) gets each content delta
@@ -224,8 +221,7 @@ typedef int (*dspy_lm_delta_fn)(void *userdata, const char *text, size_t len,
  * SSE stream), call on_delta on the calling thread. */
 DSPY_EXTERN dspy_status dspy_lm_stream(dspy_lm *lm, const struct dspy_lm_request *req,
                                        dspy_lm_delta_fn on_delta, void *userdata,
-                                       struct dspy_lm_response *resp,
-                                       struct dspy_error *err);
+                                       struct dspy_lm_response *resp, struct dspy_error *err);
 
 #ifdef __cplusplus
 }

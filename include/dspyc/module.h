@@ -30,24 +30,26 @@ struct dspy_call_config {
     double top_p;       /* NAN = unset */
     int n;              /* 0 = unset; n > 1 with temperature unset or <= 0.15 uses 0.7 */
     bool has_rollout_id;
-    long rollout_id;    /* changes the cache key only; never sent */
+    long rollout_id; /* changes the cache key only; never sent */
     /* Cache control (no_cache, no_store, ttl_s, levels, ns), used when the LM has a cache.
      * Per call over the module's over the LM's: the flags add up, ttl_s > 0, levels != 0
      * and ns != NULL replace. `ns` is borrowed (for the call, or while the module's
      * config holds it). */
     struct dspy_cache_ctl cache;
 };
-#define DSPY_CALL_CONFIG_INIT                                                                    \
-    { .temperature = NAN, .max_tokens = -1, .top_p = NAN, .cache = DSPY_CACHE_CTL_INIT }
+#define DSPY_CALL_CONFIG_INIT                                                            \
+    {                                                                                    \
+        .temperature = NAN, .max_tokens = -1, .top_p = NAN, .cache = DSPY_CACHE_CTL_INIT \
+    }
 
 /** What one module call cost. Caller-allocated, optional. */
 struct dspy_call_info {
-    int lm_calls;                /* 2 when the Chat adapter fell back to JSON */
-    struct dspy_lm_usage usage;  /* summed over the LM calls */
-    uint64_t format_ns;          /* prompt rendering and request building */
-    uint64_t lm_ns;              /* waiting for the LM */
-    uint64_t parse_ns;           /* parsing the answer */
-    int cache_hits;              /* of lm_calls, answered by the LM's cache */
+    int lm_calls;                      /* 2 when the Chat adapter fell back to JSON */
+    struct dspy_lm_usage usage;        /* summed over the LM calls */
+    uint64_t format_ns;                /* prompt rendering and request building */
+    uint64_t lm_ns;                    /* waiting for the LM */
+    uint64_t parse_ns;                 /* parsing the answer */
+    int cache_hits;                    /* of lm_calls, answered by the LM's cache */
     struct dspy_lm_usage cached_usage; /* the part of `usage` those hits reported */
 };
 
@@ -82,17 +84,17 @@ DSPY_EXTERN dspy_status dspy_module_set_instructions(dspy_module *m, const char 
 DSPY_EXTERN void dspy_module_set_config(dspy_module *m, const struct dspy_call_config *cfg);
 
 /** Render the messages this module would send for `inputs` (caller owns). */
-DSPY_EXTERN dspy_status dspy_module_format(dspy_module *m, const json_t *inputs,
-                                           json_t **messages, struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_module_format(dspy_module *m, const json_t *inputs, json_t **messages,
+                                           struct dspy_error *err);
 
 /** Run the module: render, call `lm`, parse (falling back from the Chat to the JSON adapter
  * on a parse failure, as DSPy does). *prediction gets an object of the output fields of the
  * first choice; `completions`, when not NULL, gets an array with one object per choice.
  * `cfg` and `info` may be NULL. Missing input fields are an error naming the field. */
 DSPY_EXTERN dspy_status dspy_module_call(dspy_module *m, dspy_lm *lm, const json_t *inputs,
-                                         const struct dspy_call_config *cfg,
-                                         json_t **prediction, json_t **completions,
-                                         struct dspy_call_info *info, struct dspy_error *err);
+                                         const struct dspy_call_config *cfg, json_t **prediction,
+                                         json_t **completions, struct dspy_call_info *info,
+                                         struct dspy_error *err);
 
 /** Completion of dspy_module_call_async(). On success `prediction` and `completions` (one
  * object per choice) are the callback's to keep or json_decref(); on failure both are NULL.
@@ -113,8 +115,7 @@ typedef void (*dspy_module_done_fn)(void *userdata, dspy_status status, json_t *
  * DSPY_EBUSY when the rate limiter's wait queue is full, ...) on_done is not called and `err`
  * says why; failures after the start (the LM's, a reply that does not parse) go to on_done.
  * Any thread, as dspy_module_call(). */
-DSPY_EXTERN dspy_status dspy_module_call_async(dspy_module *m, dspy_lm *lm,
-                                               const json_t *inputs,
+DSPY_EXTERN dspy_status dspy_module_call_async(dspy_module *m, dspy_lm *lm, const json_t *inputs,
                                                const struct dspy_call_config *cfg,
                                                dspy_module_done_fn on_done, void *userdata,
                                                struct dspy_error *err);

@@ -24,8 +24,8 @@ typedef struct dspy_metric dspy_metric;
  * frees). `trace` is NULL (Evaluate) or a JSON array of {predictor, inputs, outputs}
  * (bootstrapping). A non-OK return is a per-example error. */
 typedef dspy_status (*dspy_metric_fn)(void *userdata, const json_t *example,
-                                      const json_t *prediction, const json_t *trace,
-                                      double *score, char **feedback, struct dspy_error *err);
+                                      const json_t *prediction, const json_t *trace, double *score,
+                                      char **feedback, struct dspy_error *err);
 
 /** "exact_match:FIELD", "f1:FIELD" or "contains:FIELD" (DSPy's normalization; contains is
  * the normalized label as a substring of the normalized prediction). Errors name the
@@ -49,8 +49,7 @@ DSPY_EXTERN const char *dspy_metric_field(const dspy_metric *m);
 /** Score one prediction. *feedback may be NULL on return; `feedback` itself may be NULL. */
 DSPY_EXTERN dspy_status dspy_metric_score(const dspy_metric *m, const json_t *example,
                                           const json_t *prediction, const json_t *trace,
-                                          double *score, char **feedback,
-                                          struct dspy_error *err);
+                                          double *score, char **feedback, struct dspy_error *err);
 
 /* ---- Evaluate --------------------------------------------------------------------------- */
 
@@ -73,19 +72,22 @@ struct dspy_eval_options {
     dspy_eval_progress_fn progress;     /* may be NULL; non-zero return cancels */
     void *progress_userdata;
 };
-#define DSPY_EVAL_OPTIONS_INIT { .concurrency = 16, .keep_predictions = true }
+#define DSPY_EVAL_OPTIONS_INIT                      \
+    {                                               \
+        .concurrency = 16, .keep_predictions = true \
+    }
 
 struct dspy_eval_item {
-    dspy_status status;       /* DSPY_OK, the program's or the metric's error */
-    double score;             /* failure_score on failure */
-    json_t *prediction;       /* caller owns (via release); NULL on failure or when not kept */
-    char *feedback;           /* the metric's, may be NULL */
+    dspy_status status; /* DSPY_OK, the program's or the metric's error */
+    double score;       /* failure_score on failure */
+    json_t *prediction; /* caller owns (via release); NULL on failure or when not kept */
+    char *feedback;     /* the metric's, may be NULL */
     struct dspy_error error;
     struct dspy_call_info info;
 };
 
 struct dspy_eval_result {
-    double score;  /* DSPy's: round(100 * sum / n, 2) */
+    double score; /* DSPy's: round(100 * sum / n, 2) */
     double sum;
     size_t n, errors;
     struct dspy_eval_item *items; /* n of them, in devset order */
@@ -106,8 +108,8 @@ DSPY_EXTERN dspy_status dspy_evaluate(dspy_program *p, dspy_lm *lm, const json_t
 DSPY_EXTERN void dspy_eval_result_release(struct dspy_eval_result *r);
 /** The result as JSON: {score, n, errors, results: [{inputs, prediction, score, ...}]}.
  * `devset` gives each result's inputs (the program's input fields of each example). */
-DSPY_EXTERN json_t *dspy_eval_result_json(const struct dspy_eval_result *r,
-                                          const dspy_program *p, const json_t *devset);
+DSPY_EXTERN json_t *dspy_eval_result_json(const struct dspy_eval_result *r, const dspy_program *p,
+                                          const json_t *devset);
 
 /* ---- the cycle timer -------------------------------------------------------------------- */
 
@@ -119,20 +121,23 @@ typedef struct dspy_cycle dspy_cycle;
 typedef uint64_t (*dspy_clock_fn)(void *userdata); /* nanoseconds, monotonic */
 
 struct dspy_cycle_options {
-    double target_s;       /* default 7200 */
-    double warn_at;        /* fraction of the target, default 0.8 */
-    bool stop_at_target;   /* dspy_cycle_should_stop() turns true once exceeded */
-    dspy_clock_fn clock;   /* NULL = dspy_clock_ns */
+    double target_s;     /* default 7200 */
+    double warn_at;      /* fraction of the target, default 0.8 */
+    bool stop_at_target; /* dspy_cycle_should_stop() turns true once exceeded */
+    dspy_clock_fn clock; /* NULL = dspy_clock_ns */
     void *clock_userdata;
 };
-#define DSPY_CYCLE_OPTIONS_INIT { .target_s = 7200.0, .warn_at = 0.8 }
+#define DSPY_CYCLE_OPTIONS_INIT            \
+    {                                      \
+        .target_s = 7200.0, .warn_at = 0.8 \
+    }
 
 struct dspy_cycle_status {
     double target_s, elapsed_s;
     uint64_t iterations, planned;
     double iterations_per_s;
-    double progress;   /* iterations / planned in [0, 1]; 0 when nothing is planned */
-    double eta_s;      /* (planned - iterations) / rate; -1 when unknown */
+    double progress; /* iterations / planned in [0, 1]; 0 when nothing is planned */
+    double eta_s;    /* (planned - iterations) / rate; -1 when unknown */
     bool warned, exceeded;
 };
 
@@ -163,51 +168,53 @@ DSPY_EXTERN int dspy_optimizer_from_name(const char *name);
 DSPY_EXTERN const char *dspy_optimizer_name(enum dspy_optimizer o);
 
 struct dspy_optimize_event {
-    const char *what;        /* "baseline", "bootstrap", "propose", "trial", "full" */
-    size_t trial, trials;    /* trial index and planned count (0 when not a trial) */
-    double score;            /* of this trial (percent), NAN when none */
-    double best;             /* best full score so far (percent), NAN when none */
-    uint64_t lm_calls;       /* so far */
+    const char *what;     /* "baseline", "bootstrap", "propose", "trial", "full" */
+    size_t trial, trials; /* trial index and planned count (0 when not a trial) */
+    double score;         /* of this trial (percent), NAN when none */
+    double best;          /* best full score so far (percent), NAN when none */
+    uint64_t lm_calls;    /* so far */
 };
 typedef void (*dspy_optimize_event_fn)(void *userdata, const struct dspy_optimize_event *e);
 
 struct dspy_optimize_options {
     enum dspy_optimizer optimizer;
-    const char *auto_budget;   /* "light", "medium", "heavy" or NULL (mipro: default light) */
-    long num_trials;           /* mipro without auto / random-search candidates; <0 = default */
-    long num_candidates;       /* mipro without auto; <0 = default */
-    uint64_t seed;             /* mipro: DSPy's default is 9; others 0 */
-    unsigned concurrency;      /* LM calls in flight over all concurrent trials; 0 = 16 */
-    unsigned parallel_trials;  /* trials evaluated at once (a fixed wave, so results do not
+    const char *auto_budget;  /* "light", "medium", "heavy" or NULL (mipro: default light) */
+    long num_trials;          /* mipro without auto / random-search candidates; <0 = default */
+    long num_candidates;      /* mipro without auto; <0 = default */
+    uint64_t seed;            /* mipro: DSPy's default is 9; others 0 */
+    unsigned concurrency;     /* LM calls in flight over all concurrent trials; 0 = 16 */
+    unsigned parallel_trials; /* trials evaluated at once (a fixed wave, so results do not
                                 * depend on concurrency); 0 = 4 */
     long max_bootstrapped_demos, max_labeled_demos, max_rounds; /* <0 = DSPy's defaults */
-    long minibatch_size;       /* mipro: 35 */
-    long minibatch_full_eval_steps; /* mipro: 5 */
-    size_t max_errors;         /* failed LM calls (program runs) beyond which the run stops;
+    long minibatch_size;                                        /* mipro: 35 */
+    long minibatch_full_eval_steps;                             /* mipro: 5 */
+    size_t max_errors;   /* failed LM calls (program runs) beyond which the run stops;
                                 * 0 = DSPy's default 10 per evaluation, never for the run */
-    double max_cost_usd;       /* stop with the best so far past this; 0 = no limit */
-    long max_tokens;           /* the same in tokens; 0 = no limit */
+    double max_cost_usd; /* stop with the best so far past this; 0 = no limit */
+    long max_tokens;     /* the same in tokens; 0 = no limit */
     double price_in_per_mtok, price_out_per_mtok; /* USD per million tokens, for cost */
-    const char *checkpoint_dir; /* NULL = none */
-    bool dry_run;              /* fill the report's "plan" and make no LM call */
-    dspy_lm *task_lm;          /* required */
-    dspy_lm *prompt_lm;        /* mipro's proposer; NULL = task_lm */
-    dspy_cycle *cycle;         /* may be NULL; borrowed */
-    dspy_optimize_event_fn on_event; /* on the calling thread */
+    const char *checkpoint_dir;                   /* NULL = none */
+    bool dry_run;                                 /* fill the report's "plan" and make no LM call */
+    dspy_lm *task_lm;                             /* required */
+    dspy_lm *prompt_lm;                           /* mipro's proposer; NULL = task_lm */
+    dspy_cycle *cycle;                            /* may be NULL; borrowed */
+    dspy_optimize_event_fn on_event;              /* on the calling thread */
     void *event_userdata;
-    long max_metric_calls;     /* stop once this many examples were scored; 0 = no limit;
+    long max_metric_calls;  /* stop once this many examples were scored; 0 = no limit;
                                 * gepa: its budget (exactly one of auto, this, full evals) */
-    long max_full_evals;       /* gepa: budget of N x (|train| + |val|) metric calls */
-    dspy_lm *reflection_lm;    /* gepa's reflection LM; NULL = prompt_lm, else task_lm */
-    long population;           /* genetic: individuals per generation; <= 1 = 8 */
-    long generations;          /* genetic: generations; <= 0 = 5 */
-    double mutation_rate;      /* genetic: per predictor of a child; < 0 = 0.3 */
+    long max_full_evals;    /* gepa: budget of N x (|train| + |val|) metric calls */
+    dspy_lm *reflection_lm; /* gepa's reflection LM; NULL = prompt_lm, else task_lm */
+    long population;        /* genetic: individuals per generation; <= 1 = 8 */
+    long generations;       /* genetic: generations; <= 0 = 5 */
+    double mutation_rate;   /* genetic: per predictor of a child; < 0 = 0.3 */
 };
-#define DSPY_OPTIMIZE_OPTIONS_INIT                                                           \
-    { .optimizer = DSPY_OPT_BOOTSTRAP, .num_trials = -1, .num_candidates = -1,               \
-      .concurrency = 16, .parallel_trials = 4, .max_bootstrapped_demos = -1,                 \
-      .max_labeled_demos = -1, .max_rounds = -1, .minibatch_size = 35,                       \
-      .minibatch_full_eval_steps = 5, .mutation_rate = -1.0 }
+#define DSPY_OPTIMIZE_OPTIONS_INIT                                               \
+    {                                                                            \
+        .optimizer = DSPY_OPT_BOOTSTRAP, .num_trials = -1, .num_candidates = -1, \
+        .concurrency = 16, .parallel_trials = 4, .max_bootstrapped_demos = -1,   \
+        .max_labeled_demos = -1, .max_rounds = -1, .minibatch_size = 35,         \
+        .minibatch_full_eval_steps = 5, .mutation_rate = -1.0                    \
+    }
 
 /** Optimize `student` (changed in place to the best program found) on `trainset`, scoring
  * on `valset` (NULL: as DSPy splits or reuses the trainset). Both are JSON arrays of
@@ -220,8 +227,8 @@ struct dspy_optimize_options {
  * result. Call from one thread; it runs its own. */
 DSPY_EXTERN dspy_status dspy_optimize(dspy_program *student, const json_t *trainset,
                                       const json_t *valset, const dspy_metric *metric,
-                                      const struct dspy_optimize_options *opts,
-                                      json_t **report, struct dspy_error *err);
+                                      const struct dspy_optimize_options *opts, json_t **report,
+                                      struct dspy_error *err);
 
 #ifdef __cplusplus
 }

@@ -25,7 +25,7 @@ struct dspy_machine {
     int cores;           /* online CPUs */
     char cpu_model[128]; /* "model name" from /proc/cpuinfo, or "unknown" */
     uint64_t memory_bytes;
-    char os[64];         /* kernel name and release */
+    char os[64]; /* kernel name and release */
 };
 /** Describe this machine. Never fails; unknown parts say "unknown" or 0. */
 DSPY_EXTERN void dspy_machine_describe(struct dspy_machine *out);

@@ -50,10 +50,10 @@ DSPY_EXTERN json_t *dspy_program_inputs(const dspy_program *p);
  * ("passages" when NULL), which the outputs of the program include too. `name` may be NULL
  * ("retrieve"; names are unique among steps and predictors). The program keeps its own
  * reference to `r` (the caller may free its own); copies of the program share it. */
-DSPY_EXTERN dspy_status dspy_program_add_retrieve(dspy_program *p, size_t before,
-                                                  const char *name, dspy_retriever *r,
-                                                  const char *query, const char *output,
-                                                  size_t k, struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_program_add_retrieve(dspy_program *p, size_t before, const char *name,
+                                                  dspy_retriever *r, const char *query,
+                                                  const char *output, size_t k,
+                                                  struct dspy_error *err);
 /** Retrieve steps of the program (program files: entries with "module": "retrieve"). */
 DSPY_EXTERN size_t dspy_program_retrieve_count(const dspy_program *p);
 
@@ -99,18 +99,18 @@ struct dspy_batch_item {
 /** What one record came to. `outputs` belongs to the batch until the sink returns; a sink
  * that keeps it sets the field to NULL (takes ownership). */
 struct dspy_batch_result {
-    dspy_status status;          /* DSPY_OK, the record's error, or DSPY_ECANCELED when it
+    dspy_status status;      /* DSPY_OK, the record's error, or DSPY_ECANCELED when it
                                   * never ran or was cut off (cancel, max_errors) */
-    json_t *outputs;             /* as dspy_program_call's; NULL on failure */
-    struct dspy_error error;     /* on failure */
+    json_t *outputs;         /* as dspy_program_call's; NULL on failure */
+    struct dspy_error error; /* on failure */
     struct dspy_call_info info;
-    uint64_t latency_ns;         /* from start to end of the program call; 0 if not run */
+    uint64_t latency_ns; /* from start to end of the program call; 0 if not run */
 };
 
 struct dspy_batch_progress {
-    size_t done;      /* records delivered to the sink, in order */
-    size_t total;     /* dspy_batch_options.total (0 = unknown) */
-    size_t errors;    /* of done, failed */
+    size_t done;   /* records delivered to the sink, in order */
+    size_t total;  /* dspy_batch_options.total (0 = unknown) */
+    size_t errors; /* of done, failed */
     uint64_t elapsed_ns;
 };
 
@@ -130,14 +130,14 @@ typedef int (*dspy_batch_sink_fn)(void *userdata, size_t index, struct dspy_batc
 typedef int (*dspy_batch_progress_fn)(void *userdata, const struct dspy_batch_progress *p);
 
 struct dspy_batch_options {
-    unsigned concurrency;  /* records in flight at once; 0 = 16. A program of one predictor
+    unsigned concurrency; /* records in flight at once; 0 = 16. A program of one predictor
                             * over an LM without a cache or transport hook runs its calls
                             * on the LM's event loop, fed from the calling thread, with no
                             * thread per record; other programs run on a pool of that many
                             * worker threads, at most DSPY_BATCH_MAX_WORKERS */
-    size_t max_errors;     /* DSPy's max_errors: once this many records have failed, cancel
+    size_t max_errors;    /* DSPy's max_errors: once this many records have failed, cancel
                             * the rest (DSPY_ECANCELED); 0 = never stop */
-    size_t total;          /* records expected, for progress only; 0 = unknown */
+    size_t total;         /* records expected, for progress only; 0 = unknown */
     const struct dspy_call_config *cfg; /* per call, may be NULL; borrowed */
     dspy_batch_progress_fn progress;    /* may be NULL */
     void *progress_userdata;
@@ -149,7 +149,10 @@ struct dspy_batch_options {
      * the call. */
     volatile sig_atomic_t *cancel;
 };
-#define DSPY_BATCH_OPTIONS_INIT { .concurrency = 16 }
+#define DSPY_BATCH_OPTIONS_INIT \
+    {                           \
+        .concurrency = 16       \
+    }
 #define DSPY_BATCH_MAX_WORKERS 4096
 
 /** Totals of a batch. Retries and rate-limit waits are the LM handle's counters over the
@@ -185,8 +188,7 @@ DSPY_EXTERN dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
 DSPY_EXTERN dspy_status dspy_program_batch(dspy_program *p, dspy_lm *lm, const json_t *inputs,
                                            const struct dspy_batch_options *opts,
                                            struct dspy_batch_result *results,
-                                           struct dspy_batch_stats *stats,
-                                           struct dspy_error *err);
+                                           struct dspy_batch_stats *stats, struct dspy_error *err);
 /** Free the outputs of `n` results (and zero them). */
 DSPY_EXTERN void dspy_batch_results_release(struct dspy_batch_result *results, size_t n);
 

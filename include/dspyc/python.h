@@ -45,7 +45,10 @@ struct dspy_python_options {
     /* Ignore PYTHON* environment variables and the user site-packages directory. */
     bool isolated;
 };
-#define DSPY_PYTHON_OPTIONS_INIT { .venv = NULL }
+#define DSPY_PYTHON_OPTIONS_INIT \
+    {                            \
+        .venv = NULL             \
+    }
 
 /** Where the time of one dspy_python_call() went, in nanoseconds of dspy_clock_ns().
  * Filled on success and on failure; phases that were not reached are 0. */

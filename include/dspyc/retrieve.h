@@ -76,7 +76,10 @@ struct dspy_colbert_options {
     long timeout_ms;    /* per request; 0 = 10000 (DSPy's 10 s) */
     bool post_requests; /* DSPy's post_requests: POST {"query", "k"} instead of GET */
 };
-#define DSPY_COLBERT_OPTIONS_INIT { .url = NULL }
+#define DSPY_COLBERT_OPTIONS_INIT \
+    {                             \
+        .url = NULL               \
+    }
 
 /** A client of a ColBERTv2 server speaking DSPy's ColBERTv2(url) protocol: GET
  * url?query=...&k=... (or POST), answer {"topk": [{"text", "pid", "score", ...}]}, an
@@ -98,7 +101,10 @@ struct dspy_dense_options {
                            * 0 = off */
     size_t mmr_depth;     /* MMR candidates; 0 = 50 */
 };
-#define DSPY_DENSE_OPTIONS_INIT { .base_url = NULL }
+#define DSPY_DENSE_OPTIONS_INIT \
+    {                           \
+        .base_url = NULL        \
+    }
 
 /** Dense retrieval over the passages of a BM25 retriever (an index or a corpus): every
  * passage's long text embedded now through the endpoint (128 a request), kept as unit

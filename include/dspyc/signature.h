@@ -30,10 +30,10 @@ struct dspy_type {
     size_t nargs;
     struct dspy_type **args;
     size_t nliterals;
-    char **literals;       /* Literal choices: a string's value (pos), else Python's str()
+    char **literals;      /* Literal choices: a string's value (pos), else Python's str()
                               of the value (1, 1.5, True, None) */
-    bool *literal_is_str;  /* per choice: a string (true) or a number/bool/None */
-    bool variadic;         /* tuple[T, ...]: args holds T alone */
+    bool *literal_is_str; /* per choice: a string (true) or a number/bool/None */
+    bool variadic;        /* tuple[T, ...]: args holds T alone */
 };
 
 enum dspy_field_role { DSPY_FIELD_INPUT, DSPY_FIELD_OUTPUT };

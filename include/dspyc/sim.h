@@ -22,35 +22,35 @@ typedef struct dspy_sim dspy_sim;
 /** Options; start from DSPY_SIM_OPTIONS_INIT. Strings are borrowed by dspy_sim_new, which
  * copies them. */
 struct dspy_sim_options {
-    const char *bind;        /* listen address, default "127.0.0.1" */
-    int port;                /* 0 = an ephemeral port (the default; `dspyc sim` uses 8089) */
-    unsigned threads;        /* server polling threads; 0 = one per CPU */
-    uint64_t seed;           /* answers, accuracy draws, fault and jitter sequences */
-    const char *model;       /* the model /v1/models lists; requests may name any */
+    const char *bind;  /* listen address, default "127.0.0.1" */
+    int port;          /* 0 = an ephemeral port (the default; `dspyc sim` uses 8089) */
+    unsigned threads;  /* server polling threads; 0 = one per CPU */
+    uint64_t seed;     /* answers, accuracy draws, fault and jitter sequences */
+    const char *model; /* the model /v1/models lists; requests may name any */
     /* Latency model (milliseconds). */
-    double ttft_ms;          /* time to first token */
-    double tpot_ms;          /* time per output token after the first */
-    double latency_ms;       /* < 0: unset; else the fixed total, overriding ttft/tpot */
-    double jitter;           /* each request's times scaled by 1 + jitter * u, u in [-1, 1] */
-    unsigned capacity;       /* requests served at once; 0 = unlimited (no queue) */
-    unsigned max_queue;      /* waiting requests beyond which new ones are refused; 0 = no cap */
-    int queue_full_status;   /* 503 or 429 */
+    double ttft_ms;        /* time to first token */
+    double tpot_ms;        /* time per output token after the first */
+    double latency_ms;     /* < 0: unset; else the fixed total, overriding ttft/tpot */
+    double jitter;         /* each request's times scaled by 1 + jitter * u, u in [-1, 1] */
+    unsigned capacity;     /* requests served at once; 0 = unlimited (no queue) */
+    unsigned max_queue;    /* waiting requests beyond which new ones are refused; 0 = no cap */
+    int queue_full_status; /* 503 or 429 */
     /* Faults: rates in [0, 1] per attempt, summing to at most 1. */
     double fail_429, fail_500, fail_503, fail_timeout, fail_drop, fail_malformed, fail_truncate;
-    double retry_after_s;    /* Retry-After of a 429 or a full queue */
-    double timeout_hold_ms;  /* how long a "timeout" fault holds the request before closing */
+    double retry_after_s;   /* Retry-After of a 429 or a full queue */
+    double timeout_hold_ms; /* how long a "timeout" fault holds the request before closing */
     /* Other behaviour. */
-    const char *record_path; /* JSONL of every request received, or NULL */
-    size_t max_body;         /* request body limit in bytes (at least 1024) */
-    unsigned embed_dim;      /* embedding dimensions, 1 to 65536 */
-    const char *embedder;    /* "hash" (default, NULL) or "minilm": real all-MiniLM-L6-v2
+    const char *record_path;  /* JSONL of every request received, or NULL */
+    size_t max_body;          /* request body limit in bytes (at least 1024) */
+    unsigned embed_dim;       /* embedding dimensions, 1 to 65536 */
+    const char *embedder;     /* "hash" (default, NULL) or "minilm": real all-MiniLM-L6-v2
                                 vectors from the library's embedder (then 384 dimensions) */
-    const char *embed_model; /* model folder for minilm; NULL = the embedder's default */
-    const char *api_key;     /* if set and not empty, /v1/ needs "Authorization: Bearer KEY" */
-    const char *api_key_env; /* else the key from this variable (it must be set) */
+    const char *embed_model;  /* model folder for minilm; NULL = the embedder's default */
+    const char *api_key;      /* if set and not empty, /v1/ needs "Authorization: Bearer KEY" */
+    const char *api_key_env;  /* else the key from this variable (it must be set) */
     const char *api_key_file; /* else (or when the variable is unset) the file's first line.
                                  Keys are trimmed; control characters are refused */
-    unsigned reply_tokens;   /* length of plain (non-DSPy) replies; 0 = natural */
+    unsigned reply_tokens;    /* length of plain (non-DSPy) replies; 0 = natural */
     /* Limits against abusive clients (see docs/simulator.md). A connection must send a whole
      * request head within header_timeout_ms of connecting or of its previous answer (so an
      * idle keep-alive connection is closed then too), and its body within body_timeout_ms
@@ -67,12 +67,12 @@ struct dspy_sim_options {
 /** The longest plain reply, in tokens (reply_tokens). */
 #define DSPY_SIM_MAX_REPLY_TOKENS 131072
 
-#define DSPY_SIM_OPTIONS_INIT                                                                \
-    {                                                                                        \
-        .bind = "127.0.0.1", .port = 0, .model = "dspyc-sim", .latency_ms = -1,              \
-        .queue_full_status = 503, .retry_after_s = 1, .timeout_hold_ms = 30000,              \
-        .max_body = (size_t)4 << 20, .embed_dim = 384, .header_timeout_ms = 10000,           \
-        .body_timeout_ms = 30000                                                             \
+#define DSPY_SIM_OPTIONS_INIT                                                      \
+    {                                                                              \
+        .bind = "127.0.0.1", .port = 0, .model = "dspyc-sim", .latency_ms = -1,    \
+        .queue_full_status = 503, .retry_after_s = 1, .timeout_hold_ms = 30000,    \
+        .max_body = (size_t)4 << 20, .embed_dim = 384, .header_timeout_ms = 10000, \
+        .body_timeout_ms = 30000                                                   \
     }
 
 /** Counters since dspy_sim_start (the same figures GET /admin/stats reports). */
@@ -115,8 +115,8 @@ DSPY_EXTERN uint64_t dspy_sim_status_count(const dspy_sim *sim, int status);
 /** Write `n` generated questions of the task pack `task` (only "arith" today) drawn with
  * `seed`, as JSONL records {"question": ..., "answer": "24"}. DSPY_ENOTFOUND for an unknown
  * pack, DSPY_EIO when writing fails. */
-DSPY_EXTERN dspy_status dspy_sim_write_task(FILE *out, const char *task, uint64_t n,
-                                            uint64_t seed, struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_sim_write_task(FILE *out, const char *task, uint64_t n, uint64_t seed,
+                                            struct dspy_error *err);
 
 /** The "facts" task pack: its corpus (3,500 passages, JSON lines {"id", "title", "text"},
  * one fact each: "The river of Kelvaro is Ostraro.") to `corpus`, and `n` questions drawn

@@ -41,8 +41,8 @@ DSPY_EXTERN uint32_t dspy_timeseries_seconds(const dspy_timeseries *ts);
 DSPY_EXTERN double dspy_timeseries_counter(const dspy_timeseries *ts, unsigned c, uint32_t s);
 DSPY_EXTERN uint64_t dspy_timeseries_count(const dspy_timeseries *ts, unsigned ch, uint32_t s);
 /** Nearest-rank percentile of channel `ch` in second `s`; 0 when it has no values. */
-DSPY_EXTERN uint64_t dspy_timeseries_percentile(const dspy_timeseries *ts, unsigned ch,
-                                                uint32_t s, double p);
+DSPY_EXTERN uint64_t dspy_timeseries_percentile(const dspy_timeseries *ts, unsigned ch, uint32_t s,
+                                                double p);
 /** Values that fell outside the series (before its origin or past max_seconds). */
 DSPY_EXTERN uint64_t dspy_timeseries_dropped(const dspy_timeseries *ts);
 

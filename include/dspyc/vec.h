@@ -16,12 +16,12 @@ extern "C" {
 
 /** One device as detected. */
 struct dspy_vec_device_info {
-    char id[16];           /* "cpu", "cuda:0", ... as accepted by the `device` option */
-    char name[128];        /* CPU model or GPU name */
-    uint64_t memory_bytes; /* total memory of the device (host RAM for the CPU) */
+    char id[16];            /* "cpu", "cuda:0", ... as accepted by the `device` option */
+    char name[128];         /* CPU model or GPU name */
+    uint64_t memory_bytes;  /* total memory of the device (host RAM for the CPU) */
     int cc_major, cc_minor; /* CUDA compute capability; 0 for the CPU */
-    int cores;             /* CPU: online cores; GPU: multiprocessors */
-    char simd[16];         /* CPU: "avx512", "avx2" or "scalar"; GPU: "" */
+    int cores;              /* CPU: online cores; GPU: multiprocessors */
+    char simd[16];          /* CPU: "avx512", "avx2" or "scalar"; GPU: "" */
 };
 
 /** What this process can use. `cuda_reason` says why CUDA is not usable ("" when it is):
@@ -29,8 +29,8 @@ struct dspy_vec_device_info {
 struct dspy_vec_info {
     bool cuda_available;
     char cuda_reason[256];
-    char blas[64];         /* the CPU BLAS, e.g. "OpenBLAS 0.3.21 (SKYLAKEX)" */
-    int ndevices;          /* entries in devices[]; devices[0] is always the CPU */
+    char blas[64]; /* the CPU BLAS, e.g. "OpenBLAS 0.3.21 (SKYLAKEX)" */
+    int ndevices;  /* entries in devices[]; devices[0] is always the CPU */
     struct dspy_vec_device_info devices[DSPY_VEC_MAX_DEVICES];
 };
 
@@ -47,7 +47,10 @@ struct dspy_vec_options {
                                (stored matrices plus scratch); 0 = no limit */
     int threads;            /* CPU threads for large inputs; 0 = online cores, 1 = none */
 };
-#define DSPY_VEC_OPTIONS_INIT { .device = "auto" }
+#define DSPY_VEC_OPTIONS_INIT \
+    {                         \
+        .device = "auto"      \
+    }
 
 /** A context: one device in use, its kernels, its memory account. Threading: one thread at
  * a time per context (and its matrices); different contexts may run at once.
@@ -81,9 +84,9 @@ DSPY_EXTERN const char *dspy_vec_fallback_reason(const dspy_vec *v);
 /** Memory held by a context on its device. */
 struct dspy_vec_mem {
     uint64_t current_bytes;
-    uint64_t peak_bytes;  /* high-water mark since the context opened or the last reset */
-    uint64_t allocations; /* allocations made so far */
-    uint64_t failures;    /* allocations refused by the budget (or the device) */
+    uint64_t peak_bytes;   /* high-water mark since the context opened or the last reset */
+    uint64_t allocations;  /* allocations made so far */
+    uint64_t failures;     /* allocations refused by the budget (or the device) */
     uint64_t budget_bytes; /* 0 = no limit */
 };
 /** Account of the device in use. */
@@ -108,24 +111,22 @@ DSPY_EXTERN float dspy_vec_l2sq(const float *a, const float *b, size_t d);
 /** Scale each of the n rows of x (d floats, ld apart) to unit L2 norm in place: x / max(|x|,
  * 1e-12), as torch.nn.functional.normalize does; a zero row stays zero; a row holding NaN
  * becomes NaN. */
-DSPY_EXTERN dspy_status dspy_vec_normalize(dspy_vec *v, float *x, size_t n, size_t d,
-                                           size_t ld, struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_vec_normalize(dspy_vec *v, float *x, size_t n, size_t d, size_t ld,
+                                           struct dspy_error *err);
 
 /** C = A·Bᵀ (trans_b, B is n×k: the layout of a PyTorch Linear weight [out, in]) or C = A·B
  * (B is k×n). A is m×k, C is m×n, all row-major with leading dimensions lda, ldb, ldc (in
  * floats, ≥ the row length). C is overwritten. On the CPU this is OpenBLAS sgemm. */
-DSPY_EXTERN dspy_status dspy_vec_matmul(dspy_vec *v, size_t m, size_t n, size_t k,
-                                        const float *a, size_t lda, const float *b,
-                                        size_t ldb, bool trans_b, float *c, size_t ldc,
-                                        struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_vec_matmul(dspy_vec *v, size_t m, size_t n, size_t k, const float *a,
+                                        size_t lda, const float *b, size_t ldb, bool trans_b,
+                                        float *c, size_t ldc, struct dspy_error *err);
 
 /** out[i*ldo + j] = metric(Q_i, X_j) for nq queries and n rows of dimension d (the batched
  * similarity; one query is a memory-bound scan, many use sgemm plus norms). Large batches
  * are split to fit the memory budget. */
-DSPY_EXTERN dspy_status dspy_vec_scores(dspy_vec *v, enum dspy_vec_metric metric,
-                                        const float *q, size_t nq, size_t ldq, const float *x,
-                                        size_t n, size_t ldx, size_t d, float *out,
-                                        size_t ldo, struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_vec_scores(dspy_vec *v, enum dspy_vec_metric metric, const float *q,
+                                        size_t nq, size_t ldq, const float *x, size_t n, size_t ldx,
+                                        size_t d, float *out, size_t ldo, struct dspy_error *err);
 
 /* ---- Stored matrices and exact top-k -------------------------------------------------- */
 
@@ -134,7 +135,8 @@ DSPY_EXTERN dspy_status dspy_vec_scores(dspy_vec *v, enum dspy_vec_metric metric
 enum dspy_vec_storage { DSPY_VEC_F32 = 0, DSPY_VEC_F16 = 1, DSPY_VEC_I8 = 2 };
 
 /** Flags of dspy_vec_matrix_new(). */
-#define DSPY_VEC_BORROW 1u /* CPU, F32 only: search the caller's rows in place, no copy
+#define DSPY_VEC_BORROW \
+    1u /* CPU, F32 only: search the caller's rows in place, no copy
                               (borrowed until dspy_vec_matrix_free()) */
 
 /** n rows of dimension d stored on the context's device, searched many times. */
@@ -143,10 +145,10 @@ typedef struct dspy_vec_matrix dspy_vec_matrix;
 /** Store n rows (d floats each, ld apart) as `storage` on the context's device. Row norms
  * are computed once here (for COSINE and L2). DSPY_ENOMEM when the matrix does not fit
  * the budget; DSPY_EINVAL for d = 0, ld < d, or BORROW where it does not apply. */
-DSPY_EXTERN dspy_status dspy_vec_matrix_new(dspy_vec *v, const float *rows, size_t n,
-                                            size_t d, size_t ld,
-                                            enum dspy_vec_storage storage, unsigned flags,
-                                            dspy_vec_matrix **out, struct dspy_error *err);
+DSPY_EXTERN dspy_status dspy_vec_matrix_new(dspy_vec *v, const float *rows, size_t n, size_t d,
+                                            size_t ld, enum dspy_vec_storage storage,
+                                            unsigned flags, dspy_vec_matrix **out,
+                                            struct dspy_error *err);
 DSPY_EXTERN void dspy_vec_matrix_free(dspy_vec_matrix *m);
 DSPY_EXTERN size_t dspy_vec_matrix_rows(const dspy_vec_matrix *m);
 /** Bytes the matrix holds on its device (rows, norms, scales). */

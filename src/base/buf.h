@@ -10,7 +10,7 @@
 #include <dspyc/common.h>
 
 struct dspy_buf {
-    char *ptr;  /* NULL until the first append; then NUL-terminated */
+    char *ptr; /* NULL until the first append; then NUL-terminated */
     size_t len;
     size_t cap;
     size_t max; /* most bytes the buffer may hold, not counting the NUL */

@@ -80,7 +80,7 @@ static void step(struct dec *x, int dir)
     } else {
         while (i >= 0 && x->d[i] == '0')
             x->d[i--] = '9';
-        x->d[i]--; /* x > 0, so some digit is not 0 */
+        x->d[i]--;            /* x > 0, so some digit is not 0 */
         if (x->d[0] == '0') { /* 1.00 -> 0.999 = 9.99e-1 */
             memmove(x->d, x->d + 1, (size_t)x->p - 1);
             x->d[x->p - 1] = '9';
@@ -150,8 +150,7 @@ size_t dspy__float_digits(double a, char digits[17], int *decpt)
     return shortest_digits(a, false, digits, decpt);
 }
 
-static size_t fmt(char out[DSPY__FLOAT_MAX], double v, bool single,
-                  enum dspy__float_layout layout)
+static size_t fmt(char out[DSPY__FLOAT_MAX], double v, bool single, enum dspy__float_layout layout)
 {
     char digits[17];
     int decpt;

@@ -15,8 +15,8 @@ void dspy__heap_init(struct dspy__heap *h, const struct dspy__heap_type *type)
     h->borrowed = false;
 }
 
-void dspy__heap_init_over(struct dspy__heap *h, const struct dspy__heap_type *type,
-                          void *storage, size_t cap)
+void dspy__heap_init_over(struct dspy__heap *h, const struct dspy__heap_type *type, void *storage,
+                          size_t cap)
 {
     dspy__heap_init(h, type);
     h->v = storage;

@@ -25,14 +25,14 @@ struct dspy__heap {
     const struct dspy__heap_type *type;
     unsigned char *v; /* n elements of type->size bytes */
     size_t n, cap;
-    bool borrowed;    /* v is the caller's storage (dspy__heap_init_over): never grown or freed */
+    bool borrowed; /* v is the caller's storage (dspy__heap_init_over): never grown or freed */
 };
 
 void dspy__heap_init(struct dspy__heap *h, const struct dspy__heap_type *type);
 /* A heap over `cap` elements of caller storage (borrowed until release) that never
  * allocates: a push beyond `cap` fails with DSPY_ETOOBIG. For hot paths (per-query top-k). */
-void dspy__heap_init_over(struct dspy__heap *h, const struct dspy__heap_type *type,
-                          void *storage, size_t cap);
+void dspy__heap_init_over(struct dspy__heap *h, const struct dspy__heap_type *type, void *storage,
+                          size_t cap);
 /* Frees the storage; elements still in it are told SIZE_MAX through `moved`. A zeroed
  * struct (never initialized) may be released too. */
 void dspy__heap_release(struct dspy__heap *h);

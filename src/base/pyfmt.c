@@ -212,7 +212,6 @@ bool dspy__py_next_line(const char *s, size_t len, size_t *pos, size_t *line_sta
     return true;
 }
 
-
 /* ---- str() and repr() ---- */
 
 /* str.isprintable() for a code point, approximated without Unicode tables: controls,
@@ -230,8 +229,7 @@ static bool py_isprintable(uint32_t cp)
         (cp >= 0x205F && cp <= 0x206F) || cp == 0x3000 || cp == 0xFEFF ||
         (cp >= 0xFFF9 && cp <= 0xFFFB))
         return false;
-    if ((cp >= 0x600 && cp <= 0x605) || cp == 0x61C || cp == 0x6DD || cp == 0x70F ||
-        cp == 0x180E)
+    if ((cp >= 0x600 && cp <= 0x605) || cp == 0x61C || cp == 0x6DD || cp == 0x70F || cp == 0x180E)
         return false;
     if ((cp >= 0xD800 && cp <= 0xF8FF) || (cp >= 0xFDD0 && cp <= 0xFDEF))
         return false;
@@ -275,19 +273,14 @@ static dspy_status py_scalar(struct dspy_buf *b, const json_t *v)
 {
     char num[DSPY__FLOAT_MAX];
     switch (json_typeof(v)) {
-    case JSON_TRUE:
-        return dspy__buf_adds(b, "True");
-    case JSON_FALSE:
-        return dspy__buf_adds(b, "False");
-    case JSON_NULL:
-        return dspy__buf_adds(b, "None");
-    case JSON_INTEGER:
-        return dspy__buf_addf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    case JSON_TRUE: return dspy__buf_adds(b, "True");
+    case JSON_FALSE: return dspy__buf_adds(b, "False");
+    case JSON_NULL: return dspy__buf_adds(b, "None");
+    case JSON_INTEGER: return dspy__buf_addf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
     case JSON_REAL:
         dspy__float_fmt(num, json_real_value(v), DSPY__FLOAT_PYTHON);
         return dspy__buf_adds(b, num);
-    default:
-        return DSPY_EINVAL;
+    default: return DSPY_EINVAL;
     }
 }
 
@@ -427,16 +420,11 @@ static dspy_status dumps_depth(struct dspy_buf *b, const json_t *v, int indent, 
     if (level > 200)
         return DSPY_ETOOBIG;
     switch (json_typeof(v)) {
-    case JSON_STRING:
-        return dspy__buf_add_json_str(b, json_string_value(v), json_string_length(v));
-    case JSON_TRUE:
-        return dspy__buf_adds(b, "true");
-    case JSON_FALSE:
-        return dspy__buf_adds(b, "false");
-    case JSON_NULL:
-        return dspy__buf_adds(b, "null");
-    case JSON_OBJECT:
-        return dumps_object(b, v, indent, sorted, level);
+    case JSON_STRING: return dspy__buf_add_json_str(b, json_string_value(v), json_string_length(v));
+    case JSON_TRUE: return dspy__buf_adds(b, "true");
+    case JSON_FALSE: return dspy__buf_adds(b, "false");
+    case JSON_NULL: return dspy__buf_adds(b, "null");
+    case JSON_OBJECT: return dumps_object(b, v, indent, sorted, level);
     case JSON_ARRAY: {
         size_t i;
         json_t *item;
@@ -455,8 +443,7 @@ static dspy_status dumps_depth(struct dspy_buf *b, const json_t *v, int indent, 
             rc = newline_indent(b, indent, level);
         return rc ? rc : dspy__buf_addc(b, ']');
     }
-    default:
-        return py_scalar(b, v);
+    default: return py_scalar(b, v);
     }
 }
 

@@ -40,8 +40,7 @@ static dspy_status trimmed(const char *s, size_t n, char **out, struct dspy_erro
     return DSPY_OK;
 }
 
-static dspy_status from_file(const char *what, const char *path, char **out,
-                             struct dspy_error *err)
+static dspy_status from_file(const char *what, const char *path, char **out, struct dspy_error *err)
 {
     char line[SECRET_LINE_MAX];
     FILE *f = fopen(path, "r");
@@ -55,8 +54,8 @@ static dspy_status from_file(const char *what, const char *path, char **out,
     dspy_status rc = got ? trimmed(line, strcspn(line, "\r\n"), out, err) : DSPY_OK;
     wipe(line, sizeof(line));
     if (!rc && !*out) {
-        rc = dspy__err(err, DSPY_EINVAL, "the %s file %s has no %s on its first line", what,
-                       path, what);
+        rc = dspy__err(err, DSPY_EINVAL, "the %s file %s has no %s on its first line", what, path,
+                       what);
         dspy__err_file(err, path);
     }
     return rc;

@@ -71,9 +71,8 @@ void dspy_error_clear(struct dspy_error *err)
     err->line = err->column = err->offset = -1;
 }
 
-__attribute__((format(printf, 3, 0))) static void set_message(struct dspy_error *err,
-                                                           dspy_status code, const char *fmt,
-                                                           va_list ap)
+__attribute__((format(printf, 3, 0))) static void
+set_message(struct dspy_error *err, dspy_status code, const char *fmt, va_list ap)
 {
     char file[sizeof(err->file)];
     /* Keep a file set by an outer caller before the inner error was raised. */
@@ -95,8 +94,8 @@ dspy_status dspy__err(struct dspy_error *err, dspy_status code, const char *fmt,
     return code;
 }
 
-dspy_status dspy__err_at(struct dspy_error *err, dspy_status code, const char *text,
-                         size_t offset, const char *fmt, ...)
+dspy_status dspy__err_at(struct dspy_error *err, dspy_status code, const char *text, size_t offset,
+                         const char *fmt, ...)
 {
     if (!err)
         return code;

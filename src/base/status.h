@@ -9,9 +9,8 @@
 dspy_status dspy__err(struct dspy_error *err, dspy_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Same, recording the byte offset (and, from `text`, the line and column) of the problem. */
-dspy_status dspy__err_at(struct dspy_error *err, dspy_status code, const char *text,
-                         size_t offset, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+dspy_status dspy__err_at(struct dspy_error *err, dspy_status code, const char *text, size_t offset,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* Record the field or key, or the input file, involved. NULL err is a no-op. */
 void dspy__err_field(struct dspy_error *err, const char *field);
 void dspy__err_file(struct dspy_error *err, const char *file);

@@ -20,9 +20,9 @@
 struct dspy__flight {
     struct dspy__flight *next; /* shard list; shard lock */
     uint8_t key[16];
-    unsigned refs;             /* leader + waiters still to read the result; shard lock */
-    bool done;                 /* shard lock */
-    dspy_status status;        /* written before done, read after */
+    unsigned refs;      /* leader + waiters still to read the result; shard lock */
+    bool done;          /* shard lock */
+    dspy_status status; /* written before done, read after */
     struct dspy_error err;
     struct dspy__cache_entry *value; /* the flight's own reference */
     pthread_cond_t cond;
@@ -228,8 +228,8 @@ static void flight_free(struct dspy__flight *f)
 
 /* Run the fill function and store its value. The value's reference goes to *out. */
 static dspy_status run_fill(dspy_cache *c, const struct dspy_cache_key *key,
-                            const struct dspy_cache_ctl *ctl, dspy_cache_fill_fn fill,
-                            void *ud, struct dspy__cache_entry **out, struct dspy_error *err)
+                            const struct dspy_cache_ctl *ctl, dspy_cache_fill_fn fill, void *ud,
+                            struct dspy__cache_entry **out, struct dspy_error *err)
 {
     struct dspy_cache_fill f = { NULL, 0, 0.0, false };
     dspy_status rc;
@@ -274,23 +274,18 @@ static bool lease_wait(dspy_cache *c, const uint8_t key[16], unsigned levels, ch
     *leased = false;
     if (!c->lvl[L2] || !(levels & DSPY_CACHE_L2) || !c->opts.lease_ms)
         return false;
-    snprintf(token, token_cap, "%ld-%llx-%llx", (long)getpid(),
-             (unsigned long long)dspy__now_ns(),
+    snprintf(token, token_cap, "%ld-%llx-%llx", (long)getpid(), (unsigned long long)dspy__now_ns(),
              (unsigned long long)atomic_fetch_add(&c->token_seq, 1));
     for (;;) {
         switch (dspy__cache_redis_lease(c->lvl[L2], key, token, c->opts.lease_ms, out)) {
-        case DSPY__LEASE_DOWN:
-            return false;
-        case DSPY__LEASE_ACQUIRED:
-            *leased = true;
-            return false;
+        case DSPY__LEASE_DOWN: return false;
+        case DSPY__LEASE_ACQUIRED: *leased = true; return false;
         case DSPY__LEASE_VALUE:
             if (waited)
                 atomic_fetch_add(&c->remote_fills, 1);
             dspy__cache_put_entry(c, *out, levels & DSPY_CACHE_L1);
             return true;
-        case DSPY__LEASE_BUSY:
-            break;
+        case DSPY__LEASE_BUSY: break;
         }
         if (!waited)
             atomic_fetch_add(&c->lease_waits, 1);
@@ -348,8 +343,7 @@ static dspy_status wait_for(struct dspy__flight_shard *s, struct dspy__flight *f
 
 dspy_status dspy_cache_fetch(dspy_cache *c, const struct dspy_cache_key *key,
                              const struct dspy_cache_ctl *ctl, dspy_cache_fill_fn fill,
-                             void *userdata, struct dspy_cache_value *out,
-                             struct dspy_error *err)
+                             void *userdata, struct dspy_cache_value *out, struct dspy_error *err)
 {
     struct dspy__cache_entry *e = NULL;
     enum dspy_cache_source src;
@@ -470,8 +464,7 @@ dspy_status dspy_cache_writer_commit(dspy_cache_writer *w, struct dspy_error *er
     if (w->failed)
         rc = dspy__err(err, DSPY_ETOOBIG, "streamed value exceeded max_value_bytes; not stored");
     else
-        rc = dspy_cache_put(w->c, &w->key, w->buf.ptr ? w->buf.ptr : "", w->buf.len, &w->ctl,
-                            err);
+        rc = dspy_cache_put(w->c, &w->key, w->buf.ptr ? w->buf.ptr : "", w->buf.len, &w->ctl, err);
     dspy_cache_writer_abort(w);
     return rc;
 }
@@ -560,8 +553,9 @@ dspy_status dspy_cache_new(const struct dspy_cache_options *opts, dspy_cache **o
         goto out_free;
     if (c->opts.levels & DSPY_CACHE_SEMANTIC) {
         if (!(c->levels & DSPY_CACHE_ALL)) {
-            rc = dspy__err(err, DSPY_EINVAL, "cache: the semantic level needs an exact level "
-                                             "to hold the values");
+            rc = dspy__err(err, DSPY_EINVAL,
+                           "cache: the semantic level needs an exact level "
+                           "to hold the values");
             goto out_free;
         }
         if (!(c->opts.semantic_threshold > 0 && c->opts.semantic_threshold <= 1)) {

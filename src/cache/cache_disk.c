@@ -148,16 +148,14 @@ static int evict_oldest(struct disk *d, MDB_txn *txn, size_t *freed)
 /* Delete an entry found corrupt or expired, in its own write transaction. With
  * `only_created` set, only if it is still the frame that was read (same creation time):
  * another process may have replaced it meanwhile. */
-static void drop_key(struct disk *d, const uint8_t key[16], bool only_created,
-                     uint64_t created)
+static void drop_key(struct disk *d, const uint8_t key[16], bool only_created, uint64_t created)
 {
     MDB_txn *txn;
     MDB_val k = { 16, (void *)key }, v;
     size_t freed;
     if (begin(d, 0, &txn))
         return;
-    if (only_created &&
-        (mdb_get(txn, d->entries, &k, &v) != 0 || header_created(&v) != created)) {
+    if (only_created && (mdb_get(txn, d->entries, &k, &v) != 0 || header_created(&v) != created)) {
         end_read(d, txn);
         return;
     }
@@ -222,8 +220,8 @@ static bool disk_get(void *lvl, const uint8_t key[16], struct dspy__cache_entry 
 }
 
 /* One attempt at storing a frame; MDB_MAP_FULL is returned for the caller to make room. */
-static int store(struct disk *d, const uint8_t key[16], const unsigned char *frame,
-                 size_t len, uint64_t created)
+static int store(struct disk *d, const uint8_t key[16], const unsigned char *frame, size_t len,
+                 uint64_t created)
 {
     MDB_txn *txn;
     MDB_val k = { 16, (void *)key }, v = { len, (void *)frame }, empty = { 0, NULL };
@@ -331,8 +329,7 @@ static dspy_status disk_clear(void *lvl, struct dspy_error *err)
     return DSPY_OK;
 }
 
-static dspy_status disk_each(void *lvl, dspy__cache_each_fn fn, void *ud,
-                             struct dspy_error *err)
+static dspy_status disk_each(void *lvl, dspy__cache_each_fn fn, void *ud, struct dspy_error *err)
 {
     struct disk *d = lvl;
     MDB_txn *txn;
@@ -448,8 +445,11 @@ static uint64_t word_at(const unsigned char *p)
 /* One meta page at `off`: 0 when it reads as one, else a reason. */
 static const char *read_meta(int fd, off_t off, struct meta_view *m)
 {
-    const size_t S = sizeof(size_t), hdr = S + 8;
-    const size_t meta_len = 8 + 2 * S + 2 * (8 + 5 * S) + 2 * S;
+    const size_t S
+    = sizeof(size_t), hdr = S
+    +8;
+    const size_t meta_len = 8 + 2 * S
+    +2 * (8 + 5 * S) + 2 * S;
     unsigned char buf[256];
     uint16_t flags;
     uint32_t magic, version;
@@ -497,16 +497,17 @@ static dspy_status check_file(const char *dir, struct dspy_error *err)
         if (need > (uint64_t)st.st_size) {
             snprintf(sz[0], sizeof(sz[0]), "%llu", (unsigned long long)need);
             snprintf(sz[1], sizeof(sz[1]), "%lld", (long long)st.st_size);
-            dspy__err(err, DSPY_ECORRUPT, "cache: the disk cache file %s is damaged: its "
-                      "header names %s bytes of pages, the file has %s (cut short?)", path,
-                      sz[0], sz[1]);
+            dspy__err(err, DSPY_ECORRUPT,
+                      "cache: the disk cache file %s is damaged: its "
+                      "header names %s bytes of pages, the file has %s (cut short?)",
+                      path, sz[0], sz[1]);
             dspy__err_file(err, path);
             return DSPY_ECORRUPT;
         }
         return DSPY_OK;
     }
-    dspy__err(err, DSPY_ECORRUPT, "cache: the disk cache file %s is damaged (%s, %lld bytes)",
-              path, why, (long long)st.st_size);
+    dspy__err(err, DSPY_ECORRUPT, "cache: the disk cache file %s is damaged (%s, %lld bytes)", path,
+              why, (long long)st.st_size);
     dspy__err_file(err, path);
     return DSPY_ECORRUPT;
 }
@@ -564,8 +565,7 @@ dspy_status dspy__cache_disk_new(const struct dspy_cache_options *o, void **out,
     if (!o->disk_path || !*o->disk_path)
         return dspy__err(err, DSPY_EINVAL, "cache: L3 needs disk_path");
     if ((rc = make_dirs(o->disk_path)))
-        return dspy__err(err, DSPY_EIO, "cache: cannot create %s: %s", o->disk_path,
-                         strerror(rc));
+        return dspy__err(err, DSPY_EIO, "cache: cannot create %s: %s", o->disk_path, strerror(rc));
     if ((rc = check_file(o->disk_path, err)))
         return rc;
     if (!(d = dspy_calloc(1, sizeof(*d))))
@@ -599,8 +599,7 @@ out_free:
     d->env = NULL;
     disk_free(d);
     return dspy__err(err, rc == MDB_INCOMPATIBLE ? DSPY_EUNSUPPORTED : DSPY_EIO,
-                     "cache: cannot open the disk cache in %s: %s", o->disk_path,
-                     mdb_strerror(rc));
+                     "cache: cannot open the disk cache in %s: %s", o->disk_path, mdb_strerror(rc));
 }
 
 const struct dspy__cache_level_ops dspy__cache_disk_ops = {

@@ -17,22 +17,22 @@
  * published and never again; only `refs` and the L1 fields change afterwards. */
 struct dspy__cache_entry {
     atomic_uint refs;
-    atomic_bool in_mem;       /* set once when L1 links it; an entry is linked at most once */
+    atomic_bool in_mem; /* set once when L1 links it; an entry is linked at most once */
     uint8_t key[16];
-    uint64_t expires_ms;      /* absolute wall-clock ms; 0 = no constraint from its source */
-    bool ttl_exact;           /* expires_ms is a per-request TTL: levels use it as is instead
+    uint64_t expires_ms; /* absolute wall-clock ms; 0 = no constraint from its source */
+    bool ttl_exact;      /* expires_ms is a per-request TTL: levels use it as is instead
                                  of capping it with their own TTL */
     /* L1 fields, guarded by the owning shard's lock */
     struct dspy__cache_entry *hnext;
     struct dspy__cache_entry *lprev, *lnext;
-    uint64_t mem_expires_ms;  /* L1's own expiry (level TTL applied); 0 = none */
+    uint64_t mem_expires_ms; /* L1's own expiry (level TTL applied); 0 = none */
     size_t len;
     unsigned char data[];
 };
 
 /* New entry with refs = 1 and room for `len` bytes (copied from `data` when not NULL). */
-struct dspy__cache_entry *dspy__cache_entry_new(const uint8_t key[16], const void *data,
-                                                size_t len, uint64_t expires_ms);
+struct dspy__cache_entry *dspy__cache_entry_new(const uint8_t key[16], const void *data, size_t len,
+                                                uint64_t expires_ms);
 static inline void dspy__cache_entry_ref(struct dspy__cache_entry *e)
 {
     atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
@@ -66,7 +66,7 @@ static inline uint64_t dspy__cache_level_expiry(const struct dspy__cache_entry *
 /* Record a level failure in its stats: counter and last error text. Thread-safe. */
 struct dspy__cache_errlog {
     atomic_ullong count;
-    atomic_flag busy;     /* guards `text` (spin; writers are rare) */
+    atomic_flag busy; /* guards `text` (spin; writers are rare) */
     char text[160];
 };
 void dspy__cache_errlog_set(struct dspy__cache_errlog *log, const char *fmt, ...)
@@ -116,9 +116,8 @@ enum dspy__lease_state {
     DSPY__LEASE_VALUE,    /* the value is already in L2: *out set */
     DSPY__LEASE_BUSY      /* another holder; poll again */
 };
-enum dspy__lease_state dspy__cache_redis_lease(void *lvl, const uint8_t key[16],
-                                               const char *token, unsigned lease_ms,
-                                               struct dspy__cache_entry **out);
+enum dspy__lease_state dspy__cache_redis_lease(void *lvl, const uint8_t key[16], const char *token,
+                                               unsigned lease_ms, struct dspy__cache_entry **out);
 void dspy__cache_redis_unlease(void *lvl, const uint8_t key[16], const char *token);
 bool dspy__cache_redis_up(void *lvl);
 
@@ -166,13 +165,13 @@ struct dspy__flight_shard {
 struct dspy_cache {
     struct dspy_cache_options opts; /* string members point at the copies below */
     char *ns, *redis_url, *redis_prefix, *disk_path, *embed_model;
-    unsigned levels;                          /* open levels */
-    void *lvl[3];                             /* [0] L1, [1] L2, [2] L3; NULL if closed */
+    unsigned levels; /* open levels */
+    void *lvl[3];    /* [0] L1, [1] L2, [2] L3; NULL if closed */
     const struct dspy__cache_level_ops *ops[3];
     struct dspy__flight_shard flights[DSPY__FLIGHT_SHARDS];
-    atomic_ullong gets, hits, misses, fills, fill_errors, coalesced, lease_waits,
-        remote_fills, token_seq;
-    struct dspy__semantic *sem;               /* the semantic level, or NULL */
+    atomic_ullong gets, hits, misses, fills, fill_errors, coalesced, lease_waits, remote_fills,
+        token_seq;
+    struct dspy__semantic *sem; /* the semantic level, or NULL */
 };
 
 /* The semantic level (cache_semantic.c): opened after the exact levels (its record log

@@ -35,14 +35,14 @@ static json_t *semantic_json(const struct dspy_cache_stats *s)
     for (int i = 0; g && i < DSPY_SEMANTIC_NGUARDS; i++)
         json_object_set_new(g, dspy_cache_semantic_guard_name(1u << i),
                             json_integer((json_int_t)s->sem_guarded[i]));
-    return json_pack("{sIsIsfsIsosIsIsIsIsIsIsb}", "lookups", (json_int_t)s->sem_lookups,
-                     "hits", (json_int_t)s->sem_hits, "mean_similarity",
+    return json_pack("{sIsIsfsIsosIsIsIsIsIsIsb}", "lookups", (json_int_t)s->sem_lookups, "hits",
+                     (json_int_t)s->sem_hits, "mean_similarity",
                      s->sem_hits ? s->sem_similarity_sum / (double)s->sem_hits : 0.0,
                      "below_threshold", (json_int_t)s->sem_below, "guarded", g, "stale",
                      (json_int_t)s->sem_stale, "puts", (json_int_t)s->sem_puts, "entries",
-                     (json_int_t)s->sem_entries, "bytes", (json_int_t)s->sem_bytes,
-                     "partitions", (json_int_t)s->sem_partitions, "evictions",
-                     (json_int_t)s->sem_evictions, "unavailable", s->sem_unavailable);
+                     (json_int_t)s->sem_entries, "bytes", (json_int_t)s->sem_bytes, "partitions",
+                     (json_int_t)s->sem_partitions, "evictions", (json_int_t)s->sem_evictions,
+                     "unavailable", s->sem_unavailable);
 }
 
 static json_t *level_json(const struct dspy_cache_level_stats *s)
@@ -63,12 +63,12 @@ json_t *dspy_cache_stats_json(dspy_cache *c)
     if (!c)
         return NULL;
     dspy_cache_stats(c, &s);
-    o = json_pack("{sIsIsIsfsIsIsIsIsI}", "gets", (json_int_t)s.gets, "hits",
-                  (json_int_t)s.hits, "misses", (json_int_t)s.misses, "hit_rate",
-                  s.gets ? (double)s.hits / (double)s.gets : 0.0, "fills",
-                  (json_int_t)s.fills, "fill_errors", (json_int_t)s.fill_errors, "coalesced",
-                  (json_int_t)s.coalesced, "lease_waits", (json_int_t)s.lease_waits,
-                  "remote_fills", (json_int_t)s.remote_fills);
+    o = json_pack("{sIsIsIsfsIsIsIsIsI}", "gets", (json_int_t)s.gets, "hits", (json_int_t)s.hits,
+                  "misses", (json_int_t)s.misses, "hit_rate",
+                  s.gets ? (double)s.hits / (double)s.gets : 0.0, "fills", (json_int_t)s.fills,
+                  "fill_errors", (json_int_t)s.fill_errors, "coalesced", (json_int_t)s.coalesced,
+                  "lease_waits", (json_int_t)s.lease_waits, "remote_fills",
+                  (json_int_t)s.remote_fills);
     for (int i = 0; o && i < 3; i++) {
         if (!c->lvl[i])
             continue;

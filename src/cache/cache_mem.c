@@ -14,11 +14,11 @@
 
 struct shard {
     alignas(64) pthread_mutex_t lock;
-    struct dspy__cache_entry **buckets; /* lock */
-    size_t nbuckets;                    /* power of two; lock */
-    struct dspy__cache_entry *head;     /* most recently used; lock */
-    struct dspy__cache_entry *tail;     /* least recently used; lock */
-    size_t count, bytes;                /* lock */
+    struct dspy__cache_entry **buckets;              /* lock */
+    size_t nbuckets;                                 /* power of two; lock */
+    struct dspy__cache_entry *head;                  /* most recently used; lock */
+    struct dspy__cache_entry *tail;                  /* least recently used; lock */
+    size_t count, bytes;                             /* lock */
     uint64_t hits, misses, puts, evictions, expired; /* lock */
 };
 
@@ -169,8 +169,8 @@ static void mem_put(void *lvl, struct dspy__cache_entry *e)
     /* The links live in the entry, so it can be in the table only once; a second put of
      * the same entry (it was evicted and put again) stores a copy. */
     if (atomic_exchange(&e->in_mem, true)) {
-        struct dspy__cache_entry *copy =
-            dspy__cache_entry_new(e->key, e->data, e->len, e->expires_ms);
+        struct dspy__cache_entry *copy = dspy__cache_entry_new(e->key, e->data, e->len,
+                                                               e->expires_ms);
         if (!copy)
             return;
         copy->ttl_exact = e->ttl_exact;
@@ -267,8 +267,7 @@ static dspy_status each_shard(struct shard *s, dspy__cache_each_fn fn, void *ud,
     return rc;
 }
 
-static dspy_status mem_each(void *lvl, dspy__cache_each_fn fn, void *ud,
-                            struct dspy_error *err)
+static dspy_status mem_each(void *lvl, dspy__cache_each_fn fn, void *ud, struct dspy_error *err)
 {
     struct mem *m = lvl;
     dspy_status rc = DSPY_OK;

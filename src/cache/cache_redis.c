@@ -32,10 +32,10 @@ struct redis {
     size_t compress_min;
 
     pthread_mutex_t lock;
-    pthread_cond_t cond;       /* a connection was returned; lock */
-    redisContext **idle;       /* connected, unused; lock */
-    unsigned nidle, pool, out; /* out: connections lent (or being opened); lock */
-    unsigned backoff_ms;       /* next backoff; lock */
+    pthread_cond_t cond;         /* a connection was returned; lock */
+    redisContext **idle;         /* connected, unused; lock */
+    unsigned nidle, pool, out;   /* out: connections lent (or being opened); lock */
+    unsigned backoff_ms;         /* next backoff; lock */
     atomic_ullong down_until_ns; /* calls before this time are skipped */
 
     atomic_ullong hits, misses, puts, corrupt, skipped;
@@ -331,7 +331,7 @@ static void redis_get_many(void *lvl, const struct dspy_cache_key *keys, size_t 
 {
     struct redis *r = lvl;
     size_t *idx = dspy_malloc(n * sizeof(*idx)), m = 0, chunks;
-    char (*names)[KEYBUF] = NULL;
+    char(*names)[KEYBUF] = NULL;
     const char **argv = NULL;
     size_t *lens = NULL;
     struct pipe_guard g;
@@ -557,8 +557,7 @@ static dspy_status each_batch(struct redis *r, redisReply *keys, void *ud)
     return rc;
 }
 
-static dspy_status redis_each(void *lvl, dspy__cache_each_fn fn, void *ud,
-                              struct dspy_error *err)
+static dspy_status redis_each(void *lvl, dspy__cache_each_fn fn, void *ud, struct dspy_error *err)
 {
     struct each_ctx ctx = { fn, ud };
     /* 32 single-character wildcards: value keys only, not lease keys */
@@ -586,9 +585,8 @@ bool dspy__cache_redis_up(void *lvl)
     return !is_down(lvl);
 }
 
-enum dspy__lease_state dspy__cache_redis_lease(void *lvl, const uint8_t key[16],
-                                               const char *token, unsigned lease_ms,
-                                               struct dspy__cache_entry **out)
+enum dspy__lease_state dspy__cache_redis_lease(void *lvl, const uint8_t key[16], const char *token,
+                                               unsigned lease_ms, struct dspy__cache_entry **out)
 {
     /* One atomic round trip: the value if present, else try to take the lease. */
     static const char script[] =
@@ -737,7 +735,7 @@ dspy_status dspy__cache_redis_new(const struct dspy_cache_options *o, void **out
     r->timeout.tv_sec = ms / 1000;
     r->timeout.tv_usec = (suseconds_t)(ms % 1000) * 1000;
     r->backoff_max_ms = o->redis_backoff_max_ms ? o->redis_backoff_max_ms
-                                               : DSPY_CACHE_DEFAULT_REDIS_BACKOFF_MAX_MS;
+                                                : DSPY_CACHE_DEFAULT_REDIS_BACKOFF_MAX_MS;
     r->backoff_ms = BACKOFF_START_MS;
     r->ttl_s = o->redis_ttl_s;
     r->compress_min = o->redis_compress_min;
@@ -766,6 +764,6 @@ out_free:
 }
 
 const struct dspy__cache_level_ops dspy__cache_redis_ops = {
-    "l2", redis_get, redis_put, redis_del, redis_clear, redis_each, redis_stats, redis_free,
-    redis_get_many,
+    "l2",       redis_get,   redis_put,  redis_del,      redis_clear,
+    redis_each, redis_stats, redis_free, redis_get_many,
 };

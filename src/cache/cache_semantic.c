@@ -241,8 +241,10 @@ static void log_open(struct dspy__semantic *s, size_t max_bytes)
     int fd = open(s->log_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     struct stat st;
     if (fd < 0 || fstat(fd, &st)) {
-        fprintf(stderr, "dspyc: warning: semantic cache: cannot open %s: %s; records are kept "
-                        "in memory only\n", s->log_path, strerror(errno));
+        fprintf(stderr,
+                "dspyc: warning: semantic cache: cannot open %s: %s; records are kept "
+                "in memory only\n",
+                s->log_path, strerror(errno));
         if (fd >= 0)
             close(fd);
         return;
@@ -258,10 +260,11 @@ static void log_open(struct dspy__semantic *s, size_t max_bytes)
         return;
     }
     const unsigned char *m = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m == MAP_FAILED || size < sizeof(log_magic) ||
-        memcmp(m, log_magic, sizeof(log_magic))) {
-        fprintf(stderr, "dspyc: warning: semantic cache: %s is not a semantic record log; "
-                        "starting it empty\n", s->log_path);
+    if (m == MAP_FAILED || size < sizeof(log_magic) || memcmp(m, log_magic, sizeof(log_magic))) {
+        fprintf(stderr,
+                "dspyc: warning: semantic cache: %s is not a semantic record log; "
+                "starting it empty\n",
+                s->log_path);
         if (m != MAP_FAILED)
             munmap((void *)m, size);
         if (ftruncate(fd, 0) || write(fd, log_magic, sizeof(log_magic)) < 0) {
@@ -276,8 +279,7 @@ static void log_open(struct dspy__semantic *s, size_t max_bytes)
     while (off + sizeof(struct rec_hdr) + 8 <= size) {
         struct rec_hdr h;
         memcpy(&h, m + off, sizeof(h));
-        if (h.magic != REC_MAGIC || (h.op != OP_ADD && h.op != OP_DEL) ||
-            h.text_len > size - off)
+        if (h.magic != REC_MAGIC || (h.op != OP_ADD && h.op != OP_DEL) || h.text_len > size - off)
             break;
         size_t total = sizeof(h) + h.text_len + (h.op == OP_ADD ? DIM * sizeof(float) : 0) + 8;
         if (total > size - off)
@@ -302,8 +304,10 @@ static void log_open(struct dspy__semantic *s, size_t max_bytes)
     }
     munmap((void *)m, size);
     if (good < size) {
-        fprintf(stderr, "dspyc: warning: semantic cache: %s: damaged record at byte %zu; "
-                        "cut there (%zu bytes dropped)\n", s->log_path, good, size - good);
+        fprintf(stderr,
+                "dspyc: warning: semantic cache: %s: damaged record at byte %zu; "
+                "cut there (%zu bytes dropped)\n",
+                s->log_path, good, size - good);
         if (ftruncate(fd, (off_t)good)) {
             close(fd);
             return;
@@ -493,8 +497,7 @@ static const char *ns_for(const struct dspy_cache *c, const struct dspy_cache_ct
 }
 
 dspy_status dspy_cache_semantic_get(dspy_cache *c, const json_t *request,
-                                    const struct dspy_cache_ctl *ctl,
-                                    struct dspy_cache_value *out,
+                                    const struct dspy_cache_ctl *ctl, struct dspy_cache_value *out,
                                     struct dspy_cache_semantic_hit *hit)
 {
     struct dspy__semantic *s = c ? c->sem : NULL;
@@ -508,8 +511,8 @@ dspy_status dspy_cache_semantic_get(dspy_cache *c, const json_t *request,
     if (!s || !out || (ctl && (ctl->no_cache || ctl->no_semantic)) ||
         (ctl && ctl->levels && !(ctl->levels & DSPY_CACHE_SEMANTIC)))
         return DSPY_ENOTFOUND;
-    if (dspy_cache_semantic_partition(request, ns_for(c, ctl), c->opts.semantic_projection,
-                                      &part, &text, &len, NULL))
+    if (dspy_cache_semantic_partition(request, ns_for(c, ctl), c->opts.semantic_projection, &part,
+                                      &text, &len, NULL))
         return DSPY_ENOTFOUND;
     atomic_fetch_add(&s->lookups, 1);
     if (!embed(s, text, len, q)) {
@@ -533,9 +536,8 @@ dspy_status dspy_cache_semantic_get(dspy_cache *c, const json_t *request,
                 s->scores_cap = p->n;
             }
         }
-        if (s->scores_cap >= p->n &&
-            !dspy_vec_scores(s->vec, DSPY_VEC_IP, q, 1, DIM, p->vecs, p->n, DIM, DIM,
-                             s->scores, p->n, NULL)) {
+        if (s->scores_cap >= p->n && !dspy_vec_scores(s->vec, DSPY_VEC_IP, q, 1, DIM, p->vecs, p->n,
+                                                      DIM, DIM, s->scores, p->n, NULL)) {
             size_t best[CANDIDATES];
             int nb = 0;
             for (size_t i = 0; i < p->n; i++) {
@@ -615,8 +617,8 @@ out:
     return rc;
 }
 
-void dspy_cache_semantic_put(dspy_cache *c, const json_t *request,
-                             const struct dspy_cache_key *key, const struct dspy_cache_ctl *ctl)
+void dspy_cache_semantic_put(dspy_cache *c, const json_t *request, const struct dspy_cache_key *key,
+                             const struct dspy_cache_ctl *ctl)
 {
     struct dspy__semantic *s = c ? c->sem : NULL;
     struct dspy_cache_key part;
@@ -626,8 +628,8 @@ void dspy_cache_semantic_put(dspy_cache *c, const json_t *request,
     if (!s || !key || (ctl && ctl->no_store) ||
         (ctl && ctl->levels && !(ctl->levels & DSPY_CACHE_SEMANTIC)))
         return;
-    if (dspy_cache_semantic_partition(request, ns_for(c, ctl), c->opts.semantic_projection,
-                                      &part, &text, &len, NULL))
+    if (dspy_cache_semantic_partition(request, ns_for(c, ctl), c->opts.semantic_projection, &part,
+                                      &text, &len, NULL))
         return;
     if (len <= UINT32_MAX && embed(s, text, len, v)) {
         pthread_mutex_lock(&s->lock);

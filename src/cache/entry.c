@@ -16,8 +16,8 @@
 /* zlib cannot expand data by more than about 1032:1; a header claiming more is corrupt. */
 #define ZLIB_MAX_RATIO 1032u
 
-struct dspy__cache_entry *dspy__cache_entry_new(const uint8_t key[16], const void *data,
-                                                size_t len, uint64_t expires_ms)
+struct dspy__cache_entry *dspy__cache_entry_new(const uint8_t key[16], const void *data, size_t len,
+                                                uint64_t expires_ms)
 {
     struct dspy__cache_entry *e = dspy_malloc(sizeof(*e) + len);
     if (!e)

@@ -25,10 +25,11 @@ _Static_assert(sizeof(XXH3_state_t) + alignof(XXH3_state_t) <=
                "dspy_cache_key_hasher too small for XXH3_state_t");
 
 const char *const dspy_cache_default_ignore[] = {
-    "api_key", "api_base", "base_url", "api_version", "organization", "project",
-    "timeout", "request_timeout", "connect_timeout", "num_retries", "max_retries",
-    "retry_strategy", "stream", "stream_options", "headers", "extra_headers", "cache",
-    "user_agent", NULL,
+    "api_key",         "api_base",       "base_url",    "api_version",
+    "organization",    "project",        "timeout",     "request_timeout",
+    "connect_timeout", "num_retries",    "max_retries", "retry_strategy",
+    "stream",          "stream_options", "headers",     "extra_headers",
+    "cache",           "user_agent",     NULL,
 };
 
 /* Where canonical bytes go: a hash state or a buffer. Hashing goes through a small
@@ -158,16 +159,14 @@ out_free:
     return rc;
 }
 
-static dspy_status emit_value(struct sink *s, const json_t *v, const char *const *ignore,
-                              int depth)
+static dspy_status emit_value(struct sink *s, const json_t *v, const char *const *ignore, int depth)
 {
     char num[32];
     dspy_status rc;
     if (depth > MAX_DEPTH)
         return DSPY_EINVAL;
     switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return emit_object(s, v, ignore, depth);
+    case JSON_OBJECT: return emit_object(s, v, ignore, depth);
     case JSON_ARRAY:
         if ((rc = emit(s, "[", 1)))
             return rc;
@@ -176,20 +175,15 @@ static dspy_status emit_value(struct sink *s, const json_t *v, const char *const
                 (rc = emit_value(s, json_array_get(v, i), NULL, depth + 1)))
                 return rc;
         return emit(s, "]", 1);
-    case JSON_STRING:
-        return emit_str(s, json_string_value(v), json_string_length(v));
+    case JSON_STRING: return emit_str(s, json_string_value(v), json_string_length(v));
     case JSON_INTEGER:
         return emit(s, num,
                     (size_t)snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
                                      json_integer_value(v)));
-    case JSON_REAL:
-        return emit_real(s, json_real_value(v));
-    case JSON_TRUE:
-        return emit(s, "true", 4);
-    case JSON_FALSE:
-        return emit(s, "false", 5);
-    case JSON_NULL:
-        return emit(s, "null", 4);
+    case JSON_REAL: return emit_real(s, json_real_value(v));
+    case JSON_TRUE: return emit(s, "true", 4);
+    case JSON_FALSE: return emit(s, "false", 5);
+    case JSON_NULL: return emit(s, "null", 4);
     }
     return DSPY_EINVAL;
 }
@@ -213,8 +207,7 @@ void dspy_cache_key_hasher_init(struct dspy_cache_key_hasher *h, const char *ns)
     XXH3_128bits_update(st, "", 1);
 }
 
-void dspy_cache_key_hasher_update(struct dspy_cache_key_hasher *h, const void *data,
-                                  size_t len)
+void dspy_cache_key_hasher_update(struct dspy_cache_key_hasher *h, const void *data, size_t len)
 {
     XXH3_128bits_update(hasher_state(h), data, len);
 }

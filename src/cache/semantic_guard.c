@@ -105,9 +105,9 @@ static bool split(const char *s, size_t len, struct words *ws)
             continue;
         }
         size_t st = i;
-        while (i < len && (is_word_byte((unsigned char)s[i]) ||
-                           (s[i] == '\'' && i + 1 < len && isalpha((unsigned char)s[i + 1]) &&
-                            i > st)))
+        while (i < len &&
+               (is_word_byte((unsigned char)s[i]) ||
+                (s[i] == '\'' && i + 1 < len && isalpha((unsigned char)s[i + 1]) && i > st)))
             i++;
         bool cap = isupper((unsigned char)s[st]);
         size_t n = i - st;
@@ -144,41 +144,55 @@ static bool in_list(const char *w, const char *const *list)
 
 /* ---- the lists (docs/semantic-cache.md section 5) -------------------------------------- */
 
-static const char *const negations[] = { "not", "no", "never", "none", "nor", "neither",
-                                         "without", "cannot", "nothing", "nobody", "nowhere",
-                                         "except", "stop", "avoid", "against", NULL };
+static const char *const negations[] = { "not",     "no",      "never",   "none",
+                                         "nor",     "neither", "without", "cannot",
+                                         "nothing", "nobody",  "nowhere", "except",
+                                         "stop",    "avoid",   "against", NULL };
 static const char *const neg_prefixes[] = { "un", "in", "im", "il", "ir", "dis", "non", NULL };
 static const char *const dates[] = {
-    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
-    "january", "february", "march", "april", "may", "june", "july", "august", "september",
-    "october", "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug",
-    "sep", "sept", "oct", "nov", "dec", "today", "tomorrow", "yesterday", "tonight",
-    "morning", "afternoon", "evening", "night", "weekend", "weekday", "week", "month",
-    "year", "daily", "weekly", "monthly", "yearly", "annual", "annually", "hourly", "now",
-    "spring", "summer", "autumn", "fall", "winter", NULL };
-static const char *const scopes[] = { "all", "any", "every", "each", "some", "only", "most",
-                                      "least", "first", "last", "more", "less", "fewer",
-                                      "before", "after", "both", "either", "latest", "oldest",
-                                      "newest", "next", "previous", "many", "few", "entire",
-                                      "whole", "single", "per", "total", "average", NULL };
+    "monday",   "tuesday",   "wednesday", "thursday", "friday",   "saturday",  "sunday",
+    "january",  "february",  "march",     "april",    "may",      "june",      "july",
+    "august",   "september", "october",   "november", "december", "jan",       "feb",
+    "mar",      "apr",       "jun",       "jul",      "aug",      "sep",       "sept",
+    "oct",      "nov",       "dec",       "today",    "tomorrow", "yesterday", "tonight",
+    "morning",  "afternoon", "evening",   "night",    "weekend",  "weekday",   "week",
+    "month",    "year",      "daily",     "weekly",   "monthly",  "yearly",    "annual",
+    "annually", "hourly",    "now",       "spring",   "summer",   "autumn",    "fall",
+    "winter",   NULL
+};
+static const char *const scopes[] = { "all",    "any",    "every",  "each",     "some",   "only",
+                                      "most",   "least",  "first",  "last",     "more",   "less",
+                                      "fewer",  "before", "after",  "both",     "either", "latest",
+                                      "oldest", "newest", "next",   "previous", "many",   "few",
+                                      "entire", "whole",  "single", "per",      "total",  "average",
+                                      NULL };
 static const char *const antonyms[][2] = {
-    { "enable", "disable" }, { "on", "off" },        { "open", "close" },
-    { "increase", "decrease" }, { "buy", "sell" },   { "add", "remove" },
-    { "start", "stop" },     { "in", "out" },        { "up", "down" },
-    { "max", "min" },        { "maximum", "minimum" }, { "high", "low" },
-    { "higher", "lower" },   { "best", "worst" },    { "cheap", "expensive" },
-    { "cheapest", "expensive" }, { "safe", "dangerous" }, { "hot", "cold" },
-    { "import", "export" },  { "upload", "download" }, { "login", "logout" },
-    { "encrypt", "decrypt" }, { "allow", "deny" },   { "accept", "reject" },
-    { "win", "lose" },       { "true", "false" },    { "yes", "no" },
-    { "subscribe", "unsubscribe" }, { "include", "exclude" }, { "send", "receive" },
-    { "before", "after" },   { "above", "below" },   { "over", "under" },
-    { "large", "small" },    { "larger", "smaller" }, { "long", "short" },
-    { "fast", "slow" },      { "faster", "slower" }, { "north", "south" },
-    { "east", "west" },      { "left", "right" },    { "male", "female" },
-    { "men", "women" },      { "adult", "child" },   { "adults", "children" },
-    { "install", "uninstall" }, { "lock", "unlock" }, { "join", "leave" },
-    { "create", "delete" },  { "hire", "fire" },     { "arrive", "depart" },
+    { "enable", "disable" },  { "on", "off" },
+    { "open", "close" },      { "increase", "decrease" },
+    { "buy", "sell" },        { "add", "remove" },
+    { "start", "stop" },      { "in", "out" },
+    { "up", "down" },         { "max", "min" },
+    { "maximum", "minimum" }, { "high", "low" },
+    { "higher", "lower" },    { "best", "worst" },
+    { "cheap", "expensive" }, { "cheapest", "expensive" },
+    { "safe", "dangerous" },  { "hot", "cold" },
+    { "import", "export" },   { "upload", "download" },
+    { "login", "logout" },    { "encrypt", "decrypt" },
+    { "allow", "deny" },      { "accept", "reject" },
+    { "win", "lose" },        { "true", "false" },
+    { "yes", "no" },          { "subscribe", "unsubscribe" },
+    { "include", "exclude" }, { "send", "receive" },
+    { "before", "after" },    { "above", "below" },
+    { "over", "under" },      { "large", "small" },
+    { "larger", "smaller" },  { "long", "short" },
+    { "fast", "slow" },       { "faster", "slower" },
+    { "north", "south" },     { "east", "west" },
+    { "left", "right" },      { "male", "female" },
+    { "men", "women" },       { "adult", "child" },
+    { "adults", "children" }, { "install", "uninstall" },
+    { "lock", "unlock" },     { "join", "leave" },
+    { "create", "delete" },   { "hire", "fire" },
+    { "arrive", "depart" },
 };
 
 const char *dspy_cache_semantic_guard_name(unsigned bit)
@@ -320,10 +334,9 @@ static void strip_adapter_frame(char *t, size_t *len)
     t[*len] = 0;
 }
 
-dspy_status dspy_cache_semantic_partition(const json_t *request, const char *ns,
-                                          int projection, struct dspy_cache_key *partition,
-                                          char **text, size_t *text_len,
-                                          struct dspy_error *err)
+dspy_status dspy_cache_semantic_partition(const json_t *request, const char *ns, int projection,
+                                          struct dspy_cache_key *partition, char **text,
+                                          size_t *text_len, struct dspy_error *err)
 {
     json_t *msgs = json_object_get(request, "messages"), *copy = NULL, *cmsgs, *m;
     struct dspy_buf b;

@@ -148,8 +148,8 @@ static dspy_program *build_program(const json_t *spec, struct dspy_error *err)
     return p;
 }
 
-static dspy_status run_optimize(struct exec *x, const json_t *spec, dspy_program *p,
-                                dspy_lm *lm, json_t **result, struct dspy_error *err)
+static dspy_status run_optimize(struct exec *x, const json_t *spec, dspy_program *p, dspy_lm *lm,
+                                json_t **result, struct dspy_error *err)
 {
     dspy_status rc;
     json_t *train = NULL, *val = NULL, *report = NULL;
@@ -219,8 +219,8 @@ static dspy_status run_optimize(struct exec *x, const json_t *spec, dspy_program
     if (rc)
         goto out;
     json_t *best = json_object_get(json_object_get(report, "best"), "score");
-    *result = json_pack("{s:o, s:O, s:O}", "state", dspy_program_dump_state(p), "report",
-                        report, "best_score", best ? best : json_null());
+    *result = json_pack("{s:o, s:O, s:O}", "state", dspy_program_dump_state(p), "report", report,
+                        "best_score", best ? best : json_null());
     if (!*result)
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
 out:
@@ -258,8 +258,7 @@ static dspy_status run_eval(struct exec *x, const json_t *spec, dspy_program *p,
     }
     if (!rc) {
         *result = json_pack("{s:f, s:I, s:I, s:I}", "score", r.score, "n", (json_int_t)r.n,
-                            "errors", (json_int_t)r.errors, "lm_calls",
-                            (json_int_t)r.lm_calls);
+                            "errors", (json_int_t)r.errors, "lm_calls", (json_int_t)r.lm_calls);
         x->best = r.score;
     }
     dspy_eval_result_release(&r);

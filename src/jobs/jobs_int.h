@@ -23,11 +23,11 @@ json_t *dspy__job_dataset(const json_t *spec, const char *field, struct dspy_err
 struct dspy__job_row {
     const char *id;
     uint64_t seq;
-    const char *spec;   /* JSON text */
+    const char *spec; /* JSON text */
     int priority;
-    const char *idem;   /* NULL = none */
-    int state;          /* enum dspy_job_state */
-    const char *error;  /* NULL = none */
+    const char *idem;  /* NULL = none */
+    int state;         /* enum dspy_job_state */
+    const char *error; /* NULL = none */
     unsigned attempts;
     double submitted, started, finished; /* wall seconds; 0 = not yet */
 };
@@ -50,19 +50,18 @@ long dspy__store_count_results(struct dspy__store *st);
 
 /* ---- Redis keys (redis.c) ---- */
 
-#define DSPY__RJ_STREAM "dspyc:jobs:p"    /* + priority digit: one stream per priority */
+#define DSPY__RJ_STREAM "dspyc:jobs:p" /* + priority digit: one stream per priority */
 #define DSPY__RJ_GROUP "dspyc-workers"
 #define DSPY__RJ_EVENTS "dspyc:jobs:events"
 #define DSPY__RJ_DEAD "dspyc:jobs:dead"
-#define DSPY__RJ_RESULT "dspyc:jobs:result:" /* + id */
-#define DSPY__RJ_CANCEL "dspyc:jobs:cancel:" /* + id */
+#define DSPY__RJ_RESULT "dspyc:jobs:result:"  /* + id */
+#define DSPY__RJ_CANCEL "dspyc:jobs:cancel:"  /* + id */
 #define DSPY__RJ_WORKERS "dspyc:jobs:workers" /* hash: consumer -> "CONC RUNNING UNIX_MS" */
 
 /* The server's side of the transport: publish jobs, cancel them, follow the events stream. */
 struct dspy__rjobs;
-typedef void (*dspy__rjobs_event_fn)(void *ud, const char *id, const char *state,
-                                     const char *error, const char *progress,
-                                     const char *result);
+typedef void (*dspy__rjobs_event_fn)(void *ud, const char *id, const char *state, const char *error,
+                                     const char *progress, const char *result);
 dspy_status dspy__rjobs_open(const char *url, dspy__rjobs_event_fn fn, void *ud,
                              struct dspy__rjobs **out, struct dspy_error *err);
 void dspy__rjobs_close(struct dspy__rjobs *r);
@@ -70,7 +69,6 @@ dspy_status dspy__rjobs_publish(struct dspy__rjobs *r, const char *id, int prior
                                 const char *spec, unsigned attempts);
 dspy_status dspy__rjobs_cancel(struct dspy__rjobs *r, const char *id);
 /* The live workers (heartbeat within 15 s), their job slots and jobs running. */
-void dspy__rjobs_pool(struct dspy__rjobs *r, unsigned *workers, unsigned *slots,
-                      unsigned *running);
+void dspy__rjobs_pool(struct dspy__rjobs *r, unsigned *workers, unsigned *slots, unsigned *running);
 
 #endif

@@ -48,8 +48,8 @@ struct dspy_jobq {
     pthread_cond_t wake;
     struct job **jobs; /* every job, in seq order */
     size_t njobs, cap;
-    json_t *by_id;  /* id -> index in jobs */
-    json_t *by_key; /* idempotency key -> id */
+    json_t *by_id;          /* id -> index in jobs */
+    json_t *by_key;         /* idempotency key -> id */
     struct dspy__heap heap; /* queued jobs (struct job *), highest priority first */
     size_t depth[10];
     unsigned running, max_concurrent, nworkers;
@@ -73,8 +73,8 @@ struct dspy_jobq {
     void *lm_ud;
 };
 
-static const char *const STATE_NAMES[DSPY_JOB_NSTATES] = { "queued",    "running", "succeeded",
-                                                           "failed",    "cancelled", "dead" };
+static const char *const STATE_NAMES[DSPY_JOB_NSTATES] = { "queued", "running",   "succeeded",
+                                                           "failed", "cancelled", "dead" };
 
 const char *dspy_job_state_name(enum dspy_job_state s)
 {
@@ -149,9 +149,9 @@ static void persist(struct dspy_jobq *q, struct job *j, const char *event)
 {
     if (!q->store)
         return;
-    struct dspy__job_row r = { j->id,      j->seq,      j->spec_text, j->priority,
-                               j->idem,    (int)j->state, j->error,   j->attempts,
-                               j->submitted, j->started, j->finished };
+    struct dspy__job_row r = { j->id,        j->seq,        j->spec_text, j->priority,
+                               j->idem,      (int)j->state, j->error,     j->attempts,
+                               j->submitted, j->started,    j->finished };
     if (dspy__store_put(q->store, &r, event))
         fprintf(stderr, "dspyc jobs: cannot write job %s to the store\n", j->id);
 }
@@ -159,9 +159,9 @@ static void persist(struct dspy_jobq *q, struct job *j, const char *event)
 static json_t *progress_json(const struct job *j)
 {
     const struct dspy_job_progress *p = &j->progress;
-    return json_pack("{s:I, s:I, s:f, s:f, s:o, s:b, s:b, s:o, s:I}", "done",
-                     (json_int_t)p->done, "planned", (json_int_t)p->planned, "fraction",
-                     p->fraction, "iterations_per_s", p->iterations_per_s, "eta_s",
+    return json_pack("{s:I, s:I, s:f, s:f, s:o, s:b, s:b, s:o, s:I}", "done", (json_int_t)p->done,
+                     "planned", (json_int_t)p->planned, "fraction", p->fraction, "iterations_per_s",
+                     p->iterations_per_s, "eta_s",
                      p->eta_s >= 0 ? json_real(p->eta_s) : json_null(), "warned", p->warned,
                      "exceeded", p->exceeded, "best_score",
                      isnan(p->best) ? json_null() : json_real(p->best), "lm_calls",
@@ -190,9 +190,9 @@ static json_t *job_json(const struct job *j)
         json_object_set_new(o, "wait_s", json_real(j->started - j->submitted));
     json_object_set_new(o, "error", j->error ? json_string(j->error) : json_null());
     json_object_set_new(o, "progress", j->has_progress ? progress_json(j) : json_null());
-    json_object_set_new(o, "best_score", j->has_progress && !isnan(j->progress.best)
-                                             ? json_real(j->progress.best)
-                                             : json_null());
+    json_object_set_new(o, "best_score",
+                        j->has_progress && !isnan(j->progress.best) ? json_real(j->progress.best)
+                                                                    : json_null());
     if (j->idem)
         json_object_set_new(o, "idempotency_key", json_string(j->idem));
     return o;
@@ -239,8 +239,8 @@ static void count_finish(struct dspy_jobq *q, enum dspy_job_state s)
 }
 
 /* Move j to a terminal state (lock held); a job already ended keeps its first end. */
-static void finish(struct dspy_jobq *q, struct job *j, enum dspy_job_state s,
-                   const char *error, json_t *result)
+static void finish(struct dspy_jobq *q, struct job *j, enum dspy_job_state s, const char *error,
+                   json_t *result)
 {
     if (dspy_job_state_terminal(j->state)) {
         json_decref(result);
@@ -305,8 +305,8 @@ static void run_one(struct dspy_jobq *q, struct job *j)
         mkdir(dir, 0755);
     }
     struct run_ctx c = { q, j, 0 };
-    struct dspy_job_exec_options o = { q->lm, q->lm_ud, dir[0] ? dir : NULL, on_progress,
-                                       on_cancelled, &c };
+    struct dspy_job_exec_options o = { q->lm,       q->lm_ud,     dir[0] ? dir : NULL,
+                                       on_progress, on_cancelled, &c };
     struct dspy_error err;
     dspy_error_clear(&err);
     json_t *result = NULL;
@@ -406,14 +406,15 @@ dspy_status dspy_jobq_submit(dspy_jobq *q, const json_t *spec, char *id, bool *e
         for (int i = 0; i < RATE_BUCKETS; i++)
             done += q->rate[i];
         double per_s = (double)done / RATE_BUCKETS;
-        *retry_after_s = per_s > 0 ? ceil((double)(dspy__heap_len(&q->heap) - mark + 1) / per_s) : 1;
+        *retry_after_s = per_s > 0 ? ceil((double)(dspy__heap_len(&q->heap) - mark + 1) / per_s)
+                                   : 1;
         if (*retry_after_s < 1)
             *retry_after_s = 1;
         rc = dspy__err(err, DSPY_EBUSY,
                        "the queue is %.0f %% full (%zu queued of at most %zu; new jobs are "
                        "refused from %.0f %%)",
-                       100.0 * (double)dspy__heap_len(&q->heap) / (double)q->max_queue, dspy__heap_len(&q->heap), q->max_queue,
-                       100 * q->backpressure);
+                       100.0 * (double)dspy__heap_len(&q->heap) / (double)q->max_queue,
+                       dspy__heap_len(&q->heap), q->max_queue, 100 * q->backpressure);
         goto out;
     }
     struct job *j = dspy_calloc(1, sizeof(*j));
@@ -438,9 +439,8 @@ dspy_status dspy_jobq_submit(dspy_jobq *q, const json_t *spec, char *id, bool *e
         goto out;
     }
     if (q->store) {
-        struct dspy__job_row r = { j->id,        j->seq,      j->spec_text, j->priority,
-                                   j->idem,      0,           NULL,         0,
-                                   j->submitted, 0,           0 };
+        struct dspy__job_row r = { j->id, j->seq, j->spec_text, j->priority, j->idem, 0,
+                                   NULL,  0,      j->submitted, 0,           0 };
         if (dspy__store_put(q->store, &r, "queued")) {
             /* not stored, not accepted */
             json_object_del(q->by_id, j->id);
@@ -499,8 +499,7 @@ dspy_status dspy_jobq_cancel(dspy_jobq *q, const char *id, struct dspy_error *er
     if (!j) {
         rc = dspy__err(err, DSPY_ENOTFOUND, "no job %s", id);
     } else if (dspy_job_state_terminal(j->state)) {
-        rc = dspy__err(err, DSPY_EINVAL, "job %s already %s", id,
-                       dspy_job_state_name(j->state));
+        rc = dspy__err(err, DSPY_EINVAL, "job %s already %s", id, dspy_job_state_name(j->state));
     } else {
         atomic_store(&j->cancel, true);
         if (q->redis)
@@ -559,16 +558,15 @@ json_t *dspy_jobq_stats(dspy_jobq *q)
     for (int s = DSPY_JOB_SUCCEEDED; s < DSPY_JOB_NSTATES; s++)
         ended += q->counts[s];
     json_t *o = json_pack(
-        "{s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:{s:I, s:I, s:I, s:I}, s:o, s:f, s:s}",
-        "depth", depth, "queued", (json_int_t)dspy__heap_len(&q->heap), "max_queue", (json_int_t)q->max_queue,
-        "running", (json_int_t)q->running, "workers", (json_int_t)q->nworkers,
-        "max_concurrent", (json_int_t)q->max_concurrent, "utilization",
+        "{s:o, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:{s:I, s:I, s:I, s:I}, s:o, s:f, s:s}", "depth",
+        depth, "queued", (json_int_t)dspy__heap_len(&q->heap), "max_queue",
+        (json_int_t)q->max_queue, "running", (json_int_t)q->running, "workers",
+        (json_int_t)q->nworkers, "max_concurrent", (json_int_t)q->max_concurrent, "utilization",
         q->nworkers ? (double)q->running / (double)q->max_concurrent : 0.0, "jobs_per_s",
         (double)done / RATE_BUCKETS, "ended", "succeeded",
-        (json_int_t)q->counts[DSPY_JOB_SUCCEEDED], "failed",
-        (json_int_t)q->counts[DSPY_JOB_FAILED], "cancelled",
-        (json_int_t)q->counts[DSPY_JOB_CANCELLED], "dead", (json_int_t)q->counts[DSPY_JOB_DEAD],
-        "success_rate",
+        (json_int_t)q->counts[DSPY_JOB_SUCCEEDED], "failed", (json_int_t)q->counts[DSPY_JOB_FAILED],
+        "cancelled", (json_int_t)q->counts[DSPY_JOB_CANCELLED], "dead",
+        (json_int_t)q->counts[DSPY_JOB_DEAD], "success_rate",
         ended ? json_real((double)q->counts[DSPY_JOB_SUCCEEDED] / (double)ended) : json_null(),
         "backpressure_at", q->backpressure, "transport", q->redis ? "redis" : "local");
     if (o)
@@ -663,8 +661,8 @@ static void on_redis_event(void *ud, const char *id, const char *state, const ch
             j->progress.done = (uint64_t)json_integer_value(json_object_get(p, "done"));
             j->progress.planned = (uint64_t)json_integer_value(json_object_get(p, "planned"));
             j->progress.fraction = json_number_value(json_object_get(p, "fraction"));
-            j->progress.iterations_per_s =
-                json_number_value(json_object_get(p, "iterations_per_s"));
+            j->progress.iterations_per_s = json_number_value(
+                json_object_get(p, "iterations_per_s"));
             json_t *eta = json_object_get(p, "eta_s");
             j->progress.eta_s = json_is_number(eta) ? json_number_value(eta) : -1;
             j->progress.warned = json_is_true(json_object_get(p, "warned"));

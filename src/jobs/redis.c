@@ -69,9 +69,10 @@ static redisContext *rconnect(const struct rconf *c)
     }
     /* the groups, created once (BUSYGROUP afterwards is fine) */
     for (int p = 0; p < 10; p++) {
-        redisReply *r =
-            redisCommand(ctx, "XGROUP CREATE " DSPY__RJ_STREAM "%d " DSPY__RJ_GROUP " 0 MKSTREAM",
-                         p);
+        redisReply *r = redisCommand(ctx,
+                                     "XGROUP CREATE " DSPY__RJ_STREAM "%d " DSPY__RJ_GROUP
+                                     " 0 MKSTREAM",
+                                     p);
         freeReplyObject(r);
     }
     return ctx;
@@ -128,8 +129,7 @@ static void read_pool(struct dspy__rjobs *r, redisContext *ctx)
     for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2) {
         unsigned c = 0, n = 0;
         long long at = 0;
-        if (sscanf(rep->element[i + 1]->str, "%u %u %lld", &c, &n, &at) == 3 &&
-            now - at < 15000) {
+        if (sscanf(rep->element[i + 1]->str, "%u %u %lld", &c, &n, &at) == 3 && now - at < 15000) {
             w++;
             slots += c;
             running += n;
@@ -141,8 +141,7 @@ static void read_pool(struct dspy__rjobs *r, redisContext *ctx)
     atomic_store(&r->running, running);
 }
 
-void dspy__rjobs_pool(struct dspy__rjobs *r, unsigned *workers, unsigned *slots,
-                      unsigned *running)
+void dspy__rjobs_pool(struct dspy__rjobs *r, unsigned *workers, unsigned *slots, unsigned *running)
 {
     *workers = atomic_load(&r->workers);
     *slots = atomic_load(&r->slots);
@@ -188,8 +187,7 @@ static void *events_main(void *arg)
                     break;
                 }
                 if (id && state)
-                    r->fn(r->ud, id, state, field(kv, "error", NULL),
-                          field(kv, "progress", NULL),
+                    r->fn(r->ud, id, state, field(kv, "error", NULL), field(kv, "progress", NULL),
                           res && res->type == REDIS_REPLY_STRING ? res->str : NULL);
                 freeReplyObject(res);
                 snprintf(last, sizeof(last), "%s", e->element[0]->str);
@@ -316,8 +314,7 @@ struct wthread {
 
 static bool stopping(struct wpool *w)
 {
-    return atomic_load(&w->stop) ||
-           (w->o->stop && __atomic_load_n(w->o->stop, __ATOMIC_RELAXED));
+    return atomic_load(&w->stop) || (w->o->stop && __atomic_load_n(w->o->stop, __ATOMIC_RELAXED));
 }
 
 static uint64_t mono_ns(void)
@@ -338,8 +335,8 @@ static redisReply *wcmd(struct wthread *t, int argc, const char **argv)
 static void event(struct wthread *t, const char *id, const char *state, const char *error,
                   const char *progress)
 {
-    const char *argv[12] = { "XADD", DSPY__RJ_EVENTS, "MAXLEN", "~", "200000", "*", "id", id,
-                             "state", state };
+    const char *argv[12] = { "XADD", DSPY__RJ_EVENTS, "MAXLEN", "~", "200000", "*", "id",
+                             id,     "state",         state };
     int n = 10;
     if (error) {
         argv[n++] = "error";
@@ -374,8 +371,8 @@ static void on_progress(void *ud, const struct dspy_job_progress *p)
              "{\"done\":%llu,\"planned\":%llu,\"fraction\":%.4f,\"iterations_per_s\":%.4f,"
              "\"eta_s\":%s,\"warned\":%s,\"exceeded\":%s,\"best_score\":%s,\"lm_calls\":%llu}",
              (unsigned long long)p->done, (unsigned long long)p->planned, p->fraction,
-             p->iterations_per_s, eta, p->warned ? "true" : "false",
-             p->exceeded ? "true" : "false", best, (unsigned long long)p->lm_calls);
+             p->iterations_per_s, eta, p->warned ? "true" : "false", p->exceeded ? "true" : "false",
+             best, (unsigned long long)p->lm_calls);
     struct inflight *f = &t->w->slots[t->slot];
     event(t, f->id, "progress", NULL, buf);
 }
@@ -392,8 +389,7 @@ static long deliveries(struct wthread *t, const char *stream, const char *entry)
     const char *argv[] = { "XPENDING", stream, DSPY__RJ_GROUP, entry, entry, "1" };
     redisReply *r = wcmd(t, 6, argv);
     long n = 1;
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-        r->element[0]->elements == 4)
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->elements == 4)
         n = (long)r->element[0]->element[3]->integer;
     freeReplyObject(r);
     return n;
@@ -453,12 +449,12 @@ static bool finish_job(struct wthread *t, const char *stream, const char *entry,
         n++;
     }
     if (error) {
-        const char *argv[] = { "XADD", DSPY__RJ_EVENTS, "MAXLEN", "~", "200000", "*", "id", id,
-                               "state", state, "error", error };
+        const char *argv[] = { "XADD", DSPY__RJ_EVENTS, "MAXLEN", "~",     "200000", "*", "id",
+                               id,     "state",         state,    "error", error };
         redisAppendCommandArgv(t->ctx, 12, argv, NULL);
     } else {
-        const char *argv[] = { "XADD", DSPY__RJ_EVENTS, "MAXLEN", "~", "200000", "*", "id", id,
-                               "state", state };
+        const char *argv[] = { "XADD", DSPY__RJ_EVENTS, "MAXLEN", "~", "200000", "*", "id",
+                               id,     "state",         state };
         redisAppendCommandArgv(t->ctx, 10, argv, NULL);
     }
     const char *argv[] = { "XACK", stream, DSPY__RJ_GROUP, entry };
@@ -518,8 +514,9 @@ static void process(struct wthread *t, const char *stream, const redisReply *e, 
     if (n > (long)w->max_attempts) {
         char why[96];
         snprintf(why, sizeof(why), "delivered %ld times without an answer", n - 1);
-        const char *argv[] = { "XADD", DSPY__RJ_DEAD, "*", "id", id, "spec", spec_text,
-                               "error", why };
+        const char *argv[] = {
+            "XADD", DSPY__RJ_DEAD, "*", "id", id, "spec", spec_text, "error", why
+        };
         freeReplyObject(wcmd(t, 9, argv));
         event(t, id, "dead", why, NULL);
         ack(t, stream, entry);
@@ -549,8 +546,8 @@ static void process(struct wthread *t, const char *stream, const redisReply *e, 
         if (!err.message[0])
             snprintf(err.message, sizeof(err.message), "the spec is not JSON");
     } else {
-        struct dspy_job_exec_options eo = { w->o->lm, w->o->lm_userdata, dir[0] ? dir : NULL,
-                                            on_progress, on_cancelled, t };
+        struct dspy_job_exec_options eo = { w->o->lm,    w->o->lm_userdata, dir[0] ? dir : NULL,
+                                            on_progress, on_cancelled,      t };
         rc = dspy_job_execute(spec, &eo, &result, &err);
     }
     json_decref(spec);
@@ -631,8 +628,8 @@ static bool read_new(struct wthread *t)
     if (got)
         return true;
     /* nothing anywhere: wait on all of them at once */
-    const char *bargv[32] = { "XREADGROUP", "GROUP", DSPY__RJ_GROUP, t->w->name, "COUNT", "1",
-                              "BLOCK", "100", "STREAMS" };
+    const char *bargv[32] = { "XREADGROUP", "GROUP", DSPY__RJ_GROUP, t->w->name, "COUNT",
+                              "1",          "BLOCK", "100",          "STREAMS" };
     n = 9;
     for (int p = 9; p >= 0; p--)
         bargv[n++] = streams[p];
@@ -661,8 +658,8 @@ static bool reclaim(struct wthread *t)
     for (int p = 9; p >= 0; p--) {
         char stream[24];
         snprintf(stream, sizeof(stream), DSPY__RJ_STREAM "%d", p);
-        const char *argv[] = { "XAUTOCLAIM", stream, DSPY__RJ_GROUP, t->w->name, idle, "0-0",
-                               "COUNT", "1" };
+        const char *argv[] = { "XAUTOCLAIM", stream, DSPY__RJ_GROUP, t->w->name,
+                               idle,         "0-0",  "COUNT",        "1" };
         redisReply *r = wcmd(t, 8, argv);
         bool got = false;
         /* Redis 7: [cursor, [entries], [deleted ids]] */
@@ -730,8 +727,8 @@ static void *heartbeat_main(void *arg)
             pthread_mutex_unlock(&w->lock);
             if (!f.used)
                 continue;
-            const char *argv[] = { "XCLAIM", f.stream, DSPY__RJ_GROUP, w->name, "0", f.entry,
-                                   "JUSTID" };
+            const char *argv[] = { "XCLAIM", f.stream, DSPY__RJ_GROUP, w->name,
+                                   "0",      f.entry,  "JUSTID" };
             freeReplyObject(wcmd(&hb, 7, argv));
             if (exists(&hb, DSPY__RJ_CANCEL, f.id))
                 atomic_store(&w->slots[i].cancel, true);

@@ -81,7 +81,7 @@ int dspy__job_kind(const json_t *spec)
 }
 
 /* The spec's error: message and the key it names. */
-#define BAD(err, field, ...)                                                                  \
+#define BAD(err, field, ...) \
     (dspy__err(err, DSPY_EINVAL, __VA_ARGS__), dspy__err_field(err, field), DSPY_EINVAL)
 
 static dspy_status check_key(const struct key *k, const json_t *v, struct dspy_error *err)

@@ -49,15 +49,13 @@ dspy_status dspy__store_open(const char *path, struct dspy__store **out, struct 
         dspy__err_file(err, path);
         goto fail;
     }
-    if (sqlite3_prepare_v2(st->db,
-                           "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?)", -1,
+    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?)", -1,
                            &st->put, NULL) ||
-        sqlite3_prepare_v2(st->db, "INSERT INTO events VALUES (?,?,?,?)", -1, &st->event,
+        sqlite3_prepare_v2(st->db, "INSERT INTO events VALUES (?,?,?,?)", -1, &st->event, NULL) ||
+        sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO results VALUES (?,?)", -1, &st->result,
                            NULL) ||
-        sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO results VALUES (?,?)", -1,
-                           &st->result, NULL) ||
-        sqlite3_prepare_v2(st->db, "SELECT result FROM results WHERE id = ?", -1,
-                           &st->get_result, NULL)) {
+        sqlite3_prepare_v2(st->db, "SELECT result FROM results WHERE id = ?", -1, &st->get_result,
+                           NULL)) {
         rc = sqlerr(err, st->db, "prepare");
         goto fail;
     }
@@ -115,8 +113,10 @@ dspy_status dspy__store_put(struct dspy__store *st, const struct dspy__job_row *
     if (two && !rc) {
         s = st->event;
         text(s, 1, r->id);
-        sqlite3_bind_double(s, 2, r->finished ? r->finished : r->started ? r->started
-                                                                        : r->submitted);
+        sqlite3_bind_double(s, 2,
+                            r->finished  ? r->finished
+                            : r->started ? r->started
+                                         : r->submitted);
         sqlite3_bind_int(s, 3, r->state);
         text(s, 4, event);
         if (sqlite3_step(s) != SQLITE_DONE)

@@ -20,7 +20,7 @@
 #include "base/jsonw.h"
 #include "lm/lm_handle.h"
 
-#define LM_ERROR_TEXT 300           /* bytes of the endpoint's error message we report */
+#define LM_ERROR_TEXT 300 /* bytes of the endpoint's error message we report */
 #define LM_KEY_FILE_MAX 4096
 
 /* ---- API key ---------------------------------------------------------------------- */
@@ -68,8 +68,7 @@ static dspy_status key_from_file(const char *path, char **key, struct dspy_error
 }
 
 /* opts->api_key, else the environment variable, else the file's first line, else none. */
-static dspy_status resolve_key(const struct dspy_lm_options *o, char **key,
-                               struct dspy_error *err)
+static dspy_status resolve_key(const struct dspy_lm_options *o, char **key, struct dspy_error *err)
 {
     *key = NULL;
     if (o->api_key && *o->api_key)
@@ -169,8 +168,7 @@ static uint64_t secs_ns(double s)
 /* The event loop, retry policy and limiter of a handle that talks HTTP. One engine (and
  * loop thread) per handle: its lifetime is the handle's, and the limits it applies are the
  * handle's endpoint+model. */
-static dspy_status open_engine(dspy_lm *lm, const struct dspy_lm_options *o,
-                               struct dspy_error *err)
+static dspy_status open_engine(dspy_lm *lm, const struct dspy_lm_options *o, struct dspy_error *err)
 {
     struct dspy__engine_options eo = DSPY__ENGINE_OPTIONS_INIT;
     struct dspy__retry_policy rp = DSPY__RETRY_POLICY_INIT;
@@ -213,12 +211,15 @@ dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm **out, struc
         return dspy__err(err, DSPY_EINVAL, "the LM needs a model name");
     long bad;
     if ((bad = dspy__find_ctl(opts->model)) >= 0)
-        return dspy__err(err, DSPY_EINVAL, "the model name has a control character (byte 0x%02x "
+        return dspy__err(err, DSPY_EINVAL,
+                         "the model name has a control character (byte 0x%02x "
                          "at offset %ld): refused, it would corrupt the request",
                          (unsigned char)opts->model[bad], bad);
     if ((bad = dspy__find_ctl(opts->base_url)) >= 0)
-        return dspy__err(err, DSPY_EINVAL, "the base URL has a control character (byte 0x%02x "
-                         "at offset %ld)", (unsigned char)opts->base_url[bad], bad);
+        return dspy__err(err, DSPY_EINVAL,
+                         "the base URL has a control character (byte 0x%02x "
+                         "at offset %ld)",
+                         (unsigned char)opts->base_url[bad], bad);
     dspy_lm *lm = dspy_calloc(1, sizeof(*lm));
     if (!lm)
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -226,7 +227,7 @@ dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm **out, struc
     lm->temperature = opts->temperature;
     lm->max_tokens = opts->max_tokens;
     lm->max_response_bytes = opts->max_response_bytes ? opts->max_response_bytes
-                                                     : DSPY_LM_DEFAULT_MAX_RESPONSE_BYTES;
+                                                      : DSPY_LM_DEFAULT_MAX_RESPONSE_BYTES;
     lm->transport = opts->transport;
     lm->transport_userdata = opts->transport_userdata;
     lm->id = atomic_fetch_add(&next_id, 1);
@@ -255,7 +256,8 @@ dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm **out, struc
     if (lm->api_key && (bad = dspy__find_ctl(lm->api_key)) >= 0) {
         /* CR or LF would end the Authorization header and start one of the key's choosing.
          * Name where it came from, never the key. */
-        rc = dspy__err(err, DSPY_EINVAL, "the API key (from %s) has a control character "
+        rc = dspy__err(err, DSPY_EINVAL,
+                       "the API key (from %s) has a control character "
                        "(byte 0x%02x at offset %ld): refused, it would inject HTTP headers",
                        key_source(opts), (unsigned char)lm->api_key[bad], bad);
         goto free_lm;
@@ -309,8 +311,8 @@ dspy_status dspy__lm_encode_message(struct dspy_buf *b, const char *role, const 
     return rc ? rc : dspy__buf_addc(b, '}');
 }
 
-dspy_status dspy__lm_encode_message_canon(struct dspy_buf *b, const char *role,
-                                          const char *content, size_t len)
+dspy_status dspy__lm_encode_message_canon(struct dspy_buf *b, const char *role, const char *content,
+                                          size_t len)
 {
     dspy_status rc = dspy__buf_add(b, "{\"content\":", 11);
     if (!rc)
@@ -544,16 +546,15 @@ static dspy_status http_error(const dspy_lm *lm, long status, const char *body, 
 /* ---- the exchange --------------------------------------------------------------------- */
 
 /* The transport hook's exchange: the response body it returns is ours to free. */
-static dspy_status transport_exchange(dspy_lm *lm, const char *body, size_t body_len,
-                                      long *status, char **rbody, size_t *rlen,
-                                      struct dspy_error *err)
+static dspy_status transport_exchange(dspy_lm *lm, const char *body, size_t body_len, long *status,
+                                      char **rbody, size_t *rlen, struct dspy_error *err)
 {
     *status = 0;
     *rbody = NULL;
     *rlen = 0;
     dspy_error_clear(err);
-    dspy_status rc = lm->transport(lm->transport_userdata, lm->url, body, body_len, status,
-                                   rbody, rlen, err);
+    dspy_status rc = lm->transport(lm->transport_userdata, lm->url, body, body_len, status, rbody,
+                                   rlen, err);
     if (rc) {
         dspy_free(*rbody);
         *rbody = NULL;
@@ -613,10 +614,10 @@ void dspy__lm_group_free(struct dspy__engine_group *g)
     dspy__engine_group_free(g);
 }
 
-dspy_status dspy__lm_submit_body(dspy_lm *lm, struct dspy__engine_group *group,
-                                 const char *body, size_t len, bool take_body,
-                                 dspy__engine_done_fn on_done, void *userdata,
-                                 struct dspy__engine_call **handle, struct dspy_error *err)
+dspy_status dspy__lm_submit_body(dspy_lm *lm, struct dspy__engine_group *group, const char *body,
+                                 size_t len, bool take_body, dspy__engine_done_fn on_done,
+                                 void *userdata, struct dspy__engine_call **handle,
+                                 struct dspy_error *err)
 {
     struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
     r.url = lm->url;
@@ -630,15 +631,17 @@ dspy_status dspy__lm_submit_body(dspy_lm *lm, struct dspy__engine_group *group,
     r.retry = &lm->retry;
     r.limiter = lm->limiter;
     if (lm->limiter)
-        r.est_tokens = dspy__ratelimit_estimate_tokens(
-            len, lm->max_tokens > 0 ? (uint64_t)lm->max_tokens : 0);
+        r.est_tokens = dspy__ratelimit_estimate_tokens(len, lm->max_tokens > 0
+                                                                ? (uint64_t)lm->max_tokens
+                                                                : 0);
     r.group = group;
     r.on_done = on_done;
     r.userdata = userdata;
     dspy_status rc = dspy__engine_submit(lm->engine, &r, handle, err);
     if (rc == DSPY_EBUSY)
-        dspy__err(err, rc, "LM request refused: too many requests already wait for the "
-                           "rate limit (back off and retry)");
+        dspy__err(err, rc,
+                  "LM request refused: too many requests already wait for the "
+                  "rate limit (back off and retry)");
     return rc;
 }
 
@@ -660,15 +663,17 @@ dspy_status dspy__lm_submit_raw(dspy_lm *lm, const struct dspy__lm_raw_request *
     r.retry = q->retry && !q->on_event ? &lm->retry : NULL;
     r.limiter = lm->limiter;
     if (lm->limiter)
-        r.est_tokens = dspy__ratelimit_estimate_tokens(
-            q->len, lm->max_tokens > 0 ? (uint64_t)lm->max_tokens : 0);
+        r.est_tokens = dspy__ratelimit_estimate_tokens(q->len, lm->max_tokens > 0
+                                                                   ? (uint64_t)lm->max_tokens
+                                                                   : 0);
     r.on_event = q->on_event;
     r.on_done = q->on_done;
     r.userdata = q->userdata;
     dspy_status rc = dspy__engine_submit(lm->engine, &r, NULL, err);
     if (rc == DSPY_EBUSY)
-        dspy__err(err, rc, "upstream request refused: too many requests already wait for its "
-                           "rate limit (back off and retry)");
+        dspy__err(err, rc,
+                  "upstream request refused: too many requests already wait for its "
+                  "rate limit (back off and retry)");
     return rc;
 }
 
@@ -682,8 +687,8 @@ static void note_attempts(struct dspy_error *err, uint32_t attempts)
 
 dspy_status dspy__lm_read_result(dspy_lm *lm, struct dspy__engine_call *call,
                                  const struct dspy__engine_result *res,
-                                 struct dspy_lm_response *resp, char **body_out,
-                                 size_t *body_len, struct dspy_error *err)
+                                 struct dspy_lm_response *resp, char **body_out, size_t *body_len,
+                                 struct dspy_error *err)
 {
     dspy_status rc = res->status;
     memset(resp, 0, sizeof(*resp));

@@ -30,8 +30,8 @@ static void async_done(struct dspy__engine_call *call, const struct dspy__engine
 }
 
 /* The blocking path, for handles whose calls cannot leave the caller's thread. */
-static dspy_status run_here(dspy_lm *lm, const struct dspy__lm_call *call,
-                            dspy_lm_done_fn on_done, void *userdata)
+static dspy_status run_here(dspy_lm *lm, const struct dspy__lm_call *call, dspy_lm_done_fn on_done,
+                            void *userdata)
 {
     struct dspy_lm_response resp;
     struct dspy_error err;
@@ -42,8 +42,7 @@ static dspy_status run_here(dspy_lm *lm, const struct dspy__lm_call *call,
 }
 
 dspy_status dspy__lm_submit_call(dspy_lm *lm, const struct dspy__lm_call *call,
-                                 dspy_lm_done_fn on_done, void *userdata,
-                                 struct dspy_error *err)
+                                 dspy_lm_done_fn on_done, void *userdata, struct dspy_error *err)
 {
     struct dspy_buf body;
     struct dspy__lm_body_marks marks;
@@ -67,8 +66,7 @@ dspy_status dspy__lm_submit_call(dspy_lm *lm, const struct dspy__lm_call *call,
     a->userdata = userdata;
     size_t len = body.len;
     char *owned = dspy__buf_detach(&body, NULL);
-    if ((rc = dspy__lm_submit_body(lm, call->group, owned, len, true, async_done, a, NULL,
-                                   err))) {
+    if ((rc = dspy__lm_submit_body(lm, call->group, owned, len, true, async_done, a, NULL, err))) {
         dspy_free(owned); /* the engine took nothing */
         dspy_free(a);
     }
@@ -78,8 +76,8 @@ release:
     return rc;
 }
 
-dspy_status dspy_lm_submit(dspy_lm *lm, const struct dspy_lm_request *req,
-                           dspy_lm_done_fn on_done, void *userdata, struct dspy_error *err)
+dspy_status dspy_lm_submit(dspy_lm *lm, const struct dspy_lm_request *req, dspy_lm_done_fn on_done,
+                           void *userdata, struct dspy_error *err)
 {
     struct dspy_buf msgs, rf;
     struct dspy__lm_call call;

@@ -108,8 +108,7 @@ static json_t *keyed_request(const struct dspy__lm_call *c, const char *body, si
     json_error_t je;
     json_t *req = json_loadb(body, len, JSON_ALLOW_NUL, &je), *rollout = NULL;
     if (!req) {
-        dspy__err(err, DSPY_EINVAL, "cache key: the request body does not read back: %s",
-                  je.text);
+        dspy__err(err, DSPY_EINVAL, "cache key: the request body does not read back: %s", je.text);
         return NULL;
     }
     if (c->has_rollout_id)
@@ -139,15 +138,13 @@ static dspy_status key_from_body(dspy_lm *lm, const struct dspy__lm_call *c, con
     return rc;
 }
 
-dspy_status dspy__lm_cache_key(dspy_lm *lm, const struct dspy__lm_call *call,
-                               const char *body, size_t body_len,
-                               const struct dspy__lm_body_marks *marks,
+dspy_status dspy__lm_cache_key(dspy_lm *lm, const struct dspy__lm_call *call, const char *body,
+                               size_t body_len, const struct dspy__lm_body_marks *marks,
                                const struct dspy_cache_ctl *ctl, bool fast,
                                struct dspy_cache_key *key, struct dspy_error *err)
 {
     if (fast && !call->extra && (call->canon_messages || !call->messages_len) &&
-        (!call->response_format || call->canon_response_format) &&
-        (ctl->ns || !lm->cache_has_ns)) {
+        (!call->response_format || call->canon_response_format) && (ctl->ns || !lm->cache_has_ns)) {
         key_from_pieces(call, body, marks, ctl->ns, key);
         return DSPY_OK;
     }
@@ -237,9 +234,8 @@ static bool read_hit(const struct fill_ctx *x, const struct dspy_cache_value *v,
     return true;
 }
 
-dspy_status dspy__lm_cache_call(dspy_lm *lm, const struct dspy__lm_call *call,
-                                const char *body, size_t body_len,
-                                const struct dspy__lm_body_marks *marks,
+dspy_status dspy__lm_cache_call(dspy_lm *lm, const struct dspy__lm_call *call, const char *body,
+                                size_t body_len, const struct dspy__lm_body_marks *marks,
                                 struct dspy_lm_response *resp, struct dspy_error *err)
 {
     struct dspy_cache_ctl ctl = lm->cache_ctl;

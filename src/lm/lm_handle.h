@@ -12,23 +12,23 @@ struct dspy_lm {
     const char *wire_model; /* what is sent: `model` without a leading "openai/" */
     char *url;              /* base_url + "/chat/completions" */
     char *api_key;          /* NULL when none; wiped on free */
-    double timeout_s;   /* per attempt */
-    double temperature; /* NAN = not sent */
-    long max_tokens;    /* < 0 = not sent */
+    double timeout_s;       /* per attempt */
+    double temperature;     /* NAN = not sent */
+    long max_tokens;        /* < 0 = not sent */
     size_t max_response_bytes;
     dspy_lm_transport_fn transport;
     void *transport_userdata;
-    struct dspy__engine *engine;         /* the event loop; NULL with a transport hook */
+    struct dspy__engine *engine;          /* the event loop; NULL with a transport hook */
     struct dspy__engine_headers *headers; /* includes the Authorization line */
     struct dspy__engine_limiter *limiter; /* NULL when no limit is set */
     struct dspy__retry_policy retry;
-    uint64_t deadline_ns;                 /* whole call; 0 = none */
-    dspy_cache *cache;                   /* borrowed; NULL = no caching */
-    struct dspy_cache_ctl cache_ctl;     /* defaults; ns points at ns_copy */
+    uint64_t deadline_ns;            /* whole call; 0 = none */
+    dspy_cache *cache;               /* borrowed; NULL = no caching */
+    struct dspy_cache_ctl cache_ctl; /* defaults; ns points at ns_copy */
     char *ns_copy;
-    bool cache_has_ns;  /* the cache has a default namespace of its own: keys of requests
+    bool cache_has_ns; /* the cache has a default namespace of its own: keys of requests
                            that name none go through dspy_cache_key() (lm_cache.c) */
-    uint64_t id;        /* unique per handle in this process, never reused */
+    uint64_t id;       /* unique per handle in this process, never reused */
 };
 
 #endif

@@ -26,10 +26,10 @@ struct dspy__lm_call {
     size_t messages_len;
     const char *user; /* raw text of the final user message, or NULL */
     size_t user_len;
-    double temperature; /* NAN = the handle's default */
-    long max_tokens;    /* < 0 = the handle's default */
-    double top_p;       /* NAN = not sent */
-    int n;              /* 0 = not sent */
+    double temperature;          /* NAN = the handle's default */
+    long max_tokens;             /* < 0 = the handle's default */
+    double top_p;                /* NAN = not sent */
+    int n;                       /* 0 = not sent */
     const char *response_format; /* encoded JSON object, or NULL */
     size_t response_format_len;
     const json_t *extra; /* more body keys, or NULL */
@@ -51,7 +51,10 @@ struct dspy__lm_call {
                                          handle's engine (a batch, cancelled together:
                                          dspy__lm_group_new); NULL = none */
 };
-#define DSPY__LM_CALL_INIT { .temperature = NAN, .max_tokens = -1, .top_p = NAN }
+#define DSPY__LM_CALL_INIT                                 \
+    {                                                      \
+        .temperature = NAN, .max_tokens = -1, .top_p = NAN \
+    }
 
 #define DSPY__LM_MAX_BODY ((size_t)64 << 20) /* longest request body */
 
@@ -87,8 +90,8 @@ double dspy__lm_temperature(const dspy_lm *lm);
 dspy_status dspy__lm_encode_message(struct dspy_buf *b, const char *role, const char *content,
                                     size_t len);
 /* The same message in canonical member order, {"content":<content>,"role":<role>}. */
-dspy_status dspy__lm_encode_message_canon(struct dspy_buf *b, const char *role,
-                                          const char *content, size_t len);
+dspy_status dspy__lm_encode_message_canon(struct dspy_buf *b, const char *role, const char *content,
+                                          size_t len);
 
 /* ---- between lm.c and lm_cache.c ---- */
 
@@ -116,10 +119,10 @@ dspy_status dspy__lm_send(dspy_lm *lm, struct dspy__engine_group *group, const c
  * timeouts and limiter, the call joining `group` (NULL = none); the engine's contract
  * otherwise (net/engine.h). DSPY_EBUSY with a message when the limiter's wait queue is
  * full. */
-dspy_status dspy__lm_submit_body(dspy_lm *lm, struct dspy__engine_group *group,
-                                 const char *body, size_t len, bool take_body,
-                                 dspy__engine_done_fn on_done, void *userdata,
-                                 struct dspy__engine_call **handle, struct dspy_error *err);
+dspy_status dspy__lm_submit_body(dspy_lm *lm, struct dspy__engine_group *group, const char *body,
+                                 size_t len, bool take_body, dspy__engine_done_fn on_done,
+                                 void *userdata, struct dspy__engine_call **handle,
+                                 struct dspy_error *err);
 
 /* ---- what other layers read of a handle (the program layer: modules, batches) ---- */
 
@@ -149,21 +152,19 @@ void dspy__lm_group_free(struct dspy__engine_group *g);
  * reconciled with the limiter, attempts noted on failure); `call` is the engine call. */
 dspy_status dspy__lm_read_result(dspy_lm *lm, struct dspy__engine_call *call,
                                  const struct dspy__engine_result *res,
-                                 struct dspy_lm_response *resp, char **body_out,
-                                 size_t *body_len, struct dspy_error *err);
+                                 struct dspy_lm_response *resp, char **body_out, size_t *body_len,
+                                 struct dspy_error *err);
 
 /* The cache-through call (lm_cache.c): key the request, fetch with single-flight (the
  * fill sends `body`), and read a hit back into `resp`. Requires lm->cache. */
-dspy_status dspy__lm_cache_call(dspy_lm *lm, const struct dspy__lm_call *call,
-                                const char *body, size_t body_len,
-                                const struct dspy__lm_body_marks *marks,
+dspy_status dspy__lm_cache_call(dspy_lm *lm, const struct dspy__lm_call *call, const char *body,
+                                size_t body_len, const struct dspy__lm_body_marks *marks,
                                 struct dspy_lm_response *resp, struct dspy_error *err);
 
 /* The cache key of a call with its encoded body. `fast` false forces the slow way (the
  * body re-read with jansson), for tests that check both agree. */
-dspy_status dspy__lm_cache_key(dspy_lm *lm, const struct dspy__lm_call *call,
-                               const char *body, size_t body_len,
-                               const struct dspy__lm_body_marks *marks,
+dspy_status dspy__lm_cache_key(dspy_lm *lm, const struct dspy__lm_call *call, const char *body,
+                               size_t body_len, const struct dspy__lm_body_marks *marks,
                                const struct dspy_cache_ctl *ctl, bool fast,
                                struct dspy_cache_key *key, struct dspy_error *err);
 
@@ -186,8 +187,7 @@ bool dspy__lm_cache_still(dspy_lm *lm, const struct dspy_cache_key *key,
  * (the body is encoded before it returns). Over HTTP the call joins call->group; with a
  * cache or a transport hook it runs on this thread, on_done included. */
 dspy_status dspy__lm_submit_call(dspy_lm *lm, const struct dspy__lm_call *call,
-                                 dspy_lm_done_fn on_done, void *userdata,
-                                 struct dspy_error *err);
+                                 dspy_lm_done_fn on_done, void *userdata, struct dspy_error *err);
 
 /* ---- raw exchanges and stream assembly for the proxy (serve layer) ---- */
 

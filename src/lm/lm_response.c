@@ -30,7 +30,7 @@ struct span {
     size_t len;
     bool decoded; /* off is into scratch, not the body */
     bool present;
-    bool null;    /* present as JSON null */
+    bool null; /* present as JSON null */
 };
 
 struct scan {
@@ -50,8 +50,8 @@ struct fast_result {
 
 static inline void ws(struct scan *sc)
 {
-    while (sc->i < sc->n && (sc->s[sc->i] == ' ' || sc->s[sc->i] == '\n' ||
-                             sc->s[sc->i] == '\r' || sc->s[sc->i] == '\t'))
+    while (sc->i < sc->n && (sc->s[sc->i] == ' ' || sc->s[sc->i] == '\n' || sc->s[sc->i] == '\r' ||
+                             sc->s[sc->i] == '\t'))
         sc->i++;
 }
 
@@ -158,11 +158,11 @@ static bool decode(struct scan *sc, size_t start, size_t end, struct span *out)
 /* Bytes that need no attention inside a string: not '"', '\\', a control or >= 0x80. */
 static const bool plain[256] = {
 #define R8(x) x, x, x, x, x, x, x, x
-    R8(0), R8(0), R8(0), R8(0),     /* 0x00-0x1f: controls */
-    1, 1, 0, 1, 1, 1, 1, 1, R8(1),  /* 0x20-0x2f: '"' is 0x22 */
-    R8(1), R8(1), R8(1), R8(1),     /* 0x30-0x4f */
-    R8(1), 1, 1, 1, 1, 0, 1, 1, 1,  /* 0x50-0x5f: '\\' is 0x5c */
-    R8(1), R8(1), R8(1), R8(1),     /* 0x60-0x7f; 0x80-0xff stay 0 */
+    R8(0), R8(0), R8(0), R8(0),                    /* 0x00-0x1f: controls */
+    1,     1,     0,     1,     1, 1, 1, 1, R8(1), /* 0x20-0x2f: '"' is 0x22 */
+    R8(1), R8(1), R8(1), R8(1),                    /* 0x30-0x4f */
+    R8(1), 1,     1,     1,     1, 0, 1, 1, 1,     /* 0x50-0x5f: '\\' is 0x5c */
+    R8(1), R8(1), R8(1), R8(1),                    /* 0x60-0x7f; 0x80-0xff stay 0 */
 #undef R8
 };
 

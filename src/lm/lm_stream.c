@@ -41,7 +41,7 @@ struct stream {
     struct dspy_lm_usage usage;
     bool has_usage;
     bool saw_done;
-    bool cancelled;     /* on_delta asked to stop */
+    bool cancelled; /* on_delta asked to stop */
     uint64_t events;
     dspy_status failed; /* an event stopped the stream; details in `err` */
     struct dspy_error err;
@@ -289,8 +289,7 @@ static dspy_status conclude(struct stream *st, long http_status, const char *det
         return dspy__err(err, DSPY_ELM_BAD_RESPONSE, "LM stream ended without any choice");
     dspy__buf_init(&b, DSPY__LM_MAX_BODY);
     if ((rc = assemble(st, &b))) {
-        rc = dspy__err(err, rc, "cannot assemble the streamed LM response: %s",
-                       dspy_strerror(rc));
+        rc = dspy__err(err, rc, "cannot assemble the streamed LM response: %s", dspy_strerror(rc));
         goto release;
     }
     if ((rc = dspy__lm_parse_response(b.ptr, b.len, resp, err)))
@@ -327,8 +326,8 @@ static bool transfer_decides(const struct dspy__engine_result *res)
 }
 
 static dspy_status stream_http(struct stream *st, const char *body, size_t len,
-                               struct dspy_lm_response *resp, char **body_out,
-                               size_t *body_len, struct dspy_error *err)
+                               struct dspy_lm_response *resp, char **body_out, size_t *body_len,
+                               struct dspy_error *err)
 {
     dspy_lm *lm = st->lm;
     struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
@@ -345,14 +344,16 @@ static dspy_status stream_http(struct stream *st, const char *body, size_t len,
     r.retry = NULL; /* a retried stream would deliver its deltas twice */
     r.limiter = lm->limiter;
     if (lm->limiter)
-        r.est_tokens = dspy__ratelimit_estimate_tokens(
-            len, lm->max_tokens > 0 ? (uint64_t)lm->max_tokens : 0);
+        r.est_tokens = dspy__ratelimit_estimate_tokens(len, lm->max_tokens > 0
+                                                                ? (uint64_t)lm->max_tokens
+                                                                : 0);
     r.on_event = on_engine_event;
     r.userdata = st;
     if ((rc = dspy__engine_submit(lm->engine, &r, &call, err)))
-        return rc == DSPY_EBUSY ? dspy__err(err, rc, "LM request refused: too many requests "
-                                                     "already wait for the rate limit (back "
-                                                     "off and retry)")
+        return rc == DSPY_EBUSY ? dspy__err(err, rc,
+                                            "LM request refused: too many requests "
+                                            "already wait for the rate limit (back "
+                                            "off and retry)")
                                 : rc;
     if ((rc = dspy__engine_call_wait(call, 0, &res))) {
         rc = dspy__err(err, rc, "cannot wait for an LM call on the event loop's own thread");
@@ -362,8 +363,8 @@ static dspy_status stream_http(struct stream *st, const char *body, size_t len,
         rc = dspy__lm_read_result(lm, call, res, resp, NULL, NULL, err);
         goto release_call;
     }
-    rc = conclude(st, res->http_status, res->status ? res->error : NULL, resp, body_out,
-                  body_len, err);
+    rc = conclude(st, res->http_status, res->status ? res->error : NULL, resp, body_out, body_len,
+                  err);
     if (!rc && lm->limiter && resp->usage.total_tokens > 0)
         dspy__engine_call_reconcile(call, (uint64_t)resp->usage.total_tokens);
 
@@ -427,8 +428,8 @@ free_body:
 }
 
 static dspy_status stream_upstream(struct stream *st, const char *body, size_t len,
-                                   struct dspy_lm_response *resp, char **body_out,
-                                   size_t *body_len, struct dspy_error *err)
+                                   struct dspy_lm_response *resp, char **body_out, size_t *body_len,
+                                   struct dspy_error *err)
 {
     memset(resp, 0, sizeof(*resp));
     if (st->lm->transport)
@@ -448,8 +449,7 @@ struct stream_fill {
 
 /* The fill of a miss: the live stream. Its assembled body is handed to the cache only
  * when the stream finished cleanly; any error leaves the cache untouched. */
-static dspy_status fill_by_streaming(void *ud, struct dspy_cache_fill *fill,
-                                     struct dspy_error *err)
+static dspy_status fill_by_streaming(void *ud, struct dspy_cache_fill *fill, struct dspy_error *err)
 {
     struct stream_fill *x = ud;
     char *raw = NULL;
@@ -579,8 +579,7 @@ void dspy__lm_stream_acc_free(struct dspy__lm_stream_acc *a)
 static dspy_status extra_for_stream(const json_t *extra, json_t **out)
 {
     *out = NULL;
-    if (!extra || (!json_object_get(extra, "stream") &&
-                   !json_object_get(extra, "stream_options")))
+    if (!extra || (!json_object_get(extra, "stream") && !json_object_get(extra, "stream_options")))
         return DSPY_OK;
     if (!(*out = json_copy((json_t *)(uintptr_t)extra)))
         return DSPY_ENOMEM;
@@ -590,8 +589,8 @@ static dspy_status extra_for_stream(const json_t *extra, json_t **out)
 }
 
 dspy_status dspy_lm_stream(dspy_lm *lm, const struct dspy_lm_request *req,
-                           dspy_lm_delta_fn on_delta, void *userdata,
-                           struct dspy_lm_response *resp, struct dspy_error *err)
+                           dspy_lm_delta_fn on_delta, void *userdata, struct dspy_lm_response *resp,
+                           struct dspy_error *err)
 {
     struct dspy_lm_request r;
     struct dspy_buf msgs, rf, body;
@@ -627,8 +626,8 @@ dspy_status dspy_lm_stream(dspy_lm *lm, const struct dspy_lm_request *req,
     /* Keyed as the plain request; a request that cannot be keyed (it cannot: the body is
      * our own JSON) is still sent. */
     dspy__lm_cache_ctl_merge(&ctl, call.ctl);
-    bool keyed = lm->cache && !dspy__lm_cache_key(lm, &call, body.ptr, body.len, &marks, &ctl,
-                                                  true, &key, NULL);
+    bool keyed = lm->cache &&
+                 !dspy__lm_cache_key(lm, &call, body.ptr, body.len, &marks, &ctl, true, &key, NULL);
     /* Then the plain body becomes the streaming one: its closing brace gives way to the
      * stream options. */
     body.len--;

@@ -24,23 +24,23 @@ static const struct {
     const char *model;
     double in, out;
 } defaults[] = {
-    {"gpt-4o", 0.0025, 0.01},
-    {"gpt-4o-mini", 0.00015, 0.0006},
-    {"gpt-4.1", 0.002, 0.008},
-    {"gpt-4.1-mini", 0.0004, 0.0016},
-    {"gpt-4.1-nano", 0.0001, 0.0004},
-    {"gpt-4-turbo", 0.01, 0.03},
-    {"gpt-3.5-turbo", 0.0005, 0.0015},
-    {"o1", 0.015, 0.06},
-    {"o1-mini", 0.0011, 0.0044},
-    {"o3-mini", 0.0011, 0.0044},
-    {"claude-3-5-sonnet", 0.003, 0.015},
-    {"claude-3-5-haiku", 0.0008, 0.004},
-    {"claude-3-opus", 0.015, 0.075},
-    {"claude-3-haiku", 0.00025, 0.00125},
-    {"gemini-1.5-pro", 0.00125, 0.005},
-    {"gemini-1.5-flash", 0.000075, 0.0003},
-    {"dspyc-sim", 0.0, 0.0},
+    { "gpt-4o", 0.0025, 0.01 },
+    { "gpt-4o-mini", 0.00015, 0.0006 },
+    { "gpt-4.1", 0.002, 0.008 },
+    { "gpt-4.1-mini", 0.0004, 0.0016 },
+    { "gpt-4.1-nano", 0.0001, 0.0004 },
+    { "gpt-4-turbo", 0.01, 0.03 },
+    { "gpt-3.5-turbo", 0.0005, 0.0015 },
+    { "o1", 0.015, 0.06 },
+    { "o1-mini", 0.0011, 0.0044 },
+    { "o3-mini", 0.0011, 0.0044 },
+    { "claude-3-5-sonnet", 0.003, 0.015 },
+    { "claude-3-5-haiku", 0.0008, 0.004 },
+    { "claude-3-opus", 0.015, 0.075 },
+    { "claude-3-haiku", 0.00025, 0.00125 },
+    { "gemini-1.5-pro", 0.00125, 0.005 },
+    { "gemini-1.5-flash", 0.000075, 0.0003 },
+    { "dspyc-sim", 0.0, 0.0 },
 };
 
 void dspy_price_table_free(dspy_price_table *t)
@@ -106,8 +106,7 @@ static dspy_status load_file(dspy_price_table *t, const char *path, struct dspy_
         rc = dspy__err(err, DSPY_EINVAL, "%s: a price file is a JSON object of models", path);
         goto out;
     }
-    json_object_foreach(doc, model, v)
-    {
+    json_object_foreach(doc, model, v) {
         json_t *in = json_object_get(v, "input_per_1k"),
                *outp = json_object_get(v, "output_per_1k");
         if (!json_is_object(v) || json_object_size(v) != 2 || !json_is_number(in) ||

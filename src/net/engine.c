@@ -93,7 +93,8 @@ struct dspy__engine *dspy__engine_new(const struct dspy__engine_options *opts,
     if (e->opts.http2_prior_knowledge && cv->version_num < 0x080000) {
         dspy__err(err, DSPY_EUNSUPPORTED,
                   "HTTP/2 prior knowledge needs libcurl 8.0 or later (this is %s, whose reused "
-                  "h2c connections fail: curl issue 10634)", cv->version);
+                  "h2c connections fail: curl issue 10634)",
+                  cv->version);
         goto free_engine;
     }
     if (e->opts.ca_file) {
@@ -210,8 +211,8 @@ static bool valid_method(const char *m)
 
 static dspy_status check_request(const struct dspy__engine_request *req, struct dspy_error *err)
 {
-    bool http = req->url && (strncmp(req->url, "http://", 7) == 0 ||
-                             strncmp(req->url, "https://", 8) == 0);
+    bool http = req->url &&
+                (strncmp(req->url, "http://", 7) == 0 || strncmp(req->url, "https://", 8) == 0);
     if (!http)
         return dspy__err(err, DSPY_EINVAL, "request URL must be absolute http:// or https://");
     if (req->method && !valid_method(req->method))
@@ -411,8 +412,8 @@ dspy_status dspy__engine_call_wait(struct dspy__engine_call *call, uint64_t dead
     return rc;
 }
 
-bool dspy__engine_call_header(struct dspy__engine_call *call, const char *name,
-                              const char **value, size_t *len)
+bool dspy__engine_call_header(struct dspy__engine_call *call, const char *name, const char **value,
+                              size_t *len)
 {
     struct curl_header *h = NULL;
     if (!dspy__engine_on_loop(call->e) || !call->slot ||
@@ -507,8 +508,9 @@ struct dspy__engine_headers *dspy__engine_headers_new(const char *const *lines, 
         return NULL;
     for (size_t i = 0; i < n; i++) {
         /* A control character (CR, LF above all) would split the line into two headers. */
-        struct curl_slist *next =
-            dspy__find_ctl(lines[i]) < 0 ? curl_slist_append(h->list, lines[i]) : NULL;
+        struct curl_slist *next = dspy__find_ctl(lines[i]) < 0
+                                      ? curl_slist_append(h->list, lines[i])
+                                      : NULL;
         if (!next) {
             curl_slist_free_all(h->list);
             dspy_free(h);

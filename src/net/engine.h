@@ -56,30 +56,33 @@ struct dspy__engine_options {
                                      * connections (curl issue 10634); DSPY_EUNSUPPORTED */
 };
 
-#define DSPY__ENGINE_OPTIONS_INIT { .max_host_connections = 0 }
+#define DSPY__ENGINE_OPTIONS_INIT \
+    {                             \
+        .max_host_connections = 0 \
+    }
 
 /* How a call ended. Borrowed: inside on_done until it returns; from
  * dspy__engine_call_wait() until dspy__engine_call_release(). */
 struct dspy__engine_result {
-    dspy_status status;      /* DSPY_OK: an HTTP response arrived, whatever its status
+    dspy_status status; /* DSPY_OK: an HTTP response arrived, whatever its status
                               * (see http_status; the caller classes it). Otherwise
                               * DSPY_ELM_NETWORK (resolve, connect, send, receive failed,
                               * connection dropped), DSPY_ELM_TIMEOUT (attempt timeout or
                               * call deadline), DSPY_ETOOBIG (body over the limit),
                               * DSPY_ECANCELED, DSPY_EINVAL (bad URL or method),
                               * DSPY_ENOMEM. With retries, the last attempt's outcome. */
-    long http_status;        /* 0 when no response arrived */
-    const char *body;        /* NUL-terminated, never NULL. In streaming mode: empty for a
+    long http_status;   /* 0 when no response arrived */
+    const char *body;   /* NUL-terminated, never NULL. In streaming mode: empty for a
                               * 2xx answer (its events went to on_event), else the body */
     size_t body_len;
-    int64_t retry_after_ns;  /* Retry-After (or retry-after-ms) of the last response, -1 */
-    uint32_t attempts;       /* attempts made, the first included */
-    uint64_t submit_ns;      /* monotonic times (dspy_clock_ns) */
-    uint64_t start_ns;       /* the last attempt started */
-    uint64_t first_byte_ns;  /* first body byte of the last attempt, 0 if none */
+    int64_t retry_after_ns; /* Retry-After (or retry-after-ms) of the last response, -1 */
+    uint32_t attempts;      /* attempts made, the first included */
+    uint64_t submit_ns;     /* monotonic times (dspy_clock_ns) */
+    uint64_t start_ns;      /* the last attempt started */
+    uint64_t first_byte_ns; /* first body byte of the last attempt, 0 if none */
     uint64_t done_ns;
     uint64_t ratelimit_wait_ns; /* time spent waiting for the rate limiter, all attempts */
-    const char *error;       /* one line on failure (names the host, never header values);
+    const char *error;          /* one line on failure (names the host, never header values);
                               * "" on success */
 };
 
@@ -94,16 +97,16 @@ typedef int (*dspy__engine_event_fn)(struct dspy__engine_call *call,
                                      const struct dspy__sse_event *ev, void *userdata);
 
 struct dspy__engine_request {
-    const char *method;    /* NULL: "POST" when body is set, else "GET". Copied */
-    const char *url;       /* absolute http(s) URL. Copied */
+    const char *method; /* NULL: "POST" when body is set, else "GET". Copied */
+    const char *url;    /* absolute http(s) URL. Copied */
     const struct dspy__engine_headers *headers; /* borrowed until the call ends; may be NULL */
-    const char *body;      /* borrowed until the call ends, or see take_body; NULL = none */
+    const char *body; /* borrowed until the call ends, or see take_body; NULL = none */
     size_t body_len;
-    bool take_body;        /* the engine takes ownership of body (dspy_free) if submit
+    bool take_body;            /* the engine takes ownership of body (dspy_free) if submit
                             * succeeds; on failure the caller keeps it */
-    uint64_t timeout_ns;   /* per attempt, connecting included; 0 = none */
-    uint64_t deadline_ns;  /* whole call (waits, retries) from submit; 0 = none */
-    size_t max_response_bytes;              /* 0 = 16 MiB */
+    uint64_t timeout_ns;       /* per attempt, connecting included; 0 = none */
+    uint64_t deadline_ns;      /* whole call (waits, retries) from submit; 0 = none */
+    size_t max_response_bytes; /* 0 = 16 MiB */
     const struct dspy__retry_policy *retry; /* copied; NULL = a single attempt */
     struct dspy__engine_limiter *limiter;   /* NULL = none */
     uint64_t est_tokens;                    /* expected tokens, charged to the limiter */
@@ -114,7 +117,10 @@ struct dspy__engine_request {
     void *userdata;
 };
 
-#define DSPY__ENGINE_REQUEST_INIT { .method = NULL }
+#define DSPY__ENGINE_REQUEST_INIT \
+    {                             \
+        .method = NULL            \
+    }
 
 /* Start the loop thread. NULL on failure (details in err). */
 struct dspy__engine *dspy__engine_new(const struct dspy__engine_options *opts,
@@ -149,8 +155,8 @@ void dspy__engine_call_release(struct dspy__engine_call *call);
 
 /* A response header of the last attempt, by case-insensitive name: a view borrowed until
  * on_done returns. Only from inside on_done; false when absent. */
-bool dspy__engine_call_header(struct dspy__engine_call *call, const char *name,
-                              const char **value, size_t *len);
+bool dspy__engine_call_header(struct dspy__engine_call *call, const char *name, const char **value,
+                              size_t *len);
 
 /* Report the tokens the call really used (from `usage`), so its limiter refunds or
  * charges the difference to the estimate. Once per call; any thread, handle or on_done. */

@@ -13,7 +13,7 @@
 #include "base/heap.h"
 #include "net/engine.h"
 
-#define DSPY__CONTAINER_OF(ptr, type, member)                                                  \
+#define DSPY__CONTAINER_OF(ptr, type, member) \
     ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 struct dspy__engine_timer;
@@ -22,7 +22,7 @@ typedef void (*dspy__engine_timer_fn)(struct dspy__engine *e, struct dspy__engin
 /* A one-shot timer on the loop thread; embedded in its owner. */
 struct dspy__engine_timer {
     uint64_t due_ns;
-    size_t idx;                 /* position in the heap; SIZE_MAX when not armed */
+    size_t idx; /* position in the heap; SIZE_MAX when not armed */
     dspy__engine_timer_fn fire;
 };
 
@@ -63,7 +63,7 @@ struct dspy__engine_shard {
     struct dspy__engine *e;
     CURLM *multi;
     uint32_t index;
-    uint32_t active;                /* transfers in this multi */
+    uint32_t active;                 /* transfers in this multi */
     struct dspy__engine_timer timer; /* libcurl's timeout for this multi */
 };
 
@@ -78,15 +78,15 @@ struct dspy__engine_slot {
     struct dspy__sse sse;           /* scanner for a 2xx streaming answer */
     size_t received;                /* body bytes of this attempt */
     size_t max_bytes;
-    long http_status;               /* final status of this attempt, once headers ended */
+    long http_status; /* final status of this attempt, once headers ended */
     uint64_t first_byte_ns;
-    dspy_status write_rc;           /* why the write callback stopped the transfer */
-    int socket_errno;               /* errno of this attempt's failed socket(), 0 = none */
-    bool streaming;                 /* this attempt's body goes to the SSE scanner */
+    dspy_status write_rc; /* why the write callback stopped the transfer */
+    int socket_errno;     /* errno of this attempt's failed socket(), 0 = none */
+    bool streaming;       /* this attempt's body goes to the SSE scanner */
     uint8_t retry_after_len;
     uint8_t retry_after_ms_len;
-    char retry_after[48];           /* raw Retry-After value of this attempt */
-    char retry_after_ms[24];        /* raw retry-after-ms value */
+    char retry_after[48];    /* raw Retry-After value of this attempt */
+    char retry_after_ms[24]; /* raw retry-after-ms value */
 };
 
 enum dspy__engine_call_state {
@@ -100,21 +100,21 @@ enum dspy__engine_call_state {
 struct dspy__engine_call {
     struct dspy__engine_msg submit_msg;
     struct dspy__engine_msg cancel_msg;
-    _Atomic unsigned refs;        /* the engine's until finished, the handle's, a queued cancel */
+    _Atomic unsigned refs; /* the engine's until finished, the handle's, a queued cancel */
     atomic_bool cancel_asked;
     atomic_bool reconciled;
     atomic_bool finished;
     struct dspy__engine *e;
     /* The request, fixed at submit. */
-    const char *url;              /* points into storage */
-    const char *method;           /* points into storage */
+    const char *url;    /* points into storage */
+    const char *method; /* points into storage */
     bool is_post, is_head, https;
     const struct dspy__engine_headers *headers;
     const char *body;
     size_t body_len;
     bool owns_body;
     uint64_t timeout_ns;
-    uint64_t deadline_abs_ns;     /* 0 = none */
+    uint64_t deadline_abs_ns; /* 0 = none */
     size_t max_response_bytes;
     size_t max_event_bytes;
     struct dspy__retry_policy retry;
@@ -130,33 +130,33 @@ struct dspy__engine_call {
     struct dspy__engine_call *gprev, *gnext; /* the group's members */
     struct dspy__engine_timer timer;         /* retry wait, or deadline while queued */
     struct dspy__ratelimit_waiter waiter;
-    bool admitted;                           /* counted in the limiter's wait budget */
-    bool holds_permit;                       /* a limiter permit for the running attempt */
+    bool admitted;     /* counted in the limiter's wait budget */
+    bool holds_permit; /* a limiter permit for the running attempt */
     struct dspy__engine_slot *slot;
     struct dspy__engine_result res;
     /* The handle side: set up only when the caller took a handle. */
     bool has_handle;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool done_seen;                          /* guarded by mu */
-    char *kept_body;                         /* body moved out of the slot for the handle */
+    bool done_seen;  /* guarded by mu */
+    char *kept_body; /* body moved out of the slot for the handle */
     char error[192];
-    char storage[];                          /* url, NUL, method, NUL */
+    char storage[]; /* url, NUL, method, NUL */
 };
 
 struct dspy__engine_group {
     struct dspy__engine_msg cancel_msg;
     struct dspy__engine *e;
-    _Atomic unsigned refs;                   /* the caller's, one per member, a queued cancel */
+    _Atomic unsigned refs; /* the caller's, one per member, a queued cancel */
     atomic_bool cancel_asked;
     atomic_bool cancelled;
-    struct dspy__engine_call *members;       /* loop thread */
+    struct dspy__engine_call *members; /* loop thread */
 };
 
 struct dspy__engine_limiter {
-    struct dspy__engine_limiter *next;       /* guarded by engine limiters_lock */
+    struct dspy__engine_limiter *next; /* guarded by engine limiters_lock */
     struct dspy__ratelimit *rl;
-    struct dspy__engine_timer timer;         /* loop thread: next grant */
+    struct dspy__engine_timer timer; /* loop thread: next grant */
     char key[];
 };
 
@@ -165,11 +165,11 @@ struct dspy__engine_headers {
 };
 
 struct dspy__engine {
-    struct dspy__engine_options opts;        /* opts.ca_file points to ca_file */
+    struct dspy__engine_options opts; /* opts.ca_file points to ca_file */
     char *ca_file;
-    CURLSH *share;                           /* DNS and TLS sessions, shared by all shards */
+    CURLSH *share; /* DNS and TLS sessions, shared by all shards */
     int epfd;
-    int evfd;                                /* eventfd: wakes the loop for the inbox */
+    int evfd; /* eventfd: wakes the loop for the inbox */
     pthread_t thread;
     _Atomic(struct dspy__engine_msg *) inbox;
     atomic_bool stopping;
@@ -177,18 +177,18 @@ struct dspy__engine {
     struct dspy__engine_timers timers;
     struct dspy__engine_shard **shards;
     uint32_t nshards;
-    uint32_t per_shard;                      /* transfers per multi handle */
-    uint32_t *room;                          /* a stack of shard indexes, one entry per
+    uint32_t per_shard; /* transfers per multi handle */
+    uint32_t *room;     /* a stack of shard indexes, one entry per
                                               * free transfer place, last freed on top */
     size_t nroom, caproom;
-    struct dspy__engine_call *live;          /* calls taken from the inbox, not finished */
+    struct dspy__engine_call *live; /* calls taken from the inbox, not finished */
     size_t nlive;
     struct dspy__engine_slot *free_slots;
     uint32_t nfree_slots;
     uint64_t rng;
     /* Limiters, created from any thread. */
     pthread_mutex_t limiters_lock;
-    struct dspy__engine_limiter *limiters;   /* guarded by limiters_lock */
+    struct dspy__engine_limiter *limiters; /* guarded by limiters_lock */
     atomic_size_t nlimiters;
     /* Counters (struct dspy__engine_stats). */
     _Atomic uint64_t n_submitted, n_rejected, n_finished, n_failed, n_attempts, n_retries,
@@ -229,9 +229,9 @@ void dspy__engine_call_unref(struct dspy__engine_call *c);
 void dspy__engine_group_unref(struct dspy__engine_group *g);
 
 /* Bump a counter; relaxed, since counters order nothing. */
-#define DSPY__STAT_ADD(e, field, v)                                                            \
+#define DSPY__STAT_ADD(e, field, v) \
     atomic_fetch_add_explicit(&(e)->field, (v), memory_order_relaxed)
-#define DSPY__STAT_SUB(e, field, v)                                                            \
+#define DSPY__STAT_SUB(e, field, v) \
     atomic_fetch_sub_explicit(&(e)->field, (v), memory_order_relaxed)
 
 #endif

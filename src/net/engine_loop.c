@@ -346,13 +346,13 @@ static void drain_inbox(struct dspy__engine *e)
         if (m->kind == DSPY__MSG_SUBMIT) {
             start_call(e, DSPY__CONTAINER_OF(m, struct dspy__engine_call, submit_msg));
         } else if (m->kind == DSPY__MSG_CANCEL) {
-            struct dspy__engine_call *c =
-                DSPY__CONTAINER_OF(m, struct dspy__engine_call, cancel_msg);
+            struct dspy__engine_call *c = DSPY__CONTAINER_OF(m, struct dspy__engine_call,
+                                                             cancel_msg);
             cancel_now(e, c);
             dspy__engine_call_unref(c);
         } else {
-            struct dspy__engine_group *g =
-                DSPY__CONTAINER_OF(m, struct dspy__engine_group, cancel_msg);
+            struct dspy__engine_group *g = DSPY__CONTAINER_OF(m, struct dspy__engine_group,
+                                                              cancel_msg);
             while (g->members)
                 cancel_now(e, g->members);
             dspy__engine_group_unref(g);

@@ -94,8 +94,8 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata)
     } else if (header_is(line, n, "retry-after", 11)) {
         s->retry_after_len = keep_value(line, n, 12, s->retry_after, sizeof(s->retry_after));
     } else if (header_is(line, n, "retry-after-ms", 14)) {
-        s->retry_after_ms_len =
-            keep_value(line, n, 15, s->retry_after_ms, sizeof(s->retry_after_ms));
+        s->retry_after_ms_len = keep_value(line, n, 15, s->retry_after_ms,
+                                           sizeof(s->retry_after_ms));
     }
     return n;
 }
@@ -142,8 +142,8 @@ static void shard_timer_fire(struct dspy__engine *e, struct dspy__engine_timer *
 /* Timers that may be armed at once: one per live call, limiter and shard. */
 dspy_status dspy__engine_reserve_timers(struct dspy__engine *e, size_t extra)
 {
-    return dspy__engine_timers_reserve(&e->timers, e->nlive + atomic_load(&e->nlimiters) +
-                                                       e->nshards + extra);
+    return dspy__engine_timers_reserve(&e->timers,
+                                       e->nlive + atomic_load(&e->nlimiters) + e->nshards + extra);
 }
 
 static dspy_status setup_multi(struct dspy__engine *e, struct dspy__engine_shard *sh)
@@ -255,8 +255,7 @@ void dspy__engine_slot_free(struct dspy__engine_slot *s)
 
 /* curl's own socket() with its errno kept: curl reports a socket that could not be
  * created as CURLE_COULDNT_CONNECT, and an EMFILE must never read as a connection refused. */
-static curl_socket_t open_socket(void *clientp, curlsocktype purpose,
-                                 struct curl_sockaddr *addr)
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
     struct dspy__engine_slot *s = clientp;
     (void)purpose;
@@ -294,9 +293,9 @@ static struct dspy__engine_slot *slot_new(struct dspy__engine *e)
         curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)o->recv_buffer_bytes);
     if (o->ca_file)
         curl_easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
-    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, o->http2_prior_knowledge
-                                                  ? (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
-                                                  : (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(h, CURLOPT_HTTP_VERSION,
+                     o->http2_prior_knowledge ? (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+                                              : (long)CURL_HTTP_VERSION_2TLS);
     return s;
 }
 
@@ -392,17 +391,13 @@ dspy_status dspy__engine_classify(struct dspy__engine_call *c, CURLcode cc)
     case CURLE_FILESIZE_EXCEEDED:
         dspy__engine_set_error(c, "response larger than the limit");
         return DSPY_ETOOBIG;
-    case CURLE_OPERATION_TIMEDOUT:
-        dspy__engine_set_error(c, "timed out");
-        return DSPY_ELM_TIMEOUT;
+    case CURLE_OPERATION_TIMEDOUT: dspy__engine_set_error(c, "timed out"); return DSPY_ELM_TIMEOUT;
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_BAD_FUNCTION_ARGUMENT:
         dspy__engine_set_error(c, curl_easy_strerror(cc));
         return DSPY_EINVAL;
-    case CURLE_OUT_OF_MEMORY:
-        dspy__engine_set_error(c, "out of memory");
-        return DSPY_ENOMEM;
+    case CURLE_OUT_OF_MEMORY: dspy__engine_set_error(c, "out of memory"); return DSPY_ENOMEM;
     case CURLE_COULDNT_CONNECT: {
         long os_errno = 0;
         curl_easy_getinfo(s->easy, CURLINFO_OS_ERRNO, &os_errno);
@@ -420,9 +415,7 @@ dspy_status dspy__engine_classify(struct dspy__engine_call *c, CURLcode cc)
         dspy__engine_set_error(c, curl_easy_strerror(cc));
         return DSPY_ELM_NETWORK;
     }
-    default:
-        dspy__engine_set_error(c, curl_easy_strerror(cc));
-        return DSPY_ELM_NETWORK;
+    default: dspy__engine_set_error(c, curl_easy_strerror(cc)); return DSPY_ELM_NETWORK;
     }
 }
 
@@ -435,4 +428,3 @@ int64_t dspy__engine_retry_after(const struct dspy__engine_slot *s)
         ra = dspy__retry_parse_after(s->retry_after, s->retry_after_len, time(NULL));
     return ra;
 }
-

@@ -26,14 +26,14 @@ enum conn_state { C_CLOSED = 0, C_CONNECTING, C_WRITING, C_READING, C_IDLE };
 struct conn {
     int fd;
     enum conn_state st;
-    uint32_t idx, gen;   /* gen tells a stale epoll event from a reopened socket */
-    bool fresh;          /* opened for the request it carries */
+    uint32_t idx, gen; /* gen tells a stale epoll event from a reopened socket */
+    bool fresh;        /* opened for the request it carries */
     bool parser_ready;
     uint64_t seq, intended, sent, deadline;
     uint32_t tmpl, user;
     size_t woff;
     struct dspy__lg_parser p;
-    struct conn *next;   /* idle or unused stack */
+    struct conn *next; /* idle or unused stack */
 };
 
 struct user_slot {
@@ -53,13 +53,13 @@ struct worker {
     char *rbuf;
     size_t rcap;
     bool open_loop, issuing;
-    bool exhausted;               /* no arrival left within the bounds */
+    bool exhausted; /* no arrival left within the bounds */
     struct dspy_schedule sched;
-    uint64_t gseq;                /* next global arrival number the schedule will produce */
+    uint64_t gseq; /* next global arrival number the schedule will produce */
     bool have_next;
     uint64_t next_seq, next_ns;
     uint32_t next_user;
-    struct dspy__heap heap;       /* closed loop: user_slots by ready time */
+    struct dspy__heap heap; /* closed loop: user_slots by ready time */
     uint64_t rng[4];
     _Atomic uint64_t *closed_seq; /* closed loop: shared request numbering */
     uint64_t t0, end_ns, drain_end;
@@ -142,8 +142,7 @@ static void conn_close(struct worker *w, struct conn *c)
     w->unused = c;
 }
 
-static void deliver(struct worker *w, struct conn *c, enum dspy_loadgen_outcome oc,
-                    uint64_t now)
+static void deliver(struct worker *w, struct conn *c, enum dspy_loadgen_outcome oc, uint64_t now)
 {
     struct dspy__lg_parser *p = &c->p;
     struct dspy_loadgen_result r;
@@ -267,8 +266,8 @@ static int open_socket(struct worker *w, struct conn *c)
     return errno == EINPROGRESS ? 0 : -1;
 }
 
-static void start(struct worker *w, struct conn *c, uint64_t seq, uint64_t intended,
-                  uint32_t user, uint64_t now)
+static void start(struct worker *w, struct conn *c, uint64_t seq, uint64_t intended, uint32_t user,
+                  uint64_t now)
 {
     if (!c->parser_ready) {
         if (dspy__lg_parser_init(&c->p, w->o->parse, w->o->max_body, w->o->chunk_cap)) {
@@ -464,8 +463,8 @@ static unsigned share(unsigned total, unsigned n, unsigned i)
     return total / n + (i < total % n ? 1 : 0);
 }
 
-static dspy_status worker_init(struct worker *w, const struct dspy_loadgen_options *o,
-                               unsigned idx, unsigned n)
+static dspy_status worker_init(struct worker *w, const struct dspy_loadgen_options *o, unsigned idx,
+                               unsigned n)
 {
     w->o = o;
     w->idx = idx;
@@ -642,10 +641,9 @@ out:
     return rc;
 }
 
-char *dspy_loadgen_build_request(const char *method, const char *host, int port,
-                                 const char *path, const char *const *headers,
-                                 size_t nheaders, const char *body, size_t body_len,
-                                 size_t *out_len)
+char *dspy_loadgen_build_request(const char *method, const char *host, int port, const char *path,
+                                 const char *const *headers, size_t nheaders, const char *body,
+                                 size_t body_len, size_t *out_len)
 {
     size_t cap = strlen(method) + strlen(host) + strlen(path) + body_len + 128;
     for (size_t i = 0; i < nheaders; i++)

@@ -32,17 +32,17 @@ struct dspy__lg_parser {
     int status;
     bool keepalive;
     bool chunked;
-    bool stream;        /* Content-Type: text/event-stream */
-    bool malformed;     /* the HTTP framing, the JSON body or an event did not parse */
-    bool saw_done;      /* "data: [DONE]" */
-    bool error_event;   /* an SSE event carrying an error object */
-    uint64_t left;      /* body or chunk bytes to go */
+    bool stream;      /* Content-Type: text/event-stream */
+    bool malformed;   /* the HTTP framing, the JSON body or an event did not parse */
+    bool saw_done;    /* "data: [DONE]" */
+    bool error_event; /* an SSE event carrying an error object */
+    uint64_t left;    /* body or chunk bytes to go */
     uint64_t chunk_size;
-    uint32_t line_len;  /* length of the trailer line in progress */
+    uint32_t line_len; /* length of the trailer line in progress */
     int size_digits;
-    char *head;         /* response head, up to head_cap bytes */
+    char *head; /* response head, up to head_cap bytes */
     size_t head_len, head_cap;
-    char *body;         /* the last body bytes (non-stream), up to body_cap */
+    char *body; /* the last body bytes (non-stream), up to body_cap */
     size_t body_len, body_cap;
     char first_ch, last_ch; /* first and last non-space body bytes (JSON shape check) */
     bool seen_first;        /* first_ch is set (it may be a NUL byte) */
@@ -66,8 +66,8 @@ enum { LG_MORE = 0, LG_DONE = 1, LG_ERROR = -1 };
 
 /* Feed `len` bytes received at `now`; *used gets how many were consumed (less than len
  * only on LG_DONE). */
-int dspy__lg_parser_feed(struct dspy__lg_parser *p, const char *data, size_t len,
-                         uint64_t now, size_t *used);
+int dspy__lg_parser_feed(struct dspy__lg_parser *p, const char *data, size_t len, uint64_t now,
+                         size_t *used);
 /* The peer closed the connection: LG_DONE when that ends a read-to-close body, else
  * LG_ERROR. */
 int dspy__lg_parser_eof(struct dspy__lg_parser *p);

@@ -318,8 +318,8 @@ static long feed_head(struct dspy__lg_parser *p, const char *data, size_t len)
     return (long)used;
 }
 
-int dspy__lg_parser_feed(struct dspy__lg_parser *p, const char *data, size_t len,
-                         uint64_t now, size_t *used)
+int dspy__lg_parser_feed(struct dspy__lg_parser *p, const char *data, size_t len, uint64_t now,
+                         size_t *used)
 {
     size_t i = 0;
     if (!p->first_byte_ns && len)
@@ -412,8 +412,7 @@ int dspy__lg_parser_feed(struct dspy__lg_parser *p, const char *data, size_t len
             }
             i++;
             break;
-        case LG_COMPLETE:
-            break;
+        case LG_COMPLETE: break;
         }
     }
     *used = i;

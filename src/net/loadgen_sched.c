@@ -77,8 +77,7 @@ dspy_status dspy_schedule_init(struct dspy_schedule *s, const struct dspy_rate_s
     if (!s || (!stages && n))
         return DSPY_EINVAL;
     for (size_t i = 0; i < n; i++)
-        if (!(stages[i].duration_s >= 0) || !(stages[i].from_rps >= 0) ||
-            !(stages[i].to_rps >= 0))
+        if (!(stages[i].duration_s >= 0) || !(stages[i].from_rps >= 0) || !(stages[i].to_rps >= 0))
             return DSPY_EINVAL;
     if (arrival == DSPY_ARRIVAL_GAMMA && !(burstiness > 0))
         return DSPY_EINVAL;

@@ -20,12 +20,12 @@ struct bucket {
 struct dspy__ratelimit {
     struct bucket req;
     struct bucket tok;
-    uint64_t last_ns;          /* time of the last refill */
-    uint32_t max_concurrency;  /* 0 = unlimited */
-    uint32_t in_flight;        /* permits held */
+    uint64_t last_ns;         /* time of the last refill */
+    uint32_t max_concurrency; /* 0 = unlimited */
+    uint32_t in_flight;       /* permits held */
     size_t max_waiting;
-    _Atomic size_t admitted;   /* admitted and not yet granted; any thread */
-    _Atomic int64_t adjust;    /* token refunds (+) and charges (-) not yet applied */
+    _Atomic size_t admitted; /* admitted and not yet granted; any thread */
+    _Atomic int64_t adjust;  /* token refunds (+) and charges (-) not yet applied */
     struct dspy__ratelimit_waiter *head, *tail;
     size_t queued;
 };
@@ -70,8 +70,7 @@ dspy_status dspy__ratelimit_admit(struct dspy__ratelimit *rl, bool force)
         if (!force && cur >= rl->max_waiting)
             return DSPY_EBUSY;
     } while (!atomic_compare_exchange_weak_explicit(&rl->admitted, &cur, cur + 1,
-                                                    memory_order_relaxed,
-                                                    memory_order_relaxed));
+                                                    memory_order_relaxed, memory_order_relaxed));
     return DSPY_OK;
 }
 
@@ -176,8 +175,7 @@ void dspy__ratelimit_remove(struct dspy__ratelimit *rl, struct dspy__ratelimit_w
     rl->queued--;
 }
 
-struct dspy__ratelimit_waiter *dspy__ratelimit_grant(struct dspy__ratelimit *rl,
-                                                     uint64_t now_ns)
+struct dspy__ratelimit_waiter *dspy__ratelimit_grant(struct dspy__ratelimit *rl, uint64_t now_ns)
 {
     struct dspy__ratelimit_waiter *w = rl->head;
     if (!w)

@@ -27,15 +27,18 @@ struct dspy__ratelimit_options {
 };
 
 #define DSPY__RATELIMIT_DEFAULT_MAX_WAITING 10000 /* when max_waiting is 0 */
-#define DSPY__RATELIMIT_OPTIONS_INIT { .requests_per_minute = 0 }
+#define DSPY__RATELIMIT_OPTIONS_INIT \
+    {                                \
+        .requests_per_minute = 0     \
+    }
 
 /* A request waiting for capacity: embedded in the caller's request object, linked into the
  * limiter's FIFO while it waits. */
 struct dspy__ratelimit_waiter {
     struct dspy__ratelimit_waiter *prev, *next;
-    uint64_t tokens;      /* tokens this request is expected to use */
-    uint64_t since_ns;    /* when it started waiting */
-    bool queued;          /* linked into the FIFO */
+    uint64_t tokens;   /* tokens this request is expected to use */
+    uint64_t since_ns; /* when it started waiting */
+    bool queued;       /* linked into the FIFO */
 };
 
 /* `now_ns` starts the buckets full. NULL on failure. */
@@ -61,8 +64,7 @@ void dspy__ratelimit_enqueue(struct dspy__ratelimit *rl, struct dspy__ratelimit_
 void dspy__ratelimit_remove(struct dspy__ratelimit *rl, struct dspy__ratelimit_waiter *w);
 /* Grant the head of the FIFO a permit if capacity allows: it is unlinked and returned;
  * NULL when nobody waits or the head must wait longer. Call until NULL. Loop thread. */
-struct dspy__ratelimit_waiter *dspy__ratelimit_grant(struct dspy__ratelimit *rl,
-                                                     uint64_t now_ns);
+struct dspy__ratelimit_waiter *dspy__ratelimit_grant(struct dspy__ratelimit *rl, uint64_t now_ns);
 /* When the head of the FIFO can next be granted, if time alone is what it waits for:
  * an absolute ns time, or UINT64_MAX when nobody waits or a permit must be released first. */
 uint64_t dspy__ratelimit_next_ns(struct dspy__ratelimit *rl, uint64_t now_ns);

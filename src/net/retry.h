@@ -13,19 +13,21 @@
 #include <dspyc/common.h>
 
 struct dspy__retry_policy {
-    uint32_t max_attempts;        /* attempts in all, the first included; 1 = never retry */
-    uint64_t base_ns;             /* backoff before retry n: uniform in
+    uint32_t max_attempts;       /* attempts in all, the first included; 1 = never retry */
+    uint64_t base_ns;            /* backoff before retry n: uniform in
                                    * [0, min(cap_ns, base_ns * 2^(n-1))] */
-    uint64_t cap_ns;              /* longest backoff */
-    uint64_t max_retry_after_ns;  /* a longer Retry-After is not waited out: give up instead */
-    uint64_t deadline_ns;         /* whole call, from submit, waits included; 0 = none */
+    uint64_t cap_ns;             /* longest backoff */
+    uint64_t max_retry_after_ns; /* a longer Retry-After is not waited out: give up instead */
+    uint64_t deadline_ns;        /* whole call, from submit, waits included; 0 = none */
 };
 
 /* OpenAI's client defaults to 2 retries with 0.5 s .. 8 s backoff; we allow a few more
  * because a rate-limited batch should slow down, not fail. */
-#define DSPY__RETRY_POLICY_INIT                                                                  \
-    { .max_attempts = 5, .base_ns = 500000000ull, .cap_ns = 8000000000ull,                       \
-      .max_retry_after_ns = 60000000000ull }
+#define DSPY__RETRY_POLICY_INIT                                              \
+    {                                                                        \
+        .max_attempts = 5, .base_ns = 500000000ull, .cap_ns = 8000000000ull, \
+        .max_retry_after_ns = 60000000000ull                                 \
+    }
 
 /* Whether an attempt outcome may succeed when repeated. `outcome` is the HTTP status
  * (100..599) when a response arrived, else the negative dspy_status of the failure.

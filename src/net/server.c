@@ -299,7 +299,7 @@ static bool reserve(struct dspy__srv_req *req, uint64_t need)
 /* ---- MHD callbacks ---- */
 
 static const struct dspy__route *find_route(struct dspy__srv *srv, const char *method,
-                                      const char *path, char *allow, size_t allow_len)
+                                            const char *path, char *allow, size_t allow_len)
 {
     allow[0] = '\0';
     for (size_t i = 0; i < srv->nroutes; i++) {
@@ -372,12 +372,8 @@ static enum MHD_Result advance(struct dspy__srv_req *req)
     uint64_t due = dspy__srv_gate(req, req->due);
     bool later = due > dspy__now_ns();
     switch (req->action) {
-    case DSPY__ACT_NONE:
-        r = dspy__srv_park(req, 0) ? MHD_YES : MHD_NO;
-        break;
-    case DSPY__ACT_DROP:
-        r = later && dspy__srv_park(req, due) ? MHD_YES : MHD_NO;
-        break;
+    case DSPY__ACT_NONE: r = dspy__srv_park(req, 0) ? MHD_YES : MHD_NO; break;
+    case DSPY__ACT_DROP: r = later && dspy__srv_park(req, due) ? MHD_YES : MHD_NO; break;
     case DSPY__ACT_SEND:
     case DSPY__ACT_STREAM:
         if (later) {
@@ -432,8 +428,8 @@ static enum MHD_Result on_headers(struct dspy__srv_req *req)
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_size, void **con_cls)
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_size, void **con_cls)
 {
     struct dspy__srv *srv = cls;
     struct dspy__srv_req *req = *con_cls;

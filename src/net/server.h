@@ -57,23 +57,23 @@ typedef void (*dspy__srv_handler)(struct dspy__srv_req *req, void *ud);
  * connecting, or from the end of its previous answer: a keep-alive connection waits here),
  * receiving the body, or being answered (no deadline: the handler decides). */
 struct dspy__srv_options {
-    const char *bind;         /* address to listen on; NULL = "127.0.0.1" */
-    int port;                 /* 0 = an ephemeral port (see dspy__srv_port) */
-    unsigned threads;         /* polling threads; 0 = one per CPU */
+    const char *bind; /* address to listen on; NULL = "127.0.0.1" */
+    int port;         /* 0 = an ephemeral port (see dspy__srv_port) */
+    unsigned threads; /* polling threads; 0 = one per CPU */
     /* Open connections at most; 0 = as many as RLIMIT_NOFILE allows (raised to its hard
      * max). A connection beyond it closes the oldest one that is not being answered (one
      * waiting for its head first, then one sending its body), or is itself closed. */
     unsigned max_connections;
     unsigned max_connections_per_ip; /* further connections from one address closed; 0 = no cap */
-    size_t max_body;          /* larger request bodies get 413; 0 = 4 MiB */
+    size_t max_body;                 /* larger request bodies get 413; 0 = 4 MiB */
     /* Bytes of request bodies being received, all connections together, counted by their
      * Content-Length when announced: a body that would pass it gets 503 with Retry-After
      * (a chunked one is cut off); 0 = 64 x max_body. */
     uint64_t max_body_bytes_total;
     unsigned header_timeout_ms; /* a whole request head within this, or closed; 0 = 10 s */
     unsigned body_timeout_ms;   /* the whole body within this of its head, or closed; 0 = 30 s */
-    unsigned idle_timeout_s;  /* close connections silent this long; 0 = 120 s */
-    size_t conn_memory;       /* per-connection buffer for headers and reads; 0 = 16 KiB */
+    unsigned idle_timeout_s;    /* close connections silent this long; 0 = 120 s */
+    size_t conn_memory;         /* per-connection buffer for headers and reads; 0 = 16 KiB */
     /* Called for every fully received request before routing, 413s included (body empty
      * then): for logs and recordings. Runs on a server thread, concurrently. */
     void (*on_request)(struct dspy__srv_req *req, void *ud);
@@ -84,7 +84,10 @@ struct dspy__srv_options {
     void (*on_status)(int status, void *ud);
     void *on_status_ud;
 };
-#define DSPY__SRV_OPTIONS_INIT { .bind = NULL }
+#define DSPY__SRV_OPTIONS_INIT \
+    {                          \
+        .bind = NULL           \
+    }
 
 /* Route flags. */
 #define DSPY__SRV_NO_PAUSE 1u /* answers ignore dspy__srv_pause (admin endpoints) */
@@ -117,15 +120,15 @@ void dspy__srv_free(struct dspy__srv *srv);
 void dspy__srv_pause(struct dspy__srv *srv, uint64_t ms);
 
 struct dspy__srv_stats {
-    uint64_t requests;  /* fully received requests */
-    uint64_t in_flight; /* received and not yet finished (answered, dropped or closed) */
-    uint64_t waiting;   /* of those, connections suspended right now */
-    uint64_t too_big;   /* 413s for oversized bodies */
-    uint64_t connections;    /* open right now */
-    uint64_t body_bytes;     /* of request bodies being received, as counted for the cap */
-    uint64_t evicted;        /* closed to make room under max_connections */
+    uint64_t requests;    /* fully received requests */
+    uint64_t in_flight;   /* received and not yet finished (answered, dropped or closed) */
+    uint64_t waiting;     /* of those, connections suspended right now */
+    uint64_t too_big;     /* 413s for oversized bodies */
+    uint64_t connections; /* open right now */
+    uint64_t body_bytes;  /* of request bodies being received, as counted for the cap */
+    uint64_t evicted;     /* closed to make room under max_connections */
     uint64_t header_timeouts, body_timeouts; /* closed for a late head or body */
-    uint64_t bodies_refused; /* 503s (or cut-offs) for max_body_bytes_total */
+    uint64_t bodies_refused;                 /* 503s (or cut-offs) for max_body_bytes_total */
 };
 void dspy__srv_stats(struct dspy__srv *srv, struct dspy__srv_stats *out);
 /* Pass a timer to the server's timer thread: fn(arg) runs there at due_ns. Keep fn short. */
@@ -177,8 +180,7 @@ dspy_status dspy__srv_stream_end(struct dspy__srv_req *req, uint64_t due_ns, boo
 /* An OpenAI-style JSON error {"error": {"message", "type", "param", "code"}}, now.
  * param and code may be NULL (JSON null). Extra headers as in struct dspy__srv_reply. */
 dspy_status dspy__srv_send_error(struct dspy__srv_req *req, int status, const char *type,
-                                 const char *param, const char *code,
-                                 const char *const *headers, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
+                                 const char *param, const char *code, const char *const *headers,
+                                 const char *fmt, ...) __attribute__((format(printf, 7, 8)));
 
 #endif

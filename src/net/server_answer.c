@@ -149,8 +149,8 @@ static dspy_status stream_setup(struct dspy__srv_req *req, const struct dspy__sr
                                 uint64_t size, uint64_t due, const void *keep, size_t keep_len)
 {
     dspy_status rc;
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(size, READ_BLOCK, stream_read, req, NULL);
+    struct MHD_Response *resp = MHD_create_response_from_callback(size, READ_BLOCK, stream_read,
+                                                                  req, NULL);
     if (!resp)
         return DSPY_ENOMEM;
     if ((rc = add_headers(resp, r)))
@@ -243,8 +243,8 @@ static void sanitize(char *s)
 }
 
 dspy_status dspy__srv_send_error(struct dspy__srv_req *req, int status, const char *type,
-                                 const char *param, const char *code,
-                                 const char *const *headers, const char *fmt, ...)
+                                 const char *param, const char *code, const char *const *headers,
+                                 const char *fmt, ...)
 {
     char msg[512];
     struct dspy_buf b;
@@ -280,4 +280,3 @@ dspy_status dspy__srv_send_error(struct dspy__srv_req *req, int status, const ch
     dspy__buf_release(&b);
     return rc;
 }
-

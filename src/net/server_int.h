@@ -33,7 +33,7 @@ void dspy__timer_release(struct dspy__timer *t);
 enum dspy__srv_action { DSPY__ACT_NONE, DSPY__ACT_SEND, DSPY__ACT_DROP, DSPY__ACT_STREAM };
 
 struct dspy__srv_mark {
-    size_t end;  /* stream bytes up to here ... */
+    size_t end;   /* stream bytes up to here ... */
     uint64_t due; /* ... may go out from this time */
 };
 
@@ -43,9 +43,9 @@ enum dspy__srv_phase { DSPY__CONN_HEAD, DSPY__CONN_BODY, DSPY__CONN_BUSY };
  * connection notifications; only MHD callbacks of this connection touch it. */
 struct dspy__srv_conn {
     int fd;
-    atomic_int phase;            /* enum dspy__srv_phase */
-    atomic_uint_fast64_t since;  /* when the phase began (dspy__now_ns) */
-    bool shut;                   /* shut down by the server; guarded by srv->lock */
+    atomic_int phase;                   /* enum dspy__srv_phase */
+    atomic_uint_fast64_t since;         /* when the phase began (dspy__now_ns) */
+    bool shut;                          /* shut down by the server; guarded by srv->lock */
     struct dspy__srv_conn *prev, *next; /* srv->conns, newest first; guarded by srv->lock */
 };
 
@@ -74,9 +74,9 @@ struct dspy__srv_req {
     uint64_t due;
     struct MHD_Response *resp; /* until queued */
     bool suspended;
-    uint64_t park_due; /* timer set while suspended, 0 = none */
-    struct dspy_buf sbuf;      /* stream bytes not yet sent start at soff */
-    size_t soff, sready;       /* sent up to soff; due up to sready */
+    uint64_t park_due;    /* timer set while suspended, 0 = none */
+    struct dspy_buf sbuf; /* stream bytes not yet sent start at soff */
+    size_t soff, sready;  /* sent up to soff; due up to sready */
     struct dspy__srv_mark *marks;
     size_t nmarks, mhead, mcap;
     bool s_ended, s_abort;

@@ -38,22 +38,22 @@ typedef int (*dspy__sse_event_fn)(void *userdata, const struct dspy__sse_event *
 struct dspy__sse {
     dspy__sse_event_fn on_event;
     void *userdata;
-    size_t max_bytes;       /* longest line and longest joined data allowed */
-    struct dspy_buf line;   /* the start of a line split across reads */
-    struct dspy_buf data;   /* joined data, when it could not stay a view into the read */
-    struct dspy_buf type;   /* event type of the event in progress */
-    struct dspy_buf id;     /* last event id (persists across events, as the spec says) */
+    size_t max_bytes;                /* longest line and longest joined data allowed */
+    struct dspy_buf line;            /* the start of a line split across reads */
+    struct dspy_buf data;            /* joined data, when it could not stay a view into the read */
+    struct dspy_buf type;            /* event type of the event in progress */
+    struct dspy_buf id;              /* last event id (persists across events, as the spec says) */
     struct dspy__sse_view data_view; /* single data line still inside the current read */
-    size_t data_len;        /* logical length of the joined data */
-    uint32_t data_lines;    /* data lines in the event in progress */
-    bool skip_lf;           /* the last read ended in CR: an LF opening the next is its pair */
-    bool first_line;        /* BOM check pending */
-    bool in_event;          /* some field line seen since the last dispatch */
-    dspy_status failed;     /* sticky error (DSPY_ETOOBIG or DSPY_ECANCELED) */
-    long retry_ms;          /* last valid `retry:` field, -1 if none */
-    uint64_t events;        /* events dispatched */
-    uint64_t comments;      /* `:` comment lines seen (keep-alives) */
-    bool saw_done;          /* a "[DONE]" event was dispatched */
+    size_t data_len;                 /* logical length of the joined data */
+    uint32_t data_lines;             /* data lines in the event in progress */
+    bool skip_lf;       /* the last read ended in CR: an LF opening the next is its pair */
+    bool first_line;    /* BOM check pending */
+    bool in_event;      /* some field line seen since the last dispatch */
+    dspy_status failed; /* sticky error (DSPY_ETOOBIG or DSPY_ECANCELED) */
+    long retry_ms;      /* last valid `retry:` field, -1 if none */
+    uint64_t events;    /* events dispatched */
+    uint64_t comments;  /* `:` comment lines seen (keep-alives) */
+    bool saw_done;      /* a "[DONE]" event was dispatched */
 };
 
 #define DSPY__SSE_MAX_DEFAULT ((size_t)1 << 20)

@@ -7,8 +7,8 @@
 #include <dspyc/hist.h>
 
 #define SUB_BITS 8
-#define SUB_COUNT (1u << SUB_BITS)  /* 256 exact buckets for small values */
-#define HALF_COUNT (SUB_COUNT / 2)  /* buckets per power of two above them */
+#define SUB_COUNT (1u << SUB_BITS) /* 256 exact buckets for small values */
+#define HALF_COUNT (SUB_COUNT / 2) /* buckets per power of two above them */
 #define NBUCKETS (SUB_COUNT + (64 - SUB_BITS) * HALF_COUNT)
 
 struct dspy_hist {

@@ -56,8 +56,7 @@ dspy_status dspy_proc_sample(int pid, struct dspy_proc_sample *out)
     if (!p)
         return DSPY_EIO;
     unsigned long long utime = 0, stime = 0;
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-               &stime) != 2)
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
         return DSPY_EIO;
     long hz = sysconf(_SC_CLK_TCK);
     if (hz <= 0)

@@ -21,8 +21,8 @@ struct dspy_timeseries {
     struct second **secs;
 };
 
-dspy_timeseries *dspy_timeseries_new(uint64_t origin_ns, uint32_t max_seconds,
-                                     unsigned ncounters, unsigned nchannels)
+dspy_timeseries *dspy_timeseries_new(uint64_t origin_ns, uint32_t max_seconds, unsigned ncounters,
+                                     unsigned nchannels)
 {
     if (!max_seconds || (!ncounters && !nchannels))
         return NULL;
@@ -177,8 +177,7 @@ uint64_t dspy_timeseries_count(const dspy_timeseries *ts, unsigned ch, uint32_t 
     return ts->secs[s]->counts[ch];
 }
 
-uint64_t dspy_timeseries_percentile(const dspy_timeseries *ts, unsigned ch, uint32_t s,
-                                    double p)
+uint64_t dspy_timeseries_percentile(const dspy_timeseries *ts, unsigned ch, uint32_t s, double p)
 {
     uint64_t n = dspy_timeseries_count(ts, ch, s);
     if (!n)

@@ -51,14 +51,14 @@ static json_t *teacher_without(const json_t *teacher, const json_t *ex)
     json_t *demos = json_object_get(teacher, "demos"), *d;
     size_t p;
     bool found = false;
-    json_array_foreach (demos, p, d)
+    json_array_foreach(demos, p, d)
         for (size_t i = 0; i < json_array_size(d); i++)
             found |= json_array_get(d, i) == ex;
     if (!found)
         return NULL;
     json_t *c = json_deep_copy(teacher);
     json_t *cd = json_object_get(c, "demos");
-    json_array_foreach (cd, p, d) {
+    json_array_foreach(cd, p, d) {
         json_t *src = json_array_get(demos, p);
         for (size_t i = json_array_size(src); i-- > 0;)
             if (json_array_get(src, i) == ex)
@@ -158,8 +158,8 @@ out:
     return rc;
 }
 
-dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot,
-                          long max_labeled, long max_rounds, uint64_t key, json_t **cand)
+dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot, long max_labeled,
+                          long max_rounds, uint64_t key, json_t **cand)
 {
     char mkey[64];
     snprintf(mkey, sizeof(mkey), "boot:%llu", (unsigned long long)key);
@@ -222,7 +222,7 @@ dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot,
                 continue;
             json_t *step;
             size_t s;
-            json_array_foreach (traces[i], s, step)
+            json_array_foreach(traces[i], s, step)
                 if (!strcmp(json_string_value(json_object_get(step, "predictor")), pname))
                     json_array_append_new(d, augmented_demo(step));
         }
@@ -254,8 +254,8 @@ out:
     return rc;
 }
 
-dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot,
-                                   long max_labeled, long max_rounds, json_t **cand)
+dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot, long max_labeled,
+                                   long max_rounds, json_t **cand)
 {
     uint64_t key = (uint64_t)(seed + 10);
     if (seed == -3) { /* zero-shot */
@@ -297,8 +297,10 @@ dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot,
 
 static const char *seed_name(long seed)
 {
-    return seed == -3 ? "zero-shot" : seed == -2 ? "labeled" : seed == -1 ? "bootstrap"
-                                                                          : "bootstrap-shuffled";
+    return seed == -3   ? "zero-shot"
+           : seed == -2 ? "labeled"
+           : seed == -1 ? "bootstrap"
+                        : "bootstrap-shuffled";
 }
 
 dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err)
@@ -359,8 +361,8 @@ dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err)
         if (!saved)
             opt_memo_put(r, wkey, json_incref(recs));
         for (size_t i = 0; i < m; i++) {
-            opt_trial(r, json_incref(json_array_get(recs, i)), cands[i], true, scores[i],
-                      which[i], total);
+            opt_trial(r, json_incref(json_array_get(recs, i)), cands[i], true, scores[i], which[i],
+                      total);
             json_decref(cands[i]);
         }
         json_decref(recs);

@@ -74,8 +74,7 @@ void dspy_cycle_status(dspy_cycle *c, struct dspy_cycle_status *st)
     st->iterations = c->iterations;
     st->planned = c->planned;
     st->iterations_per_s = elapsed > 0 ? (double)c->iterations / elapsed : 0.0;
-    st->progress = c->planned ? (double)(c->iterations < c->planned ? c->iterations
-                                                                   : c->planned) /
+    st->progress = c->planned ? (double)(c->iterations < c->planned ? c->iterations : c->planned) /
                                     (double)c->planned
                               : 0.0;
     if (c->planned && c->iterations >= c->planned)
@@ -101,8 +100,7 @@ json_t *dspy_cycle_json(dspy_cycle *c)
     struct dspy_cycle_status st;
     dspy_cycle_status(c, &st);
     return json_pack("{s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:b, s:b}", "target_s", st.target_s,
-                     "elapsed_s", st.elapsed_s, "iterations", (json_int_t)st.iterations,
-                     "planned", (json_int_t)st.planned, "iterations_per_s",
-                     st.iterations_per_s, "progress", st.progress, "eta_s", st.eta_s,
-                     "warned", st.warned, "exceeded", st.exceeded);
+                     "elapsed_s", st.elapsed_s, "iterations", (json_int_t)st.iterations, "planned",
+                     (json_int_t)st.planned, "iterations_per_s", st.iterations_per_s, "progress",
+                     st.progress, "eta_s", st.eta_s, "warned", st.warned, "exceeded", st.exceeded);
 }

@@ -79,12 +79,11 @@ static int eval_sink(void *ud, size_t index, struct dspy_batch_item *item,
     if (res->status) {
         it->error = res->error;
     } else {
-        json_t *trace = e->o->with_trace ? dspy__program_trace(e->p, example, res->outputs)
-                                         : NULL;
+        json_t *trace = e->o->with_trace ? dspy__program_trace(e->p, example, res->outputs) : NULL;
         double s = 0;
         dspy_error_clear(&it->error);
-        it->status = dspy_metric_score(e->metric, example, res->outputs, trace, &s,
-                                       &it->feedback, &it->error);
+        it->status = dspy_metric_score(e->metric, example, res->outputs, trace, &s, &it->feedback,
+                                       &it->error);
         json_decref(trace);
         if (!it->status) {
             it->score = isfinite(s) ? s : e->o->failure_score;
@@ -148,8 +147,8 @@ dspy_status dspy_evaluate(dspy_program *p, dspy_lm *lm, const json_t *devset,
     bo.max_errors = o->max_errors;
     bo.progress = eval_progress;
     bo.progress_userdata = &e;
-    dspy_status rc = n ? dspy_program_batch_stream(p, lm, &bo, eval_source, eval_sink, &e,
-                                                   NULL, err)
+    dspy_status rc = n ? dspy_program_batch_stream(p, lm, &bo, eval_source, eval_sink, &e, NULL,
+                                                   err)
                        : DSPY_OK;
     /* Every example counts in the score, cancelled ones with failure_score, as DSPy
      * divides by the devset's length. */
@@ -183,9 +182,8 @@ json_t *dspy_eval_result_json(const struct dspy_eval_result *r, const dspy_progr
                               const json_t *devset)
 {
     json_t *names = dspy_program_inputs(p), *results = json_array();
-    json_t *doc = json_pack("{s:f, s:I, s:I, s:f, s:o}", "score", r->score, "n",
-                            (json_int_t)r->n, "errors", (json_int_t)r->errors, "sum", r->sum,
-                            "results", results);
+    json_t *doc = json_pack("{s:f, s:I, s:I, s:f, s:o}", "score", r->score, "n", (json_int_t)r->n,
+                            "errors", (json_int_t)r->errors, "sum", r->sum, "results", results);
     if (!names || !doc)
         goto fail;
     for (size_t i = 0; i < r->n; i++) {
@@ -193,20 +191,20 @@ json_t *dspy_eval_result_json(const struct dspy_eval_result *r, const dspy_progr
         const json_t *ex = json_array_get(devset, i);
         json_t *inputs = json_object(), *name;
         size_t k;
-        json_array_foreach (names, k, name) {
+        json_array_foreach(names, k, name) {
             json_t *v = json_object_get(ex, json_string_value(name));
             if (v)
                 json_object_set(inputs, json_string_value(name), v);
         }
-        json_t *rec = json_pack("{s:I, s:o, s:O?, s:f}", "index", (json_int_t)i, "inputs",
-                                inputs, "prediction", it->prediction, "metric", it->score);
+        json_t *rec = json_pack("{s:I, s:o, s:O?, s:f}", "index", (json_int_t)i, "inputs", inputs,
+                                "prediction", it->prediction, "metric", it->score);
         if (!rec || json_array_append_new(results, rec))
             goto fail;
         if (it->feedback)
             json_object_set_new(rec, "feedback", json_string(it->feedback));
         if (it->status) {
-            json_t *e = json_pack("{s:s, s:s}", "class", dspy_status_name(it->status),
-                                  "message", it->error.message);
+            json_t *e = json_pack("{s:s, s:s}", "class", dspy_status_name(it->status), "message",
+                                  it->error.message);
             if (e && it->error.field[0])
                 json_object_set_new(e, "field", json_string(it->error.field));
             json_object_set_new(rec, "error", e);

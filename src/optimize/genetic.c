@@ -31,8 +31,8 @@ static json_t *sentences(const char *text)
         if (!*s)
             break;
         const char *e = s;
-        while (*e && !((*e == '.' || *e == '!' || *e == '?') && (e[1] == ' ' || !e[1] ||
-                                                                 e[1] == '\n')))
+        while (*e &&
+               !((*e == '.' || *e == '!' || *e == '?') && (e[1] == ' ' || !e[1] || e[1] == '\n')))
             e++;
         if (*e)
             e++;
@@ -83,8 +83,7 @@ static char *cross_instructions(const char *a, const char *b, struct dspy__rng *
 static json_t *cross_demos(const json_t *a, const json_t *b, long max, struct dspy__rng *rng)
 {
     json_t *out = json_array();
-    size_t n = json_array_size(a) > json_array_size(b) ? json_array_size(a)
-                                                       : json_array_size(b);
+    size_t n = json_array_size(a) > json_array_size(b) ? json_array_size(a) : json_array_size(b);
     for (size_t i = 0; i < n && (long)json_array_size(out) < max; i++) {
         const json_t *pick = dspy__rng_unit(rng) < 0.5 ? json_array_get(a, i)
                                                        : json_array_get(b, i);
@@ -136,8 +135,7 @@ static char *rewrite(struct opt_run *r, size_t pred, const char *current, const 
         json_t *in = json_pack("{s:s, s:s}", "current_instruction", current, "task_demos",
                                shown ? shown : "");
         dspy_lm *lm = r->o->prompt_lm ? r->o->prompt_lm : r->o->task_lm;
-        dspy_status rc = in ? dspy_program_call(p, lm, in, &cfg, &out, &info, NULL)
-                            : DSPY_ENOMEM;
+        dspy_status rc = in ? dspy_program_call(p, lm, in, &cfg, &out, &info, NULL) : DSPY_ENOMEM;
         opt_account(r, &info, rc);
         const json_t *v = json_object_get(out, "new_instruction");
         if (!rc && json_is_string(v) && *json_string_value(v)) {
@@ -197,7 +195,7 @@ dspy_status opt_genetic(struct opt_run *r, struct dspy_error *err)
             goto out;
         json_t *d, *demos = json_object_get(pop[i].cand, "demos");
         size_t k;
-        json_array_foreach (demos, k, d)
+        json_array_foreach(demos, k, d)
             json_array_extend(pool, d);
     }
     for (size_t i = 0; i < json_array_size(r->train); i++)
@@ -246,10 +244,9 @@ dspy_status opt_genetic(struct opt_run *r, struct dspy_error *err)
                 pop[j] = pop[j - 1];
                 pop[j - 1] = t;
             }
-        json_t *rec = json_pack("{s:I, s:s, s:I, s:f, s:f, s:f, s:I, s:I}", "trial",
-                                (json_int_t)g, "kind", "minibatch", "population",
-                                (json_int_t)P, "score", pop[0].fitness, "worst",
-                                pop[P - 1].fitness, "elapsed_s",
+        json_t *rec = json_pack("{s:I, s:s, s:I, s:f, s:f, s:f, s:I, s:I}", "trial", (json_int_t)g,
+                                "kind", "minibatch", "population", (json_int_t)P, "score",
+                                pop[0].fitness, "worst", pop[P - 1].fitness, "elapsed_s",
                                 (double)(dspy__now_ns() - t0) / 1e9, "lm_calls",
                                 (json_int_t)(r->lm_calls - c0), "examples", (json_int_t)mb);
         opt_trial(r, rec, pop[0].cand, false, pop[0].fitness, g, G);
@@ -293,8 +290,8 @@ dspy_status opt_genetic(struct opt_run *r, struct dspy_error *err)
                 json_array_set_new(
                     dem, p,
                     cross_demos(json_array_get(json_object_get(pop[a].cand, "demos"), p),
-                                json_array_get(json_object_get(pop[b].cand, "demos"), p),
-                                max_demos, &rng));
+                                json_array_get(json_object_get(pop[b].cand, "demos"), p), max_demos,
+                                &rng));
                 if (dspy__rng_unit(&rng) >= rate)
                     continue;
                 json_t *d = json_array_get(dem, p);
@@ -304,8 +301,7 @@ dspy_status opt_genetic(struct opt_run *r, struct dspy_error *err)
                     snprintf(mkey, sizeof(mkey), "genetic:%zu:%zu:%zu", g, i, p);
                     json_t *ms = opt_memo_get(r, mkey);
                     char *text = ms ? dspy_strdup(json_string_value(ms))
-                                    : rewrite(r, p, json_string_value(json_array_get(ins, p)),
-                                              d);
+                                    : rewrite(r, p, json_string_value(json_array_get(ins, p)), d);
                     if (text && *text) {
                         json_array_set_new(ins, p, json_string(text));
                         if (!ms)
@@ -313,11 +309,10 @@ dspy_status opt_genetic(struct opt_run *r, struct dspy_error *err)
                     }
                     dspy_free(text);
                 } else { /* demo swap: one demo replaced by one from the pool */
-                    const json_t *in = json_array_get(pool, dspy__rng_below(&rng,
-                                                                            json_array_size(pool)));
+                    const json_t *in = json_array_get(pool,
+                                                      dspy__rng_below(&rng, json_array_size(pool)));
                     if (json_array_size(d))
-                        json_array_set(d, dspy__rng_below(&rng, json_array_size(d)),
-                                       (json_t *)in);
+                        json_array_set(d, dspy__rng_below(&rng, json_array_size(d)), (json_t *)in);
                     else
                         json_array_append(d, (json_t *)in);
                 }

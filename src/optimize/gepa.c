@@ -25,9 +25,10 @@ long dspy__gepa_budget(size_t predictors, const char *auto_budget, long max_metr
         return max_metric_calls;
     if (max_full_evals > 0)
         return max_full_evals * (long)(ntrain + nval);
-    long n = !strcmp(auto_budget, "light") ? 6 : !strcmp(auto_budget, "medium") ? 12
-             : !strcmp(auto_budget, "heavy")                                   ? 18
-                                                                               : 0;
+    long n = !strcmp(auto_budget, "light")    ? 6
+             : !strcmp(auto_budget, "medium") ? 12
+             : !strcmp(auto_budget, "heavy")  ? 18
+                                              : 0;
     if (!n)
         return 0;
     /* DSPy's GEPA.auto_budget(num_preds, n, |val|), minibatch 35, full_eval_steps 5 */
@@ -56,11 +57,11 @@ void opt_account_lm(struct opt_run *r, const struct dspy_lm_response *resp, dspy
 }
 
 struct gcand {
-    json_t *cand;      /* {"instructions": [...], "demos": [...]} */
-    double *scores;    /* per valset instance */
-    double agg;        /* percent */
+    json_t *cand;   /* {"instructions": [...], "demos": [...]} */
+    double *scores; /* per valset instance */
+    double agg;     /* percent */
     long parent;
-    size_t next_pred;  /* round-robin component selection, per candidate */
+    size_t next_pred; /* round-robin component selection, per candidate */
 };
 
 /* Parent selection, "pareto": drop programs dominated on the per-instance fronts, then draw
@@ -88,8 +89,8 @@ static size_t select_parent(const struct gcand *pool, size_t n, size_t nv, struc
                     covers = pool[q].scores[j] == best;
                 }
             }
-            if (covers && any && (pool[q].agg > pool[p].agg || (pool[q].agg == pool[p].agg &&
-                                                                 q < p)))
+            if (covers && any &&
+                (pool[q].agg > pool[p].agg || (pool[q].agg == pool[p].agg && q < p)))
                 alive[p] = false;
         }
     }
@@ -193,7 +194,7 @@ static char *reflection_prompt(struct opt_run *r, size_t pred, const char *curre
         if (step) {
             const char *name;
             json_t *v;
-            json_object_foreach (json_object_get(step, "outputs"), name, v) {
+            json_object_foreach(json_object_get(step, "outputs"), name, v) {
                 dspy__buf_addf(&b, "### %s\n", name);
                 add_value(&b, v);
             }
@@ -246,8 +247,8 @@ static char *extract_instruction(const char *reply)
 static char *reflect(struct opt_run *r, const char *prompt)
 {
     dspy_lm *lm = r->o->reflection_lm ? r->o->reflection_lm
-                  : r->o->prompt_lm    ? r->o->prompt_lm
-                                       : r->o->task_lm;
+                  : r->o->prompt_lm   ? r->o->prompt_lm
+                                      : r->o->task_lm;
     json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", prompt);
     struct dspy_lm_request req = DSPY_LM_REQUEST_INIT;
     struct dspy_lm_response resp;
@@ -319,8 +320,7 @@ dspy_status opt_gepa(struct opt_run *r, struct dspy_error *err)
     opt_event(r, "baseline", 0, 0, r->baseline);
     if (o->cycle)
         dspy_cycle_plan(o->cycle, (uint64_t)(budget > 0 ? budget : 0));
-    for (size_t it = 1; (long)r->metric_calls < budget && npool < MAX_POOL &&
-                        !opt_check_budget(r);
+    for (size_t it = 1; (long)r->metric_calls < budget && npool < MAX_POOL && !opt_check_budget(r);
          it++) {
         char key[48];
         uint64_t t0 = dspy__now_ns(), c0 = r->lm_calls, m0 = r->metric_calls;
@@ -387,10 +387,9 @@ dspy_status opt_gepa(struct opt_run *r, struct dspy_error *err)
             }
             rec = json_pack("{s:I, s:s, s:I, s:I, s:f, s:b, s:b, s:f, s:I, s:I}", "trial",
                             (json_int_t)it, "kind", "minibatch", "parent", (json_int_t)parent,
-                            "predictor", (json_int_t)pred, "parent_score", ps, "skipped",
-                            skipped, "accepted", accepted, "elapsed_s",
-                            (double)(dspy__now_ns() - t0) / 1e9, "lm_calls",
-                            (json_int_t)(r->lm_calls - c0), "metric_calls",
+                            "predictor", (json_int_t)pred, "parent_score", ps, "skipped", skipped,
+                            "accepted", accepted, "elapsed_s", (double)(dspy__now_ns() - t0) / 1e9,
+                            "lm_calls", (json_int_t)(r->lm_calls - c0), "metric_calls",
                             (json_int_t)(r->metric_calls - m0));
             json_object_set_new(rec, "score", isnan(cs) ? json_null() : json_real(cs));
             if (inst)
@@ -402,8 +401,7 @@ dspy_status opt_gepa(struct opt_run *r, struct dspy_error *err)
         if (accepted && inst) {
             struct gcand *g = &pool[npool];
             g->cand = json_deep_copy(pool[parent].cand);
-            json_array_set_new(json_object_get(g->cand, "instructions"), pred,
-                               json_string(inst));
+            json_array_set_new(json_object_get(g->cand, "instructions"), pred, json_string(inst));
             g->parent = (long)parent;
             g->next_pred = (pred + 1) % np;
             snprintf(key, sizeof(key), "gepa:%zu:full", it);
@@ -413,10 +411,9 @@ dspy_status opt_gepa(struct opt_run *r, struct dspy_error *err)
                 goto out;
             }
             npool++;
-            json_t *frec = json_pack("{s:I, s:s, s:I, s:I, s:f, s:f, s:I}", "trial",
-                                     (json_int_t)it, "kind", "full", "candidate",
-                                     (json_int_t)(npool - 1), "parent", (json_int_t)parent,
-                                     "score", g->agg, "elapsed_s",
+            json_t *frec = json_pack("{s:I, s:s, s:I, s:I, s:f, s:f, s:I}", "trial", (json_int_t)it,
+                                     "kind", "full", "candidate", (json_int_t)(npool - 1), "parent",
+                                     (json_int_t)parent, "score", g->agg, "elapsed_s",
                                      (double)(dspy__now_ns() - f0) / 1e9, "lm_calls",
                                      (json_int_t)(r->lm_calls - fc0));
             opt_trial(r, frec, g->cand, true, g->agg, it, 0);

@@ -17,10 +17,10 @@ enum metric_kind { METRIC_EM, METRIC_F1, METRIC_CONTAINS, METRIC_CUSTOM, METRIC_
 struct dspy_metric {
     enum metric_kind kind;
     char *name;
-    char *field;          /* built-ins: the labelled field */
-    dspy_metric_fn fn;    /* custom */
+    char *field;       /* built-ins: the labelled field */
+    dspy_metric_fn fn; /* custom */
     void *userdata;
-    dspy_program *judge;  /* judge: borrowed */
+    dspy_program *judge; /* judge: borrowed */
     dspy_lm *lm;
     char *score_field, *feedback_field; /* judge outputs */
 };
@@ -43,16 +43,19 @@ dspy_status dspy_metric_parse(const char *spec, dspy_metric **out, struct dspy_e
     static const struct {
         const char *prefix;
         enum metric_kind kind;
-    } kinds[] = { { "exact_match:", METRIC_EM }, { "em:", METRIC_EM }, { "f1:", METRIC_F1 },
+    } kinds[] = { { "exact_match:", METRIC_EM },
+                  { "em:", METRIC_EM },
+                  { "f1:", METRIC_F1 },
                   { "contains:", METRIC_CONTAINS } };
     for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
         size_t n = strlen(kinds[i].prefix);
         if (strncmp(spec, kinds[i].prefix, n))
             continue;
         const char *field = spec + n;
-        if (!*field || strlen(field) > 120 || strspn(field, "abcdefghijklmnopqrstuvwxyz"
-                                                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                            "0123456789_") != strlen(field))
+        if (!*field || strlen(field) > 120 ||
+            strspn(field, "abcdefghijklmnopqrstuvwxyz"
+                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                          "0123456789_") != strlen(field))
             return dspy__err(err, DSPY_EINVAL, "metric '%s': '%s' is not a field name", spec,
                              field);
         dspy_metric *m = metric_alloc(kinds[i].kind, spec);
@@ -161,7 +164,7 @@ static double contains(const json_t *pred, const json_t *gold)
         double best = 0;
         size_t i;
         json_t *g;
-        json_array_foreach (gold, i, g)
+        json_array_foreach(gold, i, g)
             best = fmax(best, contains(pred, g));
         return best;
     }
@@ -201,7 +204,7 @@ static dspy_status judge_score(const dspy_metric *m, const json_t *example,
     dspy_status rc;
     if (!in)
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
-    json_object_foreach ((json_t *)prediction, k, v) {
+    json_object_foreach((json_t *)prediction, k, v) {
         char key[200];
         snprintf(key, sizeof(key), "%s%s", json_object_get(in, k) ? "pred_" : "", k);
         json_object_set(in, key, v);
@@ -225,19 +228,16 @@ out:
     return rc;
 }
 
-dspy_status dspy_metric_score(const dspy_metric *m, const json_t *example,
-                              const json_t *prediction, const json_t *trace, double *score,
-                              char **feedback, struct dspy_error *err)
+dspy_status dspy_metric_score(const dspy_metric *m, const json_t *example, const json_t *prediction,
+                              const json_t *trace, double *score, char **feedback,
+                              struct dspy_error *err)
 {
     if (feedback)
         *feedback = NULL;
     switch (m->kind) {
-    case METRIC_CUSTOM:
-        return m->fn(m->userdata, example, prediction, trace, score, feedback, err);
-    case METRIC_JUDGE:
-        return judge_score(m, example, prediction, score, feedback, err);
-    default:
-        break;
+    case METRIC_CUSTOM: return m->fn(m->userdata, example, prediction, trace, score, feedback, err);
+    case METRIC_JUDGE: return judge_score(m, example, prediction, score, feedback, err);
+    default: break;
     }
     const json_t *gold = json_object_get(example, m->field);
     if (!gold) {
@@ -257,8 +257,8 @@ dspy_status dspy_metric_score(const dspy_metric *m, const json_t *example,
     if (feedback) {
         char buf[600];
         char *gt = value_text(gold);
-        snprintf(buf, sizeof(buf), *score >= 1.0 ? "Correct: the %s is %s."
-                                                 : "Wrong: the expected %s is %s.",
+        snprintf(buf, sizeof(buf),
+                 *score >= 1.0 ? "Correct: the %s is %s." : "Wrong: the expected %s is %s.",
                  m->field, gt ? gt : "?");
         dspy_free(gt);
         *feedback = dspy_strdup(buf);

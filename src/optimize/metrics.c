@@ -40,8 +40,7 @@ char *dspy_normalize_text(const char *text)
             i++;
         if (i == start || is_article(lower + start, i - start))
             continue;
-        if ((out.len && dspy__buf_addc(&out, ' ')) ||
-            dspy__buf_add(&out, lower + start, i - start))
+        if ((out.len && dspy__buf_addc(&out, ' ')) || dspy__buf_add(&out, lower + start, i - start))
             goto out;
     }
     res = dspy__buf_detach(&out, NULL);

@@ -261,8 +261,9 @@ quotes:;
 static char *program_code(dspy_program *p)
 {
     char buf[4096];
-    size_t off = (size_t)snprintf(buf, sizeof(buf), "class Program(dspy.Module):\n"
-                                                    "    def __init__(self):\n");
+    size_t off = (size_t)snprintf(buf, sizeof(buf),
+                                  "class Program(dspy.Module):\n"
+                                  "    def __init__(self):\n");
     for (size_t i = 0; i < dspy_program_count(p) && off < sizeof(buf) - 256; i++) {
         dspy_module *m = dspy_program_module(p, i);
         const dspy_signature *sig = dspy_module_signature(m);
@@ -274,12 +275,11 @@ static char *program_code(dspy_program *p)
                 continue;
             fo += (size_t)snprintf(fields + fo, sizeof(fields) - fo, "%s%s",
                                    f == dspy_signature_ninputs(sig) ? " -> "
-                                   : f                                ? ", "
-                                                                      : "",
+                                   : f                              ? ", "
+                                                                    : "",
                                    name);
         }
-        off += (size_t)snprintf(buf + off, sizeof(buf) - off,
-                                "        self.%s = dspy.%s(\"%s\")\n",
+        off += (size_t)snprintf(buf + off, sizeof(buf) - off, "        self.%s = dspy.%s(\"%s\")\n",
                                 dspy_program_state_name(p, i),
                                 dspy_module_kind(m) == DSPY_MODULE_COT ? "ChainOfThought"
                                                                        : "Predict",
@@ -362,13 +362,13 @@ static json_t *propose(struct opt_run *r, const struct mipro_cfg *c, json_t *con
             char *demos = task_demos(r->student, p,
                                      json_array_get(json_object_get(dset, "demos"), p));
             const char *tip = TIPS[dspy__rng_below(&rng, sizeof(TIPS) / sizeof(TIPS[0]))];
-            char *inst = propose_call(
-                r, PROPOSE_SIG, PROPOSE_DOC,
-                json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "dataset_description",
-                          summary, "program_code", code, "program_description", pdesc,
-                          "module", module, "module_description", mdesc, "task_demos", demos,
-                          "basic_instruction", basic, "tip", tip),
-                "proposed_instruction");
+            char *inst = propose_call(r, PROPOSE_SIG, PROPOSE_DOC,
+                                      json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
+                                                "dataset_description", summary, "program_code",
+                                                code, "program_description", pdesc, "module",
+                                                module, "module_description", mdesc, "task_demos",
+                                                demos, "basic_instruction", basic, "tip", tip),
+                                      "proposed_instruction");
             dspy__strip_prefix(inst);
             json_array_append_new(cands, json_string(*inst ? inst : basic));
             dspy_free(inst);
@@ -523,19 +523,19 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
         if (saved) {
             recs = json_incref(saved);
         } else {
-            if ((rc = opt_eval(r, cands, (const json_t *const *)sets, m, NULL, false, scores,
-                               NULL, NULL)))
+            if ((rc = opt_eval(r, cands, (const json_t *const *)sets, m, NULL, false, scores, NULL,
+                               NULL)))
                 goto wave_out;
             recs = json_array();
             for (size_t i = 0; i < m; i++)
-                json_array_append_new(
-                    recs, json_pack("{s:I, s:s, s:o, s:f, s:f, s:I, s:I}", "trial",
-                                    (json_int_t)which[i], "kind",
-                                    minibatch ? "minibatch" : "full", "candidate",
-                                    point_json(xs[i], np), "score", scores[i], "elapsed_s",
-                                    (double)(dspy__now_ns() - t0) / 1e9, "lm_calls",
-                                    (json_int_t)((r->lm_calls - c0) / m), "examples",
-                                    (json_int_t)mb));
+                json_array_append_new(recs,
+                                      json_pack("{s:I, s:s, s:o, s:f, s:f, s:I, s:I}", "trial",
+                                                (json_int_t)which[i], "kind",
+                                                minibatch ? "minibatch" : "full", "candidate",
+                                                point_json(xs[i], np), "score", scores[i],
+                                                "elapsed_s", (double)(dspy__now_ns() - t0) / 1e9,
+                                                "lm_calls", (json_int_t)((r->lm_calls - c0) / m),
+                                                "examples", (json_int_t)mb));
             opt_memo_put(r, wkey, json_incref(recs));
         }
         for (size_t i = 0; i < m; i++)
@@ -583,11 +583,10 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
                         json_decref(fc);
                         goto wave_out;
                     }
-                    frec = json_pack("{s:I, s:s, s:o, s:f, s:f, s:I, s:I}", "trial",
-                                     (json_int_t)t, "kind", "full", "candidate",
-                                     point_json(combos[best].x, np), "score", fs, "elapsed_s",
-                                     (double)(dspy__now_ns() - f0) / 1e9, "lm_calls",
-                                     (json_int_t)(r->lm_calls - fc0), "examples",
+                    frec = json_pack("{s:I, s:s, s:o, s:f, s:f, s:I, s:I}", "trial", (json_int_t)t,
+                                     "kind", "full", "candidate", point_json(combos[best].x, np),
+                                     "score", fs, "elapsed_s", (double)(dspy__now_ns() - f0) / 1e9,
+                                     "lm_calls", (json_int_t)(r->lm_calls - fc0), "examples",
                                      (json_int_t)nv);
                     opt_memo_put(r, fkey, json_incref(frec));
                 }

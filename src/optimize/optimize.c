@@ -15,8 +15,8 @@
 
 int dspy_optimizer_from_name(const char *name)
 {
-    static const char *const names[] = { "labeled", "bootstrap", "random-search", "mipro",
-                                         "gepa",    "genetic" };
+    static const char *const names[] = { "labeled", "bootstrap", "random-search",
+                                         "mipro",   "gepa",      "genetic" };
     for (int i = 0; i < 6; i++)
         if (!strcmp(name, names[i]))
             return i;
@@ -48,8 +48,8 @@ json_t *opt_candidate_of(dspy_program *p)
         return NULL;
     for (size_t i = 0; i < dspy_program_count(p); i++) {
         dspy_module *m = dspy_program_module(p, i);
-        json_array_append_new(ins, json_string(dspy_signature_instructions(
-                                       dspy_module_signature(m))));
+        json_array_append_new(ins,
+                              json_string(dspy_signature_instructions(dspy_module_signature(m))));
         json_array_append_new(demos, json_deep_copy(dspy_module_demos(m)));
     }
     return c;
@@ -107,8 +107,7 @@ bool opt_check_budget(struct opt_run *r)
     else if (o->max_tokens > 0 &&
              r->prompt_tokens + r->completion_tokens >= (uint64_t)o->max_tokens)
         snprintf(r->stop_reason, sizeof(r->stop_reason), "max-tokens: used %llu of %ld",
-                 (unsigned long long)(r->prompt_tokens + r->completion_tokens),
-                 o->max_tokens);
+                 (unsigned long long)(r->prompt_tokens + r->completion_tokens), o->max_tokens);
     else if (o->max_errors && r->errors > o->max_errors)
         snprintf(r->stop_reason, sizeof(r->stop_reason),
                  "max-errors: %llu failed program runs (more than %zu)",
@@ -131,14 +130,14 @@ dspy_status opt_eval(struct opt_run *r, json_t *const *cands, const json_t *cons
                      size_t n, const struct dspy_call_config *cfg, bool trace, double *scores,
                      json_t **per_example, json_t **predictions)
 {
-    return opt_eval_feedback(r, cands, devsets, n, cfg, trace, scores, per_example,
-                             predictions, NULL);
+    return opt_eval_feedback(r, cands, devsets, n, cfg, trace, scores, per_example, predictions,
+                             NULL);
 }
 
-dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands,
-                              const json_t *const *devsets, size_t n,
-                              const struct dspy_call_config *cfg, bool trace, double *scores,
-                              json_t **per_example, json_t **predictions, json_t **feedbacks)
+dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
+                              size_t n, const struct dspy_call_config *cfg, bool trace,
+                              double *scores, json_t **per_example, json_t **predictions,
+                              json_t **feedbacks)
 {
     struct dspy__eval_job *jobs = dspy_calloc(n ? n : 1, sizeof(*jobs));
     dspy_status rc = DSPY_OK;
@@ -174,12 +173,11 @@ dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands,
             if (per_example)
                 json_array_append_new(per_example[i], json_real(it->score));
             if (feedbacks)
-                json_array_append_new(feedbacks[i], it->feedback ? json_string(it->feedback)
-                                                                 : json_null());
+                json_array_append_new(feedbacks[i],
+                                      it->feedback ? json_string(it->feedback) : json_null());
             if (predictions) {
                 json_array_append_new(predictions[i],
-                                      it->prediction ? json_incref(it->prediction)
-                                                     : json_null());
+                                      it->prediction ? json_incref(it->prediction) : json_null());
             }
         }
     }
@@ -197,8 +195,8 @@ out:
 
 static uint64_t *counter(struct opt_run *r, int i)
 {
-    uint64_t *c[6] = { &r->metric_calls, &r->lm_calls, &r->cache_hits, &r->prompt_tokens,
-                       &r->completion_tokens, &r->errors };
+    uint64_t *c[6] = { &r->metric_calls,  &r->lm_calls,          &r->cache_hits,
+                       &r->prompt_tokens, &r->completion_tokens, &r->errors };
     return c[i];
 }
 
@@ -228,8 +226,7 @@ static dspy_status write_checkpoint(struct opt_run *r)
 {
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", r->ckpt_path);
-    json_t *doc = json_pack("{s:i, s:s, s:O}", "version", 2, "key", r->ckpt_key, "units",
-                            r->memo);
+    json_t *doc = json_pack("{s:i, s:s, s:O}", "version", 2, "key", r->ckpt_key, "units", r->memo);
     if (!doc)
         return DSPY_ENOMEM;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -259,8 +256,7 @@ dspy_status opt_memo_put(struct opt_run *r, const char *key, json_t *value)
         json_decref(d);
         return DSPY_ENOMEM;
     }
-    if (json_object_set_new(r->memo, key, e) ||
-        json_object_set_new(r->applied, key, json_true()))
+    if (json_object_set_new(r->memo, key, e) || json_object_set_new(r->applied, key, json_true()))
         return DSPY_ENOMEM;
     return r->ckpt_path ? write_checkpoint(r) : DSPY_OK;
 }
@@ -274,9 +270,8 @@ static char *checkpoint_key(struct opt_run *r)
                           "s:O, s:O}",
                           "optimizer", dspy_optimizer_name(o->optimizer), "seed",
                           (json_int_t)o->seed, "auto", o->auto_budget, "trials",
-                          (json_int_t)o->num_trials, "candidates",
-                          (json_int_t)o->num_candidates, "boot",
-                          (json_int_t)o->max_bootstrapped_demos, "labeled",
+                          (json_int_t)o->num_trials, "candidates", (json_int_t)o->num_candidates,
+                          "boot", (json_int_t)o->max_bootstrapped_demos, "labeled",
                           (json_int_t)o->max_labeled_demos, "rounds", (json_int_t)o->max_rounds,
                           "minibatch", (json_int_t)o->minibatch_size, "waves",
                           (json_int_t)o->parallel_trials, "full_every",
@@ -317,8 +312,8 @@ static dspy_status open_checkpoint(struct opt_run *r, struct dspy_error *err)
     json_t *doc = json_load_file(r->ckpt_path, 0, &je);
     if (!doc) {
         if (access(r->ckpt_path, F_OK) == 0)
-            return dspy__err(err, DSPY_EPARSE, "%s:%d: not a checkpoint: %s", r->ckpt_path,
-                             je.line, je.text);
+            return dspy__err(err, DSPY_EPARSE, "%s:%d: not a checkpoint: %s", r->ckpt_path, je.line,
+                             je.text);
         return DSPY_OK; /* a fresh run */
     }
     const char *key = json_string_value(json_object_get(doc, "key"));
@@ -378,14 +373,13 @@ static dspy_status check_examples(const json_t *set, const char *which, const js
             return DSPY_EINVAL;
         }
         const char *missing = NULL;
-        json_array_foreach (inputs, k, name)
+        json_array_foreach(inputs, k, name)
             if (!missing && !json_object_get(ex, json_string_value(name)))
                 missing = json_string_value(name);
         if (!missing && label && !json_object_get(ex, label))
             missing = label;
         if (missing) {
-            dspy__err(err, DSPY_EINVAL, "%s example %zu has no field '%s'", which, i + 1,
-                      missing);
+            dspy__err(err, DSPY_EINVAL, "%s example %zu has no field '%s'", which, i + 1, missing);
             dspy__err_field(err, missing);
             err->line = (long)i + 1;
             return DSPY_EINVAL;
@@ -481,9 +475,9 @@ static json_t *plan_simple(struct opt_run *r, double tpc)
     task += (double)full * (double)nv;
     (void)boot;
     (void)lab;
-    return json_pack("{s:f, s:f, s:f, s:I, s:f}", "task_calls", task, "prompt_calls", 0.0,
-                     "tokens", task * tpc, "full_evals", (json_int_t)full,
-                     "calls_first_trial", 2.0 * (double)nv);
+    return json_pack("{s:f, s:f, s:f, s:I, s:f}", "task_calls", task, "prompt_calls", 0.0, "tokens",
+                     task * tpc, "full_evals", (json_int_t)full, "calls_first_trial",
+                     2.0 * (double)nv);
 }
 
 /* GEPA: the metric-call budget; a reflection call per iteration (6 metric calls, plus a full
@@ -499,10 +493,9 @@ static json_t *plan_gepa(struct opt_run *r, double tpc)
     if (budget <= 0)
         return NULL;
     double iters = (double)budget / 6.0;
-    return json_pack("{s:f, s:f, s:f, s:I, s:f, s:f}", "task_calls", (double)budget,
-                     "prompt_calls", iters, "tokens",
-                     (double)budget * tpc + iters * (tpc * 6 + 300), "metric_calls",
-                     (json_int_t)budget, "calls_first_trial", (double)nv + 6.0,
+    return json_pack("{s:f, s:f, s:f, s:I, s:f, s:f}", "task_calls", (double)budget, "prompt_calls",
+                     iters, "tokens", (double)budget * tpc + iters * (tpc * 6 + 300),
+                     "metric_calls", (json_int_t)budget, "calls_first_trial", (double)nv + 6.0,
                      "tokens_first_trial", ((double)nv + 6.0) * tpc);
 }
 
@@ -542,12 +535,11 @@ static dspy_status run_labeled_or_bootstrap(struct opt_run *r)
             json_decref(cand);
             return rc;
         }
-        json_t *rec = json_pack("{s:I, s:s, s:s, s:f, s:f, s:I}", "trial", (json_int_t)0,
-                                "kind", "full", "candidate",
+        json_t *rec = json_pack("{s:I, s:s, s:s, s:f, s:f, s:I}", "trial", (json_int_t)0, "kind",
+                                "full", "candidate",
                                 o->optimizer == DSPY_OPT_LABELED ? "labeled" : "bootstrapped",
-                                "score", score, "elapsed_s",
-                                (double)(dspy__now_ns() - t0) / 1e9, "lm_calls",
-                                (json_int_t)(r->lm_calls - calls0));
+                                "score", score, "elapsed_s", (double)(dspy__now_ns() - t0) / 1e9,
+                                "lm_calls", (json_int_t)(r->lm_calls - calls0));
         opt_memo_put(r, "trial:0", json_incref(rec));
         opt_trial(r, rec, cand, true, score, 0, 1);
     }
@@ -571,16 +563,14 @@ static json_t *report_of(struct opt_run *r, json_t *plan)
     json_t *rep = json_pack(
         "{s:s, s:I, s:s, s:I, s:I, s:o, s:o, s:O, s:o, s:f, s:o}", "optimizer",
         dspy_optimizer_name(o->optimizer), "seed", (json_int_t)o->seed, "metric",
-        dspy_metric_name(r->metric), "trainset", (json_int_t)json_array_size(r->train),
-        "valset", (json_int_t)json_array_size(r->val), "baseline",
-        json_pack("{s:f}", "score", r->baseline), "best",
-        isnan(r->best) ? json_pack("{s:n}", "score") : json_pack("{s:f}", "score", r->best),
-        "trials", r->trials, "lm", lm, "elapsed_s",
-        (double)(dspy__now_ns() - r->start_ns) / 1e9, "plan", plan ? plan : json_null());
+        dspy_metric_name(r->metric), "trainset", (json_int_t)json_array_size(r->train), "valset",
+        (json_int_t)json_array_size(r->val), "baseline", json_pack("{s:f}", "score", r->baseline),
+        "best", isnan(r->best) ? json_pack("{s:n}", "score") : json_pack("{s:f}", "score", r->best),
+        "trials", r->trials, "lm", lm, "elapsed_s", (double)(dspy__now_ns() - r->start_ns) / 1e9,
+        "plan", plan ? plan : json_null());
     if (rep) {
         json_object_set_new(rep, "cycle", o->cycle ? dspy_cycle_json(o->cycle) : json_null());
-        json_object_set_new(rep, "stopped",
-                            r->stopped ? json_string(r->stop_reason) : json_null());
+        json_object_set_new(rep, "stopped", r->stopped ? json_string(r->stop_reason) : json_null());
         json_object_set_new(rep, "dry_run", json_boolean(o->dry_run));
         if (r->best_cand)
             json_object_set(rep, "best_candidate", r->best_cand);
@@ -611,8 +601,7 @@ static dspy_status resolve_sets(struct opt_run *r, const json_t *valset)
     if (!(r->train_owned = json_array()) || !(r->val_owned = json_array()))
         return DSPY_ENOMEM;
     for (size_t i = 0; i < n; i++)
-        json_array_append(i < n - nv ? r->train_owned : r->val_owned,
-                          json_array_get(r->train, i));
+        json_array_append(i < n - nv ? r->train_owned : r->val_owned, json_array_get(r->train, i));
     r->train = r->train_owned;
     r->val = r->val_owned;
     return DSPY_OK;
@@ -635,8 +624,7 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     r.start_ns = dspy__now_ns();
     if (!opts->task_lm)
         return dspy__err(err, DSPY_EINVAL, "dspy_optimize: a task LM is required");
-    if (!(r.trials = json_array()) || !(r.memo = json_object()) ||
-        !(r.applied = json_object())) {
+    if (!(r.trials = json_array()) || !(r.memo = json_object()) || !(r.applied = json_object())) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
@@ -664,9 +652,10 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     if ((rc = check_examples(trainset, "trainset", NULL, NULL, err)))
         goto out;
     if ((rc = resolve_sets(&r, valset))) {
-        rc = dspy__err(err, rc, rc == DSPY_EINVAL ? "mipro without a valset needs at least "
-                                                    "2 training examples"
-                                                  : "out of memory");
+        rc = dspy__err(err, rc,
+                       rc == DSPY_EINVAL ? "mipro without a valset needs at least "
+                                           "2 training examples"
+                                         : "out of memory");
         goto out;
     }
     if ((rc = check_inputs(&r, err)))
@@ -698,13 +687,15 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     {
         double tokens = json_number_value(json_object_get(plan, "tokens"));
         double cost = (tokens * 0.8 * opts->price_in_per_mtok +
-                       tokens * 0.2 * opts->price_out_per_mtok) / 1e6;
+                       tokens * 0.2 * opts->price_out_per_mtok) /
+                      1e6;
         json_object_set_new(plan, "cost_usd", json_real(cost));
         double one = json_number_value(json_object_get(plan, "tokens_first_trial"));
         if (one <= 0)
             one = tpc * (double)json_array_size(r.val);
         double one_cost = (one * 0.8 * opts->price_in_per_mtok +
-                           one * 0.2 * opts->price_out_per_mtok) / 1e6;
+                           one * 0.2 * opts->price_out_per_mtok) /
+                          1e6;
         if (opts->max_tokens > 0 && one > (double)opts->max_tokens) {
             rc = dspy__err(err, DSPY_EINVAL,
                            "--max-tokens %ld is too small for a single proposal: the baseline "

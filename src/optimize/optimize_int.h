@@ -12,10 +12,10 @@ json_t *dspy__program_trace(dspy_program *p, const json_t *inputs, const json_t 
 
 /* One evaluation of many run at once. */
 struct dspy__eval_job {
-    dspy_program *program;             /* borrowed */
-    const json_t *devset;              /* borrowed */
+    dspy_program *program;              /* borrowed */
+    const json_t *devset;               /* borrowed */
     const struct dspy_call_config *cfg; /* NULL = the options' */
-    struct dspy_eval_result result;    /* out; release it */
+    struct dspy_eval_result result;     /* out; release it */
     dspy_status rc;
     struct dspy_error err;
 };
@@ -35,8 +35,8 @@ struct dspy__rng {
 void dspy__rng_seed(struct dspy__rng *r, uint64_t seed, uint64_t stream, uint64_t index);
 uint64_t dspy__rng_next(struct dspy__rng *r);
 double dspy__rng_unit(struct dspy__rng *r);                  /* [0, 1) */
-size_t dspy__rng_below(struct dspy__rng *r, size_t n);        /* [0, n), n > 0 */
-long dspy__rng_range(struct dspy__rng *r, long lo, long hi);  /* [lo, hi] */
+size_t dspy__rng_below(struct dspy__rng *r, size_t n);       /* [0, n), n > 0 */
+long dspy__rng_range(struct dspy__rng *r, long lo, long hi); /* [lo, hi] */
 void dspy__rng_shuffle(struct dspy__rng *r, size_t *idx, size_t n);
 /* Pick k of n indices without repetition, in draw order (Python's random.sample). */
 void dspy__rng_sample(struct dspy__rng *r, size_t n, size_t k, size_t *out);

@@ -22,24 +22,24 @@ enum {
 };
 
 struct opt_run {
-    dspy_program *student;      /* borrowed; set to the best at the end */
-    const json_t *train, *val;  /* val: resolved (owned in `val_owned` when made here) */
+    dspy_program *student;     /* borrowed; set to the best at the end */
+    const json_t *train, *val; /* val: resolved (owned in `val_owned` when made here) */
     json_t *train_owned, *val_owned;
     const dspy_metric *metric;
     const struct dspy_optimize_options *o;
-    json_t *trials;             /* the report's trial records */
-    json_t *memo;               /* finished units of work, by key (the checkpoint):
+    json_t *trials;          /* the report's trial records */
+    json_t *memo;            /* finished units of work, by key (the checkpoint):
                                  * {"v": value, "d": [what the unit cost]} */
-    json_t *applied;            /* keys whose cost is counted in this run already */
-    uint64_t mark[6];           /* the counters when the last unit was recorded */
-    uint64_t restored_calls;    /* LM calls of units read back from the checkpoint */
-    char *ckpt_path;            /* DIR/checkpoint.json or NULL */
-    char *ckpt_key;             /* what the checkpoint must have been made for */
+    json_t *applied;         /* keys whose cost is counted in this run already */
+    uint64_t mark[6];        /* the counters when the last unit was recorded */
+    uint64_t restored_calls; /* LM calls of units read back from the checkpoint */
+    char *ckpt_path;         /* DIR/checkpoint.json or NULL */
+    char *ckpt_key;          /* what the checkpoint must have been made for */
     uint64_t lm_calls, cache_hits, prompt_tokens, completion_tokens, errors;
     uint64_t metric_calls;
     double cost_usd;
-    double baseline, best;      /* percent; best is NAN until a full evaluation */
-    json_t *best_cand;          /* the best candidate so far */
+    double baseline, best; /* percent; best is NAN until a full evaluation */
+    json_t *best_cand;     /* the best candidate so far */
     bool stopped;
     char stop_reason[200];
     uint64_t start_ns;
@@ -58,10 +58,10 @@ dspy_status opt_eval(struct opt_run *r, json_t *const *cands, const json_t *cons
                      size_t n, const struct dspy_call_config *cfg, bool trace, double *scores,
                      json_t **per_example, json_t **predictions);
 /* The same, also giving each example's metric feedback (a string or null) per candidate. */
-dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands,
-                              const json_t *const *devsets, size_t n,
-                              const struct dspy_call_config *cfg, bool trace, double *scores,
-                              json_t **per_example, json_t **predictions, json_t **feedbacks);
+dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
+                              size_t n, const struct dspy_call_config *cfg, bool trace,
+                              double *scores, json_t **per_example, json_t **predictions,
+                              json_t **feedbacks);
 /* Account one direct program call (the proposer). */
 void opt_account(struct opt_run *r, const struct dspy_call_info *info, dspy_status rc);
 /* Check max-cost, max-tokens, max-errors and the cycle timer; true when the run must stop. */
@@ -82,13 +82,13 @@ void opt_event(struct opt_run *r, const char *what, size_t trial, size_t trials,
 
 /* BootstrapFewShot over `train` (in this order): demos per predictor, as a candidate
  * (instructions from the student). `key` names the memo entry. */
-dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot,
-                          long max_labeled, long max_rounds, uint64_t key, json_t **cand);
+dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot, long max_labeled,
+                          long max_rounds, uint64_t key, json_t **cand);
 /* LabeledFewShot(k): a candidate with k sampled examples per predictor. */
 json_t *opt_labeled(struct opt_run *r, const json_t *train, long k, uint64_t key);
 /* The random-search seed schedule's candidate for `seed` (-3, -2, -1, 0, ...). */
-dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot,
-                                   long max_labeled, long max_rounds, json_t **cand);
+dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot, long max_labeled,
+                                   long max_rounds, json_t **cand);
 
 dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err);
 dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err);

@@ -79,8 +79,8 @@ static double log_mixture(const struct dspy__tpe *t, const size_t *members, size
 }
 
 /* Draw a point from the mixture: pick a component, then each dimension from its kernel. */
-static void draw(const struct dspy__tpe *t, const size_t *members, size_t m,
-                 struct dspy__rng *rng, size_t *x)
+static void draw(const struct dspy__tpe *t, const size_t *members, size_t m, struct dspy__rng *rng,
+                 size_t *x)
 {
     size_t c = dspy__rng_below(rng, m + 1);
     for (size_t d = 0; d < t->ndims; d++) {

@@ -68,9 +68,9 @@ static dspy_status format_blob(struct dspy_buf *b, const struct dspy_field *f, c
         const char *s = json_string_value(v);
         size_t n = json_string_length(v);
         for (size_t i = 0; i < n && !special; i++)
-            special = s[i] == '\n' || ((unsigned char)s[i] == 0xC2 && i + 1 < n &&
-                                       ((unsigned char)s[i + 1] == 0xAB ||
-                                        (unsigned char)s[i + 1] == 0xBB));
+            special = s[i] == '\n' ||
+                      ((unsigned char)s[i] == 0xC2 && i + 1 < n &&
+                       ((unsigned char)s[i + 1] == 0xAB || (unsigned char)s[i + 1] == 0xBB));
         if (!special) {
             if ((rc = dspy__buf_adds(b, "\xC2\xAB")) || (rc = dspy__buf_add(b, s, n)))
                 return rc;
@@ -92,10 +92,10 @@ static dspy_status format_blob(struct dspy_buf *b, const struct dspy_field *f, c
         for (size_t m = 0; m < 3 && !special; m++) {
             if (json_is_array(v)) {
                 json_array_foreach(v, i, item)
-                    special = special || (json_is_string(item) &&
-                                          json_string_length(item) == strlen(marks[m]) &&
-                                          !memcmp(json_string_value(item), marks[m],
-                                                  strlen(marks[m])));
+                    special = special ||
+                              (json_is_string(item) &&
+                               json_string_length(item) == strlen(marks[m]) &&
+                               !memcmp(json_string_value(item), marks[m], strlen(marks[m])));
             } else {
                 json_object_foreach((json_t *)v, key, item)
                     special = special || !strcmp(key, marks[m]);
@@ -298,8 +298,7 @@ dspy_status dspy__adapter_field_note(struct dspy_buf *b, const struct dspy_field
     if ((rc = dspy__buf_adds(b, "        # note: the value you produce ")))
         return rc;
     switch (t->kind) {
-    case DSPY_TYPE_BOOL:
-        return dspy__buf_adds(b, "must be True or False");
+    case DSPY_TYPE_BOOL: return dspy__buf_adds(b, "must be True or False");
     case DSPY_TYPE_INT:
     case DSPY_TYPE_FLOAT:
         return dspy__buf_addf(b, "must be a single %s value",
@@ -448,9 +447,9 @@ dspy_status dspy__adapter_render_system(enum dspy_adapter_kind kind, const dspy_
 
 /* ---- user and demo messages ---- */
 
-dspy_status dspy__adapter_field_blocks(struct dspy_buf *b, const dspy_signature *sig,
-                                       size_t from, size_t to, const json_t *values,
-                                       const char *missing, struct dspy_error *err)
+dspy_status dspy__adapter_field_blocks(struct dspy_buf *b, const dspy_signature *sig, size_t from,
+                                       size_t to, const json_t *values, const char *missing,
+                                       struct dspy_error *err)
 {
     struct dspy_buf d;
     dspy_status rc = DSPY_OK;

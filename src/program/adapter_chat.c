@@ -7,8 +7,9 @@
 #include "base/status.h"
 #include "program/adapter_int.h"
 
-#define INTRO "All interactions will be structured in the following way, with the appropriate " \
-              "values filled in."
+#define INTRO                                                                         \
+    "All interactions will be structured in the following way, with the appropriate " \
+    "values filled in."
 
 static dspy_status chat_structure(struct dspy_buf *b, const dspy_signature *sig,
                                   struct dspy_error *err)
@@ -66,13 +67,13 @@ static dspy_status chat_assistant(struct dspy_buf *b, const dspy_signature *sig,
 static bool is_word_cp(uint32_t cp)
 {
     if (cp < 0x80)
-        return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
-               (cp >= '0' && cp <= '9') || cp == '_';
+        return (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') || (cp >= '0' && cp <= '9') ||
+               cp == '_';
     if (dspy__py_isspace(cp))
         return false;
     if (cp < 0xC0)
-        return cp == 0xAA || cp == 0xB2 || cp == 0xB3 || cp == 0xB5 || cp == 0xB9 ||
-               cp == 0xBA || (cp >= 0xBC && cp <= 0xBE);
+        return cp == 0xAA || cp == 0xB2 || cp == 0xB3 || cp == 0xB5 || cp == 0xB9 || cp == 0xBA ||
+               (cp >= 0xBC && cp <= 0xBE);
     if (cp == 0xD7 || cp == 0xF7)
         return false;
     if ((cp >= 0x2000 && cp <= 0x206F) || (cp >= 0x20A0 && cp <= 0x20CF) ||
@@ -216,8 +217,7 @@ static dspy_status chat_parse(const dspy_signature *sig, const char *text, size_
         const struct dspy_field *f = &sig->fields[sig->ninputs + ss.v[k].field];
         json_t *raw, *parsed = NULL;
         dspy__buf_reset(&value);
-        if (section_text(text, &ss.v[k], &value) ||
-            !(raw = json_stringn(value.ptr, value.len)))
+        if (section_text(text, &ss.v[k], &value) || !(raw = json_stringn(value.ptr, value.len)))
             goto nomem;
         dspy__buf_reset(&why);
         rc = dspy__adapter_parse_value(f->type, raw, &parsed, &why);

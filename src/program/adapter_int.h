@@ -38,17 +38,15 @@ dspy_status dspy__adapter_add_message(json_t *messages, const char *role, const 
 struct dspy__adapter_ops {
     const char *class_name; /* "ChatAdapter", "JSONAdapter": used in error texts */
     /* format_field_structure */
-    dspy_status (*structure)(struct dspy_buf *b, const dspy_signature *sig,
-                             struct dspy_error *err);
+    dspy_status (*structure)(struct dspy_buf *b, const dspy_signature *sig, struct dspy_error *err);
     /* user_message_output_requirements */
     dspy_status (*reminder)(struct dspy_buf *b, const dspy_signature *sig);
     /* format_assistant_message_content; `missing` replaces absent outputs */
-    dspy_status (*assistant)(struct dspy_buf *b, const dspy_signature *sig,
-                             const json_t *outputs, const char *missing,
-                             struct dspy_error *err);
+    dspy_status (*assistant)(struct dspy_buf *b, const dspy_signature *sig, const json_t *outputs,
+                             const char *missing, struct dspy_error *err);
     /* parse; `text` is valid UTF-8 */
-    dspy_status (*parse)(const dspy_signature *sig, const char *text, size_t len,
-                         json_t **outputs, struct dspy_error *err);
+    dspy_status (*parse)(const dspy_signature *sig, const char *text, size_t len, json_t **outputs,
+                         struct dspy_error *err);
 };
 extern const struct dspy__adapter_ops dspy__chat_ops;
 extern const struct dspy__adapter_ops dspy__json_ops;
@@ -59,9 +57,9 @@ void dspy__adapter_strip(struct dspy_buf *b);
  * (format_field_with_value). `values` NULL renders each field's type note instead (the
  * structure block); otherwise a field missing from `values` is skipped when `missing` is
  * NULL and rendered as `missing` when not. */
-dspy_status dspy__adapter_field_blocks(struct dspy_buf *b, const dspy_signature *sig,
-                                       size_t from, size_t to, const json_t *values,
-                                       const char *missing, struct dspy_error *err);
+dspy_status dspy__adapter_field_blocks(struct dspy_buf *b, const dspy_signature *sig, size_t from,
+                                       size_t to, const json_t *values, const char *missing,
+                                       struct dspy_error *err);
 /* format_field_value: how a value appears in a prompt for field `f`. */
 dspy_status dspy__adapter_format_value(struct dspy_buf *b, const struct dspy_field *f,
                                        const json_t *value, struct dspy_error *err);
@@ -108,8 +106,7 @@ static inline int dspy__reader_at(const struct dspy__reader *r, size_t k)
 json_t *dspy__reader_keep(struct dspy__reader *r, json_t *v);
 /* Store v (taking it) in an object or array; false when v is NULL or storing failed
  * (then r->oom is set). */
-bool dspy__reader_set(struct dspy__reader *r, json_t *o, const char *key, size_t klen,
-                      json_t *v);
+bool dspy__reader_set(struct dspy__reader *r, json_t *o, const char *key, size_t klen, json_t *v);
 bool dspy__reader_append(struct dspy__reader *r, json_t *a, json_t *v);
 /* Value of the four hex digits k bytes ahead, or -1. */
 int dspy__reader_hex4(const struct dspy__reader *r, size_t k);
@@ -130,7 +127,7 @@ json_t *dspy__py_literal_eval(const char *s, size_t len, bool *oom);
 int dspy__find_braces(const char *s, size_t len, size_t *start, size_t *end);
 /* DSPy's parse_value(value, annotation): *out gets a new value typed as `t`; on failure
  * `why` gets the error text (as DSPy's exception says it) and DSPY_EADAPTER returns. */
-dspy_status dspy__adapter_parse_value(const struct dspy_type *t, const json_t *value,
-                                      json_t **out, struct dspy_buf *why);
+dspy_status dspy__adapter_parse_value(const struct dspy_type *t, const json_t *value, json_t **out,
+                                      struct dspy_buf *why);
 
 #endif

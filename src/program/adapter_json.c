@@ -32,8 +32,7 @@ static dspy_status json_structure(struct dspy_buf *b, const dspy_signature *sig,
     if (!rc)
         rc = dspy__adapter_field_blocks(&d, sig, 0, sig->ninputs, NULL, NULL, err);
     if (!rc)
-        rc = dspy__buf_adds(&d,
-                            "\n\nOutputs will be a JSON object with the following fields.\n\n");
+        rc = dspy__buf_adds(&d, "\n\nOutputs will be a JSON object with the following fields.\n\n");
     if (!rc)
         rc = dspy__py_json_dumps(&d, shape, 2, false);
     if (!rc) {
@@ -51,8 +50,7 @@ static dspy_status json_reminder(struct dspy_buf *b, const dspy_signature *sig)
     dspy_status rc =
         dspy__buf_adds(b, "Respond with a JSON object in the following order of fields: ");
     for (size_t i = sig->ninputs; !rc && i < sig->nfields; i++) {
-        rc = dspy__buf_addf(b, "%s`%s`", i > sig->ninputs ? ", then " : "",
-                            sig->fields[i].name);
+        rc = dspy__buf_addf(b, "%s`%s`", i > sig->ninputs ? ", then " : "", sig->fields[i].name);
         if (!rc)
             rc = dspy__adapter_type_suffix(b, &sig->fields[i]);
     }
@@ -68,8 +66,7 @@ static dspy_status json_assistant(struct dspy_buf *b, const dspy_signature *sig,
     (void)err;
     for (size_t i = sig->ninputs; !rc && i < sig->nfields; i++) {
         json_t *v = json_object_get(outputs, sig->fields[i].name);
-        if (json_object_set_new(o, sig->fields[i].name,
-                                v ? json_incref(v) : json_string(missing)))
+        if (json_object_set_new(o, sig->fields[i].name, v ? json_incref(v) : json_string(missing)))
             rc = DSPY_ENOMEM;
     }
     if (!rc)
@@ -112,8 +109,7 @@ static dspy_status json_parse(const dspy_signature *sig, const char *text, size_
     }
     if (!json_is_object(obj)) {
         rc = dspy__adapter_parse_error(err, "JSONAdapter", sig, src, srclen,
-                                       "LM response cannot be serialized to a JSON object.",
-                                       NULL);
+                                       "LM response cannot be serialized to a JSON object.", NULL);
         goto out;
     }
     if (!(fields = json_object()) || !(present = json_object())) {

@@ -81,9 +81,9 @@ static json_t *py_number(struct dspy__reader *r, bool negative)
         }
     }
     buf[k] = '\0';
-    if (n < left && (p[n] == 'j' || p[n] == 'J' || p[n] == '_' || p[n] == '.' ||
-                     (p[n] >= '0' && p[n] <= '9') || (p[n] >= 'a' && p[n] <= 'z') ||
-                     (p[n] >= 'A' && p[n] <= 'Z')))
+    if (n < left &&
+        (p[n] == 'j' || p[n] == 'J' || p[n] == '_' || p[n] == '.' || (p[n] >= '0' && p[n] <= '9') ||
+         (p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z')))
         return NULL; /* complex numbers and malformed literals */
     r->pos += n;
     char *end;

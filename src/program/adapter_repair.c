@@ -46,8 +46,7 @@ json_t *dspy__reader_keep(struct dspy__reader *r, json_t *v)
     return v;
 }
 
-bool dspy__reader_set(struct dspy__reader *r, json_t *o, const char *key, size_t klen,
-                      json_t *v)
+bool dspy__reader_set(struct dspy__reader *r, json_t *o, const char *key, size_t klen, json_t *v)
 {
     if (!v)
         return false;
@@ -105,7 +104,7 @@ static bool json_escape(struct dspy__reader *r, struct dspy_buf *b, bool strict,
             if (lo >= 0xDC00 && lo <= 0xDFFF) {
                 r->pos += 12;
                 *rc = dspy__utf8_add(b, 0x10000 + (((uint32_t)hi - 0xD800) << 10) +
-                                      ((uint32_t)lo - 0xDC00));
+                                            ((uint32_t)lo - 0xDC00));
                 return true;
             }
         }
@@ -458,11 +457,11 @@ static json_t *loose_word(struct dspy__reader *r, const char *stops)
     static const struct {
         const char *word;
         int kind;
-    } consts[] = { { "true", 1 },  { "True", 1 },  { "false", 2 },
-                   { "False", 2 }, { "null", 3 },  { "None", 3 } };
+    } consts[] = { { "true", 1 },  { "True", 1 }, { "false", 2 },
+                   { "False", 2 }, { "null", 3 }, { "None", 3 } };
     for (size_t i = 0; i < sizeof(consts) / sizeof(consts[0]); i++) {
         if (z - a == strlen(consts[i].word) && !memcmp(r->s + a, consts[i].word, z - a))
-            return consts[i].kind == 1 ? json_true()
+            return consts[i].kind == 1   ? json_true()
                    : consts[i].kind == 2 ? json_false()
                                          : json_null();
     }

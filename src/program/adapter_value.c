@@ -156,8 +156,10 @@ static enum fit v_int(const json_t *v, json_t **out, struct dspy_buf *why)
     if (json_is_real(v)) {
         double d = json_real_value(v);
         if (d != floor(d))
-            return fail_with(why, "Input should be a valid integer, got a number with a "
-                                  "fractional part", v);
+            return fail_with(why,
+                             "Input should be a valid integer, got a number with a "
+                             "fractional part",
+                             v);
         if (d < -9.2233720368547758e18 || d >= 9.2233720368547758e18)
             return fail_with(why, "Input is an integer too large for dspyc to hold", v);
         return give(out, json_integer((json_int_t)d), FIT_LAX);
@@ -165,8 +167,10 @@ static enum fit v_int(const json_t *v, json_t **out, struct dspy_buf *why)
     if (json_is_string(v)) {
         if (str_to_int(v, &i))
             return give(out, json_integer(i), FIT_LAX);
-        return fail_with(why, "Input should be a valid integer, unable to parse string as an "
-                              "integer", v);
+        return fail_with(why,
+                         "Input should be a valid integer, unable to parse string as an "
+                         "integer",
+                         v);
     }
     return fail_with(why, "Input should be a valid integer", v);
 }
@@ -182,11 +186,12 @@ static enum fit v_float(const json_t *v, json_t **out, struct dspy_buf *why)
         return give(out, json_real(json_is_true(v) ? 1.0 : 0.0), FIT_LAX);
     if (json_is_string(v)) {
         if (!str_to_float(v, &d))
-            return fail_with(why, "Input should be a valid number, unable to parse string as "
-                                  "a number", v);
-        if (!isfinite(d))
-            return fail_with(why, "Input is an infinite or NaN float, which JSON cannot hold",
+            return fail_with(why,
+                             "Input should be a valid number, unable to parse string as "
+                             "a number",
                              v);
+        if (!isfinite(d))
+            return fail_with(why, "Input is an infinite or NaN float, which JSON cannot hold", v);
         return give(out, json_real(d), FIT_LAX);
     }
     return fail_with(why, "Input should be a valid number", v);
@@ -262,9 +267,8 @@ static dspy_status add_choices_repr(struct dspy_buf *b, const struct dspy_type *
         if (i)
             rc = dspy__buf_adds(b, ", ");
         if (!rc)
-            rc = t->literal_is_str[i]
-                     ? dspy__py_repr_str(b, t->literals[i], strlen(t->literals[i]))
-                     : dspy__buf_adds(b, t->literals[i]);
+            rc = t->literal_is_str[i] ? dspy__py_repr_str(b, t->literals[i], strlen(t->literals[i]))
+                                      : dspy__buf_adds(b, t->literals[i]);
     }
     if (!rc && t->nliterals == 1)
         rc = dspy__buf_addc(b, ',');
@@ -284,8 +288,7 @@ static enum fit v_literal(const struct dspy_type *t, const json_t *v, json_t **o
     }
     dspy__buf_reset(why);
     if (dspy__buf_adds(why, "Input should be one of ") || add_choices_repr(why, t) ||
-        dspy__buf_adds(why, " [input_value=") || dspy__py_repr(why, v) ||
-        dspy__buf_addc(why, ']'))
+        dspy__buf_adds(why, " [input_value=") || dspy__py_repr(why, v) || dspy__buf_addc(why, ']'))
         return FIT_OOM;
     return FIT_NONE;
 }
@@ -313,8 +316,9 @@ static enum fit v_array(const struct dspy_type *t, const json_t *v, json_t **out
     json_t *a;
 
     if (!json_is_array(v))
-        return fail_with(why, tuple ? "Input should be a valid tuple"
-                                    : "Input should be a valid list", v);
+        return fail_with(why,
+                         tuple ? "Input should be a valid tuple" : "Input should be a valid list",
+                         v);
     if (tuple && t->nargs && !t->variadic && n != t->nargs) {
         dspy__buf_reset(why);
         if (dspy__buf_addf(why, "Tuple should have %zu item%s, not %zu", t->nargs,
@@ -325,7 +329,7 @@ static enum fit v_array(const struct dspy_type *t, const json_t *v, json_t **out
     if (!(a = json_array()))
         return FIT_OOM;
     for (size_t i = 0; i < n; i++) {
-        const struct dspy_type *it = !t->nargs ? &any_type
+        const struct dspy_type *it = !t->nargs               ? &any_type
                                      : tuple && !t->variadic ? t->args[i]
                                                              : t->args[0];
         json_t *item = NULL;
@@ -561,8 +565,8 @@ static dspy_status parse_literal(const struct dspy_type *t, const json_t *value,
     return DSPY_EADAPTER;
 }
 
-dspy_status dspy__adapter_parse_value(const struct dspy_type *t, const json_t *value,
-                                      json_t **out, struct dspy_buf *why)
+dspy_status dspy__adapter_parse_value(const struct dspy_type *t, const json_t *value, json_t **out,
+                                      struct dspy_buf *why)
 {
     json_t *cand;
     dspy_status rc;

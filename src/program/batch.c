@@ -18,24 +18,24 @@
 #include "program/module_int.h"
 #include "program/program_int.h"
 
-#define BATCH_WINDOW_PER_WORKER 4 /* records pulled and not yet delivered, per worker */
+#define BATCH_WINDOW_PER_WORKER 4           /* records pulled and not yet delivered, per worker */
 #define BATCH_SMALL_STACK ((size_t)1 << 20) /* for large pools: 4,096 x 8 MiB is too much */
-#define BATCH_CANCEL_POLL_NS 20000000L /* how often a waiting thread looks at opts->cancel */
+#define BATCH_CANCEL_POLL_NS 20000000L      /* how often a waiting thread looks at opts->cancel */
 
 /* A record in the window, kept small (a window holds four per call in flight): the error
  * is allocated only when the record fails, and the sink gets a dspy_batch_item and a
  * dspy_batch_result made on the emitter's stack. */
 struct slot {
-    json_t *inputs;            /* NULL: a bad input, failed with `error` */
+    json_t *inputs; /* NULL: a bad input, failed with `error` */
     void *tag;
     dspy_status status;
     json_t *outputs;
-    struct dspy_error *error;  /* the failure, NULL if none (or if it could not be kept) */
+    struct dspy_error *error; /* the failure, NULL if none (or if it could not be kept) */
     struct dspy_call_info info;
     uint64_t latency_ns;
-    bool done;          /* the result is final; mu */
-    struct batch *b;    /* for the asynchronous path's completion */
-    uint64_t start_ns;  /* the asynchronous call began */
+    bool done;         /* the result is final; mu */
+    struct batch *b;   /* for the asynchronous path's completion */
+    uint64_t start_ns; /* the asynchronous call began */
 };
 
 struct batch {
@@ -50,23 +50,23 @@ struct batch {
     size_t window;
     pthread_mutex_t src_mu; /* one reader of the source at a time; taken before mu */
     pthread_mutex_t mu;
-    pthread_cond_t space;   /* a slot came free, the source ended or the batch stopped */
-    size_t pulled;          /* records taken from the source; mu */
-    size_t head;            /* next record to deliver; mu */
-    size_t failed;          /* records completed with an error; mu */
-    bool emitting;          /* a worker is delivering; mu */
-    size_t in_flight;       /* asynchronous path: module calls not yet completed; mu */
-    size_t next_start;      /* asynchronous path: next record to start (records from here
+    pthread_cond_t space;       /* a slot came free, the source ended or the batch stopped */
+    size_t pulled;              /* records taken from the source; mu */
+    size_t head;                /* next record to deliver; mu */
+    size_t failed;              /* records completed with an error; mu */
+    bool emitting;              /* a worker is delivering; mu */
+    size_t in_flight;           /* asynchronous path: module calls not yet completed; mu */
+    size_t next_start;          /* asynchronous path: next record to start (records from here
                                to `pulled` wait to start); mu */
-    bool feeder_waits;      /* asynchronous path: the calling thread waits on space; mu */
-    bool source_done;       /* mu */
-    size_t workers_live;    /* pool path: workers not yet returned; mu */
-    bool sink_failed;       /* only the emitter touches it */
-    atomic_bool stop;       /* pull no more: cancel, max_errors, source or sink error */
-    dspy_status stop_rc;    /* why; mu */
+    bool feeder_waits;          /* asynchronous path: the calling thread waits on space; mu */
+    bool source_done;           /* mu */
+    size_t workers_live;        /* pool path: workers not yet returned; mu */
+    bool sink_failed;           /* only the emitter touches it */
+    atomic_bool stop;           /* pull no more: cancel, max_errors, source or sink error */
+    dspy_status stop_rc;        /* why; mu */
     struct dspy_batch_stats st; /* record counts; only the emitter touches them */
     uint64_t start_ns;
-    pthread_t caller;           /* the thread that called dspy_program_batch_stream */
+    pthread_t caller; /* the thread that called dspy_program_batch_stream */
 };
 
 /* mu held. The first reason wins. */
@@ -183,8 +183,8 @@ static void run_record(struct batch *b, struct slot *s)
         return;
     uint64_t t0 = dspy_clock_ns();
     dspy_error_clear(&e);
-    s->status = dspy__program_call_in(b->prog, b->lm, b->group, s->inputs, b->o->cfg,
-                                      &s->outputs, &s->info, &e);
+    s->status = dspy__program_call_in(b->prog, b->lm, b->group, s->inputs, b->o->cfg, &s->outputs,
+                                      &s->info, &e);
     s->latency_ns = dspy_clock_ns() - t0;
     if (s->status) {
         keep_error(s, &e);
@@ -367,9 +367,8 @@ static void start_slot(struct batch *b, size_t idx);
  * the next record already pulled (on this thread: no hand-off to the feeder and back
  * between a completion and the next submission) and wakes the feeder; the source, sink
  * and progress callbacks run on the calling thread. */
-static void record_done(void *userdata, dspy_status status, json_t *prediction,
-                        json_t *completions, const struct dspy_call_info *info,
-                        const struct dspy_error *err)
+static void record_done(void *userdata, dspy_status status, json_t *prediction, json_t *completions,
+                        const struct dspy_call_info *info, const struct dspy_error *err)
 {
     struct slot *s = userdata;
     struct batch *b = s->b;
@@ -409,9 +408,8 @@ static void start_slot(struct batch *b, size_t idx)
         struct dspy_error e;
         dspy_error_clear(&e);
         s->start_ns = dspy_clock_ns();
-        dspy_status rc =
-            dspy__module_call_async_in(b->prog->preds[0].module, b->lm, b->group, s->inputs,
-                                       b->o->cfg, record_done, s, &e);
+        dspy_status rc = dspy__module_call_async_in(b->prog->preds[0].module, b->lm, b->group,
+                                                    s->inputs, b->o->cfg, record_done, s, &e);
         if (!rc)
             return; /* record_done() will run, perhaps already ran */
         s->status = rc;
@@ -474,8 +472,9 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     if (stats)
         memset(stats, 0, sizeof(*stats));
     if (!p || !lm || !source || !sink)
-        return dspy__err(err, DSPY_EINVAL, "dspy_program_batch: program, LM, source and sink "
-                                           "are required");
+        return dspy__err(err, DSPY_EINVAL,
+                         "dspy_program_batch: program, LM, source and sink "
+                         "are required");
     memset(&b, 0, sizeof(b));
     b.o = opts ? opts : &defaults;
     size_t workers = b.o->concurrency ? b.o->concurrency : 16;
@@ -510,8 +509,10 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     else if (atomic_load(&b.stop))
         rc = b.stop_rc == DSPY_EIO
                  ? dspy__err(err, DSPY_EIO, "the batch stopped: its input or output failed")
-                 : dspy__err(err, DSPY_ECANCELED, "the batch was cancelled after %zu records "
-                                                  "(%zu failed)", b.st.records, b.st.failed);
+                 : dspy__err(err, DSPY_ECANCELED,
+                             "the batch was cancelled after %zu records "
+                             "(%zu failed)",
+                             b.st.records, b.st.failed);
     dspy_lm_get_stats(lm, &after);
     b.st.wall_ns = dspy_clock_ns() - b.start_ns;
     b.st.retries = after.retries - before.retries;
@@ -548,8 +549,7 @@ static int array_source(void *ud, struct dspy_batch_item *item)
     if (json_is_object(rec))
         item->inputs = json_incref(rec);
     else
-        dspy__err(&item->error, DSPY_EINVAL, "record %zu is not a JSON object of input fields",
-                  i);
+        dspy__err(&item->error, DSPY_EINVAL, "record %zu is not a JSON object of input fields", i);
     return 1;
 }
 
@@ -565,12 +565,13 @@ static int array_sink(void *ud, size_t index, struct dspy_batch_item *item,
 
 dspy_status dspy_program_batch(dspy_program *p, dspy_lm *lm, const json_t *inputs,
                                const struct dspy_batch_options *opts,
-                               struct dspy_batch_result *results,
-                               struct dspy_batch_stats *stats, struct dspy_error *err)
+                               struct dspy_batch_result *results, struct dspy_batch_stats *stats,
+                               struct dspy_error *err)
 {
     if (!json_is_array(inputs) || (json_array_size(inputs) && !results))
-        return dspy__err(err, DSPY_EINVAL, "dspy_program_batch: an inputs array and a results "
-                                           "array are required");
+        return dspy__err(err, DSPY_EINVAL,
+                         "dspy_program_batch: an inputs array and a results "
+                         "array are required");
     size_t n = json_array_size(inputs);
     struct array_batch a = { inputs, 0, results };
     for (size_t i = 0; i < n; i++) {

@@ -14,8 +14,7 @@ long dspy__context_estimate(const json_t *messages)
     long total = 3; /* the reply's priming, as OpenAI counts it */
     size_t i;
     json_t *m;
-    json_array_foreach((json_t *)(uintptr_t)messages, i, m)
-    {
+    json_array_foreach((json_t *)(uintptr_t)messages, i, m) {
         const json_t *c = json_object_get(m, "content");
         size_t bytes = json_is_string(c) ? json_string_length(c) : 0;
         total += 4 + (long)((bytes + 3) / 4);

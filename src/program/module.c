@@ -23,12 +23,12 @@ static const char JSON_OBJECT_FORMAT[] = "{\"type\":\"json_object\"}";
 
 /* What one adapter renders independently of the inputs, built on first use. */
 struct rendered {
-    atomic_bool ready;        /* set (release) once the fields below are complete */
-    char *prefix;             /* encoded system and demo messages, comma-separated */
+    atomic_bool ready; /* set (release) once the fields below are complete */
+    char *prefix;      /* encoded system and demo messages, comma-separated */
     size_t prefix_len;
-    char *response_format;    /* encoded JSON, or NULL when the adapter sends none */
+    char *response_format; /* encoded JSON, or NULL when the adapter sends none */
     size_t response_format_len;
-    bool structured;          /* response_format is a schema, not {"type":"json_object"} */
+    bool structured; /* response_format is a schema, not {"type":"json_object"} */
     /* The same in canonical form (sorted members), for the LM's cache key */
     char *canon_prefix;
     size_t canon_prefix_len;
@@ -40,10 +40,10 @@ struct dspy_module {
     enum dspy_module_kind kind;
     enum dspy_adapter_kind adapter;
     dspy_signature *sig;
-    json_t *demos;                  /* array of objects, never NULL */
-    struct dspy_call_config config; /* Predict(**config) */
-    pthread_mutex_t build_lock;     /* serializes building `rendered` and `memo` */
-    struct rendered rendered[2];    /* by enum dspy_adapter_kind */
+    json_t *demos;                     /* array of objects, never NULL */
+    struct dspy_call_config config;    /* Predict(**config) */
+    pthread_mutex_t build_lock;        /* serializes building `rendered` and `memo` */
+    struct rendered rendered[2];       /* by enum dspy_adapter_kind */
     _Atomic(struct dspy__memo *) memo; /* decoded hits, made on the first cached call */
 };
 
@@ -58,8 +58,10 @@ int dspy_module_kind_from_name(const char *name)
         const char *name;
         enum dspy_module_kind kind;
     } names[] = {
-        { "predict", DSPY_MODULE_PREDICT }, { "Predict", DSPY_MODULE_PREDICT },
-        { "cot", DSPY_MODULE_COT },         { "chain_of_thought", DSPY_MODULE_COT },
+        { "predict", DSPY_MODULE_PREDICT },
+        { "Predict", DSPY_MODULE_PREDICT },
+        { "cot", DSPY_MODULE_COT },
+        { "chain_of_thought", DSPY_MODULE_COT },
         { "ChainOfThought", DSPY_MODULE_COT },
     };
     for (size_t i = 0; name && i < sizeof(names) / sizeof(names[0]); i++)
@@ -84,8 +86,7 @@ static dspy_status add_canonical(struct dspy_buf *b, const json_t *v)
 
 /* Append the messages as comma-separated message objects, after what `b` holds; `canon`
  * gets the same messages in canonical form (the cache key's). */
-static dspy_status encode_messages(const json_t *msgs, struct dspy_buf *b,
-                                   struct dspy_buf *canon)
+static dspy_status encode_messages(const json_t *msgs, struct dspy_buf *b, struct dspy_buf *canon)
 {
     dspy_status rc = DSPY_OK;
     for (size_t i = 0; !rc && i < json_array_size(msgs); i++) {
@@ -113,8 +114,8 @@ static dspy_status encode_messages(const json_t *msgs, struct dspy_buf *b,
 /* The system and demo messages, encoded: everything before the final user message, which
  * does not depend on the inputs. */
 static dspy_status render_prefix(enum dspy_adapter_kind kind, const dspy_signature *sig,
-                                 const json_t *demos, struct dspy_buf *b,
-                                 struct dspy_buf *canon, struct dspy_error *err)
+                                 const json_t *demos, struct dspy_buf *b, struct dspy_buf *canon,
+                                 struct dspy_error *err)
 {
     struct dspy_buf system;
     json_t *msgs = json_array();
@@ -168,15 +169,14 @@ static struct dspy__memo *get_memo(dspy_module *m)
     if (memo)
         return memo;
     pthread_mutex_lock(&m->build_lock);
-    if (!(memo = atomic_load_explicit(&m->memo, memory_order_relaxed)) &&
-        (memo = dspy__memo_new()))
+    if (!(memo = atomic_load_explicit(&m->memo, memory_order_relaxed)) && (memo = dspy__memo_new()))
         atomic_store_explicit(&m->memo, memo, memory_order_release);
     pthread_mutex_unlock(&m->build_lock);
     return memo;
 }
 
-static dspy_status build_rendered(dspy_module *m, enum dspy_adapter_kind kind,
-                                  struct rendered *r, struct dspy_error *err)
+static dspy_status build_rendered(dspy_module *m, enum dspy_adapter_kind kind, struct rendered *r,
+                                  struct dspy_error *err)
 {
     struct dspy_buf b, canon;
     dspy_status rc = DSPY_OK;
@@ -399,8 +399,7 @@ dspy_status dspy_module_format(dspy_module *m, const json_t *inputs, json_t **me
 
 /* DSPy only warns about missing inputs; dspyc refuses them (except Optional ones), since
  * a prompt with a hole in it costs an LM call and answers nothing. */
-static dspy_status check_inputs(const dspy_module *m, const json_t *inputs,
-                                struct dspy_error *err)
+static dspy_status check_inputs(const dspy_module *m, const json_t *inputs, struct dspy_error *err)
 {
     if (!json_is_object(inputs))
         return dspy__err(err, DSPY_EINVAL, "inputs must be a JSON object");
@@ -439,7 +438,7 @@ static struct dspy_call_config resolve_config(const dspy_module *m, const dspy_l
         dspy__lm_cache_ctl_merge(&c.cache, &cfg->cache);
     }
     double t = !isnan(c.temperature) && c.temperature != 0.0 ? c.temperature
-                                                              : dspy__lm_temperature(lm);
+                                                             : dspy__lm_temperature(lm);
     if (c.n > 1 && (isnan(t) || t <= 0.15))
         c.temperature = 0.7;
     return c;
@@ -455,20 +454,20 @@ struct call_state {
     dspy_module *m;
     dspy_lm *lm;
     const json_t *inputs;
-    struct dspy_call_config cfg;  /* resolved */
-    struct dspy_call_info *info;  /* the caller's (sync) or info_store */
-    struct dspy_error *err;       /* the caller's, may be NULL (sync), or err_store */
-    bool timed;            /* take the clock (about 20-60 ns a reading) */
-    bool blocking;         /* hops run here through dspy__lm_complete_call() */
+    struct dspy_call_config cfg; /* resolved */
+    struct dspy_call_info *info; /* the caller's (sync) or info_store */
+    struct dspy_error *err;      /* the caller's, may be NULL (sync), or err_store */
+    bool timed;                  /* take the clock (about 20-60 ns a reading) */
+    bool blocking;               /* hops run here through dspy__lm_complete_call() */
     bool want_completions;
-    enum dspy_adapter_kind kind;  /* the adapter of the hop in flight */
-    bool structured;       /* that hop sent a structured response_format */
-    bool plain_json;       /* that hop is JSON mode after a structured reply failed */
+    enum dspy_adapter_kind kind;      /* the adapter of the hop in flight */
+    bool structured;                  /* that hop sent a structured response_format */
+    bool plain_json;                  /* that hop is JSON mode after a structured reply failed */
     struct dspy__engine_group *group; /* the caller's batch (every hop joins it), or NULL */
     uint64_t sent_ns;
-    struct dspy__memo *memo;      /* NULL unless the call reads through an L1 cache */
-    struct dspy_cache_key fp;     /* the memo's key for this call */
-    struct dspy__lm_cached cached; /* the last hop's cache entry, for the memo */
+    struct dspy__memo *memo;          /* NULL unless the call reads through an L1 cache */
+    struct dspy_cache_key fp;         /* the memo's key for this call */
+    struct dspy__lm_cached cached;    /* the last hop's cache entry, for the memo */
     json_t *prediction, *completions; /* the outcome, kept by a blocking call */
     dspy_status rc;
     dspy_module_done_fn on_done; /* NULL for a blocking call */
@@ -539,8 +538,7 @@ static void finish(struct call_state *st, dspy_status rc)
     st->rc = rc;
     if (!st->on_done)
         return;
-    st->on_done(st->userdata, rc, st->prediction, st->completions, st->info,
-                rc ? st->err : NULL);
+    st->on_done(st->userdata, rc, st->prediction, st->completions, st->info, rc ? st->err : NULL);
     dspy_free(st);
 }
 
@@ -577,8 +575,7 @@ static dspy_status send_hop(struct call_state *st)
     st->structured = r->structured;
     if (st->plain_json) {
         call.response_format = call.canon_response_format = JSON_OBJECT_FORMAT;
-        call.response_format_len = call.canon_response_format_len =
-            sizeof(JSON_OBJECT_FORMAT) - 1;
+        call.response_format_len = call.canon_response_format_len = sizeof(JSON_OBJECT_FORMAT) - 1;
     } else {
         call.response_format = r->response_format;
         call.response_format_len = r->response_format_len;
@@ -701,8 +698,8 @@ static dspy_status call_start(struct call_state *st, const struct dspy_call_conf
         struct dspy_cache_ctl ctl;
         dspy__lm_cache_ctl(st->lm, &st->cfg.cache, &ctl);
         if ((st->memo = memo_for(st->m, st->lm, &ctl)) &&
-            dspy__memo_fingerprint(st->lm, st->m->sig, st->m->adapter, &st->cfg, &ctl,
-                                   st->inputs, &st->fp))
+            dspy__memo_fingerprint(st->lm, st->m->sig, st->m->adapter, &st->cfg, &ctl, st->inputs,
+                                   &st->fp))
             st->memo = NULL;
         if (st->memo && memo_hit(st, &ctl)) {
             st->memo = NULL; /* nothing new to remember */
@@ -774,9 +771,8 @@ dspy_status dspy__module_call_in(dspy_module *m, dspy_lm *lm, struct dspy__engin
 }
 
 dspy_status dspy_module_call_async(dspy_module *m, dspy_lm *lm, const json_t *inputs,
-                                   const struct dspy_call_config *cfg,
-                                   dspy_module_done_fn on_done, void *userdata,
-                                   struct dspy_error *err)
+                                   const struct dspy_call_config *cfg, dspy_module_done_fn on_done,
+                                   void *userdata, struct dspy_error *err)
 {
     return dspy__module_call_async_in(m, lm, NULL, inputs, cfg, on_done, userdata, err);
 }

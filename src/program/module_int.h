@@ -38,16 +38,15 @@ void dspy__memo_clear(struct dspy__memo *memo);
 
 /* 128-bit fingerprint of what a call's request depends on besides the module's state. */
 dspy_status dspy__memo_fingerprint(const dspy_lm *lm, const dspy_signature *sig,
-                                   enum dspy_adapter_kind adapter,
-                                   const struct dspy_call_config *c,
+                                   enum dspy_adapter_kind adapter, const struct dspy_call_config *c,
                                    const struct dspy_cache_ctl *ctl, const json_t *inputs,
                                    struct dspy_cache_key *fp);
 
 /* A copy of the remembered prediction (and completions, when asked for) and its usage,
  * when the memo has `fp` and the LM's L1 still answers its key with the same bytes. */
 bool dspy__memo_get(struct dspy__memo *memo, dspy_lm *lm, const struct dspy_cache_key *fp,
-                    const struct dspy_cache_ctl *ctl, json_t **prediction,
-                    json_t **completions, struct dspy_lm_usage *usage);
+                    const struct dspy_cache_ctl *ctl, json_t **prediction, json_t **completions,
+                    struct dspy_lm_usage *usage);
 
 /* Remember a call's outcome; takes the reference in `cached` (released if not kept). */
 void dspy__memo_put(struct dspy__memo *memo, const struct dspy_cache_key *fp,

@@ -20,7 +20,7 @@
 #define MEMO_SLOTS 64 /* direct-mapped by fingerprint; a power of two */
 
 struct memo_slot {
-    pthread_mutex_t lock;          /* guards the rest; callers only try it */
+    pthread_mutex_t lock; /* guards the rest; callers only try it */
     bool used;
     struct dspy_cache_key fp;
     struct dspy__lm_cached cached; /* the key and a reference to the bytes */
@@ -131,8 +131,7 @@ static void fp_final(struct fp_writer *w, struct dspy_cache_key *fp)
  * their bytes, others as their compact JSON (which keeps member order and tells 1 from
  * 1.0), so different inputs never run together. */
 dspy_status dspy__memo_fingerprint(const dspy_lm *lm, const dspy_signature *sig,
-                                   enum dspy_adapter_kind adapter,
-                                   const struct dspy_call_config *c,
+                                   enum dspy_adapter_kind adapter, const struct dspy_call_config *c,
                                    const struct dspy_cache_ctl *ctl, const json_t *inputs,
                                    struct dspy_cache_key *fp)
 {
@@ -145,7 +144,7 @@ dspy_status dspy__memo_fingerprint(const dspy_lm *lm, const dspy_signature *sig,
         double temperature, top_p;
         uint32_t has_rollout, has_ns;
     } head;
-    memset(&head, 0, sizeof(head)); /* padding too: it is hashed */
+    memset(&head, 0, sizeof(head));    /* padding too: it is hashed */
     head.domain = 0x6d656d6f64737079u; /* "dspymemo" */
     head.lm = dspy__lm_id(lm);
     head.adapter = (uint64_t)adapter;
@@ -216,14 +215,10 @@ static json_t *copy_value(const json_t *v, int depth)
                 return NULL;
             }
         return out;
-    case JSON_STRING:
-        return json_stringn_nocheck(json_string_value(v), json_string_length(v));
-    case JSON_INTEGER:
-        return json_integer(json_integer_value(v));
-    case JSON_REAL:
-        return json_real(json_real_value(v));
-    default: /* true, false, null: shared singletons */
-        return json_incref((json_t *)(uintptr_t)v);
+    case JSON_STRING: return json_stringn_nocheck(json_string_value(v), json_string_length(v));
+    case JSON_INTEGER: return json_integer(json_integer_value(v));
+    case JSON_REAL: return json_real(json_real_value(v));
+    default: /* true, false, null: shared singletons */ return json_incref((json_t *)(uintptr_t)v);
     }
 }
 
@@ -233,8 +228,8 @@ static struct memo_slot *slot_of(struct dspy__memo *memo, const struct dspy_cach
 }
 
 bool dspy__memo_get(struct dspy__memo *memo, dspy_lm *lm, const struct dspy_cache_key *fp,
-                    const struct dspy_cache_ctl *ctl, json_t **prediction,
-                    json_t **completions, struct dspy_lm_usage *usage)
+                    const struct dspy_cache_ctl *ctl, json_t **prediction, json_t **completions,
+                    struct dspy_lm_usage *usage)
 {
     struct memo_slot *s = slot_of(memo, fp);
     struct dspy_cache_ctl l1 = *ctl;

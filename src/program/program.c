@@ -18,19 +18,19 @@
 #define PROGRAM_FILE_MAX ((size_t)64 << 20)
 #define PROGRAM_MAX_PREDICTORS 256
 
-static const char *const TOP_KEYS[] = { "name", "description", "adapter", "lm", "predictors",
-                                        NULL };
-static const char *const LM_KEYS[] = { "model", "temperature", "max_tokens", "top_p", "n",
-                                       NULL };
-static const char *const PREDICTOR_KEYS[] = { "name",   "module", "signature", "instructions",
-                                              "demos",  "adapter", "fields",  "config",
-                                              NULL };
-static const char *const CONFIG_KEYS[] = { "temperature", "max_tokens", "top_p", "n",
-                                           "rollout_id", NULL };
+static const char *const TOP_KEYS[] = {
+    "name", "description", "adapter", "lm", "predictors", NULL
+};
+static const char *const LM_KEYS[] = { "model", "temperature", "max_tokens", "top_p", "n", NULL };
+static const char *const PREDICTOR_KEYS[] = { "name",         "module", "signature",
+                                              "instructions", "demos",  "adapter",
+                                              "fields",       "config", NULL };
+static const char *const CONFIG_KEYS[] = { "temperature", "max_tokens", "top_p",
+                                           "n",           "rollout_id", NULL };
 static const char *const FIELD_KEYS[] = { "desc", "prefix", NULL };
-static const char *const STEP_KEYS[] = { "name", "module", "k",      "query", "output",
+static const char *const STEP_KEYS[] = { "name",  "module", "k",   "query", "output",
                                          "index", "corpus", "url", "post",  "mode",
-                                         "dense", "depth", "mmr", NULL };
+                                         "dense", "depth",  "mmr", NULL };
 static const char *const DENSE_KEYS[] = { "base_url", "model", "api_key_env", NULL };
 
 /* Where we are in the spec, for errors. */
@@ -84,8 +84,7 @@ static dspy_status member(struct spec *s, const json_t *obj, const char *key, js
                           const char *what, json_t **out)
 {
     *out = json_object_get(obj, key);
-    if (!*out || json_typeof(*out) == type ||
-        (type == JSON_REAL && json_is_integer(*out)))
+    if (!*out || json_typeof(*out) == type || (type == JSON_REAL && json_is_integer(*out)))
         return DSPY_OK;
     s->path.at_key = key;
     dspy_status rc = spec_err(s, DSPY_EINVAL, "\"%s\" must be %s", key, what);
@@ -220,8 +219,7 @@ static char *state_name_for(const char *name, enum dspy_module_kind kind)
 
 static dspy_status read_predictor(struct spec *s, const json_t *spec, bool lone,
                                   enum dspy_adapter_kind adapter,
-                                  const struct dspy_call_config *base,
-                                  struct dspy__predictor *out)
+                                  const struct dspy_call_config *base, struct dspy__predictor *out)
 {
     json_t *name, *module, *sigtext, *instructions, *demos, *fields, *config;
     dspy_status rc;
@@ -336,8 +334,10 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
     if (strcmp(dspy_retriever_kind(*r), "bm25"))
         return bad_value(s, "mode", "\"bm25\" with a ColBERTv2 \"url\"");
     if (!dense)
-        return spec_err(s, DSPY_EINVAL, "\"mode\": \"%s\" needs \"dense\": {\"base_url\", "
-                                        "\"model\"} (an OpenAI-compatible embeddings API)", m);
+        return spec_err(s, DSPY_EINVAL,
+                        "\"mode\": \"%s\" needs \"dense\": {\"base_url\", "
+                        "\"model\"} (an OpenAI-compatible embeddings API)",
+                        m);
     if (depth && (json_integer_value(depth) < 1 || json_integer_value(depth) > DSPY_RETRIEVE_MAX_K))
         return bad_value(s, "depth", "an integer from 1 to 1000");
     dspy__jpath_key(&s->path, "dense");
@@ -377,8 +377,7 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
     }
     dspy__jpath_pop(&s->path);
     if (is_hybrid) {
-        rc = dspy_retriever_hybrid(*r, d, depth ? (size_t)json_integer_value(depth) : 0, &h,
-                                   &why);
+        rc = dspy_retriever_hybrid(*r, d, depth ? (size_t)json_integer_value(depth) : 0, &h, &why);
         dspy_retriever_free(d);
         if (rc)
             return spec_err(s, rc, "%s", why.message);
@@ -408,9 +407,10 @@ static dspy_status read_step(struct spec *s, const json_t *spec, dspy_program *p
     if (post && !json_is_boolean(post))
         return bad_value(s, "post", "true or false");
     if (!!index + !!corpus + !!url != 1)
-        return spec_err(s, DSPY_EINVAL, "a retrieve step needs one of \"index\" (a BM25 index "
-                                        "folder), \"corpus\" (a JSON-lines corpus) or \"url\" "
-                                        "(a ColBERTv2 server)");
+        return spec_err(s, DSPY_EINVAL,
+                        "a retrieve step needs one of \"index\" (a BM25 index "
+                        "folder), \"corpus\" (a JSON-lines corpus) or \"url\" "
+                        "(a ColBERTv2 server)");
     if (name && !valid_name(json_string_value(name)))
         return bad_value(s, "name", "an identifier (letters, digits, _)");
     if (query && !valid_name(json_string_value(query)))
@@ -451,8 +451,7 @@ static dspy_status read_step(struct spec *s, const json_t *spec, dspy_program *p
         dspy_retriever_free(r);
         return rc;
     }
-    rc = dspy__program_add_step(p, before, nm, r,
-                                query ? json_string_value(query) : "question",
+    rc = dspy__program_add_step(p, before, nm, r, query ? json_string_value(query) : "question",
                                 output ? json_string_value(output) : "passages",
                                 k ? (size_t)json_integer_value(k) : 3);
     dspy_retriever_free(r);
@@ -528,9 +527,9 @@ static dspy_status from_json(const json_t *spec, const struct dspy__jsource *src
         n += !is_step(json_array_get(preds, i));
     if (!n || entries > PROGRAM_MAX_PREDICTORS)
         return preds ? bad_value(&s, "predictors",
-                                            "an array of 1 to 256 predictors (and retrieve "
-                                            "steps), at least one predictor")
-                                : spec_err(&s, DSPY_EINVAL, "a program needs \"predictors\"");
+                                 "an array of 1 to 256 predictors (and retrieve "
+                                 "steps), at least one predictor")
+                     : spec_err(&s, DSPY_EINVAL, "a program needs \"predictors\"");
     dspy_program *p = program_alloc(n);
     if (!p)
         return dspy__err(err, DSPY_ENOMEM, "out of memory");

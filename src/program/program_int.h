@@ -14,10 +14,10 @@ struct dspy__predictor {
 /* A retrieve step: DSPy's Retrieve(k) between predictors. */
 struct dspy__retrieve_step {
     char *name;
-    char *query;   /* the record's field holding the query text */
-    char *output;  /* the field the passages go to */
+    char *query;  /* the record's field holding the query text */
+    char *output; /* the field the passages go to */
     size_t k;
-    size_t before; /* runs before predictor `before`; n = after the last */
+    size_t before;             /* runs before predictor `before`; n = after the last */
     dspy_retriever *retriever; /* a reference of the program's own */
 };
 
@@ -29,7 +29,7 @@ struct dspy_program {
     struct dspy__predictor *preds;
     json_t *state_metadata; /* "metadata" of the last state applied, written back by
                                dspy_program_dump_state; NULL: dspyc's own */
-    size_t nsteps; /* retrieve steps, in the order they run */
+    size_t nsteps;          /* retrieve steps, in the order they run */
     struct dspy__retrieve_step *steps;
     long context_budget;    /* tokens of context; 0 = no budget */
     long completion_budget; /* of them, kept for the completion */
@@ -74,16 +74,14 @@ dspy_status dspy__read_file(const char *path, size_t max, char **text, size_t *l
                             struct dspy_error *err);
 
 /* Parse JSON text (duplicate keys rejected); errors name origin, line and column. */
-dspy_status dspy__json_parse(const struct dspy__jsource *src, json_t **out,
-                             struct dspy_error *err);
+dspy_status dspy__json_parse(const struct dspy__jsource *src, json_t **out, struct dspy_error *err);
 
 /* The text-based forms of dspy_program_from_json and dspy_program_apply_state, whose
  * errors can name lines; used by the file loaders and the fuzz target. */
 dspy_status dspy__program_from_text(const struct dspy__jsource *src, dspy_program **out,
                                     struct dspy_error *err);
 dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
-                                          const struct dspy__jsource *src,
-                                          struct dspy_error *err);
+                                          const struct dspy__jsource *src, struct dspy_error *err);
 
 /* The context-window manager (context.c). The estimate of a message list's tokens; and
  * fitting predictor `pred`'s prompt for `record` into the budget: passages dropped in

@@ -193,8 +193,8 @@ dspy_status dspy__jpath_err(struct dspy_error *err, dspy_status code,
     else
         dspy__err(err, code, "%s", "");
     if (offset >= 0)
-        snprintf(at, sizeof(at), "%s:%ld:%ld: ", src->origin ? src->origin : "<input>",
-                 err->line, err->column);
+        snprintf(at, sizeof(at), "%s:%ld:%ld: ", src->origin ? src->origin : "<input>", err->line,
+                 err->column);
     else if (src && src->origin)
         snprintf(at, sizeof(at), "%s: ", src->origin);
     else
@@ -249,8 +249,7 @@ dspy_status dspy__read_file(const char *path, size_t max, char **text, size_t *l
     return rc;
 }
 
-dspy_status dspy__json_parse(const struct dspy__jsource *src, json_t **out,
-                             struct dspy_error *err)
+dspy_status dspy__json_parse(const struct dspy__jsource *src, json_t **out, struct dspy_error *err)
 {
     json_error_t je;
     *out = json_loadb(src->text, src->len, JSON_REJECT_DUPLICATES, &je);

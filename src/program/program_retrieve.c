@@ -48,7 +48,8 @@ dspy_status dspy__program_add_step(dspy_program *p, size_t before, const char *n
     while (at > 0 && steps[at - 1].before > before)
         at--;
     struct dspy__retrieve_step s = {
-        dspy_strdup(name), dspy_strdup(query), dspy_strdup(output), k, before, NULL};
+        dspy_strdup(name), dspy_strdup(query), dspy_strdup(output), k, before, NULL
+    };
     if (!s.name || !s.query || !s.output) {
         step_release(&s);
         return DSPY_ENOMEM;
@@ -132,8 +133,8 @@ dspy_status dspy__program_run_steps(dspy_program *p, size_t before, json_t *reco
             dspy__err_field(err, s->query);
             return code;
         }
-        dspy_status rc =
-            dspy_retriever_retrieve(s->retriever, json_string_value(q), s->k, &passages, err);
+        dspy_status rc = dspy_retriever_retrieve(s->retriever, json_string_value(q), s->k,
+                                                 &passages, err);
         if (rc) {
             dspy__err_prefix(err, "retrieve step %s", s->name);
             return rc;

@@ -120,9 +120,9 @@ static dspy_status add_quoted_literal(struct dspy_buf *b, const char *s)
 }
 
 static const char *const kind_names[] = {
-    [DSPY_TYPE_STR] = "str",     [DSPY_TYPE_INT] = "int",       [DSPY_TYPE_FLOAT] = "float",
-    [DSPY_TYPE_BOOL] = "bool",   [DSPY_TYPE_NONE] = "NoneType", [DSPY_TYPE_ANY] = "Any",
-    [DSPY_TYPE_LIST] = "list",   [DSPY_TYPE_DICT] = "dict",     [DSPY_TYPE_TUPLE] = "tuple",
+    [DSPY_TYPE_STR] = "str",         [DSPY_TYPE_INT] = "int",       [DSPY_TYPE_FLOAT] = "float",
+    [DSPY_TYPE_BOOL] = "bool",       [DSPY_TYPE_NONE] = "NoneType", [DSPY_TYPE_ANY] = "Any",
+    [DSPY_TYPE_LIST] = "list",       [DSPY_TYPE_DICT] = "dict",     [DSPY_TYPE_TUPLE] = "tuple",
     [DSPY_TYPE_LITERAL] = "Literal", [DSPY_TYPE_UNION] = "Union",
 };
 
@@ -169,10 +169,22 @@ char *dspy_type_name(const struct dspy_type *type)
 
 /* ---- naming rules ---- */
 
-static bool is_upper(char c) { return c >= 'A' && c <= 'Z'; }
-static bool is_lower(char c) { return c >= 'a' && c <= 'z'; }
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
-static bool is_alpha(char c) { return is_upper(c) || is_lower(c); }
+static bool is_upper(char c)
+{
+    return c >= 'A' && c <= 'Z';
+}
+static bool is_lower(char c)
+{
+    return c >= 'a' && c <= 'z';
+}
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+static bool is_alpha(char c)
+{
+    return is_upper(c) || is_lower(c);
+}
 
 /* One left-to-right re.sub pass of a two-group pattern "(A)(B)" -> "\1_\2", where A is
  * one character and B's length at position i is returned by `second` (0: no match). */
@@ -200,8 +212,14 @@ static dspy_status sub_pass(struct dspy_buf *out, const char *s, bool (*first)(c
     return rc;
 }
 
-static bool any_char(char c) { return c != '\n'; }
-static bool lower_or_digit(char c) { return is_lower(c) || is_digit(c); }
+static bool any_char(char c)
+{
+    return c != '\n';
+}
+static bool lower_or_digit(char c)
+{
+    return is_lower(c) || is_digit(c);
+}
 static size_t upper_then_lowers(const char *s)
 {
     size_t m = 1;
@@ -211,9 +229,18 @@ static size_t upper_then_lowers(const char *s)
         m++;
     return m;
 }
-static size_t one_upper(const char *s) { return is_upper(s[0]) ? 1 : 0; }
-static size_t one_digit(const char *s) { return is_digit(s[0]) ? 1 : 0; }
-static size_t one_alpha(const char *s) { return is_alpha(s[0]) ? 1 : 0; }
+static size_t one_upper(const char *s)
+{
+    return is_upper(s[0]) ? 1 : 0;
+}
+static size_t one_digit(const char *s)
+{
+    return is_digit(s[0]) ? 1 : 0;
+}
+static size_t one_alpha(const char *s)
+{
+    return is_alpha(s[0]) ? 1 : 0;
+}
 
 /* Python's str.isupper() for an ASCII word: some cased character and no lowercase one. */
 static bool word_is_upper(const char *w, size_t n)
@@ -403,11 +430,10 @@ out:
 bool dspy__is_py_keyword(const char *s, size_t len)
 {
     static const char *const kw[] = {
-        "False", "None",   "True",    "and",      "as",       "assert", "async",
-        "await", "break",  "class",   "continue", "def",      "del",    "elif",
-        "else",  "except", "finally", "for",      "from",     "global", "if",
-        "import", "in",    "is",      "lambda",   "nonlocal", "not",    "or",
-        "pass",  "raise",  "return",  "try",      "while",    "with",   "yield",
+        "False", "None",     "True",  "and",    "as",   "assert", "async",  "await",    "break",
+        "class", "continue", "def",   "del",    "elif", "else",   "except", "finally",  "for",
+        "from",  "global",   "if",    "import", "in",   "is",     "lambda", "nonlocal", "not",
+        "or",    "pass",     "raise", "return", "try",  "while",  "with",   "yield",
     };
     for (size_t i = 0; i < sizeof(kw) / sizeof(kw[0]); i++)
         if (strlen(kw[i]) == len && !memcmp(kw[i], s, len))
@@ -461,8 +487,8 @@ static void free_fields(struct dspy_field *fields, size_t n)
     dspy_free(fields);
 }
 
-dspy_status dspy_signature_parse(const char *text, const char *instructions,
-                                 dspy_signature **out, struct dspy_error *err)
+dspy_status dspy_signature_parse(const char *text, const char *instructions, dspy_signature **out,
+                                 struct dspy_error *err)
 {
     struct dspy_signature *sig;
     dspy_status rc;
@@ -534,8 +560,14 @@ void dspy_signature_free(dspy_signature *sig)
     dspy_free(sig);
 }
 
-size_t dspy_signature_nfields(const dspy_signature *sig) { return sig->nfields; }
-size_t dspy_signature_ninputs(const dspy_signature *sig) { return sig->ninputs; }
+size_t dspy_signature_nfields(const dspy_signature *sig)
+{
+    return sig->nfields;
+}
+size_t dspy_signature_ninputs(const dspy_signature *sig)
+{
+    return sig->ninputs;
+}
 
 const struct dspy_field *dspy_signature_field(const dspy_signature *sig, size_t i)
 {
@@ -614,8 +646,7 @@ dspy_status dspy_signature_set_desc(dspy_signature *sig, const char *field, cons
     return set_string(sig, field, desc, offsetof(struct dspy_field, desc));
 }
 
-dspy_status dspy_signature_set_prefix(dspy_signature *sig, const char *field,
-                                      const char *prefix)
+dspy_status dspy_signature_set_prefix(dspy_signature *sig, const char *field, const char *prefix)
 {
     return set_string(sig, field, prefix, offsetof(struct dspy_field, prefix));
 }
@@ -631,8 +662,7 @@ static bool valid_name(const char *s)
     return true;
 }
 
-dspy_status dspy_signature_prepend_output(dspy_signature *sig, const char *name,
-                                          const char *desc)
+dspy_status dspy_signature_prepend_output(dspy_signature *sig, const char *name, const char *desc)
 {
     struct dspy_field f;
     struct dspy_type *t;
@@ -669,8 +699,7 @@ dspy_status dspy_signature_prepend_output(dspy_signature *sig, const char *name,
         return DSPY_ENOMEM;
     }
     sig->fields = nf;
-    memmove(&nf[sig->ninputs + 1], &nf[sig->ninputs],
-            (sig->nfields - sig->ninputs) * sizeof(*nf));
+    memmove(&nf[sig->ninputs + 1], &nf[sig->ninputs], (sig->nfields - sig->ninputs) * sizeof(*nf));
     nf[sig->ninputs] = f;
     sig->nfields++;
     /* DSPy's prepend() builds a new signature, and an empty instruction text becomes the

@@ -37,8 +37,7 @@ bool dspy__is_py_keyword(const char *s, size_t len);
  * descs and prefixes); *nfields and *ninputs describe the array. Errors: DSPY_EPARSE with
  * the offset of the problem. */
 dspy_status dspy__signature_parse_fields(const char *text, struct dspy_field **fields,
-                                         size_t *nfields, size_t *ninputs,
-                                         struct dspy_error *err);
+                                         size_t *nfields, size_t *ninputs, struct dspy_error *err);
 /* Release one field's strings and type (not the struct itself). */
 void dspy__field_release(struct dspy_field *f);
 /* Fill `f` as a new field named `name` (copied) with DSPy's default desc and prefix. */

@@ -65,8 +65,7 @@ static bool ident_starts(const char *s, size_t end, size_t at)
 
 static dspy_status fail(struct parser *p, size_t at, const char *what)
 {
-    return dspy__err_at(p->err, DSPY_EPARSE, p->text, at, "signature: %s at offset %zu", what,
-                        at);
+    return dspy__err_at(p->err, DSPY_EPARSE, p->text, at, "signature: %s at offset %zu", what, at);
 }
 
 static void skip_ws(struct parser *p)
@@ -178,7 +177,9 @@ static dspy_status string_escape(struct parser *p, struct dspy_buf *b)
     p->pos++;
     switch (c) {
     case '\n': return DSPY_OK;
-    case '\\': case '\'': case '"': return dspy__buf_addc(b, c);
+    case '\\':
+    case '\'':
+    case '"': return dspy__buf_addc(b, c);
     case 'a': return dspy__buf_addc(b, '\a');
     case 'b': return dspy__buf_addc(b, '\b');
     case 'f': return dspy__buf_addc(b, '\f');
@@ -192,8 +193,7 @@ static dspy_status string_escape(struct parser *p, struct dspy_buf *b)
     default:
         if (c >= '0' && c <= '7') {
             cp = (uint32_t)(c - '0');
-            for (int k = 0; k < 2 && p->pos < p->end && s[p->pos] >= '0' && s[p->pos] <= '7';
-                 k++)
+            for (int k = 0; k < 2 && p->pos < p->end && s[p->pos] >= '0' && s[p->pos] <= '7'; k++)
                 cp = cp * 8 + (uint32_t)(s[p->pos++] - '0');
             goto emit;
         }
@@ -251,16 +251,15 @@ static dspy_status parse_string(struct parser *p, struct dspy_buf *b)
                 return rc;
         }
         skip_ws(p);
-    } while (p->pos < p->end &&
-             (s[p->pos] == '\'' || s[p->pos] == '"' ||
-              (strchr("uUrR", s[p->pos]) && p->pos + 1 < p->end &&
-               (s[p->pos + 1] == '\'' || s[p->pos + 1] == '"'))));
+    } while (p->pos < p->end && (s[p->pos] == '\'' || s[p->pos] == '"' ||
+                                 (strchr("uUrR", s[p->pos]) && p->pos + 1 < p->end &&
+                                  (s[p->pos + 1] == '\'' || s[p->pos + 1] == '"'))));
     return dspy__buf_add(b, "", 0);
 }
 
 /* Digits of `base` with single underscores between them; copies the digits to `out`. */
-static size_t scan_digits(const char *s, size_t i, size_t end, int base, char *out,
-                          size_t *olen, size_t omax, bool after_prefix)
+static size_t scan_digits(const char *s, size_t i, size_t end, int base, char *out, size_t *olen,
+                          size_t omax, bool after_prefix)
 {
     size_t start = i;
     bool last_us = after_prefix;
@@ -471,14 +470,14 @@ static dspy_status parse_subscript(struct parser *p, const char *name, size_t na
         dspy_free(all);
         goto done;
     }
-    enum dspy_type_kind kind = name[0] == 'l' || name[0] == 'L' ? DSPY_TYPE_LIST
+    enum dspy_type_kind kind = name[0] == 'l' || name[0] == 'L'   ? DSPY_TYPE_LIST
                                : name[0] == 'd' || name[0] == 'D' ? DSPY_TYPE_DICT
                                                                   : DSPY_TYPE_TUPLE;
     if (!(t = dspy__type_new(kind)))
         return oom(p);
     do {
-        if (kind == DSPY_TYPE_TUPLE && t->nargs == 1 && peek(p) == '.' &&
-            p->pos + 3 <= p->end && !memcmp(p->text + p->pos, "...", 3)) {
+        if (kind == DSPY_TYPE_TUPLE && t->nargs == 1 && peek(p) == '.' && p->pos + 3 <= p->end &&
+            !memcmp(p->text + p->pos, "...", 3)) {
             p->pos += 3;
             t->variadic = true;
             break;
@@ -509,13 +508,13 @@ static dspy_status parse_primary(struct parser *p, struct parsed *out)
         const char *name;
         enum dspy_type_kind kind;
     } simple[] = {
-        { "str", DSPY_TYPE_STR },   { "int", DSPY_TYPE_INT },       { "float", DSPY_TYPE_FLOAT },
-        { "bool", DSPY_TYPE_BOOL }, { "Any", DSPY_TYPE_ANY },       { "NoneType", DSPY_TYPE_NONE },
-        { "None", DSPY_TYPE_NONE }, { "list", DSPY_TYPE_LIST },     { "dict", DSPY_TYPE_DICT },
+        { "str", DSPY_TYPE_STR },     { "int", DSPY_TYPE_INT },   { "float", DSPY_TYPE_FLOAT },
+        { "bool", DSPY_TYPE_BOOL },   { "Any", DSPY_TYPE_ANY },   { "NoneType", DSPY_TYPE_NONE },
+        { "None", DSPY_TYPE_NONE },   { "list", DSPY_TYPE_LIST }, { "dict", DSPY_TYPE_DICT },
         { "tuple", DSPY_TYPE_TUPLE },
     };
-    static const char *const generic[] = { "list", "List", "dict", "Dict", "tuple", "Tuple",
-                                            "Literal", "Optional", "Union" };
+    static const char *const generic[] = { "list",  "List",    "dict",     "Dict", "tuple",
+                                           "Tuple", "Literal", "Optional", "Union" };
     const char *s = p->text;
     char name[16];
     size_t at, n = 0;
@@ -673,8 +672,8 @@ static dspy_status parse_side(struct parser *p, struct field_list *l, enum dspy_
         if (!n && at < p->end && (unsigned char)s[at] >= 0x80)
             return fail(p, at, "a field name must be a Python identifier");
         if (!n)
-            return fail(p, at, at < p->end && s[at] == ',' ? "empty field name"
-                                                           : "expected a field name");
+            return fail(p, at,
+                        at < p->end && s[at] == ',' ? "empty field name" : "expected a field name");
         if (!ident_starts(s, p->end, at))
             return dspy__err_at(p->err, DSPY_EPARSE, s, at,
                                 "signature: invalid field name '%.*s' at offset %zu", (int)n,
@@ -682,7 +681,8 @@ static dspy_status parse_side(struct parser *p, struct field_list *l, enum dspy_
         if (s[at] == '_')
             return dspy__err_at(p->err, DSPY_EPARSE, s, at,
                                 "signature: field name '%.*s' may not start with '_' at offset "
-                                "%zu", (int)n, s + at, at);
+                                "%zu",
+                                (int)n, s + at, at);
         for (size_t i = at; i < at + n;) {
             uint32_t cp;
             size_t w = dspy__utf8_decode(s, p->end, i, &cp);
@@ -696,12 +696,13 @@ static dspy_status parse_side(struct parser *p, struct field_list *l, enum dspy_
         if (dspy__is_py_keyword(s + at, n))
             return dspy__err_at(p->err, DSPY_EPARSE, s, at,
                                 "signature: '%.*s' is a Python keyword, not a field name, at "
-                                "offset %zu", (int)n, s + at, at);
+                                "offset %zu",
+                                (int)n, s + at, at);
         for (size_t i = first; i < l->n; i++)
             if (strlen(l->fields[i].name) == n && !memcmp(l->fields[i].name, s + at, n))
                 return dspy__err_at(p->err, DSPY_EPARSE, s, at,
-                                    "signature: duplicate field name '%.*s' at offset %zu",
-                                    (int)n, s + at, at);
+                                    "signature: duplicate field name '%.*s' at offset %zu", (int)n,
+                                    s + at, at);
         p->pos += n;
         struct dspy_type *type = NULL;
         bool given = false;
@@ -732,10 +733,9 @@ static dspy_status parse_side(struct parser *p, struct field_list *l, enum dspy_
                                     "signature: invalid UTF-8 byte 0x%02X at offset %zu",
                                     (unsigned char)c, p->pos);
             return dspy__err_at(p->err, DSPY_EPARSE, s, p->pos,
-                                "signature: unexpected '%.*s' at offset %zu (expected ',')%s",
-                                w, s + p->pos, p->pos,
-                                cp >= 0x80 ? ": a field name must be a Python identifier"
-                                           : "");
+                                "signature: unexpected '%.*s' at offset %zu (expected ',')%s", w,
+                                s + p->pos, p->pos,
+                                cp >= 0x80 ? ": a field name must be a Python identifier" : "");
         }
         p->pos++;
         if (!peek(p))
@@ -744,8 +744,7 @@ static dspy_status parse_side(struct parser *p, struct field_list *l, enum dspy_
 }
 
 dspy_status dspy__signature_parse_fields(const char *text, struct dspy_field **fields,
-                                         size_t *nfields, size_t *ninputs,
-                                         struct dspy_error *err)
+                                         size_t *nfields, size_t *ninputs, struct dspy_error *err)
 {
     struct parser p = { text, 0, 0, 0, err };
     struct field_list l = { NULL, 0, NULL };
@@ -767,8 +766,8 @@ dspy_status dspy__signature_parse_fields(const char *text, struct dspy_field **f
         uint32_t cp;
         size_t n = dspy__utf8_decode(text, len, i, &cp);
         if (cp == 0xFFFD && n == 1 && (unsigned char)text[i] >= 0x80)
-            return dspy__err_at(err, DSPY_EUTF8, text, i,
-                                "signature: invalid UTF-8 at offset %zu", i);
+            return dspy__err_at(err, DSPY_EUTF8, text, i, "signature: invalid UTF-8 at offset %zu",
+                                i);
         i += n - 1;
     }
     p.end = arrow;
@@ -785,7 +784,8 @@ dspy_status dspy__signature_parse_fields(const char *text, struct dspy_field **f
                 continue;
             rc = dspy__err_at(err, DSPY_EPARSE, text, l.offsets[o],
                               "signature: '%s' is both an input and an output field (offset "
-                              "%zu)", l.fields[o].name, l.offsets[o]);
+                              "%zu)",
+                              l.fields[o].name, l.offsets[o]);
             dspy__err_field(err, l.fields[o].name);
             goto fail;
         }

@@ -36,7 +36,7 @@ static json_t *signature_state(const dspy_signature *sig)
     for (size_t i = 0; i < dspy_signature_nfields(sig); i++) {
         const struct dspy_field *f = dspy_signature_field(sig, i);
         if (json_array_append_new(fields, json_pack("{s:s, s:s}", "prefix", f->prefix,
-                                                     "description", f->desc))) {
+                                                    "description", f->desc))) {
             json_decref(out);
             return NULL;
         }
@@ -54,8 +54,8 @@ static json_t *predictor_state(const dspy_module *m)
         json_decref(sig);
         return NULL;
     }
-    return json_pack("{s:[], s:[], s:o, s:o, s:n}", "traces", "train", "demos", demos,
-                     "signature", sig, "lm");
+    return json_pack("{s:[], s:[], s:o, s:o, s:n}", "traces", "train", "demos", demos, "signature",
+                     sig, "lm");
 }
 
 json_t *dspy_program_dump_state(const dspy_program *p)
@@ -82,11 +82,10 @@ json_t *dspy_program_dump_state(const dspy_program *p)
             }
         }
     }
-    json_t *meta = p->state_metadata
-                       ? json_deep_copy(p->state_metadata)
-                       : json_pack("{s:{s:s, s:s, s:s}}", "dependency_versions", "python",
-                                   STATE_PYTHON, "dspy", STATE_DSPY, "cloudpickle",
-                                   STATE_CLOUDPICKLE);
+    json_t *meta = p->state_metadata ? json_deep_copy(p->state_metadata)
+                                     : json_pack("{s:{s:s, s:s, s:s}}", "dependency_versions",
+                                                 "python", STATE_PYTHON, "dspy", STATE_DSPY,
+                                                 "cloudpickle", STATE_CLOUDPICKLE);
     if (!root) {
         json_decref(meta);
         return NULL;
@@ -98,8 +97,7 @@ json_t *dspy_program_dump_state(const dspy_program *p)
     return root;
 }
 
-dspy_status dspy_program_save_state(const dspy_program *p, const char *path,
-                                    struct dspy_error *err)
+dspy_status dspy_program_save_state(const dspy_program *p, const char *path, struct dspy_error *err)
 {
     struct dspy_buf b;
     char tmp[4096];
@@ -168,7 +166,8 @@ static dspy_status stage_signature(struct loader *l, const json_t *js, dspy_sign
             l->path.at_key = key;
             rc = dspy__jpath_err(l->err, DSPY_EINVAL, l->src, &l->path,
                                  "unknown key \"%s\" in a saved signature (expected "
-                                 "instructions, fields)", key);
+                                 "instructions, fields)",
+                                 key);
             l->path.at_key = NULL;
             return rc;
         }
@@ -206,7 +205,8 @@ static dspy_status stage_signature(struct loader *l, const json_t *js, dspy_sign
             json_object_size(f) != 2)
             rc = dspy__jpath_err(l->err, DSPY_EINVAL, l->src, &l->path,
                                  "field %zu (%s) must be {\"prefix\": string, \"description\": "
-                                 "string}", i, name);
+                                 "string}",
+                                 i, name);
         else if (dspy_signature_set_prefix(sig, name, json_string_value(prefix)) ||
                  dspy_signature_set_desc(sig, name, json_string_value(desc)))
             rc = dspy__err(l->err, DSPY_ENOMEM, "out of memory");
@@ -238,8 +238,7 @@ static dspy_status stage_demos(struct loader *l, const json_t *demos, json_t **o
 static bool known_predictor_key(const char *key, bool flat)
 {
     return !strcmp(key, "traces") || !strcmp(key, "train") || !strcmp(key, "demos") ||
-           !strcmp(key, "signature") || !strcmp(key, "lm") ||
-           (flat && !strcmp(key, "metadata"));
+           !strcmp(key, "signature") || !strcmp(key, "lm") || (flat && !strcmp(key, "metadata"));
 }
 
 static dspy_status stage_predictor(struct loader *l, const json_t *ps, const dspy_module *m,
@@ -258,7 +257,8 @@ static dspy_status stage_predictor(struct loader *l, const json_t *ps, const dsp
         if (flat && json_is_object(v) && json_object_get(v, "signature"))
             rc = dspy__jpath_err(l->err, DSPY_ENOTFOUND, l->src, &l->path,
                                  "the state holds predictor \"%s\", but the program is a lone "
-                                 "Predict, whose state is the whole file", key);
+                                 "Predict, whose state is the whole file",
+                                 key);
         else if (!strcmp(key, "extended_signature"))
             rc = dspy__jpath_err(l->err, DSPY_EUNSUPPORTED, l->src, &l->path,
                                  "\"extended_signature\" is the DSPy 2.5 save format, which "
@@ -266,7 +266,8 @@ static dspy_status stage_predictor(struct loader *l, const json_t *ps, const dsp
         else
             rc = dspy__jpath_err(l->err, DSPY_EINVAL, l->src, &l->path,
                                  "unknown key \"%s\" in a predictor's state (expected traces, "
-                                 "train, demos, signature, lm)", key);
+                                 "train, demos, signature, lm)",
+                                 key);
         l->path.at_key = NULL;
         return rc;
     }
@@ -313,7 +314,8 @@ static dspy_status stage_step(struct loader *l, const json_t *ps, size_t *k)
             l->path.at_key = key;
             dspy_status rc = dspy__jpath_err(l->err, DSPY_EINVAL, l->src, &l->path,
                                              "unknown key \"%s\" in a retrieve step's state "
-                                             "(allowed: k)", key);
+                                             "(allowed: k)",
+                                             key);
             l->path.at_key = NULL;
             return rc;
         }
@@ -356,8 +358,8 @@ static dspy_status check_names(struct loader *l, const dspy_program *p, const js
         l->path.at_key = key;
         dspy_status rc = dspy__jpath_err(
             l->err, DSPY_ENOTFOUND, l->src, &l->path,
-            "the state has predictor \"%s\", which the program does not have (it has: %s)%s",
-            key, have,
+            "the state has predictor \"%s\", which the program does not have (it has: %s)%s", key,
+            have,
             json_object_get(state, "signature")
                 ? "; this file looks like the state of a lone Predict"
                 : "");
@@ -378,8 +380,7 @@ static dspy_status check_names(struct loader *l, const dspy_program *p, const js
 }
 
 dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
-                                          const struct dspy__jsource *src,
-                                          struct dspy_error *err)
+                                          const struct dspy__jsource *src, struct dspy_error *err)
 {
     struct loader l = { .src = src, .err = err };
     dspy_status rc = DSPY_OK;
@@ -445,8 +446,7 @@ release:
     return rc;
 }
 
-dspy_status dspy_program_apply_state(dspy_program *p, const json_t *state,
-                                     struct dspy_error *err)
+dspy_status dspy_program_apply_state(dspy_program *p, const json_t *state, struct dspy_error *err)
 {
     struct dspy__jsource src = { NULL, NULL, 0 };
     return dspy__program_apply_state_src(p, state, &src, err);

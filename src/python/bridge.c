@@ -176,8 +176,8 @@ static dspy_status venv_resolve(const char *opt, char **out, struct dspy_error *
     if (!is_file(cfg)) {
         if (!named)
             return DSPY_OK;
-        return dspy__err(err, DSPY_ENOTFOUND, "%s '%s' is not a virtualenv (no pyvenv.cfg)",
-                         source, path);
+        return dspy__err(err, DSPY_ENOTFOUND, "%s '%s' is not a virtualenv (no pyvenv.cfg)", source,
+                         path);
     }
     rc = venv_check_version(cfg, err);
     if (rc)
@@ -190,8 +190,8 @@ static dspy_status venv_resolve(const char *opt, char **out, struct dspy_error *
     return *out ? DSPY_OK : dspy__err(err, DSPY_ENOMEM, "out of memory");
 }
 
-static dspy_status config_set(PyConfig *cfg, wchar_t **field, const char *value,
-                              const char *what, struct dspy_error *err)
+static dspy_status config_set(PyConfig *cfg, wchar_t **field, const char *value, const char *what,
+                              struct dspy_error *err)
 {
     PyStatus st = PyConfig_SetBytesString(cfg, field, value);
     if (PyStatus_Exception(st))
@@ -217,8 +217,8 @@ static bool libpython_prefix(char *out, size_t size)
         return false;
     while (!found && (slash = strrchr(lib, '/')) != NULL) {
         *slash = '\0';
-        snprintf(landmark, sizeof(landmark), "%s/lib/python%d.%d/os.py", lib,
-                 PY_MAJOR_VERSION, PY_MINOR_VERSION);
+        snprintf(landmark, sizeof(landmark), "%s/lib/python%d.%d/os.py", lib, PY_MAJOR_VERSION,
+                 PY_MINOR_VERSION);
         found = is_file(landmark) && (size_t)snprintf(out, size, "%s", lib) < size;
     }
     free(lib); /* realpath() allocates with malloc */
@@ -322,18 +322,19 @@ static dspy_status check_startable(struct dspy_error *err)
 {
     switch (atomic_load(&g_state)) {
     case STATE_LIVE:
-        return dspy__err(err, DSPY_EBUSY, "a Python bridge already exists in this process; "
+        return dspy__err(err, DSPY_EBUSY,
+                         "a Python bridge already exists in this process; "
                          "share it (one interpreter per process)");
     case STATE_FINALIZED:
         return dspy__err(err, DSPY_EUNSUPPORTED,
                          "the embedded Python was already finalized in this process and "
                          "CPython cannot be started twice; keep one bridge for the life of "
                          "the process");
-    default:
-        break;
+    default: break;
     }
     if (Py_IsInitialized())
-        return dspy__err(err, DSPY_EUNSUPPORTED, "this process already runs a Python "
+        return dspy__err(err, DSPY_EUNSUPPORTED,
+                         "this process already runs a Python "
                          "interpreter that dspyc did not start; embedding into it is not "
                          "supported");
     return DSPY_OK;
@@ -422,8 +423,8 @@ static dspy_status check_live(struct dspy_error *err)
 /* With the GIL: a dict of what bridge_info reports. */
 static PyObject *info_dict(const dspy_python_bridge *b)
 {
-    static const char *const sys_names[] = { "version", "executable", "prefix",
-                                             "base_prefix", "path" };
+    static const char *const sys_names[] = { "version", "executable", "prefix", "base_prefix",
+                                             "path" };
     PyObject *d = PyDict_New(), *v, *md;
     int rc = d ? 0 : -1;
 
@@ -455,8 +456,7 @@ static PyObject *info_dict(const dspy_python_bridge *b)
     return d;
 }
 
-dspy_status dspy_python_bridge_info(dspy_python_bridge *b, json_t **info,
-                                    struct dspy_error *err)
+dspy_status dspy_python_bridge_info(dspy_python_bridge *b, json_t **info, struct dspy_error *err)
 {
     PyObject *d;
     dspy_status rc;
@@ -492,8 +492,7 @@ static dspy_status get_attr_path(PyObject *mod, const char *attr, const char *ta
         dot = strchr(p, '.');
         len = dot ? (size_t)(dot - p) : strlen(p);
         if (len >= sizeof(part)) {
-            rc = dspy__err(err, DSPY_ETOOBIG, "Python target '%s' has too long a name",
-                           target);
+            rc = dspy__err(err, DSPY_ETOOBIG, "Python target '%s' has too long a name", target);
             goto out;
         }
         memcpy(part, p, len);
@@ -519,8 +518,8 @@ out:
     return rc;
 }
 
-dspy_status dspy_python_load(dspy_python_bridge *b, const char *target,
-                             dspy_python_callable **out, struct dspy_error *err)
+dspy_status dspy_python_load(dspy_python_bridge *b, const char *target, dspy_python_callable **out,
+                             struct dspy_error *err)
 {
     dspy_python_callable *c = NULL;
     PyObject *mod = NULL, *obj = NULL;
@@ -532,10 +531,10 @@ dspy_status dspy_python_load(dspy_python_bridge *b, const char *target,
         return dspy__err(err, DSPY_EINVAL, "dspy_python_load: NULL argument");
     *out = NULL;
     colon = strchr(target, ':');
-    if (!colon || colon == target || !colon[1] || colon[1] == '.' ||
-        strstr(colon, "..") || colon[strlen(colon) - 1] == '.')
-        return dspy__err(err, DSPY_EINVAL,
-                         "Python target '%s' is not 'package.module:attribute'", target);
+    if (!colon || colon == target || !colon[1] || colon[1] == '.' || strstr(colon, "..") ||
+        colon[strlen(colon) - 1] == '.')
+        return dspy__err(err, DSPY_EINVAL, "Python target '%s' is not 'package.module:attribute'",
+                         target);
     rc = check_live(err);
     if (rc)
         return rc;
@@ -649,8 +648,7 @@ dspy_status dspy_python_call(dspy_python_callable *c, const json_t *kwargs, json
         return dspy__err(err, DSPY_EINVAL, "dspy_python_call: NULL argument");
     *result = NULL;
     if (kwargs && !json_is_object(kwargs))
-        return dspy__err(err, DSPY_EINVAL, "%s: keyword arguments must be a JSON object",
-                         c->name);
+        return dspy__err(err, DSPY_EINVAL, "%s: keyword arguments must be a JSON object", c->name);
     rc = check_live(err);
     if (!rc)
         rc = gil_acquire(err);

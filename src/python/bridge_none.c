@@ -24,8 +24,7 @@ void dspy_python_bridge_free(dspy_python_bridge *b)
     (void)b;
 }
 
-dspy_status dspy_python_bridge_info(dspy_python_bridge *b, json_t **info,
-                                    struct dspy_error *err)
+dspy_status dspy_python_bridge_info(dspy_python_bridge *b, json_t **info, struct dspy_error *err)
 {
     (void)b;
     if (info)
@@ -33,8 +32,8 @@ dspy_status dspy_python_bridge_info(dspy_python_bridge *b, json_t **info,
     return dspy__err(err, DSPY_EUNSUPPORTED, NO_PYTHON);
 }
 
-dspy_status dspy_python_load(dspy_python_bridge *b, const char *target,
-                             dspy_python_callable **out, struct dspy_error *err)
+dspy_status dspy_python_load(dspy_python_bridge *b, const char *target, dspy_python_callable **out,
+                             struct dspy_error *err)
 {
     (void)b;
     (void)target;

@@ -63,23 +63,16 @@ static PyObject *from_json(const json_t *j, int depth)
         return NULL;
     }
     switch (json_typeof(j)) {
-    case JSON_OBJECT:
-        return object_from_json(j, depth);
-    case JSON_ARRAY:
-        return array_from_json(j, depth);
+    case JSON_OBJECT: return object_from_json(j, depth);
+    case JSON_ARRAY: return array_from_json(j, depth);
     case JSON_STRING:
         return PyUnicode_DecodeUTF8(json_string_value(j), (Py_ssize_t)json_string_length(j),
                                     "strict");
-    case JSON_INTEGER:
-        return PyLong_FromLongLong(json_integer_value(j));
-    case JSON_REAL:
-        return PyFloat_FromDouble(json_real_value(j));
-    case JSON_TRUE:
-        Py_RETURN_TRUE;
-    case JSON_FALSE:
-        Py_RETURN_FALSE;
-    case JSON_NULL:
-        Py_RETURN_NONE;
+    case JSON_INTEGER: return PyLong_FromLongLong(json_integer_value(j));
+    case JSON_REAL: return PyFloat_FromDouble(json_real_value(j));
+    case JSON_TRUE: Py_RETURN_TRUE;
+    case JSON_FALSE: Py_RETURN_FALSE;
+    case JSON_NULL: Py_RETURN_NONE;
     }
     PyErr_SetString(PyExc_TypeError, "unknown JSON value type");
     return NULL;
@@ -518,10 +511,13 @@ static void missing_module_hint(PyObject *exc, char *buf, size_t size)
         snprintf(buf, size,
                  " (DSPy is not installed for the embedded Python, sys.prefix=%s: install "
                  "it there, or point the bridge at a venv that has it with the venv "
-                 "option, $VIRTUAL_ENV or ./.venv)", prefix);
+                 "option, $VIRTUAL_ENV or ./.venv)",
+                 prefix);
     else
-        snprintf(buf, size, " (embedded Python sys.prefix=%s: is it installed in the venv "
-                 "the bridge uses, or on sys.path?)", prefix);
+        snprintf(buf, size,
+                 " (embedded Python sys.prefix=%s: is it installed in the venv "
+                 "the bridge uses, or on sys.path?)",
+                 prefix);
 }
 
 dspy_status dspy__py_err(struct dspy_error *err, const char *fmt, ...)

@@ -301,7 +301,7 @@ static dspy_status bm25_search(void *impl, const char *query, size_t k, struct d
         memset(s->stamp, 0, (size_t)x->h->docs * sizeof(uint32_t));
         s->gen = 1;
     }
-    struct query_ctx q = {.x = x, .s = s};
+    struct query_ctx q = { .x = x, .s = s };
     dspy_bm25_tokenize(query, qlen, on_query_token, &q);
     /* The k best of the touched documents: a heap of the best so far, worst at the root. */
     size_t n = q.ntouched < k ? q.ntouched : k;
@@ -342,7 +342,7 @@ out:
     return rc;
 }
 
-static const struct dspy__retriever_ops bm25_ops = {"bm25", bm25_search, bm25_size, bm25_free};
+static const struct dspy__retriever_ops bm25_ops = { "bm25", bm25_search, bm25_size, bm25_free };
 
 dspy_status dspy__bm25_passage(dspy_retriever *r, uint32_t doc, double score,
                                struct dspy_passage *out)
@@ -389,8 +389,8 @@ dspy_status dspy__bm25_open_image(unsigned char *image, size_t size, bool owned,
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
     }
     for (uint64_t d = 0; d < x->h->docs; d++)
-        x->norm[d] =
-            DSPY_BM25_K1 * (1 - DSPY_BM25_B + DSPY_BM25_B * (double)x->docs[d].len / avgdl);
+        x->norm[d] = DSPY_BM25_K1 *
+                     (1 - DSPY_BM25_B + DSPY_BM25_B * (double)x->docs[d].len / avgdl);
     return dspy__retriever_wrap(&bm25_ops, x, out, err);
 fail:
     if (owned)

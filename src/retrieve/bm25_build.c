@@ -227,7 +227,7 @@ static dspy_status add_doc_postings(struct builder *b, uint32_t doc)
         }
         b->last_doc[t] = doc + 1;
         b->at[t] = b->npost;
-        b->post[b->npost++] = (struct triple){t, doc, 1};
+        b->post[b->npost++] = (struct triple){ t, doc, 1 };
         b->vocab.df[t]++;
     }
     return DSPY_OK;
@@ -447,7 +447,7 @@ static dspy_status layout(struct builder *b, unsigned char **image, size_t *size
         if (idf[t] < 0)
             idf[t] = eps;
     for (size_t t = 0; t < nt; t++)
-        order[t] = (struct sort_term){v->strs.ptr + v->str_off[t], v->str_len[t], (uint32_t)t};
+        order[t] = (struct sort_term){ v->strs.ptr + v->str_off[t], v->str_len[t], (uint32_t)t };
     qsort(order, nt, sizeof(*order), cmp_term);
 
     struct dspy__bm25_header h;
@@ -488,12 +488,12 @@ static dspy_status layout(struct builder *b, unsigned char **image, size_t *size
     struct dspy__bm25_posting *post = (void *)(img + h.post_off);
     for (size_t r = 0; r < nt; r++) {
         uint32_t t = order[r].id;
-        terms[r] =
-            (struct dspy__bm25_term){v->str_off[t], v->str_len[t], v->df[t], start[r], idf[t]};
+        terms[r] = (struct dspy__bm25_term){ v->str_off[t], v->str_len[t], v->df[t], start[r],
+                                             idf[t] };
     }
     for (size_t i = 0; i < b->npost; i++) {
         uint32_t r = pos_of[b->post[i].term];
-        post[start[r]++] = (struct dspy__bm25_posting){b->post[i].doc, b->post[i].tf};
+        post[start[r]++] = (struct dspy__bm25_posting){ b->post[i].doc, b->post[i].tf };
     }
     dspy_free(pos_of);
     if (v->strs.len)

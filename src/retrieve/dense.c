@@ -280,7 +280,8 @@ out:
     return rc;
 }
 
-static const struct dspy__retriever_ops dense_ops = {"dense", dense_search, dense_size, dense_free};
+static const struct dspy__retriever_ops dense_ops = { "dense", dense_search, dense_size,
+                                                      dense_free };
 
 dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_dense_options *o,
                                  dspy_retriever **out, struct dspy_error *err)
@@ -448,8 +449,8 @@ static dspy_status hybrid_search(void *impl, const char *query, size_t k, struct
     return DSPY_OK;
 }
 
-static const struct dspy__retriever_ops hybrid_ops = {"hybrid", hybrid_search, hybrid_size,
-                                                      hybrid_free};
+static const struct dspy__retriever_ops hybrid_ops = { "hybrid", hybrid_search, hybrid_size,
+                                                       hybrid_free };
 
 dspy_status dspy_retriever_hybrid(dspy_retriever *a, dspy_retriever *b, size_t depth,
                                   dspy_retriever **out, struct dspy_error *err)

@@ -50,8 +50,7 @@ dspy_status dspy__serve_send(struct dspy__serve_ctx *ctx, int status, const char
 }
 
 dspy_status dspy__serve_error(struct dspy__serve_ctx *ctx, int status, const char *type,
-                              const char *code, const char *const *headers, const char *fmt,
-                              ...)
+                              const char *code, const char *const *headers, const char *fmt, ...)
 {
     char msg[512];
     struct dspy_buf b;
@@ -78,8 +77,9 @@ dspy_status dspy__serve_error(struct dspy__serve_ctx *ctx, int status, const cha
 dspy_status dspy__serve_stream_start(struct dspy__serve_ctx *ctx, const char *content_type,
                                      const char *const *headers)
 {
-    struct dspy__srv_reply r = { 200, content_type ? content_type : "text/event-stream", headers,
-                                 NULL, 0, NULL };
+    struct dspy__srv_reply r = { 200,     content_type ? content_type : "text/event-stream",
+                                 headers, NULL,
+                                 0,       NULL };
     ctx->status = 200;
     return dspy__srv_stream_start(ctx->req, &r, 0);
 }
@@ -147,8 +147,8 @@ static void dispatch(struct dspy__srv_req *req, void *ud)
                                   "This route needs an admin token.");
             else
                 dspy__serve_error(ctx, 401, "invalid_request_error", "invalid_api_key", hdr,
-                                  tok ? "Invalid bearer token." :
-                                        "Missing bearer token: send 'Authorization: Bearer "
+                                  tok ? "Invalid bearer token."
+                                      : "Missing bearer token: send 'Authorization: Bearer "
                                         "TOKEN'.");
             return;
         }
@@ -290,8 +290,8 @@ void dspy_serve_free(dspy_server *s)
 {
     if (!s)
         return;
-    dspy__srv_free(s->srv);          /* no handler runs after this */
-    dspy__serve_programs_close(s);   /* their calls use the upstreams' handles' cache */
+    dspy__srv_free(s->srv);         /* no handler runs after this */
+    dspy__serve_programs_close(s);  /* their calls use the upstreams' handles' cache */
     dspy__serve_upstreams_close(s); /* their engines end calls still running */
     dspy__serve_proxy_release(s);
     dspy__serve_metrics_free(s->metrics);

@@ -32,8 +32,7 @@ void dspy__serve_auth_release(struct dspy__serve_auth *a)
     a->ntokens = 0;
 }
 
-static dspy_status line_error(struct dspy_error *err, const char *path, long line,
-                              const char *what)
+static dspy_status line_error(struct dspy_error *err, const char *path, long line, const char *what)
 {
     dspy__err(err, DSPY_EPARSE, "%s:%ld: %s", path, line, what);
     dspy__err_file(err, path);
@@ -59,8 +58,8 @@ static char *word(char **p)
     return s;
 }
 
-static dspy_status parse_line(struct dspy__serve_auth *a, char *text, const char *path,
-                              long line, struct dspy_error *err)
+static dspy_status parse_line(struct dspy__serve_auth *a, char *text, const char *path, long line,
+                              struct dspy_error *err)
 {
     char *p = text, *w;
     struct dspy__serve_token t = { NULL, NULL, false };

@@ -160,9 +160,9 @@ static dspy_status num_of(const json_t *o, const char *key, double *v, const cha
 }
 
 static const char *const known_keys[] = {
-    "name", "base_url", "api_key_env", "api_key_file", "models", "aliases", "fallbacks",
-    "timeout_s", "max_retries", "rpm", "tpm", "max_concurrency", "input_cost_per_mtok",
-    "output_cost_per_mtok", NULL,
+    "name",    "base_url",        "api_key_env",         "api_key_file",         "models",
+    "aliases", "fallbacks",       "timeout_s",           "max_retries",          "rpm",
+    "tpm",     "max_concurrency", "input_cost_per_mtok", "output_cost_per_mtok", NULL,
 };
 
 static dspy_status load_one(struct dspy__serve_upstream *u, const json_t *o, size_t idx,
@@ -204,15 +204,15 @@ static dspy_status load_one(struct dspy__serve_upstream *u, const json_t *o, siz
         (rc = num_of(o, "max_concurrency", &conc, path, FIELD("max_concurrency"), err)) ||
         (rc = num_of(o, "input_cost_per_mtok", &u->cost_in, path, FIELD("input_cost_per_mtok"),
                      err)) ||
-        (rc = num_of(o, "output_cost_per_mtok", &u->cost_out, path,
-                     FIELD("output_cost_per_mtok"), err)))
+        (rc = num_of(o, "output_cost_per_mtok", &u->cost_out, path, FIELD("output_cost_per_mtok"),
+                     err)))
         return rc;
     sp.max_retries = (unsigned)retries;
     sp.max_concurrency = (unsigned)conc;
     if ((rc = strings_of(json_object_get(o, "models"), &u->models, &u->nmodels, path,
                          FIELD("models"), err)) ||
-        (rc = strings_of(json_object_get(o, "fallbacks"), &u->fallback_names, &u->nfallbacks,
-                         path, FIELD("fallbacks"), err)))
+        (rc = strings_of(json_object_get(o, "fallbacks"), &u->fallback_names, &u->nfallbacks, path,
+                         FIELD("fallbacks"), err)))
         return rc;
     const json_t *al = json_object_get(o, "aliases");
     if (al && !json_is_object(al))
@@ -303,12 +303,17 @@ dspy_status dspy__serve_upstreams_open(dspy_server *s, const struct dspy_serve_o
 {
     if (o->config_path)
         return load_config(s, o->config_path, err);
-    struct upstream_spec sp = { "default", o->upstream_url, o->api_key_env, o->api_key_file,
-                                o->upstream_timeout_s, 0, 0, o->upstream_concurrency,
+    struct upstream_spec sp = { "default",
+                                o->upstream_url,
+                                o->api_key_env,
+                                o->api_key_file,
+                                o->upstream_timeout_s,
+                                0,
+                                0,
+                                o->upstream_concurrency,
                                 o->max_retries >= 0 ? (unsigned)o->max_retries : 2 };
     if (strncmp(o->upstream_url, "http", 4))
-        return dspy__err(err, DSPY_EINVAL, "upstream '%s' is not an http(s) URL",
-                         o->upstream_url);
+        return dspy__err(err, DSPY_EINVAL, "upstream '%s' is not an http(s) URL", o->upstream_url);
     if (!(s->ups = dspy_calloc(1, sizeof(*s->ups))))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
     s->nups = 1;

@@ -80,8 +80,8 @@ void dspy__serve_stage(struct dspy__serve_ctx *ctx, enum dspy__serve_stage stage
 dspy_status dspy__serve_send(struct dspy__serve_ctx *ctx, int status, const char *content_type,
                              const char *const *headers, const void *body, size_t len);
 dspy_status dspy__serve_error(struct dspy__serve_ctx *ctx, int status, const char *type,
-                              const char *code, const char *const *headers, const char *fmt,
-                              ...) __attribute__((format(printf, 6, 7)));
+                              const char *code, const char *const *headers, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 /* Status 200 and headers now, then a chunked body; content_type NULL = text/event-stream. */
 dspy_status dspy__serve_stream_start(struct dspy__serve_ctx *ctx, const char *content_type,
                                      const char *const *headers);
@@ -100,13 +100,13 @@ struct dspy__serve_upstream {
     char *base_url;
     char *chat_url, *embed_url, *models_url;
     char *api_key_env, *api_key_file; /* where its key comes from (programs open their own LM) */
-    char **models; /* served model names; none = any model */
+    char **models;                    /* served model names; none = any model */
     size_t nmodels;
     struct dspy__serve_alias *aliases;
     size_t naliases;
     char **fallback_names;
     size_t nfallbacks;
-    int *fallbacks; /* indexes, resolved after loading */
+    int *fallbacks;           /* indexes, resolved after loading */
     double cost_in, cost_out; /* USD per million tokens, for the cost estimate */
     dspy_lm *lm;              /* engine, key header, retry policy, rate limiter */
 };
@@ -162,8 +162,8 @@ struct dspy__serve_flights;
 dspy_status dspy__serve_proxy_routes(dspy_server *s);
 /* LiteLLM's controls in a request body's "cache" member, over *ctl; false with *why (a
  * static text) on a bad one. Exposed for the fuzz target. */
-bool dspy__serve_body_controls(const json_t *body, struct dspy_cache_ctl *ctl,
-                               double *s_maxage, const char **ns, const char **why);
+bool dspy__serve_body_controls(const json_t *body, struct dspy_cache_ctl *ctl, double *s_maxage,
+                               const char **ns, const char **why);
 /* A stored chat completion body as the SSE stream a client asked for, into `out`.
  * DSPY_EPARSE when the body has no "choices" array. */
 dspy_status dspy__serve_replay_sse(const char *body, size_t len, bool include_usage,
@@ -208,9 +208,9 @@ struct dspy_server {
     struct dspy__serve_route_def routes[DSPY__SERVE_MAX_ROUTES];
     size_t nroutes;
     struct dspy__serve_metrics *metrics;
-    struct dspy__serve_flights *flights; /* serve_proxy.c */
+    struct dspy__serve_flights *flights;   /* serve_proxy.c */
     struct dspy__serve_programs *programs; /* serve_program.c */
-    FILE *access_log;                    /* NULL = none */
+    FILE *access_log;                      /* NULL = none */
     bool access_log_owned;
     pthread_mutex_t log_lock; /* guards access_log writes */
     uint64_t started_ns;

@@ -89,8 +89,7 @@ static void list(struct dspy__serve_ctx *ctx, void *ud)
                           "limit: '%s' is not a number in [1, 100000].", lim);
         return;
     }
-    send_json(ctx, 200, json_pack("{s:o}", "jobs", dspy_jobq_list(q, state, (size_t)limit)),
-              NULL);
+    send_json(ctx, 200, json_pack("{s:o}", "jobs", dspy_jobq_list(q, state, (size_t)limit)), NULL);
 }
 
 static void queue_stats(struct dspy__serve_ctx *ctx, void *ud)
@@ -209,10 +208,8 @@ dspy_status dspy__serve_jobs_routes(dspy_server *s, struct dspy_jobq *q)
                                 q)) ||
         (rc = dspy__serve_route(s, "GET", "/v1/jobs", "jobs_list", DSPY__SERVE_USER, list, q)) ||
         (rc = dspy__serve_route(s, "GET", PREFIX "*", "job", DSPY__SERVE_USER, one, q)) ||
-        (rc = dspy__serve_route(s, "DELETE", PREFIX "*", "job_cancel", DSPY__SERVE_USER, one,
-                                q)) ||
-        (rc = dspy__serve_route(s, "GET", "/v1/queue", "queue", DSPY__SERVE_USER, queue_stats,
-                                q)))
+        (rc = dspy__serve_route(s, "DELETE", PREFIX "*", "job_cancel", DSPY__SERVE_USER, one, q)) ||
+        (rc = dspy__serve_route(s, "GET", "/v1/queue", "queue", DSPY__SERVE_USER, queue_stats, q)))
         return rc;
     return DSPY_OK;
 }

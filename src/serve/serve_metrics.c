@@ -22,7 +22,7 @@
 #define NBUCKETS 18
 #define MAX_SERIES 1000
 #define MAX_UPS 64
-#define WINDOW_S 600    /* seconds per dashboard series before it is rotated */
+#define WINDOW_S 600     /* seconds per dashboard series before it is rotated */
 #define DASH_SECONDS 120 /* seconds the dashboard shows */
 #define PROC_RING 300
 
@@ -32,9 +32,8 @@ extern const size_t dspy_web_dashboard_html_len;
 static const double bounds_s[NBUCKETS] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                            0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
                                            1,      2.5,     5,      10,    30,     60 };
-static const char *const stage_names[DSPY__NSTAGES] = { "parse",         "cache_lookup",
-                                                        "format",        "upstream_wait",
-                                                        "parse_reply",   "write" };
+static const char *const stage_names[DSPY__NSTAGES] = { "parse",         "cache_lookup", "format",
+                                                        "upstream_wait", "parse_reply",  "write" };
 
 struct phist {
     atomic_uint_fast64_t b[NBUCKETS + 1]; /* last = +Inf */
@@ -54,7 +53,7 @@ struct series {
 enum { TS_REQ, TS_ERR, TS_HIT, TS_MISS, TS_NCOUNTERS };
 
 struct proc_point {
-    uint64_t t_s; /* seconds since the server started */
+    uint64_t t_s;       /* seconds since the server started */
     double rss_mb, cpu; /* cpu: cores busy over the last second */
 };
 
@@ -136,8 +135,8 @@ static dspy_timeseries *series_at(struct dspy__serve_metrics *m, uint64_t t_s)
 {
     if (t_s >= m->cur_origin_s + WINDOW_S) {
         uint64_t origin_s = t_s - t_s % WINDOW_S;
-        dspy_timeseries *ts = dspy_timeseries_new(m->origin_ns + origin_s * 1000000000ull,
-                                                  WINDOW_S, TS_NCOUNTERS, 1);
+        dspy_timeseries *ts = dspy_timeseries_new(m->origin_ns + origin_s * 1000000000ull, WINDOW_S,
+                                                  TS_NCOUNTERS, 1);
         if (!ts)
             return NULL;
         dspy_timeseries_free(m->prev);
@@ -172,13 +171,13 @@ static void access_log(dspy_server *s, const struct dspy__serve_ctx *ctx, const 
         dspy__buf_adds(&b, "null");
     dspy__buf_adds(&b, ",\"upstream\":");
     if (ctx->upstream >= 0)
-        dspy__buf_add_json_str(&b, s->ups[ctx->upstream].name,
-                               strlen(s->ups[ctx->upstream].name));
+        dspy__buf_add_json_str(&b, s->ups[ctx->upstream].name, strlen(s->ups[ctx->upstream].name));
     else
         dspy__buf_adds(&b, "null");
-    dspy__buf_addf(&b, ",\"cache\":%s%s%s,\"ms\":%.3f,\"upstream_ms\":%.3f,\"tokens_in\":%ld,"
-                       "\"tokens_out\":%ld,\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
-                       ",\"tenant\":",
+    dspy__buf_addf(&b,
+                   ",\"cache\":%s%s%s,\"ms\":%.3f,\"upstream_ms\":%.3f,\"tokens_in\":%ld,"
+                   "\"tokens_out\":%ld,\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
+                   ",\"tenant\":",
                    ctx->cache_status ? "\"" : "", ctx->cache_status ? ctx->cache_status : "null",
                    ctx->cache_status ? "\"" : "", (double)(now - ctx->t0) / 1e6,
                    (double)ctx->upstream_ns / 1e6, ctx->tokens_in, ctx->tokens_out,
@@ -205,8 +204,7 @@ void dspy__serve_metrics_finish(dspy_server *s, const struct dspy__serve_ctx *ct
     double cost = 0;
     if (ctx->upstream >= 0 && ctx->cache_status && strcmp(ctx->cache_status, "hit")) {
         const struct dspy__serve_upstream *u = &s->ups[ctx->upstream];
-        cost = ((double)ctx->tokens_in * u->cost_in + (double)ctx->tokens_out * u->cost_out) /
-               1e6;
+        cost = ((double)ctx->tokens_in * u->cost_in + (double)ctx->tokens_out * u->cost_out) / 1e6;
     }
 
     pthread_mutex_lock(&m->lock);
@@ -215,8 +213,8 @@ void dspy__serve_metrics_finish(dspy_server *s, const struct dspy__serve_ctx *ct
     size_t i = 0;
     for (; i < m->nseries; i++) {
         struct series *x = &m->series[i];
-        if (x->route == m->labels[li] && x->upstream == ctx->upstream &&
-            x->status == ctx->status && !strcmp(x->model, model))
+        if (x->route == m->labels[li] && x->upstream == ctx->upstream && x->status == ctx->status &&
+            !strcmp(x->model, model))
             break;
     }
     if (i == m->nseries) {
@@ -262,8 +260,7 @@ void dspy__serve_metrics_finish(dspy_server *s, const struct dspy__serve_ctx *ct
 
 void dspy__serve_metrics_cache(dspy_server *s, enum dspy_cache_source src)
 {
-    atomic_fetch_add_explicit(&s->metrics->cache_src[(unsigned)src & 7], 1,
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->metrics->cache_src[(unsigned)src & 7], 1, memory_order_relaxed);
 }
 
 void dspy__serve_metrics_event(dspy_server *s, int what)
@@ -322,8 +319,8 @@ static void head(struct dspy_buf *b, const char *name, const char *type, const c
     dspy__buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void hist_lines(struct dspy_buf *b, const char *name, const char *lname,
-                       const char *lvalue, const struct phist *h)
+static void hist_lines(struct dspy_buf *b, const char *name, const char *lname, const char *lvalue,
+                       const struct phist *h)
 {
     uint64_t cum = 0;
     for (int i = 0; i <= NBUCKETS; i++) {
@@ -399,20 +396,20 @@ static void prometheus(dspy_server *s, struct dspy_buf *b)
     head(b, "dspyc_upstream_duration_seconds", "histogram",
          "Upstream latency per call, retries and rate-limit waits included.");
     for (size_t i = 0; i < s->nups && i < MAX_UPS; i++)
-        hist_lines(b, "dspyc_upstream_duration_seconds", "upstream", s->ups[i].name,
-                   &m->up_lat[i]);
+        hist_lines(b, "dspyc_upstream_duration_seconds", "upstream", s->ups[i].name, &m->up_lat[i]);
     head(b, "dspyc_upstream_ttft_seconds", "histogram",
          "Time to the first streamed event from the upstream.");
     for (size_t i = 0; i < s->nups && i < MAX_UPS; i++)
         hist_lines(b, "dspyc_upstream_ttft_seconds", "upstream", s->ups[i].name, &m->ttft[i]);
 
-    static const char *const uname[] = { "requests", "retries", "ratelimit_waits",
-                                         "rejected_busy", "failed" };
+    static const char *const uname[] = { "requests", "retries", "ratelimit_waits", "rejected_busy",
+                                         "failed" };
     static const char *const uhelp[] = {
         "Calls sent to the upstream.", "Upstream attempts after the first.",
         "Upstream calls that waited for the upstream's rate limiter.",
         "Upstream calls refused because the rate limiter's queue was full.",
-        "Upstream calls that ended without an HTTP answer." };
+        "Upstream calls that ended without an HTTP answer."
+    };
     for (int k = 0; k < 5; k++) {
         char name[64];
         snprintf(name, sizeof(name), "dspyc_upstream_%s_total", uname[k]);
@@ -433,8 +430,7 @@ static void prometheus(dspy_server *s, struct dspy_buf *b)
     static const char *const lv[] = { "miss", "l1", "l2", "l3" };
     for (int i = 0; i < 4; i++)
         dspy__buf_addf(b, "dspyc_cache_lookups_total{result=\"%s\",level=\"%s\"} %" PRIu64 "\n",
-                       i ? "hit" : "miss", i ? lv[i] : "none",
-                       atomic_load(&m->cache_src[i]));
+                       i ? "hit" : "miss", i ? lv[i] : "none", atomic_load(&m->cache_src[i]));
     if (s->cache) {
         struct dspy_cache_stats cs;
         dspy_cache_stats(s->cache, &cs);
@@ -445,8 +441,8 @@ static void prometheus(dspy_server *s, struct dspy_buf *b)
                            cs.level[i].hits);
         head(b, "dspyc_cache_level_misses_total", "counter", "Misses per cache level.");
         for (int i = 0; i < 3; i++)
-            dspy__buf_addf(b, "dspyc_cache_level_misses_total{level=\"%s\"} %" PRIu64 "\n",
-                           ln[i], cs.level[i].misses);
+            dspy__buf_addf(b, "dspyc_cache_level_misses_total{level=\"%s\"} %" PRIu64 "\n", ln[i],
+                           cs.level[i].misses);
         head(b, "dspyc_cache_entries", "gauge", "Entries held per level (L2 not tracked).");
         for (int i = 0; i < 3; i++)
             dspy__buf_addf(b, "dspyc_cache_entries{level=\"%s\"} %" PRIu64 "\n", ln[i],
@@ -458,7 +454,8 @@ static void prometheus(dspy_server *s, struct dspy_buf *b)
         "Requests refused with 429 because --max-in-flight requests were being answered.",
         "Upstream calls moved to a fallback upstream after a retryable failure.",
         "Requests refused for a missing or wrong token.",
-        "Requests answered by another client's identical in-flight request." };
+        "Requests answered by another client's identical in-flight request."
+    };
     for (int i = 0; i < 4; i++) {
         char name[64];
         snprintf(name, sizeof(name), "dspyc_%s_total", en[i]);
@@ -470,8 +467,7 @@ static void prometheus(dspy_server *s, struct dspy_buf *b)
     head(b, "dspyc_profile_seconds_total", "counter", "Time spent per route and stage.");
     for (size_t i = 0; i < nl; i++)
         for (int st = 0; st < DSPY__NSTAGES; st++)
-            dspy__buf_addf(b,
-                           "dspyc_profile_seconds_total{route=\"%s\",stage=\"%s\"} %.9f\n",
+            dspy__buf_addf(b, "dspyc_profile_seconds_total{route=\"%s\",stage=\"%s\"} %.9f\n",
                            m->labels[i], stage_names[st],
                            (double)atomic_load(&m->prof[i][st]) / 1e9);
     struct dspy_proc_sample ps;
@@ -494,8 +490,7 @@ static void metrics_route(struct dspy__serve_ctx *ctx, void *ud)
     dspy__buf_init(&b, (size_t)64 << 20);
     prometheus(ctx->s, &b);
     if (b.ptr)
-        dspy__serve_send(ctx, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b.ptr,
-                         b.len);
+        dspy__serve_send(ctx, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b.ptr, b.len);
     else
         dspy__serve_error(ctx, 500, "server_error", NULL, NULL, "Out of memory.");
     dspy__buf_release(&b);
@@ -522,10 +517,10 @@ static json_t *profile_json(dspy_server *s)
         json_t *stages = json_array();
         for (int st = 0; st < DSPY__NSTAGES; st++) {
             uint64_t v = atomic_load(&m->prof[i][st]);
-            json_array_append_new(
-                stages, json_pack("{s:s,s:f,s:f,s:f}", "stage", stage_names[st], "total_ms",
-                                  (double)v / 1e6, "mean_us", n ? (double)v / 1e3 / (double)n : 0.0,
-                                  "share", total ? (double)v / (double)total : 0.0));
+            json_array_append_new(stages, json_pack("{s:s,s:f,s:f,s:f}", "stage", stage_names[st],
+                                                    "total_ms", (double)v / 1e6, "mean_us",
+                                                    n ? (double)v / 1e3 / (double)n : 0.0, "share",
+                                                    total ? (double)v / (double)total : 0.0));
             top[ntop].ms = (double)v / 1e6;
             top[ntop].route = i;
             top[ntop++].stage = st;
@@ -547,10 +542,9 @@ static json_t *profile_json(dspy_server *s)
         }
         if (top[k].ms <= 0)
             break;
-        json_array_append_new(hot, json_pack("{s:s,s:s,s:f,s:f}", "route",
-                                             m->labels[top[k].route], "stage",
-                                             stage_names[top[k].stage], "total_ms", top[k].ms,
-                                             "share", all > 0 ? top[k].ms / all : 0.0));
+        json_array_append_new(hot, json_pack("{s:s,s:s,s:f,s:f}", "route", m->labels[top[k].route],
+                                             "stage", stage_names[top[k].stage], "total_ms",
+                                             top[k].ms, "share", all > 0 ? top[k].ms / all : 0.0));
     }
     return json_pack("{s:o,s:o}", "routes", routes, "hot_spots", hot);
 }
@@ -602,12 +596,12 @@ static json_t *dashboard_json(dspy_server *s)
                 rss = m->proc[j % PROC_RING].rss_mb;
                 cpu = m->proc[j % PROC_RING].cpu;
             }
-        json_array_append_new(
-            secs, json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "t",
-                            (json_int_t)t - (json_int_t)now_s, "rps", req, "error_rate",
-                            req > 0 ? err / req : 0.0, "hit_rate",
-                            hit + miss > 0 ? hit / (hit + miss) : 0.0, "p50_ms", p[0], "p90_ms",
-                            p[1], "p99_ms", p[2], "rss_mb", rss, "cpu", cpu));
+        json_array_append_new(secs,
+                              json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "t",
+                                        (json_int_t)t - (json_int_t)now_s, "rps", req, "error_rate",
+                                        req > 0 ? err / req : 0.0, "hit_rate",
+                                        hit + miss > 0 ? hit / (hit + miss) : 0.0, "p50_ms", p[0],
+                                        "p90_ms", p[1], "p99_ms", p[2], "rss_mb", rss, "cpu", cpu));
     }
     pthread_mutex_unlock(&m->lock);
     return json_pack("{s:f,s:I,s:o,s:o}", "uptime_s",
@@ -644,7 +638,7 @@ dspy_status dspy__serve_metrics_routes(dspy_server *s)
         rc = dspy__serve_route(s, "GET", "/dashboard/data", "dashboard", DSPY__SERVE_ADMIN,
                                dashboard_data, NULL);
     if (!rc)
-        rc = dspy__serve_route(s, "GET", "/dashboard", "dashboard", DSPY__SERVE_ADMIN,
-                               dashboard, NULL);
+        rc = dspy__serve_route(s, "GET", "/dashboard", "dashboard", DSPY__SERVE_ADMIN, dashboard,
+                               NULL);
     return rc;
 }

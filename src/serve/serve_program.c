@@ -65,17 +65,12 @@ static int http_status_of(dspy_status rc)
     switch (rc) {
     case DSPY_EINVAL:
     case DSPY_EPARSE:
-    case DSPY_ENOTFOUND:
-        return 400;
-    case DSPY_EADAPTER:
-        return 422;
-    case DSPY_ELM_TIMEOUT:
-        return 504;
+    case DSPY_ENOTFOUND: return 400;
+    case DSPY_EADAPTER: return 422;
+    case DSPY_ELM_TIMEOUT: return 504;
     case DSPY_EBUSY:
-    case DSPY_ELM_RATE_LIMIT:
-        return 429;
-    default:
-        return rc <= DSPY_ELM_AUTH ? 502 : 500;
+    case DSPY_ELM_RATE_LIMIT: return 429;
+    default: return rc <= DSPY_ELM_AUTH ? 502 : 500;
     }
 }
 
@@ -136,10 +131,10 @@ static void run_one(struct job *j)
     }
     ctx->tokens_in = info.usage.prompt_tokens;
     ctx->tokens_out = info.usage.completion_tokens;
-    send_json(ctx, 200, json_pack("{s:o,s:{s:I,s:I}}", "outputs", outputs, "usage",
-                                  "prompt_tokens", (json_int_t)info.usage.prompt_tokens,
-                                  "completion_tokens",
-                                  (json_int_t)info.usage.completion_tokens));
+    send_json(ctx, 200,
+              json_pack("{s:o,s:{s:I,s:I}}", "outputs", outputs, "usage", "prompt_tokens",
+                        (json_int_t)info.usage.prompt_tokens, "completion_tokens",
+                        (json_int_t)info.usage.completion_tokens));
 }
 
 /* ---- a batch: JSON lines in, JSON lines out ------------------------------------------------ */
@@ -229,8 +224,8 @@ static void run_batch(struct job *j)
     call_config(ctx, &cfg);
     bo.cfg = &cfg;
     dspy_error_clear(&err);
-    dspy_status rc = dspy_program_batch_stream(j->pg->p, j->pg->lm, &bo, batch_source,
-                                               batch_sink, &b, NULL, &err);
+    dspy_status rc = dspy_program_batch_stream(j->pg->p, j->pg->lm, &bo, batch_source, batch_sink,
+                                               &b, NULL, &err);
     dspy__serve_stage(ctx, DSPY__STAGE_UPSTREAM);
     dspy__serve_stream_end(ctx, rc != DSPY_OK && rc != DSPY_ECANCELED);
 }
@@ -345,16 +340,15 @@ static json_t *listing(const struct prog *pg)
         json_t *in = json_array(), *out = json_array();
         for (size_t f = 0; f < dspy_signature_nfields(sig); f++) {
             const struct dspy_field *fd = dspy_signature_field(sig, f);
-            json_array_append_new(fd->role == DSPY_FIELD_INPUT ? in : out,
-                                  json_string(fd->name));
+            json_array_append_new(fd->role == DSPY_FIELD_INPUT ? in : out, json_string(fd->name));
         }
-        json_array_append_new(preds, json_pack("{s:s,s:o,s:o}", "name",
-                                               dspy_program_state_name(pg->p, i), "inputs", in,
-                                               "outputs", out));
+        json_array_append_new(preds,
+                              json_pack("{s:s,s:o,s:o}", "name", dspy_program_state_name(pg->p, i),
+                                        "inputs", in, "outputs", out));
     }
     const char *model = dspy_program_model(pg->p);
-    return json_pack("{s:s,s:o,s:s?,s:o}", "name", pg->name, "inputs",
-                     dspy_program_inputs(pg->p), "model", model, "predictors", preds);
+    return json_pack("{s:s,s:o,s:s?,s:o}", "name", pg->name, "inputs", dspy_program_inputs(pg->p),
+                     "model", model, "predictors", preds);
 }
 
 static dspy_status open_program(dspy_server *s, struct prog *pg,

@@ -58,8 +58,7 @@ static struct flight **flight_slot(struct dspy__serve_flights *f, const struct d
 /* Join the flight for `key` as a waiter (true: someone else is fetching it), or start one
  * as its leader (false). Out of memory: false and no flight (the caller goes alone). */
 static bool flight_join(dspy_server *s, const struct dspy_cache_key *key,
-                        struct dspy__serve_ctx *ctx, bool stream, bool include_usage,
-                        bool *leader)
+                        struct dspy__serve_ctx *ctx, bool stream, bool include_usage, bool *leader)
 {
     struct dspy__serve_flights *f = s->flights;
     bool joined = false;
@@ -145,8 +144,8 @@ static json_t *chunk_head(const json_t *root)
     json_t *id = json_object_get(root, "id"), *created = json_object_get(root, "created");
     json_object_set_new(c, "id", id ? json_incref(id) : json_string("chatcmpl-dspyc"));
     json_object_set_new(c, "object", json_string("chat.completion.chunk"));
-    json_object_set_new(c, "created", created ? json_copy(created)
-                                              : json_integer((json_int_t)time(NULL)));
+    json_object_set_new(c, "created",
+                        created ? json_copy(created) : json_integer((json_int_t)time(NULL)));
     json_object_set(c, "model", json_object_get(root, "model"));
     return c;
 }
@@ -167,7 +166,8 @@ dspy_status dspy__serve_replay_sse(const char *body, size_t len, bool include_us
     for (size_t i = 0; i < json_array_size(choices) && !rc; i++) {
         json_t *ch = json_array_get(choices, i), *msg = json_object_get(ch, "message");
         json_t *c = chunk_head(root), *arr = json_array(), *d = json_object(), *o = json_object();
-        json_t *content = json_object_get(msg, "content"), *tools = json_object_get(msg, "tool_calls");
+        json_t *content = json_object_get(msg, "content"),
+               *tools = json_object_get(msg, "tool_calls");
         json_object_set_new(d, "role", json_string("assistant"));
         json_object_set(d, "content", content ? content : json_null());
         if (json_is_array(tools)) {
@@ -236,20 +236,20 @@ struct call {
     dspy_server *s;
     struct dspy__serve_ctx *ctx; /* holds a request reference */
     enum endpoint ep;
-    json_t *body;         /* the client's body, parsed (owned) */
-    json_t *sem_req;      /* the request as keyed, for the semantic level (owned), or NULL */
-    const char *raw;      /* the client's bytes, borrowed from the request */
+    json_t *body;    /* the client's body, parsed (owned) */
+    json_t *sem_req; /* the request as keyed, for the semantic level (owned), or NULL */
+    const char *raw; /* the client's bytes, borrowed from the request */
     size_t raw_len;
-    bool rewrite;         /* the body must be re-encoded (a "cache" member to drop) */
+    bool rewrite; /* the body must be re-encoded (a "cache" member to drop) */
     bool stream, include_usage;
     bool keyed, leader;
     struct dspy_cache_key key;
     struct dspy_cache_ctl ctl;
     char ns[NS_MAX];
-    int primary;          /* the upstream the model routes to */
-    size_t attempt;       /* 0 = primary, i = its fallbacks[i - 1] */
+    int primary;    /* the upstream the model routes to */
+    size_t attempt; /* 0 = primary, i = its fallbacks[i - 1] */
     struct dspy__lm_stream_acc *acc;
-    bool started;         /* stream headers sent */
+    bool started; /* stream headers sent */
     uint64_t submit_ns;
 };
 
@@ -331,7 +331,7 @@ static void fail(struct call *c, int up, const struct dspy__engine_result *res)
     } else {
         char text[400];
         const char *code = res->status == DSPY_ELM_TIMEOUT ? "upstream_timeout"
-                                                          : "upstream_unreachable";
+                                                           : "upstream_unreachable";
         status = res->status == DSPY_ELM_TIMEOUT ? 504 : 502;
         snprintf(text, sizeof(text), "upstream %s: %s", name,
                  res->error && *res->error ? res->error : dspy_strerror(res->status));
@@ -370,9 +370,8 @@ static bool readable(struct call *c, const char *body, size_t len)
     if (c->ep == EP_EMBED) {
         json_t *root = json_loadb(body, len, 0, NULL);
         bool ok = json_is_array(json_object_get(root, "data"));
-        c->ctx->tokens_in =
-            (long)json_integer_value(json_object_get(json_object_get(root, "usage"),
-                                                     "prompt_tokens"));
+        c->ctx->tokens_in = (long)json_integer_value(
+            json_object_get(json_object_get(root, "usage"), "prompt_tokens"));
         json_decref(root);
         return ok;
     }
@@ -381,8 +380,7 @@ static bool readable(struct call *c, const char *body, size_t len)
 
 static dspy_status submit(struct call *c);
 
-static void on_done(struct dspy__engine_call *ec, const struct dspy__engine_result *res,
-                    void *ud)
+static void on_done(struct dspy__engine_call *ec, const struct dspy__engine_result *res, void *ud)
 {
     struct call *c = ud;
     struct dspy__serve_ctx *ctx = c->ctx;
@@ -397,8 +395,8 @@ static void on_done(struct dspy__engine_call *ec, const struct dspy__engine_resu
         size_t len = 0;
         struct dspy_lm_usage usage = { 0, 0, 0 };
         dspy_status rc = dspy__lm_stream_acc_finish(c->acc, res->http_status,
-                                                    res->status ? res->error : NULL, &body,
-                                                    &len, &usage, NULL);
+                                                    res->status ? res->error : NULL, &body, &len,
+                                                    &usage, NULL);
         dspy__serve_stage(ctx, DSPY__STAGE_REPLY);
         ctx->tokens_in = usage.prompt_tokens;
         ctx->tokens_out = usage.completion_tokens;
@@ -420,8 +418,8 @@ static void on_done(struct dspy__engine_call *ec, const struct dspy__engine_resu
         dspy__serve_stage(ctx, DSPY__STAGE_REPLY);
         store(c, res->body, res->body_len);
         resolve_waiters(c, res->body, res->body_len, 0, NULL, 0);
-        dspy__serve_send(ctx, 200, "application/json", c->keyed ? miss_headers : NULL,
-                         res->body, res->body_len);
+        dspy__serve_send(ctx, 200, "application/json", c->keyed ? miss_headers : NULL, res->body,
+                         res->body_len);
         call_free(c);
         return;
     }
@@ -483,8 +481,8 @@ static int on_event(struct dspy__engine_call *ec, const struct dspy__sse_event *
 
 /* The body for upstream u: the client's bytes, unless a member must go or the model name
  * is an alias there. */
-static dspy_status upstream_body(struct call *c, const struct dspy__serve_upstream *u,
-                                 char **out, size_t *len)
+static dspy_status upstream_body(struct call *c, const struct dspy__serve_upstream *u, char **out,
+                                 size_t *len)
 {
     const char *model = json_string_value(json_object_get(c->body, "model"));
     const char *send_as = model ? dspy__serve_upstream_model(u, model) : NULL;
@@ -560,8 +558,8 @@ static bool truthy(const json_t *v)
 /* LiteLLM's per-request controls in the body's "cache" object, and the header forms:
  * Cache-Control: no-cache | no-store | s-maxage=N | max-age=N, x-dspyc-cache-ttl: N,
  * x-dspyc-cache-namespace: NS. false with *why set on a bad control. */
-bool dspy__serve_body_controls(const json_t *body, struct dspy_cache_ctl *ctl,
-                               double *s_maxage, const char **ns, const char **why)
+bool dspy__serve_body_controls(const json_t *body, struct dspy_cache_ctl *ctl, double *s_maxage,
+                               const char **ns, const char **why)
 {
     const json_t *cc = json_object_get(body, "cache");
     *s_maxage = 0;
@@ -702,8 +700,8 @@ static bool fresh_enough(const struct dspy_cache_value *v, double s_maxage)
 
 static void bad_request(struct dspy__serve_ctx *ctx, const char *param, const char *what)
 {
-    dspy__serve_error(ctx, 400, "invalid_request_error", param ? param : "invalid_request",
-                      NULL, "%s", what);
+    dspy__serve_error(ctx, 400, "invalid_request_error", param ? param : "invalid_request", NULL,
+                      "%s", what);
 }
 
 static void proxy(struct dspy__serve_ctx *ctx, enum endpoint ep)
@@ -784,12 +782,11 @@ static void proxy(struct dspy__serve_ctx *ctx, enum endpoint ep)
             }
             dspy_cache_value_release(&v);
             struct dspy_cache_semantic_hit sh;
-            if (c->sem_req &&
-                !dspy_cache_semantic_get(s->cache, c->sem_req, &c->ctl, &v, &sh)) {
+            if (c->sem_req && !dspy_cache_semantic_get(s->cache, c->sem_req, &c->ctl, &v, &sh)) {
                 char sim[32];
                 snprintf(sim, sizeof(sim), "%.4f", (double)sh.similarity);
-                const char *hdr[] = { "x-dspyc-cache", "semantic", "x-dspyc-cache-similarity",
-                                      sim, NULL };
+                const char *hdr[] = { "x-dspyc-cache", "semantic", "x-dspyc-cache-similarity", sim,
+                                      NULL };
                 dspy__serve_metrics_cache(s, v.source);
                 dspy__serve_stage(ctx, DSPY__STAGE_CACHE);
                 ctx->cache_status = "semantic";
@@ -895,8 +892,8 @@ dspy_status dspy__serve_proxy_routes(dspy_server *s)
     if (!(s->flights = dspy_calloc(1, sizeof(*s->flights))))
         return DSPY_ENOMEM;
     pthread_mutex_init(&s->flights->lock, NULL);
-    dspy_status rc = dspy__serve_route(s, "POST", "/v1/chat/completions", "chat",
-                                       DSPY__SERVE_USER, chat, NULL);
+    dspy_status rc = dspy__serve_route(s, "POST", "/v1/chat/completions", "chat", DSPY__SERVE_USER,
+                                       chat, NULL);
     if (!rc)
         rc = dspy__serve_route(s, "POST", "/chat/completions", "chat", DSPY__SERVE_USER, chat,
                                NULL);
@@ -904,7 +901,6 @@ dspy_status dspy__serve_proxy_routes(dspy_server *s)
         rc = dspy__serve_route(s, "POST", "/v1/embeddings", "embeddings", DSPY__SERVE_USER,
                                embeddings, NULL);
     if (!rc)
-        rc = dspy__serve_route(s, "GET", "/v1/models", "models", DSPY__SERVE_USER, models,
-                               NULL);
+        rc = dspy__serve_route(s, "GET", "/v1/models", "models", DSPY__SERVE_USER, models, NULL);
     return rc;
 }

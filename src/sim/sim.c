@@ -32,9 +32,9 @@ static dspy_status bad_opt(struct dspy_error *err, const char *field, const char
 /* Each failed rule names its option in err->field. */
 static dspy_status check(const struct dspy_sim_options *o, struct dspy_error *err)
 {
-    const double rates[] = { o->fail_429,  o->fail_500,       o->fail_503,   o->fail_timeout,
+    const double rates[] = { o->fail_429,  o->fail_500,       o->fail_503,     o->fail_timeout,
                              o->fail_drop, o->fail_malformed, o->fail_truncate };
-    static const char *const rate_names[] = { "fail_429",  "fail_500",       "fail_503",
+    static const char *const rate_names[] = { "fail_429",     "fail_500",  "fail_503",
                                               "fail_timeout", "fail_drop", "fail_malformed",
                                               "fail_truncate" };
     double sum = 0;
@@ -64,14 +64,12 @@ static dspy_status check(const struct dspy_sim_options *o, struct dspy_error *er
         return bad_opt(err, "queue_full_status", "must be 429 or 503");
     if (o->embed_dim < 1 || o->embed_dim > 65536)
         return bad_opt(err, "embed_dim", "must be from 1 to 65536");
-    if (o->embedder && *o->embedder && strcmp(o->embedder, "hash") &&
-        strcmp(o->embedder, "minilm"))
+    if (o->embedder && *o->embedder && strcmp(o->embedder, "hash") && strcmp(o->embedder, "minilm"))
         return bad_opt(err, "embedder", "must be hash or minilm, not '%s'", o->embedder);
     if (o->port < 0 || o->port > 65535)
         return bad_opt(err, "port", "must be from 0 to 65535");
     if (o->reply_tokens > DSPY_SIM_MAX_REPLY_TOKENS)
-        return bad_opt(err, "reply_tokens", "must be at most %d",
-                               DSPY_SIM_MAX_REPLY_TOKENS);
+        return bad_opt(err, "reply_tokens", "must be at most %d", DSPY_SIM_MAX_REPLY_TOKENS);
     if (o->max_body < 1024)
         return bad_opt(err, "max_body", "must be at least 1024 bytes");
     if (o->header_timeout_ms < 1 || o->header_timeout_ms > 3600000)
@@ -112,8 +110,8 @@ dspy_status dspy_sim_new(const struct dspy_sim_options *o, dspy_sim **out, struc
     pthread_mutex_init(&s->record_lock, NULL);
     pthread_mutex_init(&s->qlock, NULL);
     s->o.api_key_env = s->o.api_key_file = NULL; /* read once, here */
-    if ((rc = dspy__secret_read("API key", o->api_key, o->api_key_env, o->api_key_file,
-                                &s->api_key, err)))
+    if ((rc = dspy__secret_read("API key", o->api_key, o->api_key_env, o->api_key_file, &s->api_key,
+                                err)))
         goto fail;
     s->o.api_key = s->api_key;
     if ((rc = dspy__sim_minilm_open(s, o, err)))

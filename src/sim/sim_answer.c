@@ -73,10 +73,8 @@ static dspy_status short_text(const struct ctx *c, uint64_t h, struct dspy_buf *
 {
     struct dspy__sim_view k0 = kw_at(c, h, 0), k1 = kw_at(c, h, 1), k2 = kw_at(c, h, 2);
     switch ((h >> 32) % 4) {
-    case 0:
-        return dspy__buf_addf(b, "%.*s %.*s", (int)k0.n, k0.p, (int)k1.n, k1.p);
-    case 1:
-        return dspy__buf_addf(b, "%.*s and %.*s.", (int)k0.n, k0.p, (int)k1.n, k1.p);
+    case 0: return dspy__buf_addf(b, "%.*s %.*s", (int)k0.n, k0.p, (int)k1.n, k1.p);
+    case 1: return dspy__buf_addf(b, "%.*s and %.*s.", (int)k0.n, k0.p, (int)k1.n, k1.p);
     case 2:
         return dspy__buf_addf(b, "It concerns %.*s, %.*s and %.*s.", (int)k0.n, k0.p, (int)k1.n,
                               k1.p, (int)k2.n, k2.p);
@@ -203,12 +201,12 @@ static json_t *container(const struct ctx *c, enum vtype vt, struct dspy__sim_vi
 {
     const char *lb = memchr(t.p, '[', t.n);
     struct dspy__sim_view in = lb ? (struct dspy__sim_view){ lb + 1, (size_t)(t.p + t.n - lb - 2) }
-                            : DSPY__SIM_VIEW("str");
+                                  : DSPY__SIM_VIEW("str");
     if (vt == V_DICT) {
         const char *comma = memchr(in.p, ',', in.n);
         struct dspy__sim_view val = comma ? dspy__sim_view_strip((struct dspy__sim_view){
-                                          comma + 1, (size_t)(in.p + in.n - comma - 1) })
-                                    : DSPY__SIM_VIEW("str");
+                                                comma + 1, (size_t)(in.p + in.n - comma - 1) })
+                                          : DSPY__SIM_VIEW("str");
         json_t *o = json_object();
         for (size_t i = 0; o && i < 2; i++) {
             struct dspy__sim_view k = kw_at(c, h, i);
@@ -276,15 +274,11 @@ static json_t *field_value(const struct ctx *c, const struct dspy__sim_field *f)
         return text_json(short_text, c, h);
     case V_INT:
     case V_FLOAT:
-    case V_BOOL:
-        return scalar(c, t, h);
-    case V_SCHEMA:
-        return dspy__sim_schema_value(f->schema, f->schema, h, c->kw, c->nkw, 0);
+    case V_BOOL: return scalar(c, t, h);
+    case V_SCHEMA: return dspy__sim_schema_value(f->schema, f->schema, h, c->kw, c->nkw, 0);
     case V_LIST:
-    case V_DICT:
-        return container(c, vt, t, h);
-    default:
-        return text_json(short_text, c, h);
+    case V_DICT: return container(c, vt, t, h);
+    default: return text_json(short_text, c, h);
     }
 }
 
@@ -368,8 +362,7 @@ json_t *dspy__sim_schema_value(json_t *s, json_t *root, uint64_t h, const struct
     if (!strcmp(type, "object")) {
         json_t *o = json_object(), *props = json_object_get(s, "properties"), *sub;
         const char *key;
-        json_object_foreach(props, key, sub)
-        {
+        json_object_foreach(props, key, sub) {
             uint64_t hk = dspy__sim_mix(h, dspy__sim_hash(0, key, strlen(key)));
             json_object_set_new(o, key, dspy__sim_schema_value(sub, root, hk, kw, nkw, depth + 1));
         }
@@ -378,9 +371,9 @@ json_t *dspy__sim_schema_value(json_t *s, json_t *root, uint64_t h, const struct
             struct dspy__sim_view k = kw_at(&c, h, 0);
             char name[64];
             snprintf(name, sizeof(name), "%.*s", (int)(k.n < 60 ? k.n : 60), k.p);
-            json_object_set_new(
-                o, name,
-                dspy__sim_schema_value(addl, root, dspy__sim_mix(h, 3), kw, nkw, depth + 1));
+            json_object_set_new(o, name,
+                                dspy__sim_schema_value(addl, root, dspy__sim_mix(h, 3), kw, nkw,
+                                                       depth + 1));
         }
         return o;
     }
@@ -404,9 +397,9 @@ json_t *dspy__sim_schema_value(json_t *s, json_t *root, uint64_t h, const struct
         }
         for (json_int_t i = 0; i < n; i++) {
             uint64_t hi = dspy__sim_mix(h, (uint64_t)i + 11);
-            json_array_append_new(
-                a, items ? dspy__sim_schema_value(items, root, hi, kw, nkw, depth + 1)
-                         : scalar(&c, DSPY__SIM_VIEW("str"), hi));
+            json_array_append_new(a, items ? dspy__sim_schema_value(items, root, hi, kw, nkw,
+                                                                    depth + 1)
+                                           : scalar(&c, DSPY__SIM_VIEW("str"), hi));
         }
         return a;
     }

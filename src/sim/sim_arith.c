@@ -16,16 +16,16 @@ struct person {
 };
 
 static const struct person people[] = {
-    { "Ava", true },    { "Liam", false },  { "Mia", true },    { "Noah", false },
-    { "Emma", true },   { "Lucas", false }, { "Zoe", true },    { "Omar", false },
-    { "Lena", true },   { "Ravi", false },  { "Sofia", true },  { "Mateo", false },
-    { "Nora", true },   { "Kenji", false }, { "Priya", true },  { "Diego", false },
-    { "Hana", true },   { "Tom", false },   { "Iris", true },   { "Felix", false },
+    { "Ava", true },  { "Liam", false },  { "Mia", true },   { "Noah", false },
+    { "Emma", true }, { "Lucas", false }, { "Zoe", true },   { "Omar", false },
+    { "Lena", true }, { "Ravi", false },  { "Sofia", true }, { "Mateo", false },
+    { "Nora", true }, { "Kenji", false }, { "Priya", true }, { "Diego", false },
+    { "Hana", true }, { "Tom", false },   { "Iris", true },  { "Felix", false },
 };
 #define N_PEOPLE (sizeof(people) / sizeof(people[0]))
 
 static const char *const items[] = {
-    "marbles", "apples", "stickers", "books", "coins",    "pencils",
+    "marbles", "apples", "stickers", "books",  "coins",    "pencils",
     "cookies", "cards",  "shells",   "stamps", "balloons", "crayons",
 };
 #define N_ITEMS (sizeof(items) / sizeof(items[0]))
@@ -56,16 +56,11 @@ static const char *const templates[] = {
 static long solve(const struct dspy__sim_arith *q)
 {
     switch (q->kind) {
-    case 0:
-        return q->a + verbs[q->op1].sign * q->b + verbs[q->op2].sign * q->c;
-    case 1:
-        return q->a * q->b - q->c;
-    case 2:
-        return q->b ? q->a / q->b : 0;
-    case 3:
-        return q->a - q->b - q->c;
-    default:
-        return q->a * q->b + q->c;
+    case 0: return q->a + verbs[q->op1].sign * q->b + verbs[q->op2].sign * q->c;
+    case 1: return q->a * q->b - q->c;
+    case 2: return q->b ? q->a / q->b : 0;
+    case 3: return q->a - q->b - q->c;
+    default: return q->a * q->b + q->c;
     }
 }
 
@@ -104,9 +99,7 @@ static size_t match(const char *t, const char *s, size_t n, struct dspy__sim_ari
                     q->she = people[j].she;
                 }
             break;
-        case 'P':
-            k = match_word(s + i, n - i, q->she ? "She" : "He");
-            break;
+        case 'P': k = match_word(s + i, n - i, q->she ? "She" : "He"); break;
         case 'I':
             if (q->item[0]) {
                 k = match_word(s + i, n - i, q->item);
@@ -133,8 +126,7 @@ static size_t match(const char *t, const char *s, size_t n, struct dspy__sim_ari
                 if ((k = match_word(s + i, n - i, verbs[j].text)))
                     *(*t == '1' ? &q->op1 : &q->op2) = (int)j;
             break;
-        default:
-            return 0;
+        default: return 0;
         }
         if (!k)
             return 0;
@@ -256,9 +248,9 @@ static const struct keyword keywords[] = {
 };
 
 #define P_BASE 0.25
-#define P_DEMOS 0.40       /* times 1 - 0.75^right */
+#define P_DEMOS 0.40 /* times 1 - 0.75^right */
 #define P_DEMO_DECAY 0.75
-#define P_DEMO_WRONG 0.05  /* each, at most 4 counted */
+#define P_DEMO_WRONG 0.05 /* each, at most 4 counted */
 #define P_REASONING 0.15
 #define P_INSTR_CAP 0.15
 #define P_MIN 0.05
@@ -349,8 +341,8 @@ void dspy__sim_arith_accuracy(const struct dspy__sim_prompt *p, struct dspy__sim
         }
         i++;
     }
-    acc->reasoning =
-        dspy__sim_prompt_output(p, "reasoning") || dspy__sim_prompt_output(p, "rationale");
+    acc->reasoning = dspy__sim_prompt_output(p, "reasoning") ||
+                     dspy__sim_prompt_output(p, "rationale");
     acc->instruction = instruction_bonus(p->instructions);
     if (p->adapter == DSPY__SIM_ADAPTER_NONE) {
         double more = instruction_bonus(p->final_user);

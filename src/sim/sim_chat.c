@@ -12,7 +12,6 @@
 #define IMAGE_TOKENS 85
 #define REPLY_MAX ((size_t)16 << 20)
 
-
 struct choice {
     struct dspy_buf text;
     size_t tokens;
@@ -71,8 +70,8 @@ static void send_bad(struct dspy__srv_req *req, const struct dspy__sim_bad *why)
                          why->message);
 }
 
-static bool opt_int(struct dspy__sim_bad *why, json_t *body, const char *key,
-                    long lo, long hi, long *out)
+static bool opt_int(struct dspy__sim_bad *why, json_t *body, const char *key, long lo, long hi,
+                    long *out)
 {
     json_t *v = json_object_get(body, key);
     char msg[256];
@@ -89,8 +88,8 @@ static bool opt_int(struct dspy__sim_bad *why, json_t *body, const char *key,
     return true;
 }
 
-static bool opt_bool(struct dspy__sim_bad *why, json_t *obj, const char *key,
-                     const char *param, bool *out)
+static bool opt_bool(struct dspy__sim_bad *why, json_t *obj, const char *key, const char *param,
+                     bool *out)
 {
     json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v))
@@ -111,7 +110,7 @@ static enum dspy__sim_role role_of(const char *r)
         return DSPY__SIM_ROLE_ASSISTANT;
     if (!strcmp(r, "tool") || !strcmp(r, "function"))
         return DSPY__SIM_ROLE_OTHER;
-    return (enum dspy__sim_role)-1;
+    return (enum dspy__sim_role) - 1;
 }
 
 /* Text parts of an array content go into c->parts; their views are set afterwards because
@@ -122,8 +121,7 @@ static bool message_texts(struct dspy__sim_bad *why, json_t *msgs, struct dspy__
     char param[64];
     size_t i;
     json_t *m;
-    json_array_foreach(msgs, i, m)
-    {
+    json_array_foreach(msgs, i, m) {
         snprintf(param, sizeof(param), "messages[%zu]", i);
         if (!json_is_object(m))
             return bad_type(why, param, m, "an object");
@@ -146,16 +144,14 @@ static bool message_texts(struct dspy__sim_bad *why, json_t *msgs, struct dspy__
         offs[i] = c->parts.len;
         size_t k;
         json_t *part;
-        json_array_foreach(content, k, part)
-        {
+        json_array_foreach(content, k, part) {
             const char *type = json_string_value(json_object_get(part, "type"));
             json_t *text = json_object_get(part, "text");
             if (!type)
                 return bad(why, param, "invalid_value", "Each content part needs a 'type'.");
             if (!strcmp(type, "text")) {
                 if (!json_is_string(text))
-                    return bad(why, param, "invalid_value",
-                               "A text part needs a 'text' string.");
+                    return bad(why, param, "invalid_value", "A text part needs a 'text' string.");
                 if ((c->parts.len > offs[i] && dspy__buf_addc(&c->parts, '\n')) ||
                     dspy__buf_add(&c->parts, json_string_value(text), json_string_length(text)))
                     return bad(why, param, "invalid_value", "The message text is too long.");
@@ -165,12 +161,11 @@ static bool message_texts(struct dspy__sim_bad *why, json_t *msgs, struct dspy__
         }
         lens[i] = c->parts.len - offs[i];
     }
-    json_array_foreach(msgs, i, m)
-    {
+    json_array_foreach(msgs, i, m) {
         json_t *content = json_object_get(m, "content");
         if (json_is_string(content))
-            c->msgs[i].text =
-                (struct dspy__sim_view){ json_string_value(content), json_string_length(content) };
+            c->msgs[i].text = (struct dspy__sim_view){ json_string_value(content),
+                                                       json_string_length(content) };
         else if (json_is_array(content) && lens[i]) /* image-only content has no text */
             c->msgs[i].text = (struct dspy__sim_view){ c->parts.ptr + offs[i], lens[i] };
         else
@@ -217,8 +212,7 @@ bool dspy__sim_chat_parse(json_t *body, struct dspy__sim_chat *c, struct dspy__s
     if (so && !json_is_null(so)) {
         if (!json_is_object(so))
             return bad_type(why, "stream_options", so, "an object");
-        if (!opt_bool(why, so, "include_usage", "stream_options.include_usage",
-                      &c->include_usage))
+        if (!opt_bool(why, so, "include_usage", "stream_options.include_usage", &c->include_usage))
             return false;
     }
     json_t *rf = json_object_get(body, "response_format");
@@ -250,9 +244,10 @@ bool dspy__sim_chat_parse(json_t *body, struct dspy__sim_chat *c, struct dspy__s
 
 uint64_t dspy__sim_request_hash(json_t *body)
 {
-    static const char *const drop[] = { "stream", "stream_options", "n", "max_tokens",
-                                        "max_completion_tokens", "user", "ignore_eos",
-                                        "metadata", "store" };
+    static const char *const drop[] = {
+        "stream", "stream_options", "n",        "max_tokens", "max_completion_tokens",
+        "user",   "ignore_eos",     "metadata", "store"
+    };
     json_t *copy = json_copy(body);
     for (size_t i = 0; copy && i < sizeof(drop) / sizeof(drop[0]); i++)
         json_object_del(copy, drop[i]);
@@ -273,8 +268,9 @@ static dspy_status add_str(struct dspy_buf *b, const char *s, size_t n)
 static dspy_status head(struct dspy_buf *b, const char *id, const char *object, long created,
                         const char *model)
 {
-    dspy_status rc = dspy__buf_addf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,"
-                                       "\"model\":",
+    dspy_status rc = dspy__buf_addf(b,
+                                    "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,"
+                                    "\"model\":",
                                     id, object, created);
     if (!rc)
         rc = add_str(b, model, strlen(model));
@@ -431,8 +427,12 @@ static void respond(struct dspy_sim *s, struct dspy__srv_req *req, struct dspy__
     dspy__sim_prompt_parse(&p, c->msgs, c->n_msgs);
     for (size_t i = 0; i < c->n_msgs; i++)
         prompt += 4 + dspy__sim_tokens(c->msgs[i].text.p, c->msgs[i].text.n);
-    struct dspy__sim_answer_opts ao = { s->o.seed,      dspy__sim_request_hash(body), 0,
-                                        c->temperature, s->o.reply_tokens,  c->schema,
+    struct dspy__sim_answer_opts ao = { s->o.seed,
+                                        dspy__sim_request_hash(body),
+                                        0,
+                                        c->temperature,
+                                        s->o.reply_tokens,
+                                        c->schema,
                                         c->json_object };
     if (c->ignore_eos && c->max_tokens && p.adapter == DSPY__SIM_ADAPTER_NONE)
         ao.reply_tokens = c->max_tokens < DSPY_SIM_MAX_REPLY_TOKENS ? (unsigned)c->max_tokens

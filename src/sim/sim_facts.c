@@ -11,16 +11,16 @@
 
 #define N_TOWNS 500
 
-static const char *const syl_a[16] = {"Kel", "Vor", "Ama", "Bri", "Dun", "Esk", "Fal", "Gor",
-                                      "Hal", "Ith", "Jor", "Lun", "Mar", "Nor", "Ost", "Pel"};
-static const char *const syl_b[16] = {"va", "ri", "mo", "le", "sa", "tu", "na", "ke",
-                                      "do", "bi", "ra", "fe", "lo", "zu", "gi", "pa"};
-static const char *const syl_c[16] = {"ro",  "th",  "n",   "x",   "dor", "mir", "ssa", "ven",
-                                      "lia", "gar", "tos", "wyn", "bel", "rak", "sel", "qua"};
+static const char *const syl_a[16] = { "Kel", "Vor", "Ama", "Bri", "Dun", "Esk", "Fal", "Gor",
+                                       "Hal", "Ith", "Jor", "Lun", "Mar", "Nor", "Ost", "Pel" };
+static const char *const syl_b[16] = { "va", "ri", "mo", "le", "sa", "tu", "na", "ke",
+                                       "do", "bi", "ra", "fe", "lo", "zu", "gi", "pa" };
+static const char *const syl_c[16] = { "ro",  "th",  "n",   "x",   "dor", "mir", "ssa", "ven",
+                                       "lia", "gar", "tos", "wyn", "bel", "rak", "sel", "qua" };
 
 /* Attributes: the first ones name a value word, the last two another town. */
-static const char *const attrs[] = {"river",    "founder", "mascot", "dish",
-                                    "festival", "twin",    "rival"};
+static const char *const attrs[] = { "river",    "founder", "mascot", "dish",
+                                     "festival", "twin",    "rival" };
 #define N_ATTRS 7
 #define N_TOWN_ATTRS 2 /* twin, rival */
 
@@ -74,9 +74,9 @@ dspy_status dspy_sim_write_facts(FILE *questions, FILE *corpus, uint64_t n, uint
         for (unsigned a = 0; a < N_ATTRS && !rc; a++) {
             fact_value(seed, t, a, val, sizeof(val));
             dspy__buf_reset(&b);
-            if ((rc =
-                     dspy__buf_addf(&b, "{\"id\": \"f%u_%s\", \"text\": \"The %s of %s is %s.\"}\n",
-                                    t, attrs[a], attrs[a], town, val)))
+            if ((rc = dspy__buf_addf(&b,
+                                     "{\"id\": \"f%u_%s\", \"text\": \"The %s of %s is %s.\"}\n", t,
+                                     attrs[a], attrs[a], town, val)))
                 break;
             if ((rc = write_line(corpus, &b, err)))
                 break;

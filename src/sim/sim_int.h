@@ -25,7 +25,10 @@ struct dspy__sim_view {
     size_t n;
 };
 
-#define DSPY__SIM_VIEW_INIT(s) { (s), sizeof(s) - 1 }
+#define DSPY__SIM_VIEW_INIT(s) \
+    {                          \
+        (s), sizeof(s) - 1     \
+    }
 #define DSPY__SIM_VIEW(s) ((struct dspy__sim_view)DSPY__SIM_VIEW_INIT(s))
 
 uint64_t dspy__sim_hash(uint64_t seed, const void *p, size_t n);
@@ -97,7 +100,7 @@ struct dspy__sim_prompt {
     struct dspy__sim_view final_user;   /* the last user message */
     const struct dspy__sim_msg *msgs;   /* borrowed */
     size_t n_msgs;
-    size_t final_idx; /* msgs[final_idx] is the final user message; demos lie before it */
+    size_t final_idx;  /* msgs[final_idx] is the final user message; demos lie before it */
     json_t *structure; /* JSON adapter: the output structure object; owned */
 };
 
@@ -134,12 +137,12 @@ json_t *dspy__sim_propose_description(const struct dspy__sim_prompt *p,
 
 struct dspy__sim_answer_opts {
     uint64_t seed;
-    uint64_t req_hash;    /* hash of the request content (see docs/simulator.md) */
-    unsigned choice;      /* index among n choices */
-    double temperature;   /* absent = 0 */
+    uint64_t req_hash;     /* hash of the request content (see docs/simulator.md) */
+    unsigned choice;       /* index among n choices */
+    double temperature;    /* absent = 0 */
     unsigned reply_tokens; /* plain replies: exact length in tokens; 0 = natural */
-    json_t *json_schema;  /* response_format json_schema's schema, or NULL (borrowed) */
-    bool json_object;     /* response_format json_object */
+    json_t *json_schema;   /* response_format json_schema's schema, or NULL (borrowed) */
+    bool json_object;      /* response_format json_object */
 };
 
 /* The reply content for one choice, appended to out. */
@@ -152,13 +155,13 @@ json_t *dspy__sim_schema_value(json_t *s, json_t *root, uint64_t h, const struct
 /* ---- Arith task pack (sim_arith.c) ---- */
 
 struct dspy__sim_arith {
-    int kind;       /* template number */
+    int kind; /* template number */
     long a, b, c;
-    int op1, op2;   /* verb indices for the templates that take verbs */
+    int op1, op2; /* verb indices for the templates that take verbs */
     char name[16];
     char item[16];
     bool she;
-    long answer;    /* the true answer */
+    long answer;       /* the true answer */
     size_t start, len; /* where the question lies in the searched text */
 };
 
@@ -189,7 +192,7 @@ dspy_status dspy__sim_arith_reasoning(const struct dspy__sim_arith *q, long clai
 #define DSPY__SIM_FACTS_ACC_COT 0.96 /* the same with a reasoning output field */
 
 struct dspy__sim_facts_q {
-    int hops;        /* 1: "What is the <attr2> of <town>?"; 2: "... of the <attr1> of <town>?" */
+    int hops; /* 1: "What is the <attr2> of <town>?"; 2: "... of the <attr1> of <town>?" */
     int attr1, attr2;
     char town[32];
 };
@@ -217,7 +220,7 @@ struct dspy__sim_chat {
     long max_tokens;   /* 0 = no limit */
     double temperature;
     bool stream, include_usage, ignore_eos, json_object;
-    json_t *schema; /* response_format json_schema (borrowed from the body) */
+    json_t *schema;             /* response_format json_schema (borrowed from the body) */
     struct dspy__sim_msg *msgs; /* owned; texts borrow the body or parts */
     size_t n_msgs;
     size_t images;

@@ -195,8 +195,8 @@ static void json_notes(struct dspy__sim_prompt *p, struct dspy__sim_view structu
     while (s < structure.p + structure.n && isspace((unsigned char)*s))
         s++;
     json_error_t e;
-    p->structure =
-        json_loadb(s, (size_t)(structure.p + structure.n - s), JSON_DISABLE_EOF_CHECK, &e);
+    p->structure = json_loadb(s, (size_t)(structure.p + structure.n - s), JSON_DISABLE_EOF_CHECK,
+                              &e);
     if (!json_is_object(p->structure))
         return;
     for (size_t i = 0; i < p->n_outputs; i++) {

@@ -8,8 +8,8 @@
 #include "sim_int.h"
 
 static const char *const META_OUTPUTS[] = { "proposed_instruction", "new_instruction",
-                                            "observations", "summary", "program_description",
-                                            "module_description" };
+                                            "observations",         "summary",
+                                            "program_description",  "module_description" };
 
 bool dspy__sim_propose_is_meta(const struct dspy__sim_prompt *p)
 {
@@ -43,8 +43,8 @@ static void gather(const struct dspy__sim_prompt *p, struct evidence *e)
             continue;
         e->arith |= dspy__sim_arith_find(v.p, v.n, &q) || dspy__sim_find_ci(v, "arithmetic") ||
                     dspy__sim_find_ci(v, "math");
-        e->reasoning |= dspy__sim_find_ci(v, "reasoning:") || dspy__sim_find_ci(v, "chainofthought") ||
-                        dspy__sim_find_ci(v, "step");
+        e->reasoning |= dspy__sim_find_ci(v, "reasoning:") ||
+                        dspy__sim_find_ci(v, "chainofthought") || dspy__sim_find_ci(v, "step");
         e->wrong |= dspy__sim_find_ci(v, "wrong") || dspy__sim_find_ci(v, "incorrect");
     }
     const struct dspy__sim_field *tip = input(p, "tip");
@@ -55,8 +55,8 @@ static void gather(const struct dspy__sim_prompt *p, struct evidence *e)
     }
 }
 
-json_t *dspy__sim_propose_description(const struct dspy__sim_prompt *p, const struct dspy__sim_field *f,
-                                uint64_t h)
+json_t *dspy__sim_propose_description(const struct dspy__sim_prompt *p,
+                                      const struct dspy__sim_field *f, uint64_t h)
 {
     struct evidence e;
     gather(p, &e);
@@ -103,18 +103,24 @@ static void compose(const struct evidence *e, struct dspy__sim_view base, uint64
     if (e->high_stakes)
         ADD(e->arith ? "A student's grade depends on this answer, so be careful."
                      : "Much depends on this answer.");
-    if (DRAW(1, e->reasoning ? 0.6 : e->arith ? 0.35 : 0.1) &&
+    if (DRAW(1, e->reasoning ? 0.6
+                : e->arith   ? 0.35
+                             : 0.1) &&
         !dspy__sim_find_ci((struct dspy__sim_view){ out, n }, "step by step"))
         ADD("Work through the problem step by step.");
-    if (e->arith && DRAW(2, 0.5) && !dspy__sim_find_ci((struct dspy__sim_view){ out, n }, "arithmetic"))
+    if (e->arith && DRAW(2, 0.5) &&
+        !dspy__sim_find_ci((struct dspy__sim_view){ out, n }, "arithmetic"))
         ADD("Check the arithmetic carefully.");
-    if (DRAW(3, e->wrong ? 0.7 : e->arith ? 0.3 : 0.1) &&
+    if (DRAW(3, e->wrong   ? 0.7
+                : e->arith ? 0.3
+                           : 0.1) &&
         !dspy__sim_find_ci((struct dspy__sim_view){ out, n }, "verify"))
         ADD("Verify the final number before you answer.");
     if (DRAW(4, e->reasoning ? 0.4 : 0.15) &&
         !dspy__sim_find_ci((struct dspy__sim_view){ out, n }, "show your work"))
         ADD("Show your work.");
-    if ((e->concise || DRAW(5, 0.3)) && !dspy__sim_find_ci((struct dspy__sim_view){ out, n }, "short"))
+    if ((e->concise || DRAW(5, 0.3)) &&
+        !dspy__sim_find_ci((struct dspy__sim_view){ out, n }, "short"))
         ADD("Keep the final answer short.");
 #undef ADD
 #undef DRAW
@@ -135,15 +141,16 @@ json_t *dspy__sim_propose_instruction(const struct dspy__sim_prompt *p, uint64_t
 static const char REFLECTION[] =
     "I provided an assistant with the following instructions to perform a task for me:";
 
-bool dspy__sim_propose_reflection(const struct dspy__sim_prompt *p, uint64_t h, struct dspy_buf *out)
+bool dspy__sim_propose_reflection(const struct dspy__sim_prompt *p, uint64_t h,
+                                  struct dspy_buf *out)
 {
     struct dspy__sim_view t = p->final_user;
     const char *m = dspy__sim_find(t, REFLECTION);
     if (!m)
         return false;
     /* the current instruction: the first ``` block after the opening sentence */
-    struct dspy__sim_view rest = { m + sizeof(REFLECTION) - 1, (size_t)(t.p + t.n - m) -
-                                                            (sizeof(REFLECTION) - 1) };
+    struct dspy__sim_view rest = { m + sizeof(REFLECTION) - 1,
+                                   (size_t)(t.p + t.n - m) - (sizeof(REFLECTION) - 1) };
     const char *a = dspy__sim_find(rest, "```");
     struct dspy__sim_view base = { "", 0 };
     if (a) {

@@ -70,11 +70,8 @@ bool dspy__sim_fault_answer(struct dspy_sim *s, struct dspy__srv_req *req, enum 
     case DSPY__SIM_F_TIMEOUT:
         dspy__srv_drop(req, dspy__now_ns() + (uint64_t)(s->o.timeout_hold_ms * 1e6));
         break;
-    case DSPY__SIM_F_DROP:
-        dspy__srv_drop(req, 0);
-        break;
-    default:
-        return false;
+    case DSPY__SIM_F_DROP: dspy__srv_drop(req, 0); break;
+    default: return false;
     }
     atomic_fetch_add(&s->faults[f], 1);
     return true;
@@ -265,8 +262,8 @@ void dspy__sim_record(struct dspy__srv_req *req, void *ud)
         parsed = size > len ? json_null() : lossy_string(body, len);
     json_object_set_new(line, "ts", json_real(dspy__wall_s()));
     json_object_set_new(line, "method", json_string(dspy__srv_req_method(req)));
-    json_object_set_new(line, "path", lossy_string(dspy__srv_req_path(req),
-                                                   strlen(dspy__srv_req_path(req))));
+    json_object_set_new(line, "path",
+                        lossy_string(dspy__srv_req_path(req), strlen(dspy__srv_req_path(req))));
     json_object_set_new(line, "body", parsed);
     json_object_set_new(line, "body_bytes", json_integer((json_int_t)size));
     if (size > len)
@@ -295,7 +292,7 @@ static dspy_status add_embedding(struct dspy_sim *s, struct dspy_buf *b, const c
         dspy__sim_embed(text, n, vec, dim);
     if (!rc)
         rc = dspy__buf_addf(b, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":",
-                                    index ? "," : "", index);
+                            index ? "," : "", index);
     if (!rc && base64) {
         rc = dspy__buf_addc(b, '"');
         if (!rc)
@@ -321,8 +318,7 @@ static void tokens_text(json_t *arr, struct dspy_buf *t)
     size_t i;
     json_t *v;
     dspy__buf_reset(t);
-    json_array_foreach(arr, i, v)
-    {
+    json_array_foreach(arr, i, v) {
         dspy__buf_addf(t, "t%lld ", (long long)json_integer_value(v));
     }
 }
@@ -331,8 +327,7 @@ static bool all_ints(json_t *arr)
 {
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v)
-    {
+    json_array_foreach(arr, i, v) {
         if (!json_is_integer(v))
             return false;
     }
@@ -360,8 +355,8 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
         bad = "Missing required parameter: 'input'.";
     else if (json_is_string(input) && !json_string_length(input))
         bad = "'input' must not be an empty string.";
-    else if (!json_is_string(input) && !(json_is_array(input) && json_array_size(input) &&
-                                         json_array_size(input) <= 2048))
+    else if (!json_is_string(input) &&
+             !(json_is_array(input) && json_array_size(input) && json_array_size(input) <= 2048))
         bad = "'input' must be a non-empty string or an array of 1 to 2048 items.";
     else if (model && !json_is_string(model))
         bad = "Invalid type for 'model': expected a string.", param = "model";
@@ -377,8 +372,7 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
     size_t i;
     json_t *it;
     if (!bad && json_is_array(input) && !all_ints(input))
-        json_array_foreach(input, i, it)
-        {
+        json_array_foreach(input, i, it) {
             if (!((json_is_string(it) && json_string_length(it)) || all_ints(it))) {
                 bad = "Each item of 'input' must be a non-empty string or an array of token ids.";
                 break;
@@ -423,8 +417,7 @@ static void embeddings(struct dspy__srv_req *req, void *ud)
                             tokens, tokens);
     if (rc) {
         dspy__srv_send_error(req, 500, "server_error", NULL, NULL, NULL,
-                             "The simulator could not build the response (%s).",
-                             dspy_strerror(rc));
+                             "The simulator could not build the response (%s).", dspy_strerror(rc));
         goto out;
     }
     uint64_t now = dspy__now_ns(), start;

@@ -167,13 +167,12 @@ const char *dspy__sim_find_ci(struct dspy__sim_view hay, const char *needle)
 }
 
 static const char *const stop_words[] = {
-    "the",   "and",   "for",   "with",  "that",  "this",  "from",   "are",   "was",
-    "what",  "which", "who",   "how",   "many",  "does",  "have",   "has",   "you",
-    "your",  "into",  "then",  "than",  "about", "each",  "there",  "their", "they",
-    "will",  "would", "should", "could", "can",  "not",   "but",    "all",   "any",
-    "its",   "his",   "her",   "she",   "him",   "our",   "were",   "been",  "being",
-    "when",  "where", "why",   "also",  "some",  "more",  "most",   "other", "such",
-    "only",  "own",   "same",  "too",   "very",  "just",  "now",    "did",   "give",
+    "the",   "and",  "for",   "with",  "that", "this", "from",  "are",    "was",   "what", "which",
+    "who",   "how",  "many",  "does",  "have", "has",  "you",   "your",   "into",  "then", "than",
+    "about", "each", "there", "their", "they", "will", "would", "should", "could", "can",  "not",
+    "but",   "all",  "any",   "its",   "his",  "her",  "she",   "him",    "our",   "were", "been",
+    "being", "when", "where", "why",   "also", "some", "more",  "most",   "other", "such", "only",
+    "own",   "same", "too",   "very",  "just", "now",  "did",   "give",
 };
 
 static bool is_stop(const char *w, size_t n)

@@ -127,8 +127,8 @@ static void attention(const struct workspace *w, size_t start, size_t n)
         dspy__embed_matmul(n, n, HDIM, scale, q, 3 * HID, k, 3 * HID, true, 0.0f, w->scores, n);
         for (size_t i = 0; i < n; i++)
             softmax_row(w->scores + i * n, n);
-        dspy__embed_matmul(n, HDIM, n, 1.0f, w->scores, n, v, 3 * HID, false, 0.0f,
-                           ctx + h * HDIM, HID);
+        dspy__embed_matmul(n, HDIM, n, 1.0f, w->scores, n, v, 3 * HID, false, 0.0f, ctx + h * HDIM,
+                           HID);
     }
 }
 
@@ -239,8 +239,8 @@ static struct workspace *ws_take(dspy_embedder *e)
     if (w)
         return w;
     size_t cap = CHUNK_TOKENS > e->max_tokens ? CHUNK_TOKENS : e->max_tokens;
-    size_t floats[6] = { cap * HID, cap * 3 * HID, cap * HID, cap * HID, cap * FFN,
-                         (size_t)e->max_tokens * e->max_tokens };
+    size_t floats[6] = { cap * HID, cap * 3 * HID, cap * HID,
+                         cap * HID, cap * FFN,     (size_t)e->max_tokens * e->max_tokens };
     size_t total = 0;
     for (int i = 0; i < 6; i++)
         total += (floats[i] + 15) & ~(size_t)15;
@@ -322,8 +322,8 @@ static dspy_status resolve_dir(const char *opt, char *out, size_t cap, struct ds
 
 struct loader {
     const struct dspy__safetensors *st;
-    float *at;   /* next free float in the blob, 64-byte aligned */
-    float *pk;   /* next free float in the packed block, or NULL: no packing */
+    float *at; /* next free float in the blob, 64-byte aligned */
+    float *pk; /* next free float in the packed block, or NULL: no packing */
     struct dspy_error *err;
     dspy_status rc;
 };
@@ -418,10 +418,9 @@ static void take_layer(struct loader *ld, int l, struct layer *L)
 
 static size_t blob_floats(void)
 {
-    size_t per_layer = 3 * HID * HID + 3 * HID + 16 + HID * HID + 2 * FFN * HID + FFN +
-                       6 * HID + 16 * 8;
-    return (size_t)VOCAB * HID + POSITIONS * HID + 2 * HID + 3 * HID + 64 +
-           LAYERS * per_layer;
+    size_t per_layer = 3 * HID * HID + 3 * HID + 16 + HID * HID + 2 * FFN * HID + FFN + 6 * HID +
+                       16 * 8;
+    return (size_t)VOCAB * HID + POSITIONS * HID + 2 * HID + 3 * HID + 64 + LAYERS * per_layer;
 }
 
 static dspy_status load_weights(dspy_embedder *e, const char *path, struct dspy_error *err)
@@ -542,10 +541,10 @@ dspy_status dspy_embedder_tokenize(const dspy_embedder *e, const char *text, siz
 
 struct job {
     dspy_embedder *e;
-    const int32_t *ids;  /* packed ids of texts [first, last) start at ids */
-    const size_t *lens;  /* per text */
+    const int32_t *ids; /* packed ids of texts [first, last) start at ids */
+    const size_t *lens; /* per text */
     size_t first, last;
-    float *out;          /* rows of texts [first, last) */
+    float *out; /* rows of texts [first, last) */
     dspy_status rc;
 };
 
@@ -576,8 +575,7 @@ static void *run_job(void *arg)
 #define WINDOW 1024
 
 static dspy_status embed_window(dspy_embedder *e, const char *const *texts, const size_t *lens,
-                                size_t n, size_t first_index, float *out,
-                                struct dspy_error *err)
+                                size_t n, size_t first_index, float *out, struct dspy_error *err)
 {
     dspy_status rc = DSPY_OK;
     int32_t *ids = dspy_malloc(n * e->max_tokens * sizeof(int32_t));
@@ -589,8 +587,7 @@ static dspy_status embed_window(dspy_embedder *e, const char *const *texts, cons
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         size_t len = lens ? lens[i] : strlen(texts[i]);
-        rc = dspy__wordpiece_encode(e->wp, texts[i], len, ids + total, e->max_tokens, &tl[i],
-                                    err);
+        rc = dspy__wordpiece_encode(e->wp, texts[i], len, ids + total, e->max_tokens, &tl[i], err);
         if (rc) {
             char field[32];
             snprintf(field, sizeof(field), "text[%zu]", first_index + i);
@@ -620,7 +617,7 @@ static dspy_status embed_window(dspy_embedder *e, const char *const *texts, cons
         if (jobs[w].first == jobs[w].last)
             continue;
         if (pthread_create(&tids[w], NULL, run_job, &jobs[w])) {
-            run_job(&jobs[w]); /* no thread to be had: do it here */
+            run_job(&jobs[w]);            /* no thread to be had: do it here */
             jobs[w].first = jobs[w].last; /* mark as not joinable */
             continue;
         }
@@ -643,8 +640,8 @@ dspy_status dspy_embedder_embed(dspy_embedder *e, const char *const *texts, cons
 {
     for (size_t at = 0; at < n; at += WINDOW) {
         size_t k = n - at < WINDOW ? n - at : WINDOW;
-        dspy_status rc = embed_window(e, texts + at, lens ? lens + at : NULL, k, at,
-                                      out + at * HID, err);
+        dspy_status rc = embed_window(e, texts + at, lens ? lens + at : NULL, k, at, out + at * HID,
+                                      err);
         if (rc)
             return rc;
     }

@@ -36,8 +36,7 @@ void dspy__embed_linear(size_t m, const float *x, size_t ldx, const struct dspy_
  * ldb, ldc (in floats); op(B) = B^T when b_trans (B stored [n x k]), else B ([k x n]). For
  * the attention products. Thread-safe; runs on the calling thread only. */
 void dspy__embed_matmul(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                        const float *b, size_t ldb, bool b_trans, float beta, float *c,
-                        size_t ldc);
+                        const float *b, size_t ldb, bool b_trans, float beta, float *c, size_t ldc);
 /* Once per process before the first multiply: keeps the BLAS single-threaded per call. */
 void dspy__embed_matmul_init(void);
 

@@ -14,8 +14,7 @@
 #include "vec/embed_int.h"
 
 void dspy__embed_matmul(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
-                        const float *b, size_t ldb, bool b_trans, float beta, float *c,
-                        size_t ldc)
+                        const float *b, size_t ldb, bool b_trans, float beta, float *c, size_t ldc)
 {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, (int)m, (int)n,
                 (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
@@ -101,9 +100,9 @@ tile(int th, const float *x, size_t ldx, const float *panel, size_t k, float *c,
             _mm512_storeu_ps(c + (size_t)t * ldc + 16 * j, acc[t][j]);
 }
 
-__attribute__((target("avx512f"))) static void
-linear_packed(size_t m, const float *x, size_t ldx, const struct dspy__embed_weight *w, bool add,
-              float *c, size_t ldc)
+__attribute__((target("avx512f"))) static void linear_packed(size_t m, const float *x, size_t ldx,
+                                                             const struct dspy__embed_weight *w,
+                                                             bool add, float *c, size_t ldc)
 {
     size_t k = w->k, panels = w->n / DSPY__EMBED_PANEL;
     for (size_t p = 0; p < panels; p++) {

@@ -47,10 +47,9 @@ void dspy__st_close(struct dspy__safetensors *st)
     dspy_free(st);
 }
 
-static dspy_status bad(struct dspy_error *err, const char *name, long offset, const char *fmt,
-                       ...) __attribute__((format(printf, 4, 5)));
-static dspy_status bad(struct dspy_error *err, const char *name, long offset, const char *fmt,
-                       ...)
+static dspy_status bad(struct dspy_error *err, const char *name, long offset, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static dspy_status bad(struct dspy_error *err, const char *name, long offset, const char *fmt, ...)
 {
     char what[384];
     va_list ap;
@@ -86,10 +85,11 @@ static dspy_status parse_entry(const char *name, const char *key, json_t *v,
 {
     json_t *dt = json_object_get(v, "dtype"), *shape = json_object_get(v, "shape");
     json_t *offs = json_object_get(v, "data_offsets");
-    if (!json_is_object(v) || !json_is_string(dt) || !json_is_array(shape) ||
-        !json_is_array(offs))
-        return bad(err, name, 8, "tensor '%s': expected an object with dtype, shape, "
-                                          "data_offsets", key);
+    if (!json_is_object(v) || !json_is_string(dt) || !json_is_array(shape) || !json_is_array(offs))
+        return bad(err, name, 8,
+                   "tensor '%s': expected an object with dtype, shape, "
+                   "data_offsets",
+                   key);
     size_t k;
     for (k = 0; k < N_DTYPES; k++)
         if (!strcmp(json_string_value(dt), dtypes[k].name))
@@ -98,8 +98,7 @@ static dspy_status parse_entry(const char *name, const char *key, json_t *v,
         return bad(err, name, 8, "tensor '%s': unknown dtype", key);
     t->dtype = (enum dspy__st_dtype)k;
     if (json_array_size(shape) > DSPY__ST_MAX_DIMS)
-        return bad(err, name, 8, "tensor '%s': more than %d dimensions", key,
-                   DSPY__ST_MAX_DIMS);
+        return bad(err, name, 8, "tensor '%s': more than %d dimensions", key, DSPY__ST_MAX_DIMS);
     t->ndim = (int)json_array_size(shape);
     uint64_t count = 1;
     bool overflow = false;
@@ -122,9 +121,8 @@ static dspy_status parse_entry(const char *name, const char *key, json_t *v,
                    "(the file is truncated)",
                    key, (unsigned long long)end, (unsigned long long)data_len);
     if (overflow || count > UINT64_MAX / dtypes[k].size || end - begin != count * dtypes[k].size)
-        return bad(err, name, 8,
-                   "tensor '%s': %llu bytes in data_offsets, the shape needs %llu", key,
-                   (unsigned long long)(end - begin),
+        return bad(err, name, 8, "tensor '%s': %llu bytes in data_offsets, the shape needs %llu",
+                   key, (unsigned long long)(end - begin),
                    overflow ? ~0ull : (unsigned long long)(count * dtypes[k].size));
     t->data = base + begin;
     t->nbytes = (size_t)(end - begin);
@@ -150,8 +148,8 @@ dspy_status dspy__st_parse(const void *data, size_t len, const char *name,
     json_error_t je;
     h = json_loadb((const char *)p + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
     if (!h)
-        return bad(err, name, 8 + je.position, "header is not JSON: %s (header byte %d)",
-                   je.text, je.position);
+        return bad(err, name, 8 + je.position, "header is not JSON: %s (header byte %d)", je.text,
+                   je.position);
     if (!json_is_object(h)) {
         rc = bad(err, name, 8, "the header is not a JSON object");
         goto out;
@@ -167,8 +165,7 @@ dspy_status dspy__st_parse(const void *data, size_t len, const char *name,
     uint64_t data_len = len - 8 - hlen;
     const char *key;
     json_t *v;
-    json_object_foreach(h, key, v)
-    {
+    json_object_foreach(h, key, v) {
         if (!strcmp(key, "__metadata__")) {
             if (!json_is_object(v)) {
                 rc = bad(err, name, 8, "__metadata__ is not an object");
@@ -190,8 +187,9 @@ dspy_status dspy__st_parse(const void *data, size_t len, const char *name,
             qsort(sorted, st->n, sizeof(*sorted), by_offset);
             for (size_t i = 1; i < st->n && !rc; i++)
                 if (sorted[i - 1].data + sorted[i - 1].nbytes > sorted[i].data)
-                    rc = bad(err, name, 8, "tensors '%s' and the next one overlap "
-                                           "(data bytes %llu and %llu)",
+                    rc = bad(err, name, 8,
+                             "tensors '%s' and the next one overlap "
+                             "(data bytes %llu and %llu)",
                              sorted[i - 1].name, (unsigned long long)(sorted[i - 1].data - base),
                              (unsigned long long)(sorted[i].data - base));
             dspy_free(sorted);
@@ -207,8 +205,7 @@ out:
     return rc;
 }
 
-dspy_status dspy__st_open(const char *path, struct dspy__safetensors **out,
-                          struct dspy_error *err)
+dspy_status dspy__st_open(const char *path, struct dspy__safetensors **out, struct dspy_error *err)
 {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -249,8 +246,7 @@ dspy_status dspy__st_open(const char *path, struct dspy__safetensors **out,
     return DSPY_OK;
 }
 
-const struct dspy__st_tensor *dspy__st_find(const struct dspy__safetensors *st,
-                                            const char *name)
+const struct dspy__st_tensor *dspy__st_find(const struct dspy__safetensors *st, const char *name)
 {
     for (size_t i = 0; i < st->n; i++)
         if (!strcmp(st->tensors[i].name, name))
@@ -282,8 +278,8 @@ dspy_status dspy__st_get_f32(const struct dspy__safetensors *st, const char *nam
         for (int d = 0; d < t->ndim && g < sizeof(got); d++)
             g += (size_t)snprintf(got + g, sizeof(got) - g, "%s%llu", d ? "," : "",
                                   (unsigned long long)t->shape[d]);
-        dspy__err(err, DSPY_EPARSE, "%s: tensor '%s' is %s [%s], expected F32 [%s]", st->path,
-                  name, dspy__st_dtype_name(t->dtype), got, want);
+        dspy__err(err, DSPY_EPARSE, "%s: tensor '%s' is %s [%s], expected F32 [%s]", st->path, name,
+                  dspy__st_dtype_name(t->dtype), got, want);
         dspy__err_file(err, st->path);
         dspy__err_field(err, name);
         return DSPY_EPARSE;

@@ -149,8 +149,8 @@ static dspy_status open_on(dspy_vec *v, const char *device, struct dspy_error *e
 {
     int want = parse_device(device);
     if (want == -3)
-        return dspy__err(err, DSPY_EINVAL,
-                         "vec: device '%s' is not one of cpu, cuda, cuda:N, auto", device);
+        return dspy__err(err, DSPY_EINVAL, "vec: device '%s' is not one of cpu, cuda, cuda:N, auto",
+                         device);
     v->reason[0] = 0;
     if (want >= 0 || want == -2) {
         int idx = want >= 0 ? want : 0;
@@ -224,8 +224,8 @@ dspy_status dspy_vec_set_device(dspy_vec *v, const char *device, struct dspy_err
                          "vec: %zu stored matrices still live on %s; free them first",
                          v->live_matrices, v->device);
     if (parse_device(device) == -3)
-        return dspy__err(err, DSPY_EINVAL,
-                         "vec: device '%s' is not one of cpu, cuda, cuda:N, auto", device);
+        return dspy__err(err, DSPY_EINVAL, "vec: device '%s' is not one of cpu, cuda, cuda:N, auto",
+                         device);
     /* Open the new device beside the old one, so a failure leaves the old one in use. */
     dspy_vec probe = *v;
     probe.be = NULL;
@@ -268,14 +268,14 @@ float dspy_vec_cosine(const float *a, const float *b, size_t d)
     return dspy__vec_key(DSPY_VEC_COSINE, ab, sqrtf(aa), sqrtf(bb));
 }
 
-static dspy_status check_rows(struct dspy_error *err, const char *what, const void *p,
-                              size_t n, size_t d, size_t ld)
+static dspy_status check_rows(struct dspy_error *err, const char *what, const void *p, size_t n,
+                              size_t d, size_t ld)
 {
     if (n && !p)
         return dspy__err(err, DSPY_EINVAL, "vec: %s is NULL", what);
     if (n > 1 && ld < d)
-        return dspy__err(err, DSPY_EINVAL, "vec: %s: leading dimension %zu < row length %zu",
-                         what, ld, d);
+        return dspy__err(err, DSPY_EINVAL, "vec: %s: leading dimension %zu < row length %zu", what,
+                         ld, d);
     if (n && ld && n > SIZE_MAX / 8 / ld)
         return dspy__err(err, DSPY_ETOOBIG, "vec: %s: %zu rows of %zu overflow", what, n, ld);
     return DSPY_OK;
@@ -297,17 +297,17 @@ dspy_status dspy_vec_normalize(dspy_vec *v, float *x, size_t n, size_t d, size_t
     return v->ops->normalize(v, x, n, d, ld ? ld : d, err);
 }
 
-dspy_status dspy_vec_matmul(dspy_vec *v, size_t m, size_t n, size_t k, const float *a,
-                            size_t lda, const float *b, size_t ldb, bool trans_b, float *c,
-                            size_t ldc, struct dspy_error *err)
+dspy_status dspy_vec_matmul(dspy_vec *v, size_t m, size_t n, size_t k, const float *a, size_t lda,
+                            const float *b, size_t ldb, bool trans_b, float *c, size_t ldc,
+                            struct dspy_error *err)
 {
     dspy_status rc;
     if ((rc = check_rows(err, "A", a, m, k, lda)) ||
         (rc = check_rows(err, "B", b, trans_b ? n : k, trans_b ? k : n, ldb)) ||
         (rc = check_rows(err, "C", c, m, n, ldc)))
         return rc;
-    if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || lda > INT32_MAX ||
-        ldb > INT32_MAX || ldc > INT32_MAX)
+    if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX ||
+        ldc > INT32_MAX)
         return dspy__err(err, DSPY_ETOOBIG, "vec: matmul dimensions beyond 2^31");
     if (!m || !n)
         return DSPY_OK;
@@ -316,21 +316,21 @@ dspy_status dspy_vec_matmul(dspy_vec *v, size_t m, size_t n, size_t k, const flo
             memset(c + i * ldc, 0, n * sizeof(float));
         return DSPY_OK;
     }
-    return v->ops->matmul(v, m, n, k, a, lda ? lda : k, b, ldb ? ldb : (trans_b ? k : n),
-                          trans_b, c, ldc ? ldc : n, err);
+    return v->ops->matmul(v, m, n, k, a, lda ? lda : k, b, ldb ? ldb : (trans_b ? k : n), trans_b,
+                          c, ldc ? ldc : n, err);
 }
 
-dspy_status dspy_vec_scores(dspy_vec *v, enum dspy_vec_metric metric, const float *q,
-                            size_t nq, size_t ldq, const float *x, size_t n, size_t ldx,
-                            size_t d, float *out, size_t ldo, struct dspy_error *err)
+dspy_status dspy_vec_scores(dspy_vec *v, enum dspy_vec_metric metric, const float *q, size_t nq,
+                            size_t ldq, const float *x, size_t n, size_t ldx, size_t d, float *out,
+                            size_t ldo, struct dspy_error *err)
 {
     dspy_status rc;
     if ((rc = check_metric(metric, err)) || (rc = check_rows(err, "queries", q, nq, d, ldq)) ||
         (rc = check_rows(err, "rows", x, n, d, ldx)) ||
         (rc = check_rows(err, "out", out, nq, n, ldo)))
         return rc;
-    if (nq > INT32_MAX || n > INT32_MAX || d > INT32_MAX || ldq > INT32_MAX ||
-        ldx > INT32_MAX || ldo > INT32_MAX)
+    if (nq > INT32_MAX || n > INT32_MAX || d > INT32_MAX || ldq > INT32_MAX || ldx > INT32_MAX ||
+        ldo > INT32_MAX)
         return dspy__err(err, DSPY_ETOOBIG, "vec: scores dimensions beyond 2^31");
     if (!nq || !n)
         return DSPY_OK;
@@ -340,8 +340,8 @@ dspy_status dspy_vec_scores(dspy_vec *v, enum dspy_vec_metric metric, const floa
 
 /* ---- stored matrices ---- */
 
-dspy_status dspy_vec_matrix_new(dspy_vec *v, const float *rows, size_t n, size_t d,
-                                size_t ld, enum dspy_vec_storage storage, unsigned flags,
+dspy_status dspy_vec_matrix_new(dspy_vec *v, const float *rows, size_t n, size_t d, size_t ld,
+                                enum dspy_vec_storage storage, unsigned flags,
                                 dspy_vec_matrix **out, struct dspy_error *err)
 {
     dspy_status rc;

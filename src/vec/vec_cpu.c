@@ -11,8 +11,8 @@
 #include "base/status.h"
 #include "vec/vec_int.h"
 
-#define BLOCK 256          /* rows per dot-product block in the scans */
-#define BATCH_MIN 8        /* queries from which batched top-k and scores use sgemm */
+#define BLOCK 256                /* rows per dot-product block in the scans */
+#define BATCH_MIN 8              /* queries from which batched top-k and scores use sgemm */
 #define PAR_MIN_ELEMS (1u << 20) /* elements a thread's share must reach to be worth one */
 
 /* ---- threads ---- */
@@ -117,24 +117,24 @@ static dspy_status cpu_normalize(struct dspy_vec *v, float *x, size_t n, size_t 
 
 /* ---- matmul ---- */
 
-static dspy_status cpu_matmul(struct dspy_vec *v, size_t m, size_t n, size_t k,
-                              const float *a, size_t lda, const float *b, size_t ldb,
-                              bool trans_b, float *c, size_t ldc, struct dspy_error *err)
+static dspy_status cpu_matmul(struct dspy_vec *v, size_t m, size_t n, size_t k, const float *a,
+                              size_t lda, const float *b, size_t ldb, bool trans_b, float *c,
+                              size_t ldc, struct dspy_error *err)
 {
     (void)v;
     (void)err;
     if (m == 1) {
         /* One row: a matrix-vector product (sgemv reads B once, sgemm would pack it). */
         if (trans_b)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)k, 1.0f, b, (int)ldb, a, 1,
-                        0.0f, c, 1);
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)n, (int)k, 1.0f, b, (int)ldb, a, 1, 0.0f,
+                        c, 1);
         else
-            cblas_sgemv(CblasRowMajor, CblasTrans, (int)k, (int)n, 1.0f, b, (int)ldb, a, 1,
-                        0.0f, c, 1);
+            cblas_sgemv(CblasRowMajor, CblasTrans, (int)k, (int)n, 1.0f, b, (int)ldb, a, 1, 0.0f, c,
+                        1);
         return DSPY_OK;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)m,
-                (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, 0.0f, c, (int)ldc);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+                (int)k, 1.0f, a, (int)lda, b, (int)ldb, 0.0f, c, (int)ldc);
     return DSPY_OK;
 }
 
@@ -195,8 +195,8 @@ static void scan_scores(void *ctx, int t, int nt)
 }
 
 static dspy_status cpu_scores(struct dspy_vec *v, enum dspy_vec_metric metric, const float *q,
-                              size_t nq, size_t ldq, const float *x, size_t n, size_t ldx,
-                              size_t d, float *out, size_t ldo, struct dspy_error *err)
+                              size_t nq, size_t ldq, const float *x, size_t n, size_t ldx, size_t d,
+                              float *out, size_t ldo, struct dspy_error *err)
 {
     uint64_t need = (uint64_t)nq * 4;
     float *qn = NULL, *xn = NULL;
@@ -240,8 +240,10 @@ static dspy_status cpu_scores(struct dspy_vec *v, enum dspy_vec_metric metric, c
     }
     goto out;
 nomem:
-    rc = dspy__err(err, DSPY_ENOMEM, "vec: scores of %zu queries need %llu scratch bytes on "
-                   "cpu beyond the budget", nq, (unsigned long long)(need + 4));
+    rc = dspy__err(err, DSPY_ENOMEM,
+                   "vec: scores of %zu queries need %llu scratch bytes on "
+                   "cpu beyond the budget",
+                   nq, (unsigned long long)(need + 4));
 out:
     dspy__vec_host_free(v, qn, need);
     return rc;
@@ -309,12 +311,12 @@ struct topk_plan {
     const struct dspy_vec_matrix *m;
     enum dspy_vec_metric metric;
     size_t nq, k, pad;
-    const float *qf;      /* nq queries, ldqf apart */
+    const float *qf; /* nq queries, ldqf apart */
     size_t ldqf;
-    int8_t *q8;           /* I8: nq x pad */
-    uint8_t *qu;          /* I8: nq x pad, q8 + 128 */
-    float *qscale;        /* I8: nq */
-    float *qn;            /* nq query norms */
+    int8_t *q8;                 /* I8: nq x pad */
+    uint8_t *qu;                /* I8: nq x pad, q8 + 128 */
+    float *qscale;              /* I8: nq */
+    float *qn;                  /* nq query norms */
     struct dspy__vec_hit *hits; /* nt x nq x k */
     struct dspy__vec_sel *sels; /* nt x nq */
     int nt;
@@ -364,11 +366,11 @@ static void scan_topk(void *ctx, int t, int nt)
         for (size_t i = lo; i < hi; i += BLOCK) {
             size_t nb = hi - i < BLOCK ? hi - i : BLOCK;
             if (m->storage == DSPY_VEC_F32) {
-                k->dots_f32((const float *)m->rows + i * m->ld, m->ld, nb, m->d, qs, g,
-                            raw[0], BLOCK);
+                k->dots_f32((const float *)m->rows + i * m->ld, m->ld, nb, m->d, qs, g, raw[0],
+                            BLOCK);
             } else if (m->storage == DSPY_VEC_F16) {
-                k->dots_f16((const uint16_t *)m->rows + i * m->ld, m->ld, nb, p->pad, qs, g,
-                            raw[0], BLOCK);
+                k->dots_f16((const uint16_t *)m->rows + i * m->ld, m->ld, nb, p->pad, qs, g, raw[0],
+                            BLOCK);
             } else {
                 k->dots_i8((const int8_t *)m->rows + i * m->ld, m->ld, nb, p->pad, q8s, qus, g,
                            m->sums + i, iraw[0], BLOCK);
@@ -424,13 +426,13 @@ static dspy_status cpu_topk(struct dspy_vec *v, const struct dspy_vec_matrix *m,
     char *scratch = NULL;
     /* Halve the query chunk, then the row block, until the scratch fits the budget. */
     for (;;) {
-        need = (uint64_t)qc * 4 * 2                                         /* qn, qscale */
-               + (copy_q ? (uint64_t)qc * pad * 4 : 0)                      /* padded F16 queries */
-               + (m->storage == DSPY_VEC_I8 ? (uint64_t)qc * pad * 2 : 0)   /* q8, qu */
-               + (uint64_t)nt * qc * (kk * sizeof(struct dspy__vec_hit) +
-                                      sizeof(struct dspy__vec_sel))
-               + (batched ? (uint64_t)qc * nb * 4 : 0)
-               + (batched && m->storage == DSPY_VEC_F16 ? (uint64_t)nb * m->ld * 4 : 0) + 256;
+        need = (uint64_t)qc * 4 * 2                                       /* qn, qscale */
+               + (copy_q ? (uint64_t)qc * pad * 4 : 0)                    /* padded F16 queries */
+               + (m->storage == DSPY_VEC_I8 ? (uint64_t)qc * pad * 2 : 0) /* q8, qu */
+               + (uint64_t)nt * qc *
+                     (kk * sizeof(struct dspy__vec_hit) + sizeof(struct dspy__vec_sel)) +
+               (batched ? (uint64_t)qc * nb * 4 : 0) +
+               (batched && m->storage == DSPY_VEC_F16 ? (uint64_t)nb * m->ld * 4 : 0) + 256;
         if (need <= dspy__vec_room(v))
             break;
         if (qc > 1)
@@ -497,7 +499,8 @@ static dspy_status cpu_topk(struct dspy_vec *v, const struct dspy_vec_matrix *m,
             struct dspy__vec_sel *into = &p.sels[a];
             for (int t = 1; t < nt; t++) {
                 const struct dspy__vec_sel *from = &p.sels[(size_t)t * cn + a];
-                const struct dspy__vec_hit *h = (const struct dspy__vec_hit *)dspy__heap_at(&from->heap, 0);
+                const struct dspy__vec_hit *h = (const struct dspy__vec_hit *)
+                    dspy__heap_at(&from->heap, 0);
                 for (size_t e = 0; e < dspy__heap_len(&from->heap); e++)
                     dspy__vec_sel_push_slow(into, h[e].key, h[e].id);
             }

@@ -83,8 +83,8 @@ static struct cuda_api {
     cublasStatus_t (*cublasCreate)(cublasHandle_t *);
     cublasStatus_t (*cublasDestroy)(cublasHandle_t);
     cublasStatus_t (*cublasSgemm)(cublasHandle_t, int, int, int, int, int, const float *,
-                                  const float *, int, const float *, int, const float *,
-                                  float *, int);
+                                  const float *, int, const float *, int, const float *, float *,
+                                  int);
     nvrtcResult (*nvrtcCreateProgram)(nvrtcProgram *, const char *, const char *, int,
                                       const char *const *, const char *const *);
     nvrtcResult (*nvrtcCompileProgram)(nvrtcProgram, int, const char *const *);
@@ -143,48 +143,70 @@ static void load_api(void)
     static const char *const cuda_names[] = { "libcuda.so.1", "libcuda.so", NULL };
     static const char *const cublas_names[] = { "libcublas.so.13", "libcublas.so.12",
                                                 "libcublas.so.11", "libcublas.so", NULL };
-    static const char *const nvrtc_names[] = { "libnvrtc.so.13", "libnvrtc.so.12",
-                                               "libnvrtc.so.11.2", "libnvrtc.so.11.1",
-                                               "libnvrtc.so.11.0", "libnvrtc.so", NULL };
+    static const char *const nvrtc_names[] = { "libnvrtc.so.13",
+                                               "libnvrtc.so.12",
+                                               "libnvrtc.so.11.2",
+                                               "libnvrtc.so.11.1",
+                                               "libnvrtc.so.11.0",
+                                               "libnvrtc.so",
+                                               NULL };
     char why[200];
     if (!(api.cuda = open_first(cuda_names, why, sizeof(why)))) {
         snprintf(api.reason, sizeof(api.reason), "no CUDA driver: %s", why);
         return;
     }
-#define S(lib, f, v2)                                                                        \
-    if (!sym(api.lib, #f, v2, &api.f))                                                       \
+#define S(lib, f, v2)                  \
+    if (!sym(api.lib, #f, v2, &api.f)) \
         return;
-    S(cuda, cuInit, false) S(cuda, cuDeviceGetCount, false) S(cuda, cuDeviceGet, false)
-    S(cuda, cuDeviceGetName, false) S(cuda, cuDeviceTotalMem, true)
-    S(cuda, cuDeviceGetAttribute, false) S(cuda, cuDevicePrimaryCtxRetain, false)
-    S(cuda, cuDevicePrimaryCtxRelease, true) S(cuda, cuCtxPushCurrent, true)
-    S(cuda, cuCtxPopCurrent, true) S(cuda, cuCtxSynchronize, false) S(cuda, cuMemAlloc, true)
-    S(cuda, cuMemFree, true) S(cuda, cuMemcpyHtoD, true) S(cuda, cuMemcpyDtoH, true)
-    S(cuda, cuMemcpy2DUnaligned, true) S(cuda, cuMemsetD8, true) S(cuda, cuModuleLoadData, false)
-    S(cuda, cuModuleUnload, false) S(cuda, cuModuleGetFunction, false)
-    S(cuda, cuLaunchKernel, false) S(cuda, cuGetErrorName, false)
+    S(cuda, cuInit, false)
+    S(cuda, cuDeviceGetCount, false)
+    S(cuda, cuDeviceGet, false)
+    S(cuda, cuDeviceGetName, false)
+    S(cuda, cuDeviceTotalMem, true)
+    S(cuda, cuDeviceGetAttribute, false)
+    S(cuda, cuDevicePrimaryCtxRetain, false)
+    S(cuda, cuDevicePrimaryCtxRelease, true)
+    S(cuda, cuCtxPushCurrent, true)
+    S(cuda, cuCtxPopCurrent, true)
+    S(cuda, cuCtxSynchronize, false)
+    S(cuda, cuMemAlloc, true)
+    S(cuda, cuMemFree, true)
+    S(cuda, cuMemcpyHtoD, true)
+    S(cuda, cuMemcpyDtoH, true)
+    S(cuda, cuMemcpy2DUnaligned, true)
+    S(cuda, cuMemsetD8, true)
+    S(cuda, cuModuleLoadData, false)
+    S(cuda, cuModuleUnload, false)
+    S(cuda, cuModuleGetFunction, false)
+    S(cuda, cuLaunchKernel, false)
+    S(cuda, cuGetErrorName, false)
     S(cuda, cuGetErrorString, false)
     CUresult r = api.cuInit(0);
     if (r) {
         const char *s = NULL;
         api.cuGetErrorString(r, &s);
-        snprintf(api.reason, sizeof(api.reason), "cuInit failed: %s (%s)", cu_err(r),
-                 s ? s : "?");
+        snprintf(api.reason, sizeof(api.reason), "cuInit failed: %s (%s)", cu_err(r), s ? s : "?");
         return;
     }
     if (!(api.cublas = open_first(cublas_names, why, sizeof(why)))) {
         snprintf(api.reason, sizeof(api.reason), "no cuBLAS: %s", why);
         return;
     }
-    S(cublas, cublasCreate, true) S(cublas, cublasDestroy, true) S(cublas, cublasSgemm, true)
+    S(cublas, cublasCreate, true)
+    S(cublas, cublasDestroy, true)
+    S(cublas, cublasSgemm, true)
     if (!(api.nvrtc = open_first(nvrtc_names, why, sizeof(why)))) {
         snprintf(api.reason, sizeof(api.reason), "no NVRTC: %s", why);
         return;
     }
-    S(nvrtc, nvrtcCreateProgram, false) S(nvrtc, nvrtcCompileProgram, false)
-    S(nvrtc, nvrtcGetPTXSize, false) S(nvrtc, nvrtcGetPTX, false)
-    S(nvrtc, nvrtcGetProgramLogSize, false) S(nvrtc, nvrtcGetProgramLog, false)
-    S(nvrtc, nvrtcDestroyProgram, false) S(nvrtc, nvrtcGetErrorString, false)
+    S(nvrtc, nvrtcCreateProgram, false)
+    S(nvrtc, nvrtcCompileProgram, false)
+    S(nvrtc, nvrtcGetPTXSize, false)
+    S(nvrtc, nvrtcGetPTX, false)
+    S(nvrtc, nvrtcGetProgramLogSize, false)
+    S(nvrtc, nvrtcGetProgramLog, false)
+    S(nvrtc, nvrtcDestroyProgram, false)
+    S(nvrtc, nvrtcGetErrorString, false)
 #undef S
     api.ok = true;
 }
@@ -326,13 +348,13 @@ static dspy_status cu_fail(struct dspy_error *err, CUresult r, const char *what)
                      "vec: cuda: %s: %s (%s)", what, cu_err(r), s ? s : "?");
 }
 
-#define CU(call, what)                                                                       \
-    do {                                                                                     \
-        CUresult r_ = (call);                                                                \
-        if (r_) {                                                                            \
-            rc = cu_fail(err, r_, what);                                                     \
-            goto out;                                                                        \
-        }                                                                                    \
+#define CU(call, what)                   \
+    do {                                 \
+        CUresult r_ = (call);            \
+        if (r_) {                        \
+            rc = cu_fail(err, r_, what); \
+            goto out;                    \
+        }                                \
     } while (0)
 
 /* Device memory charged to the context; the budget and the device both may refuse. */
@@ -343,9 +365,8 @@ static dspy_status dev_alloc(struct dspy_vec *v, CUdeviceptr *p, size_t bytes,
     if (!bytes)
         bytes = 4;
     if (dspy__vec_charge(v, bytes))
-        return dspy__err(err, DSPY_ENOMEM,
-                         "vec: %zu bytes on %s would pass the %llu-byte budget", bytes,
-                         v->device, (unsigned long long)v->budget);
+        return dspy__err(err, DSPY_ENOMEM, "vec: %zu bytes on %s would pass the %llu-byte budget",
+                         bytes, v->device, (unsigned long long)v->budget);
     CUresult r = api.cuMemAlloc(p, bytes);
     if (r) {
         dspy__vec_uncharge(v, bytes);
@@ -541,8 +562,8 @@ static unsigned grid_for(const struct cuda_be *be, uint64_t items, unsigned bloc
 }
 
 /* rows x width floats from host rows `ld` floats apart into a dense device block. */
-static CUresult upload_rows(CUdeviceptr dst, const float *src, size_t rows, size_t width,
-                            size_t ld, size_t dst_ld)
+static CUresult upload_rows(CUdeviceptr dst, const float *src, size_t rows, size_t width, size_t ld,
+                            size_t dst_ld)
 {
     if (ld == width && dst_ld == width)
         return api.cuMemcpyHtoD(dst, src, rows * width * 4);
@@ -559,8 +580,7 @@ static CUresult upload_rows(CUdeviceptr dst, const float *src, size_t rows, size
     return api.cuMemcpy2DUnaligned(&c);
 }
 
-static CUresult download_rows(float *dst, size_t ld, CUdeviceptr src, size_t rows,
-                              size_t width)
+static CUresult download_rows(float *dst, size_t ld, CUdeviceptr src, size_t rows, size_t width)
 {
     if (ld == width)
         return api.cuMemcpyDtoH(dst, src, rows * width * 4);
@@ -579,31 +599,30 @@ static CUresult download_rows(float *dst, size_t ld, CUdeviceptr src, size_t row
 
 /* Row-major C[m x n] = A[m x k] · Bᵀ (B n x k) or A · B (B k x n), all on the device:
  * cuBLAS is column-major, so this is Cᵀ = op(B)ᵀ · Aᵀ. */
-static dspy_status gemm(struct cuda_be *be, size_t m, size_t n, size_t k, CUdeviceptr a,
-                        size_t lda, CUdeviceptr b, size_t ldb, bool trans_b, CUdeviceptr c,
-                        size_t ldc, struct dspy_error *err)
+static dspy_status gemm(struct cuda_be *be, size_t m, size_t n, size_t k, CUdeviceptr a, size_t lda,
+                        CUdeviceptr b, size_t ldb, bool trans_b, CUdeviceptr c, size_t ldc,
+                        struct dspy_error *err)
 {
     const float one = 1.0f, zero = 0.0f;
-    cublasStatus_t s = api.cublasSgemm(be->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                       CUBLAS_OP_N, (int)n, (int)m, (int)k, &one,
-                                       (const float *)(uintptr_t)b, (int)ldb,
-                                       (const float *)(uintptr_t)a, (int)lda, &zero,
+    cublasStatus_t s = api.cublasSgemm(be->blas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N,
+                                       (int)n, (int)m, (int)k, &one, (const float *)(uintptr_t)b,
+                                       (int)ldb, (const float *)(uintptr_t)a, (int)lda, &zero,
                                        (float *)(uintptr_t)c, (int)ldc);
     if (s)
         return dspy__err(err, DSPY_EIO, "vec: cuda: cublasSgemm failed (status %d)", s);
     return DSPY_OK;
 }
 
-#define ENTER()                                                                              \
-    struct cuda_be *be = v->be;                                                              \
-    dspy_status rc = DSPY_OK;                                                                \
-    if (api.cuCtxPushCurrent(be->ctx))                                                       \
-        return dspy__err(err, DSPY_EIO, "vec: cuda: cannot make %s current", v->device)
-#define LEAVE()                                                                              \
-    do {                                                                                     \
-        CUcontext old_;                                                                      \
-        api.cuCtxPopCurrent(&old_);                                                          \
-        return rc;                                                                           \
+#define ENTER()                        \
+    struct cuda_be *be = v->be;        \
+    dspy_status rc = DSPY_OK;          \
+    if (api.cuCtxPushCurrent(be->ctx)) \
+    return dspy__err(err, DSPY_EIO, "vec: cuda: cannot make %s current", v->device)
+#define LEAVE()                     \
+    do {                            \
+        CUcontext old_;             \
+        api.cuCtxPopCurrent(&old_); \
+        return rc;                  \
     } while (0)
 
 /* ---- kernels on caller memory ---- */
@@ -634,9 +653,9 @@ out:
     LEAVE();
 }
 
-static dspy_status cuda_matmul(struct dspy_vec *v, size_t m, size_t n, size_t k,
-                               const float *a, size_t lda, const float *b, size_t ldb,
-                               bool trans_b, float *c, size_t ldc, struct dspy_error *err)
+static dspy_status cuda_matmul(struct dspy_vec *v, size_t m, size_t n, size_t k, const float *a,
+                               size_t lda, const float *b, size_t ldb, bool trans_b, float *c,
+                               size_t ldc, struct dspy_error *err)
 {
     ENTER();
     size_t brows = trans_b ? n : k, bcols = trans_b ? k : n;
@@ -792,7 +811,8 @@ static dspy_status cuda_matrix_read(struct dspy_vec *v, const struct dspy_vec_ma
     ENTER();
     const struct cuda_matrix *cm = m->be;
     CUdeviceptr out;
-    unsigned long long count = (unsigned long long)m->n * m->ld * dspy__vec_elem_size(m->storage) / 8;
+    unsigned long long count = (unsigned long long)m->n * m->ld * dspy__vec_elem_size(m->storage) /
+                               8;
     if ((rc = scratch(v, 8, &out, err)))
         goto out;
     CU(api.cuMemsetD8(out, 0, 8), "cuMemsetD8");
@@ -836,9 +856,9 @@ static dspy_status cuda_topk(struct dspy_vec *v, const struct dspy_vec_matrix *m
         nseg = (unsigned)(segs < 1 ? 1 : segs > maxseg ? (maxseg ? maxseg : 1) : segs);
         uint64_t cand1 = on_gpu ? (uint64_t)qc * nseg * block * kk : 0;
         uint64_t cand2 = on_gpu ? (uint64_t)qc * block * kk : 0;
-        need = (uint64_t)qc * pad * 4 + (uint64_t)qc * 8           /* queries, norms, scales */
-               + (uint64_t)qc * nb * 4                              /* keys */
-               + (decode ? (uint64_t)nb * pad * 4 : 0)              /* decoded rows */
+        need = (uint64_t)qc * pad * 4 + (uint64_t)qc * 8 /* queries, norms, scales */
+               + (uint64_t)qc * nb * 4                   /* keys */
+               + (decode ? (uint64_t)nb * pad * 4 : 0)   /* decoded rows */
                + (cand1 + cand2) * 12 + 1024;
         if (need <= scratch_room(v))
             break;

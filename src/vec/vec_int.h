@@ -23,8 +23,8 @@ struct dspy__vec_ops {
                           size_t lda, const float *b, size_t ldb, bool trans_b, float *c,
                           size_t ldc, struct dspy_error *err);
     dspy_status (*scores)(struct dspy_vec *v, enum dspy_vec_metric metric, const float *q,
-                          size_t nq, size_t ldq, const float *x, size_t n, size_t ldx,
-                          size_t d, float *out, size_t ldo, struct dspy_error *err);
+                          size_t nq, size_t ldq, const float *x, size_t n, size_t ldx, size_t d,
+                          float *out, size_t ldo, struct dspy_error *err);
     /* Fill m->rows etc. from host rows that vec.c has already encoded (dspy__vec_encode). */
     dspy_status (*matrix_store)(struct dspy_vec *v, struct dspy_vec_matrix *m,
                                 struct dspy_error *err);
@@ -41,12 +41,12 @@ extern const struct dspy__vec_ops dspy__vec_cuda_ops;
 
 struct dspy_vec {
     const struct dspy__vec_ops *ops;
-    void *be;                /* the backend's state */
-    char device[16];         /* "cpu", "cuda:N" */
-    int slot;                /* index into mem[]: 0 = cpu, 1 + N = cuda:N */
-    char reason[256];        /* why "auto" fell back to the CPU; "" when it did not */
-    uint64_t budget;         /* 0 = no limit */
-    int threads;             /* CPU threads for large inputs, >= 1 */
+    void *be;         /* the backend's state */
+    char device[16];  /* "cpu", "cuda:N" */
+    int slot;         /* index into mem[]: 0 = cpu, 1 + N = cuda:N */
+    char reason[256]; /* why "auto" fell back to the CPU; "" when it did not */
+    uint64_t budget;  /* 0 = no limit */
+    int threads;      /* CPU threads for large inputs, >= 1 */
     size_t live_matrices;
     struct dspy_vec_matrix *matrices; /* list of live matrices (freed with the context) */
     struct dspy_vec_mem mem[DSPY_VEC_MAX_DEVICES];
@@ -59,15 +59,15 @@ struct dspy_vec_matrix {
     struct dspy_vec_matrix *next, *prev;
     enum dspy_vec_storage storage;
     size_t n, d;
-    size_t ld;               /* elements between stored rows (padded: see dspy__vec_pad) */
-    bool borrowed;           /* rows are the caller's (CPU F32 with DSPY_VEC_BORROW) */
-    void *rows;              /* host: n*ld elements; 64-byte aligned unless borrowed */
-    float *norms;            /* n L2 norms of the (decoded) rows */
-    float *scales;           /* I8: n per-row scales */
-    int32_t *sums;           /* I8: n sums of the int8 row values (the VNNI correction) */
+    size_t ld;                 /* elements between stored rows (padded: see dspy__vec_pad) */
+    bool borrowed;             /* rows are the caller's (CPU F32 with DSPY_VEC_BORROW) */
+    void *rows;                /* host: n*ld elements; 64-byte aligned unless borrowed */
+    float *norms;              /* n L2 norms of the (decoded) rows */
+    float *scales;             /* I8: n per-row scales */
+    int32_t *sums;             /* I8: n sums of the int8 row values (the VNNI correction) */
     void *rows_raw, *meta_raw; /* allocations behind rows and norms/scales/sums */
-    uint64_t bytes;          /* charged to the context's device */
-    void *be;                /* backend's per-matrix state (device pointers) */
+    uint64_t bytes;            /* charged to the context's device */
+    void *be;                  /* backend's per-matrix state (device pointers) */
 };
 
 /* ---- memory accounting (vec.c) ---- */
@@ -119,8 +119,8 @@ static inline void dspy__vec_sel_offer(struct dspy__vec_sel *s, float key, int64
 }
 /* Write the selection best first as scores (the metric's own values) and ids, padding
  * with id -1. Empties the heap. */
-void dspy__vec_sel_finish(struct dspy__vec_sel *s, enum dspy_vec_metric metric,
-                          float *scores, int64_t *ids);
+void dspy__vec_sel_finish(struct dspy__vec_sel *s, enum dspy_vec_metric metric, float *scores,
+                          int64_t *ids);
 /* key from the raw dot product r of a row (norm xn) and a query (norm qn). */
 static inline float dspy__vec_key(enum dspy_vec_metric metric, float r, float xn, float qn)
 {
@@ -139,16 +139,16 @@ struct dspy__vec_kern {
     float (*dot)(const float *a, const float *b, size_t d);
     float (*l2sq)(const float *a, const float *b, size_t d);
     /* out[j*ldo + i] = x_i · q_j for nrows rows ld apart and nq <= GROUP queries */
-    void (*dots_f32)(const float *x, size_t ld, size_t nrows, size_t d,
-                     const float *const *q, int nq, float *out, size_t ldo);
+    void (*dots_f32)(const float *x, size_t ld, size_t nrows, size_t d, const float *const *q,
+                     int nq, float *out, size_t ldo);
     /* same over F16 rows; d is padded (a multiple of 32) and queries padded with zeros */
-    void (*dots_f16)(const uint16_t *x, size_t ld, size_t nrows, size_t d,
-                     const float *const *q, int nq, float *out, size_t ldo);
+    void (*dots_f16)(const uint16_t *x, size_t ld, size_t nrows, size_t d, const float *const *q,
+                     int nq, float *out, size_t ldo);
     /* signed int8 dot products over I8 rows; d a multiple of 64, queries padded with 0
      * (q8) and 128 (qu = q8 + 128); sums = the rows' int8 sums */
-    void (*dots_i8)(const int8_t *x, size_t ld, size_t nrows, size_t d,
-                    const int8_t *const *q8, const uint8_t *const *qu, int nq,
-                    const int32_t *sums, int32_t *out, size_t ldo);
+    void (*dots_i8)(const int8_t *x, size_t ld, size_t nrows, size_t d, const int8_t *const *q8,
+                    const uint8_t *const *qu, int nq, const int32_t *sums, int32_t *out,
+                    size_t ldo);
     /* a plain read: the sum of `bytes / 8` 64-bit words (bytes a multiple of 8) */
     uint64_t (*read)(const void *p, size_t bytes);
 };

@@ -10,8 +10,7 @@
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
-#define AVX512VNNI                                                                          \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
+#define AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline))
 
 /* Rows are scanned with a stride of a whole row, which the hardware prefetcher follows late
@@ -218,8 +217,7 @@ AVX2 static void dots_f16_avx2(const uint16_t *x, size_t ld, size_t nrows, size_
 
 /* Exact: int8 values widened to int16, pairs multiplied and added into int32. */
 AVX2 INLINE void dots_i8_avx2_n(const int8_t *x, size_t ld, size_t nrows, size_t d,
-                                const int8_t *const *q8, const int nq, int32_t *out,
-                                size_t ldo)
+                                const int8_t *const *q8, const int nq, int32_t *out, size_t ldo)
 {
     for (size_t i = 0; i < nrows; i++) {
         const int8_t *r = x + i * ld;
@@ -230,8 +228,7 @@ AVX2 INLINE void dots_i8_avx2_n(const int8_t *x, size_t ld, size_t nrows, size_t
         for (size_t t = 0; t < d; t += 16) {
             __m256i xv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(r + t)));
             for (int j = 0; j < nq; j++) {
-                __m256i qv =
-                    _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q8[j] + t)));
+                __m256i qv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q8[j] + t)));
                 acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(xv, qv));
             }
         }
@@ -274,8 +271,7 @@ AVX512 static float dot_avx512(const float *a, const float *b, size_t d)
     }
     for (; i < d; i += 16) {
         __mmask16 m = tail_mask(d - i);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i),
-                             s0);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
@@ -332,8 +328,7 @@ AVX512 static void dots_f32_avx512_1(const float *x, size_t ld, size_t nrows, si
 }
 
 AVX512 INLINE void dots_f32_avx512_n(const float *x, size_t ld, size_t nrows, size_t d,
-                                     const float *const *q, const int nq, float *out,
-                                     size_t ldo)
+                                     const float *const *q, const int nq, float *out, size_t ldo)
 {
     for (size_t i = 0; i < nrows; i++) {
         const float *r = x + i * ld;
@@ -364,8 +359,7 @@ AVX512 static void dots_f32_avx512(const float *x, size_t ld, size_t nrows, size
 }
 
 AVX512 INLINE void dots_f16_avx512_n(const uint16_t *x, size_t ld, size_t nrows, size_t d,
-                                     const float *const *q, const int nq, float *out,
-                                     size_t ldo)
+                                     const float *const *q, const int nq, float *out, size_t ldo)
 {
     for (size_t i = 0; i < nrows; i++) {
         const uint16_t *r = x + i * ld;
@@ -400,8 +394,8 @@ AVX512 static void dots_f16_avx512(const uint16_t *x, size_t ld, size_t nrows, s
 /* VNNI multiplies unsigned by signed bytes: with qu = q8 + 128,
  * Σ qu·x = Σ q8·x + 128·Σ x, so the row's sum corrects it exactly. */
 AVX512VNNI INLINE void dots_i8_vnni_n(const int8_t *x, size_t ld, size_t nrows, size_t d,
-                                      const uint8_t *const *qu, const int nq,
-                                      const int32_t *sums, int32_t *out, size_t ldo)
+                                      const uint8_t *const *qu, const int nq, const int32_t *sums,
+                                      int32_t *out, size_t ldo)
 {
     for (size_t i = 0; i < nrows; i++) {
         const int8_t *r = x + i * ld;
@@ -412,8 +406,8 @@ AVX512VNNI INLINE void dots_i8_vnni_n(const int8_t *x, size_t ld, size_t nrows, 
         for (size_t t = 0; t < d; t += 64) {
             __m512i xv = _mm512_loadu_si512((const void *)(r + t));
             for (int j = 0; j < nq; j++)
-                acc[j] = _mm512_dpbusd_epi32(acc[j],
-                                             _mm512_loadu_si512((const void *)(qu[j] + t)), xv);
+                acc[j] = _mm512_dpbusd_epi32(acc[j], _mm512_loadu_si512((const void *)(qu[j] + t)),
+                                             xv);
         }
         for (int j = 0; j < nq; j++)
             out[(size_t)j * ldo + i] = _mm512_reduce_add_epi32(acc[j]) - 128 * sums[i];
@@ -491,20 +485,17 @@ AVX512 static uint64_t read_avx512(const void *p, size_t bytes)
 /* ---- selection ------------------------------------------------------------------------- */
 
 static const struct dspy__vec_kern kern_scalar = {
-    "scalar", dot_scalar, l2sq_scalar, dots_f32_scalar, dots_f16_scalar, dots_i8_scalar,
-    read_scalar,
+    "scalar",        dot_scalar,     l2sq_scalar, dots_f32_scalar,
+    dots_f16_scalar, dots_i8_scalar, read_scalar,
 };
 static const struct dspy__vec_kern kern_avx2 = {
-    "avx2", dot_avx2, l2sq_avx2, dots_f32_avx2, dots_f16_avx2, dots_i8_avx2,
-    read_avx2,
+    "avx2", dot_avx2, l2sq_avx2, dots_f32_avx2, dots_f16_avx2, dots_i8_avx2, read_avx2,
 };
 static const struct dspy__vec_kern kern_avx512 = {
-    "avx512", dot_avx512, l2sq_avx512, dots_f32_avx512, dots_f16_avx512, dots_i8_avx2,
-    read_avx512,
+    "avx512", dot_avx512, l2sq_avx512, dots_f32_avx512, dots_f16_avx512, dots_i8_avx2, read_avx512,
 };
 static const struct dspy__vec_kern kern_avx512_vnni = {
-    "avx512", dot_avx512, l2sq_avx512, dots_f32_avx512, dots_f16_avx512, dots_i8_vnni,
-    read_avx512,
+    "avx512", dot_avx512, l2sq_avx512, dots_f32_avx512, dots_f16_avx512, dots_i8_vnni, read_avx512,
 };
 
 static bool has_avx2(void)
@@ -517,8 +508,7 @@ static bool has_avx512(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           has_avx2();
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && has_avx2();
 }
 
 int dspy__vec_kern_levels(const struct dspy__vec_kern **out, int max)

@@ -221,8 +221,8 @@ void dspy__vec_sel_push_slow(struct dspy__vec_sel *s, float key, int64_t id)
         s->worst = ((const struct dspy__vec_hit *)dspy__heap_top(&s->heap))->key;
 }
 
-void dspy__vec_sel_finish(struct dspy__vec_sel *s, enum dspy_vec_metric metric,
-                          float *scores, int64_t *ids)
+void dspy__vec_sel_finish(struct dspy__vec_sel *s, enum dspy_vec_metric metric, float *scores,
+                          int64_t *ids)
 {
     size_t len = dspy__heap_len(&s->heap);
     float none = metric == DSPY_VEC_L2 ? INFINITY : -INFINITY;

@@ -18,18 +18,18 @@
 #define WORD_BYTES (DSPY__WP_MAX_WORD_CHARS * 4)
 
 struct entry {
-    uint32_t off;  /* token text in `text` (without a leading "##" for continuations) */
+    uint32_t off; /* token text in `text` (without a leading "##" for continuations) */
     uint16_t len;
-    uint8_t cont;  /* a "##" continuation piece */
-    int32_t id;    /* -1: empty slot */
+    uint8_t cont; /* a "##" continuation piece */
+    int32_t id;   /* -1: empty slot */
 };
 
 struct dspy__wordpiece {
-    char *text;         /* all token texts */
+    char *text; /* all token texts */
     struct entry *slots;
-    size_t mask;        /* slots - 1, a power of two */
-    size_t n;           /* tokens */
-    size_t max_piece;   /* longest token text in bytes, continuation prefix excluded */
+    size_t mask;      /* slots - 1, a power of two */
+    size_t n;         /* tokens */
+    size_t max_piece; /* longest token text in bytes, continuation prefix excluded */
     int32_t unk, cls, sep;
 };
 
@@ -97,8 +97,7 @@ static uint64_t piece_hash(int cont, const char *s, size_t len)
     return XXH3_64bits_withSeed(s, len, cont ? 0x2323u : 0);
 }
 
-static struct entry *slot_for(const struct dspy__wordpiece *wp, int cont, const char *s,
-                              size_t len)
+static struct entry *slot_for(const struct dspy__wordpiece *wp, int cont, const char *s, size_t len)
 {
     size_t i = (size_t)piece_hash(cont, s, len) & wp->mask;
     for (;;) {
@@ -137,8 +136,7 @@ void dspy__wordpiece_free(struct dspy__wordpiece *wp)
     dspy_free(wp);
 }
 
-static dspy_status parse_err(struct dspy_error *err, const char *name, long line,
-                             const char *what)
+static dspy_status parse_err(struct dspy_error *err, const char *name, long line, const char *what)
 {
     dspy__err(err, DSPY_EPARSE, "%s, line %ld: %s", name, line, what);
     dspy__err_file(err, name);
@@ -387,9 +385,8 @@ static void feed(struct encoder *e, uint32_t c)
     }
 }
 
-dspy_status dspy__wordpiece_encode(const struct dspy__wordpiece *wp, const char *text,
-                                   size_t len, int32_t *ids, size_t max_ids, size_t *n,
-                                   struct dspy_error *err)
+dspy_status dspy__wordpiece_encode(const struct dspy__wordpiece *wp, const char *text, size_t len,
+                                   int32_t *ids, size_t max_ids, size_t *n, struct dspy_error *err)
 {
     *n = 0;
     if (max_ids < 2)

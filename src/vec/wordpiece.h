@@ -66,8 +66,7 @@ int32_t dspy__wordpiece_id(const struct dspy__wordpiece *wp, const char *tok, si
 /* Tokenize UTF-8 text into [CLS] pieces... [SEP], keeping at most max_ids (>= 2) ids: word
  * pieces past max_ids - 2 are cut (the text is still checked to its end). Writes *n ids.
  * Thread-safe on a shared vocabulary. DSPY_EUTF8 with the byte offset for invalid UTF-8. */
-dspy_status dspy__wordpiece_encode(const struct dspy__wordpiece *wp, const char *text,
-                                   size_t len, int32_t *ids, size_t max_ids, size_t *n,
-                                   struct dspy_error *err);
+dspy_status dspy__wordpiece_encode(const struct dspy__wordpiece *wp, const char *text, size_t len,
+                                   int32_t *ids, size_t max_ids, size_t *n, struct dspy_error *err);
 
 #endif

@@ -39,8 +39,7 @@ static json_t *run_case(const json_t *c)
         return json_pack("{s:s}", "error", "bad case: needs signature and a known adapter");
     if (dspy_signature_parse(text, instr, &sig, &err))
         return error_obj(&err);
-    if (module && !strcmp(module, "cot") &&
-        dspy_signature_prepend_output(sig, "reasoning", NULL)) {
+    if (module && !strcmp(module, "cot") && dspy_signature_prepend_output(sig, "reasoning", NULL)) {
         res = json_pack("{s:s}", "error", "prepend reasoning failed");
         goto out;
     }

@@ -38,8 +38,8 @@ static void note_error(const struct dspy_error *err)
 {
     pthread_mutex_lock(&first_error_lock);
     if (!first_error)
-        first_error = json_pack("{s:s, s:s, s:i}", "code", dspy_status_name(err->code),
-                                "message", err->message, "http_status", err->http_status);
+        first_error = json_pack("{s:s, s:s, s:i}", "code", dspy_status_name(err->code), "message",
+                                err->message, "http_status", err->http_status);
     pthread_mutex_unlock(&first_error_lock);
 }
 
@@ -158,8 +158,8 @@ int main(int argc, char **argv)
     if (!b || dspy_python_bridge_info(b, &info, &err) != DSPY_OK ||
         dspy_python_load(b, target, &c, &err) != DSPY_OK) {
         out = json_pack("{s:s, s:o}", "target", target, "error",
-                        json_pack("{s:s, s:s}", "code", dspy_status_name(err.code),
-                                  "message", err.message));
+                        json_pack("{s:s, s:s}", "code", dspy_status_name(err.code), "message",
+                                  err.message));
         if (info)
             json_object_set_new(out, "python", info);
         dspy_python_bridge_free(b);
@@ -189,10 +189,13 @@ int main(int argc, char **argv)
         return 1;
     start = dspy_clock_ns();
     for (long i = 0; i < threads; i++) {
-        w[i] = (struct worker){ .c = c, .kwargs = kwargs,
+        w[i] = (struct worker){ .c = c,
+                                .kwargs = kwargs,
                                 .calls = calls / threads + (i < calls % threads),
-                                .gil = dspy_hist_new(), .exec = dspy_hist_new(),
-                                .convert = dspy_hist_new(), .total = dspy_hist_new() };
+                                .gil = dspy_hist_new(),
+                                .exec = dspy_hist_new(),
+                                .convert = dspy_hist_new(),
+                                .total = dspy_hist_new() };
         if (pthread_create(&w[i].thread, NULL, worker_run, &w[i]) != 0) {
             fprintf(stderr, "compat_pycall: cannot start thread %ld\n", i);
             return 1;
@@ -219,14 +222,13 @@ int main(int argc, char **argv)
     ok = (long)dspy_hist_count(total);
     out = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:f, s:o, s:o, s:o, s:o, s:o,"
                     " s:o}",
-                    "target", target, "calls", (json_int_t)calls, "threads",
-                    (json_int_t)threads, "warmup", (json_int_t)warmup, "ok", (json_int_t)ok,
-                    "errors", (json_int_t)errors, "first_error",
-                    first_error ? first_error : json_null(), "wall_ms", (double)wall / 1e6,
-                    "calls_per_s", wall ? (double)ok * 1e9 / (double)wall : 0.0,
-                    "gil_wait_us", summary_us(gil), "exec_us", summary_us(exec),
-                    "convert_us", summary_us(convert), "total_us", summary_us(total),
-                    "python", info, "result", result ? result : json_null());
+                    "target", target, "calls", (json_int_t)calls, "threads", (json_int_t)threads,
+                    "warmup", (json_int_t)warmup, "ok", (json_int_t)ok, "errors",
+                    (json_int_t)errors, "first_error", first_error ? first_error : json_null(),
+                    "wall_ms", (double)wall / 1e6, "calls_per_s",
+                    wall ? (double)ok * 1e9 / (double)wall : 0.0, "gil_wait_us", summary_us(gil),
+                    "exec_us", summary_us(exec), "convert_us", summary_us(convert), "total_us",
+                    summary_us(total), "python", info, "result", result ? result : json_null());
     first_error = NULL;
     json_object_set_new(out, "startup_ms", json_real((double)(t_new - t0) / 1e6));
     json_object_set_new(out, "load_ms", json_real((double)(t_load - t_new) / 1e6));

@@ -53,13 +53,13 @@ static json_t *describe(dspy_program *p)
         json_t *fields = json_array();
         for (size_t f = 0; f < dspy_signature_nfields(sig); f++) {
             const struct dspy_field *fd = dspy_signature_field(sig, f);
-            json_array_append_new(fields, json_pack("{s:s, s:s, s:s}", "name", fd->name,
-                                                    "prefix", fd->prefix, "desc", fd->desc));
+            json_array_append_new(fields, json_pack("{s:s, s:s, s:s}", "name", fd->name, "prefix",
+                                                    fd->prefix, "desc", fd->desc));
         }
-        json_array_append_new(
-            preds, json_pack("{s:s, s:s, s:O, s:o}", "state_name", dspy_program_state_name(p, i),
-                             "instructions", dspy_signature_instructions(sig), "demos",
-                             dspy_module_demos(m), "fields", fields));
+        json_array_append_new(preds, json_pack("{s:s, s:s, s:O, s:o}", "state_name",
+                                               dspy_program_state_name(p, i), "instructions",
+                                               dspy_signature_instructions(sig), "demos",
+                                               dspy_module_demos(m), "fields", fields));
     }
     return json_pack("{s:o}", "predictors", preds);
 }

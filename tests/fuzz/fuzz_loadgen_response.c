@@ -52,9 +52,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     feed(&p, data, size, 1, &b);
     /* A byte-wise feed may stop earlier only on an error found at a byte the whole feed
      * consumed in one go; everything else must match. */
-    if (a.r != b.r || (a.r == LG_DONE && (a.used != b.used || a.status != b.status ||
-                                          a.chunks != b.chunks || a.usage != b.usage ||
-                                          a.oc != b.oc)))
+    if (a.r != b.r ||
+        (a.r == LG_DONE && (a.used != b.used || a.status != b.status || a.chunks != b.chunks ||
+                            a.usage != b.usage || a.oc != b.oc)))
         abort();
     dspy__lg_parser_release(&p);
     return 0;

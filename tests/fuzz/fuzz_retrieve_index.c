@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct dspy_passage *p;
     size_t np;
-    const char *queries[] = {"the", "fox dog", "a b c d e f", "zzz"};
+    const char *queries[] = { "the", "fox dog", "a b c d e f", "zzz" };
     for (size_t i = 0; i < 4; i++)
         if (!dspy_retriever_search(r, queries[i], 10, &p, &np, &err))
             dspy_passages_free(p, np);

@@ -66,8 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     size_t half = (size - 1) / 2;
     const char *a = (const char *)data + 1, *b = a + half;
-    unsigned g = dspy_cache_semantic_guard(a, half, b, size - 1 - half,
-                                           DSPY_SEMANTIC_GUARDS_ALL);
+    unsigned g = dspy_cache_semantic_guard(a, half, b, size - 1 - half, DSPY_SEMANTIC_GUARDS_ALL);
     if (g & (g - 1)) /* one bit at most */
         abort();
     if (dspy_cache_semantic_guard(a, half, a, half, DSPY_SEMANTIC_GUARDS_ALL))

@@ -29,8 +29,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     struct dspy__sim_prompt prompt;
     dspy__sim_prompt_parse(&prompt, msgs, n);
-    json_t *schema = json_pack("{s:s, s:{s:{s:s}, s:{s:s}}}", "type", "object", "properties",
-                               "a", "type", "integer", "b", "type", "string");
+    json_t *schema = json_pack("{s:s, s:{s:{s:s}, s:{s:s}}}", "type", "object", "properties", "a",
+                               "type", "integer", "b", "type", "string");
     for (unsigned mode = 0; mode < 4; mode++) {
         struct dspy_buf out;
         struct dspy__sim_answer_opts o = {

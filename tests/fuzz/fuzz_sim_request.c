@@ -27,10 +27,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         dspy__sim_prompt_parse(&p, c.msgs, c.n_msgs);
         for (size_t i = 0; i < c.n_msgs; i++)
             tokens += dspy__sim_tokens(c.msgs[i].text.p, c.msgs[i].text.n);
-        struct dspy__sim_answer_opts o = { 1, dspy__sim_request_hash(body), 0, c.temperature,
-                                           c.ignore_eos && c.max_tokens < 64 ? (unsigned)c.max_tokens
-                                                                           : 0,
-                                           c.schema, c.json_object };
+        struct dspy__sim_answer_opts o = { 1,
+                                           dspy__sim_request_hash(body),
+                                           0,
+                                           c.temperature,
+                                           c.ignore_eos && c.max_tokens < 64
+                                               ? (unsigned)c.max_tokens
+                                               : 0,
+                                           c.schema,
+                                           c.json_object };
         /* Two choices at most: enough to reach the per-choice paths, cheap per input. */
         for (size_t k = 0; k < c.n && k < 2; k++) {
             struct dspy_buf out;

@@ -91,10 +91,12 @@ static void kernels_match_cpu(void **state)
             free(bb);
     }
     for (int met = 0; met < 3; met++) {
-        assert_int_equal(dspy_vec_scores(g, (enum dspy_vec_metric)met, a, m, ld, b, n, ld, k, cg,
-                                         n, NULL), DSPY_OK);
-        assert_int_equal(dspy_vec_scores(c, (enum dspy_vec_metric)met, a, m, ld, b, n, ld, k, cc,
-                                         n, NULL), DSPY_OK);
+        assert_int_equal(dspy_vec_scores(g, (enum dspy_vec_metric)met, a, m, ld, b, n, ld, k, cg, n,
+                                         NULL),
+                         DSPY_OK);
+        assert_int_equal(dspy_vec_scores(c, (enum dspy_vec_metric)met, a, m, ld, b, n, ld, k, cc, n,
+                                         NULL),
+                         DSPY_OK);
         close_enough(cg, cc, m * n, met == 2 ? 1e-3 : 1e-4);
     }
     float *x1 = rand_vec(n * ld), *x2 = malloc(n * ld * 4);
@@ -124,10 +126,12 @@ static void topk_matches_cpu(void **state)
         x[7 * d + 3] = NAN; /* row 7 never comes back */
         for (int st = 0; st < 3; st++) {
             dspy_vec_matrix *mg, *mc;
-            assert_int_equal(dspy_vec_matrix_new(g, x, n, d, d, (enum dspy_vec_storage)st, 0,
-                                                 &mg, NULL), DSPY_OK);
-            assert_int_equal(dspy_vec_matrix_new(c, x, n, d, d, (enum dspy_vec_storage)st, 0,
-                                                 &mc, NULL), DSPY_OK);
+            assert_int_equal(dspy_vec_matrix_new(g, x, n, d, d, (enum dspy_vec_storage)st, 0, &mg,
+                                                 NULL),
+                             DSPY_OK);
+            assert_int_equal(dspy_vec_matrix_new(c, x, n, d, d, (enum dspy_vec_storage)st, 0, &mc,
+                                                 NULL),
+                             DSPY_OK);
             uint64_t sg, sc;
             assert_int_equal(dspy_vec_matrix_read(g, mg, &sg, NULL), DSPY_OK);
             assert_int_equal(dspy_vec_matrix_read(c, mc, &sc, NULL), DSPY_OK);
@@ -139,9 +143,11 @@ static void topk_matches_cpu(void **state)
                         float *s1 = malloc(nq * k * 4), *s2 = malloc(nq * k * 4);
                         int64_t *i1 = malloc(nq * k * 8), *i2 = malloc(nq * k * 8);
                         assert_int_equal(dspy_vec_topk(g, mg, (enum dspy_vec_metric)met, q, nq, d,
-                                                       k, s1, i1, NULL), DSPY_OK);
+                                                       k, s1, i1, NULL),
+                                         DSPY_OK);
                         assert_int_equal(dspy_vec_topk(c, mc, (enum dspy_vec_metric)met, q, nq, d,
-                                                       k, s2, i2, NULL), DSPY_OK);
+                                                       k, s2, i2, NULL),
+                                         DSPY_OK);
                         /* Same scores position by position; ids equal except where two
                          * scores differ by less than the rounding of either device. */
                         size_t differ = 0;
@@ -196,7 +202,8 @@ static void budget_splits_and_refuses(void **state)
     close_enough(s2, s1, nq * k, 1e-5);
     float *out = malloc((size_t)nq * 2000 * 4);
     assert_int_equal(dspy_vec_scores(small, DSPY_VEC_COSINE, q, nq, d, x, 2000, d, d, out, 2000,
-                                     NULL), DSPY_OK);
+                                     NULL),
+                     DSPY_OK);
     dspy_vec_memory(small, &mem);
     assert_true(mem.peak_bytes <= budget);
     struct dspy_error err;

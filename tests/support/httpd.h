@@ -46,10 +46,10 @@ struct ts_conn {
     uint32_t gen;
     char in[TS_INBUF];
     size_t inlen;
-    size_t discard;    /* request body bytes still to skip */
+    size_t discard; /* request body bytes still to skip */
     char *out;
     size_t outlen, outcap;
-    int phase;         /* TS_READ, TS_WAIT (delay before answering), TS_STREAM */
+    int phase; /* TS_READ, TS_WAIT (delay before answering), TS_STREAM */
     int close_after;
     int sse_events;    /* events to stream; -1 = not a stream */
     int sse_next_half; /* split mode: the second half of the event is due */
@@ -72,8 +72,8 @@ struct ts_worker {
     struct ts_server *srv;
     pthread_t thread;
     int lfd, epfd, wakefd;
-    int tfd;           /* timerfd armed at the earliest due answer: ns-exact delays */
-    uint64_t armed;    /* due time tfd is armed for, 0 = none */
+    int tfd;        /* timerfd armed at the earliest due answer: ns-exact delays */
+    uint64_t armed; /* due time tfd is armed for, 0 = none */
     struct ts_timer *heap;
     size_t nheap, capheap;
 };
@@ -87,7 +87,7 @@ struct ts_server {
     size_t nconns;
     atomic_bool stop;
     atomic_uint_fast64_t accepted, requests;
-    atomic_int failures;    /* budget for f=1 requests */
+    atomic_int failures; /* budget for f=1 requests */
 };
 
 TS_FN uint64_t ts_now(void)

@@ -82,8 +82,8 @@ static enum MHD_Result test_httpd_handle(void *cls, struct MHD_Connection *c, co
         struct timespec ts = { delay / 1000, (long)(delay % 1000) * 1000000L };
         nanosleep(&ts, NULL);
     }
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(body), (void *)(size_t)body, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)(size_t)body,
+                                                             MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type", "application/json");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
@@ -99,9 +99,8 @@ static inline int test_httpd_start(struct test_httpd *s, int status, const char 
     s->body = body;
     s->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                                      MHD_USE_ERROR_LOG,
-                                 0, NULL, NULL, test_httpd_handle, s,
-                                 MHD_OPTION_NOTIFY_CONNECTION, test_httpd_notify, s,
-                                 MHD_OPTION_END);
+                                 0, NULL, NULL, test_httpd_handle, s, MHD_OPTION_NOTIFY_CONNECTION,
+                                 test_httpd_notify, s, MHD_OPTION_END);
     if (!s->daemon)
         return -1;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);

@@ -73,8 +73,7 @@ static void timer_moved(void *elem, size_t idx)
     (*(struct timer **)elem)->idx = idx;
 }
 
-static const struct dspy__heap_type timers = { sizeof(struct timer *), timer_before,
-                                               timer_moved };
+static const struct dspy__heap_type timers = { sizeof(struct timer *), timer_before, timer_moved };
 
 static void check_indexes(const struct dspy__heap *h, const struct timer *t, size_t n)
 {
@@ -85,8 +84,7 @@ static void check_indexes(const struct dspy__heap *h, const struct timer *t, siz
         armed++;
         assert_ptr_equal(*(struct timer **)dspy__heap_at(h, t[i].idx), &t[i]);
         if (t[i].idx > 0) /* heap order with the parent */
-            assert_true((*(struct timer **)dspy__heap_at(h, (t[i].idx - 1) / 2))->due <=
-                        t[i].due);
+            assert_true((*(struct timer **)dspy__heap_at(h, (t[i].idx - 1) / 2))->due <= t[i].due);
     }
     assert_int_equal(armed, dspy__heap_len(h));
 }
@@ -126,8 +124,7 @@ static void remove_and_rekey_keep_indexes(void **state)
             }
             break;
         }
-        default:
-            break;
+        default: break;
         }
         if (round % 97 == 0)
             check_indexes(&h, t, N);

@@ -18,16 +18,26 @@ static void float_repr_matches_python(void **state)
         double d;
         const char *want;
     } cases[] = {
-        { 0.1, "0.1" },           { 1.0, "1.0" },
-        { 1e20, "1e+20" },        { 1.5e-07, "1.5e-07" },
-        { 1e16, "1e+16" },        { 1e15, "1000000000000000.0" },
-        { 0.0001, "0.0001" },     { 1e-05, "1e-05" },
-        { 123456.789, "123456.789" }, { -2.5, "-2.5" },
-        { 0.0, "0.0" },           { -0.0, "-0.0" },
-        { 1.0 / 3, "0.3333333333333333" }, { 2.0 / 3, "0.6666666666666666" },
-        { 100.0, "100.0" },       { 1152921504606846976.0, "1.152921504606847e+18" },
-        { 5e-324, "5e-324" },     { 1.7976931348623157e308, "1.7976931348623157e+308" },
-        { 123456789012345.6, "123456789012345.6" }, { 2.5e-05, "2.5e-05" },
+        { 0.1, "0.1" },
+        { 1.0, "1.0" },
+        { 1e20, "1e+20" },
+        { 1.5e-07, "1.5e-07" },
+        { 1e16, "1e+16" },
+        { 1e15, "1000000000000000.0" },
+        { 0.0001, "0.0001" },
+        { 1e-05, "1e-05" },
+        { 123456.789, "123456.789" },
+        { -2.5, "-2.5" },
+        { 0.0, "0.0" },
+        { -0.0, "-0.0" },
+        { 1.0 / 3, "0.3333333333333333" },
+        { 2.0 / 3, "0.6666666666666666" },
+        { 100.0, "100.0" },
+        { 1152921504606846976.0, "1.152921504606847e+18" },
+        { 5e-324, "5e-324" },
+        { 1.7976931348623157e308, "1.7976931348623157e+308" },
+        { 123456789012345.6, "123456789012345.6" },
+        { 2.5e-05, "2.5e-05" },
         { 9007199254740993.0, "9007199254740992.0" },
         { 0.30000000000000004, "0.30000000000000004" },
     };
@@ -108,7 +118,8 @@ static void json_dumps_matches_python(void **state)
                         "  \"c\": \"d\"\n}");
     /* DSPy's schema notes: "type" first, then the other keys sorted */
     assert_string_equal(dumps("{\"items\": {\"type\": \"string\"}, \"additionalProperties\": "
-                              "true, \"type\": \"array\"}", -1, true),
+                              "true, \"type\": \"array\"}",
+                              -1, true),
                         "{\"type\": \"array\", \"additionalProperties\": true, \"items\": "
                         "{\"type\": \"string\"}}");
 }
@@ -125,7 +136,7 @@ static void utf8_decode_and_sanitize(void **state)
     assert_int_equal(dspy__utf8_decode("\xC0\xAF", 2, 0, &cp), 1); /* overlong */
     assert_int_equal(cp, 0xFFFD);
     assert_int_equal(dspy__utf8_decode("\xED\xA0\x80", 3, 0, &cp), 1); /* surrogate */
-    assert_int_equal(dspy__utf8_decode("\xE2\x82", 2, 0, &cp), 1); /* truncated */
+    assert_int_equal(dspy__utf8_decode("\xE2\x82", 2, 0, &cp), 1);     /* truncated */
     assert_true(dspy__utf8_valid("caf\xC3\xA9 \xEF\xBF\xBD", 9));
     assert_false(dspy__utf8_valid("a\xFF", 2));
     dspy__buf_init(&b, 0);
@@ -137,9 +148,15 @@ static void utf8_decode_and_sanitize(void **state)
     for (size_t k = 0; k < 18; k++) {
         char t[32];
         memset(t, 'a', k);
-        memcpy(t + k, "\xFF" "bc", 3);
+        memcpy(t + k,
+               "\xFF"
+               "bc",
+               3);
         assert_false(dspy__utf8_valid(t, k + 3));
-        memcpy(t + k, "\xC3\xA9" "bcdefghij", 11);
+        memcpy(t + k,
+               "\xC3\xA9"
+               "bcdefghij",
+               11);
         assert_true(dspy__utf8_valid(t, k + 11));
         t[k + 1] = 'x'; /* a lead byte cut short */
         assert_false(dspy__utf8_valid(t, k + 11));
@@ -155,7 +172,11 @@ static void strip_and_splitlines_follow_python(void **state)
 {
     const char *s = " \t\xE3\x80\x80 x y \xC2\xA0\n\x0b";
     size_t a = 0, z = strlen(s), pos = 0, ls, le, n = 0;
-    const char *lines = "a\r\nb\rc\nd\xE2\x80\xA8" "e\xC2\x85" "f\x0c" "g\x1c" "h";
+    const char *lines = "a\r\nb\rc\nd\xE2\x80\xA8"
+                        "e\xC2\x85"
+                        "f\x0c"
+                        "g\x1c"
+                        "h";
     const char *want[] = { "a", "b", "c", "d", "e", "f", "g", "h" };
     (void)state;
     dspy__py_strip(s, &a, &z);
@@ -172,7 +193,9 @@ static void strip_and_splitlines_follow_python(void **state)
     assert_int_equal(z, 9);
     a = 0;
     z = 6;
-    dspy__py_strip("\x1c\x1f" "ab\x0b ", &a, &z);
+    dspy__py_strip("\x1c\x1f"
+                   "ab\x0b ",
+                   &a, &z);
     assert_int_equal(a, 2);
     assert_int_equal(z, 4);
     while (dspy__py_next_line(lines, strlen(lines), &pos, &ls, &le)) {

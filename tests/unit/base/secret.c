@@ -91,7 +91,8 @@ static void test_control_characters_are_refused_unseen(void **state)
     assert_non_null(strstr(err.message, "DSPY_TEST_SECRET"));
     assert_non_null(strstr(err.message, "0x0d at offset 6"));
     assert_null(strstr(err.message, "sk-abc"));
-    write_file("sk-abc\x7f" "def\n");
+    write_file("sk-abc\x7f"
+               "def\n");
     assert_int_equal(dspy__secret_read("API key", NULL, NULL, path, &k, &err), DSPY_EINVAL);
     assert_non_null(strstr(err.message, path));
     assert_null(strstr(err.message, "sk-abc"));

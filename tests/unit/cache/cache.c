@@ -335,8 +335,7 @@ static void two_processes_one_fill(void **state)
     unlink(counter_path);
 }
 
-static dspy_status die_while_filling(void *ud, struct dspy_cache_fill *fill,
-                                     struct dspy_error *err)
+static dspy_status die_while_filling(void *ud, struct dspy_cache_fill *fill, struct dspy_error *err)
 {
     int fd = *(int *)ud;
     (void)fill;

@@ -369,8 +369,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(corrupt_entries_are_dropped_not_returned, make_dir,
                                         remove_dir),
         cmocka_unit_test_setup_teardown(two_processes_share_a_directory, make_dir, remove_dir),
-        cmocka_unit_test_setup_teardown(damaged_file_is_refused_then_reset, make_dir,
-                                        remove_dir),
+        cmocka_unit_test_setup_teardown(damaged_file_is_refused_then_reset, make_dir, remove_dir),
         cmocka_unit_test(bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

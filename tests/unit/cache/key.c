@@ -44,8 +44,7 @@ static const struct vector vectors[] = {
       "{\"max_tokens\":1000,\"messages\":[{\"content\":\"Hi\",\"role\":\"user\"}],"
       "\"model\":\"gpt-4o-mini\",\"n\":3,\"rollout_id\":1,\"temperature\":0.7,"
       "\"top_p\":1.0}" },
-    { "int_zero", "", "cb2d42bec0c341d8d379a1ab47fbf2ce",
-      "{\"model\":\"m\",\"temperature\":0}" },
+    { "int_zero", "", "cb2d42bec0c341d8d379a1ab47fbf2ce", "{\"model\":\"m\",\"temperature\":0}" },
     { "float_zero", "", "9202b923c787074a6613e4d0b86a6665",
       "{\"model\":\"m\",\"temperature\":0.0}" },
     { "numbers", "", "a8ea2b8ce819f4bba3cc4a50393708e6",
@@ -78,7 +77,8 @@ static json_t *reversed(json_t *v)
     size_t n = 0;
     const char *k;
     json_t *m;
-    json_object_foreach(v, k, m) keys[n++] = k;
+    json_object_foreach(v, k, m)
+        keys[n++] = k;
     json_t *o = json_object();
     while (n--)
         json_object_set_new(o, keys[n], reversed(json_object_get(v, keys[n])));
@@ -254,9 +254,12 @@ static void reals_are_shortest_round_trip(void **state)
         double v;
         const char *text;
     } cases[] = {
-        { 0.7, "0.7" }, { 1.0, "1.0" }, { 1e20, "1e20" }, { -0.0, "-0.0" }, { 0.0, "0.0" },
-        { 1e-5, "0.00001" }, { 1e-6, "1e-6" }, { 123.456, "123.456" }, { -2.5e-10, "-2.5e-10" },
-        { 9007199254740992.0, "9007199254740992.0" }, { 1e16, "1e16" },
+        { 0.7, "0.7" },           { 1.0, "1.0" },
+        { 1e20, "1e20" },         { -0.0, "-0.0" },
+        { 0.0, "0.0" },           { 1e-5, "0.00001" },
+        { 1e-6, "1e-6" },         { 123.456, "123.456" },
+        { -2.5e-10, "-2.5e-10" }, { 9007199254740992.0, "9007199254740992.0" },
+        { 1e16, "1e16" },
     };
     char out[32];
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

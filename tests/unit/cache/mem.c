@@ -357,12 +357,8 @@ static void *hammer(void *arg)
         int len = snprintf(val, sizeof(val), "value-of-%u-%s", id, (id & 1) ? "odd" : "even-pad");
         switch ((w->seed >> 20) % 8) {
         case 0:
-        case 1:
-            dspy_cache_put(w->c, &k, val, (size_t)len, NULL, NULL);
-            break;
-        case 2:
-            dspy_cache_delete(w->c, &k, NULL);
-            break;
+        case 1: dspy_cache_put(w->c, &k, val, (size_t)len, NULL, NULL); break;
+        case 2: dspy_cache_delete(w->c, &k, NULL); break;
         default: {
             struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
             if (dspy_cache_get(w->c, &k, NULL, &v) == DSPY_OK) {

@@ -129,7 +129,7 @@ static void batch_lookup_in_one_round_trip(void **state)
         dspy_cache_value_release(&out[i]);
     }
     redisReply *r = admin("INFO %s", "commandstats");
-    assert_non_null(strstr(r->str, "cmdstat_mget:calls=2,"));  /* 270 keys: two MGETs */
+    assert_non_null(strstr(r->str, "cmdstat_mget:calls=2,")); /* 270 keys: two MGETs */
     assert_null(strstr(r->str, "cmdstat_get:"));
     freeReplyObject(r);
     /* the L2 hits were promoted */
@@ -211,8 +211,7 @@ static void killed_redis_degrades_then_reconnects(void **state)
      * was skipped, and most were skipped (backing off) rather than tried against it. */
     dspy_cache_stats(c, &st);
     print_message("2000 operations with Redis dead: %llu errors, %llu skipped\n",
-                  (unsigned long long)st.level[1].errors,
-                  (unsigned long long)st.level[1].skipped);
+                  (unsigned long long)st.level[1].errors, (unsigned long long)st.level[1].skipped);
     assert_true(st.level[1].errors + st.level[1].skipped >= 2000);
     assert_true(st.level[1].errors < st.level[1].skipped);
     /* L1 still answers */
@@ -225,8 +224,7 @@ static void killed_redis_degrades_then_reconnects(void **state)
     assert_true(st.level[1].skipped > 0);
     assert_true(st.level[1].last_error[0] != '\0');
     print_message("last error: %s (errors %llu, skipped %llu)\n", st.level[1].last_error,
-                  (unsigned long long)st.level[1].errors,
-                  (unsigned long long)st.level[1].skipped);
+                  (unsigned long long)st.level[1].errors, (unsigned long long)st.level[1].skipped);
     json_t *j = dspy_cache_stats_json(c);
     assert_true(json_is_false(json_object_get(json_object_get(j, "l2"), "up")));
     json_decref(j);
@@ -266,8 +264,7 @@ static void hung_redis_times_out(void **state)
     /* Counted, not timed: a timeout, then gets skipped while backing off. */
     dspy_cache_stats(c, &st);
     print_message("100 gets against a hung Redis: %llu timed out, %llu skipped\n",
-                  (unsigned long long)st.level[1].errors,
-                  (unsigned long long)st.level[1].skipped);
+                  (unsigned long long)st.level[1].errors, (unsigned long long)st.level[1].skipped);
     assert_true(st.level[1].errors >= 1);
     assert_true(st.level[1].errors + st.level[1].skipped >= 100);
     assert_true(st.level[1].errors < st.level[1].skipped);

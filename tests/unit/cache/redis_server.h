@@ -71,9 +71,8 @@ static bool redis_server_start(struct redis_server *s)
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);
         dup2(devnull, 2);
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", "no", "--dir", "/tmp", "--loglevel", "warning",
-               (char *)NULL);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", "/tmp", "--loglevel", "warning", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) {

@@ -23,8 +23,7 @@ struct guard_case {
 static const struct guard_case guard_cases[] = {
     /* must pass: paraphrases, typos, case, punctuation */
     { "How do I cancel my subscription?", "how do i cancel my subscription please", 0 },
-    { "How do I cancel my subscription?", "I'd like to end my subscription, how do I do that?",
-      0 },
+    { "How do I cancel my subscription?", "I'd like to end my subscription, how do I do that?", 0 },
     { "What is the capital of France?", "what's the capital city of France", 0 },
     { "How do I reset my password?", "How do I reset my pasword?", 0 },
     { "Explain photosynthesis simply.", "Can you explain photosynthesis in simple terms?", 0 },
@@ -44,8 +43,7 @@ static const struct guard_case guard_cases[] = {
       DSPY_SEMANTIC_GUARD_NEGATION },
     { "I can log in", "I can't log in", DSPY_SEMANTIC_GUARD_NEGATION },
     /* dates */
-    { "Is the store open on Saturday?", "Is the store open on Sunday?",
-      DSPY_SEMANTIC_GUARD_DATE },
+    { "Is the store open on Saturday?", "Is the store open on Sunday?", DSPY_SEMANTIC_GUARD_DATE },
     { "weather today", "weather tomorrow", DSPY_SEMANTIC_GUARD_DATE },
     { "Flights to Rome in may", "Flights to Rome in june", DSPY_SEMANTIC_GUARD_DATE },
     /* entities */
@@ -58,8 +56,7 @@ static const struct guard_case guard_cases[] = {
     { "Show all my orders", "Show my last order", DSPY_SEMANTIC_GUARD_SCOPE },
     { "delete every file", "delete some file", DSPY_SEMANTIC_GUARD_SCOPE },
     /* antonyms */
-    { "How do I turn on dark mode?", "How do I turn off dark mode?",
-      DSPY_SEMANTIC_GUARD_ANTONYM },
+    { "How do I turn on dark mode?", "How do I turn off dark mode?", DSPY_SEMANTIC_GUARD_ANTONYM },
     { "Should I buy the stock?", "Should I sell the stock?", DSPY_SEMANTIC_GUARD_ANTONYM },
     { "How do I enable two-factor login?", "How do I disable two-factor login?",
       DSPY_SEMANTIC_GUARD_ANTONYM },
@@ -123,8 +120,7 @@ static json_t *req(const char *model, double temp, const char *sys, const char *
         json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content", sys));
     if (earlier) {
         json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "user", "content", earlier));
-        json_array_append_new(msgs,
-                              json_pack("{s:s,s:s}", "role", "assistant", "content", "ok"));
+        json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "assistant", "content", "ok"));
     }
     json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "user", "content", user));
     return json_pack("{s:s,s:f,s:o}", "model", model, "temperature", temp, "messages", msgs);
@@ -133,8 +129,8 @@ static json_t *req(const char *model, double temp, const char *sys, const char *
 static void part_of(json_t *r, const char *ns, struct dspy_cache_key *k, char **text)
 {
     size_t len;
-    assert_int_equal(dspy_cache_semantic_partition(r, ns, DSPY_SEMANTIC_LAST_USER, k, text,
-                                                   &len, NULL),
+    assert_int_equal(dspy_cache_semantic_partition(r, ns, DSPY_SEMANTIC_LAST_USER, k, text, &len,
+                                                   NULL),
                      DSPY_OK);
     assert_int_equal(strlen(*text), len);
     json_decref(r);
@@ -193,24 +189,23 @@ static void test_projections(void **state)
     char *t;
     size_t len;
     json_t *r = req("m", 0.0, "sys", "first question", "second question");
-    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_USER_TURNS, &k1, &t,
-                                                   &len, NULL),
+    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_USER_TURNS, &k1, &t, &len,
+                                                   NULL),
                      DSPY_OK);
     assert_string_equal(t, "first question\nsecond question");
     dspy_free(t);
-    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_ALL, &k2, &t, &len,
-                                                   NULL),
+    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_ALL, &k2, &t, &len, NULL),
                      DSPY_OK);
     assert_string_equal(t, "system: sys\nuser: first question\nassistant: ok\n"
                            "user: second question");
     dspy_free(t);
     json_decref(r);
     /* content parts: the text parts joined */
-    r = json_pack("{s:s,s:[{s:s,s:[{s:s,s:s},{s:s,s:s},{s:s,s:s}]}]}", "model", "m",
-                  "messages", "role", "user", "content", "type", "text", "text", "look at",
-                  "type", "image_url", "url", "x", "type", "text", "text", "this");
-    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_LAST_USER, &k1, &t,
-                                                   &len, NULL),
+    r = json_pack("{s:s,s:[{s:s,s:[{s:s,s:s},{s:s,s:s},{s:s,s:s}]}]}", "model", "m", "messages",
+                  "role", "user", "content", "type", "text", "text", "look at", "type", "image_url",
+                  "url", "x", "type", "text", "text", "this");
+    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_LAST_USER, &k1, &t, &len,
+                                                   NULL),
                      DSPY_OK);
     assert_string_equal(t, "look at\nthis");
     dspy_free(t);
@@ -220,24 +215,24 @@ static void test_projections(void **state)
             "[[ ## question ## ]]\nWhat is 2+2?\n\n[[ ## context ## ]]\nmath\n\nRespond with "
             "the corresponding output fields, starting with the field `[[ ## answer ## ]]`, "
             "and then ending with the marker for `[[ ## completed ## ]]`.");
-    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_LAST_USER, &k1, &t,
-                                                   &len, NULL),
+    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_LAST_USER, &k1, &t, &len,
+                                                   NULL),
                      DSPY_OK);
     assert_string_equal(t, "What is 2+2?\n\nmath");
     assert_int_equal(len, strlen(t));
     dspy_free(t);
     json_decref(r);
     /* nothing to project */
-    r = json_pack("{s:s,s:[{s:s,s:s}]}", "model", "m", "messages", "role", "system",
-                  "content", "x");
-    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_LAST_USER, &k1, &t,
-                                                   &len, NULL),
+    r = json_pack("{s:s,s:[{s:s,s:s}]}", "model", "m", "messages", "role", "system", "content",
+                  "x");
+    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_LAST_USER, &k1, &t, &len,
+                                                   NULL),
                      DSPY_ENOTFOUND);
     assert_null(t);
     json_decref(r);
     r = json_pack("{s:s}", "model", "m");
-    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_LAST_USER, &k1, &t,
-                                                   &len, NULL),
+    assert_int_equal(dspy_cache_semantic_partition(r, NULL, DSPY_SEMANTIC_LAST_USER, &k1, &t, &len,
+                                                   NULL),
                      DSPY_ENOTFOUND);
     json_decref(r);
 }

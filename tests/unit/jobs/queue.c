@@ -56,7 +56,8 @@ static long ended(dspy_jobq *q)
     long n = 0;
     const char *k;
     json_t *v;
-    json_object_foreach(e, k, v) n += (long)json_integer_value(v);
+    json_object_foreach(e, k, v)
+        n += (long)json_integer_value(v);
     json_decref(s);
     return n;
 }

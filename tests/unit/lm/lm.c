@@ -60,9 +60,9 @@ static dspy_lm *fake_lm(struct fake *f, const char *model, double temperature, l
     return lm;
 }
 
-#define OK_REPLY                                                                              \
-    "{\"id\":\"x\",\"model\":\"gpt-4o-mini-2024\",\"choices\":[{\"index\":0,\"message\":"     \
-    "{\"role\":\"assistant\",\"content\":\"[[ ## answer ## ]]\\nParis\"},\"finish_reason\":"  \
+#define OK_REPLY                                                                             \
+    "{\"id\":\"x\",\"model\":\"gpt-4o-mini-2024\",\"choices\":[{\"index\":0,\"message\":"    \
+    "{\"role\":\"assistant\",\"content\":\"[[ ## answer ## ]]\\nParis\"},\"finish_reason\":" \
     "\"stop\"}],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,\"total_tokens\":15}}"
 
 static void request_body_bytes(void **state)
@@ -324,8 +324,8 @@ static void fast_reader_matches_jansson(void **state)
         for (size_t j = 0; j < sizeof(specials) / sizeof(specials[0]); j++) {
             char body[160];
             snprintf(body, sizeof(body),
-                     "{\"choices\":[{\"message\":{\"content\":\"%.*s%sabcdefghijklm\"}}]}",
-                     (int)k, "0123456789ABCDEFGHIJ", specials[j]);
+                     "{\"choices\":[{\"message\":{\"content\":\"%.*s%sabcdefghijklm\"}}]}", (int)k,
+                     "0123456789ABCDEFGHIJ", specials[j]);
             assert_readers_agree(body);
             struct dspy_lm_response f;
             bool valid = j != 1 && j != 3; /* a raw tab and a bad byte are not JSON */
@@ -364,12 +364,16 @@ static void classify_table(void **state)
         { 401, "{\"error\":{\"message\":\"bad key\"}}", DSPY_ELM_AUTH },
         { 403, "", DSPY_ELM_AUTH },
         { 429, "{\"error\":{\"message\":\"slow down\"}}", DSPY_ELM_RATE_LIMIT },
-        { 400, "{\"error\":{\"message\":\"This model's maximum context length is 8192 tokens\","
-               "\"code\":\"context_length_exceeded\"}}", DSPY_ELM_CONTEXT },
+        { 400,
+          "{\"error\":{\"message\":\"This model's maximum context length is 8192 tokens\","
+          "\"code\":\"context_length_exceeded\"}}",
+          DSPY_ELM_CONTEXT },
         { 400, "{\"error\":{\"message\":\"too long\",\"code\":\"context_length_exceeded\"}}",
           DSPY_ELM_CONTEXT },
-        { 400, "{\"object\":\"error\",\"message\":\"This model's maximum context length is 4096 "
-               "tokens. However, you requested 5000 tokens\"}", DSPY_ELM_CONTEXT },
+        { 400,
+          "{\"object\":\"error\",\"message\":\"This model's maximum context length is 4096 "
+          "tokens. However, you requested 5000 tokens\"}",
+          DSPY_ELM_CONTEXT },
         { 400, "prompt exceeds the Context Window", DSPY_ELM_CONTEXT },
         { 400, "{\"error\":{\"message\":\"bad temperature\"}}", DSPY_ELM_BAD_REQUEST },
         { 404, "{\"error\":{\"message\":\"maximum context\"}}", DSPY_ELM_BAD_REQUEST },
@@ -566,9 +570,10 @@ static void key_never_in_errors(void **state)
     struct test_httpd s;
     struct dspy_error err;
     /* An endpoint that echoes the key back in its error. */
-    assert_int_equal(test_httpd_start(&s, 401, "{\"error\":{\"message\":\"Incorrect API key "
-                                                "provided: sk-secret-123456. Check it.\","
-                                                "\"code\":\"invalid_api_key\"}}"),
+    assert_int_equal(test_httpd_start(&s, 401,
+                                      "{\"error\":{\"message\":\"Incorrect API key "
+                                      "provided: sk-secret-123456. Check it.\","
+                                      "\"code\":\"invalid_api_key\"}}"),
                      0);
     struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
     o.api_key = "sk-secret-123456";

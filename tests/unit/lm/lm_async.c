@@ -17,8 +17,8 @@
 
 #include "support/test_httpd.h"
 
-#define REPLY                                                                                 \
-    "{\"choices\":[{\"message\":{\"content\":\"hello\"},\"finish_reason\":\"stop\"}],"       \
+#define REPLY                                                                          \
+    "{\"choices\":[{\"message\":{\"content\":\"hello\"},\"finish_reason\":\"stop\"}]," \
     "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}"
 
 struct tally {

@@ -22,9 +22,9 @@
 
 #include "lm/lm_int.h"
 
-#define REPLY(text)                                                                          \
-    "{\"id\":\"x\",\"model\":\"m-2024\",\"choices\":[{\"index\":0,\"message\":{\"role\":"     \
-    "\"assistant\",\"content\":\"" text "\"},\"finish_reason\":\"stop\"}],\"usage\":{"        \
+#define REPLY(text)                                                                       \
+    "{\"id\":\"x\",\"model\":\"m-2024\",\"choices\":[{\"index\":0,\"message\":{\"role\":" \
+    "\"assistant\",\"content\":\"" text "\"},\"finish_reason\":\"stop\"}],\"usage\":{"    \
     "\"prompt_tokens\":12,\"completion_tokens\":3,\"total_tokens\":15}}"
 #define ANSWER REPLY("[[ ## answer ## ]]\\nParis\\n\\n[[ ## completed ## ]]")
 
@@ -85,8 +85,8 @@ static dspy_lm *cached_lm(struct fake *f, dspy_cache *c, const char *ns, double 
 
 /* The key of a call three ways: the fast path, the body re-read, and the canonical request
  * built here with jansson. */
-static void check_key_three_ways(dspy_lm *lm, const struct dspy__lm_call *call,
-                                 json_t *expected, const char *ns)
+static void check_key_three_ways(dspy_lm *lm, const struct dspy__lm_call *call, json_t *expected,
+                                 const char *ns)
 {
     struct dspy_cache_key fast, slow, want;
     assert_int_equal(dspy__lm_request_key(lm, call, true, &fast, NULL), DSPY_OK);
@@ -109,8 +109,7 @@ static void key_fast_path_matches(void **state)
     dspy__buf_init(&wire, 1 << 20);
     dspy__buf_init(&canon, 1 << 20);
     assert_int_equal(dspy__lm_encode_message(&wire, "system", sys, strlen(sys)), DSPY_OK);
-    assert_int_equal(dspy__lm_encode_message_canon(&canon, "system", sys, strlen(sys)),
-                     DSPY_OK);
+    assert_int_equal(dspy__lm_encode_message_canon(&canon, "system", sys, strlen(sys)), DSPY_OK);
 
     struct dspy__lm_call call = DSPY__LM_CALL_INIT;
     call.messages = wire.ptr;
@@ -121,8 +120,8 @@ static void key_fast_path_matches(void **state)
     call.user_len = strlen(user);
     check_key_three_ways(lm, &call,
                          json_pack("{s:s, s:s, s:[{s:s, s:s}, {s:s, s:s}]}", "_endpoint", "chat",
-                                   "model", "gpt-4o-mini", "messages", "role", "system",
-                                   "content", sys, "role", "user", "content", user),
+                                   "model", "gpt-4o-mini", "messages", "role", "system", "content",
+                                   sys, "role", "user", "content", user),
                          NULL);
 
     /* every sampling setting, a response format, a rollout id and a namespace */
@@ -142,9 +141,9 @@ static void key_fast_path_matches(void **state)
         lm, &call,
         json_pack("{s:s, s:s, s:[{s:s, s:s}, {s:s, s:s}], s:f, s:i, s:f, s:i, s:{s:s}, s:i}",
                   "_endpoint", "chat", "model", "gpt-4o-mini", "messages", "role", "system",
-                  "content", sys, "role", "user", "content", user, "temperature", 0.7,
-                  "max_tokens", 1000, "top_p", 1.0, "n", 3, "response_format", "type",
-                  "json_object", "rollout_id", -42),
+                  "content", sys, "role", "user", "content", user, "temperature", 0.7, "max_tokens",
+                  1000, "top_p", 1.0, "n", 3, "response_format", "type", "json_object",
+                  "rollout_id", -42),
         "tenant-a");
 
     /* no messages at all, no user message, integer-valued and tiny reals */
@@ -154,8 +153,7 @@ static void key_fast_path_matches(void **state)
     bare.top_p = 1e-7;
     check_key_three_ways(lm, &bare,
                          json_pack("{s:s, s:s, s:[], s:f, s:f}", "_endpoint", "chat", "model",
-                                   "gpt-4o-mini", "messages", "temperature", 1.0, "top_p",
-                                   1e-7),
+                                   "gpt-4o-mini", "messages", "temperature", 1.0, "top_p", 1e-7),
                          NULL);
 
     /* rollout_id changes the key, is never sent */

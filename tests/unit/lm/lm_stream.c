@@ -31,9 +31,9 @@
 struct script_server {
     int lfd, port;
     pthread_t thread;
-    pthread_mutex_t lock;            /* guards head, pieces and body (a test sets the next
+    pthread_mutex_t lock;           /* guards head, pieces and body (a test sets the next
                                       * script while the server may still write the last) */
-    const char *head;                /* status line and headers, "\r\n\r\n" included */
+    const char *head;               /* status line and headers, "\r\n\r\n" included */
     const char *pieces[MAX_PIECES]; /* body pieces, NULL-terminated, each flushed alone */
     atomic_int requests;
     char body[16384]; /* the last request's body */
@@ -131,12 +131,12 @@ static void server_stop(struct script_server *s)
 
 /* ---- the script ---------------------------------------------------------------------- */
 
-#define CHUNK(delta, finish)                                                                 \
-    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m-2024\","      \
+#define CHUNK(delta, finish)                                                          \
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m-2024\"," \
     "\"choices\":[{\"index\":0,\"delta\":{" delta "},\"finish_reason\":" finish "}]}\n\n"
-#define USAGE_CHUNK                                                                          \
-    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m-2024\","      \
-    "\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,"              \
+#define USAGE_CHUNK                                                                   \
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m-2024\"," \
+    "\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3,"         \
     "\"total_tokens\":15}}\n\n"
 #define DONE "data: [DONE]\n\n"
 
@@ -406,9 +406,9 @@ static void cache_stores_only_clean_streams_and_replays(void **state)
 
 /* ---- the transport hook: its body is read as the event stream ---------------------------- */
 
-static dspy_status sse_transport(void *userdata, const char *url, const char *body,
-                                 size_t body_len, long *http_status, char **response,
-                                 size_t *response_len, struct dspy_error *err)
+static dspy_status sse_transport(void *userdata, const char *url, const char *body, size_t body_len,
+                                 long *http_status, char **response, size_t *response_len,
+                                 struct dspy_error *err)
 {
     const char *reply = userdata;
     (void)url;

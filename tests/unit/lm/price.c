@@ -75,7 +75,7 @@ static void test_files(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_defaults_and_lookup),
-                                       cmocka_unit_test(test_files)};
+    const struct CMUnitTest tests[] = { cmocka_unit_test(test_defaults_and_lookup),
+                                        cmocka_unit_test(test_files) };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

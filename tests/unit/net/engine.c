@@ -362,7 +362,7 @@ static void emfile_is_not_a_network_error(void **state)
     int fds[4096], n = 0;
     r.url = url("status=200");
     dspy__engine_call_release(fetch(e, &r, &res)); /* warm: the loop's own descriptors */
-    r.url = "http://127.0.0.1:1/v1/x"; /* a new connection each time */
+    r.url = "http://127.0.0.1:1/v1/x";             /* a new connection each time */
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
     /* Use up every descriptor below a low soft limit. */
     low = old;
@@ -439,7 +439,7 @@ static void cancel_one_and_group(void **state)
     assert_int_equal(dspy__engine_call_wait(c, 0, &res), DSPY_OK);
     assert_int_equal(res->status, DSPY_ECANCELED);
     assert_int_equal(res->http_status, 0); /* ended by the cancel, not by an answer */
-    dspy__engine_call_cancel(c); /* finished: a no-op */
+    dspy__engine_call_cancel(c);           /* finished: a no-op */
     dspy__engine_call_release(c);
 
     struct dspy__engine_group *g = dspy__engine_group_new(e);

@@ -40,7 +40,7 @@ static void sse_stream_whole_and_bytewise(void **state)
         assert_int_equal(feed_all(&p, chunked_sse, sizeof(chunked_sse) - 1, bytewise), LG_DONE);
         assert_int_equal(p.status, 200);
         assert_true(p.stream && p.keepalive && p.saw_done);
-        assert_int_equal(p.chunks, 2);          /* the usage-only chunk carries no token */
+        assert_int_equal(p.chunks, 2); /* the usage-only chunk carries no token */
         assert_int_equal(p.usage_tokens, 2);
         assert_int_equal(p.prompt_tokens, 3);
         assert_true(p.first_content_ns > p.first_token_ns || !bytewise);
@@ -84,8 +84,7 @@ static void schedule_rate_and_reproducibility(void **state)
 {
     (void)state;
     struct dspy_rate_stage st[] = { { 10, 100, 100 } };
-    enum dspy_arrival kinds[] = { DSPY_ARRIVAL_CONSTANT, DSPY_ARRIVAL_POISSON,
-                                  DSPY_ARRIVAL_GAMMA };
+    enum dspy_arrival kinds[] = { DSPY_ARRIVAL_CONSTANT, DSPY_ARRIVAL_POISSON, DSPY_ARRIVAL_GAMMA };
     for (int k = 0; k < 3; k++) {
         struct dspy_schedule a, b;
         assert_int_equal(dspy_schedule_init(&a, st, 1, kinds[k], 0.5, 42), DSPY_OK);

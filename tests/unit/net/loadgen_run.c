@@ -53,8 +53,7 @@ static struct dspy_loadgen_options options(int port, struct dspy_loadgen_request
                                            struct results *rs, char **bytes)
 {
     size_t len = 0;
-    *bytes = dspy_loadgen_build_request("POST", "127.0.0.1", port, "/v1/x", NULL, 0, "{}", 2,
-                                        &len);
+    *bytes = dspy_loadgen_build_request("POST", "127.0.0.1", port, "/v1/x", NULL, 0, "{}", 2, &len);
     assert_non_null(*bytes);
     req->bytes = *bytes;
     req->len = len;

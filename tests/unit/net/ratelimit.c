@@ -179,12 +179,9 @@ static void reconcile_usage(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(request_bucket),
-        cmocka_unit_test(idle_does_not_bank),
-        cmocka_unit_test(token_bucket),
-        cmocka_unit_test(concurrency_and_fifo),
-        cmocka_unit_test(wait_budget),
-        cmocka_unit_test(reconcile_usage),
+        cmocka_unit_test(request_bucket), cmocka_unit_test(idle_does_not_bank),
+        cmocka_unit_test(token_bucket),   cmocka_unit_test(concurrency_and_fifo),
+        cmocka_unit_test(wait_budget),    cmocka_unit_test(reconcile_usage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

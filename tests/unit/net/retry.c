@@ -16,10 +16,24 @@
 static void retryable_outcomes(void **state)
 {
     (void)state;
-    int yes[] = { 408, 429, 500, 502, 503, 504, 599, DSPY_ELM_NETWORK, DSPY_ELM_TIMEOUT,
+    int yes[] = { 408,           429, 500, 502, 503, 504, 599, DSPY_ELM_NETWORK, DSPY_ELM_TIMEOUT,
                   DSPY_ERESOURCE };
-    int no[] = { 200, 301, 400, 401, 403, 404, 409, 413, 422, 501, 505,
-                 DSPY_ETOOBIG, DSPY_ECANCELED, DSPY_EINVAL, DSPY_ENOMEM, DSPY_ELM_BAD_RESPONSE };
+    int no[] = { 200,
+                 301,
+                 400,
+                 401,
+                 403,
+                 404,
+                 409,
+                 413,
+                 422,
+                 501,
+                 505,
+                 DSPY_ETOOBIG,
+                 DSPY_ECANCELED,
+                 DSPY_EINVAL,
+                 DSPY_ENOMEM,
+                 DSPY_ELM_BAD_RESPONSE };
     for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
         assert_true(dspy__retry_is_retryable(yes[i]));
     for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
@@ -125,10 +139,8 @@ static void parse_retry_after(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(retryable_outcomes),
-        cmocka_unit_test(full_jitter_bounds),
-        cmocka_unit_test(attempts_are_bounded),
-        cmocka_unit_test(retry_after_wins_on_429_503),
+        cmocka_unit_test(retryable_outcomes),   cmocka_unit_test(full_jitter_bounds),
+        cmocka_unit_test(attempts_are_bounded), cmocka_unit_test(retry_after_wins_on_429_503),
         cmocka_unit_test(parse_retry_after),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

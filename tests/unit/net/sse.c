@@ -84,7 +84,9 @@ static void field_rules(void **state)
     expect("data:\n\n", "message||\n");
     expect("event: x\n\n", ""); /* no data: nothing dispatched */
     expect("data: x\n", "");    /* never terminated */
-    expect("\xEF\xBB\xBF" "data: bom\n\n", "message||bom\n");
+    expect("\xEF\xBB\xBF"
+           "data: bom\n\n",
+           "message||bom\n");
     expect("data: a\r\n\r\ndata: b\r\rdata: c\n\n", "message||a\nmessage||b\nmessage||c\n");
     expect("data: a\r\ndata: b\r\n\r\n", "message||a\nb\n");
     expect("data: a:b:c\n\n", "message||a:b:c\n");
@@ -112,7 +114,8 @@ static const char *const streams[] = {
     "event: message_start\r\ndata: {\"a\":1}\r\n\r\n: comment\r\nevent: delta\r\n"
     "data: line1\r\ndata: line2\r\nid: 42\r\n\r\ndata: tail\r\n\r\n",
     "data: a\r\rdata: b\r\r\ndata: c\n\r\ndata: d\r\n\n",
-    "\xEF\xBB\xBF" "id: 1\ndata: x\n\nid: 2\ndata: y\ndata: z\n\n",
+    "\xEF\xBB\xBF"
+    "id: 1\ndata: x\n\nid: 2\ndata: y\ndata: z\n\n",
     "data: {\"error\":{\"message\":\"overloaded\"}}\n\nevent: error\ndata: e\n\n",
 };
 
@@ -246,12 +249,9 @@ static void no_allocation_per_event(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(field_rules),
-        cmocka_unit_test(retry_and_comments),
-        cmocka_unit_test(every_split_point),
-        cmocka_unit_test(merged_and_timestamps),
-        cmocka_unit_test(limits_and_stop),
-        cmocka_unit_test(no_allocation_per_event),
+        cmocka_unit_test(field_rules),       cmocka_unit_test(retry_and_comments),
+        cmocka_unit_test(every_split_point), cmocka_unit_test(merged_and_timestamps),
+        cmocka_unit_test(limits_and_stop),   cmocka_unit_test(no_allocation_per_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

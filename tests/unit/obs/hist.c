@@ -111,10 +111,8 @@ static void stddev_known_values(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(small_values_are_exact),
-        cmocka_unit_test(large_values_within_precision),
-        cmocka_unit_test(merge_adds_counts),
-        cmocka_unit_test(empty_is_zero),
+        cmocka_unit_test(small_values_are_exact), cmocka_unit_test(large_values_within_precision),
+        cmocka_unit_test(merge_adds_counts),      cmocka_unit_test(empty_is_zero),
         cmocka_unit_test(stddev_known_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -37,7 +37,7 @@ static void tracks_rate_progress_and_eta(void **state)
     assert_non_null(c);
     dspy_cycle_plan(c, 10);
     dspy_cycle_status(c, &st);
-    assert_true(st.eta_s < 0); /* no rate yet */
+    assert_true(st.eta_s < 0);  /* no rate yet */
     fake_now += 20000000000ull; /* 20 s */
     dspy_cycle_tick(c, 4);
     dspy_cycle_status(c, &st);

@@ -194,10 +194,14 @@ static void strip_prefix_like_dspy(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(tpe_finds_the_good_choice), cmocka_unit_test(tpe_is_deterministic),
-        cmocka_unit_test(optuna_gamma),             cmocka_unit_test(mipro_auto_budgets),
-        cmocka_unit_test(seeded_draws),             cmocka_unit_test(metric_specs),
-        cmocka_unit_test(strip_prefix_like_dspy),  cmocka_unit_test(gepa_budgets),
+        cmocka_unit_test(tpe_finds_the_good_choice),
+        cmocka_unit_test(tpe_is_deterministic),
+        cmocka_unit_test(optuna_gamma),
+        cmocka_unit_test(mipro_auto_budgets),
+        cmocka_unit_test(seeded_draws),
+        cmocka_unit_test(metric_specs),
+        cmocka_unit_test(strip_prefix_like_dspy),
+        cmocka_unit_test(gepa_budgets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

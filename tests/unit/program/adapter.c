@@ -234,8 +234,8 @@ static void chat_parse_quirks(void **state)
     json_t *o;
     (void)state;
     dspy_signature *sig = sig_of("question -> answer", false);
-    o = parse(DSPY_ADAPTER_CHAT, sig, "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]",
-              DSPY_OK, &err);
+    o = parse(DSPY_ADAPTER_CHAT, sig, "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]", DSPY_OK,
+              &err);
     assert_json(o, "{\"answer\":\"Paris\"}");
     json_decref(o);
     o = parse(DSPY_ADAPTER_CHAT, sig, "[[ ## answer ## ]] Paris\nis it", DSPY_OK, &err);
@@ -331,8 +331,8 @@ static void hostile_text_is_bounded(void **state)
             big[i] = pattern[p][i % k];
         big[n] = '\0';
         for (int kind = 0; kind < 2; kind++) {
-            dspy_status rc =
-                dspy_adapter_parse((enum dspy_adapter_kind)kind, sig, big, n, &o, &err);
+            dspy_status rc = dspy_adapter_parse((enum dspy_adapter_kind)kind, sig, big, n, &o,
+                                                &err);
             assert_true(rc == DSPY_OK || rc == DSPY_EADAPTER);
             if (!rc)
                 json_decref(o);

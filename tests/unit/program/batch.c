@@ -126,8 +126,7 @@ static void results_in_order_with_errors(void **state)
             char want[32];
             snprintf(want, sizeof(want), "A%zu", i);
             assert_int_equal(res[i].status, DSPY_OK);
-            assert_string_equal(json_string_value(json_object_get(res[i].outputs, "answer")),
-                                want);
+            assert_string_equal(json_string_value(json_object_get(res[i].outputs, "answer")), want);
             assert_int_equal(res[i].info.lm_calls, 1);
         }
         failed += res[i].status != DSPY_OK;
@@ -302,8 +301,8 @@ static void upload_free(void *cls, struct MHD_Connection *c, void **ctx,
 }
 
 static enum MHD_Result lm_server_handle(void *cls, struct MHD_Connection *c, const char *url,
-                                        const char *method, const char *version,
-                                        const char *data, size_t *data_size, void **ctx)
+                                        const char *method, const char *version, const char *data,
+                                        size_t *data_size, void **ctx)
 {
     struct lm_server *s = cls;
     struct upload *u = *ctx;
@@ -345,15 +344,17 @@ static enum MHD_Result lm_server_handle(void *cls, struct MHD_Connection *c, con
         else if (s->chat_garbage)
             snprintf(content, sizeof(content), "no fields here");
         else
-            snprintf(content, sizeof(content), "[[ ## answer ## ]]\\nA%ld\\n\\n"
-                                               "[[ ## completed ## ]]", id);
+            snprintf(content, sizeof(content),
+                     "[[ ## answer ## ]]\\nA%ld\\n\\n"
+                     "[[ ## completed ## ]]",
+                     id);
         snprintf(text, sizeof(text),
                  "{\"choices\":[{\"message\":{\"content\":\"%s\"}}],\"usage\":"
                  "{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}",
                  content);
     }
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text,
+                                                             MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type", "application/json");
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
@@ -364,9 +365,9 @@ static void lm_server_start(struct lm_server *s)
 {
     s->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                                      MHD_USE_ERROR_LOG,
-                                 0, NULL, NULL, lm_server_handle, s,
-                                 MHD_OPTION_NOTIFY_COMPLETED, upload_free, NULL,
-                                 MHD_OPTION_CONNECTION_LIMIT, 1000u, MHD_OPTION_END);
+                                 0, NULL, NULL, lm_server_handle, s, MHD_OPTION_NOTIFY_COMPLETED,
+                                 upload_free, NULL, MHD_OPTION_CONNECTION_LIMIT, 1000u,
+                                 MHD_OPTION_END);
     assert_non_null(s->daemon);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     assert_non_null(info);
@@ -418,8 +419,7 @@ static void loop_results_in_order_with_errors(void **state)
             char want[32];
             snprintf(want, sizeof(want), "A%zu", i);
             assert_int_equal(res[i].status, DSPY_OK);
-            assert_string_equal(json_string_value(json_object_get(res[i].outputs, "answer")),
-                                want);
+            assert_string_equal(json_string_value(json_object_get(res[i].outputs, "answer")), want);
             assert_int_equal(res[i].info.lm_calls, 1);
             assert_int_equal(res[i].info.usage.total_tokens, 4);
             assert_true(res[i].latency_ns > 0);

@@ -43,13 +43,13 @@ static dspy_status scripted(void *userdata, const char *url, const char *body, s
     const char *content = s->replies[i] ? s->replies[i] : "";
     json_t *choices = json_array();
     for (int c = 0; c < (s->choices ? s->choices : 1); c++)
-        json_array_append_new(choices, json_pack("{s:i, s:{s:s, s:s}, s:s}", "index", c,
-                                                 "message", "role", "assistant", "content",
-                                                 content, "finish_reason", "stop"));
+        json_array_append_new(choices,
+                              json_pack("{s:i, s:{s:s, s:s}, s:s}", "index", c, "message", "role",
+                                        "assistant", "content", content, "finish_reason", "stop"));
     json_t *reply = *http_status == 200
                         ? json_pack("{s:s, s:o, s:{s:i, s:i, s:i}}", "model", "fake", "choices",
-                                    choices, "usage", "prompt_tokens", 10, "completion_tokens",
-                                    2, "total_tokens", 12)
+                                    choices, "usage", "prompt_tokens", 10, "completion_tokens", 2,
+                                    "total_tokens", 12)
                         : json_pack("{s:{s:s}}", "error", "message", "slow down");
     if (*http_status != 200)
         json_decref(choices);
@@ -249,8 +249,7 @@ static void fallback_repairs_like_dspy(void **state)
                                     DSPY_ADAPTER_CHAT);
         json_t *inputs = json_pack("{s:s}", "q", "x");
         json_t *pred = NULL;
-        assert_int_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, NULL, NULL),
-                         DSPY_OK);
+        assert_int_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, NULL, NULL), DSPY_OK);
         assert_int_equal(s.calls, 2);
         json_t *v = json_object_get(pred, cases[i].field);
         if (num)
@@ -296,17 +295,16 @@ static void unparseable_everywhere_fails(void **state)
     json_t *inputs = json_pack("{s:s}", "question", CAPITAL);
     json_t *pred = NULL;
     struct dspy_error err;
-    assert_int_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, NULL, &err),
-                     DSPY_EADAPTER);
+    assert_int_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, NULL, &err), DSPY_EADAPTER);
     assert_null(pred);
     /* Chat, then JSON in JSON mode, and no more: DSPy's JSONAdapter retries in JSON mode
      * only after a structured (json_schema) response_format, which DSPy sends only to models
      * litellm lists as supporting response schemas; dspyc sends JSON mode to every model. */
     assert_int_equal(s.calls, 2);
     assert_null(json_object_get(s.bodies[0], "response_format"));
-    assert_string_equal(json_string_value(json_object_get(
-                            json_object_get(s.bodies[1], "response_format"), "type")),
-                        "json_object");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(s.bodies[1], "response_format"), "type")),
+        "json_object");
     assert_non_null(strstr(err.message, "JSONAdapter"));
     json_decref(inputs);
     dspy_module_free(m);
@@ -397,19 +395,17 @@ static void missing_inputs(void **state)
     (void)state;
     struct script s = { .replies = { "[[ ## answer ## ]]\nok" } };
     dspy_lm *lm = script_lm(&s, NAN);
-    dspy_module *m =
-        new_module(DSPY_MODULE_PREDICT, "context, question -> answer", DSPY_ADAPTER_CHAT);
+    dspy_module *m = new_module(DSPY_MODULE_PREDICT, "context, question -> answer",
+                                DSPY_ADAPTER_CHAT);
     json_t *inputs = json_pack("{s:s}", "context", "c");
     json_t *pred = NULL;
     struct dspy_error err;
-    assert_int_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, NULL, &err),
-                     DSPY_EINVAL);
+    assert_int_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, NULL, &err), DSPY_EINVAL);
     assert_non_null(strstr(err.message, "question"));
     assert_string_equal(err.field, "question");
     assert_int_equal(s.calls, 0);
     json_t *notobj = json_string("question");
-    assert_int_equal(dspy_module_call(m, lm, notobj, NULL, &pred, NULL, NULL, &err),
-                     DSPY_EINVAL);
+    assert_int_equal(dspy_module_call(m, lm, notobj, NULL, &pred, NULL, NULL, &err), DSPY_EINVAL);
     json_decref(notobj);
     dspy_module_free(m);
 
@@ -481,9 +477,9 @@ static void setters_refresh_the_prompt(void **state)
 }
 
 /* A stateless transport: safe from many threads. */
-static dspy_status echo_answer(void *userdata, const char *url, const char *body,
-                               size_t body_len, long *http_status, char **response,
-                               size_t *response_len, struct dspy_error *err)
+static dspy_status echo_answer(void *userdata, const char *url, const char *body, size_t body_len,
+                               long *http_status, char **response, size_t *response_len,
+                               struct dspy_error *err)
 {
     static const char reply[] = "{\"choices\":[{\"message\":{\"content\":"
                                 "\"[[ ## answer ## ]]\\nParis\"}}]}";

@@ -20,13 +20,13 @@
 
 #include "support/test_httpd.h"
 
-#define CHAT_REPLY                                                                            \
-    "{\"choices\":[{\"message\":{\"content\":\"[[ ## answer ## ]]\\nParis\\n\\n"              \
-    "[[ ## completed ## ]]\"},\"finish_reason\":\"stop\"}],"                                  \
+#define CHAT_REPLY                                                               \
+    "{\"choices\":[{\"message\":{\"content\":\"[[ ## answer ## ]]\\nParis\\n\\n" \
+    "[[ ## completed ## ]]\"},\"finish_reason\":\"stop\"}],"                     \
     "\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":5,\"total_tokens\":35}}"
-#define PROSE_REPLY                                                                           \
-    "{\"choices\":[{\"message\":{\"content\":\"I think it is Paris.\"},"                      \
-    "\"finish_reason\":\"stop\"}],"                                                           \
+#define PROSE_REPLY                                                      \
+    "{\"choices\":[{\"message\":{\"content\":\"I think it is Paris.\"}," \
+    "\"finish_reason\":\"stop\"}],"                                      \
     "\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":5,\"total_tokens\":35}}"
 
 struct outcome {
@@ -54,9 +54,8 @@ static void outcome_release(struct outcome *o)
     pthread_mutex_destroy(&o->mu);
 }
 
-static void on_done(void *userdata, dspy_status status, json_t *prediction,
-                    json_t *completions, const struct dspy_call_info *info,
-                    const struct dspy_error *err)
+static void on_done(void *userdata, dspy_status status, json_t *prediction, json_t *completions,
+                    const struct dspy_call_info *info, const struct dspy_error *err)
 {
     struct outcome *o = userdata;
     pthread_mutex_lock(&o->mu);
@@ -123,8 +122,7 @@ static void many_calls_complete_on_the_loop(void **state)
     dspy_module *m = module(DSPY_ADAPTER_CHAT);
     json_t *inputs = json_pack("{s:s}", "question", "Capital of France?");
     for (int i = 0; i < 50; i++)
-        assert_int_equal(dspy_module_call_async(m, lm, inputs, NULL, on_done, &o, NULL),
-                         DSPY_OK);
+        assert_int_equal(dspy_module_call_async(m, lm, inputs, NULL, on_done, &o, NULL), DSPY_OK);
     outcome_wait(&o, 50);
     assert_int_equal(o.ok, 50);
     assert_int_equal(o.lm_calls, 1);
@@ -174,8 +172,7 @@ static void fallback_and_errors_reach_the_callback(void **state)
     json_t *empty = json_object();
     struct dspy_error err;
     dspy_error_clear(&err);
-    assert_int_equal(dspy_module_call_async(m, lm, empty, NULL, on_done, &o, &err),
-                     DSPY_EINVAL);
+    assert_int_equal(dspy_module_call_async(m, lm, empty, NULL, on_done, &o, &err), DSPY_EINVAL);
     assert_non_null(strstr(err.message, "question"));
     pthread_mutex_lock(&o.mu);
     assert_int_equal(o.done, 2);

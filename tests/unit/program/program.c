@@ -148,8 +148,8 @@ static void full_program_file(void **state)
     assert_true(json_real_value(json_object_get(s.bodies[0], "temperature")) == 0.3);
     assert_int_equal(json_integer_value(json_object_get(s.bodies[0], "max_tokens")), 500);
     assert_true(json_real_value(json_object_get(s.bodies[1], "temperature")) == 0.0);
-    const char *user = json_string_value(json_object_get(
-        json_array_get(json_object_get(s.bodies[1], "messages"), 1), "content"));
+    const char *user = json_string_value(
+        json_object_get(json_array_get(json_object_get(s.bodies[1], "messages"), 1), "content"));
     assert_non_null(strstr(user, "capital france"));
     json_decref(out);
 
@@ -180,12 +180,14 @@ static void lone_predictor_names(void **state)
     assert_null(dspy_program_model(p));
     dspy_program_free(p);
     assert_int_equal(load_text("{\"predictors\": [{\"module\": \"ChainOfThought\", "
-                               "\"signature\": \"q -> a\"}]}", &p, &err),
+                               "\"signature\": \"q -> a\"}]}",
+                               &p, &err),
                      DSPY_OK);
     assert_string_equal(dspy_program_state_name(p, 0), "predict");
     dspy_program_free(p);
     assert_int_equal(load_text("{\"predictors\": [{\"name\": \"answer\", \"module\": \"cot\", "
-                               "\"signature\": \"q -> a\"}]}", &p, &err),
+                               "\"signature\": \"q -> a\"}]}",
+                               &p, &err),
                      DSPY_OK);
     assert_string_equal(dspy_program_state_name(p, 0), "answer.predict");
     dspy_program_free(p);
@@ -212,16 +214,16 @@ static void errors_name_file_line_and_key(void **state)
           DSPY_EINVAL, 2, "unique" },
         { "{\"predictors\": [{\"signature\": \"q -> a\"}, {\"signature\": \"a -> b\"}]}",
           DSPY_EINVAL, 1, "needs a \"name\"" },
-        { "{\"predictors\": [{\"module\": \"react\", \"signature\": \"q -> a\"}]}", DSPY_EINVAL,
-          1, "\"module\" must be" },
+        { "{\"predictors\": [{\"module\": \"react\", \"signature\": \"q -> a\"}]}", DSPY_EINVAL, 1,
+          "\"module\" must be" },
         { "{\"adapter\": \"xml\", \"predictors\": [{\"signature\": \"q -> a\"}]}", DSPY_EINVAL, 1,
           "\"adapter\"" },
-        { "{\"predictors\": [{\"signature\": \"q -> a\", \"config\": {\"n\": 0}}]}", DSPY_EINVAL,
-          1, "predictors[0].config: \"n\" must be" },
-        { "{\"predictors\": [{\"signature\": \"q -> a\", \"config\": {\"temp\": 1}}]}",
-          DSPY_EINVAL, 1, "unknown key \"temp\"" },
-        { "{\"lm\": {\"model\": 5}, \"predictors\": [{\"signature\": \"q -> a\"}]}", DSPY_EINVAL,
-          1, "lm: \"model\" must be" },
+        { "{\"predictors\": [{\"signature\": \"q -> a\", \"config\": {\"n\": 0}}]}", DSPY_EINVAL, 1,
+          "predictors[0].config: \"n\" must be" },
+        { "{\"predictors\": [{\"signature\": \"q -> a\", \"config\": {\"temp\": 1}}]}", DSPY_EINVAL,
+          1, "unknown key \"temp\"" },
+        { "{\"lm\": {\"model\": 5}, \"predictors\": [{\"signature\": \"q -> a\"}]}", DSPY_EINVAL, 1,
+          "lm: \"model\" must be" },
         { "{\"predictors\": [{\"signature\": \"q -> a\",\n"
           " \"fields\": {\"x\": {\"desc\": \"d\"}}}]}",
           DSPY_ENOTFOUND, 2, "no field \"x\"" },
@@ -361,8 +363,8 @@ static void copies_are_independent(void **state)
     json_t *s3 = dspy_program_dump_state(p);
     assert_true(json_equal(s1, s3)); /* the original is untouched */
     assert_int_equal(json_array_size(dspy_module_demos(dspy_program_module(p, 1))), 0);
-    assert_string_equal(dspy_signature_instructions(dspy_module_signature(
-                            dspy_program_module(p, 1))),
+    assert_string_equal(dspy_signature_instructions(
+                            dspy_module_signature(dspy_program_module(p, 1))),
                         "Do it.");
     assert_int_equal(dspy_module_kind(dspy_program_module(c, 1)), DSPY_MODULE_COT);
     json_decref(s1);

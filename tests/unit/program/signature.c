@@ -134,15 +134,23 @@ static void prefixes_match_infer_prefix(void **state)
     static const struct {
         const char *name, *prefix;
     } cases[] = {
-        { "camelCaseText", "Camel Case Text:" }, { "snake_case_text", "Snake Case Text:" },
-        { "text2number", "Text 2 Number:" },     { "HTMLParser", "HTML Parser:" },
-        { "question", "Question:" },             { "a", "A:" },
-        { "x1", "X 1:" },                        { "ABC", "ABC:" },
+        { "camelCaseText", "Camel Case Text:" },
+        { "snake_case_text", "Snake Case Text:" },
+        { "text2number", "Text 2 Number:" },
+        { "HTMLParser", "HTML Parser:" },
+        { "question", "Question:" },
+        { "a", "A:" },
+        { "x1", "X 1:" },
+        { "ABC", "ABC:" },
         { "getHTTPResponseCode", "Get HTTP Response Code:" },
-        { "already_Snake", "Already  Snake:" },  { "A1B2", "A 1 B 2:" },
-        { "userID", "User ID:" },                { "IOStream", "IO Stream:" },
-        { "ab_CD", "Ab CD:" },                   { "simpleXMLHttp", "Simple XML Http:" },
-        { "v2_api", "V 2 Api:" },                { "trailing_", "Trailing :" },
+        { "already_Snake", "Already  Snake:" },
+        { "A1B2", "A 1 B 2:" },
+        { "userID", "User ID:" },
+        { "IOStream", "IO Stream:" },
+        { "ab_CD", "Ab CD:" },
+        { "simpleXMLHttp", "Simple XML Http:" },
+        { "v2_api", "V 2 Api:" },
+        { "trailing_", "Trailing :" },
     };
     char text[128];
     (void)state;
@@ -209,9 +217,13 @@ static void parse_errors_point_at_the_problem(void **state)
         { "q: typing.List[int] -> a", 3, "unknown type 'typing.List'" },
         { "q: list[None] -> a", 8, "NoneType" },
         { "q: Literal['a -> b", 0, "" },
-        { "x\xC2\xB2 -> a", 1, "Python identifier" },            /* x² */
-        { "\xEF\xAC\x81" "eld -> a", 0, "NFKC" },                  /* the ligature fi */
-        { "q -> a\xE2\x86\x92" "b", 6, "Python identifier" },      /* a→b */
+        { "x\xC2\xB2 -> a", 1, "Python identifier" }, /* x² */
+        { "\xEF\xAC\x81"
+          "eld -> a",
+          0, "NFKC" }, /* the ligature fi */
+        { "q -> a\xE2\x86\x92"
+          "b",
+          6, "Python identifier" }, /* a→b */
         { "q: 'str' -> a", 3, "expected a type" },
     };
     (void)state;
@@ -227,8 +239,8 @@ static void parse_errors_point_at_the_problem(void **state)
             fail_msg("\"%s\": message \"%s\" lacks \"%s\"", cases[i].sig, err.message,
                      cases[i].needle);
         if (cases[i].needle[0] && err.offset != cases[i].offset)
-            fail_msg("\"%s\": offset %ld, want %ld (%s)", cases[i].sig, err.offset,
-                     cases[i].offset, err.message);
+            fail_msg("\"%s\": offset %ld, want %ld (%s)", cases[i].sig, err.offset, cases[i].offset,
+                     err.message);
         assert_int_equal(err.code, DSPY_EPARSE);
         assert_int_equal(err.line, 1);
     }
@@ -238,12 +250,14 @@ static void parse_errors_point_at_the_problem(void **state)
 static void non_ascii_identifiers(void **state)
 {
     (void)state;
-    dspy_signature *sig = parse_ok("r\xC3\xA9ponse, \xE5\x90\x8D\xE5\x89\x8D -> a\xC2\xB7" "b",
+    dspy_signature *sig = parse_ok("r\xC3\xA9ponse, \xE5\x90\x8D\xE5\x89\x8D -> a\xC2\xB7"
+                                   "b",
                                    NULL);
     assert_int_equal(dspy_signature_nfields(sig), 3);
     assert_string_equal(dspy_signature_field(sig, 0)->name, "r\xC3\xA9ponse");
     assert_string_equal(dspy_signature_field(sig, 1)->name, "\xE5\x90\x8D\xE5\x89\x8D");
-    assert_string_equal(dspy_signature_field(sig, 2)->name, "a\xC2\xB7" "b");
+    assert_string_equal(dspy_signature_field(sig, 2)->name, "a\xC2\xB7"
+                                                            "b");
     dspy_signature_free(sig);
 }
 
@@ -252,8 +266,7 @@ static void bad_utf8_is_refused(void **state)
     struct dspy_error err;
     dspy_signature *sig = NULL;
     (void)state;
-    assert_int_equal(dspy_signature_parse("q: Literal['\xFF'] -> a", NULL, &sig, &err),
-                     DSPY_EUTF8);
+    assert_int_equal(dspy_signature_parse("q: Literal['\xFF'] -> a", NULL, &sig, &err), DSPY_EUTF8);
     assert_int_equal(err.offset, 12);
     assert_int_equal(dspy_signature_parse("q -> a", "bad \xC3", &sig, &err), DSPY_EUTF8);
     assert_null(sig);

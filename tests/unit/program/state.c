@@ -113,9 +113,8 @@ static void loads_chain_of_thought(void **state)
         fail_msg("%s", err.message);
     const json_t *demos = dspy_module_demos(dspy_program_module(p, 0));
     assert_int_equal(json_array_size(demos), 1);
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(demos, 0), "reasoning")),
-        "one and one");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(demos, 0), "reasoning")),
+                        "one and one");
     assert_saves_as(p, DATA "cot.json");
     dspy_program_free(p);
 }
@@ -157,14 +156,13 @@ static void dump_has_dspy_shape(void **state)
     assert_int_equal(json_array_size(fields), 3);
     assert_string_equal(json_string_value(json_object_get(json_array_get(fields, 1), "prefix")),
                         "K:");
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(fields, 2), "description")),
-        "${answer}");
+    assert_string_equal(json_string_value(
+                            json_object_get(json_array_get(fields, 2), "description")),
+                        "${answer}");
     assert_true(json_is_null(json_object_get(st, "lm")));
     /* written afresh: the newest DSPy dspyc matches */
     assert_string_equal(json_string_value(json_object_get(
-                            json_object_get(json_object_get(st, "metadata"),
-                                            "dependency_versions"),
+                            json_object_get(json_object_get(st, "metadata"), "dependency_versions"),
                             "dspy")),
                         "3.4.1");
     json_decref(st);
@@ -199,8 +197,8 @@ static void assert_untouched(dspy_program *p)
     for (size_t i = 0; i < dspy_program_count(p); i++) {
         const dspy_module *m = dspy_program_module(p, i);
         assert_int_equal(json_array_size(dspy_module_demos(m)), 0);
-        assert_non_null(strstr(dspy_signature_instructions(dspy_module_signature(m)),
-                               "Given the fields"));
+        assert_non_null(
+            strstr(dspy_signature_instructions(dspy_module_signature(m)), "Given the fields"));
     }
 }
 
@@ -247,7 +245,8 @@ static void bad_states(void **state)
     /* Field count mismatch. */
     json_t *st = json_loads(good, 0, NULL);
     json_t *fields = json_object_get(json_object_get(json_object_get(st, "answer.predict"),
-                                                     "signature"), "fields");
+                                                     "signature"),
+                                     "fields");
     json_array_remove(fields, 0);
     assert_int_equal(dspy_program_apply_state(p, st, &err), DSPY_EINVAL);
     assert_non_null(strstr(err.message, "3 fields but the program's has 4"));
@@ -314,12 +313,9 @@ static void demos_may_be_absent(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(loads_bare_predict),
-        cmocka_unit_test(loads_chain_of_thought),
-        cmocka_unit_test(loads_two_predictors),
-        cmocka_unit_test(dump_has_dspy_shape),
-        cmocka_unit_test(loaded_metadata_is_kept),
-        cmocka_unit_test(bad_states),
+        cmocka_unit_test(loads_bare_predict),      cmocka_unit_test(loads_chain_of_thought),
+        cmocka_unit_test(loads_two_predictors),    cmocka_unit_test(dump_has_dspy_shape),
+        cmocka_unit_test(loaded_metadata_is_kept), cmocka_unit_test(bad_states),
         cmocka_unit_test(demos_may_be_absent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -196,8 +196,7 @@ static void load_errors_are_clear(void **state)
     struct dspy_error err;
 
     (void)state;
-    assert_int_equal(dspy_python_load(bridge, "no_such_module_xyz:f", &c, &err),
-                     DSPY_ENOTFOUND);
+    assert_int_equal(dspy_python_load(bridge, "no_such_module_xyz:f", &c, &err), DSPY_ENOTFOUND);
     assert_null(c);
     assert_non_null(strstr(err.message, "No module named 'no_such_module_xyz'"));
     assert_non_null(strstr(err.message, "sys.prefix="));
@@ -208,14 +207,12 @@ static void load_errors_are_clear(void **state)
     assert_non_null(strstr(err.message, "AttributeError"));
     assert_non_null(strstr(err.message, "missing"));
 
-    assert_int_equal(dspy_python_load(bridge, "dspyc_bridge_test:value", &c, &err),
-                     DSPY_EINVAL);
+    assert_int_equal(dspy_python_load(bridge, "dspyc_bridge_test:value", &c, &err), DSPY_EINVAL);
     assert_non_null(strstr(err.message, "not callable"));
 
     assert_int_equal(dspy_python_load(bridge, "dspyc_bridge_test", &c, &err), DSPY_EINVAL);
     assert_non_null(strstr(err.message, "package.module:attribute"));
-    assert_int_equal(dspy_python_load(bridge, "dspyc_bridge_test:a..b", &c, &err),
-                     DSPY_EINVAL);
+    assert_int_equal(dspy_python_load(bridge, "dspyc_bridge_test:a..b", &c, &err), DSPY_EINVAL);
 
     /* Dotted attributes reach into objects. */
     c = load("dspyc_bridge_test:qa.__call__");
@@ -356,8 +353,8 @@ static struct gil_stats measure_gil_wait(dspy_python_callable *c, int nthreads, 
     st.wait_p50 = (double)dspy_hist_percentile(gil, 50);
     st.exec_mean = dspy_hist_mean(ex);
     printf("# GIL wait, %d thread%s x %d calls of a 2 ms GIL-holding function: mean %.1f us,"
-           " p50 %.1f us, p99 %.1f us; exec mean %.1f us\n", nthreads, nthreads > 1 ? "s" : "",
-           calls, st.wait_mean / 1e3, st.wait_p50 / 1e3,
+           " p50 %.1f us, p99 %.1f us; exec mean %.1f us\n",
+           nthreads, nthreads > 1 ? "s" : "", calls, st.wait_mean / 1e3, st.wait_p50 / 1e3,
            (double)dspy_hist_percentile(gil, 99) / 1e3, st.exec_mean / 1e3);
     dspy_hist_free(gil);
     dspy_hist_free(ex);

@@ -30,7 +30,7 @@ static void collect(void *userdata, const char *tok, size_t len)
 static void test_tokenizer(void **state)
 {
     (void)state;
-    struct toks t = {.len = 0};
+    struct toks t = { .len = 0 };
     const char *s = "Hello, WORLD!  it's e-mail caf\xc3\xa9\t42x";
     size_t n = dspy_bm25_tokenize(s, strlen(s), collect, &t);
     assert_int_equal(n, 8);

@@ -108,7 +108,8 @@ static void body_controls(void **state)
     double smax;
     const char *ns, *why = NULL;
     json_t *b = json_loads("{\"cache\": {\"no-cache\": true, \"ttl\": 30, \"s-maxage\": 5,"
-                           " \"namespace\": \"t\"}}", 0, NULL);
+                           " \"namespace\": \"t\"}}",
+                           0, NULL);
     assert_true(dspy__serve_body_controls(b, &ctl, &smax, &ns, &why));
     assert_true(ctl.no_cache);
     assert_false(ctl.no_store);

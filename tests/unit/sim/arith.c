@@ -143,8 +143,9 @@ static void test_accuracy_formula(void **state)
     assert_float_equal(p_of(false, "Solve it step by step.", 0, 0), 0.31, 1e-9);
     assert_float_equal(p_of(false, "Be careful with the arithmetic.", 0, 0), 0.32, 1e-9);
     /* All keywords together are capped at 0.15. */
-    assert_float_equal(p_of(false, "Step by step, carefully verify the arithmetic; show your work "
-                                   "and calculate.",
+    assert_float_equal(p_of(false,
+                            "Step by step, carefully verify the arithmetic; show your work "
+                            "and calculate.",
                             0, 0),
                        0.40, 1e-9);
     assert_float_equal(p_of(true, "Step by step, carefully verify the arithmetic.", 8, 0),
@@ -181,9 +182,9 @@ static void test_accuracy_draws(void **state)
         }
     }
     assert_int_equal(monotone_breaks, 0);
-    assert_true(abs(correct[0] - 100) < 35);  /* p = 0.25 */
-    assert_true(abs(correct[1] - 160) < 40);  /* p = 0.40 */
-    assert_true(abs(correct[2] - 269) < 40);  /* p = 0.40 + 0.40 * (1 - 0.75^4) */
+    assert_true(abs(correct[0] - 100) < 35); /* p = 0.25 */
+    assert_true(abs(correct[1] - 160) < 40); /* p = 0.40 */
+    assert_true(abs(correct[2] - 269) < 40); /* p = 0.40 + 0.40 * (1 - 0.75^4) */
 }
 
 static void test_reasoning_ends_with_claim(void **state)

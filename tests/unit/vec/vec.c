@@ -222,14 +222,18 @@ static void row_kernels_every_level(void **state)
 static void f16_conversion(void **state)
 {
     (void)state;
-    struct { float f; uint16_t h; } cases[] = {
-        { 0.0f, 0x0000 }, { -0.0f, 0x8000 }, { 1.0f, 0x3c00 }, { -2.0f, 0xc000 },
-        { 65504.0f, 0x7bff }, { 65520.0f, 0x7c00 }, /* rounds up to Inf */
-        { 1e10f, 0x7c00 }, { INFINITY, 0x7c00 }, { -INFINITY, 0xfc00 },
-        { 5.9604645e-8f, 0x0001 }, /* smallest subnormal */
-        { 2.9802322e-8f, 0x0000 }, /* half of it: ties to even (0) */
-        { 1.0009766f, 0x3c01 }, { 1.00048828125f, 0x3c00 }, /* tie to even */
-        { 1.00146484375f, 0x3c02 }, /* tie, odd below: up */
+    struct {
+        float f;
+        uint16_t h;
+    } cases[] = {
+        { 0.0f, 0x0000 },           { -0.0f, 0x8000 },
+        { 1.0f, 0x3c00 },           { -2.0f, 0xc000 },
+        { 65504.0f, 0x7bff },       { 65520.0f, 0x7c00 }, /* rounds up to Inf */
+        { 1e10f, 0x7c00 },          { INFINITY, 0x7c00 },
+        { -INFINITY, 0xfc00 },      { 5.9604645e-8f, 0x0001 },  /* smallest subnormal */
+        { 2.9802322e-8f, 0x0000 },                              /* half of it: ties to even (0) */
+        { 1.0009766f, 0x3c01 },     { 1.00048828125f, 0x3c00 }, /* tie to even */
+        { 1.00146484375f, 0x3c02 },                             /* tie, odd below: up */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         assert_int_equal(dspy__vec_f32_to_f16(cases[i].f), cases[i].h);
@@ -250,11 +254,11 @@ static void normalize_rows(void **state)
     size_t n = 9, d = 67, ld = 70;
     float *x = rand_vec(n * ld + 1), *u = x + 1;
     float *keep = malloc(n * ld * 4);
-    memset(u + 2 * ld, 0, d * 4);       /* a zero row */
-    u[4 * ld + 5] = NAN;                /* a NaN row */
-    u[5 * ld + 3] = 1e30f;              /* a huge one */
+    memset(u + 2 * ld, 0, d * 4); /* a zero row */
+    u[4 * ld + 5] = NAN;          /* a NaN row */
+    u[5 * ld + 3] = 1e30f;        /* a huge one */
     for (size_t i = 0; i < n; i++)
-        u[i * ld + d] = 42.0f;          /* between rows: must not be touched */
+        u[i * ld + d] = 42.0f; /* between rows: must not be touched */
     memcpy(keep, u, n * ld * 4);
     assert_int_equal(dspy_vec_normalize(v, u, n, d, ld, NULL), DSPY_OK);
     for (size_t i = 0; i < n; i++) {
@@ -283,8 +287,9 @@ static void matmul_vs_reference(void **state)
 {
     (void)state;
     dspy_vec *v = cpu(1, 0);
-    const size_t shapes[][3] = { { 1, 13, 33 }, { 7, 13, 33 }, { 2, 1, 5 }, { 31, 17, 385 },
-                                 { 65, 9, 3 } };
+    const size_t shapes[][3] = {
+        { 1, 13, 33 }, { 7, 13, 33 }, { 2, 1, 5 }, { 31, 17, 385 }, { 65, 9, 3 }
+    };
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
         for (int tb = 0; tb < 2; tb++) {
             size_t m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
@@ -294,7 +299,8 @@ static void matmul_vs_reference(void **state)
             for (size_t i = 0; i < m * ldc + 1; i++)
                 c[i] = NAN; /* overwritten, never read */
             assert_int_equal(dspy_vec_matmul(v, m, n, k, a + 1, lda, b + 1, ldb, tb, c + 1, ldc,
-                                             NULL), DSPY_OK);
+                                             NULL),
+                             DSPY_OK);
             for (size_t i = 0; i < m; i++)
                 for (size_t j = 0; j < n; j++) {
                     double want = 0;
@@ -327,7 +333,8 @@ static void scores_vs_reference(void **state)
                 float *out = calloc(nq * ldo, 4);
                 memset(x + 3 * ldx, 0, d * 4); /* a zero row */
                 assert_int_equal(dspy_vec_scores(v, (enum dspy_vec_metric)met, q, nq, ldq, x, n,
-                                                 ldx, d, out, ldo, NULL), DSPY_OK);
+                                                 ldx, d, out, ldo, NULL),
+                                 DSPY_OK);
                 for (size_t i = 0; i < nq; i++)
                     for (size_t j = 0; j < n; j++) {
                         const float *qi = q + i * ldq, *xj = x + j * ldx;
@@ -378,9 +385,8 @@ static double stored(const struct dspy_vec_matrix *m, size_t i, size_t t)
 }
 
 /* Reference top-k in float64 over the stored values (and, for I8, the quantized query). */
-static void check_topk(const struct dspy_vec_matrix *m, enum dspy_vec_metric met,
-                       const float *q, size_t nq, size_t ldq, size_t k, const float *scores,
-                       const int64_t *ids)
+static void check_topk(const struct dspy_vec_matrix *m, enum dspy_vec_metric met, const float *q,
+                       size_t nq, size_t ldq, size_t k, const float *scores, const int64_t *ids)
 {
     struct ref_hit *all = malloc((m->n + 1) * sizeof(*all));
     int8_t *q8 = malloc(m->ld + 64);
@@ -405,7 +411,7 @@ static void check_topk(const struct dspy_vec_matrix *m, enum dspy_vec_metric met
                 l2 += (x - qa[t]) * (x - qa[t]);
             }
             xn = sqrt(xn);
-            double key = met == DSPY_VEC_IP ? r
+            double key = met == DSPY_VEC_IP       ? r
                          : met == DSPY_VEC_COSINE ? ((xn > 0 && qn > 0) ? r / (xn * qn) : 0)
                                                   : -l2;
             if (key == key)
@@ -466,7 +472,8 @@ static void topk_storages_metrics(void **state)
                         float *sc = malloc(nq * k * 4);
                         int64_t *id = malloc(nq * k * 8);
                         assert_int_equal(dspy_vec_topk(v, m, (enum dspy_vec_metric)met, q, nq, 39,
-                                                       k, sc, id, NULL), DSPY_OK);
+                                                       k, sc, id, NULL),
+                                         DSPY_OK);
                         check_topk(m, (enum dspy_vec_metric)met, q, nq, 39, k, sc, id);
                         free(sc);
                         free(id);
@@ -486,15 +493,15 @@ static void topk_nan_inf_zero(void **state)
     float x[50], q[5] = { 1, 0.5f, 0.25f, 0, 0 }, zq[5] = { 0 };
     for (size_t i = 0; i < n * d; i++)
         x[i] = (float)(i % 7) * 0.1f;
-    x[2 * d + 1] = NAN;       /* row 2 is never returned */
-    x[6 * d] = INFINITY;      /* row 6 scores +Inf under IP */
+    x[2 * d + 1] = NAN;          /* row 2 is never returned */
+    x[6 * d] = INFINITY;         /* row 6 scores +Inf under IP */
     memset(x + 8 * d, 0, d * 4); /* row 8 is zero */
     for (int st = 0; st < 3; st++) {
         dspy_vec_matrix *m;
         float sc[12];
         int64_t id[12];
-        assert_int_equal(dspy_vec_matrix_new(v, x, n, d, d, (enum dspy_vec_storage)st, 0, &m,
-                                             NULL), DSPY_OK);
+        assert_int_equal(dspy_vec_matrix_new(v, x, n, d, d, (enum dspy_vec_storage)st, 0, &m, NULL),
+                         DSPY_OK);
         assert_int_equal(dspy_vec_topk(v, m, DSPY_VEC_IP, q, 1, d, 12, sc, id, NULL), DSPY_OK);
         size_t got = 0;
         for (size_t j = 0; j < 12; j++) {
@@ -513,8 +520,7 @@ static void topk_nan_inf_zero(void **state)
         assert_int_equal(id[11], -1);
         assert_true(isinf(sc[11]) && sc[11] < 0);
         /* Cosine against the zero row is 0, and a zero query scores 0 everywhere. */
-        assert_int_equal(dspy_vec_topk(v, m, DSPY_VEC_COSINE, zq, 1, d, 3, sc, id, NULL),
-                         DSPY_OK);
+        assert_int_equal(dspy_vec_topk(v, m, DSPY_VEC_COSINE, zq, 1, d, 3, sc, id, NULL), DSPY_OK);
         for (size_t j = 0; j < 3; j++)
             assert_true(sc[j] == 0.0f && id[j] >= 0);
         assert_int_equal(id[0], 0); /* ties go to the lower id */
@@ -727,18 +733,12 @@ int main(void)
      * its workers' writes as races with ours); these tests check our threads, not its. */
     openblas_set_num_threads(1);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(devices_and_fallback),
-        cmocka_unit_test(pair_kernels_every_level),
-        cmocka_unit_test(row_kernels_every_level),
-        cmocka_unit_test(f16_conversion),
-        cmocka_unit_test(normalize_rows),
-        cmocka_unit_test(matmul_vs_reference),
-        cmocka_unit_test(scores_vs_reference),
-        cmocka_unit_test(topk_storages_metrics),
-        cmocka_unit_test(topk_nan_inf_zero),
-        cmocka_unit_test(topk_budget_and_splitting),
-        cmocka_unit_test(topk_threads_agree),
-        cmocka_unit_test(contexts_on_two_threads),
+        cmocka_unit_test(devices_and_fallback),    cmocka_unit_test(pair_kernels_every_level),
+        cmocka_unit_test(row_kernels_every_level), cmocka_unit_test(f16_conversion),
+        cmocka_unit_test(normalize_rows),          cmocka_unit_test(matmul_vs_reference),
+        cmocka_unit_test(scores_vs_reference),     cmocka_unit_test(topk_storages_metrics),
+        cmocka_unit_test(topk_nan_inf_zero),       cmocka_unit_test(topk_budget_and_splitting),
+        cmocka_unit_test(topk_threads_agree),      cmocka_unit_test(contexts_on_two_threads),
         cmocka_unit_test(failing_allocations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

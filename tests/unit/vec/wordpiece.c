@@ -75,16 +75,16 @@ static void test_punctuation_accents_case_cjk(void **state)
     (void)state;
     CHECK("don't.", 14, 12, 13, 11);
     CHECK("Café NAÏVE", 15, 16);
-    CHECK("cafe\xcc\x81", 15);            /* a combining acute accent is dropped */
-    CHECK("東京", 17, 18);                 /* each ideograph is a word */
+    CHECK("cafe\xcc\x81", 15); /* a combining acute accent is dropped */
+    CHECK("東京", 17, 18);     /* each ideograph is a word */
     CHECK("hello東world", 7, 17, 8);
-    CHECK("\xe2\x80\x94", 1);              /* em dash: punctuation, not in this vocab */
-    CHECK("hello\xe2\x80\x8bworld", 1);    /* zero-width space is a format char: dropped, so
+    CHECK("\xe2\x80\x94", 1);           /* em dash: punctuation, not in this vocab */
+    CHECK("hello\xe2\x80\x8bworld", 1); /* zero-width space is a format char: dropped, so
                                               helloworld is one unknown word */
-    CHECK("hello\x01\x7f world", 7, 8);    /* control characters vanish */
-    CHECK("\xed\x95\x9c", 26, 27, 28);     /* Hangul 한 decomposes to jamo */
-    CHECK("\xc3\x89\xc3\x89", 24, 25);     /* ÉÉ -> ee */
-    CHECK("\xe2\x80\xa8hello", 7);         /* LINE SEPARATOR is whitespace */
+    CHECK("hello\x01\x7f world", 7, 8); /* control characters vanish */
+    CHECK("\xed\x95\x9c", 26, 27, 28);  /* Hangul 한 decomposes to jamo */
+    CHECK("\xc3\x89\xc3\x89", 24, 25);  /* ÉÉ -> ee */
+    CHECK("\xe2\x80\xa8hello", 7);      /* LINE SEPARATOR is whitespace */
 }
 
 static void test_long_words_and_truncation(void **state)
@@ -126,8 +126,8 @@ static void test_long_words_and_truncation(void **state)
 static void test_invalid_utf8(void **state)
 {
     (void)state;
-    static const char *const bad[] = { "\xff", "ab\xc3", "\xc0\xaf", "\xed\xa0\x80",
-                                       "\xf4\x90\x80\x80", "x\x80y" };
+    static const char *const bad[] = { "\xff",         "ab\xc3",           "\xc0\xaf",
+                                       "\xed\xa0\x80", "\xf4\x90\x80\x80", "x\x80y" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int32_t ids[16];
         size_t n = 99;
@@ -137,7 +137,9 @@ static void test_invalid_utf8(void **state)
         assert_int_equal(n, 0);
         assert_non_null(strstr(err.message, "invalid UTF-8"));
     }
-    CHECK("\xef\xbf\xbd" "hello", 7); /* a real U+FFFD is dropped, not an error */
+    CHECK("\xef\xbf\xbd"
+          "hello",
+          7); /* a real U+FFFD is dropped, not an error */
     check("a\0a", 3, 512, (const int32_t[]){ 22, 23, -1 }); /* NUL dropped: one word "aa" */
 }
 
@@ -153,13 +155,13 @@ static void test_tables(void **state)
     assert_int_equal(dspy__wp_class_of(0xE000), DSPY__WP_DROP);  /* private use */
     assert_int_equal(dspy__wp_normalize(0x00C5, out), 1);        /* Å -> a */
     assert_int_equal(out[0], 'a');
-    assert_int_equal(dspy__wp_normalize(0x0301, out), 0);        /* combining acute */
+    assert_int_equal(dspy__wp_normalize(0x0301, out), 0); /* combining acute */
     assert_int_equal(dspy__wp_normalize(0x0130, out), 1); /* İ: accent stripped, then i */
     assert_int_equal(out[0], 'i');
-    assert_int_equal(dspy__wp_normalize(0x03A3, out), 1);        /* Σ -> σ, never ς */
+    assert_int_equal(dspy__wp_normalize(0x03A3, out), 1); /* Σ -> σ, never ς */
     assert_int_equal(out[0], 0x03C3);
-    assert_int_equal(dspy__wp_normalize(0xAC01, out), 3);        /* 각 */
-    assert_int_equal(dspy__wp_normalize(0x1F600, out), 1);       /* emoji unchanged */
+    assert_int_equal(dspy__wp_normalize(0xAC01, out), 3);  /* 각 */
+    assert_int_equal(dspy__wp_normalize(0x1F600, out), 1); /* emoji unchanged */
     assert_int_equal(out[0], 0x1F600);
 }
 
@@ -174,8 +176,7 @@ static void test_vocabulary_errors(void **state)
                      DSPY_EPARSE);
     assert_int_equal(err.line, 3);
     assert_non_null(strstr(err.message, "duplicate"));
-    assert_int_equal(dspy__wordpiece_parse("[UNK]\n\n[SEP]\n", 13, "v.txt", &v, &err),
-                     DSPY_EPARSE);
+    assert_int_equal(dspy__wordpiece_parse("[UNK]\n\n[SEP]\n", 13, "v.txt", &v, &err), DSPY_EPARSE);
     assert_int_equal(err.line, 2);
     assert_int_equal(dspy__wordpiece_parse("a\nb\xff\n", 5, "v.txt", &v, &err), DSPY_EPARSE);
     assert_non_null(strstr(err.message, "UTF-8"));
