@@ -249,78 +249,9 @@ void dspy__vec_cuda_probe(struct dspy_vec_info *info)
 
 /* ---- the kernels ---- */
 
-#define KMAX 64 /* largest k selected on the GPU; above it the scores come to the host */
-
-static const char kernels_src[] =
-    "#define KMAX 64\n"
-    "typedef unsigned long long u64;\n"
-    "__device__ float neg_inf() { return __int_as_float(0xff800000); }\n"
-    "__device__ float f16(unsigned short h) {\n"
-    "  float f; asm(\"cvt.f32.f16 %0, %1;\" : \"=f\"(f) : \"h\"(h));\n"
-    "  return f; }\n"
-    /* x / max(|x|, 1e-12) per row; one block per row, grid-stride over rows. */
-    "extern \"C\" __global__ void normalize_rows(float *x, u64 n, unsigned d) {\n"
-    "  __shared__ float red[256];\n"
-    "  for (u64 r = blockIdx.x; r < n; r += gridDim.x) {\n"
-    "    float *row = x + r * d; float s = 0;\n"
-    "    for (unsigned i = threadIdx.x; i < d; i += blockDim.x) s += row[i] * row[i];\n"
-    "    red[threadIdx.x] = s; __syncthreads();\n"
-    "    for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {\n"
-    "      if (threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];\n"
-    "      __syncthreads(); }\n"
-    "    float nrm = sqrtf(red[0]); __syncthreads();\n"
-    "    float inv = 1.0f / (nrm > 1e-12f ? nrm : (nrm == nrm ? 1e-12f : nrm));\n"
-    "    for (unsigned i = threadIdx.x; i < d; i += blockDim.x) row[i] *= inv;\n"
-    "  } }\n"
-    /* Stored F16 rows to float32. */
-    "extern \"C\" __global__ void decode_f16(const unsigned short *in, float *out, u64 count) {\n"
-    "  for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < count;\n"
-    "       i += (u64)gridDim.x * blockDim.x) out[i] = f16(in[i]); }\n"
-    /* Stored I8 rows to their integer values as float32 (exact); scales come later. */
-    "extern \"C\" __global__ void decode_i8(const signed char *in, float *out, u64 count) {\n"
-    "  for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < count;\n"
-    "       i += (u64)gridDim.x * blockDim.x) out[i] = (float)in[i]; }\n"
-    /* Raw dot products s[i*ld + j] to scores (as_key: L2 negated, higher is better). */
-    "extern \"C\" __global__ void finish_scores(float *s, u64 nq, u64 n, u64 ld,\n"
-    "    const float *qn, const float *xn, const float *qscale, const float *xscale,\n"
-    "    int metric, int as_key) {\n"
-    "  for (u64 e = blockIdx.x * (u64)blockDim.x + threadIdx.x; e < nq * n;\n"
-    "       e += (u64)gridDim.x * blockDim.x) {\n"
-    "    u64 i = e / n, j = e % n; float r = s[i * ld + j];\n"
-    "    if (qscale) r = r * (xscale[j] * qscale[i]);\n"
-    "    if (metric == 1) { float a = xn[j], b = qn[i];\n"
-    "      r = (a > 0 && b > 0) ? r / (a * b) : (r != r ? r : 0.0f); }\n"
-    "    else if (metric == 2) { float a = xn[j], b = qn[i]; float d2 = a * a + b * b - 2.0f * r;\n"
-    "      d2 = d2 > 0 ? d2 : (d2 != d2 ? d2 : 0.0f); r = as_key ? -d2 : d2; }\n"
-    "    s[i * ld + j] = r; } }\n"
-    /* A plain read of every 64-bit word, summed (the bandwidth reference). */
-    "extern \"C\" __global__ void read_sum(const u64 *p, u64 count, u64 *out) {\n"
-    "  u64 s = 0;\n"
-    "  for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < count;\n"
-    "       i += (u64)gridDim.x * blockDim.x) s += p[i];\n"
-    "  atomicAdd(out, s); }\n"
-    /* Per-thread top-k over a strided share of one query's keys (ids = id0 + position when
-     * ids is NULL): grid (segments, queries); each thread writes k candidates. */
-    "__device__ bool better(float a, long long ia, float b, long long ib) {\n"
-    "  return a > b || (a == b && ia < ib); }\n"
-    "extern \"C\" __global__ void topk_partial(const float *keys, const long long *ids,\n"
-    "    u64 count, u64 ld, unsigned k, long long id0, float *out_key, long long *out_id) {\n"
-    "  unsigned q = blockIdx.y, seg = blockIdx.x, nseg = gridDim.x;\n"
-    "  const float *row = keys + q * ld; const long long *irow = ids ? ids + q * ld : 0;\n"
-    "  float kk[KMAX]; long long ii[KMAX]; unsigned cnt = 0;\n"
-    "  u64 stride = (u64)nseg * blockDim.x;\n"
-    "  for (u64 j = (u64)seg * blockDim.x + threadIdx.x; j < count; j += stride) {\n"
-    "    float v = row[j]; long long id = irow ? irow[j] : id0 + (long long)j;\n"
-    "    if (v != v || id < 0) continue;\n"
-    "    if (cnt == k && !better(v, id, kk[k - 1], ii[k - 1])) continue;\n"
-    "    unsigned p = cnt < k ? cnt++ : k - 1;\n"
-    "    while (p > 0 && better(v, id, kk[p - 1], ii[p - 1])) {\n"
-    "      kk[p] = kk[p - 1]; ii[p] = ii[p - 1]; p--; }\n"
-    "    kk[p] = v; ii[p] = id; }\n"
-    "  u64 base = (((u64)q * nseg + seg) * blockDim.x + threadIdx.x) * k;\n"
-    "  for (unsigned t = 0; t < k; t++) {\n"
-    "    out_key[base + t] = t < cnt ? kk[t] : neg_inf();\n"
-    "    out_id[base + t] = t < cnt ? ii[t] : -1; } }\n";
+#define KMAX \
+    64 /* largest k selected on the GPU (as in vec_cuda_kernels.c); above it the
+                  * scores come to the host */
 
 /* ---- backend state ---- */
 
@@ -437,7 +368,8 @@ static dspy_status compile(struct cuda_be *be, int ccmaj, int ccmin, struct dspy
     snprintf(arch, sizeof(arch), "--gpu-architecture=compute_%d%d", ccmaj, ccmin);
     /* No --use_fast_math: it would flush subnormals and change NaN handling; keep IEEE. */
     const char *opts[] = { arch };
-    nvrtcResult nr = api.nvrtcCreateProgram(&prog, kernels_src, "dspyc_vec.cu", 0, NULL, NULL);
+    nvrtcResult nr = api.nvrtcCreateProgram(&prog, dspy__vec_cuda_kernels, "dspyc_vec.cu", 0, NULL,
+                                            NULL);
     if (nr)
         return dspy__err(err, DSPY_EIO, "vec: cuda: nvrtcCreateProgram: %s",
                          api.nvrtcGetErrorString(nr));

@@ -163,4 +163,7 @@ int dspy__vec_kern_levels(const struct dspy__vec_kern **out, int max);
 /* Fill info->devices[1..] and cuda_available/cuda_reason. Called once by dspy_vec_probe. */
 void dspy__vec_cuda_probe(struct dspy_vec_info *info);
 
+/* The CUDA kernels' source, compiled at run time with NVRTC (vec_cuda_kernels.c). */
+extern const char dspy__vec_cuda_kernels[];
+
 #endif
