@@ -327,12 +327,16 @@ def test_ttft_and_tpot_pace_the_stream():
 
 def test_capacity_makes_requests_queue():
     _, base = start_sim("--capacity", "2", "--latency-ms", "150")
+    def done_at(t0, body):  # ms from the common start, so a late-starting thread cannot
+        cl.post(base + "/chat/completions", json=body)  # make its answer look early
+        return (time.monotonic() - t0) * 1000
+
     with httpx.Client() as cl, concurrent.futures.ThreadPoolExecutor(6) as pool:
-        futs = [pool.submit(timed_post, cl, base + "/chat/completions", chat_body(f"q{i}"))
-                for i in range(6)]
+        t0 = time.monotonic()
+        futs = [pool.submit(done_at, t0, chat_body(f"q{i}")) for i in range(6)]
         time.sleep(0.07)
         queued = cl.get(root(base) + "/admin/stats").json()["queued"]
-        ms = sorted(f.result()[1] for f in futs)
+        ms = sorted(f.result() for f in futs)
     assert queued == 4
     assert ms[0] < 260 and ms[-1] >= 440, ms  # three waves of two
 
