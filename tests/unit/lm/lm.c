@@ -722,11 +722,12 @@ static void attempt_timeout_is_retried(void **state)
     int before = s.requests;
     pthread_mutex_unlock(&s.lock);
     one_call(lm, DSPY_ELM_TIMEOUT, &err);
-    /* Counted, not timed: 0.12 s holds at most three 0.05 s attempts of the ten allowed. */
+    /* Counted, not timed: 0.12 s holds three 0.05 s attempts of the ten allowed (five leaves
+     * room for attempts of the first call reaching the server late on a loaded machine). */
     pthread_mutex_lock(&s.lock);
     int attempts = s.requests - before;
     pthread_mutex_unlock(&s.lock);
-    assert_true(attempts >= 1 && attempts <= 3);
+    assert_true(attempts >= 1 && attempts <= 5);
     dspy_lm_free(lm);
     test_httpd_stop(&s);
 }
