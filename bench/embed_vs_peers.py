@@ -12,7 +12,7 @@ Rounds are interleaved and the best round of each is kept (the machine may be sh
 Not a pass/fail test.
 
 usage: python bench/embed_vs_peers.py [--bench build/bench_embed] [--model DIR]
-           [--st-python /tmp/stvenv/bin/python] [--batches 1,32] [--seconds 3] [--rounds 2]
+           [--st-python ~/st-venv/bin/python] [--batches 1,32] [--seconds 3] [--rounds 2]
 """
 import argparse
 import json

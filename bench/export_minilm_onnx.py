@@ -3,7 +3,7 @@
 onnxruntime peer of bench/embed_vs_peers.py. Needs torch, transformers and onnx, so it runs
 once in the throwaway venv of tests/data/make_minilm_reference.py, never in CI:
 
-    HF_HUB_OFFLINE=1 /tmp/stvenv/bin/python bench/export_minilm_onnx.py models/all-MiniLM-L6-v2
+    HF_HUB_OFFLINE=1 ~/st-venv/bin/python bench/export_minilm_onnx.py models/all-MiniLM-L6-v2
 
 The graph takes input_ids, attention_mask, token_type_ids ([batch, seq], int64) and gives
 last_hidden_state; pooling and normalization are done by the benchmark, as by

@@ -7,10 +7,10 @@ sentence-transformers needs torch, whose PyPI wheel pulls about 5.8 GB of CUDA l
 too heavy for CI, so the output is committed and this script is run by hand, in a throwaway
 virtualenv outside the repository:
 
-    python3 -m venv /tmp/stvenv
-    /tmp/stvenv/bin/pip install torch sentence-transformers
+    python3 -m venv ~/st-venv
+    ~/st-venv/bin/pip install torch sentence-transformers
     scripts/fetch-model.sh
-    HF_HUB_OFFLINE=1 /tmp/stvenv/bin/python tests/data/make_minilm_reference.py \
+    HF_HUB_OFFLINE=1 ~/st-venv/bin/python tests/data/make_minilm_reference.py \
         models/all-MiniLM-L6-v2 > tests/data/minilm_reference.json
 
 The texts are in this file; add one here and run it again.
