@@ -26,9 +26,9 @@ fi
 # Python is only for tests and peer benchmarks (DSPy, the openai SDK, pytest).
 req=tests/requirements.txt
 stamp=.venv/.requirements.sha256
-want=$(sha256sum "$req" | cut -d' ' -f1)
+want=$(cat "$req" tests/requirements-common.txt | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup: creating .venv with $(tr '\n' ' ' < "$req")"
+    echo "setup: creating .venv (dspy==3.3.1 and tests/requirements-common.txt)"
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -r "$req"
     echo "$want" > "$stamp"
@@ -38,9 +38,9 @@ fi
 # against both, and the benchmarks measure it as the peer.
 req34=tests/requirements-dspy34.txt
 stamp34=.venv-dspy34/.requirements.sha256
-want34=$(sha256sum "$req34" | cut -d' ' -f1)
+want34=$(cat "$req34" tests/requirements-common.txt | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv-dspy34/bin/python ] || [ "$(cat "$stamp34" 2>/dev/null)" != "$want34" ]; then
-    echo "setup: creating .venv-dspy34 with $(tr '\n' ' ' < "$req34")"
+    echo "setup: creating .venv-dspy34 (dspy==3.4.1 and tests/requirements-common.txt)"
     python3 -m venv .venv-dspy34
     .venv-dspy34/bin/pip install -q --disable-pip-version-check -r "$req34"
     echo "$want34" > "$stamp34"
