@@ -584,7 +584,9 @@ static void topk_budget_and_splitting(void **state)
     assert_int_equal(dspy_vec_matrix_new(small, x, n, d, d, DSPY_VEC_F32, 0, &m, NULL), DSPY_OK);
     assert_int_equal(dspy_vec_topk(small, m, DSPY_VEC_IP, q, nq, d, k, s1, i1, NULL), DSPY_OK);
     assert_memory_equal(i0, i1, nq * k * 8);
-    assert_memory_equal(s0, s1, nq * k * 4);
+    /* Another batch shape may take another BLAS blocking: the same scores to rounding. */
+    for (size_t j = 0; j < nq * k; j++)
+        assert_true(fabsf(s0[j] - s1[j]) <= 1e-6f * (1 + fabsf(s0[j])));
     dspy_vec_memory(small, &mem);
     assert_true(mem.peak_bytes <= budget);
     /* Too little left even for one query: a clean DSPY_ENOMEM. */
