@@ -218,7 +218,11 @@ def test_identical_concurrent_requests_make_one_upstream_call():
              r.headers["content-type"].startswith("text/event-stream")}
     assert len(texts) == 1
     m, _ = metrics(srv)
-    assert total(m, "dspyc_coalesced_total") >= 6
+    # The seven others waited on the one call, or (a client the loaded machine started after it
+    # ended) found its answer in the cache: either way none went upstream.
+    coalesced = total(m, "dspyc_coalesced_total")
+    hits = total(m, "dspyc_cache_lookups_total", result="hit")
+    assert coalesced >= 1 and coalesced + hits == 7
 
 
 def test_embeddings_and_models():
