@@ -35,7 +35,7 @@ static void feed(struct dspy__lg_parser *p, const uint8_t *data, size_t size, si
         r = dspy__lg_parser_eof(p) == LG_DONE ? LG_DONE : LG_MORE;
     v->r = r;
     v->used = off;
-    v->status = p->status;
+    v->status = p->h.status;
     v->chunks = p->chunks;
     v->usage = p->usage_tokens;
     v->oc = r == LG_DONE ? dspy__lg_parser_outcome(p) : DSPY_LG_OK;
