@@ -24,6 +24,7 @@ bool dspy__engine_on_loop(const struct dspy__engine *e)
 
 static void finish(struct dspy__engine *e, struct dspy__engine_call *c, dspy_status st);
 static void acquire_and_start(struct dspy__engine *e, struct dspy__engine_call *c);
+static void call_timer_fire(struct dspy__engine *e, struct dspy__engine_timer *t);
 
 /* ---- attempts ---- */
 
@@ -56,6 +57,24 @@ static void begin_attempt(struct dspy__engine *e, struct dspy__engine_call *c)
         dspy__sse_reset(&s->sse);
     }
     c->slot = s;
+    s->own = c->own;
+    if (c->own) {
+        c->state = DSPY__CALL_ACTIVE;
+        c->res.attempts++;
+        c->res.start_ns = now;
+        DSPY__STAT_ADD(e, n_attempts, 1);
+        DSPY__STAT_ADD(e, n_in_flight, 1);
+        if (c->res.attempts > 1)
+            DSPY__STAT_ADD(e, n_retries, 1);
+        c->timer.fire = call_timer_fire; /* the attempt's timeouts */
+        dspy__engine_h1_start(e, c, now);
+        return;
+    }
+    if (dspy__engine_slot_easy(e, s)) {
+        dspy__engine_set_error(c, "out of memory for a transfer");
+        finish(e, c, DSPY_ENOMEM);
+        return;
+    }
     dspy__engine_setup_easy(c, s->easy, now);
     s->shard = dspy__engine_shard_get(e);
     if (!s->shard || curl_multi_add_handle(s->shard->multi, s->easy) != CURLM_OK) {
@@ -80,9 +99,13 @@ static void end_transfer(struct dspy__engine *e, struct dspy__engine_call *c)
 {
     if (c->state == DSPY__CALL_ACTIVE) {
         struct dspy__engine_slot *s = c->slot;
-        curl_multi_remove_handle(s->shard->multi, s->easy);
-        dspy__engine_shard_put(e, s->shard);
-        s->shard = NULL;
+        if (s->own) {
+            dspy__engine_h1_stop(e, s);
+        } else {
+            curl_multi_remove_handle(s->shard->multi, s->easy);
+            dspy__engine_shard_put(e, s->shard);
+            s->shard = NULL;
+        }
         DSPY__STAT_SUB(e, n_in_flight, 1);
     }
     if (c->holds_permit) {
@@ -100,9 +123,7 @@ static bool cancelled(const struct dspy__engine *e, const struct dspy__engine_ca
            (c->group && atomic_load_explicit(&c->group->cancelled, memory_order_relaxed));
 }
 
-static void call_timer_fire(struct dspy__engine *e, struct dspy__engine_timer *t);
-
-static void attempt_done(struct dspy__engine *e, struct dspy__engine_call *c, CURLcode cc)
+void dspy__engine_attempt_done(struct dspy__engine *e, struct dspy__engine_call *c, CURLcode cc)
 {
     struct dspy__engine_slot *s = c->slot;
     end_transfer(e, c);
@@ -143,7 +164,7 @@ void dspy__engine_check_done(struct dspy__engine_shard *sh)
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
         struct dspy__engine_slot *s = (struct dspy__engine_slot *)(void *)priv;
         CURLcode cc = m->data.result;
-        attempt_done(e, s->call, cc);
+        dspy__engine_attempt_done(e, s->call, cc);
     }
 }
 
@@ -270,6 +291,8 @@ static void call_timer_fire(struct dspy__engine *e, struct dspy__engine_timer *t
     } else if (c->state == DSPY__CALL_WAIT_LIMIT) {
         dspy__engine_set_error(c, "deadline passed waiting for the rate limiter");
         finish(e, c, DSPY_ELM_TIMEOUT);
+    } else if (c->state == DSPY__CALL_ACTIVE && c->slot->own) {
+        dspy__engine_h1_timeout(e, c);
     }
 }
 
@@ -389,6 +412,11 @@ static void handle_events(struct dspy__engine *e, const struct epoll_event *evs,
     bool many = false;
     for (int i = 0; i < n; i++) {
         uint64_t key = evs[i].data.u64;
+        if (key & DSPY__H1_KEY) {
+            dspy__engine_h1_event(e, (struct dspy__h1_conn *)(uintptr_t)(key & ~DSPY__H1_KEY),
+                                  evs[i].events);
+            continue;
+        }
         if (key >> 32 == 0) {
             uint64_t v;
             if (read(e->evfd, &v, sizeof(v)) < 0) {
@@ -432,6 +460,7 @@ void *dspy__engine_loop_main(void *arg)
             continue;
         }
         run_timers(e);
+        dspy__engine_h1_reap(e);
         int n = epoll_wait(e->epfd, evs, MAX_EVENTS, wait_ms(e));
         if (n < 0 && errno != EINTR)
             break;

@@ -40,6 +40,7 @@ void dspy__h1_reset(struct dspy__h1 *p)
     p->bytes = 0;
     p->first_byte_ns = 0;
     p->error = NULL;
+    p->oversize = false;
 }
 
 bool dspy__h1_head_done(const struct dspy__h1 *p)
@@ -162,6 +163,7 @@ static long feed_head(struct dspy__h1 *p, const char *d, size_t n)
         size_t upto = nl ? (size_t)(nl - d) + 1 : n;
         if (p->head.len + (upto - off) > p->head.max) {
             p->error = "response head larger than the limit";
+            p->oversize = true;
             return -1;
         }
         if (dspy__buf_add(&p->head, d + off, upto - off)) {

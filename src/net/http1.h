@@ -44,8 +44,8 @@ struct dspy__h1 {
     int status;     /* of the final response; interim 1xx answers are skipped */
     bool keepalive; /* the connection may carry the next request */
     bool chunked;
-    bool stream;  /* Content-Type: text/event-stream */
-    bool no_body; /* set by the caller before feeding: the answer to a HEAD request */
+    bool stream;   /* Content-Type: text/event-stream */
+    bool no_body;  /* set by the caller before feeding: the answer to a HEAD request */
     uint64_t left; /* body or chunk bytes to go */
     uint64_t chunk_size;
     uint32_t line_len; /* trailer line in progress */
@@ -55,6 +55,7 @@ struct dspy__h1 {
     uint64_t bytes;       /* bytes consumed of this response, head included */
     uint64_t first_byte_ns;
     const char *error; /* static text, set with DSPY__H1_ERROR */
+    bool oversize;     /* that error is a head over the limit */
     dspy__h1_body_fn on_body;
     void *userdata;
 };
@@ -62,8 +63,7 @@ struct dspy__h1 {
 #define DSPY__H1_MAX_HEAD_DEFAULT ((size_t)64 << 10)
 
 /* `max_head` bounds the status line and headers together (0 = DSPY__H1_MAX_HEAD_DEFAULT). */
-void dspy__h1_init(struct dspy__h1 *p, size_t max_head, dspy__h1_body_fn on_body,
-                   void *userdata);
+void dspy__h1_init(struct dspy__h1 *p, size_t max_head, dspy__h1_body_fn on_body, void *userdata);
 void dspy__h1_release(struct dspy__h1 *p);
 /* Get ready for the next response on the connection, keeping the memory. */
 void dspy__h1_reset(struct dspy__h1 *p);
