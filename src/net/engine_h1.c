@@ -495,8 +495,7 @@ void dspy__engine_h1_event(struct dspy__engine *e, struct dspy__h1_conn *k, uint
     } else if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
         write_request(e, k);
     }
-    if (s->conn == k && !k->connecting &&
-        (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+    if (s->conn == k && !k->connecting && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
         read_response(e, k, (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
 }
 
