@@ -142,11 +142,13 @@ static int group_setup(void **state)
     (void)state;
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t len = sizeof(a);
-    S.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    S
+    .lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (S.lfd < 0 || bind(S.lfd, (struct sockaddr *)&a, sizeof(a)) || listen(S.lfd, 64) ||
         getsockname(S.lfd, (struct sockaddr *)&a, &len))
         return -1;
-    S.port = ntohs(a.sin_port);
+    S
+    .port = ntohs(a.sin_port);
     pthread_mutex_init(&S.mu, NULL);
     return pthread_create(&S.th, NULL, serve, &S);
 }
@@ -164,11 +166,16 @@ static int group_teardown(void **state)
 
 static void script(enum mode m, const char *resp, size_t split, int gap_us)
 {
-    S.mode = m;
-    S.resp = resp;
-    S.resp_len = strlen(resp);
-    S.split = split;
-    S.gap_us = gap_us;
+    S
+    .mode = m;
+    S
+    .resp = resp;
+    S
+    .resp_len = strlen(resp);
+    S
+    .split = split;
+    S
+    .gap_us = gap_us;
     atomic_store(&S.conns, 0);
     atomic_store(&S.requests, 0);
 }

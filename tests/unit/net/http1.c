@@ -121,8 +121,9 @@ static void length_close_and_pipelined_bytes(void **state)
 static void interim_answers_are_skipped(void **state)
 {
     (void)state;
-    static const char s[] = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n"
-                            "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\nok";
+    static const char s[] =
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n"
+        "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\nok";
     for (long split = -1; split < (long)sizeof(s) - 1; split++) {
         struct got g = { .stop_at = -1 };
         struct dspy__h1 p;
