@@ -35,21 +35,25 @@ enum mode {
     M_DROP_ALL,    /* read every request and close without answering */
 };
 
-struct srv {
-    int lfd, port;
-    pthread_t th;
-    atomic_bool stop;
-    atomic_int conns, requests;
+struct script {
     enum mode mode;
     const char *resp;
     size_t resp_len;
     size_t split;
     int gap_us;
-    pthread_mutex_t mu;
-    char head[4096]; /* the last request head */
 };
 
-static struct srv S;
+struct srv {
+    int lfd, port;
+    pthread_t th;
+    atomic_bool stop;
+    atomic_int conns, requests;
+    pthread_mutex_t mu;
+    struct script sc; /* guarded by mu; the server takes a copy per request */
+    char head[4096];  /* the last request head; guarded by mu */
+};
+
+static struct srv srv;
 
 static void nap_us(long us)
 {
@@ -97,7 +101,15 @@ static bool write_all(int fd, const char *p, size_t n)
     return true;
 }
 
-static void answer(struct srv *s, int fd)
+static struct script current(struct srv *s)
+{
+    pthread_mutex_lock(&s->mu);
+    struct script sc = s->sc;
+    pthread_mutex_unlock(&s->mu);
+    return sc;
+}
+
+static void answer(const struct script *s, int fd)
 {
     if (s->mode == M_BYTEWISE) {
         for (size_t i = 0; i < s->resp_len && write_all(fd, s->resp + i, 1); i++)
@@ -126,10 +138,11 @@ static void *serve(void *arg)
         atomic_fetch_add(&s->conns, 1);
         size_t have = 0;
         for (int nth = 0; read_request(s, fd, buf, sizeof(buf), &have); nth++) {
-            if (s->mode == M_DROP_ALL || (s->mode == M_DROP_SECOND && nth == 1))
+            struct script sc = current(s);
+            if (sc.mode == M_DROP_ALL || (sc.mode == M_DROP_SECOND && nth == 1))
                 break;
-            answer(s, fd);
-            if (s->mode == M_CLOSE_IDLE)
+            answer(&sc, fd);
+            if (sc.mode == M_CLOSE_IDLE)
                 break;
         }
         close(fd);
@@ -140,44 +153,35 @@ static void *serve(void *arg)
 static int group_setup(void **state)
 {
     (void)state;
+    pthread_mutex_init(&srv.mu, NULL);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t len = sizeof(a);
-    S
-    .lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (S.lfd < 0 || bind(S.lfd, (struct sockaddr *)&a, sizeof(a)) || listen(S.lfd, 64) ||
-        getsockname(S.lfd, (struct sockaddr *)&a, &len))
+    srv.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (srv.lfd < 0 || bind(srv.lfd, (struct sockaddr *)&a, sizeof(a)) || listen(srv.lfd, 64) ||
+        getsockname(srv.lfd, (struct sockaddr *)&a, &len))
         return -1;
-    S
-    .port = ntohs(a.sin_port);
-    pthread_mutex_init(&S.mu, NULL);
-    return pthread_create(&S.th, NULL, serve, &S);
+    srv.port = ntohs(a.sin_port);
+    return pthread_create(&srv.th, NULL, serve, &srv);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    atomic_store(&S.stop, true);
-    shutdown(S.lfd, SHUT_RDWR); /* wakes accept() */
-    pthread_join(S.th, NULL);
-    close(S.lfd);
-    pthread_mutex_destroy(&S.mu);
+    atomic_store(&srv.stop, true);
+    shutdown(srv.lfd, SHUT_RDWR); /* wakes accept() */
+    pthread_join(srv.th, NULL);
+    close(srv.lfd);
+    pthread_mutex_destroy(&srv.mu);
     return 0;
 }
 
 static void script(enum mode m, const char *resp, size_t split, int gap_us)
 {
-    S
-    .mode = m;
-    S
-    .resp = resp;
-    S
-    .resp_len = strlen(resp);
-    S
-    .split = split;
-    S
-    .gap_us = gap_us;
-    atomic_store(&S.conns, 0);
-    atomic_store(&S.requests, 0);
+    pthread_mutex_lock(&srv.mu);
+    srv.sc = (struct script){ m, resp, strlen(resp), split, gap_us };
+    pthread_mutex_unlock(&srv.mu);
+    atomic_store(&srv.conns, 0);
+    atomic_store(&srv.requests, 0);
 }
 
 /* ---- the client side ---- */
@@ -228,7 +232,7 @@ static void run(struct dspy__engine *e, struct dspy__engine_request *r, struct o
 static void get(struct dspy__engine *e, struct outcome *o, uint64_t timeout_ns)
 {
     struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
-    r.url = url_of(S.port, NULL, "/v1/x?q=1#frag");
+    r.url = url_of(srv.port, NULL, "/v1/x?q=1#frag");
     r.timeout_ns = timeout_ns;
     run(e, &r, o);
 }
@@ -252,7 +256,7 @@ static void chunked_split_at_every_byte(void **state)
         assert_string_equal(o.body, "{\"a\":\"bc\"}\n");
     }
     /* Every answer was read on one kept-alive connection. */
-    assert_int_equal(atomic_load(&S.conns), 0);
+    assert_int_equal(atomic_load(&srv.conns), 0);
     dspy__engine_free(e);
 }
 
@@ -295,7 +299,7 @@ static void oversized_head_and_body(void **state)
     /* A body over the request's limit. */
     script(M_PIECES, CHUNKED, 0, 0);
     struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
-    r.url = url_of(S.port, NULL, "/");
+    r.url = url_of(srv.port, NULL, "/");
     r.max_response_bytes = 4;
     run(e, &r, &o);
     assert_int_equal(o.status, DSPY_ETOOBIG);
@@ -319,7 +323,7 @@ static void kept_alive_connection_closed_by_server(void **state)
         assert_string_equal(o.body, "ok");
         nap_us(20000);
     }
-    assert_int_equal(atomic_load(&S.conns), 3);
+    assert_int_equal(atomic_load(&srv.conns), 3);
     /* Closed as the second request arrived, before any answer: sent again once, on a fresh
      * connection, inside the same attempt. */
     script(M_DROP_SECOND, OK, 0, 0);
@@ -327,8 +331,8 @@ static void kept_alive_connection_closed_by_server(void **state)
     get(e, &o, 0);
     assert_int_equal(o.status, DSPY_OK);
     assert_int_equal(o.attempts, 1);
-    assert_int_equal(atomic_load(&S.conns), 2);
-    assert_int_equal(atomic_load(&S.requests), 3);
+    assert_int_equal(atomic_load(&srv.conns), 2);
+    assert_int_equal(atomic_load(&srv.requests), 3);
     dspy__engine_free(e); /* the server serves one connection at a time */
     /* A fresh connection that closes unanswered is a network error, never sent again. */
     script(M_DROP_ALL, OK, 0, 0);
@@ -336,7 +340,7 @@ static void kept_alive_connection_closed_by_server(void **state)
     get(e, &o, 0);
     assert_int_equal(o.status, DSPY_ELM_NETWORK);
     assert_non_null(strstr(o.error, "Server returned nothing"));
-    assert_int_equal(atomic_load(&S.requests), 1);
+    assert_int_equal(atomic_load(&srv.requests), 1);
     dspy__engine_free(e);
 }
 
@@ -379,16 +383,16 @@ static void same_request_on_both_transports(void **state)
         struct dspy__engine *e = engine((enum dspy__engine_http1)which);
         script(M_PIECES, OK, 0, 0);
         struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
-        r.url = url_of(S.port, "us%65r:p%40ss", "/v1/chat?x=1");
+        r.url = url_of(srv.port, "us%65r:p%40ss", "/v1/chat?x=1");
         r.headers = h;
         r.body = "{}";
         r.body_len = 2;
         struct outcome o;
         run(e, &r, &o);
         assert_int_equal(o.http, 200);
-        pthread_mutex_lock(&S.mu);
-        memcpy(heads[which - DSPY__HTTP1_CURL], S.head, sizeof(S.head));
-        pthread_mutex_unlock(&S.mu);
+        pthread_mutex_lock(&srv.mu);
+        memcpy(heads[which - DSPY__HTTP1_CURL], srv.head, sizeof(srv.head));
+        pthread_mutex_unlock(&srv.mu);
         dspy__engine_free(e);
     }
     /* Same lines in any order: each line of one is in the other, and as many. */
@@ -412,7 +416,7 @@ static void same_request_on_both_transports(void **state)
     script(M_DROP_ALL, OK, 0, 0);
     struct dspy__engine *e = engine(DSPY__HTTP1_OWN);
     struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
-    r.url = url_of(S.port, "user:s3cret", "/v1");
+    r.url = url_of(srv.port, "user:s3cret", "/v1");
     struct outcome o;
     run(e, &r, &o);
     assert_int_equal(o.status, DSPY_ELM_NETWORK);
