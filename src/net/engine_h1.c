@@ -252,6 +252,7 @@ static dspy_status build_request(const struct dspy__engine_call *c, struct dspy_
 
 static void fail(struct dspy__engine *e, struct dspy__engine_slot *s, CURLcode cc)
 {
+    dspy__engine_h1_head(s); /* a status and Retry-After that did arrive count */
     if (s->conn)
         conn_close(e, s->conn);
     dspy__engine_attempt_done(e, s->call, cc);
@@ -495,7 +496,10 @@ void dspy__engine_h1_event(struct dspy__engine *e, struct dspy__h1_conn *k, uint
     } else if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
         write_request(e, k);
     }
-    if (s->conn == k && !k->connecting && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+    /* Writing may have ended the attempt (and recycled its slot): go on only while this
+     * connection still carries it. A closed or idle connection has no slot. */
+    if (k->slot == s && k->fd >= 0 && !k->connecting &&
+        (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
         read_response(e, k, (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
 }
 

@@ -5,9 +5,12 @@
  * ready, which is what 10,000 transfers on two cores need. This file holds the call state
  * machine (inbox -> limiter wait -> transfer -> retry timer -> finish) and the loop;
  * engine_xfer.c the libcurl side of a transfer. */
+#define _GNU_SOURCE /* epoll_pwait2 */
 #include <errno.h>
 #include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -393,7 +396,8 @@ static void run_timers(struct dspy__engine *e)
         t->fire(e, t);
 }
 
-static int wait_ms(struct dspy__engine *e)
+/* How long the loop may sleep: -1 = until an event, else nanoseconds to the next timer. */
+static int64_t wait_ns(struct dspy__engine *e)
 {
     if (atomic_load_explicit(&e->inbox, memory_order_relaxed))
         return 0;
@@ -401,9 +405,29 @@ static int wait_ms(struct dspy__engine *e)
     if (due == UINT64_MAX)
         return -1;
     uint64_t now = dspy__now_ns();
-    if (due <= now)
-        return 0;
-    return (int)dspy__engine_ms_ceil(due - now);
+    return due <= now ? 0 : (int64_t)(due - now);
+}
+
+/* epoll_wait with a nanosecond timeout where the kernel has epoll_pwait2 (Linux 5.11): a
+ * timer due in 0.2 ms is not slept to the next whole millisecond. Elsewhere the timeout is
+ * rounded up to milliseconds, never down (an early wake-up would find nothing due). */
+static int wait_events(struct dspy__engine *e, struct epoll_event *evs, int max)
+{
+    int64_t ns = wait_ns(e);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+    static atomic_bool no_pwait2;
+    if (ns > 0 && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+        struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
+        int n = epoll_pwait2(e->epfd, evs, max, &ts, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
+    }
+#endif
+    return epoll_wait(e->epfd, evs, max,
+                      ns < 0 ? -1
+                      : ns   ? (int)dspy__engine_ms_ceil((uint64_t)ns)
+                             : 0);
 }
 
 static void handle_events(struct dspy__engine *e, const struct epoll_event *evs, int n)
@@ -449,6 +473,8 @@ void *dspy__engine_loop_main(void *arg)
     struct dspy__engine *e = arg;
     struct epoll_event evs[MAX_EVENTS];
     loop_engine = e;
+    /* Timers fire when due, not up to the default 50 us later. */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
     for (;;) {
         drain_inbox(e);
         bool stopping = atomic_load(&e->stopping);
@@ -461,7 +487,7 @@ void *dspy__engine_loop_main(void *arg)
         }
         run_timers(e);
         dspy__engine_h1_reap(e);
-        int n = epoll_wait(e->epfd, evs, MAX_EVENTS, wait_ms(e));
+        int n = wait_events(e, evs, MAX_EVENTS);
         if (n < 0 && errno != EINTR)
             break;
         if (n > 0)

@@ -1,4 +1,5 @@
-/* Fuzz target for the load generator's HTTP/1.1 response parser (net layer): the input is a
+/* Fuzz target for the HTTP/1.1 response parser (net/http1.c, the framing the engine's own
+ * client and the load generator share) with the load generator's scan on top: the input is a
  * response, fed whole and then byte by byte (again after a reset, as on a kept-alive
  * connection); status, completion, token counts and outcome must agree. Any difference
  * aborts. */
