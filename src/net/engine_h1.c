@@ -271,6 +271,7 @@ static void arm_timer(struct dspy__engine *e, struct dspy__engine_slot *s, uint6
 }
 
 static void write_request(struct dspy__engine *e, struct dspy__h1_conn *k);
+static void read_response(struct dspy__engine *e, struct dspy__h1_conn *k, bool hup);
 static void conn_open(struct dspy__engine *e, struct dspy__engine_slot *s);
 
 static void connected(struct dspy__engine *e, struct dspy__h1_conn *k)
@@ -389,8 +390,10 @@ static void write_request(struct dspy__engine *e, struct dspy__h1_conn *k)
             continue;
         if (n < 0 && errno == EAGAIN)
             return; /* the EPOLLOUT edge brings us back */
-        if (!resend(e, s))
-            fail(e, s, CURLE_SEND_ERROR);
+        /* The server stopped reading: it may have answered already (a 413 for a large
+         * body, say), so read before anything else; that ends in the answer, a resend or
+         * the failure. */
+        read_response(e, k, true);
         return;
     }
 }

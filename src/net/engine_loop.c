@@ -31,6 +31,17 @@ static void call_timer_fire(struct dspy__engine *e, struct dspy__engine_timer *t
 
 /* ---- attempts ---- */
 
+static void attempt_started(struct dspy__engine *e, struct dspy__engine_call *c, uint64_t now)
+{
+    c->state = DSPY__CALL_ACTIVE;
+    c->res.attempts++;
+    c->res.start_ns = now;
+    DSPY__STAT_ADD(e, n_attempts, 1);
+    DSPY__STAT_ADD(e, n_in_flight, 1);
+    if (c->res.attempts > 1)
+        DSPY__STAT_ADD(e, n_retries, 1);
+}
+
 static void begin_attempt(struct dspy__engine *e, struct dspy__engine_call *c)
 {
     uint64_t now = dspy__now_ns();
@@ -62,13 +73,7 @@ static void begin_attempt(struct dspy__engine *e, struct dspy__engine_call *c)
     c->slot = s;
     s->own = c->own;
     if (c->own) {
-        c->state = DSPY__CALL_ACTIVE;
-        c->res.attempts++;
-        c->res.start_ns = now;
-        DSPY__STAT_ADD(e, n_attempts, 1);
-        DSPY__STAT_ADD(e, n_in_flight, 1);
-        if (c->res.attempts > 1)
-            DSPY__STAT_ADD(e, n_retries, 1);
+        attempt_started(e, c, now);
         c->timer.fire = call_timer_fire; /* the attempt's timeouts */
         dspy__engine_h1_start(e, c, now);
         return;
@@ -88,13 +93,7 @@ static void begin_attempt(struct dspy__engine *e, struct dspy__engine_call *c)
         finish(e, c, DSPY_ENOMEM);
         return;
     }
-    c->state = DSPY__CALL_ACTIVE;
-    c->res.attempts++;
-    c->res.start_ns = now;
-    DSPY__STAT_ADD(e, n_attempts, 1);
-    DSPY__STAT_ADD(e, n_in_flight, 1);
-    if (c->res.attempts > 1)
-        DSPY__STAT_ADD(e, n_retries, 1);
+    attempt_started(e, c, now);
 }
 
 /* Stop the running transfer of `c` (finished, cancelled), giving back its permit. */

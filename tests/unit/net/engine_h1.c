@@ -33,6 +33,7 @@ enum mode {
     M_CLOSE_IDLE,  /* answer once per connection, then close it (no Connection: close) */
     M_DROP_SECOND, /* read the second request of a connection and close without answering */
     M_DROP_ALL,    /* read every request and close without answering */
+    M_EARLY,       /* answer once the head is in, then drain the body unread */
 };
 
 struct script {
@@ -137,6 +138,19 @@ static void *serve(void *arg)
         }
         atomic_fetch_add(&s->conns, 1);
         size_t have = 0;
+        struct script first = current(s);
+        if (first.mode == M_EARLY) { /* answer before the body, then let the client finish */
+            ssize_t n;
+            while (!memmem(buf, have, "\r\n\r\n", 4) &&
+                   (n = recv(fd, buf + have, sizeof(buf) - have, 0)) > 0)
+                have += (size_t)n;
+            answer(&first, fd);
+            shutdown(fd, SHUT_WR);
+            while (recv(fd, buf, sizeof(buf), 0) > 0)
+                continue;
+            close(fd);
+            continue;
+        }
         for (int nth = 0; read_request(s, fd, buf, sizeof(buf), &have); nth++) {
             struct script sc = current(s);
             if (sc.mode == M_DROP_ALL || (sc.mode == M_DROP_SECOND && nth == 1))
@@ -370,6 +384,32 @@ static void refused_connection_is_retryable(void **state)
     }
 }
 
+/* An answer that comes while the request body is still going out (a 413 for a body the
+ * server will not take) is read and reported, not lost to the failed send. */
+static void answer_before_the_body_is_sent(void **state)
+{
+    (void)state;
+    static const char too_big[] = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n"
+                                  "Connection: close\r\n\r\nbig";
+    size_t n = 8u << 20;
+    char *body = malloc(n);
+    assert_non_null(body);
+    memset(body, 'x', n);
+    struct dspy__engine *e = engine(DSPY__HTTP1_OWN);
+    script(M_EARLY, too_big, 0, 0);
+    struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
+    r.url = url_of(srv.port, NULL, "/v1/chat/completions");
+    r.body = body;
+    r.body_len = n;
+    struct outcome o;
+    run(e, &r, &o);
+    assert_int_equal(o.status, DSPY_OK);
+    assert_int_equal(o.http, 413);
+    assert_string_equal(o.body, "big");
+    dspy__engine_free(e);
+    free(body);
+}
+
 /* Both transports send the same header lines (order aside), credentials from the URL as
  * Basic auth, and never put the password in an error. */
 static void same_request_on_both_transports(void **state)
@@ -508,6 +548,7 @@ int main(void)
         cmocka_unit_test(oversized_head_and_body),
         cmocka_unit_test(kept_alive_connection_closed_by_server),
         cmocka_unit_test(refused_connection_is_retryable),
+        cmocka_unit_test(answer_before_the_body_is_sent),
         cmocka_unit_test(same_request_on_both_transports),
         cmocka_unit_test(same_answers_from_the_simulator),
     };
