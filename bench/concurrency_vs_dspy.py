@@ -2,7 +2,8 @@
 
 Starts `dspyc sim --latency-ms 100` and `dspyc sim --latency-ms 20`, runs bench_concurrency
 (throughput vs concurrency through dspy_program_batch, then the DSRs-style scheduling case:
-256 calls of 20 ms at concurrency 16, ideal 320 ms), then the same scheduling case through
+256 calls of 20 ms at concurrency 16, ideal 320 ms; again with DSPYC_HTTP=curl, so libcurl
+and the engine's own HTTP/1.1 client are compared in the same run), then the same case through
 DSPy's `dspy.Parallel(num_threads=16)` against the 20 ms simulator, caching off on both
 sides, and prints the two side by side. Fixed output format; not a pass/fail test.
 
@@ -65,6 +66,12 @@ def main():
                              capture_output=True, text=True, check=True).stdout
         sys.stdout.write(out)
         ours = float(re.search(r"dspyc_sched_ms ([\d.]+)", out).group(1))
+        # The same scheduling case with libcurl as the engine's HTTP/1.1 client.
+        env = dict(os.environ, DSPYC_HTTP="curl")
+        curl = subprocess.run([bench, "--sched-url", fast_url], capture_output=True, text=True,
+                              check=True, env=env).stdout
+        print("# the same with libcurl as the HTTP/1.1 client (DSPYC_HTTP=curl)")
+        sys.stdout.write(curl.replace("dspyc_sched_ms", "dspyc_curl_sched_ms"))
         theirs = dspy_sched(fast_url)
         print("# the same scheduling case through DSPy (dspy.Parallel, num_threads=16)")
         print(f"dspy_sched_ms {theirs:.1f} over_ideal_ms {theirs - 320:.1f}")

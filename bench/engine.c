@@ -4,7 +4,9 @@
  * with --url). Each level runs in a fresh child process so that its CPU time and memory
  * are its own. Prints achieved req/s against the ideal C / latency, client CPU per request
  * (getrusage) and peak RSS growth per in-flight request; then the DSRs-style scheduling
- * case, 256 calls of 20 ms at concurrency 16 (ideal 320 ms). Fixed output format. */
+ * case, 256 calls of 20 ms at concurrency 16 (ideal 320 ms). Every row is measured twice
+ * in the same run, once per HTTP/1.1 client of the engine: libcurl and the engine's own
+ * (the `client` column). Fixed output format. */
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -84,11 +86,17 @@ static double cpu_s(void)
 }
 
 /* One level, in a child process: prints one row. */
-static int run_level(const char *scenario, const char *target, int conc, long total, int latency_ms,
-                     uint32_t recv_buf)
+static const char *client_name(enum dspy__engine_http1 which)
+{
+    return which == DSPY__HTTP1_CURL ? "libcurl" : "own";
+}
+
+static int run_level(const char *scenario, enum dspy__engine_http1 which, const char *target,
+                     int conc, long total, int latency_ms, uint32_t recv_buf)
 {
     ts_raise_nofile();
     struct dspy__engine_options o = DSPY__ENGINE_OPTIONS_INIT;
+    o.http1 = which;
     o.keep_idle_handles = (uint32_t)conc + 16;
     o.recv_buffer_bytes = recv_buf;
     o.connect_timeout_ns = 30000000000ull;
@@ -139,9 +147,9 @@ static int run_level(const char *scenario, const char *target, int conc, long to
     double ideal = (double)conc / (latency_ms / 1000.0);
     double ideal_elapsed = (double)((total + conc - 1) / conc) * latency_ms / 1000.0;
     double rate = (double)total / elapsed;
-    printf("%-10s %6d %9ld %8d %10.3f %10.1f %11.1f %8.1f%% %+9.1f %10.1f %8.2f %8.2f %7ld\n",
-           scenario, conc, total, latency_ms, elapsed, rate, ideal, 100.0 * rate / ideal,
-           (elapsed - ideal_elapsed) * 1000.0, cpu * 1e6 / (double)total,
+    printf("%-10s %-7s %6d %9ld %8d %10.3f %10.1f %11.1f %8.1f%% %+9.1f %10.1f %8.2f %8.2f %7ld\n",
+           scenario, client_name(which), conc, total, latency_ms, elapsed, rate, ideal,
+           100.0 * rate / ideal, (elapsed - ideal_elapsed) * 1000.0, cpu * 1e6 / (double)total,
            (double)(grow_kb > 0 ? grow_kb : 0) / conc, heap_kb, atomic_load(&l.errors));
     fflush(stdout);
     dspy__engine_free(l.e);
@@ -152,13 +160,18 @@ static int run_level(const char *scenario, const char *target, int conc, long to
 static int child_level(const char *scenario, const char *target, int conc, long total,
                        int latency_ms, uint32_t recv_buf)
 {
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0)
-        _exit(run_level(scenario, target, conc, total, latency_ms, recv_buf));
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    static const enum dspy__engine_http1 clients[] = { DSPY__HTTP1_CURL, DSPY__HTTP1_OWN };
+    for (int i = 0; i < 2; i++) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(run_level(scenario, clients[i], target, conc, total, latency_ms, recv_buf));
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status))
+            return 1;
+    }
+    return 0;
 }
 
 /* Fork the loopback server; its port comes back through a pipe. */
@@ -248,8 +261,8 @@ int main(int argc, char **argv)
            "nofile %ld\n",
            c.url ? c.url : "loopback (forked, fixed delay)", sysconf(_SC_NPROCESSORS_ONLN),
            curl_version_info(CURLVERSION_NOW)->version, nofile);
-    printf("%-10s %6s %9s %8s %10s %10s %11s %9s %9s %10s %8s %8s %7s\n", "scenario", "conc",
-           "requests", "lat_ms", "elapsed_s", "req_s", "ideal_req_s", "of_ideal", "over_ms",
+    printf("%-10s %-7s %6s %9s %8s %10s %10s %11s %9s %9s %10s %8s %8s %7s\n", "scenario", "client",
+           "conc", "requests", "lat_ms", "elapsed_s", "req_s", "ideal_req_s", "of_ideal", "over_ms",
            "cpu_us_req", "rss_kb", "heap_kb", "errors");
     printf("# rss_kb, heap_kb: peak RSS growth and heap in use per in-flight request\n");
     int rc = 0;

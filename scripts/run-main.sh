@@ -32,6 +32,11 @@ $py bench/cache_vs_dspy.py --build "$build"
 step "5. concurrency: throughput vs calls in flight, and 256 x 20 ms at 16 vs Python DSPy"
 $py bench/concurrency_vs_dspy.py --build "$build"
 
+step "5b. the HTTP client engine: CPU per request, memory per request in flight and 256 x 20 ms" \
+     "at 16, libcurl vs the engine's own HTTP/1.1 client in the same run"
+"$build/bench_engine" --levels 1,16,256,1000 --rounds 10
+$py bench/inflight_clients.py --build "$build"
+
 step "6. dspyc run streams: peak memory for 1,000 vs 1,000,000 input lines"
 $py bench/run_memory.py --build "$build"
 

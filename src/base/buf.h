@@ -36,6 +36,8 @@ size_t dspy__json_escape_byte(unsigned char c, char out[6]);
 /* Append `s` as a JSON string literal with quotes. Escapes only '"', '\\' and control
  * characters (as orjson and jansson's compact mode do); bytes >= 0x80 pass through. */
 dspy_status dspy__buf_add_json_str(struct dspy_buf *b, const char *s, size_t len);
+/* Append `len` bytes as padded base64 (RFC 4648). */
+dspy_status dspy__buf_add_base64(struct dspy_buf *b, const void *data, size_t len);
 /* Hand the content to the caller (dspy_free it) and leave the buffer empty. Never NULL
  * on success: an empty buffer yields "". */
 char *dspy__buf_detach(struct dspy_buf *b, size_t *len);

@@ -96,19 +96,13 @@ static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 
 static char *b64_encode(const unsigned char *p, size_t n)
 {
-    char *out = dspy_malloc((n + 2) / 3 * 4 + 1), *o = out;
-    if (!out)
+    struct dspy_buf b;
+    dspy__buf_init(&b, (n + 2) / 3 * 4 + 1);
+    if (dspy__buf_add_base64(&b, p, n)) {
+        dspy__buf_release(&b);
         return NULL;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
-                     (i + 2 < n ? p[i + 2] : 0);
-        *o++ = b64[v >> 18];
-        *o++ = b64[(v >> 12) & 63];
-        *o++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
-        *o++ = i + 2 < n ? b64[v & 63] : '=';
     }
-    *o = '\0';
-    return out;
+    return dspy__buf_detach(&b, NULL);
 }
 
 static int b64_val(char c)

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -106,6 +107,7 @@ struct dspy__engine *dspy__engine_new(const struct dspy__engine_options *opts,
         }
     }
     e->epfd = e->evfd = -1;
+    e->own_h1 = dspy__engine_h1_wanted(&e->opts);
     e->rng = dspy__now_ns() ^ (uint64_t)(uintptr_t)e;
     atomic_init(&e->inbox, NULL);
     atomic_init(&e->stopping, false);
@@ -162,6 +164,7 @@ void dspy__engine_free(struct dspy__engine *e)
         /* The counter cannot overflow in practice; the loop also polls `stopping`. */
     }
     pthread_join(e->thread, NULL);
+    dspy__engine_h1_free(e);
     while (e->free_slots) {
         struct dspy__engine_slot *s = e->free_slots;
         e->free_slots = s->next_free;
@@ -266,6 +269,7 @@ static struct dspy__engine_call *call_new(struct dspy__engine *e,
     c->is_post = req->body || strcmp(method, "POST") == 0;
     c->is_head = strcmp(method, "HEAD") == 0;
     c->https = strncmp(req->url, "https://", 8) == 0;
+    c->own = e->own_h1 && !c->https && dspy__engine_h1_parse_url(c);
     atomic_init(&c->refs, handle ? 2u : 1u);
     atomic_init(&c->cancel_asked, false);
     atomic_init(&c->reconciled, false);
@@ -416,7 +420,9 @@ bool dspy__engine_call_header(struct dspy__engine_call *call, const char *name, 
                               size_t *len)
 {
     struct curl_header *h = NULL;
-    if (!dspy__engine_on_loop(call->e) || !call->slot ||
+    if (dspy__engine_on_loop(call->e) && call->slot && call->slot->own)
+        return dspy__h1_header(&call->slot->h1, name, value, len);
+    if (!dspy__engine_on_loop(call->e) || !call->slot || !call->slot->easy ||
         curl_easy_header(call->slot->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
         return false;
     *value = h->value;
@@ -501,23 +507,61 @@ unlock:
 
 /* ---- header lists ---- */
 
+/* Add `line` to the own transport's wire form, as libcurl would send it: "Name:" with no
+ * value removes a header the client would add, "Name;" sends it empty. */
+static dspy_status add_wire(struct dspy__engine_headers *h, struct dspy_buf *w, const char *line)
+{
+    size_t n = strcspn(line, ":;");
+    const char *v = line + n;
+    if (!*v)
+        return DSPY_OK; /* not a header line: libcurl would not send it either */
+    struct {
+        const char *name;
+        bool *flag;
+    } known[] = { { "Host", &h->has_host },
+                  { "Accept", &h->has_accept },
+                  { "Content-Type", &h->has_ctype },
+                  { "Authorization", &h->has_auth },
+                  { "Content-Length", &h->has_clen } };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strlen(known[i].name) == n && strncasecmp(line, known[i].name, n) == 0)
+            *known[i].flag = true;
+    const char *val = v + 1;
+    while (*val == ' ' || *val == '\t')
+        val++;
+    dspy_status rc = DSPY_OK;
+    if (*v == ';') {
+        if (!*val)
+            rc = dspy__buf_addf(w, "%.*s:\r\n", (int)n, line);
+    } else if (*val) {
+        rc = dspy__buf_addf(w, "%s\r\n", line);
+    }
+    return rc;
+}
+
 struct dspy__engine_headers *dspy__engine_headers_new(const char *const *lines, size_t n)
 {
     struct dspy__engine_headers *h = dspy_calloc(1, sizeof(*h));
     if (!h)
         return NULL;
+    struct dspy_buf w;
+    dspy__buf_init(&w, 0);
     for (size_t i = 0; i < n; i++) {
         /* A control character (CR, LF above all) would split the line into two headers. */
         struct curl_slist *next = dspy__find_ctl(lines[i]) < 0
                                       ? curl_slist_append(h->list, lines[i])
                                       : NULL;
-        if (!next) {
+        if (!next || add_wire(h, &w, lines[i])) {
+            if (next)
+                h->list = next;
             curl_slist_free_all(h->list);
+            dspy__buf_release(&w);
             dspy_free(h);
             return NULL;
         }
         h->list = next;
     }
+    h->wire = w.len ? dspy__buf_detach(&w, &h->wire_len) : NULL;
     return h;
 }
 
@@ -526,5 +570,6 @@ void dspy__engine_headers_free(struct dspy__engine_headers *h)
     if (!h)
         return;
     curl_slist_free_all(h->list);
+    dspy_free(h->wire);
     dspy_free(h);
 }

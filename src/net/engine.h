@@ -1,7 +1,8 @@
 /* HTTP client engine (net layer): one event-loop thread drives libcurl's multi interface
  * over epoll, so thousands of requests are in flight from one process without a thread
- * each. HTTP/1.1 connections are kept alive and HTTP/2 streams multiplexed where the
- * server offers them; retries (net/retry.h), per-key rate limits (net/ratelimit.h) and SSE
+ * each. Plain http:// goes through the engine's own HTTP/1.1 keep-alive client on the same
+ * loop (engine_h1.c; DSPYC_HTTP=curl falls back to libcurl); HTTP/2 streams are
+ * multiplexed where a TLS server offers them; retries (net/retry.h), per-key rate limits (net/ratelimit.h) and SSE
  * streaming (net/sse.h) are applied on the loop thread with timers, never by sleeping.
  *
  * Threading: dspy__engine_new/_free from one thread, never concurrently with other calls
@@ -27,6 +28,13 @@ struct dspy__engine_call;    /* one submitted request, with its retries */
 struct dspy__engine_group;   /* a batch of calls that can be cancelled together */
 struct dspy__engine_limiter; /* a rate limiter, one per key (endpoint+model) */
 struct dspy__engine_headers; /* an immutable list of request header lines */
+
+/* Which client speaks http:// URLs (https://, HTTP/2 and proxies always go to libcurl). */
+enum dspy__engine_http1 {
+    DSPY__HTTP1_DEFAULT = 0, /* DSPYC_HTTP=curl|own in the environment, else the own client */
+    DSPY__HTTP1_CURL,        /* libcurl */
+    DSPY__HTTP1_OWN          /* the engine's own HTTP/1.1 keep-alive client (engine_h1.c) */
+};
 
 struct dspy__engine_options {
     uint32_t max_host_connections;  /* per host:port (CURLMOPT_MAX_HOST_CONNECTIONS); more
@@ -54,6 +62,9 @@ struct dspy__engine_options {
     bool http2_prior_knowledge;     /* HTTP/2 without upgrade on http:// URLs (h2c). Needs
                                      * libcurl >= 8.0: older ones break reused h2c
                                      * connections (curl issue 10634); DSPY_EUNSUPPORTED */
+    enum dspy__engine_http1 http1;  /* the own client serves http:// unless a proxy is set
+                                    * in the environment, h2c is asked for or a connection
+                                    * limit is set (libcurl enforces those) */
 };
 
 #define DSPY__ENGINE_OPTIONS_INIT \

@@ -7,11 +7,14 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 
 #include "base/buf.h"
 #include "base/heap.h"
 #include "net/engine.h"
+#include "net/http1.h"
 
 #define DSPY__CONTAINER_OF(ptr, type, member) \
     ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
@@ -67,8 +70,37 @@ struct dspy__engine_shard {
     struct dspy__engine_timer timer; /* libcurl's timeout for this multi */
 };
 
-/* A reusable transfer: a curl easy handle with the buffers and parser of one attempt.
- * Loop thread only; kept on a free list between attempts. */
+/* The engine's own HTTP/1.1 transport (engine_h1.c) for http:// URLs: kept-alive
+ * connections per host:port on the loop's epoll set. Loop thread only. */
+#define DSPY__H1_KEY (1ull << 63) /* epoll key bit; the rest is a struct dspy__h1_conn * */
+#define DSPY__H1_MAX_ADDRS 4
+
+struct dspy__h1_pool;
+struct dspy__h1_conn {
+    int fd; /* -1 once closed; freed after the event batch that may still name it */
+    struct dspy__h1_pool *pool;
+    struct dspy__h1_conn *prev, *next; /* the pool's idle list, or the engine's dead list */
+    struct dspy__engine_slot *slot;    /* the attempt it carries; NULL when idle */
+    uint32_t served;                   /* responses read on it */
+    uint32_t addr_idx;                 /* which of the pool's addresses */
+    bool connecting;
+};
+
+struct dspy__h1_pool {
+    struct dspy__h1_pool *next;
+    struct sockaddr_storage addr[DSPY__H1_MAX_ADDRS];
+    socklen_t addrlen[DSPY__H1_MAX_ADDRS];
+    uint32_t naddr, good; /* resolved addresses; the one that connected last */
+    uint64_t resolved_ns;
+    struct dspy__h1_conn *idle; /* most recently used first */
+    uint32_t nidle;
+    char port[8];
+    char key[]; /* host (brackets stripped), NUL, then "host:port" as in the URL */
+};
+
+/* A reusable transfer: a curl easy handle (created on first libcurl use) or the own
+ * transport's parser, with the buffers of one attempt. Loop thread only; kept on a free
+ * list between attempts. */
 struct dspy__engine_slot {
     CURL *easy;
     struct dspy__engine_shard *shard; /* where the running attempt is */
@@ -87,6 +119,16 @@ struct dspy__engine_slot {
     uint8_t retry_after_ms_len;
     char retry_after[48];    /* raw Retry-After value of this attempt */
     char retry_after_ms[24]; /* raw retry-after-ms value */
+    /* The own transport's attempt. */
+    bool own;                   /* this attempt runs on engine_h1.c, not libcurl */
+    bool resent;                /* sent again after a kept-alive connection died unanswered */
+    uint32_t addr_tries;        /* addresses tried for this attempt's connection */
+    struct dspy__h1_conn *conn; /* the connection carrying it, NULL when none */
+    struct dspy__h1 h1;         /* response parser */
+    struct dspy_buf req;        /* request head */
+    size_t req_off;             /* bytes of head + body sent */
+    uint64_t deadline_ns;       /* this attempt's timeout, absolute; 0 = none */
+    const char *why;            /* a more precise failure text than libcurl's, or NULL */
 };
 
 enum dspy__engine_call_state {
@@ -109,6 +151,14 @@ struct dspy__engine_call {
     const char *url;    /* points into storage */
     const char *method; /* points into storage */
     bool is_post, is_head, https;
+    bool own;                    /* on the own HTTP/1.1 transport (see engine_h1.c) */
+    uint32_t user_len;           /* userinfo before '@' at url + 7, 0 if none */
+    uint32_t host_off, host_len; /* the host, brackets stripped */
+    uint32_t auth_off, auth_len; /* "host[:port]", the Host header */
+    uint32_t path_off;           /* path and query; the end of the URL when empty */
+    uint32_t path_len;
+    uint16_t port;
+    struct dspy__h1_pool *pool; /* loop thread: found on the first attempt */
     const struct dspy__engine_headers *headers;
     const char *body;
     size_t body_len;
@@ -162,6 +212,9 @@ struct dspy__engine_limiter {
 
 struct dspy__engine_headers {
     struct curl_slist *list;
+    char *wire; /* the same lines as sent on the own transport: "Name: value\r\n"... */
+    size_t wire_len;
+    bool has_host, has_accept, has_ctype, has_auth, has_clen; /* set (or removed) by a line */
 };
 
 struct dspy__engine {
@@ -186,6 +239,10 @@ struct dspy__engine {
     struct dspy__engine_slot *free_slots;
     uint32_t nfree_slots;
     uint64_t rng;
+    bool own_h1;                 /* http:// URLs on the own transport */
+    struct dspy__h1_pool *pools; /* one per host:port, kept until the engine is freed */
+    struct dspy__h1_conn *dead;  /* closed connections, freed between event batches */
+    char *rbuf;                  /* receive buffer of the own transport */
     /* Limiters, created from any thread. */
     pthread_mutex_t limiters_lock;
     struct dspy__engine_limiter *limiters; /* guarded by limiters_lock */
@@ -201,6 +258,27 @@ bool dspy__engine_on_loop(const struct dspy__engine *e);
 void dspy__engine_limiter_fire(struct dspy__engine *e, struct dspy__engine_timer *t);
 /* Finish the attempts whose transfers ended in this shard. */
 void dspy__engine_check_done(struct dspy__engine_shard *sh);
+/* The running attempt of `c` ended with `cc` (a libcurl code; the own transport speaks
+ * the same ones): retry it or finish the call. */
+void dspy__engine_attempt_done(struct dspy__engine *e, struct dspy__engine_call *c, CURLcode cc);
+
+/* engine_h1.c: the own HTTP/1.1 transport, loop thread only */
+/* Whether the engine uses it for http:// URLs: the option, else DSPYC_HTTP, and never
+ * through a proxy (libcurl reads http_proxy / all_proxy). */
+bool dspy__engine_h1_wanted(const struct dspy__engine_options *o);
+/* Split the URL of `c` for the own transport; false when it must go to libcurl. */
+bool dspy__engine_h1_parse_url(struct dspy__engine_call *c);
+/* Start the attempt of `c` (its slot set, state ACTIVE); failures end it through
+ * dspy__engine_attempt_done, possibly before this returns. */
+void dspy__engine_h1_start(struct dspy__engine *e, struct dspy__engine_call *c, uint64_t now);
+void dspy__engine_h1_event(struct dspy__engine *e, struct dspy__h1_conn *k, uint32_t events);
+/* The attempt in `s` is being stopped (cancel, deadline): drop its connection. */
+void dspy__engine_h1_stop(struct dspy__engine *e, struct dspy__engine_slot *s);
+/* The attempt timer of `c` fired. */
+void dspy__engine_h1_timeout(struct dspy__engine *e, struct dspy__engine_call *c);
+/* Free connections closed since the last call; never while an event batch is in hand. */
+void dspy__engine_h1_reap(struct dspy__engine *e);
+void dspy__engine_h1_free(struct dspy__engine *e);
 
 /* engine_xfer.c: the libcurl side, loop thread only */
 /* Room in the timer heap for every timer that may be armed at once (one per live call,
@@ -213,6 +291,10 @@ void dspy__engine_shards_free(struct dspy__engine *e);
 struct dspy__engine_slot *dspy__engine_slot_get(struct dspy__engine *e);
 void dspy__engine_slot_put(struct dspy__engine *e, struct dspy__engine_slot *s);
 void dspy__engine_slot_free(struct dspy__engine_slot *s);
+/* Give `s` its curl easy handle if it has none yet. */
+dspy_status dspy__engine_slot_easy(struct dspy__engine *e, struct dspy__engine_slot *s);
+/* The own transport parsed the head of the attempt in `s`: take its status and headers. */
+void dspy__engine_h1_head(struct dspy__engine_slot *s);
 /* Set the per-attempt options of `c` on easy handle `h`. */
 void dspy__engine_setup_easy(struct dspy__engine_call *c, CURL *h, uint64_t now);
 /* The status of an attempt that ended with `cc`; sets c->error on failure. */

@@ -5,9 +5,12 @@
  * ready, which is what 10,000 transfers on two cores need. This file holds the call state
  * machine (inbox -> limiter wait -> transfer -> retry timer -> finish) and the loop;
  * engine_xfer.c the libcurl side of a transfer. */
+#define _GNU_SOURCE /* epoll_pwait2 */
 #include <errno.h>
 #include <stdio.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -24,8 +27,20 @@ bool dspy__engine_on_loop(const struct dspy__engine *e)
 
 static void finish(struct dspy__engine *e, struct dspy__engine_call *c, dspy_status st);
 static void acquire_and_start(struct dspy__engine *e, struct dspy__engine_call *c);
+static void call_timer_fire(struct dspy__engine *e, struct dspy__engine_timer *t);
 
 /* ---- attempts ---- */
+
+static void attempt_started(struct dspy__engine *e, struct dspy__engine_call *c, uint64_t now)
+{
+    c->state = DSPY__CALL_ACTIVE;
+    c->res.attempts++;
+    c->res.start_ns = now;
+    DSPY__STAT_ADD(e, n_attempts, 1);
+    DSPY__STAT_ADD(e, n_in_flight, 1);
+    if (c->res.attempts > 1)
+        DSPY__STAT_ADD(e, n_retries, 1);
+}
 
 static void begin_attempt(struct dspy__engine *e, struct dspy__engine_call *c)
 {
@@ -56,6 +71,18 @@ static void begin_attempt(struct dspy__engine *e, struct dspy__engine_call *c)
         dspy__sse_reset(&s->sse);
     }
     c->slot = s;
+    s->own = c->own;
+    if (c->own) {
+        attempt_started(e, c, now);
+        c->timer.fire = call_timer_fire; /* the attempt's timeouts */
+        dspy__engine_h1_start(e, c, now);
+        return;
+    }
+    if (dspy__engine_slot_easy(e, s)) {
+        dspy__engine_set_error(c, "out of memory for a transfer");
+        finish(e, c, DSPY_ENOMEM);
+        return;
+    }
     dspy__engine_setup_easy(c, s->easy, now);
     s->shard = dspy__engine_shard_get(e);
     if (!s->shard || curl_multi_add_handle(s->shard->multi, s->easy) != CURLM_OK) {
@@ -66,13 +93,7 @@ static void begin_attempt(struct dspy__engine *e, struct dspy__engine_call *c)
         finish(e, c, DSPY_ENOMEM);
         return;
     }
-    c->state = DSPY__CALL_ACTIVE;
-    c->res.attempts++;
-    c->res.start_ns = now;
-    DSPY__STAT_ADD(e, n_attempts, 1);
-    DSPY__STAT_ADD(e, n_in_flight, 1);
-    if (c->res.attempts > 1)
-        DSPY__STAT_ADD(e, n_retries, 1);
+    attempt_started(e, c, now);
 }
 
 /* Stop the running transfer of `c` (finished, cancelled), giving back its permit. */
@@ -80,9 +101,13 @@ static void end_transfer(struct dspy__engine *e, struct dspy__engine_call *c)
 {
     if (c->state == DSPY__CALL_ACTIVE) {
         struct dspy__engine_slot *s = c->slot;
-        curl_multi_remove_handle(s->shard->multi, s->easy);
-        dspy__engine_shard_put(e, s->shard);
-        s->shard = NULL;
+        if (s->own) {
+            dspy__engine_h1_stop(e, s);
+        } else {
+            curl_multi_remove_handle(s->shard->multi, s->easy);
+            dspy__engine_shard_put(e, s->shard);
+            s->shard = NULL;
+        }
         DSPY__STAT_SUB(e, n_in_flight, 1);
     }
     if (c->holds_permit) {
@@ -100,9 +125,7 @@ static bool cancelled(const struct dspy__engine *e, const struct dspy__engine_ca
            (c->group && atomic_load_explicit(&c->group->cancelled, memory_order_relaxed));
 }
 
-static void call_timer_fire(struct dspy__engine *e, struct dspy__engine_timer *t);
-
-static void attempt_done(struct dspy__engine *e, struct dspy__engine_call *c, CURLcode cc)
+void dspy__engine_attempt_done(struct dspy__engine *e, struct dspy__engine_call *c, CURLcode cc)
 {
     struct dspy__engine_slot *s = c->slot;
     end_transfer(e, c);
@@ -143,7 +166,7 @@ void dspy__engine_check_done(struct dspy__engine_shard *sh)
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
         struct dspy__engine_slot *s = (struct dspy__engine_slot *)(void *)priv;
         CURLcode cc = m->data.result;
-        attempt_done(e, s->call, cc);
+        dspy__engine_attempt_done(e, s->call, cc);
     }
 }
 
@@ -270,6 +293,8 @@ static void call_timer_fire(struct dspy__engine *e, struct dspy__engine_timer *t
     } else if (c->state == DSPY__CALL_WAIT_LIMIT) {
         dspy__engine_set_error(c, "deadline passed waiting for the rate limiter");
         finish(e, c, DSPY_ELM_TIMEOUT);
+    } else if (c->state == DSPY__CALL_ACTIVE && c->slot->own) {
+        dspy__engine_h1_timeout(e, c);
     }
 }
 
@@ -370,7 +395,8 @@ static void run_timers(struct dspy__engine *e)
         t->fire(e, t);
 }
 
-static int wait_ms(struct dspy__engine *e)
+/* How long the loop may sleep: -1 = until an event, else nanoseconds to the next timer. */
+static int64_t wait_ns(struct dspy__engine *e)
 {
     if (atomic_load_explicit(&e->inbox, memory_order_relaxed))
         return 0;
@@ -378,9 +404,29 @@ static int wait_ms(struct dspy__engine *e)
     if (due == UINT64_MAX)
         return -1;
     uint64_t now = dspy__now_ns();
-    if (due <= now)
-        return 0;
-    return (int)dspy__engine_ms_ceil(due - now);
+    return due <= now ? 0 : (int64_t)(due - now);
+}
+
+/* epoll_wait with a nanosecond timeout where the kernel has epoll_pwait2 (Linux 5.11): a
+ * timer due in 0.2 ms is not slept to the next whole millisecond. Elsewhere the timeout is
+ * rounded up to milliseconds, never down (an early wake-up would find nothing due). */
+static int wait_events(struct dspy__engine *e, struct epoll_event *evs, int max)
+{
+    int64_t ns = wait_ns(e);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+    static atomic_bool no_pwait2;
+    if (ns > 0 && !atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+        struct timespec ts = { (time_t)(ns / 1000000000), (long)(ns % 1000000000) };
+        int n = epoll_pwait2(e->epfd, evs, max, &ts, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        atomic_store_explicit(&no_pwait2, true, memory_order_relaxed);
+    }
+#endif
+    return epoll_wait(e->epfd, evs, max,
+                      ns < 0 ? -1
+                      : ns   ? (int)dspy__engine_ms_ceil((uint64_t)ns)
+                             : 0);
 }
 
 static void handle_events(struct dspy__engine *e, const struct epoll_event *evs, int n)
@@ -389,6 +435,11 @@ static void handle_events(struct dspy__engine *e, const struct epoll_event *evs,
     bool many = false;
     for (int i = 0; i < n; i++) {
         uint64_t key = evs[i].data.u64;
+        if (key & DSPY__H1_KEY) {
+            dspy__engine_h1_event(e, (struct dspy__h1_conn *)(uintptr_t)(key & ~DSPY__H1_KEY),
+                                  evs[i].events);
+            continue;
+        }
         if (key >> 32 == 0) {
             uint64_t v;
             if (read(e->evfd, &v, sizeof(v)) < 0) {
@@ -421,6 +472,8 @@ void *dspy__engine_loop_main(void *arg)
     struct dspy__engine *e = arg;
     struct epoll_event evs[MAX_EVENTS];
     loop_engine = e;
+    /* Timers fire when due, not up to the default 50 us later. */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
     for (;;) {
         drain_inbox(e);
         bool stopping = atomic_load(&e->stopping);
@@ -432,7 +485,8 @@ void *dspy__engine_loop_main(void *arg)
             continue;
         }
         run_timers(e);
-        int n = epoll_wait(e->epfd, evs, MAX_EVENTS, wait_ms(e));
+        dspy__engine_h1_reap(e);
+        int n = wait_events(e, evs, MAX_EVENTS);
         if (n < 0 && errno != EINTR)
             break;
         if (n > 0)

@@ -107,25 +107,54 @@ static int on_sse_event(void *userdata, const struct dspy__sse_event *ev)
     return c->on_event(c, ev, c->userdata);
 }
 
-static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
+/* Body bytes of the attempt in `s`, from either transport: into the bounded body buffer,
+ * or the SSE scanner for a 2xx streaming answer. false (with write_rc set) stops it. */
+static bool take_body(struct dspy__engine_slot *s, const char *data, size_t n)
 {
-    struct dspy__engine_slot *s = userdata;
-    size_t n = size * nmemb;
     uint64_t now = dspy__now_ns();
     if (!s->first_byte_ns)
         s->first_byte_ns = now;
     s->received += n;
     if (s->received > s->max_bytes) {
         s->write_rc = DSPY_ETOOBIG;
-        return 0;
+        return false;
     }
     dspy_status rc = s->streaming ? dspy__sse_feed(&s->sse, data, n, now)
                                   : dspy__buf_add(&s->body, data, n);
     if (rc) {
         s->write_rc = rc;
-        return 0;
+        return false;
     }
-    return n;
+    return true;
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    size_t n = size * nmemb;
+    return take_body(userdata, data, n) ? n : 0;
+}
+
+void dspy__engine_h1_head(struct dspy__engine_slot *s)
+{
+    const struct dspy__h1 *p = &s->h1;
+    const char *v;
+    size_t n;
+    if (s->http_status || !dspy__h1_head_done(p))
+        return;
+    s->http_status = p->status;
+    s->streaming = s->call->on_event && p->status >= 200 && p->status < 300;
+    if (dspy__h1_header(p, "retry-after", &v, &n))
+        s->retry_after_len = keep_value(v, n, 0, s->retry_after, sizeof(s->retry_after));
+    if (dspy__h1_header(p, "retry-after-ms", &v, &n))
+        s->retry_after_ms_len = keep_value(v, n, 0, s->retry_after_ms, sizeof(s->retry_after_ms));
+}
+
+static int on_h1_body(void *userdata, const char *data, size_t len, uint64_t now)
+{
+    struct dspy__engine_slot *s = userdata;
+    (void)now;
+    dspy__engine_h1_head(s);
+    return take_body(s, data, len) ? 0 : 1;
 }
 
 /* ---- shards: multi handles ---- */
@@ -248,6 +277,8 @@ void dspy__engine_slot_free(struct dspy__engine_slot *s)
         return;
     if (s->easy)
         curl_easy_cleanup(s->easy);
+    dspy__h1_release(&s->h1);
+    dspy__buf_release(&s->req);
     dspy__buf_release(&s->body);
     dspy__sse_release(&s->sse);
     dspy_free(s);
@@ -265,19 +296,25 @@ static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct cur
     return fd;
 }
 
-static struct dspy__engine_slot *slot_new(struct dspy__engine *e)
+static struct dspy__engine_slot *slot_new(void)
 {
     struct dspy__engine_slot *s = dspy_calloc(1, sizeof(*s));
     if (!s)
         return NULL;
     dspy__buf_init(&s->body, 0);
+    dspy__buf_init(&s->req, 0);
     dspy__sse_init(&s->sse, 0, on_sse_event, s);
-    s->easy = curl_easy_init();
-    if (!s->easy) {
-        dspy__engine_slot_free(s);
-        return NULL;
-    }
-    CURL *h = s->easy;
+    dspy__h1_init(&s->h1, 0, on_h1_body, s);
+    return s;
+}
+
+dspy_status dspy__engine_slot_easy(struct dspy__engine *e, struct dspy__engine_slot *s)
+{
+    if (s->easy)
+        return DSPY_OK;
+    CURL *h = s->easy = curl_easy_init();
+    if (!h)
+        return DSPY_ENOMEM;
     const struct dspy__engine_options *o = &e->opts;
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_SHARE, e->share);
@@ -296,14 +333,14 @@ static struct dspy__engine_slot *slot_new(struct dspy__engine *e)
     curl_easy_setopt(h, CURLOPT_HTTP_VERSION,
                      o->http2_prior_knowledge ? (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
                                               : (long)CURL_HTTP_VERSION_2TLS);
-    return s;
+    return DSPY_OK;
 }
 
 struct dspy__engine_slot *dspy__engine_slot_get(struct dspy__engine *e)
 {
     struct dspy__engine_slot *s = e->free_slots;
     if (!s)
-        return slot_new(e);
+        return slot_new();
     e->free_slots = s->next_free;
     e->nfree_slots--;
     return s;
@@ -322,6 +359,10 @@ void dspy__engine_slot_put(struct dspy__engine *e, struct dspy__engine_slot *s)
     }
     if (s->body.cap > KEEP_BUF_BYTES)
         dspy__buf_release(&s->body);
+    if (s->h1.head.cap > KEEP_BUF_BYTES)
+        dspy__buf_release(&s->h1.head);
+    if (s->req.cap > KEEP_BUF_BYTES)
+        dspy__buf_release(&s->req);
     dspy__buf_reset(&s->body);
     s->next_free = e->free_slots;
     e->free_slots = s;
@@ -370,7 +411,17 @@ void dspy__engine_set_error(struct dspy__engine_call *c, const char *what)
     snprintf(c->error, sizeof(c->error), "%s %.*s: %s", c->method, (int)hlen, host, what);
 }
 
+static dspy_status classify(struct dspy__engine_call *c, CURLcode cc);
+
 dspy_status dspy__engine_classify(struct dspy__engine_call *c, CURLcode cc)
+{
+    dspy_status st = classify(c, cc);
+    if (st && c->slot->why && st != DSPY_ECANCELED)
+        dspy__engine_set_error(c, c->slot->why);
+    return st;
+}
+
+static dspy_status classify(struct dspy__engine_call *c, CURLcode cc)
 {
     struct dspy__engine_slot *s = c->slot;
     switch (cc) {
@@ -400,7 +451,8 @@ dspy_status dspy__engine_classify(struct dspy__engine_call *c, CURLcode cc)
     case CURLE_OUT_OF_MEMORY: dspy__engine_set_error(c, "out of memory"); return DSPY_ENOMEM;
     case CURLE_COULDNT_CONNECT: {
         long os_errno = 0;
-        curl_easy_getinfo(s->easy, CURLINFO_OS_ERRNO, &os_errno);
+        if (!s->own)
+            curl_easy_getinfo(s->easy, CURLINFO_OS_ERRNO, &os_errno);
         int why = s->socket_errno ? s->socket_errno : (int)os_errno;
         if (why == EMFILE || why == ENFILE) {
             dspy__engine_set_error(c, why == EMFILE

@@ -152,16 +152,16 @@ static void deliver(struct worker *w, struct conn *c, enum dspy_loadgen_outcome 
     r.user = c->user;
     r.intended_ns = c->intended;
     r.sent_ns = c->sent;
-    r.first_byte_ns = p->first_byte_ns;
+    r.first_byte_ns = p->h.first_byte_ns;
     r.done_ns = now;
     r.outcome = oc;
-    r.status = p->status;
-    r.stream = p->stream;
+    r.status = p->h.status;
+    r.stream = p->h.stream;
     r.new_connection = c->fresh;
     r.usage_tokens = p->usage_tokens;
     r.prompt_tokens = p->prompt_tokens;
-    r.bytes = p->bytes;
-    if (p->stream) {
+    r.bytes = p->h.bytes;
+    if (p->h.stream) {
         r.first_token_ns = p->first_token_ns;
         r.first_content_ns = p->first_content_ns;
         r.last_token_ns = p->last_token_ns;
@@ -223,7 +223,7 @@ static void do_read(struct worker *w, struct conn *c)
                 deliver(w, c, dspy__lg_parser_outcome(&c->p), now);
                 conn_close(w, c);
             } else {
-                fail(w, c, c->p.bytes ? DSPY_LG_TRUNCATED : DSPY_LG_DISCONNECT, now);
+                fail(w, c, c->p.h.bytes ? DSPY_LG_TRUNCATED : DSPY_LG_DISCONNECT, now);
             }
             return;
         }
@@ -234,7 +234,7 @@ static void do_read(struct worker *w, struct conn *c)
             return;
         }
         if (r == LG_DONE) {
-            bool keep = c->p.keepalive && used == (size_t)n;
+            bool keep = c->p.h.keepalive && used == (size_t)n;
             deliver(w, c, dspy__lg_parser_outcome(&c->p), now);
             if (!keep) {
                 conn_close(w, c);

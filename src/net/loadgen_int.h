@@ -5,6 +5,7 @@
 
 #include <dspyc/loadgen.h>
 
+#include "net/http1.h"
 #include "net/sse.h"
 
 uint64_t dspy__lg_splitmix(uint64_t *x);
@@ -12,44 +13,22 @@ void dspy__lg_rng_seed(uint64_t rng[4], uint64_t seed);
 double dspy__lg_uniform(uint64_t s[4]);
 double dspy__lg_exponential(uint64_t s[4]);
 
-enum lg_phase {
-    LG_HEAD = 0,   /* status line and headers, gathered in `head` */
-    LG_BODY_LEN,   /* Content-Length body, `left` bytes to go */
-    LG_CHUNK_SIZE, /* chunked: size line */
-    LG_CHUNK_EXT,  /* chunked: extension after the size, up to LF */
-    LG_CHUNK_DATA, /* chunked: `left` data bytes to go */
-    LG_CHUNK_END,  /* chunked: the CRLF after data */
-    LG_TRAILER,    /* chunked: trailer lines up to an empty one */
-    LG_BODY_EOF,   /* body runs to the end of the connection */
-    LG_COMPLETE
-};
-
-/* Parser and per-response measurements of one connection. Fixed buffers, allocated once
- * when the connection is first used; reset between responses. */
+/* Parser and per-response measurements of one connection: the shared HTTP/1.1 framing
+ * (net/http1.h) with the OpenAI scan on top. Fixed buffers, allocated once when the
+ * connection is first used; reset between responses. */
 struct dspy__lg_parser {
-    enum lg_phase phase;
+    struct dspy__h1 h; /* status, keep-alive, stream, bytes, first_byte_ns */
     enum dspy_loadgen_parse mode;
-    int status;
-    bool keepalive;
-    bool chunked;
-    bool stream;      /* Content-Type: text/event-stream */
     bool malformed;   /* the HTTP framing, the JSON body or an event did not parse */
     bool saw_done;    /* "data: [DONE]" */
     bool error_event; /* an SSE event carrying an error object */
-    uint64_t left;    /* body or chunk bytes to go */
-    uint64_t chunk_size;
-    uint32_t line_len; /* length of the trailer line in progress */
-    int size_digits;
-    char *head; /* response head, up to head_cap bytes */
-    size_t head_len, head_cap;
-    char *body; /* the last body bytes (non-stream), up to body_cap */
+    char *body;       /* the last body bytes (non-stream), up to body_cap */
     size_t body_len, body_cap;
     char first_ch, last_ch; /* first and last non-space body bytes (JSON shape check) */
     bool seen_first;        /* first_ch is set (it may be a NUL byte) */
     struct dspy__sse sse;
     /* measurements of the current response */
-    uint64_t bytes;
-    uint64_t first_byte_ns, first_token_ns, first_content_ns, last_token_ns;
+    uint64_t first_token_ns, first_content_ns, last_token_ns;
     uint32_t chunks;
     uint64_t *chunk_ns;
     uint32_t chunk_cap;
@@ -62,7 +41,7 @@ void dspy__lg_parser_release(struct dspy__lg_parser *p);
 void dspy__lg_parser_reset(struct dspy__lg_parser *p);
 
 /* Results of feeding bytes. */
-enum { LG_MORE = 0, LG_DONE = 1, LG_ERROR = -1 };
+enum { LG_MORE = DSPY__H1_MORE, LG_DONE = DSPY__H1_DONE, LG_ERROR = DSPY__H1_ERROR };
 
 /* Feed `len` bytes received at `now`; *used gets how many were consumed (less than len
  * only on LG_DONE). */

@@ -1,30 +1,29 @@
-/* Incremental HTTP/1.1 response parser of the load generator (net layer): status and
- * headers, Content-Length, chunked and read-to-close bodies, and for OpenAI targets a shallow
- * scan of JSON bodies and SSE events (choices, delta.content, usage, [DONE]) that times each
- * token-bearing event without building a DOM or allocating per event. */
+/* Response scan of the load generator (net layer): the shared HTTP/1.1 framing parser
+ * (net/http1.c) and, for OpenAI targets, a shallow scan of JSON bodies and SSE events
+ * (choices, delta.content, usage, [DONE]) that times each token-bearing event without
+ * building a DOM or allocating per event. */
 #define _GNU_SOURCE /* memmem */
 #include <string.h>
 #include <strings.h>
 
-#include "base/ascii.h"
 #include "net/loadgen_int.h"
 
 static int on_event(void *userdata, const struct dspy__sse_event *ev);
+static int body_bytes(void *userdata, const char *data, size_t len, uint64_t now);
 
 dspy_status dspy__lg_parser_init(struct dspy__lg_parser *p, enum dspy_loadgen_parse mode,
                                  size_t body_cap, uint32_t chunk_cap)
 {
     memset(p, 0, sizeof(*p));
     p->mode = mode;
-    p->head_cap = 8192;
     p->body_cap = mode == DSPY_LOADGEN_OPENAI ? body_cap : 0;
     p->chunk_cap = mode == DSPY_LOADGEN_OPENAI ? chunk_cap : 0;
-    p->head = dspy_malloc(p->head_cap);
+    dspy__h1_init(&p->h, 0, body_bytes, p);
     if (p->body_cap)
         p->body = dspy_malloc(p->body_cap);
     if (p->chunk_cap)
         p->chunk_ns = dspy_malloc(p->chunk_cap * sizeof(uint64_t));
-    if (!p->head || (p->body_cap && !p->body) || (p->chunk_cap && !p->chunk_ns)) {
+    if ((p->body_cap && !p->body) || (p->chunk_cap && !p->chunk_ns)) {
         dspy__lg_parser_release(p);
         return DSPY_ENOMEM;
     }
@@ -35,28 +34,22 @@ dspy_status dspy__lg_parser_init(struct dspy__lg_parser *p, enum dspy_loadgen_pa
 
 void dspy__lg_parser_release(struct dspy__lg_parser *p)
 {
-    dspy_free(p->head);
+    dspy__h1_release(&p->h);
     dspy_free(p->body);
     dspy_free(p->chunk_ns);
     dspy__sse_release(&p->sse);
-    p->head = p->body = NULL;
+    p->body = NULL;
     p->chunk_ns = NULL;
 }
 
 void dspy__lg_parser_reset(struct dspy__lg_parser *p)
 {
-    p->phase = LG_HEAD;
-    p->status = 0;
-    p->keepalive = true;
-    p->chunked = p->stream = p->malformed = p->saw_done = p->error_event = false;
-    p->left = p->chunk_size = 0;
-    p->line_len = 0;
-    p->size_digits = 0;
-    p->head_len = p->body_len = 0;
+    dspy__h1_reset(&p->h);
+    p->malformed = p->saw_done = p->error_event = false;
+    p->body_len = 0;
     p->first_ch = p->last_ch = 0;
     p->seen_first = false;
-    p->bytes = 0;
-    p->first_byte_ns = p->first_token_ns = p->first_content_ns = p->last_token_ns = 0;
+    p->first_token_ns = p->first_content_ns = p->last_token_ns = 0;
     p->chunks = 0;
     p->usage_tokens = p->prompt_tokens = -1;
     if (p->sse.events || p->sse.in_event || p->sse.failed || p->sse.line.len)
@@ -196,250 +189,53 @@ static void keep_body(struct dspy__lg_parser *p, const char *data, size_t len)
     p->body_len += len;
 }
 
-static void body_bytes(struct dspy__lg_parser *p, const char *data, size_t len, uint64_t now)
+static int body_bytes(void *userdata, const char *data, size_t len, uint64_t now)
 {
+    struct dspy__lg_parser *p = userdata;
     if (p->mode != DSPY_LOADGEN_OPENAI || !len)
-        return;
-    if (p->stream) {
+        return 0;
+    if (p->h.stream) {
         if (dspy__sse_feed(&p->sse, data, len, now) != DSPY_OK)
             p->malformed = true;
     } else {
         keep_body(p, data, len);
     }
-}
-
-static bool header_is(const char *line, size_t len, const char *name, const char **val,
-                      size_t *vlen)
-{
-    size_t n = strlen(name);
-    if (len <= n || strncasecmp(line, name, n) || line[n] != ':')
-        return false;
-    const char *v = line + n + 1, *e = line + len;
-    while (v < e && (*v == ' ' || *v == '\t'))
-        v++;
-    while (e > v && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
-        e--;
-    *val = v;
-    *vlen = (size_t)(e - v);
-    return true;
-}
-
-static bool has_token(const char *v, size_t len, const char *tok)
-{
-    size_t n = strlen(tok);
-    for (size_t i = 0; i + n <= len; i++)
-        if (!strncasecmp(v + i, tok, n))
-            return true;
-    return false;
-}
-
-/* Parse the gathered head; sets the body phase. false when it is not HTTP. */
-static bool parse_head(struct dspy__lg_parser *p)
-{
-    const char *s = p->head, *end = p->head + p->head_len;
-    if (p->head_len < 12 || strncmp(s, "HTTP/1.", 7) || s[8] != ' ')
-        return false;
-    int st = 0;
-    for (int i = 9; i < 12; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        st = st * 10 + (s[i] - '0');
-    }
-    p->status = st;
-    p->keepalive = s[7] == '1';
-    bool have_len = false;
-    uint64_t clen = 0;
-    const char *line = memchr(s, '\n', (size_t)(end - s));
-    while (line && ++line < end) {
-        const char *nl = memchr(line, '\n', (size_t)(end - line));
-        size_t len = (size_t)((nl ? nl : end) - line);
-        const char *v;
-        size_t vl;
-        if (header_is(line, len, "content-length", &v, &vl)) {
-            have_len = true;
-            clen = 0;
-            for (size_t i = 0; i < vl; i++) {
-                if (v[i] < '0' || v[i] > '9')
-                    return false;
-                clen = clen * 10 + (uint64_t)(v[i] - '0');
-            }
-        } else if (header_is(line, len, "transfer-encoding", &v, &vl)) {
-            p->chunked = has_token(v, vl, "chunked");
-        } else if (header_is(line, len, "connection", &v, &vl)) {
-            if (has_token(v, vl, "close"))
-                p->keepalive = false;
-            else if (has_token(v, vl, "keep-alive"))
-                p->keepalive = true;
-        } else if (header_is(line, len, "content-type", &v, &vl)) {
-            p->stream = has_token(v, vl, "text/event-stream");
-        }
-        line = nl;
-    }
-    if (st == 204 || st == 304 || (st >= 100 && st < 200)) {
-        p->phase = LG_COMPLETE;
-    } else if (p->chunked) {
-        p->phase = LG_CHUNK_SIZE;
-        p->chunk_size = 0;
-        p->size_digits = 0;
-    } else if (have_len) {
-        p->left = clen;
-        p->phase = clen ? LG_BODY_LEN : LG_COMPLETE;
-    } else {
-        p->phase = LG_BODY_EOF;
-        p->keepalive = false;
-    }
-    return true;
+    return 0;
 }
 
 /* A JSON body is complete: read its usage (from the kept tail). */
 static void finish(struct dspy__lg_parser *p)
 {
-    if (p->mode == DSPY_LOADGEN_OPENAI && !p->stream && p->body_len)
+    if (p->mode == DSPY_LOADGEN_OPENAI && !p->h.stream && p->body_len)
         scan_usage(p, p->body, p->body_len);
-}
-
-/* Gather head bytes; returns bytes used, or -1 on an oversized or broken head. */
-static long feed_head(struct dspy__lg_parser *p, const char *data, size_t len)
-{
-    size_t from = p->head_len > 3 ? p->head_len - 3 : 0;
-    size_t take = len;
-    if (p->head_len + take > p->head_cap)
-        take = p->head_cap - p->head_len;
-    memcpy(p->head + p->head_len, data, take);
-    p->head_len += take;
-    const char *e = memmem(p->head + from, p->head_len - from, "\r\n\r\n", 4);
-    if (!e)
-        return p->head_len == p->head_cap ? -1 : (long)take;
-    size_t head_end = (size_t)(e - p->head) + 4;
-    size_t used = take - (p->head_len - head_end);
-    p->head_len = head_end;
-    if (!parse_head(p))
-        return -1;
-    return (long)used;
 }
 
 int dspy__lg_parser_feed(struct dspy__lg_parser *p, const char *data, size_t len, uint64_t now,
                          size_t *used)
 {
-    size_t i = 0;
-    if (!p->first_byte_ns && len)
-        p->first_byte_ns = now;
-    while (i < len && p->phase != LG_COMPLETE) {
-        const char *d = data + i;
-        size_t n = len - i;
-        switch (p->phase) {
-        case LG_HEAD: {
-            long u = feed_head(p, d, n);
-            if (u < 0) {
-                p->malformed = true;
-                *used = len;
-                p->bytes += len;
-                return LG_ERROR;
-            }
-            i += (size_t)u;
-            break;
-        }
-        case LG_BODY_LEN:
-        case LG_CHUNK_DATA: {
-            size_t k = n < p->left ? n : (size_t)p->left;
-            body_bytes(p, d, k, now);
-            p->left -= k;
-            i += k;
-            if (!p->left)
-                p->phase = p->phase == LG_BODY_LEN ? LG_COMPLETE : LG_CHUNK_END;
-            break;
-        }
-        case LG_BODY_EOF:
-            body_bytes(p, d, n, now);
-            i += n;
-            break;
-        case LG_CHUNK_SIZE: {
-            char c = *d;
-            i++;
-            int h = dspy__hexval(c);
-            if (h >= 0 && p->size_digits < 15) {
-                p->chunk_size = p->chunk_size * 16 + (uint64_t)h;
-                p->size_digits++;
-            } else if ((c == ';' || c == ' ' || c == '\t') && p->size_digits) {
-                p->phase = LG_CHUNK_EXT;
-            } else if (c == '\r' && p->size_digits) {
-                p->phase = LG_CHUNK_EXT;
-            } else if (c == '\n' && p->size_digits) {
-                goto size_done;
-            } else {
-                p->malformed = true;
-                *used = len;
-                return LG_ERROR;
-            }
-            break;
-        }
-        case LG_CHUNK_EXT: {
-            const char *nl = memchr(d, '\n', n);
-            if (!nl) {
-                i = len;
-                break;
-            }
-            i += (size_t)(nl - d) + 1;
-        size_done:
-            if (p->chunk_size) {
-                p->left = p->chunk_size;
-                p->phase = LG_CHUNK_DATA;
-            } else {
-                p->phase = LG_TRAILER;
-                p->line_len = 0;
-            }
-            p->chunk_size = 0;
-            p->size_digits = 0;
-            break;
-        }
-        case LG_CHUNK_END:
-            if (*d == '\n')
-                p->phase = LG_CHUNK_SIZE;
-            else if (*d != '\r') {
-                p->malformed = true;
-                *used = len;
-                return LG_ERROR;
-            }
-            i++;
-            break;
-        case LG_TRAILER:
-            if (*d == '\n') {
-                if (!p->line_len)
-                    p->phase = LG_COMPLETE;
-                p->line_len = 0;
-            } else if (*d != '\r') {
-                p->line_len++;
-            }
-            i++;
-            break;
-        case LG_COMPLETE: break;
-        }
-    }
-    *used = i;
-    p->bytes += i;
-    if (p->phase != LG_COMPLETE)
-        return LG_MORE;
-    finish(p);
-    return LG_DONE;
+    int r = dspy__h1_feed(&p->h, data, len, now, used);
+    if (r == DSPY__H1_ERROR)
+        p->malformed = true;
+    else if (r == DSPY__H1_DONE)
+        finish(p);
+    return r;
 }
 
 int dspy__lg_parser_eof(struct dspy__lg_parser *p)
 {
-    if (p->phase == LG_BODY_EOF) {
-        p->phase = LG_COMPLETE;
-        finish(p);
-        return LG_DONE;
-    }
-    return LG_ERROR;
+    if (p->h.phase == DSPY__H1_COMPLETE || dspy__h1_eof(&p->h) != DSPY__H1_DONE)
+        return LG_ERROR;
+    finish(p);
+    return LG_DONE;
 }
 
 enum dspy_loadgen_outcome dspy__lg_parser_outcome(const struct dspy__lg_parser *p)
 {
-    if (p->status < 200 || p->status > 299)
+    if (p->h.status < 200 || p->h.status > 299)
         return DSPY_LG_HTTP;
     if (p->mode != DSPY_LOADGEN_OPENAI)
         return p->malformed ? DSPY_LG_MALFORMED : DSPY_LG_OK;
-    if (p->stream) {
+    if (p->h.stream) {
         if (p->malformed || p->error_event)
             return DSPY_LG_MALFORMED;
         if (dspy__sse_finish(&p->sse) == false || !p->saw_done)

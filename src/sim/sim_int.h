@@ -52,7 +52,6 @@ const char *dspy__sim_find_ci(struct dspy__sim_view hay, const char *needle);
 /* Up to max distinct content words (length >= 3, not stop words) of v, in order. */
 size_t dspy__sim_keywords(struct dspy__sim_view v, struct dspy__sim_view *out, size_t have,
                           size_t max);
-dspy_status dspy__sim_base64(struct dspy_buf *b, const void *data, size_t len);
 
 /* ---- Prompts (sim_prompt.c) ---- */
 

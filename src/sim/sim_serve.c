@@ -296,8 +296,8 @@ static dspy_status add_embedding(struct dspy_sim *s, struct dspy_buf *b, const c
     if (!rc && base64) {
         rc = dspy__buf_addc(b, '"');
         if (!rc)
-            rc = dspy__sim_base64(b, vec,
-                                  dim * sizeof(float)); /* little-endian float32, as OpenAI */
+            rc = dspy__buf_add_base64(b, vec,
+                                      dim * sizeof(float)); /* little-endian float32, as OpenAI */
         if (!rc)
             rc = dspy__buf_addc(b, '"');
     } else if (s->minilm && !rc) {

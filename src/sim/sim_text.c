@@ -207,21 +207,3 @@ size_t dspy__sim_keywords(struct dspy__sim_view v, struct dspy__sim_view *out, s
     }
     return have;
 }
-
-dspy_status dspy__sim_base64(struct dspy_buf *b, const void *data, size_t len)
-{
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const unsigned char *u = data;
-    dspy_status rc = dspy__buf_reserve(b, (len + 2) / 3 * 4);
-    for (size_t i = 0; !rc && i < len; i += 3) {
-        unsigned v = (unsigned)u[i] << 16;
-        if (i + 1 < len)
-            v |= (unsigned)u[i + 1] << 8;
-        if (i + 2 < len)
-            v |= u[i + 2];
-        char q[4] = { tbl[(v >> 18) & 63], tbl[(v >> 12) & 63],
-                      i + 1 < len ? tbl[(v >> 6) & 63] : '=', i + 2 < len ? tbl[v & 63] : '=' };
-        rc = dspy__buf_add(b, q, 4);
-    }
-    return rc;
-}

@@ -1,4 +1,5 @@
-/* Fuzz target for the load generator's HTTP/1.1 response parser (net layer): the input is a
+/* Fuzz target for the HTTP/1.1 response parser (net/http1.c, the framing the engine's own
+ * client and the load generator share) with the load generator's scan on top: the input is a
  * response, fed whole and then byte by byte (again after a reset, as on a kept-alive
  * connection); status, completion, token counts and outcome must agree. Any difference
  * aborts. */
@@ -35,7 +36,7 @@ static void feed(struct dspy__lg_parser *p, const uint8_t *data, size_t size, si
         r = dspy__lg_parser_eof(p) == LG_DONE ? LG_DONE : LG_MORE;
     v->r = r;
     v->used = off;
-    v->status = p->status;
+    v->status = p->h.status;
     v->chunks = p->chunks;
     v->usage = p->usage_tokens;
     v->oc = r == LG_DONE ? dspy__lg_parser_outcome(p) : DSPY_LG_OK;

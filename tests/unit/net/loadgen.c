@@ -38,8 +38,8 @@ static void sse_stream_whole_and_bytewise(void **state)
         struct dspy__lg_parser p;
         assert_int_equal(dspy__lg_parser_init(&p, DSPY_LOADGEN_OPENAI, 4096, 64), DSPY_OK);
         assert_int_equal(feed_all(&p, chunked_sse, sizeof(chunked_sse) - 1, bytewise), LG_DONE);
-        assert_int_equal(p.status, 200);
-        assert_true(p.stream && p.keepalive && p.saw_done);
+        assert_int_equal(p.h.status, 200);
+        assert_true(p.h.stream && p.h.keepalive && p.saw_done);
         assert_int_equal(p.chunks, 2); /* the usage-only chunk carries no token */
         assert_int_equal(p.usage_tokens, 2);
         assert_int_equal(p.prompt_tokens, 3);
@@ -71,7 +71,7 @@ static void json_body_and_errors(void **state)
     dspy__lg_parser_reset(&p);
     assert_int_equal(feed_all(&p, busy, sizeof(busy) - 1, false), LG_DONE);
     assert_int_equal(dspy__lg_parser_outcome(&p), DSPY_LG_HTTP);
-    assert_false(p.keepalive);
+    assert_false(p.h.keepalive);
     dspy__lg_parser_reset(&p);
     assert_int_equal(feed_all(&p, "HTTP/1.1 200 OK\r\n\r\npartial", 26, false), LG_MORE);
     assert_int_equal(dspy__lg_parser_eof(&p), LG_DONE); /* read-to-close body */

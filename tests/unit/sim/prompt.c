@@ -302,9 +302,9 @@ static void test_embeddings_and_base64(void **state)
 
     struct dspy_buf out;
     dspy__buf_init(&out, 64);
-    dspy__sim_base64(&out, "abc", 3);
-    dspy__sim_base64(&out, "ab", 2);
-    dspy__sim_base64(&out, "a", 1);
+    dspy__buf_add_base64(&out, "abc", 3);
+    dspy__buf_add_base64(&out, "ab", 2);
+    dspy__buf_add_base64(&out, "a", 1);
     assert_string_equal(out.ptr, "YWJjYWI=YQ==");
     dspy__buf_release(&out);
 }
