@@ -308,8 +308,8 @@ static int do_purge(const struct client *c, const char *id, const char *state, d
     if (body && st == 200) {
         json_t *j = json_loads(body, 0, NULL);
         json_t *p = json_object_get(j, "purged");
-        printf("purged %lld\n", json_is_boolean(p) ? (long long)json_is_true(p)
-                                                   : (long long)json_integer_value(p));
+        printf("purged %lld\n",
+               json_is_boolean(p) ? (long long)json_is_true(p) : (long long)json_integer_value(p));
         json_decref(j);
         rc = 0;
     } else if (body) {
@@ -481,8 +481,9 @@ int cmd_jobs(int argc, char **argv)
         return 2;
     }
     if (purge && state && (dspy_job_state_from_name(state) < DSPY_JOB_SUCCEEDED)) {
-        fprintf(stderr, "dspyc jobs purge: --state '%s' is not an ended state (succeeded, "
-                        "failed, cancelled, dead)\n",
+        fprintf(stderr,
+                "dspyc jobs purge: --state '%s' is not an ended state (succeeded, "
+                "failed, cancelled, dead)\n",
                 state);
         return 2;
     }

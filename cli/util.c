@@ -53,8 +53,9 @@ int parse_size_flag(const char *flag, const char *arg, double lo, double hi, uin
         end++;
     v *= mul;
     if (errno || end == arg || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "dspyc: %s: '%s' is not a size in [%.0f, %.0f] bytes (suffixes K, M, G, T)\n",
-                flag, arg, lo, hi);
+        fprintf(stderr,
+                "dspyc: %s: '%s' is not a size in [%.0f, %.0f] bytes (suffixes K, M, G, T)\n", flag,
+                arg, lo, hi);
         return -1;
     }
     *out = (uint64_t)v;

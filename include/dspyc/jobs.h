@@ -109,18 +109,17 @@ struct dspy_jobq_options {
     double visibility_s;         /* Redis: idle time before a stalled job is reclaimed; 0 = 10 */
     dspy_job_lm_fn lm;           /* required when workers > 0 */
     void *lm_userdata;
-    dspy_jobq_pool_fn lm_pool;   /* the LM pool for the stats; NULL = not shown */
-    uint64_t memory_budget;      /* bytes the running jobs may hold together (each its
+    dspy_jobq_pool_fn lm_pool; /* the LM pool for the stats; NULL = not shown */
+    uint64_t memory_budget;    /* bytes the running jobs may hold together (each its
                                   * `memory_bytes` or its estimate); 0 = no budget */
-    double retention_s;          /* ended jobs (and their results) are removed this long
+    double retention_s;        /* ended jobs (and their results) are removed this long
                                   * after they end; 0 = kept until purged */
 };
 #define DSPY_JOBQ_OPTIONS_INIT                                                                 \
     {                                                                                          \
         .workers = 4, .max_concurrent = 0, .max_queue = 0, .backpressure = 0, .db_path = NULL, \
         .redis_url = NULL, .checkpoint_root = NULL, .max_attempts = 0, .visibility_s = 0,      \
-        .lm = NULL, .lm_userdata = NULL, .lm_pool = NULL, .memory_budget = 0,                  \
-        .retention_s = 0                                                                       \
+        .lm = NULL, .lm_userdata = NULL, .lm_pool = NULL, .memory_budget = 0, .retention_s = 0 \
     }
 
 /** Open the store (re-queueing jobs a previous run left queued or running), connect to
@@ -185,16 +184,15 @@ struct dspy_worker_options {
     const char *checkpoint_root; /* NULL = none */
     dspy_job_lm_fn lm;           /* required */
     void *lm_userdata;
-    volatile int *stop; /* set non-zero (e.g. from a signal handler, with
+    volatile int *stop;     /* set non-zero (e.g. from a signal handler, with
                               * __atomic_store_n) to stop; read atomically */
     uint64_t memory_budget; /* bytes its running jobs may hold together; a claimed job
                               * waits for its share; 0 = no budget */
 };
-#define DSPY_WORKER_OPTIONS_INIT                                                                 \
-    {                                                                                            \
-        .redis_url = NULL, .concurrency = 4, .name = NULL, .max_attempts = 0, .visibility_s = 0, \
-        .checkpoint_root = NULL, .lm = NULL, .lm_userdata = NULL, .stop = NULL,                  \
-        .memory_budget = 0                                                                       \
+#define DSPY_WORKER_OPTIONS_INIT                                                                   \
+    {                                                                                              \
+        .redis_url = NULL, .concurrency = 4, .name = NULL, .max_attempts = 0, .visibility_s = 0,   \
+        .checkpoint_root = NULL, .lm = NULL, .lm_userdata = NULL, .stop = NULL, .memory_budget = 0 \
     }
 
 /** Run jobs from the Redis streams until *stop: claim (XREADGROUP), run, write the result

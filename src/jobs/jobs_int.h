@@ -92,8 +92,8 @@ typedef void (*dspy__rjobs_event_fn)(void *ud, const char *id, const char *state
 /* A job is in its stream now (called on the publisher thread). */
 typedef void (*dspy__rjobs_published_fn)(void *ud, const char *id);
 dspy_status dspy__rjobs_open(const char *url, dspy__rjobs_event_fn fn,
-                             dspy__rjobs_published_fn published, void *ud,
-                             struct dspy__rjobs **out, struct dspy_error *err);
+                             dspy__rjobs_published_fn published, void *ud, struct dspy__rjobs **out,
+                             struct dspy_error *err);
 void dspy__rjobs_close(struct dspy__rjobs *r);
 /* Queue the job for its stream: a publisher thread writes what is queued in order, in one
  * pipeline, and tries again while Redis is away; `published` says when it is in. Returns at

@@ -30,9 +30,9 @@ struct job {
     struct dspy_job_progress progress;
     bool has_progress;
     atomic_bool cancel;
-    size_t heap_at; /* index in the heap while queued */
-    json_t *result; /* without a store (with one, read back from it) */
-    bool published; /* in its Redis stream (always true without Redis) */
+    size_t heap_at;  /* index in the heap while queued */
+    json_t *result;  /* without a store (with one, read back from it) */
+    bool published;  /* in its Redis stream (always true without Redis) */
     uint64_t need;   /* the memory it declares, or its estimate */
     uint64_t memory; /* what it holds of the memory budget while it runs */
 };
@@ -160,9 +160,9 @@ static void persist(struct dspy_jobq *q, struct job *j, const char *event)
 {
     if (!q->store)
         return;
-    struct dspy__job_row r = { j->id,        j->seq,     NULL,        j->priority,
-                               j->idem,      (int)j->state, j->error, j->attempts,
-                               j->submitted, j->started, j->finished, j->published };
+    struct dspy__job_row r = { j->id,        j->seq,        NULL,        j->priority,
+                               j->idem,      (int)j->state, j->error,    j->attempts,
+                               j->submitted, j->started,    j->finished, j->published };
     if (dspy__store_put(q->store, &r, event, NULL)) /* written soon, in a group */
         fprintf(stderr, "dspyc jobs: out of memory: job %s not written to the store\n", j->id);
 }
@@ -496,8 +496,10 @@ dspy_status dspy_jobq_submit(dspy_jobq *q, const json_t *spec, char *id, bool *e
         goto refused;
     }
     if (q->store) {
-        struct dspy__job_row r = { j->id, j->seq, j->spec_text, j->priority, j->idem, 0, NULL, 0,
-                                   j->submitted, 0, 0, j->published };
+        struct dspy__job_row r = {
+            j->id, j->seq, j->spec_text, j->priority, j->idem, 0,
+            NULL,  0,      j->submitted, 0,           0,       j->published
+        };
         if (dspy__store_put(q->store, &r, "queued", &w)) {
             json_object_del(q->by_id, j->id);
             if (j->idem)
@@ -646,12 +648,13 @@ json_t *dspy_jobq_stats(dspy_jobq *q)
     if (o)
         json_object_set_new(o, "jobs", json_integer((json_int_t)q->njobs));
     if (o)
-        json_object_set_new(
-            o, "memory",
-            json_pack("{s:I, s:I, s:f, s:b}", "budget", (json_int_t)q->mem_budget, "used",
-                      (json_int_t)q->mem_used, "utilization",
-                      q->mem_budget ? (double)q->mem_used / (double)q->mem_budget : 0.0,
-                      "next_waits", q->mem_budget && q->mem_blocked && dspy__heap_len(&q->heap)));
+        json_object_set_new(o, "memory",
+                            json_pack("{s:I, s:I, s:f, s:b}", "budget", (json_int_t)q->mem_budget,
+                                      "used", (json_int_t)q->mem_used, "utilization",
+                                      q->mem_budget ? (double)q->mem_used / (double)q->mem_budget
+                                                    : 0.0,
+                                      "next_waits",
+                                      q->mem_budget && q->mem_blocked && dspy__heap_len(&q->heap)));
     if (o)
         json_object_set_new(o, "retention",
                             json_pack("{s:f, s:I}", "seconds", q->retention_s, "purged",
@@ -666,8 +669,8 @@ json_t *dspy_jobq_stats(dspy_jobq *q)
                                       slots ? (double)running / slots : 0.0, "memory_budget",
                                       (json_int_t)budget, "memory_used", (json_int_t)used,
                                       "memory_utilization",
-                                      budget ? (double)used / (double)budget : 0.0,
-                                      "unpublished", (json_int_t)dspy__rjobs_unpublished(q->redis)));
+                                      budget ? (double)used / (double)budget : 0.0, "unpublished",
+                                      (json_int_t)dspy__rjobs_unpublished(q->redis)));
     }
     pthread_mutex_unlock(&q->lock);
     if (o && q->store) { /* outside the queue's lock: it writes what is queued first */
@@ -675,19 +678,21 @@ json_t *dspy_jobq_stats(dspy_jobq *q)
         json_object_set_new(o, "stored_results",
                             json_integer((json_int_t)dspy__store_count_results(q->store)));
         dspy__store_stats(q->store, &commits, &writes);
-        json_object_set_new(o, "store", json_pack("{s:I, s:I}", "commits", (json_int_t)commits,
-                                                  "writes", (json_int_t)writes));
+        json_object_set_new(o, "store",
+                            json_pack("{s:I, s:I}", "commits", (json_int_t)commits, "writes",
+                                      (json_int_t)writes));
     }
     if (o && q->lm_pool) {
         struct dspy_jobq_pool p = { 0 };
         q->lm_pool(q->lm_ud, &p);
-        json_object_set_new(
-            o, "lm_pool",
-            json_pack("{s:I, s:I, s:f, s:I, s:I, s:I}", "handles", (json_int_t)p.handles,
-                      "max_handles", (json_int_t)p.max_handles, "utilization",
-                      p.max_handles ? (double)p.handles / (double)p.max_handles : 0.0,
-                      "in_flight", (json_int_t)p.in_flight, "waiting", (json_int_t)p.waiting,
-                      "requests", (json_int_t)p.requests));
+        json_object_set_new(o, "lm_pool",
+                            json_pack("{s:I, s:I, s:f, s:I, s:I, s:I}", "handles",
+                                      (json_int_t)p.handles, "max_handles",
+                                      (json_int_t)p.max_handles, "utilization",
+                                      p.max_handles ? (double)p.handles / (double)p.max_handles
+                                                    : 0.0,
+                                      "in_flight", (json_int_t)p.in_flight, "waiting",
+                                      (json_int_t)p.waiting, "requests", (json_int_t)p.requests));
     }
     return o;
 }

@@ -131,8 +131,7 @@ size_t dspy__rj_streams(const redisReply *rep, dspy__rj_entry_fn fn, void *ud)
     size_t n = 0;
     for (size_t k = 0; is_array(rep) && k < rep->elements; k++) {
         const redisReply *s = rep->element[k];
-        if (!is_array(s) || s->elements != 2 || !is_str(s->element[0]) ||
-            !is_array(s->element[1]))
+        if (!is_array(s) || s->elements != 2 || !is_str(s->element[0]) || !is_array(s->element[1]))
             continue;
         const redisReply *entries = s->element[1];
         for (size_t i = 0; i < entries->elements; i++) {
@@ -147,8 +146,7 @@ size_t dspy__rj_streams(const redisReply *rep, dspy__rj_entry_fn fn, void *ud)
 }
 
 bool dspy__rj_pool(const redisReply *rep, long long now_ms, unsigned *workers, unsigned *slots,
-                   unsigned *running, unsigned long long *mem_used,
-                   unsigned long long *mem_budget)
+                   unsigned *running, unsigned long long *mem_used, unsigned long long *mem_budget)
 {
     *workers = *slots = *running = 0;
     *mem_used = *mem_budget = 0;
@@ -198,7 +196,7 @@ const redisReply *dspy__rj_autoclaimed(const redisReply *rep)
         return NULL;
     const redisReply *fields;
     return dspy__rj_entry(rep->element[1]->element[0], &fields) ? rep->element[1]->element[0]
-                                                                 : NULL;
+                                                                : NULL;
 }
 
 long dspy__rj_deliveries(const redisReply *rep)
@@ -279,8 +277,7 @@ size_t dspy__rjobs_unpublished(struct dspy__rjobs *r)
     return n;
 }
 
-static bool collect_event(void *ud, const char *stream, const char *entry,
-                          const redisReply *fields)
+static bool collect_event(void *ud, const char *stream, const char *entry, const redisReply *fields)
 {
     (void)stream;
     struct dspy__rj_events *b = ud;
@@ -335,9 +332,9 @@ static bool handle_events(struct dspy__rjobs *r, redisContext *ctx, const redisR
         const struct dspy__rj_event *e = &b->ev[i];
         if (e->id && e->state)
             r->fn(r->ud, e->id, e->state, e->error, e->progress,
-                  e->result                                                ? e->result
+                  e->result                                              ? e->result
                   : is_str(res[i]) && res[i]->type == REDIS_REPLY_STRING ? res[i]->str
-                                                                           : NULL);
+                                                                         : NULL);
         snprintf(last, last_size, "%s", e->entry);
     }
     for (size_t i = 0; i < b->n; i++)
@@ -366,11 +363,16 @@ static void *events_main(void *arg)
         }
         redisReply *rep = redisCommand(ctx, "XREAD COUNT %d BLOCK 200 STREAMS %s %s",
                                        DSPY__RJ_EVENTS_MAX, DSPY__RJ_EVENTS, last);
-        if (!rep || !handle_events(r, ctx, rep, b, last, sizeof(last))) {
+        bool ok = rep && handle_events(r, ctx, rep, b, last, sizeof(last));
+        if (!ok) {
             redisFree(ctx);
             ctx = NULL;
         }
         freeReplyObject(rep);
+        /* a short batch: let the next events gather a moment rather than wake for each one
+         * (two per job) */
+        if (ok && b->n && b->n < DSPY__RJ_EVENTS_MAX / 4)
+            msleep(2);
     }
     if (!b)
         fprintf(stderr, "dspyc jobs: out of memory: no Redis events are read\n");
@@ -406,8 +408,8 @@ static void *publisher_main(void *arg)
                 char stream[32], att[16];
                 snprintf(stream, sizeof(stream), DSPY__RJ_STREAM "%d", p->priority);
                 snprintf(att, sizeof(att), "%u", p->attempts);
-                const char *argv[] = { "XADD", stream, "*", "id", p->id, "spec", p->spec,
-                                       "attempts", att };
+                const char *argv[] = { "XADD", stream,  "*",        "id", p->id,
+                                       "spec", p->spec, "attempts", att };
                 redisAppendCommandArgv(ctx, 9, argv, NULL);
             }
             for (struct pub *p = batch; p != end->next; p = p->next) {
@@ -451,6 +453,12 @@ static void *publisher_main(void *arg)
             pthread_mutex_lock(&r->pub_lock);
         } else {
             warned = false;
+            if (n < 32 && !atomic_load(&r->stop)) {
+                /* a short batch: gather the next jobs a moment rather than wake for each */
+                pthread_mutex_unlock(&r->pub_lock);
+                msleep(1);
+                pthread_mutex_lock(&r->pub_lock);
+            }
         }
     }
     pthread_mutex_unlock(&r->pub_lock);
@@ -460,8 +468,8 @@ static void *publisher_main(void *arg)
 }
 
 dspy_status dspy__rjobs_open(const char *url, dspy__rjobs_event_fn fn,
-                             dspy__rjobs_published_fn published, void *ud,
-                             struct dspy__rjobs **out, struct dspy_error *err)
+                             dspy__rjobs_published_fn published, void *ud, struct dspy__rjobs **out,
+                             struct dspy_error *err)
 {
     *out = NULL;
     struct dspy__rjobs *r = dspy_calloc(1, sizeof(*r));
@@ -919,9 +927,19 @@ static bool finish_job(struct wthread *t, const char *stream, const char *entry,
         return false;
     char rkey[96];
     snprintf(rkey, sizeof(rkey), DSPY__RJ_RESULT "%s", id);
-    const char *argv[] = { "EVAL",          FINISH_SCRIPT,    "3",   rkey,   DSPY__RJ_EVENTS,
-                           stream,          id,               state, error ? error : "",
-                           result ? result : "", DSPY__RJ_GROUP, entry, result ? "1" : "0" };
+    const char *argv[] = { "EVAL",
+                           FINISH_SCRIPT,
+                           "3",
+                           rkey,
+                           DSPY__RJ_EVENTS,
+                           stream,
+                           id,
+                           state,
+                           error ? error : "",
+                           result ? result : "",
+                           DSPY__RJ_GROUP,
+                           entry,
+                           result ? "1" : "0" };
     redisAppendCommandArgv(t->ctx, 13, argv, NULL);
     int n = 1;
     /* and the claim of the next job in the same round trip */
@@ -952,13 +970,13 @@ static bool finish_job(struct wthread *t, const char *stream, const char *entry,
 
 /* Run one claimed entry. `flags` NULL: check the result and cancel keys here; else the
  * claiming script did ("done", "cancelled" or "running": it reported the run already). */
-static void process(struct wthread *t, const char *stream, const char *entry,
-                    const redisReply *kv, bool reclaimed, const char *flags)
+static void process(struct wthread *t, const char *stream, const char *entry, const redisReply *kv,
+                    bool reclaimed, const char *flags)
 {
     struct wpool *w = t->w;
     if (strlen(entry) >= sizeof(w->slots[0].entry) || strlen(stream) >= sizeof(w->slots[0].stream))
         return; /* not an entry: nothing to acknowledge */
-    if (!kv) { /* deleted under us */
+    if (!kv) {  /* deleted under us */
         ack(t, stream, entry);
         return;
     }
@@ -1027,13 +1045,13 @@ static void process(struct wthread *t, const char *stream, const char *entry,
                                             on_progress, on_cancelled,      t };
         rc = dspy_job_execute(spec, &eo, &result, &err);
     }
-    give_memory(w, mem);
     json_decref(spec);
     pthread_mutex_lock(&w->lock);
     f->used = false;
     pthread_mutex_unlock(&w->lock);
     if (stopping(w) && rc == DSPY_ECANCELED && !atomic_load(&f->cancel)) {
         /* shutting down: leave it pending; another worker reclaims it */
+        give_memory(w, mem);
         json_decref(result);
         return;
     }
@@ -1046,16 +1064,15 @@ static void process(struct wthread *t, const char *stream, const char *entry,
     else
         finish_job(t, stream, entry, id, NULL, "failed",
                    err.message[0] ? err.message : dspy_strerror(rc));
-    dspy_free(text); /* jansson allocates through dspy_malloc */
+    dspy_free(text);     /* jansson allocates through dspy_malloc */
+    give_memory(w, mem); /* once its end is written: the next job starts after it */
 }
 
-static bool process_new(void *ud, const char *stream, const char *entry,
-                        const redisReply *fields)
+static bool process_new(void *ud, const char *stream, const char *entry, const redisReply *fields)
 {
     process(ud, stream, entry, fields, false, NULL);
     return true;
 }
-
 
 static bool read_new(struct wthread *t)
 {

@@ -82,8 +82,8 @@ dspy_status dspy__store_open(const char *path, struct dspy__store **out, struct 
         goto fail;
     }
     /* a store from before the `published` column: its jobs were all published */
-    sqlite3_exec(st->db, "ALTER TABLE jobs ADD COLUMN published INTEGER NOT NULL DEFAULT 1",
-                 NULL, NULL, NULL);
+    sqlite3_exec(st->db, "ALTER TABLE jobs ADD COLUMN published INTEGER NOT NULL DEFAULT 1", NULL,
+                 NULL, NULL);
     static const struct {
         size_t at;
         const char *sql;
@@ -146,10 +146,7 @@ static bool write_event(struct dspy__store *st, const struct op *o)
     const struct dspy__job_row *r = &o->row;
     sqlite3_stmt *s = st->event;
     text(s, 1, r->id);
-    sqlite3_bind_double(s, 2,
-                        r->finished  ? r->finished
-                        : r->started ? r->started
-                                     : r->submitted);
+    sqlite3_bind_double(s, 2, r->finished ? r->finished : r->started ? r->started : r->submitted);
     sqlite3_bind_int(s, 3, r->state);
     text(s, 4, o->event);
     return step(s);
@@ -424,7 +421,7 @@ void dspy__store_close(struct dspy__store *st)
         pthread_mutex_unlock(&st->lock);
         pthread_join(st->flusher, NULL); /* it writes what is queued first */
     }
-    sqlite3_stmt **stmts[] = { &st->insert,     &st->update,  &st->event,   &st->result,
+    sqlite3_stmt **stmts[] = { &st->insert,     &st->update,  &st->event,      &st->result,
                                &st->get_result, &st->del_job, &st->del_result, &st->orphans,
                                &st->begin,      &st->commit,  &st->rollback };
     for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++)

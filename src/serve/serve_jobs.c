@@ -100,8 +100,7 @@ static void submit_batch(struct dspy__serve_ctx *ctx, void *ud)
         double retry;
         struct dspy_error err;
         dspy_error_clear(&err);
-        dspy_status rc = dspy_jobq_submit(q, json_array_get(specs, i), id, &existing, &retry,
-                                          &err);
+        dspy_status rc = dspy_jobq_submit(q, json_array_get(specs, i), id, &existing, &retry, &err);
         json_t *item;
         if (!rc) {
             json_t *job = existing ? dspy_jobq_get(q, id) : NULL;
@@ -316,8 +315,8 @@ dspy_status dspy__serve_jobs_routes(dspy_server *s, struct dspy_jobq *q)
                                 q)) ||
         (rc = dspy__serve_route(s, "POST", "/v1/jobs/batch", "jobs_batch", DSPY__SERVE_USER,
                                 submit_batch, q)) ||
-        (rc = dspy__serve_route(s, "DELETE", "/v1/jobs", "jobs_purge", DSPY__SERVE_USER,
-                                purge_many, q)) ||
+        (rc = dspy__serve_route(s, "DELETE", "/v1/jobs", "jobs_purge", DSPY__SERVE_USER, purge_many,
+                                q)) ||
         (rc = dspy__serve_route(s, "GET", "/v1/jobs", "jobs_list", DSPY__SERVE_USER, list, q)) ||
         (rc = dspy__serve_route(s, "GET", PREFIX "*", "job", DSPY__SERVE_USER, one, q)) ||
         (rc = dspy__serve_route(s, "DELETE", PREFIX "*", "job_cancel", DSPY__SERVE_USER, one, q)) ||
@@ -361,8 +360,8 @@ void dspy__serve_jobs_metrics(struct dspy_buf *b, struct dspy_jobq *q)
               json_object_get(pool, "utilization"));
         gauge(b, "dspyc_jobs_lm_in_flight", "gauge", "Jobs' LM calls on the wire now.",
               json_object_get(pool, "in_flight"));
-        gauge(b, "dspyc_jobs_lm_waiting", "gauge",
-              "Jobs' LM calls waiting (rate limit, backoff).", json_object_get(pool, "waiting"));
+        gauge(b, "dspyc_jobs_lm_waiting", "gauge", "Jobs' LM calls waiting (rate limit, backoff).",
+              json_object_get(pool, "waiting"));
     }
     const json_t *rw = json_object_get(st, "redis_workers");
     if (rw) {

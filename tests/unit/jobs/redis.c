@@ -230,8 +230,8 @@ static void the_heartbeat_shows_slots_and_memory(void **state)
     struct worker w;
     worker_start(&w, (uint64_t)64 << 20);
     /* a job holding 40 MiB of the 64: a second one waits for its share while the first runs */
-    dspy__rjobs_publish(r, "job-m-1", 0, "{\"kind\":\"noop\",\"sleep_ms\":1500,\"memory_bytes\":41943040}",
-                        0);
+    dspy__rjobs_publish(r, "job-m-1", 0,
+                        "{\"kind\":\"noop\",\"sleep_ms\":1500,\"memory_bytes\":41943040}", 0);
     dspy__rjobs_publish(r, "job-m-2", 0, "{\"kind\":\"noop\",\"memory_bytes\":41943040}", 0);
     unsigned wk = 0, slots = 0, running = 0;
     unsigned long long used = 0, budget = 0;
