@@ -27,6 +27,8 @@ struct op {
 
 struct dspy__store {
     sqlite3 *db;          /* used by whoever holds `busy` */
+    sqlite3 *ckpt;        /* the flusher's own connection, for WAL checkpoints */
+    uint64_t ckpt_commits; /* `commits` at the last checkpoint (flusher only) */
     pthread_mutex_t lock; /* guards everything below */
     pthread_cond_t done;  /* a transaction ended, or `busy` was released */
     pthread_cond_t work;  /* writes queued for the flusher */
@@ -81,6 +83,17 @@ dspy_status dspy__store_open(const char *path, struct dspy__store **out, struct 
         dspy__err_file(err, path);
         goto fail;
     }
+    /* Checkpoints move off the commit path: the flusher runs them on a connection of its
+     * own (PASSIVE, so writers go on meanwhile), instead of whichever commit crosses the
+     * automatic threshold paying for copying the WAL and its fsync. */
+    sqlite3_wal_autocheckpoint(st->db, 0);
+    if (sqlite3_open_v2(path, &st->ckpt, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+        SQLITE_OK) {
+        rc = sqlerr(err, st->ckpt, path);
+        dspy__err_file(err, path);
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->ckpt, 5000);
     /* a store from before the `published` column: its jobs were all published */
     sqlite3_exec(st->db, "ALTER TABLE jobs ADD COLUMN published INTEGER NOT NULL DEFAULT 1", NULL,
                  NULL, NULL);
@@ -267,23 +280,51 @@ static void sync_to(struct dspy__store *st, uint64_t ticket)
 #define FLUSH_MS 10
 #define FLUSH_OPS 256
 
+#define CHECKPOINT_MS 200
+
+static struct timespec in_ms(long ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* Lock held: a PASSIVE checkpoint when something was committed since the last one. */
+static void checkpoint(struct dspy__store *st)
+{
+    if (st->commits == st->ckpt_commits)
+        return;
+    st->ckpt_commits = st->commits;
+    pthread_mutex_unlock(&st->lock);
+    sqlite3_wal_checkpoint_v2(st->ckpt, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_lock(&st->lock);
+}
+
 static void *flusher_main(void *arg)
 {
     struct dspy__store *st = arg;
     pthread_mutex_lock(&st->lock);
+    struct timespec next_ckpt = in_ms(CHECKPOINT_MS);
     for (;;) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (now.tv_sec > next_ckpt.tv_sec ||
+            (now.tv_sec == next_ckpt.tv_sec && now.tv_nsec >= next_ckpt.tv_nsec)) {
+            checkpoint(st);
+            next_ckpt = in_ms(CHECKPOINT_MS);
+        }
         if (!st->head) {
             if (st->stop)
                 break;
-            pthread_cond_wait(&st->work, &st->lock);
+            pthread_cond_timedwait(&st->work, &st->lock, &next_ckpt);
         } else if (!st->stop && st->queued < FLUSH_OPS && !st->busy) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += FLUSH_MS * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = in_ms(FLUSH_MS);
             uint64_t first = st->head->ticket;
             while (!st->stop && st->queued < FLUSH_OPS && st->head && st->head->ticket == first &&
                    pthread_cond_timedwait(&st->work, &st->lock, &ts) == 0)
@@ -426,7 +467,8 @@ void dspy__store_close(struct dspy__store *st)
                                &st->begin,      &st->commit,  &st->rollback };
     for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++)
         sqlite3_finalize(*stmts[i]);
-    sqlite3_close(st->db);
+    sqlite3_close(st->ckpt);
+    sqlite3_close(st->db); /* the last connection: it checkpoints the WAL into the file */
     pthread_cond_destroy(&st->work);
     pthread_cond_destroy(&st->done);
     pthread_mutex_destroy(&st->lock);
