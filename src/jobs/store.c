@@ -26,12 +26,12 @@ struct op {
 };
 
 struct dspy__store {
-    sqlite3 *db;          /* used by whoever holds `busy` */
-    sqlite3 *ckpt;        /* the flusher's own connection, for WAL checkpoints */
+    sqlite3 *db;           /* used by whoever holds `busy` */
+    sqlite3 *ckpt;         /* the flusher's own connection, for WAL checkpoints */
     uint64_t ckpt_commits; /* `commits` at the last checkpoint (flusher only) */
-    pthread_mutex_t lock; /* guards everything below */
-    pthread_cond_t done;  /* a transaction ended, or `busy` was released */
-    pthread_cond_t work;  /* writes queued for the flusher */
+    pthread_mutex_t lock;  /* guards everything below */
+    pthread_cond_t done;   /* a transaction ended, or `busy` was released */
+    pthread_cond_t work;   /* writes queued for the flusher */
     struct op *head, *tail;
     size_t queued;                   /* ops in the list */
     uint64_t next_ticket, committed; /* every op with ticket <= committed is written */
