@@ -14,8 +14,10 @@ Measured, for 1, 2, 4 and 8 workers:
                    optimizations (labeled/bootstrap on four examples, the simulator as LM)
 The overhead per job is the wall time per no-op job with one worker (a no-op costs nothing,
 so what is left is the queue: submit, store, deliver, acknowledge, report the result); the
-time to submit one job (dspyc: an HTTP POST answered once the job is in SQLite and in its
-stream; Celery: apply_async from this Python process) is printed beside it.
+time to submit one job (dspyc: an HTTP POST answered once the job is in SQLite; Celery:
+apply_async from this Python process) is printed beside it. With one worker, the same no-ops
+are also sent in batches (dspyc: POST /v1/jobs/batch, 1,000 specs a request; Celery: a group
+of the tasks), a separate line: the headline stays one submission per job for both.
 
 usage: bench/jobs_vs_celery.py [--build build] [--jobs 1000] [--workers 1,2,4,8]
                                [--no-celery]
@@ -113,10 +115,15 @@ class Api:
         return r.status, json.loads(r.read())
 
 
-def run_dspyc(api, specs, expect_ended=0):
+def run_dspyc(api, specs, expect_ended=0, batch=0):
     t0 = time.perf_counter()
-    for s in specs:
-        st, doc = api.call("POST", "/v1/jobs", s)
+    for i in range(0, len(specs), batch or 1):
+        if batch:
+            st, doc = api.call("POST", "/v1/jobs/batch", specs[i:i + batch])
+            if st != 200 or doc["refused"]:
+                raise RuntimeError(f"submit: {st} {doc}")
+            continue
+        st, doc = api.call("POST", "/v1/jobs", specs[i])
         if st != 202:
             raise RuntimeError(f"submit: {st} {doc}")
     SUBMIT[0] = (time.perf_counter() - t0) / max(1, len(specs))
@@ -150,7 +157,7 @@ def noop():
 """
 
 
-def run_celery(redis, workers, n, tmp):
+def run_celery(redis, workers, n, tmp, group=False):
     with open(os.path.join(tmp, "bench_tasks.py"), "w") as f:
         f.write(CELERY_APP)
     env = dict(os.environ, BENCH_REDIS=redis.url + "/1", PYTHONPATH=tmp)
@@ -165,7 +172,11 @@ def run_celery(redis, workers, n, tmp):
         importlib.reload(bench_tasks)
         bench_tasks.noop.delay().get(timeout=30)  # warm
         t0 = time.perf_counter()
-        rs = [bench_tasks.noop.apply_async() for _ in range(n)]
+        if group:
+            from celery import group as celery_group
+            rs = celery_group(bench_tasks.noop.s() for _ in range(n)).apply_async().results
+        else:
+            rs = [bench_tasks.noop.apply_async() for _ in range(n)]
         SUBMIT[0] = (time.perf_counter() - t0) / n
         # done when every result is in the backend (read back below, untimed)
         client = bench_tasks.app.backend.client
@@ -216,8 +227,14 @@ def main():
                 out.setdefault("submit_us", {})[w] = 1e6 * SUBMIT[0]
                 print(f"dspyc no-op, {w} worker(s): {n} jobs in {wall:.3f} s = "
                       f"{n / wall:,.0f} jobs/s, {q['ended']['succeeded'] - 20} succeeded; "
-                      f"submitting (HTTP, stored, in Redis): {1e6 * SUBMIT[0]:.0f} us/job",
+                      f"submitting (HTTP, stored): {1e6 * SUBMIT[0]:.0f} us/job",
                       flush=True)
+                if w == counts[0]:
+                    wall, q = run_dspyc(api, [{"kind": "noop"}] * n, expect_ended=20 + n,
+                                        batch=1000)
+                    out["noop_batch_us"] = 1e6 * wall / n
+                    print(f"dspyc no-op in batches of 1,000, {w} worker(s): {n} jobs in "
+                          f"{wall:.3f} s = {1e6 * wall / n:.0f} us/job", flush=True)
             finally:
                 stop(*ws, srv)
             if not a.no_celery:
@@ -228,6 +245,12 @@ def main():
                 print(f"celery no-op, {w} worker(s): {n} tasks in {wall:.3f} s = "
                       f"{n / wall:,.0f} tasks/s, {ok} succeeded; submitting (apply_async): "
                       f"{1e6 * SUBMIT[0]:.0f} us/task", flush=True)
+                if w == counts[0]:
+                    redis.cmd("FLUSHALL")
+                    wall, ok = run_celery(redis, w, n, tmp, group=True)
+                    out["celery_group_us"] = 1e6 * wall / n
+                    print(f"celery no-op as one group, {w} worker(s): {n} tasks in {wall:.3f} s"
+                          f" = {1e6 * wall / n:.0f} us/task, {ok} succeeded", flush=True)
         for w in counts:
             srv, url = start([dspyc, "serve", "--jobs", "--port", "0", "--workers", str(w),
                               "--db", os.path.join(tmp, f"opt{w}.sqlite"), "--base-url",

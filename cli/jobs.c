@@ -21,23 +21,32 @@ enum {
     OPT_STATE,
     OPT_LIMIT,
     OPT_TIMEOUT,
-    OPT_SAVE
+    OPT_SAVE,
+    OPT_FILE,
+    OPT_OLDER_THAN
 };
 
 static const char usage_text[] =
     "usage: dspyc jobs submit SPEC.json|- [--priority N] [--idempotency-key K]\n"
+    "       dspyc jobs submit --file SPECS.jsonl [--priority N]\n"
     "       dspyc jobs status ID\n"
     "       dspyc jobs list [--state STATE] [--limit N]\n"
     "       dspyc jobs cancel ID\n"
     "       dspyc jobs wait ID [--timeout S]\n"
-    "       dspyc jobs result ID [--save STATE.json]\n\n"
+    "       dspyc jobs result ID [--save STATE.json]\n"
+    "       dspyc jobs purge [ID] [--older-than S] [--state STATE]\n\n"
     "A client of 'dspyc serve --jobs' (docs/jobs.md has the spec format).\n"
-    "  submit   queue a job; prints its id. Exit 3 when the queue refuses it (full)\n"
+    "  submit   queue a job; prints its id. Exit 3 when the queue refuses it (full).\n"
+    "           With --file, one spec a line, sent 1,000 at a time (POST /v1/jobs/batch):\n"
+    "           one 'ID STATE' line each, or '- refused HTTP-STATUS REASON'; exit 3 when\n"
+    "           backpressure refused some, 2 when a spec was bad\n"
     "  status   the job as JSON: state, progress, ETA, best score, timings, error\n"
     "  list     one job a line: id, state, priority, kind, best score\n"
     "  cancel   cancel a queued or running job\n"
     "  wait     until the job ends; exit 0 when it succeeded, 1 when not\n"
-    "  result   the job's result JSON; --save writes its DSPy state (DSPy's load() reads it)\n\n"
+    "  result   the job's result JSON; --save writes its DSPy state (DSPy's load() reads it)\n"
+    "  purge    remove ended jobs with their results: job ID, or every ended job (of\n"
+    "           --state, ended more than --older-than seconds ago); prints how many\n\n"
     "flags:\n"
     "  --server URL          the server (default $DSPYC_SERVER, else http://127.0.0.1:8080)\n"
     "  --token-file F        send the bearer token on the first line of F\n"
@@ -46,6 +55,8 @@ static const char usage_text[] =
     "  --state S             queued, running, succeeded, failed, cancelled or dead\n"
     "  --limit N             at most N jobs (default 100)\n"
     "  --timeout S           give up waiting after S seconds (exit 2; default: never)\n"
+    "  --file F              submit: the JSON-lines file of specs (- = stdin)\n"
+    "  --older-than S        purge: only jobs that ended more than S seconds ago\n"
     "  -h, --help            this text\n";
 
 struct client {
@@ -197,6 +208,117 @@ static int do_submit(const struct client *c, const char *file, long priority, co
     return rc;
 }
 
+/* One batch of specs (a JSON array's text): prints a line per item; the worst exit code. */
+static int post_batch(const struct client *c, json_t *batch)
+{
+    char *data = json_dumps(batch, JSON_COMPACT);
+    long st;
+    char *body = data ? request(c, "POST", "/v1/jobs/batch", data, &st) : NULL;
+    dspy_free(data);
+    if (!body || st != 200) {
+        if (body)
+            print_fail("submit", st, body);
+        free(body);
+        return st == 400 ? 2 : 1;
+    }
+    json_t *j = json_loads(body, 0, NULL), *item;
+    free(body);
+    size_t i;
+    int rc = j ? 0 : 1;
+    json_array_foreach(json_object_get(j, "jobs"), i, item) {
+        int status = (int)json_integer_value(json_object_get(item, "status"));
+        if (status == 200 || status == 202) {
+            printf("%s\t%s\n", json_string_value(json_object_get(item, "id")),
+                   json_string_value(json_object_get(item, "state")));
+            continue;
+        }
+        const char *e = json_string_value(json_object_get(item, "error"));
+        printf("-\trefused\t%d\t%s\n", status, e ? e : "");
+        int r = status == 429 ? 3 : status == 400 ? 2 : 1;
+        if (r > rc)
+            rc = r;
+    }
+    json_decref(j);
+    return rc;
+}
+
+static int do_submit_file(const struct client *c, const char *file, long priority)
+{
+    FILE *f = !strcmp(file, "-") ? stdin : fopen(file, "r");
+    if (!f) {
+        fprintf(stderr, "dspyc jobs submit: cannot open %s\n", file);
+        return 2;
+    }
+    json_t *batch = json_array();
+    char *line = NULL;
+    size_t cap = 0, sent = 0;
+    ssize_t n;
+    long lineno = 0;
+    int rc = 0;
+    while (rc != 2 && (n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)n)
+            continue;
+        json_error_t je;
+        json_t *spec = json_loadb(line, (size_t)n, 0, &je);
+        if (!json_is_object(spec)) {
+            fprintf(stderr, "dspyc jobs submit: %s:%ld: %s\n", file, lineno,
+                    spec ? "not a JSON object" : je.text);
+            json_decref(spec);
+            rc = 2;
+            break;
+        }
+        if (priority >= 0)
+            json_object_set_new(spec, "priority", json_integer(priority));
+        json_array_append_new(batch, spec);
+        if (json_array_size(batch) == 1000) {
+            int r = post_batch(c, batch);
+            rc = r > rc ? r : rc;
+            sent += json_array_size(batch);
+            json_array_clear(batch);
+        }
+    }
+    if (rc != 2 && json_array_size(batch)) {
+        int r = post_batch(c, batch);
+        rc = r > rc ? r : rc;
+        sent += json_array_size(batch);
+    }
+    if (rc != 2 && !sent) {
+        fprintf(stderr, "dspyc jobs submit: %s has no specs\n", file);
+        rc = 2;
+    }
+    free(line); /* getline's */
+    json_decref(batch);
+    if (f != stdin)
+        fclose(f);
+    return rc;
+}
+
+static int do_purge(const struct client *c, const char *id, const char *state, double older_s)
+{
+    char path[256];
+    if (id)
+        snprintf(path, sizeof(path), "/v1/jobs/%s?purge=1", id);
+    else
+        snprintf(path, sizeof(path), "/v1/jobs?older_than=%.3f%s%s", older_s,
+                 state ? "&state=" : "", state ? state : "");
+    long st;
+    char *body = request(c, "DELETE", path, NULL, &st);
+    int rc = 1;
+    if (body && st == 200) {
+        json_t *j = json_loads(body, 0, NULL);
+        json_t *p = json_object_get(j, "purged");
+        printf("purged %lld\n",
+               json_is_boolean(p) ? (long long)json_is_true(p) : (long long)json_integer_value(p));
+        json_decref(j);
+        rc = 0;
+    } else if (body) {
+        print_fail("purge", st, body);
+    }
+    free(body);
+    return rc;
+}
+
 static int do_list(const struct client *c, const char *state, long limit)
 {
     char path[256];
@@ -270,13 +392,15 @@ int cmd_jobs(int argc, char **argv)
         { "limit", required_argument, NULL, OPT_LIMIT },
         { "timeout", required_argument, NULL, OPT_TIMEOUT },
         { "save", required_argument, NULL, OPT_SAVE },
+        { "file", required_argument, NULL, OPT_FILE },
+        { "older-than", required_argument, NULL, OPT_OLDER_THAN },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     struct client c = { getenv("DSPYC_SERVER"), "" };
-    const char *token_file = NULL, *key = NULL, *state = NULL, *save = NULL;
+    const char *token_file = NULL, *key = NULL, *state = NULL, *save = NULL, *file = NULL;
     long priority = -1, limit = 100, v;
-    double timeout_s = 0, d;
+    double timeout_s = 0, older_s = 0, d;
     int opt;
     if (!c.server)
         c.server = "http://127.0.0.1:8080";
@@ -312,6 +436,12 @@ int cmd_jobs(int argc, char **argv)
             timeout_s = d;
             break;
         case OPT_SAVE: save = optarg; break;
+        case OPT_FILE: file = optarg; break;
+        case OPT_OLDER_THAN:
+            if (parse_double_flag("--older-than", optarg, 0, 1e10, &d))
+                return 2;
+            older_s = d;
+            break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: fprintf(stderr, "see 'dspyc jobs --help'\n"); return 2;
         }
@@ -335,8 +465,33 @@ int cmd_jobs(int argc, char **argv)
     }
     const char *sub = argv[optind++];
     const char *arg = optind < argc ? argv[optind++] : NULL;
-    bool needs_id = strcmp(sub, "submit") && strcmp(sub, "list");
-    if ((needs_id || !strcmp(sub, "submit")) && !arg) {
+    bool purge = !strcmp(sub, "purge");
+    bool needs_id = strcmp(sub, "submit") && strcmp(sub, "list") && !purge;
+    if (file && strcmp(sub, "submit")) {
+        fprintf(stderr, "dspyc jobs %s: --file is for submit\n", sub);
+        return 2;
+    }
+    if (file && (arg || key)) {
+        fprintf(stderr, "dspyc jobs submit: --file takes the specs (and their keys) from the "
+                        "file: no SPEC.json nor --idempotency-key with it\n");
+        return 2;
+    }
+    if (purge && arg && (older_s > 0 || state)) {
+        fprintf(stderr, "dspyc jobs purge: an ID or --older-than/--state, not both\n");
+        return 2;
+    }
+    if (purge && state && (dspy_job_state_from_name(state) < DSPY_JOB_SUCCEEDED)) {
+        fprintf(stderr,
+                "dspyc jobs purge: --state '%s' is not an ended state (succeeded, "
+                "failed, cancelled, dead)\n",
+                state);
+        return 2;
+    }
+    if (purge && arg && !valid_id(arg)) {
+        fprintf(stderr, "dspyc jobs purge: '%s' is not a job id\n", arg);
+        return 2;
+    }
+    if ((needs_id || (!strcmp(sub, "submit") && !file)) && !arg) {
         fprintf(stderr, "dspyc jobs %s: name the %s\n", sub, needs_id ? "job id" : "spec file");
         return 2;
     }
@@ -351,8 +506,12 @@ int cmd_jobs(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = 2;
     char path[160];
-    if (!strcmp(sub, "submit")) {
+    if (!strcmp(sub, "submit") && file) {
+        rc = do_submit_file(&c, file, priority);
+    } else if (!strcmp(sub, "submit")) {
         rc = do_submit(&c, arg, priority, key);
+    } else if (purge) {
+        rc = do_purge(&c, arg, state, older_s);
     } else if (!strcmp(sub, "list")) {
         rc = do_list(&c, state, limit);
     } else if (!strcmp(sub, "wait")) {
@@ -387,7 +546,8 @@ int cmd_jobs(int argc, char **argv)
         }
         free(body);
     } else {
-        fprintf(stderr, "dspyc jobs: '%s' is not submit, status, list, cancel, wait or result\n",
+        fprintf(stderr,
+                "dspyc jobs: '%s' is not submit, status, list, cancel, wait, result or purge\n",
                 sub);
     }
     curl_global_cleanup();

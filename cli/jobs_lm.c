@@ -45,6 +45,23 @@ dspy_lm *jobs_lm_get(void *ud, const char *model)
     return lm;
 }
 
+void jobs_lm_pool(void *ud, struct dspy_jobq_pool *out)
+{
+    struct jobs_lm *p = ud;
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&p->lock);
+    out->handles = p->n;
+    out->max_handles = JOBS_LM_MAX;
+    for (size_t i = 0; i < p->n; i++) {
+        struct dspy_lm_stats st;
+        dspy_lm_get_stats(p->lms[i], &st);
+        out->in_flight += st.in_flight;
+        out->waiting += st.pending > st.in_flight ? st.pending - st.in_flight : 0;
+        out->requests += st.requests;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
 void jobs_lm_release(struct jobs_lm *p)
 {
     for (size_t i = 1; i < p->n; i++) {

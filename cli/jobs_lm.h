@@ -6,6 +6,8 @@
 
 #include <pthread.h>
 
+#include <dspyc/jobs.h>
+
 #include "endpoint.h"
 
 #define JOBS_LM_MAX 64
@@ -24,6 +26,8 @@ struct jobs_lm {
 bool jobs_lm_init(struct jobs_lm *p, struct endpoint *ep);
 /* dspy_job_lm_fn: the shared handle for `model` (NULL = the default). */
 dspy_lm *jobs_lm_get(void *ud, const char *model);
+/* dspy_jobq_pool_fn: the handles as a pool, and their calls now. */
+void jobs_lm_pool(void *ud, struct dspy_jobq_pool *out);
 /* Free the handles, then close the endpoint. */
 void jobs_lm_release(struct jobs_lm *p);
 

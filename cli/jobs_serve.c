@@ -33,18 +33,23 @@ enum {
     OPT_CHECKPOINTS,
     OPT_MAX_ATTEMPTS,
     OPT_ACCESS_LOG,
+    OPT_MEMORY_BUDGET,
+    OPT_RETENTION,
 };
 
 static const char usage_text[] =
     "usage: dspyc serve --jobs [--port P] [--db FILE.sqlite] [--redis URL] [--workers N]\n"
-    "         [--max-concurrent-jobs N] [--max-queue N] [--auth-token-file F]\n"
+    "         [--max-concurrent-jobs N] [--max-queue N] [--memory-budget BYTES]\n"
+    "         [--retention SECONDS] [--auth-token-file F]\n"
     "         [endpoint flags]\n\n"
     "The optimization service: takes optimization, evaluation and batch-run jobs over HTTP,\n"
     "queues them by priority, runs them on a pool of worker threads (or hands them to\n"
     "'dspyc worker' processes through Redis) within the endpoint's rate limits, and keeps\n"
-    "them in SQLite so a restart loses none. Routes: POST /v1/jobs, GET /v1/jobs,\n"
-    "GET /v1/jobs/ID, DELETE /v1/jobs/ID, GET /v1/jobs/ID/result, GET /v1/jobs/ID/events\n"
-    "(SSE), GET /v1/queue, plus the proxy's routes to the default LM. See docs/jobs.md.\n\n"
+    "them in SQLite so a restart loses none. Routes: POST /v1/jobs, POST /v1/jobs/batch,\n"
+    "GET /v1/jobs, GET /v1/jobs/ID, DELETE /v1/jobs/ID (cancel; ?purge=1 removes an ended\n"
+    "job), DELETE /v1/jobs?older_than=S&state=S (purge), GET /v1/jobs/ID/result,\n"
+    "GET /v1/jobs/ID/events (SSE), GET /v1/queue, plus the proxy's routes to the default\n"
+    "LM. See docs/jobs.md.\n\n"
     "flags:\n"
     "  --port N              port (default 8080; 0 picks a free one)\n"
     "  --host ADDR           address to listen on (default 127.0.0.1)\n"
@@ -60,6 +65,12 @@ static const char usage_text[] =
     "                        full (default 0.9)\n"
     "  --max-attempts N      runs of a job interrupted by a crash before it is dead\n"
     "                        (default 3)\n"
+    "  --memory-budget BYTES the running jobs hold at most this much together (K, M, G,\n"
+    "                        T suffixes): each its spec's memory_bytes or an estimate from\n"
+    "                        its datasets; the next job waits until its share fits\n"
+    "                        (default: no budget)\n"
+    "  --retention SECONDS   ended jobs, their results and their Redis keys are removed\n"
+    "                        this long after they end (default 604800, 7 days; 0 = keep)\n"
     "  --auth-token-file F   require 'Authorization: Bearer TOKEN' (format: docs/serve.md)\n"
     "  --max-body BYTES      larger request bodies get 413 (default 4M)\n"
     "  --access-log FILE|-   JSON-lines access log\n"
@@ -88,6 +99,8 @@ int cmd_serve_jobs(int argc, char **argv)
         { "auth-token-file", required_argument, NULL, OPT_AUTH },
         { "max-body", required_argument, NULL, OPT_MAX_BODY },
         { "access-log", required_argument, NULL, OPT_ACCESS_LOG },
+        { "memory-budget", required_argument, NULL, OPT_MEMORY_BUDGET },
+        { "retention", required_argument, NULL, OPT_RETENTION },
         { "help", no_argument, NULL, 'h' },
         ENDPOINT_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
@@ -102,8 +115,10 @@ int cmd_serve_jobs(int argc, char **argv)
     struct dspy_error err;
     long v;
     double d;
+    uint64_t size;
     int opt, rc = 2;
     endpoint_init(&ep);
+    qo.retention_s = 7 * 86400;
     ep.cache.default_levels = "mem"; /* repeated candidates of many jobs cost nothing */
     so.port = 8080;
     optind = 1;
@@ -161,6 +176,16 @@ int cmd_serve_jobs(int argc, char **argv)
             so.max_body = (size_t)v;
             break;
         case OPT_ACCESS_LOG: so.access_log = optarg; break;
+        case OPT_MEMORY_BUDGET:
+            if (parse_size_flag("--memory-budget", optarg, 1, 1e18, &size))
+                return 2;
+            qo.memory_budget = size;
+            break;
+        case OPT_RETENTION:
+            if (parse_double_flag("--retention", optarg, 0, 1e10, &d))
+                return 2;
+            qo.retention_s = d;
+            break;
         case 'h': usage(stdout); return 0;
         default: fprintf(stderr, "see 'dspyc serve --jobs --help'\n"); return 2;
         }
@@ -182,6 +207,7 @@ int cmd_serve_jobs(int argc, char **argv)
     }
     qo.lm = jobs_lm_get;
     qo.lm_userdata = &pool;
+    qo.lm_pool = jobs_lm_pool;
     dspy_error_clear(&err);
     if (!(q = dspy_jobq_new(&qo, &err))) {
         print_error("serve --jobs", &err);

@@ -80,25 +80,6 @@ static void usage(FILE *out)
     fputs(CACHE_HELP, out);
 }
 
-static int parse_size(const char *flag, const char *arg, size_t *out)
-{
-    char *end;
-    double v = strtod(arg, &end);
-    double mul = 1;
-    if (*end == 'k' || *end == 'K')
-        mul = 1024, end++;
-    else if (*end == 'M' || *end == 'm')
-        mul = 1024 * 1024, end++;
-    else if (*end == 'G' || *end == 'g')
-        mul = 1024.0 * 1024 * 1024, end++;
-    if (end == arg || *end || v <= 0) {
-        fprintf(stderr, "dspyc serve: %s wants a size such as 4M, not '%s'\n", flag, arg);
-        return -1;
-    }
-    *out = (size_t)(v * mul);
-    return 0;
-}
-
 int cmd_serve(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -127,6 +108,7 @@ int cmd_serve(int argc, char **argv)
     struct dspy_serve_program progs[MAX_PROGRAMS];
     char *prog_args[MAX_PROGRAMS];
     size_t nprogs = 0;
+    uint64_t size;
     struct cache_config cc;
     struct dspy_error err;
     dspy_server *srv = NULL;
@@ -184,8 +166,9 @@ int cmd_serve(int argc, char **argv)
             o.max_in_flight = (unsigned)v;
             break;
         case OPT_MAX_BODY:
-            if (parse_size("--max-body", optarg, &o.max_body))
+            if (parse_size_flag("--max-body", optarg, 1, 1e12, &size))
                 goto free_progs;
+            o.max_body = (size_t)size;
             break;
         case OPT_CLIENT_TIMEOUT:
             if (parse_long_flag("--client-timeout", optarg, 1, 86400, &v))

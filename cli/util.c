@@ -33,6 +33,35 @@ int parse_long_flag(const char *flag, const char *arg, long lo, long hi, long *o
     return 0;
 }
 
+int parse_size_flag(const char *flag, const char *arg, double lo, double hi, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end), mul = 1;
+    switch (*end) {
+    case 'k':
+    case 'K': mul = 1024.0; break;
+    case 'm':
+    case 'M': mul = 1024.0 * 1024; break;
+    case 'g':
+    case 'G': mul = 1024.0 * 1024 * 1024; break;
+    case 't':
+    case 'T': mul = 1024.0 * 1024 * 1024 * 1024; break;
+    default: break;
+    }
+    if (mul > 1)
+        end++;
+    v *= mul;
+    if (errno || end == arg || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr,
+                "dspyc: %s: '%s' is not a size in [%.0f, %.0f] bytes (suffixes K, M, G, T)\n", flag,
+                arg, lo, hi);
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
 void line_reader_init(struct line_reader *r, FILE *f, size_t max)
 {
     r->f = f;

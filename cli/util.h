@@ -5,6 +5,7 @@
 
 #include <signal.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <jansson.h>
@@ -15,6 +16,8 @@
  * outside [lo, hi]. */
 int parse_double_flag(const char *flag, const char *arg, double lo, double hi, double *out);
 int parse_long_flag(const char *flag, const char *arg, long lo, long hi, long *out);
+/* A byte count: digits with an optional K, M, G or T (binary multiples), in [lo, hi]. */
+int parse_size_flag(const char *flag, const char *arg, double lo, double hi, uint64_t *out);
 
 /* A JSON-lines reader that never holds more than `max` bytes of one line: a longer line is
  * consumed to its end and reported as too long. It reads the descriptor under `f` itself

@@ -14,10 +14,19 @@
 #include "jobs_lm.h"
 #include "util.h"
 
-enum { OPT_REDIS = 1500, OPT_CONC, OPT_NAME, OPT_MAX_ATTEMPTS, OPT_VISIBILITY, OPT_CKPT };
+enum {
+    OPT_REDIS = 1500,
+    OPT_CONC,
+    OPT_NAME,
+    OPT_MAX_ATTEMPTS,
+    OPT_VISIBILITY,
+    OPT_CKPT,
+    OPT_MEMORY_BUDGET
+};
 
 static const char usage_text[] =
-    "usage: dspyc worker --redis URL [--concurrency N] [endpoint flags]\n\n"
+    "usage: dspyc worker --redis URL [--concurrency N] [--memory-budget BYTES]\n"
+    "                    [endpoint flags]\n\n"
     "Run the jobs that 'dspyc serve --jobs --redis URL' queues: claim one from the\n"
     "highest-priority stream (XREADGROUP), run it, write its result once by job id,\n"
     "acknowledge it; take over jobs of dead workers once they sit idle past the visibility\n"
@@ -32,6 +41,9 @@ static const char usage_text[] =
     "                        renews its jobs every S/4)\n"
     "  --checkpoints DIR     optimize jobs checkpoint in DIR/ID (shared storage lets\n"
     "                        another worker resume them)\n"
+    "  --memory-budget BYTES its running jobs hold at most this much together (K, M, G, T\n"
+    "                        suffixes; each its memory_bytes or an estimate from its\n"
+    "                        datasets); a claimed job waits for its share (default: none)\n"
     "  -h, --help            this text\n\n";
 
 static volatile int stop_flag;
@@ -51,6 +63,7 @@ int cmd_worker(int argc, char **argv)
         { "max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS },
         { "visibility-timeout", required_argument, NULL, OPT_VISIBILITY },
         { "checkpoints", required_argument, NULL, OPT_CKPT },
+        { "memory-budget", required_argument, NULL, OPT_MEMORY_BUDGET },
         { "help", no_argument, NULL, 'h' },
         ENDPOINT_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
@@ -60,6 +73,7 @@ int cmd_worker(int argc, char **argv)
     struct jobs_lm pool;
     long v;
     double d;
+    uint64_t size;
     int opt;
     endpoint_init(&ep);
     ep.cache.default_levels = "mem";
@@ -89,6 +103,11 @@ int cmd_worker(int argc, char **argv)
             wo.visibility_s = d;
             break;
         case OPT_CKPT: wo.checkpoint_root = optarg; break;
+        case OPT_MEMORY_BUDGET:
+            if (parse_size_flag("--memory-budget", optarg, 1, 1e18, &size))
+                return 2;
+            wo.memory_budget = size;
+            break;
         case 'h': endpoint_print_usage(stdout, usage_text); return 0;
         default: fprintf(stderr, "see 'dspyc worker --help'\n"); return 2;
         }

@@ -80,6 +80,16 @@ DSPY_EXTERN dspy_status dspy_job_execute(const json_t *spec, const struct dspy_j
 
 /* ---- the queue -------------------------------------------------------------------------- */
 
+/** The LM handles the jobs call through (one per endpoint+model), seen as a pool. */
+struct dspy_jobq_pool {
+    size_t handles, max_handles; /* open now, and at most */
+    uint64_t in_flight;          /* LM calls on the wire now, over every handle */
+    uint64_t waiting;            /* calls sent and not on the wire (rate limit, backoff) */
+    uint64_t requests;           /* calls sent upstream so far */
+};
+/** Fills *out; called with the queue's lm_userdata from any thread. */
+typedef void (*dspy_jobq_pool_fn)(void *userdata, struct dspy_jobq_pool *out);
+
 /** Jobs: accepted, stored, scheduled (priority, then FIFO) and run by a pool of worker
  * threads, or handed to Redis workers. Threading: every call but new/free from any thread
  * at once (one lock). */
@@ -99,12 +109,17 @@ struct dspy_jobq_options {
     double visibility_s;         /* Redis: idle time before a stalled job is reclaimed; 0 = 10 */
     dspy_job_lm_fn lm;           /* required when workers > 0 */
     void *lm_userdata;
+    dspy_jobq_pool_fn lm_pool; /* the LM pool for the stats; NULL = not shown */
+    uint64_t memory_budget;    /* bytes the running jobs may hold together (each its
+                                  * `memory_bytes` or its estimate); 0 = no budget */
+    double retention_s;        /* ended jobs (and their results) are removed this long
+                                  * after they end; 0 = kept until purged */
 };
 #define DSPY_JOBQ_OPTIONS_INIT                                                                 \
     {                                                                                          \
         .workers = 4, .max_concurrent = 0, .max_queue = 0, .backpressure = 0, .db_path = NULL, \
         .redis_url = NULL, .checkpoint_root = NULL, .max_attempts = 0, .visibility_s = 0,      \
-        .lm = NULL, .lm_userdata = NULL                                                        \
+        .lm = NULL, .lm_userdata = NULL, .lm_pool = NULL, .memory_budget = 0, .retention_s = 0 \
     }
 
 /** Open the store (re-queueing jobs a previous run left queued or running), connect to
@@ -132,6 +147,14 @@ DSPY_EXTERN dspy_status dspy_jobq_cancel(dspy_jobq *q, const char *id, struct ds
  * not ended yet; DSPY_EINVAL: it ended without one. */
 DSPY_EXTERN dspy_status dspy_jobq_result(dspy_jobq *q, const char *id, json_t **out,
                                          struct dspy_error *err);
+/** Remove ended jobs with their results and events, from memory, the store and Redis: job
+ * `id` (NULL: every ended job), of `state` (-1: any ended state), that ended more than
+ * `older_than_s` ago (0: any time). *purged gets how many. DSPY_ENOTFOUND: no job `id`;
+ * DSPY_EINVAL: it has not ended (cancel it first), or `state` is not an ended one. An
+ * idempotency key of a removed job names no job any more. */
+DSPY_EXTERN dspy_status dspy_jobq_purge(dspy_jobq *q, const char *id, int state,
+                                        double older_than_s, size_t *purged,
+                                        struct dspy_error *err);
 /** Depth per priority, running, pool size and utilization, jobs/s, success rate. */
 DSPY_EXTERN json_t *dspy_jobq_stats(dspy_jobq *q);
 
@@ -161,13 +184,15 @@ struct dspy_worker_options {
     const char *checkpoint_root; /* NULL = none */
     dspy_job_lm_fn lm;           /* required */
     void *lm_userdata;
-    volatile int *stop; /* set non-zero (e.g. from a signal handler, with
+    volatile int *stop;     /* set non-zero (e.g. from a signal handler, with
                               * __atomic_store_n) to stop; read atomically */
+    uint64_t memory_budget; /* bytes its running jobs may hold together; a claimed job
+                              * waits for its share; 0 = no budget */
 };
-#define DSPY_WORKER_OPTIONS_INIT                                                                 \
-    {                                                                                            \
-        .redis_url = NULL, .concurrency = 4, .name = NULL, .max_attempts = 0, .visibility_s = 0, \
-        .checkpoint_root = NULL, .lm = NULL, .lm_userdata = NULL, .stop = NULL                   \
+#define DSPY_WORKER_OPTIONS_INIT                                                                   \
+    {                                                                                              \
+        .redis_url = NULL, .concurrency = 4, .name = NULL, .max_attempts = 0, .visibility_s = 0,   \
+        .checkpoint_root = NULL, .lm = NULL, .lm_userdata = NULL, .stop = NULL, .memory_budget = 0 \
     }
 
 /** Run jobs from the Redis streams until *stop: claim (XREADGROUP), run, write the result

@@ -176,6 +176,8 @@ struct dspy_lm_stats {
     uint64_t ratelimit_waits; /* times a call queued for the rate limiter */
     uint64_t rejected_busy;   /* calls refused with DSPY_EBUSY (wait queue full) */
     uint64_t failed;          /* calls that ended without an HTTP answer */
+    uint64_t in_flight;       /* HTTP attempts on the wire now */
+    uint64_t pending;         /* calls sent and not ended now (waits and backoff included) */
 };
 /** A snapshot, read with relaxed atomics (may be a few events behind). Any thread. */
 DSPY_EXTERN void dspy_lm_get_stats(dspy_lm *lm, struct dspy_lm_stats *st);

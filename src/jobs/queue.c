@@ -30,8 +30,11 @@ struct job {
     struct dspy_job_progress progress;
     bool has_progress;
     atomic_bool cancel;
-    size_t heap_at; /* index in the heap while queued */
-    json_t *result; /* without a store (with one, read back from it) */
+    size_t heap_at;  /* index in the heap while queued */
+    json_t *result;  /* without a store (with one, read back from it) */
+    bool published;  /* in its Redis stream (always true without Redis) */
+    uint64_t need;   /* the memory it declares, or its estimate */
+    uint64_t memory; /* what it holds of the memory budget while it runs */
 };
 
 struct watcher {
@@ -71,6 +74,14 @@ struct dspy_jobq {
     struct dspy__rjobs *redis; /* NULL = local workers */
     dspy_job_lm_fn lm;
     void *lm_ud;
+    dspy_jobq_pool_fn lm_pool;
+    uint64_t mem_budget, mem_used; /* bytes; budget 0 = none */
+    bool mem_blocked;              /* the next job waits for memory */
+    double retention_s;            /* ended jobs older than this are removed; 0 = kept */
+    uint64_t purged;               /* jobs removed so far */
+    pthread_t sweeper;
+    bool sweeper_started;
+    pthread_cond_t sweep_wake;
 };
 
 static const char *const STATE_NAMES[DSPY_JOB_NSTATES] = { "queued", "running",   "succeeded",
@@ -149,11 +160,11 @@ static void persist(struct dspy_jobq *q, struct job *j, const char *event)
 {
     if (!q->store)
         return;
-    struct dspy__job_row r = { j->id,        j->seq,        j->spec_text, j->priority,
-                               j->idem,      (int)j->state, j->error,     j->attempts,
-                               j->submitted, j->started,    j->finished };
-    if (dspy__store_put(q->store, &r, event))
-        fprintf(stderr, "dspyc jobs: cannot write job %s to the store\n", j->id);
+    struct dspy__job_row r = { j->id,        j->seq,        NULL,        j->priority,
+                               j->idem,      (int)j->state, j->error,    j->attempts,
+                               j->submitted, j->started,    j->finished, j->published };
+    if (dspy__store_put(q->store, &r, event, NULL)) /* written soon, in a group */
+        fprintf(stderr, "dspyc jobs: out of memory: job %s not written to the store\n", j->id);
 }
 
 static json_t *progress_json(const struct job *j)
@@ -313,6 +324,7 @@ static void run_one(struct dspy_jobq *q, struct job *j)
     dspy_status rc = dspy_job_execute(j->spec, &o, &result, &err);
     pthread_mutex_lock(&q->lock);
     q->running--;
+    q->mem_used -= j->memory;
     if (q->stop && !atomic_load(&j->cancel) && rc == DSPY_ECANCELED) {
         /* shutting down: the job stays running in the store and resumes at the next start */
         json_decref(result);
@@ -329,17 +341,40 @@ static void run_one(struct dspy_jobq *q, struct job *j)
     pthread_mutex_unlock(&q->lock);
 }
 
+/* The share of the budget a job takes: its need, or the whole budget for a job needing more
+ * (it runs alone). */
+static uint64_t share(const struct dspy_jobq *q, const struct job *j)
+{
+    return j->need < q->mem_budget ? j->need : q->mem_budget;
+}
+
+/* Whether the next job may start now (lock held): a free slot, and its memory share fits.
+ * The next job waits for its share rather than letting smaller ones pass it, so a big job
+ * is not starved by small ones. */
+static bool can_start(struct dspy_jobq *q)
+{
+    if (!dspy__heap_len(&q->heap) || q->running >= q->max_concurrent)
+        return false;
+    if (!q->mem_budget)
+        return true;
+    const struct job *j = *(struct job *const *)dspy__heap_top(&q->heap);
+    q->mem_blocked = q->mem_used + share(q, j) > q->mem_budget;
+    return !q->mem_blocked;
+}
+
 static void *worker_main(void *arg)
 {
     struct dspy_jobq *q = arg;
     pthread_mutex_lock(&q->lock);
     for (;;) {
-        while (!q->stop && (!dspy__heap_len(&q->heap) || q->running >= q->max_concurrent))
+        while (!q->stop && !can_start(q))
             pthread_cond_wait(&q->wake, &q->lock);
         if (q->stop)
             break;
         struct job *j = *(struct job **)dspy__heap_top(&q->heap);
         heap_remove(q, j);
+        j->memory = q->mem_budget ? share(q, j) : 0;
+        q->mem_used += j->memory;
         j->state = DSPY_JOB_RUNNING;
         j->started = wall_now();
         j->attempts++;
@@ -383,6 +418,54 @@ static void make_id(struct dspy_jobq *q, char *id, uint64_t seq)
              (unsigned long long)seq);
 }
 
+/* A new job from a checked spec, not yet in the queue (no lock needed). */
+static struct job *job_new(const json_t *spec)
+{
+    struct job *j = dspy_calloc(1, sizeof(*j));
+    if (!j)
+        return NULL;
+    const char *key = json_string_value(json_object_get(spec, "idempotency_key"));
+    j->spec = json_deep_copy(spec);
+    j->spec_text = j->spec ? json_dumps(spec, JSON_COMPACT) : NULL;
+    const json_t *pr = json_object_get(spec, "priority");
+    j->priority = pr ? (int)json_integer_value(pr) : 0;
+    j->idem = key ? dspy_strdup(key) : NULL;
+    j->state = DSPY_JOB_QUEUED;
+    j->progress.best = NAN;
+    j->need = dspy__job_memory(spec);
+    atomic_init(&j->cancel, false);
+    if (!j->spec || !j->spec_text || (key && !j->idem)) {
+        job_free(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* Backpressure: DSPY_EBUSY with a suggested wait once the queue is past its mark. */
+static dspy_status refuse_when_full(struct dspy_jobq *q, double *retry_after_s,
+                                    struct dspy_error *err)
+{
+    size_t mark = (size_t)ceil(q->backpressure * (double)q->max_queue);
+    if (dspy__heap_len(&q->heap) < mark)
+        return DSPY_OK;
+    /* a guess at when room frees up: the queue past the mark at the recent rate */
+    uint64_t done = 0;
+    for (int i = 0; i < RATE_BUCKETS; i++)
+        done += q->rate[i];
+    double per_s = (double)done / RATE_BUCKETS;
+    *retry_after_s = per_s > 0 ? ceil((double)(dspy__heap_len(&q->heap) - mark + 1) / per_s) : 1;
+    if (*retry_after_s < 1)
+        *retry_after_s = 1;
+    return dspy__err(err, DSPY_EBUSY,
+                     "the queue is %.0f %% full (%zu queued of at most %zu; new jobs are "
+                     "refused from %.0f %%)",
+                     100.0 * (double)dspy__heap_len(&q->heap) / (double)q->max_queue,
+                     dspy__heap_len(&q->heap), q->max_queue, 100 * q->backpressure);
+}
+
+/* Accepting a job: under the lock it gets its id and place and its store write and stream
+ * write are queued (cheap: copies); the store's write is waited for after the lock is
+ * released, grouped with whatever other writes came meanwhile. */
 dspy_status dspy_jobq_submit(dspy_jobq *q, const json_t *spec, char *id, bool *existing,
                              double *retry_after_s, struct dspy_error *err)
 {
@@ -391,81 +474,74 @@ dspy_status dspy_jobq_submit(dspy_jobq *q, const json_t *spec, char *id, bool *e
     dspy_status rc = dspy_job_spec_check(spec, err);
     if (rc)
         return rc;
-    const char *key = json_string_value(json_object_get(spec, "idempotency_key"));
+    struct job *j = job_new(spec);
+    if (!j)
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    struct dspy__store_wait w = { 0, DSPY_OK };
     pthread_mutex_lock(&q->lock);
-    const char *prev = key ? json_string_value(json_object_get(q->by_key, key)) : NULL;
+    const char *prev = j->idem ? json_string_value(json_object_get(q->by_key, j->idem)) : NULL;
     if (prev) {
         snprintf(id, 40, "%s", prev);
         *existing = true;
-        goto out;
+        goto refused;
     }
-    size_t mark = (size_t)ceil(q->backpressure * (double)q->max_queue);
-    if (dspy__heap_len(&q->heap) >= mark) {
-        /* a guess at when room frees up: the queue past the mark at the recent rate */
-        uint64_t done = 0;
-        for (int i = 0; i < RATE_BUCKETS; i++)
-            done += q->rate[i];
-        double per_s = (double)done / RATE_BUCKETS;
-        *retry_after_s = per_s > 0 ? ceil((double)(dspy__heap_len(&q->heap) - mark + 1) / per_s)
-                                   : 1;
-        if (*retry_after_s < 1)
-            *retry_after_s = 1;
-        rc = dspy__err(err, DSPY_EBUSY,
-                       "the queue is %.0f %% full (%zu queued of at most %zu; new jobs are "
-                       "refused from %.0f %%)",
-                       100.0 * (double)dspy__heap_len(&q->heap) / (double)q->max_queue,
-                       dspy__heap_len(&q->heap), q->max_queue, 100 * q->backpressure);
-        goto out;
-    }
-    struct job *j = dspy_calloc(1, sizeof(*j));
-    if (!j) {
-        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
-        goto out;
-    }
+    if ((rc = refuse_when_full(q, retry_after_s, err)))
+        goto refused;
     j->seq = q->next_seq++;
     make_id(q, j->id, j->seq);
-    j->spec = json_deep_copy(spec);
-    j->spec_text = j->spec ? json_dumps(spec, JSON_COMPACT) : NULL;
-    const json_t *pr = json_object_get(spec, "priority");
-    j->priority = pr ? (int)json_integer_value(pr) : 0;
-    j->idem = key ? dspy_strdup(key) : NULL;
-    j->state = DSPY_JOB_QUEUED;
     j->submitted = wall_now();
-    j->progress.best = NAN;
-    atomic_init(&j->cancel, false);
-    if (!j->spec || !j->spec_text || (key && !j->idem) || add_job(q, j)) {
-        job_free(j);
+    j->published = !q->redis;
+    if (add_job(q, j)) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
-        goto out;
+        goto refused;
     }
     if (q->store) {
-        struct dspy__job_row r = { j->id, j->seq, j->spec_text, j->priority, j->idem, 0,
-                                   NULL,  0,      j->submitted, 0,           0 };
-        if (dspy__store_put(q->store, &r, "queued")) {
-            /* not stored, not accepted */
+        struct dspy__job_row r = {
+            j->id, j->seq, j->spec_text, j->priority, j->idem, 0,
+            NULL,  0,      j->submitted, 0,           0,       j->published
+        };
+        if (dspy__store_put(q->store, &r, "queued", &w)) {
             json_object_del(q->by_id, j->id);
             if (j->idem)
                 json_object_del(q->by_key, j->idem);
             q->njobs--;
-            job_free(j);
-            rc = dspy__err(err, DSPY_EIO, "the job store cannot write the job");
-            goto out;
+            rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+            goto refused;
         }
     }
-    if ((rc = heap_push(q, j))) {
+    if (heap_push(q, j)) {
         finish(q, j, DSPY_JOB_FAILED, "out of memory", NULL);
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
+    /* A stream entry may be written before the store's row: a crash in between runs a job
+     * the client never got an id for; at least once, as everywhere through Redis. */
     if (q->redis && dspy__rjobs_publish(q->redis, j->id, j->priority, j->spec_text, 0)) {
-        /* not in a stream, so no worker would ever see it: not accepted */
-        finish(q, j, DSPY_JOB_FAILED, "not queued: Redis could not be reached", NULL);
-        rc = dspy__err(err, DSPY_EIO, "Redis could not be reached; the job was not queued");
+        finish(q, j, DSPY_JOB_FAILED, "not queued: out of memory", NULL);
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
     snprintf(id, 40, "%s", j->id);
     pthread_cond_signal(&q->wake);
-out:
+out:;
+    char jid[40];
+    snprintf(jid, sizeof(jid), "%s", j->id); /* j is the queue's now */
     pthread_mutex_unlock(&q->lock);
+    if (q->store && w.ticket && dspy__store_wait(q->store, &w)) {
+        /* not on disk, so not accepted: it ends here, failed (a worker that took it already
+         * finds it ended) */
+        pthread_mutex_lock(&q->lock);
+        struct job *k = find(q, jid);
+        if (k)
+            finish(q, k, DSPY_JOB_FAILED, "not stored: the job store cannot write", NULL);
+        pthread_mutex_unlock(&q->lock);
+        if (!rc)
+            rc = dspy__err(err, DSPY_EIO, "the job store cannot write the job");
+    }
+    return rc;
+refused:
+    pthread_mutex_unlock(&q->lock);
+    job_free(j);
     return rc;
 }
 
@@ -571,18 +647,53 @@ json_t *dspy_jobq_stats(dspy_jobq *q)
         "backpressure_at", q->backpressure, "transport", q->redis ? "redis" : "local");
     if (o)
         json_object_set_new(o, "jobs", json_integer((json_int_t)q->njobs));
+    if (o)
+        json_object_set_new(o, "memory",
+                            json_pack("{s:I, s:I, s:f, s:b}", "budget", (json_int_t)q->mem_budget,
+                                      "used", (json_int_t)q->mem_used, "utilization",
+                                      q->mem_budget ? (double)q->mem_used / (double)q->mem_budget
+                                                    : 0.0,
+                                      "next_waits",
+                                      q->mem_budget && q->mem_blocked && dspy__heap_len(&q->heap)));
+    if (o)
+        json_object_set_new(o, "retention",
+                            json_pack("{s:f, s:I}", "seconds", q->retention_s, "purged",
+                                      (json_int_t)q->purged));
     if (o && q->redis) {
         unsigned w, slots, running;
-        dspy__rjobs_pool(q->redis, &w, &slots, &running);
+        unsigned long long used, budget;
+        dspy__rjobs_pool(q->redis, &w, &slots, &running, &used, &budget);
         json_object_set_new(o, "redis_workers",
-                            json_pack("{s:i, s:i, s:i, s:f}", "workers", (int)w, "slots",
-                                      (int)slots, "running", (int)running, "utilization",
-                                      slots ? (double)running / slots : 0.0));
+                            json_pack("{s:i, s:i, s:i, s:f, s:I, s:I, s:f, s:I}", "workers", (int)w,
+                                      "slots", (int)slots, "running", (int)running, "utilization",
+                                      slots ? (double)running / slots : 0.0, "memory_budget",
+                                      (json_int_t)budget, "memory_used", (json_int_t)used,
+                                      "memory_utilization",
+                                      budget ? (double)used / (double)budget : 0.0, "unpublished",
+                                      (json_int_t)dspy__rjobs_unpublished(q->redis)));
     }
-    if (o && q->store)
+    pthread_mutex_unlock(&q->lock);
+    if (o && q->store) { /* outside the queue's lock: it writes what is queued first */
+        uint64_t commits, writes;
         json_object_set_new(o, "stored_results",
                             json_integer((json_int_t)dspy__store_count_results(q->store)));
-    pthread_mutex_unlock(&q->lock);
+        dspy__store_stats(q->store, &commits, &writes);
+        json_object_set_new(o, "store",
+                            json_pack("{s:I, s:I}", "commits", (json_int_t)commits, "writes",
+                                      (json_int_t)writes));
+    }
+    if (o && q->lm_pool) {
+        struct dspy_jobq_pool p = { 0 };
+        q->lm_pool(q->lm_ud, &p);
+        json_object_set_new(o, "lm_pool",
+                            json_pack("{s:I, s:I, s:f, s:I, s:I, s:I}", "handles",
+                                      (json_int_t)p.handles, "max_handles",
+                                      (json_int_t)p.max_handles, "utilization",
+                                      p.max_handles ? (double)p.handles / (double)p.max_handles
+                                                    : 0.0,
+                                      "in_flight", (json_int_t)p.in_flight, "waiting",
+                                      (json_int_t)p.waiting, "requests", (json_int_t)p.requests));
+    }
     return o;
 }
 
@@ -688,6 +799,150 @@ out:
     pthread_mutex_unlock(&q->lock);
 }
 
+static void on_published(void *ud, const char *id)
+{
+    struct dspy_jobq *q = ud;
+    pthread_mutex_lock(&q->lock);
+    struct job *j = find(q, id);
+    if (j && !j->published) {
+        j->published = true;
+        persist(q, j, NULL);
+    }
+    pthread_mutex_unlock(&q->lock);
+}
+
+/* ---- retention and purge ------------------------------------------------------------------ */
+
+/* Remove the ended jobs `match` picks from memory and the store (lock held); their ids go
+ * to *ids (caller frees) for Redis. */
+static size_t remove_jobs(struct dspy_jobq *q, bool (*match)(const struct job *j, void *ud),
+                          void *ud, char (**ids)[40])
+{
+    size_t n = 0, cap = 0, kept = 0;
+    *ids = NULL;
+    for (size_t i = 0; i < q->njobs; i++) {
+        struct job *j = q->jobs[i];
+        if (!dspy_job_state_terminal(j->state) || !match(j, ud)) {
+            if (kept != i) {
+                q->jobs[kept] = j;
+                json_object_set_new(q->by_id, j->id, json_integer((json_int_t)kept));
+            }
+            kept++;
+            continue;
+        }
+        if (n == cap) {
+            size_t c = cap ? 2 * cap : 64;
+            char(*v)[40] = dspy_realloc(*ids, c * sizeof(*v));
+            if (!v) { /* keep it for the next time */
+                q->jobs[kept++] = j;
+                json_object_set_new(q->by_id, j->id, json_integer((json_int_t)(kept - 1)));
+                continue;
+            }
+            *ids = v;
+            cap = c;
+        }
+        memcpy((*ids)[n++], j->id, 40);
+        json_object_del(q->by_id, j->id);
+        if (j->idem) {
+            const char *owner = json_string_value(json_object_get(q->by_key, j->idem));
+            if (owner && !strcmp(owner, j->id))
+                json_object_del(q->by_key, j->idem);
+        }
+        if (q->store)
+            dspy__store_delete(q->store, j->id);
+        job_free(j);
+    }
+    q->njobs = kept;
+    if (n && q->store)
+        dspy__store_delete(q->store, NULL); /* and their events */
+    q->purged += n;
+    return n;
+}
+
+struct purge_filter {
+    const char *id; /* NULL = any */
+    int state;      /* -1 = any ended */
+    double before;  /* finished before this wall time; 0 = any */
+};
+
+static bool purge_match(const struct job *j, void *ud)
+{
+    const struct purge_filter *f = ud;
+    return (!f->id || !strcmp(f->id, j->id)) && (f->state < 0 || (int)j->state == f->state) &&
+           (f->before <= 0 || j->finished < f->before);
+}
+
+/* Removes them from Redis too, after the lock is released. */
+static size_t purge(struct dspy_jobq *q, const struct purge_filter *f, double trim_before)
+{
+    char(*ids)[40] = NULL;
+    pthread_mutex_lock(&q->lock);
+    size_t n = remove_jobs(q, purge_match, (void *)f, &ids);
+    pthread_mutex_unlock(&q->lock);
+    if (q->redis && (n || trim_before > 0)) {
+        const char **v = n ? dspy_malloc(n * sizeof(*v)) : NULL;
+        for (size_t i = 0; v && i < n; i++)
+            v[i] = ids[i];
+        if (dspy__rjobs_purge(q->redis, v, v ? n : 0, (long long)(trim_before * 1000)))
+            fprintf(stderr, "dspyc jobs: Redis could not be reached to purge %zu job(s)\n", n);
+        dspy_free(v);
+    }
+    dspy_free(ids);
+    return n;
+}
+
+dspy_status dspy_jobq_purge(dspy_jobq *q, const char *id, int state, double older_than_s,
+                            size_t *purged, struct dspy_error *err)
+{
+    *purged = 0;
+    if (state >= 0 && !dspy_job_state_terminal((enum dspy_job_state)state))
+        return dspy__err(err, DSPY_EINVAL, "only ended jobs are purged, not %s ones",
+                         dspy_job_state_name((enum dspy_job_state)state));
+    if (id) {
+        pthread_mutex_lock(&q->lock);
+        struct job *j = find(q, id);
+        dspy_status rc = !j ? dspy__err(err, DSPY_ENOTFOUND, "no job %s", id)
+                         : !dspy_job_state_terminal(j->state)
+                             ? dspy__err(err, DSPY_EINVAL, "job %s is %s: cancel it first", id,
+                                         dspy_job_state_name(j->state))
+                             : DSPY_OK;
+        pthread_mutex_unlock(&q->lock);
+        if (rc)
+            return rc;
+    }
+    double now = wall_now();
+    struct purge_filter f = { id, state, older_than_s > 0 ? now - older_than_s : 0 };
+    *purged = purge(q, &f, id ? 0 : older_than_s > 0 ? now - older_than_s : now);
+    return DSPY_OK;
+}
+
+/* Every retention/10 (at most a minute), the ended jobs past the retention go. */
+static void *sweeper_main(void *arg)
+{
+    struct dspy_jobq *q = arg;
+    double every = q->retention_s / 10 < 60 ? q->retention_s / 10 : 60;
+    if (every < 0.05)
+        every = 0.05;
+    pthread_mutex_lock(&q->lock);
+    while (!q->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double t = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + every;
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&q->sweep_wake, &q->lock, &ts);
+        if (q->stop)
+            break;
+        pthread_mutex_unlock(&q->lock);
+        double before = wall_now() - q->retention_s;
+        struct purge_filter f = { NULL, -1, before };
+        purge(q, &f, before);
+        pthread_mutex_lock(&q->lock);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return NULL;
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
 static void load_row(void *ud, const struct dspy__job_row *r)
@@ -708,8 +963,11 @@ static void load_row(void *ud, const struct dspy__job_row *r)
     j->submitted = r->submitted;
     j->started = r->started;
     j->finished = r->finished;
+    j->published = r->published;
     j->progress.best = NAN;
     atomic_init(&j->cancel, false);
+    if (j->spec)
+        j->need = dspy__job_memory(j->spec);
     if (!j->spec || add_job(q, j)) {
         job_free(j);
         return;
@@ -720,7 +978,7 @@ static void load_row(void *ud, const struct dspy__job_row *r)
 
 /* After loading (the store's lock is free again): queued jobs wait again; running ones are
  * queued again to resume from their checkpoint, or dead once out of attempts. */
-static void resume_loaded(struct dspy_jobq *q)
+static void resume_loaded(struct dspy_jobq *q, bool redis)
 {
     for (size_t i = 0; i < q->njobs; i++) {
         struct job *j = q->jobs[i];
@@ -730,7 +988,7 @@ static void resume_loaded(struct dspy_jobq *q)
         j->state = DSPY_JOB_QUEUED;
         if (heap_push(q, j))
             continue;
-        if (q->redis) /* the job is in a stream already, or in a worker's pending list */
+        if (redis) /* in a stream already, in a worker's pending list, or published below */
             continue;
         if (was_running && j->attempts >= q->max_attempts)
             finish(q, j, DSPY_JOB_DEAD, "interrupted on every attempt", NULL);
@@ -749,6 +1007,7 @@ dspy_jobq *dspy_jobq_new(const struct dspy_jobq_options *o, struct dspy_error *e
     dspy__heap_init(&q->heap, &JOB_HEAP);
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->wake, NULL);
+    pthread_cond_init(&q->sweep_wake, NULL);
     atomic_init(&q->stop, false);
     q->by_id = json_object();
     q->by_key = json_object();
@@ -761,6 +1020,9 @@ dspy_jobq *dspy_jobq_new(const struct dspy_jobq_options *o, struct dspy_error *e
     q->max_attempts = o->max_attempts ? o->max_attempts : 3;
     q->lm = o->lm;
     q->lm_ud = o->lm_userdata;
+    q->lm_pool = o->lm_pool;
+    q->mem_budget = o->memory_budget;
+    q->retention_s = o->retention_s > 0 ? o->retention_s : 0;
     q->started_s = wall_now();
     q->rate_sec = dspy__now_ns() / 1000000000u;
     if (!q->by_id || !q->by_key) {
@@ -776,20 +1038,38 @@ dspy_jobq *dspy_jobq_new(const struct dspy_jobq_options *o, struct dspy_error *e
         else
             snprintf(q->ckpt_root, n, "%s.ckpt", o->db_path);
     }
-    if (o->redis_url && dspy__rjobs_open(o->redis_url, on_redis_event, q, &q->redis, err))
-        goto fail;
     if (o->db_path) {
         if (dspy__store_open(o->db_path, &q->store, err))
             goto fail;
         pthread_mutex_lock(&q->lock);
         dspy_status rc = dspy__store_load(q->store, load_row, q);
         if (!rc)
-            resume_loaded(q);
+            resume_loaded(q, o->redis_url != NULL);
         pthread_mutex_unlock(&q->lock);
         if (rc) {
             dspy__err(err, rc, "cannot read the job store %s", o->db_path);
             goto fail;
         }
+    }
+    /* after the load, so the events replayed from the stream find their jobs */
+    if (o->redis_url &&
+        dspy__rjobs_open(o->redis_url, on_redis_event, on_published, q, &q->redis, err))
+        goto fail;
+    if (q->redis) { /* what a previous run accepted but had not written to its stream */
+        pthread_mutex_lock(&q->lock);
+        for (size_t i = 0; i < q->njobs; i++) {
+            struct job *j = q->jobs[i];
+            if (j->state == DSPY_JOB_QUEUED && !j->published)
+                dspy__rjobs_publish(q->redis, j->id, j->priority, j->spec_text, j->attempts);
+        }
+        pthread_mutex_unlock(&q->lock);
+    }
+    if (q->retention_s > 0) {
+        if (pthread_create(&q->sweeper, NULL, sweeper_main, q)) {
+            dspy__err(err, DSPY_ERESOURCE, "cannot start the retention thread");
+            goto fail;
+        }
+        q->sweeper_started = true;
     }
     if (q->nworkers) {
         if (!q->lm) {
@@ -820,9 +1100,12 @@ void dspy_jobq_free(dspy_jobq *q)
     pthread_mutex_lock(&q->lock);
     q->stop = true;
     pthread_cond_broadcast(&q->wake);
+    pthread_cond_broadcast(&q->sweep_wake);
     pthread_mutex_unlock(&q->lock);
     for (unsigned i = 0; q->threads && i < q->nworkers; i++)
         pthread_join(q->threads[i], NULL);
+    if (q->sweeper_started)
+        pthread_join(q->sweeper, NULL);
     dspy__rjobs_close(q->redis); /* no more events after this */
     dspy_jobq_end_watches(q);
     dspy__heap_release(&q->heap); /* before the jobs it points at */
@@ -836,6 +1119,7 @@ void dspy_jobq_free(dspy_jobq *q)
     json_decref(q->by_id);
     json_decref(q->by_key);
     pthread_cond_destroy(&q->wake);
+    pthread_cond_destroy(&q->sweep_wake);
     pthread_mutex_destroy(&q->lock);
     dspy_free(q);
 }

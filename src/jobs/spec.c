@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <dspyc/optimize.h>
 
@@ -30,6 +31,7 @@ static const struct key KEYS[] = {
     { "kind", K_STR, ALL, 0, 0 },
     { "priority", K_INT, ALL, 0, 9 },
     { "idempotency_key", K_STR, ALL, 0, 0 },
+    { "memory_bytes", K_INT, ALL, 0, 1e15 },
     { "model", K_STR, OPT | EV | RUN, 0, 0 },
     { "signature", K_STR, OPT | EV | RUN, 0, 0 },
     { "module", K_STR, OPT | EV | RUN, 0, 0 },
@@ -243,4 +245,32 @@ json_t *dspy__job_dataset(const json_t *spec, const char *field, struct dspy_err
     if (json_is_array(v))
         return json_incref(v);
     return load_jsonl(json_string_value(v), field, err);
+}
+
+/* Bytes of the JSON text of one dataset: the file's size for a path (0 when unreadable). */
+static uint64_t dataset_bytes(const json_t *v)
+{
+    if (json_is_string(v)) {
+        struct stat sb;
+        return stat(json_string_value(v), &sb) ? 0 : (uint64_t)sb.st_size;
+    }
+    size_t n = json_dumpb(v, NULL, 0, JSON_COMPACT);
+    return (uint64_t)n;
+}
+
+uint64_t dspy__job_memory(const json_t *spec)
+{
+    const json_t *m = json_object_get(spec, "memory_bytes");
+    if (json_is_integer(m))
+        return (uint64_t)json_integer_value(m);
+    if (dspy__job_kind(spec) == 3)
+        return 0; /* a no-op holds nothing */
+    static const char *const SETS[] = { "trainset", "valset", "devset", "input" };
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < sizeof(SETS) / sizeof(SETS[0]); i++) {
+        const json_t *v = json_object_get(spec, SETS[i]);
+        if (v)
+            bytes += dataset_bytes(v);
+    }
+    return DSPY__JOB_MEMORY_BASE + DSPY__JOB_MEMORY_FACTOR * bytes;
 }

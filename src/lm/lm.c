@@ -880,4 +880,6 @@ void dspy_lm_get_stats(dspy_lm *lm, struct dspy_lm_stats *st)
     st->ratelimit_waits = es.ratelimit_waits;
     st->rejected_busy = es.rejected_busy;
     st->failed = es.failed;
+    st->in_flight = es.in_flight;
+    st->pending = es.pending;
 }

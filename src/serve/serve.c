@@ -226,6 +226,7 @@ dspy_status dspy_serve_new(const struct dspy_serve_options *o, dspy_server **out
     pthread_mutex_init(&s->log_lock, NULL);
     atomic_init(&s->in_flight, 0);
     s->cache = o->cache;
+    s->jobs = o->jobs;
     s->cache_ctl = o->cache_ctl;
     s->cache_ctl.ns = NULL;
     s->max_in_flight = o->max_in_flight ? o->max_in_flight : DEFAULT_MAX_IN_FLIGHT;

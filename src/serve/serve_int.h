@@ -183,6 +183,9 @@ void dspy__serve_programs_close(dspy_server *s);
 
 struct dspy_jobq;
 dspy_status dspy__serve_jobs_routes(dspy_server *s, struct dspy_jobq *q);
+/* The queue's figures in Prometheus text (for /metrics). */
+struct dspy_buf;
+void dspy__serve_jobs_metrics(struct dspy_buf *b, struct dspy_jobq *q);
 
 /* ---- the server ------------------------------------------------------------------------ */
 
@@ -196,7 +199,8 @@ struct dspy__serve_route_def {
 
 struct dspy_server {
     struct dspy__srv *srv;
-    dspy_cache *cache; /* borrowed */
+    dspy_cache *cache;      /* borrowed */
+    struct dspy_jobq *jobs; /* borrowed; NULL without --jobs */
     struct dspy_cache_ctl cache_ctl;
     char *default_ns;
     struct dspy__serve_upstream *ups;

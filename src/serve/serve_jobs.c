@@ -69,6 +69,101 @@ static void submit(struct dspy__serve_ctx *ctx, void *ud)
     send_json(ctx, existing ? 200 : 202, o, NULL);
 }
 
+/* POST /v1/jobs/batch: an array of specs, each accepted or refused on its own (backpressure
+ * included: once the queue passes its mark, the rest get 429 items), answered in order. */
+#define BATCH_MAX 10000
+
+static void submit_batch(struct dspy__serve_ctx *ctx, void *ud)
+{
+    dspy_jobq *q = ud;
+    size_t len;
+    const char *body = dspy__srv_req_body(ctx->req, &len);
+    json_error_t je;
+    json_t *specs = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!specs) {
+        dspy__serve_error(ctx, 400, "invalid_request_error", "invalid_json", NULL,
+                          "The body is not JSON: %s at byte %d.", je.text, je.position);
+        return;
+    }
+    if (!json_is_array(specs) || !json_array_size(specs) || json_array_size(specs) > BATCH_MAX) {
+        json_decref(specs);
+        dspy__serve_error(ctx, 400, "invalid_request_error", "invalid_batch", NULL,
+                          "The body must be an array of 1 to %d job specs.", BATCH_MAX);
+        return;
+    }
+    json_t *out = json_array();
+    size_t accepted = 0, refused = 0;
+    double retry_max = 0;
+    for (size_t i = 0; out && i < json_array_size(specs); i++) {
+        char id[40];
+        bool existing;
+        double retry;
+        struct dspy_error err;
+        dspy_error_clear(&err);
+        dspy_status rc = dspy_jobq_submit(q, json_array_get(specs, i), id, &existing, &retry, &err);
+        json_t *item;
+        if (!rc) {
+            json_t *job = existing ? dspy_jobq_get(q, id) : NULL;
+            const char *state = job ? json_string_value(json_object_get(job, "state")) : NULL;
+            item = json_pack("{s:s, s:s, s:b, s:i}", "id", id, "state", state ? state : "queued",
+                             "existing", existing, "status", existing ? 200 : 202);
+            json_decref(job);
+            accepted++;
+        } else {
+            int status = rc == DSPY_EINVAL ? 400 : rc == DSPY_EBUSY ? 429 : 503;
+            item = json_pack("{s:n, s:s, s:i, s:s}", "id", "state", "refused", "status", status,
+                             "error", err.message);
+            if (rc == DSPY_EBUSY) {
+                json_object_set_new(item, "retry_after_s", json_real(retry));
+                if (retry > retry_max)
+                    retry_max = retry;
+            }
+            refused++;
+        }
+        json_array_append_new(out, item);
+    }
+    json_decref(specs);
+    char ra[32];
+    snprintf(ra, sizeof(ra), "%.0f", retry_max);
+    const char *const hdr[] = { "Retry-After", ra, NULL };
+    /* 200 when every item has its own answer; Retry-After when some met backpressure */
+    send_json(ctx, 200,
+              out ? json_pack("{s:o, s:I, s:I}", "jobs", out, "accepted", (json_int_t)accepted,
+                              "refused", (json_int_t)refused)
+                  : NULL,
+              retry_max > 0 ? hdr : NULL);
+}
+
+/* DELETE /v1/jobs?older_than=S&state=S: purge ended jobs. */
+static void purge_many(struct dspy__serve_ctx *ctx, void *ud)
+{
+    dspy_jobq *q = ud;
+    const char *st = dspy__srv_req_query(ctx->req, "state");
+    const char *older = dspy__srv_req_query(ctx->req, "older_than");
+    int state = -1;
+    if (st && ((state = dspy_job_state_from_name(st)) < 0 ||
+               !dspy_job_state_terminal((enum dspy_job_state)state))) {
+        dspy__serve_error(ctx, 400, "invalid_request_error", "state", NULL,
+                          "state: '%s' is not succeeded, failed, cancelled or dead.", st);
+        return;
+    }
+    char *end = NULL;
+    double s = older ? strtod(older, &end) : 0;
+    if (older && (end == older || *end || !(s >= 0) || s > 1e10)) {
+        dspy__serve_error(ctx, 400, "invalid_request_error", "older_than", NULL,
+                          "older_than: '%s' is not a number of seconds.", older);
+        return;
+    }
+    size_t n = 0;
+    struct dspy_error err;
+    dspy_error_clear(&err);
+    if (dspy_jobq_purge(q, NULL, state, s, &n, &err)) {
+        dspy__serve_error(ctx, 400, "invalid_request_error", NULL, NULL, "%s.", err.message);
+        return;
+    }
+    send_json(ctx, 200, json_pack("{s:I}", "purged", (json_int_t)n), NULL);
+}
+
 static void list(struct dspy__serve_ctx *ctx, void *ud)
 {
     dspy_jobq *q = ud;
@@ -147,6 +242,18 @@ static void one(struct dspy__serve_ctx *ctx, void *ud)
     bool get = !strcmp(method, "GET");
     struct dspy_error err;
     dspy_error_clear(&err);
+    const char *purge = dspy__srv_req_query(ctx->req, "purge");
+    if (!strcmp(method, "DELETE") && !*rest && purge && strcmp(purge, "0")) {
+        size_t purged = 0;
+        dspy_status rc = dspy_jobq_purge(q, id, -1, 0, &purged, &err);
+        if (rc == DSPY_ENOTFOUND)
+            dspy__serve_error(ctx, 404, "not_found", NULL, NULL, "No job %s.", id);
+        else if (rc)
+            dspy__serve_error(ctx, 409, "conflict", "not_ended", NULL, "%s.", err.message);
+        else
+            send_json(ctx, 200, json_pack("{s:s, s:b}", "id", id, "purged", purged > 0), NULL);
+        return;
+    }
     if (!strcmp(method, "DELETE") && !*rest) {
         dspy_status rc = dspy_jobq_cancel(q, id, &err);
         if (rc == DSPY_ENOTFOUND)
@@ -206,10 +313,75 @@ dspy_status dspy__serve_jobs_routes(dspy_server *s, struct dspy_jobq *q)
     dspy_status rc;
     if ((rc = dspy__serve_route(s, "POST", "/v1/jobs", "jobs_submit", DSPY__SERVE_USER, submit,
                                 q)) ||
+        (rc = dspy__serve_route(s, "POST", "/v1/jobs/batch", "jobs_batch", DSPY__SERVE_USER,
+                                submit_batch, q)) ||
+        (rc = dspy__serve_route(s, "DELETE", "/v1/jobs", "jobs_purge", DSPY__SERVE_USER, purge_many,
+                                q)) ||
         (rc = dspy__serve_route(s, "GET", "/v1/jobs", "jobs_list", DSPY__SERVE_USER, list, q)) ||
         (rc = dspy__serve_route(s, "GET", PREFIX "*", "job", DSPY__SERVE_USER, one, q)) ||
         (rc = dspy__serve_route(s, "DELETE", PREFIX "*", "job_cancel", DSPY__SERVE_USER, one, q)) ||
         (rc = dspy__serve_route(s, "GET", "/v1/queue", "queue", DSPY__SERVE_USER, queue_stats, q)))
         return rc;
     return DSPY_OK;
+}
+
+/* The queue's gauges and counters for /metrics, from its stats. */
+static void gauge(struct dspy_buf *b, const char *name, const char *type, const char *help,
+                  const json_t *v)
+{
+    dspy__buf_addf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name,
+                   json_number_value(v));
+}
+
+void dspy__serve_jobs_metrics(struct dspy_buf *b, struct dspy_jobq *q)
+{
+    json_t *st = dspy_jobq_stats(q);
+    if (!st)
+        return;
+    const json_t *mem = json_object_get(st, "memory"), *pool = json_object_get(st, "lm_pool");
+    gauge(b, "dspyc_jobs_queued", "gauge", "Jobs waiting to run.", json_object_get(st, "queued"));
+    gauge(b, "dspyc_jobs_running", "gauge", "Jobs running now.", json_object_get(st, "running"));
+    gauge(b, "dspyc_jobs_workers", "gauge", "Worker threads of this process.",
+          json_object_get(st, "workers"));
+    gauge(b, "dspyc_jobs_utilization", "gauge", "Running jobs / --max-concurrent-jobs.",
+          json_object_get(st, "utilization"));
+    gauge(b, "dspyc_jobs_memory_budget_bytes", "gauge", "--memory-budget (0 = none).",
+          json_object_get(mem, "budget"));
+    gauge(b, "dspyc_jobs_memory_used_bytes", "gauge", "Memory the running jobs hold of it.",
+          json_object_get(mem, "used"));
+    gauge(b, "dspyc_jobs_memory_utilization", "gauge", "Used / budget.",
+          json_object_get(mem, "utilization"));
+    gauge(b, "dspyc_jobs_purged_total", "counter", "Ended jobs removed (retention and purge).",
+          json_object_get(json_object_get(st, "retention"), "purged"));
+    if (pool) {
+        gauge(b, "dspyc_jobs_lm_handles", "gauge", "LM handles open (one per endpoint+model).",
+              json_object_get(pool, "handles"));
+        gauge(b, "dspyc_jobs_lm_pool_utilization", "gauge", "LM handles open / at most.",
+              json_object_get(pool, "utilization"));
+        gauge(b, "dspyc_jobs_lm_in_flight", "gauge", "Jobs' LM calls on the wire now.",
+              json_object_get(pool, "in_flight"));
+        gauge(b, "dspyc_jobs_lm_waiting", "gauge", "Jobs' LM calls waiting (rate limit, backoff).",
+              json_object_get(pool, "waiting"));
+    }
+    const json_t *rw = json_object_get(st, "redis_workers");
+    if (rw) {
+        gauge(b, "dspyc_jobs_redis_workers", "gauge", "Live Redis workers.",
+              json_object_get(rw, "workers"));
+        gauge(b, "dspyc_jobs_redis_slots", "gauge", "Their job slots.",
+              json_object_get(rw, "slots"));
+        gauge(b, "dspyc_jobs_redis_running", "gauge", "Jobs they run now.",
+              json_object_get(rw, "running"));
+        gauge(b, "dspyc_jobs_redis_memory_used_bytes", "gauge",
+              "Memory their jobs hold of their budgets.", json_object_get(rw, "memory_used"));
+        gauge(b, "dspyc_jobs_redis_memory_budget_bytes", "gauge", "Their budgets together.",
+              json_object_get(rw, "memory_budget"));
+    }
+    dspy__buf_addf(b, "# HELP dspyc_jobs_ended_total Jobs ended, by state.\n"
+                      "# TYPE dspyc_jobs_ended_total counter\n");
+    const char *k;
+    const json_t *v;
+    json_object_foreach(json_object_get(st, "ended"), k, v)
+        dspy__buf_addf(b, "dspyc_jobs_ended_total{state=\"%s\"} %lld\n", k,
+                       (long long)json_integer_value(v));
+    json_decref(st);
 }

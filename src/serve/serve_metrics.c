@@ -478,6 +478,8 @@ static void prometheus(dspy_server *s, struct dspy_buf *b)
         dspy__buf_addf(b, "dspyc_process_cpu_seconds_total %.6f\n",
                        (double)(ps.cpu_user_ns + ps.cpu_system_ns) / 1e9);
     }
+    if (s->jobs)
+        dspy__serve_jobs_metrics(b, s->jobs);
     head(b, "dspyc_uptime_seconds", "gauge", "Seconds since the server started.");
     dspy__buf_addf(b, "dspyc_uptime_seconds %.3f\n",
                    (double)(dspy__now_ns() - s->started_ns) / 1e9);

@@ -438,13 +438,16 @@ def test_redis_restarted_mid_run(tmp_path, redis):
             api.submit({"kind": "noop", "sleep_ms": 20})
         time.sleep(0.3)
         redis.stop()
+        # accepted while Redis is away: it is on disk, and reaches its stream once Redis is back
         st, doc, _ = api.call("POST", "/v1/jobs", {"kind": "noop"})
-        assert st == 503 and "not queued" in doc["error"]["message"]  # not accepted
+        assert st == 202, doc
         time.sleep(0.5)
+        assert api.queue()["redis_workers"]["unpublished"] == 1
         redis.start()
-        q = api.wait_all(n + 1, timeout=30)  # with the refused one, recorded as failed
-        assert q["ended"]["succeeded"] == n and q["ended"]["failed"] == 1, q
-        assert q["stored_results"] == n
+        q = api.wait_all(n + 1, timeout=30)
+        assert q["ended"]["succeeded"] == n + 1, q
+        assert q["stored_results"] == n + 1
+        assert api.job(doc["id"])["state"] == "succeeded"
     finally:
         stop_workers(workers)
 
@@ -596,12 +599,14 @@ def test_help_texts_name_every_flag():
     for cmd, flags in ((["serve", "--jobs"], ["--db", "--redis", "--workers",
                                               "--max-concurrent-jobs", "--max-queue",
                                               "--backpressure", "--max-attempts",
-                                              "--checkpoints", "--auth-token-file", "--rpm"]),
+                                              "--checkpoints", "--auth-token-file", "--rpm",
+                                              "--memory-budget", "--retention"]),
                        (["worker"], ["--redis", "--concurrency", "--name", "--max-attempts",
-                                     "--visibility-timeout", "--checkpoints", "--base-url"]),
+                                     "--visibility-timeout", "--checkpoints", "--base-url",
+                                     "--memory-budget"]),
                        (["jobs"], ["--server", "--token-file", "--priority",
                                    "--idempotency-key", "--state", "--limit", "--timeout",
-                                   "--save"])):
+                                   "--save", "--file", "--older-than"])):
         r = subprocess.run([DSPYC, *cmd, "--help"], capture_output=True, text=True, timeout=10)
         assert r.returncode == 0
         for f in flags:
@@ -649,3 +654,170 @@ def test_server_stops_cleanly_with_an_event_feed_open(tmp_path):
         r.read()  # the stream ends, cleanly or cut off; it does not hang
     except http.client.IncompleteRead:
         pass
+
+
+# ---- batches, memory budgets, retention and purge ----------------------------------------------
+
+def test_batch_route_applies_backpressure_per_item(tmp_path):
+    _, base = start_sim()
+    _, url = serve_jobs("--base-url", base, "--model", "sim", "--workers", "1",
+                        "--max-queue", "10")
+    api = Api(url)
+    api.submit({"kind": "noop", "sleep_ms": 1500})  # holds the only worker
+    time.sleep(0.2)
+    specs = [{"kind": "noop"}] * 3 + [{"kind": "noop", "priority": 12}] + [{"kind": "noop"}] * 8
+    st, doc, hdr = api.call("POST", "/v1/jobs/batch", specs)
+    assert st == 200, doc
+    items = doc["jobs"]
+    assert len(items) == len(specs)  # one answer per spec, in order
+    assert [i["status"] for i in items[:3]] == [202] * 3
+    assert items[3]["status"] == 400 and "'priority'" in items[3]["error"]
+    # 90 % of 10: nine queued at most, the rest refused item by item with a wait
+    assert [i["status"] for i in items[4:]] == [202] * 6 + [429] * 2
+    assert all(i["retry_after_s"] >= 1 for i in items[10:])
+    assert int(hdr["Retry-After"]) >= 1
+    assert doc["accepted"] == 9 and doc["refused"] == 3
+    q = api.wait_all(10, timeout=30)
+    assert q["ended"]["succeeded"] == 10  # every accepted one ran
+    assert api.call("POST", "/v1/jobs/batch", {"kind": "noop"})[0] == 400  # not an array
+    assert api.call("POST", "/v1/jobs/batch", [])[0] == 400
+
+
+def test_jobs_submit_file_sends_batches(tmp_path):
+    _, base = start_sim()
+    _, url = serve_jobs("--base-url", base, "--model", "sim", "--workers", "4")
+    f = tmp_path / "specs.jsonl"
+    f.write_text("".join(json.dumps({"kind": "noop", "idempotency_key": f"k{i % 1200}"}) + "\n"
+                         for i in range(2500)))
+    r = subprocess.run([DSPYC, "jobs", "submit", "--file", f, "--priority", "4", "--server", url],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [l.split("\t") for l in r.stdout.splitlines()]
+    assert len(lines) == 2500  # three batches of at most 1,000, one line per spec
+    assert len({l[0] for l in lines}) == 1200  # repeated keys name the first job
+    api = Api(url)
+    q = api.wait_all(1200, timeout=60)
+    assert q["jobs"] == 1200 and q["ended"]["succeeded"] == 1200
+    assert api.job(lines[0][0])["priority"] == 4
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"kind": "noop"}\n{"kind": "nope"}\nnot json\n')
+    r = subprocess.run([DSPYC, "jobs", "submit", "--file", bad, "--server", url],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "bad.jsonl:3" in r.stderr  # the line that is not JSON
+
+
+def job_windows(api, ids):
+    jobs = [api.job(j) for j in ids]
+    return sorted((j["started_at"], j["finished_at"]) for j in jobs)
+
+
+def overlaps(windows):
+    return any(b[0] < a[1] for a, b in zip(windows, windows[1:]))
+
+
+def test_memory_budget_holds_jobs_until_their_share_fits(tmp_path):
+    _, base = start_sim()
+    _, url = serve_jobs("--base-url", base, "--model", "sim", "--workers", "4",
+                        "--memory-budget", "100M")
+    api = Api(url)
+    big = [api.submit({"kind": "noop", "sleep_ms": 300, "memory_bytes": 60 << 20})
+           for _ in range(3)]
+    deadline = time.time() + 10
+    seen = None
+    while time.time() < deadline and api.queue()["ended"]["succeeded"] < 3:
+        q = api.queue()
+        if q["running"]:
+            seen = seen or q["memory"]
+            assert q["running"] == 1 and q["memory"]["used"] == 60 << 20
+        time.sleep(0.02)
+    assert seen and seen["budget"] == 100 << 20 and abs(seen["utilization"] - 0.6) < 1e-9
+    assert not overlaps(job_windows(api, big))  # one at a time: two would need 120M
+    small = [api.submit({"kind": "noop", "sleep_ms": 300, "memory_bytes": 20 << 20})
+             for _ in range(4)]
+    api.wait_all(7)
+    assert overlaps(job_windows(api, small))  # four of 20M fit together
+    assert api.queue()["lm_pool"]["handles"] == 1  # the default model's handle
+    metrics = api.call("GET", "/metrics")[1]
+    assert "dspyc_jobs_memory_budget_bytes 104857600" in metrics
+    assert "dspyc_jobs_lm_handles 1" in metrics
+
+
+def test_worker_memory_budget(tmp_path, redis):
+    _, base = start_sim()
+    _, url = serve_jobs("--base-url", base, "--model", "sim", "--redis", redis.url)
+    api = Api(url)
+    w = start_worker(redis.url, base, "--concurrency", "2", "--memory-budget", "64M")
+    try:
+        deadline = time.time() + 10
+        while api.queue()["redis_workers"]["workers"] < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert api.queue()["redis_workers"]["memory_budget"] == 64 << 20
+        slow = api.submit({"kind": "noop", "sleep_ms": 1200, "memory_bytes": 40 << 20})
+        time.sleep(0.2)
+        fast = api.submit({"kind": "noop", "memory_bytes": 40 << 20})
+        api.wait_all(2, timeout=30)
+        # the second waited for the first's 40M: without the budget it would end first
+        assert api.job(fast)["finished_at"] > api.job(slow)["finished_at"]
+    finally:
+        stop_workers([w])
+
+
+def test_retention_removes_ended_jobs_everywhere(tmp_path, redis):
+    _, base = start_sim()
+    _, url = serve_jobs("--base-url", base, "--model", "sim", "--redis", redis.url,
+                        "--db", tmp_path / "jobs.sqlite", "--retention", "1")
+    api = Api(url)
+    w = start_worker(redis.url, base)
+    try:
+        done = api.submit({"kind": "noop"})
+        api.wait_all(1, timeout=20)
+        assert redis.cmd("EXISTS", f"dspyc:jobs:result:{done}") == 1
+        waiting = api.submit({"kind": "noop", "sleep_ms": 4000})
+        deadline = time.time() + 10
+        while api.call("GET", f"/v1/jobs/{done}")[0] != 404 and time.time() < deadline:
+            time.sleep(0.1)
+        assert api.call("GET", f"/v1/jobs/{done}")[0] == 404
+        assert redis.cmd("EXISTS", f"dspyc:jobs:result:{done}") == 0
+        q = api.queue()
+        assert q["retention"] == {"seconds": 1.0, "purged": 1}
+        assert q["stored_results"] == 0
+        assert api.job(waiting)["state"] == "running"  # not ended: kept
+        assert redis.cmd("XLEN", "dspyc:jobs:p0") <= 1  # the acknowledged entry went
+    finally:
+        stop_workers([w])
+
+
+def test_purge_one_job_or_by_state_and_age(tmp_path):
+    _, base = start_sim()
+    db = tmp_path / "jobs.sqlite"
+    proc, url = serve_jobs("--base-url", base, "--model", "sim", "--db", db, "--retention", "0")
+    api = Api(url)
+    ok = [api.submit({"kind": "noop"}) for _ in range(3)]
+    bad = [api.submit({"kind": "noop", "fail": "no"}) for _ in range(2)]
+    running = api.submit({"kind": "noop", "sleep_ms": 30000})
+    api.wait_all(5)
+    st, doc, _ = api.call("DELETE", f"/v1/jobs/{running}?purge=1")
+    assert st == 409 and "cancel it first" in doc["error"]["message"]
+    assert api.call("DELETE", f"/v1/jobs/{ok[0]}?purge=1")[1] == {"id": ok[0], "purged": True}
+    assert api.call("GET", f"/v1/jobs/{ok[0]}")[0] == 404
+    assert api.call("DELETE", "/v1/jobs?state=running")[0] == 400
+
+    def jobs(*args, rc=0):
+        r = subprocess.run([DSPYC, "jobs", *map(str, args), "--server", url],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == rc, r.stderr
+        return r.stdout
+
+    assert jobs("purge", "--older-than", "3600") == "purged 0\n"  # none that old
+    assert jobs("purge", "--state", "failed") == "purged 2\n"
+    assert all(api.call("GET", f"/v1/jobs/{j}")[0] == 404 for j in bad)
+    assert jobs("purge", ok[1]) == "purged 1\n"
+    assert api.queue()["jobs"] == 2  # ok[2] and the running one
+    jobs("purge", "--state", "queued", rc=2)
+    # gone from the store too: a restart does not bring them back
+    stop_sim(proc)
+    _, url2 = serve_jobs("--base-url", base, "--model", "sim", "--db", db)
+    api2 = Api(url2)
+    assert api2.call("GET", f"/v1/jobs/{ok[1]}")[0] == 404
+    assert api2.job(ok[2])["state"] == "succeeded"
+    assert api2.queue()["stored_results"] == 1

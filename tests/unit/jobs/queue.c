@@ -262,6 +262,56 @@ static void store_brings_jobs_back(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+static void count_row(void *ud, const struct dspy__job_row *r)
+{
+    long *n = ud;
+    if (r->state == DSPY_JOB_RUNNING && r->attempts == 1 && !r->published)
+        (*n)++;
+}
+
+/* Writes nobody waits for are grouped; a waiter's write is on disk when its wait returns; and
+ * every write queued before close is written. */
+static void store_groups_writes(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/dspyc-jobs-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char db[128], id[40];
+    snprintf(db, sizeof(db), "%s/jobs.sqlite", dir);
+    struct dspy__store *st = NULL;
+    assert_int_equal(dspy__store_open(db, &st, NULL), DSPY_OK);
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof(id), "job-%d", i);
+        struct dspy__job_row r = {
+            id, (uint64_t)i, "{\"kind\":\"noop\"}", 0, NULL, 0, NULL, 0, 1.0, 0, 0, false
+        };
+        assert_int_equal(dspy__store_put(st, &r, "queued", NULL), DSPY_OK);
+        r.spec = NULL; /* a state change: an update */
+        r.state = DSPY_JOB_RUNNING;
+        r.attempts = 1;
+        r.started = 2.0;
+        assert_int_equal(dspy__store_put(st, &r, "running", NULL), DSPY_OK);
+    }
+    struct dspy__store_wait w;
+    struct dspy__job_row last = { "job-last", 999, "{}", 0, NULL, 0, NULL, 0, 1.0, 0, 0, true };
+    assert_int_equal(dspy__store_put(st, &last, "queued", &w), DSPY_OK);
+    assert_int_equal(dspy__store_wait(st, &w), DSPY_OK);
+    uint64_t commits, writes;
+    dspy__store_stats(st, &commits, &writes);
+    assert_int_equal(writes, 601);     /* all of them, the waiter's included, */
+    assert_true(commits * 2 < writes); /* in groups (one each would be 601) */
+    dspy__store_close(st);
+    /* a second open reads what the first wrote */
+    assert_int_equal(dspy__store_open(db, &st, NULL), DSPY_OK);
+    long n = 0;
+    assert_int_equal(dspy__store_load(st, count_row, &n), DSPY_OK);
+    assert_int_equal(n, 300); /* every update applied after its insert */
+    dspy__store_close(st);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -270,6 +320,7 @@ int main(void)
         cmocka_unit_test(backpressure_at_90_percent),
         cmocka_unit_test(idempotency_cancel_and_results),
         cmocka_unit_test(store_brings_jobs_back),
+        cmocka_unit_test(store_groups_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
