@@ -519,6 +519,23 @@ dspy_status dspy_embedder_tokenize(const dspy_embedder *e, const char *text, siz
     return rc;
 }
 
+dspy_status dspy_embedder_count_tokens(const dspy_embedder *e, const char *text, size_t len,
+                                       size_t *n, struct dspy_error *err)
+{
+    /* A code point normalizes to at most 4, each at most one piece; [CLS] and [SEP]. */
+    size_t max = len * 4 + 2;
+    int32_t *ids = dspy_malloc(max * sizeof(*ids));
+    size_t got = 0;
+    *n = 0;
+    if (!ids)
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    dspy_status rc = dspy__wordpiece_encode(e->wp, text, len, ids, max, &got, err);
+    dspy_free(ids);
+    if (!rc)
+        *n = got - 2;
+    return rc;
+}
+
 /* ---- Embedding: tokenize all, split the texts among workers by token count ---- */
 
 struct job {
