@@ -1,11 +1,14 @@
 /* OpenAI BPE tokenization (retrieve layer): the generated Unicode classes its two
  * pre-tokenizers ask about (bpe_tables.c, scripts/gen_bpe_tables.py), and the split of a
- * text into the pieces that byte-pair merging then encodes. */
+ * text into the pieces that byte-pair merging then encodes; the rank-file parser for tests
+ * and fuzzers. */
 #ifndef DSPY_RETRIEVE_BPE_H
 #define DSPY_RETRIEVE_BPE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <dspyc/tokens.h>
 
 /* ---- Generated tables (bpe_tables.c) ---- */
 
@@ -37,5 +40,11 @@ enum dspy__bpe_split {
 /* The end of the piece that starts at text[i] (i < len) under `split`'s pattern, as
  * tiktoken's regex finds it. The text must be valid UTF-8. */
 size_t dspy__bpe_next_piece(enum dspy__bpe_split split, const char *text, size_t len, size_t i);
+
+/* ---- The tokenizer from a rank file's bytes (tests and fuzzers) ---- */
+
+/* dspy_tokenizer_open() over `len` bytes of rank-file text; `name` is used in errors. */
+dspy_status dspy__tokenizer_parse(const char *encoding, const char *text, size_t len,
+                                  const char *name, dspy_tokenizer **out, struct dspy_error *err);
 
 #endif

@@ -283,40 +283,58 @@ void dspy_tokenizer_free(dspy_tokenizer *t)
     dspy_free(t);
 }
 
+static const struct encoding *find_encoding(const char *name, struct dspy_error *err)
+{
+    for (size_t i = 0; name && i < sizeof(encodings) / sizeof(encodings[0]); i++)
+        if (!strcmp(name, encodings[i].name))
+            return &encodings[i];
+    dspy__err(err, DSPY_ENOTFOUND, "unknown encoding %s (known: cl100k_base, o200k_base)",
+              name ? name : "(null)");
+    return NULL;
+}
+
+static dspy_status parse(const struct encoding *enc, const char *text, size_t len,
+                         const char *name, dspy_tokenizer **out, struct dspy_error *err)
+{
+    dspy_status rc;
+    dspy_tokenizer *t = dspy_calloc(1, sizeof(*t));
+    if (!t)
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    t->enc = enc;
+    if ((rc = parse_ranks(t, text, len, name, err))) {
+        dspy_tokenizer_free(t);
+        return rc;
+    }
+    *out = t;
+    return DSPY_OK;
+}
+
+dspy_status dspy__tokenizer_parse(const char *encoding, const char *text, size_t len,
+                                  const char *name, dspy_tokenizer **out, struct dspy_error *err)
+{
+    const struct encoding *enc = find_encoding(encoding, err);
+    *out = NULL;
+    return enc ? parse(enc, text, len, name, out, err) : DSPY_ENOTFOUND;
+}
+
 dspy_status dspy_tokenizer_open(const char *encoding, const char *dir, dspy_tokenizer **out,
                                 struct dspy_error *err)
 {
-    const struct encoding *enc = NULL;
+    const struct encoding *enc = find_encoding(encoding, err);
     char folder[4096], path[4200], *data = NULL;
     size_t len = 0;
     dspy_status rc;
     *out = NULL;
-    for (size_t i = 0; encoding && i < sizeof(encodings) / sizeof(encodings[0]); i++)
-        if (!strcmp(encoding, encodings[i].name))
-            enc = &encodings[i];
     if (!enc)
-        return dspy__err(err, DSPY_ENOTFOUND,
-                         "unknown encoding %s (known: cl100k_base, o200k_base)",
-                         encoding ? encoding : "(null)");
-    if ((rc = dspy__data_dir(dir, DSPY_TOKENIZER_DIR_ENV, "models/tiktoken", folder, sizeof(folder),
-                             err)))
+        return DSPY_ENOTFOUND;
+    if ((rc = dspy__data_dir(dir, DSPY_TOKENIZER_DIR_ENV, "models/tiktoken", folder,
+                             sizeof(folder), err)))
         return rc;
     if ((size_t)snprintf(path, sizeof(path), "%s/%s.tiktoken", folder, enc->name) >= sizeof(path))
         return dspy__err(err, DSPY_EINVAL, "rank file path too long: %s", folder);
     if ((rc = read_file(path, &data, &len, err)))
         return rc;
-    dspy_tokenizer *t = dspy_calloc(1, sizeof(*t));
-    if (!t) {
-        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
-        goto out;
-    }
-    t->enc = enc;
-    if ((rc = parse_ranks(t, data, len, path, err))) {
-        dspy_tokenizer_free(t);
-        goto out;
-    }
-    *out = t;
-out:
+    rc = parse(enc, data, len, path, out, err);
     dspy_free(data);
     return rc;
 }
