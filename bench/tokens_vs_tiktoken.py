@@ -12,7 +12,6 @@ scripts with emoji and numbers.
 usage: python bench/tokens_vs_tiktoken.py [--build build] [--mb 4] [--rounds 5]
 """
 import argparse
-import base64
 import glob
 import json
 import os
@@ -20,13 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from unittest import mock
 
 import tiktoken
-from tiktoken_ext import openai_public
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RANKS = os.environ.get("DSPYC_TIKTOKEN_DIR") or os.path.join(ROOT, "models", "tiktoken")
+sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+import tiktoken_oracle  # noqa: E402
 MULTI = [
     "The quick brown fox jumps over the lazy dog; it's 12:45 and we'll leave at 3.",
     "東京は日本の首都で、人口は約1400万人です。", "北京是中华人民共和国的首都。",
@@ -54,19 +52,6 @@ def texts(mb):
     return out
 
 
-def oracle(name):
-    ranks = {}
-    with open(os.path.join(RANKS, name + ".tiktoken"), "rb") as f:
-        for line in f:
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
-    with mock.patch.object(openai_public, "load_tiktoken_bpe", lambda *a, **k: ranks):
-        spec = getattr(openai_public, name)()
-    return tiktoken.Encoding(name=spec["name"], pat_str=spec["pat_str"],
-                             mergeable_ranks=spec["mergeable_ranks"],
-                             special_tokens=spec["special_tokens"])
-
-
 def tiktoken_best(enc, text, rounds):
     n = len(enc.encode_ordinary(text))  # warm-up
     best = 1e30
@@ -90,7 +75,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         corpora = texts(a.mb)
         for name in ["cl100k_base", "o200k_base"]:
-            enc = oracle(name)
+            enc = tiktoken_oracle.encoding(name)
             for kind, text in corpora.items():
                 path = os.path.join(tmp, kind + ".txt")
                 data = text.encode()

@@ -4,23 +4,23 @@ the split patterns and special tokens of its own tiktoken_ext/openai_public.py. 
 cover unicode (CJK, emoji, combining marks, RTL scripts), whitespace runs, numbers,
 contractions, code, random mixtures, every code point in several contexts, and inputs over
 1 MB; then each flag's effect, chat-message counts and bad input."""
-import base64
 import json
 import os
 import random
 import shutil
 import subprocess
-from unittest import mock
+import sys
 
 import pytest
-import tiktoken
-from tiktoken_ext import openai_public
 
 from conftest import DSPYC, ROOT
 
+sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+import tiktoken_oracle  # noqa: E402
+
 pytestmark = [pytest.mark.e2e]
 
-RANKS = os.environ.get("DSPYC_TIKTOKEN_DIR") or os.path.join(ROOT, "models", "tiktoken")
+RANKS = tiktoken_oracle.RANKS
 NAMES = ["cl100k_base", "o200k_base"]
 
 TEXTS = [
@@ -57,28 +57,9 @@ POOL = (list("abcXYZ019 '\t\n\r/.,!?-_()[]{}<>|\"") +
          "'LL", "  ", "\r\n", "<|endoftext|>", "//", "123456"])
 
 
-def load_ranks(name):
-    ranks = {}
-    with open(os.path.join(RANKS, name + ".tiktoken"), "rb") as f:
-        for line in f:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    return ranks
-
-
 @pytest.fixture(scope="module")
 def oracle():
-    """tiktoken Encodings built from the rank files dspyc reads, with the pattern and
-    special tokens tiktoken's own openai_public.py defines for each name."""
-    encs = {}
-    for name in NAMES:
-        ranks = load_ranks(name)
-        with mock.patch.object(openai_public, "load_tiktoken_bpe", lambda *a, **k: ranks):
-            spec = getattr(openai_public, name)()
-        encs[name] = tiktoken.Encoding(name=spec["name"], pat_str=spec["pat_str"],
-                                       mergeable_ranks=spec["mergeable_ranks"],
-                                       special_tokens=spec["special_tokens"])
-    return encs
+    return {name: tiktoken_oracle.encoding(name) for name in NAMES}
 
 
 def run_tokens(*args, input=None):
