@@ -66,6 +66,8 @@ struct dspy_tokenizer {
     unsigned char *bytes; /* every token's bytes */
     struct slot *slots;
     size_t mask;          /* slots - 1, a power of two */
+    uint32_t *short_rank; /* the rank of each 1- and 2-byte token, without hashing:
+                             [b] for one byte b, [256 + (b0 << 8 | b1)] for two */
     struct span *by_rank; /* rank -> bytes, for decoding */
     uint32_t nranks;      /* highest rank + 1 */
 };
@@ -123,7 +125,7 @@ const char *dspy_tokenizer_name(const dspy_tokenizer *t)
 
 /* ---- The rank file ---- */
 
-static uint32_t find(const dspy_tokenizer *t, const unsigned char *p, size_t n)
+static uint32_t find_hashed(const dspy_tokenizer *t, const unsigned char *p, size_t n)
 {
     uint64_t h = XXH3_64bits(p, n);
     uint32_t tag = (uint32_t)(h >> 32);
@@ -134,6 +136,14 @@ static uint32_t find(const dspy_tokenizer *t, const unsigned char *p, size_t n)
         if (s->tag == tag && s->len == n && !memcmp(t->bytes + s->off, p, n))
             return s->rank;
     }
+}
+
+/* The rank of token p[0..n), or NO_RANK. Most lookups (a piece's first pairs) are short. */
+static inline uint32_t find(const dspy_tokenizer *t, const unsigned char *p, size_t n)
+{
+    if (n <= 2)
+        return t->short_rank[n == 1 ? p[0] : 256u + ((unsigned)p[0] << 8 | p[1])];
+    return find_hashed(t, p, n);
 }
 
 static bool insert(dspy_tokenizer *t, uint32_t off, uint32_t len, uint32_t rank)
@@ -210,12 +220,19 @@ static dspy_status parse_ranks(dspy_tokenizer *t, const char *text, size_t len, 
         if (t->enc->specials[i].id > max_rank)
             max_rank = t->enc->specials[i].id;
     t->nranks = max_rank + 1;
-    if (!(t->by_rank = dspy_calloc(t->nranks, sizeof(*t->by_rank))))
+    if (!(t->by_rank = dspy_calloc(t->nranks, sizeof(*t->by_rank))) ||
+        !(t->short_rank = dspy_malloc((256 + 65536) * sizeof(*t->short_rank))))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    for (size_t i = 0; i < 256 + 65536; i++)
+        t->short_rank[i] = NO_RANK;
     for (size_t i = 0; i <= t->mask; i++) {
         const struct slot *s = &t->slots[i];
         if (s->rank == NO_RANK)
             continue;
+        if (s->len <= 2) {
+            const unsigned char *b = t->bytes + s->off;
+            t->short_rank[s->len == 1 ? b[0] : 256u + ((unsigned)b[0] << 8 | b[1])] = s->rank;
+        }
         if (t->by_rank[s->rank].len) {
             dspy__err(err, DSPY_EPARSE, "%s: rank %u is given to two tokens", path, s->rank);
             dspy__err_file(err, path);
@@ -280,6 +297,7 @@ void dspy_tokenizer_free(dspy_tokenizer *t)
     dspy_free(t->bytes);
     dspy_free(t->slots);
     dspy_free(t->by_rank);
+    dspy_free(t->short_rank);
     dspy_free(t);
 }
 
