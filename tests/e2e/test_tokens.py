@@ -98,6 +98,7 @@ def test_ids_match_tiktoken(tmp_path, oracle, name):
     assert_same(texts, got, want, name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_every_code_point_matches_tiktoken(tmp_path, oracle, name):
     """Each code point alone, after a letter, a space, a digit and an apostrophe, and
@@ -112,6 +113,7 @@ def test_every_code_point_matches_tiktoken(tmp_path, oracle, name):
         assert g == w, f"{name}: code points from U+{cps[i * 4096]:04X} differ"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_long_inputs_match_tiktoken(tmp_path, oracle, name):
     rng = random.Random(7)
