@@ -115,10 +115,10 @@ struct run_args {
     bool quiet, resume;
     char score_field[128]; /* --score: the labelled field, "" for none */
     bool score_f1;
-    long context_budget;        /* --context-budget, 0 = none */
-    const char *context_tokens; /* --context-tokens */
+    long context_budget;          /* --context-budget, 0 = none */
+    const char *context_tokens;   /* --context-tokens */
     const char *context_counting; /* what the budget counted with, for the summary */
-    const char *prices_path; /* --prices */
+    const char *prices_path;      /* --prices */
     dspy_price_table *prices;
     const char *model; /* the endpoint's, for the cost */
 };
@@ -842,8 +842,9 @@ int cmd_run(int argc, char **argv)
             if (strcmp(optarg, "auto") && strcmp(optarg, "estimate") &&
                 strcmp(optarg, "cl100k_base") && strcmp(optarg, "o200k_base") &&
                 strcmp(optarg, "wordpiece")) {
-                fprintf(stderr, "dspyc run: --context-tokens: expected auto, cl100k_base, "
-                                "o200k_base, wordpiece or estimate, not '%s'\n",
+                fprintf(stderr,
+                        "dspyc run: --context-tokens: expected auto, cl100k_base, "
+                        "o200k_base, wordpiece or estimate, not '%s'\n",
                         optarg);
                 return 2;
             }

@@ -36,10 +36,10 @@ static dspy_status wordpiece_count(const dspy_embedder *e, const json_t *message
         total += 3;
         json_object_foreach(m, key, v) {
             size_t n = 0;
-            dspy_status rc = json_is_string(v) ? dspy_embedder_count_tokens(
-                                                     e, json_string_value(v), json_string_length(v),
-                                                     &n, err)
-                                               : DSPY_OK;
+            dspy_status rc = json_is_string(v)
+                                 ? dspy_embedder_count_tokens(e, json_string_value(v),
+                                                              json_string_length(v), &n, err)
+                                 : DSPY_OK;
             if (rc)
                 return rc;
             total += (long)n + !strcmp(key, "name");
@@ -133,7 +133,8 @@ dspy_status dspy__context_fit(dspy_program *p, size_t pred, json_t *record, dspy
         while (json_array_size(keep) && tokens > budget) {
             json_array_remove(keep, json_array_size(keep) - 1);
             dropped_d++;
-            if ((rc = dspy_module_set_demos(c, keep)) || (rc = measure(p, c, record, &tokens, err))) {
+            if ((rc = dspy_module_set_demos(c, keep)) ||
+                (rc = measure(p, c, record, &tokens, err))) {
                 dspy_module_free(c);
                 json_decref(keep);
                 return rc == DSPY_ENOMEM ? dspy__err(err, rc, "out of memory") : rc;

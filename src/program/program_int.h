@@ -31,9 +31,9 @@ struct dspy_program {
                                dspy_program_dump_state; NULL: dspyc's own */
     size_t nsteps;          /* retrieve steps, in the order they run */
     struct dspy__retrieve_step *steps;
-    long context_budget;    /* tokens of context; 0 = no budget */
-    long completion_budget; /* of them, kept for the completion */
-    const dspy_tokenizer *context_bpe;     /* counts the budget's tokens; borrowed */
+    long context_budget;                    /* tokens of context; 0 = no budget */
+    long completion_budget;                 /* of them, kept for the completion */
+    const dspy_tokenizer *context_bpe;      /* counts the budget's tokens; borrowed */
     const dspy_embedder *context_wordpiece; /* else this one's word pieces; borrowed */
 };
 

@@ -311,8 +311,8 @@ static const struct encoding *find_encoding(const char *name, struct dspy_error 
     return NULL;
 }
 
-static dspy_status parse(const struct encoding *enc, const char *text, size_t len,
-                         const char *name, dspy_tokenizer **out, struct dspy_error *err)
+static dspy_status parse(const struct encoding *enc, const char *text, size_t len, const char *name,
+                         dspy_tokenizer **out, struct dspy_error *err)
 {
     dspy_status rc;
     dspy_tokenizer *t = dspy_calloc(1, sizeof(*t));
@@ -345,8 +345,8 @@ dspy_status dspy_tokenizer_open(const char *encoding, const char *dir, dspy_toke
     *out = NULL;
     if (!enc)
         return DSPY_ENOTFOUND;
-    if ((rc = dspy__data_dir(dir, DSPY_TOKENIZER_DIR_ENV, "models/tiktoken", folder,
-                             sizeof(folder), err)))
+    if ((rc = dspy__data_dir(dir, DSPY_TOKENIZER_DIR_ENV, "models/tiktoken", folder, sizeof(folder),
+                             err)))
         return rc;
     if ((size_t)snprintf(path, sizeof(path), "%s/%s.tiktoken", folder, enc->name) >= sizeof(path))
         return dspy__err(err, DSPY_EINVAL, "rank file path too long: %s", folder);

@@ -46,8 +46,11 @@ static void test_cl100k_pieces(void **state)
     (void)state;
     enum dspy__bpe_split s = DSPY__BPE_SPLIT_CL100K;
     expect_pieces(s, "Hello world's  \n\n  x", "Hello| world|'s|  \n\n| | x|");
-    expect_pieces(s, "don't STOP'LL 1234567 a\xcc\x81" "b",
-                  "don|'t| STOP|'LL| |123|456|7| a|\xcc\x81" "b|");
+    expect_pieces(s,
+                  "don't STOP'LL 1234567 a\xcc\x81"
+                  "b",
+                  "don|'t| STOP|'LL| |123|456|7| a|\xcc\x81"
+                  "b|");
     expect_pieces(s, "HelloWORLDFoo camelCase \xe6\x9d\xb1\xe4\xba\xac",
                   "HelloWORLDFoo| camelCase| \xe6\x9d\xb1\xe4\xba\xac|");
     expect_pieces(s, "x  \n  ", "x|  \n  |");
@@ -59,8 +62,11 @@ static void test_o200k_pieces(void **state)
     (void)state;
     enum dspy__bpe_split s = DSPY__BPE_SPLIT_O200K;
     expect_pieces(s, "Hello world's  \n\n  x", "Hello| world's|  \n\n| | x|");
-    expect_pieces(s, "don't STOP'LL 1234567 a\xcc\x81" "b",
-                  "don't| STOP'LL| |123|456|7| a\xcc\x81" "b|");
+    expect_pieces(s,
+                  "don't STOP'LL 1234567 a\xcc\x81"
+                  "b",
+                  "don't| STOP'LL| |123|456|7| a\xcc\x81"
+                  "b|");
     expect_pieces(s, "HelloWORLDFoo camelCase", "Hello|WORLDFoo| camel|Case|");
     expect_pieces(s, "x  \n  ", "x|  \n|  |");
     expect_pieces(s, " ?!//\n\nfoo\t\tbar  ", " ?!//\n\n|foo|\t|\tbar|  |");
@@ -129,8 +135,7 @@ static void test_real_ids(void **state)
     expect_ids(o2, "Hello, how are you doing? I'm fine", 0,
                (const uint32_t[]){ 13225, 11, 1495, 553, 481, 5306, 30, 5477, 8975 }, 9);
     expect_ids(cl, "<|endoftext|>", DSPY_TOKENS_SPECIAL, (const uint32_t[]){ 100257 }, 1);
-    expect_ids(o2, "a<|endofprompt|>", DSPY_TOKENS_SPECIAL, (const uint32_t[]){ 64, 200018 },
-               2);
+    expect_ids(o2, "a<|endofprompt|>", DSPY_TOKENS_SPECIAL, (const uint32_t[]){ 64, 200018 }, 2);
     size_t n;
     assert_int_equal(dspy_tokenizer_count(cl, "<|endoftext|>", 13, 0, &n, &err), DSPY_OK);
     assert_true(n > 1); /* ordinary text by default */
@@ -168,9 +173,10 @@ static void test_real_ids(void **state)
 static void test_models(void **state)
 {
     (void)state;
-    static const char *const o200k[] = { "gpt-4o",  "gpt-4o-mini-2024-07-18", "gpt-4.1", "gpt-5",
-                                         "o1",      "o3-mini",                "o4-mini", "azure/gpt-4o",
-                                         "chatgpt-4o-latest" };
+    static const char *const o200k[] = {
+        "gpt-4o",  "gpt-4o-mini-2024-07-18", "gpt-4.1",          "gpt-5", "o1", "o3-mini",
+        "o4-mini", "azure/gpt-4o",           "chatgpt-4o-latest"
+    };
     static const char *const cl100k[] = { "gpt-4", "gpt-4-turbo", "gpt-3.5-turbo",
                                           "text-embedding-3-small", "text-embedding-ada-002" };
     for (size_t i = 0; i < sizeof(o200k) / sizeof(o200k[0]); i++)
@@ -185,8 +191,7 @@ static void test_models(void **state)
     assert_int_equal(dspy_tokenizer_open_model("claude-3", "models/tiktoken", &t, &err),
                      DSPY_ENOTFOUND);
     assert_null(t);
-    assert_int_equal(dspy_tokenizer_open("p50k_base", "models/tiktoken", &t, &err),
-                     DSPY_ENOTFOUND);
+    assert_int_equal(dspy_tokenizer_open("p50k_base", "models/tiktoken", &t, &err), DSPY_ENOTFOUND);
 }
 
 /* A rank file of our own in a fresh folder: the 256 bytes, then `extra` lines. */
