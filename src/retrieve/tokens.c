@@ -19,6 +19,9 @@
 
 #define MAX_RANK_FILE ((size_t)64 << 20)
 #define NO_RANK UINT32_MAX
+/* Ranks count up from 0, the special tokens a little past them: a rank file's ranks stay
+ * below its line count plus this. */
+#define MAX_RANK_GAP 65536
 /* Pieces up to this many bytes merge by tiktoken's own scan (quadratic, fastest when
  * short); longer ones through a heap, so a megabyte without a space stays n log n. */
 #define SCAN_MAX 128
@@ -207,6 +210,8 @@ static dspy_status parse_ranks(dspy_tokenizer *t, const char *text, size_t len, 
             rank = rank * 10 + (unsigned)(*d - '0');
         if (!dl || d != p + n || rank >= NO_RANK)
             return bad_line(err, path, line, "the rank is not a number below 2^32 - 1");
+        if (rank >= lines + MAX_RANK_GAP) /* ranks index an array: no huge gaps */
+            return bad_line(err, path, line, "the rank is far above the number of tokens");
         size_t blen;
         if (!dspy__base64_decode(p, b64, t->bytes + used, &blen) || !blen)
             return bad_line(err, path, line, "the token is not base64");

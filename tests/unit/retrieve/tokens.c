@@ -265,11 +265,26 @@ static void test_bad_rank_files(void **state)
     assert_non_null(strstr(err.message, "not base64"));
     assert_int_equal(open_own("YWE= x\n", true, &t, &err), DSPY_EPARSE);
     assert_non_null(strstr(err.message, "rank is not a number"));
+    assert_int_equal(open_own("YWE= 2566257257\n", true, &t, &err), DSPY_EPARSE);
+    assert_non_null(strstr(err.message, "far above the number of tokens"));
     assert_int_equal(open_own("YWE=\n", true, &t, &err), DSPY_EPARSE);
     assert_int_equal(open_own("YWE= 256\n", false, &t, &err), DSPY_EPARSE);
     assert_non_null(strstr(err.message, "no token for the byte 0x"));
-    assert_int_equal(open_own("YWE= 100257\n", true, &t, &err), DSPY_EPARSE);
+    /* A rank that is a special token's: 40,000 three-byte tokens bring 100257 within reach
+     * of the ranks' gap limit first. */
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *many = malloc(40000 * 16 + 32);
+    assert_non_null(many);
+    size_t o = 0;
+    for (unsigned i = 0; i < 40000; i++) {
+        unsigned v = 0x800000u | i; /* 3 bytes: 4 base64 characters */
+        o += (size_t)sprintf(many + o, "%c%c%c%c %u\n", b64[v >> 18], b64[(v >> 12) & 63],
+                             b64[(v >> 6) & 63], b64[v & 63], 256 + i);
+    }
+    strcpy(many + o, "YWE= 100257\n");
+    assert_int_equal(open_own(many, true, &t, &err), DSPY_EPARSE);
     assert_non_null(strstr(err.message, "special token <|endoftext|>"));
+    free(many);
     assert_int_equal(open_own("", false, &t, &err), DSPY_EPARSE);
     assert_null(t);
     assert_int_equal(dspy_tokenizer_open("cl100k_base", "/nonexistent", &t, &err), DSPY_ENOTFOUND);
