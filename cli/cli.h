@@ -24,5 +24,6 @@ int cmd_serve_jobs(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_jobs(int argc, char **argv);
 int cmd_index(int argc, char **argv);
+int cmd_tokens(int argc, char **argv);
 
 #endif

@@ -20,6 +20,7 @@ static const struct cli_command commands[] = {
     { "run", "run a program over a JSON-lines file", cmd_run },
     { "serve", "OpenAI-compatible caching proxy with metrics and a live dashboard", cmd_serve },
     { "sim", "OpenAI-compatible LM simulator for offline work and tests", cmd_sim },
+    { "tokens", "exact OpenAI BPE token counts (cl100k_base, o200k_base) of texts", cmd_tokens },
     { "vec", "vector devices and kernels: info, CPU-vs-GPU benchmark", cmd_vec },
     { "version", "print the version", cmd_version },
     { "worker", "run jobs of 'dspyc serve --jobs --redis' from Redis Streams", cmd_worker },

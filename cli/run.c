@@ -22,7 +22,8 @@
 #include "endpoint.h"
 #include "util.h"
 
-static const char run_usage[] =
+/* In two parts: one string literal may be at most 4095 bytes in ISO C. */
+static const char run_intro[] =
     "usage: dspyc run (PROGRAM.json | --signature SIG [--module M] [--adapter A])\n"
     "                 --input IN.jsonl --output OUT.jsonl [options]\n\n"
     "Run a program over every line of IN.jsonl (one JSON object of input fields per line).\n"
@@ -37,7 +38,8 @@ static const char run_usage[] =
     "written) and the summary is printed; --resume then finishes the file. A second\n"
     "signal exits at once (say, while output waits on a full pipe). Output is written in\n"
     "whole lines, so even after SIGKILL the file ends with whole records (or one half\n"
-    "line, which --resume drops).\n\n"
+    "line, which --resume drops).\n\n";
+static const char run_usage[] =
     "options:\n"
     "  --signature SIG       run one module with this signature instead of a program file\n"
     "  --module predict|cot  module for --signature (default predict)\n"
@@ -58,9 +60,13 @@ static const char run_usage[] =
     "  --context-budget N    fit every prompt into N tokens of context minus --max-tokens\n"
     "                        (the completion's): retrieved passages are dropped lowest-\n"
     "                        ranked first, then the last demos; a record whose prompt still\n"
-    "                        does not fit fails (never sent). Tokens are estimated (bytes /\n"
-    "                        4 per message, docs/retrieve.md); what was dropped is reported\n"
+    "                        does not fit fails (never sent); what was dropped is reported\n"
     "                        in the prediction's \"context_dropped\"\n"
+    "  --context-tokens HOW  how the budget counts tokens: auto (default: the model's BPE\n"
+    "                        encoding when its name is known, gpt-4o -> o200k_base, gpt-4\n"
+    "                        -> cl100k_base, else the estimate), cl100k_base, o200k_base,\n"
+    "                        wordpiece (the embedder's tokenizer, --embed-model) or\n"
+    "                        estimate (3 + per message 4 + bytes / 4, docs/retrieve.md)\n"
     "  --prices FILE         prices per 1k prompt / completion tokens by model (JSON,\n"
     "                        {\"gpt-4o\": {\"input_per_1k\": 0.0025, \"output_per_1k\": 0.01}}),\n"
     "                        over the defaults for common models; the summary's estimated\n"
@@ -97,6 +103,7 @@ enum {
     OPT_RESUME,
     OPT_PRICES,
     OPT_CONTEXT_BUDGET,
+    OPT_CONTEXT_TOKENS,
 };
 
 struct run_args {
@@ -108,8 +115,10 @@ struct run_args {
     bool quiet, resume;
     char score_field[128]; /* --score: the labelled field, "" for none */
     bool score_f1;
-    long context_budget;     /* --context-budget, 0 = none */
-    const char *prices_path; /* --prices */
+    long context_budget;          /* --context-budget, 0 = none */
+    const char *context_tokens;   /* --context-tokens */
+    const char *context_counting; /* what the budget counted with, for the summary */
+    const char *prices_path;      /* --prices */
     dspy_price_table *prices;
     const char *model; /* the endpoint's, for the cost */
 };
@@ -267,6 +276,37 @@ static void print_cost(const struct run_args *a, const struct run_totals *t)
     fputc('\n', stderr);
 }
 
+static void print_usage(FILE *out)
+{
+    fputs(run_intro, out);
+    endpoint_print_usage(out, run_usage);
+}
+
+/* How --context-budget counts: -1 after printing why when the tokenizer cannot be opened. */
+static int context_tokens(struct run_args *a, dspy_program *p, const char *model,
+                          const char *embed_dir, dspy_tokenizer **tok, dspy_embedder **wp)
+{
+    const char *how = a->context_tokens ? a->context_tokens : "auto";
+    struct dspy_error err;
+    if (!strcmp(how, "wordpiece")) {
+        struct dspy_embedder_options o = DSPY_EMBEDDER_OPTIONS_INIT;
+        o.model_dir = embed_dir;
+        if (dspy_embedder_new(&o, wp, &err)) {
+            fprintf(stderr, "dspyc run: --context-tokens wordpiece: %s\n", err.message);
+            return -1;
+        }
+    } else if (strcmp(how, "estimate")) {
+        const char *enc = strcmp(how, "auto") ? how : dspy_tokenizer_encoding_for_model(model);
+        if (enc && dspy_tokenizer_open(enc, NULL, tok, &err)) {
+            fprintf(stderr, "dspyc run: --context-tokens %s: %s\n", enc, err.message);
+            return -1;
+        }
+    }
+    dspy_program_set_context_tokenizer(p, *tok, *wp);
+    a->context_counting = dspy_program_context_counting(p);
+    return 0;
+}
+
 static void print_summary(const struct run_args *a, const struct run_totals *t,
                           const struct cache_config *cc, double secs)
 {
@@ -288,6 +328,9 @@ static void print_summary(const struct run_args *a, const struct run_totals *t,
                 t->cached_usage.prompt_tokens, t->cached_usage.completion_tokens);
     fputc('\n', stderr);
     print_cost(a, t);
+    if (a->context_budget)
+        fprintf(stderr, "context budget: %ld tokens, counted with %s\n", a->context_budget,
+                a->context_counting);
     if (t->scored)
         fprintf(stderr, "score (%s on `%s`): %.2f / %ld (%.1f %%)\n",
                 a->score_f1 ? "token F1" : "exact match", a->score_field, t->score_sum, t->scored,
@@ -742,6 +785,7 @@ int cmd_run(int argc, char **argv)
         { "score", required_argument, NULL, OPT_SCORE },
         { "prices", required_argument, NULL, OPT_PRICES },
         { "context-budget", required_argument, NULL, OPT_CONTEXT_BUDGET },
+        { "context-tokens", required_argument, NULL, OPT_CONTEXT_TOKENS },
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
         { "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
         { "resume", no_argument, NULL, OPT_RESUME },
@@ -794,6 +838,18 @@ int cmd_run(int argc, char **argv)
             if (parse_long_flag("--context-budget", optarg, 1, 100000000, &a.context_budget))
                 return 2;
             break;
+        case OPT_CONTEXT_TOKENS:
+            if (strcmp(optarg, "auto") && strcmp(optarg, "estimate") &&
+                strcmp(optarg, "cl100k_base") && strcmp(optarg, "o200k_base") &&
+                strcmp(optarg, "wordpiece")) {
+                fprintf(stderr,
+                        "dspyc run: --context-tokens: expected auto, cl100k_base, "
+                        "o200k_base, wordpiece or estimate, not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            a.context_tokens = optarg;
+            break;
         case OPT_SCORE: {
             const char *colon = strchr(optarg, ':');
             size_t n = colon ? (size_t)(colon - optarg) : strlen(optarg);
@@ -818,8 +874,8 @@ int cmd_run(int argc, char **argv)
             break;
         case OPT_RESUME: a.resume = true; break;
         case 'q': a.quiet = true; break;
-        case 'h': endpoint_print_usage(stdout, run_usage); return 0;
-        default: endpoint_print_usage(stderr, run_usage); return 2;
+        case 'h': print_usage(stdout); return 0;
+        default: print_usage(stderr); return 2;
         }
     }
     if (optind < argc)
@@ -827,7 +883,7 @@ int cmd_run(int argc, char **argv)
     if (optind < argc || !a.input_path || !a.output_path || !a.program_path == !a.signature) {
         fprintf(stderr, "dspyc run: name a program file or --signature (one of them), "
                         "--input and --output\n\n");
-        endpoint_print_usage(stderr, run_usage);
+        print_usage(stderr);
         return 2;
     }
     dspy_program *p = build_program(&a);
@@ -862,8 +918,17 @@ int cmd_run(int argc, char **argv)
                 soft, hard_text, room, a.concurrency, room);
         a.concurrency = room;
     }
+    dspy_tokenizer *tok = NULL;
+    dspy_embedder *wp = NULL;
+    if (lm && a.context_budget &&
+        context_tokens(&a, p, ep.model, ep.cache.embed_model, &tok, &wp)) {
+        endpoint_close(&ep, lm);
+        lm = NULL;
+    }
     int rc = lm ? run_file(&a, p, lm, &ep.cache) : 2;
     endpoint_close(&ep, lm);
+    dspy_tokenizer_free(tok);
+    dspy_embedder_free(wp);
     dspy_price_table_free(a.prices);
     dspy_program_free(p);
     return rc;

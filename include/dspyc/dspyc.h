@@ -21,6 +21,7 @@
 #include <dspyc/vec.h>
 #include <dspyc/jobs.h>
 #include <dspyc/retrieve.h>
+#include <dspyc/tokens.h>
 #include <dspyc/price.h>
 
 #endif

@@ -71,6 +71,12 @@ DSPY_EXTERN dspy_status dspy_embedder_tokenize(const dspy_embedder *e, const cha
                                                int32_t *ids, size_t max, size_t *n,
                                                struct dspy_error *err);
 
+/** The number of word pieces in the whole of `text`, never cut, [CLS] and [SEP] not
+ * counted: what the context budget counts with the embedder's tokenizer. Errors:
+ * DSPY_EUTF8 with the byte offset, DSPY_ENOMEM. */
+DSPY_EXTERN dspy_status dspy_embedder_count_tokens(const dspy_embedder *e, const char *text,
+                                                   size_t len, size_t *n, struct dspy_error *err);
+
 /** Longest text dspy_embedding_json() writes for DSPY_EMBED_DIM floats, NUL included
  * (each float at most 15 bytes plus its comma, two brackets). */
 #define DSPY_EMBEDDING_JSON_MAX (DSPY_EMBED_DIM * 16 + 3)

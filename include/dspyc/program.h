@@ -9,8 +9,10 @@
 #include <jansson.h>
 
 #include <dspyc/common.h>
+#include <dspyc/embed.h>
 #include <dspyc/module.h>
 #include <dspyc/retrieve.h>
+#include <dspyc/tokens.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -57,8 +59,8 @@ DSPY_EXTERN dspy_status dspy_program_add_retrieve(dspy_program *p, size_t before
 /** Retrieve steps of the program (program files: entries with "module": "retrieve"). */
 DSPY_EXTERN size_t dspy_program_retrieve_count(const dspy_program *p);
 
-/** The context-window manager: before each predictor's call the prompt (estimated tokens:
- * 3 + per message 4 + ceil(content bytes / 4)) must fit `context_tokens` minus
+/** The context-window manager: before each predictor's call the prompt (its tokens counted
+ * as dspy_program_set_context_tokenizer() says) must fit `context_tokens` minus
  * `completion_tokens`; over it, the passages of retrieve steps are dropped lowest-ranked
  * first, then the last demos, and a prompt that still does not fit fails the record with
  * DSPY_ELM_CONTEXT (it is never sent). What was dropped is reported in the outputs under
@@ -66,6 +68,19 @@ DSPY_EXTERN size_t dspy_program_retrieve_count(const dspy_program *p);
 DSPY_EXTERN dspy_status dspy_program_set_context_budget(dspy_program *p, long context_tokens,
                                                         long completion_tokens,
                                                         struct dspy_error *err);
+
+/** How the context budget counts a prompt's tokens: with `tokenizer` (the model's BPE
+ * encoding, as OpenAI counts chat messages: dspy_tokenizer_count_messages()), else with
+ * `embedder`'s WordPiece tokenizer (the same framing, 3 per message and 3 for the reply,
+ * over word pieces), else (both NULL, the default) the estimate: 3 + per message 4 +
+ * ceil(content bytes / 4). Borrowed until the program and its copies are freed. Not while
+ * calls are in flight. */
+DSPY_EXTERN void dspy_program_set_context_tokenizer(dspy_program *p,
+                                                    const dspy_tokenizer *tokenizer,
+                                                    const dspy_embedder *embedder);
+/** What the context budget counts with: the encoding's name ("o200k_base"), "wordpiece" or
+ * "estimate". Static or borrowed like the tokenizer. */
+DSPY_EXTERN const char *dspy_program_context_counting(const dspy_program *p);
 
 /** Apply a DSPy save file: instructions, field prefixes and descriptions, demos. Errors
  * name the predictor and key; the program is unchanged on failure. */

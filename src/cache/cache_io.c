@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/base64.h"
 #include "base/buf.h"
 #include "base/status.h"
 #include "cache/cache_int.h"
@@ -105,39 +106,17 @@ static char *b64_encode(const unsigned char *p, size_t n)
     return dspy__buf_detach(&b, NULL);
 }
 
-static int b64_val(char c)
-{
-    const char *p = c ? strchr(b64, c) : NULL;
-    return p ? (int)(p - b64) : -1;
-}
-
 /* Decode into a new buffer; NULL (and *ok false) on bad input. */
 static unsigned char *b64_decode(const char *s, size_t n, size_t *len, bool *ok)
 {
-    unsigned char *out, *o;
+    unsigned char *out = dspy_malloc(n / 4 * 3 + 1);
     *ok = false;
-    if (n % 4)
+    if (!out)
         return NULL;
-    if (!(out = dspy_malloc(n / 4 * 3 + 1)))
+    if (!dspy__base64_decode(s, n, out, len)) {
+        dspy_free(out);
         return NULL;
-    o = out;
-    for (size_t i = 0; i < n; i += 4) {
-        int a = b64_val(s[i]), b = b64_val(s[i + 1]);
-        int c = s[i + 2] == '=' ? 0 : b64_val(s[i + 2]);
-        int d = s[i + 3] == '=' ? 0 : b64_val(s[i + 3]);
-        bool pad2 = s[i + 2] == '=', pad3 = s[i + 3] == '=';
-        if (a < 0 || b < 0 || c < 0 || d < 0 || (pad2 && !pad3) || ((pad2 || pad3) && i + 4 != n)) {
-            dspy_free(out);
-            return NULL;
-        }
-        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
-        *o++ = (unsigned char)(v >> 16);
-        if (!pad2)
-            *o++ = (unsigned char)(v >> 8);
-        if (!pad3)
-            *o++ = (unsigned char)v;
     }
-    *len = (size_t)(o - out);
     *ok = true;
     return out;
 }

@@ -1,8 +1,9 @@
 /* The context-window manager (program layer): before a predictor's call, the prompt is
  * measured against the program's budget (the context window minus the completion budget);
  * over it, the lowest-ranked retrieved passages are dropped first, then the last demos, and
- * a prompt that still does not fit is refused, never sent. Token counts are an estimate
- * (docs/retrieve.md) until the models' own tokenizers are wired in. */
+ * a prompt that still does not fit is refused, never sent. Tokens are counted with the
+ * model's BPE encoding, the embedder's WordPiece tokenizer, or an estimate when neither is
+ * known (docs/retrieve.md). */
 #include <string.h>
 
 #include "base/status.h"
@@ -22,13 +23,50 @@ long dspy__context_estimate(const json_t *messages)
     return total;
 }
 
-static dspy_status measure(dspy_module *m, const json_t *record, long *tokens,
-                           struct dspy_error *err)
+/* OpenAI's chat framing over word pieces: 3 per message and its values, 3 for the reply. */
+static dspy_status wordpiece_count(const dspy_embedder *e, const json_t *messages, long *tokens,
+                                   struct dspy_error *err)
+{
+    long total = 3;
+    size_t i;
+    json_t *m;
+    json_array_foreach((json_t *)(uintptr_t)messages, i, m) {
+        const char *key;
+        json_t *v;
+        total += 3;
+        json_object_foreach(m, key, v) {
+            size_t n = 0;
+            dspy_status rc = json_is_string(v)
+                                 ? dspy_embedder_count_tokens(e, json_string_value(v),
+                                                              json_string_length(v), &n, err)
+                                 : DSPY_OK;
+            if (rc)
+                return rc;
+            total += (long)n + !strcmp(key, "name");
+        }
+    }
+    *tokens = total;
+    return DSPY_OK;
+}
+
+dspy_status dspy__context_count(const dspy_program *p, const json_t *messages, long *tokens,
+                                struct dspy_error *err)
+{
+    if (p->context_bpe)
+        return dspy_tokenizer_count_messages(p->context_bpe, messages, tokens, err);
+    if (p->context_wordpiece)
+        return wordpiece_count(p->context_wordpiece, messages, tokens, err);
+    *tokens = dspy__context_estimate(messages);
+    return DSPY_OK;
+}
+
+static dspy_status measure(const dspy_program *p, dspy_module *m, const json_t *record,
+                           long *tokens, struct dspy_error *err)
 {
     json_t *msgs = NULL;
     dspy_status rc = dspy_module_format(m, record, &msgs, err);
     if (!rc)
-        *tokens = dspy__context_estimate(msgs);
+        rc = dspy__context_count(p, msgs, tokens, err);
     json_decref(msgs);
     return rc;
 }
@@ -64,7 +102,7 @@ dspy_status dspy__context_fit(dspy_program *p, size_t pred, json_t *record, dspy
         return dspy__err(err, DSPY_ELM_CONTEXT,
                          "context budget %ld leaves no room after the completion's %ld tokens",
                          p->context_budget, p->completion_budget);
-    if ((rc = measure(m, record, &tokens, err)) || tokens <= budget)
+    if ((rc = measure(p, m, record, &tokens, err)) || tokens <= budget)
         return rc;
     /* 1. Passages, lowest-ranked first (the end of the last retrieval's list). */
     size_t nf = passage_fields(p, m, fields, 8);
@@ -78,7 +116,7 @@ dspy_status dspy__context_fit(dspy_program *p, size_t pred, json_t *record, dspy
         while (json_array_size(copy) && tokens > budget) {
             json_array_remove(copy, json_array_size(copy) - 1);
             dropped_p++;
-            if ((rc = measure(m, record, &tokens, err)))
+            if ((rc = measure(p, m, record, &tokens, err)))
                 return rc;
         }
     }
@@ -95,7 +133,8 @@ dspy_status dspy__context_fit(dspy_program *p, size_t pred, json_t *record, dspy
         while (json_array_size(keep) && tokens > budget) {
             json_array_remove(keep, json_array_size(keep) - 1);
             dropped_d++;
-            if ((rc = dspy_module_set_demos(c, keep)) || (rc = measure(c, record, &tokens, err))) {
+            if ((rc = dspy_module_set_demos(c, keep)) ||
+                (rc = measure(p, c, record, &tokens, err))) {
                 dspy_module_free(c);
                 json_decref(keep);
                 return rc == DSPY_ENOMEM ? dspy__err(err, rc, "out of memory") : rc;
@@ -108,14 +147,15 @@ dspy_status dspy__context_fit(dspy_program *p, size_t pred, json_t *record, dspy
         dspy_module_free(*use);
         *use = NULL;
         return dspy__err(err, DSPY_ELM_CONTEXT,
-                         "the prompt needs %ld tokens (estimated) with %zu passages and %zu "
-                         "demos dropped; the context budget leaves %ld",
-                         tokens, dropped_p, dropped_d, budget);
+                         "the prompt needs %ld tokens (%s) with %zu passages and %zu demos "
+                         "dropped; the context budget leaves %ld",
+                         tokens, dspy_program_context_counting(p), dropped_p, dropped_d, budget);
     }
     if (report) {
-        json_t *r = json_pack("{s:I, s:I, s:I, s:I}", "passages", (json_int_t)dropped_p, "demos",
-                              (json_int_t)dropped_d, "prompt_tokens", (json_int_t)tokens, "budget",
-                              (json_int_t)budget);
+        json_t *r = json_pack("{s:I, s:I, s:I, s:I, s:s}", "passages", (json_int_t)dropped_p,
+                              "demos", (json_int_t)dropped_d, "prompt_tokens", (json_int_t)tokens,
+                              "budget", (json_int_t)budget, "counting",
+                              dspy_program_context_counting(p));
         const char *name = p->preds[pred].name ? p->preds[pred].name : "predict";
         if (!r || json_object_set_new(report, name, r)) {
             dspy_module_free(*use);
@@ -138,4 +178,18 @@ dspy_status dspy_program_set_context_budget(dspy_program *p, long context_tokens
     p->context_budget = context_tokens;
     p->completion_budget = completion_tokens;
     return DSPY_OK;
+}
+
+void dspy_program_set_context_tokenizer(dspy_program *p, const dspy_tokenizer *tokenizer,
+                                        const dspy_embedder *embedder)
+{
+    p->context_bpe = tokenizer;
+    p->context_wordpiece = tokenizer ? NULL : embedder;
+}
+
+const char *dspy_program_context_counting(const dspy_program *p)
+{
+    return p->context_bpe         ? dspy_tokenizer_name(p->context_bpe)
+           : p->context_wordpiece ? "wordpiece"
+                                  : "estimate";
 }

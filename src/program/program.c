@@ -647,6 +647,8 @@ dspy_program *dspy_program_copy(const dspy_program *src)
         goto fail;
     p->context_budget = src->context_budget;
     p->completion_budget = src->completion_budget;
+    p->context_bpe = src->context_bpe;
+    p->context_wordpiece = src->context_wordpiece;
     return p;
 fail:
     dspy_program_free(p);

@@ -31,8 +31,10 @@ struct dspy_program {
                                dspy_program_dump_state; NULL: dspyc's own */
     size_t nsteps;          /* retrieve steps, in the order they run */
     struct dspy__retrieve_step *steps;
-    long context_budget;    /* tokens of context; 0 = no budget */
-    long completion_budget; /* of them, kept for the completion */
+    long context_budget;                    /* tokens of context; 0 = no budget */
+    long completion_budget;                 /* of them, kept for the completion */
+    const dspy_tokenizer *context_bpe;      /* counts the budget's tokens; borrowed */
+    const dspy_embedder *context_wordpiece; /* else this one's word pieces; borrowed */
 };
 
 /* A path into a JSON document, for error messages: predictors[1].demos. */
@@ -88,6 +90,9 @@ dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
  * `record`, and *use set to a module copy with fewer demos (caller frees) when demos had to
  * go; what was dropped goes into `report` under the predictor's name. */
 long dspy__context_estimate(const json_t *messages);
+/* The prompt tokens of `messages` as the program's budget counts them. */
+dspy_status dspy__context_count(const dspy_program *p, const json_t *messages, long *tokens,
+                                struct dspy_error *err);
 dspy_status dspy__context_fit(dspy_program *p, size_t pred, json_t *record, dspy_module **use,
                               json_t *report, struct dspy_error *err);
 

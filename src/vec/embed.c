@@ -17,6 +17,7 @@
 #include <dspyc/embed.h>
 
 #include "base/fmtfloat.h"
+#include "base/path.h"
 #include "base/status.h"
 #include "vec/embed_int.h"
 #include "vec/safetensors.h"
@@ -287,28 +288,9 @@ static bool is_dir(const char *p)
  * program's parent folder (build/dspyc -> models/all-MiniLM-L6-v2 in the repository). */
 static dspy_status resolve_dir(const char *opt, char *out, size_t cap, struct dspy_error *err)
 {
-    const char *env = getenv(DSPY_EMBED_MODEL_ENV);
-    const char *dir = opt && *opt ? opt : env && *env ? env : NULL;
-    if (dir) {
-        if ((size_t)snprintf(out, cap, "%s", dir) >= cap)
-            return dspy__err(err, DSPY_EINVAL, "model folder path too long: %s", dir);
-    } else {
-        char exe[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-        if (n <= 0)
-            return dspy__err(err, DSPY_ENOTFOUND,
-                             "no model folder given and the program's own path is unknown; "
-                             "set %s or pass the folder",
-                             DSPY_EMBED_MODEL_ENV);
-        exe[n] = '\0';
-        for (int up = 0; up < 2; up++) {
-            char *slash = strrchr(exe, '/');
-            if (slash)
-                *slash = '\0';
-        }
-        if ((size_t)snprintf(out, cap, "%s/%s", exe, MODEL_SUBDIR) >= cap)
-            return dspy__err(err, DSPY_EINVAL, "model folder path too long: %s", exe);
-    }
+    dspy_status rc = dspy__data_dir(opt, DSPY_EMBED_MODEL_ENV, MODEL_SUBDIR, out, cap, err);
+    if (rc)
+        return rc;
     if (!is_dir(out)) {
         dspy__err(err, DSPY_ENOTFOUND,
                   "model folder %s not found: run scripts/fetch-model.sh, or name the folder "
@@ -534,6 +516,23 @@ dspy_status dspy_embedder_tokenize(const dspy_embedder *e, const char *text, siz
     *n = rc ? 0 : got;
     if (!rc && ids)
         memcpy(ids, tmp, (got < max ? got : max) * sizeof(int32_t));
+    return rc;
+}
+
+dspy_status dspy_embedder_count_tokens(const dspy_embedder *e, const char *text, size_t len,
+                                       size_t *n, struct dspy_error *err)
+{
+    /* A code point normalizes to at most 4, each at most one piece; [CLS] and [SEP]. */
+    size_t max = len * 4 + 2;
+    int32_t *ids = dspy_malloc(max * sizeof(*ids));
+    size_t got = 0;
+    *n = 0;
+    if (!ids)
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    dspy_status rc = dspy__wordpiece_encode(e->wp, text, len, ids, max, &got, err);
+    dspy_free(ids);
+    if (!rc)
+        *n = got - 2;
     return rc;
 }
 

@@ -7,8 +7,11 @@ import math
 import os
 import random
 import subprocess
+import sys
 
-from conftest import DSPYC, start_sim
+import pytest
+
+from conftest import DSPYC, ROOT, start_sim
 
 WORDS = ["alpha", "beta", "gamma", "delta", "river", "town", "founder", "café", "東京",
          "x", "lorem", "ipsum"]
@@ -88,3 +91,81 @@ def test_budget_flag_is_checked(tmp_path):
     assert r.returncode == 2 and "leaves no room" in r.stderr
     r = subprocess.run([DSPYC, "run", "--help"], capture_output=True, text=True)
     assert "--context-budget N" in r.stdout
+
+
+def _tiktoken(name):
+    sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+    import tiktoken_oracle
+    enc = tiktoken_oracle.encoding(name)
+    return lambda text: len(enc.encode_ordinary(text))
+
+
+def _wordpiece():
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(ROOT, "models", "all-MiniLM-L6-v2", "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+
+
+def chat_count(count, messages):
+    """OpenAI's count of chat messages (the cookbook's num_tokens_from_messages)."""
+    return 3 + sum(3 + sum(count(v) for v in m.values()) + ("name" in m) for m in messages)
+
+
+@pytest.mark.parametrize("model,how,counting", [
+    ("gpt-4o-mini", None, "o200k_base"), ("openai/gpt-4", None, "cl100k_base"),
+    ("m", "cl100k_base", "cl100k_base"), ("gpt-4o", "estimate", "estimate"),
+    ("m", "wordpiece", "wordpiece"), ("m", None, "estimate")])
+def test_budget_counts_with_the_models_tokenizer(tmp_path, model, how, counting):
+    """The budget counts with the model's BPE encoding when its name is known (or the one
+    --context-tokens names), with the embedder's WordPiece when asked, else the estimate;
+    the prompts sent fit by that count (recomputed with tiktoken / Hugging Face tokenizers),
+    and the prediction and the summary say which counting it was."""
+    count = {"o200k_base": lambda: _tiktoken("o200k_base"),
+             "cl100k_base": lambda: _tiktoken("cl100k_base"), "wordpiece": _wordpiece,
+             "estimate": lambda: None}[counting]()
+    measure = estimate if count is None else (lambda msgs: chat_count(count, msgs))
+    rng = random.Random(5)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "text": " ".join(
+        rng.choice(WORDS) for _ in range(rng.randint(20, 60))) + f" p{i}"}) + "\n"
+        for i in range(100)))
+    prog = tmp_path / "p.json"
+    prog.write_text(json.dumps({"predictors": [
+        {"module": "retrieve", "k": 8, "corpus": str(corpus)},
+        {"name": "answer", "signature": "passages: list[str], question -> answer"}]}))
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps({"question": " ".join(
+        rng.choice(WORDS) for _ in range(rng.randint(1, 10)))}) + "\n" for _ in range(8)))
+    rec = tmp_path / "requests.jsonl"
+    _, base = start_sim("--record", rec)
+    budget, completion = 400, 32
+    r = subprocess.run([DSPYC, "run", prog, "--input", inp, "--output", out, "--base-url", base,
+                        "--model", model, "--cache", "off", "--concurrency", "1",
+                        "--context-budget", str(budget), "--max-tokens", str(completion)] +
+                       (["--context-tokens", how] if how else []), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"context budget: {budget} tokens, counted with {counting}" in r.stderr
+    sent = [json.loads(l)["body"] for l in rec.read_text().splitlines()]
+    sent = [b for b in sent if isinstance(b, dict) and "messages" in b]
+    preds = [json.loads(l)["prediction"] for l in out.read_text().splitlines()]
+    assert len(sent) == len(preds) == 8
+    dropped = 0
+    for body, pred in zip(sent, preds):
+        assert measure(body["messages"]) <= budget - completion
+        if "context_dropped" in pred:
+            dropped += 1
+            d = pred["context_dropped"]["answer"]
+            assert d["counting"] == counting
+            assert d["prompt_tokens"] == measure(body["messages"])
+    assert dropped  # the budget was tight enough to drop passages
+
+
+def test_context_tokens_flag_is_checked(tmp_path):
+    r = subprocess.run([DSPYC, "run", "--signature", "q -> a", "--input", "-", "--output", "-",
+                        "--context-budget", "100", "--context-tokens", "p50k"],
+                       capture_output=True, text=True, input="")
+    assert r.returncode == 2 and "--context-tokens: expected auto" in r.stderr
+    r = subprocess.run([DSPYC, "run", "--help"], capture_output=True, text=True)
+    assert "--context-tokens HOW" in r.stdout
