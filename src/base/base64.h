@@ -1,4 +1,4 @@
-/* Base64 decoding, RFC 4648 with padding (base layer). */
+/* Base64 decoding, RFC 4648 with padding (base layer); encoding is dspy__buf_add_base64. */
 #ifndef DSPY_BASE_BASE64_H
 #define DSPY_BASE_BASE64_H
 

@@ -93,8 +93,6 @@ json_t *dspy_cache_stats_json(dspy_cache *c)
 
 /* --- base64 (RFC 4648, padded) ------------------------------------------------------ */
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 static char *b64_encode(const unsigned char *p, size_t n)
 {
     struct dspy_buf b;
