@@ -156,15 +156,25 @@ static void job_free(struct job *j)
     dspy_free(j);
 }
 
-static void persist(struct dspy_jobq *q, struct job *j, const char *event)
+/* Queue the job's row; with `w`, the caller then waits for it with dspy__store_wait. */
+static void persist_waited(struct dspy_jobq *q, struct job *j, const char *event,
+                           struct dspy__store_wait *w)
 {
     if (!q->store)
         return;
     struct dspy__job_row r = { j->id,        j->seq,        NULL,        j->priority,
                                j->idem,      (int)j->state, j->error,    j->attempts,
                                j->submitted, j->started,    j->finished, j->published };
-    if (dspy__store_put(q->store, &r, event, NULL)) /* written soon, in a group */
+    if (dspy__store_put(q->store, &r, event, w)) {
         fprintf(stderr, "dspyc jobs: out of memory: job %s not written to the store\n", j->id);
+        if (w)
+            w->ticket = 0;
+    }
+}
+
+static void persist(struct dspy_jobq *q, struct job *j, const char *event)
+{
+    persist_waited(q, j, event, NULL); /* written soon, in a group */
 }
 
 static json_t *progress_json(const struct job *j)
@@ -379,9 +389,13 @@ static void *worker_main(void *arg)
         j->started = wall_now();
         j->attempts++;
         q->running++;
-        persist(q, j, "running");
+        /* The attempt is on disk before the job runs: a crash now counts it on restart. */
+        struct dspy__store_wait w = { 0 };
+        persist_waited(q, j, "running", &w);
         notify(q, j, "state");
         pthread_mutex_unlock(&q->lock);
+        if (q->store && w.ticket)
+            dspy__store_wait(q->store, &w);
         run_one(q, j);
         pthread_mutex_lock(&q->lock);
     }
