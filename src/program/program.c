@@ -734,13 +734,13 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
                               const struct dspy_call_config *cfg, json_t **outputs,
                               struct dspy_call_info *info, struct dspy_error *err)
 {
-    return dspy__program_call_in(p, lm, NULL, inputs, cfg, outputs, info, err);
+    return dspy__program_call_in(p, lm, NULL, NULL, inputs, cfg, outputs, info, err);
 }
 
 dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
-                                  const json_t *inputs, const struct dspy_call_config *cfg,
-                                  json_t **outputs, struct dspy_call_info *info,
-                                  struct dspy_error *err)
+                                  struct dspy__lm_prefetched *pre, const json_t *inputs,
+                                  const struct dspy_call_config *cfg, json_t **outputs,
+                                  struct dspy_call_info *info, struct dspy_error *err)
 {
     struct dspy_call_info sum, one;
     dspy_status rc = DSPY_OK;
@@ -753,8 +753,8 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
     if (!json_is_object(inputs))
         return dspy__err(err, DSPY_EINVAL, "inputs must be a JSON object");
     if (p->n == 1 && !p->nsteps && !p->context_budget) { /* the common case needs no record */
-        rc = dspy__module_call_in(p->preds[0].module, lm, group, inputs, cfg, outputs, NULL, info,
-                                  err);
+        rc = dspy__module_call_in(p->preds[0].module, lm, group, pre, inputs, cfg, outputs, NULL,
+                                  info, err);
         if (rc && p->preds[0].name)
             dspy__err_prefix(err, "predictor %s", p->preds[0].name);
         return rc;
@@ -780,8 +780,8 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
                 goto release;
             }
         }
-        rc = dspy__module_call_in(use ? use : p->preds[i].module, lm, group, record, cfg, &pred,
-                                  NULL, &one, err);
+        rc = dspy__module_call_in(use ? use : p->preds[i].module, lm, group, i ? NULL : pre, record,
+                                  cfg, &pred, NULL, &one, err);
         dspy_module_free(use);
         add_info(&sum, &one);
         if (rc) {
@@ -809,6 +809,34 @@ release:
         *info = sum;
     json_decref(report);
     json_decref(all);
+    json_decref(record);
+    return rc;
+}
+
+/* Whether every step before the first predictor searches locally (an index or corpus in
+ * this process): cheap enough to run once more for the first call's key. */
+static bool first_steps_local(const dspy_program *p)
+{
+    for (size_t i = 0; i < p->nsteps; i++)
+        if (p->steps[i].before == 0 && strcmp(dspy_retriever_kind(p->steps[i].retriever), "bm25"))
+            return false;
+    return true;
+}
+
+dspy_status dspy__program_request_key(dspy_program *p, dspy_lm *lm, const json_t *inputs,
+                                      const struct dspy_call_config *cfg,
+                                      struct dspy_cache_key *key, struct dspy_cache_ctl *ctl)
+{
+    dspy_status rc;
+    if (!p || !p->n || p->context_budget || !json_is_object(inputs) || !first_steps_local(p))
+        return DSPY_EINVAL;
+    if (!p->nsteps)
+        return dspy__module_request_key(p->preds[0].module, lm, inputs, cfg, key, ctl, NULL);
+    json_t *record = json_deep_copy(inputs);
+    if (!record)
+        return DSPY_ENOMEM;
+    if (!(rc = dspy__program_run_steps(p, 0, record, NULL, NULL)))
+        rc = dspy__module_request_key(p->preds[0].module, lm, record, cfg, key, ctl, NULL);
     json_decref(record);
     return rc;
 }

@@ -103,11 +103,20 @@ dspy_status dspy__program_steps_copy(dspy_program *dst, const dspy_program *src)
 dspy_status dspy__program_run_steps(dspy_program *p, size_t before, json_t *record, json_t *all,
                                     struct dspy_error *err);
 /* dspy_program_call() with every LM call joining `group` (dspy__lm_group_new; NULL = none),
- * for the batch executor's workers. */
+ * for the batch executor's workers; `pre` (may be NULL) is the batch's lookup of the first
+ * LM call's key (dspy__program_request_key). */
 struct dspy__engine_group;
+struct dspy__lm_prefetched;
 dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
-                                  const json_t *inputs, const struct dspy_call_config *cfg,
-                                  json_t **outputs, struct dspy_call_info *info,
-                                  struct dspy_error *err);
+                                  struct dspy__lm_prefetched *pre, const json_t *inputs,
+                                  const struct dspy_call_config *cfg, json_t **outputs,
+                                  struct dspy_call_info *info, struct dspy_error *err);
+/* The cache key and control of the first LM call dspy_program_call() would make for
+ * `inputs` (after the retrieve steps before the first predictor, run here once more when
+ * they search locally). An error (a bad record, a context budget, a remote retriever)
+ * means no key: the call then looks its key up itself. */
+dspy_status dspy__program_request_key(dspy_program *p, dspy_lm *lm, const json_t *inputs,
+                                      const struct dspy_call_config *cfg,
+                                      struct dspy_cache_key *key, struct dspy_cache_ctl *ctl);
 
 #endif
