@@ -31,6 +31,8 @@ static const char *const FIELD_KEYS[] = { "desc", "prefix", NULL };
 static const char *const STEP_KEYS[] = { "name",  "module", "k",   "query", "output",
                                          "index", "corpus", "url", "post",  "mode",
                                          "dense", "depth",  "mmr", NULL };
+static const char *const RANK_KEYS[] = { "name",   "module",       "k", "query", "documents",
+                                         "output", "instructions", NULL };
 static const char *const DENSE_KEYS[] = { "base_url", "model", "api_key_env", NULL };
 
 /* Where we are in the spec, for errors. */
@@ -296,6 +298,13 @@ static bool is_step(const json_t *spec)
     return m && (!strcmp(m, "retrieve") || !strcmp(m, "Retrieve"));
 }
 
+/* An entry with "module": "rank": an LM ranking of a list field (program_rank.c). */
+static bool is_rank(const json_t *spec)
+{
+    const char *m = json_string_value(json_object_get(spec, "module"));
+    return m && (!strcmp(m, "rank") || !strcmp(m, "Rank"));
+}
+
 /* A path in a program file is relative to the file's folder. */
 static char *resolve_path(const struct spec *s, const char *path)
 {
@@ -458,6 +467,41 @@ static dspy_status read_step(struct spec *s, const json_t *spec, dspy_program *p
     return rc ? spec_err(s, DSPY_ENOMEM, "out of memory") : DSPY_OK;
 }
 
+static dspy_status read_rank(struct spec *s, const json_t *spec, dspy_program *p, size_t before,
+                             enum dspy_adapter_kind adapter)
+{
+    json_t *name, *k, *query, *documents, *output, *instructions;
+    dspy_status rc;
+    if ((rc = check_keys(s, spec, RANK_KEYS, "a rank step")) ||
+        (rc = member(s, spec, "name", JSON_STRING, "a string", &name)) ||
+        (rc = member(s, spec, "k", JSON_INTEGER, "an integer", &k)) ||
+        (rc = member(s, spec, "query", JSON_STRING, "a field name", &query)) ||
+        (rc = member(s, spec, "documents", JSON_STRING, "a field name", &documents)) ||
+        (rc = member(s, spec, "output", JSON_STRING, "a field name", &output)) ||
+        (rc = member(s, spec, "instructions", JSON_STRING, "a string", &instructions)))
+        return rc;
+    if (name && !valid_name(json_string_value(name)))
+        return bad_value(s, "name", "an identifier (letters, digits, _)");
+    if (query && !valid_name(json_string_value(query)))
+        return bad_value(s, "query", "a field name (letters, digits, _)");
+    if (documents && !valid_name(json_string_value(documents)))
+        return bad_value(s, "documents", "a field name (letters, digits, _)");
+    if (output && !valid_name(json_string_value(output)))
+        return bad_value(s, "output", "a field name (letters, digits, _)");
+    if (k && (json_integer_value(k) < 1 || json_integer_value(k) > DSPY_RETRIEVE_MAX_K))
+        return bad_value(s, "k", "an integer from 1 to 1000 (documents kept)");
+    const char *nm = name ? json_string_value(name) : "rank";
+    if (dspy__program_name_taken(p, nm))
+        return bad_value(s, "name", "unique among the predictors and steps");
+    const char *docs = documents ? json_string_value(documents) : "passages";
+    dspy_module *m = dspy__rank_module(instructions ? json_string_value(instructions) : NULL,
+                                       adapter);
+    rc = dspy__program_add_rank(p, before, nm, query ? json_string_value(query) : "question", docs,
+                                output ? json_string_value(output) : docs,
+                                k ? (size_t)json_integer_value(k) : 0, m);
+    return rc ? spec_err(s, DSPY_ENOMEM, "out of memory") : DSPY_OK;
+}
+
 static dspy_program *program_alloc(size_t n)
 {
     dspy_program *p = dspy_calloc(1, sizeof(*p));
@@ -524,7 +568,7 @@ static dspy_status from_json(const json_t *spec, const struct dspy__jsource *src
         return rc;
     size_t entries = json_array_size(preds), n = 0;
     for (size_t i = 0; i < entries; i++)
-        n += !is_step(json_array_get(preds, i));
+        n += !is_step(json_array_get(preds, i)) && !is_rank(json_array_get(preds, i));
     if (!n || entries > PROGRAM_MAX_PREDICTORS)
         return preds ? bad_value(&s, "predictors",
                                  "an array of 1 to 256 predictors (and retrieve "
@@ -539,8 +583,8 @@ static dspy_status from_json(const json_t *spec, const struct dspy__jsource *src
     for (size_t e = 0, i = 0; e < entries; e++) {
         const json_t *entry = json_array_get(preds, e);
         dspy__jpath_index(&s.path, e);
-        if (is_step(entry)) {
-            rc = read_step(&s, entry, p, i);
+        if (is_step(entry) || is_rank(entry)) {
+            rc = is_rank(entry) ? read_rank(&s, entry, p, i, adapter) : read_step(&s, entry, p, i);
             dspy__jpath_pop(&s.path);
             if (rc)
                 goto free_program;
@@ -687,6 +731,10 @@ json_t *dspy_program_inputs(const dspy_program *p)
                 (json_object_set_new(produced, step->query, json_true()) ||
                  json_array_append_new(names, json_string(step->query))))
                 goto fail;
+            if (step->documents && !json_object_get(produced, step->documents) &&
+                (json_object_set_new(produced, step->documents, json_true()) ||
+                 json_array_append_new(names, json_string(step->documents))))
+                goto fail;
             if (json_object_set_new(produced, step->output, json_true()))
                 goto fail;
         }
@@ -766,7 +814,8 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
     }
     for (size_t i = 0; i < p->n; i++) {
         json_t *pred = NULL;
-        if (p->nsteps && (rc = dspy__program_run_steps(p, i, record, all, err)))
+        if (p->nsteps &&
+            (rc = dspy__program_run_steps(p, i, record, all, lm, group, cfg, &sum, err)))
             goto release;
         dspy_module *use = NULL;
         if (p->context_budget) {
@@ -795,7 +844,8 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
         }
         json_decref(pred);
     }
-    if (p->nsteps && (rc = dspy__program_run_steps(p, p->n, record, all, err)))
+    if (p->nsteps &&
+        (rc = dspy__program_run_steps(p, p->n, record, all, lm, group, cfg, &sum, err)))
         goto release;
     if (json_object_size(report) && json_object_set(all, "context_dropped", report)) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -818,8 +868,9 @@ release:
 static bool first_steps_local(const dspy_program *p)
 {
     for (size_t i = 0; i < p->nsteps; i++)
-        if (p->steps[i].before == 0 && strcmp(dspy_retriever_kind(p->steps[i].retriever), "bm25"))
-            return false;
+        if (p->steps[i].before == 0 &&
+            (!p->steps[i].retriever || strcmp(dspy_retriever_kind(p->steps[i].retriever), "bm25")))
+            return false; /* an LM rank step, a remote or embedding retriever */
     return true;
 }
 
@@ -835,7 +886,7 @@ dspy_status dspy__program_request_key(dspy_program *p, dspy_lm *lm, const json_t
     json_t *record = json_deep_copy(inputs);
     if (!record)
         return DSPY_ENOMEM;
-    if (!(rc = dspy__program_run_steps(p, 0, record, NULL, NULL)))
+    if (!(rc = dspy__program_run_steps(p, 0, record, NULL, NULL, NULL, NULL, NULL, NULL)))
         rc = dspy__module_request_key(p->preds[0].module, lm, record, cfg, key, ctl, NULL);
     json_decref(record);
     return rc;

@@ -371,3 +371,72 @@ def test_dense_mmr_diverse_selection(tmp_path, corpus):
     write(prog, rag_program({"corpus": "corpus.jsonl", "mmr": 0.5}))
     r = dspyc("run", prog, "--input", "-", "--output", "-")
     assert r.returncode == 2 and '"mmr" must be a number in (0, 1]' in r.stderr
+
+
+class HostileRanker(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible stub whose rankings are nonsense; other prompts get an answer."""
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        rank = b"ranked_documents" in body
+        text = ("[[ ## ranked_documents ## ]]\n]]]{not a ranking [0, 99, -1\n\n"
+                "[[ ## completed ## ]]") if rank else \
+            "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
+        out = json.dumps({"choices": [{"message": {"content": text}}],
+                          "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                    "total_tokens": 2}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_rank_step_orders_passages_and_survives_hostile_rankings(tmp_path, corpus):
+    prog = tmp_path / "rag.json"
+    spec = rag_program({"corpus": "corpus.jsonl", "k": 3})
+    spec["predictors"].insert(1, {"module": "rank", "k": 2})
+    write(prog, spec)
+    q = "What is the capital of France?"
+    # the simulator ranks (its accuracy model), the answer sees the best 2 of the 3
+    lines, chat = run_rag(tmp_path, prog, [q])
+    pred = lines[0]["prediction"]
+    assert len(pred["passages"]) == 2 and "warnings" not in pred
+    rank_prompt = next(b for b in chat if "ranked_documents" in b["messages"][0]["content"])
+    assert "[1] «Paris | Paris is the capital of France.»" in rank_prompt["messages"][-1]["content"]
+    # a nonsense ranking keeps the retrieved order, with a warning; the record still succeeds
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileRanker)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        inp.write_text(json.dumps({"question": q}) + "\n")
+        r = dspyc("run", prog, "--input", inp, "--output", out, "--base-url",
+                  f"http://127.0.0.1:{srv.server_port}/v1", "--model", "m", "--cache", "off")
+        assert r.returncode == 0, r.stderr
+        line = json.loads(out.read_text())
+        assert line["ok"], line
+        plain = [json.loads(l) for l in subprocess.run(
+            [DSPYC, "index", "search", corpus, "--corpus", "-k", "2", q], capture_output=True,
+            text=True).stdout.splitlines()]
+        assert line["prediction"]["passages"] == [p["text"] for p in plain]
+        assert "rank step rank: part of the ranking names no document" in \
+            line["prediction"]["warnings"][0]
+    finally:
+        srv.shutdown()
+
+
+@pytest.mark.parametrize("step, what", [
+    ({"module": "rank", "k": 0}, '"k" must be an integer from 1 to 1000'),
+    ({"module": "rank", "documents": "a b"}, '"documents" must be a field name'),
+    ({"module": "rank", "corpus": "c"}, 'unknown key "corpus"'),
+])
+def test_bad_rank_step_names_file_and_key(tmp_path, corpus, step, what):
+    prog = tmp_path / "rag.json"
+    spec = rag_program({"corpus": "corpus.jsonl"})
+    spec["predictors"].insert(1, step)
+    write(prog, spec)
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and what in r.stderr and "rag.json" in r.stderr, r.stderr
