@@ -119,10 +119,34 @@ DSPY_EXTERN dspy_status dspy_retriever_dense(dspy_retriever *passages,
 DSPY_EXTERN dspy_status dspy_retriever_hybrid(dspy_retriever *a, dspy_retriever *b, size_t depth,
                                               dspy_retriever **out, struct dspy_error *err);
 
+/** Embedding re-rank of another retriever's passages. */
+struct dspy_rerank_options {
+    const char *model_dir; /* the MiniLM model folder (dspy_embedder_options.model_dir: NULL =
+                              DSPYC_EMBED_MODEL, else models/all-MiniLM-L6-v2 beside the
+                              program's build tree); read now */
+    size_t depth;          /* candidates taken from the retriever; 0 = 20; at least k */
+    double mmr_lambda;     /* > 0: the k picked by maximal marginal relevance among the
+                              candidates (as dspy_dense_options.mmr_lambda); 0 = off */
+};
+#define DSPY_RERANK_OPTIONS_INIT \
+    {                            \
+        .model_dir = NULL        \
+    }
+
+/** A retriever that takes `base`'s top `depth` passages for a query, embeds the query and
+ * each passage's long text with the in-process all-MiniLM-L6-v2 encoder (include/dspyc/
+ * embed.h), and returns the k best by cosine to the query (scores are the cosines; equal
+ * cosines keep `base`'s order), or the MMR pick. Holds its own reference to `base` and its
+ * own loaded model. Errors: the model's (DSPY_ENOTFOUND naming the folder or file when the
+ * model files are missing: scripts/fetch-model.sh fetches them), DSPY_EINVAL. */
+DSPY_EXTERN dspy_status dspy_retriever_rerank(dspy_retriever *base,
+                                              const struct dspy_rerank_options *opts,
+                                              dspy_retriever **out, struct dspy_error *err);
+
 /** Release the caller's reference; a program holding the retriever (a retrieve step)
  * keeps its own, so the caller may free it right after dspy_program_add_retrieve(). */
 DSPY_EXTERN void dspy_retriever_free(dspy_retriever *r);
-/** "bm25", "colbertv2", "dense" or "hybrid". */
+/** "bm25", "colbertv2", "dense", "hybrid" or "rerank". */
 DSPY_EXTERN const char *dspy_retriever_kind(const dspy_retriever *r);
 /** Passages in the corpus (0 when the retriever cannot tell: a remote server). */
 DSPY_EXTERN uint64_t dspy_retriever_size(const dspy_retriever *r);

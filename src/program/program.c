@@ -28,9 +28,10 @@ static const char *const PREDICTOR_KEYS[] = { "name",         "module", "signatu
 static const char *const CONFIG_KEYS[] = { "temperature", "max_tokens", "top_p",
                                            "n",           "rollout_id", NULL };
 static const char *const FIELD_KEYS[] = { "desc", "prefix", NULL };
-static const char *const STEP_KEYS[] = { "name",  "module", "k",   "query", "output",
-                                         "index", "corpus", "url", "post",  "mode",
-                                         "dense", "depth",  "mmr", NULL };
+static const char *const STEP_KEYS[] = { "name",   "module", "k",           "query",
+                                         "output", "index",  "corpus",      "url",
+                                         "post",   "mode",   "dense",       "depth",
+                                         "mmr",    "rerank", "embed_model", NULL };
 static const char *const RANK_KEYS[] = { "name",   "module",       "k", "query", "documents",
                                          "output", "instructions", NULL };
 static const char *const DENSE_KEYS[] = { "base_url", "model", "api_key_env", NULL };
@@ -336,8 +337,9 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
     bool is_dense = !strcmp(m, "dense"), is_hybrid = !strcmp(m, "hybrid");
     if (!is_dense && !is_hybrid && strcmp(m, "bm25"))
         return bad_value(s, "mode", "\"bm25\", \"dense\" or \"hybrid\"");
-    if (json_object_get(spec, "mmr") && !is_dense)
-        return bad_value(s, "mmr", "a number in (0, 1], with \"mode\": \"dense\"");
+    bool rerank = json_object_get(spec, "rerank") != NULL; /* then "mmr" is the re-rank's */
+    if (json_object_get(spec, "mmr") && !is_dense && !rerank)
+        return bad_value(s, "mmr", "a number in (0, 1], with \"mode\": \"dense\" or \"rerank\"");
     if (!is_dense && !is_hybrid)
         return dense ? bad_value(s, "dense", "left out with \"mode\": \"bm25\"") : DSPY_OK;
     if (strcmp(dspy_retriever_kind(*r), "bm25"))
@@ -361,7 +363,7 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
         return rc;
     }
     struct dspy_dense_options o = DSPY_DENSE_OPTIONS_INIT;
-    json_t *mmr = json_object_get(spec, "mmr");
+    json_t *mmr = rerank ? NULL : json_object_get(spec, "mmr");
     if (mmr) {
         if (!is_dense || !json_is_number(mmr) || !(json_number_value(mmr) > 0) ||
             json_number_value(mmr) > 1) {
@@ -394,6 +396,50 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
     }
     dspy_retriever_free(*r);
     *r = d;
+    return DSPY_OK;
+}
+
+/* "rerank": "embed": *r's top "depth" re-ranked by MiniLM cosine to the query ("mmr": the
+ * diverse pick among them); *r is replaced by the re-ranking retriever. */
+static dspy_status wrap_rerank(struct spec *s, const json_t *spec, dspy_retriever **r)
+{
+    json_t *rerank, *depth, *model, *mmr = json_object_get(spec, "mmr");
+    dspy_status rc;
+    if ((rc = member(s, spec, "rerank", JSON_STRING, "\"embed\"", &rerank)) ||
+        (rc = member(s, spec, "embed_model", JSON_STRING, "a folder", &model)))
+        return rc;
+    if (!rerank)
+        return model ? bad_value(s, "embed_model", "left out without \"rerank\": \"embed\"")
+                     : DSPY_OK;
+    if (strcmp(json_string_value(rerank), "embed"))
+        return bad_value(s, "rerank", "\"embed\" (MiniLM cosine to the query)");
+    if (mmr &&
+        (!json_is_number(mmr) || !(json_number_value(mmr) > 0) || json_number_value(mmr) > 1))
+        return bad_value(s, "mmr", "a number in (0, 1]");
+    depth = json_object_get(spec, "depth");
+    if (depth && (!json_is_integer(depth) || json_integer_value(depth) < 1 ||
+                  json_integer_value(depth) > DSPY_RETRIEVE_MAX_K))
+        return bad_value(s, "depth", "an integer from 1 to 1000");
+    struct dspy_rerank_options o = DSPY_RERANK_OPTIONS_INIT;
+    o.depth = depth ? (size_t)json_integer_value(depth) : 0;
+    o.mmr_lambda = mmr ? json_number_value(mmr) : 0;
+    char *dir = model ? resolve_path(s, json_string_value(model)) : NULL;
+    if (model && !dir)
+        return spec_err(s, DSPY_ENOMEM, "out of memory");
+    o.model_dir = dir;
+    dspy_retriever *rr = NULL;
+    struct dspy_error why;
+    dspy_error_clear(&why);
+    rc = dspy_retriever_rerank(*r, &o, &rr, &why);
+    dspy_free(dir);
+    if (rc) {
+        s->path.at_key = model ? "embed_model" : "rerank";
+        spec_err(s, rc, "%s", why.message);
+        s->path.at_key = NULL;
+        return rc;
+    }
+    dspy_retriever_free(*r);
+    *r = rr;
     return DSPY_OK;
 }
 
@@ -456,7 +502,7 @@ static dspy_status read_step(struct spec *s, const json_t *spec, dspy_program *p
         }
         return rc;
     }
-    if ((rc = wrap_dense(s, spec, &r))) {
+    if ((rc = wrap_dense(s, spec, &r)) || (rc = wrap_rerank(s, spec, &r))) {
         dspy_retriever_free(r);
         return rc;
     }

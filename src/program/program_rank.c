@@ -10,7 +10,7 @@
 #include "program/module_int.h"
 #include "program/program_int.h"
 
-#define RANK_INSTRUCTIONS                                                                      \
+#define RANK_INSTRUCTIONS                                                                  \
     "Rank the documents by how well they answer the query, most relevant first. Give the " \
     "documents' numbers as shown, best first, as a JSON list such as [3, 1, 2]."
 
@@ -55,11 +55,11 @@ static void trim(const char **s, size_t *n)
     for (;;) {
         const char *p = *s;
         size_t m = *n;
-        while (m && (is_space(*p) || *p == '"' || *p == '\'' || *p == '-' || *p == '*' ||
-                     *p == ','))
+        while (m &&
+               (is_space(*p) || *p == '"' || *p == '\'' || *p == '-' || *p == '*' || *p == ','))
             p++, m--;
-        while (m && (is_space(p[m - 1]) || p[m - 1] == '"' || p[m - 1] == '\'' ||
-                     p[m - 1] == ',' || p[m - 1] == '.'))
+        while (m && (is_space(p[m - 1]) || p[m - 1] == '"' || p[m - 1] == '\'' || p[m - 1] == ',' ||
+                     p[m - 1] == '.'))
             m--;
         if (m >= 2 && !memcmp(p, "\xC2\xAB", 2)) /* « */
             p += 2, m -= 2;
@@ -138,7 +138,7 @@ static void read_json_list(struct ranking *r, const json_t *list)
 {
     size_t i;
     const json_t *v;
-    json_array_foreach (list, i, v) {
+    json_array_foreach(list, i, v) {
         if (json_is_integer(v) && json_integer_value(v) >= 1 &&
             (size_t)json_integer_value(v) <= r->n)
             take(r, (size_t)json_integer_value(v) - 1);
@@ -224,8 +224,14 @@ dspy_status dspy__program_add_rank(dspy_program *p, size_t before, const char *n
     size_t at = p->nsteps;
     while (at > 0 && steps[at - 1].before > before)
         at--;
-    struct dspy__retrieve_step s = { dspy_strdup(name), dspy_strdup(query), dspy_strdup(output),
-                                     k, before, NULL, dspy_strdup(documents), ranker };
+    struct dspy__retrieve_step s = { dspy_strdup(name),
+                                     dspy_strdup(query),
+                                     dspy_strdup(output),
+                                     k,
+                                     before,
+                                     NULL,
+                                     dspy_strdup(documents),
+                                     ranker };
     if (!s.name || !s.query || !s.output || !s.documents) {
         dspy_free(s.name);
         dspy_free(s.query);
@@ -265,7 +271,7 @@ dspy_status dspy__rank_step_run(struct dspy__retrieve_step *s, json_t *record, j
         const json_t *v = !json_is_string(q) ? q : docs;
         rc = v ? DSPY_EINVAL : DSPY_ENOTFOUND;
         dspy__err(err, rc, "rank step %s: the field \"%s\" %s", s->name, field,
-                  !v ? "is missing"
+                  !v                  ? "is missing"
                   : field == s->query ? "must be a string"
                                       : "must be a list (the passages of a retrieve step)");
         dspy__err_field(err, field);
@@ -273,8 +279,8 @@ dspy_status dspy__rank_step_run(struct dspy__retrieve_step *s, json_t *record, j
     }
     for (size_t i = 0; i < n; i++)
         if (!json_is_string(json_array_get(docs, i))) {
-            dspy__err(err, DSPY_EINVAL, "rank step %s: item %zu of \"%s\" is not a string",
-                      s->name, i, s->documents);
+            dspy__err(err, DSPY_EINVAL, "rank step %s: item %zu of \"%s\" is not a string", s->name,
+                      i, s->documents);
             dspy__err_field(err, s->documents);
             return DSPY_EINVAL;
         }

@@ -440,3 +440,62 @@ def test_bad_rank_step_names_file_and_key(tmp_path, corpus, step, what):
     write(prog, spec)
     r = dspyc("run", prog, "--input", "-", "--output", "-")
     assert r.returncode == 2 and what in r.stderr and "rag.json" in r.stderr, r.stderr
+
+
+def minilm(texts):
+    """Unit vectors of `texts` from `dspyc embed` (the same in-process encoder)."""
+    import numpy as np
+    r = subprocess.run([DSPYC, "embed", *texts], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return np.array([json.loads(l)["embedding"] for l in r.stdout.splitlines()], np.float32)
+
+
+@pytest.mark.parametrize("mmr", [None, 0.5])
+def test_embed_rerank_orders_by_minilm_cosine_with_optional_mmr(tmp_path, corpus, mmr):
+    import numpy as np
+    qs = ["Which river flows through the French capital?",
+          "What is the weather like in spring and winter?",
+          "Is the capital of Germany cold in the day?"]
+    step = {"corpus": "corpus.jsonl", "k": 3, "depth": 6, "rerank": "embed"}
+    if mmr:
+        step["mmr"] = mmr
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program(step))
+    lines, _ = run_rag(tmp_path, prog, qs)
+    changed = 0
+    for q, line in zip(qs, lines):
+        got = line["prediction"]["passages"]
+        # the oracle: BM25's top 6 (dspyc index search), re-ranked here from the encoder's
+        # vectors
+        cand = [json.loads(l)["text"] for l in subprocess.run(
+            [DSPYC, "index", "search", corpus, "--corpus", "-k", "6", q], capture_output=True,
+            text=True).stdout.splitlines()]
+        v = minilm([q] + cand)
+        sims = v[1:] @ v[0]
+        order = sorted(range(len(cand)), key=lambda i: (-sims[i], i))
+        if mmr:
+            picked = []
+            while len(picked) < 3:
+                left = [c for c in order if c not in picked]
+                score = [mmr * sims[c] - (1 - mmr) * max((float(v[1 + c] @ v[1 + p])
+                                                          for p in picked), default=0.0)
+                         for c in left]
+                picked.append(left[int(np.argmax(score))])
+            order = picked
+        assert got == [cand[i] for i in order[:3]], q
+        changed += got != cand[:3]
+    assert changed  # the re-rank changed BM25's pick for some query
+
+
+@pytest.mark.parametrize("extra, what", [
+    ({"rerank": "cross"}, '"rerank" must be "embed"'),
+    ({"rerank": "embed", "depth": 0}, '"depth" must be an integer from 1 to 1000'),
+    ({"rerank": "embed", "mmr": 2}, '"mmr" must be a number in (0, 1]'),
+    ({"embed_model": "m"}, '"embed_model" must be left out without "rerank"'),
+    ({"rerank": "embed", "embed_model": "no-such-model"}, "no-such-model"),
+])
+def test_bad_rerank_options_name_the_key(tmp_path, corpus, extra, what):
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"corpus": "corpus.jsonl", **extra}))
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and what in r.stderr and "rag.json" in r.stderr, r.stderr

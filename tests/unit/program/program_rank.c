@@ -43,8 +43,8 @@ static void numbers_and_texts(void **state)
 {
     (void)state;
     expect("[3, 1, 2]", true, 2, 0, 1);
-    expect("  [2]", true, 1, 0, 2);      /* the rest keep their order */
-    expect("3, 1", true, 2, 0, 1);       /* plain text */
+    expect("  [2]", true, 1, 0, 2); /* the rest keep their order */
+    expect("3, 1", true, 2, 0, 1);  /* plain text */
     expect("[2] > [3] > [1]", true, 1, 2, 0);
     expect("[\"3\", \"[1]\"]", true, 2, 0, 1);
     expect("[1, 1, 3]", true, 0, 2, 1); /* a repeat counts once */
@@ -69,7 +69,8 @@ static void hostile_answers_keep_the_order(void **state)
     char text[200];
     for (int t = 0; t < 20000; t++) {
         size_t n = (size_t)(rand_r(&seed) % (int)sizeof(text));
-        static const char alphabet[] = "[]0123,;> \n\"'\xC2\xAB\xBB" "abcP1-9.";
+        static const char alphabet[] = "[]0123,;> \n\"'\xC2\xAB\xBB"
+                                       "abcP1-9.";
         for (size_t i = 0; i < n; i++)
             text[i] = alphabet[rand_r(&seed) % (int)(sizeof(alphabet) - 1)];
         size_t order[3];
@@ -103,7 +104,8 @@ static dspy_status scripted(void *userdata, const char *url, const char *body, s
     for (size_t i = 0; !rank && i + 16 <= body_len; i++)
         rank = !memcmp(body + i, "ranked_documents", 16);
     json_t *msg = json_pack("{s:s}", "content",
-                            rank ? s->rank_reply : "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]");
+                            rank ? s->rank_reply
+                                 : "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]");
     json_t *r = json_pack("{s:[{s:o}], s:{s:i, s:i, s:i}}", "choices", "message", msg, "usage",
                           "prompt_tokens", 3, "completion_tokens", 1, "total_tokens", 4);
     *response = json_dumps(r, JSON_COMPACT);
@@ -202,8 +204,10 @@ static void bad_fields_are_named(void **state)
     /* program-file errors */
     static const char *const bad[] = {
         "{\"predictors\": [{\"module\": \"rank\", \"k\": 0}, {\"signature\": \"a -> b\"}]}",
-        "{\"predictors\": [{\"module\": \"rank\", \"documents\": \"x y\"}, {\"signature\": \"a -> b\"}]}",
-        "{\"predictors\": [{\"module\": \"rank\", \"index\": \"idx\"}, {\"signature\": \"a -> b\"}]}",
+        "{\"predictors\": [{\"module\": \"rank\", \"documents\": \"x y\"}, {\"signature\": \"a -> "
+        "b\"}]}",
+        "{\"predictors\": [{\"module\": \"rank\", \"index\": \"idx\"}, {\"signature\": \"a -> "
+        "b\"}]}",
     };
     static const char *const why[] = { "\"k\"", "\"documents\"", "\"index\"" };
     for (size_t i = 0; i < 3; i++) {
