@@ -100,6 +100,13 @@ struct dspy_dense_options {
                            * similarity to the passages already picked (1 = plain top-k);
                            * 0 = off */
     size_t mmr_depth;     /* MMR candidates; 0 = 50 */
+    /* "minilm": the in-process all-MiniLM-L6-v2 encoder (include/dspyc/embed.h) instead of
+     * an endpoint (base_url and model are then not used); NULL = the endpoint */
+    const char *encoder;
+    const char *model_dir; /* with "minilm": the model folder (NULL: as the embedder finds it) */
+    /* with "minilm": a dense.vec file (dspy_index_build_dense) holding the passages'
+     * vectors, memory-mapped instead of embedding them now; NULL = embed them now */
+    const char *vectors;
 };
 #define DSPY_DENSE_OPTIONS_INIT \
     {                           \
@@ -107,12 +114,25 @@ struct dspy_dense_options {
     }
 
 /** Dense retrieval over the passages of a BM25 retriever (an index or a corpus): every
- * passage's long text embedded now through the endpoint (128 a request), kept as unit
- * vectors; each search embeds the query and returns the exact top k by cosine (scores
- * are the cosines). Holds its own reference to `passages`. Errors name the endpoint. */
+ * passage's long text embedded now through the endpoint (128 a request), or by the
+ * in-process MiniLM encoder (encoder "minilm"; with `vectors`, read from the index's
+ * dense.vec, memory-mapped and checked against `passages`), kept as unit vectors; each
+ * search embeds the query and returns the exact top k by cosine (scores are the cosines).
+ * Holds its own reference to `passages`. Errors name the endpoint, the model folder or the
+ * vector file (DSPY_ECORRUPT: damaged or cut short; DSPY_EINVAL: built for another index
+ * or model). */
 DSPY_EXTERN dspy_status dspy_retriever_dense(dspy_retriever *passages,
                                              const struct dspy_dense_options *opts,
                                              dspy_retriever **out, struct dspy_error *err);
+/** Embed the passages of the BM25 index in folder `index_dir` (its bm25.idx) with the
+ * in-process MiniLM encoder (`model_dir`: NULL = as the embedder finds it; all CPUs) and
+ * write their unit vectors, float32, to `index_dir`/dense.vec (a header naming the model,
+ * the dimensions and the index it belongs to, checksummed; written to a temporary name and
+ * renamed). `*rows` (may be NULL) gets the passages embedded. Errors name the file or the
+ * model folder: DSPY_ENOTFOUND (no index, no model files), DSPY_ECORRUPT, DSPY_EIO. */
+DSPY_EXTERN dspy_status dspy_index_build_dense(const char *index_dir, const char *model_dir,
+                                               uint64_t *rows, struct dspy_error *err);
+
 /** Hybrid retrieval: reciprocal-rank fusion of two retrievers (score = sum of 1 / (60 +
  * rank), a passage being the same in both when its text is; ties keep `a`'s order), from
  * the top `depth` of each (0 = 50; at least k). Holds its own references. */

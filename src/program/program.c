@@ -322,15 +322,84 @@ static char *resolve_path(const struct spec *s, const char *path)
     return out;
 }
 
+/* The in-process MiniLM encoder for "mode": "dense" or "hybrid": with an "index", its
+ * dense.vec (dspyc index build --dense minilm) mapped; with a "corpus", every passage
+ * embedded now. *r (the BM25 retriever) is replaced. */
+static dspy_status wrap_minilm(struct spec *s, const json_t *spec, bool hybrid, const json_t *depth,
+                               dspy_retriever **r)
+{
+    const char *index = json_string_value(json_object_get(spec, "index"));
+    const char *emodel = json_string_value(json_object_get(spec, "embed_model"));
+    json_t *mmr = json_object_get(spec, "mmr");
+    struct dspy_dense_options o = DSPY_DENSE_OPTIONS_INIT;
+    struct dspy_error why;
+    char *vectors = NULL, *dir = NULL;
+    dspy_status rc = DSPY_OK;
+    if (mmr && !json_object_get(spec, "rerank")) {
+        if (hybrid || !json_is_number(mmr) || !(json_number_value(mmr) > 0) ||
+            json_number_value(mmr) > 1)
+            return bad_value(s, "mmr", "a number in (0, 1], with \"mode\": \"dense\"");
+        o.mmr_lambda = json_number_value(mmr);
+        o.mmr_depth = depth ? (size_t)json_integer_value(depth) : 0;
+    }
+    if (index) {
+        char *path = resolve_path(s, index);
+        size_t n = path ? strlen(path) : 0;
+        if (path && n > 9 && !strcmp(path + n - 9, "/bm25.idx"))
+            path[n - 9] = '\0';
+        vectors = path ? dspy_malloc(strlen(path) + 16) : NULL;
+        if (vectors)
+            sprintf(vectors, "%s/dense.vec", path);
+        dspy_free(path);
+        if (!vectors)
+            return spec_err(s, DSPY_ENOMEM, "out of memory");
+    }
+    if (emodel && !(dir = resolve_path(s, emodel))) {
+        dspy_free(vectors);
+        return spec_err(s, DSPY_ENOMEM, "out of memory");
+    }
+    o.encoder = "minilm";
+    o.model_dir = dir;
+    o.vectors = vectors;
+    dspy_retriever *d = NULL, *h = NULL;
+    dspy_error_clear(&why);
+    if ((rc = dspy_retriever_dense(*r, &o, &d, &why))) {
+        s->path.at_key = emodel && rc == DSPY_ENOTFOUND && !strstr(why.message, "dense.vec")
+                             ? "embed_model"
+                         : index ? "index"
+                                 : "dense";
+        spec_err(s, rc, "%s", why.message);
+        s->path.at_key = NULL;
+    }
+    dspy_free(vectors);
+    dspy_free(dir);
+    if (rc)
+        return rc;
+    if (hybrid) {
+        rc = dspy_retriever_hybrid(*r, d, depth ? (size_t)json_integer_value(depth) : 0, &h, &why);
+        dspy_retriever_free(d);
+        if (rc)
+            return spec_err(s, rc, "%s", why.message);
+        d = h;
+    }
+    dspy_retriever_free(*r);
+    *r = d;
+    return DSPY_OK;
+}
+
 /* "mode": "dense" or "hybrid" over the step's passages, with "dense": {"base_url", "model",
  * "api_key_env"}; *r is replaced by the dense or hybrid retriever. */
 static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever **r)
 {
-    json_t *mode, *dense, *depth, *url, *model, *key_env;
+    json_t *mode, *dense = json_object_get(spec, "dense"), *depth, *url, *model, *key_env;
     dspy_status rc;
     struct dspy_error why;
+    if (dense && !json_is_object(dense) &&
+        !(json_is_string(dense) && !strcmp(json_string_value(dense), "minilm")))
+        return bad_value(s, "dense",
+                         "\"minilm\" (the in-process encoder) or an object {\"base_url\", "
+                         "\"model\"} (an embeddings API)");
     if ((rc = member(s, spec, "mode", JSON_STRING, "\"bm25\", \"dense\" or \"hybrid\"", &mode)) ||
-        (rc = member(s, spec, "dense", JSON_OBJECT, "an object", &dense)) ||
         (rc = member(s, spec, "depth", JSON_INTEGER, "an integer", &depth)))
         return rc;
     const char *m = mode ? json_string_value(mode) : dense ? "hybrid" : "bm25";
@@ -344,10 +413,15 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
         return dense ? bad_value(s, "dense", "left out with \"mode\": \"bm25\"") : DSPY_OK;
     if (strcmp(dspy_retriever_kind(*r), "bm25"))
         return bad_value(s, "mode", "\"bm25\" with a ColBERTv2 \"url\"");
+    if (depth && (json_integer_value(depth) < 1 || json_integer_value(depth) > DSPY_RETRIEVE_MAX_K))
+        return bad_value(s, "depth", "an integer from 1 to 1000");
+    if (json_is_string(dense) || (!dense && json_object_get(spec, "index")))
+        return wrap_minilm(s, spec, is_hybrid, depth, r);
     if (!dense)
         return spec_err(s, DSPY_EINVAL,
                         "\"mode\": \"%s\" needs \"dense\": {\"base_url\", "
-                        "\"model\"} (an OpenAI-compatible embeddings API)",
+                        "\"model\"} (an OpenAI-compatible embeddings API) or \"minilm\" (the "
+                        "in-process encoder)",
                         m);
     if (depth && (json_integer_value(depth) < 1 || json_integer_value(depth) > DSPY_RETRIEVE_MAX_K))
         return bad_value(s, "depth", "an integer from 1 to 1000");
@@ -408,9 +482,14 @@ static dspy_status wrap_rerank(struct spec *s, const json_t *spec, dspy_retrieve
     if ((rc = member(s, spec, "rerank", JSON_STRING, "\"embed\"", &rerank)) ||
         (rc = member(s, spec, "embed_model", JSON_STRING, "a folder", &model)))
         return rc;
-    if (!rerank)
-        return model ? bad_value(s, "embed_model", "left out without \"rerank\": \"embed\"")
-                     : DSPY_OK;
+    if (!rerank) {
+        const char *m = json_string_value(json_object_get(spec, "mode"));
+        bool dense = m && (!strcmp(m, "dense") || !strcmp(m, "hybrid"));
+        return model && !dense ? bad_value(s, "embed_model",
+                                           "left out without \"rerank\": \"embed\" or "
+                                           "\"mode\": \"dense\" or \"hybrid\"")
+                               : DSPY_OK;
+    }
     if (strcmp(json_string_value(rerank), "embed"))
         return bad_value(s, "rerank", "\"embed\" (MiniLM cosine to the query)");
     if (mmr &&

@@ -1,12 +1,18 @@
 /* Dense retrieval (retrieve layer): passages embedded once through an OpenAI-compatible
- * /embeddings endpoint when the retriever opens, kept as unit vectors, and searched by
+ * /embeddings endpoint or the in-process MiniLM encoder when the retriever opens (or their
+ * MiniLM vectors mapped from the index's dense.vec), kept as unit vectors, and searched by
  * exact cosine top-k; the query is embedded per search. The passages are a BM25 image's
  * (an index or a corpus), so ids, titles and texts are the same as BM25's. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <sys/mman.h>
+
 #include <curl/curl.h>
+
+#include <dspyc/embed.h>
 
 #include <dspyc/vec.h>
 
@@ -24,7 +30,10 @@ struct dense {
     char *auth; /* "Authorization: Bearer ..." or NULL; never printed */
     long timeout_ms;
     size_t dim;
-    float *vec;        /* docs x dim, unit length */
+    float *vec;           /* docs x dim, unit length (dspy_malloc'd, or in `map`) */
+    dspy_embedder *local; /* the in-process encoder instead of the endpoint, or NULL */
+    void *map;            /* dense.vec mapped, or NULL */
+    size_t map_len;
     double mmr_lambda; /* 0: plain top-k */
     size_t mmr_depth;  /* MMR candidates */
 };
@@ -88,6 +97,17 @@ out:
 static dspy_status embed(struct dense *d, const char *const *texts, size_t n, float **out,
                          size_t *dim, struct dspy_error *err)
 {
+    if (d->local) {
+        if (!(*out = dspy_malloc(n * DSPY_EMBED_DIM * sizeof(float))))
+            return dspy__err(err, DSPY_ENOMEM, "out of memory");
+        *dim = DSPY_EMBED_DIM;
+        dspy_status rc = dspy_embedder_embed(d->local, texts, NULL, n, *out, err);
+        if (rc) {
+            dspy_free(*out);
+            *out = NULL;
+        }
+        return rc;
+    }
     char where[512], errbuf[CURL_ERROR_SIZE] = "";
     struct dspy_buf body, req;
     struct curl_slist *h = NULL;
@@ -160,7 +180,11 @@ static void dense_free(void *impl)
         memset(d->auth, 0, strlen(d->auth));
         dspy_free(d->auth);
     }
-    dspy_free(d->vec);
+    if (d->map)
+        munmap(d->map, d->map_len);
+    else
+        dspy_free(d->vec);
+    dspy_embedder_free(d->local);
     dspy_free(d);
 }
 
@@ -285,21 +309,29 @@ static const struct dspy__retriever_ops dense_ops = { "dense", dense_search, den
 dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_dense_options *o,
                                  dspy_retriever **out, struct dspy_error *err)
 {
-    if (!passages || !o || !o->base_url || !o->model || !out)
+    bool minilm = o && o->encoder && !strcmp(o->encoder, "minilm");
+    if (o && o->encoder && !minilm)
+        return dspy__err(err, DSPY_EINVAL, "dense encoder \"%s\": the only one is \"minilm\"",
+                         o->encoder);
+    if (!passages || !o || (!minilm && (!o->base_url || !o->model)) || !out)
         return dspy__err(err, DSPY_EINVAL,
-                         "dspy_retriever_dense: passages, base_url and model are required");
+                         "dspy_retriever_dense: passages, and base_url and model (or the "
+                         "minilm encoder) are required");
     if (strcmp(dspy_retriever_kind(passages), "bm25"))
         return dspy__err(err, DSPY_EINVAL,
                          "dense retrieval needs a BM25 index or corpus for "
                          "its passages");
     struct dense *d = dspy_calloc(1, sizeof(*d));
     struct dspy_buf url;
+    if (!d)
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
     dspy__buf_init(&url, 8192);
-    size_t bl = strlen(o->base_url);
+    size_t bl = minilm ? 0 : strlen(o->base_url);
     while (bl && o->base_url[bl - 1] == '/')
         bl--;
-    if (!d || dspy__buf_add(&url, o->base_url, bl) || dspy__buf_adds(&url, "/embeddings") ||
-        !(d->url = dspy__buf_detach(&url, NULL)) || !(d->model = dspy_strdup(o->model))) {
+    if (!minilm &&
+        (dspy__buf_add(&url, o->base_url, bl) || dspy__buf_adds(&url, "/embeddings") ||
+         !(d->url = dspy__buf_detach(&url, NULL)) || !(d->model = dspy_strdup(o->model)))) {
         dspy__buf_release(&url);
         dense_free(d);
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -322,6 +354,25 @@ dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_den
     d->base = dspy__retriever_ref(passages);
     size_t docs = (size_t)dspy_retriever_size(passages);
     dspy_status rc = DSPY_OK;
+    if (minilm) {
+        struct dspy_embedder_options eo = DSPY_EMBEDDER_OPTIONS_INIT;
+        eo.model_dir = o->model_dir;
+        eo.threads = o->vectors ? 1 : 0; /* all CPUs when the passages are embedded now */
+        if ((rc = dspy_embedder_new(&eo, &d->local, err))) {
+            dense_free(d);
+            return rc;
+        }
+        if (o->vectors) {
+            const float *rows;
+            if ((rc = dspy__dvec_map(o->vectors, passages, &d->map, &d->map_len, &rows, err))) {
+                dense_free(d);
+                return rc;
+            }
+            d->vec = (float *)(uintptr_t)rows; /* read-only: the map is PROT_READ */
+            d->dim = DSPY_EMBED_DIM;
+            return dspy__retriever_wrap(&dense_ops, d, out, err);
+        }
+    }
     const char **texts = dspy_calloc(BATCH, sizeof(*texts));
     struct dspy_passage *p = dspy_calloc(BATCH, sizeof(*p));
     if (!texts || !p)

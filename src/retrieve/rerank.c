@@ -113,8 +113,7 @@ dspy_status dspy_retriever_rerank(dspy_retriever *base, const struct dspy_rerank
     if (!(o->mmr_lambda >= 0 && o->mmr_lambda <= 1))
         return dspy__err(err, DSPY_EINVAL, "mmr lambda must be between 0 and 1");
     if (o->depth > DSPY_RETRIEVE_MAX_K)
-        return dspy__err(err, DSPY_EINVAL, "re-rank depth must be at most %d",
-                         DSPY_RETRIEVE_MAX_K);
+        return dspy__err(err, DSPY_EINVAL, "re-rank depth must be at most %d", DSPY_RETRIEVE_MAX_K);
     struct rerank *r = dspy_calloc(1, sizeof(*r));
     if (!r)
         return dspy__err(err, DSPY_ENOMEM, "out of memory");

@@ -499,3 +499,74 @@ def test_bad_rerank_options_name_the_key(tmp_path, corpus, extra, what):
     write(prog, rag_program({"corpus": "corpus.jsonl", **extra}))
     r = dspyc("run", prog, "--input", "-", "--output", "-")
     assert r.returncode == 2 and what in r.stderr and "rag.json" in r.stderr, r.stderr
+
+
+MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "models", "all-MiniLM-L6-v2")
+TEXTS = [f"{d['title']} | {d['text']}" if d.get("title") else d["text"] for d in CORPUS]
+
+
+def test_index_build_dense_minilm_maps_vectors_for_dense_and_hybrid(tmp_path, corpus):
+    import numpy as np
+    idx = tmp_path / "idx"
+    r = dspyc("index", "build", corpus, "--out", idx, "--dense", "minilm", "--embed-model", MODEL)
+    assert r.returncode == 0, r.stderr
+    assert "embedded 8 passages" in r.stderr
+    raw = (idx / "dense.vec").read_bytes()
+    assert raw[:8] == b"DSPYDVEC" and len(raw) == 128 + 8 * 384 * 4
+    stored = np.frombuffer(raw[128:], np.float32).reshape(8, 384)
+    want = minilm(TEXTS)
+    assert np.abs(stored - want).max() < 1e-6  # the same encoder, the index's order
+    q = "Which river flows through the French capital?"
+    qv = minilm([q])[0]
+    dense_order = sorted(range(8), key=lambda i: (-float(stored[i] @ qv), i))
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"index": "idx", "mode": "dense", "k": 3}))
+    lines, _ = run_rag(tmp_path, prog, [q])
+    assert lines[0]["prediction"]["passages"] == [TEXTS[i] for i in dense_order[:3]]
+    # hybrid: reciprocal-rank fusion of BM25's and the dense ranking
+    bm25 = [json.loads(l)["text"] for l in subprocess.run(
+        [DSPYC, "index", "search", idx, "-k", "50", q], capture_output=True,
+        text=True).stdout.splitlines()]
+    fused = {}
+    for lst in (bm25, [TEXTS[i] for i in dense_order]):
+        for rank, t in enumerate(lst):
+            fused[t] = fused.get(t, 0.0) + 1.0 / (60 + rank + 1)
+    order = sorted(fused, key=lambda t: (-fused[t], bm25.index(t) if t in bm25 else 99))
+    write(prog, rag_program({"index": "idx", "mode": "hybrid", "k": 3}))
+    lines, _ = run_rag(tmp_path, prog, [q])
+    assert lines[0]["prediction"]["passages"] == order[:3]
+
+
+def test_dense_minilm_errors_name_the_file_or_folder(tmp_path, corpus):
+    idx = tmp_path / "idx"
+    r = dspyc("index", "build", corpus, "--out", idx, "--dense", "bert")
+    assert r.returncode == 2 and "--dense must be minilm" in r.stderr
+    r = dspyc("index", "build", corpus, "--out", idx, "--dense", "minilm", "--embed-model",
+              tmp_path / "no-model")
+    assert r.returncode == 1 and f"model folder {tmp_path / 'no-model'} not found" in r.stderr
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"index": "idx", "mode": "dense"}))
+
+    def load_error():
+        r = dspyc("run", prog, "--input", "-", "--output", "-")
+        assert r.returncode == 2, r.stderr
+        return r.stderr
+    assert "dense.vec: cannot open the dense vectors" in load_error()  # built without --dense
+    assert "--dense minilm" in load_error()
+    assert dspyc("index", "build", corpus, "--out", idx, "--dense", "minilm").returncode == 0
+    good = (idx / "dense.vec").read_bytes()
+    (idx / "dense.vec").write_bytes(good[:5000])
+    assert "dense.vec: the file size does not match its header (cut short?)" in load_error()
+    (idx / "dense.vec").write_bytes(good[:-4] + b"\0\0\0\0")
+    assert "dense.vec: checksum mismatch" in load_error()
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(d) + "\n" for d in CORPUS[::-1]))
+    assert dspyc("index", "build", other, "--out", tmp_path / "idx2", "--dense",
+                 "minilm").returncode == 0
+    (idx / "dense.vec").write_bytes((tmp_path / "idx2" / "dense.vec").read_bytes())
+    assert "dense.vec: built for another bm25.idx" in load_error()
+    write(prog, rag_program({"index": "idx", "mode": "dense", "dense": "bert"}))
+    assert '"dense" must be "minilm"' in load_error()
+    write(prog, rag_program({"index": "idx", "mode": "dense", "embed_model": "nowhere"}))
+    assert "nowhere" in load_error()
