@@ -20,6 +20,8 @@
 
 #include <dspyc/dspyc.h>
 
+#include "canned.h"
+
 #define KEYS 10000
 
 struct result {
@@ -158,31 +160,7 @@ static void bench_keys(void)
 
 static dspy_cache *open_cache(unsigned levels, const char *url, const char *dir);
 
-#define CANNED                                                                                 \
-    "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"sim\","   \
-    "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"[[ ## answer" \
-    " ## ]]\\nParis\\n\\n[[ ## completed ## ]]\"},\"finish_reason\":\"stop\"}],\"usage\":{"    \
-    "\"prompt_tokens\":120,\"completion_tokens\":12,\"total_tokens\":132}}"
-
 static long upstream_calls;
-
-static dspy_status canned_transport(void *userdata, const char *url, const char *body,
-                                    size_t body_len, long *http_status, char **response,
-                                    size_t *response_len, struct dspy_error *err)
-{
-    (void)userdata;
-    (void)url;
-    (void)body;
-    (void)body_len;
-    (void)err;
-    __atomic_fetch_add(&upstream_calls, 1, __ATOMIC_RELAXED);
-    *http_status = 200;
-    *response_len = sizeof(CANNED) - 1;
-    if (!(*response = dspy_malloc(sizeof(CANNED))))
-        return DSPY_ENOMEM;
-    memcpy(*response, CANNED, sizeof(CANNED));
-    return DSPY_OK;
-}
 
 /* One batch of `inputs`; ns per record (wall). */
 static uint64_t batch_once(dspy_program *p, dspy_lm *lm, const json_t *inputs, bool each)
@@ -220,6 +198,7 @@ static void bench_run_warm(const char *url, long records)
     o.base_url = "http://canned.invalid/v1";
     o.model = "openai/canned";
     o.transport = canned_transport;
+    o.transport_userdata = &upstream_calls;
     o.cache = c;
     if (dspy_signature_parse("question -> answer", NULL, &sig, &err) ||
         !(m = dspy_module_new(DSPY_MODULE_PREDICT, sig, DSPY_ADAPTER_CHAT)) ||

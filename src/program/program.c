@@ -292,6 +292,26 @@ static dspy_status read_predictor(struct spec *s, const json_t *spec, bool lone,
     return DSPY_OK;
 }
 
+/* The keys every step shares: "name" and the field names (identifiers), "k" (1-1000), and
+ * the name unused so far ("name" absent: `dflt`). */
+static dspy_status check_step_fields(struct spec *s, const json_t *spec, const dspy_program *p,
+                                     const char *const *fields, const char *dflt)
+{
+    const json_t *name = json_object_get(spec, "name"), *k = json_object_get(spec, "k");
+    if (name && !valid_name(json_string_value(name)))
+        return bad_value(s, "name", "an identifier (letters, digits, _)");
+    for (size_t i = 0; fields[i]; i++) {
+        const json_t *v = json_object_get(spec, fields[i]);
+        if (v && !valid_name(json_string_value(v)))
+            return bad_value(s, fields[i], "a field name (letters, digits, _)");
+    }
+    if (k && (json_integer_value(k) < 1 || json_integer_value(k) > DSPY_RETRIEVE_MAX_K))
+        return bad_value(s, "k", "an integer from 1 to 1000");
+    if (dspy__program_name_taken(p, name ? json_string_value(name) : dflt))
+        return bad_value(s, "name", "unique among the predictors and steps");
+    return DSPY_OK;
+}
+
 /* An entry with "module": "retrieve" (DSPy's Retrieve). */
 static bool is_step(const json_t *spec)
 {
@@ -545,17 +565,10 @@ static dspy_status read_step(struct spec *s, const json_t *spec, dspy_program *p
                         "a retrieve step needs one of \"index\" (a BM25 index "
                         "folder), \"corpus\" (a JSON-lines corpus) or \"url\" "
                         "(a ColBERTv2 server)");
-    if (name && !valid_name(json_string_value(name)))
-        return bad_value(s, "name", "an identifier (letters, digits, _)");
-    if (query && !valid_name(json_string_value(query)))
-        return bad_value(s, "query", "a field name (letters, digits, _)");
-    if (output && !valid_name(json_string_value(output)))
-        return bad_value(s, "output", "a field name (letters, digits, _)");
-    if (k && (json_integer_value(k) < 1 || json_integer_value(k) > DSPY_RETRIEVE_MAX_K))
-        return bad_value(s, "k", "an integer from 1 to 1000");
+    static const char *const fields[] = { "query", "output", NULL };
+    if ((rc = check_step_fields(s, spec, p, fields, "retrieve")))
+        return rc;
     const char *nm = name ? json_string_value(name) : "retrieve";
-    if (dspy__program_name_taken(p, nm))
-        return bad_value(s, "name", "unique among the predictors and retrieve steps");
     dspy_error_clear(&why);
     if (url) {
         struct dspy_colbert_options o = DSPY_COLBERT_OPTIONS_INIT;
@@ -605,19 +618,10 @@ static dspy_status read_rank(struct spec *s, const json_t *spec, dspy_program *p
         (rc = member(s, spec, "output", JSON_STRING, "a field name", &output)) ||
         (rc = member(s, spec, "instructions", JSON_STRING, "a string", &instructions)))
         return rc;
-    if (name && !valid_name(json_string_value(name)))
-        return bad_value(s, "name", "an identifier (letters, digits, _)");
-    if (query && !valid_name(json_string_value(query)))
-        return bad_value(s, "query", "a field name (letters, digits, _)");
-    if (documents && !valid_name(json_string_value(documents)))
-        return bad_value(s, "documents", "a field name (letters, digits, _)");
-    if (output && !valid_name(json_string_value(output)))
-        return bad_value(s, "output", "a field name (letters, digits, _)");
-    if (k && (json_integer_value(k) < 1 || json_integer_value(k) > DSPY_RETRIEVE_MAX_K))
-        return bad_value(s, "k", "an integer from 1 to 1000 (documents kept)");
+    static const char *const fields[] = { "query", "documents", "output", NULL };
+    if ((rc = check_step_fields(s, spec, p, fields, "rank")))
+        return rc;
     const char *nm = name ? json_string_value(name) : "rank";
-    if (dspy__program_name_taken(p, nm))
-        return bad_value(s, "name", "unique among the predictors and steps");
     const char *docs = documents ? json_string_value(documents) : "passages";
     dspy_module *m = dspy__rank_module(instructions ? json_string_value(instructions) : NULL,
                                        adapter);
@@ -722,7 +726,7 @@ static dspy_status from_json(const json_t *spec, const struct dspy__jsource *src
                 rc = bad_value(&s, "name", "unique among the predictors");
         for (size_t j = 0; !rc && p->preds[i].name && j < p->nsteps; j++)
             if (!strcmp(p->preds[i].name, p->steps[j].name))
-                rc = bad_value(&s, "name", "unique among the predictors and retrieve steps");
+                rc = bad_value(&s, "name", "unique among the predictors and steps");
         dspy__jpath_pop(&s.path);
         if (rc)
             goto free_program;

@@ -41,11 +41,12 @@ dspy_status dspy__dvec_validate(const unsigned char *image, size_t size, const d
     if (h.version != DSPY__DVEC_VERSION || h.header_size != sizeof(h))
         return bad(err, DSPY_ECORRUPT, origin, "a dense vector file of another format version");
     if (h.file_size != size)
-        return bad(err, DSPY_ECORRUPT, origin, "the file size does not match its header (cut short?)");
+        return bad(err, DSPY_ECORRUPT, origin,
+                   "the file size does not match its header (cut short?)");
     if (h.dim != DSPY_EMBED_DIM || h.dtype != DSPY__DVEC_F32 ||
         strncmp(h.model, DSPY__DVEC_MODEL, sizeof(h.model)))
-        return bad(err, DSPY_EINVAL, origin, "vectors of another model or layout than "
-                                             DSPY__DVEC_MODEL " float32");
+        return bad(err, DSPY_EINVAL, origin,
+                   "vectors of another model or layout than " DSPY__DVEC_MODEL " float32");
     if (h.rows > (size - sizeof(h)) / (h.dim * sizeof(float)) ||
         sizeof(h) + h.rows * h.dim * sizeof(float) != size)
         return bad(err, DSPY_ECORRUPT, origin, "the rows do not fill the file");

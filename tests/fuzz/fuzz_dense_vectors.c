@@ -17,8 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!bm25) {
         unsigned char *img = NULL;
         size_t n = 0;
-        if (dspy__bm25_build_text("fuzz.jsonl", corpus, sizeof(corpus) - 1, &img, &n, NULL,
-                                  &err) ||
+        if (dspy__bm25_build_text("fuzz.jsonl", corpus, sizeof(corpus) - 1, &img, &n, NULL, &err) ||
             dspy__bm25_open_image(img, n, true, "fuzz", &bm25, &err))
             return 0;
     }

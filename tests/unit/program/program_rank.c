@@ -120,19 +120,27 @@ static const char PROGRAM[] =
     " {\"module\": \"rank\", \"k\": 2, \"query\": \"question\", \"documents\": \"passages\"},"
     " {\"name\": \"answer\", \"signature\": \"passages: list[str], question -> answer\"}]}";
 
-static json_t *run_rank(const char *reply, dspy_status want, struct dspy_error *err)
+/* The scripted LM and PROGRAM. */
+static void setup(struct script *s, dspy_lm **lm, dspy_program **p)
 {
-    struct script s = { reply, 0 };
     struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
-    dspy_lm *lm = NULL;
-    dspy_program *p = NULL;
-    json_t *spec = json_loads(PROGRAM, 0, NULL), *out = NULL;
+    json_t *spec = json_loads(PROGRAM, 0, NULL);
     o.base_url = "http://lm.test/v1";
     o.model = "m";
     o.transport = scripted;
-    o.transport_userdata = &s;
-    assert_int_equal(dspy_lm_new(&o, &lm, NULL), DSPY_OK);
-    assert_int_equal(dspy_program_from_json(spec, "t", &p, NULL), DSPY_OK);
+    o.transport_userdata = s;
+    assert_int_equal(dspy_lm_new(&o, lm, NULL), DSPY_OK);
+    assert_int_equal(dspy_program_from_json(spec, "t", p, NULL), DSPY_OK);
+    json_decref(spec);
+}
+
+static json_t *run_rank(const char *reply, dspy_status want, struct dspy_error *err)
+{
+    struct script s = { reply, 0 };
+    dspy_lm *lm = NULL;
+    dspy_program *p = NULL;
+    json_t *out = NULL;
+    setup(&s, &lm, &p);
     json_t *docs = docs3();
     json_t *in = json_pack("{s:s, s:o}", "question", "What flows through Paris?", "passages", docs);
     struct dspy_call_info info;
@@ -140,7 +148,6 @@ static json_t *run_rank(const char *reply, dspy_status want, struct dspy_error *
     if (!want) /* the ranking (twice: the JSON adapter's fallback), then the answer */
         assert_true(info.lm_calls >= 2 && info.lm_calls <= 3);
     json_decref(in);
-    json_decref(spec);
     dspy_program_free(p);
     dspy_lm_free(lm);
     return out;
@@ -184,22 +191,15 @@ static void bad_fields_are_named(void **state)
     (void)state;
     struct dspy_error err;
     struct script s = { "", 0 };
-    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
     dspy_lm *lm = NULL;
     dspy_program *p = NULL;
-    json_t *spec = json_loads(PROGRAM, 0, NULL), *out = NULL;
-    o.base_url = "http://lm.test/v1";
-    o.model = "m";
-    o.transport = scripted;
-    o.transport_userdata = &s;
-    assert_int_equal(dspy_lm_new(&o, &lm, NULL), DSPY_OK);
-    assert_int_equal(dspy_program_from_json(spec, "t", &p, NULL), DSPY_OK);
+    json_t *spec, *out = NULL;
+    setup(&s, &lm, &p);
     json_t *in = json_pack("{s:s, s:s}", "question", "q?", "passages", "not a list");
     assert_int_equal(dspy_program_call(p, lm, in, NULL, &out, NULL, &err), DSPY_EINVAL);
     assert_non_null(strstr(err.message, "rank step rank: the field \"passages\" must be a list"));
     assert_int_equal(s.calls, 0);
     json_decref(in);
-    json_decref(spec);
     dspy_program_free(p);
     /* program-file errors */
     static const char *const bad[] = {
