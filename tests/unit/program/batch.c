@@ -139,7 +139,7 @@ static void batch_lookup_sends_only_the_misses(void **state)
     dspy_cache_stats(cache, &before);
     assert_int_equal(dspy_program_batch(p, lm, all, &bo, res, NULL, NULL), DSPY_OK);
     dspy_cache_stats(cache, &after);
-    assert_int_equal(atomic_load(&e.calls), N); /* only the N / 2 misses went out */
+    assert_int_equal(atomic_load(&e.calls), N);    /* only the N / 2 misses went out */
     assert_int_equal(after.gets - before.gets, N); /* one lookup per record */
     assert_int_equal(after.hits - before.hits, N / 2);
     for (size_t i = 0; i < N; i++) {

@@ -186,6 +186,33 @@ static void hostile_answer_warns_and_keeps_the_order(void **state)
     }
 }
 
+/* State files carry a rank step's k as a retrieve step's ({"k": k}); one keeping every
+ * document has none to carry, and the file still loads. */
+static void state_carries_k(void **state)
+{
+    (void)state;
+    static const char *const specs[] = {
+        PROGRAM,
+        "{\"predictors\": [{\"module\": \"rank\"}, {\"name\": \"answer\", \"signature\": "
+        "\"passages: list[str], question -> answer\"}]}",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        dspy_program *p = NULL;
+        json_t *spec = json_loads(specs[i], 0, NULL);
+        assert_int_equal(dspy_program_from_json(spec, "t", &p, NULL), DSPY_OK);
+        json_t *st = dspy_program_dump_state(p);
+        json_t *rank = json_object_get(st, "rank");
+        if (i == 0)
+            assert_int_equal(json_integer_value(json_object_get(rank, "k")), 2);
+        else
+            assert_null(rank);
+        assert_int_equal(dspy_program_apply_state(p, st, NULL), DSPY_OK);
+        json_decref(st);
+        json_decref(spec);
+        dspy_program_free(p);
+    }
+}
+
 static void bad_fields_are_named(void **state)
 {
     (void)state;
@@ -227,6 +254,7 @@ int main(void)
         cmocka_unit_test(hostile_answers_keep_the_order),
         cmocka_unit_test(step_keeps_the_best_k),
         cmocka_unit_test(hostile_answer_warns_and_keeps_the_order),
+        cmocka_unit_test(state_carries_k),
         cmocka_unit_test(bad_fields_are_named),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
