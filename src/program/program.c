@@ -342,6 +342,26 @@ static char *resolve_path(const struct spec *s, const char *path)
     return out;
 }
 
+/* Replace the BM25 retriever *r by the dense one `d` (taken), or by their fusion. */
+static dspy_status take_dense(struct spec *s, dspy_retriever **r, dspy_retriever *d, bool hybrid,
+                              const json_t *depth)
+{
+    struct dspy_error why;
+    if (hybrid) {
+        dspy_retriever *h = NULL;
+        dspy_error_clear(&why);
+        dspy_status rc = dspy_retriever_hybrid(*r, d, depth ? (size_t)json_integer_value(depth) : 0,
+                                               &h, &why);
+        dspy_retriever_free(d);
+        if (rc)
+            return spec_err(s, rc, "%s", why.message);
+        d = h;
+    }
+    dspy_retriever_free(*r);
+    *r = d;
+    return DSPY_OK;
+}
+
 /* The in-process MiniLM encoder for "mode": "dense" or "hybrid": with an "index", its
  * dense.vec (dspyc index build --dense minilm) mapped; with a "corpus", every passage
  * embedded now. *r (the BM25 retriever) is replaced. */
@@ -381,7 +401,7 @@ static dspy_status wrap_minilm(struct spec *s, const json_t *spec, bool hybrid, 
     o.encoder = "minilm";
     o.model_dir = dir;
     o.vectors = vectors;
-    dspy_retriever *d = NULL, *h = NULL;
+    dspy_retriever *d = NULL;
     dspy_error_clear(&why);
     if ((rc = dspy_retriever_dense(*r, &o, &d, &why))) {
         s->path.at_key = emodel && rc == DSPY_ENOTFOUND && !strstr(why.message, "dense.vec")
@@ -395,16 +415,7 @@ static dspy_status wrap_minilm(struct spec *s, const json_t *spec, bool hybrid, 
     dspy_free(dir);
     if (rc)
         return rc;
-    if (hybrid) {
-        rc = dspy_retriever_hybrid(*r, d, depth ? (size_t)json_integer_value(depth) : 0, &h, &why);
-        dspy_retriever_free(d);
-        if (rc)
-            return spec_err(s, rc, "%s", why.message);
-        d = h;
-    }
-    dspy_retriever_free(*r);
-    *r = d;
-    return DSPY_OK;
+    return take_dense(s, r, d, hybrid, depth);
 }
 
 /* "mode": "dense" or "hybrid" over the step's passages, with "dense": {"base_url", "model",
@@ -470,7 +481,7 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
     o.base_url = json_string_value(url);
     o.model = json_string_value(model);
     o.api_key = key_env ? getenv(json_string_value(key_env)) : NULL;
-    dspy_retriever *d = NULL, *h = NULL;
+    dspy_retriever *d = NULL;
     dspy_error_clear(&why);
     rc = dspy_retriever_dense(*r, &o, &d, &why);
     if (rc) {
@@ -481,16 +492,7 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
         return rc;
     }
     dspy__jpath_pop(&s->path);
-    if (is_hybrid) {
-        rc = dspy_retriever_hybrid(*r, d, depth ? (size_t)json_integer_value(depth) : 0, &h, &why);
-        dspy_retriever_free(d);
-        if (rc)
-            return spec_err(s, rc, "%s", why.message);
-        d = h;
-    }
-    dspy_retriever_free(*r);
-    *r = d;
-    return DSPY_OK;
+    return take_dense(s, r, d, is_hybrid, depth);
 }
 
 /* "rerank": "embed": *r's top "depth" re-ranked by MiniLM cosine to the query ("mmr": the
