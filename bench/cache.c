@@ -1,7 +1,9 @@
 /* Cache hit latency and put throughput per level, one thread, ~2 KB values: L1 (memory),
  * L2 (a real Redis, started here on a free loopback port unless --redis names one; also
  * batches of 100 pipelined) and L3 (LMDB in a temporary directory); plus the cost of a
- * request key. Prints ns per operation in a fixed format, or one JSON object (--json). */
+ * request key; and a batch run (what `dspyc run` does) of a Predict program over a warm
+ * Redis-only cache, its records looked up in runs (one pipelined MGET) beside each record
+ * looked up alone. Prints ns per operation in a fixed format, or one JSON object (--json). */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -16,7 +18,9 @@
 
 #include <hiredis/hiredis.h>
 
-#include <dspyc/cache.h>
+#include <dspyc/dspyc.h>
+
+#include "canned.h"
 
 #define KEYS 10000
 
@@ -152,6 +156,82 @@ static void bench_keys(void)
     json_decref(j);
 }
 
+/* --- a batch run over a warm cache ------------------------------------------------------ */
+
+static dspy_cache *open_cache(unsigned levels, const char *url, const char *dir);
+
+static long upstream_calls;
+
+/* One batch of `inputs`; ns per record (wall). */
+static uint64_t batch_once(dspy_program *p, dspy_lm *lm, const json_t *inputs, bool each)
+{
+    size_t n = json_array_size(inputs);
+    struct dspy_batch_result *res = calloc(n, sizeof(*res));
+    struct dspy_batch_options o = DSPY_BATCH_OPTIONS_INIT;
+    struct dspy_batch_stats st;
+    struct dspy_error err;
+    o.lookup_each = each;
+    uint64_t t0 = dspy_clock_ns();
+    if (!res || dspy_program_batch(p, lm, inputs, &o, res, &st, &err))
+        fail("batch", &err);
+    uint64_t ns = dspy_clock_ns() - t0;
+    if (st.ok != n)
+        fail("batch: a record failed", NULL);
+    dspy_batch_results_release(res, n);
+    free(res);
+    return ns;
+}
+
+/* `dspyc run`'s batch over a warm Redis-only cache: records/s with one multi-get per run
+ * of records read ahead, and with one GET per record (the same binary, interleaved). */
+static void bench_run_warm(const char *url, long records)
+{
+    dspy_cache *c = open_cache(DSPY_CACHE_L2, url, NULL);
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    struct dspy_error err;
+    dspy_signature *sig = NULL;
+    dspy_module *m = NULL;
+    dspy_program *p = NULL;
+    dspy_lm *lm = NULL;
+    json_t *inputs = json_array();
+    char q[64];
+    o.base_url = "http://canned.invalid/v1";
+    o.model = "openai/canned";
+    o.transport = canned_transport;
+    o.transport_userdata = &upstream_calls;
+    o.cache = c;
+    if (dspy_signature_parse("question -> answer", NULL, &sig, &err) ||
+        !(m = dspy_module_new(DSPY_MODULE_PREDICT, sig, DSPY_ADAPTER_CHAT)) ||
+        !(p = dspy_program_single(m)) || dspy_lm_new(&o, &lm, &err))
+        fail("run setup", &err);
+    m = NULL; /* the program owns it */
+    for (long i = 0; i < records; i++) {
+        snprintf(q, sizeof(q), "What is the capital of country %ld?", i);
+        json_array_append_new(inputs, json_pack("{s:s}", "question", q));
+    }
+    batch_once(p, lm, inputs, true); /* fill */
+    long filled = upstream_calls;
+    uint64_t multi = 0, each = 0;
+    enum { ROUNDS = 3 };
+    for (int r = 0; r < ROUNDS; r++) {
+        multi += batch_once(p, lm, inputs, false);
+        each += batch_once(p, lm, inputs, true);
+    }
+    cpu_start = cpu_ns(); /* CPU figures are not meaningful across the pool's threads */
+    record("run_l2_multiget", records * ROUNDS, multi);
+    cpu_start = cpu_ns();
+    record("run_l2_each_get", records * ROUNDS, each);
+    if (upstream_calls != filled)
+        fprintf(stderr, "bench_cache: warm runs called upstream %ld times\n",
+                upstream_calls - filled);
+    json_decref(inputs);
+    dspy_lm_free(lm);
+    dspy_program_free(p);
+    dspy_signature_free(sig);
+    dspy_cache_clear(c, 0, NULL);
+    dspy_cache_free(c);
+}
+
 /* --- a throwaway redis-server --------------------------------------------------------- */
 
 static pid_t redis_pid;
@@ -272,6 +352,7 @@ int main(int argc, char **argv)
         bench_batch(c, "l2_get_many_hit", 500 / scale, l2_keys);
         dspy_cache_clear(c, 0, NULL);
         dspy_cache_free(c);
+        bench_run_warm(redis_url, 4000 / scale);
     } else {
         fprintf(stderr, "bench_cache: no redis-server; L2 skipped\n");
     }

@@ -12,31 +12,9 @@
 
 #include <dspyc/dspyc.h>
 
-#define CANNED                                                                                 \
-    "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"sim\","   \
-    "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"[[ ## answer" \
-    " ## ]]\\nParis\\n\\n[[ ## completed ## ]]\"},\"finish_reason\":\"stop\"}],\"usage\":{"    \
-    "\"prompt_tokens\":120,\"completion_tokens\":12,\"total_tokens\":132}}"
+#include "canned.h"
 
 static long upstream_calls;
-
-static dspy_status canned_transport(void *userdata, const char *url, const char *body,
-                                    size_t body_len, long *http_status, char **response,
-                                    size_t *response_len, struct dspy_error *err)
-{
-    (void)userdata;
-    (void)url;
-    (void)body;
-    (void)body_len;
-    (void)err;
-    upstream_calls++;
-    *http_status = 200;
-    *response_len = sizeof(CANNED) - 1;
-    if (!(*response = dspy_malloc(sizeof(CANNED))))
-        return DSPY_ENOMEM;
-    memcpy(*response, CANNED, sizeof(CANNED));
-    return DSPY_OK;
-}
 
 static uint64_t cpu_ns(void)
 {
@@ -63,6 +41,7 @@ static int time_calls(dspy_cache *cache, long iterations, struct result *out)
     o.base_url = "http://canned.invalid/v1";
     o.model = "openai/canned";
     o.transport = canned_transport;
+    o.transport_userdata = &upstream_calls;
     o.cache = cache;
     dspy_error_clear(&err);
     upstream_calls = 0;

@@ -9,6 +9,10 @@
    program file under `dspyc run --concurrency C` vs the same program in DSPy
    (dspy.Retrieve over a rank_bm25 retriever as dspy.settings.rm, run with
    dspy.Parallel-style threads: Evaluate's executor at C threads).
+3. The same with an LM rank step between them: retrieve k=10, rank (`query, documents ->
+   ranked_documents`, the documents' numbers read back), the best 3 to the answer; dspyc's
+   {"module": "rank"} step vs a dspy.Predict ranker in the DSPy module (two LM calls a
+   record on both sides).
 Fixed output format; not a pass/fail test.
 
 DSPy's retriever is rank_bm25 itself (the Python BM25 peer), so its RAG figure includes
@@ -102,14 +106,18 @@ def bench_bm25(dspyc, tmp, docs, queries):
     return os.path.join(tmp, "idx"), bm25
 
 
-def bench_rag(dspyc, tmp, idx, bm25, docs, questions, conc):
+def bench_rag(dspyc, tmp, idx, bm25, docs, questions, conc, rank=False):
     import dspy
     proc, url = start_sim(dspyc)
     try:
         prog = os.path.join(tmp, "rag.json")
+        steps = [{"module": "retrieve", "k": 10 if rank else 3, "query": "question",
+                  "index": idx}]
+        if rank:
+            steps.append({"module": "rank", "k": 3, "query": "question",
+                          "documents": "passages"})
         with open(prog, "w") as f:
-            json.dump({"predictors": [
-                {"module": "retrieve", "k": 3, "query": "question", "index": idx},
+            json.dump({"predictors": steps + [
                 {"name": "answer", "signature": "passages: list[str], question -> answer"}]}, f)
         inp = os.path.join(tmp, "rag-in.jsonl")
         with open(inp, "w") as f:
@@ -137,12 +145,20 @@ def bench_rag(dspyc, tmp, idx, bm25, docs, questions, conc):
 
         class RAG(dspy.Module):
             def __init__(self):
-                self.retrieve = dspy.Retrieve(k=3)
+                self.retrieve = dspy.Retrieve(k=10 if rank else 3)
+                self.rank = dspy.Predict("query, documents -> ranked_documents")
                 self.answer = dspy.Predict("passages: list[str], question -> answer")
 
             def forward(self, question):
-                return self.answer(passages=self.retrieve(question).passages,
-                                   question=question)
+                passages = self.retrieve(question).passages
+                if rank:
+                    got = self.rank(query=question, documents=passages).ranked_documents
+                    order = [int(n) - 1 for n in re.findall(r"\d+", str(got))
+                             if 0 < int(n) <= len(passages)]
+                    order = list(dict.fromkeys(order)) + [i for i in range(len(passages))
+                                                          if i not in order]
+                    passages = [passages[i] for i in order[:3]]
+                return self.answer(passages=passages, question=question)
 
         rag = RAG()
         rag(question=questions[0])  # imports and first call before the clock
@@ -160,7 +176,8 @@ def bench_rag(dspyc, tmp, idx, bm25, docs, questions, conc):
         py_s = time.perf_counter() - t0
         lat.sort()
         n = len(questions)
-        print(f"RAG program ({n} records, BM25 k=3 + Predict, sim 0 ms, cache off, "
+        what = "BM25 k=10 + LM rank to 3 + Predict" if rank else "BM25 k=3 + Predict"
+        print(f"RAG program ({n} records, {what}, sim 0 ms, cache off, "
               f"concurrency {conc}):")
         print(f"  dspyc run {n / c_s:,.0f} records/s (whole command; latency "
               f"{p50.group(0) if p50 else 'n/a'})  DSPy {n / py_s:,.1f} records/s "
@@ -188,6 +205,7 @@ def main():
         idx, bm25 = bench_bm25(dspyc, tmp, docs, queries)
         questions = (queries * (a.records // len(queries) + 1))[: a.records]
         bench_rag(dspyc, tmp, idx, bm25, docs, questions, a.concurrency)
+        bench_rag(dspyc, tmp, idx, bm25, docs, questions, a.concurrency, rank=True)
     sys.stdout.flush()
 
 

@@ -1,4 +1,5 @@
-/* `dspyc index`: build a BM25 index of a JSON-lines corpus, and search one (apps layer). */
+/* `dspyc index`: build a BM25 index of a JSON-lines corpus (and its dense vectors), and
+ * search one (apps layer). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +9,7 @@
 #include "util.h"
 
 static const char index_usage[] =
-    "usage: dspyc index build CORPUS.jsonl --out DIR\n"
+    "usage: dspyc index build CORPUS.jsonl --out DIR [--dense minilm [--embed-model DIR]]\n"
     "       dspyc index search INDEX [-k N] [--corpus] (QUERY... | --queries FILE)\n\n"
     "build   index a corpus of passages, one JSON object per line: \"id\" (string or\n"
     "        integer, unique), \"text\" (string), optional \"title\" (string); other keys\n"
@@ -16,7 +17,10 @@ static const char index_usage[] =
     "        A passage's tokens are its title's, then its text's: ASCII letters\n"
     "        lower-cased, split on anything but letters, digits and non-ASCII bytes\n"
     "        (docs/retrieve.md). A bad line stops the build with its file, line and\n"
-    "        field.\n"
+    "        field. With --dense minilm, also embeds every passage with the in-process\n"
+    "        all-MiniLM-L6-v2 encoder into DIR/dense.vec (float32 rows, checked against\n"
+    "        bm25.idx when mapped), for retrieve steps with \"mode\": \"dense\" or\n"
+    "        \"hybrid\".\n"
     "search  the k best passages for QUERY (the words joined by spaces), or for each\n"
     "        line of --queries FILE (each result line then has \"query\": its line\n"
     "        number, 1-based), BM25Okapi scores as rank_bm25 computes them, best\n"
@@ -25,6 +29,9 @@ static const char index_usage[] =
     "        long_text). Only passages sharing a token with the query are returned\n\n"
     "options:\n"
     "  --out DIR     (build) the index directory, created when missing\n"
+    "  --dense minilm  (build) also write DIR/dense.vec (the only encoder: minilm)\n"
+    "  --embed-model DIR  (build) the MiniLM model folder; default $DSPYC_EMBED_MODEL,\n"
+    "                else models/all-MiniLM-L6-v2 next to this build's folder\n"
     "  -k N          (search) passages to return, 1..1000 (default 3, DSPy's Retrieve)\n"
     "  --corpus      (search) INDEX is a corpus file: index it in memory first\n"
     "  --queries F   (search) one query per line of F\n"
@@ -32,8 +39,10 @@ static const char index_usage[] =
 
 static int index_build(int argc, char **argv)
 {
-    const char *out = NULL, *corpus = NULL;
+    const char *out = NULL, *corpus = NULL, *dense = NULL, *model = NULL;
     static const struct option longopts[] = { { "out", required_argument, NULL, 'o' },
+                                              { "dense", required_argument, NULL, 'd' },
+                                              { "embed-model", required_argument, NULL, 'm' },
                                               { "help", no_argument, NULL, 'h' },
                                               { NULL, 0, NULL, 0 } };
     int c;
@@ -41,6 +50,10 @@ static int index_build(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
         if (c == 'o')
             out = optarg;
+        else if (c == 'd')
+            dense = optarg;
+        else if (c == 'm')
+            model = optarg;
         else if (c == 'h') {
             fputs(index_usage, stdout);
             return 0;
@@ -51,6 +64,14 @@ static int index_build(int argc, char **argv)
     }
     if (optind + 1 != argc || !out) {
         fprintf(stderr, "dspyc index build: needs one CORPUS.jsonl and --out DIR\n");
+        return 2;
+    }
+    if (dense && strcmp(dense, "minilm")) {
+        fprintf(stderr, "dspyc index build: --dense must be minilm (the in-process encoder)\n");
+        return 2;
+    }
+    if (model && !dense) {
+        fprintf(stderr, "dspyc index build: --embed-model goes with --dense minilm\n");
         return 2;
     }
     corpus = argv[optind];
@@ -68,6 +89,18 @@ static int index_build(int argc, char **argv)
             (unsigned long long)st.docs, (unsigned long long)st.tokens,
             (unsigned long long)st.terms, (unsigned long long)st.postings, out,
             (unsigned long long)st.bytes, (double)(dspy_clock_ns() - t0) / 1e9);
+    if (dense) {
+        uint64_t rows = 0;
+        t0 = dspy_clock_ns();
+        if (dspy_index_build_dense(out, model, &rows, &err)) {
+            print_error("index build --dense", &err);
+            return 1;
+        }
+        fprintf(stderr,
+                "dspyc: embedded %llu passages (minilm, 384 float32) into %s/dense.vec in "
+                "%.3f s\n",
+                (unsigned long long)rows, out, (double)(dspy_clock_ns() - t0) / 1e9);
+    }
     return 0;
 }
 

@@ -71,3 +71,7 @@ $py bench/tokens_vs_tiktoken.py --build "$build" | tee out/tokens_vs_tiktoken.tx
 step "15. semantic cache: hit and false-hit rates (Wilson 95 %) over examples/semantic/pairs.jsonl" \
      "at several thresholds vs cosine alone, lookup latency at 10k and 1M entries"
 "$build/bench_semantic_cache" --pairs examples/semantic/pairs.jsonl
+
+step "15. cache levels per operation, and dspyc run's batch over a warm Redis-only cache:" \
+     "one pipelined MGET per run of records vs one GET per record (the same binary)"
+"$build/bench_cache" | tee out/bench_cache.txt

@@ -163,6 +163,11 @@ struct dspy_batch_options {
      * not write it (a data race): cancel from the progress callback instead. Borrowed for
      * the call. */
     volatile sig_atomic_t *cancel;
+    /* Over a cache with a level below L1 (Redis, disk), the pool reads records ahead and
+     * looks their first LM calls up together (dspy_cache_get_many: one pipelined MGET for
+     * the L1 misses); only the misses run upstream. true = each record looks itself up
+     * alone, as a single call would (for comparison). */
+    bool lookup_each;
 };
 #define DSPY_BATCH_OPTIONS_INIT \
     {                           \

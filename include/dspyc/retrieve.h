@@ -100,6 +100,13 @@ struct dspy_dense_options {
                            * similarity to the passages already picked (1 = plain top-k);
                            * 0 = off */
     size_t mmr_depth;     /* MMR candidates; 0 = 50 */
+    /* "minilm": the in-process all-MiniLM-L6-v2 encoder (include/dspyc/embed.h) instead of
+     * an endpoint (base_url and model are then not used); NULL = the endpoint */
+    const char *encoder;
+    const char *model_dir; /* with "minilm": the model folder (NULL: as the embedder finds it) */
+    /* with "minilm": a dense.vec file (dspy_index_build_dense) holding the passages'
+     * vectors, memory-mapped instead of embedding them now; NULL = embed them now */
+    const char *vectors;
 };
 #define DSPY_DENSE_OPTIONS_INIT \
     {                           \
@@ -107,22 +114,59 @@ struct dspy_dense_options {
     }
 
 /** Dense retrieval over the passages of a BM25 retriever (an index or a corpus): every
- * passage's long text embedded now through the endpoint (128 a request), kept as unit
- * vectors; each search embeds the query and returns the exact top k by cosine (scores
- * are the cosines). Holds its own reference to `passages`. Errors name the endpoint. */
+ * passage's long text embedded now through the endpoint (128 a request), or by the
+ * in-process MiniLM encoder (encoder "minilm"; with `vectors`, read from the index's
+ * dense.vec, memory-mapped and checked against `passages`), kept as unit vectors; each
+ * search embeds the query and returns the exact top k by cosine (scores are the cosines).
+ * Holds its own reference to `passages`. Errors name the endpoint, the model folder or the
+ * vector file (DSPY_ECORRUPT: damaged or cut short; DSPY_EINVAL: built for another index
+ * or model). */
 DSPY_EXTERN dspy_status dspy_retriever_dense(dspy_retriever *passages,
                                              const struct dspy_dense_options *opts,
                                              dspy_retriever **out, struct dspy_error *err);
+/** Embed the passages of the BM25 index in folder `index_dir` (its bm25.idx) with the
+ * in-process MiniLM encoder (`model_dir`: NULL = as the embedder finds it; all CPUs) and
+ * write their unit vectors, float32, to `index_dir`/dense.vec (a header naming the model,
+ * the dimensions and the index it belongs to, checksummed; written to a temporary name and
+ * renamed). `*rows` (may be NULL) gets the passages embedded. Errors name the file or the
+ * model folder: DSPY_ENOTFOUND (no index, no model files), DSPY_ECORRUPT, DSPY_EIO. */
+DSPY_EXTERN dspy_status dspy_index_build_dense(const char *index_dir, const char *model_dir,
+                                               uint64_t *rows, struct dspy_error *err);
+
 /** Hybrid retrieval: reciprocal-rank fusion of two retrievers (score = sum of 1 / (60 +
  * rank), a passage being the same in both when its text is; ties keep `a`'s order), from
  * the top `depth` of each (0 = 50; at least k). Holds its own references. */
 DSPY_EXTERN dspy_status dspy_retriever_hybrid(dspy_retriever *a, dspy_retriever *b, size_t depth,
                                               dspy_retriever **out, struct dspy_error *err);
 
+/** Embedding re-rank of another retriever's passages. */
+struct dspy_rerank_options {
+    const char *model_dir; /* the MiniLM model folder (dspy_embedder_options.model_dir: NULL =
+                              DSPYC_EMBED_MODEL, else models/all-MiniLM-L6-v2 beside the
+                              program's build tree); read now */
+    size_t depth;          /* candidates taken from the retriever; 0 = 20; at least k */
+    double mmr_lambda;     /* > 0: the k picked by maximal marginal relevance among the
+                              candidates (as dspy_dense_options.mmr_lambda); 0 = off */
+};
+#define DSPY_RERANK_OPTIONS_INIT \
+    {                            \
+        .model_dir = NULL        \
+    }
+
+/** A retriever that takes `base`'s top `depth` passages for a query, embeds the query and
+ * each passage's long text with the in-process all-MiniLM-L6-v2 encoder (include/dspyc/
+ * embed.h), and returns the k best by cosine to the query (scores are the cosines; equal
+ * cosines keep `base`'s order), or the MMR pick. Holds its own reference to `base` and its
+ * own loaded model. Errors: the model's (DSPY_ENOTFOUND naming the folder or file when the
+ * model files are missing: scripts/fetch-model.sh fetches them), DSPY_EINVAL. */
+DSPY_EXTERN dspy_status dspy_retriever_rerank(dspy_retriever *base,
+                                              const struct dspy_rerank_options *opts,
+                                              dspy_retriever **out, struct dspy_error *err);
+
 /** Release the caller's reference; a program holding the retriever (a retrieve step)
  * keeps its own, so the caller may free it right after dspy_program_add_retrieve(). */
 DSPY_EXTERN void dspy_retriever_free(dspy_retriever *r);
-/** "bm25", "colbertv2", "dense" or "hybrid". */
+/** "bm25", "colbertv2", "dense", "hybrid" or "rerank". */
 DSPY_EXTERN const char *dspy_retriever_kind(const dspy_retriever *r);
 /** Passages in the corpus (0 when the retriever cannot tell: a remote server). */
 DSPY_EXTERN uint64_t dspy_retriever_size(const dspy_retriever *r);

@@ -10,6 +10,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/status.h"
+#include "cache/cache.h"
 #include "cache/cache_int.h"
 
 #define L1 0
@@ -341,9 +342,11 @@ static dspy_status wait_for(struct dspy__flight_shard *s, struct dspy__flight *f
     return rc;
 }
 
-dspy_status dspy_cache_fetch(dspy_cache *c, const struct dspy_cache_key *key,
-                             const struct dspy_cache_ctl *ctl, dspy_cache_fill_fn fill,
-                             void *userdata, struct dspy_cache_value *out, struct dspy_error *err)
+/* The single-flight part of a fetch, after a lookup that missed (and was counted). */
+static dspy_status fetch_missed(dspy_cache *c, const struct dspy_cache_key *key,
+                                const struct dspy_cache_ctl *ctl, dspy_cache_fill_fn fill,
+                                void *userdata, struct dspy_cache_value *out,
+                                struct dspy_error *err)
 {
     struct dspy__cache_entry *e = NULL;
     enum dspy_cache_source src;
@@ -352,23 +355,6 @@ dspy_status dspy_cache_fetch(dspy_cache *c, const struct dspy_cache_key *key,
     struct dspy_error local;
     dspy_status rc;
     bool last;
-    if (!c || !key || !fill || !out)
-        return dspy__err(err, DSPY_EINVAL, "cache fetch: missing argument");
-    *out = (struct dspy_cache_value)DSPY_CACHE_VALUE_INIT;
-    atomic_fetch_add_explicit(&c->gets, 1, memory_order_relaxed);
-    if (ctl && ctl->no_cache) {
-        atomic_fetch_add(&c->misses, 1);
-        if ((rc = run_fill(c, key, ctl, fill, userdata, &e, err)))
-            return rc;
-        set_value(out, e, DSPY_CACHE_FILLED);
-        return DSPY_OK;
-    }
-    if (lookup(c, key->bytes, dspy__cache_levels_for(c, ctl), &e, &src)) {
-        atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
-        set_value(out, e, src);
-        return DSPY_OK;
-    }
-    atomic_fetch_add(&c->misses, 1);
     s = flight_shard(c, key->bytes);
     pthread_mutex_lock(&s->lock);
     for (f = s->head; f && memcmp(f->key, key->bytes, 16) != 0; f = f->next)
@@ -417,6 +403,46 @@ dspy_status dspy_cache_fetch(dspy_cache *c, const struct dspy_cache_key *key,
     }
     set_value(out, e, src);
     return DSPY_OK;
+}
+
+dspy_status dspy_cache_fetch(dspy_cache *c, const struct dspy_cache_key *key,
+                             const struct dspy_cache_ctl *ctl, dspy_cache_fill_fn fill,
+                             void *userdata, struct dspy_cache_value *out, struct dspy_error *err)
+{
+    struct dspy__cache_entry *e = NULL;
+    enum dspy_cache_source src;
+    dspy_status rc;
+    if (!c || !key || !fill || !out)
+        return dspy__err(err, DSPY_EINVAL, "cache fetch: missing argument");
+    *out = (struct dspy_cache_value)DSPY_CACHE_VALUE_INIT;
+    atomic_fetch_add_explicit(&c->gets, 1, memory_order_relaxed);
+    if (ctl && ctl->no_cache) {
+        atomic_fetch_add(&c->misses, 1);
+        if ((rc = run_fill(c, key, ctl, fill, userdata, &e, err)))
+            return rc;
+        set_value(out, e, DSPY_CACHE_FILLED);
+        return DSPY_OK;
+    }
+    if (lookup(c, key->bytes, dspy__cache_levels_for(c, ctl), &e, &src)) {
+        atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
+        set_value(out, e, src);
+        return DSPY_OK;
+    }
+    atomic_fetch_add(&c->misses, 1);
+    return fetch_missed(c, key, ctl, fill, userdata, out, err);
+}
+
+dspy_status dspy__cache_fetch_missed(dspy_cache *c, const struct dspy_cache_key *key,
+                                     const struct dspy_cache_ctl *ctl, dspy_cache_fill_fn fill,
+                                     void *userdata, struct dspy_cache_value *out,
+                                     struct dspy_error *err)
+{
+    if (!c || !key || !fill || !out)
+        return dspy__err(err, DSPY_EINVAL, "cache fetch: missing argument");
+    *out = (struct dspy_cache_value)DSPY_CACHE_VALUE_INIT;
+    if (ctl && ctl->no_cache)
+        return dspy_cache_fetch(c, key, ctl, fill, userdata, out, err);
+    return fetch_missed(c, key, ctl, fill, userdata, out, err);
 }
 
 /* --- streamed responses ------------------------------------------------------------ */

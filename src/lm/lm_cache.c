@@ -9,6 +9,7 @@
 #include <dspyc/lm.h>
 
 #include "base/status.h"
+#include "cache/cache.h"
 #include "lm/lm_handle.h"
 
 void dspy__lm_cache_ctl_merge(struct dspy_cache_ctl *into, const struct dspy_cache_ctl *over)
@@ -208,13 +209,17 @@ static dspy_status fill_from_endpoint(void *ud, struct dspy_cache_fill *fill,
     return DSPY_OK;
 }
 
+/* Fetch through the cache; `missed`: the batch's lookup of this key just missed, so only
+ * the single-flight fill is left. */
 static dspy_status fetch(dspy_lm *lm, const struct dspy_cache_key *key,
-                         const struct dspy_cache_ctl *ctl, struct fill_ctx *x,
+                         const struct dspy_cache_ctl *ctl, bool missed, struct fill_ctx *x,
                          struct dspy_cache_value *v, struct dspy_error *err)
 {
     x->sent = false;
     x->sem_hit = false;
-    dspy_status rc = dspy_cache_fetch(lm->cache, key, ctl, fill_from_endpoint, x, v, err);
+    dspy_status rc = missed ? dspy__cache_fetch_missed(lm->cache, key, ctl, fill_from_endpoint, x,
+                                                       v, err)
+                            : dspy_cache_fetch(lm->cache, key, ctl, fill_from_endpoint, x, v, err);
     if (rc && x->sent) /* answered, but could not be handed over (out of memory) */
         dspy_lm_response_release(x->resp);
     return rc;
@@ -247,22 +252,31 @@ dspy_status dspy__lm_cache_call(dspy_lm *lm, const struct dspy__lm_call *call, c
     /* A request that cannot be keyed (it cannot: the body is our own JSON) is still sent. */
     if (dspy__lm_cache_key(lm, call, body, body_len, marks, &ctl, true, &key, NULL))
         return dspy__lm_send(lm, call->group, body, body_len, resp, NULL, NULL, err);
+    struct dspy__lm_prefetched *pre = call->prefetched;
+    bool looked = pre && pre->looked_up && !memcmp(pre->key.bytes, key.bytes, sizeof(key.bytes));
+    if (looked && pre->value.ref) { /* the batch's hit: no second lookup */
+        v = pre->value;
+        pre->value = (struct dspy_cache_value)DSPY_CACHE_VALUE_INIT;
+        rc = DSPY_OK;
+        goto read;
+    }
     if ((dspy_cache_levels(lm->cache) & DSPY_CACHE_SEMANTIC) &&
         (!ctl.levels || (ctl.levels & DSPY_CACHE_SEMANTIC)) && !(ctl.no_cache && ctl.no_store))
         x.sreq = keyed_request(call, body, body_len, NULL);
-    rc = fetch(lm, &key, &ctl, &x, &v, err);
+    rc = fetch(lm, &key, &ctl, looked, &x, &v, err);
     if (!rc && x.sent && x.sreq && v.source == DSPY_CACHE_FILLED)
         dspy_cache_semantic_put(lm->cache, x.sreq, &key, &ctl);
     json_decref(x.sreq);
     x.sreq = NULL;
     if (rc)
         return rc;
+read:
     if (!read_hit(&x, &v, resp)) {
         struct dspy_cache_ctl fresh = ctl;
         dspy_cache_value_release(&v);
         dspy_cache_delete(lm->cache, &key, &ctl);
         fresh.no_cache = true;
-        if ((rc = fetch(lm, &key, &fresh, &x, &v, err)))
+        if ((rc = fetch(lm, &key, &fresh, false, &x, &v, err)))
             return rc;
         if (!read_hit(&x, &v, resp)) { /* cannot happen: a fresh fill parsed */
             dspy_cache_value_release(&v);

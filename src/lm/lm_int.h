@@ -18,6 +18,15 @@ struct dspy__lm_cached {
     struct dspy_cache_value value; /* a reference to the stored bytes; release it */
 };
 
+/* A batch's lookup of a call's key, made before the call (dspy_cache_get_many for many
+ * records at once): the call takes the hit instead of asking the cache again, and a miss
+ * goes straight to the single-flight fill. Used only when `key` is the call's own key. */
+struct dspy__lm_prefetched {
+    struct dspy_cache_key key;
+    struct dspy_cache_value value; /* the hit (the call takes it), or empty for a miss */
+    bool looked_up;                /* false: no lookup was made, the call makes its own */
+};
+
 /* One chat request with pre-encoded pieces. The body's "messages" array is `messages`
  * (encoded message objects separated by commas, no brackets; may be empty) followed, when
  * `user` is not NULL, by {"role":"user","content":<user escaped here>}. */
@@ -42,12 +51,13 @@ struct dspy__lm_call {
     const char *canon_response_format;
     size_t canon_response_format_len;
     bool has_rollout_id;
-    long rollout_id;                  /* in the cache key, never sent */
-    const struct dspy_cache_ctl *ctl; /* over the handle's defaults; NULL = none */
-    struct dspy__lm_cached *cached;   /* when not NULL and the answer came from or went
+    long rollout_id;                        /* in the cache key, never sent */
+    const struct dspy_cache_ctl *ctl;       /* over the handle's defaults; NULL = none */
+    struct dspy__lm_cached *cached;         /* when not NULL and the answer came from or went
                                          into the cache: its key and value (else
                                          value.ref stays NULL) */
-    struct dspy__engine_group *group; /* over HTTP the call joins this group of the
+    struct dspy__lm_prefetched *prefetched; /* the batch's lookup of this call, or NULL */
+    struct dspy__engine_group *group;       /* over HTTP the call joins this group of the
                                          handle's engine (a batch, cancelled together:
                                          dspy__lm_group_new); NULL = none */
 };

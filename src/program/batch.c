@@ -4,7 +4,10 @@
  * engine group, cancelled together). A single-call program over an LM whose calls are truly
  * asynchronous goes straight onto the LM's event loop, fed from the calling thread with no
  * thread per record (each completion starts the next record already pulled, on the loop
- * thread); other programs run on a bounded pool of worker threads. */
+ * thread); other programs run on a bounded pool of worker threads. Over a cache with a
+ * level below L1, the pool reads records ahead in runs and looks all their first LM calls
+ * up in one dspy_cache_get_many (one pipelined Redis MGET for the L1 misses): the hits are
+ * answered from it and only the misses reach the LM. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -21,6 +24,7 @@
 #define BATCH_WINDOW_PER_WORKER 4           /* records pulled and not yet delivered, per worker */
 #define BATCH_SMALL_STACK ((size_t)1 << 20) /* for large pools: 4,096 x 8 MiB is too much */
 #define BATCH_CANCEL_POLL_NS 20000000L      /* how often a waiting thread looks at opts->cancel */
+#define BATCH_PREFETCH_MAX 512              /* records read ahead and looked up at once */
 
 /* A record in the window, kept small (a window holds four per call in flight): the error
  * is allocated only when the record fails, and the sink gets a dspy_batch_item and a
@@ -33,9 +37,10 @@ struct slot {
     struct dspy_error *error; /* the failure, NULL if none (or if it could not be kept) */
     struct dspy_call_info info;
     uint64_t latency_ns;
-    bool done;         /* the result is final; mu */
-    struct batch *b;   /* for the asynchronous path's completion */
-    uint64_t start_ns; /* the asynchronous call began */
+    bool done;                      /* the result is final; mu */
+    struct batch *b;                /* for the asynchronous path's completion */
+    uint64_t start_ns;              /* the asynchronous call began */
+    struct dspy__lm_prefetched pre; /* pool path: the lookup of its first LM call */
 };
 
 struct batch {
@@ -61,6 +66,10 @@ struct batch {
     bool feeder_waits;          /* asynchronous path: the calling thread waits on space; mu */
     bool source_done;           /* mu */
     size_t workers_live;        /* pool path: workers not yet returned; mu */
+    bool prefetch;              /* pool path: records are read ahead and looked up in runs */
+    bool reading;               /* prefetch: a worker is reading ahead; mu */
+    size_t next_run;            /* prefetch: next record to run (from here to `pulled` they
+                                   are looked up and wait for a worker); mu */
     bool sink_failed;           /* only the emitter touches it */
     atomic_bool stop;           /* pull no more: cancel, max_errors, source or sink error */
     dspy_status stop_rc;        /* why; mu */
@@ -117,8 +126,9 @@ static void keep_error(struct slot *s, const struct dspy_error *e)
         *s->error = *e;
 }
 
-/* Claim the next record into its slot; false when there is none (end, stop). */
-static bool pull(struct batch *b, size_t *idx)
+/* Claim the next record into its slot; false when there is none (end, stop) or, without
+ * `wait`, when the window is full. */
+static bool pull(struct batch *b, size_t *idx, bool wait)
 {
     struct dspy_batch_item item;
     bool go;
@@ -126,9 +136,9 @@ static bool pull(struct batch *b, size_t *idx)
     pthread_mutex_lock(&b->src_mu);
     pthread_mutex_lock(&b->mu);
     check_cancel_locked(b);
-    while (!b->source_done && !atomic_load(&b->stop) && b->pulled - b->head >= b->window)
+    while (wait && !b->source_done && !atomic_load(&b->stop) && b->pulled - b->head >= b->window)
         wait_space(b);
-    go = !b->source_done && !atomic_load(&b->stop);
+    go = !b->source_done && !atomic_load(&b->stop) && b->pulled - b->head < b->window;
     pthread_mutex_unlock(&b->mu);
     if (!go) {
         pthread_mutex_unlock(&b->src_mu);
@@ -179,13 +189,16 @@ static bool refuse_record(struct batch *b, struct slot *s)
 static void run_record(struct batch *b, struct slot *s)
 {
     struct dspy_error e;
-    if (refuse_record(b, s))
+    if (refuse_record(b, s)) {
+        dspy_cache_value_release(&s->pre.value);
         return;
+    }
     uint64_t t0 = dspy_clock_ns();
     dspy_error_clear(&e);
-    s->status = dspy__program_call_in(b->prog, b->lm, b->group, s->inputs, b->o->cfg, &s->outputs,
-                                      &s->info, &e);
+    s->status = dspy__program_call_in(b->prog, b->lm, b->group, &s->pre, s->inputs, b->o->cfg,
+                                      &s->outputs, &s->info, &e);
     s->latency_ns = dspy_clock_ns() - t0;
+    dspy_cache_value_release(&s->pre.value); /* a hit the call did not take */
     if (s->status) {
         keep_error(s, &e);
         json_decref(s->outputs);
@@ -297,11 +310,92 @@ static void complete(struct batch *b, struct slot *s)
     pthread_mutex_unlock(&b->mu);
 }
 
+/* ---- reading ahead: one lookup for many records --------------------------------------- */
+
+/* Look up the first LM call of records [from, to) at once; a record whose key cannot be
+ * known beforehand keeps no lookup and makes its own. No lock held: the slots are the
+ * reader's until it publishes them. */
+static void prefetch(struct batch *b, size_t from, size_t to)
+{
+    size_t n = to - from, m = 0;
+    struct dspy_cache_key *keys = dspy_malloc(n * sizeof(*keys));
+    struct dspy_cache_value *vals = dspy_malloc(n * sizeof(*vals));
+    size_t *at = dspy_malloc(n * sizeof(*at));
+    struct dspy_cache_ctl ctl = DSPY_CACHE_CTL_INIT, one;
+    if (!keys || !vals || !at)
+        goto out; /* out of memory: every record looks itself up */
+    for (size_t i = from; i < to; i++) {
+        struct slot *s = &b->slots[i % b->window];
+        if (!s->inputs ||
+            dspy__program_request_key(b->prog, b->lm, s->inputs, b->o->cfg, &keys[m], &one))
+            continue;
+        /* One control for the run (the program and config are the batch's); a record
+         * whose control differs, or that does not read the cache, looks itself up. */
+        if (!m)
+            ctl = one;
+        if (one.no_cache || one.levels != ctl.levels || one.ns != ctl.ns)
+            continue;
+        at[m++] = i;
+    }
+    unsigned lower = dspy_cache_levels(dspy__lm_cache(b->lm)) & (DSPY_CACHE_L2 | DSPY_CACHE_L3);
+    if (!m || !(ctl.levels ? ctl.levels & lower : lower))
+        goto out; /* only L1 to ask: the module's memo does better */
+    dspy_cache_get_many(dspy__lm_cache(b->lm), keys, m, &ctl, vals);
+    for (size_t j = 0; j < m; j++) {
+        struct slot *s = &b->slots[at[j] % b->window];
+        s->pre.key = keys[j];
+        s->pre.value = vals[j];
+        s->pre.looked_up = true;
+    }
+out:
+    dspy_free(at);
+    dspy_free(vals);
+    dspy_free(keys);
+}
+
+/* The next record for a worker of a prefetching pool: one read ahead and looked up, else
+ * (when no other worker is reading) read a run of records, as many as the window has room
+ * for, look them up, and take the first. */
+static bool next_prefetched(struct batch *b, size_t *idx)
+{
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        if (b->next_run < b->pulled && !b->reading) {
+            *idx = b->next_run++;
+            pthread_mutex_unlock(&b->mu);
+            return true;
+        }
+        if (!b->reading)
+            break;
+        wait_space(b);
+    }
+    b->reading = true;
+    size_t from = b->pulled, got = 0, i;
+    pthread_mutex_unlock(&b->mu);
+    while (got < BATCH_PREFETCH_MAX && pull(b, &i, got == 0))
+        got++;
+    if (got)
+        prefetch(b, from, from + got);
+    pthread_mutex_lock(&b->mu);
+    b->reading = false;
+    pthread_cond_broadcast(&b->space);
+    bool any = b->next_run < b->pulled;
+    if (any)
+        *idx = b->next_run++;
+    pthread_mutex_unlock(&b->mu);
+    return any;
+}
+
+static bool next_record(struct batch *b, size_t *idx)
+{
+    return b->prefetch ? next_prefetched(b, idx) : pull(b, idx, true);
+}
+
 static void *worker(void *arg)
 {
     struct batch *b = arg;
     size_t idx;
-    while (pull(b, &idx)) {
+    while (next_record(b, &idx)) {
         struct slot *s = &b->slots[idx % b->window];
         run_record(b, s); /* the slot is this worker's until it is marked done */
         complete(b, s);
@@ -446,7 +540,7 @@ static void run_on_loop(struct batch *b, size_t n)
         if (more && b->pulled - b->next_start < n && b->pulled - b->head < b->window) {
             size_t idx;
             pthread_mutex_unlock(&b->mu);
-            pull(b, &idx);
+            pull(b, &idx, true);
             pthread_mutex_lock(&b->mu);
             continue;
         }
@@ -488,6 +582,7 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     b.sink = sink;
     b.ud = userdata;
     b.window = workers * BATCH_WINDOW_PER_WORKER;
+    b.prefetch = !on_loop && dspy__lm_cache(lm) != NULL && !b.o->lookup_each;
     if (!(b.slots = dspy_calloc(b.window, sizeof(*b.slots))))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
     if (dspy__lm_group_new(lm, &b.group)) {

@@ -468,6 +468,7 @@ struct call_state {
     struct dspy__memo *memo;          /* NULL unless the call reads through an L1 cache */
     struct dspy_cache_key fp;         /* the memo's key for this call */
     struct dspy__lm_cached cached;    /* the last hop's cache entry, for the memo */
+    struct dspy__lm_prefetched *pre;  /* the batch's lookup, for the first hop; or NULL */
     json_t *prediction, *completions; /* the outcome, kept by a blocking call */
     dspy_status rc;
     dspy_module_done_fn on_done; /* NULL for a blocking call */
@@ -545,49 +546,62 @@ static void finish(struct call_state *st, dspy_status rc)
 static void hop_done(void *userdata, dspy_status rc, struct dspy_lm_response *resp,
                      const struct dspy_error *err);
 
+/* The hop's LM call: its pieces rendered into `user` (caller-initialized and released) and
+ * the module's cached prefix, which `call` points into. */
+static dspy_status make_call(struct call_state *st, struct dspy_buf *user,
+                             struct dspy__lm_call *call)
+{
+    const struct rendered *r;
+    dspy_status rc = get_rendered(st->m, st->kind, &r, st->err);
+    if (rc)
+        return rc;
+    /* One allocation for the usual user message instead of a few doublings. */
+    if ((rc = dspy__buf_reserve(user, 1024)))
+        return dspy__err(st->err, rc, "out of memory");
+    if ((rc = dspy__adapter_render_user(st->kind, st->m->sig, st->inputs, user, st->err)))
+        return rc;
+    *call = (struct dspy__lm_call)DSPY__LM_CALL_INIT;
+    call->messages = r->prefix;
+    call->messages_len = r->prefix_len;
+    call->user = user->len ? user->ptr : NULL; /* DSPy drops an empty user message */
+    call->user_len = user->len;
+    call->temperature = st->cfg.temperature;
+    call->max_tokens = st->cfg.max_tokens;
+    call->top_p = st->cfg.top_p;
+    call->n = st->cfg.n;
+    st->structured = r->structured;
+    if (st->plain_json) {
+        call->response_format = call->canon_response_format = JSON_OBJECT_FORMAT;
+        call->response_format_len = call->canon_response_format_len = sizeof(JSON_OBJECT_FORMAT) -
+                                                                      1;
+    } else {
+        call->response_format = r->response_format;
+        call->response_format_len = r->response_format_len;
+        call->canon_response_format = r->canon_response_format;
+        call->canon_response_format_len = r->canon_response_format_len;
+    }
+    call->canon_messages = r->canon_prefix;
+    call->canon_messages_len = r->canon_prefix_len;
+    call->has_rollout_id = st->cfg.has_rollout_id;
+    call->rollout_id = st->cfg.rollout_id;
+    call->ctl = &st->cfg.cache;
+    call->group = st->group;
+    return DSPY_OK;
+}
+
 /* Render the user message for the hop's adapter and send it. Asynchronously, DSPY_OK means
  * hop_done() will run (perhaps already ran: `st` may be gone); an error means it will not. */
 static dspy_status send_hop(struct call_state *st)
 {
-    const struct rendered *r;
     struct dspy_buf user;
-    struct dspy__lm_call call = DSPY__LM_CALL_INIT;
+    struct dspy__lm_call call;
     uint64_t t0 = stamp(st);
-    dspy_status rc = get_rendered(st->m, st->kind, &r, st->err);
-    if (rc)
-        return rc;
+    dspy_status rc;
     dspy__buf_init(&user, MODULE_MAX_PROMPT);
-    /* One allocation for the usual user message instead of a few doublings. */
-    if ((rc = dspy__buf_reserve(&user, 1024))) {
-        rc = dspy__err(st->err, rc, "out of memory");
+    if ((rc = make_call(st, &user, &call)))
         goto release_user;
-    }
-    if ((rc = dspy__adapter_render_user(st->kind, st->m->sig, st->inputs, &user, st->err)))
-        goto release_user;
-    call.messages = r->prefix;
-    call.messages_len = r->prefix_len;
-    call.user = user.len ? user.ptr : NULL; /* DSPy drops an empty user message */
-    call.user_len = user.len;
-    call.temperature = st->cfg.temperature;
-    call.max_tokens = st->cfg.max_tokens;
-    call.top_p = st->cfg.top_p;
-    call.n = st->cfg.n;
-    st->structured = r->structured;
-    if (st->plain_json) {
-        call.response_format = call.canon_response_format = JSON_OBJECT_FORMAT;
-        call.response_format_len = call.canon_response_format_len = sizeof(JSON_OBJECT_FORMAT) - 1;
-    } else {
-        call.response_format = r->response_format;
-        call.response_format_len = r->response_format_len;
-        call.canon_response_format = r->canon_response_format;
-        call.canon_response_format_len = r->canon_response_format_len;
-    }
-    call.canon_messages = r->canon_prefix;
-    call.canon_messages_len = r->canon_prefix_len;
-    call.has_rollout_id = st->cfg.has_rollout_id;
-    call.rollout_id = st->cfg.rollout_id;
-    call.ctl = &st->cfg.cache;
-    call.group = st->group;
+    call.prefetched = st->pre; /* the first hop's: a fallback sends another request */
+    st->pre = NULL;
     if (st->memo) { /* a fallback's second call: only the last one is remembered */
         dspy_cache_value_release(&st->cached.value);
         call.cached = &st->cached;
@@ -694,7 +708,8 @@ static dspy_status call_start(struct call_state *st, const struct dspy_call_conf
         return rc;
     st->cfg = resolve_config(st->m, st->lm, cfg);
     st->kind = st->m->adapter;
-    if (dspy__lm_cache(st->lm)) {
+    /* A batch that looked the key up already: the memo would look it up again. */
+    if (dspy__lm_cache(st->lm) && !(st->pre && st->pre->looked_up)) {
         struct dspy_cache_ctl ctl;
         dspy__lm_cache_ctl(st->lm, &st->cfg.cache, &ctl);
         if ((st->memo = memo_for(st->m, st->lm, &ctl)) &&
@@ -711,7 +726,8 @@ static dspy_status call_start(struct call_state *st, const struct dspy_call_conf
 }
 
 static void call_state_init(struct call_state *st, dspy_module *m, dspy_lm *lm,
-                            struct dspy__engine_group *group, const json_t *inputs)
+                            struct dspy__engine_group *group, struct dspy__lm_prefetched *pre,
+                            const json_t *inputs)
 {
     /* Not memset: the stores are large and a blocking call uses neither. */
     st->m = m;
@@ -720,6 +736,7 @@ static void call_state_init(struct call_state *st, dspy_module *m, dspy_lm *lm,
     st->inputs = inputs;
     st->structured = st->plain_json = false;
     st->memo = NULL;
+    st->pre = pre;
     st->cached = (struct dspy__lm_cached){ { { 0 } }, DSPY_CACHE_VALUE_INIT };
     st->prediction = st->completions = NULL;
     st->rc = DSPY_OK;
@@ -732,13 +749,14 @@ dspy_status dspy_module_call(dspy_module *m, dspy_lm *lm, const json_t *inputs,
                              json_t **completions, struct dspy_call_info *info,
                              struct dspy_error *err)
 {
-    return dspy__module_call_in(m, lm, NULL, inputs, cfg, prediction, completions, info, err);
+    return dspy__module_call_in(m, lm, NULL, NULL, inputs, cfg, prediction, completions, info, err);
 }
 
 dspy_status dspy__module_call_in(dspy_module *m, dspy_lm *lm, struct dspy__engine_group *group,
-                                 const json_t *inputs, const struct dspy_call_config *cfg,
-                                 json_t **prediction, json_t **completions,
-                                 struct dspy_call_info *info, struct dspy_error *err)
+                                 struct dspy__lm_prefetched *pre, const json_t *inputs,
+                                 const struct dspy_call_config *cfg, json_t **prediction,
+                                 json_t **completions, struct dspy_call_info *info,
+                                 struct dspy_error *err)
 {
     struct dspy_call_info local;
     struct call_state st;
@@ -754,7 +772,7 @@ dspy_status dspy__module_call_in(dspy_module *m, dspy_lm *lm, struct dspy__engin
     if (!m || !lm || !prediction)
         return dspy__err(err, DSPY_EINVAL,
                          "dspy_module_call: module, lm and prediction are required");
-    call_state_init(&st, m, lm, group, inputs);
+    call_state_init(&st, m, lm, group, pre, inputs);
     st.info = info;
     st.err = err;
     st.timed = timed;
@@ -790,7 +808,7 @@ dspy_status dspy__module_call_async_in(dspy_module *m, dspy_lm *lm,
                          "dspy_module_call_async: module, lm and on_done are required");
     if (!(st = dspy_malloc(sizeof(*st))))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
-    call_state_init(st, m, lm, group, inputs);
+    call_state_init(st, m, lm, group, NULL, inputs);
     memset(&st->info_store, 0, sizeof(st->info_store));
     dspy_error_clear(&st->err_store);
     st->info = &st->info_store;
@@ -806,5 +824,32 @@ dspy_status dspy__module_call_async_in(dspy_module *m, dspy_lm *lm,
         dspy_cache_value_release(&st->cached.value);
         dspy_free(st);
     }
+    return rc;
+}
+
+dspy_status dspy__module_request_key(dspy_module *m, dspy_lm *lm, const json_t *inputs,
+                                     const struct dspy_call_config *cfg, struct dspy_cache_key *key,
+                                     struct dspy_cache_ctl *ctl, struct dspy_error *err)
+{
+    struct call_state st;
+    struct dspy__lm_call call;
+    struct dspy_buf user;
+    struct dspy_call_info info;
+    dspy_status rc;
+    if (!m || !lm || !dspy__lm_cache(lm))
+        return DSPY_EINVAL;
+    call_state_init(&st, m, lm, NULL, NULL, inputs);
+    memset(&info, 0, sizeof(info));
+    st.info = &info;
+    st.err = err;
+    if ((rc = check_inputs(m, inputs, err)))
+        return rc;
+    st.cfg = resolve_config(m, lm, cfg);
+    st.kind = m->adapter;
+    dspy__lm_cache_ctl(lm, &st.cfg.cache, ctl);
+    dspy__buf_init(&user, MODULE_MAX_PROMPT);
+    if (!(rc = make_call(&st, &user, &call)))
+        rc = dspy__lm_request_key(lm, &call, true, key, err);
+    dspy__buf_release(&user);
     return rc;
 }

@@ -17,16 +17,27 @@ const struct dspy_call_config *dspy__module_config(const dspy_module *m);
 
 /* dspy_module_call() and dspy_module_call_async() with every LM call of the module call
  * joining `group` (dspy__lm_group_new; NULL = none): the batch executor cancels a whole
- * batch through it. */
+ * batch through it. `pre` (may be NULL) is the batch's lookup of the first call's key
+ * (struct dspy__lm_prefetched): the call takes a hit from it and releases nothing. */
 dspy_status dspy__module_call_in(dspy_module *m, dspy_lm *lm, struct dspy__engine_group *group,
-                                 const json_t *inputs, const struct dspy_call_config *cfg,
-                                 json_t **prediction, json_t **completions,
-                                 struct dspy_call_info *info, struct dspy_error *err);
+                                 struct dspy__lm_prefetched *pre, const json_t *inputs,
+                                 const struct dspy_call_config *cfg, json_t **prediction,
+                                 json_t **completions, struct dspy_call_info *info,
+                                 struct dspy_error *err);
 dspy_status dspy__module_call_async_in(dspy_module *m, dspy_lm *lm,
                                        struct dspy__engine_group *group, const json_t *inputs,
                                        const struct dspy_call_config *cfg,
                                        dspy_module_done_fn on_done, void *userdata,
                                        struct dspy_error *err);
+
+/* The cache key of the first LM call dspy_module_call() would make for `inputs` and the
+ * cache control it would use (the handle's, the module's and cfg's merged), for a batch
+ * that looks many records up at once; that call then takes its lookup through `pre` of
+ * dspy__module_call_in(). The LM must have a cache (else DSPY_EINVAL); input errors are
+ * the call's own. */
+dspy_status dspy__module_request_key(dspy_module *m, dspy_lm *lm, const json_t *inputs,
+                                     const struct dspy_call_config *cfg, struct dspy_cache_key *key,
+                                     struct dspy_cache_ctl *ctl, struct dspy_error *err);
 
 /* ---- decoded-hit memo (module_memo.c) ---- */
 

@@ -28,9 +28,12 @@ static const char *const PREDICTOR_KEYS[] = { "name",         "module", "signatu
 static const char *const CONFIG_KEYS[] = { "temperature", "max_tokens", "top_p",
                                            "n",           "rollout_id", NULL };
 static const char *const FIELD_KEYS[] = { "desc", "prefix", NULL };
-static const char *const STEP_KEYS[] = { "name",  "module", "k",   "query", "output",
-                                         "index", "corpus", "url", "post",  "mode",
-                                         "dense", "depth",  "mmr", NULL };
+static const char *const STEP_KEYS[] = { "name",   "module", "k",           "query",
+                                         "output", "index",  "corpus",      "url",
+                                         "post",   "mode",   "dense",       "depth",
+                                         "mmr",    "rerank", "embed_model", NULL };
+static const char *const RANK_KEYS[] = { "name",   "module",       "k", "query", "documents",
+                                         "output", "instructions", NULL };
 static const char *const DENSE_KEYS[] = { "base_url", "model", "api_key_env", NULL };
 
 /* Where we are in the spec, for errors. */
@@ -289,11 +292,38 @@ static dspy_status read_predictor(struct spec *s, const json_t *spec, bool lone,
     return DSPY_OK;
 }
 
+/* The keys every step shares: "name" and the field names (identifiers), "k" (1-1000), and
+ * the name unused so far ("name" absent: `dflt`). */
+static dspy_status check_step_fields(struct spec *s, const json_t *spec, const dspy_program *p,
+                                     const char *const *fields, const char *dflt)
+{
+    const json_t *name = json_object_get(spec, "name"), *k = json_object_get(spec, "k");
+    if (name && !valid_name(json_string_value(name)))
+        return bad_value(s, "name", "an identifier (letters, digits, _)");
+    for (size_t i = 0; fields[i]; i++) {
+        const json_t *v = json_object_get(spec, fields[i]);
+        if (v && !valid_name(json_string_value(v)))
+            return bad_value(s, fields[i], "a field name (letters, digits, _)");
+    }
+    if (k && (json_integer_value(k) < 1 || json_integer_value(k) > DSPY_RETRIEVE_MAX_K))
+        return bad_value(s, "k", "an integer from 1 to 1000");
+    if (dspy__program_name_taken(p, name ? json_string_value(name) : dflt))
+        return bad_value(s, "name", "unique among the predictors and steps");
+    return DSPY_OK;
+}
+
 /* An entry with "module": "retrieve" (DSPy's Retrieve). */
 static bool is_step(const json_t *spec)
 {
     const char *m = json_string_value(json_object_get(spec, "module"));
     return m && (!strcmp(m, "retrieve") || !strcmp(m, "Retrieve"));
+}
+
+/* An entry with "module": "rank": an LM ranking of a list field (program_rank.c). */
+static bool is_rank(const json_t *spec)
+{
+    const char *m = json_string_value(json_object_get(spec, "module"));
+    return m && (!strcmp(m, "rank") || !strcmp(m, "Rank"));
 }
 
 /* A path in a program file is relative to the file's folder. */
@@ -312,31 +342,117 @@ static char *resolve_path(const struct spec *s, const char *path)
     return out;
 }
 
+/* Replace the BM25 retriever *r by the dense one `d` (taken), or by their fusion. */
+static dspy_status take_dense(struct spec *s, dspy_retriever **r, dspy_retriever *d, bool hybrid,
+                              const json_t *depth)
+{
+    struct dspy_error why;
+    if (hybrid) {
+        dspy_retriever *h = NULL;
+        dspy_error_clear(&why);
+        dspy_status rc = dspy_retriever_hybrid(*r, d, depth ? (size_t)json_integer_value(depth) : 0,
+                                               &h, &why);
+        dspy_retriever_free(d);
+        if (rc)
+            return spec_err(s, rc, "%s", why.message);
+        d = h;
+    }
+    dspy_retriever_free(*r);
+    *r = d;
+    return DSPY_OK;
+}
+
+/* The in-process MiniLM encoder for "mode": "dense" or "hybrid": with an "index", its
+ * dense.vec (dspyc index build --dense minilm) mapped; with a "corpus", every passage
+ * embedded now. *r (the BM25 retriever) is replaced. */
+static dspy_status wrap_minilm(struct spec *s, const json_t *spec, bool hybrid, const json_t *depth,
+                               dspy_retriever **r)
+{
+    const char *index = json_string_value(json_object_get(spec, "index"));
+    const char *emodel = json_string_value(json_object_get(spec, "embed_model"));
+    json_t *mmr = json_object_get(spec, "mmr");
+    struct dspy_dense_options o = DSPY_DENSE_OPTIONS_INIT;
+    struct dspy_error why;
+    char *vectors = NULL, *dir = NULL;
+    dspy_status rc = DSPY_OK;
+    if (mmr && !json_object_get(spec, "rerank")) {
+        if (hybrid || !json_is_number(mmr) || !(json_number_value(mmr) > 0) ||
+            json_number_value(mmr) > 1)
+            return bad_value(s, "mmr", "a number in (0, 1], with \"mode\": \"dense\"");
+        o.mmr_lambda = json_number_value(mmr);
+        o.mmr_depth = depth ? (size_t)json_integer_value(depth) : 0;
+    }
+    if (index) {
+        char *path = resolve_path(s, index);
+        size_t n = path ? strlen(path) : 0;
+        if (path && n > 9 && !strcmp(path + n - 9, "/bm25.idx"))
+            path[n - 9] = '\0';
+        vectors = path ? dspy_malloc(strlen(path) + 16) : NULL;
+        if (vectors)
+            sprintf(vectors, "%s/dense.vec", path);
+        dspy_free(path);
+        if (!vectors)
+            return spec_err(s, DSPY_ENOMEM, "out of memory");
+    }
+    if (emodel && !(dir = resolve_path(s, emodel))) {
+        dspy_free(vectors);
+        return spec_err(s, DSPY_ENOMEM, "out of memory");
+    }
+    o.encoder = "minilm";
+    o.model_dir = dir;
+    o.vectors = vectors;
+    dspy_retriever *d = NULL;
+    dspy_error_clear(&why);
+    if ((rc = dspy_retriever_dense(*r, &o, &d, &why))) {
+        s->path.at_key = emodel && rc == DSPY_ENOTFOUND && !strstr(why.message, "dense.vec")
+                             ? "embed_model"
+                         : index ? "index"
+                                 : "dense";
+        spec_err(s, rc, "%s", why.message);
+        s->path.at_key = NULL;
+    }
+    dspy_free(vectors);
+    dspy_free(dir);
+    if (rc)
+        return rc;
+    return take_dense(s, r, d, hybrid, depth);
+}
+
 /* "mode": "dense" or "hybrid" over the step's passages, with "dense": {"base_url", "model",
  * "api_key_env"}; *r is replaced by the dense or hybrid retriever. */
 static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever **r)
 {
-    json_t *mode, *dense, *depth, *url, *model, *key_env;
+    json_t *mode, *dense = json_object_get(spec, "dense"), *depth, *url, *model, *key_env;
     dspy_status rc;
     struct dspy_error why;
+    if (dense && !json_is_object(dense) &&
+        !(json_is_string(dense) && !strcmp(json_string_value(dense), "minilm")))
+        return bad_value(s, "dense",
+                         "\"minilm\" (the in-process encoder) or an object {\"base_url\", "
+                         "\"model\"} (an embeddings API)");
     if ((rc = member(s, spec, "mode", JSON_STRING, "\"bm25\", \"dense\" or \"hybrid\"", &mode)) ||
-        (rc = member(s, spec, "dense", JSON_OBJECT, "an object", &dense)) ||
         (rc = member(s, spec, "depth", JSON_INTEGER, "an integer", &depth)))
         return rc;
     const char *m = mode ? json_string_value(mode) : dense ? "hybrid" : "bm25";
     bool is_dense = !strcmp(m, "dense"), is_hybrid = !strcmp(m, "hybrid");
     if (!is_dense && !is_hybrid && strcmp(m, "bm25"))
         return bad_value(s, "mode", "\"bm25\", \"dense\" or \"hybrid\"");
-    if (json_object_get(spec, "mmr") && !is_dense)
-        return bad_value(s, "mmr", "a number in (0, 1], with \"mode\": \"dense\"");
+    bool rerank = json_object_get(spec, "rerank") != NULL; /* then "mmr" is the re-rank's */
+    if (json_object_get(spec, "mmr") && !is_dense && !rerank)
+        return bad_value(s, "mmr", "a number in (0, 1], with \"mode\": \"dense\" or \"rerank\"");
     if (!is_dense && !is_hybrid)
         return dense ? bad_value(s, "dense", "left out with \"mode\": \"bm25\"") : DSPY_OK;
     if (strcmp(dspy_retriever_kind(*r), "bm25"))
         return bad_value(s, "mode", "\"bm25\" with a ColBERTv2 \"url\"");
+    if (depth && (json_integer_value(depth) < 1 || json_integer_value(depth) > DSPY_RETRIEVE_MAX_K))
+        return bad_value(s, "depth", "an integer from 1 to 1000");
+    if (json_is_string(dense) || (!dense && json_object_get(spec, "index")))
+        return wrap_minilm(s, spec, is_hybrid, depth, r);
     if (!dense)
         return spec_err(s, DSPY_EINVAL,
                         "\"mode\": \"%s\" needs \"dense\": {\"base_url\", "
-                        "\"model\"} (an OpenAI-compatible embeddings API)",
+                        "\"model\"} (an OpenAI-compatible embeddings API) or \"minilm\" (the "
+                        "in-process encoder)",
                         m);
     if (depth && (json_integer_value(depth) < 1 || json_integer_value(depth) > DSPY_RETRIEVE_MAX_K))
         return bad_value(s, "depth", "an integer from 1 to 1000");
@@ -352,7 +468,7 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
         return rc;
     }
     struct dspy_dense_options o = DSPY_DENSE_OPTIONS_INIT;
-    json_t *mmr = json_object_get(spec, "mmr");
+    json_t *mmr = rerank ? NULL : json_object_get(spec, "mmr");
     if (mmr) {
         if (!is_dense || !json_is_number(mmr) || !(json_number_value(mmr) > 0) ||
             json_number_value(mmr) > 1) {
@@ -365,7 +481,7 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
     o.base_url = json_string_value(url);
     o.model = json_string_value(model);
     o.api_key = key_env ? getenv(json_string_value(key_env)) : NULL;
-    dspy_retriever *d = NULL, *h = NULL;
+    dspy_retriever *d = NULL;
     dspy_error_clear(&why);
     rc = dspy_retriever_dense(*r, &o, &d, &why);
     if (rc) {
@@ -376,15 +492,55 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
         return rc;
     }
     dspy__jpath_pop(&s->path);
-    if (is_hybrid) {
-        rc = dspy_retriever_hybrid(*r, d, depth ? (size_t)json_integer_value(depth) : 0, &h, &why);
-        dspy_retriever_free(d);
-        if (rc)
-            return spec_err(s, rc, "%s", why.message);
-        d = h;
+    return take_dense(s, r, d, is_hybrid, depth);
+}
+
+/* "rerank": "embed": *r's top "depth" re-ranked by MiniLM cosine to the query ("mmr": the
+ * diverse pick among them); *r is replaced by the re-ranking retriever. */
+static dspy_status wrap_rerank(struct spec *s, const json_t *spec, dspy_retriever **r)
+{
+    json_t *rerank, *depth, *model, *mmr = json_object_get(spec, "mmr");
+    dspy_status rc;
+    if ((rc = member(s, spec, "rerank", JSON_STRING, "\"embed\"", &rerank)) ||
+        (rc = member(s, spec, "embed_model", JSON_STRING, "a folder", &model)))
+        return rc;
+    if (!rerank) {
+        const char *m = json_string_value(json_object_get(spec, "mode"));
+        bool dense = m && (!strcmp(m, "dense") || !strcmp(m, "hybrid"));
+        return model && !dense ? bad_value(s, "embed_model",
+                                           "left out without \"rerank\": \"embed\" or "
+                                           "\"mode\": \"dense\" or \"hybrid\"")
+                               : DSPY_OK;
+    }
+    if (strcmp(json_string_value(rerank), "embed"))
+        return bad_value(s, "rerank", "\"embed\" (MiniLM cosine to the query)");
+    if (mmr &&
+        (!json_is_number(mmr) || !(json_number_value(mmr) > 0) || json_number_value(mmr) > 1))
+        return bad_value(s, "mmr", "a number in (0, 1]");
+    depth = json_object_get(spec, "depth");
+    if (depth && (!json_is_integer(depth) || json_integer_value(depth) < 1 ||
+                  json_integer_value(depth) > DSPY_RETRIEVE_MAX_K))
+        return bad_value(s, "depth", "an integer from 1 to 1000");
+    struct dspy_rerank_options o = DSPY_RERANK_OPTIONS_INIT;
+    o.depth = depth ? (size_t)json_integer_value(depth) : 0;
+    o.mmr_lambda = mmr ? json_number_value(mmr) : 0;
+    char *dir = model ? resolve_path(s, json_string_value(model)) : NULL;
+    if (model && !dir)
+        return spec_err(s, DSPY_ENOMEM, "out of memory");
+    o.model_dir = dir;
+    dspy_retriever *rr = NULL;
+    struct dspy_error why;
+    dspy_error_clear(&why);
+    rc = dspy_retriever_rerank(*r, &o, &rr, &why);
+    dspy_free(dir);
+    if (rc) {
+        s->path.at_key = model ? "embed_model" : "rerank";
+        spec_err(s, rc, "%s", why.message);
+        s->path.at_key = NULL;
+        return rc;
     }
     dspy_retriever_free(*r);
-    *r = d;
+    *r = rr;
     return DSPY_OK;
 }
 
@@ -411,17 +567,10 @@ static dspy_status read_step(struct spec *s, const json_t *spec, dspy_program *p
                         "a retrieve step needs one of \"index\" (a BM25 index "
                         "folder), \"corpus\" (a JSON-lines corpus) or \"url\" "
                         "(a ColBERTv2 server)");
-    if (name && !valid_name(json_string_value(name)))
-        return bad_value(s, "name", "an identifier (letters, digits, _)");
-    if (query && !valid_name(json_string_value(query)))
-        return bad_value(s, "query", "a field name (letters, digits, _)");
-    if (output && !valid_name(json_string_value(output)))
-        return bad_value(s, "output", "a field name (letters, digits, _)");
-    if (k && (json_integer_value(k) < 1 || json_integer_value(k) > DSPY_RETRIEVE_MAX_K))
-        return bad_value(s, "k", "an integer from 1 to 1000");
+    static const char *const fields[] = { "query", "output", NULL };
+    if ((rc = check_step_fields(s, spec, p, fields, "retrieve")))
+        return rc;
     const char *nm = name ? json_string_value(name) : "retrieve";
-    if (dspy__program_name_taken(p, nm))
-        return bad_value(s, "name", "unique among the predictors and retrieve steps");
     dspy_error_clear(&why);
     if (url) {
         struct dspy_colbert_options o = DSPY_COLBERT_OPTIONS_INIT;
@@ -447,7 +596,7 @@ static dspy_status read_step(struct spec *s, const json_t *spec, dspy_program *p
         }
         return rc;
     }
-    if ((rc = wrap_dense(s, spec, &r))) {
+    if ((rc = wrap_dense(s, spec, &r)) || (rc = wrap_rerank(s, spec, &r))) {
         dspy_retriever_free(r);
         return rc;
     }
@@ -455,6 +604,32 @@ static dspy_status read_step(struct spec *s, const json_t *spec, dspy_program *p
                                 output ? json_string_value(output) : "passages",
                                 k ? (size_t)json_integer_value(k) : 3);
     dspy_retriever_free(r);
+    return rc ? spec_err(s, DSPY_ENOMEM, "out of memory") : DSPY_OK;
+}
+
+static dspy_status read_rank(struct spec *s, const json_t *spec, dspy_program *p, size_t before,
+                             enum dspy_adapter_kind adapter)
+{
+    json_t *name, *k, *query, *documents, *output, *instructions;
+    dspy_status rc;
+    if ((rc = check_keys(s, spec, RANK_KEYS, "a rank step")) ||
+        (rc = member(s, spec, "name", JSON_STRING, "a string", &name)) ||
+        (rc = member(s, spec, "k", JSON_INTEGER, "an integer", &k)) ||
+        (rc = member(s, spec, "query", JSON_STRING, "a field name", &query)) ||
+        (rc = member(s, spec, "documents", JSON_STRING, "a field name", &documents)) ||
+        (rc = member(s, spec, "output", JSON_STRING, "a field name", &output)) ||
+        (rc = member(s, spec, "instructions", JSON_STRING, "a string", &instructions)))
+        return rc;
+    static const char *const fields[] = { "query", "documents", "output", NULL };
+    if ((rc = check_step_fields(s, spec, p, fields, "rank")))
+        return rc;
+    const char *nm = name ? json_string_value(name) : "rank";
+    const char *docs = documents ? json_string_value(documents) : "passages";
+    dspy_module *m = dspy__rank_module(instructions ? json_string_value(instructions) : NULL,
+                                       adapter);
+    rc = dspy__program_add_rank(p, before, nm, query ? json_string_value(query) : "question", docs,
+                                output ? json_string_value(output) : docs,
+                                k ? (size_t)json_integer_value(k) : 0, m);
     return rc ? spec_err(s, DSPY_ENOMEM, "out of memory") : DSPY_OK;
 }
 
@@ -524,7 +699,7 @@ static dspy_status from_json(const json_t *spec, const struct dspy__jsource *src
         return rc;
     size_t entries = json_array_size(preds), n = 0;
     for (size_t i = 0; i < entries; i++)
-        n += !is_step(json_array_get(preds, i));
+        n += !is_step(json_array_get(preds, i)) && !is_rank(json_array_get(preds, i));
     if (!n || entries > PROGRAM_MAX_PREDICTORS)
         return preds ? bad_value(&s, "predictors",
                                  "an array of 1 to 256 predictors (and retrieve "
@@ -539,8 +714,8 @@ static dspy_status from_json(const json_t *spec, const struct dspy__jsource *src
     for (size_t e = 0, i = 0; e < entries; e++) {
         const json_t *entry = json_array_get(preds, e);
         dspy__jpath_index(&s.path, e);
-        if (is_step(entry)) {
-            rc = read_step(&s, entry, p, i);
+        if (is_step(entry) || is_rank(entry)) {
+            rc = is_rank(entry) ? read_rank(&s, entry, p, i, adapter) : read_step(&s, entry, p, i);
             dspy__jpath_pop(&s.path);
             if (rc)
                 goto free_program;
@@ -553,7 +728,7 @@ static dspy_status from_json(const json_t *spec, const struct dspy__jsource *src
                 rc = bad_value(&s, "name", "unique among the predictors");
         for (size_t j = 0; !rc && p->preds[i].name && j < p->nsteps; j++)
             if (!strcmp(p->preds[i].name, p->steps[j].name))
-                rc = bad_value(&s, "name", "unique among the predictors and retrieve steps");
+                rc = bad_value(&s, "name", "unique among the predictors and steps");
         dspy__jpath_pop(&s.path);
         if (rc)
             goto free_program;
@@ -689,6 +864,10 @@ json_t *dspy_program_inputs(const dspy_program *p)
                 (json_object_set_new(produced, step->query, json_true()) ||
                  json_array_append_new(names, json_string(step->query))))
                 goto fail;
+            if (step->documents && !json_object_get(produced, step->documents) &&
+                (json_object_set_new(produced, step->documents, json_true()) ||
+                 json_array_append_new(names, json_string(step->documents))))
+                goto fail;
             if (json_object_set_new(produced, step->output, json_true()))
                 goto fail;
         }
@@ -736,13 +915,13 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
                               const struct dspy_call_config *cfg, json_t **outputs,
                               struct dspy_call_info *info, struct dspy_error *err)
 {
-    return dspy__program_call_in(p, lm, NULL, inputs, cfg, outputs, info, err);
+    return dspy__program_call_in(p, lm, NULL, NULL, inputs, cfg, outputs, info, err);
 }
 
 dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
-                                  const json_t *inputs, const struct dspy_call_config *cfg,
-                                  json_t **outputs, struct dspy_call_info *info,
-                                  struct dspy_error *err)
+                                  struct dspy__lm_prefetched *pre, const json_t *inputs,
+                                  const struct dspy_call_config *cfg, json_t **outputs,
+                                  struct dspy_call_info *info, struct dspy_error *err)
 {
     struct dspy_call_info sum, one;
     dspy_status rc = DSPY_OK;
@@ -755,8 +934,8 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
     if (!json_is_object(inputs))
         return dspy__err(err, DSPY_EINVAL, "inputs must be a JSON object");
     if (p->n == 1 && !p->nsteps && !p->context_budget) { /* the common case needs no record */
-        rc = dspy__module_call_in(p->preds[0].module, lm, group, inputs, cfg, outputs, NULL, info,
-                                  err);
+        rc = dspy__module_call_in(p->preds[0].module, lm, group, pre, inputs, cfg, outputs, NULL,
+                                  info, err);
         if (rc && p->preds[0].name)
             dspy__err_prefix(err, "predictor %s", p->preds[0].name);
         return rc;
@@ -768,7 +947,8 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
     }
     for (size_t i = 0; i < p->n; i++) {
         json_t *pred = NULL;
-        if (p->nsteps && (rc = dspy__program_run_steps(p, i, record, all, err)))
+        if (p->nsteps &&
+            (rc = dspy__program_run_steps(p, i, record, all, lm, group, cfg, &sum, err)))
             goto release;
         dspy_module *use = NULL;
         if (p->context_budget) {
@@ -782,8 +962,8 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
                 goto release;
             }
         }
-        rc = dspy__module_call_in(use ? use : p->preds[i].module, lm, group, record, cfg, &pred,
-                                  NULL, &one, err);
+        rc = dspy__module_call_in(use ? use : p->preds[i].module, lm, group, i ? NULL : pre, record,
+                                  cfg, &pred, NULL, &one, err);
         dspy_module_free(use);
         add_info(&sum, &one);
         if (rc) {
@@ -797,7 +977,8 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
         }
         json_decref(pred);
     }
-    if (p->nsteps && (rc = dspy__program_run_steps(p, p->n, record, all, err)))
+    if (p->nsteps &&
+        (rc = dspy__program_run_steps(p, p->n, record, all, lm, group, cfg, &sum, err)))
         goto release;
     if (json_object_size(report) && json_object_set(all, "context_dropped", report)) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -811,6 +992,35 @@ release:
         *info = sum;
     json_decref(report);
     json_decref(all);
+    json_decref(record);
+    return rc;
+}
+
+/* Whether every step before the first predictor searches locally (an index or corpus in
+ * this process): cheap enough to run once more for the first call's key. */
+static bool first_steps_local(const dspy_program *p)
+{
+    for (size_t i = 0; i < p->nsteps; i++)
+        if (p->steps[i].before == 0 &&
+            (!p->steps[i].retriever || strcmp(dspy_retriever_kind(p->steps[i].retriever), "bm25")))
+            return false; /* an LM rank step, a remote or embedding retriever */
+    return true;
+}
+
+dspy_status dspy__program_request_key(dspy_program *p, dspy_lm *lm, const json_t *inputs,
+                                      const struct dspy_call_config *cfg,
+                                      struct dspy_cache_key *key, struct dspy_cache_ctl *ctl)
+{
+    dspy_status rc;
+    if (!p || !p->n || p->context_budget || !json_is_object(inputs) || !first_steps_local(p))
+        return DSPY_EINVAL;
+    if (!p->nsteps)
+        return dspy__module_request_key(p->preds[0].module, lm, inputs, cfg, key, ctl, NULL);
+    json_t *record = json_deep_copy(inputs);
+    if (!record)
+        return DSPY_ENOMEM;
+    if (!(rc = dspy__program_run_steps(p, 0, record, NULL, NULL, NULL, NULL, NULL, NULL)))
+        rc = dspy__module_request_key(p->preds[0].module, lm, record, cfg, key, ctl, NULL);
     json_decref(record);
     return rc;
 }

@@ -11,14 +11,17 @@ struct dspy__predictor {
     dspy_module *module;
 };
 
-/* A retrieve step: DSPy's Retrieve(k) between predictors. */
+/* A step between predictors: DSPy's Retrieve(k), or an LM ranking of a list field (a
+ * Predict of `query, documents -> ranked_documents`, program_rank.c). */
 struct dspy__retrieve_step {
     char *name;
-    char *query;  /* the record's field holding the query text */
-    char *output; /* the field the passages go to */
-    size_t k;
+    char *query;               /* the record's field holding the query text */
+    char *output;              /* the field the passages (ranked documents) go to */
+    size_t k;                  /* passages to retrieve; ranked documents to keep (0 = all) */
     size_t before;             /* runs before predictor `before`; n = after the last */
-    dspy_retriever *retriever; /* a reference of the program's own */
+    dspy_retriever *retriever; /* a reference of the program's own; NULL for a rank step */
+    char *documents;           /* rank step: the record's list field to rank */
+    dspy_module *ranker;       /* rank step: the program's own */
 };
 
 struct dspy_program {
@@ -104,15 +107,48 @@ dspy_status dspy__program_add_step(dspy_program *p, size_t before, const char *n
                                    size_t k);
 dspy_status dspy__program_steps_copy(dspy_program *dst, const dspy_program *src);
 /* Run the steps placed before predictor `before`: passages into `record` (and `all` when
- * not NULL). */
-dspy_status dspy__program_run_steps(dspy_program *p, size_t before, json_t *record, json_t *all,
-                                    struct dspy_error *err);
-/* dspy_program_call() with every LM call joining `group` (dspy__lm_group_new; NULL = none),
- * for the batch executor's workers. */
+ * not NULL). A rank step calls `lm` (joining `group`, with `cfg`; its LM calls added to
+ * `info`); the LM is not needed when there is none. */
 struct dspy__engine_group;
+dspy_status dspy__program_run_steps(dspy_program *p, size_t before, json_t *record, json_t *all,
+                                    dspy_lm *lm, struct dspy__engine_group *group,
+                                    const struct dspy_call_config *cfg, struct dspy_call_info *info,
+                                    struct dspy_error *err);
+/* Add a rank step (takes ownership of `ranker`, also on error: DSPY_ENOMEM). */
+dspy_status dspy__program_add_rank(dspy_program *p, size_t before, const char *name,
+                                   const char *query, const char *documents, const char *output,
+                                   size_t k, dspy_module *ranker);
+/* Run a rank step over `record`: the best k of its documents into its output field (and
+ * `all`'s, where warnings go too). An LM failure fails the record; an answer that does
+ * not read keeps the original order with a warning. */
+dspy_status dspy__rank_step_run(struct dspy__retrieve_step *s, json_t *record, json_t *all,
+                                dspy_lm *lm, struct dspy__engine_group *group,
+                                const struct dspy_call_config *cfg, struct dspy_call_info *info,
+                                struct dspy_error *err);
+/* A rank step's module: `query, documents -> ranked_documents` with the ranking
+ * instructions (or `instructions`). NULL when out of memory. */
+dspy_module *dspy__rank_module(const char *instructions, enum dspy_adapter_kind adapter);
+/* Read an LM's ranking of `n` documents (the ranked_documents value: document numbers as
+ * shown, 1-based, or their texts, in a JSON list or plain text) into order[] (a
+ * permutation: the documents named, best first, then the others in their order). Returns
+ * false when part of it could not be read (a warning for the caller: the unread part is
+ * left in the original order; nothing read = the original order). */
+bool dspy__rank_read(const char *text, size_t len, const json_t *documents, size_t *order);
+/* dspy_program_call() with every LM call joining `group` (dspy__lm_group_new; NULL = none),
+ * for the batch executor's workers; `pre` (may be NULL) is the batch's lookup of the first
+ * LM call's key (dspy__program_request_key). */
+struct dspy__engine_group;
+struct dspy__lm_prefetched;
 dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
-                                  const json_t *inputs, const struct dspy_call_config *cfg,
-                                  json_t **outputs, struct dspy_call_info *info,
-                                  struct dspy_error *err);
+                                  struct dspy__lm_prefetched *pre, const json_t *inputs,
+                                  const struct dspy_call_config *cfg, json_t **outputs,
+                                  struct dspy_call_info *info, struct dspy_error *err);
+/* The cache key and control of the first LM call dspy_program_call() would make for
+ * `inputs` (after the retrieve steps before the first predictor, run here once more when
+ * they search locally). An error (a bad record, a context budget, a remote retriever)
+ * means no key: the call then looks its key up itself. */
+dspy_status dspy__program_request_key(dspy_program *p, dspy_lm *lm, const json_t *inputs,
+                                      const struct dspy_call_config *cfg,
+                                      struct dspy_cache_key *key, struct dspy_cache_ctl *ctl);
 
 #endif

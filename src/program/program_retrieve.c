@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "base/status.h"
+#include "program/module_int.h"
 #include "program/program_int.h"
 #include "retrieve/retrieve_int.h"
 
@@ -11,6 +12,8 @@ static void step_release(struct dspy__retrieve_step *s)
     dspy_free(s->name);
     dspy_free(s->query);
     dspy_free(s->output);
+    dspy_free(s->documents);
+    dspy_module_free(s->ranker);
     dspy_retriever_free(s->retriever);
     memset(s, 0, sizeof(*s));
 }
@@ -48,7 +51,7 @@ dspy_status dspy__program_add_step(dspy_program *p, size_t before, const char *n
     while (at > 0 && steps[at - 1].before > before)
         at--;
     struct dspy__retrieve_step s = {
-        dspy_strdup(name), dspy_strdup(query), dspy_strdup(output), k, before, NULL
+        dspy_strdup(name), dspy_strdup(query), dspy_strdup(output), k, before, NULL, NULL, NULL
     };
     if (!s.name || !s.query || !s.output) {
         step_release(&s);
@@ -66,8 +69,10 @@ dspy_status dspy__program_steps_copy(dspy_program *dst, const dspy_program *src)
 {
     for (size_t i = 0; i < src->nsteps; i++) {
         const struct dspy__retrieve_step *s = &src->steps[i];
-        if (dspy__program_add_step(dst, s->before, s->name, s->retriever, s->query, s->output,
-                                   s->k))
+        if (s->ranker ? dspy__program_add_rank(dst, s->before, s->name, s->query, s->documents,
+                                               s->output, s->k, dspy_module_copy(s->ranker))
+                      : dspy__program_add_step(dst, s->before, s->name, s->retriever, s->query,
+                                               s->output, s->k))
             return DSPY_ENOMEM;
     }
     return DSPY_OK;
@@ -119,12 +124,20 @@ size_t dspy_program_retrieve_count(const dspy_program *p)
 }
 
 dspy_status dspy__program_run_steps(dspy_program *p, size_t before, json_t *record, json_t *all,
+                                    dspy_lm *lm, struct dspy__engine_group *group,
+                                    const struct dspy_call_config *cfg, struct dspy_call_info *info,
                                     struct dspy_error *err)
 {
     for (size_t i = 0; i < p->nsteps; i++) {
         struct dspy__retrieve_step *s = &p->steps[i];
         if (s->before != before)
             continue;
+        if (s->ranker) {
+            dspy_status rc = dspy__rank_step_run(s, record, all, lm, group, cfg, info, err);
+            if (rc)
+                return rc;
+            continue;
+        }
         json_t *q = json_object_get(record, s->query), *passages = NULL;
         if (!json_is_string(q)) {
             dspy_status code = q ? DSPY_EINVAL : DSPY_ENOTFOUND;

@@ -70,6 +70,7 @@ json_t *dspy_program_dump_state(const dspy_program *p)
         for (size_t i = 0; i <= p->n; i++) {
             for (size_t st = 0; st < p->nsteps; st++)
                 if (p->steps[st].before == i &&
+                    !(p->steps[st].ranker && !p->steps[st].k) && /* a rank step keeping all */
                     json_object_set_new(root, p->steps[st].name,
                                         json_pack("{s:I}", "k", (json_int_t)p->steps[st].k))) {
                     json_decref(root);

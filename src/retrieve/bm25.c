@@ -344,6 +344,11 @@ out:
 
 static const struct dspy__retriever_ops bm25_ops = { "bm25", bm25_search, bm25_size, bm25_free };
 
+uint64_t dspy__bm25_checksum(const dspy_retriever *r)
+{
+    return r && r->ops == &bm25_ops ? ((const struct bm25 *)r->impl)->h->checksum : 0;
+}
+
 dspy_status dspy__bm25_passage(dspy_retriever *r, uint32_t doc, double score,
                                struct dspy_passage *out)
 {

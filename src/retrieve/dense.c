@@ -1,12 +1,20 @@
 /* Dense retrieval (retrieve layer): passages embedded once through an OpenAI-compatible
- * /embeddings endpoint when the retriever opens, kept as unit vectors, and searched by
+ * /embeddings endpoint or the in-process MiniLM encoder when the retriever opens (or their
+ * MiniLM vectors mapped from the index's dense.vec), kept as unit vectors, and searched by
  * exact cosine top-k; the query is embedded per search. The passages are a BM25 image's
  * (an index or a corpus), so ids, titles and texts are the same as BM25's. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <sys/mman.h>
+
 #include <curl/curl.h>
+
+#include <dspyc/embed.h>
+
+#include <dspyc/vec.h>
 
 #include "base/buf.h"
 #include "base/status.h"
@@ -22,7 +30,10 @@ struct dense {
     char *auth; /* "Authorization: Bearer ..." or NULL; never printed */
     long timeout_ms;
     size_t dim;
-    float *vec;        /* docs x dim, unit length */
+    float *vec;           /* docs x dim, unit length (dspy_malloc'd, or in `map`) */
+    dspy_embedder *local; /* the in-process encoder instead of the endpoint, or NULL */
+    void *map;            /* dense.vec mapped, or NULL */
+    size_t map_len;
     double mmr_lambda; /* 0: plain top-k */
     size_t mmr_depth;  /* MMR candidates */
 };
@@ -86,6 +97,17 @@ out:
 static dspy_status embed(struct dense *d, const char *const *texts, size_t n, float **out,
                          size_t *dim, struct dspy_error *err)
 {
+    if (d->local) {
+        if (!(*out = dspy_malloc(n * DSPY_EMBED_DIM * sizeof(float))))
+            return dspy__err(err, DSPY_ENOMEM, "out of memory");
+        *dim = DSPY_EMBED_DIM;
+        dspy_status rc = dspy_embedder_embed(d->local, texts, NULL, n, *out, err);
+        if (rc) {
+            dspy_free(*out);
+            *out = NULL;
+        }
+        return rc;
+    }
     char where[512], errbuf[CURL_ERROR_SIZE] = "";
     struct dspy_buf body, req;
     struct curl_slist *h = NULL;
@@ -158,7 +180,11 @@ static void dense_free(void *impl)
         memset(d->auth, 0, strlen(d->auth));
         dspy_free(d->auth);
     }
-    dspy_free(d->vec);
+    if (d->map)
+        munmap(d->map, d->map_len);
+    else
+        dspy_free(d->vec);
+    dspy_embedder_free(d->local);
     dspy_free(d);
 }
 
@@ -189,6 +215,35 @@ static void sift(uint32_t *heap, size_t n, size_t i, const float *s)
     }
 }
 
+void dspy__mmr_pick(const float *vec, size_t dim, const float *score, uint32_t *cand, size_t n,
+                    size_t k, double lambda)
+{
+    /* Maximal marginal relevance (Carbonell & Goldstein): pick, among the candidates
+     * left, the one maximizing lambda * cos(q, c) - (1 - lambda) * max cos(c, picked);
+     * ties go to the better-ranked candidate. */
+    for (size_t pick = 0; pick < k && pick < n; pick++) {
+        size_t best = pick;
+        double best_v = 0;
+        for (size_t c = pick; c < n; c++) {
+            double red = 0;
+            const float *vc = vec + (size_t)cand[c] * dim;
+            for (size_t j = 0; j < pick; j++) {
+                float dot = dspy_vec_dot(vc, vec + (size_t)cand[j] * dim, dim);
+                if (!j || dot > red)
+                    red = dot;
+            }
+            double v = lambda * score[cand[c]] - (1 - lambda) * red;
+            if (c == pick || v > best_v) {
+                best = c;
+                best_v = v;
+            }
+        }
+        uint32_t t = cand[best]; /* keep the rest in rank order */
+        memmove(cand + pick + 1, cand + pick, (best - pick) * sizeof(*cand));
+        cand[pick] = t;
+    }
+}
+
 static dspy_status dense_search(void *impl, const char *query, size_t k, struct dspy_passage **out,
                                 size_t *nout, struct dspy_error *err)
 {
@@ -213,11 +268,7 @@ static dspy_status dense_search(void *impl, const char *query, size_t k, struct 
         goto out;
     }
     for (size_t i = 0; i < docs; i++) {
-        const float *v = d->vec + i * dim;
-        float dot = 0;
-        for (size_t j = 0; j < dim; j++)
-            dot += v[j] * q[j];
-        s[i] = dot;
+        s[i] = dspy_vec_dot(d->vec + i * dim, q, dim);
         if (i < n) {
             heap[i] = (uint32_t)i;
             if (i + 1 == n)
@@ -233,36 +284,8 @@ static dspy_status dense_search(void *impl, const char *query, size_t k, struct 
         heap[0] = heap[m - 1];
         sift(heap, m - 1, 0, s);
     }
-    if (d->mmr_lambda > 0) {
-        /* Maximal marginal relevance (Carbonell & Goldstein): pick, among the candidates
-         * left, the one maximizing lambda * cos(q, c) - (1 - lambda) * max cos(c, picked);
-         * ties go to the better-ranked candidate. */
-        double lam = d->mmr_lambda;
-        for (size_t pick = 0; pick < nk; pick++) {
-            size_t best = pick;
-            double best_v = 0;
-            for (size_t c = pick; c < n; c++) {
-                double red = 0;
-                const float *vc = d->vec + (size_t)cand[c] * dim;
-                for (size_t j = 0; j < pick; j++) {
-                    const float *vj = d->vec + (size_t)cand[j] * dim;
-                    float dot = 0;
-                    for (size_t t = 0; t < dim; t++)
-                        dot += vc[t] * vj[t];
-                    if (!j || dot > red)
-                        red = dot;
-                }
-                double v = lam * s[cand[c]] - (1 - lam) * red;
-                if (c == pick || v > best_v) {
-                    best = c;
-                    best_v = v;
-                }
-            }
-            uint32_t t = cand[best]; /* keep the rest in rank order */
-            memmove(cand + pick + 1, cand + pick, (best - pick) * sizeof(*cand));
-            cand[pick] = t;
-        }
-    }
+    if (d->mmr_lambda > 0)
+        dspy__mmr_pick(d->vec, dim, s, cand, n, nk, d->mmr_lambda);
     for (size_t i = 0; i < nk; i++)
         if ((rc = dspy__bm25_passage(d->base, cand[i], s[cand[i]], &res[i]))) {
             rc = dspy__err(err, rc, "out of memory");
@@ -286,21 +309,29 @@ static const struct dspy__retriever_ops dense_ops = { "dense", dense_search, den
 dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_dense_options *o,
                                  dspy_retriever **out, struct dspy_error *err)
 {
-    if (!passages || !o || !o->base_url || !o->model || !out)
+    bool minilm = o && o->encoder && !strcmp(o->encoder, "minilm");
+    if (o && o->encoder && !minilm)
+        return dspy__err(err, DSPY_EINVAL, "dense encoder \"%s\": the only one is \"minilm\"",
+                         o->encoder);
+    if (!passages || !o || (!minilm && (!o->base_url || !o->model)) || !out)
         return dspy__err(err, DSPY_EINVAL,
-                         "dspy_retriever_dense: passages, base_url and model are required");
+                         "dspy_retriever_dense: passages, and base_url and model (or the "
+                         "minilm encoder) are required");
     if (strcmp(dspy_retriever_kind(passages), "bm25"))
         return dspy__err(err, DSPY_EINVAL,
                          "dense retrieval needs a BM25 index or corpus for "
                          "its passages");
     struct dense *d = dspy_calloc(1, sizeof(*d));
     struct dspy_buf url;
+    if (!d)
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
     dspy__buf_init(&url, 8192);
-    size_t bl = strlen(o->base_url);
+    size_t bl = minilm ? 0 : strlen(o->base_url);
     while (bl && o->base_url[bl - 1] == '/')
         bl--;
-    if (!d || dspy__buf_add(&url, o->base_url, bl) || dspy__buf_adds(&url, "/embeddings") ||
-        !(d->url = dspy__buf_detach(&url, NULL)) || !(d->model = dspy_strdup(o->model))) {
+    if (!minilm &&
+        (dspy__buf_add(&url, o->base_url, bl) || dspy__buf_adds(&url, "/embeddings") ||
+         !(d->url = dspy__buf_detach(&url, NULL)) || !(d->model = dspy_strdup(o->model)))) {
         dspy__buf_release(&url);
         dense_free(d);
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -323,6 +354,25 @@ dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_den
     d->base = dspy__retriever_ref(passages);
     size_t docs = (size_t)dspy_retriever_size(passages);
     dspy_status rc = DSPY_OK;
+    if (minilm) {
+        struct dspy_embedder_options eo = DSPY_EMBEDDER_OPTIONS_INIT;
+        eo.model_dir = o->model_dir;
+        eo.threads = o->vectors ? 1 : 0; /* all CPUs when the passages are embedded now */
+        if ((rc = dspy_embedder_new(&eo, &d->local, err))) {
+            dense_free(d);
+            return rc;
+        }
+        if (o->vectors) {
+            const float *rows;
+            if ((rc = dspy__dvec_map(o->vectors, passages, &d->map, &d->map_len, &rows, err))) {
+                dense_free(d);
+                return rc;
+            }
+            d->vec = (float *)(uintptr_t)rows; /* read-only: the map is PROT_READ */
+            d->dim = DSPY_EMBED_DIM;
+            return dspy__retriever_wrap(&dense_ops, d, out, err);
+        }
+    }
     const char **texts = dspy_calloc(BATCH, sizeof(*texts));
     struct dspy_passage *p = dspy_calloc(BATCH, sizeof(*p));
     if (!texts || !p)

@@ -82,9 +82,52 @@ dspy_status dspy__bm25_open_image(unsigned char *image, size_t size, bool owned,
 /* Passage `doc` of a bm25 retriever, with `score` (caller owns the strings). */
 dspy_status dspy__bm25_passage(dspy_retriever *r, uint32_t doc, double score,
                                struct dspy_passage *out);
+/* The checksum in a bm25 retriever's header (0 for another kind): what a dense vector
+ * file records of the index it was built from. */
+uint64_t dspy__bm25_checksum(const dspy_retriever *r);
+
+/* ---- dense vectors beside an index (dense.vec), little-endian ------------------------- */
+
+#define DSPY__DVEC_MAGIC "DSPYDVEC"
+#define DSPY__DVEC_VERSION 1u
+#define DSPY__DVEC_MODEL "all-MiniLM-L6-v2"
+#define DSPY__DVEC_F32 0u
+
+struct dspy__dvec_header { /* 128 bytes at offset 0; rows x dim floats follow */
+    char magic[8];
+    uint32_t version;
+    uint32_t header_size;
+    uint64_t file_size;
+    uint64_t rows;          /* = the index's passages, in its order */
+    uint32_t dim;           /* 384 */
+    uint32_t dtype;         /* DSPY__DVEC_F32 */
+    uint64_t bm25_checksum; /* the header checksum of the bm25.idx the rows embed */
+    uint64_t checksum;      /* XXH3-64 of the rows */
+    char model[32];         /* DSPY__DVEC_MODEL, NUL-padded */
+    char reserved[40];
+};
+
+/* Checks a dense.vec image against the bm25 retriever it belongs to; DSPY_ECORRUPT (or
+ * DSPY_EINVAL for a file of another index or model) naming `origin` and what is wrong. */
+dspy_status dspy__dvec_validate(const unsigned char *image, size_t size, const dspy_retriever *bm25,
+                                const char *origin, struct dspy_error *err);
+
+/* Map `path` (a dense.vec) read-only and check it against `bm25`: *map and *len to munmap,
+ * *rows the vectors (rows x dim float32, unit length). */
+dspy_status dspy__dvec_map(const char *path, const dspy_retriever *bm25, void **map, size_t *len,
+                           const float **rows, struct dspy_error *err);
+
 /* Checks an image fully (header, bounds, checksum, every entry); DSPY_ECORRUPT naming what. */
 dspy_status dspy__bm25_validate(const unsigned char *image, size_t size, const char *origin,
                                 struct dspy_error *err);
+
+/* Maximal marginal relevance over candidates cand[0..n) (rows of `vec`, unit vectors of
+ * `dim`, best first by score[row]): reorders cand so that its first k are the diverse
+ * pick, each maximizing lambda * score - (1 - lambda) * max cosine to those picked before;
+ * ties to the better-ranked; the rest stay in rank order. Dense search and the embedding
+ * re-rank share it. */
+void dspy__mmr_pick(const float *vec, size_t dim, const float *score, uint32_t *cand, size_t n,
+                    size_t k, double lambda);
 
 /* Answers of remote services, for their clients and fuzz targets: a ColBERTv2 search
  * answer (at most k passages), and an embeddings answer of `n` rows into *out (allocated

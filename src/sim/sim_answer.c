@@ -250,6 +250,11 @@ static json_t *field_value(const struct ctx *c, const struct dspy__sim_field *f)
     if ((dspy__sim_view_eq(f->name, "reasoning") || dspy__sim_view_eq(f->name, "rationale")) &&
         vt == V_STR)
         return text_json(reasoning_text, c, h);
+    if (dspy__sim_view_eq(f->name, "ranked_documents") && (vt == V_STR || vt == V_LIST)) {
+        json_t *ranked = dspy__sim_facts_rank(c->p, h, vt == V_LIST);
+        if (ranked)
+            return ranked;
+    }
     if (c->arith && f == c->answer_field)
         return arith_value(c, vt, f);
     if (c->facts && f == c->answer_field && (vt == V_STR || vt == V_CHOICE))

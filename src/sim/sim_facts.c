@@ -4,6 +4,7 @@
  * the simulator answers right only when the supporting passages are in the prompt, and
  * then with the accuracy model's probability. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/status.h"
@@ -239,4 +240,92 @@ bool dspy__sim_facts_answer(const struct dspy__sim_prompt *p, const struct dspy_
         return true;
     value_word(dspy__sim_mix(h, 0xbadull), out, cap); /* a plausible wrong answer */
     return false;
+}
+
+/* ---- ranking prompts ------------------------------------------------------------------ */
+
+static const struct dspy__sim_field *input_named(const struct dspy__sim_prompt *p, const char *name)
+{
+    for (size_t i = 0; i < p->n_inputs; i++)
+        if (dspy__sim_view_eq(p->inputs[i].name, name) && p->inputs[i].value.p)
+            return &p->inputs[i];
+    return NULL;
+}
+
+/* The items of a list as DSPy shows it to a str field ("[1] «a»\n[2] «b»"), at most max;
+ * a value without the marks is one item. */
+static size_t split_numbered(struct dspy__sim_view v, struct dspy__sim_view *out, size_t max)
+{
+    char mark[24];
+    int ml = snprintf(mark, sizeof(mark), "[1] ");
+    if (v.n < (size_t)ml || memcmp(v.p, mark, (size_t)ml)) {
+        out[0] = v;
+        return 1;
+    }
+    size_t n = 0, at = (size_t)ml;
+    while (n < max) {
+        ml = snprintf(mark, sizeof(mark), "\n[%zu] ", n + 2);
+        const char *next = find_bytes(v.p + at, v.n - at, mark, (size_t)ml);
+        size_t end = next ? (size_t)(next - v.p) : v.n;
+        out[n++] = (struct dspy__sim_view){ v.p + at, end - at };
+        if (!next)
+            break;
+        at = end + (size_t)ml;
+    }
+    return n;
+}
+
+/* Whether `doc` holds "The <attr> of <town> is <word>"; the word into val. */
+static bool doc_fact(struct dspy__sim_view doc, const char *attr, const char *town, char *val,
+                     size_t cap)
+{
+    char pat[96];
+    int pn = snprintf(pat, sizeof(pat), "The %s of %s is ", attr, town);
+    const char *hit = find_bytes(doc.p, doc.n, pat, (size_t)pn);
+    if (!hit)
+        return false;
+    size_t i = (size_t)(hit - doc.p) + (size_t)pn, w = read_word(doc.p, doc.n, i);
+    if (val && w && w < cap) {
+        memcpy(val, doc.p + i, w);
+        val[w] = '\0';
+    }
+    return w > 0;
+}
+
+json_t *dspy__sim_facts_rank(const struct dspy__sim_prompt *p, uint64_t h, bool as_list)
+{
+    const struct dspy__sim_field *docs = input_named(p, "documents");
+    const struct dspy__sim_field *query = input_named(p, "query");
+    struct dspy__sim_view items[DSPY__SIM_RANK_MAX];
+    bool first[DSPY__SIM_RANK_MAX] = { false };
+    struct dspy__sim_facts_q q;
+    char mid[32] = "";
+    if (!docs)
+        return NULL;
+    size_t n = split_numbered(docs->value, items, DSPY__SIM_RANK_MAX);
+    if (query && dspy__sim_facts_find(query->value.p, query->value.n, &q) &&
+        dspy__sim_unit(dspy__sim_mix(h, 0x4a4bull)) < DSPY__SIM_FACTS_RANK_ACC) {
+        const char *a1 = attrs[q.hops == 2 ? q.attr1 : q.attr2];
+        for (size_t i = 0; i < n; i++)
+            if (doc_fact(items[i], a1, q.town, q.hops == 2 && !mid[0] ? mid : NULL, sizeof(mid)))
+                first[i] = true;
+        for (size_t i = 0; q.hops == 2 && mid[0] && i < n; i++)
+            if (doc_fact(items[i], attrs[q.attr2], mid, NULL, 0))
+                first[i] = true;
+    }
+    json_t *order = json_array();
+    for (int pass = 0; order && pass < 2; pass++)
+        for (size_t i = 0; i < n; i++)
+            if (first[i] == (pass == 0) &&
+                json_array_append_new(order, json_integer((json_int_t)i + 1))) {
+                json_decref(order);
+                return NULL;
+            }
+    if (as_list || !order)
+        return order;
+    char *text = json_dumps(order, JSON_COMPACT);
+    json_decref(order);
+    json_t *v = text ? json_string(text) : NULL;
+    free(text);
+    return v;
 }

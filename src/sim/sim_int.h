@@ -203,6 +203,18 @@ bool dspy__sim_facts_find(const char *s, size_t n, struct dspy__sim_facts_q *q);
 bool dspy__sim_facts_answer(const struct dspy__sim_prompt *p, const struct dspy__sim_facts_q *q,
                             uint64_t h, bool reasoning, char *out, size_t cap);
 
+#define DSPY__SIM_FACTS_RANK_ACC 0.9 /* rankings that put the supporting passages first */
+#define DSPY__SIM_RANK_MAX 64        /* documents a ranking answer reads */
+
+/* An answer for a ranking prompt (an output `ranked_documents` over an input `documents`
+ * in DSPy's numbered-list layout): the document numbers, best first, as a JSON list (a
+ * list value when `as_list`, else its text). For a facts question in the input `query`,
+ * the passages holding its supporting facts go first with probability
+ * DSPY__SIM_FACTS_RANK_ACC (drawn from `h`), the others after them in their order;
+ * otherwise (and for any other query) the documents keep their order. NULL when the prompt
+ * has no `documents` input. */
+json_t *dspy__sim_facts_rank(const struct dspy__sim_prompt *p, uint64_t h, bool as_list);
+
 /* ---- Embeddings (sim_embed.c) ---- */
 
 /* Hashed word and character-trigram features, L2-normalized, into out[0..dim). */

@@ -330,6 +330,89 @@ def test_corrupt_disk_entries_are_dropped_and_reported(tmp_path):
     assert r.returncode == 0 and chat_requests(rec3) == 0
 
 
+# ---- batches look their records up at once ----------------------------------------------
+
+def redis_command(port, *args):
+    """One command in RESP; the reply's text (a bulk string's body, else the line)."""
+    req = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(req.encode())
+        data = b""
+        while True:
+            data += s.recv(65536)
+            if data.startswith(b"$"):
+                head, _, rest = data.partition(b"\r\n")
+                if len(rest) >= int(head[1:]) + 2:
+                    return rest[:int(head[1:])].decode()
+            elif data.endswith(b"\r\n"):
+                return data.decode().strip()
+
+
+def command_calls(port):
+    """calls per command since the last CONFIG RESETSTAT, from INFO commandstats."""
+    info = redis_command(port, "INFO", "commandstats")
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"cmdstat_(\w+):calls=(\d+)", info)}
+
+
+def chat_questions(record):
+    """The question each recorded chat completion asked (its last user message)."""
+    out = []
+    for line in record.read_text().splitlines():
+        body = json.loads(line).get("body")
+        if isinstance(body, dict) and "messages" in body:
+            m = re.search(r"\[\[ ## question ## \]\]\n(.*?)\n", body["messages"][-1]["content"])
+            out.append(m.group(1))
+    return out
+
+
+@pytest.mark.parametrize("levels", ["redis", "mem,redis"])
+def test_batch_sends_only_misses_after_one_mget(tmp_path, redis, levels):
+    questions = [f"Batch question {i}?" for i in range(40)]
+    warm = questions[::2]  # every other record is a hit in the second run
+    cache = ("--cache", levels, "--redis-url", redis.url, "--redis-timeout-ms", "2000")
+    rec1 = tmp_path / "r1.jsonl"
+    _, base = start_sim("--record", rec1)
+    r = run(base, write_inputs(tmp_path / "warm.jsonl", warm), tmp_path / "warm.out", *cache)
+    assert r.returncode == 0, r.stderr
+    first = dict(zip(warm, predictions(tmp_path / "warm.out")))
+    assert redis.dbsize() == len(warm)
+
+    redis_command(redis.port, "CONFIG", "RESETSTAT")
+    rec2 = tmp_path / "r2.jsonl"
+    _, base = start_sim("--record", rec2)
+    r = run(base, write_inputs(tmp_path / "all.jsonl", questions), tmp_path / "all.out",
+            "--concurrency", "8", *cache)
+    assert r.returncode == 0, r.stderr
+    # only the misses reached the LM, and the results came back in input order
+    assert sorted(chat_questions(rec2)) == sorted(q for q in questions if q not in first)
+    preds = predictions(tmp_path / "all.out")
+    for q, p in zip(questions, preds):
+        if q in first:
+            assert p == first[q]
+    assert answered_from_cache(r.stderr) == (len(warm), len(questions))
+    calls = command_calls(redis.port)
+    # the hits came from MGETs (one per run of records read ahead), not one GET each: the
+    # GETs left are the misses' single-flight leaders looking again, one each, and those
+    # inside the lease scripts (EVAL: take the lease, drop it), one per script run
+    assert 1 <= calls.get("mget", 0) <= len(questions) // 8, calls
+    assert calls.get("get", 0) - calls.get("eval", 0) <= len(questions) - len(warm), calls
+
+
+def test_batch_with_no_cache_looks_nothing_up(tmp_path, redis):
+    inp = write_inputs(tmp_path / "in.jsonl", [f"Uncached {i}?" for i in range(12)])
+    cache = ("--cache", "redis", "--redis-url", redis.url, "--redis-timeout-ms", "2000")
+    _, base = start_sim()
+    assert run(base, inp, tmp_path / "a.out", *cache).returncode == 0
+    redis_command(redis.port, "CONFIG", "RESETSTAT")
+    rec = tmp_path / "r.jsonl"
+    _, base = start_sim("--record", rec)
+    r = run(base, inp, tmp_path / "b.out", *cache, "--no-cache")
+    assert r.returncode == 0, r.stderr
+    assert chat_requests(rec) == 12
+    calls = command_calls(redis.port)
+    assert "mget" not in calls and "get" not in calls, calls
+
+
 # ---- (f) no-cache and no-store ------------------------------------------------------------
 
 def test_no_cache_and_no_store(tmp_path):

@@ -1,6 +1,7 @@
 """The simulator's facts task pack: `dspyc sim gen-task facts` writes a corpus and questions
 with their supporting passages; the simulator answers right only when those passages are in
-the prompt; and the RAG example in examples/rag scores higher as k grows."""
+the prompt; and the RAG example in examples/rag scores higher as k grows and with a ranking
+step between retrieval and the answer."""
 import json
 import os
 import re
@@ -84,3 +85,45 @@ def test_rag_example_score_rises_with_k(tmp_path):
         assert r.returncode == 0, r.stderr
         got[k] = score(r.stderr)
     assert got[1] < got[3] < got[10], got
+
+
+def rag_score(tmp_path, name, edit=None):
+    spec = json.load(open(os.path.join(RAG, name)))
+    spec["predictors"][0]["corpus"] = os.path.join(RAG, "corpus.jsonl")
+    if edit:
+        edit(spec)
+    prog = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}.json"
+    prog.write_text(json.dumps(spec))
+    r = run("run", prog, "--input", os.path.join(RAG, "dev.jsonl"), "--output",
+            tmp_path / "out.jsonl", "--score", "answer", "--cache", "off")
+    assert r.returncode == 0, r.stderr
+    return score(r.stderr)
+
+
+def test_rag_example_score_rises_with_lm_ranking(tmp_path):
+    # the answer sees two passages either way: BM25's top 2, or the LM's top 2 of BM25's 10
+    def top2(spec):
+        spec["predictors"][0]["k"] = 2
+    plain = rag_score(tmp_path, "program.json", top2)
+    ranked = rag_score(tmp_path, "program-rank.json")
+    # measured with the default seed: 58.0 % and 63.5 %; the simulator puts the supporting
+    # passages first in 90 % of rankings (docs/simulator.md)
+    assert ranked >= plain + 0.04, (plain, ranked)
+
+
+def test_rag_example_score_rises_with_embedding_rerank(tmp_path):
+    def top2(spec):
+        spec["predictors"][0]["k"] = 2
+
+    def rerank(mmr):
+        def edit(spec):
+            spec["predictors"][0].update({"k": 2, "depth": 10, "rerank": "embed"})
+            if mmr:
+                spec["predictors"][0]["mmr"] = mmr
+        return edit
+    plain = rag_score(tmp_path, "program.json", top2)
+    embed = rag_score(tmp_path, "program.json", rerank(None))
+    diverse = rag_score(tmp_path, "program.json", rerank(0.7))
+    # measured with the default seed: 58.0 %, 62.5 % (MiniLM cosine) and 63.5 % (MMR 0.7)
+    assert embed >= plain + 0.03, (plain, embed)
+    assert diverse >= plain + 0.03, (plain, diverse)

@@ -371,3 +371,202 @@ def test_dense_mmr_diverse_selection(tmp_path, corpus):
     write(prog, rag_program({"corpus": "corpus.jsonl", "mmr": 0.5}))
     r = dspyc("run", prog, "--input", "-", "--output", "-")
     assert r.returncode == 2 and '"mmr" must be a number in (0, 1]' in r.stderr
+
+
+class HostileRanker(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible stub whose rankings are nonsense; other prompts get an answer."""
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        rank = b"ranked_documents" in body
+        text = ("[[ ## ranked_documents ## ]]\n]]]{not a ranking [0, 99, -1\n\n"
+                "[[ ## completed ## ]]") if rank else \
+            "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]"
+        out = json.dumps({"choices": [{"message": {"content": text}}],
+                          "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                    "total_tokens": 2}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_rank_step_orders_passages_and_survives_hostile_rankings(tmp_path, corpus):
+    prog = tmp_path / "rag.json"
+    spec = rag_program({"corpus": "corpus.jsonl", "k": 3})
+    spec["predictors"].insert(1, {"module": "rank", "k": 2})
+    write(prog, spec)
+    q = "What is the capital of France?"
+    # the simulator ranks (its accuracy model), the answer sees the best 2 of the 3
+    lines, chat = run_rag(tmp_path, prog, [q])
+    pred = lines[0]["prediction"]
+    assert len(pred["passages"]) == 2 and "warnings" not in pred
+    rank_prompt = next(b for b in chat if "ranked_documents" in b["messages"][0]["content"])
+    assert "[1] «Paris | Paris is the capital of France.»" in rank_prompt["messages"][-1]["content"]
+    # a nonsense ranking keeps the retrieved order, with a warning; the record still succeeds
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HostileRanker)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+        inp.write_text(json.dumps({"question": q}) + "\n")
+        r = dspyc("run", prog, "--input", inp, "--output", out, "--base-url",
+                  f"http://127.0.0.1:{srv.server_port}/v1", "--model", "m", "--cache", "off")
+        assert r.returncode == 0, r.stderr
+        line = json.loads(out.read_text())
+        assert line["ok"], line
+        plain = [json.loads(l) for l in subprocess.run(
+            [DSPYC, "index", "search", corpus, "--corpus", "-k", "2", q], capture_output=True,
+            text=True).stdout.splitlines()]
+        assert line["prediction"]["passages"] == [p["text"] for p in plain]
+        assert "rank step rank: part of the ranking names no document" in \
+            line["prediction"]["warnings"][0]
+    finally:
+        srv.shutdown()
+
+
+@pytest.mark.parametrize("step, what", [
+    ({"module": "rank", "k": 0}, '"k" must be an integer from 1 to 1000'),
+    ({"module": "rank", "documents": "a b"}, '"documents" must be a field name'),
+    ({"module": "rank", "corpus": "c"}, 'unknown key "corpus"'),
+])
+def test_bad_rank_step_names_file_and_key(tmp_path, corpus, step, what):
+    prog = tmp_path / "rag.json"
+    spec = rag_program({"corpus": "corpus.jsonl"})
+    spec["predictors"].insert(1, step)
+    write(prog, spec)
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and what in r.stderr and "rag.json" in r.stderr, r.stderr
+
+
+def minilm(texts):
+    """Unit vectors of `texts` from `dspyc embed` (the same in-process encoder)."""
+    import numpy as np
+    r = subprocess.run([DSPYC, "embed", *texts], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return np.array([json.loads(l)["embedding"] for l in r.stdout.splitlines()], np.float32)
+
+
+@pytest.mark.parametrize("mmr", [None, 0.5])
+def test_embed_rerank_orders_by_minilm_cosine_with_optional_mmr(tmp_path, corpus, mmr):
+    import numpy as np
+    qs = ["Which river flows through the French capital?",
+          "What is the weather like in spring and winter?",
+          "Is the capital of Germany cold in the day?"]
+    step = {"corpus": "corpus.jsonl", "k": 3, "depth": 6, "rerank": "embed"}
+    if mmr:
+        step["mmr"] = mmr
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program(step))
+    lines, _ = run_rag(tmp_path, prog, qs)
+    changed = 0
+    for q, line in zip(qs, lines):
+        got = line["prediction"]["passages"]
+        # the oracle: BM25's top 6 (dspyc index search), re-ranked here from the encoder's
+        # vectors
+        cand = [json.loads(l)["text"] for l in subprocess.run(
+            [DSPYC, "index", "search", corpus, "--corpus", "-k", "6", q], capture_output=True,
+            text=True).stdout.splitlines()]
+        v = minilm([q] + cand)
+        sims = v[1:] @ v[0]
+        order = sorted(range(len(cand)), key=lambda i: (-sims[i], i))
+        if mmr:
+            picked = []
+            while len(picked) < 3:
+                left = [c for c in order if c not in picked]
+                score = [mmr * sims[c] - (1 - mmr) * max((float(v[1 + c] @ v[1 + p])
+                                                          for p in picked), default=0.0)
+                         for c in left]
+                picked.append(left[int(np.argmax(score))])
+            order = picked
+        assert got == [cand[i] for i in order[:3]], q
+        changed += got != cand[:3]
+    assert changed  # the re-rank changed BM25's pick for some query
+
+
+@pytest.mark.parametrize("extra, what", [
+    ({"rerank": "cross"}, '"rerank" must be "embed"'),
+    ({"rerank": "embed", "depth": 0}, '"depth" must be an integer from 1 to 1000'),
+    ({"rerank": "embed", "mmr": 2}, '"mmr" must be a number in (0, 1]'),
+    ({"embed_model": "m"}, '"embed_model" must be left out without "rerank"'),
+    ({"rerank": "embed", "embed_model": "no-such-model"}, "no-such-model"),
+])
+def test_bad_rerank_options_name_the_key(tmp_path, corpus, extra, what):
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"corpus": "corpus.jsonl", **extra}))
+    r = dspyc("run", prog, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and what in r.stderr and "rag.json" in r.stderr, r.stderr
+
+
+MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "models", "all-MiniLM-L6-v2")
+TEXTS = [f"{d['title']} | {d['text']}" if d.get("title") else d["text"] for d in CORPUS]
+
+
+def test_index_build_dense_minilm_maps_vectors_for_dense_and_hybrid(tmp_path, corpus):
+    import numpy as np
+    idx = tmp_path / "idx"
+    r = dspyc("index", "build", corpus, "--out", idx, "--dense", "minilm", "--embed-model", MODEL)
+    assert r.returncode == 0, r.stderr
+    assert "embedded 8 passages" in r.stderr
+    raw = (idx / "dense.vec").read_bytes()
+    assert raw[:8] == b"DSPYDVEC" and len(raw) == 128 + 8 * 384 * 4
+    stored = np.frombuffer(raw[128:], np.float32).reshape(8, 384)
+    want = minilm(TEXTS)
+    assert np.abs(stored - want).max() < 1e-6  # the same encoder, the index's order
+    q = "Which river flows through the French capital?"
+    qv = minilm([q])[0]
+    dense_order = sorted(range(8), key=lambda i: (-float(stored[i] @ qv), i))
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"index": "idx", "mode": "dense", "k": 3}))
+    lines, _ = run_rag(tmp_path, prog, [q])
+    assert lines[0]["prediction"]["passages"] == [TEXTS[i] for i in dense_order[:3]]
+    # hybrid: reciprocal-rank fusion of BM25's and the dense ranking
+    bm25 = [json.loads(l)["text"] for l in subprocess.run(
+        [DSPYC, "index", "search", idx, "-k", "50", q], capture_output=True,
+        text=True).stdout.splitlines()]
+    fused = {}
+    for lst in (bm25, [TEXTS[i] for i in dense_order]):
+        for rank, t in enumerate(lst):
+            fused[t] = fused.get(t, 0.0) + 1.0 / (60 + rank + 1)
+    order = sorted(fused, key=lambda t: (-fused[t], bm25.index(t) if t in bm25 else 99))
+    write(prog, rag_program({"index": "idx", "mode": "hybrid", "k": 3}))
+    lines, _ = run_rag(tmp_path, prog, [q])
+    assert lines[0]["prediction"]["passages"] == order[:3]
+
+
+def test_dense_minilm_errors_name_the_file_or_folder(tmp_path, corpus):
+    idx = tmp_path / "idx"
+    r = dspyc("index", "build", corpus, "--out", idx, "--dense", "bert")
+    assert r.returncode == 2 and "--dense must be minilm" in r.stderr
+    r = dspyc("index", "build", corpus, "--out", idx, "--dense", "minilm", "--embed-model",
+              tmp_path / "no-model")
+    assert r.returncode == 1 and f"model folder {tmp_path / 'no-model'} not found" in r.stderr
+    prog = tmp_path / "rag.json"
+    write(prog, rag_program({"index": "idx", "mode": "dense"}))
+
+    def load_error():
+        r = dspyc("run", prog, "--input", "-", "--output", "-")
+        assert r.returncode == 2, r.stderr
+        return r.stderr
+    assert "dense.vec: cannot open the dense vectors" in load_error()  # built without --dense
+    assert "--dense minilm" in load_error()
+    assert dspyc("index", "build", corpus, "--out", idx, "--dense", "minilm").returncode == 0
+    good = (idx / "dense.vec").read_bytes()
+    (idx / "dense.vec").write_bytes(good[:5000])
+    assert "dense.vec: the file size does not match its header (cut short?)" in load_error()
+    (idx / "dense.vec").write_bytes(good[:-4] + b"\0\0\0\0")
+    assert "dense.vec: checksum mismatch" in load_error()
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(d) + "\n" for d in CORPUS[::-1]))
+    assert dspyc("index", "build", other, "--out", tmp_path / "idx2", "--dense",
+                 "minilm").returncode == 0
+    (idx / "dense.vec").write_bytes((tmp_path / "idx2" / "dense.vec").read_bytes())
+    assert "dense.vec: built for another bm25.idx" in load_error()
+    write(prog, rag_program({"index": "idx", "mode": "dense", "dense": "bert"}))
+    assert '"dense" must be "minilm"' in load_error()
+    write(prog, rag_program({"index": "idx", "mode": "dense", "embed_model": "nowhere"}))
+    assert "nowhere" in load_error()

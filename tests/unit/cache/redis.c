@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -138,6 +139,77 @@ static void batch_lookup_in_one_round_trip(void **state)
     for (uint32_t i = 0; i < N; i++)
         dspy_cache_value_release(&out[i]);
     dspy_cache_free(c);
+}
+
+/* Batch lookup over the three levels: L1, then one MGET for L1's misses, then LMDB for
+ * what Redis lacks; each hit promoted into the levels above the one that held it. */
+static void batch_lookup_across_three_levels(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    char dir[] = "/tmp/dspyc-get-many-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct dspy_cache_options o = DSPY_CACHE_OPTIONS_INIT;
+    dspy_cache *c = NULL;
+    o.levels = DSPY_CACHE_L1 | DSPY_CACHE_L2 | DSPY_CACHE_L3;
+    o.redis_url = server.url;
+    o.redis_prefix = "three:";
+    o.disk_path = dir;
+    assert_int_equal(dspy_cache_new(&o, &c, NULL), DSPY_OK);
+    struct dspy_cache_key keys[N];
+    struct dspy_cache_value out[N];
+    /* i % 4: 0 in L1 only, 1 in L2 only, 2 in L3 only, 3 nowhere */
+    static const unsigned where[4] = { DSPY_CACHE_L1, DSPY_CACHE_L2, DSPY_CACHE_L3, 0 };
+    static const enum dspy_cache_source from[4] = { DSPY_CACHE_FROM_L1, DSPY_CACHE_FROM_L2,
+                                                    DSPY_CACHE_FROM_L3, DSPY_CACHE_MISS };
+    char val[32];
+    for (uint32_t i = 0; i < N; i++) {
+        keys[i] = key_n(9000 + i);
+        struct dspy_cache_ctl ctl = DSPY_CACHE_CTL_INIT;
+        ctl.levels = where[i % 4];
+        int len = snprintf(val, sizeof(val), "three-%u", i);
+        if (ctl.levels)
+            assert_int_equal(dspy_cache_put(c, &keys[i], val, (size_t)len, &ctl, NULL), DSPY_OK);
+    }
+    struct dspy_cache_stats before, after;
+    dspy_cache_stats(c, &before);
+    freeReplyObject(admin("CONFIG RESETSTAT%s", ""));
+    assert_int_equal(dspy_cache_get_many(c, keys, N, NULL, out), 3 * N / 4);
+    for (uint32_t i = 0; i < N; i++) {
+        assert_int_equal(out[i].source, from[i % 4]);
+        if (i % 4 == 3) {
+            assert_null(out[i].data);
+            continue;
+        }
+        int len = snprintf(val, sizeof(val), "three-%u", i);
+        assert_int_equal(out[i].len, (size_t)len);
+        assert_memory_equal(out[i].data, val, (size_t)len);
+        dspy_cache_value_release(&out[i]);
+    }
+    redisReply *r = admin("INFO %s", "commandstats");
+    assert_non_null(strstr(r->str, "cmdstat_mget:calls=1,")); /* L1's 30 misses at once */
+    assert_null(strstr(r->str, "cmdstat_get:"));
+    freeReplyObject(r);
+    dspy_cache_stats(c, &after);
+    assert_int_equal(after.gets - before.gets, N);
+    assert_int_equal(after.hits - before.hits, 3 * N / 4);
+    /* promoted: the L2 hits into L1; the L3 hits into L1 and L2 */
+    struct dspy_cache_ctl l1 = DSPY_CACHE_CTL_INIT, l2 = DSPY_CACHE_CTL_INIT;
+    l1.levels = DSPY_CACHE_L1;
+    l2.levels = DSPY_CACHE_L2;
+    for (uint32_t i = 0; i < N; i++) {
+        struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
+        assert_int_equal(dspy_cache_get(c, &keys[i], &l1, &v),
+                         i % 4 == 3 ? DSPY_ENOTFOUND : DSPY_OK);
+        dspy_cache_value_release(&v);
+        bool in_l2 = i % 4 == 1 || i % 4 == 2;
+        assert_int_equal(dspy_cache_get(c, &keys[i], &l2, &v), in_l2 ? DSPY_OK : DSPY_ENOTFOUND);
+        dspy_cache_value_release(&v);
+    }
+    assert_int_equal(dspy_cache_clear(c, DSPY_CACHE_L2, NULL), DSPY_OK); /* for the tests after */
+    dspy_cache_free(c);
+    assert_int_equal(dspy_cache_disk_reset(dir, NULL), DSPY_OK);
+    rmdir(dir);
 }
 
 static void corrupt_values_are_dropped(void **state)
@@ -319,6 +391,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hits_ttls_and_promotion),
         cmocka_unit_test(batch_lookup_in_one_round_trip),
+        cmocka_unit_test(batch_lookup_across_three_levels),
         cmocka_unit_test(corrupt_values_are_dropped),
         cmocka_unit_test(export_and_clear_touch_only_the_prefix),
         cmocka_unit_test(hung_redis_times_out),

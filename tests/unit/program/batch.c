@@ -100,6 +100,71 @@ static json_t *questions(size_t n)
     return a;
 }
 
+/* Over a disk-backed cache (L1 + LMDB): a batch of hits and misses looks each record up
+ * once (the run's multi-get), sends only the misses, answers in input order, and with
+ * lookup_each gives the same answers. */
+static void batch_lookup_sends_only_the_misses(void **state)
+{
+    (void)state;
+    enum { N = 60 };
+    char dir[] = "/tmp/dspyc-batch-cache-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct dspy_cache_options co = DSPY_CACHE_OPTIONS_INIT;
+    dspy_cache *cache = NULL;
+    co.levels = DSPY_CACHE_L1 | DSPY_CACHE_L3;
+    co.disk_path = dir;
+    assert_int_equal(dspy_cache_new(&co, &cache, NULL), DSPY_OK);
+    struct echo e = { 0, 0 };
+    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
+    dspy_lm *lm = NULL;
+    o.base_url = "http://lm.test/v1";
+    o.model = "m";
+    o.transport = echo_transport;
+    o.transport_userdata = &e;
+    o.cache = cache;
+    assert_int_equal(dspy_lm_new(&o, &lm, NULL), DSPY_OK);
+    dspy_program *p = qa_program();
+    json_t *all = questions(N), *odd = json_array();
+    for (size_t i = 1; i < N; i += 2)
+        json_array_append(odd, json_array_get(all, i));
+    struct dspy_batch_result res[N];
+    struct dspy_batch_options bo = DSPY_BATCH_OPTIONS_INIT;
+    bo.concurrency = 4;
+    assert_int_equal(dspy_program_batch(p, lm, odd, &bo, res, NULL, NULL), DSPY_OK);
+    dspy_batch_results_release(res, N / 2);
+    assert_int_equal(atomic_load(&e.calls), N / 2);
+    /* L1 cleared: the hits must come from the disk through the batch's lookup */
+    assert_int_equal(dspy_cache_clear(cache, DSPY_CACHE_L1, NULL), DSPY_OK);
+    struct dspy_cache_stats before, after;
+    dspy_cache_stats(cache, &before);
+    assert_int_equal(dspy_program_batch(p, lm, all, &bo, res, NULL, NULL), DSPY_OK);
+    dspy_cache_stats(cache, &after);
+    assert_int_equal(atomic_load(&e.calls), N);    /* only the N / 2 misses went out */
+    assert_int_equal(after.gets - before.gets, N); /* one lookup per record */
+    assert_int_equal(after.hits - before.hits, N / 2);
+    for (size_t i = 0; i < N; i++) {
+        char want[16];
+        snprintf(want, sizeof(want), "A%zu", i);
+        assert_int_equal(res[i].status, DSPY_OK);
+        assert_string_equal(json_string_value(json_object_get(res[i].outputs, "answer")), want);
+        assert_int_equal(res[i].info.cache_hits, i % 2);
+    }
+    dspy_batch_results_release(res, N);
+    bo.lookup_each = true; /* the same answers, each record looking itself up */
+    assert_int_equal(dspy_program_batch(p, lm, all, &bo, res, NULL, NULL), DSPY_OK);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(res[i].info.cache_hits, 1);
+    assert_int_equal(atomic_load(&e.calls), N);
+    dspy_batch_results_release(res, N);
+    json_decref(odd);
+    json_decref(all);
+    dspy_program_free(p);
+    dspy_lm_free(lm);
+    dspy_cache_free(cache);
+    assert_int_equal(dspy_cache_disk_reset(dir, NULL), DSPY_OK);
+    rmdir(dir);
+}
+
 static void results_in_order_with_errors(void **state)
 {
     (void)state;
@@ -633,6 +698,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(results_in_order_with_errors),
+        cmocka_unit_test(batch_lookup_sends_only_the_misses),
         cmocka_unit_test(max_errors_stops_the_batch),
         cmocka_unit_test(progress_cancels),
         cmocka_unit_test(stream_window_is_bounded),
