@@ -611,4 +611,11 @@ void cache_print_semantic(FILE *out, const struct dspy_cache_stats *st, const ch
             cache_fmt_bytes(st->sem_bytes, bytes, sizeof(bytes)),
             (unsigned long long)st->sem_partitions,
             st->sem_unavailable ? "; model unavailable: every lookup misses" : "");
+    if (st->sem_index_nodes || st->sem_index_building || st->sem_indexed_lookups)
+        fprintf(out,
+                "%s  index: %llu records in HNSW indexes, %llu lookups through them, %llu "
+                "being built\n",
+                indent, (unsigned long long)st->sem_index_nodes,
+                (unsigned long long)st->sem_indexed_lookups,
+                (unsigned long long)st->sem_index_building);
 }

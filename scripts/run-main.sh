@@ -61,5 +61,10 @@ step "13. retrieval: BM25 queries/s vs rank_bm25, and a RAG program (retrieve + 
      "the same program in Python DSPy against the simulator"
 $py bench/rag_vs_peers.py --build "$build" 2>/dev/null | tee out/rag_vs_peers.txt
 step "14. semantic cache: hit and false-hit rates (Wilson 95 %) over examples/semantic/pairs.jsonl" \
-     "at several thresholds vs cosine alone, lookup latency at 10k and 1M entries"
+     "at several thresholds vs cosine alone, lookup latency at 10k and 1M entries (exact scan)," \
+     "the HNSW index at 10k and 100k vs FAISS IndexHNSWFlat"
 "$build/bench_semantic_cache" --pairs examples/semantic/pairs.jsonl
+# the HNSW index of large partitions beside FAISS's (10k and 100k here; 1M takes many
+# minutes on two cores: bench_semantic_cache --index-sizes 1000000 and
+# semantic_index_vs_faiss.py --sizes 1000000, measured once, figures in docs/semantic-cache.md)
+$py bench/semantic_index_vs_faiss.py --sizes 10000,100000
