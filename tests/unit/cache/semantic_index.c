@@ -2,15 +2,12 @@
  * records make a large partition): the index is built in the background of the puts and
  * then answers lookups; it is saved on close and loaded at open without a rebuild (only
  * the records written after its save are added); a damaged index file gives a warning,
- * exact search meanwhile and a rebuild; removed and evicted records leave the index; and
- * puts and lookups from several threads at once. Needs the model files
- * (scripts/fetch-model.sh).
- * threads: four threads share one cache handle in test_threads. */
+ * exact search meanwhile and a rebuild; removed and evicted records leave the index. Needs
+ * the model files (scripts/fetch-model.sh). Threads: semantic_threads.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,15 +22,15 @@
 #define INDEX_MIN 40
 
 static const char *const countries[] = {
-    "France",    "Spain",      "Portugal",  "Italy",     "Germany",     "Austria",   "Poland",
-    "Hungary",   "Greece",     "Turkey",    "Egypt",     "Morocco",     "Kenya",     "Nigeria",
-    "Ghana",     "Brazil",     "Argentina", "Chile",     "Peru",        "Colombia",  "Mexico",
-    "Canada",    "Japan",      "China",     "India",     "Pakistan",    "Thailand",  "Vietnam",
-    "Indonesia", "Australia",  "Norway",    "Sweden",    "Finland",     "Denmark",   "Ireland",
-    "Iceland",   "Belgium",    "Holland",   "Ukraine",   "Romania",     "Bulgaria",  "Serbia",
-    "Croatia",   "Slovakia",   "Czechia",   "Estonia",   "Latvia",      "Lithuania", "Cuba",
-    "Jamaica",   "Iran",       "Iraq",      "Israel",    "Jordan",      "Lebanon",   "Syria",
-    "Nepal",     "Mongolia",   "Kazakhstan", "Uzbekistan",
+    "France",    "Spain",     "Portugal",   "Italy",      "Germany",  "Austria",   "Poland",
+    "Hungary",   "Greece",    "Turkey",     "Egypt",      "Morocco",  "Kenya",     "Nigeria",
+    "Ghana",     "Brazil",    "Argentina",  "Chile",      "Peru",     "Colombia",  "Mexico",
+    "Canada",    "Japan",     "China",      "India",      "Pakistan", "Thailand",  "Vietnam",
+    "Indonesia", "Australia", "Norway",     "Sweden",     "Finland",  "Denmark",   "Ireland",
+    "Iceland",   "Belgium",   "Holland",    "Ukraine",    "Romania",  "Bulgaria",  "Serbia",
+    "Croatia",   "Slovakia",  "Czechia",    "Estonia",    "Latvia",   "Lithuania", "Cuba",
+    "Jamaica",   "Iran",      "Iraq",       "Israel",     "Jordan",   "Lebanon",   "Syria",
+    "Nepal",     "Mongolia",  "Kazakhstan", "Uzbekistan",
 };
 #define NC (sizeof(countries) / sizeof(countries[0]))
 
@@ -266,59 +263,12 @@ static void test_removed_and_evicted_leave_the_index(void **state)
     dspy_cache_free(c);
 }
 
-struct worker {
-    dspy_cache *c;
-    int id;
-};
-
-static void *work(void *arg)
-{
-    struct worker *w = arg;
-    for (size_t round = 0; round < 3; round++)
-        for (size_t i = (size_t)w->id; i < NC; i += 4) {
-            put_country(w->c, i);
-            char text[128];
-            snprintf(text, sizeof(text), "What is the capital city of %s?",
-                     countries[(i + 7) % NC]);
-            json_t *r = req(text);
-            struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
-            if (!dspy_cache_semantic_get(w->c, r, NULL, &v, NULL))
-                dspy_cache_value_release(&v);
-            json_decref(r);
-        }
-    return NULL;
-}
-
-static void test_threads(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -f '%s'/semantic*", dir);
-    assert_int_equal(system(cmd), 0);
-    dspy_cache *c = open_cache(0);
-    pthread_t t[4];
-    struct worker w[4];
-    for (int i = 0; i < 4; i++) {
-        w[i] = (struct worker){ c, i };
-        assert_int_equal(pthread_create(&t[i], NULL, work, &w[i]), 0);
-    }
-    for (int i = 0; i < 4; i++)
-        pthread_join(t[i], NULL);
-    struct dspy_cache_stats st;
-    dspy_cache_stats(c, &st);
-    assert_int_equal(st.sem_entries, NC);
-    assert_int_equal(st.sem_index_nodes, NC);
-    expect_hit(c, 33);
-    dspy_cache_free(c);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_index_build_save_load_tail),
         cmocka_unit_test(test_damaged_index_file),
         cmocka_unit_test(test_removed_and_evicted_leave_the_index),
-        cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
