@@ -1,5 +1,5 @@
 """The peer of bench_semantic_cache's HNSW section: FAISS's IndexHNSWFlat with the same
-parameters the semantic level uses (M 16, efConstruction 40, inner product, one thread),
+parameters the semantic level uses (M 16, efConstruction 100, inner product, one thread),
 over N unit vectors of 384 dimensions, clustered (N/100 random topic centres, each vector
 at cosine ~0.75 to its own) or uniformly random, as the C bench (numpy's generator: the
 same distribution, not the same numbers). Per size: build time per insert; per efSearch: search
@@ -8,7 +8,7 @@ noise, cosine about 0.9), how many found their vector, and recall@10 against the
 scan for random queries. Figures beside ours in make run; nothing passes or fails.
 
     python bench/semantic_index_vs_faiss.py [--sizes 10000,100000] [--ef-search 16,32,64,128]
-                                            [--data clustered|random]
+                                            [--data clustered|random] [--ef-construction 100]
 """
 import argparse
 import os
@@ -43,14 +43,15 @@ def main():
     ap.add_argument("--ef-search", default="16,32,64,128")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--data", choices=("clustered", "random"), default="clustered")
+    ap.add_argument("--ef-construction", type=int, default=100)
     a = ap.parse_args()
     if faiss is None:
         print("FAISS peer: faiss-cpu is not installed (pip install -r tests/requirements-common.txt)")
         return 1
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(777)
-    print("peer in this run: FAISS %s IndexHNSWFlat (M 16, efConstruction 40, inner product, "
-          "one thread; k = 4):" % faiss.__version__)
+    print("peer in this run: FAISS %s IndexHNSWFlat (M 16, efConstruction %d, inner product, "
+          "one thread; k = 4):" % (faiss.__version__, a.ef_construction))
     for n in [int(s) for s in a.sizes.split(",") if s]:
         if a.data == "clustered":
             c = unit(rng.standard_normal((max(n // 100, 1), DIM)))
@@ -58,7 +59,7 @@ def main():
         else:
             x = unit(rng.standard_normal((n, DIM)))
         idx = faiss.IndexHNSWFlat(DIM, 16, faiss.METRIC_INNER_PRODUCT)
-        idx.hnsw.efConstruction = 40
+        idx.hnsw.efConstruction = a.ef_construction
         t, c = time.perf_counter(), time.thread_time()
         idx.add(x)
         build, cpu = time.perf_counter() - t, time.thread_time() - c
