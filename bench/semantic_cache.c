@@ -21,7 +21,7 @@
  *
  * usage: bench_semantic_cache [--pairs FILE] [--model DIR] [--sizes 10000,1000000]
  *                             [--index-sizes 10000,100000] [--ef-search 16,32,64,128]
- *                             [--ef-construction 40] [--index-data clustered|random]
+ *                             [--ef-construction 100] [--index-data clustered|random]
  *                             [--index-dir DIR] [--queries Q]
  *                             [--device cpu|cuda]
  *                             [--dspy-template]
@@ -344,7 +344,7 @@ int main(int argc, char **argv)
     const char *sizes_s = "10000,1000000", *index_sizes_s = "10000,100000";
     const char *efs_s = "16,32,64,128", *index_dir = ".", *index_data = "clustered";
     long queries = 200;
-    unsigned efc = 40; /* the level's (HNSW_EF_CONSTRUCTION in src/cache/cache_semantic.c) */
+    unsigned efc = 100; /* the level's (HNSW_EF_CONSTRUCTION in src/cache/cache_semantic.c) */
     bool templated = false;
     for (int i = 1; i < argc; i += 2) {
         if (i + 1 >= argc && strcmp(argv[i], "--dspy-template")) {

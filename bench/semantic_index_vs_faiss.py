@@ -1,5 +1,5 @@
 """The peer of bench_semantic_cache's HNSW section: FAISS's IndexHNSWFlat with the same
-parameters the semantic level uses (M 16, efConstruction 40, inner product, one thread),
+parameters the semantic level uses (M 16, efConstruction 100, inner product, one thread),
 over N unit vectors of 384 dimensions, clustered (N/100 random topic centres, each vector
 at cosine ~0.75 to its own) or uniformly random, as the C bench (numpy's generator: the
 same distribution, not the same numbers). Per size: build time per insert; per efSearch: search
@@ -8,7 +8,7 @@ noise, cosine about 0.9), how many found their vector, and recall@10 against the
 scan for random queries. Figures beside ours in make run; nothing passes or fails.
 
     python bench/semantic_index_vs_faiss.py [--sizes 10000,100000] [--ef-search 16,32,64,128]
-                                            [--data clustered|random] [--ef-construction 40]
+                                            [--data clustered|random] [--ef-construction 100]
 """
 import argparse
 import os
@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--ef-search", default="16,32,64,128")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--data", choices=("clustered", "random"), default="clustered")
-    ap.add_argument("--ef-construction", type=int, default=40)
+    ap.add_argument("--ef-construction", type=int, default=100)
     a = ap.parse_args()
     if faiss is None:
         print("FAISS peer: faiss-cpu is not installed (pip install -r tests/requirements-common.txt)")

@@ -33,7 +33,7 @@ static const char log_magic[16] = "dspyc-semantic1\n";
 /* The HNSW index of a large partition (docs/semantic-cache.md has the measurements that
  * chose these). */
 #define HNSW_M 16
-#define HNSW_EF_CONSTRUCTION 40
+#define HNSW_EF_CONSTRUCTION 100
 #define BACKFILL_STEP 8 /* records a put adds to an index being built over older records */
 /* what one live index node holds: its vector copy, links and per-node arrays */
 #define INDEX_NODE_BYTES (DIM * 4 + (2 * HNSW_M + 1) * 4 + 16)
