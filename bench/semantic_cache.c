@@ -6,11 +6,25 @@
  * the last message (no partitions, no guards: how GPTCache's default keys and decides).
  * Latency: one query's embedding (one thread), then the level's exact search (f32 inner
  * products over one partition, best candidates, guards) over N synthetic random unit
- * vectors (N = 10k and 1M; the int8 stored scan beside it), p50 / p99. Figures, never
- * pass/fail.
+ * vectors (N = 10k and 1M; the int8 stored scan beside it), p50 / p99. Then the HNSW index
+ * large partitions use (the level's M, efConstruction, efSearch): built one insert at a
+ * time over N unit vectors (--index-data: clustered, the default, N/100 random topic
+ * centres with each vector at cosine ~0.75 to its own, as embeddings of real requests
+ * group; or random, uniform on the sphere, the worst case for a graph index), at
+ * --index-sizes (default 10k and 100k; 1M takes many
+ * minutes on two cores, so it is asked for with --index-sizes 1000000), time per insert,
+ * file save and load time, and per query: the embedding of one projection plus the index
+ * search, timed together (p50 / p99), for near-duplicate queries (a stored vector plus
+ * noise, cosine about 0.9: whether its record comes back is the hit recall) and for
+ * random ones (recall@10 against the exact scan). FAISS's IndexHNSWFlat is the peer, run
+ * by bench/semantic_index_vs_faiss.py on the same kind of data. Figures, never pass/fail.
  *
  * usage: bench_semantic_cache [--pairs FILE] [--model DIR] [--sizes 10000,1000000]
- *                             [--queries Q] [--device cpu|cuda] [--dspy-template]
+ *                             [--index-sizes 10000,100000] [--ef-search 16,32,64,128]
+ *                             [--ef-construction 100] [--index-data clustered|random]
+ *                             [--index-dir DIR] [--queries Q]
+ *                             [--device cpu|cuda]
+ *                             [--dspy-template]
  * --dspy-template wraps each question in the user message DSPy's ChatAdapter sends (what
  * `dspyc run --signature "question -> answer"` projects). */
 #include <math.h>
@@ -18,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <dspyc/dspyc.h>
 #include <dspyc/embed.h>
@@ -36,6 +51,13 @@ struct pair {
     float cos;
     char *ta, *tb;
 };
+
+static double cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
 
 static double now_ms(void)
 {
@@ -145,11 +167,184 @@ static void rand_unit(float *v, unsigned *seed)
         v[i] = (float)(v[i] / sqrt(s));
 }
 
+/* A stored vector plus Gaussian noise scaled so the cosine with it is about `cos`. */
+static void near_copy(const float *x, float cos, float *out, unsigned *seed)
+{
+    float noise[DIM];
+    rand_unit(noise, seed);
+    double t = sqrt(1.0 / ((double)cos * cos) - 1.0);
+    for (int i = 0; i < DIM; i++)
+        out[i] = (float)(x[i] + t * noise[i]);
+    double s = 0;
+    for (int i = 0; i < DIM; i++)
+        s += (double)out[i] * out[i];
+    for (int i = 0; i < DIM; i++)
+        out[i] = (float)(out[i] / sqrt(s));
+}
+
+static void index_bench(dspy_embedder *emb1, struct pair *ps, size_t npairs, const char *sizes,
+                        const char *efs_s, const char *dir, unsigned efc, bool clustered)
+{
+    printf("\nHNSW index (M %d, efConstruction %u, cache default efSearch %d; one thread; "
+           "candidates k = 4 as the level asks):\n",
+           16, efc, DSPY_CACHE_DEFAULT_SEMANTIC_EF_SEARCH);
+    for (const char *s = sizes; *s;) {
+        size_t N = (size_t)strtoull(s, NULL, 10);
+        s += strcspn(s, ",");
+        if (*s == ',')
+            s++;
+        if (!N)
+            continue;
+        float *x = malloc(N * DIM * sizeof(float));
+        if (!x) {
+            fprintf(stderr, "bench_semantic_cache: no memory for %zu vectors\n", N);
+            return;
+        }
+        unsigned seed = 777;
+        if (clustered) {
+            /* topics: N/100 random centres, each vector at cosine ~0.75 to its own */
+            size_t nc = N / 100 ? N / 100 : 1;
+            float *c = malloc(nc * DIM * sizeof(float));
+            for (size_t i = 0; i < nc; i++)
+                rand_unit(c + i * DIM, &seed);
+            for (size_t i = 0; i < N; i++) {
+                seed = seed * 1664525u + 1013904223u;
+                near_copy(c + (size_t)(seed % nc) * DIM, 0.75f, x + i * DIM, &seed);
+            }
+            free(c);
+        } else {
+            for (size_t i = 0; i < N; i++)
+                rand_unit(x + i * DIM, &seed);
+        }
+        struct dspy_vec_hnsw_options o = DSPY_VEC_HNSW_OPTIONS_INIT;
+        dspy_vec_hnsw *h = NULL, *g = NULL;
+        struct dspy_error err;
+        o.dim = DIM;
+        o.m = 16;
+        o.ef_construction = efc;
+        o.ef_search = DSPY_CACHE_DEFAULT_SEMANTIC_EF_SEARCH;
+        dspy_vec_hnsw_new(&o, &h, NULL);
+        double t0 = now_ms(), last = t0, c0 = cpu_ms();
+        for (size_t i = 0; i < N; i++) {
+            if (dspy_vec_hnsw_add(h, i, x + i * DIM, NULL, &err)) {
+                fprintf(stderr, "bench_semantic_cache: %s\n", err.message);
+                return;
+            }
+            if (N >= 200000 && (i + 1) % 100000 == 0) {
+                fprintf(stderr, "  built %zu of %zu (%.0f us per insert for the last 100k)\n",
+                        i + 1, N, (now_ms() - last) / 100);
+                last = now_ms();
+            }
+        }
+        double build_ms = now_ms() - t0, build_cpu = cpu_ms() - c0;
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/bench-semantic-%zu.hnsw", dir, N);
+        t0 = now_ms();
+        dspy_status rc = dspy_vec_hnsw_save(h, path, &err);
+        double save_ms = now_ms() - t0;
+        t0 = now_ms();
+        if (!rc)
+            rc = dspy_vec_hnsw_load(path, &g, &err);
+        double load_ms = now_ms() - t0;
+        if (rc)
+            fprintf(stderr, "bench_semantic_cache: %s\n", err.message);
+        unlink(path);
+        printf("  %zu %s vectors: build %.1f s, %.0f us per insert (%.0f us of CPU: the machine's "
+               "load shows in the difference); %.1f MB in memory; file save %.2f s, load %.2f s "
+               "(what a start-up costs instead of a rebuild)\n",
+               N, clustered ? "clustered" : "random", build_ms / 1e3, build_ms * 1e3 / (double)N,
+               build_cpu * 1e3 / (double)N, (double)dspy_vec_hnsw_bytes(h) / 1e6, save_ms / 1e3,
+               load_ms / 1e3);
+        dspy_vec_hnsw_free(g);
+        size_t nq = 200;
+        float *q = malloc(nq * DIM * sizeof(float));
+        size_t *planted = malloc(nq * sizeof(size_t));
+        double *lat = malloc(nq * sizeof(double)), *slat = malloc(nq * sizeof(double));
+        double *clat = malloc(nq * sizeof(double));
+        for (const char *e = efs_s; *e;) {
+            unsigned ef = (unsigned)strtoul(e, NULL, 10);
+            e += strcspn(e, ",");
+            if (*e == ',')
+                e++;
+            if (!ef)
+                continue;
+            /* near-duplicates: embedding + search, timed together */
+            size_t found_planted = 0;
+            for (size_t i = 0; i < nq; i++) {
+                seed = seed * 1664525u + 1013904223u;
+                planted[i] = (size_t)seed % N;
+                near_copy(x + planted[i] * DIM, 0.9f, q + i * DIM, &seed);
+            }
+            for (size_t i = 0; i < nq; i++) {
+                float sc[4], v[DIM];
+                uint32_t nodes[4];
+                size_t found = 0;
+                const char *one = ps[i % npairs].tb;
+                double st = now_ms(), cst = cpu_ms();
+                dspy_embedder_embed(emb1, &one, NULL, 1, v, NULL);
+                double mid = now_ms();
+                dspy_vec_hnsw_search(h, q + i * DIM, 4, ef, sc, nodes, &found, NULL);
+                lat[i] = now_ms() - st;
+                clat[i] = cpu_ms() - cst;
+                slat[i] = now_ms() - mid;
+                for (size_t j = 0; j < found; j++)
+                    found_planted += nodes[j] == planted[i];
+            }
+            double p50 = pct(lat, nq, 50), p99 = pct(lat, nq, 99);
+            double s50 = pct(slat, nq, 50), s99 = pct(slat, nq, 99);
+            double c50 = pct(clat, nq, 50), c99 = pct(clat, nq, 99);
+            /* random queries: recall@10 against the exact scan (the hard case) */
+            size_t hit = 0, nr = N >= 500000 ? 20 : 100;
+            for (size_t i = 0; i < nr; i++) {
+                float qq[DIM], sc[10], best[10];
+                uint32_t nodes[10];
+                size_t ids[10], found = 0;
+                rand_unit(qq, &seed);
+                for (int j = 0; j < 10; j++) {
+                    best[j] = -2;
+                    ids[j] = SIZE_MAX;
+                }
+                for (size_t r = 0; r < N; r++) {
+                    float d = dspy_vec_dot(qq, x + r * DIM, DIM);
+                    if (d <= best[9])
+                        continue;
+                    int j = 9;
+                    while (j > 0 && best[j - 1] < d) {
+                        best[j] = best[j - 1];
+                        ids[j] = ids[j - 1];
+                        j--;
+                    }
+                    best[j] = d;
+                    ids[j] = r;
+                }
+                dspy_vec_hnsw_search(h, qq, 10, ef, sc, nodes, &found, NULL);
+                for (int j = 0; j < 10; j++)
+                    for (size_t k = 0; k < found; k++)
+                        hit += nodes[k] == ids[j];
+            }
+            printf("    efSearch %3u: lookup, embedding included, p50 %.2f ms p99 %.2f ms wall, "
+                   "%.2f / %.2f ms of CPU (search alone p50 %.3f ms p99 %.3f ms wall); "
+                   "near-duplicate found %zu/%zu; random queries recall@10 vs exact %.3f\n",
+                   ef, p50, p99, c50, c99, s50, s99, found_planted, nq,
+                   (double)hit / (10.0 * (double)nr));
+        }
+        dspy_vec_hnsw_free(h);
+        free(q);
+        free(planted);
+        free(lat);
+        free(slat);
+        free(clat);
+        free(x);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *pairs_path = "examples/semantic/pairs.jsonl", *model = NULL, *device = "cpu";
-    const char *sizes_s = "10000,1000000";
+    const char *sizes_s = "10000,1000000", *index_sizes_s = "10000,100000";
+    const char *efs_s = "16,32,64,128", *index_dir = ".", *index_data = "clustered";
     long queries = 200;
+    unsigned efc = 100; /* the level's (HNSW_EF_CONSTRUCTION in src/cache/cache_semantic.c) */
     bool templated = false;
     for (int i = 1; i < argc; i += 2) {
         if (i + 1 >= argc && strcmp(argv[i], "--dspy-template")) {
@@ -165,6 +360,16 @@ int main(int argc, char **argv)
             model = argv[i + 1];
         else if (!strcmp(argv[i], "--sizes"))
             sizes_s = argv[i + 1];
+        else if (!strcmp(argv[i], "--index-sizes"))
+            index_sizes_s = argv[i + 1];
+        else if (!strcmp(argv[i], "--ef-search"))
+            efs_s = argv[i + 1];
+        else if (!strcmp(argv[i], "--index-data"))
+            index_data = argv[i + 1];
+        else if (!strcmp(argv[i], "--ef-construction"))
+            efc = (unsigned)atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--index-dir"))
+            index_dir = argv[i + 1];
         else if (!strcmp(argv[i], "--queries"))
             queries = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--device"))
@@ -360,6 +565,8 @@ int main(int argc, char **argv)
         free(sl);
         free(il);
     }
+    index_bench(emb1, ps, nq, index_sizes_s, efs_s, index_dir, efc,
+                strcmp(index_data, "random") != 0);
     printf("\nreference, not measured here: GPTCache (ONNX + faiss, its defaults) answers in "
            "120-260 ms and serves about one hit in eleven wrong (docs/semantic-cache.md); it "
            "needs ONNX models from the hub and cannot be installed offline, so it is not run.\n");

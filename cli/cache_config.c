@@ -29,6 +29,9 @@ static const struct {
     [CACHE_SEMANTIC_PROJECTION] = { "semantic_projection", "--semantic-projection",
                                     "DSPYC_SEMANTIC_PROJECTION" },
     [CACHE_SEMANTIC_GUARDS] = { "semantic_guards", "--semantic-guards", "DSPYC_SEMANTIC_GUARDS" },
+    [CACHE_SEMANTIC_SIZE] = { "semantic_size", "--semantic-size", "DSPYC_SEMANTIC_SIZE" },
+    [CACHE_SEMANTIC_INDEX_MIN] = { "semantic_index_min", "--semantic-index-min",
+                                   "DSPYC_SEMANTIC_INDEX_MIN" },
 };
 
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:6379"
@@ -142,6 +145,24 @@ static int parse_guards(const char *s, unsigned *out, const char **why)
 }
 
 /* "1048576", "64K", "256M", "1G", "2GiB", "512MB": binary multiples. */
+/* A count of records from 1 up, or "never". */
+static int parse_index_min(const char *s, size_t *out, const char **why)
+{
+    char *end;
+    if (!strcasecmp(s, "never")) {
+        *out = SIZE_MAX;
+        return 0;
+    }
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end || errno || v < 1 || *s == '-') {
+        *why = "not a number of records from 1 up, or never";
+        return -1;
+    }
+    *out = (size_t)v;
+    return 0;
+}
+
 static int parse_size(const char *s, size_t *out, const char **why)
 {
     char *end;
@@ -237,7 +258,7 @@ static int read_config_file(const char *path, const char *origin, struct source 
                     "redis_url, cache_ttl, cache_namespace, cache_mem_size, "
                     "cache_disk_size, no_cache, no_store, redis_timeout_ms, "
                     "semantic_threshold, embed_model, semantic_projection, "
-                    "semantic_guards)\n",
+                    "semantic_guards, semantic_size, semantic_index_min)\n",
                     who, origin, path, key);
             goto out;
         }
@@ -251,7 +272,8 @@ static int read_config_file(const char *path, const char *origin, struct source 
             s->value = s->owned;
         } else if (json_is_number(v) &&
                    (i == CACHE_TTL || i == CACHE_MEM_SIZE || i == CACHE_DISK_SIZE ||
-                    i == CACHE_REDIS_TIMEOUT || i == CACHE_SEMANTIC_THRESHOLD)) {
+                    i == CACHE_REDIS_TIMEOUT || i == CACHE_SEMANTIC_THRESHOLD ||
+                    i == CACHE_SEMANTIC_SIZE || i == CACHE_SEMANTIC_INDEX_MIN)) {
             snprintf(s->text, sizeof(s->text), "%.17g", json_number_value(v));
             s->value = s->text;
         } else if (json_is_boolean(v) && (i == CACHE_NO_CACHE || i == CACHE_NO_STORE)) {
@@ -260,7 +282,8 @@ static int read_config_file(const char *path, const char *origin, struct source 
             fprintf(stderr, "%s: %s: must be a %s\n", who, s->origin,
                     i == CACHE_NO_CACHE || i == CACHE_NO_STORE ? "boolean"
                     : i == CACHE_TTL || i == CACHE_MEM_SIZE || i == CACHE_DISK_SIZE ||
-                            i == CACHE_REDIS_TIMEOUT || i == CACHE_SEMANTIC_THRESHOLD
+                            i == CACHE_REDIS_TIMEOUT || i == CACHE_SEMANTIC_THRESHOLD ||
+                            i == CACHE_SEMANTIC_SIZE || i == CACHE_SEMANTIC_INDEX_MIN
                         ? "number or a string"
                         : "string");
             goto out;
@@ -372,6 +395,16 @@ static int resolve(struct cache_config *cc, const struct source *src, bool *leve
         bad = CACHE_SEMANTIC_GUARDS;
         goto fail;
     }
+    if (src[CACHE_SEMANTIC_SIZE].value &&
+        parse_size(src[CACHE_SEMANTIC_SIZE].value, &cc->semantic_bytes, &why)) {
+        bad = CACHE_SEMANTIC_SIZE;
+        goto fail;
+    }
+    if (src[CACHE_SEMANTIC_INDEX_MIN].value &&
+        parse_index_min(src[CACHE_SEMANTIC_INDEX_MIN].value, &cc->semantic_index_min, &why)) {
+        bad = CACHE_SEMANTIC_INDEX_MIN;
+        goto fail;
+    }
     if (src[CACHE_NAMESPACE].value && strlen(src[CACHE_NAMESPACE].value) > DSPY_CACHE_NS_MAX) {
         why = "longer than 256 bytes";
         bad = CACHE_NAMESPACE;
@@ -419,6 +452,9 @@ static dspy_status open_cache(struct cache_config *cc, unsigned levels, struct d
     o.embed_model = cc->embed_model;
     o.semantic_projection = cc->semantic_projection;
     o.semantic_guards = cc->semantic_guards;
+    if (cc->semantic_bytes)
+        o.semantic_max_bytes = cc->semantic_bytes;
+    o.semantic_index_min = cc->semantic_index_min;
     dspy_error_clear(err);
     return dspy_cache_new(&o, &cc->cache, err);
 }
@@ -611,4 +647,11 @@ void cache_print_semantic(FILE *out, const struct dspy_cache_stats *st, const ch
             cache_fmt_bytes(st->sem_bytes, bytes, sizeof(bytes)),
             (unsigned long long)st->sem_partitions,
             st->sem_unavailable ? "; model unavailable: every lookup misses" : "");
+    if (st->sem_index_nodes || st->sem_index_building || st->sem_indexed_lookups)
+        fprintf(out,
+                "%s  index: %llu records in HNSW indexes, %llu lookups through them, %llu "
+                "being built\n",
+                indent, (unsigned long long)st->sem_index_nodes,
+                (unsigned long long)st->sem_indexed_lookups,
+                (unsigned long long)st->sem_index_building);
 }

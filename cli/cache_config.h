@@ -26,6 +26,8 @@ enum cache_setting {
     CACHE_EMBED_MODEL,
     CACHE_SEMANTIC_PROJECTION,
     CACHE_SEMANTIC_GUARDS,
+    CACHE_SEMANTIC_SIZE,
+    CACHE_SEMANTIC_INDEX_MIN,
     CACHE_NSETTINGS
 };
 
@@ -46,6 +48,8 @@ struct cache_config {
     char *embed_model;         /* model folder of the semantic level, or NULL */
     int semantic_projection;   /* enum dspy_semantic_projection */
     unsigned semantic_guards;  /* DSPY_SEMANTIC_GUARD_* bits */
+    size_t semantic_bytes;     /* 0 = the library's default (64 MiB) */
+    size_t semantic_index_min; /* 0 = the library's default */
     bool no_cache, no_store;
     dspy_cache *cache;     /* NULL when caching is off */
     bool repair_disk;      /* set before open: remove a damaged disk store and
@@ -69,6 +73,8 @@ enum {
     CACHE_OPT_EMBED_MODEL,
     CACHE_OPT_SEMANTIC_PROJECTION,
     CACHE_OPT_SEMANTIC_GUARDS,
+    CACHE_OPT_SEMANTIC_SIZE,
+    CACHE_OPT_SEMANTIC_INDEX_MIN,
     CACHE_OPT_CONFIG,
 };
 
@@ -87,6 +93,8 @@ enum {
         { "embed-model", required_argument, NULL, CACHE_OPT_EMBED_MODEL },                 \
         { "semantic-projection", required_argument, NULL, CACHE_OPT_SEMANTIC_PROJECTION }, \
         { "semantic-guards", required_argument, NULL, CACHE_OPT_SEMANTIC_GUARDS },         \
+        { "semantic-size", required_argument, NULL, CACHE_OPT_SEMANTIC_SIZE },             \
+        { "semantic-index-min", required_argument, NULL, CACHE_OPT_SEMANTIC_INDEX_MIN },   \
     {                                                                                      \
         "cache-config", required_argument, NULL, CACHE_OPT_CONFIG                          \
     }
@@ -119,10 +127,16 @@ enum {
     "  --semantic-guards G   guards that refuse a near-duplicate: comma-separated of\n"        \
     "                        number, negation, date, entity, scope, antonym, or all (the\n"    \
     "                        default) or none ($DSPYC_SEMANTIC_GUARDS)\n"                      \
+    "  --semantic-size N     budget of the semantic level's records and indexes, oldest\n"     \
+    "                        evicted ($DSPYC_SEMANTIC_SIZE; 64M)\n"                            \
+    "  --semantic-index-min N  records from which a partition is searched through an\n"        \
+    "                        HNSW index instead of exactly ($DSPYC_SEMANTIC_INDEX_MIN;\n"      \
+    "                        20000; never = exact always)\n"                                   \
     "  --cache-config FILE   JSON file with the same keys: cache, cache_dir, redis_url,\n"     \
     "                        cache_ttl, cache_namespace, cache_mem_size, cache_disk_size,\n"   \
     "                        no_cache, no_store, redis_timeout_ms, semantic_threshold,\n"      \
-    "                        embed_model, semantic_projection, semantic_guards\n"              \
+    "                        embed_model, semantic_projection, semantic_guards,\n"             \
+    "                        semantic_size, semantic_index_min\n"                              \
     "                        ($DSPYC_CONFIG)\n"
 
 void cache_config_init(struct cache_config *cc, const char *default_levels);

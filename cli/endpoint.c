@@ -33,6 +33,7 @@ void endpoint_print_usage(FILE *out, const char *own)
 {
     fputs(own, out);
     fputs(ENDPOINT_HELP, out);
+    fputs(CACHE_HELP, out); /* apart: one string literal of both is over C's 4095 bytes */
 }
 
 int endpoint_option(struct endpoint *ep, int opt, const char *arg)

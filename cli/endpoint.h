@@ -82,7 +82,7 @@ enum {
     "  --temperature T       sampling temperature (default: not sent)\n"                   \
     "  --max-tokens N        completion token limit (default: not sent)\n"                 \
     "  --sim 'FLAGS'         flags for the built-in simulator, e.g. '--latency-ms 20'\n"   \
-    "                        (see 'dspyc sim --help')\n\n" CACHE_HELP
+    "                        (see 'dspyc sim --help')\n\n"
 
 /* Caching is off unless the command sets ep->cache.default_levels (run and predict use
  * "mem,disk", as DSPy caches in memory and on disk by default) or the user asks for it. */

@@ -69,9 +69,14 @@ step "14. tokenization: BPE MB/s (cl100k_base, o200k_base) vs tiktoken on the sa
      "one thread each"
 $py bench/tokens_vs_tiktoken.py --build "$build" | tee out/tokens_vs_tiktoken.txt
 step "15. semantic cache: hit and false-hit rates (Wilson 95 %) over examples/semantic/pairs.jsonl" \
-     "at several thresholds vs cosine alone, lookup latency at 10k and 1M entries"
+     "at several thresholds vs cosine alone, lookup latency at 10k and 1M entries (exact scan)," \
+     "the HNSW index at 10k and 100k vs FAISS IndexHNSWFlat"
 "$build/bench_semantic_cache" --pairs examples/semantic/pairs.jsonl
+# the HNSW index of large partitions beside FAISS's (10k and 100k here; 1M takes many
+# minutes on two cores: bench_semantic_cache --index-sizes 1000000 and
+# semantic_index_vs_faiss.py --sizes 1000000, measured once, figures in docs/semantic-cache.md)
+$py bench/semantic_index_vs_faiss.py --sizes 10000,100000
 
-step "15. cache levels per operation, and dspyc run's batch over a warm Redis-only cache:" \
+step "16. cache levels per operation, and dspyc run's batch over a warm Redis-only cache:" \
      "one pipelined MGET per run of records vs one GET per record (the same binary)"
 "$build/bench_cache" | tee out/bench_cache.txt

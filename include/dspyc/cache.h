@@ -145,12 +145,17 @@ struct dspy_cache_options {
                                   0 = off; default 30000 */
     unsigned lease_poll_ms; /* how often waiting processes look for the value; 10 */
     /* Semantic level (with DSPY_CACHE_SEMANTIC) */
-    double semantic_threshold; /* cosine similarity in (0, 1] a candidate must reach;
+    double semantic_threshold;   /* cosine similarity in (0, 1] a candidate must reach;
                                   default DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD */
-    unsigned semantic_guards;  /* DSPY_SEMANTIC_GUARD_* bits; default all */
-    int semantic_projection;   /* enum dspy_semantic_projection */
-    size_t semantic_max_bytes; /* vectors and texts kept; oldest dropped; default 64 MiB */
-    const char *embed_model;   /* model folder; NULL = the embedder's default */
+    unsigned semantic_guards;    /* DSPY_SEMANTIC_GUARD_* bits; default all */
+    int semantic_projection;     /* enum dspy_semantic_projection */
+    size_t semantic_max_bytes;   /* vectors and texts kept; oldest dropped; default 64 MiB */
+    size_t semantic_index_min;   /* records from which a partition is searched through an
+                                  HNSW index instead of exactly; 0 = default
+                                  DSPY_CACHE_DEFAULT_SEMANTIC_INDEX_MIN; SIZE_MAX = never */
+    unsigned semantic_ef_search; /* the index search's beam width; 0 = default
+                                    DSPY_CACHE_DEFAULT_SEMANTIC_EF_SEARCH */
+    const char *embed_model;     /* model folder; NULL = the embedder's default */
 };
 /* The defaults, each named once: DSPY_CACHE_OPTIONS_INIT sets them, and the levels fall
  * back to them where a field is left 0 or NULL. */
@@ -168,6 +173,8 @@ struct dspy_cache_options {
 #define DSPY_CACHE_DEFAULT_LEASE_POLL_MS 10
 #define DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD 0.85
 #define DSPY_CACHE_DEFAULT_SEMANTIC_MAX_BYTES ((size_t)64 << 20)
+#define DSPY_CACHE_DEFAULT_SEMANTIC_INDEX_MIN 20000
+#define DSPY_CACHE_DEFAULT_SEMANTIC_EF_SEARCH 64
 #define DSPY_CACHE_OPTIONS_INIT                                                         \
     {                                                                                   \
         .levels = DSPY_CACHE_L1, .max_value_bytes = DSPY_CACHE_DEFAULT_MAX_VALUE_BYTES, \
@@ -417,6 +424,14 @@ struct dspy_cache_stats {
     uint64_t sem_stale; /* candidate whose exact entry was gone: record dropped */
     uint64_t sem_puts, sem_entries, sem_bytes, sem_partitions, sem_evictions;
     bool sem_unavailable; /* the model could not be loaded: every lookup misses */
+    /* the HNSW indexes of large partitions */
+    uint64_t sem_indexed_lookups; /* lookups answered through an index */
+    uint64_t sem_index_nodes;     /* live nodes in the indexes searched */
+    uint64_t sem_index_building;  /* partitions whose index is being built (searched
+                                     exactly meanwhile) */
+    uint64_t sem_index_loaded;    /* saved indexes loaded at open */
+    uint64_t sem_index_tail;      /* records added to a loaded index (the log's tail) */
+    uint64_t sem_index_rebuilds;  /* indexes renewed (mostly deleted nodes) */
 };
 
 /** Snapshot of the counters (each exact; the set is not one atomic snapshot). */

@@ -172,6 +172,69 @@ DSPY_EXTERN dspy_status dspy_vec_topk(dspy_vec *v, const dspy_vec_matrix *m,
                                       size_t ldq, size_t k, float *scores, int64_t *ids,
                                       struct dspy_error *err);
 
+/* ---- HNSW approximate search (large sets that grow one vector at a time) ------------- */
+
+/** An HNSW graph index over vectors it stores itself (float32, copied on add). Nodes are
+ * numbered 0, 1, ... in order of addition and keep their number for the index's life;
+ * each carries the caller's 64-bit label. Removal marks a node deleted: it is still walked
+ * through but never returned. Every returned candidate's score is the exact float32 score
+ * against its stored vector (so the candidates come re-ranked exactly). Threading: one
+ * thread at a time per index (the caller locks); separate indexes are independent. */
+typedef struct dspy_vec_hnsw dspy_vec_hnsw;
+
+struct dspy_vec_hnsw_options {
+    size_t dim;                  /* vector dimension (required, 1..65536) */
+    enum dspy_vec_metric metric; /* DSPY_VEC_IP (higher is nearer; for unit vectors the
+                                    cosine) or DSPY_VEC_L2 (squared distance, lower is nearer) */
+    unsigned m;                  /* links per node above level 0 (2..256); 2m at level 0 */
+    unsigned ef_construction;    /* beam width while adding */
+    unsigned ef_search;          /* default beam width of a search (>= k is used) */
+    uint64_t seed;               /* level draws; 0 = a fixed default */
+};
+#define DSPY_VEC_HNSW_OPTIONS_INIT                                                         \
+    {                                                                                      \
+        .metric = DSPY_VEC_IP, .m = 16, .ef_construction = 100, .ef_search = 64, .seed = 1 \
+    }
+
+/** New empty index. DSPY_EINVAL for options out of range (the message names which). */
+DSPY_EXTERN dspy_status dspy_vec_hnsw_new(const struct dspy_vec_hnsw_options *opts,
+                                          dspy_vec_hnsw **out, struct dspy_error *err);
+DSPY_EXTERN void dspy_vec_hnsw_free(dspy_vec_hnsw *h);
+/** Add one vector (dim floats, copied) with `label`; its node number goes to *node (may be
+ * NULL). DSPY_ENOMEM leaves the index usable. */
+DSPY_EXTERN dspy_status dspy_vec_hnsw_add(dspy_vec_hnsw *h, uint64_t label, const float *v,
+                                          uint32_t *node, struct dspy_error *err);
+/** Mark a node deleted. DSPY_EINVAL for a node that does not exist, DSPY_ENOTFOUND when it
+ * was already deleted. */
+DSPY_EXTERN dspy_status dspy_vec_hnsw_remove(dspy_vec_hnsw *h, uint32_t node);
+/** The up-to-k nearest live nodes to q, nearest first: their exact scores (metric as in
+ * the options) and node numbers; *found says how many (fewer than k only when fewer live
+ * nodes were reached). ef = beam width, 0 = the index's ef_search; raised to k. */
+DSPY_EXTERN dspy_status dspy_vec_hnsw_search(dspy_vec_hnsw *h, const float *q, size_t k,
+                                             unsigned ef, float *scores, uint32_t *nodes,
+                                             size_t *found, struct dspy_error *err);
+/** Nodes ever added (deleted ones included) and live ones. */
+DSPY_EXTERN size_t dspy_vec_hnsw_nodes(const dspy_vec_hnsw *h);
+DSPY_EXTERN size_t dspy_vec_hnsw_live(const dspy_vec_hnsw *h);
+DSPY_EXTERN size_t dspy_vec_hnsw_dim(const dspy_vec_hnsw *h);
+/** A node's label, its stored vector (borrowed until the next add or free) and whether it
+ * is deleted (true for a node that does not exist). */
+DSPY_EXTERN uint64_t dspy_vec_hnsw_label(const dspy_vec_hnsw *h, uint32_t node);
+DSPY_EXTERN const float *dspy_vec_hnsw_vector(const dspy_vec_hnsw *h, uint32_t node);
+DSPY_EXTERN bool dspy_vec_hnsw_is_deleted(const dspy_vec_hnsw *h, uint32_t node);
+DSPY_EXTERN void dspy_vec_hnsw_set_ef_search(dspy_vec_hnsw *h, unsigned ef);
+/** Bytes held (vectors, labels, links). */
+DSPY_EXTERN uint64_t dspy_vec_hnsw_bytes(const dspy_vec_hnsw *h);
+/** Write the whole index to `path` (through `path`.tmp and a rename, so a crash leaves the
+ * old file or the new one). DSPY_EIO naming the file. */
+DSPY_EXTERN dspy_status dspy_vec_hnsw_save(const dspy_vec_hnsw *h, const char *path,
+                                           struct dspy_error *err);
+/** Read an index written by dspy_vec_hnsw_save(). The file is checked whole (checksum,
+ * sizes, every link) before use: a damaged, cut or foreign file gives DSPY_ECORRUPT
+ * naming the file and what is wrong, a missing one DSPY_ENOTFOUND; never a crash. */
+DSPY_EXTERN dspy_status dspy_vec_hnsw_load(const char *path, dspy_vec_hnsw **out,
+                                           struct dspy_error *err);
+
 #ifdef __cplusplus
 }
 #endif

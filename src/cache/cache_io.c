@@ -36,14 +36,20 @@ static json_t *semantic_json(const struct dspy_cache_stats *s)
     for (int i = 0; g && i < DSPY_SEMANTIC_NGUARDS; i++)
         json_object_set_new(g, dspy_cache_semantic_guard_name(1u << i),
                             json_integer((json_int_t)s->sem_guarded[i]));
-    return json_pack("{sIsIsfsIsosIsIsIsIsIsIsb}", "lookups", (json_int_t)s->sem_lookups, "hits",
+    json_t *idx = json_pack("{sIsIsIsIsIsI}", "lookups", (json_int_t)s->sem_indexed_lookups,
+                            "nodes", (json_int_t)s->sem_index_nodes, "building",
+                            (json_int_t)s->sem_index_building, "loaded",
+                            (json_int_t)s->sem_index_loaded, "tail_added",
+                            (json_int_t)s->sem_index_tail, "rebuilds",
+                            (json_int_t)s->sem_index_rebuilds);
+    return json_pack("{sIsIsfsIsosIsIsIsIsIsIsbso}", "lookups", (json_int_t)s->sem_lookups, "hits",
                      (json_int_t)s->sem_hits, "mean_similarity",
                      s->sem_hits ? s->sem_similarity_sum / (double)s->sem_hits : 0.0,
                      "below_threshold", (json_int_t)s->sem_below, "guarded", g, "stale",
                      (json_int_t)s->sem_stale, "puts", (json_int_t)s->sem_puts, "entries",
                      (json_int_t)s->sem_entries, "bytes", (json_int_t)s->sem_bytes, "partitions",
                      (json_int_t)s->sem_partitions, "evictions", (json_int_t)s->sem_evictions,
-                     "unavailable", s->sem_unavailable);
+                     "unavailable", s->sem_unavailable, "index", idx);
 }
 
 static json_t *level_json(const struct dspy_cache_level_stats *s)

@@ -29,19 +29,54 @@ static const char log_magic[16] = "dspyc-semantic1\n";
 #define REC_MAGIC 0x4d455344u /* "DSEM" */
 #define OP_ADD 1
 #define OP_DEL 2
+#define NONE UINT32_MAX
+/* The HNSW index of a large partition (docs/semantic-cache.md has the measurements that
+ * chose these). */
+#define HNSW_M 16
+#define HNSW_EF_CONSTRUCTION 100
+#define BACKFILL_STEP 8 /* records a put adds to an index being built over older records */
+/* what one live index node holds: its vector copy, links and per-node arrays */
+#define INDEX_NODE_BYTES (DIM * 4 + (2 * HNSW_M + 1) * 4 + 16)
 
 struct rec {
     uint8_t key[16];
-    uint64_t seq; /* order of arrival, for eviction (oldest first) */
+    uint64_t seq; /* order of arrival, for eviction (oldest first); 0 = a free slot */
     char *text;
     uint32_t len;
+    uint32_t hnext; /* next slot in the key table's chain (free slots: the free list) */
+    uint32_t node;  /* node in the partition's serving index, or NONE */
+    uint32_t bnode; /* node in the index being built, or NONE */
 };
 
+/* An HNSW index over a partition and its node -> slot map. */
+struct ann {
+    dspy_vec_hnsw *h;
+    uint32_t *slot;
+    size_t slot_cap;
+};
+
+struct order_ent {
+    uint32_t slot;
+    uint64_t seq; /* stale when the slot's seq differs (the record was removed) */
+};
+
+/* A partition's records live in slots that never move (so index nodes can name them);
+ * removed records leave a free slot (zero vector) that the next insert reuses. */
 struct part {
     uint8_t id[16];
-    size_t n, cap;
-    float *vecs; /* n * DIM, unit length */
+    size_t n;           /* live records */
+    size_t nslots, cap; /* slots in use (live or free) and allocated */
+    float *vecs;        /* cap * DIM, unit length; free slots zero */
     struct rec *recs;
+    uint32_t *table; /* key -> first slot of its chain; table_size heads */
+    size_t table_size;
+    uint32_t free_head;
+    struct order_ent *order; /* arrival order, a ring of order_cap (a power of two) */
+    size_t order_head, order_len, order_cap;
+    struct ann live;  /* searched when live.h is set */
+    struct ann build; /* being filled from older records (build.h set): see backfill() */
+    size_t cursor;    /* next slot backfill() looks at */
+    size_t unsaved;   /* index changes since its file was written */
     struct part *next;
 };
 
@@ -56,13 +91,19 @@ struct dspy__semantic {
     pthread_mutex_t lock; /* everything below */
     struct part *buckets[NBUCKETS];
     uint64_t seq, bytes, entries, partitions;
+    uint64_t index_bytes; /* live nodes of every index (deleted ones are not counted: a
+                             mostly deleted index is renewed) */
     dspy_vec *vec;
     float *scores;
     size_t scores_cap;
     struct emb_slot emb[EMB_SLOTS];
     int fd; /* the log, or -1 (no disk level) */
     char *log_path;
+    char *dir; /* where index files go, or NULL (no disk level) */
     uint64_t log_live, log_size;
+    size_t index_min;   /* records from which a partition is searched through its index */
+    unsigned ef_search; /* beam width of an index search */
+    bool replaying;     /* log_open: indexes are attached after the replay */
     /* the model, loaded on first use */
     pthread_mutex_t model_lock;
     dspy_embedder *embedder;
@@ -70,6 +111,7 @@ struct dspy__semantic {
     char *model_dir;
     /* counters */
     atomic_ullong lookups, hits, below, stale, puts, evictions, guarded[DSPY_SEMANTIC_NGUARDS];
+    atomic_ullong indexed_lookups, index_loaded, index_tail, index_rebuilds;
     double sim_sum; /* lock */
 };
 
@@ -89,6 +131,13 @@ static size_t rec_cost(uint32_t len)
 
 /* ---- partitions ------------------------------------------------------------------------ */
 
+static uint64_t key_label(const uint8_t key[16])
+{
+    uint64_t l;
+    memcpy(&l, key, 8);
+    return l;
+}
+
 static struct part *find_part(struct dspy__semantic *s, const uint8_t id[16], bool create)
 {
     struct part **pp = &s->buckets[id[0]];
@@ -101,28 +150,304 @@ static struct part *find_part(struct dspy__semantic *s, const uint8_t id[16], bo
     if (!p)
         return NULL;
     memcpy(p->id, id, 16);
+    p->free_head = NONE;
     p->next = *pp;
     *pp = p;
     s->partitions++;
     return p;
 }
 
-static void remove_at(struct dspy__semantic *s, struct part *p, size_t i)
-{
-    s->bytes -= rec_cost(p->recs[i].len);
-    s->entries--;
-    dspy_free(p->recs[i].text);
-    memmove(&p->recs[i], &p->recs[i + 1], (p->n - i - 1) * sizeof(*p->recs));
-    memmove(p->vecs + i * DIM, p->vecs + (i + 1) * DIM, (p->n - i - 1) * DIM * sizeof(float));
-    p->n--;
-}
-
 static ssize_t find_rec(const struct part *p, const uint8_t key[16])
 {
-    for (size_t i = 0; i < p->n; i++)
+    if (!p->table_size)
+        return -1;
+    for (uint32_t i = p->table[key_label(key) & (p->table_size - 1)]; i != NONE;
+         i = p->recs[i].hnext)
         if (!memcmp(p->recs[i].key, key, 16))
             return (ssize_t)i;
     return -1;
+}
+
+static void ann_release(struct dspy__semantic *s, struct ann *a)
+{
+    s->index_bytes -= (uint64_t)dspy_vec_hnsw_live(a->h) * INDEX_NODE_BYTES;
+    dspy_vec_hnsw_free(a->h);
+    dspy_free(a->slot);
+    memset(a, 0, sizeof(*a));
+}
+
+static void index_path(const struct dspy__semantic *s, const struct part *p, char *out, size_t cap)
+{
+    char hex[33];
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", p->id[i]);
+    snprintf(out, cap, "%s/semantic-%s.hnsw", s->dir, hex);
+}
+
+static void part_free(struct dspy__semantic *s, struct part *p)
+{
+    for (size_t i = 0; i < p->nslots; i++)
+        dspy_free(p->recs[i].text);
+    dspy_free(p->recs);
+    dspy_free(p->vecs);
+    dspy_free(p->table);
+    dspy_free(p->order);
+    ann_release(s, &p->live);
+    ann_release(s, &p->build);
+    dspy_free(p);
+}
+
+/* ---- the index ------------------------------------------------------------------------- */
+
+/* Add slot's vector to an index; the node, or NONE when it could not be added. */
+static uint32_t ann_add(struct dspy__semantic *s, struct ann *a, const struct part *p,
+                        uint32_t slot)
+{
+    uint32_t node;
+    if (dspy_vec_hnsw_add(a->h, key_label(p->recs[slot].key), p->vecs + (size_t)slot * DIM, &node,
+                          NULL))
+        return NONE;
+    if (node >= a->slot_cap) {
+        size_t cap = a->slot_cap ? a->slot_cap * 2 : 1024;
+        while (cap <= node)
+            cap *= 2;
+        uint32_t *ns = dspy_realloc(a->slot, cap * sizeof(*ns));
+        if (!ns) {
+            dspy_vec_hnsw_remove(a->h, node);
+            return NONE;
+        }
+        a->slot = ns;
+        a->slot_cap = cap;
+    }
+    a->slot[node] = slot;
+    s->index_bytes += INDEX_NODE_BYTES;
+    return node;
+}
+
+static bool ann_new(struct dspy__semantic *s, struct ann *a)
+{
+    struct dspy_vec_hnsw_options o = DSPY_VEC_HNSW_OPTIONS_INIT;
+    o.dim = DIM;
+    o.m = HNSW_M;
+    o.ef_construction = HNSW_EF_CONSTRUCTION;
+    o.ef_search = s->ef_search;
+    return !dspy_vec_hnsw_new(&o, &a->h, NULL);
+}
+
+static void save_index(struct dspy__semantic *s, struct part *p)
+{
+    char path[4200];
+    struct dspy_error err;
+    if (!s->dir || !p->live.h)
+        return;
+    index_path(s, p, path, sizeof(path));
+    if (dspy_vec_hnsw_save(p->live.h, path, &err)) {
+        fprintf(stderr, "dspyc: warning: semantic cache: %s\n", err.message);
+        return;
+    }
+    p->unsaved = 0;
+}
+
+/* The serving index has many deleted nodes, or a large partition has none: fill a new one
+ * from the records a few per put (backfill), searching as before meanwhile. */
+static void start_build(struct dspy__semantic *s, struct part *p)
+{
+    if (p->build.h || !ann_new(s, &p->build))
+        return;
+    p->cursor = 0;
+    if (p->live.h)
+        atomic_fetch_add(&s->index_rebuilds, 1);
+}
+
+static void finish_build(struct dspy__semantic *s, struct part *p)
+{
+    ann_release(s, &p->live);
+    p->live = p->build;
+    memset(&p->build, 0, sizeof(p->build));
+    for (size_t i = 0; i < p->nslots; i++) {
+        p->recs[i].node = p->recs[i].bnode;
+        p->recs[i].bnode = NONE;
+    }
+    save_index(s, p);
+}
+
+static void backfill(struct dspy__semantic *s, struct part *p, size_t steps)
+{
+    if (!p->build.h)
+        return;
+    while (p->cursor < p->nslots && steps) {
+        struct rec *r = &p->recs[p->cursor];
+        if (r->seq && r->bnode == NONE) {
+            r->bnode = ann_add(s, &p->build, p, (uint32_t)p->cursor);
+            steps--;
+        }
+        p->cursor++;
+    }
+    if (p->cursor >= p->nslots)
+        finish_build(s, p);
+}
+
+/* After the replay: take the saved index of a large partition and add only the records
+ * it does not hold (the log's tail written after it was saved); without a usable file,
+ * build one in the background of the puts. */
+static void attach_index(struct dspy__semantic *s, struct part *p)
+{
+    char path[4200];
+    struct dspy_error err;
+    dspy_vec_hnsw *h = NULL;
+    dspy_status rc = DSPY_ENOTFOUND;
+    if (s->dir) {
+        index_path(s, p, path, sizeof(path));
+        rc = dspy_vec_hnsw_load(path, &h, &err);
+        if (!rc && dspy_vec_hnsw_dim(h) != DIM) {
+            rc = dspy__err(&err, DSPY_ECORRUPT, "%s: vectors of %zu dimensions, not %d", path,
+                           dspy_vec_hnsw_dim(h), DIM);
+            dspy_vec_hnsw_free(h);
+            h = NULL;
+        }
+        if (rc && rc != DSPY_ENOTFOUND) {
+            fprintf(stderr,
+                    "dspyc: warning: semantic cache: %s; searching that partition exactly "
+                    "while its index is rebuilt\n",
+                    err.message);
+            unlink(path);
+        }
+    }
+    if (rc) {
+        start_build(s, p);
+        return;
+    }
+    p->live.h = h;
+    dspy_vec_hnsw_set_ef_search(h, s->ef_search);
+    size_t nodes = dspy_vec_hnsw_nodes(h);
+    if (!(p->live.slot = dspy_malloc((nodes ? nodes : 1) * sizeof(uint32_t)))) {
+        dspy_vec_hnsw_free(h);
+        p->live.h = NULL;
+        start_build(s, p);
+        return;
+    }
+    p->live.slot_cap = nodes ? nodes : 1;
+    for (uint32_t node = 0; node < nodes; node++) {
+        if (dspy_vec_hnsw_is_deleted(h, node))
+            continue;
+        uint64_t label = dspy_vec_hnsw_label(h, node);
+        uint32_t slot = NONE;
+        for (uint32_t i = p->table_size ? p->table[label & (p->table_size - 1)] : NONE; i != NONE;
+             i = p->recs[i].hnext)
+            if (key_label(p->recs[i].key) == label && p->recs[i].node == NONE) {
+                slot = i;
+                break;
+            }
+        if (slot == NONE) { /* removed after the save */
+            dspy_vec_hnsw_remove(h, node);
+            p->unsaved++;
+            continue;
+        }
+        p->recs[slot].node = node;
+        p->live.slot[node] = slot;
+    }
+    s->index_bytes += (uint64_t)dspy_vec_hnsw_live(h) * INDEX_NODE_BYTES;
+    atomic_fetch_add(&s->index_loaded, 1);
+    for (size_t i = 0; i < p->nslots; i++)
+        if (p->recs[i].seq && p->recs[i].node == NONE) {
+            p->recs[i].node = ann_add(s, &p->live, p, (uint32_t)i);
+            p->unsaved++;
+            atomic_fetch_add(&s->index_tail, 1);
+        }
+}
+
+/* Index upkeep after a change: start an index when the partition grows past the size,
+ * renew one that is mostly deleted nodes, step a build, save when enough changed. */
+static void index_upkeep(struct dspy__semantic *s, struct part *p)
+{
+    if (s->replaying)
+        return;
+    if (p->n >= s->index_min && !p->live.h)
+        start_build(s, p);
+    else if (p->live.h && dspy_vec_hnsw_nodes(p->live.h) >= s->index_min &&
+             dspy_vec_hnsw_nodes(p->live.h) > 2 * dspy_vec_hnsw_live(p->live.h) + 1024)
+        start_build(s, p);
+    backfill(s, p, BACKFILL_STEP);
+    if (p->live.h && p->unsaved >= 1024 && p->unsaved >= dspy_vec_hnsw_live(p->live.h) / 4)
+        save_index(s, p);
+}
+
+/* ---- records --------------------------------------------------------------------------- */
+
+static void remove_slot(struct dspy__semantic *s, struct part *p, uint32_t slot)
+{
+    struct rec *r = &p->recs[slot];
+    uint32_t *pp = &p->table[key_label(r->key) & (p->table_size - 1)];
+    while (*pp != slot)
+        pp = &p->recs[*pp].hnext;
+    *pp = r->hnext;
+    s->bytes -= rec_cost(r->len);
+    s->entries--;
+    if (r->node != NONE && !dspy_vec_hnsw_remove(p->live.h, r->node)) {
+        s->index_bytes -= INDEX_NODE_BYTES;
+        p->unsaved++;
+    }
+    if (r->bnode != NONE && !dspy_vec_hnsw_remove(p->build.h, r->bnode))
+        s->index_bytes -= INDEX_NODE_BYTES;
+    dspy_free(r->text);
+    memset(r, 0, sizeof(*r));
+    memset(p->vecs + (size_t)slot * DIM, 0, DIM * sizeof(float));
+    r->hnext = p->free_head;
+    r->node = r->bnode = NONE;
+    p->free_head = slot;
+    p->n--;
+}
+
+static bool grow_table(struct part *p)
+{
+    size_t size = p->table_size ? p->table_size * 2 : 64;
+    uint32_t *t = dspy_malloc(size * sizeof(*t));
+    if (!t)
+        return false;
+    for (size_t i = 0; i < size; i++)
+        t[i] = NONE;
+    for (size_t i = 0; i < p->nslots; i++)
+        if (p->recs[i].seq) {
+            uint32_t *head = &t[key_label(p->recs[i].key) & (size - 1)];
+            p->recs[i].hnext = *head;
+            *head = (uint32_t)i;
+        }
+    dspy_free(p->table);
+    p->table = t;
+    p->table_size = size;
+    return true;
+}
+
+static bool push_order(struct part *p, uint32_t slot, uint64_t seq)
+{
+    if (p->order_len == p->order_cap) {
+        size_t cap = p->order_cap ? p->order_cap * 2 : 64;
+        struct order_ent *o = dspy_malloc(cap * sizeof(*o));
+        if (!o)
+            return false;
+        for (size_t i = 0; i < p->order_len; i++)
+            o[i] = p->order[(p->order_head + i) & (p->order_cap - 1)];
+        dspy_free(p->order);
+        p->order = o;
+        p->order_cap = cap;
+        p->order_head = 0;
+    }
+    p->order[(p->order_head + p->order_len++) & (p->order_cap - 1)] = (struct order_ent){ slot,
+                                                                                          seq };
+    return true;
+}
+
+/* The oldest live record's slot (stale entries at the front are dropped), or NONE. */
+static uint32_t oldest(struct part *p)
+{
+    while (p->order_len) {
+        struct order_ent e = p->order[p->order_head];
+        if (p->recs[e.slot].seq == e.seq)
+            return e.slot;
+        p->order_head = (p->order_head + 1) & (p->order_cap - 1);
+        p->order_len--;
+    }
+    return NONE;
 }
 
 /* Add (or replace) a record; false on allocation failure. */
@@ -134,9 +459,11 @@ static bool insert(struct dspy__semantic *s, const uint8_t part_id[16], const ui
         return false;
     ssize_t old = find_rec(p, key);
     if (old >= 0)
-        remove_at(s, p, (size_t)old);
-    if (p->n == p->cap) {
+        remove_slot(s, p, (uint32_t)old);
+    if (p->free_head == NONE && p->nslots == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 8;
+        if (cap >= NONE)
+            return false;
         float *nv = dspy_realloc(p->vecs, cap * DIM * sizeof(float));
         if (!nv)
             return false;
@@ -147,20 +474,40 @@ static bool insert(struct dspy__semantic *s, const uint8_t part_id[16], const ui
         p->recs = nr;
         p->cap = cap;
     }
+    if (p->n + 1 > p->table_size && !grow_table(p))
+        return false;
     char *t = dspy_malloc((size_t)len + 1);
     if (!t)
         return false;
+    uint32_t slot = p->free_head != NONE ? p->free_head : (uint32_t)p->nslots;
+    if (!push_order(p, slot, s->seq + 1)) {
+        dspy_free(t);
+        return false;
+    }
+    if (slot == p->free_head)
+        p->free_head = p->recs[slot].hnext;
+    else
+        p->nslots++;
     memcpy(t, text, len);
     t[len] = 0;
-    struct rec *r = &p->recs[p->n];
+    struct rec *r = &p->recs[slot];
     memcpy(r->key, key, 16);
     r->seq = ++s->seq;
     r->text = t;
     r->len = len;
-    memcpy(p->vecs + p->n * DIM, v, DIM * sizeof(float));
+    r->node = r->bnode = NONE;
+    uint32_t *head = &p->table[key_label(key) & (p->table_size - 1)];
+    r->hnext = *head;
+    *head = slot;
+    memcpy(p->vecs + (size_t)slot * DIM, v, DIM * sizeof(float));
     p->n++;
     s->entries++;
     s->bytes += rec_cost(len);
+    if (p->live.h && (r->node = ann_add(s, &p->live, p, slot)) != NONE)
+        p->unsaved++;
+    if (p->build.h)
+        r->bnode = ann_add(s, &p->build, p, slot);
+    index_upkeep(s, p);
     return true;
 }
 
@@ -206,9 +553,13 @@ static void log_compact(struct dspy__semantic *s)
         s->log_size = sizeof(log_magic);
     for (int b = 0; b < NBUCKETS; b++)
         for (struct part *p = s->buckets[b]; p; p = p->next)
-            for (size_t i = 0; i < p->n; i++)
-                log_write(s, OP_ADD, p->id, p->recs[i].key, p->recs[i].text, p->recs[i].len,
-                          p->vecs + i * DIM);
+            for (size_t j = 0; j < p->order_len; j++) {
+                struct order_ent e = p->order[(p->order_head + j) & (p->order_cap - 1)];
+                const struct rec *r = &p->recs[e.slot];
+                if (r->seq == e.seq)
+                    log_write(s, OP_ADD, p->id, r->key, r->text, r->len,
+                              p->vecs + (size_t)e.slot * DIM);
+            }
     if (rename(tmp, s->log_path)) {
         close(fd);
         unlink(tmp);
@@ -220,16 +571,22 @@ static void log_compact(struct dspy__semantic *s)
 
 static void evict(struct dspy__semantic *s, size_t max_bytes)
 {
-    while (s->bytes > max_bytes && s->entries > 1) {
+    while (s->bytes + s->index_bytes > max_bytes && s->entries > 1) {
         struct part *best = NULL;
+        uint32_t best_slot = NONE;
         for (int b = 0; b < NBUCKETS; b++)
-            for (struct part *p = s->buckets[b]; p; p = p->next)
-                if (p->n && (!best || p->recs[0].seq < best->recs[0].seq))
+            for (struct part *p = s->buckets[b]; p; p = p->next) {
+                uint32_t o = oldest(p);
+                if (o != NONE && (!best || p->recs[o].seq < best->recs[best_slot].seq)) {
                     best = p;
+                    best_slot = o;
+                }
+            }
         if (!best)
             return;
-        log_write(s, OP_DEL, best->id, best->recs[0].key, "", 0, NULL);
-        remove_at(s, best, 0);
+        log_write(s, OP_DEL, best->id, best->recs[best_slot].key, "", 0, NULL);
+        remove_slot(s, best, best_slot);
+        index_upkeep(s, best);
         atomic_fetch_add(&s->evictions, 1);
     }
 }
@@ -297,7 +654,7 @@ static void log_open(struct dspy__semantic *s, size_t max_bytes)
             struct part *p = find_part(s, h.part, false);
             ssize_t i = p ? find_rec(p, h.key) : -1;
             if (i >= 0)
-                remove_at(s, p, (size_t)i);
+                remove_slot(s, p, (uint32_t)i);
         }
         off += total;
         good = off;
@@ -324,8 +681,10 @@ static void log_open(struct dspy__semantic *s, size_t max_bytes)
     s->log_live = 0;
     for (int b = 0; b < NBUCKETS; b++)
         for (struct part *p = s->buckets[b]; p; p = p->next)
-            for (size_t i = 0; i < p->n; i++)
-                s->log_live += sizeof(struct rec_hdr) + p->recs[i].len + DIM * sizeof(float) + 8;
+            for (size_t i = 0; i < p->nslots; i++)
+                if (p->recs[i].seq)
+                    s->log_live += sizeof(struct rec_hdr) + p->recs[i].len + DIM * sizeof(float) +
+                                   8;
     if (s->log_size > 2 * s->log_live + ((size_t)1 << 20))
         log_compact(s);
 }
@@ -342,6 +701,10 @@ dspy_status dspy__semantic_new(struct dspy_cache *c, struct dspy_error *err)
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->model_lock, NULL);
     s->fd = -1;
+    s->index_min = c->opts.semantic_index_min ? c->opts.semantic_index_min
+                                              : DSPY_CACHE_DEFAULT_SEMANTIC_INDEX_MIN;
+    s->ef_search = c->opts.semantic_ef_search ? c->opts.semantic_ef_search
+                                              : DSPY_CACHE_DEFAULT_SEMANTIC_EF_SEARCH;
     vo.device = "cpu";
     vo.threads = 1;
     if ((rc = dspy_vec_new(&vo, &s->vec, err)))
@@ -357,7 +720,18 @@ dspy_status dspy__semantic_new(struct dspy_cache *c, struct dspy_error *err)
             goto fail;
         }
         snprintf(s->log_path, n, "%s/%s", c->disk_path, LOG_NAME);
+        if (!(s->dir = dspy_strdup(c->disk_path))) {
+            rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+            goto fail;
+        }
+        s->replaying = true;
         log_open(s, c->opts.semantic_max_bytes);
+        s->replaying = false;
+        for (int b = 0; b < NBUCKETS; b++)
+            for (struct part *p = s->buckets[b]; p; p = p->next)
+                if (p->n >= s->index_min)
+                    attach_index(s, p);
+        evict(s, c->opts.semantic_max_bytes); /* the indexes count against the budget too */
     }
     c->sem = s;
     return DSPY_OK;
@@ -367,22 +741,27 @@ fail:
     return rc;
 }
 
-static void drop_all(struct dspy__semantic *s)
+/* Free every partition; `save`: write the indexes changed since their last save first,
+ * else (clear) delete their files. */
+static void drop_all(struct dspy__semantic *s, bool save)
 {
+    char path[4200];
     for (int b = 0; b < NBUCKETS; b++) {
         struct part *p = s->buckets[b];
         while (p) {
             struct part *next = p->next;
-            for (size_t i = 0; i < p->n; i++)
-                dspy_free(p->recs[i].text);
-            dspy_free(p->recs);
-            dspy_free(p->vecs);
-            dspy_free(p);
+            if (save && p->unsaved)
+                save_index(s, p);
+            if (!save && s->dir) {
+                index_path(s, p, path, sizeof(path));
+                unlink(path);
+            }
+            part_free(s, p);
             p = next;
         }
         s->buckets[b] = NULL;
     }
-    s->bytes = s->entries = s->partitions = 0;
+    s->bytes = s->entries = s->partitions = s->index_bytes = 0;
 }
 
 void dspy__semantic_free(struct dspy_cache *c)
@@ -390,13 +769,14 @@ void dspy__semantic_free(struct dspy_cache *c)
     struct dspy__semantic *s = c->sem;
     if (!s)
         return;
-    drop_all(s);
+    drop_all(s, true);
     if (s->fd >= 0)
         close(s->fd);
     dspy_vec_free(s->vec);
     dspy_embedder_free(s->embedder);
     dspy_free(s->scores);
     dspy_free(s->log_path);
+    dspy_free(s->dir);
     dspy_free(s->model_dir);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->model_lock);
@@ -410,7 +790,7 @@ void dspy__semantic_clear(struct dspy_cache *c)
     if (!s)
         return;
     pthread_mutex_lock(&s->lock);
-    drop_all(s);
+    drop_all(s, false);
     memset(s->emb, 0, sizeof(s->emb));
     if (s->fd >= 0 && !ftruncate(s->fd, 0) && lseek(s->fd, 0, SEEK_SET) == 0 &&
         write(s->fd, log_magic, sizeof(log_magic)) == (ssize_t)sizeof(log_magic))
@@ -430,13 +810,23 @@ void dspy__semantic_stats(struct dspy_cache *c, struct dspy_cache_stats *out)
     out->sem_stale = atomic_load(&s->stale);
     out->sem_puts = atomic_load(&s->puts);
     out->sem_evictions = atomic_load(&s->evictions);
+    out->sem_indexed_lookups = atomic_load(&s->indexed_lookups);
+    out->sem_index_loaded = atomic_load(&s->index_loaded);
+    out->sem_index_tail = atomic_load(&s->index_tail);
+    out->sem_index_rebuilds = atomic_load(&s->index_rebuilds);
     for (int i = 0; i < DSPY_SEMANTIC_NGUARDS; i++)
         out->sem_guarded[i] = atomic_load(&s->guarded[i]);
     pthread_mutex_lock(&s->lock);
     out->sem_similarity_sum = s->sim_sum;
     out->sem_entries = s->entries;
-    out->sem_bytes = s->bytes;
+    out->sem_bytes = s->bytes + s->index_bytes;
     out->sem_partitions = s->partitions;
+    out->sem_index_nodes = out->sem_index_building = 0;
+    for (int b = 0; b < NBUCKETS; b++)
+        for (struct part *p = s->buckets[b]; p; p = p->next) {
+            out->sem_index_nodes += dspy_vec_hnsw_live(p->live.h);
+            out->sem_index_building += p->build.h != NULL;
+        }
     pthread_mutex_unlock(&s->lock);
     pthread_mutex_lock(&s->model_lock);
     out->sem_unavailable = s->unavailable;
@@ -491,6 +881,65 @@ static bool embed(struct dspy__semantic *s, const char *text, size_t len, float 
 
 /* ---- lookup and put -------------------------------------------------------------------- */
 
+struct cand {
+    float sim;
+    uint32_t slot;
+};
+
+/* Keep c in best[0..*nb) (highest first, at most CANDIDATES). */
+static void keep(struct cand *best, int *nb, struct cand c)
+{
+    int j = *nb < CANDIDATES ? (*nb)++ : CANDIDATES;
+    if (j == CANDIDATES) {
+        if (!(c.sim > best[CANDIDATES - 1].sim))
+            return;
+        j = CANDIDATES - 1;
+    }
+    while (j > 0 && best[j - 1].sim < c.sim) {
+        best[j] = best[j - 1];
+        j--;
+    }
+    best[j] = c;
+}
+
+/* The partition's best records at or above the threshold, highest first: through its
+ * index when it has one (the candidates' similarities are exact f32 inner products with
+ * the stored vectors), else an exact scan. Lock held. */
+static int candidates(struct dspy__semantic *s, struct part *p, const float *q, float threshold,
+                      struct cand *best)
+{
+    int nb = 0;
+    if (p->live.h) {
+        float sc[CANDIDATES];
+        uint32_t nodes[CANDIDATES];
+        size_t found = 0;
+        if (!dspy_vec_hnsw_search(p->live.h, q, CANDIDATES, s->ef_search, sc, nodes, &found,
+                                  NULL)) {
+            atomic_fetch_add(&s->indexed_lookups, 1);
+            for (size_t i = 0; i < found; i++) {
+                uint32_t slot = p->live.slot[nodes[i]];
+                if (sc[i] >= threshold && p->recs[slot].seq && p->recs[slot].node == nodes[i])
+                    keep(best, &nb, (struct cand){ sc[i], slot });
+            }
+            return nb;
+        }
+    }
+    if (s->scores_cap < p->nslots) {
+        float *ns = dspy_realloc(s->scores, p->nslots * sizeof(float));
+        if (!ns)
+            return 0;
+        s->scores = ns;
+        s->scores_cap = p->nslots;
+    }
+    if (dspy_vec_scores(s->vec, DSPY_VEC_IP, q, 1, DIM, p->vecs, p->nslots, DIM, DIM, s->scores,
+                        p->nslots, NULL))
+        return 0;
+    for (size_t i = 0; i < p->nslots; i++)
+        if (s->scores[i] >= threshold && p->recs[i].seq) /* free slots hold zero vectors */
+            keep(best, &nb, (struct cand){ s->scores[i], (uint32_t)i });
+    return nb;
+}
+
 static const char *ns_for(const struct dspy_cache *c, const struct dspy_cache_ctl *ctl)
 {
     return ctl && ctl->ns ? ctl->ns : c->ns;
@@ -528,48 +977,19 @@ dspy_status dspy_cache_semantic_get(dspy_cache *c, const json_t *request,
     float threshold = (float)c->opts.semantic_threshold;
     pthread_mutex_lock(&s->lock);
     struct part *p = find_part(s, part.bytes, false);
-    if (p && p->n) {
-        if (s->scores_cap < p->n) {
-            float *ns = dspy_realloc(s->scores, p->n * sizeof(float));
-            if (ns) {
-                s->scores = ns;
-                s->scores_cap = p->n;
-            }
+    struct cand best[CANDIDATES];
+    int nb = p && p->n ? candidates(s, p, q, threshold, best) : 0;
+    for (int j = 0; j < nb && !found; j++) {
+        const struct rec *r = &p->recs[best[j].slot];
+        unsigned g = dspy_cache_semantic_guard(text, len, r->text, r->len, c->opts.semantic_guards);
+        if (g) {
+            if (!refused)
+                refused = g;
+            continue;
         }
-        if (s->scores_cap >= p->n && !dspy_vec_scores(s->vec, DSPY_VEC_IP, q, 1, DIM, p->vecs, p->n,
-                                                      DIM, DIM, s->scores, p->n, NULL)) {
-            size_t best[CANDIDATES];
-            int nb = 0;
-            for (size_t i = 0; i < p->n; i++) {
-                float sc = s->scores[i];
-                if (!(sc >= threshold))
-                    continue;
-                int j = nb < CANDIDATES ? nb++ : CANDIDATES;
-                if (j == CANDIDATES) {
-                    if (!(sc > s->scores[best[CANDIDATES - 1]]))
-                        continue;
-                    j = CANDIDATES - 1;
-                }
-                while (j > 0 && s->scores[best[j - 1]] < sc) {
-                    best[j] = best[j - 1];
-                    j--;
-                }
-                best[j] = i;
-            }
-            for (int j = 0; j < nb && !found; j++) {
-                const struct rec *r = &p->recs[best[j]];
-                unsigned g = dspy_cache_semantic_guard(text, len, r->text, r->len,
-                                                       c->opts.semantic_guards);
-                if (g) {
-                    if (!refused)
-                        refused = g;
-                    continue;
-                }
-                found = true;
-                chosen.sim = s->scores[best[j]];
-                memcpy(chosen.key, r->key, 16);
-            }
-        }
+        found = true;
+        chosen.sim = best[j].sim;
+        memcpy(chosen.key, r->key, 16);
     }
     pthread_mutex_unlock(&s->lock);
     if (!found) {
@@ -598,7 +1018,8 @@ dspy_status dspy_cache_semantic_get(dspy_cache *c, const json_t *request,
         ssize_t i = pp ? find_rec(pp, chosen.key) : -1;
         if (i >= 0) {
             log_write(s, OP_DEL, pp->id, chosen.key, "", 0, NULL);
-            remove_at(s, pp, (size_t)i);
+            remove_slot(s, pp, (uint32_t)i);
+            index_upkeep(s, pp);
         }
         pthread_mutex_unlock(&s->lock);
         goto out;

@@ -166,4 +166,10 @@ void dspy__vec_cuda_probe(struct dspy_vec_info *info);
 /* The CUDA kernels' source, compiled at run time with NVRTC (vec_cuda_kernels.c). */
 extern const char dspy__vec_cuda_kernels[];
 
+/* Load an index from `len` bytes in memory (hnsw.c); `name` goes into error messages.
+ * verify_sum = false skips the checksum (the fuzz target, to reach the structural checks). */
+struct dspy_vec_hnsw;
+dspy_status dspy__vec_hnsw_load_mem(const void *buf, size_t len, const char *name, bool verify_sum,
+                                    struct dspy_vec_hnsw **out, struct dspy_error *err);
+
 #endif

@@ -261,3 +261,64 @@ def test_guards_and_projection_flags(tmp_path):
                     tmp_path / "a.in.jsonl", "--output", tmp_path / "x.jsonl", "--base-url",
                     base, "--model", "openai/dspyc-sim", "--cache", "mem,semantic", flag, value)
         assert bad.returncode != 0 and flag in bad.stderr and value in bad.stderr, bad.stderr
+
+
+CAPITALS = ["What is the capital of France?", "What is the capital of Kenya?",
+            "What is the capital of Peru?", "What is the capital of Japan?",
+            "What is the capital of Norway?"]
+
+
+def sem_stats(tmp_path, *flags):
+    st = dspyc("cache", "stats", "--json", "--cache", "disk,semantic", "--cache-dir",
+               tmp_path / "cache", "--embed-model", MODEL, *flags)
+    assert st.returncode == 0, st.stderr
+    return json.loads(st.stdout)["semantic"]
+
+
+def test_index_min_flag_puts_the_partition_behind_an_hnsw_index(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    sem = ("--cache", "disk,semantic")
+    # default threshold (20000 records): these few are searched exactly, no index file
+    run(base, tmp_path, CAPITALS[:3], *sem, name="plain")
+    assert not list((tmp_path / "cache").glob("semantic-*.hnsw"))
+    assert sem_stats(tmp_path)["index"]["nodes"] == 0
+    # from 2 records: the partition gets its index, saved beside the log on exit
+    r, _ = run(base, tmp_path, CAPITALS[3:], *sem, "--semantic-index-min", "2", name="idx")
+    assert len(list((tmp_path / "cache").glob("semantic-*.hnsw"))) == 1
+    j = sem_stats(tmp_path, "--semantic-index-min", "2")
+    assert j["index"]["nodes"] == 5 and j["index"]["loaded"] == 1, j
+    assert j["index"]["tail_added"] == 0, j  # loaded, not rebuilt
+    # a paraphrase is answered through the index (the summary says so)
+    r, _ = run(base, tmp_path, ["What is the capital city of Peru?"], *sem,
+               "--semantic-index-min", "2", name="para")
+    assert chat_requests(rec) == 5, "the paraphrase went upstream"
+    assert semantic_line(r.stderr)["hits"] == 1
+    assert re.search(r"index: 5 records in HNSW indexes, 1 lookups through them", r.stderr), \
+        r.stderr
+    # the same from the environment; "never" keeps the exact scan
+    r, _ = run(base, tmp_path, ["What is the capital city of Japan?"], *sem, name="env",
+               env={"DSPYC_SEMANTIC_INDEX_MIN": "2"})
+    assert "1 lookups through them" in r.stderr, r.stderr
+    r, _ = run(base, tmp_path, ["What is the capital city of Kenya?"], *sem,
+               "--semantic-index-min", "never", name="never")
+    assert semantic_line(r.stderr)["hits"] == 1 and "through them" not in r.stderr, r.stderr
+    bad = dspyc("run", "--signature", "question -> answer", "--input", tmp_path / "idx.in.jsonl",
+                "--output", tmp_path / "x.jsonl", "--base-url", base, "--model",
+                "openai/dspyc-sim", "--cache", "mem,semantic", "--semantic-index-min", "0")
+    assert bad.returncode != 0 and "--semantic-index-min" in bad.stderr, bad.stderr
+
+
+def test_semantic_size_flag_bounds_the_records(tmp_path):
+    _, base = start_sim()
+    sem = ("--cache", "disk,semantic")
+    run(base, tmp_path, CAPITALS, *sem, name="all")
+    j = sem_stats(tmp_path)
+    assert j["entries"] == 5 and j["evictions"] == 0, j
+    # about two records' worth: the oldest go
+    run(base, tmp_path, ["Where is Lima?"], *sem, "--semantic-size", "4K", name="small")
+    j = sem_stats(tmp_path, "--semantic-size", "4K")
+    assert 1 <= j["entries"] <= 2 and j["bytes"] <= 4096, j
+    bad = dspyc("cache", "stats", "--cache", "disk,semantic", "--cache-dir", tmp_path / "cache",
+                "--semantic-size", "lots")
+    assert bad.returncode != 0 and "--semantic-size" in bad.stderr, bad.stderr
