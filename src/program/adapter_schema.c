@@ -58,8 +58,7 @@ static json_t *sorted(json_t *v, const char *parent)
         json_t *x;
         if (!a)
             return NULL;
-        json_array_foreach(v, i, x)
-        {
+        json_array_foreach(v, i, x) {
             if (json_array_append_new(a, sorted(x, parent))) {
                 json_decref(a);
                 return NULL;
@@ -75,8 +74,7 @@ static json_t *sorted(json_t *v, const char *parent)
     const char *k;
     if (!keys || !o)
         goto fail;
-    json_object_foreach(v, k, x)
-    {
+    json_object_foreach(v, k, x) {
         keys[i++] = k;
     }
     if (!parent || (strcmp(parent, "properties") && strcmp(parent, "default")))
@@ -106,8 +104,7 @@ static bool enforce_required(json_t *s)
         if (ok && !props) {
             ok = !json_object_set_new(s, "properties", json_object());
         } else if (ok) {
-            json_object_foreach(props, k, p)
-            {
+            json_object_foreach(props, k, p) {
                 ok = ok && !json_array_append_new(req, json_string(k));
             }
         }
@@ -117,8 +114,7 @@ static bool enforce_required(json_t *s)
                 json_decref(req);
             return false;
         }
-        json_object_foreach(props, k, p)
-        {
+        json_object_foreach(props, k, p) {
             if (json_is_object(p) && !enforce_required(p))
                 return false;
         }
