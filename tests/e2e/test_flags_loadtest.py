@@ -234,14 +234,20 @@ qa = dspy.Predict("question -> answer")
 """
 
 
+def python_env(tmp_path, **extra):
+    """The environment for `bench --python` with modules in tmp_path and this venv."""
+    venv = sys.prefix if sys.prefix != sys.base_prefix else os.path.join(ROOT, ".venv")
+    env = {k: v for k, v in os.environ.items() if k not in ("DSPYC_CACHE",)}
+    env.update(PYTHONPATH=str(tmp_path), VIRTUAL_ENV=venv, LITELLM_LOCAL_MODEL_COST_MAP="True",
+               ASAN_OPTIONS="detect_leaks=0", **extra)
+    return env
+
+
 def test_bench_python_calls_the_python_module(tmp_path):
     pytest.importorskip("dspy")  # counted as a failure by `make test` (strict_skips)
     (tmp_path / "bench_prog.py").write_text(PROGRAM)
     record, base = sim_with_record(tmp_path)
-    venv = sys.prefix if sys.prefix != sys.base_prefix else os.path.join(ROOT, ".venv")
-    env = {k: v for k, v in os.environ.items() if k not in ("DSPYC_CACHE",)}
-    env.update(PYTHONPATH=str(tmp_path), VIRTUAL_ENV=venv, DSPYC_BASE_URL=base,
-               LITELLM_LOCAL_MODEL_COST_MAP="True", ASAN_OPTIONS="detect_leaks=0")
+    env = python_env(tmp_path, DSPYC_BASE_URL=base)
     report = tmp_path / "b.json"
     args = ["bench", "--base-url", base, "--model", "openai/dspyc-sim", "--modules",
             "predict", "--iterations", 3, "--warmup", 0, "--concurrency", 1, "--python",
@@ -281,11 +287,7 @@ def test_bench_python_never_puts_url_credentials_in_the_environment(tmp_path):
     secret = "pw-Never-Shown-42"
     cred_base = base.replace("http://", f"http://benchuser:{secret}@")
     dump = tmp_path / "env.json"
-    venv = sys.prefix if sys.prefix != sys.base_prefix else os.path.join(ROOT, ".venv")
-    env = {k: v for k, v in os.environ.items() if k not in ("DSPYC_CACHE",)}
-    env.update(PYTHONPATH=str(tmp_path), VIRTUAL_ENV=venv, ENV_DUMP=str(dump),
-               TMPDIR=str(tmp_path), LITELLM_LOCAL_MODEL_COST_MAP="True",
-               ASAN_OPTIONS="detect_leaks=0")
+    env = python_env(tmp_path, ENV_DUMP=str(dump), TMPDIR=str(tmp_path))
     args = ["bench", "--base-url", cred_base, "--model", "openai/dspyc-sim", "--modules",
             "predict", "--iterations", 2, "--warmup", 0, "--concurrency", 1, "--python",
             "leak_prog:qa", "--python-threads", 1, "--json", tmp_path / "b.json"]
