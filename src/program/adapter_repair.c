@@ -709,6 +709,25 @@ static bool loose_member(struct dspy__reader *r, json_t *obj)
 
 static bool truthy(const json_t *v);
 
+/* After the top-level object's '}': json_repair reads `, "key": value ...` that follows
+ * into the same object (a '}' that ended a string left open, say). True, at the key's
+ * quote, when such members follow. */
+static bool more_members(struct dspy__reader *r)
+{
+    size_t p = r->pos;
+    while (p < r->len && strchr(" \t\n\r\f\v", r->s[p]) && r->s[p])
+        p++;
+    if (p >= r->len || r->s[p] != ',')
+        return false;
+    p++;
+    while (p < r->len && strchr(" \t\n\r\f\v", r->s[p]) && r->s[p])
+        p++;
+    if (p >= r->len || (r->s[p] != '"' && r->s[p] != '\''))
+        return false;
+    r->pos = p;
+    return true;
+}
+
 static json_t *loose_container(struct dspy__reader *r, bool is_object)
 {
     json_t *c = keep(r, is_object ? json_object() : json_array());
@@ -727,6 +746,8 @@ static json_t *loose_container(struct dspy__reader *r, bool is_object)
             break; /* unterminated, or a code fence closes first: close it */
         if (ch == close || ch == '}' || ch == ']') {
             r->pos++;
+            if (is_object && r->depth == 1 && more_members(r))
+                continue;
             break;
         }
         if (ch == ',') {

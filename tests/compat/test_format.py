@@ -239,7 +239,9 @@ PARSE_CASES = {
     "json_open_string_brace_no_end": ("json", PARSE_SIG, "{\"answer\": \"open } and more"),
     "json_open_string_brace_colon": ("json", PARSE_SIG, "{\"answer\": \"k: v } w}"),
     "json_open_string_brace_own_braces": ("json", PARSE_SIG, "{\"answer\": \"f(x) = {y} z}"),
-    "json_open_string_brace_next_key": ("json", "q -> a", "{\"a\": \"x}, \"b\": 2}"),
+    "json_open_string_brace_next_key": ("json", "q -> a, b: int", "{\"a\": \"x}, \"b\": 2}"),
+    "json_members_after_the_object": ("json", "q -> a, b: int, c", "{\"a\": \"x\"}, \"b\": 2,"
+                                      " 'c': \"y\"} tail"),
     "json_closed_string_brace": ("json", "q -> a, b: int", "{\"a\": \"x}y\", \"b\": 2}"),
     "json_hex_escape": ("json", PARSE_SIG, "{\"answer\": \"\\x41b\\xe9 \\x4\"}"),
     "json_missing_colon": ("json", PARSE_SIG, "{\"answer\" \"x\"}"),
