@@ -714,14 +714,10 @@ static bool truthy(const json_t *v);
  * quote, when such members follow. */
 static bool more_members(struct dspy__reader *r)
 {
-    size_t p = r->pos;
-    while (p < r->len && strchr(" \t\n\r\f\v", r->s[p]) && r->s[p])
-        p++;
+    size_t p = skip_blank(r, r->pos);
     if (p >= r->len || r->s[p] != ',')
         return false;
-    p++;
-    while (p < r->len && strchr(" \t\n\r\f\v", r->s[p]) && r->s[p])
-        p++;
+    p = skip_blank(r, p + 1);
     if (p >= r->len || (r->s[p] != '"' && r->s[p] != '\''))
         return false;
     r->pos = p;

@@ -87,34 +87,24 @@ static void outcome_wait(struct outcome *o, int n)
     pthread_mutex_unlock(&o->mu);
 }
 
-static dspy_lm *http_lm(const struct test_httpd *s)
+/* An LM for `model` on the test server (gpt-4o-mini: one sent structured outputs). */
+static dspy_lm *http_lm_for(const struct test_httpd *s, const char *model)
 {
     char url[128];
     struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
     dspy_lm *lm = NULL;
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", s->port);
     o.base_url = url;
-    o.model = "openai/m";
+    o.model = model;
     o.api_key_env = "DSPYC_TEST_KEY_UNSET";
     o.max_attempts = 1;
     assert_int_equal(dspy_lm_new(&o, &lm, NULL), DSPY_OK);
     return lm;
 }
 
-/* The same, for a model sent structured outputs. */
-static dspy_lm *http_lm_structured(const struct test_httpd *s)
+static dspy_lm *http_lm(const struct test_httpd *s)
 {
-    char url[128];
-    struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
-    dspy_lm *lm = NULL;
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", s->port);
-    o.base_url = url;
-    o.model = "openai/gpt-4o-mini";
-    o.api_key_env = "DSPYC_TEST_KEY_UNSET";
-    o.max_attempts = 1;
-    o.structured_outputs = DSPY_STRUCTURED_AUTO;
-    assert_int_equal(dspy_lm_new(&o, &lm, NULL), DSPY_OK);
-    return lm;
+    return http_lm_for(s, "openai/m");
 }
 
 static dspy_module *module(enum dspy_adapter_kind adapter)
@@ -164,7 +154,7 @@ static void structured_retry_runs_asynchronously(void **state)
     struct outcome o;
     outcome_init(&o);
     assert_int_equal(test_httpd_start(&s, 200, PROSE_REPLY), 0);
-    dspy_lm *lm = http_lm_structured(&s);
+    dspy_lm *lm = http_lm_for(&s, "openai/gpt-4o-mini");
     dspy_module *m = module(DSPY_ADAPTER_JSON);
     json_t *inputs = json_pack("{s:s}", "question", "Capital of France?");
     assert_int_equal(dspy_module_call_async(m, lm, inputs, NULL, on_done, &o, NULL), DSPY_OK);
