@@ -23,6 +23,7 @@ void endpoint_init(struct endpoint *ep)
     ep->max_waiting = 0;
     ep->temperature = NAN;
     ep->max_tokens = -1;
+    ep->structured = DSPY_STRUCTURED_AUTO;
     ep->sim_flags = NULL;
     ep->sim = NULL;
     ep->sim_url[0] = '\0';
@@ -60,6 +61,18 @@ int endpoint_option(struct endpoint *ep, int opt, const char *arg)
     case ENDPOINT_OPT_TPM: return parse_double_flag("--tpm", arg, 0, 1e12, &ep->tpm) ? -1 : 1;
     case ENDPOINT_OPT_MAX_WAITING:
         return parse_long_flag("--max-waiting", arg, 1, 100000000, &ep->max_waiting) ? -1 : 1;
+    case ENDPOINT_OPT_STRUCTURED:
+        if (!strcmp(arg, "auto"))
+            ep->structured = DSPY_STRUCTURED_AUTO;
+        else if (!strcmp(arg, "on"))
+            ep->structured = DSPY_STRUCTURED_ON;
+        else if (!strcmp(arg, "off"))
+            ep->structured = DSPY_STRUCTURED_OFF;
+        else {
+            fprintf(stderr, "dspyc: --structured-outputs: '%s' is not auto, on or off\n", arg);
+            return -1;
+        }
+        return 1;
     case ENDPOINT_OPT_MAX_TOKENS:
         return parse_long_flag("--max-tokens", arg, 1, 10000000, &ep->max_tokens) ? -1 : 1;
     default: return 0;
@@ -174,6 +187,7 @@ dspy_lm *endpoint_open(struct endpoint *ep)
     o.max_waiting = (size_t)ep->max_waiting;
     o.temperature = ep->temperature;
     o.max_tokens = ep->max_tokens;
+    o.structured_outputs = ep->structured;
     o.cache = ep->cache.cache;
     cache_config_ctl(&ep->cache, &o.cache_ctl);
     dspy_lm *lm = NULL;

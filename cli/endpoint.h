@@ -14,21 +14,22 @@
 #include "cache_config.h"
 
 struct endpoint {
-    const char *base_url;      /* --base-url, $DSPYC_BASE_URL, $OPENAI_BASE_URL */
-    const char *model;         /* --model, $DSPYC_MODEL */
-    const char *api_key_env;   /* --api-key-env */
-    const char *api_key_file;  /* --api-key-file */
-    double timeout_s;          /* --timeout: a whole call, retries included */
-    double request_timeout_s;  /* --request-timeout: one attempt; 0 = --timeout */
-    long max_retries;          /* --max-retries; -1 = the library's default (3) */
-    double rpm, tpm;           /* --rpm, --tpm; 0 = no limit */
-    long max_waiting;          /* --max-waiting; 0 = the library's default */
-    double temperature;        /* --temperature, NAN = endpoint default */
-    long max_tokens;           /* --max-tokens, -1 = endpoint default */
-    const char *sim_flags;     /* --sim: flags for the built-in simulator */
-    dspy_sim *sim;             /* the in-process simulator, when one was started */
-    char sim_url[64];          /* its base URL */
-    struct cache_config cache; /* --cache and friends; cache.cache once opened */
+    const char *base_url;                    /* --base-url, $DSPYC_BASE_URL, $OPENAI_BASE_URL */
+    const char *model;                       /* --model, $DSPYC_MODEL */
+    const char *api_key_env;                 /* --api-key-env */
+    const char *api_key_file;                /* --api-key-file */
+    double timeout_s;                        /* --timeout: a whole call, retries included */
+    double request_timeout_s;                /* --request-timeout: one attempt; 0 = --timeout */
+    long max_retries;                        /* --max-retries; -1 = the library's default (3) */
+    double rpm, tpm;                         /* --rpm, --tpm; 0 = no limit */
+    long max_waiting;                        /* --max-waiting; 0 = the library's default */
+    double temperature;                      /* --temperature, NAN = endpoint default */
+    long max_tokens;                         /* --max-tokens, -1 = endpoint default */
+    enum dspy_structured_outputs structured; /* --structured-outputs */
+    const char *sim_flags;                   /* --sim: flags for the built-in simulator */
+    dspy_sim *sim;                           /* the in-process simulator, when one was started */
+    char sim_url[64];                        /* its base URL */
+    struct cache_config cache;               /* --cache and friends; cache.cache once opened */
 };
 
 enum {
@@ -45,6 +46,7 @@ enum {
     ENDPOINT_OPT_RPM,
     ENDPOINT_OPT_TPM,
     ENDPOINT_OPT_MAX_WAITING,
+    ENDPOINT_OPT_STRUCTURED,
 };
 
 #define ENDPOINT_LONG_OPTIONS                                                         \
@@ -60,7 +62,9 @@ enum {
         { "max-retries", required_argument, NULL, ENDPOINT_OPT_MAX_RETRIES },         \
         { "rpm", required_argument, NULL, ENDPOINT_OPT_RPM },                         \
         { "tpm", required_argument, NULL, ENDPOINT_OPT_TPM },                         \
-        { "max-waiting", required_argument, NULL, ENDPOINT_OPT_MAX_WAITING }, CACHE_LONG_OPTIONS
+        { "max-waiting", required_argument, NULL, ENDPOINT_OPT_MAX_WAITING },         \
+        { "structured-outputs", required_argument, NULL, ENDPOINT_OPT_STRUCTURED },   \
+        CACHE_LONG_OPTIONS
 
 #define ENDPOINT_HELP                                                                      \
     "endpoint (default: the built-in simulator, started in-process):\n"                    \
@@ -69,7 +73,8 @@ enum {
     "  --model NAME          model name, e.g. openai/gpt-4o-mini (else $DSPYC_MODEL;\n"    \
     "                        a leading 'openai/' is not sent)\n"                           \
     "  --api-key-env VAR     read the API key from $VAR (default OPENAI_API_KEY)\n"        \
-    "  --api-key-file FILE   read the API key from the first line of FILE\n"               \
+    "  --api-key-file FILE   read the API key from the first line of FILE; it wins over\n" \
+    "                        $OPENAI_API_KEY (an explicit --api-key-env wins over it)\n"   \
     "  --timeout SECONDS     per LM call, retries and waits included (default 600)\n"      \
     "  --request-timeout S   per attempt (default: --timeout); a timed-out attempt is\n"   \
     "                        retried like a 429, 5xx or dropped connection\n"              \
@@ -81,6 +86,10 @@ enum {
     "                        at once with a 'busy' error (default 10000)\n"                \
     "  --temperature T       sampling temperature (default: not sent)\n"                   \
     "  --max-tokens N        completion token limit (default: not sent)\n"                 \
+    "  --structured-outputs auto|on|off  with --adapter json, send a JSON-schema\n"        \
+    "                        response_format built from the output fields (retried once\n" \
+    "                        in JSON mode if the reply does not parse); auto (default):\n" \
+    "                        for models litellm says support it, as DSPy does\n"           \
     "  --sim 'FLAGS'         flags for the built-in simulator, e.g. '--latency-ms 20'\n"   \
     "                        (see 'dspyc sim --help')\n\n"
 

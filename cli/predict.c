@@ -72,7 +72,10 @@ static dspy_status predict_streamed(dspy_module *m, dspy_lm *lm, const json_t *i
     dspy_status rc = dspy_module_format(m, inputs, &msgs, err);
     if (rc)
         return rc;
-    rf = dspy_adapter_response_format(adapter, dspy_module_signature(m));
+    if (adapter == DSPY_ADAPTER_JSON && dspy_lm_structured_outputs(lm))
+        rf = dspy_adapter_schema_format(dspy_module_signature(m));
+    if (!rf)
+        rf = dspy_adapter_response_format(adapter, dspy_module_signature(m));
     req.messages = msgs;
     req.response_format = rf;
     req.temperature = cfg->temperature;

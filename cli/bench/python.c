@@ -1,10 +1,13 @@
 /* The Python DSPy side of `dspyc bench --python` (apps layer): the same inputs through a
  * DSPy module object in embedded CPython, from one thread and then from several. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <dspyc/python.h>
 
@@ -71,10 +74,37 @@ int bench_python(const struct bench_config *cfg, const char *target, long thread
     struct dspy_error err;
     dspy_python_callable *fn = NULL;
     int rc = -1;
+    char masked[2048], cred_path[4096] = "";
     dspy_error_clear(&err);
-    /* The module reads the endpoint from the environment, per model. */
-    setenv("DSPYC_BENCH_BASE_URL", base_url ? base_url : "", 1);
+    /* The module reads the endpoint from the environment, per model. The environment is
+     * readable by everything the module runs (and shows in its dumps), so the URL there is
+     * masked; a URL with credentials is also written, whole, to a file only this user can
+     * read, named by DSPYC_BENCH_BASE_URL_FILE and removed when the run ends. */
+    dspy_url_redact(base_url ? base_url : "", masked, sizeof(masked));
+    setenv("DSPYC_BENCH_BASE_URL", masked, 1);
     setenv("DSPYC_BENCH_MODEL", model, 1);
+    unsetenv("DSPYC_BENCH_BASE_URL_FILE");
+    if (base_url && dspy_url_has_credentials(base_url)) {
+        const char *dir = getenv("TMPDIR");
+        int fd;
+        snprintf(cred_path, sizeof(cred_path), "%s/dspyc-bench-url-XXXXXX",
+                 dir && *dir ? dir : "/tmp");
+        mode_t old = umask(077);
+        fd = mkstemp(cred_path);
+        umask(old);
+        size_t n = strlen(base_url);
+        if (fd < 0 || write(fd, base_url, n) != (ssize_t)n) {
+            fprintf(stderr, "dspyc bench: --python: cannot write the endpoint file: %s\n",
+                    strerror(errno));
+            if (fd >= 0) {
+                close(fd);
+                unlink(cred_path);
+            }
+            return -1;
+        }
+        close(fd);
+        setenv("DSPYC_BENCH_BASE_URL_FILE", cred_path, 1);
+    }
     if (!bridge) {
         struct dspy_python_options o = DSPY_PYTHON_OPTIONS_INIT;
         /* Offline, LiteLLM would otherwise try to download its price list first. */
@@ -112,5 +142,9 @@ int bench_python(const struct bench_config *cfg, const char *target, long thread
     rc = 0;
 out:
     dspy_python_callable_free(fn);
+    if (*cred_path) {
+        unlink(cred_path);
+        unsetenv("DSPYC_BENCH_BASE_URL_FILE");
+    }
     return rc;
 }

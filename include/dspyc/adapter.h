@@ -25,10 +25,18 @@ DSPY_EXTERN dspy_status dspy_adapter_format(enum dspy_adapter_kind kind, const d
                                             const json_t *demos, const json_t *inputs,
                                             json_t **messages, struct dspy_error *err);
 
-/** The `response_format` DSPy's JSONAdapter sends for this signature, or NULL when it
- * sends none (always NULL for the Chat adapter). Caller owns the result. */
+/** The `response_format` DSPy's JSONAdapter sends for this signature to a model without
+ * response-schema support, JSON mode ({"type": "json_object"}), or NULL when it sends none
+ * (always NULL for the Chat adapter). Caller owns the result. */
 DSPY_EXTERN json_t *dspy_adapter_response_format(enum dspy_adapter_kind kind,
                                                  const dspy_signature *sig);
+
+/** The JSON-schema `response_format` DSPy's JSONAdapter sends a model that supports
+ * response schemas (dspy_lm_structured_outputs()): {"type": "json_schema", "json_schema":
+ * {"name": "DSPyProgramOutputs", "schema": <the output fields' strict schema>, "strict":
+ * true}}. NULL when an output field is an open-ended dict[K, V] (DSPy then sends JSON
+ * mode, dspy_adapter_response_format()) or out of memory. Caller owns the result. */
+DSPY_EXTERN json_t *dspy_adapter_schema_format(const dspy_signature *sig);
 
 /** Parse one LM completion into an object of output values (caller owns) typed as the
  * signature says. On failure returns DSPY_EADAPTER with DSPy's error text in err->message. */

@@ -26,12 +26,25 @@ typedef dspy_status (*dspy_lm_transport_fn)(void *userdata, const char *url, con
                                             size_t body_len, long *http_status, char **response,
                                             size_t *response_len, struct dspy_error *err);
 
+/** Whether the JSON adapter asks this model for structured outputs (a JSON-schema
+ * response_format built from the signature, retried once in JSON mode when the reply does
+ * not parse), as DSPy's JSONAdapter does for models litellm says support response
+ * schemas. AUTO decides by dspy_model_supports_response_schema(); ON and OFF override. */
+enum dspy_structured_outputs {
+    DSPY_STRUCTURED_AUTO,
+    DSPY_STRUCTURED_ON,
+    DSPY_STRUCTURED_OFF,
+};
+
 struct dspy_lm_options {
-    const char *base_url;           /* "http://127.0.0.1:8000/v1"; required */
-    const char *model;              /* "openai/gpt-4o-mini": a leading "openai/" is not sent */
-    const char *api_key;            /* used as is when set */
-    const char *api_key_env;        /* else read from this variable ("OPENAI_API_KEY" by default) */
-    const char *api_key_file;       /* else read from this file (first line) */
+    const char *base_url; /* "http://127.0.0.1:8000/v1"; required */
+    const char *model;    /* "openai/gpt-4o-mini": a leading "openai/" is not sent */
+    const char *api_key;  /* used as is when set */
+    /* Else the key from this variable (then api_key_file when it is unset); NULL (the
+     * default): from api_key_file when one is named, else $OPENAI_API_KEY. An explicit
+     * file wins over the ambient variable. */
+    const char *api_key_env;
+    const char *api_key_file;       /* the key from this file (first line) */
     double timeout_s;               /* one attempt, connecting included; 0 = none. Default 600 s */
     double connect_timeout_s;       /* default 10 */
     double temperature;             /* default sampling; NAN = not sent */
@@ -64,9 +77,10 @@ struct dspy_lm_options {
                                * plus max_tokens), corrected from the answer's usage */
     unsigned max_concurrency; /* requests on the wire at once */
     size_t max_waiting;       /* default 10,000 when any limit is set */
+    enum dspy_structured_outputs structured_outputs; /* default AUTO */
 };
 /* The defaults, each named once: DSPY_LM_OPTIONS_INIT sets them, and the client falls back
- * to them where a field is left 0 or NULL (api_key_env, max_response_bytes). */
+ * to them where a field is left 0 or NULL (max_response_bytes). */
 #define DSPY_LM_DEFAULT_API_KEY_ENV "OPENAI_API_KEY"
 #define DSPY_LM_DEFAULT_TIMEOUT_S 600.0
 #define DSPY_LM_DEFAULT_CONNECT_TIMEOUT_S 10.0
@@ -76,7 +90,7 @@ struct dspy_lm_options {
 #define DSPY_LM_DEFAULT_RETRY_CAP_S 8.0
 #define DSPY_LM_OPTIONS_INIT                                                                     \
     {                                                                                            \
-        .api_key_env = DSPY_LM_DEFAULT_API_KEY_ENV, .timeout_s = DSPY_LM_DEFAULT_TIMEOUT_S,      \
+        .api_key_env = NULL, .timeout_s = DSPY_LM_DEFAULT_TIMEOUT_S,                             \
         .connect_timeout_s = DSPY_LM_DEFAULT_CONNECT_TIMEOUT_S, .temperature = NAN,              \
         .max_tokens = -1, .max_response_bytes = DSPY_LM_DEFAULT_MAX_RESPONSE_BYTES,              \
         .cache_ctl = DSPY_CACHE_CTL_INIT, .max_attempts = DSPY_LM_DEFAULT_MAX_ATTEMPTS,          \
@@ -94,6 +108,14 @@ DSPY_EXTERN dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm 
 DSPY_EXTERN void dspy_lm_free(dspy_lm *lm);
 /** The model name as configured (borrowed for the handle's life). */
 DSPY_EXTERN const char *dspy_lm_model(const dspy_lm *lm);
+/** Whether the JSON adapter sends this handle's model a JSON-schema response_format (the
+ * handle's structured_outputs setting resolved against its model). */
+DSPY_EXTERN bool dspy_lm_structured_outputs(const dspy_lm *lm);
+/** litellm's supports_response_schema for an OpenAI model name: a leading "openai/" is
+ * dropped, the name is matched without regard to case, and a dated ("-2024-08-06") or
+ * fine-tuned ("ft:gpt-4o-2024-08-06:org::id") name not in the table falls back to its
+ * stem. False for unknown names and for other providers' ("vendor/model"). */
+DSPY_EXTERN bool dspy_model_supports_response_schema(const char *model);
 
 /** One chat completion request. Unset numbers are not sent (they fall back to the
  * handle's defaults, then to the endpoint's). */

@@ -68,13 +68,24 @@ static dspy_status key_from_file(const char *path, char **key, struct dspy_error
 }
 
 /* opts->api_key, else the environment variable, else the file's first line, else none. */
+/* Where the key comes from: the options' key; else a variable named explicitly (then the
+ * file when it is unset); else a file named explicitly, which beats the ambient
+ * $OPENAI_API_KEY (an explicit choice wins over the environment, as curl's and LiteLLM's
+ * users expect); else $OPENAI_API_KEY. NULL when none is set. */
+static const char *key_env(const struct dspy_lm_options *o)
+{
+    if (o->api_key_env)
+        return o->api_key_env;
+    return o->api_key_file ? NULL : DSPY_LM_DEFAULT_API_KEY_ENV;
+}
+
 static dspy_status resolve_key(const struct dspy_lm_options *o, char **key, struct dspy_error *err)
 {
     *key = NULL;
     if (o->api_key && *o->api_key)
         return (*key = dspy_strdup(o->api_key)) ? DSPY_OK
                                                 : dspy__err(err, DSPY_ENOMEM, "out of memory");
-    const char *env = getenv(o->api_key_env ? o->api_key_env : DSPY_LM_DEFAULT_API_KEY_ENV);
+    const char *var = key_env(o), *env = var ? getenv(var) : NULL;
     if (env && *env) {
         *key = trimmed_copy(env, strlen(env));
         return *key ? DSPY_OK : dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -87,8 +98,7 @@ static dspy_status resolve_key(const struct dspy_lm_options *o, char **key, stru
 /* Where resolve_key found the key, for messages (never the key itself). */
 static const char *key_source(const struct dspy_lm_options *o)
 {
-    const char *var = o->api_key_env ? o->api_key_env : "OPENAI_API_KEY";
-    const char *env = getenv(var);
+    const char *var = key_env(o), *env = var ? getenv(var) : NULL;
     if (o->api_key && *o->api_key)
         return "the options";
     if (env && *env)
@@ -238,6 +248,9 @@ dspy_status dspy_lm_new(const struct dspy_lm_options *opts, dspy_lm **out, struc
         goto free_lm;
     }
     lm->wire_model = strncmp(lm->model, "openai/", 7) ? lm->model : lm->model + 7;
+    lm->structured = opts->structured_outputs == DSPY_STRUCTURED_ON ||
+                     (opts->structured_outputs == DSPY_STRUCTURED_AUTO &&
+                      dspy_model_supports_response_schema(lm->model));
 
     size_t blen = strlen(opts->base_url);
     while (blen && opts->base_url[blen - 1] == '/')
@@ -588,6 +601,11 @@ void dspy__lm_cache_ctl(const dspy_lm *lm, const struct dspy_cache_ctl *over,
 {
     *out = lm->cache_ctl;
     dspy__lm_cache_ctl_merge(out, over);
+}
+
+bool dspy_lm_structured_outputs(const dspy_lm *lm)
+{
+    return lm && lm->structured;
 }
 
 uint64_t dspy__lm_id(const dspy_lm *lm)

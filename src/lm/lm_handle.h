@@ -29,6 +29,7 @@ struct dspy_lm {
     bool cache_has_ns; /* the cache has a default namespace of its own: keys of requests
                            that name none go through dspy_cache_key() (lm_cache.c) */
     uint64_t id;       /* unique per handle in this process, never reused */
+    bool structured;   /* the JSON adapter sends a JSON-schema response_format */
 };
 
 #endif

@@ -403,30 +403,92 @@ static bool key_quote_is_text(const struct dspy__reader *r, int q)
     return false;
 }
 
-/* A quoted string. One never closed ends, as in json_repair, at the first `close` (the
- * enclosing object's '}' or array's ']', left for the container), else at the end.
- * (json_repair looks further when the text has more closers after that one: not done.) */
+/* json_repair's skip_to_character: the first of `chars` at or after `from` that no odd run
+ * of backslashes escapes, else r->len. */
+static size_t skip_to(const struct dspy__reader *r, size_t from, const char *chars)
+{
+    size_t slashes = 0;
+    for (size_t i = from; i < r->len; i++) {
+        if (r->s[i] == '\\') {
+            slashes++;
+            continue;
+        }
+        if (r->s[i] && strchr(chars, r->s[i]) && slashes % 2 == 0)
+            return i;
+        slashes = 0;
+    }
+    return r->len;
+}
+
+static size_t skip_blank(const struct dspy__reader *r, size_t i)
+{
+    while (i < r->len && strchr(" \t\n\r\f\v", r->s[i]) && r->s[i])
+        i++;
+    return i;
+}
+
+/* At a '}' inside an object value's string (position p), whether json_repair ends the
+ * string there (parse_string, "a } that closes the object"): when a quote follows, unless it
+ * closes this string (',' or '}' or nothing after it) or what follows is not a key ("x":);
+ * when none follows, at a '}' with a ':' anywhere after it, or with at most one character
+ * before the next '}' (or the end); always at the last one. */
+static bool brace_ends_string(const struct dspy__reader *r, size_t p, int q)
+{
+    char qs[2] = { (char)q, 0 };
+    bool ends = p + 1 >= r->len || r->s[p + 1] != '\\';
+    size_t i = skip_to(r, p + 1, qs);
+    if (i < r->len) {
+        i = skip_blank(r, i + 1);
+        if (i >= r->len || r->s[i] == ',' || r->s[i] == '}') {
+            ends = false;
+        } else if ((i = skip_to(r, i, qs)) >= r->len) {
+            ends = false;
+        } else {
+            i = skip_blank(r, i + 1);
+            if (i < r->len && r->s[i] != ':')
+                ends = false;
+        }
+    } else {
+        if (skip_to(r, p + 1, ":") < r->len)
+            return true;
+        i = skip_blank(r, p + 1);
+        if (skip_to(r, i, "}") - i > 1)
+            ends = false;
+    }
+    return ends || skip_blank(r, p + 1) >= r->len;
+}
+
+/* A quoted string. In an object value a '}' may end it (brace_ends_string, unless it
+ * closes a '{' of the string's own); one never closed in an array ends, as in json_repair,
+ * at the first ']' (left for the container), else at the end. */
 static json_t *loose_string(struct dspy__reader *r, int close, bool is_key)
 {
     struct dspy_buf b;
     dspy_status rc = DSPY_OK;
     int q = at(r, 0);
-    size_t end = r->len;
+    size_t end = r->len, open_braces = 0;
     json_t *v = NULL;
     dspy__buf_init(&b, 0);
     r->pos++;
-    if (close && !quote_follows(r, q)) {
+    if (close == ']' && !quote_follows(r, q)) {
         const char *c = memchr(r->s + r->pos, close, r->len - r->pos);
         if (c)
             end = (size_t)(c - r->s);
     }
     while (!rc && r->pos < end && (at(r, 0) != q || (is_key && key_quote_is_text(r, q)))) {
-        if (at(r, 0) == q) {
+        int c = at(r, 0);
+        if (c == q) {
             rc = dspy__buf_addc(&b, (char)q);
             r->pos++;
-        } else if (at(r, 0) == '\\' && r->pos + 1 < end) {
+        } else if (c == '\\' && r->pos + 1 < end) {
             json_escape(r, &b, false, &rc);
         } else {
+            if (close == '}' && c == '}' && !open_braces && brace_ends_string(r, r->pos, q))
+                break;
+            if (c == '{')
+                open_braces++;
+            else if (c == '}' && open_braces)
+                open_braces--;
             rc = dspy__buf_addc(&b, r->s[r->pos]);
             r->pos++;
         }
@@ -647,6 +709,21 @@ static bool loose_member(struct dspy__reader *r, json_t *obj)
 
 static bool truthy(const json_t *v);
 
+/* After the top-level object's '}': json_repair reads `, "key": value ...` that follows
+ * into the same object (a '}' that ended a string left open, say). True, at the key's
+ * quote, when such members follow. */
+static bool more_members(struct dspy__reader *r)
+{
+    size_t p = skip_blank(r, r->pos);
+    if (p >= r->len || r->s[p] != ',')
+        return false;
+    p = skip_blank(r, p + 1);
+    if (p >= r->len || (r->s[p] != '"' && r->s[p] != '\''))
+        return false;
+    r->pos = p;
+    return true;
+}
+
 static json_t *loose_container(struct dspy__reader *r, bool is_object)
 {
     json_t *c = keep(r, is_object ? json_object() : json_array());
@@ -665,6 +742,8 @@ static json_t *loose_container(struct dspy__reader *r, bool is_object)
             break; /* unterminated, or a code fence closes first: close it */
         if (ch == close || ch == '}' || ch == ']') {
             r->pos++;
+            if (is_object && r->depth == 1 && more_members(r))
+                continue;
             break;
         }
         if (ch == ',') {

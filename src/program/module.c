@@ -26,9 +26,9 @@ struct rendered {
     atomic_bool ready; /* set (release) once the fields below are complete */
     char *prefix;      /* encoded system and demo messages, comma-separated */
     size_t prefix_len;
-    char *response_format; /* encoded JSON, or NULL when the adapter sends none */
+    char *response_format; /* the JSON adapter's structured-output format, encoded; NULL
+                            * for Chat and when the signature cannot have one */
     size_t response_format_len;
-    bool structured; /* response_format is a schema, not {"type":"json_object"} */
     /* The same in canonical form (sorted members), for the LM's cache key */
     char *canon_prefix;
     size_t canon_prefix_len;
@@ -152,7 +152,6 @@ static void rendered_drop(struct rendered *r)
     r->prefix = r->response_format = r->canon_prefix = r->canon_response_format = NULL;
     r->prefix_len = r->response_format_len = 0;
     r->canon_prefix_len = r->canon_response_format_len = 0;
-    r->structured = false;
 }
 
 /* Setters may not run during calls (see module.h), so dropping needs no lock. */
@@ -185,7 +184,8 @@ static dspy_status build_rendered(dspy_module *m, enum dspy_adapter_kind kind, s
     dspy__buf_init(&canon, MODULE_MAX_PROMPT);
     if ((rc = render_prefix(kind, m->sig, m->demos, &b, &canon, err)))
         goto release;
-    if (kind == DSPY_ADAPTER_JSON && (rf = dspy_adapter_response_format(kind, m->sig))) {
+    /* The JSON adapter's structured-output format; JSON mode needs nothing rendered. */
+    if (kind == DSPY_ADAPTER_JSON && (rf = dspy_adapter_schema_format(m->sig))) {
         struct dspy_buf rb;
         dspy__buf_init(&rb, MODULE_MAX_PROMPT);
         if ((rc = dspy__json_write(&rb, rf, DSPY__JSON_COMPACT, 0)) ||
@@ -195,8 +195,6 @@ static dspy_status build_rendered(dspy_module *m, enum dspy_adapter_kind kind, s
             rc = dspy__err(err, rc, "cannot encode the response format");
             goto release;
         }
-        const char *type = json_string_value(json_object_get(rf, "type"));
-        r->structured = !type || strcmp(type, "json_object") != 0;
         r->response_format = dspy__buf_detach(&rb, &r->response_format_len);
     }
     r->prefix = dspy__buf_detach(&b, &r->prefix_len);
@@ -569,16 +567,19 @@ static dspy_status make_call(struct call_state *st, struct dspy_buf *user,
     call->max_tokens = st->cfg.max_tokens;
     call->top_p = st->cfg.top_p;
     call->n = st->cfg.n;
-    st->structured = r->structured;
-    if (st->plain_json) {
-        call->response_format = call->canon_response_format = JSON_OBJECT_FORMAT;
-        call->response_format_len = call->canon_response_format_len = sizeof(JSON_OBJECT_FORMAT) -
-                                                                      1;
-    } else {
+    /* DSPy's JSONAdapter: structured outputs for a model that supports response schemas
+     * (unless a field is an open-ended dict), else and on the retry JSON mode. */
+    st->structured = st->kind == DSPY_ADAPTER_JSON && !st->plain_json && r->response_format &&
+                     dspy_lm_structured_outputs(st->lm);
+    if (st->structured) {
         call->response_format = r->response_format;
         call->response_format_len = r->response_format_len;
         call->canon_response_format = r->canon_response_format;
         call->canon_response_format_len = r->canon_response_format_len;
+    } else if (st->kind == DSPY_ADAPTER_JSON) {
+        call->response_format = call->canon_response_format = JSON_OBJECT_FORMAT;
+        call->response_format_len = call->canon_response_format_len = sizeof(JSON_OBJECT_FORMAT) -
+                                                                      1;
     }
     call->canon_messages = r->canon_prefix;
     call->canon_messages_len = r->canon_prefix_len;

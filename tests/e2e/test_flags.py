@@ -140,6 +140,29 @@ def test_api_key_env_and_file(tmp_path):
         assert "sk-right-key" not in r.stdout + r.stderr
 
 
+def test_explicit_key_flags_win_over_the_ambient_variable(tmp_path):
+    _, base = start_sim("--api-key", "sk-right-key")
+    ep = ["--base-url", base, "--model", "openai/dspyc-sim"]
+    keyfile = tmp_path / "key.txt"
+    keyfile.write_text("sk-right-key\n")
+    ambient = {"OPENAI_API_KEY": "sk-wrong-ambient"}
+    # --api-key-file beats a wrong $OPENAI_API_KEY ...
+    ok = dspyc("predict", *ep, "--api-key-file", keyfile, SIG, "question=q", env=ambient)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # ... and so does --api-key-env, also beside a file holding a wrong key.
+    keyfile.write_text("sk-wrong-file\n")
+    ok = dspyc("predict", *ep, "--api-key-env", "MY_KEY", "--api-key-file", keyfile, SIG,
+               "question=q", env={**ambient, "MY_KEY": "sk-right-key"})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # With the named variable unset, the named file is read (here its wrong key is refused).
+    bad = dspyc("predict", *ep, "--api-key-env", "MY_KEY", "--api-key-file", keyfile, SIG,
+                "question=q", env=ambient)
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["error"]["http_status"] == 401
+    for r in (ok, bad):
+        assert "sk-right-key" not in r.stdout + r.stderr
+
+
 # ---- run: input, output, state ---------------------------------------------------------------
 
 def test_run_max_line_bytes_reports_the_long_line(tmp_path):
@@ -295,6 +318,50 @@ def test_adapter_json_predict_run_bench(tmp_path):
     r = dspyc("predict", *ep, SIG, "question=Capital of Peru?")
     (body,) = chat_bodies(record)
     assert "response_format" not in body
+
+
+def schema_of(body):
+    rf = body["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+    assert rf["json_schema"]["name"] == "DSPyProgramOutputs"
+    return rf["json_schema"]["schema"]
+
+
+def test_structured_outputs_follow_the_model_and_the_flag(tmp_path):
+    record, ep = recorded_sim(tmp_path)
+    base = ep[1]
+    sig = "question -> answer, n: int"
+
+    def sent(model, *flags, adapter="json", signature=sig):
+        mark(record)
+        r = dspyc("predict", "--base-url", base, "--model", model, "--adapter", adapter,
+                  *flags, signature, "question=q")
+        assert r.returncode in (0, 1), r.stderr
+        bodies = chat_bodies(record)
+        assert bodies, r.stderr
+        return bodies[0]
+
+    # auto: a model litellm says supports response schemas gets one; an unknown model
+    # (the simulator's name) gets JSON mode.
+    schema = schema_of(sent("openai/gpt-4o-mini"))
+    assert list(schema["properties"]) == ["answer", "n"]
+    assert schema["required"] == ["answer", "n"] and schema["additionalProperties"] is False
+    assert schema["properties"]["n"] == {"title": "N", "type": "integer"}
+    assert sent("openai/dspyc-sim")["response_format"] == {"type": "json_object"}
+    assert sent("gpt-4o-2024-05-13")["response_format"] == {"type": "json_object"}
+    # on / off override the table either way.
+    schema_of(sent("openai/dspyc-sim", "--structured-outputs", "on"))
+    off = sent("openai/gpt-4o-mini", "--structured-outputs", "off")
+    assert off["response_format"] == {"type": "json_object"}
+    assert schema_of(sent("openai/gpt-4o-mini", "--structured-outputs", "auto"))
+    # The Chat adapter sends none; an open-ended dict output field keeps JSON mode.
+    assert "response_format" not in sent("openai/gpt-4o-mini", "--structured-outputs", "on",
+                                         adapter="chat")
+    d = sent("openai/gpt-4o-mini", "--structured-outputs", "on",
+             signature="question -> answer: dict[str, int]")
+    assert d["response_format"] == {"type": "json_object"}
+    bad = dspyc("predict", *ep, "--structured-outputs", "maybe", SIG, "question=q")
+    assert bad.returncode == 2 and "--structured-outputs" in bad.stderr
 
 
 # ---- predict --------------------------------------------------------------------------------

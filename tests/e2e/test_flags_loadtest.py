@@ -234,14 +234,20 @@ qa = dspy.Predict("question -> answer")
 """
 
 
+def python_env(tmp_path, **extra):
+    """The environment for `bench --python` with modules in tmp_path and this venv."""
+    venv = sys.prefix if sys.prefix != sys.base_prefix else os.path.join(ROOT, ".venv")
+    env = {k: v for k, v in os.environ.items() if k not in ("DSPYC_CACHE",)}
+    env.update(PYTHONPATH=str(tmp_path), VIRTUAL_ENV=venv, LITELLM_LOCAL_MODEL_COST_MAP="True",
+               ASAN_OPTIONS="detect_leaks=0", **extra)
+    return env
+
+
 def test_bench_python_calls_the_python_module(tmp_path):
     pytest.importorskip("dspy")  # counted as a failure by `make test` (strict_skips)
     (tmp_path / "bench_prog.py").write_text(PROGRAM)
     record, base = sim_with_record(tmp_path)
-    venv = sys.prefix if sys.prefix != sys.base_prefix else os.path.join(ROOT, ".venv")
-    env = {k: v for k, v in os.environ.items() if k not in ("DSPYC_CACHE",)}
-    env.update(PYTHONPATH=str(tmp_path), VIRTUAL_ENV=venv, DSPYC_BASE_URL=base,
-               LITELLM_LOCAL_MODEL_COST_MAP="True", ASAN_OPTIONS="detect_leaks=0")
+    env = python_env(tmp_path, DSPYC_BASE_URL=base)
     report = tmp_path / "b.json"
     args = ["bench", "--base-url", base, "--model", "openai/dspyc-sim", "--modules",
             "predict", "--iterations", 3, "--warmup", 0, "--concurrency", 1, "--python",
@@ -255,6 +261,49 @@ def test_bench_python_calls_the_python_module(tmp_path):
     # The Python module's requests reached the simulator too: more than the C calls alone.
     chats = [x for x in recorded(record) if x["path"].endswith("/chat/completions")]
     assert len(chats) > 3
+
+
+LEAK_PROGRAM = """\
+import json
+import os
+import dspy
+
+path = os.environ.get("DSPYC_BENCH_BASE_URL_FILE")
+url = open(path).read().strip() if path else os.environ["DSPYC_BENCH_BASE_URL"]
+with open(os.environ["ENV_DUMP"], "w") as f:
+    json.dump({"environ": dict(os.environ), "has_file": bool(path),
+               "file_private": bool(path) and (os.stat(path).st_mode & 0o077) == 0,
+               "user_in_url": "benchuser:" in url}, f)
+lm = dspy.LM("openai/dspyc-sim", api_base=url, api_key="sim", cache=False)
+dspy.configure(lm=lm)
+qa = dspy.Predict("question -> answer")
+"""
+
+
+def test_bench_python_never_puts_url_credentials_in_the_environment(tmp_path):
+    pytest.importorskip("dspy")  # counted as a failure by `make test` (strict_skips)
+    (tmp_path / "leak_prog.py").write_text(LEAK_PROGRAM)
+    record, base = sim_with_record(tmp_path)
+    secret = "pw-Never-Shown-42"
+    cred_base = base.replace("http://", f"http://benchuser:{secret}@")
+    dump = tmp_path / "env.json"
+    env = python_env(tmp_path, ENV_DUMP=str(dump), TMPDIR=str(tmp_path))
+    args = ["bench", "--base-url", cred_base, "--model", "openai/dspyc-sim", "--modules",
+            "predict", "--iterations", 2, "--warmup", 0, "--concurrency", 1, "--python",
+            "leak_prog:qa", "--python-threads", 1, "--json", tmp_path / "b.json"]
+    r = subprocess.run([DSPYC, *map(str, args)], capture_output=True, text=True, env=env,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    seen = json.loads(dump.read_text())
+    # The module got the whole URL through the private file, never through the environment.
+    assert seen["has_file"] and seen["file_private"] and seen["user_in_url"]
+    assert secret not in json.dumps(seen["environ"])
+    assert "benchuser:***@" in seen["environ"]["DSPYC_BENCH_BASE_URL"]
+    assert secret not in r.stdout + r.stderr + (tmp_path / "b.json").read_text()
+    # The file is gone once the run ends, and the module's calls reached the simulator.
+    assert not list(tmp_path.glob("dspyc-bench-url-*"))
+    chats = [x for x in recorded(record) if x["path"].endswith("/chat/completions")]
+    assert len(chats) > 2
 
 
 # ---- more loadtest flags --------------------------------------------------------------------

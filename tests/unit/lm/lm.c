@@ -137,7 +137,7 @@ static void options_initializers_carry_the_defaults(void **state)
     (void)state;
     struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
     assert_null(o.base_url);
-    assert_string_equal(o.api_key_env, "OPENAI_API_KEY");
+    assert_null(o.api_key_env); /* NULL: the named file, else $OPENAI_API_KEY */
     assert_true(o.timeout_s == 600.0 && o.connect_timeout_s == 10.0);
     assert_true(isnan(o.temperature));
     assert_int_equal(o.max_tokens, -1);
@@ -536,12 +536,34 @@ static void api_key_sources(void **state)
     assert_string_equal(s.auth, "Bearer sk-from-file");
     dspy_lm_free(lm);
 
-    /* The environment wins over the file. */
+    /* A variable named explicitly wins over the file. */
     o.api_key_env = "DSPYC_TEST_KEY";
     lm = http_lm(&s, &o);
     one_call(lm, DSPY_OK, NULL);
     assert_string_equal(s.auth, "Bearer sk-from-env");
     dspy_lm_free(lm);
+
+    /* A file named explicitly wins over the ambient $OPENAI_API_KEY; without one the
+     * ambient variable is used. */
+    const char *was = getenv("OPENAI_API_KEY");
+    char *saved = was ? strdup(was) : NULL;
+    setenv("OPENAI_API_KEY", "sk-ambient", 1);
+    o = (struct dspy_lm_options)DSPY_LM_OPTIONS_INIT;
+    o.api_key_file = path;
+    lm = http_lm(&s, &o);
+    one_call(lm, DSPY_OK, NULL);
+    assert_string_equal(s.auth, "Bearer sk-from-file");
+    dspy_lm_free(lm);
+    o.api_key_file = NULL;
+    lm = http_lm(&s, &o);
+    one_call(lm, DSPY_OK, NULL);
+    assert_string_equal(s.auth, "Bearer sk-ambient");
+    dspy_lm_free(lm);
+    if (saved)
+        setenv("OPENAI_API_KEY", saved, 1);
+    else
+        unsetenv("OPENAI_API_KEY");
+    free(saved);
     unlink(path);
 
     /* No key anywhere: no Authorization header (local servers need none). */

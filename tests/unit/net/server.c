@@ -197,9 +197,34 @@ static void get(int port, const char *path, struct resp *r)
     close(fd);
 }
 
-static double ms_since(uint64_t t0)
+/* A test on the frozen clock (base/clock.h) thaws it when it ends, failed or not. */
+static int thaw_clock(void **state)
 {
-    return (double)(dspy__now_ns() - t0) / 1e6;
+    (void)state;
+    dspy__clock_freeze(0);
+    return 0;
+}
+
+/* What has arrived on `fd` so far (left unread) holds `text`. */
+static bool peek_has(int fd, const char *text)
+{
+    static char buf[8192];
+    ssize_t n = recv(fd, buf, sizeof(buf) - 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    return strstr(buf, text) != NULL;
+}
+
+/* Wait (on the socket, not the clock) until `text` has arrived on `fd`. */
+static void peek_until(int fd, const char *text)
+{
+    struct pollfd p = { fd, POLLIN, 0 };
+    while (!peek_has(fd, text)) {
+        p.revents = 0;
+        assert_true(poll(&p, 1, 10000) > 0);
+        sched_yield(); /* more may be on its way: look again */
+    }
 }
 
 /* ---- Handlers ---- */
@@ -230,10 +255,16 @@ static void h_slow(struct dspy__srv_req *req, void *ud)
 static pthread_t answer_thread;
 static dspy_status answer_rc[2];
 
+static struct dspy__srv *answer_srv;
+
 static void *answer_from_thread(void *arg)
 {
     struct dspy__srv_req *req = arg;
-    usleep(30000);
+    struct dspy__srv_stats st;
+    do { /* until the handler has returned and the request waits for this answer */
+        sched_yield();
+        dspy__srv_stats(answer_srv, &st);
+    } while (st.waiting < 1);
     char *body = dspy_strdup("from thread");
     struct dspy__srv_reply r = { 201, "text/plain", NULL, body, strlen(body), dspy_free };
     answer_rc[0] = dspy__srv_send(req, &r, 0);
@@ -337,12 +368,29 @@ static void test_answers_now_later_and_from_a_thread(void **state)
     assert_memory_equal(r.body, "hello", 5);
     assert_non_null(strstr(r.head, "X-Test: 1"));
 
-    uint64_t t0 = dspy__now_ns();
-    get(port, "/later", &r);
-    double ms = ms_since(t0);
+    /* Held until its due time, on the frozen clock: nothing while the clock stands still,
+     * the answer once it has moved the 60 ms on. */
+    dspy__clock_freeze(dspy__now_ns());
+    const char later_req[] = "GET /later HTTP/1.1\r\nHost: x\r\n\r\n";
+    int later = connect_to(port);
+    send_all(later, later_req, sizeof(later_req) - 1);
+    struct dspy__srv_stats st;
+    do { /* until the server has it */
+        sched_yield();
+        dspy__srv_stats(srv, &st);
+    } while (st.requests < 2);
+    get(port, "/now", &r); /* answered meanwhile */
     assert_int_equal(r.status, 200);
-    assert_true(ms >= 59); /* held until its due time (a lower bound: load cannot break it) */
+    char probe;
+    assert_int_equal(recv(later, &probe, 1, MSG_DONTWAIT), -1);
+    dspy__clock_advance(60 * 1000000ull);
+    read_resp(later, &r);
+    close(later);
+    dspy__clock_freeze(0);
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body, "late", 4);
 
+    answer_srv = srv;
     get(port, "/thread", &r);
     pthread_join(answer_thread, NULL);
     assert_int_equal(r.status, 201);
@@ -360,12 +408,24 @@ static void test_stream_paced_truncated_dropped(void **state)
     struct dspy__srv *srv = start(0);
     int port = dspy__srv_port(srv);
     struct resp r;
-    uint64_t t0 = dspy__now_ns();
-    get(port, "/stream", &r);
+    /* Paced by the frozen clock: each event leaves when the clock reaches its time, the
+     * next one not before. */
+    dspy__clock_freeze(dspy__now_ns());
+    const char stream_req[] = "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n";
+    int fd = connect_to(port);
+    send_all(fd, stream_req, sizeof(stream_req) - 1);
+    peek_until(fd, "one ");
+    assert_false(peek_has(fd, "two "));
+    dspy__clock_advance(20 * 1000000ull);
+    peek_until(fd, "two ");
+    assert_false(peek_has(fd, "three"));
+    dspy__clock_advance(20 * 1000000ull);
+    read_resp(fd, &r);
+    close(fd);
+    dspy__clock_freeze(0);
     assert_true(r.complete);
     assert_int_equal(r.len, 13);
     assert_memory_equal(r.body, "one two three", 13);
-    assert_true(ms_since(t0) >= 39);
 
     get(port, "/stream-abort", &r);
     assert_int_equal(r.status, 200);
@@ -427,8 +487,8 @@ static void test_pause_holds_answers_but_not_admin(void **state)
     struct dspy__srv *srv = start(0);
     int port = dspy__srv_port(srv);
     struct resp r;
+    dspy__clock_freeze(dspy__now_ns()); /* the pause lasts until the test moves the clock */
     dspy__srv_pause(srv, 400);
-    uint64_t t0 = dspy__now_ns();
     /* An answer held by the pause, and an admin request answered meanwhile: ordering, not
      * timing, shows that admin is not held. */
     const char held_req[] = "GET /now HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -443,10 +503,11 @@ static void test_pause_holds_answers_but_not_admin(void **state)
     assert_int_equal(r.status, 200);
     char probe;
     assert_int_equal(recv(held, &probe, 1, MSG_DONTWAIT), -1); /* still nothing */
+    dspy__clock_advance(400 * 1000000ull); /* the pause is over: the held answer goes */
     read_resp(held, &r);
     close(held);
+    dspy__clock_freeze(0);
     assert_int_equal(r.status, 200);
-    assert_true(ms_since(t0) >= 395); /* held for the pause (a lower bound only) */
     dspy__srv_free(srv);
 }
 
@@ -507,10 +568,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_heap_orders_by_due_then_fifo),
         cmocka_unit_test(test_heap_interleaved),
-        cmocka_unit_test(test_answers_now_later_and_from_a_thread),
-        cmocka_unit_test(test_stream_paced_truncated_dropped),
+        cmocka_unit_test_teardown(test_answers_now_later_and_from_a_thread, thaw_clock),
+        cmocka_unit_test_teardown(test_stream_paced_truncated_dropped, thaw_clock),
         cmocka_unit_test(test_errors_and_oversized_body_keep_connection),
-        cmocka_unit_test(test_pause_holds_answers_but_not_admin),
+        cmocka_unit_test_teardown(test_pause_holds_answers_but_not_admin, thaw_clock),
         cmocka_unit_test(test_many_waiting_connections),
         cmocka_unit_test(test_stop_with_waiting_connections),
     };

@@ -24,6 +24,8 @@ struct script {
     const char *replies[MAX_CALLS]; /* choice contents; NULL ends the script */
     int choices;                    /* choices per reply (default 1) */
     long status;                    /* default 200 */
+    bool structured;                /* the LM's structured outputs: auto (for gpt-4o-mini,
+                                     * on), else off */
     int calls;
     json_t *bodies[MAX_CALLS];
 };
@@ -76,6 +78,7 @@ static dspy_lm *script_lm(struct script *s, double temperature)
     o.temperature = temperature;
     o.transport = scripted;
     o.transport_userdata = s;
+    o.structured_outputs = s->structured ? DSPY_STRUCTURED_AUTO : DSPY_STRUCTURED_OFF;
     assert_int_equal(dspy_lm_new(&o, &lm, NULL), DSPY_OK);
     return lm;
 }
@@ -297,9 +300,8 @@ static void unparseable_everywhere_fails(void **state)
     struct dspy_error err;
     assert_int_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, NULL, &err), DSPY_EADAPTER);
     assert_null(pred);
-    /* Chat, then JSON in JSON mode, and no more: DSPy's JSONAdapter retries in JSON mode
-     * only after a structured (json_schema) response_format, which DSPy sends only to models
-     * litellm lists as supporting response schemas; dspyc sends JSON mode to every model. */
+    /* Chat, then JSON in JSON mode, and no more: with structured outputs off (a model
+     * litellm does not list as supporting response schemas) there is no schema to retry. */
     assert_int_equal(s.calls, 2);
     assert_null(json_object_get(s.bodies[0], "response_format"));
     assert_string_equal(
@@ -310,6 +312,103 @@ static void unparseable_everywhere_fails(void **state)
     dspy_module_free(m);
     dspy_lm_free(lm);
     script_release(&s);
+}
+
+static const char *format_type(const json_t *body)
+{
+    return json_string_value(json_object_get(json_object_get(body, "response_format"), "type"));
+}
+
+/* The schema DSPy 3.3/3.4 send for "question -> answer, n: int" (recorded from DSPy). */
+#define ANSWER_N_SCHEMA                                                                      \
+    "{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"DSPyProgramOutputs\","            \
+    "\"schema\":{\"additionalProperties\":false,\"properties\":{\"answer\":{\"title\":"      \
+    "\"Answer\",\"type\":\"string\"},\"n\":{\"title\":\"N\",\"type\":\"integer\"}},"         \
+    "\"required\":[\"answer\",\"n\"],\"title\":\"DSPyProgramOutputs\",\"type\":\"object\"}," \
+    "\"strict\":true}}"
+
+/* DSPy 3.3's JSONAdapter, for a model litellm says supports response schemas: a
+ * json_schema response_format first; a reply that does not parse (AdapterParseError, which
+ * it catches; LM errors it does not) is retried once in JSON mode. Two calls. */
+static void structured_reply_that_fails_is_retried_in_json_mode(void **state)
+{
+    (void)state;
+    struct script s = { .replies = { "not an object at all", "{\"answer\": \"Paris\", \"n\": 1}" },
+                        .structured = true };
+    dspy_lm *lm = script_lm(&s, NAN);
+    dspy_module *m = new_module(DSPY_MODULE_PREDICT, "question -> answer, n: int",
+                                DSPY_ADAPTER_JSON);
+    json_t *inputs = json_pack("{s:s}", "question", CAPITAL);
+    json_t *pred = NULL, *want = json_loads(ANSWER_N_SCHEMA, 0, NULL);
+    struct dspy_call_info info;
+    assert_true(dspy_lm_structured_outputs(lm));
+    assert_int_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, &info, NULL), DSPY_OK);
+    assert_int_equal(s.calls, 2);
+    assert_int_equal(info.lm_calls, 2);
+    assert_string_equal(json_string_value(json_object_get(pred, "answer")), "Paris");
+    assert_true(json_equal(json_object_get(s.bodies[0], "response_format"), want));
+    assert_string_equal(format_type(s.bodies[1]), "json_object");
+    /* Both calls carry the JSON adapter's prompt. */
+    assert_string_equal(msg_content(s.bodies[0], 0), msg_content(s.bodies[1], 0));
+    json_decref(want);
+    json_decref(pred);
+    json_decref(inputs);
+    dspy_module_free(m);
+    dspy_lm_free(lm);
+    script_release(&s);
+}
+
+/* From the Chat adapter: Chat, then a fresh JSONAdapter (schema, then JSON mode). Three
+ * calls, and the error is the last one's. */
+static void chat_fallback_goes_through_the_structured_retry(void **state)
+{
+    (void)state;
+    struct script s = { .replies = { "no", "still no", "never" }, .structured = true };
+    dspy_lm *lm = script_lm(&s, NAN);
+    dspy_module *m = new_module(DSPY_MODULE_PREDICT, "question -> answer", DSPY_ADAPTER_CHAT);
+    json_t *inputs = json_pack("{s:s}", "question", CAPITAL);
+    json_t *pred = NULL;
+    struct dspy_error err;
+    assert_int_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, NULL, &err), DSPY_EADAPTER);
+    assert_null(pred);
+    assert_int_equal(s.calls, 3);
+    assert_null(json_object_get(s.bodies[0], "response_format"));
+    assert_string_equal(format_type(s.bodies[1]), "json_schema");
+    assert_string_equal(format_type(s.bodies[2]), "json_object");
+    assert_non_null(strstr(err.message, "LM Response: never"));
+    json_decref(inputs);
+    dspy_module_free(m);
+    dspy_lm_free(lm);
+    script_release(&s);
+}
+
+/* An LM error under a structured format is not retried in JSON mode (DSPy re-raises
+ * LMError); an open-ended dict output field gets JSON mode from the start. One call each. */
+static void structured_retry_only_after_a_parse_failure(void **state)
+{
+    (void)state;
+    struct script s = { .status = 400, .structured = true };
+    dspy_lm *lm = script_lm(&s, NAN);
+    dspy_module *m = new_module(DSPY_MODULE_PREDICT, "question -> answer", DSPY_ADAPTER_JSON);
+    json_t *inputs = json_pack("{s:s}", "question", CAPITAL);
+    json_t *pred = NULL;
+    assert_int_not_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, NULL, NULL), DSPY_OK);
+    assert_int_equal(s.calls, 1);
+    assert_string_equal(format_type(s.bodies[0]), "json_schema");
+    dspy_module_free(m);
+    dspy_lm_free(lm);
+    script_release(&s);
+
+    struct script d = { .replies = { "nothing", "still nothing" }, .structured = true };
+    lm = script_lm(&d, NAN);
+    m = new_module(DSPY_MODULE_PREDICT, "question -> counts: dict[str, int]", DSPY_ADAPTER_JSON);
+    assert_int_equal(dspy_module_call(m, lm, inputs, NULL, &pred, NULL, NULL, NULL), DSPY_EADAPTER);
+    assert_int_equal(d.calls, 1);
+    assert_string_equal(format_type(d.bodies[0]), "json_object");
+    json_decref(inputs);
+    dspy_module_free(m);
+    dspy_lm_free(lm);
+    script_release(&d);
 }
 
 static double sent_temperature(const json_t *body)
@@ -576,6 +675,9 @@ int main(void)
         cmocka_unit_test(fallback_repairs_like_dspy),
         cmocka_unit_test(no_fallback_on_lm_errors),
         cmocka_unit_test(unparseable_everywhere_fails),
+        cmocka_unit_test(structured_reply_that_fails_is_retried_in_json_mode),
+        cmocka_unit_test(chat_fallback_goes_through_the_structured_retry),
+        cmocka_unit_test(structured_retry_only_after_a_parse_failure),
         cmocka_unit_test(n_greater_than_one_samples_warm),
         cmocka_unit_test(missing_inputs),
         cmocka_unit_test(setters_refresh_the_prompt),

@@ -87,18 +87,24 @@ static void outcome_wait(struct outcome *o, int n)
     pthread_mutex_unlock(&o->mu);
 }
 
-static dspy_lm *http_lm(const struct test_httpd *s)
+/* An LM for `model` on the test server (gpt-4o-mini: one sent structured outputs). */
+static dspy_lm *http_lm_for(const struct test_httpd *s, const char *model)
 {
     char url[128];
     struct dspy_lm_options o = DSPY_LM_OPTIONS_INIT;
     dspy_lm *lm = NULL;
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1", s->port);
     o.base_url = url;
-    o.model = "openai/m";
+    o.model = model;
     o.api_key_env = "DSPYC_TEST_KEY_UNSET";
     o.max_attempts = 1;
     assert_int_equal(dspy_lm_new(&o, &lm, NULL), DSPY_OK);
     return lm;
+}
+
+static dspy_lm *http_lm(const struct test_httpd *s)
+{
+    return http_lm_for(s, "openai/m");
 }
 
 static dspy_module *module(enum dspy_adapter_kind adapter)
@@ -131,6 +137,35 @@ static void many_calls_complete_on_the_loop(void **state)
     pthread_mutex_lock(&s.lock);
     assert_int_equal(s.requests, 50);
     assert_non_null(strstr(s.seen, "[[ ## question ## ]]"));
+    pthread_mutex_unlock(&s.lock);
+    json_decref(inputs);
+    dspy_module_free(m);
+    dspy_lm_free(lm);
+    test_httpd_stop(&s);
+    outcome_release(&o);
+}
+
+/* Asynchronously as well: the JSON adapter's structured call fails to parse, the JSON-mode
+ * retry follows from the first call's completion, and the callback sees both calls. */
+static void structured_retry_runs_asynchronously(void **state)
+{
+    (void)state;
+    struct test_httpd s;
+    struct outcome o;
+    outcome_init(&o);
+    assert_int_equal(test_httpd_start(&s, 200, PROSE_REPLY), 0);
+    dspy_lm *lm = http_lm_for(&s, "openai/gpt-4o-mini");
+    dspy_module *m = module(DSPY_ADAPTER_JSON);
+    json_t *inputs = json_pack("{s:s}", "question", "Capital of France?");
+    assert_int_equal(dspy_module_call_async(m, lm, inputs, NULL, on_done, &o, NULL), DSPY_OK);
+    outcome_wait(&o, 1);
+    assert_int_equal(o.last, DSPY_EADAPTER);
+    assert_int_equal(o.lm_calls, 2);
+    pthread_mutex_lock(&s.lock);
+    assert_int_equal(s.requests, 2);
+    /* the second call's response_format (the recorded body is the last one) */
+    assert_non_null(strstr(s.seen, "\"json_object\""));
+    assert_null(strstr(s.seen, "json_schema"));
     pthread_mutex_unlock(&s.lock);
     json_decref(inputs);
     dspy_module_free(m);
@@ -235,6 +270,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(many_calls_complete_on_the_loop),
         cmocka_unit_test(fallback_and_errors_reach_the_callback),
+        cmocka_unit_test(structured_retry_runs_asynchronously),
         cmocka_unit_test(transport_hook_calls_back_in_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
