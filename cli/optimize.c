@@ -68,6 +68,8 @@ static const char optimize_usage2[] =
     "  --task-model M        model of the program's calls (default --model)\n"
     "  --prompt-model M      model of mipro's proposer (default the task model)\n"
     "  --reflection-model M  model of gepa's reflection (default the prompt model)\n"
+    "  --no-merge            gepa: no merge step (DSPy's use_merge=False; default on)\n"
+    "  --max-merge-invocations N  gepa: merges accepted at most (default 5, as DSPy)\n"
     "  --population N        genetic: individuals per generation (default 8, at most 64)\n"
     "  --generations N       genetic: generations (default 5)\n"
     "  --mutation-rate F     genetic: chance a child's predictor mutates (default 0.3)\n"
@@ -111,6 +113,8 @@ enum {
     OPT_POPULATION,
     OPT_GENERATIONS,
     OPT_MUTATION,
+    OPT_NO_MERGE,
+    OPT_MAX_MERGES,
 };
 
 struct progress {
@@ -194,6 +198,8 @@ int cmd_optimize(int argc, char **argv)
         { "population", required_argument, NULL, OPT_POPULATION },
         { "generations", required_argument, NULL, OPT_GENERATIONS },
         { "mutation-rate", required_argument, NULL, OPT_MUTATION },
+        { "no-merge", no_argument, NULL, OPT_NO_MERGE },
+        { "max-merge-invocations", required_argument, NULL, OPT_MAX_MERGES },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         ENDPOINT_LONG_OPTIONS,
@@ -329,6 +335,11 @@ int cmd_optimize(int argc, char **argv)
         case OPT_MUTATION:
             DBLF("--mutation-rate", 0, 1);
             o.mutation_rate = d;
+            break;
+        case OPT_NO_MERGE: o.no_merge = true; break;
+        case OPT_MAX_MERGES:
+            LONGF("--max-merge-invocations", 0, 1000);
+            o.max_merge_invocations = v;
             break;
         case 'q': quiet = true; break;
         case 'h': print_usage(stdout); return 0;

@@ -577,6 +577,7 @@ static json_t *report_of(struct opt_run *r, json_t *plan)
         json_t *ins = opt_memo_get(r, "instructions");
         if (ins) /* mipro: the proposer's candidates per predictor, the original first */
             json_object_set(rep, "instruction_candidates", ins);
+        json_object_update(rep, r->report_extra);
     }
     return rep;
 }
@@ -624,7 +625,8 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     r.start_ns = dspy__now_ns();
     if (!opts->task_lm)
         return dspy__err(err, DSPY_EINVAL, "dspy_optimize: a task LM is required");
-    if (!(r.trials = json_array()) || !(r.memo = json_object()) || !(r.applied = json_object())) {
+    if (!(r.trials = json_array()) || !(r.memo = json_object()) || !(r.applied = json_object()) ||
+        !(r.report_extra = json_object())) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
@@ -788,6 +790,7 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
 out:
     json_decref(plan);
     json_decref(r.trials);
+    json_decref(r.report_extra);
     json_decref(r.memo);
     json_decref(r.applied);
     json_decref(r.best_cand);

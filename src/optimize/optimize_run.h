@@ -31,6 +31,7 @@ struct opt_run {
     json_t *memo;            /* finished units of work, by key (the checkpoint):
                                  * {"v": value, "d": [what the unit cost]} */
     json_t *applied;         /* keys whose cost is counted in this run already */
+    json_t *report_extra;    /* keys an optimizer adds to the report (gepa: "merge") */
     uint64_t mark[6];        /* the counters when the last unit was recorded */
     uint64_t restored_calls; /* LM calls of units read back from the checkpoint */
     char *ckpt_path;         /* DIR/checkpoint.json or NULL */

@@ -466,3 +466,90 @@ def test_flags_take_effect(tmp_path):
           ok=False)
     doc = json.loads(out.read_text())
     assert doc["results"][1]["metric"] == 0.5 and doc["errors"] == 1
+
+
+MIX_METRIC = (
+    "import dspy\n"
+    "def mix(gold, pred, trace=None, pred_name=None, pred_trace=None):\n"
+    "    # both predictors' answers count; on multiples of 4 this metric rewards a miss, so an\n"
+    "    # instruction that helps is also worse somewhere and siblings share the front\n"
+    "    want_right = int(gold.answer) % 4 != 0\n"
+    "    s = [(str(v).strip() == gold.answer) == want_right for v in (pred.answer, pred.result)]\n"
+    "    fb = 'Correct.' if all(s) else f'Wrong: the expected answer is {gold.answer}.'\n"
+    "    return dspy.Prediction(score=sum(s) / 2, feedback=fb)\n")
+
+
+def test_gepa_merge_combines_two_predictors_changes(tmp_path):
+    """GEPA's merge (on by default, as in DSPy) on a two-predictor program: the merged
+    candidate takes each predictor's instruction from the parent that changed it from their
+    common ancestor; the same seed gives the same merges; --no-merge and
+    --max-merge-invocations 0 schedule none."""
+    (tmp_path / "mix.py").write_text(MIX_METRIC)
+    env = dict(os.environ, VIRTUAL_ENV=VENV)
+
+    def gepa(name, *extra):
+        save, report = tmp_path / f"{name}.json", tmp_path / f"{name}.report.json"
+        r = subprocess.run([DSPYC, "optimize", os.path.join(ARITH, "two_step.json"),
+                            "--optimizer", "gepa", "--auto", "light", "--seed", "5",
+                            "--trainset", TRAIN, "--valset", DEV, "--metric-python", "mix:mix",
+                            "--reflection-model", "reflector", "--save", save, "--report",
+                            report, "-q", *extra], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return save, json.loads(report.read_text())
+
+    save, rep = gepa("a")
+    merges = [t for t in rep["trials"] if t["kind"] == "merge"]
+    assert merges and rep["merge"]["attempts"] >= len(merges)
+    assert rep["merge"] == {"enabled": True, "max_invocations": 5,
+                            "attempts": rep["merge"]["attempts"],
+                            "accepted": sum(t["accepted"] for t in merges)}
+    ok = [t for t in merges if t["accepted"]]
+    assert ok, "no merge was accepted"
+    m = ok[0]
+    assert len(m["subsample"]) == 5 and m["sum"] >= max(m["parent_sums"])
+    full = {t["candidate"]: t for t in rep["trials"] if t["kind"] == "full"}
+    seed_inst = ["Answer the question."] * 2
+    inst = {0: seed_inst, **{c: t["instructions"] for c, t in full.items()}}
+    merged = next(t for t in full.values() if t["parents"] == m["parents"])
+    i, j = m["parents"]
+    a = inst[m["ancestor"]]
+    score = {0: rep["baseline"]["score"], **{c: t["score"] for c, t in full.items()}}
+    for p in range(2):  # gepa's rule, predictor by predictor
+        ci, cj = inst[i][p] != a[p], inst[j][p] != a[p]
+        if ci != cj and inst[i][p] != inst[j][p]:  # one changed it: that change
+            want = inst[i][p] if ci else inst[j][p]
+        elif ci and cj:  # both did: the better parent's (a tie is a coin)
+            want = inst[i][p] if score[i] > score[j] else inst[j][p] \
+                if score[j] > score[i] else merged["instructions"][p]
+        else:
+            want = inst[i][p]
+        assert merged["instructions"][p] == want, p
+    # a change only one parent made is in the merge
+    assert any(inst[x][p] != a[p] and merged["instructions"][p] == inst[x][p]
+               for x in (i, j) for p in range(2))
+    # seed-reproducible
+    again, rep2 = gepa("b")
+    assert again.read_bytes() == save.read_bytes()
+    strip = lambda ts: [{k: v for k, v in t.items() if k != "elapsed_s"} for t in ts]
+    assert strip(rep2["trials"]) == strip(rep["trials"])
+    # resumed from a checkpoint cut before or after the first merge: the same end
+    ck = tmp_path / "ck"
+    gepa("c", "--checkpoint", ck)
+    doc = json.loads((ck / "checkpoint.json").read_text())
+    units = list(doc["units"].items())
+    at = next(k for k, (key, _) in enumerate(units) if key.endswith(":merge"))
+    for keep in (at, at + 1):
+        part = tmp_path / f"ck{keep}"
+        part.mkdir()
+        (part / "checkpoint.json").write_text(json.dumps(
+            {"version": 2, "key": doc["key"], "units": dict(units[:keep])}))
+        resumed, rr = gepa(f"r{keep}", "--checkpoint", part)
+        assert resumed.read_bytes() == save.read_bytes(), keep
+        assert [t["score"] for t in rr["trials"]] == [t["score"] for t in rep["trials"]]
+    # switched off, or no invocations allowed: no merge is ever scheduled
+    for extra in (["--no-merge"], ["--max-merge-invocations", "0"]):
+        _, off = gepa("off", *extra)
+        assert off["merge"]["attempts"] == 0 and off["merge"]["accepted"] == 0
+        assert not any(t["kind"] == "merge" for t in off["trials"])
+    assert off["merge"]["max_invocations"] == 0
