@@ -16,7 +16,7 @@ static dspy_status labeled_indices(struct opt_run *r, size_t n, long k, size_t n
 {
     struct dspy__pyrandom rng;
     dspy_status rc = DSPY_OK;
-    dspy__pyrandom_seed(&rng, r->o->seed);
+    dspy__pyrandom_seed(&rng, r->fewshot_seed);
     *count = (size_t)k < n ? (size_t)k : n;
     for (size_t p = 0; p < npred && !rc; p++)
         rc = dspy__pyrandom_sample(&rng, n, *count, idx + p * *count);
@@ -212,9 +212,9 @@ dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot,
      * predictor's labelled demos from it (3.4's form; 3.3 sampled each predictor from the
      * one before's sample) */
     struct dspy__pyrandom rng;
-    dspy__pyrandom_seed(&rng, r->o->seed);
+    dspy__pyrandom_seed(&rng, r->fewshot_seed);
     dspy__pyrandom_shuffle(&rng, raw, nraw);
-    dspy__pyrandom_seed(&rng, r->o->seed);
+    dspy__pyrandom_seed(&rng, r->fewshot_seed);
     if (!(*cand = opt_candidate_of(r->student))) {
         rc = DSPY_ENOMEM;
         goto out;
@@ -265,7 +265,7 @@ out:
 }
 
 dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot, long max_labeled,
-                                   long max_rounds, json_t **cand)
+                                   long max_rounds, struct dspy__pyrandom *shared, json_t **cand)
 {
     uint64_t key = (uint64_t)(seed + 10);
     if (seed == -3) { /* zero-shot */
@@ -291,16 +291,19 @@ dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot, 
         return DSPY_ENOMEM;
     }
     /* DSPy: random.Random(seed).shuffle(trainset) and Random(seed).randint(1, max) for
-     * schedule seed s >= 0; ours is Random(s + --seed), DSPy's at --seed 0 */
-    struct dspy__pyrandom rng;
+     * schedule seed s >= 0 (ours is Random(s + --seed), DSPy's at --seed 0), or both from
+     * one shared generator (MIPROv2's create_n_fewshot_demo_sets) */
+    struct dspy__pyrandom own, *rng = shared ? shared : &own;
     for (size_t i = 0; i < n; i++)
         idx[i] = i;
-    dspy__pyrandom_seed(&rng, (uint64_t)seed + r->o->seed);
-    dspy__pyrandom_shuffle(&rng, idx, n);
+    if (!shared)
+        dspy__pyrandom_seed(&own, (uint64_t)seed + r->o->seed);
+    dspy__pyrandom_shuffle(rng, idx, n);
     for (size_t i = 0; i < n; i++)
         json_array_append(shuffled, json_array_get(r->train, idx[i]));
-    dspy__pyrandom_seed(&rng, (uint64_t)seed + r->o->seed);
-    long size = max_boot >= 1 ? dspy__pyrandom_randint(&rng, 1, max_boot) : 0;
+    if (!shared)
+        dspy__pyrandom_seed(&own, (uint64_t)seed + r->o->seed);
+    long size = max_boot >= 1 ? dspy__pyrandom_randint(rng, 1, max_boot) : 0;
     rc = opt_bootstrap(r, shuffled, size, max_labeled, max_rounds, key, cand);
     dspy_free(idx);
     json_decref(shuffled);
@@ -340,7 +343,7 @@ dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err)
         json_t *saved = opt_memo_get(r, wkey);
         for (size_t t = start; t < end && m < 64; t++) {
             json_t *cand = NULL;
-            if ((rc = opt_schedule_candidate(r, (long)t - 3, boot, lab, rounds, &cand))) {
+            if ((rc = opt_schedule_candidate(r, (long)t - 3, boot, lab, rounds, NULL, &cand))) {
                 for (size_t i = 0; i < m; i++)
                     json_decref(cands[i]);
                 return rc;

@@ -59,8 +59,8 @@ void dspy__gepa_dominators(const struct gcand *pool, size_t n, size_t nv, bool *
 
 static const char *inst_of(const struct gcand *g, size_t pred)
 {
-    const char *t =
-        json_string_value(json_array_get(json_object_get(g->cand, "instructions"), pred));
+    const char *t = json_string_value(
+        json_array_get(json_object_get(g->cand, "instructions"), pred));
     return t ? t : "";
 }
 
@@ -100,9 +100,9 @@ static bool desirable(const struct gcand *pool, size_t np, size_t a, size_t i, s
 
 /* find_common_ancestor_pair: 1 with (i, j, ancestor) set, 0 when none was found, -1 when
  * the ancestors' weights sum to zero (Python's choices() raises; the iteration is lost). */
-static int common_ancestor_pair(const struct gcand *pool, size_t n, size_t np,
-                                const size_t *cands, size_t nc, const struct merge *m,
-                                struct dspy__pyrandom *rng, size_t out[3])
+static int common_ancestor_pair(const struct gcand *pool, size_t n, size_t np, const size_t *cands,
+                                size_t nc, const struct merge *m, struct dspy__pyrandom *rng,
+                                size_t out[3])
 {
     for (int attempt = 0; attempt < 10; attempt++) {
         size_t pick[2];
@@ -182,8 +182,8 @@ int dspy__gepa_attempt_merge(const struct gcand *pool, size_t n, size_t nv, size
             if ((ai || aj) && !same_inst(pool, i, j, p))
                 desc[2 + p] = ai ? j : i;
             else if (!ai && !aj)
-                desc[2 + p] = pool[i].agg > pool[j].agg   ? i
-                              : pool[j].agg > pool[i].agg ? j
+                desc[2 + p] = pool[i].agg > pool[j].agg      ? i
+                              : pool[j].agg > pool[i].agg    ? j
                               : dspy__pyrandom_below(rng, 2) ? j
                                                              : i;
             else
@@ -251,4 +251,3 @@ out:
     dspy_free(pick);
     return n;
 }
-

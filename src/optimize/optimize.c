@@ -621,6 +621,7 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     r.train = trainset;
     r.metric = metric;
     r.o = opts;
+    r.fewshot_seed = opts->optimizer == DSPY_OPT_MIPRO ? 0 : opts->seed;
     r.best = NAN;
     r.start_ns = dspy__now_ns();
     if (!opts->task_lm)

@@ -34,10 +34,8 @@ struct dspy__rng {
 };
 void dspy__rng_seed(struct dspy__rng *r, uint64_t seed, uint64_t stream, uint64_t index);
 uint64_t dspy__rng_next(struct dspy__rng *r);
-double dspy__rng_unit(struct dspy__rng *r);                  /* [0, 1) */
-size_t dspy__rng_below(struct dspy__rng *r, size_t n);       /* [0, n), n > 0 */
-long dspy__rng_range(struct dspy__rng *r, long lo, long hi); /* [lo, hi] */
-void dspy__rng_shuffle(struct dspy__rng *r, size_t *idx, size_t n);
+double dspy__rng_unit(struct dspy__rng *r);            /* [0, 1) */
+size_t dspy__rng_below(struct dspy__rng *r, size_t n); /* [0, n), n > 0 */
 /* Pick k of n indices without repetition, in draw order (Python's random.sample). */
 void dspy__rng_sample(struct dspy__rng *r, size_t n, size_t k, size_t *out);
 

@@ -31,20 +31,6 @@ size_t dspy__rng_below(struct dspy__rng *r, size_t n)
     return (size_t)(dspy__rng_unit(r) * (double)n) % n;
 }
 
-long dspy__rng_range(struct dspy__rng *r, long lo, long hi)
-{
-    return lo + (long)dspy__rng_below(r, (size_t)(hi - lo + 1));
-}
-
-void dspy__rng_shuffle(struct dspy__rng *r, size_t *idx, size_t n)
-{
-    for (size_t i = n; i > 1; i--) {
-        size_t j = dspy__rng_below(r, i), t = idx[i - 1];
-        idx[i - 1] = idx[j];
-        idx[j] = t;
-    }
-}
-
 void dspy__rng_sample(struct dspy__rng *r, size_t n, size_t k, size_t *out)
 {
     size_t *pool = dspy_malloc(n ? n * sizeof(*pool) : 1);
