@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from e2e.conftest import DSPYC, ROOT
+from e2e.conftest import DSPYC, ROOT, start_sim
 
 pytestmark = pytest.mark.e2e
 
@@ -80,6 +80,26 @@ def test_eval_metric_failures_are_per_example_errors(tmp_path):
     r = dspyc("eval", *PREDICT, "--devset", dev, *METRIC, "--max-errors", "2",
               "--concurrency", "1", ok=False)
     assert r.returncode == 1 and "max_errors" in r.stderr
+
+
+def test_eval_concurrency_bounds_the_calls_in_flight(tmp_path):
+    """--concurrency N: the simulator's in-flight peak is 1 at N = 1 and reaches N, never
+    more, at N = 8 (20 ms per call, so calls overlap when they may); the score is the same."""
+    import urllib.request
+
+    peaks, scores = {}, {}
+    for n in (1, 8):
+        _, base = start_sim("--latency-ms", "20")
+        r = dspyc("eval", *PREDICT, "--devset", DEV, *METRIC, "--concurrency", n,
+                  "--base-url", base, "--model", "openai/dspyc-sim")
+        scores[n] = float(r.stdout)
+        with urllib.request.urlopen(base.replace("/v1", "/admin/stats")) as resp:
+            stats = json.load(resp)
+        assert stats["requests"] >= 100
+        peaks[n] = stats["in_flight_peak"]
+    assert peaks[1] == 1
+    assert 4 <= peaks[8] <= 8, peaks
+    assert scores[1] == scores[8] == 36.0
 
 
 # Each optimizer against the unoptimized Predict program (36 on dev), with the margin it
