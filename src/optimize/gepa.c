@@ -4,6 +4,7 @@
  * minibatch of 3, children kept on strict minibatch improvement and then fully evaluated,
  * within a metric-call budget computed as DSPy does. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -211,24 +212,34 @@ static char *extract_instruction(const char *reply)
     return dspy_strndup(s, (size_t)(e - s));
 }
 
-static char *reflect(struct opt_run *r, const char *prompt)
+/* One reflection-LM call: the new instruction (caller owns) or NULL. Touches nothing of
+ * the run but the LM, so several may run at once; the caller accounts `resp`. */
+static char *reflect_call(const struct opt_run *r, const char *prompt,
+                          struct dspy_lm_response *resp, dspy_status *rc)
 {
     dspy_lm *lm = r->o->reflection_lm ? r->o->reflection_lm
                   : r->o->prompt_lm   ? r->o->prompt_lm
                                       : r->o->task_lm;
     json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", prompt);
     struct dspy_lm_request req = DSPY_LM_REQUEST_INIT;
-    struct dspy_lm_response resp;
     char *out = NULL;
-    memset(&resp, 0, sizeof(resp));
+    memset(resp, 0, sizeof(*resp));
     req.messages = msgs;
     req.temperature = 1.0;
-    dspy_status rc = msgs ? dspy_lm_complete(lm, &req, &resp, NULL) : DSPY_ENOMEM;
-    opt_account_lm(r, &resp, rc);
-    if (!rc && resp.n)
-        out = extract_instruction(resp.texts[0]);
-    dspy_lm_response_release(&resp);
+    *rc = msgs ? dspy_lm_complete(lm, &req, resp, NULL) : DSPY_ENOMEM;
+    if (!*rc && resp->n)
+        out = extract_instruction(resp->texts[0]);
     json_decref(msgs);
+    return out;
+}
+
+static char *reflect(struct opt_run *r, const char *prompt)
+{
+    struct dspy_lm_response resp;
+    dspy_status rc;
+    char *out = reflect_call(r, prompt, &resp, &rc);
+    opt_account_lm(r, &resp, rc);
+    dspy_lm_response_release(&resp);
     return out;
 }
 
@@ -265,6 +276,117 @@ static dspy_status full_eval(struct opt_run *r, struct gcand *g, const char *key
     g->agg = score;
     json_decref(per);
     return DSPY_OK;
+}
+
+/* ---- lookahead ---------------------------------------------------------------------- */
+
+#define MAX_AHEAD 16
+
+struct ahead_job {
+    const struct opt_run *r;
+    char *prompt, *inst;
+    struct dspy_lm_response resp;
+    dspy_status rc;
+    pthread_t thread;
+    bool started;
+};
+
+static void *ahead_reflect(void *arg)
+{
+    struct ahead_job *j = arg;
+    j->inst = reflect_call(j->r, j->prompt, &j->resp, &j->rc);
+    return NULL;
+}
+
+/* Run iterations [it, it + k) ahead, all at once, as they will run if none of their
+ * children is accepted: the parents' minibatches (one wave), the reflections (one wave),
+ * the children's minibatches (one wave). Only the cache keeps what they did: the
+ * iterations, when they come, make the same calls and draws and are answered from it, so
+ * the result is the one without lookahead, and each iteration's three sequential LM round
+ * trips become a third of one. Draws are made on copies of the generator and sampler. */
+static void lookahead(struct opt_run *r, const struct gcand *pool, size_t npool, bool *front,
+                      const struct dspy__pyrandom *rng0, const struct sampler *s0, size_t it,
+                      size_t k)
+{
+    size_t nv = json_array_size(r->val), ntrain = json_array_size(r->train);
+    size_t np = dspy_program_count(r->student), n = 0, ids[MINIBATCH], next[MAX_POOL];
+    struct dspy__pyrandom *rng = dspy_malloc(sizeof(*rng));
+    struct sampler s = *s0;
+    json_t *cands[MAX_AHEAD], *sets[MAX_AHEAD], *children[MAX_AHEAD];
+    json_t *pp[MAX_AHEAD] = { 0 }, *ppred[MAX_AHEAD] = { 0 }, *pfb[MAX_AHEAD] = { 0 };
+    size_t preds[MAX_AHEAD];
+    struct ahead_job jobs[MAX_AHEAD];
+    double sc[MAX_AHEAD];
+    memset(jobs, 0, sizeof(jobs));
+    s.ids = dspy_malloc((ntrain + MINIBATCH) * sizeof(*s.ids));
+    if (!rng || !s.ids)
+        goto out;
+    *rng = *rng0;
+    memcpy(s.ids, s0->ids, s0->n * sizeof(*s.ids));
+    for (size_t i = 0; i < npool; i++)
+        next[i] = pool[i].next_pred;
+    for (size_t j = 0; j < k && j < MAX_AHEAD; j++) {
+        char key[48];
+        size_t parent = select_parent(pool, npool, nv, front, rng);
+        size_t pred = next[parent]++ % np;
+        next_minibatch(&s, ntrain, it + j - 1, rng, ids);
+        snprintf(key, sizeof(key), "gepa:%zu", it + j);
+        if (json_object_get(r->memo, key)) /* done in an earlier run: nothing to fetch */
+            continue;
+        json_t *mb = json_array();
+        for (size_t m = 0; m < MINIBATCH; m++)
+            json_array_append(mb, json_array_get(r->train, ids[m]));
+        cands[n] = pool[parent].cand;
+        preds[n] = pred;
+        sets[n++] = mb;
+    }
+    if (!n || opt_eval_ahead(r, cands, (const json_t *const *)sets, n, true, sc, pp, ppred, pfb))
+        goto out;
+    for (size_t j = 0; j < n; j++) { /* the reflections, each on a thread */
+        bool perfect = true;
+        for (size_t m = 0; m < MINIBATCH; m++)
+            perfect &= json_real_value(json_array_get(pp[j], m)) >= 1.0;
+        if (perfect)
+            continue;
+        const char *cur = json_string_value(
+            json_array_get(json_object_get(cands[j], "instructions"), preds[j]));
+        jobs[j].r = r;
+        jobs[j].prompt = reflection_prompt(r, preds[j], cur ? cur : "", sets[j], ppred[j], pp[j],
+                                           pfb[j]);
+        jobs[j].started = jobs[j].prompt &&
+                          !pthread_create(&jobs[j].thread, NULL, ahead_reflect, &jobs[j]);
+    }
+    size_t nc = 0;
+    const json_t *csets[MAX_AHEAD];
+    for (size_t j = 0; j < n; j++) {
+        if (!jobs[j].started)
+            continue;
+        pthread_join(jobs[j].thread, NULL);
+        opt_account_lm(r, &jobs[j].resp, jobs[j].rc);
+        dspy_lm_response_release(&jobs[j].resp);
+        if (!jobs[j].inst || !*jobs[j].inst)
+            continue;
+        json_t *child = json_deep_copy(cands[j]);
+        json_array_set_new(json_object_get(child, "instructions"), preds[j],
+                           json_string(jobs[j].inst));
+        csets[nc] = sets[j];
+        children[nc++] = child;
+    }
+    if (nc)
+        opt_eval_ahead(r, children, csets, nc, false, sc, NULL, NULL, NULL);
+    for (size_t j = 0; j < nc; j++)
+        json_decref(children[j]);
+out:
+    for (size_t j = 0; j < n; j++) {
+        json_decref(sets[j]);
+        json_decref(pp[j]);
+        json_decref(ppred[j]);
+        json_decref(pfb[j]);
+        dspy_free(jobs[j].prompt);
+        dspy_free(jobs[j].inst);
+    }
+    dspy_free(s.ids);
+    dspy_free(rng);
 }
 
 /* Add a fully evaluated child to the pool and record its "full" trial. */
@@ -379,6 +501,10 @@ dspy_status opt_gepa(struct opt_run *r, struct dspy_error *err)
     struct dspy__pyrandom rng;
     dspy_status rc = DSPY_OK;
     int lost = 0; /* merge attempts lost in a row to zero ancestor weights */
+    unsigned conc = o->concurrency ? o->concurrency : 16;
+    size_t ahead = o->lookahead >= 0 ? (size_t)o->lookahead : conc / MINIBATCH;
+    size_t ahead_next = 0, ahead_npool = 0, ahead_runs = 0;
+    ahead = ahead > MAX_AHEAD ? MAX_AHEAD : ahead;
     dspy__pyrandom_seed(&rng, o->seed);
     if (!pool || !front || !sampler.ids || !merge.tried) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -414,6 +540,12 @@ dspy_status opt_gepa(struct opt_run *r, struct dspy_error *err)
             }
         }
         merge.last_new = false;
+        if (ahead > 1 && (it >= ahead_next || npool != ahead_npool)) {
+            lookahead(r, pool, npool, front, &rng, &sampler, it, ahead);
+            ahead_next = it + ahead;
+            ahead_npool = npool;
+            ahead_runs++;
+        }
         char key[48];
         uint64_t t0 = dspy__now_ns(), c0 = r->lm_calls, m0 = r->metric_calls;
         snprintf(key, sizeof(key), "gepa:%zu", it);
@@ -502,6 +634,9 @@ dspy_status opt_gepa(struct opt_run *r, struct dspy_error *err)
         dspy_free(inst);
     }
 out:
+    json_object_set_new(r->report_extra, "lookahead",
+                        json_pack("{s:I, s:I}", "depth", (json_int_t)(ahead > 1 ? ahead : 0),
+                                  "runs", (json_int_t)ahead_runs));
     json_object_set_new(r->report_extra, "merge",
                         json_pack("{s:b, s:I, s:I, s:I}", "enabled", merge.on, "max_invocations",
                                   (json_int_t)merge.max, "attempts", (json_int_t)merge.attempts,

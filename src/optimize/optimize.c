@@ -134,10 +134,32 @@ dspy_status opt_eval(struct opt_run *r, json_t *const *cands, const json_t *cons
                              NULL);
 }
 
+static dspy_status eval_impl(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
+                             size_t n, const struct dspy_call_config *cfg, bool trace,
+                             double *scores, json_t **per_example, json_t **predictions,
+                             json_t **feedbacks, bool ahead);
+
 dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
                               size_t n, const struct dspy_call_config *cfg, bool trace,
                               double *scores, json_t **per_example, json_t **predictions,
                               json_t **feedbacks)
+{
+    return eval_impl(r, cands, devsets, n, cfg, trace, scores, per_example, predictions, feedbacks,
+                     false);
+}
+
+dspy_status opt_eval_ahead(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
+                           size_t n, bool trace, double *scores, json_t **per_example,
+                           json_t **predictions, json_t **feedbacks)
+{
+    return eval_impl(r, cands, devsets, n, NULL, trace, scores, per_example, predictions, feedbacks,
+                     true);
+}
+
+static dspy_status eval_impl(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
+                             size_t n, const struct dspy_call_config *cfg, bool trace,
+                             double *scores, json_t **per_example, json_t **predictions,
+                             json_t **feedbacks, bool ahead)
 {
     struct dspy__eval_job *jobs = dspy_calloc(n ? n : 1, sizeof(*jobs));
     dspy_status rc = DSPY_OK;
@@ -158,7 +180,8 @@ dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const jso
     for (size_t i = 0; i < n; i++) {
         struct dspy_eval_result *res = &jobs[i].result;
         scores[i] = res->score;
-        r->metric_calls += res->n;
+        if (!ahead) /* work done ahead is scored again, from the cache, when it is due */
+            r->metric_calls += res->n;
         if (per_example)
             per_example[i] = json_array();
         if (predictions)
@@ -168,7 +191,7 @@ dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const jso
         for (size_t k = 0; k < res->n; k++) {
             struct dspy_eval_item *it = &res->items[k];
             account_info(r, &it->info);
-            if (it->status && it->status != DSPY_ECANCELED)
+            if (!ahead && it->status && it->status != DSPY_ECANCELED)
                 r->errors++;
             if (per_example)
                 json_array_append_new(per_example[i], json_real(it->score));
@@ -181,7 +204,8 @@ dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const jso
             }
         }
     }
-    opt_check_budget(r);
+    if (!ahead)
+        opt_check_budget(r);
 out:
     for (size_t i = 0; i < n; i++) {
         dspy_eval_result_release(&jobs[i].result);
@@ -564,7 +588,8 @@ static json_t *report_of(struct opt_run *r, json_t *plan)
         "{s:s, s:I, s:s, s:I, s:I, s:o, s:o, s:O, s:o, s:f, s:o}", "optimizer",
         dspy_optimizer_name(o->optimizer), "seed", (json_int_t)o->seed, "metric",
         dspy_metric_name(r->metric), "trainset", (json_int_t)json_array_size(r->train), "valset",
-        (json_int_t)json_array_size(r->val), "baseline", json_pack("{s:f}", "score", r->baseline),
+        (json_int_t)json_array_size(r->val), "baseline",
+        isnan(r->baseline) ? json_pack("{s:n}", "score") : json_pack("{s:f}", "score", r->baseline),
         "best", isnan(r->best) ? json_pack("{s:n}", "score") : json_pack("{s:f}", "score", r->best),
         "trials", r->trials, "lm", lm, "elapsed_s", (double)(dspy__now_ns() - r->start_ns) / 1e9,
         "plan", plan ? plan : json_null());
@@ -623,6 +648,7 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     r.o = opts;
     r.fewshot_seed = opts->optimizer == DSPY_OPT_MIPRO ? 0 : opts->seed;
     r.best = NAN;
+    r.baseline = NAN;
     r.start_ns = dspy__now_ns();
     if (!opts->task_lm)
         return dspy__err(err, DSPY_EINVAL, "dspy_optimize: a task LM is required");
@@ -641,6 +667,13 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
                            given);
             goto out;
         }
+    }
+    if (opts->no_baseline &&
+        (opts->optimizer == DSPY_OPT_MIPRO || opts->optimizer == DSPY_OPT_GEPA)) {
+        rc = dspy__err(err, DSPY_EINVAL,
+                       "--no-baseline: %s evaluates the program as given as part of its search",
+                       dspy_optimizer_name(opts->optimizer));
+        goto out;
     }
     if (opts->auto_budget &&
         (opts->optimizer == DSPY_OPT_MIPRO || opts->optimizer == DSPY_OPT_GEPA)) {
@@ -734,7 +767,7 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
 
     /* The baseline: the program as given, on the full valset (GEPA's seed evaluation is
      * its own, with per-instance scores). */
-    if (opts->optimizer != DSPY_OPT_GEPA) {
+    if (opts->optimizer != DSPY_OPT_GEPA && !opts->no_baseline) {
         json_t *base = opt_candidate_of(student), *saved = opt_memo_get(&r, "baseline");
         if (!base) {
             rc = dspy__err(err, DSPY_ENOMEM, "out of memory");

@@ -58,6 +58,12 @@ dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const jso
                               size_t n, const struct dspy_call_config *cfg, bool trace,
                               double *scores, json_t **per_example, json_t **predictions,
                               json_t **feedbacks);
+/* Work done ahead (GEPA's lookahead): the same evaluation, its LM calls and tokens
+ * accounted, its metric calls and errors not (they count when the evaluation is made for
+ * real, answered from the cache). */
+dspy_status opt_eval_ahead(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
+                           size_t n, bool trace, double *scores, json_t **per_example,
+                           json_t **predictions, json_t **feedbacks);
 /* Account one direct program call (the proposer). */
 void opt_account(struct opt_run *r, const struct dspy_call_info *info, dspy_status rc);
 /* Check max-cost, max-tokens, max-errors and the cycle timer; true when the run must stop. */

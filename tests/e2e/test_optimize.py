@@ -573,3 +573,57 @@ def test_gepa_merge_combines_two_predictors_changes(tmp_path):
         assert off["merge"]["attempts"] == 0 and off["merge"]["accepted"] == 0
         assert not any(t["kind"] == "merge" for t in off["trials"])
     assert off["merge"]["max_invocations"] == 0
+
+
+def test_no_baseline_skips_the_evaluation_of_the_program_as_given(tmp_path):
+    """--no-baseline: bootstrap makes |valset| fewer calls (DSPy's BootstrapFewShot makes no
+    baseline evaluation either), the report's baseline is null, the result is the same;
+    mipro and gepa refuse it before any call."""
+    counts, saves = {}, {}
+    for name, extra in (("with", []), ("without", ["--no-baseline"])):
+        rec = tmp_path / f"{name}.jsonl"
+        _, saves[name], rep = optimize(tmp_path, name, "--optimizer", "bootstrap", *extra,
+                                       "--sim", f"--record {rec}")
+        counts[name] = chat_requests(rec)
+        if extra:
+            assert rep["baseline"]["score"] is None and rep["best"]["score"] == 71.0
+        else:
+            assert rep["baseline"]["score"] == 36.0
+    assert counts["with"] - counts["without"] == 100
+    assert saves["with"].read_bytes() == saves["without"].read_bytes()
+    for name in ("mipro", "gepa"):
+        rec = tmp_path / f"{name}.jsonl"
+        r, _, _ = optimize(tmp_path, name, "--optimizer", name, "--auto", "light",
+                           "--no-baseline", "--sim", f"--record {rec}", ok=False)
+        assert r.returncode == 2 and "--no-baseline" in r.stderr
+        assert chat_requests(rec) == 0
+
+
+def test_gepa_lookahead_gives_the_same_result_from_the_cache(tmp_path):
+    """--lookahead N runs the next N iterations at once as if their children were rejected;
+    the real iterations are then answered from the cache: the same program and trials as
+    --lookahead 0, far more cache hits, and the report counts the lookahead runs. (The e2e
+    suite runs with DSPYC_CACHE=off; these runs turn the memory cache on.)"""
+    runs = {}
+    for n in (0, 5):
+        _, save, rep = optimize(tmp_path, f"l{n}", "--optimizer", "gepa", "--auto", "light",
+                                "--seed", "1", "--reflection-model", "reflector",
+                                "--lookahead", n, "--cache", "mem")
+        runs[n] = (save.read_bytes(), rep)
+    # by default it is on with a cache (concurrency / 3) and off without one
+    _, _, on = optimize(tmp_path, "d", "--optimizer", "gepa", "--max-metric-calls", "400",
+                        "--cache", "mem")
+    _, _, off = optimize(tmp_path, "n", "--optimizer", "gepa", "--max-metric-calls", "400",
+                         "--cache", "off")
+    assert on["lookahead"]["depth"] == 5 and off["lookahead"] == {"depth": 0, "runs": 0}
+    (s0, r0), (s5, r5) = runs[0], runs[5]
+    assert s0 == s5
+    strip = lambda ts: [{k: v for k, v in t.items() if k not in ("elapsed_s", "lm_calls")}
+                        for t in ts]
+    assert strip(r0["trials"]) == strip(r5["trials"])
+    assert r0["lm"]["metric_calls"] == r5["lm"]["metric_calls"]
+    assert r0["lookahead"] == {"depth": 0, "runs": 0}
+    assert r5["lookahead"]["depth"] == 5 and r5["lookahead"]["runs"] >= 1
+    # minibatch trials of the parents, reflections and children came from the cache
+    assert r5["lm"]["cache_hits"] >= r0["lm"]["cache_hits"] + 3 * len(
+        [t for t in r5["trials"] if t["kind"] == "minibatch"]) // 2

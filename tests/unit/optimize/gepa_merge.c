@@ -88,6 +88,7 @@ static void merge_combines_both_predictors_changes(void **state)
     merged = NULL;
     assert_int_equal(dspy__gepa_attempt_merge(pool, 3, NV, 2, &m, front, &rng, &merged, ids), 0);
     assert_null(merged);
+    dspy_free(m.descs);
     release_pool(pool);
 }
 
