@@ -13,6 +13,10 @@
 #include "base/status.h"
 #include "optimize/optimize_run.h"
 
+/* 3: the draws DSPy makes with random.Random follow Python's generator (checkpoints of
+ * version 2 drew otherwise and cannot be resumed) */
+#define CHECKPOINT_VERSION 3
+
 int dspy_optimizer_from_name(const char *name)
 {
     static const char *const names[] = { "labeled", "bootstrap", "random-search",
@@ -250,7 +254,8 @@ static dspy_status write_checkpoint(struct opt_run *r)
 {
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", r->ckpt_path);
-    json_t *doc = json_pack("{s:i, s:s, s:O}", "version", 2, "key", r->ckpt_key, "units", r->memo);
+    json_t *doc = json_pack("{s:i, s:s, s:O}", "version", CHECKPOINT_VERSION, "key", r->ckpt_key,
+                            "units", r->memo);
     if (!doc)
         return DSPY_ENOMEM;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -308,6 +313,9 @@ static char *checkpoint_key(struct opt_run *r)
         json_object_set_new(k, "population", json_integer(o->population));
         json_object_set_new(k, "generations", json_integer(o->generations));
         json_object_set_new(k, "mutation_rate", json_real(o->mutation_rate));
+        json_object_set_new(k, "merge", json_boolean(!o->no_merge));
+        json_object_set_new(k, "max_merges", json_integer(o->max_merge_invocations));
+        json_object_set_new(k, "no_baseline", json_boolean(o->no_baseline));
     }
     char *text = k ? json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(k);
@@ -343,7 +351,7 @@ static dspy_status open_checkpoint(struct opt_run *r, struct dspy_error *err)
     const char *key = json_string_value(json_object_get(doc, "key"));
     json_t *units = json_object_get(doc, "units");
     if (!key || !json_is_object(units) || strcmp(key, r->ckpt_key) ||
-        json_integer_value(json_object_get(doc, "version")) != 2) {
+        json_integer_value(json_object_get(doc, "version")) != CHECKPOINT_VERSION) {
         json_decref(doc);
         dspy__err(err, DSPY_EINVAL,
                   "%s was written by a different run (optimizer, seed, budget, data, metric "

@@ -448,7 +448,7 @@ def test_resume_from_any_prefix_of_the_checkpoint(tmp_path, name, extra):
         part = tmp_path / f"ck{keep}"
         part.mkdir()
         (part / "checkpoint.json").write_text(json.dumps(
-            {"version": 2, "key": doc["key"], "units": dict(units[:keep])}))
+            {"version": 3, "key": doc["key"], "units": dict(units[:keep])}))
         _, save, rep = optimize(tmp_path, f"r{keep}", "--optimizer", name, "--seed", "2",
                                 *extra, "--checkpoint", part)
         assert save.read_bytes() == full.read_bytes(), (name, keep)
@@ -563,7 +563,7 @@ def test_gepa_merge_combines_two_predictors_changes(tmp_path):
         part = tmp_path / f"ck{keep}"
         part.mkdir()
         (part / "checkpoint.json").write_text(json.dumps(
-            {"version": 2, "key": doc["key"], "units": dict(units[:keep])}))
+            {"version": 3, "key": doc["key"], "units": dict(units[:keep])}))
         resumed, rr = gepa(f"r{keep}", "--checkpoint", part)
         assert resumed.read_bytes() == save.read_bytes(), keep
         assert [t["score"] for t in rr["trials"]] == [t["score"] for t in rep["trials"]]
