@@ -9,7 +9,10 @@ optimized program, wall time, the ratio of the wall times, LM requests the simul
 per trial, and framework CPU per trial (the optimizer process's CPU time; the simulator runs in
 its own process on both sides). DSPy's wall time covers compile() and one Evaluate of the
 result on dev (imports and a first call are made before the clock starts); dspyc's is the
-whole command, process start and its baseline evaluation of the unoptimized program included.
+whole command, process start included. The work is DSPy's: dspyc's bootstrap runs with
+--no-baseline (DSPy's BootstrapFewShot evaluates no baseline; MIPROv2 and GEPA evaluate
+theirs on both sides). The peer is the DSPy the running Python imports (make run uses
+.venv-dspy34, DSPy 3.4.1); its version is printed.
 Fixed output format; not a pass/fail test.
 
 usage: python bench/optimize_vs_dspy.py [--build build] [--latencies 0,100]
@@ -130,7 +133,7 @@ def run_dspyc(dspyc, name, url, threads, seed):
         r0 = requests(url)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        extra = ["--auto", "light"] if name == "gepa" else []
+        extra = {"gepa": ["--auto", "light"], "bootstrap": ["--no-baseline"]}.get(name, [])
         subprocess.run([dspyc, "optimize", *extra, "--signature", "question -> answer",
                         "--optimizer", name, "--trainset", f"{ARITH}/train.jsonl", "--valset",
                         f"{ARITH}/dev.jsonl", "--metric", "exact_match:answer", "--save",
@@ -157,7 +160,8 @@ def main():
     ap.add_argument("--seed", type=int, default=9)
     a = ap.parse_args()
     dspyc = os.path.join(ROOT, a.build, "dspyc")
-    print(f"examples/arith, Predict question -> answer, exact match; concurrency {a.threads}, "
+    import dspy
+    print(f"DSPy {dspy.__version__} vs dspyc; examples/arith, Predict question -> answer, exact match; concurrency {a.threads}, "
           f"seed {a.seed}; memory caches on both sides")
     print(f"{'optimizer':<10} {'ms/call':>7} {'side':<6} {'score':>6} {'wall s':>8} "
           f"{'trials':>6} {'LM req/trial':>12} {'CPU ms/trial':>12} {'wall ratio':>10}")

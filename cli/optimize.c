@@ -68,6 +68,14 @@ static const char optimize_usage2[] =
     "  --task-model M        model of the program's calls (default --model)\n"
     "  --prompt-model M      model of mipro's proposer (default the task model)\n"
     "  --reflection-model M  model of gepa's reflection (default the prompt model)\n"
+    "  --no-merge            gepa: no merge step (DSPy's use_merge=False; default on)\n"
+    "  --max-merge-invocations N  gepa: merges accepted at most (default 5, as DSPy)\n"
+    "  --no-baseline         labeled, bootstrap, random-search, genetic: do not evaluate the\n"
+    "                        program as given (DSPy does not); the report's baseline is null\n"
+    "  --lookahead N         gepa: run N iterations ahead at once, as if their children were\n"
+    "                        rejected, so the real ones come from the cache (same result;\n"
+    "                        default concurrency / 3, at most 16, off without a cache;\n"
+    "                        0 or 1 = off)\n"
     "  --population N        genetic: individuals per generation (default 8, at most 64)\n"
     "  --generations N       genetic: generations (default 5)\n"
     "  --mutation-rate F     genetic: chance a child's predictor mutates (default 0.3)\n"
@@ -111,6 +119,10 @@ enum {
     OPT_POPULATION,
     OPT_GENERATIONS,
     OPT_MUTATION,
+    OPT_NO_MERGE,
+    OPT_MAX_MERGES,
+    OPT_LOOKAHEAD,
+    OPT_NO_BASELINE,
 };
 
 struct progress {
@@ -194,6 +206,10 @@ int cmd_optimize(int argc, char **argv)
         { "population", required_argument, NULL, OPT_POPULATION },
         { "generations", required_argument, NULL, OPT_GENERATIONS },
         { "mutation-rate", required_argument, NULL, OPT_MUTATION },
+        { "no-merge", no_argument, NULL, OPT_NO_MERGE },
+        { "max-merge-invocations", required_argument, NULL, OPT_MAX_MERGES },
+        { "lookahead", required_argument, NULL, OPT_LOOKAHEAD },
+        { "no-baseline", no_argument, NULL, OPT_NO_BASELINE },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         ENDPOINT_LONG_OPTIONS,
@@ -330,6 +346,16 @@ int cmd_optimize(int argc, char **argv)
             DBLF("--mutation-rate", 0, 1);
             o.mutation_rate = d;
             break;
+        case OPT_NO_MERGE: o.no_merge = true; break;
+        case OPT_MAX_MERGES:
+            LONGF("--max-merge-invocations", 0, 1000);
+            o.max_merge_invocations = v;
+            break;
+        case OPT_NO_BASELINE: o.no_baseline = true; break;
+        case OPT_LOOKAHEAD:
+            LONGF("--lookahead", 0, 16);
+            o.lookahead = v;
+            break;
         case 'q': quiet = true; break;
         case 'h': print_usage(stdout); return 0;
         default: print_usage(stderr); return 2;
@@ -424,6 +450,8 @@ int cmd_optimize(int argc, char **argv)
                 goto out;
         }
     }
+    if (o.lookahead < 0 && (!ep.cache.cache || ep.cache.no_store))
+        o.lookahead = 0; /* without a cache, work done ahead would be done twice */
     if (!metric && !(metric = opt_metric("optimize", metric_spec, lm, &judge)))
         goto out;
     struct progress pr = { !quiet && isatty(2), cycle };
@@ -467,11 +495,12 @@ int cmd_optimize(int argc, char **argv)
     if (!quiet) {
         json_t *lmj = json_object_get(report, "lm"), *cy = json_object_get(report, "cycle");
         json_t *best = json_object_get(json_object_get(report, "best"), "score");
+        json_t *base = json_object_get(json_object_get(report, "baseline"), "score");
         fprintf(stderr,
                 "dspyc optimize: %s: baseline %.2f, best %.2f over %zu trials in %.2f s; %lld "
                 "LM calls (%lld from the cache), %lld tokens, $%.4f\n",
                 dspy_optimizer_name(o.optimizer),
-                json_number_value(json_object_get(json_object_get(report, "baseline"), "score")),
+                json_is_number(base) ? json_number_value(base) : NAN,
                 json_is_number(best) ? json_number_value(best) : NAN,
                 json_array_size(json_object_get(report, "trials")),
                 json_number_value(json_object_get(report, "elapsed_s")),

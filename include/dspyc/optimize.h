@@ -200,20 +200,29 @@ struct dspy_optimize_options {
     dspy_cycle *cycle;                            /* may be NULL; borrowed */
     dspy_optimize_event_fn on_event;              /* on the calling thread */
     void *event_userdata;
-    long max_metric_calls;  /* stop once this many examples were scored; 0 = no limit;
+    long max_metric_calls;      /* stop once this many examples were scored; 0 = no limit;
                                 * gepa: its budget (exactly one of auto, this, full evals) */
-    long max_full_evals;    /* gepa: budget of N x (|train| + |val|) metric calls */
-    dspy_lm *reflection_lm; /* gepa's reflection LM; NULL = prompt_lm, else task_lm */
-    long population;        /* genetic: individuals per generation; <= 1 = 8 */
-    long generations;       /* genetic: generations; <= 0 = 5 */
-    double mutation_rate;   /* genetic: per predictor of a child; < 0 = 0.3 */
+    long max_full_evals;        /* gepa: budget of N x (|train| + |val|) metric calls */
+    dspy_lm *reflection_lm;     /* gepa's reflection LM; NULL = prompt_lm, else task_lm */
+    bool no_merge;              /* gepa: no merge step (DSPy's use_merge=False) */
+    long max_merge_invocations; /* gepa: merges accepted at most; < 0 = DSPy's 5 */
+    bool no_baseline;           /* labeled, bootstrap, random-search, genetic: no evaluation of the
+                       * program as given (DSPy makes none there); the report's baseline
+                       * score is null. mipro and gepa need theirs: DSPY_EINVAL */
+    long lookahead;       /* gepa: iterations run ahead in parallel, assuming their children are
+                     * rejected, to fill the cache (the result is unchanged); 0 = off,
+                     * < 0 = concurrency / 3 (1 to 16) */
+    long population;      /* genetic: individuals per generation; <= 1 = 8 */
+    long generations;     /* genetic: generations; <= 0 = 5 */
+    double mutation_rate; /* genetic: per predictor of a child; < 0 = 0.3 */
 };
-#define DSPY_OPTIMIZE_OPTIONS_INIT                                               \
-    {                                                                            \
-        .optimizer = DSPY_OPT_BOOTSTRAP, .num_trials = -1, .num_candidates = -1, \
-        .concurrency = 16, .parallel_trials = 4, .max_bootstrapped_demos = -1,   \
-        .max_labeled_demos = -1, .max_rounds = -1, .minibatch_size = 35,         \
-        .minibatch_full_eval_steps = 5, .mutation_rate = -1.0                    \
+#define DSPY_OPTIMIZE_OPTIONS_INIT                                                          \
+    {                                                                                       \
+        .optimizer = DSPY_OPT_BOOTSTRAP, .num_trials = -1, .num_candidates = -1,            \
+        .concurrency = 16, .parallel_trials = 4, .max_bootstrapped_demos = -1,              \
+        .max_labeled_demos = -1, .max_rounds = -1, .minibatch_size = 35,                    \
+        .minibatch_full_eval_steps = 5, .mutation_rate = -1.0, .max_merge_invocations = -1, \
+        .lookahead = -1                                                                     \
     }
 
 /** Optimize `student` (changed in place to the best program found) on `trainset`, scoring

@@ -79,6 +79,7 @@ struct dspy_sim_options {
 struct dspy_sim_stats {
     uint64_t requests;          /* fully received requests */
     uint64_t in_flight;         /* received and not yet finished */
+    uint64_t in_flight_peak;    /* the most in flight at once since the start */
     uint64_t waiting;           /* of those, connections suspended right now */
     uint64_t too_big;           /* 413s for oversized bodies */
     uint64_t streams;           /* streamed completions started */

@@ -324,7 +324,10 @@ static void dispatch(struct dspy__srv_req *req)
     req->received_ns = dspy__now_ns();
     set_phase(req->track, DSPY__CONN_BUSY);
     atomic_fetch_add(&srv->requests, 1);
-    atomic_fetch_add(&srv->in_flight, 1);
+    uint_fast64_t now = atomic_fetch_add(&srv->in_flight, 1) + 1;
+    uint_fast64_t peak = atomic_load(&srv->in_flight_peak);
+    while (now > peak && !atomic_compare_exchange_weak(&srv->in_flight_peak, &peak, now))
+        ;
     if (srv->opts.on_request)
         srv->opts.on_request(req, srv->opts.on_request_ud);
     if (req->too_big) {
@@ -530,6 +533,7 @@ struct dspy__srv *dspy__srv_new(const struct dspy__srv_options *opts, struct dsp
     atomic_init(&srv->pause_until, 0);
     atomic_init(&srv->requests, 0);
     atomic_init(&srv->in_flight, 0);
+    atomic_init(&srv->in_flight_peak, 0);
     atomic_init(&srv->n_waiting, 0);
     atomic_init(&srv->too_big, 0);
     atomic_init(&srv->body_bytes, 0);
@@ -674,6 +678,7 @@ void dspy__srv_stats(struct dspy__srv *srv, struct dspy__srv_stats *out)
 {
     out->requests = atomic_load(&srv->requests);
     out->in_flight = atomic_load(&srv->in_flight);
+    out->in_flight_peak = atomic_load(&srv->in_flight_peak);
     out->waiting = atomic_load(&srv->n_waiting);
     out->too_big = atomic_load(&srv->too_big);
     pthread_mutex_lock(&srv->lock);

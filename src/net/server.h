@@ -120,13 +120,14 @@ void dspy__srv_free(struct dspy__srv *srv);
 void dspy__srv_pause(struct dspy__srv *srv, uint64_t ms);
 
 struct dspy__srv_stats {
-    uint64_t requests;    /* fully received requests */
-    uint64_t in_flight;   /* received and not yet finished (answered, dropped or closed) */
-    uint64_t waiting;     /* of those, connections suspended right now */
-    uint64_t too_big;     /* 413s for oversized bodies */
-    uint64_t connections; /* open right now */
-    uint64_t body_bytes;  /* of request bodies being received, as counted for the cap */
-    uint64_t evicted;     /* closed to make room under max_connections */
+    uint64_t requests;       /* fully received requests */
+    uint64_t in_flight;      /* received and not yet finished (answered, dropped or closed) */
+    uint64_t in_flight_peak; /* the most in flight at once since the start */
+    uint64_t waiting;        /* of those, connections suspended right now */
+    uint64_t too_big;        /* 413s for oversized bodies */
+    uint64_t connections;    /* open right now */
+    uint64_t body_bytes;     /* of request bodies being received, as counted for the cap */
+    uint64_t evicted;        /* closed to make room under max_connections */
     uint64_t header_timeouts, body_timeouts; /* closed for a late head or body */
     uint64_t bodies_refused;                 /* 503s (or cut-offs) for max_body_bytes_total */
 };

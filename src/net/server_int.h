@@ -101,7 +101,7 @@ struct dspy__srv {
     uint64_t sweep_ns; /* period of the deadline sweep */
     atomic_bool stopping;
     atomic_uint_fast64_t pause_until;
-    atomic_uint_fast64_t requests, in_flight, n_waiting, too_big;
+    atomic_uint_fast64_t requests, in_flight, in_flight_peak, n_waiting, too_big;
     atomic_uint_fast64_t body_bytes, evicted, header_timeouts, body_timeouts, bodies_refused;
 };
 

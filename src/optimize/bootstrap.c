@@ -9,16 +9,18 @@
 #include "base/clock.h"
 #include "optimize/optimize_run.h"
 
-/* k sampled example indices for each predictor in turn, from one stream (DSPy shares one
- * Random(0) across the predictors). */
-static void labeled_indices(struct opt_run *r, size_t n, long k, uint64_t key, size_t npred,
-                            size_t *idx, size_t *count)
+/* k sampled example indices for each predictor in turn, from one Random(seed) (DSPy's
+ * LabeledFewShot shares one Random(0) across the predictors; --seed 0 draws as DSPy does). */
+static dspy_status labeled_indices(struct opt_run *r, size_t n, long k, size_t npred, size_t *idx,
+                                   size_t *count)
 {
-    struct dspy__rng rng;
-    dspy__rng_seed(&rng, r->o->seed, RNG_LABELED, key);
+    struct dspy__pyrandom rng;
+    dspy_status rc = DSPY_OK;
+    dspy__pyrandom_seed(&rng, r->fewshot_seed);
     *count = (size_t)k < n ? (size_t)k : n;
-    for (size_t p = 0; p < npred; p++)
-        dspy__rng_sample(&rng, n, *count, idx + p * *count);
+    for (size_t p = 0; p < npred && !rc; p++)
+        rc = dspy__pyrandom_sample(&rng, n, *count, idx + p * *count);
+    return rc;
 }
 
 json_t *opt_labeled(struct opt_run *r, const json_t *train, long k, uint64_t key)
@@ -31,7 +33,12 @@ json_t *opt_labeled(struct opt_run *r, const json_t *train, long k, uint64_t key
         json_decref(cand);
         return NULL;
     }
-    labeled_indices(r, n, k < 0 ? 0 : k, key, np, idx, &count);
+    (void)key;
+    if (labeled_indices(r, n, k < 0 ? 0 : k, np, idx, &count)) {
+        dspy_free(idx);
+        json_decref(cand);
+        return NULL;
+    }
     json_t *demos = json_object_get(cand, "demos");
     for (size_t p = 0; p < np; p++) {
         json_t *d = json_array();
@@ -201,9 +208,13 @@ dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot,
             raw[nraw++] = i;
         }
     }
-    struct dspy__rng rng;
-    dspy__rng_seed(&rng, r->o->seed, RNG_BOOT_RAW, key);
-    dspy__rng_shuffle(&rng, raw, nraw);
+    /* DSPy: random.Random(0).shuffle(validation), then a fresh Random(0) samples each
+     * predictor's labelled demos from it (3.4's form; 3.3 sampled each predictor from the
+     * one before's sample) */
+    struct dspy__pyrandom rng;
+    dspy__pyrandom_seed(&rng, r->fewshot_seed);
+    dspy__pyrandom_shuffle(&rng, raw, nraw);
+    dspy__pyrandom_seed(&rng, r->fewshot_seed);
     if (!(*cand = opt_candidate_of(r->student))) {
         rc = DSPY_ENOMEM;
         goto out;
@@ -228,14 +239,13 @@ dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot,
         }
         long want = max_labeled - (long)json_array_size(d);
         size_t take = want <= 0 ? 0 : (size_t)want < nraw ? (size_t)want : nraw;
-        dspy__rng_sample(&rng, nraw, take, pick);
+        if ((rc = dspy__pyrandom_sample(&rng, nraw, take, pick))) {
+            json_decref(d);
+            dspy_free(pick);
+            goto out;
+        }
         for (size_t i = 0; i < take; i++)
             json_array_append(d, json_array_get(train, raw[pick[i]]));
-        /* DSPy's quirk: the next predictor samples from this one's sample */
-        for (size_t i = 0; i < take; i++)
-            pick[i] = raw[pick[i]];
-        memcpy(raw, pick, take * sizeof(*raw));
-        nraw = take;
         json_array_set_new(demos, p, d);
     }
     dspy_free(pick);
@@ -255,7 +265,7 @@ out:
 }
 
 dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot, long max_labeled,
-                                   long max_rounds, json_t **cand)
+                                   long max_rounds, struct dspy__pyrandom *shared, json_t **cand)
 {
     uint64_t key = (uint64_t)(seed + 10);
     if (seed == -3) { /* zero-shot */
@@ -280,15 +290,20 @@ dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot, 
         json_decref(shuffled);
         return DSPY_ENOMEM;
     }
-    struct dspy__rng rng;
+    /* DSPy: random.Random(seed).shuffle(trainset) and Random(seed).randint(1, max) for
+     * schedule seed s >= 0 (ours is Random(s + --seed), DSPy's at --seed 0), or both from
+     * one shared generator (MIPROv2's create_n_fewshot_demo_sets) */
+    struct dspy__pyrandom own, *rng = shared ? shared : &own;
     for (size_t i = 0; i < n; i++)
         idx[i] = i;
-    dspy__rng_seed(&rng, r->o->seed, RNG_BOOT_SHUFFLE, key);
-    dspy__rng_shuffle(&rng, idx, n);
+    if (!shared)
+        dspy__pyrandom_seed(&own, (uint64_t)seed + r->o->seed);
+    dspy__pyrandom_shuffle(rng, idx, n);
     for (size_t i = 0; i < n; i++)
         json_array_append(shuffled, json_array_get(r->train, idx[i]));
-    dspy__rng_seed(&rng, r->o->seed, RNG_BOOT_SIZE, key);
-    long size = max_boot >= 1 ? dspy__rng_range(&rng, 1, max_boot) : 0;
+    if (!shared)
+        dspy__pyrandom_seed(&own, (uint64_t)seed + r->o->seed);
+    long size = max_boot >= 1 ? dspy__pyrandom_randint(rng, 1, max_boot) : 0;
     rc = opt_bootstrap(r, shuffled, size, max_labeled, max_rounds, key, cand);
     dspy_free(idx);
     json_decref(shuffled);
@@ -328,7 +343,7 @@ dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err)
         json_t *saved = opt_memo_get(r, wkey);
         for (size_t t = start; t < end && m < 64; t++) {
             json_t *cand = NULL;
-            if ((rc = opt_schedule_candidate(r, (long)t - 3, boot, lab, rounds, &cand))) {
+            if ((rc = opt_schedule_candidate(r, (long)t - 3, boot, lab, rounds, NULL, &cand))) {
                 for (size_t i = 0; i < m; i++)
                     json_decref(cands[i]);
                 return rc;
@@ -354,6 +369,8 @@ dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err)
                                 (json_int_t)((r->lm_calls - c0) / m), "demos",
                                 (json_int_t)json_array_size(
                                     json_array_get(json_object_get(cands[i], "demos"), 0)));
+                /* what the trial ran with, so a run can be compared demo by demo */
+                json_object_set(rec, "demo_sets", json_object_get(cands[i], "demos"));
                 json_array_append_new(recs, rec);
             }
             scores[i] = json_real_value(json_object_get(rec, "score"));

@@ -191,7 +191,8 @@ dspy_status opt_genetic(struct opt_run *r, struct dspy_error *err)
     /* generation 0: the seed-schedule demo sets (zero-shot, labeled, bootstrap, shuffled
      * bootstraps) with the program's instructions */
     for (size_t i = 0; i < P; i++) {
-        if ((rc = opt_schedule_candidate(r, (long)i - 3, max_demos, max_demos, 1, &pop[i].cand)))
+        if ((rc = opt_schedule_candidate(r, (long)i - 3, max_demos, max_demos, 1, NULL,
+                                         &pop[i].cand)))
             goto out;
         json_t *d, *demos = json_object_get(pop[i].cand, "demos");
         size_t k;

@@ -73,25 +73,35 @@ json_t *opt_mipro_valset(struct opt_run *r)
     return mipro_settings(r, &c) ? mipro_valset(r, &c) : NULL;
 }
 
-static json_t *mipro_valset(struct opt_run *r, const struct mipro_cfg *c)
+/* DSPy's MIPROv2 makes its draws from one random.Random(seed), in this order: the --auto
+ * valset sample (create_minibatch: sample() of every index when the valset is smaller),
+ * the demo sets' shuffles and sizes, the proposer's tips and rollout ids, then each trial's
+ * minibatch. */
+static json_t *mipro_valset_draw(struct opt_run *r, const struct mipro_cfg *c,
+                                 struct dspy__pyrandom *rng)
 {
     size_t n = json_array_size(r->val);
-    if (!c->val_size || (size_t)c->val_size >= n)
+    if (!c->val_size)
         return json_incref((json_t *)r->val);
-    size_t *idx = dspy_malloc((size_t)c->val_size * sizeof(*idx));
+    size_t k = (size_t)c->val_size < n ? (size_t)c->val_size : n;
+    size_t *idx = dspy_malloc((k + 1) * sizeof(*idx));
     json_t *v = json_array();
-    struct dspy__rng rng;
-    if (!idx || !v) {
+    if (!idx || !v || dspy__pyrandom_sample(rng, n, k, idx)) {
         dspy_free(idx);
         json_decref(v);
         return NULL;
     }
-    dspy__rng_seed(&rng, r->o->seed, RNG_VAL_SAMPLE, 0);
-    dspy__rng_sample(&rng, n, (size_t)c->val_size, idx);
-    for (long i = 0; i < c->val_size; i++)
+    for (size_t i = 0; i < k; i++)
         json_array_append(v, json_array_get(r->val, idx[i]));
     dspy_free(idx);
     return v;
+}
+
+static json_t *mipro_valset(struct opt_run *r, const struct mipro_cfg *c)
+{
+    struct dspy__pyrandom rng;
+    dspy__pyrandom_seed(&rng, r->o->seed);
+    return mipro_valset_draw(r, c, &rng);
 }
 
 json_t *opt_mipro_plan(struct opt_run *r, double tpc)
@@ -326,7 +336,8 @@ static char *examples_repr(const json_t *set, size_t n)
 }
 
 /* Instruction candidates per predictor: [original, proposals...] (memoized). */
-static json_t *propose(struct opt_run *r, const struct mipro_cfg *c, json_t *const *demo_sets)
+static json_t *propose(struct opt_run *r, const struct mipro_cfg *c, json_t *const *demo_sets,
+                       const size_t *tips)
 {
     json_t *saved = opt_memo_get(r, "instructions");
     if (saved)
@@ -343,8 +354,6 @@ static json_t *propose(struct opt_run *r, const struct mipro_cfg *c, json_t *con
                                          ex1 ? ex1 : ""),
                                "program_description");
     json_t *all = json_array();
-    struct dspy__rng rng;
-    dspy__rng_seed(&rng, r->o->seed, RNG_TIP, 0);
     for (size_t p = 0; p < dspy_program_count(r->student); p++) {
         dspy_module *m = dspy_program_module(r->student, p);
         const char *basic = dspy_signature_instructions(dspy_module_signature(m));
@@ -361,7 +370,7 @@ static json_t *propose(struct opt_run *r, const struct mipro_cfg *c, json_t *con
             const json_t *dset = demo_sets[(size_t)i % (size_t)c->n_fewshot];
             char *demos = task_demos(r->student, p,
                                      json_array_get(json_object_get(dset, "demos"), p));
-            const char *tip = TIPS[dspy__rng_below(&rng, sizeof(TIPS) / sizeof(TIPS[0]))];
+            const char *tip = TIPS[tips[p * (size_t)c->n_instruct + (size_t)i]];
             char *inst = propose_call(r, PROPOSE_SIG, PROPOSE_DOC,
                                       json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
                                                 "dataset_description", summary, "program_code",
@@ -444,10 +453,25 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
     if (!demo_sets)
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
     opt_event(r, "bootstrap", 0, 0, NAN);
+    struct dspy__pyrandom rng; /* DSPy's self.rng, past the valset sample */
+    dspy__pyrandom_seed(&rng, o->seed);
+    json_decref(mipro_valset_draw(r, &c, &rng));
     for (size_t i = 0; i < (c.zero_shot ? 3 : nsets); i++) {
         long boot = c.zero_shot ? 3 : c.boot, lab = c.zero_shot ? 0 : c.labeled;
-        if ((rc = opt_schedule_candidate(r, (long)i - 3, boot, lab, 1, &demo_sets[i])))
+        if ((rc = opt_schedule_candidate(r, (long)i - 3, boot, lab, 1, &rng, &demo_sets[i])))
             goto out;
+    }
+    /* the proposer's draws, per predictor and candidate (candidate 0 too, whose proposal
+     * DSPy overwrites with the original): a tip, then a rollout id */
+    size_t ntips = np * (size_t)(c.n_instruct > 0 ? c.n_instruct : 1);
+    size_t *tips = dspy_calloc(ntips, sizeof(*tips));
+    if (!tips) {
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t k = 0; k < ntips; k++) {
+        tips[k] = dspy__pyrandom_below(&rng, sizeof(TIPS) / sizeof(TIPS[0]));
+        (void)dspy__pyrandom_randint(&rng, 0, 1000000000);
     }
     if (c.zero_shot) { /* DSPy bootstraps 3 demos for the proposer, then drops them */
         json_t *z = demo_sets[0];
@@ -455,7 +479,9 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
         demo_sets[2] = z;
     }
     /* 2. instruction candidates */
-    if (!(instr = propose(r, &c, demo_sets))) {
+    instr = propose(r, &c, demo_sets, tips);
+    dspy_free(tips);
+    if (!instr) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
@@ -501,16 +527,21 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
         size_t which[64];
         double scores[64];
         uint64_t t0 = dspy__now_ns(), c0 = r->lm_calls;
+        json_t *recs = NULL;
         /* suggestions of a wave see the history up to the wave's start */
         for (size_t t = start; t <= end; t++, m++) {
-            struct dspy__rng rng;
-            dspy__rng_seed(&rng, o->seed, RNG_TPE, t);
-            dspy__tpe_suggest(&tpe, &rng, xs[m]);
+            struct dspy__rng trng;
+            dspy__rng_seed(&trng, o->seed, RNG_TPE, t);
+            dspy__tpe_suggest(&tpe, &trng, xs[m]);
             cands[m] = point_candidate(r, xs[m], instr, demo_sets);
             sets[m] = json_array();
             size_t *idx = dspy_malloc(mb * sizeof(*idx) + 1);
-            dspy__rng_seed(&rng, o->seed, RNG_MINIBATCH, t);
-            dspy__rng_sample(&rng, nv, mb, idx);
+            if (!idx || dspy__pyrandom_sample(&rng, nv, mb, idx)) {
+                dspy_free(idx);
+                rc = DSPY_ENOMEM;
+                m++; /* its candidate and set are released below */
+                goto wave_out;
+            }
             for (size_t k = 0; k < mb; k++)
                 json_array_append(sets[m], json_array_get(val, idx[k]));
             dspy_free(idx);
@@ -519,7 +550,7 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
         /* a wave is one checkpoint unit: its trials' evaluations ran together */
         char wkey[32];
         snprintf(wkey, sizeof(wkey), "wave:%zu", start);
-        json_t *saved = opt_memo_get(r, wkey), *recs = NULL;
+        json_t *saved = opt_memo_get(r, wkey);
         if (saved) {
             recs = json_incref(saved);
         } else {

@@ -13,6 +13,10 @@
 #include "base/status.h"
 #include "optimize/optimize_run.h"
 
+/* 3: the draws DSPy makes with random.Random follow Python's generator (checkpoints of
+ * version 2 drew otherwise and cannot be resumed) */
+#define CHECKPOINT_VERSION 3
+
 int dspy_optimizer_from_name(const char *name)
 {
     static const char *const names[] = { "labeled", "bootstrap", "random-search",
@@ -134,10 +138,32 @@ dspy_status opt_eval(struct opt_run *r, json_t *const *cands, const json_t *cons
                              NULL);
 }
 
+static dspy_status eval_impl(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
+                             size_t n, const struct dspy_call_config *cfg, bool trace,
+                             double *scores, json_t **per_example, json_t **predictions,
+                             json_t **feedbacks, bool ahead);
+
 dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
                               size_t n, const struct dspy_call_config *cfg, bool trace,
                               double *scores, json_t **per_example, json_t **predictions,
                               json_t **feedbacks)
+{
+    return eval_impl(r, cands, devsets, n, cfg, trace, scores, per_example, predictions, feedbacks,
+                     false);
+}
+
+dspy_status opt_eval_ahead(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
+                           size_t n, bool trace, double *scores, json_t **per_example,
+                           json_t **predictions, json_t **feedbacks)
+{
+    return eval_impl(r, cands, devsets, n, NULL, trace, scores, per_example, predictions, feedbacks,
+                     true);
+}
+
+static dspy_status eval_impl(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
+                             size_t n, const struct dspy_call_config *cfg, bool trace,
+                             double *scores, json_t **per_example, json_t **predictions,
+                             json_t **feedbacks, bool ahead)
 {
     struct dspy__eval_job *jobs = dspy_calloc(n ? n : 1, sizeof(*jobs));
     dspy_status rc = DSPY_OK;
@@ -158,7 +184,8 @@ dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const jso
     for (size_t i = 0; i < n; i++) {
         struct dspy_eval_result *res = &jobs[i].result;
         scores[i] = res->score;
-        r->metric_calls += res->n;
+        if (!ahead) /* work done ahead is scored again, from the cache, when it is due */
+            r->metric_calls += res->n;
         if (per_example)
             per_example[i] = json_array();
         if (predictions)
@@ -168,7 +195,7 @@ dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const jso
         for (size_t k = 0; k < res->n; k++) {
             struct dspy_eval_item *it = &res->items[k];
             account_info(r, &it->info);
-            if (it->status && it->status != DSPY_ECANCELED)
+            if (!ahead && it->status && it->status != DSPY_ECANCELED)
                 r->errors++;
             if (per_example)
                 json_array_append_new(per_example[i], json_real(it->score));
@@ -181,7 +208,8 @@ dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const jso
             }
         }
     }
-    opt_check_budget(r);
+    if (!ahead)
+        opt_check_budget(r);
 out:
     for (size_t i = 0; i < n; i++) {
         dspy_eval_result_release(&jobs[i].result);
@@ -226,7 +254,8 @@ static dspy_status write_checkpoint(struct opt_run *r)
 {
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", r->ckpt_path);
-    json_t *doc = json_pack("{s:i, s:s, s:O}", "version", 2, "key", r->ckpt_key, "units", r->memo);
+    json_t *doc = json_pack("{s:i, s:s, s:O}", "version", CHECKPOINT_VERSION, "key", r->ckpt_key,
+                            "units", r->memo);
     if (!doc)
         return DSPY_ENOMEM;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -284,6 +313,9 @@ static char *checkpoint_key(struct opt_run *r)
         json_object_set_new(k, "population", json_integer(o->population));
         json_object_set_new(k, "generations", json_integer(o->generations));
         json_object_set_new(k, "mutation_rate", json_real(o->mutation_rate));
+        json_object_set_new(k, "merge", json_boolean(!o->no_merge));
+        json_object_set_new(k, "max_merges", json_integer(o->max_merge_invocations));
+        json_object_set_new(k, "no_baseline", json_boolean(o->no_baseline));
     }
     char *text = k ? json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(k);
@@ -319,7 +351,7 @@ static dspy_status open_checkpoint(struct opt_run *r, struct dspy_error *err)
     const char *key = json_string_value(json_object_get(doc, "key"));
     json_t *units = json_object_get(doc, "units");
     if (!key || !json_is_object(units) || strcmp(key, r->ckpt_key) ||
-        json_integer_value(json_object_get(doc, "version")) != 2) {
+        json_integer_value(json_object_get(doc, "version")) != CHECKPOINT_VERSION) {
         json_decref(doc);
         dspy__err(err, DSPY_EINVAL,
                   "%s was written by a different run (optimizer, seed, budget, data, metric "
@@ -564,7 +596,8 @@ static json_t *report_of(struct opt_run *r, json_t *plan)
         "{s:s, s:I, s:s, s:I, s:I, s:o, s:o, s:O, s:o, s:f, s:o}", "optimizer",
         dspy_optimizer_name(o->optimizer), "seed", (json_int_t)o->seed, "metric",
         dspy_metric_name(r->metric), "trainset", (json_int_t)json_array_size(r->train), "valset",
-        (json_int_t)json_array_size(r->val), "baseline", json_pack("{s:f}", "score", r->baseline),
+        (json_int_t)json_array_size(r->val), "baseline",
+        isnan(r->baseline) ? json_pack("{s:n}", "score") : json_pack("{s:f}", "score", r->baseline),
         "best", isnan(r->best) ? json_pack("{s:n}", "score") : json_pack("{s:f}", "score", r->best),
         "trials", r->trials, "lm", lm, "elapsed_s", (double)(dspy__now_ns() - r->start_ns) / 1e9,
         "plan", plan ? plan : json_null());
@@ -577,6 +610,7 @@ static json_t *report_of(struct opt_run *r, json_t *plan)
         json_t *ins = opt_memo_get(r, "instructions");
         if (ins) /* mipro: the proposer's candidates per predictor, the original first */
             json_object_set(rep, "instruction_candidates", ins);
+        json_object_update(rep, r->report_extra);
     }
     return rep;
 }
@@ -620,11 +654,14 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     r.train = trainset;
     r.metric = metric;
     r.o = opts;
+    r.fewshot_seed = opts->optimizer == DSPY_OPT_MIPRO ? 0 : opts->seed;
     r.best = NAN;
+    r.baseline = NAN;
     r.start_ns = dspy__now_ns();
     if (!opts->task_lm)
         return dspy__err(err, DSPY_EINVAL, "dspy_optimize: a task LM is required");
-    if (!(r.trials = json_array()) || !(r.memo = json_object()) || !(r.applied = json_object())) {
+    if (!(r.trials = json_array()) || !(r.memo = json_object()) || !(r.applied = json_object()) ||
+        !(r.report_extra = json_object())) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
@@ -638,6 +675,13 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
                            given);
             goto out;
         }
+    }
+    if (opts->no_baseline &&
+        (opts->optimizer == DSPY_OPT_MIPRO || opts->optimizer == DSPY_OPT_GEPA)) {
+        rc = dspy__err(err, DSPY_EINVAL,
+                       "--no-baseline: %s evaluates the program as given as part of its search",
+                       dspy_optimizer_name(opts->optimizer));
+        goto out;
     }
     if (opts->auto_budget &&
         (opts->optimizer == DSPY_OPT_MIPRO || opts->optimizer == DSPY_OPT_GEPA)) {
@@ -731,7 +775,7 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
 
     /* The baseline: the program as given, on the full valset (GEPA's seed evaluation is
      * its own, with per-instance scores). */
-    if (opts->optimizer != DSPY_OPT_GEPA) {
+    if (opts->optimizer != DSPY_OPT_GEPA && !opts->no_baseline) {
         json_t *base = opt_candidate_of(student), *saved = opt_memo_get(&r, "baseline");
         if (!base) {
             rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -788,6 +832,7 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
 out:
     json_decref(plan);
     json_decref(r.trials);
+    json_decref(r.report_extra);
     json_decref(r.memo);
     json_decref(r.applied);
     json_decref(r.best_cand);

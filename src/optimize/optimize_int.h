@@ -34,12 +34,31 @@ struct dspy__rng {
 };
 void dspy__rng_seed(struct dspy__rng *r, uint64_t seed, uint64_t stream, uint64_t index);
 uint64_t dspy__rng_next(struct dspy__rng *r);
-double dspy__rng_unit(struct dspy__rng *r);                  /* [0, 1) */
-size_t dspy__rng_below(struct dspy__rng *r, size_t n);       /* [0, n), n > 0 */
-long dspy__rng_range(struct dspy__rng *r, long lo, long hi); /* [lo, hi] */
-void dspy__rng_shuffle(struct dspy__rng *r, size_t *idx, size_t n);
+double dspy__rng_unit(struct dspy__rng *r);            /* [0, 1) */
+size_t dspy__rng_below(struct dspy__rng *r, size_t n); /* [0, n), n > 0 */
 /* Pick k of n indices without repetition, in draw order (Python's random.sample). */
 void dspy__rng_sample(struct dspy__rng *r, size_t n, size_t k, size_t *out);
+
+/* Python's random.Random(seed) (MT19937, CPython 3.11's draws), for the draws DSPy and
+ * GEPA make with one, so that a seed picks the examples DSPy picks. */
+struct dspy__pyrandom {
+    uint32_t mt[624];
+    int mti;
+};
+void dspy__pyrandom_seed(struct dspy__pyrandom *r, uint64_t seed);         /* Random(seed) */
+uint32_t dspy__pyrandom_u32(struct dspy__pyrandom *r);                     /* getrandbits(32) */
+uint64_t dspy__pyrandom_getrandbits(struct dspy__pyrandom *r, unsigned k); /* k <= 64 */
+double dspy__pyrandom_random(struct dspy__pyrandom *r);                    /* random() */
+size_t dspy__pyrandom_below(struct dspy__pyrandom *r, size_t n);           /* _randbelow, n > 0 */
+long dspy__pyrandom_randint(struct dspy__pyrandom *r, long a, long b);     /* a <= b */
+/* shuffle(x) of an index array. */
+void dspy__pyrandom_shuffle(struct dspy__pyrandom *r, size_t *x, size_t n);
+/* sample(range(n), k) into out (k entries): indices in draw order. DSPY_EINVAL when k > n,
+ * DSPY_ENOMEM. */
+dspy_status dspy__pyrandom_sample(struct dspy__pyrandom *r, size_t n, size_t k, size_t *out);
+/* choice(seq) for a sequence of n > 0 is seq[dspy__pyrandom_below(r, n)]; this is
+ * choices(range(n), weights=w, k=1)[0] (the weights' total must be > 0). */
+size_t dspy__pyrandom_choice_weighted(struct dspy__pyrandom *r, const double *w, size_t n);
 
 /* DSPy's strip_prefix on a proposed instruction, in place: a leading label of up to five
  * words and a colon ("Proposed Instruction: ...") and surrounding double quotes go. */

@@ -5,20 +5,13 @@
 
 #include "optimize/optimize_int.h"
 
-/* Streams of random draws, one per purpose (see dspy__rng_seed). */
+/* Streams of the keyed generator (see dspy__rng_seed), one per purpose; the values are
+ * part of what a seed means, so they stay fixed. The draws DSPy makes with
+ * random.Random use dspy__pyrandom instead. */
 enum {
-    RNG_LABELED = 1,
-    RNG_BOOT_SHUFFLE,
-    RNG_BOOT_SIZE,
-    RNG_BOOT_RAW,
-    RNG_VAL_SAMPLE,
-    RNG_MINIBATCH,
-    RNG_TPE,
-    RNG_TIP,
-    RNG_SPLIT,
-    RNG_GEPA_SELECT,
-    RNG_GEPA_EPOCH,
-    RNG_GENETIC,
+    RNG_MINIBATCH = 6,
+    RNG_TPE = 7,
+    RNG_GENETIC = 12,
 };
 
 struct opt_run {
@@ -31,6 +24,9 @@ struct opt_run {
     json_t *memo;            /* finished units of work, by key (the checkpoint):
                                  * {"v": value, "d": [what the unit cost]} */
     json_t *applied;         /* keys whose cost is counted in this run already */
+    json_t *report_extra;    /* keys an optimizer adds to the report (gepa: "merge") */
+    uint64_t fewshot_seed;   /* LabeledFewShot's and BootstrapFewShot's Random(): DSPy's 0,
+                              * plus --seed except under mipro (DSPy's MIPROv2 keeps 0) */
     uint64_t mark[6];        /* the counters when the last unit was recorded */
     uint64_t restored_calls; /* LM calls of units read back from the checkpoint */
     char *ckpt_path;         /* DIR/checkpoint.json or NULL */
@@ -62,6 +58,12 @@ dspy_status opt_eval_feedback(struct opt_run *r, json_t *const *cands, const jso
                               size_t n, const struct dspy_call_config *cfg, bool trace,
                               double *scores, json_t **per_example, json_t **predictions,
                               json_t **feedbacks);
+/* Work done ahead (GEPA's lookahead): the same evaluation, its LM calls and tokens
+ * accounted, its metric calls and errors not (they count when the evaluation is made for
+ * real, answered from the cache). */
+dspy_status opt_eval_ahead(struct opt_run *r, json_t *const *cands, const json_t *const *devsets,
+                           size_t n, bool trace, double *scores, json_t **per_example,
+                           json_t **predictions, json_t **feedbacks);
 /* Account one direct program call (the proposer). */
 void opt_account(struct opt_run *r, const struct dspy_call_info *info, dspy_status rc);
 /* Check max-cost, max-tokens, max-errors and the cycle timer; true when the run must stop. */
@@ -86,9 +88,10 @@ dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot,
                           long max_rounds, uint64_t key, json_t **cand);
 /* LabeledFewShot(k): a candidate with k sampled examples per predictor. */
 json_t *opt_labeled(struct opt_run *r, const json_t *train, long k, uint64_t key);
-/* The random-search seed schedule's candidate for `seed` (-3, -2, -1, 0, ...). */
+/* The random-search seed schedule's candidate for `seed` (-3, -2, -1, 0, ...); a seed >= 0
+ * draws its shuffle and size from `shared` when not NULL, else from Random(seed + --seed). */
 dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot, long max_labeled,
-                                   long max_rounds, json_t **cand);
+                                   long max_rounds, struct dspy__pyrandom *shared, json_t **cand);
 
 dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err);
 dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err);

@@ -214,6 +214,7 @@ void dspy_sim_stats(const dspy_sim *s, struct dspy_sim_stats *out)
     memset(out, 0, sizeof(*out));
     out->requests = st.requests;
     out->in_flight = st.in_flight;
+    out->in_flight_peak = st.in_flight_peak;
     out->waiting = st.waiting;
     out->too_big = st.too_big;
     out->connections = st.connections;

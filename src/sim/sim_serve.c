@@ -522,11 +522,12 @@ static void stats(struct dspy__srv_req *req, void *ud)
                        (unsigned long long)atomic_load(&s->faults[f]));
     /* The stats request itself is in flight; leave it out. */
     dspy__buf_addf(&b,
-                   "},\"in_flight\":%llu,\"waiting\":%llu,\"queued\":%zu,\"too_big\":%llu,"
-                   "\"streams\":%llu,\"completion_tokens\":%llu,",
+                   "},\"in_flight\":%llu,\"in_flight_peak\":%llu,\"waiting\":%llu,"
+                   "\"queued\":%zu,\"too_big\":%llu,\"streams\":%llu,\"completion_tokens\":%llu,",
                    (unsigned long long)(st.in_flight ? st.in_flight - 1 : 0),
-                   (unsigned long long)st.waiting, queued, (unsigned long long)st.too_big,
-                   (unsigned long long)st.streams, (unsigned long long)st.completion_tokens);
+                   (unsigned long long)st.in_flight_peak, (unsigned long long)st.waiting, queued,
+                   (unsigned long long)st.too_big, (unsigned long long)st.streams,
+                   (unsigned long long)st.completion_tokens);
     dspy__buf_addf(&b,
                    "\"connections\":%llu,\"body_bytes\":%llu,\"evicted\":%llu,"
                    "\"header_timeouts\":%llu,\"body_timeouts\":%llu,\"bodies_refused\":%llu}\n",

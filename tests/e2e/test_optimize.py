@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from e2e.conftest import DSPYC, ROOT
+from e2e.conftest import DSPYC, ROOT, start_sim
 
 pytestmark = pytest.mark.e2e
 
@@ -80,6 +80,26 @@ def test_eval_metric_failures_are_per_example_errors(tmp_path):
     r = dspyc("eval", *PREDICT, "--devset", dev, *METRIC, "--max-errors", "2",
               "--concurrency", "1", ok=False)
     assert r.returncode == 1 and "max_errors" in r.stderr
+
+
+def test_eval_concurrency_bounds_the_calls_in_flight(tmp_path):
+    """--concurrency N: the simulator's in-flight peak is 1 at N = 1 and reaches N, never
+    more, at N = 8 (20 ms per call, so calls overlap when they may); the score is the same."""
+    import urllib.request
+
+    peaks, scores = {}, {}
+    for n in (1, 8):
+        _, base = start_sim("--latency-ms", "20")
+        r = dspyc("eval", *PREDICT, "--devset", DEV, *METRIC, "--concurrency", n,
+                  "--base-url", base, "--model", "openai/dspyc-sim")
+        scores[n] = float(r.stdout)
+        with urllib.request.urlopen(base.replace("/v1", "/admin/stats")) as resp:
+            stats = json.load(resp)
+        assert stats["requests"] >= 100
+        peaks[n] = stats["in_flight_peak"]
+    assert peaks[1] == 1
+    assert 4 <= peaks[8] <= 8, peaks
+    assert scores[1] == scores[8] == 36.0
 
 
 # Each optimizer against the unoptimized Predict program (36 on dev), with the margin it
@@ -428,7 +448,7 @@ def test_resume_from_any_prefix_of_the_checkpoint(tmp_path, name, extra):
         part = tmp_path / f"ck{keep}"
         part.mkdir()
         (part / "checkpoint.json").write_text(json.dumps(
-            {"version": 2, "key": doc["key"], "units": dict(units[:keep])}))
+            {"version": 3, "key": doc["key"], "units": dict(units[:keep])}))
         _, save, rep = optimize(tmp_path, f"r{keep}", "--optimizer", name, "--seed", "2",
                                 *extra, "--checkpoint", part)
         assert save.read_bytes() == full.read_bytes(), (name, keep)
@@ -466,3 +486,144 @@ def test_flags_take_effect(tmp_path):
           ok=False)
     doc = json.loads(out.read_text())
     assert doc["results"][1]["metric"] == 0.5 and doc["errors"] == 1
+
+
+MIX_METRIC = (
+    "import dspy\n"
+    "def mix(gold, pred, trace=None, pred_name=None, pred_trace=None):\n"
+    "    # both predictors' answers count; on multiples of 4 this metric rewards a miss, so an\n"
+    "    # instruction that helps is also worse somewhere and siblings share the front\n"
+    "    want_right = int(gold.answer) % 4 != 0\n"
+    "    s = [(str(v).strip() == gold.answer) == want_right for v in (pred.answer, pred.result)]\n"
+    "    fb = 'Correct.' if all(s) else f'Wrong: the expected answer is {gold.answer}.'\n"
+    "    return dspy.Prediction(score=sum(s) / 2, feedback=fb)\n")
+
+
+def test_gepa_merge_combines_two_predictors_changes(tmp_path):
+    """GEPA's merge (on by default, as in DSPy) on a two-predictor program: the merged
+    candidate takes each predictor's instruction from the parent that changed it from their
+    common ancestor; the same seed gives the same merges; --no-merge and
+    --max-merge-invocations 0 schedule none."""
+    (tmp_path / "mix.py").write_text(MIX_METRIC)
+    env = dict(os.environ, VIRTUAL_ENV=VENV)
+
+    def gepa(name, *extra):
+        save, report = tmp_path / f"{name}.json", tmp_path / f"{name}.report.json"
+        r = subprocess.run([DSPYC, "optimize", os.path.join(ARITH, "two_step.json"),
+                            "--optimizer", "gepa", "--auto", "light", "--seed", "5",
+                            "--trainset", TRAIN, "--valset", DEV, "--metric-python", "mix:mix",
+                            "--reflection-model", "reflector", "--save", save, "--report",
+                            report, "-q", *extra], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return save, json.loads(report.read_text())
+
+    save, rep = gepa("a")
+    merges = [t for t in rep["trials"] if t["kind"] == "merge"]
+    assert merges and rep["merge"]["attempts"] >= len(merges)
+    assert rep["merge"] == {"enabled": True, "max_invocations": 5,
+                            "attempts": rep["merge"]["attempts"],
+                            "accepted": sum(t["accepted"] for t in merges)}
+    ok = [t for t in merges if t["accepted"]]
+    assert ok, "no merge was accepted"
+    m = ok[0]
+    assert len(m["subsample"]) == 5 and m["sum"] >= max(m["parent_sums"])
+    full = {t["candidate"]: t for t in rep["trials"] if t["kind"] == "full"}
+    seed_inst = ["Answer the question."] * 2
+    inst = {0: seed_inst, **{c: t["instructions"] for c, t in full.items()}}
+    merged = next(t for t in full.values() if t["parents"] == m["parents"])
+    i, j = m["parents"]
+    a = inst[m["ancestor"]]
+    score = {0: rep["baseline"]["score"], **{c: t["score"] for c, t in full.items()}}
+    for p in range(2):  # gepa's rule, predictor by predictor
+        ci, cj = inst[i][p] != a[p], inst[j][p] != a[p]
+        if ci != cj and inst[i][p] != inst[j][p]:  # one changed it: that change
+            want = inst[i][p] if ci else inst[j][p]
+        elif ci and cj:  # both did: the better parent's (a tie is a coin)
+            want = inst[i][p] if score[i] > score[j] else inst[j][p] \
+                if score[j] > score[i] else merged["instructions"][p]
+        else:
+            want = inst[i][p]
+        assert merged["instructions"][p] == want, p
+    # a change only one parent made is in the merge
+    assert any(inst[x][p] != a[p] and merged["instructions"][p] == inst[x][p]
+               for x in (i, j) for p in range(2))
+    # seed-reproducible
+    again, rep2 = gepa("b")
+    assert again.read_bytes() == save.read_bytes()
+    strip = lambda ts: [{k: v for k, v in t.items() if k != "elapsed_s"} for t in ts]
+    assert strip(rep2["trials"]) == strip(rep["trials"])
+    # resumed from a checkpoint cut before or after the first merge: the same end
+    ck = tmp_path / "ck"
+    gepa("c", "--checkpoint", ck)
+    doc = json.loads((ck / "checkpoint.json").read_text())
+    units = list(doc["units"].items())
+    at = next(k for k, (key, _) in enumerate(units) if key.endswith(":merge"))
+    for keep in (at, at + 1):
+        part = tmp_path / f"ck{keep}"
+        part.mkdir()
+        (part / "checkpoint.json").write_text(json.dumps(
+            {"version": 3, "key": doc["key"], "units": dict(units[:keep])}))
+        resumed, rr = gepa(f"r{keep}", "--checkpoint", part)
+        assert resumed.read_bytes() == save.read_bytes(), keep
+        assert [t["score"] for t in rr["trials"]] == [t["score"] for t in rep["trials"]]
+    # switched off, or no invocations allowed: no merge is ever scheduled
+    for extra in (["--no-merge"], ["--max-merge-invocations", "0"]):
+        _, off = gepa("off", *extra)
+        assert off["merge"]["attempts"] == 0 and off["merge"]["accepted"] == 0
+        assert not any(t["kind"] == "merge" for t in off["trials"])
+    assert off["merge"]["max_invocations"] == 0
+
+
+def test_no_baseline_skips_the_evaluation_of_the_program_as_given(tmp_path):
+    """--no-baseline: bootstrap makes |valset| fewer calls (DSPy's BootstrapFewShot makes no
+    baseline evaluation either), the report's baseline is null, the result is the same;
+    mipro and gepa refuse it before any call."""
+    counts, saves = {}, {}
+    for name, extra in (("with", []), ("without", ["--no-baseline"])):
+        rec = tmp_path / f"{name}.jsonl"
+        _, saves[name], rep = optimize(tmp_path, name, "--optimizer", "bootstrap", *extra,
+                                       "--sim", f"--record {rec}")
+        counts[name] = chat_requests(rec)
+        if extra:
+            assert rep["baseline"]["score"] is None and rep["best"]["score"] == 71.0
+        else:
+            assert rep["baseline"]["score"] == 36.0
+    assert counts["with"] - counts["without"] == 100
+    assert saves["with"].read_bytes() == saves["without"].read_bytes()
+    for name in ("mipro", "gepa"):
+        rec = tmp_path / f"{name}.jsonl"
+        r, _, _ = optimize(tmp_path, name, "--optimizer", name, "--auto", "light",
+                           "--no-baseline", "--sim", f"--record {rec}", ok=False)
+        assert r.returncode == 2 and "--no-baseline" in r.stderr
+        assert chat_requests(rec) == 0
+
+
+def test_gepa_lookahead_gives_the_same_result_from_the_cache(tmp_path):
+    """--lookahead N runs the next N iterations at once as if their children were rejected;
+    the real iterations are then answered from the cache: the same program and trials as
+    --lookahead 0, far more cache hits, and the report counts the lookahead runs. (The e2e
+    suite runs with DSPYC_CACHE=off; these runs turn the memory cache on.)"""
+    runs = {}
+    for n in (0, 5):
+        _, save, rep = optimize(tmp_path, f"l{n}", "--optimizer", "gepa", "--auto", "light",
+                                "--seed", "1", "--reflection-model", "reflector",
+                                "--lookahead", n, "--cache", "mem")
+        runs[n] = (save.read_bytes(), rep)
+    # by default it is on with a cache (concurrency / 3) and off without one
+    _, _, on = optimize(tmp_path, "d", "--optimizer", "gepa", "--max-metric-calls", "400",
+                        "--cache", "mem")
+    _, _, off = optimize(tmp_path, "n", "--optimizer", "gepa", "--max-metric-calls", "400",
+                         "--cache", "off")
+    assert on["lookahead"]["depth"] == 5 and off["lookahead"] == {"depth": 0, "runs": 0}
+    (s0, r0), (s5, r5) = runs[0], runs[5]
+    assert s0 == s5
+    strip = lambda ts: [{k: v for k, v in t.items() if k not in ("elapsed_s", "lm_calls")}
+                        for t in ts]
+    assert strip(r0["trials"]) == strip(r5["trials"])
+    assert r0["lm"]["metric_calls"] == r5["lm"]["metric_calls"]
+    assert r0["lookahead"] == {"depth": 0, "runs": 0}
+    assert r5["lookahead"]["depth"] == 5 and r5["lookahead"]["runs"] >= 1
+    # minibatch trials of the parents, reflections and children came from the cache
+    assert r5["lm"]["cache_hits"] >= r0["lm"]["cache_hits"] + 3 * len(
+        [t for t in r5["trials"] if t["kind"] == "minibatch"]) // 2
