@@ -60,11 +60,7 @@ static const char run_usage[] =
     "                        ranked first, then the last demos; a record whose prompt still\n"
     "                        does not fit fails (never sent). Tokens are estimated (bytes /\n"
     "                        4 per message, docs/retrieve.md); what was dropped is reported\n"
-    "                        in the prediction's \"context_dropped\"\n"
-    "  --prices FILE         prices per 1k prompt / completion tokens by model (JSON,\n"
-    "                        {\"gpt-4o\": {\"input_per_1k\": 0.0025, \"output_per_1k\": 0.01}}),\n"
-    "                        over the defaults for common models; the summary's estimated\n"
-    "                        cost of the calls made (cache hits cost nothing) uses them\n"
+    "                        in the prediction's \"context_dropped\"\n" PRICES_USAGE
     "  --score FIELD[:em|f1] score each prediction's FIELD against the input's FIELD (the\n"
     "                        label rides in the input record, as in a DSPy Example) with\n"
     "                        DSPy's exact match (em, default) or token F1; adds \"score\"\n"
@@ -120,6 +116,7 @@ struct run_totals {
     long scored;
     struct dspy_lm_usage usage, cached_usage;
     dspy_hist *latency;
+    dspy_cost_tally *cost; /* usage and cost by model */
 };
 
 static dspy_program *build_program(const struct run_args *a)
@@ -203,9 +200,12 @@ static json_t *record_json(long lineno, struct dspy_batch_result *r)
     return rec;
 }
 
-static void add_totals(struct run_totals *t, const struct dspy_batch_result *r)
+static void add_totals(struct run_totals *t, const char *model, const struct dspy_batch_result *r)
 {
     const struct dspy_call_info *info = &r->info;
+    if (info->lm_calls && dspy_cost_tally_add(t->cost, model, info->lm_calls, info->cache_hits,
+                                              &info->usage, &info->cached_usage))
+        abort(); /* the CLI may abort on OOM (STYLE 16) */
     t->records++;
     if (r->status)
         t->failed++;
@@ -243,30 +243,6 @@ static void print_cache_summary(const struct run_totals *t, const struct cache_c
     cache_print_levels(stderr, &st, cc->levels, "  ");
 }
 
-/* The cost of the calls made (cache hits cost nothing) from the price table. */
-static void print_cost(const struct run_args *a, const struct run_totals *t)
-{
-    struct dspy_price pr;
-    if (!a->prices)
-        return;
-    if (!dspy_price_lookup(a->prices, a->model, &pr)) {
-        fprintf(stderr,
-                "estimated cost: unknown (no price for model %s; add it with "
-                "--prices FILE)\n",
-                a->model ? a->model : "?");
-        return;
-    }
-    double paid = dspy_price_cost(&pr, t->usage.prompt_tokens - t->cached_usage.prompt_tokens,
-                                  t->usage.completion_tokens - t->cached_usage.completion_tokens);
-    double saved = dspy_price_cost(&pr, t->cached_usage.prompt_tokens,
-                                   t->cached_usage.completion_tokens);
-    fprintf(stderr, "estimated cost: $%.6f (%s at $%g / $%g per 1k prompt / completion tokens)",
-            paid, a->model, pr.input_per_1k, pr.output_per_1k);
-    if (saved > 0)
-        fprintf(stderr, "; cache hits saved $%.6f", saved);
-    fputc('\n', stderr);
-}
-
 static void print_summary(const struct run_args *a, const struct run_totals *t,
                           const struct cache_config *cc, double secs)
 {
@@ -287,7 +263,9 @@ static void print_summary(const struct run_args *a, const struct run_totals *t,
         fprintf(stderr, " (of which from the cache: %ld prompt, %ld completion)",
                 t->cached_usage.prompt_tokens, t->cached_usage.completion_tokens);
     fputc('\n', stderr);
-    print_cost(a, t);
+    json_t *cost = dspy_cost_tally_json(t->cost);
+    print_cost_summary(stderr, cost);
+    json_decref(cost);
     if (t->scored)
         fprintf(stderr, "score (%s on `%s`): %.2f / %ld (%.1f %%)\n",
                 a->score_f1 ? "token F1" : "exact match", a->score_field, t->score_sum, t->scored,
@@ -554,7 +532,7 @@ static int run_sink(void *ud, size_t index, struct dspy_batch_item *item,
         io->cut_off++; /* never finished: no record, so --resume runs it */
         return 0;
     }
-    add_totals(&io->t, r);
+    add_totals(&io->t, io->a->model, r);
     json_t *rec = record_json((long)(uintptr_t)item->tag, r);
     if (item->inputs)
         score_record(io->a, item->inputs, json_object_get(rec, "prediction"), rec, &io->t);
@@ -649,7 +627,7 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
     }
     if (open_output(a, &io))
         goto close_in;
-    if (!(io.t.latency = dspy_hist_new()))
+    if (!(io.t.latency = dspy_hist_new()) || !(io.t.cost = dspy_cost_tally_new(a->prices, NULL)))
         abort();
     line_reader_init(&io.r, in, (size_t)a->max_line);
     io.r.stop = &stop_signal; /* a signal also ends a read waiting on a pipe */
@@ -711,6 +689,7 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
 release:
     line_reader_release(&io.r);
     dspy_hist_free(io.t.latency);
+    dspy_cost_tally_free(io.t.cost);
     free(io.out.buf);
     free(io.done.bits);
     if (io.out.fd > 2 && close(io.out.fd) && rc != 2) {
@@ -835,8 +814,7 @@ int cmd_run(int argc, char **argv)
         return 2;
     struct dspy_error perr;
     dspy_error_clear(&perr);
-    if (dspy_price_table_new(a.prices_path, &a.prices, &perr)) {
-        fprintf(stderr, "dspyc run: --prices: %s\n", perr.message);
+    if (!(a.prices = prices_open("run", a.prices_path))) {
         dspy_program_free(p);
         return 2;
     }

@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include <dspyc/common.h>
+#include <dspyc/price.h>
 #include <dspyc/program.h>
 
 #ifdef __cplusplus
@@ -192,7 +193,10 @@ struct dspy_optimize_options {
                                 * 0 = DSPy's default 10 per evaluation, never for the run */
     double max_cost_usd; /* stop with the best so far past this; 0 = no limit */
     long max_tokens;     /* the same in tokens; 0 = no limit */
-    double price_in_per_mtok, price_out_per_mtok; /* USD per million tokens, for cost */
+    double price_in_per_mtok, price_out_per_mtok; /* USD per million tokens for every model;
+                                                   * both 0 = by model from `prices` */
+    const dspy_price_table *prices;               /* the price table (borrowed); NULL with
+                                                   * no flat price = nothing is priced */
     const char *checkpoint_dir;                   /* NULL = none */
     bool dry_run;                                 /* fill the report's "plan" and make no LM call */
     dspy_lm *task_lm;                             /* required */

@@ -41,7 +41,8 @@ long dspy__gepa_budget(size_t predictors, const char *auto_budget, long max_metr
     return total;
 }
 
-void opt_account_lm(struct opt_run *r, const struct dspy_lm_response *resp, dspy_status rc)
+void opt_account_lm(struct opt_run *r, const dspy_lm *lm, const struct dspy_lm_response *resp,
+                    dspy_status rc)
 {
     struct dspy_call_info info;
     memset(&info, 0, sizeof(info));
@@ -53,7 +54,7 @@ void opt_account_lm(struct opt_run *r, const struct dspy_lm_response *resp, dspy
             info.cached_usage = resp->usage;
         }
     }
-    opt_account(r, &info, rc);
+    opt_account(r, lm, &info, rc);
 }
 
 struct gcand {
@@ -257,7 +258,7 @@ static char *reflect(struct opt_run *r, const char *prompt)
     req.messages = msgs;
     req.temperature = 1.0;
     dspy_status rc = msgs ? dspy_lm_complete(lm, &req, &resp, NULL) : DSPY_ENOMEM;
-    opt_account_lm(r, &resp, rc);
+    opt_account_lm(r, lm, &resp, rc);
     if (!rc && resp.n)
         out = extract_instruction(resp.texts[0]);
     dspy_lm_response_release(&resp);

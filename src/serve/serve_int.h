@@ -196,7 +196,8 @@ struct dspy__serve_route_def {
 
 struct dspy_server {
     struct dspy__srv *srv;
-    dspy_cache *cache; /* borrowed */
+    dspy_cache *cache;              /* borrowed */
+    const dspy_price_table *prices; /* borrowed; NULL = the config's prices only */
     struct dspy_cache_ctl cache_ctl;
     char *default_ns;
     struct dspy__serve_upstream *ups;
