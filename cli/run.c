@@ -20,6 +20,8 @@
 
 #include "cli.h"
 #include "endpoint.h"
+#include "optutil.h"
+#include "selector.h"
 #include "util.h"
 
 static const char run_usage[] =
@@ -76,6 +78,16 @@ static const char run_usage[] =
     "                        stderr is a terminal)\n"
     "  -h, --help            this text\n\n";
 
+/* The usage text, the model selector's part and the endpoint's. */
+static void run_print_usage(FILE *out)
+{
+    fputs(run_usage, out);
+    fputs(SELECT_USAGE "  --metric METRIC       what measured: scores with, as for dspyc eval\n"
+                       "                        (exact_match:FIELD, f1:FIELD, ...)\n\n",
+          out);
+    endpoint_print_usage(out, "");
+}
+
 enum {
     OPT_SIGNATURE = 1,
     OPT_MODULE,
@@ -93,6 +105,7 @@ enum {
     OPT_RESUME,
     OPT_PRICES,
     OPT_CONTEXT_BUDGET,
+    OPT_METRIC,
 };
 
 struct run_args {
@@ -107,7 +120,10 @@ struct run_args {
     long context_budget;     /* --context-budget, 0 = none */
     const char *prices_path; /* --prices */
     dspy_price_table *prices;
-    const char *model; /* the endpoint's, for the cost */
+    const char *model;       /* the endpoint's, for the cost */
+    const char *metric_spec; /* --metric, for --select measured: */
+    struct selector_args sa; /* --models, --select, --quality-bar */
+    struct selection sel;    /* the model selector, when --models */
 };
 
 struct run_totals {
@@ -183,8 +199,8 @@ static void score_record(const struct run_args *a, const json_t *inputs, const j
     t->scored++;
 }
 
-/* One record's output line. */
-static json_t *record_json(long lineno, struct dspy_batch_result *r)
+/* One record's output line; `model` (the selector's choice) or NULL. */
+static json_t *record_json(long lineno, struct dspy_batch_result *r, const char *model)
 {
     json_t *rec;
     if (!r->status) {
@@ -195,7 +211,7 @@ static json_t *record_json(long lineno, struct dspy_batch_result *r)
         rec = json_pack("{s:I, s:b, s:o}", "line", (json_int_t)lineno, "ok", 0, "error",
                         error_to_json(&r->error));
     }
-    if (!rec)
+    if (!rec || (model && json_object_set_new(rec, "model", json_string(model))))
         abort();
     return rec;
 }
@@ -266,6 +282,7 @@ static void print_summary(const struct run_args *a, const struct run_totals *t,
     json_t *cost = dspy_cost_tally_json(t->cost);
     print_cost_summary(stderr, cost);
     json_decref(cost);
+    selection_print(&a->sel, stderr);
     if (t->scored)
         fprintf(stderr, "score (%s on `%s`): %.2f / %ld (%.1f %%)\n",
                 a->score_f1 ? "token F1" : "exact match", a->score_field, t->score_sum, t->scored,
@@ -519,6 +536,8 @@ static int run_source(void *ud, struct dspy_batch_item *item)
         snprintf(err->message, sizeof(err->message), "input must be a JSON object of field values");
     } else {
         item->inputs = inputs;
+        if (io->a->sel.sel)
+            item->lm = selection_route((void *)&io->a->sel, inputs);
     }
     return 1;
 }
@@ -532,8 +551,9 @@ static int run_sink(void *ud, size_t index, struct dspy_batch_item *item,
         io->cut_off++; /* never finished: no record, so --resume runs it */
         return 0;
     }
-    add_totals(&io->t, io->a->model, r);
-    json_t *rec = record_json((long)(uintptr_t)item->tag, r);
+    const char *model = selection_model(&io->a->sel, item->lm, io->a->model);
+    add_totals(&io->t, model, r);
+    json_t *rec = record_json((long)(uintptr_t)item->tag, r, io->a->sel.sel ? model : NULL);
     if (item->inputs)
         score_record(io->a, item->inputs, json_object_get(rec, "prediction"), rec, &io->t);
     int bad = out_record(&io->out, rec);
@@ -641,6 +661,8 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
     o.progress = run_progress;
     o.progress_userdata = &io;
     o.cancel = &stop_signal;
+    o.lms = a->sel.lms;
+    o.nlms = a->sel.n;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
@@ -721,6 +743,8 @@ int cmd_run(int argc, char **argv)
         { "score", required_argument, NULL, OPT_SCORE },
         { "prices", required_argument, NULL, OPT_PRICES },
         { "context-budget", required_argument, NULL, OPT_CONTEXT_BUDGET },
+        { "metric", required_argument, NULL, OPT_METRIC },
+        SELECT_LONG_OPTIONS,
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
         { "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
         { "resume", no_argument, NULL, OPT_RESUME },
@@ -736,9 +760,15 @@ int cmd_run(int argc, char **argv)
     struct endpoint ep;
     int opt;
     endpoint_init(&ep);
+    selector_args_init(&a.sa);
     ep.cache.default_levels = "mem,disk"; /* as DSPy: memory and disk by default */
     optind = 1;
     while ((opt = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
+        int sc = selector_option(&a.sa, "run", opt, optarg);
+        if (sc < 0)
+            return 2;
+        if (sc)
+            continue;
         int e = endpoint_option(&ep, opt, optarg);
         if (e < 0)
             return 2;
@@ -769,6 +799,7 @@ int cmd_run(int argc, char **argv)
                 return 2;
             break;
         case OPT_PRICES: a.prices_path = optarg; break;
+        case OPT_METRIC: a.metric_spec = optarg; break;
         case OPT_CONTEXT_BUDGET:
             if (parse_long_flag("--context-budget", optarg, 1, 100000000, &a.context_budget))
                 return 2;
@@ -797,8 +828,8 @@ int cmd_run(int argc, char **argv)
             break;
         case OPT_RESUME: a.resume = true; break;
         case 'q': a.quiet = true; break;
-        case 'h': endpoint_print_usage(stdout, run_usage); return 0;
-        default: endpoint_print_usage(stderr, run_usage); return 2;
+        case 'h': run_print_usage(stdout); return 0;
+        default: run_print_usage(stderr); return 2;
         }
     }
     if (optind < argc)
@@ -806,7 +837,7 @@ int cmd_run(int argc, char **argv)
     if (optind < argc || !a.input_path || !a.output_path || !a.program_path == !a.signature) {
         fprintf(stderr, "dspyc run: name a program file or --signature (one of them), "
                         "--input and --output\n\n");
-        endpoint_print_usage(stderr, run_usage);
+        run_print_usage(stderr);
         return 2;
     }
     dspy_program *p = build_program(&a);
@@ -840,7 +871,19 @@ int cmd_run(int argc, char **argv)
                 soft, hard_text, room, a.concurrency, room);
         a.concurrency = room;
     }
-    int rc = lm ? run_file(&a, p, lm, &ep.cache) : 2;
+    dspy_metric *metric = NULL;
+    dspy_program *judge = NULL;
+    int rc = lm ? 0 : 2;
+    if (!rc && a.metric_spec && !(metric = opt_metric("run", a.metric_spec, lm, &judge)))
+        rc = 2;
+    if (!rc && selection_open(&a.sel, "run", &a.sa, &ep, a.prices, p, metric,
+                              (unsigned)a.concurrency, a.quiet))
+        rc = 2;
+    if (!rc)
+        rc = run_file(&a, p, lm, &ep.cache);
+    selection_close(&a.sel);
+    dspy_metric_free(metric);
+    dspy_program_free(judge);
     endpoint_close(&ep, lm);
     dspy_price_table_free(a.prices);
     dspy_program_free(p);

@@ -22,5 +22,6 @@
 #include <dspyc/jobs.h>
 #include <dspyc/retrieve.h>
 #include <dspyc/price.h>
+#include <dspyc/select.h>
 
 #endif

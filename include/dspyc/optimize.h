@@ -72,6 +72,13 @@ struct dspy_eval_options {
     const struct dspy_call_config *cfg; /* per call; may be NULL; borrowed */
     dspy_eval_progress_fn progress;     /* may be NULL; non-zero return cancels */
     void *progress_userdata;
+    /* Routing, may be NULL: route(route_userdata, example) picks the LM of each example,
+     * 0 = the `lm` argument, i = lms[i - 1] (a model selector; see select.h). lms is
+     * borrowed for the call, at most DSPY_BATCH_MAX_LMS. */
+    unsigned (*route)(void *route_userdata, const json_t *example);
+    void *route_userdata;
+    dspy_lm *const *lms;
+    size_t nlms;
 };
 #define DSPY_EVAL_OPTIONS_INIT                      \
     {                                               \
@@ -85,6 +92,7 @@ struct dspy_eval_item {
     char *feedback;     /* the metric's, may be NULL */
     struct dspy_error error;
     struct dspy_call_info info;
+    unsigned lm; /* the LM that ran it (dspy_eval_options.route), 0 = the `lm` argument */
 };
 
 struct dspy_eval_result {

@@ -67,6 +67,10 @@ DSPY_EXTERN dspy_status dspy_program_set_context_budget(dspy_program *p, long co
                                                         long completion_tokens,
                                                         struct dspy_error *err);
 
+/** The context manager's token count of a chat message list (a JSON array of {role,
+ * content}): the count every budget here uses (the estimate above today). */
+DSPY_EXTERN long dspy_prompt_tokens(const json_t *messages);
+
 /** Apply a DSPy save file: instructions, field prefixes and descriptions, demos. Errors
  * name the predictor and key; the program is unchanged on failure. */
 DSPY_EXTERN dspy_status dspy_program_load_state(dspy_program *p, const char *path,
@@ -94,6 +98,8 @@ struct dspy_batch_item {
                               * record fails with `error` without running (a bad input line) */
     void *tag;               /* the caller's, handed back untouched */
     struct dspy_error error; /* the failure when inputs is NULL */
+    unsigned lm;             /* the LM that runs it: 0 = the batch's, i = opts->lms[i - 1]
+                              * (a model selector's choice) */
 };
 
 /** What one record came to. `outputs` belongs to the batch until the sink returns; a sink
@@ -148,7 +154,12 @@ struct dspy_batch_options {
      * not write it (a data race): cancel from the progress callback instead. Borrowed for
      * the call. */
     volatile sig_atomic_t *cancel;
+    /* More LMs a record may name (dspy_batch_item.lm), e.g. other models of the endpoint;
+     * borrowed for the call. At most DSPY_BATCH_MAX_LMS. */
+    dspy_lm *const *lms;
+    size_t nlms;
 };
+#define DSPY_BATCH_MAX_LMS 16
 #define DSPY_BATCH_OPTIONS_INIT \
     {                           \
         .concurrency = 16       \

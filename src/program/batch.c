@@ -28,6 +28,7 @@
 struct slot {
     json_t *inputs; /* NULL: a bad input, failed with `error` */
     void *tag;
+    unsigned lm; /* dspy_batch_item.lm */
     dspy_status status;
     json_t *outputs;
     struct dspy_error *error; /* the failure, NULL if none (or if it could not be kept) */
@@ -45,8 +46,10 @@ struct batch {
     dspy_batch_source_fn source;
     dspy_batch_sink_fn sink;
     void *ud;
-    struct dspy__engine_group *group; /* NULL with a transport hook */
-    struct slot *slots;               /* ring: record i lives in slots[i % window] */
+    struct dspy__engine_group *group;                          /* NULL with a transport hook */
+    dspy_lm *lms[DSPY_BATCH_MAX_LMS + 1];                      /* [0] = lm, then opts->lms */
+    struct dspy__engine_group *groups[DSPY_BATCH_MAX_LMS + 1]; /* [0] = group: one per LM */
+    struct slot *slots; /* ring: record i lives in slots[i % window] */
     size_t window;
     pthread_mutex_t src_mu; /* one reader of the source at a time; taken before mu */
     pthread_mutex_t mu;
@@ -77,7 +80,8 @@ static void stop_locked(struct batch *b, dspy_status why)
     b->stop_rc = why;
     atomic_store(&b->stop, true);
     if (why == DSPY_ECANCELED)
-        dspy__lm_group_cancel(b->group);
+        for (size_t i = 0; i <= b->o->nlms; i++)
+            dspy__lm_group_cancel(b->groups[i]);
     pthread_cond_broadcast(&b->space);
 }
 
@@ -144,7 +148,13 @@ static bool pull(struct batch *b, size_t *idx)
         memset(s, 0, sizeof(*s));
         s->inputs = item.inputs;
         s->tag = item.tag;
-        if (!item.inputs)
+        s->lm = item.lm;
+        if (item.inputs && item.lm > b->o->nlms) {
+            dspy__err(&item.error, DSPY_EINVAL, "record names LM %u of %zu", item.lm, b->o->nlms);
+            json_decref(item.inputs);
+            s->inputs = NULL;
+        }
+        if (!s->inputs)
             keep_error(s, &item.error);
     } else {
         b->source_done = true;
@@ -183,8 +193,8 @@ static void run_record(struct batch *b, struct slot *s)
         return;
     uint64_t t0 = dspy_clock_ns();
     dspy_error_clear(&e);
-    s->status = dspy__program_call_in(b->prog, b->lm, b->group, s->inputs, b->o->cfg, &s->outputs,
-                                      &s->info, &e);
+    s->status = dspy__program_call_in(b->prog, b->lms[s->lm], b->groups[s->lm], s->inputs,
+                                      b->o->cfg, &s->outputs, &s->info, &e);
     s->latency_ns = dspy_clock_ns() - t0;
     if (s->status) {
         keep_error(s, &e);
@@ -213,6 +223,7 @@ static void deliver(struct batch *b, size_t idx, struct slot *s)
     int stop = 0;
     item.inputs = s->inputs;
     item.tag = s->tag;
+    item.lm = s->lm;
     no_error(&item.error);
     r->status = s->status;
     r->outputs = s->outputs;
@@ -348,9 +359,13 @@ static size_t run_pool(struct batch *b, size_t n)
 
 /* Whether the program is one module call and the LM's calls leave the calling thread (no
  * cache, no transport hook: dspy_lm_submit would run those in place). */
-static bool runs_on_loop(const dspy_program *p, const dspy_lm *lm)
+static bool runs_on_loop(const dspy_program *p, const dspy_lm *lm,
+                         const struct dspy_batch_options *o)
 {
-    return p->n == 1 && !p->nsteps && !p->context_budget && dspy__lm_calls_async(lm);
+    bool all = dspy__lm_calls_async(lm);
+    for (size_t i = 0; all && i < o->nlms; i++)
+        all = dspy__lm_calls_async(o->lms[i]);
+    return p->n == 1 && !p->nsteps && !p->context_budget && all;
 }
 
 /* mu held. Claim the next record pulled and not started, counted in flight from here
@@ -408,8 +423,9 @@ static void start_slot(struct batch *b, size_t idx)
         struct dspy_error e;
         dspy_error_clear(&e);
         s->start_ns = dspy_clock_ns();
-        dspy_status rc = dspy__module_call_async_in(b->prog->preds[0].module, b->lm, b->group,
-                                                    s->inputs, b->o->cfg, record_done, s, &e);
+        dspy_status rc = dspy__module_call_async_in(b->prog->preds[0].module, b->lms[s->lm],
+                                                    b->groups[s->lm], s->inputs, b->o->cfg,
+                                                    record_done, s, &e);
         if (!rc)
             return; /* record_done() will run, perhaps already ran */
         s->status = rc;
@@ -477,8 +493,14 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
                          "are required");
     memset(&b, 0, sizeof(b));
     b.o = opts ? opts : &defaults;
+    if (b.o->nlms > DSPY_BATCH_MAX_LMS || (b.o->nlms && !b.o->lms))
+        return dspy__err(err, DSPY_EINVAL, "dspy_program_batch: at most %d more LMs (%zu given)",
+                         DSPY_BATCH_MAX_LMS, b.o->nlms);
+    for (size_t i = 0; i < b.o->nlms; i++)
+        if (!b.o->lms[i])
+            return dspy__err(err, DSPY_EINVAL, "dspy_program_batch: LM %zu is NULL", i + 1);
     size_t workers = b.o->concurrency ? b.o->concurrency : 16;
-    bool on_loop = runs_on_loop(p, lm);
+    bool on_loop = runs_on_loop(p, lm, b.o);
     if (!on_loop && workers > DSPY_BATCH_MAX_WORKERS)
         workers = DSPY_BATCH_MAX_WORKERS;
     b.prog = p;
@@ -490,10 +512,17 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     b.window = workers * BATCH_WINDOW_PER_WORKER;
     if (!(b.slots = dspy_calloc(b.window, sizeof(*b.slots))))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
-    if (dspy__lm_group_new(lm, &b.group)) {
-        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
-        goto free_slots;
-    }
+    b.lms[0] = lm;
+    for (size_t i = 0; i < b.o->nlms; i++)
+        b.lms[i + 1] = b.o->lms[i];
+    for (size_t i = 0; i <= b.o->nlms; i++)
+        if (dspy__lm_group_new(b.lms[i], &b.groups[i])) {
+            for (size_t k = 0; k < i; k++)
+                dspy__lm_group_free(b.groups[k]);
+            rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+            goto free_slots;
+        }
+    b.group = b.groups[0];
     pthread_mutex_init(&b.src_mu, NULL);
     pthread_mutex_init(&b.mu, NULL);
     pthread_cond_init(&b.space, NULL);
@@ -523,7 +552,8 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     pthread_cond_destroy(&b.space);
     pthread_mutex_destroy(&b.mu);
     pthread_mutex_destroy(&b.src_mu);
-    dspy__lm_group_free(b.group);
+    for (size_t i = 0; i <= b.o->nlms; i++)
+        dspy__lm_group_free(b.groups[i]);
 free_slots:
     for (size_t i = 0; i < b.window; i++)
         dspy_free(b.slots[i].error); /* every record was delivered: NULL */

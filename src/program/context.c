@@ -22,6 +22,11 @@ long dspy__context_estimate(const json_t *messages)
     return total;
 }
 
+long dspy_prompt_tokens(const json_t *messages)
+{
+    return dspy__context_estimate(messages);
+}
+
 static dspy_status measure(dspy_module *m, const json_t *record, long *tokens,
                            struct dspy_error *err)
 {
