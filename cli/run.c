@@ -82,6 +82,12 @@ static const char run_usage[] =
 static void run_print_usage(FILE *out)
 {
     fputs(run_usage, out);
+    fputs("prompt trimming (docs/cost.md):\n"
+          "  --prompt-budget N     trim each prompt toward N tokens: collapse redundant\n"
+          "                        whitespace in instructions and demos, then drop the last\n"
+          "                        (lowest-value) demos; inputs are never trimmed. What was\n"
+          "                        trimmed is in the prediction's \"context_dropped\"\n\n",
+          out);
     fputs(SELECT_USAGE "  --metric METRIC       what measured: scores with, as for dspyc eval\n"
                        "                        (exact_match:FIELD, f1:FIELD, ...)\n\n",
           out);
@@ -106,6 +112,7 @@ enum {
     OPT_PRICES,
     OPT_CONTEXT_BUDGET,
     OPT_METRIC,
+    OPT_PROMPT_BUDGET,
 };
 
 struct run_args {
@@ -118,6 +125,7 @@ struct run_args {
     char score_field[128]; /* --score: the labelled field, "" for none */
     bool score_f1;
     long context_budget;     /* --context-budget, 0 = none */
+    long prompt_budget;      /* --prompt-budget, 0 = none */
     const char *prices_path; /* --prices */
     dspy_price_table *prices;
     const char *model;       /* the endpoint's, for the cost */
@@ -744,6 +752,7 @@ int cmd_run(int argc, char **argv)
         { "prices", required_argument, NULL, OPT_PRICES },
         { "context-budget", required_argument, NULL, OPT_CONTEXT_BUDGET },
         { "metric", required_argument, NULL, OPT_METRIC },
+        { "prompt-budget", required_argument, NULL, OPT_PROMPT_BUDGET },
         SELECT_LONG_OPTIONS,
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
         { "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
@@ -800,6 +809,10 @@ int cmd_run(int argc, char **argv)
             break;
         case OPT_PRICES: a.prices_path = optarg; break;
         case OPT_METRIC: a.metric_spec = optarg; break;
+        case OPT_PROMPT_BUDGET:
+            if (parse_long_flag("--prompt-budget", optarg, 1, 100000000, &a.prompt_budget))
+                return 2;
+            break;
         case OPT_CONTEXT_BUDGET:
             if (parse_long_flag("--context-budget", optarg, 1, 100000000, &a.context_budget))
                 return 2;
@@ -846,6 +859,12 @@ int cmd_run(int argc, char **argv)
     struct dspy_error perr;
     dspy_error_clear(&perr);
     if (!(a.prices = prices_open("run", a.prices_path))) {
+        dspy_program_free(p);
+        return 2;
+    }
+    if (a.prompt_budget && dspy_program_set_prompt_budget(p, a.prompt_budget, &perr)) {
+        fprintf(stderr, "dspyc run: --prompt-budget: %s\n", perr.message);
+        dspy_price_table_free(a.prices);
         dspy_program_free(p);
         return 2;
     }

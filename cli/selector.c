@@ -157,8 +157,7 @@ void selection_print(const struct selection *s, FILE *out)
         return;
     fputs("model selection: records per model:", out);
     for (size_t i = 0; i < s->n; i++)
-        fprintf(out, "%s %s %ld", i ? "," : "", dspy_selector_model(s->sel, i),
-                s->routed[i]);
+        fprintf(out, "%s %s %ld", i ? "," : "", dspy_selector_model(s->sel, i), s->routed[i]);
     fputc('\n', out);
 }
 
@@ -172,9 +171,8 @@ json_t *selection_json(const struct selection *s)
                             json_integer((json_int_t)s->routed[i]));
     if (j) {
         json_object_set_new(j, "routed", routed);
-        json_object_set_new(j, "measure_cost", s->measure_cost
-                                                   ? dspy_cost_tally_json(s->measure_cost)
-                                                   : json_null());
+        json_object_set_new(j, "measure_cost",
+                            s->measure_cost ? dspy_cost_tally_json(s->measure_cost) : json_null());
     }
     return j ? j : json_null();
 }

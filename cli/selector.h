@@ -17,18 +17,18 @@ enum {
     SELECT_OPT_QUALITY_BAR,
 };
 
-#define SELECT_LONG_OPTIONS                                              \
-    { "models", required_argument, NULL, SELECT_OPT_MODELS },            \
-        { "select", required_argument, NULL, SELECT_OPT_SELECT },        \
-    {                                                                    \
+#define SELECT_LONG_OPTIONS                                            \
+    { "models", required_argument, NULL, SELECT_OPT_MODELS },          \
+        { "select", required_argument, NULL, SELECT_OPT_SELECT },      \
+    {                                                                  \
         "quality-bar", required_argument, NULL, SELECT_OPT_QUALITY_BAR \
     }
 
-#define SELECT_USAGE                                                                       \
+#define SELECT_USAGE                                                                      \
     "model selection (docs/cost.md):\n"                                                   \
-    "  --models A,B,C        candidate models of the endpoint; each record goes to the\n"  \
+    "  --models A,B,C        candidate models of the endpoint; each record goes to the\n" \
     "                        cheapest one expected to meet the bar (by --prices)\n"       \
-    "  --select rules:FILE   complexity rules (JSON: min_tokens, min_chars, keywords,\n"   \
+    "  --select rules:FILE   complexity rules (JSON: min_tokens, min_chars, keywords,\n"  \
     "                        has_field -> level); rules alone send a record of level L\n" \
     "                        to the L-th cheapest candidate\n"                            \
     "  --select measured:DEV.jsonl  measure each candidate's accuracy on DEV first\n"     \
@@ -42,7 +42,7 @@ struct selector_args {
 };
 
 struct selection {
-    dspy_selector *sel; /* NULL: no selection */
+    dspy_selector *sel;                   /* NULL: no selection */
     dspy_lm *lms[DSPY_SELECT_MAX_MODELS]; /* candidate i's, in selector order */
     size_t n;
     long routed[DSPY_SELECT_MAX_MODELS]; /* records sent to each (by the batch's source) */

@@ -67,6 +67,18 @@ DSPY_EXTERN dspy_status dspy_program_set_context_budget(dspy_program *p, long co
                                                         long completion_tokens,
                                                         struct dspy_error *err);
 
+/** Prompt trimming to a target of `tokens` (0 = none; the default): over it, redundant
+ * whitespace in the instructions and demos is collapsed first (runs of spaces and tabs to
+ * one space, trailing spaces, runs of blank lines to one; never in the record's inputs),
+ * then the last (lowest-value) demos are dropped, on a copy for that call. The inputs are
+ * never trimmed, so a prompt may stay over the target (then sent as trimmed as it gets,
+ * with "over_budget": true). Reported in the outputs under "context_dropped" with
+ * "whitespace_tokens" saved. With a context budget too, the tighter of the two applies
+ * and only the context budget drops passages or refuses a record. Token counts as
+ * dspy_prompt_tokens(). Not while calls are in flight. */
+DSPY_EXTERN dspy_status dspy_program_set_prompt_budget(dspy_program *p, long tokens,
+                                                       struct dspy_error *err);
+
 /** The context manager's token count of a chat message list (a JSON array of {role,
  * content}): the count every budget here uses (the estimate above today). */
 DSPY_EXTERN long dspy_prompt_tokens(const json_t *messages);

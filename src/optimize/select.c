@@ -11,10 +11,10 @@ enum cond { COND_TOKENS, COND_CHARS, COND_KEYWORDS, COND_FIELD };
 
 struct rule {
     enum cond cond;
-    long min;       /* COND_TOKENS, COND_CHARS */
-    char **words;   /* COND_KEYWORDS: lower-case */
+    long min;     /* COND_TOKENS, COND_CHARS */
+    char **words; /* COND_KEYWORDS: lower-case */
     size_t nwords;
-    char *field;    /* COND_FIELD */
+    char *field; /* COND_FIELD */
     int level;
 };
 
@@ -140,8 +140,9 @@ static dspy_status parse_rule(dspy_selector *s, const json_t *r, size_t i, const
                             "model)");
     }
     if (found != 1)
-        return rule_err(err, path, i, "", "needs exactly one of min_tokens, min_chars, "
-                                          "keywords, has_field");
+        return rule_err(err, path, i, "",
+                        "needs exactly one of min_tokens, min_chars, "
+                        "keywords, has_field");
     v = json_object_get(r, conds[u->cond]);
     dspy_status rc = DSPY_OK;
     switch (u->cond) {
@@ -437,8 +438,9 @@ dspy_status dspy_selector_measure(dspy_selector *s, dspy_program *p, dspy_lm *co
         }
         all[i] = res.sum / (double)res.n;
         for (int l = 0; l <= DSPY_SELECT_MAX_LEVEL; l++)
-            s->levels[l].accuracy[i] =
-                s->levels[l].examples ? sum[l] / (double)s->levels[l].examples : all[i];
+            s->levels[l].accuracy[i] = s->levels[l].examples
+                                           ? sum[l] / (double)s->levels[l].examples
+                                           : all[i];
         dspy_eval_result_release(&res);
     }
     dspy_free(level);

@@ -647,6 +647,7 @@ dspy_program *dspy_program_copy(const dspy_program *src)
         goto fail;
     p->context_budget = src->context_budget;
     p->completion_budget = src->completion_budget;
+    p->prompt_budget = src->prompt_budget;
     return p;
 fail:
     dspy_program_free(p);
@@ -752,7 +753,8 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
                          "dspy_program_call: program, lm and outputs are required");
     if (!json_is_object(inputs))
         return dspy__err(err, DSPY_EINVAL, "inputs must be a JSON object");
-    if (p->n == 1 && !p->nsteps && !p->context_budget) { /* the common case needs no record */
+    if (p->n == 1 && !p->nsteps && !p->context_budget &&
+        !p->prompt_budget) { /* the common case needs no record */
         rc = dspy__module_call_in(p->preds[0].module, lm, group, inputs, cfg, outputs, NULL, info,
                                   err);
         if (rc && p->preds[0].name)
@@ -769,7 +771,7 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
         if (p->nsteps && (rc = dspy__program_run_steps(p, i, record, all, err)))
             goto release;
         dspy_module *use = NULL;
-        if (p->context_budget) {
+        if (p->context_budget || p->prompt_budget) {
             if (!report && !(report = json_object())) {
                 rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
                 goto release;

@@ -33,6 +33,7 @@ struct dspy_program {
     struct dspy__retrieve_step *steps;
     long context_budget;    /* tokens of context; 0 = no budget */
     long completion_budget; /* of them, kept for the completion */
+    long prompt_budget;     /* prompt trimming's target in tokens; 0 = none */
 };
 
 /* A path into a JSON document, for error messages: predictors[1].demos. */
