@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <dspyc/embed.h>
 #include <dspyc/metrics.h>
 
 #include "cli.h"
@@ -86,7 +87,13 @@ static void run_print_usage(FILE *out)
           "  --prompt-budget N     trim each prompt toward N tokens: collapse redundant\n"
           "                        whitespace in instructions and demos, then drop the last\n"
           "                        (lowest-value) demos; inputs are never trimmed. What was\n"
-          "                        trimmed is in the prediction's \"context_dropped\"\n\n",
+          "                        trimmed is in the prediction's \"context_dropped\"\n"
+          "  --demo-select mmr:K[:LAMBDA]  keep K of each predictor's demos per record, by\n"
+          "                        maximal marginal relevance over MiniLM embeddings\n"
+          "                        (relevance to the record's inputs against similarity to\n"
+          "                        those picked; LAMBDA default 0.5, 1 = most similar); the\n"
+          "                        model folder is --embed-model's; kept indices are in the\n"
+          "                        prediction's \"demos_selected\"\n\n",
           out);
     fputs(SELECT_USAGE "  --metric METRIC       what measured: scores with, as for dspyc eval\n"
                        "                        (exact_match:FIELD, f1:FIELD, ...)\n\n",
@@ -113,6 +120,7 @@ enum {
     OPT_CONTEXT_BUDGET,
     OPT_METRIC,
     OPT_PROMPT_BUDGET,
+    OPT_DEMO_SELECT,
 };
 
 struct run_args {
@@ -124,8 +132,10 @@ struct run_args {
     bool quiet, resume;
     char score_field[128]; /* --score: the labelled field, "" for none */
     bool score_f1;
-    long context_budget;     /* --context-budget, 0 = none */
-    long prompt_budget;      /* --prompt-budget, 0 = none */
+    long context_budget; /* --context-budget, 0 = none */
+    long prompt_budget;  /* --prompt-budget, 0 = none */
+    long demo_k;         /* --demo-select mmr:K[:LAMBDA], 0 = none */
+    double demo_lambda;
     const char *prices_path; /* --prices */
     dspy_price_table *prices;
     const char *model;       /* the endpoint's, for the cost */
@@ -753,6 +763,7 @@ int cmd_run(int argc, char **argv)
         { "context-budget", required_argument, NULL, OPT_CONTEXT_BUDGET },
         { "metric", required_argument, NULL, OPT_METRIC },
         { "prompt-budget", required_argument, NULL, OPT_PROMPT_BUDGET },
+        { "demo-select", required_argument, NULL, OPT_DEMO_SELECT },
         SELECT_LONG_OPTIONS,
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
         { "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
@@ -809,6 +820,22 @@ int cmd_run(int argc, char **argv)
             break;
         case OPT_PRICES: a.prices_path = optarg; break;
         case OPT_METRIC: a.metric_spec = optarg; break;
+        case OPT_DEMO_SELECT: {
+            char *end = NULL;
+            a.demo_lambda = 0.5;
+            a.demo_k = strncmp(optarg, "mmr:", 4) ? 0 : strtol(optarg + 4, &end, 10);
+            if (a.demo_k >= 1 && end && *end == ':' && end[1])
+                a.demo_lambda = strtod(end + 1, &end);
+            if (a.demo_k < 1 || a.demo_k > 1000 || !end || *end || !(a.demo_lambda >= 0) ||
+                a.demo_lambda > 1) {
+                fprintf(stderr,
+                        "dspyc run: --demo-select: '%s' is not mmr:K or mmr:K:LAMBDA "
+                        "(K from 1 to 1000, LAMBDA from 0 to 1)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        }
         case OPT_PROMPT_BUDGET:
             if (parse_long_flag("--prompt-budget", optarg, 1, 100000000, &a.prompt_budget))
                 return 2;
@@ -893,6 +920,16 @@ int cmd_run(int argc, char **argv)
     dspy_metric *metric = NULL;
     dspy_program *judge = NULL;
     int rc = lm ? 0 : 2;
+    dspy_embedder *embedder = NULL;
+    if (!rc && a.demo_k) { /* after endpoint_open: --embed-model is resolved there */
+        struct dspy_embedder_options eo = DSPY_EMBEDDER_OPTIONS_INIT;
+        eo.model_dir = ep.cache.embed_model;
+        if (dspy_embedder_new(&eo, &embedder, &perr) ||
+            dspy_program_set_demo_select(p, (size_t)a.demo_k, a.demo_lambda, embedder, &perr)) {
+            fprintf(stderr, "dspyc run: --demo-select: %s\n", perr.message);
+            rc = 2;
+        }
+    }
     if (!rc && a.metric_spec && !(metric = opt_metric("run", a.metric_spec, lm, &judge)))
         rc = 2;
     if (!rc && selection_open(&a.sel, "run", &a.sa, &ep, a.prices, p, metric,
@@ -906,5 +943,6 @@ int cmd_run(int argc, char **argv)
     endpoint_close(&ep, lm);
     dspy_price_table_free(a.prices);
     dspy_program_free(p);
+    dspy_embedder_free(embedder);
     return rc;
 }

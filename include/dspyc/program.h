@@ -79,6 +79,20 @@ DSPY_EXTERN dspy_status dspy_program_set_context_budget(dspy_program *p, long co
 DSPY_EXTERN dspy_status dspy_program_set_prompt_budget(dspy_program *p, long tokens,
                                                        struct dspy_error *err);
 
+/** Diverse demo selection: before each call of a predictor with more than `k` demos, keep
+ * `k` of them (in their own order), picked by maximal marginal relevance over MiniLM
+ * embeddings of their input fields: relevance is the cosine between the record's input
+ * values and the demo's, and `lambda` (0 to 1) weighs it against the similarity to the
+ * demos already picked (1 = the k most similar, lower = more diverse). The demos are
+ * embedded here (so set demos and state first); each record's inputs per call. The kept
+ * indices (0-based) are reported in the outputs under "demos_selected". `embedder` is
+ * borrowed until the program is freed or this is called again; k 0 turns it off. Not
+ * copied by dspy_program_copy. Errors: the embedder's (DSPY_EUTF8 naming the demo). */
+typedef struct dspy_embedder dspy_embedder;
+DSPY_EXTERN dspy_status dspy_program_set_demo_select(dspy_program *p, size_t k, double lambda,
+                                                     dspy_embedder *embedder,
+                                                     struct dspy_error *err);
+
 /** The context manager's token count of a chat message list (a JSON array of {role,
  * content}): the count every budget here uses (the estimate above today). */
 DSPY_EXTERN long dspy_prompt_tokens(const json_t *messages);

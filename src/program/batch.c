@@ -365,7 +365,8 @@ static bool runs_on_loop(const dspy_program *p, const dspy_lm *lm,
     bool all = dspy__lm_calls_async(lm);
     for (size_t i = 0; all && i < o->nlms; i++)
         all = dspy__lm_calls_async(o->lms[i]);
-    return p->n == 1 && !p->nsteps && !p->context_budget && !p->prompt_budget && all;
+    return p->n == 1 && !p->nsteps && !p->context_budget && !p->prompt_budget && !p->demo_select &&
+           all;
 }
 
 /* mu held. Claim the next record pulled and not started, counted in flight from here

@@ -133,13 +133,12 @@ static dspy_status collapse_module(dspy_module *c)
 dspy_status dspy__context_fit(dspy_program *p, size_t pred, json_t *record, dspy_module **use,
                               json_t *report, struct dspy_error *err)
 {
-    dspy_module *m = p->preds[pred].module, *c = NULL;
+    dspy_module *given = *use, *m = given ? given : p->preds[pred].module, *c = NULL;
     long budget = p->context_budget ? p->context_budget - p->completion_budget : 0, tokens = 0;
     long before_ws = 0, ws_saved = 0;
     size_t dropped_p = 0, dropped_d = 0;
     const char *fields[8];
     dspy_status rc;
-    *use = NULL;
     if (p->context_budget && budget <= 0)
         return dspy__err(err, DSPY_ELM_CONTEXT,
                          "context budget %ld leaves no room after the completion's %ld tokens",
@@ -219,7 +218,10 @@ dspy_status dspy__context_fit(dspy_program *p, size_t pred, json_t *record, dspy
             goto fail;
         }
     }
-    *use = c;
+    if (c) { /* the copy made here replaces the one given */
+        dspy_module_free(given);
+        *use = c;
+    }
     return DSPY_OK;
 fail:
     dspy_module_free(c);

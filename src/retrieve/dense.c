@@ -8,6 +8,8 @@
 
 #include <curl/curl.h>
 
+#include <dspyc/vec.h>
+
 #include "base/buf.h"
 #include "base/status.h"
 #include "retrieve/retrieve_int.h"
@@ -233,36 +235,8 @@ static dspy_status dense_search(void *impl, const char *query, size_t k, struct 
         heap[0] = heap[m - 1];
         sift(heap, m - 1, 0, s);
     }
-    if (d->mmr_lambda > 0) {
-        /* Maximal marginal relevance (Carbonell & Goldstein): pick, among the candidates
-         * left, the one maximizing lambda * cos(q, c) - (1 - lambda) * max cos(c, picked);
-         * ties go to the better-ranked candidate. */
-        double lam = d->mmr_lambda;
-        for (size_t pick = 0; pick < nk; pick++) {
-            size_t best = pick;
-            double best_v = 0;
-            for (size_t c = pick; c < n; c++) {
-                double red = 0;
-                const float *vc = d->vec + (size_t)cand[c] * dim;
-                for (size_t j = 0; j < pick; j++) {
-                    const float *vj = d->vec + (size_t)cand[j] * dim;
-                    float dot = 0;
-                    for (size_t t = 0; t < dim; t++)
-                        dot += vc[t] * vj[t];
-                    if (!j || dot > red)
-                        red = dot;
-                }
-                double v = lam * s[cand[c]] - (1 - lam) * red;
-                if (c == pick || v > best_v) {
-                    best = c;
-                    best_v = v;
-                }
-            }
-            uint32_t t = cand[best]; /* keep the rest in rank order */
-            memmove(cand + pick + 1, cand + pick, (best - pick) * sizeof(*cand));
-            cand[pick] = t;
-        }
-    }
+    if (d->mmr_lambda > 0) /* ties go to the better-ranked candidate */
+        dspy_vec_mmr(d->vec, dim, s, cand, n, nk, d->mmr_lambda);
     for (size_t i = 0; i < nk; i++)
         if ((rc = dspy__bm25_passage(d->base, cand[i], s[cand[i]], &res[i]))) {
             rc = dspy__err(err, rc, "out of memory");
