@@ -21,7 +21,7 @@ struct pred_demos {
 struct dspy__demo_select {
     size_t k;
     double lambda;
-    dspy_embedder *embedder; /* borrowed */
+    dspy_embedder *embedder;  /* borrowed */
     struct pred_demos *preds; /* one per predictor */
     size_t npreds;
 };
@@ -159,8 +159,7 @@ dspy_status dspy__demo_select_fit(dspy_program *p, size_t pred, const json_t *re
     }
     if (!rc && (!(c = dspy_module_copy(m)) || dspy_module_set_demos(c, keep)))
         rc = DSPY_ENOMEM;
-    if (!rc &&
-        json_object_set(report, p->preds[pred].name ? p->preds[pred].name : "predict", idx))
+    if (!rc && json_object_set(report, p->preds[pred].name ? p->preds[pred].name : "predict", idx))
         rc = DSPY_ENOMEM;
     if (rc == DSPY_ENOMEM)
         dspy__err(err, rc, "out of memory");
