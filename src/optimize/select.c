@@ -5,6 +5,7 @@
 
 #include <dspyc/select.h>
 
+#include "base/jsonfile.h"
 #include "base/status.h"
 
 enum cond { COND_TOKENS, COND_CHARS, COND_KEYWORDS, COND_FIELD };
@@ -186,16 +187,10 @@ static dspy_status parse_rule(dspy_selector *s, const json_t *r, size_t i, const
 
 static dspy_status load_rules(dspy_selector *s, const char *path, struct dspy_error *err)
 {
-    json_error_t je;
-    json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    json_t *doc = dspy__json_load_file(path, err);
     dspy_status rc = DSPY_OK;
-    if (!doc) {
-        dspy__err(err, DSPY_EPARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
-        dspy__err_file(err, path);
-        if (err)
-            err->line = je.line;
+    if (!doc)
         return DSPY_EPARSE;
-    }
     const json_t *rules = json_object_get(doc, "rules"), *fields = json_object_get(doc, "fields");
     const char *key;
     const json_t *v;
