@@ -25,7 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fflush(f);
     snprintf(path, sizeof(path), "/dev/fd/%d", fileno(f));
     if (!dspy_selector_new(models, 3, prices, path, &s, &err)) {
-        json_t *rec = json_pack("{s:s%, s:s}", "question", (const char *)data, size, "context", "c");
+        json_t *rec = json_pack("{s:s%, s:s}", "question", (const char *)data, size, "context",
+                                "c");
         if (rec) {
             int level = dspy_selector_level(s, rec);
             if (level < 0 || level > DSPY_SELECT_MAX_LEVEL ||
