@@ -365,6 +365,22 @@ static void series_labels(struct dspy_buf *b, dspy_server *s, const struct serie
     dspy__buf_addf(b, "\",status=\"%d\"}", x->status);
 }
 
+/* A USD counter per series: what was paid upstream, or what cache hits saved. m->lock held. */
+static void usd_counter(struct dspy_buf *b, dspy_server *s, const char *name, const char *help,
+                        bool saved)
+{
+    const struct dspy__serve_metrics *m = s->metrics;
+    head(b, name, "counter", help);
+    for (size_t i = 0; i <= MAX_SERIES; i++) {
+        const struct series *x = &m->series[i];
+        if (!x->count)
+            continue;
+        dspy__buf_adds(b, name);
+        series_labels(b, s, x);
+        dspy__buf_addf(b, " %.9f\n", saved ? x->saved : x->cost);
+    }
+}
+
 static void prometheus(dspy_server *s, struct dspy_buf *b)
 {
     struct dspy__serve_metrics *m = s->metrics;
@@ -392,26 +408,12 @@ static void prometheus(dspy_server *s, struct dspy_buf *b)
             dspy__buf_addf(b, "\"} %" PRIu64 "\n", d ? x->tokens_out : x->tokens_in);
         }
     }
-    head(b, "dspyc_cost_usd_total", "counter",
-         "Estimated upstream cost from the configured prices (cache hits cost nothing).");
-    for (size_t i = 0; i <= MAX_SERIES; i++) {
-        const struct series *x = &m->series[i];
-        if (!x->count)
-            continue;
-        dspy__buf_adds(b, "dspyc_cost_usd_total");
-        series_labels(b, s, x);
-        dspy__buf_addf(b, " %.9f\n", x->cost);
-    }
-    head(b, "dspyc_cost_saved_usd_total", "counter",
-         "What the answers from the cache would have cost upstream, at the same prices.");
-    for (size_t i = 0; i <= MAX_SERIES; i++) {
-        const struct series *x = &m->series[i];
-        if (!x->count)
-            continue;
-        dspy__buf_adds(b, "dspyc_cost_saved_usd_total");
-        series_labels(b, s, x);
-        dspy__buf_addf(b, " %.9f\n", x->saved);
-    }
+    usd_counter(b, s, "dspyc_cost_usd_total",
+                "Estimated upstream cost from the configured prices (cache hits cost nothing).",
+                false);
+    usd_counter(b, s, "dspyc_cost_saved_usd_total",
+                "What the answers from the cache would have cost upstream, at the same prices.",
+                true);
     size_t nl = m->nlabels;
     pthread_mutex_unlock(&m->lock);
 
