@@ -368,6 +368,10 @@ void opt_event(struct opt_run *r, const char *what, size_t trial, size_t trials,
 void opt_trial(struct opt_run *r, json_t *rec, const json_t *cand, bool full, double score,
                size_t index, size_t planned)
 {
+    /* The run's cost so far (trials of a wave run at once, so no trial has a cost of its
+     * own); a trial read back from a checkpoint keeps the figure it was recorded with. */
+    if (rec && !json_object_get(rec, "cost_usd_total"))
+        json_object_set_new(rec, "cost_usd_total", json_real(r->cost_usd));
     json_array_append_new(r->trials, rec);
     if (full && (isnan(r->best) || score > r->best)) {
         r->best = score;

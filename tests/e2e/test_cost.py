@@ -120,6 +120,10 @@ def test_optimize_report_prices_every_call_by_model(tmp_path):
     assert lm["cost"]["usd"] == pytest.approx(want, rel=1e-9)
     assert lm["cost_usd"] == pytest.approx(want, rel=1e-9)  # what --max-cost checks
     assert f"estimated cost: ${want:.6f} (cheap-model at $0.25 / $1.5" in r.stderr
+    # each trial carries the run's cost so far: rising, and within the final figure
+    so_far = [t["cost_usd_total"] for t in json.loads((tmp_path / "rep.json").read_text())
+              ["trials"]]
+    assert so_far and so_far == sorted(so_far) and 0 < so_far[-1] <= want + 1e-9
     # --max-cost now stops on the table's price, with no --price-in/--price-out
     r = dspyc("optimize", "--signature", "question -> answer", "--optimizer", "random-search",
               "--num-trials", 6, "--trainset", tmp_path / "train.jsonl", "--valset", dev,
