@@ -63,7 +63,8 @@ static const char optimize_usage2[] =
     "  --max-cost USD        stop with the best so far past this cost\n"
     "  --max-tokens N        stop with the best so far past this many tokens (here this is\n"
     "                        the run's budget, not a completion limit)\n"
-    "  --price-in USD, --price-out USD  price per million prompt / completion tokens\n"
+    "  --price-in USD, --price-out USD  one price per million prompt / completion tokens\n"
+    "                        for every model (instead of --prices)\n" PRICES_USAGE
     "  --max-errors N        stop after more than N failed program runs (default never)\n"
     "  --task-model M        model of the program's calls (default --model)\n"
     "  --prompt-model M      model of mipro's proposer (default the task model)\n"
@@ -112,6 +113,7 @@ enum {
     OPT_MAX_COST,
     OPT_PRICE_IN,
     OPT_PRICE_OUT,
+    OPT_PRICES,
     OPT_MAX_ERRORS,
     OPT_TASK_MODEL,
     OPT_PROMPT_MODEL,
@@ -199,6 +201,7 @@ int cmd_optimize(int argc, char **argv)
         { "max-cost", required_argument, NULL, OPT_MAX_COST },
         { "price-in", required_argument, NULL, OPT_PRICE_IN },
         { "price-out", required_argument, NULL, OPT_PRICE_OUT },
+        { "prices", required_argument, NULL, OPT_PRICES },
         { "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
         { "task-model", required_argument, NULL, OPT_TASK_MODEL },
         { "prompt-model", required_argument, NULL, OPT_PROMPT_MODEL },
@@ -220,7 +223,7 @@ int cmd_optimize(int argc, char **argv)
     const char *program_path = NULL, *signature = NULL, *state = NULL, *train_path = NULL;
     const char *val_path = NULL, *metric_spec = NULL, *save = NULL, *report_path = NULL;
     const char *optimizer = NULL, *task_model = NULL, *prompt_model = NULL;
-    const char *reflection_model = NULL, *metric_python = NULL;
+    const char *reflection_model = NULL, *metric_python = NULL, *prices_path = NULL;
     int module = DSPY_MODULE_PREDICT, opt;
     bool quiet = false, seed_given = false;
     long v;
@@ -327,6 +330,7 @@ int cmd_optimize(int argc, char **argv)
             DBLF("--price-out", 0, 1e6);
             o.price_out_per_mtok = d;
             break;
+        case OPT_PRICES: prices_path = optarg; break;
         case OPT_MAX_ERRORS:
             LONGF("--max-errors", 0, 1L << 40);
             o.max_errors = (size_t)v;
@@ -412,7 +416,9 @@ int cmd_optimize(int argc, char **argv)
     dspy_lm *lm = NULL, *plm = NULL, *rlm = NULL;
     dspy_cycle *cycle = NULL;
     json_t *report = NULL;
-    if (!p || !examples_load(&train, train_path, true) ||
+    dspy_price_table *prices = NULL;
+    if (!p || !(prices = prices_open("optimize", prices_path)) ||
+        !examples_load(&train, train_path, true) ||
         (val_path && !examples_load(&val, val_path, true)))
         goto out;
     if (metric_python) {
@@ -457,6 +463,7 @@ int cmd_optimize(int argc, char **argv)
     struct progress pr = { !quiet && isatty(2), cycle };
     struct dspy_error err;
     o.task_lm = lm;
+    o.prices = prices;
     o.prompt_lm = plm;
     o.reflection_lm = rlm;
     o.cycle = cycle;
@@ -508,6 +515,7 @@ int cmd_optimize(int argc, char **argv)
                 (long long)json_integer_value(json_object_get(lmj, "cache_hits")),
                 (long long)json_integer_value(json_object_get(lmj, "tokens")),
                 json_number_value(json_object_get(lmj, "cost_usd")));
+        print_cost_summary(stderr, json_object_get(lmj, "cost"));
         if (json_is_true(json_object_get(cy, "exceeded")))
             fprintf(stderr, "dspyc optimize: the target duration of %.0f s was exceeded\n",
                     co.target_s);
@@ -521,6 +529,7 @@ int cmd_optimize(int argc, char **argv)
     rc = orc ? 1 : 0;
 out:
     json_decref(report);
+    dspy_price_table_free(prices);
     dspy_cycle_free(cycle);
     dspy_metric_free(metric);
     if (metric_python)

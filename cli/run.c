@@ -16,10 +16,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <dspyc/embed.h>
 #include <dspyc/metrics.h>
 
 #include "cli.h"
 #include "endpoint.h"
+#include "optutil.h"
+#include "selector.h"
 #include "util.h"
 
 /* In two parts: one string literal may be at most 4095 bytes in ISO C. */
@@ -66,11 +69,8 @@ static const char run_usage[] =
     "                        encoding when its name is known, gpt-4o -> o200k_base, gpt-4\n"
     "                        -> cl100k_base, else the estimate), cl100k_base, o200k_base,\n"
     "                        wordpiece (the embedder's tokenizer, --embed-model) or\n"
-    "                        estimate (3 + per message 4 + bytes / 4, docs/retrieve.md)\n"
-    "  --prices FILE         prices per 1k prompt / completion tokens by model (JSON,\n"
-    "                        {\"gpt-4o\": {\"input_per_1k\": 0.0025, \"output_per_1k\": 0.01}}),\n"
-    "                        over the defaults for common models; the summary's estimated\n"
-    "                        cost of the calls made (cache hits cost nothing) uses them\n"
+    "                        estimate (3 + per message 4 + bytes / 4, "
+    "docs/retrieve.md)\n" PRICES_USAGE
     "  --score FIELD[:em|f1] score each prediction's FIELD against the input's FIELD (the\n"
     "                        label rides in the input record, as in a DSPy Example) with\n"
     "                        DSPy's exact match (em, default) or token F1; adds \"score\"\n"
@@ -85,6 +85,29 @@ static const char run_usage[] =
     "  -q, --quiet           no summary, no progress bar (the bar is shown only when\n"
     "                        stderr is a terminal)\n"
     "  -h, --help            this text\n\n";
+
+/* The usage text, the model selector's part and the endpoint's. */
+static void run_print_usage(FILE *out)
+{
+    fputs(run_intro, out);
+    fputs(run_usage, out);
+    fputs("prompt trimming (docs/cost.md):\n"
+          "  --prompt-budget N     trim each prompt toward N tokens: collapse redundant\n"
+          "                        whitespace in instructions and demos, then drop the last\n"
+          "                        (lowest-value) demos; inputs are never trimmed. What was\n"
+          "                        trimmed is in the prediction's \"context_dropped\"\n"
+          "  --demo-select mmr:K[:LAMBDA]  keep K of each predictor's demos per record, by\n"
+          "                        maximal marginal relevance over MiniLM embeddings\n"
+          "                        (relevance to the record's inputs against similarity to\n"
+          "                        those picked; LAMBDA default 0.5, 1 = most similar); the\n"
+          "                        model folder is --embed-model's; kept indices are in the\n"
+          "                        prediction's \"demos_selected\"\n\n",
+          out);
+    fputs(SELECT_USAGE "  --metric METRIC       what measured: scores with, as for dspyc eval\n"
+                       "                        (exact_match:FIELD, f1:FIELD, ...)\n\n",
+          out);
+    endpoint_print_usage(out, "");
+}
 
 enum {
     OPT_SIGNATURE = 1,
@@ -104,6 +127,9 @@ enum {
     OPT_PRICES,
     OPT_CONTEXT_BUDGET,
     OPT_CONTEXT_TOKENS,
+    OPT_METRIC,
+    OPT_PROMPT_BUDGET,
+    OPT_DEMO_SELECT,
 };
 
 struct run_args {
@@ -118,9 +144,15 @@ struct run_args {
     long context_budget;          /* --context-budget, 0 = none */
     const char *context_tokens;   /* --context-tokens */
     const char *context_counting; /* what the budget counted with, for the summary */
-    const char *prices_path;      /* --prices */
+    long prompt_budget;           /* --prompt-budget, 0 = none */
+    long demo_k;                  /* --demo-select mmr:K[:LAMBDA], 0 = none */
+    double demo_lambda;
+    const char *prices_path; /* --prices */
     dspy_price_table *prices;
-    const char *model; /* the endpoint's, for the cost */
+    const char *model;       /* the endpoint's, for the cost */
+    const char *metric_spec; /* --metric, for --select measured: */
+    struct selector_args sa; /* --models, --select, --quality-bar */
+    struct selection sel;    /* the model selector, when --models */
 };
 
 struct run_totals {
@@ -129,6 +161,7 @@ struct run_totals {
     long scored;
     struct dspy_lm_usage usage, cached_usage;
     dspy_hist *latency;
+    dspy_cost_tally *cost; /* usage and cost by model */
 };
 
 static dspy_program *build_program(const struct run_args *a)
@@ -195,8 +228,8 @@ static void score_record(const struct run_args *a, const json_t *inputs, const j
     t->scored++;
 }
 
-/* One record's output line. */
-static json_t *record_json(long lineno, struct dspy_batch_result *r)
+/* One record's output line; `model` (the selector's choice) or NULL. */
+static json_t *record_json(long lineno, struct dspy_batch_result *r, const char *model)
 {
     json_t *rec;
     if (!r->status) {
@@ -207,14 +240,17 @@ static json_t *record_json(long lineno, struct dspy_batch_result *r)
         rec = json_pack("{s:I, s:b, s:o}", "line", (json_int_t)lineno, "ok", 0, "error",
                         error_to_json(&r->error));
     }
-    if (!rec)
+    if (!rec || (model && json_object_set_new(rec, "model", json_string(model))))
         abort();
     return rec;
 }
 
-static void add_totals(struct run_totals *t, const struct dspy_batch_result *r)
+static void add_totals(struct run_totals *t, const char *model, const struct dspy_batch_result *r)
 {
     const struct dspy_call_info *info = &r->info;
+    if (info->lm_calls && dspy_cost_tally_add(t->cost, model, info->lm_calls, info->cache_hits,
+                                              &info->usage, &info->cached_usage))
+        abort(); /* the CLI may abort on OOM (STYLE 16) */
     t->records++;
     if (r->status)
         t->failed++;
@@ -250,36 +286,6 @@ static void print_cache_summary(const struct run_totals *t, const struct cache_c
             (unsigned long long)st.fills, (unsigned long long)st.fill_errors,
             (unsigned long long)st.coalesced, (unsigned long long)st.lease_waits);
     cache_print_levels(stderr, &st, cc->levels, "  ");
-}
-
-/* The cost of the calls made (cache hits cost nothing) from the price table. */
-static void print_cost(const struct run_args *a, const struct run_totals *t)
-{
-    struct dspy_price pr;
-    if (!a->prices)
-        return;
-    if (!dspy_price_lookup(a->prices, a->model, &pr)) {
-        fprintf(stderr,
-                "estimated cost: unknown (no price for model %s; add it with "
-                "--prices FILE)\n",
-                a->model ? a->model : "?");
-        return;
-    }
-    double paid = dspy_price_cost(&pr, t->usage.prompt_tokens - t->cached_usage.prompt_tokens,
-                                  t->usage.completion_tokens - t->cached_usage.completion_tokens);
-    double saved = dspy_price_cost(&pr, t->cached_usage.prompt_tokens,
-                                   t->cached_usage.completion_tokens);
-    fprintf(stderr, "estimated cost: $%.6f (%s at $%g / $%g per 1k prompt / completion tokens)",
-            paid, a->model, pr.input_per_1k, pr.output_per_1k);
-    if (saved > 0)
-        fprintf(stderr, "; cache hits saved $%.6f", saved);
-    fputc('\n', stderr);
-}
-
-static void print_usage(FILE *out)
-{
-    fputs(run_intro, out);
-    endpoint_print_usage(out, run_usage);
 }
 
 /* How --context-budget counts: -1 after printing why when the tokenizer cannot be opened. */
@@ -327,7 +333,10 @@ static void print_summary(const struct run_args *a, const struct run_totals *t,
         fprintf(stderr, " (of which from the cache: %ld prompt, %ld completion)",
                 t->cached_usage.prompt_tokens, t->cached_usage.completion_tokens);
     fputc('\n', stderr);
-    print_cost(a, t);
+    json_t *cost = dspy_cost_tally_json(t->cost);
+    print_cost_summary(stderr, cost);
+    json_decref(cost);
+    selection_print(&a->sel, stderr);
     if (a->context_budget)
         fprintf(stderr, "context budget: %ld tokens, counted with %s\n", a->context_budget,
                 a->context_counting);
@@ -584,6 +593,8 @@ static int run_source(void *ud, struct dspy_batch_item *item)
         snprintf(err->message, sizeof(err->message), "input must be a JSON object of field values");
     } else {
         item->inputs = inputs;
+        if (io->a->sel.sel)
+            item->lm = selection_route((void *)&io->a->sel, inputs);
     }
     return 1;
 }
@@ -597,8 +608,9 @@ static int run_sink(void *ud, size_t index, struct dspy_batch_item *item,
         io->cut_off++; /* never finished: no record, so --resume runs it */
         return 0;
     }
-    add_totals(&io->t, r);
-    json_t *rec = record_json((long)(uintptr_t)item->tag, r);
+    const char *model = selection_model(&io->a->sel, item->lm, io->a->model);
+    add_totals(&io->t, model, r);
+    json_t *rec = record_json((long)(uintptr_t)item->tag, r, io->a->sel.sel ? model : NULL);
     if (item->inputs)
         score_record(io->a, item->inputs, json_object_get(rec, "prediction"), rec, &io->t);
     int bad = out_record(&io->out, rec);
@@ -692,7 +704,7 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
     }
     if (open_output(a, &io))
         goto close_in;
-    if (!(io.t.latency = dspy_hist_new()))
+    if (!(io.t.latency = dspy_hist_new()) || !(io.t.cost = dspy_cost_tally_new(a->prices, NULL)))
         abort();
     line_reader_init(&io.r, in, (size_t)a->max_line);
     io.r.stop = &stop_signal; /* a signal also ends a read waiting on a pipe */
@@ -706,6 +718,8 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
     o.progress = run_progress;
     o.progress_userdata = &io;
     o.cancel = &stop_signal;
+    o.lms = a->sel.lms;
+    o.nlms = a->sel.n;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
@@ -754,6 +768,7 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
 release:
     line_reader_release(&io.r);
     dspy_hist_free(io.t.latency);
+    dspy_cost_tally_free(io.t.cost);
     free(io.out.buf);
     free(io.done.bits);
     if (io.out.fd > 2 && close(io.out.fd) && rc != 2) {
@@ -786,6 +801,10 @@ int cmd_run(int argc, char **argv)
         { "prices", required_argument, NULL, OPT_PRICES },
         { "context-budget", required_argument, NULL, OPT_CONTEXT_BUDGET },
         { "context-tokens", required_argument, NULL, OPT_CONTEXT_TOKENS },
+        { "metric", required_argument, NULL, OPT_METRIC },
+        { "prompt-budget", required_argument, NULL, OPT_PROMPT_BUDGET },
+        { "demo-select", required_argument, NULL, OPT_DEMO_SELECT },
+        SELECT_LONG_OPTIONS,
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
         { "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
         { "resume", no_argument, NULL, OPT_RESUME },
@@ -801,9 +820,15 @@ int cmd_run(int argc, char **argv)
     struct endpoint ep;
     int opt;
     endpoint_init(&ep);
+    selector_args_init(&a.sa);
     ep.cache.default_levels = "mem,disk"; /* as DSPy: memory and disk by default */
     optind = 1;
     while ((opt = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
+        int sc = selector_option(&a.sa, "run", opt, optarg);
+        if (sc < 0)
+            return 2;
+        if (sc)
+            continue;
         int e = endpoint_option(&ep, opt, optarg);
         if (e < 0)
             return 2;
@@ -834,6 +859,27 @@ int cmd_run(int argc, char **argv)
                 return 2;
             break;
         case OPT_PRICES: a.prices_path = optarg; break;
+        case OPT_METRIC: a.metric_spec = optarg; break;
+        case OPT_DEMO_SELECT: {
+            char *end = NULL;
+            a.demo_lambda = 0.5;
+            a.demo_k = strncmp(optarg, "mmr:", 4) ? 0 : strtol(optarg + 4, &end, 10);
+            if (a.demo_k >= 1 && end && *end == ':' && end[1])
+                a.demo_lambda = strtod(end + 1, &end);
+            if (a.demo_k < 1 || a.demo_k > 1000 || !end || *end || !(a.demo_lambda >= 0) ||
+                a.demo_lambda > 1) {
+                fprintf(stderr,
+                        "dspyc run: --demo-select: '%s' is not mmr:K or mmr:K:LAMBDA "
+                        "(K from 1 to 1000, LAMBDA from 0 to 1)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        }
+        case OPT_PROMPT_BUDGET:
+            if (parse_long_flag("--prompt-budget", optarg, 1, 100000000, &a.prompt_budget))
+                return 2;
+            break;
         case OPT_CONTEXT_BUDGET:
             if (parse_long_flag("--context-budget", optarg, 1, 100000000, &a.context_budget))
                 return 2;
@@ -874,8 +920,8 @@ int cmd_run(int argc, char **argv)
             break;
         case OPT_RESUME: a.resume = true; break;
         case 'q': a.quiet = true; break;
-        case 'h': print_usage(stdout); return 0;
-        default: print_usage(stderr); return 2;
+        case 'h': run_print_usage(stdout); return 0;
+        default: run_print_usage(stderr); return 2;
         }
     }
     if (optind < argc)
@@ -883,7 +929,7 @@ int cmd_run(int argc, char **argv)
     if (optind < argc || !a.input_path || !a.output_path || !a.program_path == !a.signature) {
         fprintf(stderr, "dspyc run: name a program file or --signature (one of them), "
                         "--input and --output\n\n");
-        print_usage(stderr);
+        run_print_usage(stderr);
         return 2;
     }
     dspy_program *p = build_program(&a);
@@ -891,8 +937,13 @@ int cmd_run(int argc, char **argv)
         return 2;
     struct dspy_error perr;
     dspy_error_clear(&perr);
-    if (dspy_price_table_new(a.prices_path, &a.prices, &perr)) {
-        fprintf(stderr, "dspyc run: --prices: %s\n", perr.message);
+    if (!(a.prices = prices_open("run", a.prices_path))) {
+        dspy_program_free(p);
+        return 2;
+    }
+    if (a.prompt_budget && dspy_program_set_prompt_budget(p, a.prompt_budget, &perr)) {
+        fprintf(stderr, "dspyc run: --prompt-budget: %s\n", perr.message);
+        dspy_price_table_free(a.prices);
         dspy_program_free(p);
         return 2;
     }
@@ -918,18 +969,39 @@ int cmd_run(int argc, char **argv)
                 soft, hard_text, room, a.concurrency, room);
         a.concurrency = room;
     }
+    dspy_metric *metric = NULL;
+    dspy_program *judge = NULL;
+    int rc = lm ? 0 : 2;
+    dspy_embedder *embedder = NULL;
     dspy_tokenizer *tok = NULL;
     dspy_embedder *wp = NULL;
-    if (lm && a.context_budget &&
-        context_tokens(&a, p, ep.model, ep.cache.embed_model, &tok, &wp)) {
-        endpoint_close(&ep, lm);
-        lm = NULL;
+    if (!rc && (a.context_budget || a.prompt_budget) &&
+        context_tokens(&a, p, ep.model, ep.cache.embed_model, &tok, &wp))
+        rc = 2;
+    if (!rc && a.demo_k) { /* after endpoint_open: --embed-model is resolved there */
+        struct dspy_embedder_options eo = DSPY_EMBEDDER_OPTIONS_INIT;
+        eo.model_dir = ep.cache.embed_model;
+        if (dspy_embedder_new(&eo, &embedder, &perr) ||
+            dspy_program_set_demo_select(p, (size_t)a.demo_k, a.demo_lambda, embedder, &perr)) {
+            fprintf(stderr, "dspyc run: --demo-select: %s\n", perr.message);
+            rc = 2;
+        }
     }
-    int rc = lm ? run_file(&a, p, lm, &ep.cache) : 2;
+    if (!rc && a.metric_spec && !(metric = opt_metric("run", a.metric_spec, lm, &judge)))
+        rc = 2;
+    if (!rc && selection_open(&a.sel, "run", &a.sa, &ep, a.prices, p, metric,
+                              (unsigned)a.concurrency, a.quiet))
+        rc = 2;
+    if (!rc)
+        rc = run_file(&a, p, lm, &ep.cache);
+    selection_close(&a.sel);
+    dspy_metric_free(metric);
+    dspy_program_free(judge);
     endpoint_close(&ep, lm);
     dspy_tokenizer_free(tok);
     dspy_embedder_free(wp);
     dspy_price_table_free(a.prices);
     dspy_program_free(p);
+    dspy_embedder_free(embedder);
     return rc;
 }

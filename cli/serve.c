@@ -31,6 +31,7 @@ enum {
     OPT_PROGRAM,
     OPT_PROGRAM_WORKERS,
     OPT_UPSTREAM_CONCURRENCY,
+    OPT_PRICES,
 };
 
 #define MAX_PROGRAMS 64
@@ -62,6 +63,9 @@ static const char usage_text[] =
     "  --max-body BYTES      larger request bodies get 413 (default 4M; k/M/G)\n"
     "  --client-timeout S    close connections silent this long (default 60)\n"
     "  --access-log FILE|-   JSON-lines access log (- = stderr; no secrets)\n"
+    "  --prices FILE         USD per 1k prompt / completion tokens by model (JSON, as for\n"
+    "                        dspyc run) over the defaults for common models, for the\n"
+    "                        cost metrics of upstreams the config gives no prices\n"
     "  --program NAME=PROGRAM.json[:STATE.json]\n"
     "                        serve a program file (with a DSPy save file applied) at\n"
     "                        POST /v1/programs/NAME and /v1/programs/NAME/batch (repeatable)\n"
@@ -100,6 +104,7 @@ int cmd_serve(int argc, char **argv)
         { "access-log", required_argument, NULL, OPT_ACCESS_LOG },
         { "program", required_argument, NULL, OPT_PROGRAM },
         { "program-workers", required_argument, NULL, OPT_PROGRAM_WORKERS },
+        { "prices", required_argument, NULL, OPT_PRICES },
         { "help", no_argument, NULL, 'h' },
         CACHE_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
@@ -115,6 +120,8 @@ int cmd_serve(int argc, char **argv)
     long v;
     double d;
     int opt, rc = 2;
+    const char *prices_path = NULL;
+    dspy_price_table *prices = NULL;
 
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--jobs"))
@@ -176,6 +183,7 @@ int cmd_serve(int argc, char **argv)
             o.client_timeout_s = (unsigned)v;
             break;
         case OPT_ACCESS_LOG: o.access_log = optarg; break;
+        case OPT_PRICES: prices_path = optarg; break;
         case OPT_PROGRAM_WORKERS:
             if (parse_long_flag("--program-workers", optarg, 1, 4096, &v))
                 goto free_progs;
@@ -218,6 +226,9 @@ int cmd_serve(int argc, char **argv)
                         "(one of the two)\n");
         goto free_progs;
     }
+    if (!(prices = prices_open("serve", prices_path)))
+        goto free_progs;
+    o.prices = prices;
     if (cache_config_open(&cc, "dspyc serve")) {
         rc = 1;
         goto free_progs;
@@ -262,6 +273,7 @@ out:
     dspy_serve_free(srv);
     cache_config_close(&cc);
 free_progs:
+    dspy_price_table_free(prices);
     for (size_t i = 0; i < nprogs; i++)
         free(prog_args[i]);
     return rc;

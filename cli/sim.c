@@ -54,6 +54,8 @@ static const struct flag flags[] = {
     F("retry-after", K_DOUBLE, retry_after_s, "S", "Retry-After of 429/503 answers (default 1)"),
     F("timeout-hold-ms", K_DOUBLE, timeout_hold_ms, "MS", "timeout fault hold (default 30000)"),
     F("record", K_STR, record_path, "FILE", "write every request received as a JSON line"),
+    F("model-quality", K_STR, model_quality, "NAME=Q,...",
+      "task packs: multiply the chance of a right answer by Q for requests naming model NAME"),
     F("max-body", K_SIZE, max_body, "BYTES", "body limit, more gets 413 (default 4M; k/M/G)"),
     F("embed-dim", K_UINT, embed_dim, "N", "embedding dimensions (default 384)"),
     F("embedder", K_STR, embedder, "hash|minilm",

@@ -266,3 +266,65 @@ int parse_assignment(const char *arg, json_t *into)
     free(name);
     return 0;
 }
+
+dspy_price_table *prices_open(const char *cmd, const char *path)
+{
+    struct dspy_error err;
+    dspy_price_table *t = NULL;
+    dspy_error_clear(&err);
+    if (dspy_price_table_new(path, &t, &err)) {
+        fprintf(stderr, "dspyc %s: --prices: %s\n", cmd, err.message);
+        return NULL;
+    }
+    return t;
+}
+
+static void print_unpriced(FILE *out, const json_t *by)
+{
+    const char *model;
+    const json_t *row;
+    int k = 0;
+    json_object_foreach((json_t *)by, model, row) {
+        if (json_integer_value(json_object_get(row, "calls")) &&
+            !json_is_true(json_object_get(row, "priced")))
+            fprintf(out, "%s%s", k++ ? ", " : "", model);
+    }
+}
+
+void print_cost_summary(FILE *out, const json_t *cost)
+{
+    const json_t *by = json_object_get(cost, "by_model"), *row;
+    const char *model;
+    int priced_models = 0, shown = 0;
+    if (!json_integer_value(json_object_get(cost, "calls")))
+        return;
+    json_object_foreach((json_t *)by, model, row) {
+        priced_models += json_is_true(json_object_get(row, "priced"));
+    }
+    if (!priced_models) {
+        fputs("estimated cost: unknown (no price for model ", out);
+        print_unpriced(out, by);
+        fputs("; add it with --prices FILE)\n", out);
+        return;
+    }
+    fprintf(out, "estimated cost: $%.6f (", json_number_value(json_object_get(cost, "usd")));
+    json_object_foreach((json_t *)by, model, row) {
+        long calls = (long)json_integer_value(json_object_get(row, "calls"));
+        if (!calls || !json_is_true(json_object_get(row, "priced")))
+            continue;
+        fprintf(out, "%s%s at $%g / $%g per 1k prompt / completion tokens: %ld calls, $%.6f",
+                shown++ ? "; " : "", model, json_number_value(json_object_get(row, "input_per_1k")),
+                json_number_value(json_object_get(row, "output_per_1k")), calls,
+                json_number_value(json_object_get(row, "usd")));
+    }
+    fputc(')', out);
+    double saved = json_number_value(json_object_get(cost, "saved_usd"));
+    if (saved > 0)
+        fprintf(out, "; cache hits saved $%.6f", saved);
+    fputc('\n', out);
+    if (!json_is_true(json_object_get(cost, "priced"))) {
+        fputs("  not counted: no price for model ", out);
+        print_unpriced(out, by);
+        fputs(" (add it with --prices FILE)\n", out);
+    }
+}

@@ -54,4 +54,18 @@ json_t *load_jsonl_objects(const char *path);
 /* "name=value": the value is that JSON value when it parses as JSON, else a string. */
 int parse_assignment(const char *arg, json_t *into);
 
+/* The price table of `--prices FILE` (NULL: the defaults only); NULL after printing
+ * "dspyc CMD: --prices: why". */
+dspy_price_table *prices_open(const char *cmd, const char *path);
+/* The summary's cost lines from a tally's JSON (dspy_cost_tally_json): "estimated cost: $X
+ * (...)", one part per model with its price, what the cache hits saved, and the models
+ * without a price. */
+void print_cost_summary(FILE *out, const json_t *cost);
+/* The help text of --prices, shared by every command that takes it. */
+#define PRICES_USAGE                                                                            \
+    "  --prices FILE         USD per 1k prompt / completion tokens by model (JSON, {\"m\":\n"   \
+    "                        {\"input_per_1k\": N, \"output_per_1k\": N}}) over the defaults\n" \
+    "                        for common models, for the cost estimate (cache hits cost\n"       \
+    "                        nothing; what they saved is shown)\n"
+
 #endif

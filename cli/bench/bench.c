@@ -33,8 +33,7 @@ static const char bench_usage[] =
     "how:\n"
     "  --iterations N        measured calls per series (default 100, or $ITERATIONS)\n"
     "  --warmup K            unmeasured calls first (default 3)\n"
-    "  --concurrency C       threads for the parallel batch (default 8)\n"
-    "output:\n"
+    "  --concurrency C       threads for the parallel batch (default 8)\n" PRICES_USAGE "output:\n"
     "  --json FILE           every figure and the configuration as JSON (docs/bench.md)\n"
     "  --compare OLD.json    show the change against an earlier --json file\n"
     "  -h, --help            this text\n\n";
@@ -52,10 +51,12 @@ enum {
     OPT_CONCURRENCY,
     OPT_JSON,
     OPT_COMPARE,
+    OPT_PRICES,
 };
 
 struct bench_args {
     const char *signature, *modules, *program, *input, *models, *python, *json_path, *compare;
+    const char *prices_path;
     int adapter;
     long python_threads;
     struct bench_config cfg;
@@ -127,6 +128,7 @@ static int parse_bench_args(struct bench_args *a, struct endpoint *ep, int argc,
         { "concurrency", required_argument, NULL, OPT_CONCURRENCY },
         { "json", required_argument, NULL, OPT_JSON },
         { "compare", required_argument, NULL, OPT_COMPARE },
+        { "prices", required_argument, NULL, OPT_PRICES },
         { "help", no_argument, NULL, 'h' },
         ENDPOINT_LONG_OPTIONS,
         { NULL, 0, NULL, 0 },
@@ -176,6 +178,7 @@ static int parse_bench_args(struct bench_args *a, struct endpoint *ep, int argc,
             break;
         case OPT_JSON: a->json_path = optarg; break;
         case OPT_COMPARE: a->compare = optarg; break;
+        case OPT_PRICES: a->prices_path = optarg; break;
         case 'h': endpoint_print_usage(stdout, bench_usage); return 1;
         default: endpoint_print_usage(stderr, bench_usage); return 2;
         }
@@ -213,10 +216,15 @@ int cmd_bench(int argc, char **argv)
     if ((rc = parse_bench_args(&a, &ep, argc, argv)))
         return rc == 1 ? 0 : rc;
     a.cfg.progress = isatty(2);
+    dspy_price_table *prices = prices_open("bench", a.prices_path);
+    if (!prices)
+        return 2;
+    a.cfg.prices = prices;
     inputs = a.input ? load_jsonl_objects(a.input) : generated_inputs();
     if (!inputs || !json_array_size(inputs)) {
         fprintf(stderr, "dspyc bench: no input records\n");
         json_decref(inputs);
+        dspy_price_table_free(prices);
         return 2;
     }
     a.cfg.inputs = inputs;
@@ -252,11 +260,11 @@ int cmd_bench(int argc, char **argv)
             if (!bad && a.python && k == 0)
                 bad = bench_python(&a.cfg, a.python, a.python_threads, ep.base_url, s->model, s);
             dspy_program_free(p);
+            n++;
             if (bad) {
                 dspy_lm_free(lm);
                 goto out;
             }
-            n++;
         }
         dspy_lm_free(lm);
     }
@@ -279,6 +287,9 @@ int cmd_bench(int argc, char **argv)
         rc = 2;
     json_decref(doc);
 out:
+    for (size_t i = 0; i < n; i++)
+        dspy_cost_tally_free(subjects[i].cost);
+    dspy_price_table_free(prices);
     if (a.python)
         bench_python_done();
     json_decref(inputs);

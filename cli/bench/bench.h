@@ -11,11 +11,12 @@
 #include <dspyc/dspyc.h>
 
 struct bench_config {
-    long iterations;      /* measured calls per series (--iterations, $ITERATIONS) */
-    long warmup;          /* unmeasured calls first */
-    long concurrency;     /* threads for the parallel batch */
-    const json_t *inputs; /* array of input objects, used round-robin; borrowed */
-    bool progress;        /* show a progress line on stderr (a terminal) */
+    long iterations;                /* measured calls per series (--iterations, $ITERATIONS) */
+    long warmup;                    /* unmeasured calls first */
+    long concurrency;               /* threads for the parallel batch */
+    const json_t *inputs;           /* array of input objects, used round-robin; borrowed */
+    bool progress;                  /* show a progress line on stderr (a terminal) */
+    const dspy_price_table *prices; /* --prices over the defaults; borrowed */
 };
 
 /* A latency summary in nanoseconds. */
@@ -49,6 +50,9 @@ struct bench_subject {
     double py_total_ns, py_gil_ns, py_exec_ns, py_convert_ns;
     double py_contended_gil_ns, py_contended_total_ns;
     long py_threads;
+    /* Usage and cost of every call the subject made (warm-up and both series), by model;
+     * owned, freed with dspy_cost_tally_free. */
+    dspy_cost_tally *cost;
 };
 
 /* Measure `prog` on `lm`; fills everything but the name, model and Python figures. */

@@ -18,6 +18,8 @@ struct par_state {
     long total;
     atomic_long next;
     atomic_long errors;
+    struct bench_subject *out;
+    pthread_mutex_t *cost_lock; /* guards out->cost */
 };
 
 static const json_t *input_at(const json_t *inputs, long i)
@@ -25,12 +27,26 @@ static const json_t *input_at(const json_t *inputs, long i)
     return json_array_get(inputs, (size_t)i % json_array_size(inputs));
 }
 
+/* One call; its usage goes to the subject's tally (under `lock` when threads share it). */
 static int call_once(dspy_program *prog, dspy_lm *lm, const json_t *in, struct dspy_call_info *info,
-                     struct dspy_error *err)
+                     struct dspy_error *err, struct bench_subject *s, pthread_mutex_t *lock)
 {
     json_t *out = NULL;
+    struct dspy_call_info mine;
+    if (!info) {
+        memset(&mine, 0, sizeof(mine));
+        info = &mine;
+    }
     dspy_status rc = dspy_program_call(prog, lm, in, NULL, &out, info, err);
     json_decref(out);
+    if (info->lm_calls) {
+        if (lock)
+            pthread_mutex_lock(lock);
+        dspy_cost_tally_add(s->cost, dspy_lm_model(lm), info->lm_calls, info->cache_hits,
+                            &info->usage, &info->cached_usage);
+        if (lock)
+            pthread_mutex_unlock(lock);
+    }
     return rc ? -1 : 0;
 }
 
@@ -40,7 +56,8 @@ static void *par_worker(void *arg)
     struct dspy_error err;
     long i;
     while ((i = atomic_fetch_add(&st->next, 1)) < st->total)
-        if (call_once(st->prog, st->lm, input_at(st->inputs, i), NULL, &err))
+        if (call_once(st->prog, st->lm, input_at(st->inputs, i), NULL, &err, st->out,
+                      st->cost_lock))
             atomic_fetch_add(&st->errors, 1);
     return NULL;
 }
@@ -104,7 +121,7 @@ static void run_series(dspy_program *prog, dspy_lm *lm, const struct bench_confi
         struct dspy_call_info info;
         memset(&info, 0, sizeof(info));
         uint64_t t0 = dspy_clock_ns();
-        int bad = call_once(prog, lm, input_at(cfg->inputs, i), &info, &err);
+        int bad = call_once(prog, lm, input_at(cfg->inputs, i), &info, &err, out, NULL);
         uint64_t dt = dspy_clock_ns() - t0;
         wall += dt;
         if (bad) { /* a failure's time is no latency of a call that worked */
@@ -142,7 +159,8 @@ static void run_series(dspy_program *prog, dspy_lm *lm, const struct bench_confi
 static int run_parallel(dspy_program *prog, dspy_lm *lm, const struct bench_config *cfg,
                         struct bench_subject *out)
 {
-    struct par_state st = { prog, lm, cfg->inputs, cfg->iterations, 0, 0 };
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    struct par_state st = { prog, lm, cfg->inputs, cfg->iterations, 0, 0, out, &lock };
     long nthreads = cfg->concurrency < cfg->iterations ? cfg->concurrency : cfg->iterations;
     pthread_t tids[1024];
     long started = 0;
@@ -169,12 +187,14 @@ int bench_measure(dspy_program *prog, dspy_lm *lm, const struct bench_config *cf
     struct dspy_proc_sample ps;
     struct dspy_error err;
     dspy_hist *h = dspy_hist_new();
-    if (!h)
+    if (!h || !(out->cost = dspy_cost_tally_new(cfg->prices, NULL))) {
+        dspy_hist_free(h);
         return -1;
+    }
     dspy_proc_sample(0, &ps);
     out->rss_baseline = ps.rss_bytes;
     for (long i = 0; i < cfg->warmup; i++)
-        if (call_once(prog, lm, input_at(cfg->inputs, i), NULL, &err))
+        if (call_once(prog, lm, input_at(cfg->inputs, i), NULL, &err, out, NULL))
             note_error(out, &err);
     run_series(prog, lm, cfg, out, h);
     summarize(h, &out->latency);

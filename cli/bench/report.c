@@ -76,6 +76,23 @@ static bool failed_row(FILE *out, const struct bench_subject *s)
     return true;
 }
 
+/* The subject's cost: in all, per call and per 1,000 calls, from the price table. */
+static void print_subject_cost(FILE *out, const struct bench_subject *s)
+{
+    struct dspy_cost_totals t;
+    dspy_cost_tally_totals(s->cost, &t);
+    if (!t.calls)
+        return;
+    section(out, "Cost (every call made: warm-up and both series)");
+    if (!t.priced)
+        fprintf(out, "  unknown: no price for model %s (add it with --prices FILE)\n", s->model);
+    else
+        fprintf(out, "  $%.6f for %ld calls: $%.8f per call, $%.4f per 1k calls\n", t.usd, t.calls,
+                t.usd / (double)t.calls, 1000.0 * t.usd / (double)t.calls);
+    fprintf(out, "  tokens: %ld prompt, %ld completion\n", t.usage.prompt_tokens,
+            t.usage.completion_tokens);
+}
+
 void bench_report(FILE *out, const struct bench_config *cfg, const char *endpoint,
                   const struct bench_subject *subjects, size_t n, double self_cost_ns)
 {
@@ -142,6 +159,7 @@ void bench_report(FILE *out, const struct bench_config *cfg, const char *endpoin
             fprintf(out, "  %-28s %10.3f ms of %.3f ms (%ld threads)\n", "GIL wait, contended",
                     s->py_contended_gil_ns / 1e6, s->py_contended_total_ns / 1e6, s->py_threads);
         }
+        print_subject_cost(out, s);
         section(out, "Memory");
         fprintf(out, "  baseline %.1f MiB  peak %.1f MiB  end %.1f MiB  delta %+.2f MiB\n",
                 MIB(s->rss_baseline), MIB(s->rss_peak), MIB(s->rss_end),
@@ -163,7 +181,21 @@ static json_t *latency_json(const struct bench_latency *l)
                      l->stdev / 1e6);
 }
 
-static json_t *subject_json(const struct bench_subject *s)
+/* The subject's usage and cost (the tally's JSON) and the mean cost of one call. */
+static json_t *cost_json(const struct bench_subject *s)
+{
+    json_t *c = dspy_cost_tally_json(s->cost);
+    if (c) {
+        double calls = (double)json_integer_value(json_object_get(c, "calls"));
+        json_object_set_new(c, "usd_per_call",
+                            json_real(calls > 0
+                                          ? json_number_value(json_object_get(c, "usd")) / calls
+                                          : 0.0));
+    }
+    return c ? c : json_null();
+}
+
+static json_t *subject_json_figures(const struct bench_subject *s)
 {
     json_t *calls = json_pack("{s:I, s:I, s:I, s:I}", "sequential_ok", (json_int_t)s->seq_ok,
                               "sequential_failed", (json_int_t)s->seq_failed, "parallel_ok",
@@ -206,6 +238,14 @@ static json_t *subject_json(const struct bench_subject *s)
                                       (json_int_t)s->py_threads, "contended_gil_wait_ms",
                                       s->py_contended_gil_ns / 1e6, "contended_total_ms",
                                       s->py_contended_total_ns / 1e6));
+    return o;
+}
+
+static json_t *subject_json(const struct bench_subject *s)
+{
+    json_t *o = subject_json_figures(s);
+    if (o)
+        json_object_set_new(o, "cost", cost_json(s));
     return o;
 }
 

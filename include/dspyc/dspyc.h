@@ -23,5 +23,6 @@
 #include <dspyc/retrieve.h>
 #include <dspyc/tokens.h>
 #include <dspyc/price.h>
+#include <dspyc/select.h>
 
 #endif

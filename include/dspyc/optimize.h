@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include <dspyc/common.h>
+#include <dspyc/price.h>
 #include <dspyc/program.h>
 
 #ifdef __cplusplus
@@ -71,6 +72,13 @@ struct dspy_eval_options {
     const struct dspy_call_config *cfg; /* per call; may be NULL; borrowed */
     dspy_eval_progress_fn progress;     /* may be NULL; non-zero return cancels */
     void *progress_userdata;
+    /* Routing, may be NULL: route(route_userdata, example) picks the LM of each example,
+     * 0 = the `lm` argument, i = lms[i - 1] (a model selector; see select.h). lms is
+     * borrowed for the call, at most DSPY_BATCH_MAX_LMS. */
+    unsigned (*route)(void *route_userdata, const json_t *example);
+    void *route_userdata;
+    dspy_lm *const *lms;
+    size_t nlms;
 };
 #define DSPY_EVAL_OPTIONS_INIT                      \
     {                                               \
@@ -84,6 +92,7 @@ struct dspy_eval_item {
     char *feedback;     /* the metric's, may be NULL */
     struct dspy_error error;
     struct dspy_call_info info;
+    unsigned lm; /* the LM that ran it (dspy_eval_options.route), 0 = the `lm` argument */
 };
 
 struct dspy_eval_result {
@@ -192,7 +201,10 @@ struct dspy_optimize_options {
                                 * 0 = DSPy's default 10 per evaluation, never for the run */
     double max_cost_usd; /* stop with the best so far past this; 0 = no limit */
     long max_tokens;     /* the same in tokens; 0 = no limit */
-    double price_in_per_mtok, price_out_per_mtok; /* USD per million tokens, for cost */
+    double price_in_per_mtok, price_out_per_mtok; /* USD per million tokens for every model;
+                                                   * both 0 = by model from `prices` */
+    const dspy_price_table *prices;               /* the price table (borrowed); NULL with
+                                                   * no flat price = nothing is priced */
     const char *checkpoint_dir;                   /* NULL = none */
     bool dry_run;                                 /* fill the report's "plan" and make no LM call */
     dspy_lm *task_lm;                             /* required */

@@ -82,6 +82,38 @@ DSPY_EXTERN void dspy_program_set_context_tokenizer(dspy_program *p,
  * "estimate". Static or borrowed like the tokenizer. */
 DSPY_EXTERN const char *dspy_program_context_counting(const dspy_program *p);
 
+/** Prompt trimming to a target of `tokens` (0 = none; the default): over it, redundant
+ * whitespace in the instructions and demos is collapsed first (runs of spaces and tabs to
+ * one space, trailing spaces, runs of blank lines to one; never in the record's inputs),
+ * then the last (lowest-value) demos are dropped, on a copy for that call. The inputs are
+ * never trimmed, so a prompt may stay over the target (then sent as trimmed as it gets,
+ * with "over_budget": true). Reported in the outputs under "context_dropped" with
+ * "whitespace_tokens" saved. With a context budget too, the tighter of the two applies
+ * and only the context budget drops passages or refuses a record. Tokens are counted as
+ * the context budget counts them (dspy_program_set_context_tokenizer). Not while calls are
+ * in flight. */
+DSPY_EXTERN dspy_status dspy_program_set_prompt_budget(dspy_program *p, long tokens,
+                                                       struct dspy_error *err);
+
+/** Diverse demo selection: before each call of a predictor with more than `k` demos, keep
+ * `k` of them (in their own order), picked by maximal marginal relevance over MiniLM
+ * embeddings of their input fields: relevance is the cosine between the record's input
+ * values and the demo's, and `lambda` (0 to 1) weighs it against the similarity to the
+ * demos already picked (1 = the k most similar, lower = more diverse). The demos are
+ * embedded here (so set demos and state first); each record's inputs per call. The kept
+ * indices (0-based) are reported in the outputs under "demos_selected". `embedder` is
+ * borrowed until the program is freed or this is called again; k 0 turns it off. Not
+ * copied by dspy_program_copy. Errors: the embedder's (DSPY_EUTF8 naming the demo). */
+typedef struct dspy_embedder dspy_embedder;
+DSPY_EXTERN dspy_status dspy_program_set_demo_select(dspy_program *p, size_t k, double lambda,
+                                                     dspy_embedder *embedder,
+                                                     struct dspy_error *err);
+
+/** The estimate's token count of a chat message list (a JSON array of {role, content}):
+ * 3 + per message 4 + ceil(content bytes / 4), what budgets count with when no tokenizer
+ * is set (dspy_program_set_context_tokenizer). */
+DSPY_EXTERN long dspy_prompt_tokens(const json_t *messages);
+
 /** Apply a DSPy save file: instructions, field prefixes and descriptions, demos. Errors
  * name the predictor and key; the program is unchanged on failure. */
 DSPY_EXTERN dspy_status dspy_program_load_state(dspy_program *p, const char *path,
@@ -109,6 +141,8 @@ struct dspy_batch_item {
                               * record fails with `error` without running (a bad input line) */
     void *tag;               /* the caller's, handed back untouched */
     struct dspy_error error; /* the failure when inputs is NULL */
+    unsigned lm;             /* the LM that runs it: 0 = the batch's, i = opts->lms[i - 1]
+                              * (a model selector's choice) */
 };
 
 /** What one record came to. `outputs` belongs to the batch until the sink returns; a sink
@@ -168,7 +202,12 @@ struct dspy_batch_options {
      * the L1 misses); only the misses run upstream. true = each record looks itself up
      * alone, as a single call would (for comparison). */
     bool lookup_each;
+    /* More LMs a record may name (dspy_batch_item.lm), e.g. other models of the endpoint;
+     * borrowed for the call. At most DSPY_BATCH_MAX_LMS. */
+    dspy_lm *const *lms;
+    size_t nlms;
 };
+#define DSPY_BATCH_MAX_LMS 16
 #define DSPY_BATCH_OPTIONS_INIT \
     {                           \
         .concurrency = 16       \

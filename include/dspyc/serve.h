@@ -9,6 +9,7 @@
 
 #include <dspyc/cache.h>
 #include <dspyc/common.h>
+#include <dspyc/price.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,17 +47,21 @@ struct dspy_serve_options {
     const char *access_log;          /* JSON-lines access log: a path, "-" = stderr; NULL = none */
     const struct dspy_serve_program *programs; /* borrowed during dspy_serve_new */
     size_t nprograms;
-    unsigned program_workers; /* threads running program calls and batches; 0 = 16 */
-    struct dspy_jobq *jobs;   /* the job API at /v1/jobs and /v1/queue (docs/jobs.md);
+    unsigned program_workers;       /* threads running program calls and batches; 0 = 16 */
+    struct dspy_jobq *jobs;         /* the job API at /v1/jobs and /v1/queue (docs/jobs.md);
                                     borrowed until dspy_serve_free(); NULL = none */
+    const dspy_price_table *prices; /* prices by model for the cost metrics where the config
+                                       names none for the upstream; borrowed until
+                                       dspy_serve_free(); NULL = only the config's */
 };
-#define DSPY_SERVE_OPTIONS_INIT                                                                  \
-    {                                                                                            \
-        .host = NULL, .port = 0, .threads = 0, .upstream_url = NULL, .api_key_env = NULL,        \
-        .api_key_file = NULL, .config_path = NULL, .upstream_timeout_s = 0, .max_retries = -1,   \
-        .upstream_concurrency = 0, .cache = NULL, .cache_ctl = DSPY_CACHE_CTL_INIT,              \
-        .auth_token_file = NULL, .max_in_flight = 0, .max_body = 0, .client_timeout_s = 0,       \
-        .access_log = NULL, .programs = NULL, .nprograms = 0, .program_workers = 0, .jobs = NULL \
+#define DSPY_SERVE_OPTIONS_INIT                                                                   \
+    {                                                                                             \
+        .host = NULL, .port = 0, .threads = 0, .upstream_url = NULL, .api_key_env = NULL,         \
+        .api_key_file = NULL, .config_path = NULL, .upstream_timeout_s = 0, .max_retries = -1,    \
+        .upstream_concurrency = 0, .cache = NULL, .cache_ctl = DSPY_CACHE_CTL_INIT,               \
+        .auth_token_file = NULL, .max_in_flight = 0, .max_body = 0, .client_timeout_s = 0,        \
+        .access_log = NULL, .programs = NULL, .nprograms = 0, .program_workers = 0, .jobs = NULL, \
+        .prices = NULL                                                                            \
     }
 
 /** A server. Threading: new/start/free from one thread; dspy_serve_port from any. Requests

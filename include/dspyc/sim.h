@@ -40,17 +40,21 @@ struct dspy_sim_options {
     double retry_after_s;   /* Retry-After of a 429 or a full queue */
     double timeout_hold_ms; /* how long a "timeout" fault holds the request before closing */
     /* Other behaviour. */
-    const char *record_path;  /* JSONL of every request received, or NULL */
-    size_t max_body;          /* request body limit in bytes (at least 1024) */
-    unsigned embed_dim;       /* embedding dimensions, 1 to 65536 */
-    const char *embedder;     /* "hash" (default, NULL) or "minilm": real all-MiniLM-L6-v2
+    const char *record_path;   /* JSONL of every request received, or NULL */
+    const char *model_quality; /* "NAME=Q,NAME=Q": the task packs' chance of a right answer
+                                  for requests naming model NAME is multiplied by Q (0 to
+                                  2; then clamped as usual); other models 1. NULL = none.
+                                  At most DSPY_SIM_MAX_QUALITY models */
+    size_t max_body;           /* request body limit in bytes (at least 1024) */
+    unsigned embed_dim;        /* embedding dimensions, 1 to 65536 */
+    const char *embedder;      /* "hash" (default, NULL) or "minilm": real all-MiniLM-L6-v2
                                 vectors from the library's embedder (then 384 dimensions) */
-    const char *embed_model;  /* model folder for minilm; NULL = the embedder's default */
-    const char *api_key;      /* if set and not empty, /v1/ needs "Authorization: Bearer KEY" */
-    const char *api_key_env;  /* else the key from this variable (it must be set) */
-    const char *api_key_file; /* else (or when the variable is unset) the file's first line.
+    const char *embed_model;   /* model folder for minilm; NULL = the embedder's default */
+    const char *api_key;       /* if set and not empty, /v1/ needs "Authorization: Bearer KEY" */
+    const char *api_key_env;   /* else the key from this variable (it must be set) */
+    const char *api_key_file;  /* else (or when the variable is unset) the file's first line.
                                  Keys are trimmed; control characters are refused */
-    unsigned reply_tokens;    /* length of plain (non-DSPy) replies; 0 = natural */
+    unsigned reply_tokens;     /* length of plain (non-DSPy) replies; 0 = natural */
     /* Limits against abusive clients (see docs/simulator.md). A connection must send a whole
      * request head within header_timeout_ms of connecting or of its previous answer (so an
      * idle keep-alive connection is closed then too), and its body within body_timeout_ms
@@ -63,6 +67,9 @@ struct dspy_sim_options {
     uint64_t max_body_bytes_total;   /* bodies being received, all together (by their
                                         Content-Length); more gets 503; 0 = 64 x max_body */
 };
+
+/** The most models model_quality may name. */
+#define DSPY_SIM_MAX_QUALITY 16
 
 /** The longest plain reply, in tokens (reply_tokens). */
 #define DSPY_SIM_MAX_REPLY_TOKENS 131072

@@ -107,6 +107,13 @@ enum dspy_vec_metric { DSPY_VEC_IP = 0, DSPY_VEC_COSINE = 1, DSPY_VEC_L2 = 2 };
 DSPY_EXTERN float dspy_vec_dot(const float *a, const float *b, size_t d);
 DSPY_EXTERN float dspy_vec_cosine(const float *a, const float *b, size_t d);
 DSPY_EXTERN float dspy_vec_l2sq(const float *a, const float *b, size_t d);
+/** Maximal marginal relevance (Carbonell & Goldstein): `cand` holds n row indices of `rows`
+ * (unit vectors of d floats, row i at rows + i * d) and rel[i] is row i's relevance.
+ * Reorders cand so that its first k entries are, in pick order, each the candidate left
+ * maximizing lambda * rel - (1 - lambda) * (max dot product with those picked); ties go to
+ * the earlier candidate, and the rest keep their order. lambda 1 = plain relevance. */
+DSPY_EXTERN void dspy_vec_mmr(const float *rows, size_t d, const float *rel, uint32_t *cand,
+                              size_t n, size_t k, double lambda);
 
 /** Scale each of the n rows of x (d floats, ld apart) to unit L2 norm in place: x / max(|x|,
  * 1e-12), as torch.nn.functional.normalize does; a zero row stays zero; a row holding NaN

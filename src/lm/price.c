@@ -6,6 +6,7 @@
 
 #include <dspyc/price.h>
 
+#include "base/jsonfile.h"
 #include "base/status.h"
 
 struct entry {
@@ -90,18 +91,12 @@ static dspy_status file_err(struct dspy_error *err, const char *path, const char
 
 static dspy_status load_file(dspy_price_table *t, const char *path, struct dspy_error *err)
 {
-    json_error_t je;
     const char *model;
     json_t *v;
-    json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    json_t *doc = dspy__json_load_file(path, err);
     dspy_status rc = DSPY_OK;
-    if (!doc) {
-        dspy__err(err, DSPY_EPARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
-        dspy__err_file(err, path);
-        if (err)
-            err->line = je.line;
+    if (!doc)
         return DSPY_EPARSE;
-    }
     if (!json_is_object(doc)) {
         rc = dspy__err(err, DSPY_EINVAL, "%s: a price file is a JSON object of models", path);
         goto out;

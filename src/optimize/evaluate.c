@@ -61,6 +61,8 @@ static int eval_source(void *ud, struct dspy_batch_item *item)
     /* A copy: candidates evaluated at once share example objects, and jansson's reference
      * counts are read without atomics before they change */
     item->inputs = json_deep_copy(json_array_get(e->devset, e->next++));
+    if (e->o->route && item->inputs)
+        item->lm = e->o->route(e->o->route_userdata, item->inputs);
     if (!item->inputs)
         dspy__err(&item->error, DSPY_ENOMEM, "out of memory");
     return 1;
@@ -72,7 +74,7 @@ static int eval_sink(void *ud, size_t index, struct dspy_batch_item *item,
     struct eval_run *e = ud;
     struct dspy_eval_item *it = &e->r->items[index];
     const json_t *example = json_array_get(e->devset, index);
-    (void)item;
+    it->lm = item->lm;
     it->info = res->info;
     it->status = res->status;
     it->score = e->o->failure_score;
@@ -147,6 +149,8 @@ dspy_status dspy_evaluate(dspy_program *p, dspy_lm *lm, const json_t *devset,
     bo.max_errors = o->max_errors;
     bo.progress = eval_progress;
     bo.progress_userdata = &e;
+    bo.lms = o->lms;
+    bo.nlms = o->nlms;
     dspy_status rc = n ? dspy_program_batch_stream(p, lm, &bo, eval_source, eval_sink, &e, NULL,
                                                    err)
                        : DSPY_OK;

@@ -136,7 +136,7 @@ static char *rewrite(struct opt_run *r, size_t pred, const char *current, const 
                                shown ? shown : "");
         dspy_lm *lm = r->o->prompt_lm ? r->o->prompt_lm : r->o->task_lm;
         dspy_status rc = in ? dspy_program_call(p, lm, in, &cfg, &out, &info, NULL) : DSPY_ENOMEM;
-        opt_account(r, &info, rc);
+        opt_account(r, lm, &info, rc);
         const json_t *v = json_object_get(out, "new_instruction");
         if (!rc && json_is_string(v) && *json_string_value(v)) {
             text = dspy_strdup(json_string_value(v));

@@ -42,7 +42,8 @@ long dspy__gepa_budget(size_t predictors, const char *auto_budget, long max_metr
     return total;
 }
 
-void opt_account_lm(struct opt_run *r, const struct dspy_lm_response *resp, dspy_status rc)
+void opt_account_lm(struct opt_run *r, const dspy_lm *lm, const struct dspy_lm_response *resp,
+                    dspy_status rc)
 {
     struct dspy_call_info info;
     memset(&info, 0, sizeof(info));
@@ -54,7 +55,7 @@ void opt_account_lm(struct opt_run *r, const struct dspy_lm_response *resp, dspy
             info.cached_usage = resp->usage;
         }
     }
-    opt_account(r, &info, rc);
+    opt_account(r, lm, &info, rc);
 }
 
 /* gepa's select_program_candidate_from_pareto_front: choice() over the list of surviving
@@ -212,14 +213,19 @@ static char *extract_instruction(const char *reply)
     return dspy_strndup(s, (size_t)(e - s));
 }
 
+static dspy_lm *reflection_lm(const struct opt_run *r)
+{
+    return r->o->reflection_lm ? r->o->reflection_lm
+           : r->o->prompt_lm   ? r->o->prompt_lm
+                               : r->o->task_lm;
+}
+
 /* One reflection-LM call: the new instruction (caller owns) or NULL. Touches nothing of
  * the run but the LM, so several may run at once; the caller accounts `resp`. */
 static char *reflect_call(const struct opt_run *r, const char *prompt,
                           struct dspy_lm_response *resp, dspy_status *rc)
 {
-    dspy_lm *lm = r->o->reflection_lm ? r->o->reflection_lm
-                  : r->o->prompt_lm   ? r->o->prompt_lm
-                                      : r->o->task_lm;
+    dspy_lm *lm = reflection_lm(r);
     json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", prompt);
     struct dspy_lm_request req = DSPY_LM_REQUEST_INIT;
     char *out = NULL;
@@ -238,7 +244,7 @@ static char *reflect(struct opt_run *r, const char *prompt)
     struct dspy_lm_response resp;
     dspy_status rc;
     char *out = reflect_call(r, prompt, &resp, &rc);
-    opt_account_lm(r, &resp, rc);
+    opt_account_lm(r, reflection_lm(r), &resp, rc);
     dspy_lm_response_release(&resp);
     return out;
 }
@@ -362,7 +368,7 @@ static void lookahead(struct opt_run *r, const struct gcand *pool, size_t npool,
         if (!jobs[j].started)
             continue;
         pthread_join(jobs[j].thread, NULL);
-        opt_account_lm(r, &jobs[j].resp, jobs[j].rc);
+        opt_account_lm(r, reflection_lm(r), &jobs[j].resp, jobs[j].rc);
         dspy_lm_response_release(&jobs[j].resp);
         if (!jobs[j].inst || !*jobs[j].inst)
             continue;

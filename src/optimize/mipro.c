@@ -223,7 +223,7 @@ static char *propose_call(struct opt_run *r, const char *sig, const char *doc, j
     cfg.temperature = 1.0; /* DSPy's init_temperature */
     dspy_lm *lm = r->o->prompt_lm ? r->o->prompt_lm : r->o->task_lm;
     dspy_status rc = p ? dspy_program_call(p, lm, inputs, &cfg, &out, &info, NULL) : DSPY_ENOMEM;
-    opt_account(r, &info, rc);
+    opt_account(r, lm, &info, rc);
     const json_t *v = out ? json_object_get(out, out_field) : NULL;
     text = dspy_strdup(json_is_string(v) ? json_string_value(v) : "");
     json_decref(out);

@@ -80,22 +80,43 @@ dspy_program *opt_build(struct opt_run *r, const json_t *cand)
 
 /* ---- accounting and budgets ----------------------------------------------------------- */
 
-static void account_info(struct opt_run *r, const struct dspy_call_info *info)
+/* The price of the task model: units read back from a checkpoint and the plan use it. */
+static bool task_price(const struct opt_run *r, struct dspy_price *p)
 {
+    const struct dspy_optimize_options *o = r->o;
+    if (o->price_in_per_mtok > 0 || o->price_out_per_mtok > 0) {
+        p->input_per_1k = o->price_in_per_mtok / 1000.0;
+        p->output_per_1k = o->price_out_per_mtok / 1000.0;
+        return true;
+    }
+    return dspy_price_lookup(o->prices, dspy_lm_model(o->task_lm), p);
+}
+
+static void update_cost(struct opt_run *r)
+{
+    struct dspy_cost_totals t;
+    dspy_cost_tally_totals(r->cost, &t);
+    r->cost_usd = t.usd + r->restored_usd;
+}
+
+static void account_info(struct opt_run *r, const dspy_lm *lm, const struct dspy_call_info *info)
+{
+    if (info->lm_calls && r->cost &&
+        !dspy_cost_tally_add(r->cost, dspy_lm_model(lm), info->lm_calls, info->cache_hits,
+                             &info->usage, &info->cached_usage))
+        update_cost(r);
     r->lm_calls += (uint64_t)info->lm_calls;
     r->cache_hits += (uint64_t)info->cache_hits;
     long pin = info->usage.prompt_tokens - info->cached_usage.prompt_tokens;
     long pout = info->usage.completion_tokens - info->cached_usage.completion_tokens;
     r->prompt_tokens += (uint64_t)(pin > 0 ? pin : 0);
     r->completion_tokens += (uint64_t)(pout > 0 ? pout : 0);
-    r->cost_usd = ((double)r->prompt_tokens * r->o->price_in_per_mtok +
-                   (double)r->completion_tokens * r->o->price_out_per_mtok) /
-                  1e6;
 }
 
-void opt_account(struct opt_run *r, const struct dspy_call_info *info, dspy_status rc)
+void opt_account(struct opt_run *r, const dspy_lm *lm, const struct dspy_call_info *info,
+                 dspy_status rc)
 {
-    account_info(r, info);
+    account_info(r, lm, info);
     if (rc)
         r->errors++;
 }
@@ -194,7 +215,7 @@ static dspy_status eval_impl(struct opt_run *r, json_t *const *cands, const json
             feedbacks[i] = json_array();
         for (size_t k = 0; k < res->n; k++) {
             struct dspy_eval_item *it = &res->items[k];
-            account_info(r, &it->info);
+            account_info(r, r->o->task_lm, &it->info);
             if (!ahead && it->status && it->status != DSPY_ECANCELED)
                 r->errors++;
             if (per_example)
@@ -235,16 +256,17 @@ json_t *opt_memo_get(struct opt_run *r, const char *key)
         return NULL;
     if (!json_object_get(r->applied, key)) { /* a unit of an earlier run: count its cost */
         const json_t *d = json_object_get(e, "d");
+        struct dspy_price p;
+        uint64_t v[6];
         for (int i = 0; i < 6; i++) {
-            uint64_t v = (uint64_t)json_integer_value(json_array_get(d, (size_t)i));
-            *counter(r, i) += v;
-            r->mark[i] += v;
-            if (i == 1)
-                r->restored_calls += v;
+            v[i] = (uint64_t)json_integer_value(json_array_get(d, (size_t)i));
+            *counter(r, i) += v[i];
+            r->mark[i] += v[i];
         }
-        r->cost_usd = ((double)r->prompt_tokens * r->o->price_in_per_mtok +
-                       (double)r->completion_tokens * r->o->price_out_per_mtok) /
-                      1e6;
+        r->restored_calls += v[1];
+        if (task_price(r, &p))
+            r->restored_usd += dspy_price_cost(&p, (long)v[3], (long)v[4]);
+        update_cost(r);
         json_object_set_new(r->applied, key, json_true());
     }
     return json_object_get(e, "v");
@@ -378,6 +400,10 @@ void opt_event(struct opt_run *r, const char *what, size_t trial, size_t trials,
 void opt_trial(struct opt_run *r, json_t *rec, const json_t *cand, bool full, double score,
                size_t index, size_t planned)
 {
+    /* The run's cost so far (trials of a wave run at once, so no trial has a cost of its
+     * own); a trial read back from a checkpoint keeps the figure it was recorded with. */
+    if (rec && !json_object_get(rec, "cost_usd_total"))
+        json_object_set_new(rec, "cost_usd_total", json_real(r->cost_usd));
     json_array_append_new(r->trials, rec);
     if (full && (isnan(r->best) || score > r->best)) {
         r->best = score;
@@ -589,9 +615,14 @@ static json_t *report_of(struct opt_run *r, json_t *plan)
                            (json_int_t)(r->prompt_tokens + r->completion_tokens), "cost_usd",
                            r->cost_usd, "errors", (json_int_t)r->errors, "metric_calls",
                            (json_int_t)r->metric_calls);
-    if (lm) /* calls made by this process, not read back from a checkpoint */
+    if (lm) { /* calls made by this process, not read back from a checkpoint */
         json_object_set_new(lm, "calls_this_run",
                             json_integer((json_int_t)(r->lm_calls - r->restored_calls)));
+        json_t *cost = dspy_cost_tally_json(r->cost);
+        if (cost)
+            json_object_set_new(cost, "restored_usd", json_real(r->restored_usd));
+        json_object_set_new(lm, "cost", cost ? cost : json_null());
+    }
     json_t *rep = json_pack(
         "{s:s, s:I, s:s, s:I, s:I, s:o, s:o, s:O, s:o, s:f, s:o}", "optimizer",
         dspy_optimizer_name(o->optimizer), "seed", (json_int_t)o->seed, "metric",
@@ -660,8 +691,12 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     r.start_ns = dspy__now_ns();
     if (!opts->task_lm)
         return dspy__err(err, DSPY_EINVAL, "dspy_optimize: a task LM is required");
+    struct dspy_price flat = { opts->price_in_per_mtok / 1000.0,
+                               opts->price_out_per_mtok / 1000.0 };
+    bool is_flat = opts->price_in_per_mtok > 0 || opts->price_out_per_mtok > 0;
     if (!(r.trials = json_array()) || !(r.memo = json_object()) || !(r.applied = json_object()) ||
-        !(r.report_extra = json_object())) {
+        !(r.report_extra = json_object()) ||
+        !(r.cost = dspy_cost_tally_new(opts->prices, is_flat ? &flat : NULL))) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
@@ -730,16 +765,14 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     }
     {
         double tokens = json_number_value(json_object_get(plan, "tokens"));
-        double cost = (tokens * 0.8 * opts->price_in_per_mtok +
-                       tokens * 0.2 * opts->price_out_per_mtok) /
-                      1e6;
+        struct dspy_price tp = { 0, 0 };
+        task_price(&r, &tp);
+        double cost = tokens * (0.8 * tp.input_per_1k + 0.2 * tp.output_per_1k) / 1000.0;
         json_object_set_new(plan, "cost_usd", json_real(cost));
         double one = json_number_value(json_object_get(plan, "tokens_first_trial"));
         if (one <= 0)
             one = tpc * (double)json_array_size(r.val);
-        double one_cost = (one * 0.8 * opts->price_in_per_mtok +
-                           one * 0.2 * opts->price_out_per_mtok) /
-                          1e6;
+        double one_cost = one * (0.8 * tp.input_per_1k + 0.2 * tp.output_per_1k) / 1000.0;
         if (opts->max_tokens > 0 && one > (double)opts->max_tokens) {
             rc = dspy__err(err, DSPY_EINVAL,
                            "--max-tokens %ld is too small for a single proposal: the baseline "
@@ -831,6 +864,7 @@ dspy_status dspy_optimize(dspy_program *student, const json_t *trainset, const j
     plan = NULL;
 out:
     json_decref(plan);
+    dspy_cost_tally_free(r.cost);
     json_decref(r.trials);
     json_decref(r.report_extra);
     json_decref(r.memo);

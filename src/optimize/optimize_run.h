@@ -33,7 +33,9 @@ struct opt_run {
     char *ckpt_key;          /* what the checkpoint must have been made for */
     uint64_t lm_calls, cache_hits, prompt_tokens, completion_tokens, errors;
     uint64_t metric_calls;
-    double cost_usd;
+    double cost_usd;       /* the tally's, plus restored_usd */
+    double restored_usd;   /* units read back from the checkpoint, at the task model's price */
+    dspy_cost_tally *cost; /* this run's calls by model */
     double baseline, best; /* percent; best is NAN until a full evaluation */
     json_t *best_cand;     /* the best candidate so far */
     bool stopped;
@@ -65,7 +67,8 @@ dspy_status opt_eval_ahead(struct opt_run *r, json_t *const *cands, const json_t
                            size_t n, bool trace, double *scores, json_t **per_example,
                            json_t **predictions, json_t **feedbacks);
 /* Account one direct program call (the proposer). */
-void opt_account(struct opt_run *r, const struct dspy_call_info *info, dspy_status rc);
+void opt_account(struct opt_run *r, const dspy_lm *lm, const struct dspy_call_info *info,
+                 dspy_status rc);
 /* Check max-cost, max-tokens, max-errors and the cycle timer; true when the run must stop. */
 bool opt_check_budget(struct opt_run *r);
 
@@ -102,7 +105,8 @@ dspy_status opt_genetic(struct opt_run *r, struct dspy_error *err);
 long dspy__gepa_budget(size_t predictors, const char *auto_budget, long max_metric_calls,
                        long max_full_evals, size_t ntrain, size_t nval);
 /* Account one direct LM call (the reflection LM). */
-void opt_account_lm(struct opt_run *r, const struct dspy_lm_response *resp, dspy_status rc);
+void opt_account_lm(struct opt_run *r, const dspy_lm *lm, const struct dspy_lm_response *resp,
+                    dspy_status rc);
 /* MIPROv2's valset: the --auto size sampled from r->val (new reference), or NULL. */
 json_t *opt_mipro_valset(struct opt_run *r);
 /* The plan of a run (calls, tokens) for --dry-run and budget refusal. */

@@ -32,6 +32,7 @@
 struct slot {
     json_t *inputs; /* NULL: a bad input, failed with `error` */
     void *tag;
+    unsigned lm; /* dspy_batch_item.lm */
     dspy_status status;
     json_t *outputs;
     struct dspy_error *error; /* the failure, NULL if none (or if it could not be kept) */
@@ -50,8 +51,10 @@ struct batch {
     dspy_batch_source_fn source;
     dspy_batch_sink_fn sink;
     void *ud;
-    struct dspy__engine_group *group; /* NULL with a transport hook */
-    struct slot *slots;               /* ring: record i lives in slots[i % window] */
+    struct dspy__engine_group *group;                          /* NULL with a transport hook */
+    dspy_lm *lms[DSPY_BATCH_MAX_LMS + 1];                      /* [0] = lm, then opts->lms */
+    struct dspy__engine_group *groups[DSPY_BATCH_MAX_LMS + 1]; /* [0] = group: one per LM */
+    struct slot *slots; /* ring: record i lives in slots[i % window] */
     size_t window;
     pthread_mutex_t src_mu; /* one reader of the source at a time; taken before mu */
     pthread_mutex_t mu;
@@ -86,7 +89,8 @@ static void stop_locked(struct batch *b, dspy_status why)
     b->stop_rc = why;
     atomic_store(&b->stop, true);
     if (why == DSPY_ECANCELED)
-        dspy__lm_group_cancel(b->group);
+        for (size_t i = 0; i <= b->o->nlms; i++)
+            dspy__lm_group_cancel(b->groups[i]);
     pthread_cond_broadcast(&b->space);
 }
 
@@ -154,7 +158,13 @@ static bool pull(struct batch *b, size_t *idx, bool wait)
         memset(s, 0, sizeof(*s));
         s->inputs = item.inputs;
         s->tag = item.tag;
-        if (!item.inputs)
+        s->lm = item.lm;
+        if (item.inputs && item.lm > b->o->nlms) {
+            dspy__err(&item.error, DSPY_EINVAL, "record names LM %u of %zu", item.lm, b->o->nlms);
+            json_decref(item.inputs);
+            s->inputs = NULL;
+        }
+        if (!s->inputs)
             keep_error(s, &item.error);
     } else {
         b->source_done = true;
@@ -195,8 +205,8 @@ static void run_record(struct batch *b, struct slot *s)
     }
     uint64_t t0 = dspy_clock_ns();
     dspy_error_clear(&e);
-    s->status = dspy__program_call_in(b->prog, b->lm, b->group, &s->pre, s->inputs, b->o->cfg,
-                                      &s->outputs, &s->info, &e);
+    s->status = dspy__program_call_in(b->prog, b->lms[s->lm], b->groups[s->lm], &s->pre, s->inputs,
+                                      b->o->cfg, &s->outputs, &s->info, &e);
     s->latency_ns = dspy_clock_ns() - t0;
     dspy_cache_value_release(&s->pre.value); /* a hit the call did not take */
     if (s->status) {
@@ -226,6 +236,7 @@ static void deliver(struct batch *b, size_t idx, struct slot *s)
     int stop = 0;
     item.inputs = s->inputs;
     item.tag = s->tag;
+    item.lm = s->lm;
     no_error(&item.error);
     r->status = s->status;
     r->outputs = s->outputs;
@@ -326,8 +337,9 @@ static void prefetch(struct batch *b, size_t from, size_t to)
         goto out; /* out of memory: every record looks itself up */
     for (size_t i = from; i < to; i++) {
         struct slot *s = &b->slots[i % b->window];
-        if (!s->inputs ||
-            dspy__program_request_key(b->prog, b->lm, s->inputs, b->o->cfg, &keys[m], &one))
+        dspy_lm *lm = s->inputs ? b->lms[s->lm] : NULL; /* the record's; one cache for all */
+        if (!lm || dspy__lm_cache(lm) != dspy__lm_cache(b->lm) ||
+            dspy__program_request_key(b->prog, lm, s->inputs, b->o->cfg, &keys[m], &one))
             continue;
         /* One control for the run (the program and config are the batch's); a record
          * whose control differs, or that does not read the cache, looks itself up. */
@@ -442,9 +454,14 @@ static size_t run_pool(struct batch *b, size_t n)
 
 /* Whether the program is one module call and the LM's calls leave the calling thread (no
  * cache, no transport hook: dspy_lm_submit would run those in place). */
-static bool runs_on_loop(const dspy_program *p, const dspy_lm *lm)
+static bool runs_on_loop(const dspy_program *p, const dspy_lm *lm,
+                         const struct dspy_batch_options *o)
 {
-    return p->n == 1 && !p->nsteps && !p->context_budget && dspy__lm_calls_async(lm);
+    bool all = dspy__lm_calls_async(lm);
+    for (size_t i = 0; all && i < o->nlms; i++)
+        all = dspy__lm_calls_async(o->lms[i]);
+    return p->n == 1 && !p->nsteps && !p->context_budget && !p->prompt_budget && !p->demo_select &&
+           all;
 }
 
 /* mu held. Claim the next record pulled and not started, counted in flight from here
@@ -502,8 +519,9 @@ static void start_slot(struct batch *b, size_t idx)
         struct dspy_error e;
         dspy_error_clear(&e);
         s->start_ns = dspy_clock_ns();
-        dspy_status rc = dspy__module_call_async_in(b->prog->preds[0].module, b->lm, b->group,
-                                                    s->inputs, b->o->cfg, record_done, s, &e);
+        dspy_status rc = dspy__module_call_async_in(b->prog->preds[0].module, b->lms[s->lm],
+                                                    b->groups[s->lm], s->inputs, b->o->cfg,
+                                                    record_done, s, &e);
         if (!rc)
             return; /* record_done() will run, perhaps already ran */
         s->status = rc;
@@ -571,8 +589,14 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
                          "are required");
     memset(&b, 0, sizeof(b));
     b.o = opts ? opts : &defaults;
+    if (b.o->nlms > DSPY_BATCH_MAX_LMS || (b.o->nlms && !b.o->lms))
+        return dspy__err(err, DSPY_EINVAL, "dspy_program_batch: at most %d more LMs (%zu given)",
+                         DSPY_BATCH_MAX_LMS, b.o->nlms);
+    for (size_t i = 0; i < b.o->nlms; i++)
+        if (!b.o->lms[i])
+            return dspy__err(err, DSPY_EINVAL, "dspy_program_batch: LM %zu is NULL", i + 1);
     size_t workers = b.o->concurrency ? b.o->concurrency : 16;
-    bool on_loop = runs_on_loop(p, lm);
+    bool on_loop = runs_on_loop(p, lm, b.o);
     if (!on_loop && workers > DSPY_BATCH_MAX_WORKERS)
         workers = DSPY_BATCH_MAX_WORKERS;
     b.prog = p;
@@ -585,10 +609,17 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     b.prefetch = !on_loop && dspy__lm_cache(lm) != NULL && !b.o->lookup_each;
     if (!(b.slots = dspy_calloc(b.window, sizeof(*b.slots))))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
-    if (dspy__lm_group_new(lm, &b.group)) {
-        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
-        goto free_slots;
-    }
+    b.lms[0] = lm;
+    for (size_t i = 0; i < b.o->nlms; i++)
+        b.lms[i + 1] = b.o->lms[i];
+    for (size_t i = 0; i <= b.o->nlms; i++)
+        if (dspy__lm_group_new(b.lms[i], &b.groups[i])) {
+            for (size_t k = 0; k < i; k++)
+                dspy__lm_group_free(b.groups[k]);
+            rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+            goto free_slots;
+        }
+    b.group = b.groups[0];
     pthread_mutex_init(&b.src_mu, NULL);
     pthread_mutex_init(&b.mu, NULL);
     pthread_cond_init(&b.space, NULL);
@@ -618,7 +649,8 @@ dspy_status dspy_program_batch_stream(dspy_program *p, dspy_lm *lm,
     pthread_cond_destroy(&b.space);
     pthread_mutex_destroy(&b.mu);
     pthread_mutex_destroy(&b.src_mu);
-    dspy__lm_group_free(b.group);
+    for (size_t i = 0; i <= b.o->nlms; i++)
+        dspy__lm_group_free(b.groups[i]);
 free_slots:
     for (size_t i = 0; i < b.window; i++)
         dspy_free(b.slots[i].error); /* every record was delivered: NULL */

@@ -654,6 +654,7 @@ void dspy_program_free(dspy_program *p)
     }
     dspy_free(p->preds);
     json_decref(p->state_metadata);
+    dspy__demo_select_free(p->demo_select);
     dspy__program_steps_free(p);
     dspy_free(p->name);
     dspy_free(p->model);
@@ -824,6 +825,7 @@ dspy_program *dspy_program_copy(const dspy_program *src)
     p->completion_budget = src->completion_budget;
     p->context_bpe = src->context_bpe;
     p->context_wordpiece = src->context_wordpiece;
+    p->prompt_budget = src->prompt_budget;
     return p;
 fail:
     dspy_program_free(p);
@@ -933,14 +935,15 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
                          "dspy_program_call: program, lm and outputs are required");
     if (!json_is_object(inputs))
         return dspy__err(err, DSPY_EINVAL, "inputs must be a JSON object");
-    if (p->n == 1 && !p->nsteps && !p->context_budget) { /* the common case needs no record */
+    if (p->n == 1 && !p->nsteps && !p->context_budget && !p->prompt_budget &&
+        !p->demo_select) { /* the common case needs no record */
         rc = dspy__module_call_in(p->preds[0].module, lm, group, pre, inputs, cfg, outputs, NULL,
                                   info, err);
         if (rc && p->preds[0].name)
             dspy__err_prefix(err, "predictor %s", p->preds[0].name);
         return rc;
     }
-    json_t *record = json_object(), *all = json_object(), *report = NULL;
+    json_t *record = json_object(), *all = json_object(), *report = NULL, *picked = NULL;
     if (!record || !all || json_object_update(record, (json_t *)(uintptr_t)inputs)) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto release;
@@ -951,12 +954,23 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
             (rc = dspy__program_run_steps(p, i, record, all, lm, group, cfg, &sum, err)))
             goto release;
         dspy_module *use = NULL;
-        if (p->context_budget) {
+        if (p->demo_select) {
+            if ((!picked && !(picked = json_object())) ||
+                (rc = dspy__demo_select_fit(p, i, record, &use, picked, err))) {
+                if (!rc)
+                    rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+                dspy__err_prefix(err, "predictor %s",
+                                 p->preds[i].name ? p->preds[i].name : "predict");
+                goto release;
+            }
+        }
+        if (p->context_budget || p->prompt_budget) {
             if (!report && !(report = json_object())) {
                 rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
                 goto release;
             }
             if ((rc = dspy__context_fit(p, i, record, &use, report, err))) {
+                dspy_module_free(use);
                 dspy__err_prefix(err, "predictor %s",
                                  p->preds[i].name ? p->preds[i].name : "predict");
                 goto release;
@@ -980,7 +994,8 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
     if (p->nsteps &&
         (rc = dspy__program_run_steps(p, p->n, record, all, lm, group, cfg, &sum, err)))
         goto release;
-    if (json_object_size(report) && json_object_set(all, "context_dropped", report)) {
+    if ((json_object_size(report) && json_object_set(all, "context_dropped", report)) ||
+        (json_object_size(picked) && json_object_set(all, "demos_selected", picked))) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto release;
     }
@@ -991,6 +1006,7 @@ release:
     if (info)
         *info = sum;
     json_decref(report);
+    json_decref(picked);
     json_decref(all);
     json_decref(record);
     return rc;

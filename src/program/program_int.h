@@ -38,7 +38,16 @@ struct dspy_program {
     long completion_budget;                 /* of them, kept for the completion */
     const dspy_tokenizer *context_bpe;      /* counts the budget's tokens; borrowed */
     const dspy_embedder *context_wordpiece; /* else this one's word pieces; borrowed */
+    long prompt_budget;                     /* prompt trimming's target in tokens; 0 = none */
+    struct dspy__demo_select *demo_select;  /* diverse demo selection (demos.c), or NULL */
 };
+
+/* Diverse demo selection (demos.c): a copy of predictor `pred`'s module holding the demos
+ * MMR keeps for this record in *use (left NULL when all are kept), their indices added to
+ * `report` under the predictor's name. */
+dspy_status dspy__demo_select_fit(dspy_program *p, size_t pred, const json_t *record,
+                                  dspy_module **use, json_t *report, struct dspy_error *err);
+void dspy__demo_select_free(struct dspy__demo_select *d);
 
 /* A path into a JSON document, for error messages: predictors[1].demos. */
 #define DSPY__JPATH_MAX 8
@@ -91,7 +100,9 @@ dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
 /* The context-window manager (context.c). The estimate of a message list's tokens; and
  * fitting predictor `pred`'s prompt for `record` into the budget: passages dropped in
  * `record`, and *use set to a module copy with fewer demos (caller frees) when demos had to
- * go; what was dropped goes into `report` under the predictor's name. */
+ * go; what was dropped goes into `report` under the predictor's name. A module already in
+ * *use (this call's, from demo selection) is the one fitted, and replaced (freed) when the
+ * fit copies it; on failure *use is left as it was. */
 long dspy__context_estimate(const json_t *messages);
 /* The prompt tokens of `messages` as the program's budget counts them. */
 dspy_status dspy__context_count(const dspy_program *p, const json_t *messages, long *tokens,

@@ -215,35 +215,6 @@ static void sift(uint32_t *heap, size_t n, size_t i, const float *s)
     }
 }
 
-void dspy__mmr_pick(const float *vec, size_t dim, const float *score, uint32_t *cand, size_t n,
-                    size_t k, double lambda)
-{
-    /* Maximal marginal relevance (Carbonell & Goldstein): pick, among the candidates
-     * left, the one maximizing lambda * cos(q, c) - (1 - lambda) * max cos(c, picked);
-     * ties go to the better-ranked candidate. */
-    for (size_t pick = 0; pick < k && pick < n; pick++) {
-        size_t best = pick;
-        double best_v = 0;
-        for (size_t c = pick; c < n; c++) {
-            double red = 0;
-            const float *vc = vec + (size_t)cand[c] * dim;
-            for (size_t j = 0; j < pick; j++) {
-                float dot = dspy_vec_dot(vc, vec + (size_t)cand[j] * dim, dim);
-                if (!j || dot > red)
-                    red = dot;
-            }
-            double v = lambda * score[cand[c]] - (1 - lambda) * red;
-            if (c == pick || v > best_v) {
-                best = c;
-                best_v = v;
-            }
-        }
-        uint32_t t = cand[best]; /* keep the rest in rank order */
-        memmove(cand + pick + 1, cand + pick, (best - pick) * sizeof(*cand));
-        cand[pick] = t;
-    }
-}
-
 static dspy_status dense_search(void *impl, const char *query, size_t k, struct dspy_passage **out,
                                 size_t *nout, struct dspy_error *err)
 {
@@ -284,8 +255,8 @@ static dspy_status dense_search(void *impl, const char *query, size_t k, struct 
         heap[0] = heap[m - 1];
         sift(heap, m - 1, 0, s);
     }
-    if (d->mmr_lambda > 0)
-        dspy__mmr_pick(d->vec, dim, s, cand, n, nk, d->mmr_lambda);
+    if (d->mmr_lambda > 0) /* ties go to the better-ranked candidate */
+        dspy_vec_mmr(d->vec, dim, s, cand, n, nk, d->mmr_lambda);
     for (size_t i = 0; i < nk; i++)
         if ((rc = dspy__bm25_passage(d->base, cand[i], s[cand[i]], &res[i]))) {
             rc = dspy__err(err, rc, "out of memory");

@@ -80,7 +80,7 @@ static dspy_status rerank_search(void *impl, const char *query, size_t k, struct
     }
     sort_by_score(cand, n, score);
     if (r->mmr_lambda > 0)
-        dspy__mmr_pick(pv, DSPY_EMBED_DIM, score, cand, n, nk, r->mmr_lambda);
+        dspy_vec_mmr(pv, DSPY_EMBED_DIM, score, cand, n, nk, r->mmr_lambda);
     for (size_t i = 0; i < nk; i++) { /* move the picked passages over */
         res[i] = found[cand[i]];
         res[i].score = score[cand[i]];

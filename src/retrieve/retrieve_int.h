@@ -121,14 +121,6 @@ dspy_status dspy__dvec_map(const char *path, const dspy_retriever *bm25, void **
 dspy_status dspy__bm25_validate(const unsigned char *image, size_t size, const char *origin,
                                 struct dspy_error *err);
 
-/* Maximal marginal relevance over candidates cand[0..n) (rows of `vec`, unit vectors of
- * `dim`, best first by score[row]): reorders cand so that its first k are the diverse
- * pick, each maximizing lambda * score - (1 - lambda) * max cosine to those picked before;
- * ties to the better-ranked; the rest stay in rank order. Dense search and the embedding
- * re-rank share it. */
-void dspy__mmr_pick(const float *vec, size_t dim, const float *score, uint32_t *cand, size_t n,
-                    size_t k, double lambda);
-
 /* Answers of remote services, for their clients and fuzz targets: a ColBERTv2 search
  * answer (at most k passages), and an embeddings answer of `n` rows into *out (allocated
  * when NULL; freed again on error; *dim fixed by the first row when 0). */

@@ -228,6 +228,7 @@ dspy_status dspy_serve_new(const struct dspy_serve_options *o, dspy_server **out
     s->cache = o->cache;
     s->jobs = o->jobs;
     s->cache_ctl = o->cache_ctl;
+    s->prices = o->prices;
     s->cache_ctl.ns = NULL;
     s->max_in_flight = o->max_in_flight ? o->max_in_flight : DEFAULT_MAX_IN_FLIGHT;
     s->started_ns = dspy__now_ns();

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "base/buf.h"
+#include "base/jsonfile.h"
 #include "base/status.h"
 #include "serve/serve_int.h"
 
@@ -264,19 +265,10 @@ static dspy_status resolve_fallbacks(dspy_server *s, const char *path, struct ds
 
 static dspy_status load_config(dspy_server *s, const char *path, struct dspy_error *err)
 {
-    json_error_t je;
     dspy_status rc = DSPY_OK;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!root) {
-        dspy__err(err, DSPY_EPARSE, "%s:%d:%d: %s", path, je.line, je.column, je.text);
-        dspy__err_file(err, path);
-        if (err) {
-            err->line = je.line;
-            err->column = je.column;
-            err->offset = je.position;
-        }
+    json_t *root = dspy__json_load_file(path, err);
+    if (!root)
         return DSPY_EPARSE;
-    }
     const json_t *arr = json_object_get(root, "upstreams");
     if (!json_is_array(arr) || !json_array_size(arr) || json_array_size(arr) > MAX_UPSTREAMS) {
         rc = cfg_error(err, path, "upstreams", "must be %s",

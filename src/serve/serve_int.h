@@ -199,8 +199,9 @@ struct dspy__serve_route_def {
 
 struct dspy_server {
     struct dspy__srv *srv;
-    dspy_cache *cache;      /* borrowed */
-    struct dspy_jobq *jobs; /* borrowed; NULL without --jobs */
+    dspy_cache *cache;              /* borrowed */
+    struct dspy_jobq *jobs;         /* borrowed; NULL without --jobs */
+    const dspy_price_table *prices; /* borrowed; NULL = the config's prices only */
     struct dspy_cache_ctl cache_ctl;
     char *default_ns;
     struct dspy__serve_upstream *ups;

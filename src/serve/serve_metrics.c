@@ -47,7 +47,7 @@ struct series {
     int status;
     uint64_t count;
     uint64_t tokens_in, tokens_out;
-    double cost;
+    double cost, saved; /* USD paid upstream; what cache hits would have cost */
 };
 
 enum { TS_REQ, TS_ERR, TS_HIT, TS_MISS, TS_NCOUNTERS };
@@ -201,11 +201,26 @@ void dspy__serve_metrics_finish(dspy_server *s, const struct dspy__serve_ctx *ct
     uint64_t now = dspy__now_ns();
     const char *route = s->routes[ctx->route].label;
     uint64_t e2e = now > ctx->t0 ? now - ctx->t0 : 0;
-    double cost = 0;
-    if (ctx->upstream >= 0 && ctx->cache_status && strcmp(ctx->cache_status, "hit")) {
-        const struct dspy__serve_upstream *u = &s->ups[ctx->upstream];
-        cost = ((double)ctx->tokens_in * u->cost_in + (double)ctx->tokens_out * u->cost_out) / 1e6;
+    /* The upstream's prices from the config, else the price table's for the model; cache
+     * hits (exact or semantic) cost nothing and count as saved. */
+    double cost = 0, saved = 0;
+    struct dspy_price pr = { 0, 0 };
+    bool priced = false;
+    if (ctx->upstream >= 0 &&
+        (s->ups[ctx->upstream].cost_in > 0 || s->ups[ctx->upstream].cost_out > 0)) {
+        pr.input_per_1k = s->ups[ctx->upstream].cost_in / 1000.0;
+        pr.output_per_1k = s->ups[ctx->upstream].cost_out / 1000.0;
+        priced = true;
+    } else if (ctx->model[0]) {
+        priced = dspy_price_lookup(s->prices, ctx->model, &pr);
     }
+    bool hit = ctx->cache_status && strcmp(ctx->cache_status, "miss");
+    long tin = ctx->tokens_in > 0 ? ctx->tokens_in : 0,
+         tout = ctx->tokens_out > 0 ? ctx->tokens_out : 0;
+    if (priced)
+        *(hit ? &saved : &cost) = dspy_price_cost(&pr, tin, tout);
+    if (hit) /* the tokens counter is what upstreams reported for calls made */
+        tin = tout = 0;
 
     pthread_mutex_lock(&m->lock);
     size_t li = label_index(m, route);
@@ -231,9 +246,10 @@ void dspy__serve_metrics_finish(dspy_server *s, const struct dspy__serve_ctx *ct
     }
     struct series *x = &m->series[i];
     x->count++;
-    x->tokens_in += ctx->tokens_in > 0 ? (uint64_t)ctx->tokens_in : 0;
-    x->tokens_out += ctx->tokens_out > 0 ? (uint64_t)ctx->tokens_out : 0;
+    x->tokens_in += (uint64_t)tin;
+    x->tokens_out += (uint64_t)tout;
     x->cost += cost;
+    x->saved += saved;
     uint64_t t_s = (now - m->origin_ns) / 1000000000ull;
     dspy_timeseries *ts = series_at(m, t_s);
     if (ts && (!strcmp(route, "chat") || !strcmp(route, "embeddings"))) {
@@ -349,6 +365,22 @@ static void series_labels(struct dspy_buf *b, dspy_server *s, const struct serie
     dspy__buf_addf(b, "\",status=\"%d\"}", x->status);
 }
 
+/* A USD counter per series: what was paid upstream, or what cache hits saved. m->lock held. */
+static void usd_counter(struct dspy_buf *b, dspy_server *s, const char *name, const char *help,
+                        bool saved)
+{
+    const struct dspy__serve_metrics *m = s->metrics;
+    head(b, name, "counter", help);
+    for (size_t i = 0; i <= MAX_SERIES; i++) {
+        const struct series *x = &m->series[i];
+        if (!x->count)
+            continue;
+        dspy__buf_adds(b, name);
+        series_labels(b, s, x);
+        dspy__buf_addf(b, " %.9f\n", saved ? x->saved : x->cost);
+    }
+}
+
 static void prometheus(dspy_server *s, struct dspy_buf *b)
 {
     struct dspy__serve_metrics *m = s->metrics;
@@ -376,16 +408,12 @@ static void prometheus(dspy_server *s, struct dspy_buf *b)
             dspy__buf_addf(b, "\"} %" PRIu64 "\n", d ? x->tokens_out : x->tokens_in);
         }
     }
-    head(b, "dspyc_cost_usd_total", "counter",
-         "Estimated upstream cost from the configured prices (cache hits cost nothing).");
-    for (size_t i = 0; i <= MAX_SERIES; i++) {
-        const struct series *x = &m->series[i];
-        if (!x->count)
-            continue;
-        dspy__buf_adds(b, "dspyc_cost_usd_total");
-        series_labels(b, s, x);
-        dspy__buf_addf(b, " %.9f\n", x->cost);
-    }
+    usd_counter(b, s, "dspyc_cost_usd_total",
+                "Estimated upstream cost from the configured prices (cache hits cost nothing).",
+                false);
+    usd_counter(b, s, "dspyc_cost_saved_usd_total",
+                "What the answers from the cache would have cost upstream, at the same prices.",
+                true);
     size_t nl = m->nlabels;
     pthread_mutex_unlock(&m->lock);
 

@@ -283,6 +283,8 @@ static void resolve_waiters(struct call *c, const char *body, size_t len, int st
         dspy__serve_stage(w->ctx, DSPY__STAGE_UPSTREAM);
         w->ctx->cache_status = "hit";
         w->ctx->upstream = c->ctx->upstream;
+        w->ctx->tokens_in = c->ctx->tokens_in;
+        w->ctx->tokens_out = c->ctx->tokens_out;
         if (body)
             answer_body(w->ctx, body, len, w->stream, w->include_usage, true);
         else
@@ -775,6 +777,7 @@ static void proxy(struct dspy__serve_ctx *ctx, enum endpoint ep)
                 dspy__serve_metrics_cache(s, v.source);
                 dspy__serve_stage(ctx, DSPY__STAGE_CACHE);
                 ctx->cache_status = "hit";
+                readable(c, v.data, v.len); /* its usage, for what the hit saved */
                 answer_body(ctx, v.data, v.len, c->stream, c->include_usage, true);
                 dspy_cache_value_release(&v);
                 call_free(c);
@@ -790,6 +793,7 @@ static void proxy(struct dspy__serve_ctx *ctx, enum endpoint ep)
                 dspy__serve_metrics_cache(s, v.source);
                 dspy__serve_stage(ctx, DSPY__STAGE_CACHE);
                 ctx->cache_status = "semantic";
+                readable(c, v.data, v.len);
                 dspy__serve_send(ctx, 200, "application/json", hdr, v.data, v.len);
                 dspy_cache_value_release(&v);
                 call_free(c);

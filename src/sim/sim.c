@@ -82,6 +82,43 @@ static dspy_status check(const struct dspy_sim_options *o, struct dspy_error *er
     return DSPY_OK;
 }
 
+/* model_quality: "NAME=Q,NAME=Q" with Q in (0, 2]. */
+static dspy_status parse_quality(struct dspy_sim *s, const char *spec, struct dspy_error *err)
+{
+    const char *p = spec;
+    while (p && *p) {
+        const char *end = strchr(p, ','), *eq = memchr(p, '=', end ? (size_t)(end - p) : strlen(p));
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char num[32], *stop;
+        if (!eq || eq == p || (size_t)(eq - p) >= sizeof(s->quality[0].model) ||
+            len - (size_t)(eq - p) - 1 >= sizeof(num) || s->nquality == DSPY_SIM_MAX_QUALITY)
+            return bad_opt(err, "model_quality",
+                           "'%.*s' is not NAME=Q (at most %d models, names under 128 bytes)",
+                           (int)len, p, DSPY_SIM_MAX_QUALITY);
+        memcpy(num, eq + 1, len - (size_t)(eq - p) - 1);
+        num[len - (size_t)(eq - p) - 1] = 0;
+        double q = strtod(num, &stop);
+        if (!num[0] || *stop || !(q > 0 && q <= 2))
+            return bad_opt(err, "model_quality", "the factor of '%.*s' must be a number in (0, 2]",
+                           (int)(eq - p), p);
+        memcpy(s->quality[s->nquality].model, p, (size_t)(eq - p));
+        s->quality[s->nquality].model[eq - p] = 0;
+        s->quality[s->nquality++].q = q;
+        p = end ? end + 1 : NULL;
+    }
+    return DSPY_OK;
+}
+
+double dspy__sim_model_quality(const struct dspy_sim *s, const char *model)
+{
+    const char *slash = model ? strrchr(model, '/') : NULL;
+    for (size_t i = 0; model && i < s->nquality; i++)
+        if (!strcmp(s->quality[i].model, model) ||
+            (slash && !strcmp(s->quality[i].model, slash + 1)))
+            return s->quality[i].q;
+    return 1.0;
+}
+
 static char *dup_opt(const char *s, bool *fail)
 {
     char *d = s ? dspy_strdup(s) : NULL;
@@ -109,6 +146,9 @@ dspy_status dspy_sim_new(const struct dspy_sim_options *o, dspy_sim **out, struc
     s->o.record_path = s->record_path;
     pthread_mutex_init(&s->record_lock, NULL);
     pthread_mutex_init(&s->qlock, NULL);
+    if ((rc = parse_quality(s, o->model_quality, err)))
+        goto fail;
+    s->o.model_quality = NULL;                   /* parsed into s->quality */
     s->o.api_key_env = s->o.api_key_file = NULL; /* read once, here */
     if ((rc = dspy__secret_read("API key", o->api_key, o->api_key_env, o->api_key_file, &s->api_key,
                                 err)))

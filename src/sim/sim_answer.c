@@ -576,7 +576,7 @@ dspy_status dspy__sim_answer(const struct dspy__sim_prompt *p,
                 c.facts = dspy__sim_facts_find(p->inputs[i].value.p, p->inputs[i].value.n, &c.fq);
         if (c.facts) {
             bool reasoning = dspy__sim_prompt_output(p, "reasoning") != NULL;
-            dspy__sim_facts_answer(p, &c.fq, c.h, reasoning, c.fact, sizeof(c.fact));
+            dspy__sim_facts_answer(p, &c.fq, c.h, reasoning, o->quality, c.fact, sizeof(c.fact));
         }
     }
     return p->adapter == DSPY__SIM_ADAPTER_NONE ? plain_answer(&c, out) : answer_fields(&c, out);

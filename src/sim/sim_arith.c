@@ -373,7 +373,8 @@ long dspy__sim_arith_answer(const struct dspy__sim_prompt *p, const struct dspy_
         if (dspy__sim_unit(hr) < share)
             u = dspy__sim_unit(dspy__sim_mix(hr, 1));
     }
-    *correct = u < acc.p;
+    double pm = acc.p * (o->quality > 0 ? o->quality : 1.0);
+    *correct = u < (pm < P_MIN ? P_MIN : pm > P_MAX ? P_MAX : pm);
     if (*correct)
         return q->answer;
     uint64_t hw = dspy__sim_mix(hq, 0x3a7full);

@@ -433,7 +433,8 @@ static void respond(struct dspy_sim *s, struct dspy__srv_req *req, struct dspy__
                                         c->temperature,
                                         s->o.reply_tokens,
                                         c->schema,
-                                        c->json_object };
+                                        c->json_object,
+                                        dspy__sim_model_quality(s, c->model) };
     if (c->ignore_eos && c->max_tokens && p.adapter == DSPY__SIM_ADAPTER_NONE)
         ao.reply_tokens = c->max_tokens < DSPY_SIM_MAX_REPLY_TOKENS ? (unsigned)c->max_tokens
                                                                     : DSPY_SIM_MAX_REPLY_TOKENS;

@@ -225,7 +225,7 @@ static bool lookup(const struct dspy__sim_prompt *p, const char *attr, const cha
 }
 
 bool dspy__sim_facts_answer(const struct dspy__sim_prompt *p, const struct dspy__sim_facts_q *q,
-                            uint64_t h, bool reasoning, char *out, size_t cap)
+                            uint64_t h, bool reasoning, double quality, char *out, size_t cap)
 {
     char mid[32];
     bool found;
@@ -235,7 +235,9 @@ bool dspy__sim_facts_answer(const struct dspy__sim_prompt *p, const struct dspy_
     else
         found = lookup(p, attrs[q->attr2], q->town, out, cap);
     /* The accuracy model: right with p when the facts are there (a reasoning field helps). */
-    double acc = reasoning ? DSPY__SIM_FACTS_ACC_COT : DSPY__SIM_FACTS_ACC;
+    double acc = (reasoning ? DSPY__SIM_FACTS_ACC_COT : DSPY__SIM_FACTS_ACC) *
+                 (quality > 0 ? quality : 1.0);
+    acc = acc > 0.99 ? 0.99 : acc;
     if (found && dspy__sim_unit(dspy__sim_mix(h, 0xfac7ull)) < acc)
         return true;
     value_word(dspy__sim_mix(h, 0xbadull), out, cap); /* a plausible wrong answer */

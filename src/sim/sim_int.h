@@ -142,6 +142,7 @@ struct dspy__sim_answer_opts {
     unsigned reply_tokens; /* plain replies: exact length in tokens; 0 = natural */
     json_t *json_schema;   /* response_format json_schema's schema, or NULL (borrowed) */
     bool json_object;      /* response_format json_object */
+    double quality;        /* the model's accuracy factor (model_quality); 0 = 1 */
 };
 
 /* The reply content for one choice, appended to out. */
@@ -201,7 +202,7 @@ bool dspy__sim_facts_find(const char *s, size_t n, struct dspy__sim_facts_q *q);
 /* The answer to give (into out): true and right when the prompt's inputs hold the
  * supporting facts and the accuracy draw from `h` says so, else a plausible wrong word. */
 bool dspy__sim_facts_answer(const struct dspy__sim_prompt *p, const struct dspy__sim_facts_q *q,
-                            uint64_t h, bool reasoning, char *out, size_t cap);
+                            uint64_t h, bool reasoning, double quality, char *out, size_t cap);
 
 #define DSPY__SIM_FACTS_RANK_ACC 0.9 /* rankings that put the supporting passages first */
 #define DSPY__SIM_RANK_MAX 64        /* documents a ranking answer reads */
@@ -295,7 +296,15 @@ struct dspy_sim {
     atomic_uint_fast64_t streams, completion_tokens;
     uint64_t start_ns;
     dspy_embedder *minilm; /* embedder "minilm": real embeddings (sim_minilm.c), else NULL */
+    struct {
+        char model[128];
+        double q;
+    } quality[DSPY_SIM_MAX_QUALITY]; /* model_quality, parsed */
+    size_t nquality;
 };
+
+/* The accuracy factor of a request naming `model` (model_quality; 1 when not named). */
+double dspy__sim_model_quality(const struct dspy_sim *s, const char *model);
 
 /* Per-attempt draws from the seeded sequence: which fault (or none) and a jitter factor
  * u in [-1, 1]. Not a function of the request, so a retry can succeed. */

@@ -256,6 +256,32 @@ float dspy_vec_dot(const float *a, const float *b, size_t d)
     return dspy__vec_kern()->dot(a, b, d);
 }
 
+void dspy_vec_mmr(const float *rows, size_t d, const float *rel, uint32_t *cand, size_t n, size_t k,
+                  double lambda)
+{
+    for (size_t pick = 0; pick < k && pick < n; pick++) {
+        size_t best = pick;
+        double best_v = 0;
+        for (size_t c = pick; c < n; c++) {
+            double red = 0;
+            const float *vc = rows + (size_t)cand[c] * d;
+            for (size_t j = 0; j < pick; j++) {
+                double dot = dspy_vec_dot(vc, rows + (size_t)cand[j] * d, d);
+                if (!j || dot > red)
+                    red = dot;
+            }
+            double v = lambda * rel[cand[c]] - (1 - lambda) * red;
+            if (c == pick || v > best_v) {
+                best = c;
+                best_v = v;
+            }
+        }
+        uint32_t t = cand[best]; /* the rest keep their order */
+        memmove(cand + pick + 1, cand + pick, (best - pick) * sizeof(*cand));
+        cand[pick] = t;
+    }
+}
+
 float dspy_vec_l2sq(const float *a, const float *b, size_t d)
 {
     return dspy__vec_kern()->l2sq(a, b, d);

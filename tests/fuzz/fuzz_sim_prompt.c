@@ -34,7 +34,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (unsigned mode = 0; mode < 4; mode++) {
         struct dspy_buf out;
         struct dspy__sim_answer_opts o = {
-            mode, size, mode, mode * 0.5, mode == 1 ? 20u : 0u, mode == 2 ? schema : NULL, mode == 3
+            mode,      size, mode, mode * 0.5, mode == 1 ? 20u : 0u, mode == 2 ? schema : NULL,
+            mode == 3, 1.0
         };
         dspy__buf_init(&out, 1 << 22);
         dspy__sim_answer(&prompt, &o, &out);

@@ -35,7 +35,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                                ? (unsigned)c.max_tokens
                                                : 0,
                                            c.schema,
-                                           c.json_object };
+                                           c.json_object,
+                                           1.0 };
         /* Two choices at most: enough to reach the per-choice paths, cheap per input. */
         for (size_t k = 0; k < c.n && k < 2; k++) {
             struct dspy_buf out;

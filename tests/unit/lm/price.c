@@ -1,6 +1,7 @@
 /* Unit tests for the price table: defaults, lookup through provider prefixes and dated
  * names, files that override and extend, bad files named, cost arithmetic. */
 #include <setjmp.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -73,9 +74,56 @@ static void test_files(void **state)
     unlink(path);
 }
 
+/* The usage tally: paid = (usage - cached) at each model's price, hits saved, unpriced
+ * models named and never counted as free, a flat price for every model, merge. */
+static void test_tally(void **state)
+{
+    (void)state;
+    dspy_price_table *t;
+    struct dspy_cost_totals all, one;
+    struct dspy_lm_usage u = { 2000, 500, 2500 }, hit = { 1000, 100, 1100 };
+    assert_int_equal(dspy_price_table_new(NULL, &t, NULL), DSPY_OK);
+    dspy_cost_tally *c = dspy_cost_tally_new(t, NULL);
+    assert_non_null(c);
+    assert_int_equal(dspy_cost_tally_add(c, "openai/gpt-4o", 3, 1, &u, &hit), DSPY_OK);
+    assert_int_equal(dspy_cost_tally_add(c, "my-model", 1, 0, &u, NULL), DSPY_OK);
+    assert_int_equal(dspy_cost_tally_add(c, "openai/gpt-4o", 1, 0, &u, NULL), DSPY_OK);
+    assert_int_equal(dspy_cost_tally_count(c), 2);
+    dspy_cost_tally_totals(c, &all);
+    /* gpt-4o at 0.0025 / 0.01: paid (3000 prompt, 900 completion), saved (1000, 100) */
+    assert_true(fabs(all.usd - (3.0 * 0.0025 + 0.9 * 0.01)) < 1e-12);
+    assert_true(fabs(all.saved_usd - (1.0 * 0.0025 + 0.1 * 0.01)) < 1e-12);
+    assert_false(all.priced);
+    assert_int_equal(all.calls, 5);
+    assert_int_equal(all.usage.prompt_tokens, 6000);
+    bool priced = true;
+    assert_string_equal(dspy_cost_tally_model(c, 1, &one, NULL, &priced), "my-model");
+    assert_false(priced);
+    assert_true(one.usd == 0.0);
+    json_t *j = dspy_cost_tally_json(c);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "unpriced"), 0)),
+                        "my-model");
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(json_object_get(j, "by_model"), "openai/gpt-4o"),
+                         "cache_hits")),
+                     1);
+    json_decref(j);
+    struct dspy_price flat = { 1.0, 2.0 };
+    dspy_cost_tally *f = dspy_cost_tally_new(NULL, &flat);
+    assert_int_equal(dspy_cost_tally_merge(f, c), DSPY_OK);
+    dspy_cost_tally_totals(f, &all);
+    assert_true(all.priced);
+    assert_true(fabs(all.usd - (5.0 * 1 + 1.4 * 2)) < 1e-9);
+    dspy_cost_tally_free(f);
+    dspy_cost_tally_free(c);
+    dspy_cost_tally_free(NULL);
+    dspy_price_table_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = { cmocka_unit_test(test_defaults_and_lookup),
-                                        cmocka_unit_test(test_files) };
+                                        cmocka_unit_test(test_files),
+                                        cmocka_unit_test(test_tally) };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -170,7 +170,7 @@ static void test_accuracy_draws(void **state)
             build(&pr, level >= 1, plain, level == 2 ? 4 : 0, 0, i);
             dspy__sim_prompt_parse(&p, pr.msgs, pr.n);
             assert_true(dspy__sim_arith_find(p.final_user.p, p.final_user.n, &q));
-            struct dspy__sim_answer_opts o = { 3, i, 0, 0, 0, NULL, false };
+            struct dspy__sim_answer_opts o = { 3, i, 0, 0, 0, NULL, false, 1.0 };
             long a = dspy__sim_arith_answer(&p, &q, &o, &ok);
             assert_true(ok == (a == q.answer));
             if (!ok)

@@ -51,7 +51,7 @@ static bool eq(struct dspy__sim_view v, const char *s)
 static char *answer(const struct dspy__sim_prompt *p, uint64_t seed, uint64_t req_hash)
 {
     struct dspy_buf b;
-    struct dspy__sim_answer_opts o = { seed, req_hash, 0, 0, 0, NULL, false };
+    struct dspy__sim_answer_opts o = { seed, req_hash, 0, 0, 0, NULL, false, 1.0 };
     dspy__buf_init(&b, 1 << 20);
     assert_int_equal(dspy__sim_answer(p, &o, &b), 0);
     return dspy__buf_detach(&b, NULL);
@@ -250,7 +250,7 @@ static void test_plain_prompts(void **state)
     const char *hi = "Tell me about the ocean and whales";
     m[0].text = (struct dspy__sim_view){ hi, strlen(hi) };
     dspy__sim_prompt_parse(&p, m, 1);
-    struct dspy__sim_answer_opts o = { 0, 9, 0, 0, 50, NULL, false };
+    struct dspy__sim_answer_opts o = { 0, 9, 0, 0, 50, NULL, false, 1.0 };
     struct dspy_buf b;
     dspy__buf_init(&b, 1 << 16);
     assert_int_equal(dspy__sim_answer(&p, &o, &b), 0);
