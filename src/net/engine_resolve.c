@@ -49,9 +49,10 @@ static void lookup_run(struct dspy__engine_lookup *l, dspy__engine_getaddrinfo_f
     l->rc = dspy__engine_getaddrs(fn, l->host, l->port, 0, l->addr, l->addrlen, &l->naddr);
 }
 
+/* Drop a reference: entered with mu held, returns with it released (and maybe freed). */
 static void unref(struct dspy__engine_resolver *r)
 {
-    bool last = --r->refs == 0; /* under mu */
+    bool last = --r->refs == 0;
     pthread_mutex_unlock(&r->mu);
     if (!last)
         return;
