@@ -112,6 +112,7 @@ struct dspy__engine *dspy__engine_new(const struct dspy__engine_options *opts,
     atomic_init(&e->inbox, NULL);
     atomic_init(&e->stopping, false);
     dspy__engine_timers_init(&e->timers);
+    dspy__engine_timer_init(&e->h1_timer, dspy__engine_h1_dispatch);
     if (pthread_mutex_init(&e->limiters_lock, NULL)) {
         dspy__err(err, DSPY_ENOMEM, "cannot create a mutex for the HTTP engine");
         goto free_engine;
@@ -164,6 +165,17 @@ void dspy__engine_free(struct dspy__engine *e)
         /* The counter cannot overflow in practice; the loop also polls `stopping`. */
     }
     pthread_join(e->thread, NULL);
+    /* No lookup is handed back from here on (one under way ends on its own, later); those
+     * that came in after the loop's last look at the inbox are dropped. */
+    dspy__engine_resolver_detach(e->resolver);
+    struct dspy__engine_msg *m = atomic_exchange(&e->inbox, NULL);
+    while (m) {
+        struct dspy__engine_msg *next = m->next;
+        if (m->kind == DSPY__MSG_RESOLVED)
+            dspy_free(DSPY__CONTAINER_OF(m, struct dspy__engine_lookup, msg));
+        m = next;
+    }
+    dspy__engine_resolver_release(e->resolver);
     dspy__engine_h1_free(e);
     while (e->free_slots) {
         struct dspy__engine_slot *s = e->free_slots;

@@ -1,9 +1,10 @@
-/* HTTP client engine (net layer): one event-loop thread drives libcurl's multi interface
- * over epoll, so thousands of requests are in flight from one process without a thread
- * each. Plain http:// goes through the engine's own HTTP/1.1 keep-alive client on the same
- * loop (engine_h1.c; DSPYC_HTTP=curl falls back to libcurl); HTTP/2 streams are
- * multiplexed where a TLS server offers them; retries (net/retry.h), per-key rate limits (net/ratelimit.h) and SSE
- * streaming (net/sse.h) are applied on the loop thread with timers, never by sleeping.
+/* HTTP client engine (net layer): one event-loop thread over epoll carries thousands of
+ * requests from one process without a thread each, on two transports: the engine's own
+ * HTTP/1.1 keep-alive client for plain http:// (engine_h1.c, its host name lookups on
+ * resolver threads, engine_resolve.c; DSPYC_HTTP=curl turns it off), and libcurl's multi
+ * interface for https://, HTTP/2 (streams multiplexed where a TLS server offers them) and
+ * proxies. Retries (net/retry.h), per-key rate limits (net/ratelimit.h) and SSE streaming
+ * (net/sse.h) are applied on the loop thread with timers, never by sleeping.
  *
  * Threading: dspy__engine_new/_free from one thread, never concurrently with other calls
  * on the same engine. Everything else (submit, cancel, wait, release, groups, limiters,
@@ -36,35 +37,45 @@ enum dspy__engine_http1 {
     DSPY__HTTP1_OWN          /* the engine's own HTTP/1.1 keep-alive client (engine_h1.c) */
 };
 
+/* getaddrinfo's signature: how the own client looks up host names, on a resolver thread.
+ * Tests put a slow or scripted lookup here; NULL = getaddrinfo. */
+struct addrinfo;
+typedef int (*dspy__engine_getaddrinfo_fn)(const char *host, const char *port,
+                                           const struct addrinfo *hints, struct addrinfo **res);
+
 struct dspy__engine_options {
-    uint32_t max_host_connections;  /* per host:port (CURLMOPT_MAX_HOST_CONNECTIONS); more
-                                     * requests wait inside libcurl for one; 0 = no limit */
-    uint32_t max_total_connections; /* 0 = no limit */
-    uint32_t max_idle_connections;  /* kept-alive connections per multi handle; 0 =
-                                     * libcurl's default (4 x its transfers) */
-    uint32_t max_streams;           /* HTTP/2 streams per connection; 0 = 100 */
-    size_t max_pending;             /* calls submitted and not finished; a submit beyond it
+    uint32_t max_host_connections;      /* per host:port; more requests wait for one, first come
+                                     * first served (own client; libcurl:
+                                     * CURLMOPT_MAX_HOST_CONNECTIONS); 0 = no limit */
+    uint32_t max_total_connections;     /* all hosts; an idle connection to another host is
+                                     * closed to make room; 0 = no limit */
+    uint32_t max_idle_connections;      /* kept-alive connections per multi handle, or per
+                                     * host:port on the own client; 0 = libcurl's default
+                                     * (4 x its transfers), no limit on the own client */
+    uint32_t max_streams;               /* HTTP/2 streams per connection; 0 = 100 */
+    size_t max_pending;                 /* calls submitted and not finished; a submit beyond it
                                      * fails with DSPY_EBUSY; 0 = no limit */
-    uint32_t keep_idle_handles;     /* idle curl handles (~6 KiB each, with a body buffer of
+    uint32_t keep_idle_handles;         /* idle curl handles (~6 KiB each, with a body buffer of
                                      * up to 16 KiB) kept for reuse; 0 = 4,096. Raise it to
                                      * the usual concurrency to avoid re-creating handles */
-    uint64_t connect_timeout_ns;    /* 0 = 10 s */
-    uint32_t recv_buffer_bytes;     /* libcurl receive buffer per transfer; 0 = 16 KiB
+    uint64_t connect_timeout_ns;        /* looking up the host name and connecting; 0 = 10 s */
+    uint32_t recv_buffer_bytes;         /* libcurl receive buffer per transfer; 0 = 16 KiB
                                      * (lower it to save memory with many streams) */
-    uint32_t transfers_per_multi;   /* transfers per libcurl multi handle before another
+    uint32_t transfers_per_multi;       /* transfers per libcurl multi handle before another
                                      * is opened (libcurl 7.x scans all of a host's
                                      * connections on every request); 0 = 64. Each handle
                                      * keeps its own connections, so C HTTP/2 streams use
                                      * about C / this many connections. With a connection
                                      * limit set, one handle holds all, to keep it exact */
-    const char *ca_file;            /* PEM bundle of trusted CAs (private CA of a
+    const char *ca_file;                /* PEM bundle of trusted CAs (private CA of a
                                      * self-hosted endpoint); copied; NULL = system's */
-    bool http2_prior_knowledge;     /* HTTP/2 without upgrade on http:// URLs (h2c). Needs
+    bool http2_prior_knowledge;         /* HTTP/2 without upgrade on http:// URLs (h2c). Needs
                                      * libcurl >= 8.0: older ones break reused h2c
                                      * connections (curl issue 10634); DSPY_EUNSUPPORTED */
-    enum dspy__engine_http1 http1;  /* the own client serves http:// unless a proxy is set
-                                    * in the environment, h2c is asked for or a connection
-                                    * limit is set (libcurl enforces those) */
+    enum dspy__engine_http1 http1;      /* the own client serves http:// unless a proxy is set
+                                    * in the environment or h2c is asked for */
+    dspy__engine_getaddrinfo_fn lookup; /* the own client's host name lookups; NULL =
+                                         * getaddrinfo */
 };
 
 #define DSPY__ENGINE_OPTIONS_INIT \

@@ -4,8 +4,9 @@
  * attempt and connect timeouts are the call's timer; the answer is read by the shared
  * framing parser (net/http1.c) into the same body buffer or SSE scanner libcurl feeds, and
  * failures are reported as the libcurl codes the other path gives, so both are classed
- * and retried alike. What it does not do goes to libcurl: https://, HTTP/2, proxies and
- * connection limits.
+ * and retried alike. Connection limits (per host:port and in all) are kept here: an attempt
+ * that finds none free waits on its pool's list, first come first served. What it does not
+ * do goes to libcurl: https://, HTTP/2 and proxies.
  *
  * A request on a kept-alive connection that the server closed before sending one byte of
  * the answer (it timed the connection out as the request left) is sent once more on a
@@ -13,9 +14,10 @@
  * answered nothing and an LM completion changes nothing on the server that the client
  * relies on. Once a byte of the answer has arrived, nothing is resent.
  *
- * Host names are resolved with getaddrinfo on the loop thread, once per pool and again at
- * most every 60 s when a connection is opened: fast for the loopback and LAN endpoints
- * plain HTTP is used for. Everything here runs on the loop thread. */
+ * Host names are looked up on resolver threads (engine_resolve.c), once per pool and again
+ * in the background when a connection is opened more than 60 s later (the addresses in hand
+ * serve meanwhile); the connect timeout covers the lookup. An address literal is never
+ * looked up. Everything here runs on the loop thread. */
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -44,7 +46,7 @@ static bool env_set(const char *name)
 
 bool dspy__engine_h1_wanted(const struct dspy__engine_options *o)
 {
-    if (o->http2_prior_knowledge || o->max_host_connections || o->max_total_connections)
+    if (o->http2_prior_knowledge)
         return false;
     if (env_set("http_proxy") || env_set("all_proxy") || env_set("ALL_PROXY"))
         return false;
@@ -102,26 +104,6 @@ bool dspy__engine_h1_parse_url(struct dspy__engine_call *c)
 
 /* ---- pools ---- */
 
-static dspy_status resolve(struct dspy__h1_pool *pl)
-{
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(pl->key, pl->port, &hints, &res) || !res)
-        return DSPY_ELM_NETWORK;
-    pl->naddr = pl->good = 0;
-    for (struct addrinfo *r = res; r && pl->naddr < DSPY__H1_MAX_ADDRS; r = r->ai_next) {
-        if (r->ai_addrlen > sizeof(pl->addr[0]))
-            continue;
-        memcpy(&pl->addr[pl->naddr], r->ai_addr, r->ai_addrlen);
-        pl->addrlen[pl->naddr++] = r->ai_addrlen;
-    }
-    freeaddrinfo(res);
-    pl->resolved_ns = dspy__now_ns();
-    return pl->naddr ? DSPY_OK : DSPY_ELM_NETWORK;
-}
-
 static struct dspy__h1_pool *pool_get(struct dspy__engine *e, struct dspy__engine_call *c)
 {
     const char *host = c->url + c->host_off, *auth = c->url + c->auth_off;
@@ -137,9 +119,63 @@ static struct dspy__h1_pool *pool_get(struct dspy__engine *e, struct dspy__engin
     memcpy(pl->key, host, c->host_len);
     memcpy(pl->key + c->host_len + 1, auth, c->auth_len);
     snprintf(pl->port, sizeof(pl->port), "%u", (unsigned)c->port);
+    /* A literal needs no lookup: getaddrinfo only parses it (no DNS), so here is fine. */
+    pl->literal = !dspy__engine_getaddrs(NULL, pl->key, pl->port, AI_NUMERICHOST | AI_NUMERICSERV,
+                                         pl->addr, pl->addrlen, &pl->naddr);
     pl->next = e->pools;
     e->pools = pl;
     return pl;
+}
+
+/* Send the host name of `pl` to a resolver thread; false when out of memory. */
+static bool lookup_start(struct dspy__engine *e, struct dspy__h1_pool *pl)
+{
+    if (pl->resolving || pl->literal)
+        return true;
+    if (!e->resolver && !(e->resolver = dspy__engine_resolver_new(e, e->opts.lookup)))
+        return false;
+    size_t n = strlen(pl->key);
+    struct dspy__engine_lookup *l = dspy_calloc(1, sizeof(*l) + n + 1);
+    if (!l)
+        return false;
+    l->pool = pl;
+    memcpy(l->host, pl->key, n + 1);
+    memcpy(l->port, pl->port, sizeof(l->port));
+    pl->resolving = true;
+    dspy__engine_resolver_submit(e->resolver, l);
+    return true;
+}
+
+static void wait_push(struct dspy__engine *e, struct dspy__h1_pool *pl, struct dspy__engine_slot *s)
+{
+    s->waiting = true;
+    s->wait_seq = e->h1_seq++;
+    s->wnext = NULL;
+    s->wprev = pl->wtail;
+    if (pl->wtail)
+        pl->wtail->wnext = s;
+    else
+        pl->whead = s;
+    pl->wtail = s;
+    e->h1_nwaiting++;
+}
+
+static void wait_unlink(struct dspy__engine *e, struct dspy__engine_slot *s)
+{
+    struct dspy__h1_pool *pl = s->call->pool;
+    if (!s->waiting)
+        return;
+    if (s->wprev)
+        s->wprev->wnext = s->wnext;
+    else
+        pl->whead = s->wnext;
+    if (s->wnext)
+        s->wnext->wprev = s->wprev;
+    else
+        pl->wtail = s->wprev;
+    s->wprev = s->wnext = NULL;
+    s->waiting = false;
+    e->h1_nwaiting--;
 }
 
 static void idle_unlink(struct dspy__h1_conn *k)
@@ -168,6 +204,31 @@ static void conn_close(struct dspy__engine *e, struct dspy__h1_conn *k)
     k->fd = -1;
     k->next = e->dead;
     e->dead = k;
+    k->pool->nconn--;
+    e->h1_nconn--;
+    if (e->h1_nwaiting) /* room for a waiter: given from the timer pass, not from here */
+        dspy__engine_timer_arm(&e->timers, &e->h1_timer, 0);
+}
+
+/* Under the connection limits, a new connection for `pl` may be opened now: maybe after
+ * closing another host's least recently used idle connection. */
+static bool room_for(struct dspy__engine *e, struct dspy__h1_pool *pl)
+{
+    uint32_t host = e->opts.max_host_connections, total = e->opts.max_total_connections;
+    if (host && pl->nconn >= host)
+        return false;
+    if (!total || e->h1_nconn < total)
+        return true;
+    for (struct dspy__h1_pool *o = e->pools; o; o = o->next) {
+        if (o == pl || !o->idle)
+            continue;
+        struct dspy__h1_conn *k = o->idle;
+        while (k->next)
+            k = k->next;
+        conn_close(e, k);
+        return true;
+    }
+    return false;
 }
 
 void dspy__engine_h1_reap(struct dspy__engine *e)
@@ -278,7 +339,18 @@ static void connected(struct dspy__engine *e, struct dspy__h1_conn *k)
 {
     k->connecting = false;
     k->pool->good = k->addr_idx;
+    k->slot->connect_by = 0;
     arm_timer(e, k->slot, 0);
+    write_request(e, k);
+}
+
+static void use_idle(struct dspy__engine *e, struct dspy__engine_slot *s, struct dspy__h1_conn *k)
+{
+    idle_unlink(k);
+    k->slot = s;
+    s->conn = k;
+    s->connect_by = 0;
+    arm_timer(e, s, 0);
     write_request(e, k);
 }
 
@@ -297,15 +369,15 @@ static void connect_failed(struct dspy__engine *e, struct dspy__h1_conn *k, int 
     fail(e, s, CURLE_COULDNT_CONNECT);
 }
 
+/* Open a connection for the attempt in `s`; its pool has addresses and room for one. */
 static void conn_open(struct dspy__engine *e, struct dspy__engine_slot *s)
 {
     struct dspy__h1_pool *pl = s->call->pool;
     uint64_t now = dspy__now_ns();
-    if ((!pl->naddr || now - pl->resolved_ns > RESOLVE_TTL_NS) && resolve(pl)) {
-        s->why = "Couldn't resolve host name";
-        fail(e, s, CURLE_COULDNT_RESOLVE_HOST);
-        return;
-    }
+    if (!pl->literal && now - pl->resolved_ns > RESOLVE_TTL_NS)
+        lookup_start(e, pl); /* in the background: the addresses in hand serve meanwhile */
+    if (!s->connect_by)
+        s->connect_by = now + e->opts.connect_timeout_ns;
     struct dspy__h1_conn *k = dspy_calloc(1, sizeof(*k));
     if (!k) {
         fail(e, s, CURLE_OUT_OF_MEMORY);
@@ -324,6 +396,8 @@ static void conn_open(struct dspy__engine *e, struct dspy__engine_slot *s)
     k->addr_idx = idx;
     k->slot = s;
     s->conn = k;
+    pl->nconn++;
+    e->h1_nconn++;
     int one = 1;
     setsockopt(k->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
@@ -342,7 +416,86 @@ static void conn_open(struct dspy__engine *e, struct dspy__engine_slot *s)
         return;
     }
     k->connecting = true;
-    arm_timer(e, s, now + s->call->e->opts.connect_timeout_ns);
+    arm_timer(e, s, s->connect_by);
+}
+
+/* The attempt in `s` needs a connection: an idle one, a new one, or a place on its pool's
+ * wait list (for the lookup, or under a connection limit) behind those already there. */
+static void need_conn(struct dspy__engine *e, struct dspy__engine_slot *s)
+{
+    struct dspy__h1_pool *pl = s->call->pool;
+    if (!pl->whead) {
+        if (pl->idle) {
+            use_idle(e, s, pl->idle);
+            return;
+        }
+        if (pl->naddr && room_for(e, pl)) {
+            conn_open(e, s);
+            return;
+        }
+    }
+    if (!pl->naddr && !lookup_start(e, pl)) {
+        fail(e, s, CURLE_OUT_OF_MEMORY);
+        return;
+    }
+    /* The connect timeout covers the lookup; a wait under a limit only the attempt's. */
+    s->connect_by = pl->naddr ? 0 : dspy__now_ns() + e->opts.connect_timeout_ns;
+    wait_push(e, pl, s);
+    arm_timer(e, s, s->connect_by);
+}
+
+void dspy__engine_h1_dispatch(struct dspy__engine *e, struct dspy__engine_timer *t)
+{
+    (void)t;
+    uint32_t host = e->opts.max_host_connections;
+    for (;;) {
+        struct dspy__h1_pool *best = NULL; /* the pool whose first waiter came first */
+        for (struct dspy__h1_pool *pl = e->pools; pl; pl = pl->next)
+            if (pl->whead && (pl->idle || (pl->naddr && (!host || pl->nconn < host))) &&
+                (!best || pl->whead->wait_seq < best->whead->wait_seq))
+                best = pl;
+        if (!best)
+            return;
+        struct dspy__engine_slot *s = best->whead;
+        if (best->idle) {
+            wait_unlink(e, s);
+            use_idle(e, s, best->idle);
+        } else if (room_for(e, best)) {
+            wait_unlink(e, s);
+            conn_open(e, s);
+        } else {
+            return; /* at the total limit, nothing idle to close */
+        }
+    }
+}
+
+void dspy__engine_h1_resolved(struct dspy__engine *e, struct dspy__engine_lookup *l)
+{
+    struct dspy__h1_pool *pl = l->pool;
+    pl->resolving = false;
+    if (!l->rc) {
+        memcpy(pl->addr, l->addr, sizeof(pl->addr));
+        memcpy(pl->addrlen, l->addrlen, sizeof(pl->addrlen));
+        pl->naddr = l->naddr;
+        pl->good = 0;
+        pl->resolved_ns = dspy__now_ns();
+    }
+    dspy_free(l);
+    /* A failed lookup with no older addresses to go on fails every attempt waiting. */
+    while (!pl->naddr && pl->whead) {
+        struct dspy__engine_slot *s = pl->whead;
+        wait_unlink(e, s);
+        s->why = "Couldn't resolve host name";
+        fail(e, s, CURLE_COULDNT_RESOLVE_HOST);
+    }
+    dspy__engine_h1_dispatch(e, NULL);
+    /* Those still waiting wait for a connection now, no longer for the lookup. */
+    for (struct dspy__engine_slot *s = pl->whead; s; s = s->wnext) {
+        if (s->connect_by) {
+            s->connect_by = 0;
+            arm_timer(e, s, 0);
+        }
+    }
 }
 
 /* Send the request again on a fresh connection, once: the kept-alive one it went out on
@@ -416,6 +569,8 @@ static void complete(struct dspy__engine *e, struct dspy__h1_conn *k, bool keep)
             pl->idle->prev = k;
         pl->idle = k;
         pl->nidle++;
+        if (e->h1_nwaiting)
+            dspy__engine_timer_arm(&e->timers, &e->h1_timer, 0);
     } else {
         conn_close(e, k);
     }
@@ -513,6 +668,8 @@ void dspy__engine_h1_start(struct dspy__engine *e, struct dspy__engine_call *c, 
     s->resent = false;
     s->addr_tries = 0;
     s->req_off = 0;
+    s->connect_by = 0;
+    s->waiting = false;
     s->why = NULL;
     dspy__h1_reset(&s->h1);
     s->h1.no_body = c->is_head;
@@ -535,21 +692,12 @@ void dspy__engine_h1_start(struct dspy__engine *e, struct dspy__engine_call *c, 
         fail(e, s, CURLE_OUT_OF_MEMORY);
         return;
     }
-    struct dspy__h1_pool *pl = c->pool;
-    if (!pl->idle) {
-        conn_open(e, s);
-        return;
-    }
-    struct dspy__h1_conn *k = pl->idle;
-    idle_unlink(k);
-    k->slot = s;
-    s->conn = k;
-    arm_timer(e, s, 0);
-    write_request(e, k);
+    need_conn(e, s);
 }
 
 void dspy__engine_h1_stop(struct dspy__engine *e, struct dspy__engine_slot *s)
 {
+    wait_unlink(e, s);
     if (s->conn)
         conn_close(e, s->conn);
     dspy__engine_timer_disarm(&e->timers, &s->call->timer);
@@ -558,7 +706,11 @@ void dspy__engine_h1_stop(struct dspy__engine *e, struct dspy__engine_slot *s)
 void dspy__engine_h1_timeout(struct dspy__engine *e, struct dspy__engine_call *c)
 {
     struct dspy__engine_slot *s = c->slot;
-    if (s->conn && s->conn->connecting)
+    bool connect_phase = s->connect_by && dspy__now_ns() >= s->connect_by;
+    if (s->waiting && connect_phase)
+        s->why = "timed out looking up the host name";
+    else if (s->conn && s->conn->connecting)
         s->why = "connection timed out";
+    wait_unlink(e, s);
     fail(e, s, CURLE_OPERATION_TIMEDOUT);
 }

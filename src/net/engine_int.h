@@ -1,6 +1,7 @@
 /* Private structures of the HTTP client engine (net layer), shared by engine.c (the
- * thread-safe API), engine_loop.c (everything that runs on the loop thread) and
- * engine_timer.c (the loop's timer heap). */
+ * thread-safe API), engine_loop.c (everything that runs on the loop thread),
+ * engine_timer.c (the loop's timer heap), engine_xfer.c (libcurl), engine_h1.c (the own
+ * HTTP/1.1 client) and engine_resolve.c (its host name lookups). */
 #ifndef DSPY_NET_ENGINE_INT_H
 #define DSPY_NET_ENGINE_INT_H
 
@@ -52,7 +53,12 @@ struct dspy__engine_timer *dspy__engine_timers_pop_due(struct dspy__engine_timer
 
 /* A message to the loop thread, embedded in its owner; pushed onto the engine's inbox, a
  * lock-free multi-producer stack that the loop takes whole with one exchange (so no ABA). */
-enum dspy__engine_msg_kind { DSPY__MSG_SUBMIT, DSPY__MSG_CANCEL, DSPY__MSG_GROUP_CANCEL };
+enum dspy__engine_msg_kind {
+    DSPY__MSG_SUBMIT,
+    DSPY__MSG_CANCEL,
+    DSPY__MSG_GROUP_CANCEL,
+    DSPY__MSG_RESOLVED /* a host name lookup ended (engine_resolve.c) */
+};
 struct dspy__engine_msg {
     struct dspy__engine_msg *next;
     enum dspy__engine_msg_kind kind;
@@ -76,6 +82,41 @@ struct dspy__engine_shard {
 #define DSPY__H1_MAX_ADDRS 4
 
 struct dspy__h1_pool;
+struct dspy__engine_slot;
+
+/* A host name lookup, made on a resolver thread and handed back to the loop through the
+ * inbox. Owned by whoever holds it: the loop until queued, the resolver until posted. */
+struct dspy__engine_lookup {
+    struct dspy__engine_msg msg;      /* DSPY__MSG_RESOLVED */
+    struct dspy__engine_lookup *next; /* the resolver's queue */
+    struct dspy__h1_pool *pool;       /* whose addresses these are (loop thread) */
+    int rc;                           /* getaddrinfo's result */
+    uint32_t naddr;
+    struct sockaddr_storage addr[DSPY__H1_MAX_ADDRS];
+    socklen_t addrlen[DSPY__H1_MAX_ADDRS];
+    char port[8];
+    char host[]; /* brackets stripped */
+};
+
+/* Resolver threads (engine_resolve.c), shared by the engine and the threads it started,
+ * freed by the last of them: freeing the engine never waits for a slow lookup. */
+struct dspy__engine_resolver;
+/* NULL when out of memory. */
+struct dspy__engine_resolver *dspy__engine_resolver_new(struct dspy__engine *e,
+                                                        dspy__engine_getaddrinfo_fn fn);
+/* Queue a lookup (loop thread); its result comes back as a DSPY__MSG_RESOLVED message.
+ * Without a thread to run it (none could be started), it is run here, blocking. */
+void dspy__engine_resolver_submit(struct dspy__engine_resolver *r, struct dspy__engine_lookup *l);
+/* The engine is going away: no more messages; threads end after their current lookup.
+ * The engine's reference stays until _release, so the loop may still submit (in vain). */
+void dspy__engine_resolver_detach(struct dspy__engine_resolver *r);
+void dspy__engine_resolver_release(struct dspy__engine_resolver *r);
+/* Up to DSPY__H1_MAX_ADDRS stream addresses of host:port with `fn` (getaddrinfo when NULL)
+ * and ai_flags `flags`: getaddrinfo's result, EAI_NONAME when none fits. */
+int dspy__engine_getaddrs(dspy__engine_getaddrinfo_fn fn, const char *host, const char *port,
+                          int flags, struct sockaddr_storage *addr, socklen_t *addrlen,
+                          uint32_t *naddr);
+
 struct dspy__h1_conn {
     int fd; /* -1 once closed; freed after the event batch that may still name it */
     struct dspy__h1_pool *pool;
@@ -92,8 +133,14 @@ struct dspy__h1_pool {
     socklen_t addrlen[DSPY__H1_MAX_ADDRS];
     uint32_t naddr, good; /* resolved addresses; the one that connected last */
     uint64_t resolved_ns;
+    bool resolving;             /* a lookup is out on a resolver thread */
+    bool literal;               /* the host is an address: never looked up */
     struct dspy__h1_conn *idle; /* most recently used first */
     uint32_t nidle;
+    uint32_t nconn; /* open: connecting, busy and idle */
+    /* Attempts waiting for a connection (for the lookup, or under a connection limit),
+     * first come first served. */
+    struct dspy__engine_slot *whead, *wtail;
     char port[8];
     char key[]; /* host (brackets stripped), NUL, then "host:port" as in the URL */
 };
@@ -128,7 +175,11 @@ struct dspy__engine_slot {
     struct dspy_buf req;        /* request head */
     size_t req_off;             /* bytes of head + body sent */
     uint64_t deadline_ns;       /* this attempt's timeout, absolute; 0 = none */
-    const char *why;            /* a more precise failure text than libcurl's, or NULL */
+    uint64_t connect_by;        /* lookup and connect must end by then; 0 = not connecting */
+    struct dspy__engine_slot *wprev, *wnext; /* its pool's wait list */
+    uint64_t wait_seq;                       /* order of arrival there */
+    bool waiting;                            /* on its pool's wait list */
+    const char *why; /* a more precise failure text than libcurl's, or NULL */
 };
 
 enum dspy__engine_call_state {
@@ -239,10 +290,15 @@ struct dspy__engine {
     struct dspy__engine_slot *free_slots;
     uint32_t nfree_slots;
     uint64_t rng;
-    bool own_h1;                 /* http:// URLs on the own transport */
-    struct dspy__h1_pool *pools; /* one per host:port, kept until the engine is freed */
-    struct dspy__h1_conn *dead;  /* closed connections, freed between event batches */
-    char *rbuf;                  /* receive buffer of the own transport */
+    bool own_h1;                            /* http:// URLs on the own transport */
+    struct dspy__h1_pool *pools;            /* one per host:port, kept until the engine is freed */
+    struct dspy__h1_conn *dead;             /* closed connections, freed between event batches */
+    char *rbuf;                             /* receive buffer of the own transport */
+    uint32_t h1_nconn;                      /* open connections, all pools */
+    uint32_t h1_nwaiting;                   /* attempts on a pool's wait list, all pools */
+    uint64_t h1_seq;                        /* arrival order on the wait lists */
+    struct dspy__engine_timer h1_timer;     /* hand freed connections to waiters, unnested */
+    struct dspy__engine_resolver *resolver; /* started on the first host name lookup */
     /* Limiters, created from any thread. */
     pthread_mutex_t limiters_lock;
     struct dspy__engine_limiter *limiters; /* guarded by limiters_lock */
@@ -272,6 +328,10 @@ bool dspy__engine_h1_parse_url(struct dspy__engine_call *c);
  * dspy__engine_attempt_done, possibly before this returns. */
 void dspy__engine_h1_start(struct dspy__engine *e, struct dspy__engine_call *c, uint64_t now);
 void dspy__engine_h1_event(struct dspy__engine *e, struct dspy__h1_conn *k, uint32_t events);
+/* A lookup came back from the resolver: take its addresses, start or fail its waiters. */
+void dspy__engine_h1_resolved(struct dspy__engine *e, struct dspy__engine_lookup *l);
+/* e->h1_timer: give connections freed (closed, or idle again) to waiting attempts. */
+void dspy__engine_h1_dispatch(struct dspy__engine *e, struct dspy__engine_timer *t);
 /* The attempt in `s` is being stopped (cancel, deadline): drop its connection. */
 void dspy__engine_h1_stop(struct dspy__engine *e, struct dspy__engine_slot *s);
 /* The attempt timer of `c` fired. */

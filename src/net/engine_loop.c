@@ -375,6 +375,8 @@ static void drain_inbox(struct dspy__engine *e)
                                                              cancel_msg);
             cancel_now(e, c);
             dspy__engine_call_unref(c);
+        } else if (m->kind == DSPY__MSG_RESOLVED) {
+            dspy__engine_h1_resolved(e, DSPY__CONTAINER_OF(m, struct dspy__engine_lookup, msg));
         } else {
             struct dspy__engine_group *g = DSPY__CONTAINER_OF(m, struct dspy__engine_group,
                                                               cancel_msg);

@@ -168,11 +168,12 @@ static void shard_timer_fire(struct dspy__engine *e, struct dspy__engine_timer *
     dspy__engine_check_done(sh);
 }
 
-/* Timers that may be armed at once: one per live call, limiter and shard. */
+/* Timers that may be armed at once: one per live call, limiter and shard, and the own
+ * client's hand-over timer. */
 dspy_status dspy__engine_reserve_timers(struct dspy__engine *e, size_t extra)
 {
-    return dspy__engine_timers_reserve(&e->timers,
-                                       e->nlive + atomic_load(&e->nlimiters) + e->nshards + extra);
+    return dspy__engine_timers_reserve(&e->timers, e->nlive + atomic_load(&e->nlimiters) +
+                                                       e->nshards + 1 + extra);
 }
 
 static dspy_status setup_multi(struct dspy__engine *e, struct dspy__engine_shard *sh)

@@ -63,3 +63,27 @@ def test_a_proxy_in_the_environment_goes_through_libcurl():
                 "question=hi", env_extra=dead)
     assert via.returncode != 0
     assert "connect" in (via.stdout + via.stderr).lower()
+
+
+def test_host_names_on_both_clients():
+    """A name from /etc/hosts answers, and a name that resolves nowhere fails the same way on
+    both clients: a network-class error that says the host could not be resolved."""
+    _, base = start_sim()
+    by_name = base.replace("127.0.0.1", "localhost")
+    assert by_name != base
+    port = base.split(":")[2].split("/")[0]
+    nowhere = f"http://nonexistent.invalid:{port}/v1"
+    errors = {}
+    for client in ("own", "curl"):
+        env = {"DSPYC_HTTP": client}
+        ok = dspyc("predict", "--base-url", by_name, "--model", "m", "--max-retries", 0, SIG,
+                   "question=hi", env_extra=env)
+        assert ok.returncode == 0, ok.stderr
+        bad = dspyc("predict", "--base-url", nowhere, "--model", "m", "--max-retries", 0, SIG,
+                    "question=hi", env_extra=env)
+        assert bad.returncode != 0
+        errors[client] = json.loads(bad.stdout)["error"]
+    assert errors["own"]["class"] == "network"
+    assert "nonexistent.invalid" in errors["own"]["message"]
+    assert "Couldn't resolve host name" in errors["own"]["message"]
+    assert errors["own"] == errors["curl"]

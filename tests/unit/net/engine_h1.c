@@ -1,10 +1,15 @@
 /* Unit tests for the engine's own HTTP/1.1 transport (net/engine_h1.c) over loopback:
  * against a scripted server (answers in pieces, chunked bodies split at every byte, slow
  * heads, oversized heads, kept-alive connections the server closes, refused connections,
- * URL credentials) and against the real simulator, where both transports must give the
- * same bytes. threads: the engine's loop, the scripted server, the simulator. */
+ * URL credentials), against a server of a thread per connection (connection limits, host
+ * name lookups, IPv6), against a listener whose backlog is full (connect timeout) and
+ * against the real simulator, where both transports must give the same bytes.
+ * threads: the engine's loop and resolvers, the scripted servers, the simulator. */
 #define _GNU_SOURCE /* strcasestr */
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -465,6 +470,447 @@ static void same_request_on_both_transports(void **state)
     dspy__engine_headers_free(h);
 }
 
+/* ---- a server of a thread per connection: keeps each alive, counts them ---- */
+
+struct msrv {
+    int lfd, port;
+    pthread_t th;
+    atomic_bool stop;
+    atomic_int conns, cur, max, nreq;
+    atomic_int busy, max_busy; /* requests read and not yet answered */
+    int gap_us;
+    pthread_mutex_t mu;
+    int order[256]; /* the n= of each request, in order of arrival; guarded by mu */
+    char host[128]; /* the last Host header; guarded by mu */
+};
+
+struct mconn_arg {
+    struct msrv *s;
+    int fd;
+};
+
+static void *mconn(void *arg)
+{
+    struct mconn_arg a = *(struct mconn_arg *)arg;
+    free(arg);
+    struct msrv *s = a.s;
+    int cur = atomic_fetch_add(&s->cur, 1) + 1, max = atomic_load(&s->max);
+    while (cur > max && !atomic_compare_exchange_weak(&s->max, &max, cur))
+        continue;
+    char buf[4096];
+    size_t have = 0;
+    for (;;) {
+        char *end = memmem(buf, have, "\r\n\r\n", 4);
+        if (!end) {
+            ssize_t n = have < sizeof(buf) - 1 ? recv(a.fd, buf + have, sizeof(buf) - 1 - have, 0)
+                                               : -1;
+            if (n <= 0)
+                break;
+            have += (size_t)n;
+            continue;
+        }
+        size_t head = (size_t)(end - buf) + 4;
+        buf[head - 1] = '\0';
+        int busy = atomic_fetch_add(&s->busy, 1) + 1, mb = atomic_load(&s->max_busy);
+        while (busy > mb && !atomic_compare_exchange_weak(&s->max_busy, &mb, busy))
+            continue;
+        const char *n = strstr(buf, "n="), *h = strcasestr(buf, "\r\nHost: ");
+        int k = atomic_fetch_add(&s->nreq, 1);
+        pthread_mutex_lock(&s->mu);
+        if (k < 256)
+            s->order[k] = n ? atoi(n + 2) : -1;
+        if (h)
+            snprintf(s->host, sizeof(s->host), "%.*s", (int)strcspn(h + 8, "\r"), h + 8);
+        pthread_mutex_unlock(&s->mu);
+        memmove(buf, buf + head, have - head);
+        have -= head;
+        nap_us(s->gap_us);
+        atomic_fetch_sub(&s->busy, 1); /* before the answer: the client may reuse at once */
+        if (!write_all(a.fd, OK, sizeof(OK) - 1))
+            break;
+    }
+    close(a.fd);
+    atomic_fetch_sub(&s->cur, 1);
+    return NULL;
+}
+
+static void *maccept(void *arg)
+{
+    struct msrv *s = arg;
+    while (!atomic_load(&s->stop)) {
+        int fd = accept(s->lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        atomic_fetch_add(&s->conns, 1);
+        struct mconn_arg *a = malloc(sizeof(*a));
+        pthread_t t;
+        if (!a) {
+            close(fd);
+            continue;
+        }
+        a->s = s;
+        a->fd = fd;
+        if (pthread_create(&t, NULL, mconn, a)) {
+            free(a);
+            close(fd);
+            continue;
+        }
+        pthread_detach(t);
+    }
+    return NULL;
+}
+
+/* Listen on the loopback of `family`; false when the machine has none of that family. */
+static bool msrv_start(struct msrv *s, int family, int gap_us)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->mu, NULL);
+    s->gap_us = gap_us;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    socklen_t len;
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_addr = in6addr_loopback;
+        len = sizeof(*a6);
+    } else {
+        struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+        a4->sin_family = AF_INET;
+        a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        len = sizeof(*a4);
+    }
+    s->lfd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&ss, len) || listen(s->lfd, 64) ||
+        getsockname(s->lfd, (struct sockaddr *)&ss, &len)) {
+        if (s->lfd >= 0)
+            close(s->lfd);
+        return false;
+    }
+    s->port = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                       : ((struct sockaddr_in *)&ss)->sin_port);
+    assert_int_equal(pthread_create(&s->th, NULL, maccept, s), 0);
+    return true;
+}
+
+/* After the engines are freed (their connections closed). */
+static void msrv_stop(struct msrv *s)
+{
+    atomic_store(&s->stop, true);
+    shutdown(s->lfd, SHUT_RDWR);
+    pthread_join(s->th, NULL);
+    close(s->lfd);
+    for (int i = 0; i < 5000 && atomic_load(&s->cur); i++)
+        nap_us(1000);
+    assert_int_equal(atomic_load(&s->cur), 0);
+    pthread_mutex_destroy(&s->mu);
+}
+
+struct tally {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, ok;
+};
+
+static void on_tally(struct dspy__engine_call *c, const struct dspy__engine_result *res, void *ud)
+{
+    struct tally *t = ud;
+    (void)c;
+    pthread_mutex_lock(&t->mu);
+    t->done++;
+    t->ok += res->status == DSPY_OK && res->http_status == 200;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void tally_wait(struct tally *t, int n)
+{
+    pthread_mutex_lock(&t->mu);
+    while (t->done < n)
+        pthread_cond_wait(&t->cv, &t->mu);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static struct dspy__engine *engine_with(struct dspy__engine_options *o)
+{
+    o->http1 = DSPY__HTTP1_OWN;
+    struct dspy__engine *e = dspy__engine_new(o, NULL);
+    assert_non_null(e);
+    return e;
+}
+
+/* n requests to host:port/v1?n=i at once, all answered 200. */
+static void burst(struct dspy__engine *e, const char *const *hosts, int nhosts, int port, int n)
+{
+    struct tally t = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+    for (int i = 0; i < n; i++) {
+        char u[128];
+        snprintf(u, sizeof(u), "http://%s:%d/v1?n=%d", hosts[i % nhosts], port, i);
+        struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
+        r.url = u;
+        r.on_done = on_tally;
+        r.userdata = &t;
+        assert_int_equal(dspy__engine_submit(e, &r, NULL, NULL), DSPY_OK);
+    }
+    tally_wait(&t, n);
+    assert_int_equal(t.ok, n);
+}
+
+/* With a limit of 3 connections to the host, 30 requests at once never hold more than 3,
+ * reuse them, and are sent first come first served: the request arriving p-th was
+ * submitted no later than p + 2 (only the 3 in flight may pass each other). */
+static void host_connection_limit_in_order(void **state)
+{
+    (void)state;
+    struct msrv ms;
+    assert_true(msrv_start(&ms, AF_INET, 5000));
+    struct dspy__engine_options o = DSPY__ENGINE_OPTIONS_INIT;
+    o.max_host_connections = 3;
+    struct dspy__engine *e = engine_with(&o);
+    const char *hosts[] = { "127.0.0.1" };
+    burst(e, hosts, 1, ms.port, 30);
+    assert_int_equal(atomic_load(&ms.max), 3);
+    assert_int_equal(atomic_load(&ms.conns), 3);
+    pthread_mutex_lock(&ms.mu);
+    for (int p = 0; p < 30; p++)
+        assert_true(ms.order[p] < p + 3);
+    pthread_mutex_unlock(&ms.mu);
+    dspy__engine_free(e);
+    /* A limit in all, over two pools (the same server by two names): an idle connection of
+     * one host is closed to make room for the other's waiting requests. The server sees
+     * such a close a moment late, so what it counts is requests in hand at once. */
+    atomic_store(&ms.max_busy, 0);
+    struct dspy__engine_options o2 = DSPY__ENGINE_OPTIONS_INIT;
+    o2.max_total_connections = 2;
+    e = engine_with(&o2);
+    const char *two[] = { "127.0.0.1", "localhost" };
+    burst(e, two, 2, ms.port, 40);
+    assert_true(atomic_load(&ms.max_busy) <= 2);
+    dspy__engine_free(e);
+    msrv_stop(&ms);
+}
+
+/* A request queued for a connection under the limit still ends at its attempt timeout. */
+static void queued_request_times_out(void **state)
+{
+    (void)state;
+    struct msrv ms;
+    assert_true(msrv_start(&ms, AF_INET, 400000));
+    struct dspy__engine_options o = DSPY__ENGINE_OPTIONS_INIT;
+    o.max_host_connections = 1;
+    struct dspy__engine *e = engine_with(&o);
+    char u[64];
+    snprintf(u, sizeof(u), "http://127.0.0.1:%d/v1?n=0", ms.port);
+    struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
+    r.url = u;
+    struct dspy__engine_call *first;
+    assert_int_equal(dspy__engine_submit(e, &r, &first, NULL), DSPY_OK);
+    r.timeout_ns = 50000000u;
+    struct outcome o2;
+    run(e, &r, &o2);
+    assert_int_equal(o2.status, DSPY_ELM_TIMEOUT);
+    const struct dspy__engine_result *res;
+    assert_int_equal(dspy__engine_call_wait(first, 0, &res), DSPY_OK);
+    assert_int_equal(res->http_status, 200);
+    assert_int_equal(atomic_load(&ms.nreq), 1); /* the second never reached the server */
+    dspy__engine_call_release(first);
+    dspy__engine_free(e);
+    msrv_stop(&ms);
+}
+
+/* A lookup hook: "slow.test" and "hang.test" wait at a gate, then resolve as 127.0.0.1;
+ * every other name is the system's. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open;
+    int entered, left;
+} gate = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0, 0 };
+
+static int gated_lookup(const char *host, const char *port, const struct addrinfo *hints,
+                        struct addrinfo **res)
+{
+    if (strcmp(host, "slow.test") && strcmp(host, "hang.test"))
+        return getaddrinfo(host, port, hints, res);
+    pthread_mutex_lock(&gate.mu);
+    gate.entered++;
+    pthread_cond_broadcast(&gate.cv);
+    while (!gate.open)
+        pthread_cond_wait(&gate.cv, &gate.mu);
+    pthread_mutex_unlock(&gate.mu);
+    int rc = getaddrinfo("127.0.0.1", port, hints, res);
+    pthread_mutex_lock(&gate.mu);
+    gate.left++;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+    return rc;
+}
+
+static void gate_set(bool open)
+{
+    pthread_mutex_lock(&gate.mu);
+    gate.open = open;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+static void gate_wait(int *counter, int n)
+{
+    pthread_mutex_lock(&gate.mu);
+    while (*counter < n)
+        pthread_cond_wait(&gate.cv, &gate.mu);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+static void url_get(struct dspy__engine *e, const char *host, int port, struct outcome *o)
+{
+    char u[128];
+    snprintf(u, sizeof(u), "http://%s:%d/v1", host, port);
+    struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
+    r.url = u;
+    run(e, &r, o);
+}
+
+static void lookups_off_the_loop(void **state)
+{
+    (void)state;
+    struct msrv ms;
+    assert_true(msrv_start(&ms, AF_INET, 0));
+    struct outcome o;
+    /* A name from /etc/hosts and one that resolves nowhere, classed alike by both. */
+    for (int which = DSPY__HTTP1_CURL; which <= DSPY__HTTP1_OWN; which++) {
+        struct dspy__engine *e = engine((enum dspy__engine_http1)which);
+        url_get(e, "localhost", ms.port, &o);
+        assert_int_equal(o.status, DSPY_OK);
+        assert_int_equal(o.http, 200);
+        url_get(e, "nonexistent.invalid", ms.port, &o);
+        assert_int_equal(o.status, DSPY_ELM_NETWORK);
+        assert_non_null(strstr(o.error, "nonexistent.invalid"));
+        assert_non_null(strstr(o.error, "Couldn't resolve host name"));
+        dspy__engine_free(e);
+    }
+    /* While one lookup hangs, calls to other names and to addresses go on. */
+    gate_set(false);
+    struct dspy__engine_options opt = DSPY__ENGINE_OPTIONS_INIT;
+    opt.lookup = gated_lookup;
+    struct dspy__engine *e = engine_with(&opt);
+    char u[64];
+    snprintf(u, sizeof(u), "http://slow.test:%d/v1", ms.port);
+    struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
+    r.url = u;
+    struct dspy__engine_call *slow;
+    assert_int_equal(dspy__engine_submit(e, &r, &slow, NULL), DSPY_OK);
+    gate_wait(&gate.entered, 1);
+    for (int i = 0; i < 3; i++) {
+        url_get(e, "127.0.0.1", ms.port, &o);
+        assert_int_equal(o.http, 200);
+        url_get(e, "localhost", ms.port, &o);
+        assert_int_equal(o.http, 200);
+    }
+    assert_false(dspy__engine_call_done(slow)); /* still at the gate */
+    gate_set(true);
+    const struct dspy__engine_result *res;
+    assert_int_equal(dspy__engine_call_wait(slow, 0, &res), DSPY_OK);
+    assert_int_equal(res->http_status, 200);
+    dspy__engine_call_release(slow);
+    dspy__engine_free(e);
+    /* The connect timeout covers the lookup; and freeing the engine does not wait for a
+     * lookup still hanging (it ends on its own later). */
+    gate_set(false);
+    struct dspy__engine_options ot = DSPY__ENGINE_OPTIONS_INIT;
+    ot.lookup = gated_lookup;
+    ot.connect_timeout_ns = 200000000u;
+    e = engine_with(&ot);
+    url_get(e, "hang.test", ms.port, &o);
+    assert_int_equal(o.status, DSPY_ELM_TIMEOUT);
+    assert_non_null(strstr(o.error, "timed out looking up the host name"));
+    int left = gate.left;
+    dspy__engine_free(e);
+    pthread_mutex_lock(&gate.mu);
+    assert_int_equal(gate.left, left); /* freed while the lookup was still at the gate */
+    pthread_mutex_unlock(&gate.mu);
+    gate_set(true);
+    gate_wait(&gate.left, left + 1);
+    msrv_stop(&ms);
+}
+
+/* A listener whose accept queue is full drops every SYN: the connect never completes, and
+ * the connect timeout (not the attempt's) ends it, on both transports. */
+static void connect_timeout_without_syn_ack(void **state)
+{
+    (void)state;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+    int fill[4];
+    for (int i = 0; i < 4; i++) { /* one fits in the queue, the rest hang as the probe must */
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        connect(fill[i], (struct sockaddr *)&a, sizeof(a));
+    }
+    nap_us(50000);
+    struct pollfd probe = { .fd = fill[3], .events = POLLOUT };
+    assert_int_equal(poll(&probe, 1, 200), 0); /* the trick holds on this machine */
+    for (int which = DSPY__HTTP1_CURL; which <= DSPY__HTTP1_OWN; which++) {
+        struct dspy__engine_options o = DSPY__ENGINE_OPTIONS_INIT;
+        o.http1 = (enum dspy__engine_http1)which;
+        o.connect_timeout_ns = 200000000u;
+        struct dspy__engine *e = dspy__engine_new(&o, NULL);
+        assert_non_null(e);
+        struct dspy__engine_request r = DSPY__ENGINE_REQUEST_INIT;
+        r.url = url_of(ntohs(a.sin_port), NULL, "/v1");
+        r.timeout_ns = 120000000000ull;
+        struct outcome out;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        run(e, &r, &out);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        assert_int_equal(out.status, DSPY_ELM_TIMEOUT);
+        assert_int_equal(out.http, 0);
+        assert_non_null(strstr(out.error, "timed out"));
+        if (which == DSPY__HTTP1_OWN)
+            assert_non_null(strstr(out.error, "connection timed out"));
+        assert_true(t1.tv_sec - t0.tv_sec < 120); /* not the attempt's timeout */
+        dspy__engine_free(e);
+    }
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(lfd);
+}
+
+/* http://[::1]:port/ on both transports: the literal connects over IPv6 and the Host
+ * header keeps the brackets. */
+static void ipv6_literal(void **state)
+{
+    (void)state;
+    struct msrv ms;
+    bool has_v6 = msrv_start(&ms, AF_INET6, 0);
+    for (int which = DSPY__HTTP1_CURL; which <= DSPY__HTTP1_OWN; which++) {
+        struct dspy__engine *e = engine((enum dspy__engine_http1)which);
+        struct outcome o;
+        if (!has_v6) { /* no ::1 here: the URL is still taken, and fails as a connect */
+            url_get(e, "[::1]", 9, &o);
+            assert_int_equal(o.status, DSPY_ELM_NETWORK);
+            assert_non_null(strstr(o.error, "Couldn't connect"));
+            dspy__engine_free(e);
+            continue;
+        }
+        url_get(e, "[::1]", ms.port, &o);
+        assert_int_equal(o.status, DSPY_OK);
+        assert_int_equal(o.http, 200);
+        char want[64];
+        snprintf(want, sizeof(want), "[::1]:%d", ms.port);
+        pthread_mutex_lock(&ms.mu);
+        assert_string_equal(ms.host, want);
+        pthread_mutex_unlock(&ms.mu);
+        dspy__engine_free(e);
+    }
+    if (has_v6)
+        msrv_stop(&ms);
+}
+
 /* ---- against the simulator ---- */
 
 struct events {
@@ -551,6 +997,11 @@ int main(void)
         cmocka_unit_test(answer_before_the_body_is_sent),
         cmocka_unit_test(same_request_on_both_transports),
         cmocka_unit_test(same_answers_from_the_simulator),
+        cmocka_unit_test(host_connection_limit_in_order),
+        cmocka_unit_test(queued_request_times_out),
+        cmocka_unit_test(lookups_off_the_loop),
+        cmocka_unit_test(connect_timeout_without_syn_ack),
+        cmocka_unit_test(ipv6_literal),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
