@@ -711,6 +711,10 @@ static int run_file(const struct run_args *a, dspy_program *p, dspy_lm *lm,
     io.out.flushed_ns = dspy_clock_ns();
     io.bar = !a->quiet && isatty(2);
     o.concurrency = (unsigned)a->concurrency;
+    /* Records are read ahead for one cache lookup of many only from a file: from a pipe or
+     * a terminal, a read ahead would hold the first records until more lines come. */
+    struct stat in_st;
+    o.lookup_each = fstat(fileno(in), &in_st) || !S_ISREG(in_st.st_mode);
     o.max_errors = (size_t)a->max_errors;
     o.total = io.bar ? count_lines(a->input_path) : 0;
     if (o.total)

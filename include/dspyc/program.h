@@ -199,8 +199,10 @@ struct dspy_batch_options {
     volatile sig_atomic_t *cancel;
     /* Over a cache with a level below L1 (Redis, disk), the pool reads records ahead and
      * looks their first LM calls up together (dspy_cache_get_many: one pipelined MGET for
-     * the L1 misses); only the misses run upstream. true = each record looks itself up
-     * alone, as a single call would (for comparison). */
+     * the L1 misses); only the misses run upstream. A read ahead waits for up to 512
+     * records (or the end of input) from `source`, so a source that may block, such as a
+     * pipe read as lines arrive, wants true: each record looks itself up alone, as a single
+     * call would (also for comparison). */
     bool lookup_each;
     /* More LMs a record may name (dspy_batch_item.lm), e.g. other models of the endpoint;
      * borrowed for the call. At most DSPY_BATCH_MAX_LMS. */

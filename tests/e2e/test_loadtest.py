@@ -96,8 +96,10 @@ def test_spike_shows_queueing_and_recovery():
     base_p90 = max(v for v in ts["latency_p90_ms"][1:3] if v is not None)
     spike_p99 = max(v for v in ts["latency_p99_ms"][3:7] if v is not None)
     # Relative to the baseline of the same run: a loaded machine raises both.
-    # (the histogram reads a 100 ms service time to within 1.5 %)
-    assert base_p90 >= 90 and spike_p99 > 5 * base_p90, (base_p90, spike_p99)
+    # (the histogram reads a 100 ms service time to within 1.5 %). The spike's 60 req/s over
+    # capacity for 2 s queues 120 requests, 1.2 s of waiting by its end: added to whatever
+    # the baseline is (a loaded machine adds to both alike).
+    assert base_p90 >= 90 and spike_p99 - base_p90 > 600, (base_p90, spike_p99)
     assert max(ts["in_system"][3:7]) > 5 * max(ts["in_system"][1:3])
     rec = r["checks"]["spike_recovery_s"]
     assert rec is not None and 0 <= rec <= 4, rec  # backlog ~120 drains at ~60/s: ~2 s
@@ -189,7 +191,9 @@ def test_streaming_metrics_and_request_log():
     # shrinks some gaps and stretches others, but not the time they span.
     assert 28 <= r["median_ttft_ms"] <= 80, r["median_ttft_ms"]
     assert 4.5 <= r["mean_tpot_ms"] <= 15, r["mean_tpot_ms"]
-    assert 4.5 <= r["mean_itl_ms"] <= 15, r["mean_itl_ms"]
+    # The simulator paces tokens on a schedule from the first one and catches up after a
+    # stall, so a descheduled server can shorten the mean gap below 5 ms, not halve it.
+    assert 3.5 <= r["mean_itl_ms"] <= 15, r["mean_itl_ms"]
     assert r["total_output_tokens"] == 20 * r["completed"]
     assert r["slo"]["met"] and r["request_goodput"] > 15
 

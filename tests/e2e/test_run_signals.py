@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -57,6 +58,11 @@ def stop_and_wait(proc, sig, bound=5.0):
     took = time.monotonic() - t0
     assert took < bound, f"took {took:.1f} s to stop"
     return out, err
+
+
+def answered(base):
+    with urllib.request.urlopen(base.replace("/v1", "/admin/stats"), timeout=10) as r:
+        return json.load(r)["by_status"].get("200", 0)
 
 
 def written_count(stderr):
@@ -147,11 +153,15 @@ def test_sigint_while_waiting_on_an_input_pipe(tmp_path):
     # Input from a pipe that stays open and silent: the signal must not wait for a line.
     _, base = start_sim()
     out = tmp_path / "out.jsonl"
-    for cache in ("off", "mem"):  # the feeder thread / a pool worker is the reader
+    for k, cache in enumerate(("off", "mem"), 1):  # the feeder thread / a pool worker reads
         proc = start_run(base, "-", out, "--cache", cache, stdin=subprocess.PIPE)
         proc.stdin.write(json.dumps({"question": "first"}) + "\n")
         proc.stdin.flush()
-        time.sleep(1.0)
+        # The record is answered (a loaded machine may take seconds), then waits on the pipe.
+        deadline = time.monotonic() + 30
+        while answered(base) < k and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
         _, err = stop_and_wait(proc, signal.SIGINT, bound=3.0)
         assert proc.returncode == 130, err
         assert [r["line"] for r in records(out)] == [1]
