@@ -44,20 +44,26 @@ static json_t *req(const char *user)
     return json_pack("{s:s,s:f,s:o}", "model", "m", "temperature", 0.0, "messages", msgs);
 }
 
+static dspy_cache *open_with(struct dspy_cache_options *o)
+{
+    dspy_cache *c = NULL;
+    struct dspy_error err;
+    o->levels |= DSPY_CACHE_SEMANTIC;
+    o->embed_model = MODEL;
+    if (dspy_cache_new(o, &c, &err))
+        fail_msg("cache: %s", err.message);
+    return c;
+}
+
 static dspy_cache *open_cache(size_t max_bytes)
 {
     struct dspy_cache_options o = DSPY_CACHE_OPTIONS_INIT;
-    dspy_cache *c = NULL;
-    struct dspy_error err;
-    o.levels = DSPY_CACHE_L1 | DSPY_CACHE_L3 | DSPY_CACHE_SEMANTIC;
+    o.levels = DSPY_CACHE_L1 | DSPY_CACHE_L3;
     o.disk_path = dir;
-    o.embed_model = MODEL;
     o.semantic_index_min = INDEX_MIN;
     if (max_bytes)
         o.semantic_max_bytes = max_bytes;
-    if (dspy_cache_new(&o, &c, &err))
-        fail_msg("cache: %s", err.message);
-    return c;
+    return open_with(&o);
 }
 
 static void put_country(dspy_cache *c, size_t i)
@@ -269,16 +275,11 @@ static void test_removed_and_evicted_leave_the_index(void **state)
 static dspy_cache *open_levels(unsigned levels, const char *path, size_t mem_entries, double ttl)
 {
     struct dspy_cache_options o = DSPY_CACHE_OPTIONS_INIT;
-    dspy_cache *c = NULL;
-    struct dspy_error err;
-    o.levels = levels | DSPY_CACHE_SEMANTIC;
+    o.levels = levels;
     o.disk_path = path;
-    o.embed_model = MODEL;
     o.mem_max_entries = mem_entries;
     o.mem_ttl_s = o.disk_ttl_s = ttl;
-    if (dspy_cache_new(&o, &c, &err))
-        fail_msg("cache: %s", err.message);
-    return c;
+    return open_with(&o);
 }
 
 static bool has_exact(dspy_cache *c, size_t i)
@@ -361,14 +362,10 @@ static void test_int8_scan_follows_the_records(void **state)
     (void)state;
     struct dspy_cache_options o = DSPY_CACHE_OPTIONS_INIT;
     struct dspy_cache_stats st;
-    struct dspy_error err;
-    dspy_cache *c = NULL;
-    o.levels = DSPY_CACHE_L1 | DSPY_CACHE_SEMANTIC;
-    o.embed_model = MODEL;
+    o.levels = DSPY_CACHE_L1;
     o.semantic_index_min = SIZE_MAX;
     o.semantic_scan8_min = 16;
-    if (dspy_cache_new(&o, &c, &err))
-        fail_msg("cache: %s", err.message);
+    dspy_cache *c = open_with(&o);
     for (size_t i = 0; i < 20; i++)
         put_country(c, i);
     expect_hit(c, 7); /* the copy is made over the 32 slots allocated */
