@@ -643,10 +643,13 @@ void cache_print_semantic(FILE *out, const struct dspy_cache_stats *st, const ch
         }
     if (guarded)
         fputc(')', out);
-    fprintf(out, "; %llu records (%s) in %llu partitions%s\n", (unsigned long long)st->sem_entries,
+    fprintf(out, "; %llu records (%s) in %llu partitions", (unsigned long long)st->sem_entries,
             cache_fmt_bytes(st->sem_bytes, bytes, sizeof(bytes)),
-            (unsigned long long)st->sem_partitions,
-            st->sem_unavailable ? "; model unavailable: every lookup misses" : "");
+            (unsigned long long)st->sem_partitions);
+    if (st->sem_followed)
+        fprintf(out, ", %llu dropped with their exact entries",
+                (unsigned long long)st->sem_followed);
+    fprintf(out, "%s\n", st->sem_unavailable ? "; model unavailable: every lookup misses" : "");
     if (st->sem_index_nodes || st->sem_index_building || st->sem_indexed_lookups)
         fprintf(out,
                 "%s  index: %llu records in HNSW indexes, %llu lookups through them, %llu "

@@ -103,8 +103,8 @@ enum {
     "cache (flags > environment > config file > defaults; see docs/cache.md):\n"               \
     "  --cache LEVELS        mem, redis, disk, semantic, comma-separated, or off\n"            \
     "                        ($DSPYC_CACHE; default mem,disk for run and predict,\n"           \
-    "                        off for bench; semantic: near-duplicate requests, see\n"          \
-    "                        docs/semantic-cache.md)\n"                                        \
+    "                        off for bench; semantic: near-duplicate requests,\n"              \
+    "                        streamed or not, see docs/semantic-cache.md)\n"                   \
     "  --cache-dir DIR       disk cache directory ($DSPYC_CACHE_DIR; default\n"                \
     "                        $XDG_CACHE_HOME/dspyc, else ~/.cache/dspyc)\n"                    \
     "  --redis-url URL       Redis for the redis level ($DSPYC_REDIS_URL; default\n"           \

@@ -24,10 +24,10 @@ static const char predict_usage[] =
     "  --rollout-id N        DSPy's rollout id (changes the cache key only)\n"
     "  --print-messages      print the messages that would be sent, and do not call the LM\n"
     "  --stream              stream the answer: the LM's raw text goes to stderr as it\n"
-    "                        arrives (a cache hit is replayed in small pieces), then the\n"
-    "                        prediction JSON to stdout as usual. The text is parsed with\n"
-    "                        --adapter only (no second call with the JSON adapter); not\n"
-    "                        with --n > 1\n"
+    "                        arrives (a cache hit, exact or semantic, is replayed in\n"
+    "                        small pieces), then the prediction JSON to stdout as usual.\n"
+    "                        The text is parsed with --adapter only (no second call with\n"
+    "                        the JSON adapter); not with --n > 1\n"
     "  -h, --help            this text\n\n";
 
 enum {

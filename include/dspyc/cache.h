@@ -155,6 +155,9 @@ struct dspy_cache_options {
                                   DSPY_CACHE_DEFAULT_SEMANTIC_INDEX_MIN; SIZE_MAX = never */
     unsigned semantic_ef_search; /* the index search's beam width; 0 = default
                                     DSPY_CACHE_DEFAULT_SEMANTIC_EF_SEARCH */
+    size_t semantic_scan8_min;   /* slots from which a partition's exact scan reads an int8
+                                    copy and re-ranks its best in f32; 0 = default
+                                    DSPY_CACHE_DEFAULT_SEMANTIC_SCAN8_MIN; SIZE_MAX = never */
     const char *embed_model;     /* model folder; NULL = the embedder's default */
 };
 /* The defaults, each named once: DSPY_CACHE_OPTIONS_INIT sets them, and the levels fall
@@ -175,6 +178,7 @@ struct dspy_cache_options {
 #define DSPY_CACHE_DEFAULT_SEMANTIC_MAX_BYTES ((size_t)64 << 20)
 #define DSPY_CACHE_DEFAULT_SEMANTIC_INDEX_MIN 20000
 #define DSPY_CACHE_DEFAULT_SEMANTIC_EF_SEARCH 64
+#define DSPY_CACHE_DEFAULT_SEMANTIC_SCAN8_MIN 2048
 #define DSPY_CACHE_OPTIONS_INIT                                                         \
     {                                                                                   \
         .levels = DSPY_CACHE_L1, .max_value_bytes = DSPY_CACHE_DEFAULT_MAX_VALUE_BYTES, \
@@ -421,11 +425,14 @@ struct dspy_cache_stats {
     double sem_similarity_sum;                   /* of the hits: mean = sum / sem_hits */
     uint64_t sem_below;                          /* best candidate under the threshold (or none) */
     uint64_t sem_guarded[DSPY_SEMANTIC_NGUARDS]; /* refused by guard, in bit order */
-    uint64_t sem_stale; /* candidate whose exact entry was gone: record dropped */
+    uint64_t sem_stale;    /* candidate whose exact entry was gone: record dropped */
+    uint64_t sem_followed; /* records dropped as their exact entry left the level that
+                              holds the answers (evicted, expired, deleted) */
     uint64_t sem_puts, sem_entries, sem_bytes, sem_partitions, sem_evictions;
     bool sem_unavailable; /* the model could not be loaded: every lookup misses */
     /* the HNSW indexes of large partitions */
     uint64_t sem_indexed_lookups; /* lookups answered through an index */
+    uint64_t sem_scan8_lookups;   /* exact scans through the int8 copy (then f32 re-rank) */
     uint64_t sem_index_nodes;     /* live nodes in the indexes searched */
     uint64_t sem_index_building;  /* partitions whose index is being built (searched
                                      exactly meanwhile) */

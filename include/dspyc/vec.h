@@ -157,6 +157,12 @@ DSPY_EXTERN dspy_status dspy_vec_matrix_new(dspy_vec *v, const float *rows, size
                                             unsigned flags, dspy_vec_matrix **out,
                                             struct dspy_error *err);
 DSPY_EXTERN void dspy_vec_matrix_free(dspy_vec_matrix *m);
+/** Replace row i (d floats, copied and encoded as the matrix's storage), so a matrix can
+ * follow a set whose rows change in place. CPU matrices that hold their own rows only
+ * (DSPY_EINVAL for a device matrix, borrowed rows, or i >= rows). Not while another thread
+ * searches the matrix. */
+DSPY_EXTERN dspy_status dspy_vec_matrix_set_row(dspy_vec_matrix *m, size_t i, const float *row,
+                                                struct dspy_error *err);
 DSPY_EXTERN size_t dspy_vec_matrix_rows(const dspy_vec_matrix *m);
 /** Bytes the matrix holds on its device (rows, norms, scales). */
 DSPY_EXTERN uint64_t dspy_vec_matrix_bytes(const dspy_vec_matrix *m);

@@ -543,6 +543,20 @@ static dspy_status open_levels(dspy_cache *c, struct dspy_error *err)
     return DSPY_OK;
 }
 
+/* Records follow the level that holds the answers longest: L3 when open, else L2 (Redis
+ * evicts on its own and says nothing: its records go when a lookup finds the entry gone),
+ * else L1. An entry leaving a level above that one is still answered from below. */
+static void watch_answers(dspy_cache *c)
+{
+    for (int i = 2; i >= 0; i--) {
+        if (!c->lvl[i])
+            continue;
+        if (c->ops[i]->watch)
+            c->ops[i]->watch(c->lvl[i], dspy__semantic_gone, c);
+        return;
+    }
+}
+
 dspy_status dspy_cache_new(const struct dspy_cache_options *opts, dspy_cache **out,
                            struct dspy_error *err)
 {
@@ -601,6 +615,7 @@ dspy_status dspy_cache_new(const struct dspy_cache_options *opts, dspy_cache **o
             (rc = dspy__semantic_new(c, err)))
             goto out_free;
         c->levels |= DSPY_CACHE_SEMANTIC;
+        watch_answers(c);
     }
     *out = c;
     return DSPY_OK;

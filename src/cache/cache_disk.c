@@ -29,6 +29,8 @@ struct disk {
     size_t compress_min;
     atomic_ullong hits, misses, puts, evictions, expired, corrupt;
     struct dspy__cache_errlog errors;
+    dspy__cache_gone_fn gone; /* set once before use (disk_watch), or NULL */
+    void *gone_ud;
 };
 
 static void age_key(unsigned char out[24], uint64_t created_ms, const uint8_t key[16])
@@ -138,6 +140,8 @@ static int evict_oldest(struct disk *d, MDB_txn *txn, size_t *freed)
             *freed = v.mv_size;
             rc = mdb_del(txn, d->entries, &k, NULL);
             atomic_fetch_add(&d->evictions, 1);
+            if (d->gone) /* in the transaction that evicts it */
+                d->gone(d->gone_ud, key);
             break;
         }
     }
@@ -162,6 +166,8 @@ static void drop_key(struct disk *d, const uint8_t key[16], bool only_created, u
     if (remove_entry(d, txn, key, &freed) == 0 && freed) {
         uint64_t b = get_bytes(d, txn);
         set_bytes(d, txn, b > freed ? b - freed : 0);
+        if (d->gone)
+            d->gone(d->gone_ud, key);
     }
     end_write(d, txn);
 }
@@ -602,6 +608,14 @@ out_free:
                      "cache: cannot open the disk cache in %s: %s", o->disk_path, mdb_strerror(rc));
 }
 
+static void disk_watch(void *lvl, dspy__cache_gone_fn gone, void *ud)
+{
+    struct disk *d = lvl;
+    d->gone = gone;
+    d->gone_ud = ud;
+}
+
 const struct dspy__cache_level_ops dspy__cache_disk_ops = {
-    "l3", disk_get, disk_put, disk_del, disk_clear, disk_each, disk_stats, disk_free, NULL,
+    "l3",      disk_get,   disk_put,  disk_del, disk_clear,
+    disk_each, disk_stats, disk_free, NULL,     disk_watch,
 };

@@ -78,6 +78,9 @@ void dspy__cache_errlog_get(struct dspy__cache_errlog *log, char *out, size_t ca
 typedef dspy_status (*dspy__cache_each_fn)(void *ud, const uint8_t key[16], const void *value,
                                            size_t len, uint64_t expires_ms);
 
+/* An entry left a level for good (see the ops' `watch`). */
+typedef void (*dspy__cache_gone_fn)(void *ud, const uint8_t key[16]);
+
 /* One level. `get` returns true on a hit with *out a new reference (caller unrefs).
  * `put` stores the entry (L1 keeps a reference or a copy; others serialise it); it
  * applies the level's own TTL on top of e->expires_ms. A level that fails degrades: get
@@ -95,6 +98,11 @@ struct dspy__cache_level_ops {
      * means the hierarchy calls get per key. */
     void (*get_many)(void *lvl, const struct dspy_cache_key *keys, size_t n,
                      struct dspy__cache_entry **out);
+    /* Optional: call `gone` (from the thread that did it, no level lock held, except L3's
+     * write transaction) for every entry that leaves the level for good: evicted, found
+     * expired or corrupt, deleted; not for a replacement or a clear. Set once, before the
+     * level is shared. NULL: the level cannot tell (Redis evicts on its own). */
+    void (*watch)(void *lvl, dspy__cache_gone_fn gone, void *ud);
 };
 
 extern const struct dspy__cache_level_ops dspy__cache_mem_ops;
@@ -182,6 +190,9 @@ dspy_status dspy__semantic_new(struct dspy_cache *c, struct dspy_error *err);
 void dspy__semantic_free(struct dspy_cache *c);
 void dspy__semantic_clear(struct dspy_cache *c);
 void dspy__semantic_stats(struct dspy_cache *c, struct dspy_cache_stats *out);
+/* The exact entry `key` is gone from the level that holds the answers: its record goes
+ * in the same step (a dspy__cache_gone_fn; `ud` is the cache). */
+void dspy__semantic_gone(void *ud, const uint8_t key[16]);
 
 /* Levels a request may use: ctl->levels within the open ones. */
 static inline unsigned dspy__cache_levels_for(const struct dspy_cache *c,

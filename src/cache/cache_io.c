@@ -42,14 +42,16 @@ static json_t *semantic_json(const struct dspy_cache_stats *s)
                             (json_int_t)s->sem_index_loaded, "tail_added",
                             (json_int_t)s->sem_index_tail, "rebuilds",
                             (json_int_t)s->sem_index_rebuilds);
-    return json_pack("{sIsIsfsIsosIsIsIsIsIsIsbso}", "lookups", (json_int_t)s->sem_lookups, "hits",
-                     (json_int_t)s->sem_hits, "mean_similarity",
+    return json_pack("{sIsIsfsIsosIsIsIsIsIsIsIsIsbso}", "lookups", (json_int_t)s->sem_lookups,
+                     "hits", (json_int_t)s->sem_hits, "mean_similarity",
                      s->sem_hits ? s->sem_similarity_sum / (double)s->sem_hits : 0.0,
                      "below_threshold", (json_int_t)s->sem_below, "guarded", g, "stale",
-                     (json_int_t)s->sem_stale, "puts", (json_int_t)s->sem_puts, "entries",
-                     (json_int_t)s->sem_entries, "bytes", (json_int_t)s->sem_bytes, "partitions",
-                     (json_int_t)s->sem_partitions, "evictions", (json_int_t)s->sem_evictions,
-                     "unavailable", s->sem_unavailable, "index", idx);
+                     (json_int_t)s->sem_stale, "followed", (json_int_t)s->sem_followed,
+                     "scan8_lookups", (json_int_t)s->sem_scan8_lookups, "puts",
+                     (json_int_t)s->sem_puts, "entries", (json_int_t)s->sem_entries, "bytes",
+                     (json_int_t)s->sem_bytes, "partitions", (json_int_t)s->sem_partitions,
+                     "evictions", (json_int_t)s->sem_evictions, "unavailable", s->sem_unavailable,
+                     "index", idx);
 }
 
 static json_t *level_json(const struct dspy_cache_level_stats *s)

@@ -27,6 +27,8 @@ struct mem {
     size_t shard_max_bytes;
     size_t shard_max_entries; /* 0 = no limit */
     double ttl_s;
+    dspy__cache_gone_fn gone; /* set once before use (mem_watch), or NULL */
+    void *gone_ud;
 };
 
 /* What an entry costs against the budget: its bytes and its bookkeeping. */
@@ -93,10 +95,14 @@ static void remove_at(struct shard *s, struct dspy__cache_entry **slot,
     *dead = e;
 }
 
-static void release_dead(struct dspy__cache_entry *dead)
+/* Unreference removed entries; those other than `kept` (a key put again) are gone for
+ * good, and the watcher hears of each (none when `m` is NULL: a clear). */
+static void release_dead(const struct mem *m, struct dspy__cache_entry *dead, const uint8_t *kept)
 {
     while (dead) {
         struct dspy__cache_entry *next = dead->hnext;
+        if (m && m->gone && (!kept || memcmp(dead->key, kept, 16)))
+            m->gone(m->gone_ud, dead->key);
         dspy__cache_entry_unref(dead);
         dead = next;
     }
@@ -143,7 +149,7 @@ static bool mem_get(void *lvl, const uint8_t key[16], struct dspy__cache_entry *
     if (!e) {
         s->misses++;
         pthread_mutex_unlock(&s->lock);
-        release_dead(dead);
+        release_dead(m, dead, NULL);
         return false;
     }
     if (s->head != e) {
@@ -162,6 +168,7 @@ static void mem_put(void *lvl, struct dspy__cache_entry *e)
     struct mem *m = lvl;
     struct shard *s = shard_of(m, e->key);
     struct dspy__cache_entry *dead = NULL, **slot;
+    uint8_t kept[16];
     uint64_t now = dspy__cache_now_ms();
     uint64_t exp = dspy__cache_level_expiry(e, m->ttl_s, now);
     if (charge(e) > m->shard_max_bytes || (exp && exp <= now))
@@ -197,8 +204,9 @@ static void mem_put(void *lvl, struct dspy__cache_entry *e)
         s->evictions++;
     }
     maybe_grow(s);
+    memcpy(kept, e->key, sizeof(kept)); /* e may be among the dead (a copy, evicted) */
     pthread_mutex_unlock(&s->lock);
-    release_dead(dead);
+    release_dead(m, dead, kept);
 }
 
 static void mem_del(void *lvl, const uint8_t key[16])
@@ -211,7 +219,7 @@ static void mem_del(void *lvl, const uint8_t key[16])
     if (*slot)
         remove_at(s, slot, &dead);
     pthread_mutex_unlock(&s->lock);
-    release_dead(dead);
+    release_dead(m, dead, NULL);
 }
 
 static dspy_status mem_clear(void *lvl, struct dspy_error *err)
@@ -225,7 +233,7 @@ static dspy_status mem_clear(void *lvl, struct dspy_error *err)
         while (s->tail)
             remove_at(s, slot_of(s, s->tail->key), &dead);
         pthread_mutex_unlock(&s->lock);
-        release_dead(dead);
+        release_dead(NULL, dead, NULL);
     }
     return DSPY_OK;
 }
@@ -337,6 +345,13 @@ out_shards:
     return dspy__err(err, DSPY_ENOMEM, "out of memory creating the memory cache");
 }
 
+static void mem_watch(void *lvl, dspy__cache_gone_fn gone, void *ud)
+{
+    struct mem *m = lvl;
+    m->gone = gone;
+    m->gone_ud = ud;
+}
+
 const struct dspy__cache_level_ops dspy__cache_mem_ops = {
-    "l1", mem_get, mem_put, mem_del, mem_clear, mem_each, mem_stats, mem_free, NULL,
+    "l1", mem_get, mem_put, mem_del, mem_clear, mem_each, mem_stats, mem_free, NULL, mem_watch,
 };

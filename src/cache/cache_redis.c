@@ -764,6 +764,6 @@ out_free:
 }
 
 const struct dspy__cache_level_ops dspy__cache_redis_ops = {
-    "l2",       redis_get,   redis_put,  redis_del,      redis_clear,
-    redis_each, redis_stats, redis_free, redis_get_many,
+    "l2",        redis_get,  redis_put,      redis_del, redis_clear, redis_each,
+    redis_stats, redis_free, redis_get_many, NULL, /* Redis evicts and expires on its own and says nothing */
 };

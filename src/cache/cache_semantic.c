@@ -34,6 +34,10 @@ static const char log_magic[16] = "dspyc-semantic1\n";
  * chose these). */
 #define HNSW_M 16
 #define HNSW_EF_CONSTRUCTION 100
+/* From semantic_scan8_min slots the exact scan reads an int8 copy of the vectors (4x fewer
+ * bytes) and re-ranks its best SCAN8_RERANK in f32 (docs/semantic-cache.md, "Search"). */
+#define SCAN8_RERANK 32
+#define SCAN8_ROW_BYTES (DIM + 12) /* int8 row, norm, scale, sum */
 #define BACKFILL_STEP 8 /* records a put adds to an index being built over older records */
 /* what one live index node holds: its vector copy, links and per-node arrays */
 #define INDEX_NODE_BYTES (DIM * 4 + (2 * HNSW_M + 1) * 4 + 16)
@@ -73,10 +77,11 @@ struct part {
     uint32_t free_head;
     struct order_ent *order; /* arrival order, a ring of order_cap (a power of two) */
     size_t order_head, order_len, order_cap;
-    struct ann live;  /* searched when live.h is set */
-    struct ann build; /* being filled from older records (build.h set): see backfill() */
-    size_t cursor;    /* next slot backfill() looks at */
-    size_t unsaved;   /* index changes since its file was written */
+    dspy_vec_matrix *scan8; /* int8 copy of vecs, `cap` rows at its making, or NULL */
+    struct ann live;        /* searched when live.h is set */
+    struct ann build;       /* being filled from older records (build.h set): see backfill() */
+    size_t cursor;          /* next slot backfill() looks at */
+    size_t unsaved;         /* index changes since its file was written */
     struct part *next;
 };
 
@@ -91,6 +96,7 @@ struct dspy__semantic {
     pthread_mutex_t lock; /* everything below */
     struct part *buckets[NBUCKETS];
     uint64_t seq, bytes, entries, partitions;
+    uint64_t scan_bytes;  /* the partitions' int8 scan copies */
     uint64_t index_bytes; /* live nodes of every index (deleted ones are not counted: a
                              mostly deleted index is renewed) */
     dspy_vec *vec;
@@ -103,6 +109,7 @@ struct dspy__semantic {
     uint64_t log_live, log_size;
     size_t index_min;   /* records from which a partition is searched through its index */
     unsigned ef_search; /* beam width of an index search */
+    size_t scan8_min;   /* slots from which the exact scan reads the int8 copy */
     bool replaying;     /* log_open: indexes are attached after the replay */
     /* the model, loaded on first use */
     pthread_mutex_t model_lock;
@@ -110,8 +117,9 @@ struct dspy__semantic {
     bool model_tried, unavailable;
     char *model_dir;
     /* counters */
-    atomic_ullong lookups, hits, below, stale, puts, evictions, guarded[DSPY_SEMANTIC_NGUARDS];
-    atomic_ullong indexed_lookups, index_loaded, index_tail, index_rebuilds;
+    atomic_ullong lookups, hits, below, stale, followed, puts, evictions,
+        guarded[DSPY_SEMANTIC_NGUARDS];
+    atomic_ullong indexed_lookups, scan8_lookups, index_loaded, index_tail, index_rebuilds;
     double sim_sum; /* lock */
 };
 
@@ -184,6 +192,38 @@ static void index_path(const struct dspy__semantic *s, const struct part *p, cha
     snprintf(out, cap, "%s/semantic-%s.hnsw", s->dir, hex);
 }
 
+/* ---- the int8 scan copy --------------------------------------------------------------- */
+
+static void scan8_drop(struct dspy__semantic *s, struct part *p)
+{
+    if (!p->scan8)
+        return;
+    s->scan_bytes -= (uint64_t)dspy_vec_matrix_rows(p->scan8) * SCAN8_ROW_BYTES;
+    dspy_vec_matrix_free(p->scan8);
+    p->scan8 = NULL;
+}
+
+/* The copy follows a slot's vector; a slot past its rows (the partition grew) drops it,
+ * and the next scan makes a new one over the new capacity. */
+static void scan8_follow(struct dspy__semantic *s, struct part *p, uint32_t slot)
+{
+    if (!p->scan8)
+        return;
+    if (slot >= dspy_vec_matrix_rows(p->scan8) ||
+        dspy_vec_matrix_set_row(p->scan8, slot, p->vecs + (size_t)slot * DIM, NULL))
+        scan8_drop(s, p);
+}
+
+/* The copy for a scan, made over every allocated slot (those past nslots are zero), or
+ * NULL when it cannot be (the scan then reads f32). */
+static dspy_vec_matrix *scan8_for(struct dspy__semantic *s, struct part *p)
+{
+    if (!p->scan8 &&
+        !dspy_vec_matrix_new(s->vec, p->vecs, p->cap, DIM, DIM, DSPY_VEC_I8, 0, &p->scan8, NULL))
+        s->scan_bytes += (uint64_t)p->cap * SCAN8_ROW_BYTES;
+    return p->scan8;
+}
+
 static void part_free(struct dspy__semantic *s, struct part *p)
 {
     for (size_t i = 0; i < p->nslots; i++)
@@ -192,6 +232,7 @@ static void part_free(struct dspy__semantic *s, struct part *p)
     dspy_free(p->vecs);
     dspy_free(p->table);
     dspy_free(p->order);
+    scan8_drop(s, p);
     ann_release(s, &p->live);
     ann_release(s, &p->build);
     dspy_free(p);
@@ -392,6 +433,7 @@ static void remove_slot(struct dspy__semantic *s, struct part *p, uint32_t slot)
     dspy_free(r->text);
     memset(r, 0, sizeof(*r));
     memset(p->vecs + (size_t)slot * DIM, 0, DIM * sizeof(float));
+    scan8_follow(s, p, slot);
     r->hnext = p->free_head;
     r->node = r->bnode = NONE;
     p->free_head = slot;
@@ -467,6 +509,7 @@ static bool insert(struct dspy__semantic *s, const uint8_t part_id[16], const ui
         float *nv = dspy_realloc(p->vecs, cap * DIM * sizeof(float));
         if (!nv)
             return false;
+        memset(nv + p->cap * DIM, 0, (cap - p->cap) * DIM * sizeof(float));
         p->vecs = nv;
         struct rec *nr = dspy_realloc(p->recs, cap * sizeof(*nr));
         if (!nr)
@@ -500,6 +543,7 @@ static bool insert(struct dspy__semantic *s, const uint8_t part_id[16], const ui
     r->hnext = *head;
     *head = slot;
     memcpy(p->vecs + (size_t)slot * DIM, v, DIM * sizeof(float));
+    scan8_follow(s, p, slot);
     p->n++;
     s->entries++;
     s->bytes += rec_cost(len);
@@ -571,7 +615,7 @@ static void log_compact(struct dspy__semantic *s)
 
 static void evict(struct dspy__semantic *s, size_t max_bytes)
 {
-    while (s->bytes + s->index_bytes > max_bytes && s->entries > 1) {
+    while (s->bytes + s->index_bytes + s->scan_bytes > max_bytes && s->entries > 1) {
         struct part *best = NULL;
         uint32_t best_slot = NONE;
         for (int b = 0; b < NBUCKETS; b++)
@@ -703,6 +747,8 @@ dspy_status dspy__semantic_new(struct dspy_cache *c, struct dspy_error *err)
     s->fd = -1;
     s->index_min = c->opts.semantic_index_min ? c->opts.semantic_index_min
                                               : DSPY_CACHE_DEFAULT_SEMANTIC_INDEX_MIN;
+    s->scan8_min = c->opts.semantic_scan8_min ? c->opts.semantic_scan8_min
+                                              : DSPY_CACHE_DEFAULT_SEMANTIC_SCAN8_MIN;
     s->ef_search = c->opts.semantic_ef_search ? c->opts.semantic_ef_search
                                               : DSPY_CACHE_DEFAULT_SEMANTIC_EF_SEARCH;
     vo.device = "cpu";
@@ -761,7 +807,7 @@ static void drop_all(struct dspy__semantic *s, bool save)
         }
         s->buckets[b] = NULL;
     }
-    s->bytes = s->entries = s->partitions = s->index_bytes = 0;
+    s->bytes = s->entries = s->partitions = s->index_bytes = s->scan_bytes = 0;
 }
 
 void dspy__semantic_free(struct dspy_cache *c)
@@ -799,6 +845,34 @@ void dspy__semantic_clear(struct dspy_cache *c)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Drop the record of exact key `key` wherever it is, with a deletion in the log. Lock held.
+ * False when no partition has it. */
+static bool forget(struct dspy__semantic *s, const uint8_t key[16])
+{
+    for (int b = 0; b < NBUCKETS; b++)
+        for (struct part *p = s->buckets[b]; p; p = p->next) {
+            ssize_t i = p->n ? find_rec(p, key) : -1;
+            if (i < 0)
+                continue;
+            log_write(s, OP_DEL, p->id, key, "", 0, NULL);
+            remove_slot(s, p, (uint32_t)i);
+            index_upkeep(s, p);
+            return true;
+        }
+    return false;
+}
+
+void dspy__semantic_gone(void *ud, const uint8_t key[16])
+{
+    struct dspy__semantic *s = ((struct dspy_cache *)ud)->sem;
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    if (s->entries && forget(s, key))
+        atomic_fetch_add(&s->followed, 1);
+    pthread_mutex_unlock(&s->lock);
+}
+
 void dspy__semantic_stats(struct dspy_cache *c, struct dspy_cache_stats *out)
 {
     struct dspy__semantic *s = c->sem;
@@ -808,9 +882,11 @@ void dspy__semantic_stats(struct dspy_cache *c, struct dspy_cache_stats *out)
     out->sem_hits = atomic_load(&s->hits);
     out->sem_below = atomic_load(&s->below);
     out->sem_stale = atomic_load(&s->stale);
+    out->sem_followed = atomic_load(&s->followed);
     out->sem_puts = atomic_load(&s->puts);
     out->sem_evictions = atomic_load(&s->evictions);
     out->sem_indexed_lookups = atomic_load(&s->indexed_lookups);
+    out->sem_scan8_lookups = atomic_load(&s->scan8_lookups);
     out->sem_index_loaded = atomic_load(&s->index_loaded);
     out->sem_index_tail = atomic_load(&s->index_tail);
     out->sem_index_rebuilds = atomic_load(&s->index_rebuilds);
@@ -819,7 +895,7 @@ void dspy__semantic_stats(struct dspy_cache *c, struct dspy_cache_stats *out)
     pthread_mutex_lock(&s->lock);
     out->sem_similarity_sum = s->sim_sum;
     out->sem_entries = s->entries;
-    out->sem_bytes = s->bytes + s->index_bytes;
+    out->sem_bytes = s->bytes + s->index_bytes + s->scan_bytes;
     out->sem_partitions = s->partitions;
     out->sem_index_nodes = out->sem_index_building = 0;
     for (int b = 0; b < NBUCKETS; b++)
@@ -916,10 +992,28 @@ static int candidates(struct dspy__semantic *s, struct part *p, const float *q, 
         if (!dspy_vec_hnsw_search(p->live.h, q, CANDIDATES, s->ef_search, sc, nodes, &found,
                                   NULL)) {
             atomic_fetch_add(&s->indexed_lookups, 1);
+            scan8_drop(s, p); /* the index serves from now on */
             for (size_t i = 0; i < found; i++) {
                 uint32_t slot = p->live.slot[nodes[i]];
                 if (sc[i] >= threshold && p->recs[slot].seq && p->recs[slot].node == nodes[i])
                     keep(best, &nb, (struct cand){ sc[i], slot });
+            }
+            return nb;
+        }
+    }
+    dspy_vec_matrix *m8 = p->nslots >= s->scan8_min ? scan8_for(s, p) : NULL;
+    if (m8) {
+        float sc[SCAN8_RERANK];
+        int64_t ids[SCAN8_RERANK];
+        if (!dspy_vec_topk(s->vec, m8, DSPY_VEC_IP, q, 1, DIM, SCAN8_RERANK, sc, ids, NULL)) {
+            atomic_fetch_add(&s->scan8_lookups, 1);
+            for (int i = 0; i < SCAN8_RERANK; i++) {
+                int64_t id = ids[i];
+                if (id < 0 || (size_t)id >= p->nslots || !p->recs[id].seq)
+                    continue;
+                float exact = dspy_vec_dot(q, p->vecs + (size_t)id * DIM, DIM);
+                if (exact >= threshold)
+                    keep(best, &nb, (struct cand){ exact, (uint32_t)id });
             }
             return nb;
         }
@@ -971,28 +1065,46 @@ dspy_status dspy_cache_semantic_get(dspy_cache *c, const json_t *request,
     struct {
         float sim;
         uint8_t key[16];
-    } chosen = { 0 };
-    bool found = false;
+    } chosen[CANDIDATES];
+    int nchosen = 0;
     unsigned refused = 0;
     float threshold = (float)c->opts.semantic_threshold;
     pthread_mutex_lock(&s->lock);
     struct part *p = find_part(s, part.bytes, false);
     struct cand best[CANDIDATES];
     int nb = p && p->n ? candidates(s, p, q, threshold, best) : 0;
-    for (int j = 0; j < nb && !found; j++) {
+    for (int j = 0; j < nb; j++) {
         const struct rec *r = &p->recs[best[j].slot];
         unsigned g = dspy_cache_semantic_guard(text, len, r->text, r->len, c->opts.semantic_guards);
         if (g) {
-            if (!refused)
+            if (!refused && !nchosen)
                 refused = g;
             continue;
         }
-        found = true;
-        chosen.sim = best[j].sim;
-        memcpy(chosen.key, r->key, 16);
+        chosen[nchosen].sim = best[j].sim;
+        memcpy(chosen[nchosen++].key, r->key, 16);
     }
     pthread_mutex_unlock(&s->lock);
-    if (!found) {
+    struct dspy_cache_key k;
+    struct dspy_cache_ctl exact = ctl ? *ctl : (struct dspy_cache_ctl)DSPY_CACHE_CTL_INIT;
+    exact.levels = (ctl && ctl->levels ? ctl->levels : c->levels) & DSPY_CACHE_ALL;
+    int at = 0;
+    for (; at < nchosen && exact.levels; at++) {
+        memcpy(k.bytes, chosen[at].key, 16);
+        if (!dspy_cache_get(c, &k, &exact, out))
+            break;
+        /* its exact entry was evicted, expired or deleted where the level could not tell
+         * (another process, Redis): the record goes, and the next candidate is tried */
+        atomic_fetch_add(&s->stale, 1);
+        pthread_mutex_lock(&s->lock);
+        forget(s, chosen[at].key);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (!exact.levels) /* the request allows no exact level to read the answer from */
+        goto out;
+    if (at == nchosen) {
+        if (nchosen) /* every candidate was stale */
+            goto out;
         if (refused) {
             for (int i = 0; i < DSPY_SEMANTIC_NGUARDS; i++)
                 if (refused == 1u << i)
@@ -1004,33 +1116,14 @@ dspy_status dspy_cache_semantic_get(dspy_cache *c, const json_t *request,
         }
         goto out;
     }
-    struct dspy_cache_key k;
-    struct dspy_cache_ctl exact = ctl ? *ctl : (struct dspy_cache_ctl)DSPY_CACHE_CTL_INIT;
-    memcpy(k.bytes, chosen.key, 16);
-    exact.levels = (ctl && ctl->levels ? ctl->levels : c->levels) & DSPY_CACHE_ALL;
-    if (!exact.levels) /* the request allows no exact level to read the answer from */
-        goto out;
-    if (dspy_cache_get(c, &k, &exact, out)) {
-        /* its exact entry was evicted, expired or deleted: the record goes with it */
-        atomic_fetch_add(&s->stale, 1);
-        pthread_mutex_lock(&s->lock);
-        struct part *pp = find_part(s, part.bytes, false);
-        ssize_t i = pp ? find_rec(pp, chosen.key) : -1;
-        if (i >= 0) {
-            log_write(s, OP_DEL, pp->id, chosen.key, "", 0, NULL);
-            remove_slot(s, pp, (uint32_t)i);
-            index_upkeep(s, pp);
-        }
-        pthread_mutex_unlock(&s->lock);
-        goto out;
-    }
+    float sim = chosen[at].sim;
     atomic_fetch_add(&s->hits, 1);
     pthread_mutex_lock(&s->lock);
-    s->sim_sum += chosen.sim;
+    s->sim_sum += sim;
     pthread_mutex_unlock(&s->lock);
     if (hit) {
         hit->key = k;
-        hit->similarity = chosen.sim;
+        hit->similarity = sim;
     }
     rc = DSPY_OK;
 out:

@@ -168,13 +168,21 @@ struct fill_ctx {
     float similarity;
 };
 
-/* A semantic hit for an exact miss: the near-duplicate's bytes handed to the waiters but
- * never stored under this request's key (docs/semantic-cache.md section 2). */
-static bool fill_from_semantic(struct fill_ctx *x, struct dspy_cache_fill *fill)
+json_t *dspy__lm_semantic_request(dspy_lm *lm, const struct dspy__lm_call *call, const char *body,
+                                  size_t body_len, const struct dspy_cache_ctl *ctl)
+{
+    if (!(dspy_cache_levels(lm->cache) & DSPY_CACHE_SEMANTIC) ||
+        (ctl->levels && !(ctl->levels & DSPY_CACHE_SEMANTIC)) || (ctl->no_cache && ctl->no_store))
+        return NULL;
+    return keyed_request(call, body, body_len, NULL);
+}
+
+bool dspy__lm_fill_from_semantic(dspy_lm *lm, const json_t *sreq, const struct dspy_cache_ctl *ctl,
+                                 struct dspy_cache_fill *fill, float *similarity)
 {
     struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
     struct dspy_cache_semantic_hit hit;
-    if (!x->sreq || dspy_cache_semantic_get(x->lm->cache, x->sreq, x->ctl, &v, &hit))
+    if (!sreq || dspy_cache_semantic_get(lm->cache, sreq, ctl, &v, &hit))
         return false;
     size_t len = v.len;
     void *copy = dspy_malloc(len ? len : 1);
@@ -186,8 +194,7 @@ static bool fill_from_semantic(struct fill_ctx *x, struct dspy_cache_fill *fill)
     fill->value = copy;
     fill->len = len;
     fill->no_store = true;
-    x->sem_hit = true;
-    x->similarity = hit.similarity;
+    *similarity = hit.similarity;
     return true;
 }
 
@@ -198,8 +205,10 @@ static dspy_status fill_from_endpoint(void *ud, struct dspy_cache_fill *fill,
     struct fill_ctx *x = ud;
     char *raw = NULL;
     size_t rlen = 0;
-    if (fill_from_semantic(x, fill))
+    if (dspy__lm_fill_from_semantic(x->lm, x->sreq, x->ctl, fill, &x->similarity)) {
+        x->sem_hit = true;
         return DSPY_OK;
+    }
     dspy_status rc = dspy__lm_send(x->lm, x->group, x->body, x->len, x->resp, &raw, &rlen, err);
     if (rc)
         return rc;
@@ -260,9 +269,7 @@ dspy_status dspy__lm_cache_call(dspy_lm *lm, const struct dspy__lm_call *call, c
         rc = DSPY_OK;
         goto read;
     }
-    if ((dspy_cache_levels(lm->cache) & DSPY_CACHE_SEMANTIC) &&
-        (!ctl.levels || (ctl.levels & DSPY_CACHE_SEMANTIC)) && !(ctl.no_cache && ctl.no_store))
-        x.sreq = keyed_request(call, body, body_len, NULL);
+    x.sreq = dspy__lm_semantic_request(lm, call, body, body_len, &ctl);
     rc = fetch(lm, &key, &ctl, looked, &x, &v, err);
     if (!rc && x.sent && x.sreq && v.source == DSPY_CACHE_FILLED)
         dspy_cache_semantic_put(lm->cache, x.sreq, &key, &ctl);

@@ -183,6 +183,16 @@ dspy_status dspy__lm_cache_key(dspy_lm *lm, const struct dspy__lm_call *call, co
 dspy_status dspy__lm_request_key(dspy_lm *lm, const struct dspy__lm_call *call, bool fast,
                                  struct dspy_cache_key *key, struct dspy_error *err);
 
+/* The request as keyed, for the semantic level (caller owns), or NULL when the level is not
+ * open or `ctl` leaves it out (docs/semantic-cache.md section 2). */
+json_t *dspy__lm_semantic_request(dspy_lm *lm, const struct dspy__lm_call *call, const char *body,
+                                  size_t body_len, const struct dspy_cache_ctl *ctl);
+
+/* A semantic hit for an exact miss: the near-duplicate's bytes (a copy) in `fill`, marked
+ * no_store (never stored under this request's key), and its similarity. False on a miss. */
+bool dspy__lm_fill_from_semantic(dspy_lm *lm, const json_t *sreq, const struct dspy_cache_ctl *ctl,
+                                 struct dspy_cache_fill *fill, float *similarity);
+
 /* The handle's control with a request's on top (see struct dspy_lm_request). */
 void dspy__lm_cache_ctl_merge(struct dspy_cache_ctl *into, const struct dspy_cache_ctl *over);
 

@@ -445,15 +445,25 @@ struct stream_fill {
     size_t len;
     struct dspy_lm_response *resp;
     bool sent; /* this caller streamed: resp holds its answer, the deltas went out live */
+    /* the semantic level (when open): the request as keyed, and what it found */
+    const json_t *sreq;
+    const struct dspy_cache_ctl *ctl;
+    bool sem_hit;
+    float similarity;
 };
 
-/* The fill of a miss: the live stream. Its assembled body is handed to the cache only
- * when the stream finished cleanly; any error leaves the cache untouched. */
+/* The fill of an exact miss: a semantic hit (replayed like an exact one), else the live
+ * stream. Its assembled body is handed to the cache only when the stream finished cleanly;
+ * any error leaves the cache untouched. */
 static dspy_status fill_by_streaming(void *ud, struct dspy_cache_fill *fill, struct dspy_error *err)
 {
     struct stream_fill *x = ud;
     char *raw = NULL;
     size_t rlen = 0;
+    if (dspy__lm_fill_from_semantic(x->st->lm, x->sreq, x->ctl, fill, &x->similarity)) {
+        x->sem_hit = true;
+        return DSPY_OK;
+    }
     dspy_status rc = stream_upstream(x->st, x->body, x->len, x->resp, &raw, &rlen, err);
     if (rc)
         return rc;
@@ -468,6 +478,7 @@ static dspy_status fetch(struct stream_fill *x, const struct dspy_cache_key *key
                          struct dspy_error *err)
 {
     x->sent = false;
+    x->sem_hit = false;
     dspy_status rc = dspy_cache_fetch(x->st->lm->cache, key, ctl, fill_by_streaming, x, v, err);
     if (rc && x->sent) /* answered, but could not be handed over (out of memory) */
         dspy_lm_response_release(x->resp);
@@ -504,15 +515,19 @@ static dspy_status replay(const struct stream *st, const struct dspy_lm_response
 }
 
 static dspy_status stream_cached(struct stream *st, const struct dspy_cache_key *key,
-                                 const struct dspy_cache_ctl *ctl, const char *body, size_t len,
-                                 struct dspy_lm_response *resp, struct dspy_error *err)
+                                 const struct dspy_cache_ctl *ctl, const json_t *sreq,
+                                 const char *body, size_t len, struct dspy_lm_response *resp,
+                                 struct dspy_error *err)
 {
     dspy_lm *lm = st->lm;
     struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
-    struct stream_fill x = { st, body, len, resp, false };
+    struct stream_fill x = { st, body, len, resp, false, sreq, ctl, false, 0 };
     dspy_status rc;
     if ((rc = fetch(&x, key, ctl, &v, err)))
         return rc;
+    /* a streamed miss's answer, stored on a clean finish, gets its semantic record too */
+    if (x.sent && sreq && v.source == DSPY_CACHE_FILLED)
+        dspy_cache_semantic_put(lm->cache, sreq, key, ctl);
     if (!read_hit(&x, &v)) { /* an entry that does not read as a response: replace it */
         struct dspy_cache_ctl fresh = *ctl;
         dspy_cache_value_release(&v);
@@ -526,6 +541,8 @@ static dspy_status stream_cached(struct stream *st, const struct dspy_cache_key 
         }
     }
     dspy_cache_value_release(&v);
+    resp->cache_semantic = x.sem_hit;
+    resp->cache_similarity = x.sem_hit ? x.similarity : 0.0f;
     if (resp->cache_hit && (rc = replay(st, resp, err)))
         dspy_lm_response_release(resp);
     return rc;
@@ -599,7 +616,7 @@ dspy_status dspy_lm_stream(dspy_lm *lm, const struct dspy_lm_request *req,
     struct dspy_cache_ctl ctl = lm ? lm->cache_ctl : (struct dspy_cache_ctl)DSPY_CACHE_CTL_INIT;
     struct dspy_cache_key key;
     struct stream st;
-    json_t *extra = NULL;
+    json_t *extra = NULL, *sreq = NULL;
     dspy_status rc;
     if (resp)
         memset(resp, 0, sizeof(*resp));
@@ -628,6 +645,8 @@ dspy_status dspy_lm_stream(dspy_lm *lm, const struct dspy_lm_request *req,
     dspy__lm_cache_ctl_merge(&ctl, call.ctl);
     bool keyed = lm->cache &&
                  !dspy__lm_cache_key(lm, &call, body.ptr, body.len, &marks, &ctl, true, &key, NULL);
+    if (keyed)
+        sreq = dspy__lm_semantic_request(lm, &call, body.ptr, body.len, &ctl);
     /* Then the plain body becomes the streaming one: its closing brace gives way to the
      * stream options. */
     body.len--;
@@ -636,7 +655,7 @@ dspy_status dspy_lm_stream(dspy_lm *lm, const struct dspy_lm_request *req,
         goto release;
     }
     if (keyed)
-        rc = stream_cached(&st, &key, &ctl, body.ptr, body.len, resp, err);
+        rc = stream_cached(&st, &key, &ctl, sreq, body.ptr, body.len, resp, err);
     else
         rc = stream_upstream(&st, body.ptr, body.len, resp, NULL, NULL, err);
 
@@ -645,6 +664,7 @@ release:
     dspy__buf_release(&body);
     dspy__buf_release(&rf);
     dspy__buf_release(&msgs);
+    json_decref(sreq);
     json_decref(extra);
     return rc;
 }

@@ -211,11 +211,9 @@ dspy_status dspy__serve_replay_sse(const char *body, size_t len, bool include_us
     return rc;
 }
 
-static void answer_body(struct dspy__serve_ctx *ctx, const char *body, size_t len, bool stream,
-                        bool include_usage, bool hit)
+static void answer_with(struct dspy__serve_ctx *ctx, const char *body, size_t len, bool stream,
+                        bool include_usage, const char *const *hdr)
 {
-    /* A hit spends no tokens: the counters count what upstreams were asked for. */
-    const char *const *hdr = hit ? hit_headers : miss_headers;
     if (!stream) {
         dspy__serve_send(ctx, 200, "application/json", hdr, body, len);
         return;
@@ -228,6 +226,13 @@ static void answer_body(struct dspy__serve_ctx *ctx, const char *body, size_t le
     else
         dspy__serve_send(ctx, 200, "text/event-stream", hdr, b.ptr, b.len);
     dspy__buf_release(&b);
+}
+
+static void answer_body(struct dspy__serve_ctx *ctx, const char *body, size_t len, bool stream,
+                        bool include_usage, bool hit)
+{
+    /* A hit spends no tokens: the counters count what upstreams were asked for. */
+    answer_with(ctx, body, len, stream, include_usage, hit ? hit_headers : miss_headers);
 }
 
 /* ---- one proxied request --------------------------------------------------------------------- */
@@ -680,9 +685,8 @@ static dspy_status make_key(struct call *c)
     }
     json_object_set_new(k, "_endpoint", json_string(c->ep == EP_CHAT ? "chat" : "embeddings"));
     dspy_status rc = dspy_cache_key(c->s->cache, k, &c->ctl, &c->key, NULL);
-    if (!rc && c->ep == EP_CHAT && !c->stream &&
-        (dspy_cache_levels(c->s->cache) & DSPY_CACHE_SEMANTIC))
-        c->sem_req = json_incref(k); /* non-streamed chat only */
+    if (!rc && c->ep == EP_CHAT && (dspy_cache_levels(c->s->cache) & DSPY_CACHE_SEMANTIC))
+        c->sem_req = json_incref(k); /* chat, streamed or not ("stream" is not keyed) */
     json_decref(k);
     return rc;
 }
@@ -793,8 +797,8 @@ static void proxy(struct dspy__serve_ctx *ctx, enum endpoint ep)
                 dspy__serve_metrics_cache(s, v.source);
                 dspy__serve_stage(ctx, DSPY__STAGE_CACHE);
                 ctx->cache_status = "semantic";
-                readable(c, v.data, v.len);
-                dspy__serve_send(ctx, 200, "application/json", hdr, v.data, v.len);
+                readable(c, v.data, v.len); /* its usage, for what the hit saved */
+                answer_with(ctx, v.data, v.len, c->stream, c->include_usage, hdr);
                 dspy_cache_value_release(&v);
                 call_free(c);
                 return;

@@ -430,6 +430,21 @@ dspy_status dspy_vec_matrix_new(dspy_vec *v, const float *rows, size_t n, size_t
     return DSPY_OK;
 }
 
+dspy_status dspy_vec_matrix_set_row(dspy_vec_matrix *m, size_t i, const float *row,
+                                    struct dspy_error *err)
+{
+    if (!m || !row)
+        return dspy__err(err, DSPY_EINVAL, "vec: set_row needs a matrix and a row");
+    if (m->v->ops != &dspy__vec_cpu_ops || m->borrowed)
+        return dspy__err(err, DSPY_EINVAL,
+                         "vec: set_row needs a matrix the CPU stores itself (device %s%s)",
+                         m->v->device, m->borrowed ? ", borrowed rows" : "");
+    if (i >= m->n)
+        return dspy__err(err, DSPY_EINVAL, "vec: set_row: row %zu of %zu", i, m->n);
+    dspy__vec_encode_row(m, i, row);
+    return DSPY_OK;
+}
+
 void dspy_vec_matrix_free(dspy_vec_matrix *m)
 {
     if (!m)

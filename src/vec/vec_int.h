@@ -90,6 +90,8 @@ size_t dspy__vec_elem_size(enum dspy_vec_storage storage);
 /* Encode n rows into m (allocating m->rows/norms/scales/sums on the host, uncharged). */
 dspy_status dspy__vec_encode(struct dspy_vec_matrix *m, const float *rows, size_t ld);
 void dspy__vec_encoded_free(struct dspy_vec_matrix *m);
+/* Encode one row (d floats) into row i of m's host rows, norms and scales. */
+void dspy__vec_encode_row(struct dspy_vec_matrix *m, size_t i, const float *x);
 uint16_t dspy__vec_f32_to_f16(float f);
 float dspy__vec_f16_to_f32(uint16_t h);
 /* Quantize one query like an I8 row: q8[i] = round(q[i] / scale), padded to `pad` with 0;

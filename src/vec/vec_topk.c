@@ -161,27 +161,31 @@ dspy_status dspy__vec_encode(struct dspy_vec_matrix *m, const float *rows, size_
         dspy__vec_encoded_free(m);
         return DSPY_ENOMEM;
     }
-    for (size_t i = 0; i < n; i++) {
-        const float *x = rows + i * ld;
-        if (m->storage == DSPY_VEC_F32) {
-            float *out = (float *)m->rows + i * m->ld;
-            memcpy(out, x, d * sizeof(float));
-            memset(out + d, 0, (m->ld - d) * sizeof(float));
-            m->norms[i] = norm_of(x, d);
-        } else if (m->storage == DSPY_VEC_F16) {
-            uint16_t *out = (uint16_t *)m->rows + i * m->ld;
-            double ss = 0;
-            for (size_t t = 0; t < m->ld; t++) {
-                out[t] = t < d ? dspy__vec_f32_to_f16(x[t]) : 0;
-                double v = dspy__vec_f16_to_f32(out[t]);
-                ss += v * v;
-            }
-            m->norms[i] = (float)sqrt(ss);
-        } else {
-            encode_i8_row(m, i, x);
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        dspy__vec_encode_row(m, i, rows + i * ld);
     return DSPY_OK;
+}
+
+void dspy__vec_encode_row(struct dspy_vec_matrix *m, size_t i, const float *x)
+{
+    size_t d = m->d;
+    if (m->storage == DSPY_VEC_F32) {
+        float *out = (float *)m->rows + i * m->ld;
+        memcpy(out, x, d * sizeof(float));
+        memset(out + d, 0, (m->ld - d) * sizeof(float));
+        m->norms[i] = norm_of(x, d);
+    } else if (m->storage == DSPY_VEC_F16) {
+        uint16_t *out = (uint16_t *)m->rows + i * m->ld;
+        double ss = 0;
+        for (size_t t = 0; t < m->ld; t++) {
+            out[t] = t < d ? dspy__vec_f32_to_f16(x[t]) : 0;
+            double v = dspy__vec_f16_to_f32(out[t]);
+            ss += v * v;
+        }
+        m->norms[i] = (float)sqrt(ss);
+    } else {
+        encode_i8_row(m, i, x);
+    }
 }
 
 /* ---- selection ---- */

@@ -204,6 +204,108 @@ def test_proxy_answers_a_paraphrase_with_the_semantic_header(tmp_path):
     assert chat_requests(rec) == 4
 
 
+def test_proxy_streams_a_paraphrase_from_the_semantic_level(tmp_path):
+    from openai import OpenAI
+    from conftest import start_serve
+    rec = tmp_path / "rec.jsonl"
+    _, sim = start_sim("--record", rec, "--tpot-ms", 1)
+    _, srv = start_serve("--upstream", sim, "--cache", "mem,semantic", "--embed-model", MODEL)
+    cl = OpenAI(base_url=srv, api_key="k", max_retries=0, timeout=30)
+
+    def stream(text, **kw):
+        with cl.chat.completions.with_streaming_response.create(
+                model="m", messages=[{"role": "user", "content": text}], stream=True,
+                **kw) as r:
+            chunks = [json.loads(line[6:]) for line in r.iter_lines()
+                      if line.startswith("data: {")]
+            return r.headers, chunks
+
+    def text_of(chunks):
+        return "".join(c["choices"][0]["delta"].get("content") or ""
+                       for c in chunks if c["choices"])
+
+    # a streamed miss: streamed live, and stored in the semantic level on its clean finish
+    h, first = stream(PARAPHRASE[0])
+    assert h["x-dspyc-cache"] == "miss" and text_of(first)
+    assert chat_requests(rec) == 1
+    # its paraphrase, streamed: replayed as chunks from the near-duplicate's entry
+    h, para = stream(PARAPHRASE[1], stream_options={"include_usage": True})
+    assert h["x-dspyc-cache"] == "semantic", dict(h)
+    assert 0.85 <= float(h["x-dspyc-cache-similarity"]) < 1.0
+    assert len([c for c in para if c["choices"]]) >= 2  # chunks, not one body
+    assert text_of(para) == text_of(first)
+    assert para[-1]["usage"]["completion_tokens"] > 0
+    # and not streamed: the same record answers
+    plain = cl.chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": PARAPHRASE[1] + " thanks"}])
+    assert plain.headers["x-dspyc-cache"] == "semantic"
+    assert plain.parse().choices[0].message.content == text_of(first)
+    assert chat_requests(rec) == 1
+    # a number change is refused by the guards, streamed too; the opt-out header skips it
+    assert stream("Track order 48213")[0]["x-dspyc-cache"] == "miss"
+    assert stream("Track order 48231")[0]["x-dspyc-cache"] == "miss"
+    h, _ = stream(PARAPHRASE[1] + " now", extra_headers={"x-dspyc-cache": "no-semantic"})
+    assert h["x-dspyc-cache"] == "miss"
+    assert chat_requests(rec) == 4
+
+
+def test_predict_stream_replays_a_semantic_hit(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec, "--tpot-ms", 1)
+    cache = ("--cache", "mem,disk,semantic", "--cache-dir", tmp_path / "cache")
+
+    def predict(question):
+        r = dspyc("predict", "--stream", "--base-url", base, "--model", "openai/dspyc-sim",
+                  *cache, "--embed-model", MODEL, "question -> answer", f"question={question}")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout), r.stderr
+
+    first, err = predict(PARAPHRASE[0])
+    assert chat_requests(rec) == 1 and "[[ ## answer ## ]]" in err
+    st = json.loads(dspyc("cache", "stats", "--json", "--cache", "disk,semantic",
+                          "--cache-dir", tmp_path / "cache").stdout)
+    assert st["semantic"]["entries"] == 1, st  # the streamed miss left its record
+    para, err = predict(PARAPHRASE[1])
+    assert chat_requests(rec) == 1, "a streamed paraphrase went upstream"
+    assert para == first
+    assert "[[ ## answer ## ]]" in err and first["answer"] in err  # the replayed text
+    predict("Track order 48213")
+    predict("Track order 48231")
+    assert chat_requests(rec) == 3, "a number change was served from the semantic level"
+
+
+def test_records_go_with_their_evicted_exact_entries(tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    # L1 alone holds the answers: 16 entries (one per shard), 40 questions
+    qs = [f"What is the capital of {c}?" for c in (
+        "France", "Spain", "Portugal", "Italy", "Germany", "Austria", "Poland", "Hungary",
+        "Greece", "Turkey", "Egypt", "Morocco", "Kenya", "Nigeria", "Ghana", "Brazil",
+        "Argentina", "Chile", "Peru", "Colombia", "Mexico", "Canada", "Japan", "China",
+        "India", "Pakistan", "Thailand", "Vietnam", "Indonesia", "Australia", "Norway",
+        "Sweden", "Finland", "Denmark", "Ireland", "Iceland", "Belgium", "Holland",
+        "Ukraine", "Romania")]
+    r, _ = run(base, tmp_path, qs, "--cache", "mem,semantic", "--cache-mem-size", "16384")
+    m = re.search(r"semantic: .*?(\d+) records .*?(\d+) dropped with their exact entries",
+                  r.stderr)
+    assert m, r.stderr
+    records, dropped = int(m[1]), int(m[2])
+    assert records + dropped == 40 and records < 40, r.stderr
+    # L1 over L3: L1's evictions leave the records, L3 answers them
+    r, _ = run(base, tmp_path, qs, "--cache", "mem,disk,semantic", "--cache-mem-size", "16",
+               name="disk")
+    assert re.search(r"semantic: .*?40 records", r.stderr), r.stderr
+    # `cache clear` empties the level with the disk entries
+    st = json.loads(dspyc("cache", "stats", "--json", "--cache", "disk,semantic",
+                          "--cache-dir", tmp_path / "cache").stdout)
+    assert st["semantic"]["entries"] == 40
+    assert dspyc("cache", "clear", "--cache", "disk,semantic",
+                 "--cache-dir", tmp_path / "cache").returncode == 0
+    st = json.loads(dspyc("cache", "stats", "--json", "--cache", "disk,semantic",
+                          "--cache-dir", tmp_path / "cache").stdout)
+    assert st["semantic"]["entries"] == 0 and st["l3"]["entries"] == 0
+
+
 def test_damaged_log_tail_is_cut_and_expired_entries_take_their_records(tmp_path):
     import time
     rec = tmp_path / "rec.jsonl"

@@ -95,10 +95,39 @@ static void test_threads(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* L1 alone with one entry per shard: the puts' evictions drop records from the threads
+ * that evict while others look up and put (the watcher runs outside the shard locks). */
+static void test_threads_with_evictions(void **state)
+{
+    (void)state;
+    struct dspy_cache_options o = DSPY_CACHE_OPTIONS_INIT;
+    dspy_cache *c = NULL;
+    o.levels = DSPY_CACHE_L1 | DSPY_CACHE_SEMANTIC;
+    o.mem_max_entries = 4; /* rounded up to one per shard */
+    o.embed_model = "models/all-MiniLM-L6-v2";
+    assert_int_equal(dspy_cache_new(&o, &c, NULL), DSPY_OK);
+    pthread_t t[4];
+    struct worker w[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct worker){ c, i, 0 };
+        assert_int_equal(pthread_create(&t[i], NULL, work, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    struct dspy_cache_stats st;
+    dspy_cache_stats(c, &st);
+    assert_true(st.level[0].evictions > 0);
+    assert_true(st.sem_followed > 0);
+    assert_true(st.sem_followed <= st.level[0].evictions);
+    assert_true(st.sem_entries <= NW);
+    dspy_cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_threads_with_evictions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -729,6 +729,50 @@ static void failing_allocations(void **state)
     assert_true(failed >= 4);
 }
 
+/* set_row replaces one stored row in every storage: top-k then finds it where it was put,
+ * with the score a fresh matrix of the same rows gives; borrowed rows and rows out of
+ * range are refused. */
+static void matrix_set_row(void **state)
+{
+    (void)state;
+    dspy_vec *v = cpu(1, 0);
+    size_t n = 6, d = 40;
+    float x[6 * 40], y[40], q[40];
+    for (size_t i = 0; i < n * d; i++)
+        x[i] = (float)((i * 7) % 11) * 0.1f - 0.5f;
+    for (size_t t = 0; t < d; t++)
+        y[t] = q[t] = (float)(t % 5) - 2.0f;
+    for (int st = 0; st < 3; st++) {
+        dspy_vec_matrix *m, *fresh;
+        float sc[1], fsc[1];
+        int64_t id[1], fid[1];
+        assert_int_equal(dspy_vec_matrix_new(v, x, n, d, d, (enum dspy_vec_storage)st, 0, &m, NULL),
+                         DSPY_OK);
+        assert_int_equal(dspy_vec_matrix_set_row(m, 4, y, NULL), DSPY_OK);
+        assert_int_equal(dspy_vec_topk(v, m, DSPY_VEC_COSINE, q, 1, d, 1, sc, id, NULL), DSPY_OK);
+        assert_int_equal(id[0], 4);
+        float xs[6 * 40];
+        memcpy(xs, x, sizeof(xs));
+        memcpy(xs + 4 * d, y, sizeof(y));
+        assert_int_equal(dspy_vec_matrix_new(v, xs, n, d, d, (enum dspy_vec_storage)st, 0, &fresh,
+                                             NULL),
+                         DSPY_OK);
+        assert_int_equal(dspy_vec_topk(v, fresh, DSPY_VEC_COSINE, q, 1, d, 1, fsc, fid, NULL),
+                         DSPY_OK);
+        assert_int_equal(fid[0], 4);
+        assert_true(sc[0] == fsc[0]);
+        assert_int_equal(dspy_vec_matrix_set_row(m, n, y, NULL), DSPY_EINVAL);
+        dspy_vec_matrix_free(fresh);
+        dspy_vec_matrix_free(m);
+    }
+    dspy_vec_matrix *b;
+    assert_int_equal(dspy_vec_matrix_new(v, x, n, d, d, DSPY_VEC_F32, DSPY_VEC_BORROW, &b, NULL),
+                     DSPY_OK);
+    assert_int_equal(dspy_vec_matrix_set_row(b, 0, y, NULL), DSPY_EINVAL);
+    dspy_vec_matrix_free(b);
+    dspy_vec_free(v);
+}
+
 int main(void)
 {
     /* OpenBLAS's own thread pool synchronizes in code ThreadSanitizer cannot see (it reports
@@ -741,7 +785,7 @@ int main(void)
         cmocka_unit_test(scores_vs_reference),     cmocka_unit_test(topk_storages_metrics),
         cmocka_unit_test(topk_nan_inf_zero),       cmocka_unit_test(topk_budget_and_splitting),
         cmocka_unit_test(topk_threads_agree),      cmocka_unit_test(contexts_on_two_threads),
-        cmocka_unit_test(failing_allocations),
+        cmocka_unit_test(failing_allocations),     cmocka_unit_test(matrix_set_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
