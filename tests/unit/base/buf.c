@@ -69,7 +69,8 @@ static void escape_vectors(void **state)
         const char *in, *out;
     } v[] = {
         { "", "\"\"" },
-        { "plain ascii text, long enough for words", "\"plain ascii text, long enough for words\"" },
+        { "plain ascii text, long enough for words",
+          "\"plain ascii text, long enough for words\"" },
         { "a\"b\\c\nd\te\rf\bg\fh", "\"a\\\"b\\\\c\\nd\\te\\rf\\bg\\fh\"" },
         { "\x01\x1f", "\"\\u0001\\u001f\"" },
         { "caf\xc3\xa9 \xe5\x90\x8d", "\"caf\xc3\xa9 \xe5\x90\x8d\"" },
