@@ -1,7 +1,8 @@
 /* Framework overhead per module call: prompt rendering, request encoding and response
  * parsing, with the LM replaced by an in-process canned response (no network, no cache).
  * Prints microseconds per call for Predict with 0 and 4 demos and for ChainOfThought;
- * `--json` prints the same figures as one JSON object for the comparison harness. */
+ * `--json` prints the same figures as one JSON object for the comparison harness;
+ * `--scenario NAME` runs only that one (for profiling a single path). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,13 +112,16 @@ int main(int argc, char **argv)
 {
     long iterations = 200000;
     int as_json = 0;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
             as_json = 1;
         else if (!strcmp(argv[i], "--iterations") && i + 1 < argc)
             iterations = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--scenario") && i + 1 < argc)
+            only = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_overhead [--iterations N] [--json]\n");
+            fprintf(stderr, "usage: bench_overhead [--iterations N] [--scenario NAME] [--json]\n");
             return 2;
         }
     }
@@ -129,6 +133,8 @@ int main(int argc, char **argv)
     else
         printf("{\"iterations\": %ld", iterations);
     for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
+        if (only && strcmp(only, scenarios[i].name))
+            continue;
         double us = run_scenario(&scenarios[i], iterations);
         if (us < 0)
             return 1;

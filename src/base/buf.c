@@ -27,7 +27,7 @@ void dspy__buf_reset(struct dspy_buf *b)
         b->ptr[0] = '\0';
 }
 
-dspy_status dspy__buf_reserve(struct dspy_buf *b, size_t extra)
+dspy_status dspy__buf_grow(struct dspy_buf *b, size_t extra)
 {
     if (extra > b->max || b->len > b->max - extra)
         return DSPY_ETOOBIG;
@@ -47,9 +47,9 @@ dspy_status dspy__buf_reserve(struct dspy_buf *b, size_t extra)
     return DSPY_OK;
 }
 
-dspy_status dspy__buf_add(struct dspy_buf *b, const void *data, size_t len)
+dspy_status dspy__buf_add_slow(struct dspy_buf *b, const void *data, size_t len)
 {
-    dspy_status rc = dspy__buf_reserve(b, len);
+    dspy_status rc = dspy__buf_grow(b, len);
     if (rc)
         return rc;
     if (len)
@@ -57,16 +57,6 @@ dspy_status dspy__buf_add(struct dspy_buf *b, const void *data, size_t len)
     b->len += len;
     b->ptr[b->len] = '\0';
     return DSPY_OK;
-}
-
-dspy_status dspy__buf_adds(struct dspy_buf *b, const char *s)
-{
-    return dspy__buf_add(b, s, strlen(s));
-}
-
-dspy_status dspy__buf_addc(struct dspy_buf *b, char c)
-{
-    return dspy__buf_add(b, &c, 1);
 }
 
 dspy_status dspy__buf_vaddf(struct dspy_buf *b, const char *fmt, va_list ap)
@@ -94,15 +84,17 @@ dspy_status dspy__buf_addf(struct dspy_buf *b, const char *fmt, ...)
     return rc;
 }
 
-/* Whether any of the 8 bytes in `w` needs a JSON escape: a control character (< 0x20),
- * '"' or '\\'. Bit tricks after "Bit Twiddling Hacks" (has-zero-byte, has-less-than). */
-static bool word_needs_escape(uint64_t w)
+/* The high bit of each of the 8 bytes of `w` that needs a JSON escape (a control character,
+ * '"' or '\\'), and perhaps of bytes after the first such; 0 when none does. Bit tricks
+ * after "Bit Twiddling Hacks" (has-zero-byte, has-less-than): the lowest flag is exact, as
+ * borrows only run towards later bytes. */
+static uint64_t word_escapes(uint64_t w)
 {
     const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
     uint64_t quote = w ^ (ones * '"'), bslash = w ^ (ones * '\\');
     uint64_t zero_q = (quote - ones) & ~quote, zero_b = (bslash - ones) & ~bslash;
     uint64_t ctrl = (w - ones * 0x20) & ~w;
-    return ((zero_q | zero_b | ctrl) & highs) != 0;
+    return (zero_q | zero_b | ctrl) & highs;
 }
 
 size_t dspy__json_escape_byte(unsigned char c, char out[6])
@@ -131,33 +123,56 @@ size_t dspy__json_escape_byte(unsigned char c, char out[6])
 
 dspy_status dspy__buf_add_json_str(struct dspy_buf *b, const char *s, size_t len)
 {
+    /* Room for the text unescaped and both quotes up front; an escape asks for its extra
+     * bytes as it comes, so clean text is one reserve and one copy per run. */
     dspy_status rc = dspy__buf_reserve(b, len + 2);
     if (rc)
         return rc;
-    b->ptr[b->len++] = '"';
+    char *o = b->ptr + b->len;
+    *o++ = '"';
     size_t run = 0; /* start of the pending run of bytes that need no escape */
     for (size_t i = 0; i < len; i++) {
-        /* Skip 8 clean bytes at a time: prompts are long and mostly need no escape. */
-        while (len - i >= 8) {
-            uint64_t w;
-            memcpy(&w, s + i, 8);
-            if (word_needs_escape(w))
-                break;
+        /* Skip 8 clean bytes at a time (prompts are long and mostly need no escape), then
+         * straight to the byte that needs one. */
+        uint64_t w, m = 0;
+        while (len - i >= 8 && (memcpy(&w, s + i, 8), !(m = word_escapes(w))))
             i += 8;
-        }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (m)
+            i += (size_t)__builtin_ctzll(m) >> 3;
+#endif
         if (i >= len)
             break;
-        char esc[6];
-        size_t n = dspy__json_escape_byte((unsigned char)s[i], esc);
-        if (!n)
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') /* the tail, byte by byte */
             continue;
-        if ((rc = dspy__buf_add(b, s + run, i - run)) || (rc = dspy__buf_add(b, esc, n)))
+        char esc[6];
+        size_t n = dspy__json_escape_byte(c, esc);
+        memcpy(o, s + run, i - run);
+        o += i - run;
+        /* Reserved so far: the rest of the text, the closing quote and the NUL. */
+        b->len = (size_t)(o - b->ptr);
+        if ((rc = dspy__buf_reserve(b, n + (len - i - 1) + 1))) {
+            b->ptr[b->len] = '\0';
             return rc;
+        }
+        o = b->ptr + b->len;
+        if (n == 2) { /* the short forms, the usual ones: no call to memcpy */
+            o[0] = esc[0];
+            o[1] = esc[1];
+        } else {
+            memcpy(o, esc, 6);
+        }
+        o += n;
         run = i + 1;
     }
-    if ((rc = dspy__buf_add(b, s + run, len - run)))
-        return rc;
-    return dspy__buf_addc(b, '"');
+    if (len > run)
+        memcpy(o, s + run, len - run);
+    o += len - run;
+    *o++ = '"';
+    *o = '\0';
+    b->len = (size_t)(o - b->ptr);
+    return DSPY_OK;
 }
 
 char *dspy__buf_detach(struct dspy_buf *b, size_t *len)

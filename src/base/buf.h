@@ -5,7 +5,9 @@
 #define DSPY_BASE_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 #include <dspyc/common.h>
 
@@ -22,10 +24,48 @@ void dspy__buf_init(struct dspy_buf *b, size_t max);
 void dspy__buf_release(struct dspy_buf *b);
 /* Empty the buffer, keeping its memory. */
 void dspy__buf_reset(struct dspy_buf *b);
-dspy_status dspy__buf_reserve(struct dspy_buf *b, size_t extra);
-dspy_status dspy__buf_add(struct dspy_buf *b, const void *data, size_t len);
-dspy_status dspy__buf_adds(struct dspy_buf *b, const char *s);
-dspy_status dspy__buf_addc(struct dspy_buf *b, char c);
+/* The out-of-line halves of the appends below: growth, and the checks against `max`. */
+dspy_status dspy__buf_grow(struct dspy_buf *b, size_t extra);
+dspy_status dspy__buf_add_slow(struct dspy_buf *b, const void *data, size_t len);
+
+/* Whether `extra` more bytes (and the NUL) fit without growing and within `max`. */
+static inline bool dspy__buf_fits(const struct dspy_buf *b, size_t extra)
+{
+    /* cap is 0 or > len; max may have been lowered below len after growth. */
+    return b->cap - b->len > extra && b->len <= b->max && extra <= b->max - b->len;
+}
+
+/* The appends run a few times per field on every prompt and reply: the common case, room
+ * already there, stays inline. */
+static inline dspy_status dspy__buf_reserve(struct dspy_buf *b, size_t extra)
+{
+    return dspy__buf_fits(b, extra) ? DSPY_OK : dspy__buf_grow(b, extra);
+}
+
+static inline dspy_status dspy__buf_add(struct dspy_buf *b, const void *data, size_t len)
+{
+    if (!dspy__buf_fits(b, len))
+        return dspy__buf_add_slow(b, data, len);
+    if (len)
+        memcpy(b->ptr + b->len, data, len);
+    b->len += len;
+    b->ptr[b->len] = '\0';
+    return DSPY_OK;
+}
+
+static inline dspy_status dspy__buf_adds(struct dspy_buf *b, const char *s)
+{
+    return dspy__buf_add(b, s, strlen(s));
+}
+
+static inline dspy_status dspy__buf_addc(struct dspy_buf *b, char c)
+{
+    if (!dspy__buf_fits(b, 1))
+        return dspy__buf_add_slow(b, &c, 1);
+    b->ptr[b->len++] = c;
+    b->ptr[b->len] = '\0';
+    return DSPY_OK;
+}
 dspy_status dspy__buf_addf(struct dspy_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 dspy_status dspy__buf_vaddf(struct dspy_buf *b, const char *fmt, va_list ap)

@@ -24,7 +24,7 @@
 #define FAST_MAX_CHOICES 8
 #define FAST_MAX_DEPTH 64
 
-/* A string value: either a span of the body (no escapes) or a span of the scratch buffer. */
+/* A string value: either a span of the body (no escapes) or a span of the scratch area. */
 struct span {
     size_t off;
     size_t len;
@@ -37,7 +37,8 @@ struct scan {
     const char *s;
     size_t n;
     size_t i;
-    struct dspy_buf scratch; /* decoded strings */
+    char *scratch;      /* decoded strings: the body's length is enough for all of them */
+    size_t scratch_len; /* bytes of it in use */
 };
 
 struct fast_result {
@@ -85,56 +86,55 @@ static bool hex4(struct scan *sc, unsigned *out)
     return true;
 }
 
-static bool put_utf8(struct dspy_buf *b, unsigned cp)
+static char *put_utf8(char *o, unsigned cp)
 {
-    char u[4];
-    size_t n;
     if (cp < 0x80) {
-        u[0] = (char)cp;
-        n = 1;
+        *o++ = (char)cp;
     } else if (cp < 0x800) {
-        u[0] = (char)(0xC0 | cp >> 6);
-        u[1] = (char)(0x80 | (cp & 0x3F));
-        n = 2;
+        *o++ = (char)(0xC0 | cp >> 6);
+        *o++ = (char)(0x80 | (cp & 0x3F));
     } else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | cp >> 12);
-        u[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        u[2] = (char)(0x80 | (cp & 0x3F));
-        n = 3;
+        *o++ = (char)(0xE0 | cp >> 12);
+        *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
     } else {
-        u[0] = (char)(0xF0 | cp >> 18);
-        u[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-        u[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-        u[3] = (char)(0x80 | (cp & 0x3F));
-        n = 4;
+        *o++ = (char)(0xF0 | cp >> 18);
+        *o++ = (char)(0x80 | (cp >> 12 & 0x3F));
+        *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
     }
-    return dspy__buf_add(b, u, n) == DSPY_OK;
+    return o;
 }
 
-/* Decode the escapes of body[start, end) (a string's inside) into scratch. NUL (\u0000)
- * and lone surrogates are left to jansson, which refuses them. */
+/* What each one-letter escape stands for; 0 where the letter is not one. */
+static const char short_escape[256] = {
+    ['"'] = '"',  ['\\'] = '\\', ['/'] = '/',  ['b'] = '\b',
+    ['f'] = '\f', ['n'] = '\n',  ['r'] = '\r', ['t'] = '\t',
+};
+
+/* Decode the escapes of body[start, end) (a string's inside) into scratch, written in
+ * place: the decoded text is never longer than its escaped form (\uXXXX gives at most 3
+ * bytes, a surrogate pair 4 for 12). NUL (\u0000) and lone surrogates are left to jansson,
+ * which refuses them. */
 static bool decode(struct scan *sc, size_t start, size_t end, struct span *out)
 {
-    struct scan in = { sc->s, end, start, { 0 } };
-    if (dspy__buf_reserve(&sc->scratch, end - start)) /* decoded is never longer */
-        return false;
-    out->off = sc->scratch.len;
+    struct scan in = { sc->s, end, start, NULL, 0 };
+    out->off = sc->scratch_len;
     out->decoded = true;
+    char *o = sc->scratch + sc->scratch_len;
     while (in.i < end) {
-        size_t run = in.i;
-        while (in.i < end && in.s[in.i] != '\\')
-            in.i++;
-        if (dspy__buf_add(&sc->scratch, in.s + run, in.i - run))
-            return false;
+        const char *bs = memchr(in.s + in.i, '\\', end - in.i);
+        size_t run = bs ? (size_t)(bs - in.s) - in.i : end - in.i;
+        memcpy(o, in.s + in.i, run);
+        o += run;
+        in.i += run;
         if (in.i >= end)
             break;
         char e = in.s[++in.i];
         in.i++;
-        static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
-        const char *k = e ? strchr(from, e) : NULL;
+        char k = short_escape[(unsigned char)e];
         if (k) {
-            if (dspy__buf_addc(&sc->scratch, to[k - from]))
-                return false;
+            *o++ = k;
             continue;
         }
         unsigned cp, lo;
@@ -148,10 +148,10 @@ static bool decode(struct scan *sc, size_t start, size_t end, struct span *out)
                 return false;
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
         }
-        if (!put_utf8(&sc->scratch, cp))
-            return false;
+        o = put_utf8(o, cp);
     }
-    out->len = sc->scratch.len - out->off;
+    sc->scratch_len = (size_t)(o - sc->scratch);
+    out->len = sc->scratch_len - out->off;
     return true;
 }
 
@@ -221,9 +221,9 @@ static bool string(struct scan *sc, struct span *out)
     if (!out) {
         /* Skipped strings still get their escapes checked, as jansson checks them. */
         struct span tmp;
-        size_t mark = sc->scratch.len;
+        size_t mark = sc->scratch_len;
         bool ok = !escaped || decode(sc, start, end, &tmp);
-        sc->scratch.len = mark;
+        sc->scratch_len = mark;
         return ok;
     }
     out->present = true;
@@ -471,7 +471,7 @@ static bool root_member(struct scan *sc, const struct span *key, void *ctx)
 
 static const char *span_ptr(const struct scan *sc, const struct span *sp)
 {
-    return sp->decoded ? sc->scratch.ptr + sp->off : sc->s + sp->off;
+    return sp->decoded ? sc->scratch + sp->off : sc->s + sp->off;
 }
 
 /* Texts, finish reasons and the model name live in one block hung off resp->texts, which
@@ -518,18 +518,21 @@ static dspy_status fill_fast(const struct scan *sc, const struct fast_result *r,
 /* DSPY_OK, DSPY_ENOMEM, or DSPY_EUNSUPPORTED when the jansson reader must decide. */
 static dspy_status parse_fast(const char *body, size_t len, struct dspy_lm_response *resp)
 {
+    char stack[4096]; /* the scratch area of a usual body: no allocation */
     struct fast_result r;
-    struct scan sc = { body, len, 0, { 0 } };
+    struct scan sc = { body, len, 0, stack, 0 };
     struct root_ctx ctx = { &r, false, false, false };
     dspy_status rc = DSPY_EUNSUPPORTED;
     memset(&r, 0, sizeof(r));
-    dspy__buf_init(&sc.scratch, len + 16); /* decoded text is never longer than the body */
+    if (len > sizeof(stack) && !(sc.scratch = dspy_malloc(len)))
+        return DSPY_ENOMEM;
     if (members(&sc, root_member, &ctx) && ctx.choices_seen) {
         ws(&sc);
         if (sc.i == sc.n)
             rc = fill_fast(&sc, &r, resp);
     }
-    dspy__buf_release(&sc.scratch);
+    if (sc.scratch != stack)
+        dspy_free(sc.scratch);
     return rc;
 }
 

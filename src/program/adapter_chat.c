@@ -200,7 +200,12 @@ static dspy_status chat_parse(const dspy_signature *sig, const char *text, size_
                               json_t **outputs, struct dspy_error *err)
 {
     size_t nout = sig->nfields - sig->ninputs;
-    struct sections ss = { NULL, 0, NULL };
+    /* The usual signature's sections and values fit on the stack. */
+    struct section v_stack[8];
+    bool seen_stack[8] = { false };
+    json_t *parsed_stack[8];
+    struct sections ss = { v_stack, 0, seen_stack };
+    json_t **values = parsed_stack; /* per output, in signature order */
     struct dspy_buf value, why, msg;
     json_t *fields = NULL;
     dspy_status rc = DSPY_ENOMEM;
@@ -208,11 +213,20 @@ static dspy_status chat_parse(const dspy_signature *sig, const char *text, size_
     dspy__buf_init(&value, len + 1);
     dspy__buf_init(&why, 0);
     dspy__buf_init(&msg, 0);
-    ss.v = dspy_calloc(nout ? nout : 1, sizeof(*ss.v));
-    ss.seen = dspy_calloc(nout ? nout : 1, sizeof(*ss.seen));
-    fields = json_object();
-    if (!ss.v || !ss.seen || !fields || find_sections(sig, text, len, &ss))
+    if (nout > 8) {
+        ss.v = dspy_calloc(nout, sizeof(*ss.v));
+        ss.seen = dspy_calloc(nout, sizeof(*ss.seen));
+        values = dspy_calloc(nout, sizeof(*values));
+    }
+    if (!ss.v || !ss.seen || !values)
         goto nomem;
+    for (size_t k = 0; k < nout; k++)
+        values[k] = NULL;
+    fields = json_object();
+    if (!fields || find_sections(sig, text, len, &ss))
+        goto nomem;
+    /* Values are parsed in the order of the reply (the first failure is the one reported)
+     * and set in the order of the signature, the order the prediction keeps. */
     for (size_t k = 0; k < ss.n; k++) {
         const struct dspy_field *f = &sig->fields[sig->ninputs + ss.v[k].field];
         json_t *raw, *parsed = NULL;
@@ -235,7 +249,12 @@ static dspy_status chat_parse(const dspy_signature *sig, const char *text, size_
             dspy__err_field(err, f->name);
             goto out;
         }
-        if (json_object_set_new(fields, f->name, parsed))
+        values[ss.v[k].field] = parsed;
+    }
+    for (size_t k = 0; k < nout; k++) {
+        json_t *parsed = values[k];
+        values[k] = NULL;
+        if (parsed && json_object_set_new(fields, sig->fields[sig->ninputs + k].name, parsed))
             goto nomem;
     }
     rc = dspy__adapter_finish("ChatAdapter", sig, text, len, &fields, err);
@@ -248,8 +267,14 @@ nomem:
     rc = dspy__err(err, DSPY_ENOMEM, "adapter: out of memory");
 out:
     json_decref(fields);
-    dspy_free(ss.v);
-    dspy_free(ss.seen);
+    for (size_t k = 0; values && k < nout; k++)
+        json_decref(values[k]);
+    if (ss.v != v_stack)
+        dspy_free(ss.v);
+    if (ss.seen != seen_stack)
+        dspy_free(ss.seen);
+    if (values != parsed_stack)
+        dspy_free(values);
     dspy__buf_release(&value);
     dspy__buf_release(&why);
     dspy__buf_release(&msg);

@@ -704,6 +704,19 @@ dspy_status dspy__adapter_finish(const char *class_name, const dspy_signature *s
                                  const char *text, size_t len, json_t **fields,
                                  struct dspy_error *err)
 {
+    /* The usual reply already holds every output, in the signature's order (the Chat
+     * parser sets them so): nothing to rebuild. */
+    size_t nout = sig->nfields - sig->ninputs;
+    if (json_object_size(*fields) == nout) {
+        void *it = json_object_iter(*fields);
+        size_t i = sig->ninputs;
+        while (it && i < sig->nfields && !strcmp(json_object_iter_key(it), sig->fields[i].name)) {
+            it = json_object_iter_next(*fields, it);
+            i++;
+        }
+        if (!it && i == sig->nfields)
+            return DSPY_OK;
+    }
     json_t *ordered = json_object();
     bool complete = true;
     if (!ordered)
