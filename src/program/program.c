@@ -915,51 +915,102 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
                               const struct dspy_call_config *cfg, json_t **outputs,
                               struct dspy_call_info *info, struct dspy_error *err)
 {
-    return dspy__program_call_in(p, lm, NULL, NULL, inputs, cfg, outputs, info, err);
+    return dspy__program_call_in(p, lm, NULL, NULL, NULL, inputs, cfg, outputs, info, err);
+}
+
+void dspy__program_first_release(struct dspy__program_first *f)
+{
+    json_decref(f->record);
+    json_decref(f->all);
+    json_decref(f->report);
+    dspy_module_free(f->use);
+    memset(f, 0, sizeof(*f));
+}
+
+/* The steps before predictor 0 and its context fit, on `record` (outputs into `all`);
+ * *use and *report as dspy__context_fit leaves them. */
+static dspy_status run_first(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
+                             const struct dspy_call_config *cfg, json_t *record, json_t *all,
+                             json_t **report, dspy_module **use, struct dspy_call_info *sum,
+                             struct dspy_error *err)
+{
+    dspy_status rc;
+    *use = NULL;
+    if (p->nsteps && (rc = dspy__program_run_steps(p, 0, record, all, lm, group, cfg, sum, err)))
+        return rc;
+    if (!p->context_budget)
+        return DSPY_OK;
+    if (!*report && !(*report = json_object()))
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    if ((rc = dspy__context_fit(p, 0, record, use, *report, err)))
+        dspy__err_prefix(err, "predictor %s", p->preds[0].name ? p->preds[0].name : "predict");
+    return rc;
 }
 
 dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
-                                  struct dspy__lm_prefetched *pre, const json_t *inputs,
+                                  struct dspy__lm_prefetched *pre,
+                                  struct dspy__program_first *first, const json_t *inputs,
                                   const struct dspy_call_config *cfg, json_t **outputs,
                                   struct dspy_call_info *info, struct dspy_error *err)
 {
     struct dspy_call_info sum, one;
+    struct dspy__program_first ready = { NULL, NULL, NULL, NULL };
     dspy_status rc = DSPY_OK;
     memset(&sum, 0, sizeof(sum));
+    if (first) { /* taken: released below whatever happens */
+        ready = *first;
+        memset(first, 0, sizeof(*first));
+    }
     if (outputs)
         *outputs = NULL;
-    if (!p || !lm || !outputs)
+    if (!p || !lm || !outputs) {
+        dspy__program_first_release(&ready);
         return dspy__err(err, DSPY_EINVAL,
                          "dspy_program_call: program, lm and outputs are required");
-    if (!json_is_object(inputs))
+    }
+    if (!json_is_object(inputs)) {
+        dspy__program_first_release(&ready);
         return dspy__err(err, DSPY_EINVAL, "inputs must be a JSON object");
-    if (p->n == 1 && !p->nsteps && !p->context_budget) { /* the common case needs no record */
+    }
+    if (!ready.record && p->n == 1 && !p->nsteps && !p->context_budget) {
+        /* the common case needs no record */
         rc = dspy__module_call_in(p->preds[0].module, lm, group, pre, inputs, cfg, outputs, NULL,
                                   info, err);
         if (rc && p->preds[0].name)
             dspy__err_prefix(err, "predictor %s", p->preds[0].name);
         return rc;
     }
-    json_t *record = json_object(), *all = json_object(), *report = NULL;
-    if (!record || !all || json_object_update(record, (json_t *)(uintptr_t)inputs)) {
+    bool prepared = ready.record != NULL; /* the steps before predictor 0 and its fit ran */
+    json_t *record = ready.record, *all = ready.all, *report = ready.report;
+    dspy_module *use0 = ready.use;
+    if (!prepared && (!(record = json_object()) || !(all = json_object()) ||
+                      json_object_update(record, (json_t *)(uintptr_t)inputs))) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto release;
     }
     for (size_t i = 0; i < p->n; i++) {
         json_t *pred = NULL;
-        if (p->nsteps &&
-            (rc = dspy__program_run_steps(p, i, record, all, lm, group, cfg, &sum, err)))
-            goto release;
         dspy_module *use = NULL;
-        if (p->context_budget) {
-            if (!report && !(report = json_object())) {
-                rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+        if (!i && prepared) {
+            use = use0;
+            use0 = NULL;
+        } else if (!i) {
+            if ((rc = run_first(p, lm, group, cfg, record, all, &report, &use, &sum, err)))
                 goto release;
-            }
-            if ((rc = dspy__context_fit(p, i, record, &use, report, err))) {
-                dspy__err_prefix(err, "predictor %s",
-                                 p->preds[i].name ? p->preds[i].name : "predict");
+        } else {
+            if (p->nsteps &&
+                (rc = dspy__program_run_steps(p, i, record, all, lm, group, cfg, &sum, err)))
                 goto release;
+            if (p->context_budget) {
+                if (!report && !(report = json_object())) {
+                    rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+                    goto release;
+                }
+                if ((rc = dspy__context_fit(p, i, record, &use, report, err))) {
+                    dspy__err_prefix(err, "predictor %s",
+                                     p->preds[i].name ? p->preds[i].name : "predict");
+                    goto release;
+                }
             }
         }
         rc = dspy__module_call_in(use ? use : p->preds[i].module, lm, group, i ? NULL : pre, record,
@@ -990,37 +1041,44 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
 release:
     if (info)
         *info = sum;
+    dspy_module_free(use0);
     json_decref(report);
     json_decref(all);
     json_decref(record);
     return rc;
 }
 
-/* Whether every step before the first predictor searches locally (an index or corpus in
- * this process): cheap enough to run once more for the first call's key. */
-static bool first_steps_local(const dspy_program *p)
+bool dspy__program_first_local(const dspy_program *p)
 {
     for (size_t i = 0; i < p->nsteps; i++)
-        if (p->steps[i].before == 0 &&
-            (!p->steps[i].retriever || strcmp(dspy_retriever_kind(p->steps[i].retriever), "bm25")))
-            return false; /* an LM rank step, a remote or embedding retriever */
+        if (p->steps[i].before == 0 && !dspy__retriever_local(p->steps[i].retriever))
+            return false; /* an LM rank step (no retriever), a remote service */
     return true;
 }
 
-dspy_status dspy__program_request_key(dspy_program *p, dspy_lm *lm, const json_t *inputs,
-                                      const struct dspy_call_config *cfg,
-                                      struct dspy_cache_key *key, struct dspy_cache_ctl *ctl)
+dspy_status dspy__program_prepare(dspy_program *p, dspy_lm *lm, const json_t *inputs,
+                                  const struct dspy_call_config *cfg,
+                                  struct dspy__program_first *first, struct dspy_cache_key *key,
+                                  struct dspy_cache_ctl *ctl)
 {
     dspy_status rc;
-    if (!p || !p->n || p->context_budget || !json_is_object(inputs) || !first_steps_local(p))
+    memset(first, 0, sizeof(*first));
+    if (!p || !p->n || !json_is_object(inputs) || !dspy__program_first_local(p))
         return DSPY_EINVAL;
-    if (!p->nsteps)
+    if (!p->nsteps && !p->context_budget) /* nothing to prepare: the key of the inputs */
         return dspy__module_request_key(p->preds[0].module, lm, inputs, cfg, key, ctl, NULL);
-    json_t *record = json_deep_copy(inputs);
-    if (!record)
-        return DSPY_ENOMEM;
-    if (!(rc = dspy__program_run_steps(p, 0, record, NULL, NULL, NULL, NULL, NULL, NULL)))
-        rc = dspy__module_request_key(p->preds[0].module, lm, record, cfg, key, ctl, NULL);
-    json_decref(record);
+    struct dspy__program_first f = { json_deep_copy(inputs), json_object(), NULL, NULL };
+    if (!f.record || !f.all) {
+        rc = DSPY_ENOMEM;
+        goto fail;
+    }
+    if ((rc = run_first(p, NULL, NULL, NULL, f.record, f.all, &f.report, &f.use, NULL, NULL)) ||
+        (rc = dspy__module_request_key(f.use ? f.use : p->preds[0].module, lm, f.record, cfg, key,
+                                       ctl, NULL)))
+        goto fail;
+    *first = f;
+    return DSPY_OK;
+fail:
+    dspy__program_first_release(&f);
     return rc;
 }

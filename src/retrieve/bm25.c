@@ -342,7 +342,14 @@ out:
     return rc;
 }
 
-static const struct dspy__retriever_ops bm25_ops = { "bm25", bm25_search, bm25_size, bm25_free };
+static bool bm25_local(const void *impl)
+{
+    (void)impl;
+    return true;
+}
+
+static const struct dspy__retriever_ops bm25_ops = { "bm25", bm25_search, bm25_size, bm25_free,
+                                                     bm25_local };
 
 uint64_t dspy__bm25_checksum(const dspy_retriever *r)
 {

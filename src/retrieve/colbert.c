@@ -166,7 +166,7 @@ out:
 }
 
 static const struct dspy__retriever_ops colbert_ops = { "colbertv2", colbert_search, NULL,
-                                                        colbert_free };
+                                                        colbert_free, NULL };
 
 dspy_status dspy_retriever_colbert(const struct dspy_colbert_options *opts, dspy_retriever **out,
                                    struct dspy_error *err)

@@ -303,8 +303,13 @@ out:
     return rc;
 }
 
-static const struct dspy__retriever_ops dense_ops = { "dense", dense_search, dense_size,
-                                                      dense_free };
+static bool dense_local(const void *impl)
+{
+    return ((const struct dense *)impl)->local != NULL; /* else an embeddings endpoint */
+}
+
+static const struct dspy__retriever_ops dense_ops = { "dense", dense_search, dense_size, dense_free,
+                                                      dense_local };
 
 dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_dense_options *o,
                                  dspy_retriever **out, struct dspy_error *err)
@@ -499,8 +504,14 @@ static dspy_status hybrid_search(void *impl, const char *query, size_t k, struct
     return DSPY_OK;
 }
 
+static bool hybrid_local(const void *impl)
+{
+    const struct hybrid *h = impl;
+    return dspy__retriever_local(h->a) && dspy__retriever_local(h->b);
+}
+
 static const struct dspy__retriever_ops hybrid_ops = { "hybrid", hybrid_search, hybrid_size,
-                                                       hybrid_free };
+                                                       hybrid_free, hybrid_local };
 
 dspy_status dspy_retriever_hybrid(dspy_retriever *a, dspy_retriever *b, size_t depth,
                                   dspy_retriever **out, struct dspy_error *err)

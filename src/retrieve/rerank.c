@@ -99,8 +99,13 @@ out:
     return rc;
 }
 
+static bool rerank_local(const void *impl)
+{
+    return dspy__retriever_local(((const struct rerank *)impl)->base); /* MiniLM is here */
+}
+
 static const struct dspy__retriever_ops rerank_ops = { "rerank", rerank_search, rerank_size,
-                                                       rerank_free };
+                                                       rerank_free, rerank_local };
 
 dspy_status dspy_retriever_rerank(dspy_retriever *base, const struct dspy_rerank_options *o,
                                   dspy_retriever **out, struct dspy_error *err)

@@ -12,6 +12,7 @@ struct dspy__retriever_ops {
                           size_t *n, struct dspy_error *err);
     uint64_t (*size)(const void *impl);
     void (*free)(void *impl);
+    bool (*local)(const void *impl); /* searches in this process; NULL: a remote service */
 };
 
 struct dspy_retriever {
@@ -22,6 +23,10 @@ struct dspy_retriever {
 
 /* Another reference to `r` (a program copy sharing its retrieve steps' retrievers). */
 dspy_retriever *dspy__retriever_ref(dspy_retriever *r);
+
+/* Whether `r` searches without leaving the process (an index or corpus here, the in-process
+ * encoder): the batch executor may then run it ahead for a run of records. */
+bool dspy__retriever_local(const dspy_retriever *r);
 
 /* Wrap an implementation; on failure `impl` is released with ops->free. */
 dspy_status dspy__retriever_wrap(const struct dspy__retriever_ops *ops, void *impl,
