@@ -431,6 +431,49 @@ def test_rank_step_orders_passages_and_survives_hostile_rankings(tmp_path, corpu
         srv.shutdown()
 
 
+def test_rank_step_instructions_travel_in_state_files_as_dspy_writes_them(tmp_path, corpus):
+    import dspy
+
+    class RAG(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.retrieve = dspy.Retrieve(k=3)
+            self.rank = dspy.Predict("query, documents -> ranked_documents")
+            self.answer = dspy.Predict("passages: list[str], question -> answer")
+
+    rag = RAG()
+    tuned = "Put the passage naming the capital first; answer with numbers."
+    rag.rank.signature = rag.rank.signature.with_instructions(tuned)
+    assert [n for n, _ in rag.named_parameters()] == ["retrieve", "rank", "answer"]
+    saved = tmp_path / "dspy_state.json"  # built as save() would (see the test above)
+    saved.write_text(json.dumps({
+        "retrieve": rag.retrieve.dump_state(), "rank": rag.rank.dump_state(json_mode=True),
+        "answer": rag.answer.dump_state(json_mode=True),
+        "metadata": {"dependency_versions": {"python": "3.11", "dspy": "3.3.1",
+                                             "cloudpickle": "3.1"}}}))
+    prog = tmp_path / "rag.json"
+    spec = rag_program({"corpus": "corpus.jsonl", "k": 3})
+    spec["predictors"].insert(1, {"module": "rank", "k": 2})
+    write(prog, spec)
+    rec = tmp_path / "requests.jsonl"
+    _, base = start_sim("--record", rec)
+    inp, out, mine = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "mine.json"
+    inp.write_text(json.dumps({"question": "What is the capital of France?"}) + "\n")
+    r = dspyc("run", prog, "--state", saved, "--save-state", mine, "--input", inp, "--output",
+              out, "--base-url", base, "--model", "m", "--cache", "off")
+    assert r.returncode == 0, r.stderr
+    bodies = [json.loads(l)["body"] for l in rec.read_text().splitlines()]
+    rank_prompts = [b["messages"][0]["content"] for b in bodies
+                    if isinstance(b, dict) and "ranked_documents" in b["messages"][0]["content"]]
+    assert rank_prompts and all(tuned in p for p in rank_prompts)  # the loaded instructions
+    got, want = json.loads(mine.read_text()), json.loads(saved.read_text())
+    assert got["rank"].pop("k") == 2  # the step's k, beside DSPy's Predict state
+    assert got == want
+    back = RAG()
+    back.load(str(mine))  # DSPy reads the file dspyc wrote
+    assert back.rank.signature.instructions == tuned
+
+
 @pytest.mark.parametrize("step, what", [
     ({"module": "rank", "k": 0}, '"k" must be an integer from 1 to 1000'),
     ({"module": "rank", "documents": "a b"}, '"documents" must be a field name'),
