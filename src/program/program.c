@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include <dspyc/program.h>
 
 #include "base/status.h"
@@ -362,6 +364,21 @@ static dspy_status take_dense(struct spec *s, dspy_retriever **r, dspy_retriever
     return DSPY_OK;
 }
 
+/* The path of the dense.vec beside an "index" (a folder or its bm25.idx); NULL when out of
+ * memory. */
+static char *index_vectors(struct spec *s, const char *index)
+{
+    char *path = resolve_path(s, index), *vectors;
+    size_t n = path ? strlen(path) : 0;
+    if (path && n > 9 && !strcmp(path + n - 9, "/bm25.idx"))
+        path[n - 9] = '\0';
+    vectors = path ? dspy_malloc(strlen(path) + 16) : NULL;
+    if (vectors)
+        sprintf(vectors, "%s/dense.vec", path);
+    dspy_free(path);
+    return vectors;
+}
+
 /* The in-process MiniLM encoder for "mode": "dense" or "hybrid": with an "index", its
  * dense.vec (dspyc index build --dense minilm) mapped; with a "corpus", every passage
  * embedded now. *r (the BM25 retriever) is replaced. */
@@ -382,18 +399,8 @@ static dspy_status wrap_minilm(struct spec *s, const json_t *spec, bool hybrid, 
         o.mmr_lambda = json_number_value(mmr);
         o.mmr_depth = depth ? (size_t)json_integer_value(depth) : 0;
     }
-    if (index) {
-        char *path = resolve_path(s, index);
-        size_t n = path ? strlen(path) : 0;
-        if (path && n > 9 && !strcmp(path + n - 9, "/bm25.idx"))
-            path[n - 9] = '\0';
-        vectors = path ? dspy_malloc(strlen(path) + 16) : NULL;
-        if (vectors)
-            sprintf(vectors, "%s/dense.vec", path);
-        dspy_free(path);
-        if (!vectors)
-            return spec_err(s, DSPY_ENOMEM, "out of memory");
-    }
+    if (index && !(vectors = index_vectors(s, index)))
+        return spec_err(s, DSPY_ENOMEM, "out of memory");
     if (emodel && !(dir = resolve_path(s, emodel))) {
         dspy_free(vectors);
         return spec_err(s, DSPY_ENOMEM, "out of memory");
@@ -496,7 +503,8 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
 }
 
 /* "rerank": "embed": *r's top "depth" re-ranked by MiniLM cosine to the query ("mmr": the
- * diverse pick among them); *r is replaced by the re-ranking retriever. */
+ * diverse pick among them); *r is replaced by the re-ranking retriever. Over an "index"
+ * with a dense.vec, the passages' stored vectors are used. */
 static dspy_status wrap_rerank(struct spec *s, const json_t *spec, dspy_retriever **r)
 {
     json_t *rerank, *depth, *model, *mmr = json_object_get(spec, "mmr");
@@ -528,13 +536,24 @@ static dspy_status wrap_rerank(struct spec *s, const json_t *spec, dspy_retrieve
     if (model && !dir)
         return spec_err(s, DSPY_ENOMEM, "out of memory");
     o.model_dir = dir;
+    const char *index = json_string_value(json_object_get(spec, "index"));
+    char *vectors = index ? index_vectors(s, index) : NULL;
+    if (index && !vectors) {
+        dspy_free(dir);
+        return spec_err(s, DSPY_ENOMEM, "out of memory");
+    }
+    if (vectors && access(vectors, F_OK) == 0) /* built with --dense minilm */
+        o.vectors = vectors;
     dspy_retriever *rr = NULL;
     struct dspy_error why;
     dspy_error_clear(&why);
     rc = dspy_retriever_rerank(*r, &o, &rr, &why);
     dspy_free(dir);
+    dspy_free(vectors);
     if (rc) {
-        s->path.at_key = model ? "embed_model" : "rerank";
+        s->path.at_key = o.vectors && strstr(why.message, "dense.vec") ? "index"
+                         : model                                       ? "embed_model"
+                                                                       : "rerank";
         spec_err(s, rc, "%s", why.message);
         s->path.at_key = NULL;
         return rc;

@@ -533,6 +533,30 @@ def test_embed_rerank_orders_by_minilm_cosine_with_optional_mmr(tmp_path, corpus
     assert changed  # the re-rank changed BM25's pick for some query
 
 
+def test_embed_rerank_over_an_index_uses_its_stored_vectors(tmp_path, corpus):
+    qs = ["Which river flows through the French capital?",
+          "What is the weather like in spring and winter?",
+          "Is the capital of Germany cold in the day?"]
+    idx = tmp_path / "idx"
+    r = dspyc("index", "build", corpus, "--out", idx, "--dense", "minilm", "--embed-model", MODEL)
+    assert r.returncode == 0, r.stderr
+    step = {"k": 3, "depth": 6, "rerank": "embed", "mmr": 0.5}
+    by_corpus, by_index = tmp_path / "c.json", tmp_path / "i.json"
+    write(by_corpus, rag_program({"corpus": "corpus.jsonl", **step}))  # embeds the candidates
+    write(by_index, rag_program({"index": "idx", **step}))  # takes them from dense.vec
+    want = [l["prediction"]["passages"] for l in run_rag(tmp_path, by_corpus, qs)[0]]
+    got = [l["prediction"]["passages"] for l in run_rag(tmp_path, by_index, qs)[0]]
+    assert got == want
+    # the index's vectors are read: one of another corpus is refused, naming it
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(d) + "\n" for d in CORPUS[:5]))
+    assert dspyc("index", "build", other, "--out", tmp_path / "idx2", "--dense", "minilm",
+                 "--embed-model", MODEL).returncode == 0
+    (idx / "dense.vec").write_bytes((tmp_path / "idx2" / "dense.vec").read_bytes())
+    r = dspyc("run", by_index, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and "dense.vec" in r.stderr and "i.json" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("extra, what", [
     ({"rerank": "cross"}, '"rerank" must be "embed"'),
     ({"rerank": "embed", "depth": 0}, '"depth" must be an integer from 1 to 1000'),
