@@ -946,23 +946,23 @@ void dspy__program_first_release(struct dspy__program_first *f)
     memset(f, 0, sizeof(*f));
 }
 
-/* The steps before predictor 0 and its context fit, on `record` (outputs into `all`);
+/* The steps before predictor `i` and its context fit, on `record` (outputs into `all`);
  * *use and *report as dspy__context_fit leaves them. */
-static dspy_status run_first(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
-                             const struct dspy_call_config *cfg, json_t *record, json_t *all,
-                             json_t **report, dspy_module **use, struct dspy_call_info *sum,
-                             struct dspy_error *err)
+static dspy_status before_pred(dspy_program *p, size_t i, dspy_lm *lm,
+                               struct dspy__engine_group *group, const struct dspy_call_config *cfg,
+                               json_t *record, json_t *all, json_t **report, dspy_module **use,
+                               struct dspy_call_info *sum, struct dspy_error *err)
 {
     dspy_status rc;
     *use = NULL;
-    if (p->nsteps && (rc = dspy__program_run_steps(p, 0, record, all, lm, group, cfg, sum, err)))
+    if (p->nsteps && (rc = dspy__program_run_steps(p, i, record, all, lm, group, cfg, sum, err)))
         return rc;
     if (!p->context_budget)
         return DSPY_OK;
     if (!*report && !(*report = json_object()))
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
-    if ((rc = dspy__context_fit(p, 0, record, use, *report, err)))
-        dspy__err_prefix(err, "predictor %s", p->preds[0].name ? p->preds[0].name : "predict");
+    if ((rc = dspy__context_fit(p, i, record, use, *report, err)))
+        dspy__err_prefix(err, "predictor %s", p->preds[i].name ? p->preds[i].name : "predict");
     return rc;
 }
 
@@ -1013,24 +1013,9 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
         if (!i && prepared) {
             use = use0;
             use0 = NULL;
-        } else if (!i) {
-            if ((rc = run_first(p, lm, group, cfg, record, all, &report, &use, &sum, err)))
-                goto release;
-        } else {
-            if (p->nsteps &&
-                (rc = dspy__program_run_steps(p, i, record, all, lm, group, cfg, &sum, err)))
-                goto release;
-            if (p->context_budget) {
-                if (!report && !(report = json_object())) {
-                    rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
-                    goto release;
-                }
-                if ((rc = dspy__context_fit(p, i, record, &use, report, err))) {
-                    dspy__err_prefix(err, "predictor %s",
-                                     p->preds[i].name ? p->preds[i].name : "predict");
-                    goto release;
-                }
-            }
+        } else if ((rc = before_pred(p, i, lm, group, cfg, record, all, &report, &use, &sum,
+                                     err))) {
+            goto release;
         }
         rc = dspy__module_call_in(use ? use : p->preds[i].module, lm, group, i ? NULL : pre, record,
                                   cfg, &pred, NULL, &one, err);
@@ -1091,7 +1076,8 @@ dspy_status dspy__program_prepare(dspy_program *p, dspy_lm *lm, const json_t *in
         rc = DSPY_ENOMEM;
         goto fail;
     }
-    if ((rc = run_first(p, NULL, NULL, NULL, f.record, f.all, &f.report, &f.use, NULL, NULL)) ||
+    if ((rc = before_pred(p, 0, NULL, NULL, NULL, f.record, f.all, &f.report, &f.use, NULL,
+                          NULL)) ||
         (rc = dspy__module_request_key(f.use ? f.use : p->preds[0].module, lm, f.record, cfg, key,
                                        ctl, NULL)))
         goto fail;
