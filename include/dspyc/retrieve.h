@@ -147,6 +147,11 @@ struct dspy_rerank_options {
     size_t depth;          /* candidates taken from the retriever; 0 = 20; at least k */
     double mmr_lambda;     /* > 0: the k picked by maximal marginal relevance among the
                               candidates (as dspy_dense_options.mmr_lambda); 0 = off */
+    const char *vectors;   /* a dense.vec (dspyc index build --dense minilm) of the index the
+                              retriever's passages come from: their stored vectors are used
+                              and only the query is embedded per search; mapped now, checked
+                              against that index (an error when it does not match); NULL =
+                              every candidate embedded per search */
 };
 #define DSPY_RERANK_OPTIONS_INIT \
     {                            \

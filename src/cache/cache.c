@@ -264,6 +264,12 @@ static void sleep_ms(unsigned ms)
         ;
 }
 
+/* Whether a leader takes a Redis lease for a fill at `levels`. */
+static bool leases(const dspy_cache *c, unsigned levels)
+{
+    return c->lvl[L2] && (levels & DSPY_CACHE_L2) && c->opts.lease_ms;
+}
+
 /* Cross-process step of the leader: wait while another process holds the lease. Returns
  * true with *out (source REMOTE) when that process's value appeared; false when this
  * process should fill, with *leased telling whether it holds the lease. */
@@ -273,7 +279,7 @@ static bool lease_wait(dspy_cache *c, const uint8_t key[16], unsigned levels, ch
     uint64_t deadline = dspy__now_ns() + 2 * (uint64_t)c->opts.lease_ms * 1000000u;
     bool waited = false;
     *leased = false;
-    if (!c->lvl[L2] || !(levels & DSPY_CACHE_L2) || !c->opts.lease_ms)
+    if (!leases(c, levels))
         return false;
     snprintf(token, token_cap, "%ld-%llx-%llx", (long)getpid(), (unsigned long long)dspy__now_ns(),
              (unsigned long long)atomic_fetch_add(&c->token_seq, 1));
@@ -298,7 +304,9 @@ static bool lease_wait(dspy_cache *c, const uint8_t key[16], unsigned levels, ch
 }
 
 /* The leader's part: look again (a fill may have finished between our miss and our
- * registration), then the lease, then the fill. */
+ * registration), then the lease, then the fill. The lease script reads Redis's value
+ * before it takes the lease, in the same round trip: the look again skips Redis then (it
+ * would be a second GET, and a second miss in Redis's counters, for nothing). */
 static dspy_status lead(dspy_cache *c, const struct dspy_cache_key *key,
                         const struct dspy_cache_ctl *ctl, dspy_cache_fill_fn fill, void *ud,
                         struct dspy__cache_entry **out, enum dspy_cache_source *src,
@@ -308,7 +316,7 @@ static dspy_status lead(dspy_cache *c, const struct dspy_cache_key *key,
     char token[64];
     bool leased;
     dspy_status rc;
-    if (lookup(c, key->bytes, levels, out, src))
+    if (lookup(c, key->bytes, leases(c, levels) ? levels & ~DSPY_CACHE_L2 : levels, out, src))
         return DSPY_OK;
     if (lease_wait(c, key->bytes, levels, token, sizeof(token), &leased, out)) {
         *src = DSPY_CACHE_REMOTE;

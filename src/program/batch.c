@@ -5,9 +5,10 @@
  * asynchronous goes straight onto the LM's event loop, fed from the calling thread with no
  * thread per record (each completion starts the next record already pulled, on the loop
  * thread); other programs run on a bounded pool of worker threads. Over a cache with a
- * level below L1, the pool reads records ahead in runs and looks all their first LM calls
- * up in one dspy_cache_get_many (one pipelined Redis MGET for the L1 misses): the hits are
- * answered from it and only the misses reach the LM. */
+ * level below L1, the pool reads records ahead in runs, runs the local work before each
+ * one's first LM call (retrieval, re-ranking, the context fit; its waiting workers help)
+ * and looks all those calls up in one dspy_cache_get_many (one pipelined Redis MGET for
+ * the L1 misses): the hits are answered from it and only the misses reach the LM. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -38,10 +39,14 @@ struct slot {
     struct dspy_error *error; /* the failure, NULL if none (or if it could not be kept) */
     struct dspy_call_info info;
     uint64_t latency_ns;
-    bool done;                      /* the result is final; mu */
-    struct batch *b;                /* for the asynchronous path's completion */
-    uint64_t start_ns;              /* the asynchronous call began */
-    struct dspy__lm_prefetched pre; /* pool path: the lookup of its first LM call */
+    bool done;                        /* the result is final; mu */
+    struct batch *b;                  /* for the asynchronous path's completion */
+    uint64_t start_ns;                /* the asynchronous call began */
+    struct dspy__lm_prefetched pre;   /* pool path: the lookup of its first LM call */
+    struct dspy__program_first first; /* pool path: its first predictor's input, prepared */
+    struct dspy_cache_ctl ctl;        /* prefetch: the first LM call's control */
+    bool keyed;                       /* prefetch: pre.key and ctl are known */
+    uint64_t prep_ns;                 /* prefetch: time spent preparing it, in its latency */
 };
 
 struct batch {
@@ -73,6 +78,9 @@ struct batch {
     bool reading;               /* prefetch: a worker is reading ahead; mu */
     size_t next_run;            /* prefetch: next record to run (from here to `pulled` they
                                    are looked up and wait for a worker); mu */
+    size_t prep_next, prep_end; /* prefetch: records of the run read ahead waiting to be
+                                   prepared (any waiting worker helps); mu */
+    size_t prep_left;           /* prefetch: records of the run not yet prepared; mu */
     bool sink_failed;           /* only the emitter touches it */
     atomic_bool stop;           /* pull no more: cancel, max_errors, source or sink error */
     dspy_status stop_rc;        /* why; mu */
@@ -201,14 +209,15 @@ static void run_record(struct batch *b, struct slot *s)
     struct dspy_error e;
     if (refuse_record(b, s)) {
         dspy_cache_value_release(&s->pre.value);
+        dspy__program_first_release(&s->first);
         return;
     }
     uint64_t t0 = dspy_clock_ns();
     dspy_error_clear(&e);
-    s->status = dspy__program_call_in(b->prog, b->lms[s->lm], b->groups[s->lm], &s->pre, s->inputs,
-                                      b->o->cfg, &s->outputs, &s->info, &e);
-    s->latency_ns = dspy_clock_ns() - t0;
-    dspy_cache_value_release(&s->pre.value); /* a hit the call did not take */
+    s->status = dspy__program_call_in(b->prog, b->lms[s->lm], b->groups[s->lm], &s->pre, &s->first,
+                                      s->inputs, b->o->cfg, &s->outputs, &s->info, &e);
+    s->latency_ns = s->prep_ns + (dspy_clock_ns() - t0); /* with the work done ahead */
+    dspy_cache_value_release(&s->pre.value);             /* a hit the call did not take */
     if (s->status) {
         keep_error(s, &e);
         json_decref(s->outputs);
@@ -323,30 +332,57 @@ static void complete(struct batch *b, struct slot *s)
 
 /* ---- reading ahead: one lookup for many records --------------------------------------- */
 
-/* Look up the first LM call of records [from, to) at once; a record whose key cannot be
- * known beforehand keeps no lookup and makes its own. No lock held: the slots are the
- * reader's until it publishes them. */
+/* Prepare one record read ahead: the local work before its first LM call (retrieval,
+ * re-ranking, the context fit) and that call's key. A record whose key cannot be known
+ * beforehand keeps none and makes its own lookup. No lock held: the slot is being read
+ * ahead, no worker runs it yet. */
+static void prepare_one(struct batch *b, size_t i)
+{
+    struct slot *s = &b->slots[i % b->window];
+    uint64_t t0 = dspy_clock_ns();
+    s->keyed = s->inputs && !atomic_load(&b->stop) &&
+               !dspy__program_prepare(b->prog, b->lms[s->lm], s->inputs, b->o->cfg, &s->first,
+                                      &s->pre.key, &s->ctl);
+    s->prep_ns = dspy_clock_ns() - t0;
+}
+
+/* mu held (dropped while preparing). Prepare records of the run left to prepare; true when
+ * this thread did one. */
+static bool help_prepare_locked(struct batch *b)
+{
+    if (b->prep_next >= b->prep_end)
+        return false;
+    size_t i = b->prep_next++;
+    pthread_mutex_unlock(&b->mu);
+    prepare_one(b, i);
+    pthread_mutex_lock(&b->mu);
+    if (--b->prep_left == 0)
+        pthread_cond_broadcast(&b->space);
+    return true;
+}
+
+/* Look up the first LM call of the prepared records [from, to) at once. No lock held: the
+ * slots are the reader's until it publishes them. */
 static void prefetch(struct batch *b, size_t from, size_t to)
 {
     size_t n = to - from, m = 0;
     struct dspy_cache_key *keys = dspy_malloc(n * sizeof(*keys));
     struct dspy_cache_value *vals = dspy_malloc(n * sizeof(*vals));
     size_t *at = dspy_malloc(n * sizeof(*at));
-    struct dspy_cache_ctl ctl = DSPY_CACHE_CTL_INIT, one;
+    struct dspy_cache_ctl ctl = DSPY_CACHE_CTL_INIT;
     if (!keys || !vals || !at)
         goto out; /* out of memory: every record looks itself up */
     for (size_t i = from; i < to; i++) {
         struct slot *s = &b->slots[i % b->window];
-        dspy_lm *lm = s->inputs ? b->lms[s->lm] : NULL; /* the record's; one cache for all */
-        if (!lm || dspy__lm_cache(lm) != dspy__lm_cache(b->lm) ||
-            dspy__program_request_key(b->prog, lm, s->inputs, b->o->cfg, &keys[m], &one))
+        if (!s->keyed || dspy__lm_cache(b->lms[s->lm]) != dspy__lm_cache(b->lm))
             continue;
         /* One control for the run (the program and config are the batch's); a record
          * whose control differs, or that does not read the cache, looks itself up. */
         if (!m)
-            ctl = one;
-        if (one.no_cache || one.levels != ctl.levels || one.ns != ctl.ns)
+            ctl = s->ctl;
+        if (s->ctl.no_cache || s->ctl.levels != ctl.levels || s->ctl.ns != ctl.ns)
             continue;
+        keys[m] = s->pre.key;
         at[m++] = i;
     }
     unsigned lower = dspy_cache_levels(dspy__lm_cache(b->lm)) & (DSPY_CACHE_L2 | DSPY_CACHE_L3);
@@ -355,7 +391,6 @@ static void prefetch(struct batch *b, size_t from, size_t to)
     dspy_cache_get_many(dspy__lm_cache(b->lm), keys, m, &ctl, vals);
     for (size_t j = 0; j < m; j++) {
         struct slot *s = &b->slots[at[j] % b->window];
-        s->pre.key = keys[j];
         s->pre.value = vals[j];
         s->pre.looked_up = true;
     }
@@ -367,7 +402,8 @@ out:
 
 /* The next record for a worker of a prefetching pool: one read ahead and looked up, else
  * (when no other worker is reading) read a run of records, as many as the window has room
- * for, look them up, and take the first. */
+ * for, prepare them (with the workers waiting meanwhile: the local steps before the first
+ * LM call may be an embedding each), look them up, and take the first. */
 static bool next_prefetched(struct batch *b, size_t *idx)
 {
     pthread_mutex_lock(&b->mu);
@@ -379,13 +415,24 @@ static bool next_prefetched(struct batch *b, size_t *idx)
         }
         if (!b->reading)
             break;
-        wait_space(b);
+        if (!help_prepare_locked(b))
+            wait_space(b);
     }
     b->reading = true;
     size_t from = b->pulled, got = 0, i;
     pthread_mutex_unlock(&b->mu);
     while (got < BATCH_PREFETCH_MAX && pull(b, &i, got == 0))
         got++;
+    pthread_mutex_lock(&b->mu);
+    b->prep_next = from;
+    b->prep_end = from + got;
+    b->prep_left = got;
+    pthread_cond_broadcast(&b->space);
+    while (help_prepare_locked(b))
+        ;
+    while (b->prep_left)
+        wait_space(b);
+    pthread_mutex_unlock(&b->mu);
     if (got)
         prefetch(b, from, from + got);
     pthread_mutex_lock(&b->mu);

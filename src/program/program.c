@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include <dspyc/program.h>
 
 #include "base/status.h"
@@ -362,6 +364,21 @@ static dspy_status take_dense(struct spec *s, dspy_retriever **r, dspy_retriever
     return DSPY_OK;
 }
 
+/* The path of the dense.vec beside an "index" (a folder or its bm25.idx); NULL when out of
+ * memory. */
+static char *index_vectors(struct spec *s, const char *index)
+{
+    char *path = resolve_path(s, index), *vectors;
+    size_t n = path ? strlen(path) : 0;
+    if (path && n > 9 && !strcmp(path + n - 9, "/bm25.idx"))
+        path[n - 9] = '\0';
+    vectors = path ? dspy_malloc(strlen(path) + 16) : NULL;
+    if (vectors)
+        sprintf(vectors, "%s/dense.vec", path);
+    dspy_free(path);
+    return vectors;
+}
+
 /* The in-process MiniLM encoder for "mode": "dense" or "hybrid": with an "index", its
  * dense.vec (dspyc index build --dense minilm) mapped; with a "corpus", every passage
  * embedded now. *r (the BM25 retriever) is replaced. */
@@ -382,18 +399,8 @@ static dspy_status wrap_minilm(struct spec *s, const json_t *spec, bool hybrid, 
         o.mmr_lambda = json_number_value(mmr);
         o.mmr_depth = depth ? (size_t)json_integer_value(depth) : 0;
     }
-    if (index) {
-        char *path = resolve_path(s, index);
-        size_t n = path ? strlen(path) : 0;
-        if (path && n > 9 && !strcmp(path + n - 9, "/bm25.idx"))
-            path[n - 9] = '\0';
-        vectors = path ? dspy_malloc(strlen(path) + 16) : NULL;
-        if (vectors)
-            sprintf(vectors, "%s/dense.vec", path);
-        dspy_free(path);
-        if (!vectors)
-            return spec_err(s, DSPY_ENOMEM, "out of memory");
-    }
+    if (index && !(vectors = index_vectors(s, index)))
+        return spec_err(s, DSPY_ENOMEM, "out of memory");
     if (emodel && !(dir = resolve_path(s, emodel))) {
         dspy_free(vectors);
         return spec_err(s, DSPY_ENOMEM, "out of memory");
@@ -496,7 +503,8 @@ static dspy_status wrap_dense(struct spec *s, const json_t *spec, dspy_retriever
 }
 
 /* "rerank": "embed": *r's top "depth" re-ranked by MiniLM cosine to the query ("mmr": the
- * diverse pick among them); *r is replaced by the re-ranking retriever. */
+ * diverse pick among them); *r is replaced by the re-ranking retriever. Over an "index"
+ * with a dense.vec, the passages' stored vectors are used. */
 static dspy_status wrap_rerank(struct spec *s, const json_t *spec, dspy_retriever **r)
 {
     json_t *rerank, *depth, *model, *mmr = json_object_get(spec, "mmr");
@@ -528,13 +536,24 @@ static dspy_status wrap_rerank(struct spec *s, const json_t *spec, dspy_retrieve
     if (model && !dir)
         return spec_err(s, DSPY_ENOMEM, "out of memory");
     o.model_dir = dir;
+    const char *index = json_string_value(json_object_get(spec, "index"));
+    char *vectors = index ? index_vectors(s, index) : NULL;
+    if (index && !vectors) {
+        dspy_free(dir);
+        return spec_err(s, DSPY_ENOMEM, "out of memory");
+    }
+    if (vectors && access(vectors, F_OK) == 0) /* built with --dense minilm */
+        o.vectors = vectors;
     dspy_retriever *rr = NULL;
     struct dspy_error why;
     dspy_error_clear(&why);
     rc = dspy_retriever_rerank(*r, &o, &rr, &why);
     dspy_free(dir);
+    dspy_free(vectors);
     if (rc) {
-        s->path.at_key = model ? "embed_model" : "rerank";
+        s->path.at_key = o.vectors && strstr(why.message, "dense.vec") ? "index"
+                         : model                                       ? "embed_model"
+                                                                       : "rerank";
         spec_err(s, rc, "%s", why.message);
         s->path.at_key = NULL;
         return rc;
@@ -917,25 +936,78 @@ dspy_status dspy_program_call(dspy_program *p, dspy_lm *lm, const json_t *inputs
                               const struct dspy_call_config *cfg, json_t **outputs,
                               struct dspy_call_info *info, struct dspy_error *err)
 {
-    return dspy__program_call_in(p, lm, NULL, NULL, inputs, cfg, outputs, info, err);
+    return dspy__program_call_in(p, lm, NULL, NULL, NULL, inputs, cfg, outputs, info, err);
+}
+
+void dspy__program_first_release(struct dspy__program_first *f)
+{
+    json_decref(f->record);
+    json_decref(f->all);
+    json_decref(f->report);
+    dspy_module_free(f->use);
+    memset(f, 0, sizeof(*f));
+}
+
+/* The steps before predictor `i` and its context fit, on `record` (outputs into `all`);
+ * *use and *report as dspy__context_fit leaves them. */
+static dspy_status before_pred(dspy_program *p, size_t i, dspy_lm *lm,
+                               struct dspy__engine_group *group, const struct dspy_call_config *cfg,
+                               json_t *record, json_t *all, json_t **report, json_t **picked,
+                               dspy_module **use, struct dspy_call_info *sum,
+                               struct dspy_error *err)
+{
+    dspy_status rc;
+    const char *name = p->preds[i].name ? p->preds[i].name : "predict";
+    *use = NULL;
+    if (p->nsteps && (rc = dspy__program_run_steps(p, i, record, all, lm, group, cfg, sum, err)))
+        return rc;
+    if (p->demo_select) {
+        if (!*picked && !(*picked = json_object()))
+            return dspy__err(err, DSPY_ENOMEM, "out of memory");
+        if ((rc = dspy__demo_select_fit(p, i, record, use, *picked, err))) {
+            dspy__err_prefix(err, "predictor %s", name);
+            return rc;
+        }
+    }
+    if (!p->context_budget && !p->prompt_budget)
+        return DSPY_OK;
+    if (!*report && !(*report = json_object()))
+        rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
+    else if ((rc = dspy__context_fit(p, i, record, use, *report, err)))
+        dspy__err_prefix(err, "predictor %s", name);
+    if (rc) {
+        dspy_module_free(*use);
+        *use = NULL;
+    }
+    return rc;
 }
 
 dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
-                                  struct dspy__lm_prefetched *pre, const json_t *inputs,
+                                  struct dspy__lm_prefetched *pre,
+                                  struct dspy__program_first *first, const json_t *inputs,
                                   const struct dspy_call_config *cfg, json_t **outputs,
                                   struct dspy_call_info *info, struct dspy_error *err)
 {
     struct dspy_call_info sum, one;
+    struct dspy__program_first ready = { NULL, NULL, NULL, NULL };
     dspy_status rc = DSPY_OK;
     memset(&sum, 0, sizeof(sum));
+    if (first) { /* taken: released below whatever happens */
+        ready = *first;
+        memset(first, 0, sizeof(*first));
+    }
     if (outputs)
         *outputs = NULL;
-    if (!p || !lm || !outputs)
+    if (!p || !lm || !outputs) {
+        dspy__program_first_release(&ready);
         return dspy__err(err, DSPY_EINVAL,
                          "dspy_program_call: program, lm and outputs are required");
-    if (!json_is_object(inputs))
+    }
+    if (!json_is_object(inputs)) {
+        dspy__program_first_release(&ready);
         return dspy__err(err, DSPY_EINVAL, "inputs must be a JSON object");
-    if (p->n == 1 && !p->nsteps && !p->context_budget && !p->prompt_budget &&
+    }
+    if (!ready.record && p->n == 1 && !p->nsteps && !p->context_budget && !p->prompt_budget &&
         !p->demo_select) { /* the common case needs no record */
         rc = dspy__module_call_in(p->preds[0].module, lm, group, pre, inputs, cfg, outputs, NULL,
                                   info, err);
@@ -943,38 +1015,23 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
             dspy__err_prefix(err, "predictor %s", p->preds[0].name);
         return rc;
     }
-    json_t *record = json_object(), *all = json_object(), *report = NULL, *picked = NULL;
-    if (!record || !all || json_object_update(record, (json_t *)(uintptr_t)inputs)) {
+    bool prepared = ready.record != NULL; /* the steps before predictor 0 and its fit ran */
+    json_t *record = ready.record, *all = ready.all, *report = ready.report, *picked = NULL;
+    dspy_module *use0 = ready.use;
+    if (!prepared && (!(record = json_object()) || !(all = json_object()) ||
+                      json_object_update(record, (json_t *)(uintptr_t)inputs))) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto release;
     }
     for (size_t i = 0; i < p->n; i++) {
         json_t *pred = NULL;
-        if (p->nsteps &&
-            (rc = dspy__program_run_steps(p, i, record, all, lm, group, cfg, &sum, err)))
-            goto release;
         dspy_module *use = NULL;
-        if (p->demo_select) {
-            if ((!picked && !(picked = json_object())) ||
-                (rc = dspy__demo_select_fit(p, i, record, &use, picked, err))) {
-                if (!rc)
-                    rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
-                dspy__err_prefix(err, "predictor %s",
-                                 p->preds[i].name ? p->preds[i].name : "predict");
-                goto release;
-            }
-        }
-        if (p->context_budget || p->prompt_budget) {
-            if (!report && !(report = json_object())) {
-                rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
-                goto release;
-            }
-            if ((rc = dspy__context_fit(p, i, record, &use, report, err))) {
-                dspy_module_free(use);
-                dspy__err_prefix(err, "predictor %s",
-                                 p->preds[i].name ? p->preds[i].name : "predict");
-                goto release;
-            }
+        if (!i && prepared) {
+            use = use0;
+            use0 = NULL;
+        } else if ((rc = before_pred(p, i, lm, group, cfg, record, all, &report, &picked, &use,
+                                     &sum, err))) {
+            goto release;
         }
         rc = dspy__module_call_in(use ? use : p->preds[i].module, lm, group, i ? NULL : pre, record,
                                   cfg, &pred, NULL, &one, err);
@@ -1005,6 +1062,7 @@ dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__eng
 release:
     if (info)
         *info = sum;
+    dspy_module_free(use0);
     json_decref(report);
     json_decref(picked);
     json_decref(all);
@@ -1012,31 +1070,40 @@ release:
     return rc;
 }
 
-/* Whether every step before the first predictor searches locally (an index or corpus in
- * this process): cheap enough to run once more for the first call's key. */
-static bool first_steps_local(const dspy_program *p)
+bool dspy__program_first_local(const dspy_program *p)
 {
     for (size_t i = 0; i < p->nsteps; i++)
-        if (p->steps[i].before == 0 &&
-            (!p->steps[i].retriever || strcmp(dspy_retriever_kind(p->steps[i].retriever), "bm25")))
-            return false; /* an LM rank step, a remote or embedding retriever */
+        if (p->steps[i].before == 0 && !dspy__retriever_local(p->steps[i].retriever))
+            return false; /* an LM rank step (no retriever), a remote service */
     return true;
 }
 
-dspy_status dspy__program_request_key(dspy_program *p, dspy_lm *lm, const json_t *inputs,
-                                      const struct dspy_call_config *cfg,
-                                      struct dspy_cache_key *key, struct dspy_cache_ctl *ctl)
+dspy_status dspy__program_prepare(dspy_program *p, dspy_lm *lm, const json_t *inputs,
+                                  const struct dspy_call_config *cfg,
+                                  struct dspy__program_first *first, struct dspy_cache_key *key,
+                                  struct dspy_cache_ctl *ctl)
 {
     dspy_status rc;
-    if (!p || !p->n || p->context_budget || !json_is_object(inputs) || !first_steps_local(p))
+    memset(first, 0, sizeof(*first));
+    if (!p || !p->n || !json_is_object(inputs) || !dspy__program_first_local(p) ||
+        p->demo_select) /* demo selection reports its picks per call: not prepared */
         return DSPY_EINVAL;
-    if (!p->nsteps)
+    if (!p->nsteps && !p->context_budget && !p->prompt_budget) /* the key of the inputs */
         return dspy__module_request_key(p->preds[0].module, lm, inputs, cfg, key, ctl, NULL);
-    json_t *record = json_deep_copy(inputs);
-    if (!record)
-        return DSPY_ENOMEM;
-    if (!(rc = dspy__program_run_steps(p, 0, record, NULL, NULL, NULL, NULL, NULL, NULL)))
-        rc = dspy__module_request_key(p->preds[0].module, lm, record, cfg, key, ctl, NULL);
-    json_decref(record);
+    struct dspy__program_first f = { json_deep_copy(inputs), json_object(), NULL, NULL };
+    if (!f.record || !f.all) {
+        rc = DSPY_ENOMEM;
+        goto fail;
+    }
+    json_t *no_picks = NULL;
+    if ((rc = before_pred(p, 0, NULL, NULL, NULL, f.record, f.all, &f.report, &no_picks, &f.use,
+                          NULL, NULL)) ||
+        (rc = dspy__module_request_key(f.use ? f.use : p->preds[0].module, lm, f.record, cfg, key,
+                                       ctl, NULL)))
+        goto fail;
+    *first = f;
+    return DSPY_OK;
+fail:
+    dspy__program_first_release(&f);
     return rc;
 }

@@ -145,21 +145,37 @@ dspy_module *dspy__rank_module(const char *instructions, enum dspy_adapter_kind 
  * false when part of it could not be read (a warning for the caller: the unread part is
  * left in the original order; nothing read = the original order). */
 bool dspy__rank_read(const char *text, size_t len, const json_t *documents, size_t *order);
+/* The first predictor's input, prepared ahead by the batch executor for a run of records:
+ * the record after the local steps before the first predictor and its context fit, so the
+ * first LM call's key is known before the call and the call does not redo that work. */
+struct dspy__program_first {
+    json_t *record;   /* the first predictor's input; NULL: not prepared */
+    json_t *all;      /* the outputs so far (the steps' passages) */
+    json_t *report;   /* what the context fit dropped, or NULL */
+    dspy_module *use; /* the context fit's module with fewer demos, or NULL */
+};
+void dspy__program_first_release(struct dspy__program_first *f);
 /* dspy_program_call() with every LM call joining `group` (dspy__lm_group_new; NULL = none),
  * for the batch executor's workers; `pre` (may be NULL) is the batch's lookup of the first
- * LM call's key (dspy__program_request_key). */
+ * LM call's key and `first` (may be NULL; taken, left released) the input prepared for it
+ * (dspy__program_prepare). */
 struct dspy__engine_group;
 struct dspy__lm_prefetched;
 dspy_status dspy__program_call_in(dspy_program *p, dspy_lm *lm, struct dspy__engine_group *group,
-                                  struct dspy__lm_prefetched *pre, const json_t *inputs,
+                                  struct dspy__lm_prefetched *pre,
+                                  struct dspy__program_first *first, const json_t *inputs,
                                   const struct dspy_call_config *cfg, json_t **outputs,
                                   struct dspy_call_info *info, struct dspy_error *err);
-/* The cache key and control of the first LM call dspy_program_call() would make for
- * `inputs` (after the retrieve steps before the first predictor, run here once more when
- * they search locally). An error (a bad record, a context budget, a remote retriever)
- * means no key: the call then looks its key up itself. */
-dspy_status dspy__program_request_key(dspy_program *p, dspy_lm *lm, const json_t *inputs,
-                                      const struct dspy_call_config *cfg,
-                                      struct dspy_cache_key *key, struct dspy_cache_ctl *ctl);
+/* Whether the work before the first LM call of `p` is local (no LM rank step, no remote
+ * retriever before the first predictor): dspy__program_prepare can then run it ahead. */
+bool dspy__program_first_local(const dspy_program *p);
+/* Prepare `inputs` for the first predictor (into *first, released by the caller or taken
+ * by dspy__program_call_in) and compute the cache key and control of its LM call. An error
+ * (a bad record, a failing step, remote work before the first call) means no key and
+ * nothing prepared: the call then does all of it itself, failing the same way. */
+dspy_status dspy__program_prepare(dspy_program *p, dspy_lm *lm, const json_t *inputs,
+                                  const struct dspy_call_config *cfg,
+                                  struct dspy__program_first *first, struct dspy_cache_key *key,
+                                  struct dspy_cache_ctl *ctl);
 
 #endif

@@ -58,6 +58,21 @@ static json_t *predictor_state(const dspy_module *m)
                      sig, "lm");
 }
 
+/* A retrieve step's state, {"k": k} as DSPy's Retrieve.dump_state() writes it; a rank
+ * step's, its ranker's as DSPy's Predict writes it (its instructions in the signature),
+ * plus "k" when it keeps k (DSPy's load_state sets that on the Predict: harmless). */
+static json_t *step_state(const struct dspy__retrieve_step *s)
+{
+    if (!s->ranker)
+        return json_pack("{s:I}", "k", (json_int_t)s->k);
+    json_t *st = predictor_state(s->ranker);
+    if (st && s->k && json_object_set_new(st, "k", json_integer((json_int_t)s->k))) {
+        json_decref(st);
+        return NULL;
+    }
+    return st;
+}
+
 json_t *dspy_program_dump_state(const dspy_program *p)
 {
     json_t *root = NULL;
@@ -66,13 +81,12 @@ json_t *dspy_program_dump_state(const dspy_program *p)
     if (p->flat) {
         root = predictor_state(p->preds[0].module);
     } else if ((root = json_object())) {
-        /* In the order DSPy's named_parameters() lists them: a Retrieve is {"k": k}. */
+        /* In the order DSPy's named_parameters() lists them: a Retrieve is {"k": k}, a
+         * rank step its ranker's Predict state (with "k" when it keeps k). */
         for (size_t i = 0; i <= p->n; i++) {
             for (size_t st = 0; st < p->nsteps; st++)
                 if (p->steps[st].before == i &&
-                    !(p->steps[st].ranker && !p->steps[st].k) && /* a rank step keeping all */
-                    json_object_set_new(root, p->steps[st].name,
-                                        json_pack("{s:I}", "k", (json_int_t)p->steps[st].k))) {
+                    json_object_set_new(root, p->steps[st].name, step_state(&p->steps[st]))) {
                     json_decref(root);
                     return NULL;
                 }
@@ -334,6 +348,27 @@ static dspy_status stage_step(struct loader *l, const json_t *ps, size_t *k)
     return DSPY_OK;
 }
 
+/* A step's state: a retrieve step's {"k": k}; a rank step's either that (older files) or
+ * its ranker's predictor state, with "k" beside it when the step keeps k. */
+static dspy_status stage_step_state(struct loader *l, const struct dspy__retrieve_step *s,
+                                    const json_t *ps, size_t *k, struct staged *ranker)
+{
+    if (!s->ranker || !json_is_object(ps) || !json_object_get(ps, "signature"))
+        return stage_step(l, ps, k);
+    json_t *pred = json_copy((json_t *)(uintptr_t)ps), *kv = json_object_get(ps, "k");
+    json_t *kst = kv ? json_pack("{s:O}", "k", kv) : NULL;
+    dspy_status rc = DSPY_OK;
+    if (!pred || (kv && !kst))
+        rc = dspy__err(l->err, DSPY_ENOMEM, "out of memory");
+    else if (!(kv && json_object_del(pred, "k"))) /* the rest is DSPy's Predict state */
+        rc = stage_predictor(l, pred, s->ranker, false, ranker);
+    if (!rc && kst)
+        rc = stage_step(l, kst, k);
+    json_decref(pred);
+    json_decref(kst);
+    return rc;
+}
+
 static long predictor_index(const dspy_program *p, const char *state_name)
 {
     for (size_t i = 0; i < p->n; i++)
@@ -384,6 +419,7 @@ dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
                                           const struct dspy__jsource *src, struct dspy_error *err)
 {
     struct loader l = { .src = src, .err = err };
+    struct staged *rst = NULL; /* the rank steps' rankers */
     dspy_status rc = DSPY_OK;
     if (!p || !json_is_object(state))
         return dspy__jpath_err(err, DSPY_EINVAL, src, &l.path,
@@ -403,9 +439,11 @@ dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
         if (rc)
             goto release;
     }
-    /* Retrieve steps: "k" when the file has the step (older files may not). */
+    /* Retrieve steps: "k" when the file has the step (older files may not); a rank step's
+     * ranker state too when the file has it (older files hold only {"k": k}). */
     size_t *ks = p->nsteps ? dspy_calloc(p->nsteps, sizeof(*ks)) : NULL;
-    if (p->nsteps && !ks) {
+    if (p->nsteps && (!ks || !(rst = dspy_calloc(p->nsteps, sizeof(*rst))))) {
+        dspy_free(ks);
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto release;
     }
@@ -415,7 +453,7 @@ dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
         if (!ps)
             continue;
         dspy__jpath_key(&l.path, p->steps[i].name);
-        rc = stage_step(&l, ps, &ks[i]);
+        rc = stage_step_state(&l, &p->steps[i], ps, &ks[i], &rst[i]);
         dspy__jpath_pop(&l.path);
         if (rc) {
             dspy_free(ks);
@@ -437,12 +475,23 @@ dspy_status dspy__program_apply_state_src(dspy_program *p, const json_t *state,
         st[i].sig = NULL;
         st[i].demos = NULL;
     }
+    for (size_t i = 0; rst && i < p->nsteps; i++)
+        if (rst[i].sig) {
+            dspy__module_replace(p->steps[i].ranker, rst[i].sig, rst[i].demos);
+            rst[i].sig = NULL;
+            rst[i].demos = NULL;
+        }
 
 release:
     for (size_t i = 0; i < p->n; i++) {
         dspy_signature_free(st[i].sig);
         json_decref(st[i].demos);
     }
+    for (size_t i = 0; rst && i < p->nsteps; i++) {
+        dspy_signature_free(rst[i].sig);
+        json_decref(rst[i].demos);
+    }
+    dspy_free(rst);
     dspy_free(st);
     return rc;
 }

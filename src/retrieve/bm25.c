@@ -342,7 +342,20 @@ out:
     return rc;
 }
 
-static const struct dspy__retriever_ops bm25_ops = { "bm25", bm25_search, bm25_size, bm25_free };
+static bool bm25_local(const void *impl)
+{
+    (void)impl;
+    return true;
+}
+
+static const dspy_retriever *bm25_rows(const dspy_retriever *self, const void *impl)
+{
+    (void)impl;
+    return self;
+}
+
+static const struct dspy__retriever_ops bm25_ops = { "bm25",    bm25_search, bm25_size,
+                                                     bm25_free, bm25_local,  bm25_rows };
 
 uint64_t dspy__bm25_checksum(const dspy_retriever *r)
 {

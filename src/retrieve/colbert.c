@@ -165,8 +165,8 @@ out:
     return rc;
 }
 
-static const struct dspy__retriever_ops colbert_ops = { "colbertv2", colbert_search, NULL,
-                                                        colbert_free };
+static const struct dspy__retriever_ops colbert_ops = { "colbertv2",  colbert_search, NULL,
+                                                        colbert_free, NULL,           NULL };
 
 dspy_status dspy_retriever_colbert(const struct dspy_colbert_options *opts, dspy_retriever **out,
                                    struct dspy_error *err)

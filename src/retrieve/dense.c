@@ -274,8 +274,19 @@ out:
     return rc;
 }
 
-static const struct dspy__retriever_ops dense_ops = { "dense", dense_search, dense_size,
-                                                      dense_free };
+static bool dense_local(const void *impl)
+{
+    return ((const struct dense *)impl)->local != NULL; /* else an embeddings endpoint */
+}
+
+static const dspy_retriever *dense_rows(const dspy_retriever *self, const void *impl)
+{
+    (void)self;
+    return ((const struct dense *)impl)->base;
+}
+
+static const struct dspy__retriever_ops dense_ops = { "dense",    dense_search, dense_size,
+                                                      dense_free, dense_local,  dense_rows };
 
 dspy_status dspy_retriever_dense(dspy_retriever *passages, const struct dspy_dense_options *o,
                                  dspy_retriever **out, struct dspy_error *err)
@@ -470,8 +481,22 @@ static dspy_status hybrid_search(void *impl, const char *query, size_t k, struct
     return DSPY_OK;
 }
 
-static const struct dspy__retriever_ops hybrid_ops = { "hybrid", hybrid_search, hybrid_size,
-                                                       hybrid_free };
+static bool hybrid_local(const void *impl)
+{
+    const struct hybrid *h = impl;
+    return dspy__retriever_local(h->a) && dspy__retriever_local(h->b);
+}
+
+static const dspy_retriever *hybrid_rows(const dspy_retriever *self, const void *impl)
+{
+    const struct hybrid *h = impl;
+    const dspy_retriever *a = dspy__retriever_rows(h->a);
+    (void)self;
+    return a == dspy__retriever_rows(h->b) ? a : NULL; /* fused lists of one corpus */
+}
+
+static const struct dspy__retriever_ops hybrid_ops = { "hybrid",    hybrid_search, hybrid_size,
+                                                       hybrid_free, hybrid_local,  hybrid_rows };
 
 dspy_status dspy_retriever_hybrid(dspy_retriever *a, dspy_retriever *b, size_t depth,
                                   dspy_retriever **out, struct dspy_error *err)

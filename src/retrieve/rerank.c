@@ -1,8 +1,11 @@
 /* Embedding re-rank (retrieve layer): another retriever's top `depth` passages ordered by
  * the cosine of their in-process MiniLM embeddings (vec layer) to the query's, optionally
  * picked for diversity by maximal marginal relevance (the same selection as dense search),
- * and the best k returned. */
+ * and the best k returned. With the index's dense.vec the passages' stored vectors are
+ * used: only the query is embedded per search. */
 #include <string.h>
+
+#include <sys/mman.h>
 
 #include <dspyc/embed.h>
 #include <dspyc/vec.h>
@@ -15,6 +18,10 @@ struct rerank {
     dspy_embedder *embedder;
     size_t depth;
     double mmr_lambda; /* 0: plain order by cosine */
+    void *map;         /* the dense.vec mapped, or NULL */
+    size_t map_len;
+    const float *rows; /* its vectors, one per passage of the base's index (pid = row) */
+    uint64_t nrows;
 };
 
 static void rerank_free(void *impl)
@@ -24,6 +31,8 @@ static void rerank_free(void *impl)
         return;
     dspy_retriever_free(r->base);
     dspy_embedder_free(r->embedder);
+    if (r->map)
+        munmap(r->map, r->map_len);
     dspy_free(r);
 }
 
@@ -47,6 +56,39 @@ static void sort_by_score(uint32_t *cand, size_t n, const float *score)
     }
 }
 
+/* Row 0 of vec the query's embedding, rows 1..n the passages': the stored vectors where the
+ * index has them, else embedded now (with the query, in one call). */
+static dspy_status embed_rows(struct rerank *r, const char *query, const struct dspy_passage *found,
+                              size_t n, const char **texts, float *vec, struct dspy_error *err)
+{
+    size_t m = 0;
+    texts[m++] = query;
+    for (size_t i = 0; i < n; i++)
+        if (r->rows && found[i].pid < r->nrows)
+            memcpy(vec + (i + 1) * DSPY_EMBED_DIM, r->rows + found[i].pid * DSPY_EMBED_DIM,
+                   DSPY_EMBED_DIM * sizeof(float));
+        else
+            texts[m++] = found[i].text;
+    if (m == n + 1) /* nothing stored: embed straight into place */
+        return dspy_embedder_embed(r->embedder, texts, NULL, m, vec, err);
+    float *tmp = dspy_malloc(m * DSPY_EMBED_DIM * sizeof(float));
+    if (!tmp)
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    dspy_status rc = dspy_embedder_embed(r->embedder, texts, NULL, m, tmp, err);
+    for (size_t i = 0, j = 1; !rc && i <= n; i++) {
+        const float *src;
+        if (!i)
+            src = tmp;
+        else if (r->rows && found[i - 1].pid < r->nrows)
+            continue;
+        else
+            src = tmp + j++ * DSPY_EMBED_DIM;
+        memcpy(vec + i * DSPY_EMBED_DIM, src, DSPY_EMBED_DIM * sizeof(float));
+    }
+    dspy_free(tmp);
+    return rc;
+}
+
 static dspy_status rerank_search(void *impl, const char *query, size_t k, struct dspy_passage **out,
                                  size_t *nout, struct dspy_error *err)
 {
@@ -66,10 +108,7 @@ static dspy_status rerank_search(void *impl, const char *query, size_t k, struct
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
-    texts[0] = query; /* row 0 the query, rows 1..n the passages */
-    for (size_t i = 0; i < n; i++)
-        texts[i + 1] = found[i].text;
-    if ((rc = dspy_embedder_embed(r->embedder, texts, NULL, n + 1, vec, err))) {
+    if ((rc = embed_rows(r, query, found, n, texts, vec, err))) {
         dspy__err_prefix(err, "embedding re-rank");
         goto out;
     }
@@ -99,8 +138,19 @@ out:
     return rc;
 }
 
-static const struct dspy__retriever_ops rerank_ops = { "rerank", rerank_search, rerank_size,
-                                                       rerank_free };
+static bool rerank_local(const void *impl)
+{
+    return dspy__retriever_local(((const struct rerank *)impl)->base); /* MiniLM is here */
+}
+
+static const dspy_retriever *rerank_rows(const dspy_retriever *self, const void *impl)
+{
+    (void)self;
+    return dspy__retriever_rows(((const struct rerank *)impl)->base);
+}
+
+static const struct dspy__retriever_ops rerank_ops = { "rerank",    rerank_search, rerank_size,
+                                                       rerank_free, rerank_local,  rerank_rows };
 
 dspy_status dspy_retriever_rerank(dspy_retriever *base, const struct dspy_rerank_options *o,
                                   dspy_retriever **out, struct dspy_error *err)
@@ -126,6 +176,22 @@ dspy_status dspy_retriever_rerank(dspy_retriever *base, const struct dspy_rerank
         return rc;
     }
     r->base = dspy__retriever_ref(base);
+    if (o->vectors) {
+        const dspy_retriever *bm25 = dspy__retriever_rows(base);
+        if (!bm25) {
+            rerank_free(r);
+            return dspy__err(err, DSPY_EINVAL,
+                             "embedding re-rank: %s: the retriever's passages are not one "
+                             "index's, so stored vectors cannot stand for them",
+                             o->vectors);
+        }
+        if ((rc = dspy__dvec_map(o->vectors, bm25, &r->map, &r->map_len, &r->rows, err))) {
+            dspy__err_prefix(err, "embedding re-rank");
+            rerank_free(r);
+            return rc;
+        }
+        r->nrows = dspy_retriever_size(bm25);
+    }
     r->depth = o->depth ? o->depth : 20;
     r->mmr_lambda = o->mmr_lambda;
     return dspy__retriever_wrap(&rerank_ops, r, out, err);

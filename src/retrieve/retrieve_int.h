@@ -12,6 +12,9 @@ struct dspy__retriever_ops {
                           size_t *n, struct dspy_error *err);
     uint64_t (*size)(const void *impl);
     void (*free)(void *impl);
+    bool (*local)(const void *impl); /* searches in this process; NULL: a remote service */
+    /* the BM25 retriever whose passage order the passages' pids follow; NULL: none */
+    const dspy_retriever *(*rows)(const dspy_retriever *self, const void *impl);
 };
 
 struct dspy_retriever {
@@ -22,6 +25,15 @@ struct dspy_retriever {
 
 /* Another reference to `r` (a program copy sharing its retrieve steps' retrievers). */
 dspy_retriever *dspy__retriever_ref(dspy_retriever *r);
+
+/* Whether `r` searches without leaving the process (an index or corpus here, the in-process
+ * encoder): the batch executor may then run it ahead for a run of records. */
+bool dspy__retriever_local(const dspy_retriever *r);
+
+/* The BM25 retriever (an index or corpus) whose passages `r` returns, their pid its row:
+ * what a dense.vec must match for its vectors to stand for them. NULL when there is none
+ * (a remote server, a fusion of two corpora). */
+const dspy_retriever *dspy__retriever_rows(const dspy_retriever *r);
 
 /* Wrap an implementation; on failure `impl` is released with ops->free. */
 dspy_status dspy__retriever_wrap(const struct dspy__retriever_ops *ops, void *impl,

@@ -40,6 +40,16 @@ const char *dspy_retriever_kind(const dspy_retriever *r)
     return r ? r->ops->kind : NULL;
 }
 
+bool dspy__retriever_local(const dspy_retriever *r)
+{
+    return r && r->ops->local && r->ops->local(r->impl);
+}
+
+const dspy_retriever *dspy__retriever_rows(const dspy_retriever *r)
+{
+    return r && r->ops->rows ? r->ops->rows(r, r->impl) : NULL;
+}
+
 uint64_t dspy_retriever_size(const dspy_retriever *r)
 {
     return r && r->ops->size ? r->ops->size(r->impl) : 0;

@@ -392,10 +392,67 @@ def test_batch_sends_only_misses_after_one_mget(tmp_path, redis, levels):
     assert answered_from_cache(r.stderr) == (len(warm), len(questions))
     calls = command_calls(redis.port)
     # the hits came from MGETs (one per run of records read ahead), not one GET each: the
-    # GETs left are the misses' single-flight leaders looking again, one each, and those
-    # inside the lease scripts (EVAL: take the lease, drop it), one per script run
+    # GETs left are those inside the lease scripts (EVAL: take the lease, drop it), one per
+    # script run; a leader does not look in Redis again before the lease script does
     assert 1 <= calls.get("mget", 0) <= len(questions) // 8, calls
-    assert calls.get("get", 0) - calls.get("eval", 0) <= len(questions) - len(warm), calls
+    assert calls.get("get", 0) == calls.get("eval", 0) == 2 * (len(questions) - len(warm)), calls
+    if levels == "redis":  # each key counted once in Redis's row: hit or miss
+        row = level_row(r.stderr, "redis")
+        assert (row["hits"], row["misses"]) == (len(warm), len(questions) - len(warm)), row
+
+
+RAG_CORPUS = [{"id": f"d{i}", "title": f"Topic {i}",
+               "text": f"Topic {i} is about item number {i} and its colour {c}."}
+              for i, c in zip(range(60), ["red", "green", "blue", "amber"] * 15)]
+
+
+def test_rag_batch_with_rerank_and_budget_sends_mgets_and_only_misses(tmp_path, redis):
+    """A RAG program whose first predictor follows local steps (BM25, the MiniLM re-rank,
+    the context budget) over a Redis-only cache: the steps run for the records read ahead,
+    their first LM calls are looked up in MGETs, and only the misses reach the LM. Each
+    miss's leader reads Redis once more, inside the lease script only; Redis's row counts
+    each key looked up once."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in RAG_CORPUS))
+    prog = tmp_path / "rag.json"
+    prog.write_text(json.dumps({"name": "rag", "predictors": [
+        {"module": "retrieve", "k": 3, "query": "question", "corpus": "corpus.jsonl",
+         "rerank": "embed", "depth": 8},
+        {"name": "answer", "signature": "passages: list[str], question -> answer"}]}))
+    questions = [f"What colour is topic {i}?" for i in range(48)]
+    warm = questions[::2]
+    cache = ("--cache", "redis", "--redis-url", redis.url, "--redis-timeout-ms", "2000")
+    budget = ("--context-budget", "320", "--max-tokens", "100")
+
+    def rag_run(qs, name, *flags):
+        rec = tmp_path / f"{name}.rec"
+        _, base = start_sim("--record", rec)
+        inp = write_inputs(tmp_path / f"{name}.jsonl", qs)
+        r = dspyc("run", prog, "--input", inp, "--output", tmp_path / f"{name}.out",
+                  "--base-url", base, "--model", "openai/dspyc-sim", *budget, *cache, *flags)
+        assert r.returncode == 0, r.stderr
+        return r, rec
+
+    _, rec1 = rag_run(warm, "warm")
+    assert redis.dbsize() == len(warm)
+    first = dict(zip(warm, predictions(tmp_path / "warm.out")))
+    assert any("context_dropped" in p for p in first.values())  # the budget did drop
+
+    redis_command(redis.port, "CONFIG", "RESETSTAT")
+    r, rec2 = rag_run(questions, "all", "--concurrency", "8")
+    misses = [q for q in questions if q not in first]
+    assert sorted(chat_questions(rec2)) == sorted(misses)
+    for q, p in zip(questions, predictions(tmp_path / "all.out")):
+        if q in first:
+            assert p == first[q]  # the same passages, drops and answer as the first run
+    assert answered_from_cache(r.stderr) == (len(warm), len(questions))
+    calls = command_calls(redis.port)
+    assert 1 <= calls.get("mget", 0) <= len(questions) // 8, calls
+    # no GET per record, and none for a leader's look again: only the lease scripts' (one
+    # each: take the lease, drop it)
+    assert calls.get("get", 0) == calls.get("eval", 0) == 2 * len(misses), calls
+    row = level_row(r.stderr, "redis")
+    assert (row["hits"], row["misses"]) == (len(warm), len(misses)), row
 
 
 def test_batch_with_no_cache_looks_nothing_up(tmp_path, redis):

@@ -83,7 +83,10 @@ def test_run_rag_program_over_an_index(tmp_path, corpus):
     sig = dspy.Signature("passages: list[str], question -> answer")
     want = dspy.ChatAdapter().format(sig, demos=[], inputs={
         "passages": first["passages"], "question": "What is the capital of France?"})
-    got = {m["role"]: m["content"] for m in chat[0]["messages"]}
+    # the records run concurrently: their requests may reach the simulator in either order
+    france = [c for c in chat if "capital of France?" in c["messages"][-1]["content"]]
+    assert len(france) == 1
+    got = {m["role"]: m["content"] for m in france[0]["messages"]}
     assert got["user"] == want[-1]["content"]
     assert got["system"] == want[0]["content"]
 
@@ -428,6 +431,49 @@ def test_rank_step_orders_passages_and_survives_hostile_rankings(tmp_path, corpu
         srv.shutdown()
 
 
+def test_rank_step_instructions_travel_in_state_files_as_dspy_writes_them(tmp_path, corpus):
+    import dspy
+
+    class RAG(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.retrieve = dspy.Retrieve(k=3)
+            self.rank = dspy.Predict("query, documents -> ranked_documents")
+            self.answer = dspy.Predict("passages: list[str], question -> answer")
+
+    rag = RAG()
+    tuned = "Put the passage naming the capital first; answer with numbers."
+    rag.rank.signature = rag.rank.signature.with_instructions(tuned)
+    assert [n for n, _ in rag.named_parameters()] == ["retrieve", "rank", "answer"]
+    saved = tmp_path / "dspy_state.json"  # built as save() would (see the test above)
+    saved.write_text(json.dumps({
+        "retrieve": rag.retrieve.dump_state(), "rank": rag.rank.dump_state(json_mode=True),
+        "answer": rag.answer.dump_state(json_mode=True),
+        "metadata": {"dependency_versions": {"python": "3.11", "dspy": "3.3.1",
+                                             "cloudpickle": "3.1"}}}))
+    prog = tmp_path / "rag.json"
+    spec = rag_program({"corpus": "corpus.jsonl", "k": 3})
+    spec["predictors"].insert(1, {"module": "rank", "k": 2})
+    write(prog, spec)
+    rec = tmp_path / "requests.jsonl"
+    _, base = start_sim("--record", rec)
+    inp, out, mine = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "mine.json"
+    inp.write_text(json.dumps({"question": "What is the capital of France?"}) + "\n")
+    r = dspyc("run", prog, "--state", saved, "--save-state", mine, "--input", inp, "--output",
+              out, "--base-url", base, "--model", "m", "--cache", "off")
+    assert r.returncode == 0, r.stderr
+    bodies = [json.loads(l)["body"] for l in rec.read_text().splitlines()]
+    rank_prompts = [b["messages"][0]["content"] for b in bodies
+                    if isinstance(b, dict) and "ranked_documents" in b["messages"][0]["content"]]
+    assert rank_prompts and all(tuned in p for p in rank_prompts)  # the loaded instructions
+    got, want = json.loads(mine.read_text()), json.loads(saved.read_text())
+    assert got["rank"].pop("k") == 2  # the step's k, beside DSPy's Predict state
+    assert got == want
+    back = RAG()
+    back.load(str(mine))  # DSPy reads the file dspyc wrote
+    assert back.rank.signature.instructions == tuned
+
+
 @pytest.mark.parametrize("step, what", [
     ({"module": "rank", "k": 0}, '"k" must be an integer from 1 to 1000'),
     ({"module": "rank", "documents": "a b"}, '"documents" must be a field name'),
@@ -485,6 +531,30 @@ def test_embed_rerank_orders_by_minilm_cosine_with_optional_mmr(tmp_path, corpus
         assert got == [cand[i] for i in order[:3]], q
         changed += got != cand[:3]
     assert changed  # the re-rank changed BM25's pick for some query
+
+
+def test_embed_rerank_over_an_index_uses_its_stored_vectors(tmp_path, corpus):
+    qs = ["Which river flows through the French capital?",
+          "What is the weather like in spring and winter?",
+          "Is the capital of Germany cold in the day?"]
+    idx = tmp_path / "idx"
+    r = dspyc("index", "build", corpus, "--out", idx, "--dense", "minilm", "--embed-model", MODEL)
+    assert r.returncode == 0, r.stderr
+    step = {"k": 3, "depth": 6, "rerank": "embed", "mmr": 0.5}
+    by_corpus, by_index = tmp_path / "c.json", tmp_path / "i.json"
+    write(by_corpus, rag_program({"corpus": "corpus.jsonl", **step}))  # embeds the candidates
+    write(by_index, rag_program({"index": "idx", **step}))  # takes them from dense.vec
+    want = [l["prediction"]["passages"] for l in run_rag(tmp_path, by_corpus, qs)[0]]
+    got = [l["prediction"]["passages"] for l in run_rag(tmp_path, by_index, qs)[0]]
+    assert got == want
+    # the index's vectors are read: one of another corpus is refused, naming it
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(d) + "\n" for d in CORPUS[:5]))
+    assert dspyc("index", "build", other, "--out", tmp_path / "idx2", "--dense", "minilm",
+                 "--embed-model", MODEL).returncode == 0
+    (idx / "dense.vec").write_bytes((tmp_path / "idx2" / "dense.vec").read_bytes())
+    r = dspyc("run", by_index, "--input", "-", "--output", "-")
+    assert r.returncode == 2 and "dense.vec" in r.stderr and "i.json" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("extra, what", [

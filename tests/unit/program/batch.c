@@ -100,12 +100,40 @@ static json_t *questions(size_t n)
     return a;
 }
 
+/* A retrieve step over a corpus in `dir` (lower-case "qid<i>" passages, so that the echo
+ * LM still reads the record's id from its question) before the answer, with a context
+ * budget that drops a passage: the work before the first LM call is all local. */
+static dspy_program *rag_program(const char *dir)
+{
+    char corpus[256], spec[512];
+    snprintf(corpus, sizeof(corpus), "%s/corpus.jsonl", dir);
+    FILE *f = fopen(corpus, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 60; i++) /* two passages per record */
+        fprintf(f,
+                "{\"id\": \"d%d\", \"text\": \"qid%d is a fact about number %d.\"}\n"
+                "{\"id\": \"e%d\", \"text\": \"qid%d is in a second note.\"}\n",
+                i, i, i, i, i);
+    fclose(f);
+    snprintf(spec, sizeof(spec),
+             "{\"predictors\": [{\"module\": \"retrieve\", \"k\": 3, \"corpus\": \"%s\"},"
+             " {\"name\": \"answer\", \"signature\": \"passages: list[str], question -> "
+             "answer\"}]}",
+             corpus);
+    json_t *js = json_loads(spec, 0, NULL);
+    dspy_program *p = NULL;
+    assert_int_equal(dspy_program_from_json(js, "t", &p, NULL), DSPY_OK);
+    json_decref(js);
+    assert_int_equal(dspy_program_set_context_budget(p, 282, 100, NULL), DSPY_OK);
+    return p;
+}
+
 /* Over a disk-backed cache (L1 + LMDB): a batch of hits and misses looks each record up
  * once (the run's multi-get), sends only the misses, answers in input order, and with
- * lookup_each gives the same answers. */
-static void batch_lookup_sends_only_the_misses(void **state)
+ * lookup_each gives the same answers; for a single Predict and for a RAG program whose
+ * retrieval and context fit run while the records are read ahead. */
+static void lookup_sends_only_the_misses(bool rag)
 {
-    (void)state;
     enum { N = 60 };
     char dir[] = "/tmp/dspyc-batch-cache-XXXXXX";
     assert_non_null(mkdtemp(dir));
@@ -123,7 +151,7 @@ static void batch_lookup_sends_only_the_misses(void **state)
     o.transport_userdata = &e;
     o.cache = cache;
     assert_int_equal(dspy_lm_new(&o, &lm, NULL), DSPY_OK);
-    dspy_program *p = qa_program();
+    dspy_program *p = rag ? rag_program(dir) : qa_program();
     json_t *all = questions(N), *odd = json_array();
     for (size_t i = 1; i < N; i += 2)
         json_array_append(odd, json_array_get(all, i));
@@ -131,6 +159,9 @@ static void batch_lookup_sends_only_the_misses(void **state)
     struct dspy_batch_options bo = DSPY_BATCH_OPTIONS_INIT;
     bo.concurrency = 4;
     assert_int_equal(dspy_program_batch(p, lm, odd, &bo, res, NULL, NULL), DSPY_OK);
+    json_t *first[N / 2];
+    for (size_t i = 0; i < N / 2; i++)
+        first[i] = json_incref(res[i].outputs);
     dspy_batch_results_release(res, N / 2);
     assert_int_equal(atomic_load(&e.calls), N / 2);
     /* L1 cleared: the hits must come from the disk through the batch's lookup */
@@ -148,7 +179,13 @@ static void batch_lookup_sends_only_the_misses(void **state)
         assert_int_equal(res[i].status, DSPY_OK);
         assert_string_equal(json_string_value(json_object_get(res[i].outputs, "answer")), want);
         assert_int_equal(res[i].info.cache_hits, i % 2);
+        if (i % 2) /* the same passages and drops as the first run's */
+            assert_true(json_equal(res[i].outputs, first[i / 2]));
+        if (rag)
+            assert_non_null(json_object_get(res[i].outputs, "context_dropped"));
     }
+    for (size_t i = 0; i < N / 2; i++)
+        json_decref(first[i]);
     dspy_batch_results_release(res, N);
     bo.lookup_each = true; /* the same answers, each record looking itself up */
     assert_int_equal(dspy_program_batch(p, lm, all, &bo, res, NULL, NULL), DSPY_OK);
@@ -162,7 +199,24 @@ static void batch_lookup_sends_only_the_misses(void **state)
     dspy_lm_free(lm);
     dspy_cache_free(cache);
     assert_int_equal(dspy_cache_disk_reset(dir, NULL), DSPY_OK);
+    if (rag) {
+        char corpus[256];
+        snprintf(corpus, sizeof(corpus), "%s/corpus.jsonl", dir);
+        unlink(corpus);
+    }
     rmdir(dir);
+}
+
+static void batch_lookup_sends_only_the_misses(void **state)
+{
+    (void)state;
+    lookup_sends_only_the_misses(false);
+}
+
+static void rag_batch_lookup_sends_only_the_misses(void **state)
+{
+    (void)state;
+    lookup_sends_only_the_misses(true);
 }
 
 static void results_in_order_with_errors(void **state)
@@ -699,6 +753,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(results_in_order_with_errors),
         cmocka_unit_test(batch_lookup_sends_only_the_misses),
+        cmocka_unit_test(rag_batch_lookup_sends_only_the_misses),
         cmocka_unit_test(max_errors_stops_the_batch),
         cmocka_unit_test(progress_cancels),
         cmocka_unit_test(stream_window_is_bounded),

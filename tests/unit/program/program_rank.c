@@ -90,6 +90,8 @@ static void hostile_answers_keep_the_order(void **state)
 struct script {
     const char *rank_reply;
     int calls;
+    const char *want; /* when set: counts the ranking requests that hold it */
+    int wanted;
 };
 
 static dspy_status scripted(void *userdata, const char *url, const char *body, size_t body_len,
@@ -103,6 +105,12 @@ static dspy_status scripted(void *userdata, const char *url, const char *body, s
     bool rank = false;
     for (size_t i = 0; !rank && i + 16 <= body_len; i++)
         rank = !memcmp(body + i, "ranked_documents", 16);
+    size_t wl = s->want ? strlen(s->want) : 0;
+    for (size_t i = 0; rank && wl && i + wl <= body_len; i++)
+        if (!memcmp(body + i, s->want, wl)) {
+            s->wanted++;
+            break;
+        }
     json_t *msg = json_pack("{s:s}", "content",
                             rank ? s->rank_reply
                                  : "[[ ## answer ## ]]\nParis\n\n[[ ## completed ## ]]");
@@ -136,7 +144,7 @@ static void setup(struct script *s, dspy_lm **lm, dspy_program **p)
 
 static json_t *run_rank(const char *reply, dspy_status want, struct dspy_error *err)
 {
-    struct script s = { reply, 0 };
+    struct script s = { reply, 0, NULL, 0 };
     dspy_lm *lm = NULL;
     dspy_program *p = NULL;
     json_t *out = NULL;
@@ -186,9 +194,10 @@ static void hostile_answer_warns_and_keeps_the_order(void **state)
     }
 }
 
-/* State files carry a rank step's k as a retrieve step's ({"k": k}); one keeping every
- * document has none to carry, and the file still loads. */
-static void state_carries_k(void **state)
+/* State files carry a rank step as DSPy's Predict state of its ranker (the instructions in
+ * the signature), with its k beside; one keeping every document has no k. The instructions
+ * loaded are the ones the ranking request sends, and older files ({"k": k}) still load. */
+static void state_carries_instructions_and_k(void **state)
 {
     (void)state;
     static const char *const specs[] = {
@@ -202,22 +211,61 @@ static void state_carries_k(void **state)
         assert_int_equal(dspy_program_from_json(spec, "t", &p, NULL), DSPY_OK);
         json_t *st = dspy_program_dump_state(p);
         json_t *rank = json_object_get(st, "rank");
+        json_t *sig = json_object_get(rank, "signature");
+        assert_non_null(
+            strstr(json_string_value(json_object_get(sig, "instructions")), "Rank the documents"));
+        assert_int_equal(json_array_size(json_object_get(sig, "fields")), 3);
         if (i == 0)
             assert_int_equal(json_integer_value(json_object_get(rank, "k")), 2);
         else
-            assert_null(rank);
+            assert_null(json_object_get(rank, "k"));
+        json_object_set_new(sig, "instructions", json_string("Order them by XYZZY."));
         assert_int_equal(dspy_program_apply_state(p, st, NULL), DSPY_OK);
+        json_t *again = dspy_program_dump_state(p);
+        assert_true(json_equal(again, st));
+        json_decref(again);
         json_decref(st);
         json_decref(spec);
         dspy_program_free(p);
     }
+    /* the instructions loaded reach the LM */
+    struct script s = { "[[ ## ranked_documents ## ]]\n[3, 1, 2]\n\n[[ ## completed ## ]]", 0,
+                        "Order them by XYZZY.", 0 };
+    dspy_lm *lm = NULL;
+    dspy_program *p = NULL;
+    json_t *out = NULL;
+    setup(&s, &lm, &p);
+    json_t *st = dspy_program_dump_state(p);
+    json_object_set_new(json_object_get(json_object_get(st, "rank"), "signature"), "instructions",
+                        json_string("Order them by XYZZY."));
+    assert_int_equal(dspy_program_apply_state(p, st, NULL), DSPY_OK);
+    json_t *in = json_pack("{s:s, s:o}", "question", "What flows through Paris?", "passages",
+                           docs3());
+    assert_int_equal(dspy_program_call(p, lm, in, NULL, &out, NULL, NULL), DSPY_OK);
+    assert_true(s.wanted >= 1);
+    /* an older file: {"k": k} only, the ranker as the program file made it */
+    json_object_set_new(st, "rank", json_pack("{s:i}", "k", 1));
+    assert_int_equal(dspy_program_apply_state(p, st, NULL), DSPY_OK);
+    json_t *old = dspy_program_dump_state(p);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(old, "rank"), "k")), 1);
+    json_decref(old);
+    /* a bad ranker state is named */
+    struct dspy_error e;
+    json_object_set_new(st, "rank", json_pack("{s:i, s:{s:s}}", "k", 2, "signature", "x", "y"));
+    assert_int_equal(dspy_program_apply_state(p, st, &e), DSPY_EINVAL);
+    assert_non_null(strstr(e.message, "unknown key \"x\" in a saved signature"));
+    json_decref(out);
+    json_decref(in);
+    json_decref(st);
+    dspy_program_free(p);
+    dspy_lm_free(lm);
 }
 
 static void bad_fields_are_named(void **state)
 {
     (void)state;
     struct dspy_error err;
-    struct script s = { "", 0 };
+    struct script s = { "", 0, NULL, 0 };
     dspy_lm *lm = NULL;
     dspy_program *p = NULL;
     json_t *spec, *out = NULL;
@@ -254,7 +302,7 @@ int main(void)
         cmocka_unit_test(hostile_answers_keep_the_order),
         cmocka_unit_test(step_keeps_the_best_k),
         cmocka_unit_test(hostile_answer_warns_and_keeps_the_order),
-        cmocka_unit_test(state_carries_k),
+        cmocka_unit_test(state_carries_instructions_and_k),
         cmocka_unit_test(bad_fields_are_named),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
