@@ -224,29 +224,146 @@ fail:
 
 /* ---- many candidates at once ---------------------------------------------------------- */
 
-struct many {
-    struct dspy__eval_job *jobs;
+/* A piece of one job: `count` of its examples from `from`, evaluated alone. */
+struct piece {
+    size_t job, from;
+    json_t *devset; /* the piece's examples (borrowed from the job's) */
+    struct dspy_eval_result result;
+    dspy_status rc;
+    struct dspy_error err;
+};
+
+struct tasks {
+    void (*fn)(void *ctx, size_t i);
+    void *ctx;
     size_t n, next;
-    dspy_lm *lm;
-    const dspy_metric *metric;
-    struct dspy_eval_options o;
     pthread_mutex_t lock;
 };
 
-static void *many_worker(void *arg)
+static void *task_worker(void *arg)
+{
+    struct tasks *t = arg;
+    for (;;) {
+        pthread_mutex_lock(&t->lock);
+        size_t i = t->next < t->n ? t->next++ : t->n;
+        pthread_mutex_unlock(&t->lock);
+        if (i >= t->n)
+            return NULL;
+        t->fn(t->ctx, i);
+    }
+}
+
+void dspy__run_tasks(size_t n, unsigned threads, void (*fn)(void *ctx, size_t i), void *ctx)
+{
+    struct tasks t = { fn, ctx, n, 0, PTHREAD_MUTEX_INITIALIZER };
+    pthread_t tids[64];
+    unsigned started = 0;
+    if (threads > n)
+        threads = (unsigned)n;
+    for (; started + 1 < threads && started < 64; started++)
+        if (pthread_create(&tids[started], NULL, task_worker, &t))
+            break;
+    task_worker(&t); /* the calling thread works too; every task runs even if none started */
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    pthread_mutex_destroy(&t.lock);
+}
+
+struct many {
+    struct dspy__eval_job *jobs;
+    struct piece *pieces; /* NULL: whole jobs */
+    size_t n;
+    dspy_lm *lm;
+    const dspy_metric *metric;
+    struct dspy_eval_options o;
+};
+
+static void many_task(void *arg, size_t i)
 {
     struct many *m = arg;
-    for (;;) {
-        pthread_mutex_lock(&m->lock);
-        size_t i = m->next < m->n ? m->next++ : m->n;
-        pthread_mutex_unlock(&m->lock);
-        if (i >= m->n)
-            return NULL;
-        struct dspy__eval_job *j = &m->jobs[i];
-        struct dspy_eval_options o = m->o;
-        o.cfg = j->cfg ? j->cfg : m->o.cfg;
+    struct piece *pc = m->pieces ? &m->pieces[i] : NULL;
+    struct dspy__eval_job *j = &m->jobs[pc ? pc->job : i];
+    struct dspy_eval_options o = m->o;
+    o.cfg = j->cfg ? j->cfg : m->o.cfg;
+    if (pc) {
+        dspy_error_clear(&pc->err);
+        pc->rc = dspy_evaluate(j->program, m->lm, pc->devset, m->metric, &o, &pc->result, &pc->err);
+    } else {
         dspy_error_clear(&j->err);
         j->rc = dspy_evaluate(j->program, m->lm, j->devset, m->metric, &o, &j->result, &j->err);
+    }
+}
+
+/* Split every job into pieces of `size` examples; NULL when out of memory. */
+static struct piece *make_pieces(struct dspy__eval_job *jobs, size_t n, size_t size, size_t *count)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += (json_array_size(jobs[i].devset) + size - 1) / size;
+    struct piece *ps = dspy_calloc(total + 1, sizeof(*ps));
+    size_t k = 0;
+    for (size_t i = 0; ps && i < n; i++)
+        for (size_t from = 0; from < json_array_size(jobs[i].devset); from += size, k++) {
+            ps[k].job = i;
+            ps[k].from = from;
+            ps[k].devset = json_array();
+            for (size_t e = from; e < from + size && e < json_array_size(jobs[i].devset); e++)
+                json_array_append(ps[k].devset, json_array_get(jobs[i].devset, e));
+            if (!ps[k].devset) {
+                for (size_t q = 0; q < k; q++)
+                    json_decref(ps[q].devset);
+                dspy_free(ps);
+                return NULL;
+            }
+        }
+    *count = k;
+    return ps;
+}
+
+/* Each job's result from its pieces, as dspy_evaluate gives it over the whole devset. */
+static void join_pieces(struct dspy__eval_job *jobs, size_t n, struct piece *ps, size_t np)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct dspy_eval_result *r = &jobs[i].result;
+        size_t len = json_array_size(jobs[i].devset);
+        memset(r, 0, sizeof(*r));
+        jobs[i].rc = DSPY_OK;
+        dspy_error_clear(&jobs[i].err);
+        if (len && !(r->items = dspy_calloc(len, sizeof(*r->items))))
+            jobs[i].rc = DSPY_ENOMEM;
+        r->n = len;
+    }
+    for (size_t k = 0; k < np; k++) {
+        struct piece *pc = &ps[k];
+        struct dspy__eval_job *j = &jobs[pc->job];
+        struct dspy_eval_result *r = &j->result, *pr = &pc->result;
+        if (pc->rc && !j->rc) {
+            j->rc = pc->rc;
+            j->err = pc->err;
+        }
+        for (size_t e = 0; r->items && e < pr->n; e++) {
+            r->items[pc->from + e] = pr->items[e];
+            memset(&pr->items[e], 0, sizeof(pr->items[e]));
+        }
+        r->errors += pr->errors;
+        r->lm_calls += pr->lm_calls;
+        r->cache_hits += pr->cache_hits;
+        r->usage.prompt_tokens += pr->usage.prompt_tokens;
+        r->usage.completion_tokens += pr->usage.completion_tokens;
+        r->usage.total_tokens += pr->usage.total_tokens;
+        if (pr->wall_ns > r->wall_ns)
+            r->wall_ns = pr->wall_ns;
+        dspy_eval_result_release(pr);
+        json_decref(pc->devset);
+    }
+    for (size_t i = 0; i < n; i++) { /* dspy_evaluate's sum and score, in devset order */
+        struct dspy_eval_result *r = &jobs[i].result;
+        r->sum = 0;
+        for (size_t e = 0; r->items && e < r->n; e++)
+            r->sum += r->items[e].score;
+        r->score = r->n ? round(10000.0 * r->sum / (double)r->n) / 100.0 : 0.0;
+        if (!r->items)
+            r->n = 0;
     }
 }
 
@@ -254,20 +371,32 @@ void dspy__evaluate_many(struct dspy__eval_job *jobs, size_t n, dspy_lm *lm,
                          const dspy_metric *metric, const struct dspy_eval_options *o,
                          unsigned concurrency)
 {
-    unsigned threads = n < 64 ? (unsigned)n : 64;
     if (!concurrency)
         concurrency = 16;
-    if (threads > concurrency)
-        threads = concurrency;
-    struct many m = { jobs, n, 0, lm, metric, *o, PTHREAD_MUTEX_INITIALIZER };
-    m.o.concurrency = threads ? (concurrency + threads - 1) / threads : 1;
-    pthread_t tids[64];
-    unsigned started = 0;
-    for (; started + 1 < threads; started++)
-        if (pthread_create(&tids[started], NULL, many_worker, &m))
-            break;
-    many_worker(&m); /* the calling thread works too; all jobs run even if none started */
-    for (unsigned i = 0; i < started; i++)
-        pthread_join(tids[i], NULL);
-    pthread_mutex_destroy(&m.lock);
+    struct many m = { jobs, NULL, n, lm, metric, *o };
+    unsigned threads;
+    size_t npieces = 0;
+    /* Several jobs without a progress callback or an error limit (which count over a whole
+     * job) are cut into pieces of `per` examples that threads take in turn, each with `per`
+     * calls in flight: every slot of --concurrency stays busy until the last piece, however
+     * unequal the jobs (a job answered from the cache, a short devset). */
+    unsigned per = (concurrency + 63) / 64;
+    if (!o->progress && !o->max_errors && n > 1 && concurrency > 1 &&
+        (m.pieces = make_pieces(jobs, n, per, &npieces))) {
+        m.n = npieces;
+        threads = concurrency / per;
+        if (threads > npieces)
+            threads = (unsigned)npieces;
+        m.o.concurrency = per;
+    } else {
+        threads = n < 64 ? (unsigned)n : 64;
+        if (threads > concurrency)
+            threads = concurrency;
+        m.o.concurrency = threads ? (concurrency + threads - 1) / threads : 1;
+    }
+    dspy__run_tasks(m.n, threads, many_task, &m);
+    if (m.pieces) {
+        join_pieces(jobs, n, m.pieces, npieces);
+        dspy_free(m.pieces);
+    }
 }

@@ -190,10 +190,15 @@ dspy_status opt_genetic(struct opt_run *r, struct dspy_error *err)
         dspy_cycle_plan(o->cycle, G);
     /* generation 0: the seed-schedule demo sets (zero-shot, labeled, bootstrap, shuffled
      * bootstraps) with the program's instructions */
+    long seeds[MAX_POP];
+    json_t *cands0[MAX_POP];
+    for (size_t i = 0; i < P; i++)
+        seeds[i] = (long)i - 3;
+    /* their bootstraps run at once (each seed draws from its own generator) */
+    if ((rc = opt_schedule_candidates(r, P, seeds, max_demos, max_demos, 1, NULL, cands0)))
+        goto out;
     for (size_t i = 0; i < P; i++) {
-        if ((rc = opt_schedule_candidate(r, (long)i - 3, max_demos, max_demos, 1, NULL,
-                                         &pop[i].cand)))
-            goto out;
+        pop[i].cand = cands0[i];
         json_t *d, *demos = json_object_get(pop[i].cand, "demos");
         size_t k;
         json_array_foreach(demos, k, d)

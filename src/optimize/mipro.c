@@ -1,9 +1,11 @@
-/* MIPROv2 (optimize layer): demo-set candidates by bootstrapping, instruction candidates
- * from DSPy's grounded proposer on the prompt model, and a TPE search over (instruction,
+/* MIPROv2 (optimize layer): demo-set candidates by bootstrapping (all at once), instruction
+ * candidates from DSPy's grounded proposer on the prompt model (its calls concurrent, beside
+ * the bootstraps), and a TPE search over (instruction,
  * demos) per predictor with minibatch trials in fixed waves (concurrent, reproducible) and
  * periodic full evaluations; --auto budgets as DSPy computes them. */
 #include <ctype.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -209,27 +211,63 @@ static dspy_program *proposer_program(const char *sigtext, const char *doc)
     return p;
 }
 
-/* Call a proposer signature once on the prompt model; the named output as text (caller
- * owns), "" when the call fails (a failed proposal step, counted). */
-static char *propose_call(struct opt_run *r, const char *sig, const char *doc, json_t *inputs,
-                          const char *out_field)
-{
-    dspy_program *p = proposer_program(sig, doc);
-    json_t *out = NULL;
+/* One proposer call: a signature on the prompt model, its named output as text ("" when
+ * the call fails: a failed proposal step, counted). Runs on any thread; what it cost is
+ * accounted by pcalls_account on the run's thread. */
+struct pcall {
+    const char *sig, *doc, *out_field;
+    json_t *inputs; /* owned */
+    dspy_lm *lm;
+    char *text; /* owned */
     struct dspy_call_info info;
+    dspy_status rc;
+};
+
+static void pcall_set(struct pcall *c, struct opt_run *r, const char *sig, const char *doc,
+                      json_t *inputs, const char *out_field)
+{
+    memset(c, 0, sizeof(*c));
+    c->sig = sig;
+    c->doc = doc;
+    c->inputs = inputs;
+    c->out_field = out_field;
+    c->lm = r->o->prompt_lm ? r->o->prompt_lm : r->o->task_lm;
+}
+
+static void pcall_run(struct pcall *c)
+{
+    dspy_program *p = proposer_program(c->sig, c->doc);
+    json_t *out = NULL;
     struct dspy_call_config cfg = DSPY_CALL_CONFIG_INIT;
-    char *text = NULL;
-    memset(&info, 0, sizeof(info));
     cfg.temperature = 1.0; /* DSPy's init_temperature */
-    dspy_lm *lm = r->o->prompt_lm ? r->o->prompt_lm : r->o->task_lm;
-    dspy_status rc = p ? dspy_program_call(p, lm, inputs, &cfg, &out, &info, NULL) : DSPY_ENOMEM;
-    opt_account(r, lm, &info, rc);
-    const json_t *v = out ? json_object_get(out, out_field) : NULL;
-    text = dspy_strdup(json_is_string(v) ? json_string_value(v) : "");
+    c->rc = p && c->inputs ? dspy_program_call(p, c->lm, c->inputs, &cfg, &out, &c->info, NULL)
+                           : DSPY_ENOMEM;
+    const json_t *v = out ? json_object_get(out, c->out_field) : NULL;
+    c->text = dspy_strdup(json_is_string(v) ? json_string_value(v) : "");
     json_decref(out);
-    json_decref(inputs);
     dspy_program_free(p);
-    return text;
+}
+
+static void pcall_task(void *ctx, size_t i)
+{
+    pcall_run(&((struct pcall *)ctx)[i]);
+}
+
+/* Run n independent proposer calls, at most `limit` at once (the calling thread among
+ * them). Their results do not depend on the order they run in. */
+static void pcalls_run(struct pcall *calls, size_t n, unsigned limit)
+{
+    dspy__run_tasks(n, limit, pcall_task, calls);
+}
+
+/* Account the calls in order and release their inputs (the texts stay). */
+static void pcalls_account(struct opt_run *r, struct pcall *calls, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        opt_account(r, calls[i].lm, &calls[i].info, calls[i].rc);
+        json_decref(calls[i].inputs);
+        calls[i].inputs = NULL;
+    }
 }
 
 void dspy__strip_prefix(char *s)
@@ -335,63 +373,138 @@ static char *examples_repr(const json_t *set, size_t n)
     return t;
 }
 
-/* Instruction candidates per predictor: [original, proposals...] (memoized). */
+/* The grounded proposer's calls before the proposals, which need no demo set: the dataset
+ * summary (DatasetDescriptor, then ObservationSummarizer), the program description, then
+ * each predictor's module description; each stage's calls at once. */
+struct prestage {
+    struct opt_run *r;
+    char *ex, *ex1, *code;
+    struct pcall first[2]; /* descriptor, program description */
+    struct pcall *second;  /* summarizer, then one module description per predictor */
+    size_t np;
+    unsigned limit;
+    pthread_t thread;
+    bool started;
+};
+
+static void *prestage_main(void *arg)
+{
+    struct prestage *s = arg;
+    struct opt_run *r = s->r;
+    pcalls_run(s->first, 2, s->limit);
+    const char *obs = s->first[0].text ? s->first[0].text : "";
+    const char *pdesc = s->first[1].text ? s->first[1].text : "";
+    pcall_set(&s->second[0], r, SUMMARIZER_SIG, SUMMARIZER_DOC,
+              json_pack("{s:s}", "observations", obs), "summary");
+    for (size_t p = 0; p < s->np; p++) {
+        char module[300];
+        snprintf(module, sizeof(module), "self.%s", dspy_program_state_name(r->student, p));
+        pcall_set(&s->second[1 + p], r, DESCRIBE_MODULE_SIG, DESCRIBE_MODULE_DOC,
+                  json_pack("{s:s, s:s, s:s, s:s}", "program_code", s->code, "program_example",
+                            s->ex1 ? s->ex1 : "", "program_description", pdesc, "module", module),
+                  "module_description");
+    }
+    pcalls_run(s->second, 1 + s->np, s->limit);
+    return NULL;
+}
+
+/* Prepare the stage; false when out of memory. */
+static bool prestage_init(struct prestage *s, struct opt_run *r)
+{
+    memset(s, 0, sizeof(*s));
+    s->r = r;
+    s->np = dspy_program_count(r->student);
+    s->ex = examples_repr(r->train, 10);
+    s->ex1 = examples_repr(r->train, 1);
+    s->code = program_code(r->student);
+    s->second = dspy_calloc(s->np + 1, sizeof(*s->second));
+    if (!s->code || !s->second)
+        return false;
+    pcall_set(&s->first[0], r, DESCRIPTOR_SIG, DESCRIPTOR_DOC,
+              json_pack("{s:s}", "examples", s->ex ? s->ex : "[]"), "observations");
+    pcall_set(&s->first[1], r, DESCRIBE_PROGRAM_SIG, DESCRIBE_PROGRAM_DOC,
+              json_pack("{s:s, s:s}", "program_code", s->code, "program_example",
+                        s->ex1 ? s->ex1 : ""),
+              "program_description");
+    return true;
+}
+
+static void prestage_release(struct prestage *s)
+{
+    for (size_t i = 0; i < 2; i++) {
+        json_decref(s->first[i].inputs);
+        dspy_free(s->first[i].text);
+    }
+    for (size_t i = 0; s->second && i < s->np + 1; i++) {
+        json_decref(s->second[i].inputs);
+        dspy_free(s->second[i].text);
+    }
+    dspy_free(s->second);
+    dspy_free(s->ex);
+    dspy_free(s->ex1);
+    dspy_free(s->code);
+}
+
+/* Instruction candidates per predictor: [original, proposals...] (memoized), from the
+ * finished prestage; every proposal's call at once, at most --concurrency in flight. */
 static json_t *propose(struct opt_run *r, const struct mipro_cfg *c, json_t *const *demo_sets,
-                       const size_t *tips)
+                       const size_t *tips, struct prestage *pre)
 {
     json_t *saved = opt_memo_get(r, "instructions");
     if (saved)
         return json_incref(saved);
-    opt_event(r, "propose", 0, 0, NAN);
-    char *ex = examples_repr(r->train, 10), *code = program_code(r->student);
-    char *ex1 = examples_repr(r->train, 1);
-    char *obs = propose_call(r, DESCRIPTOR_SIG, DESCRIPTOR_DOC,
-                             json_pack("{s:s}", "examples", ex ? ex : "[]"), "observations");
-    char *summary = propose_call(r, SUMMARIZER_SIG, SUMMARIZER_DOC,
-                                 json_pack("{s:s}", "observations", obs), "summary");
-    char *pdesc = propose_call(r, DESCRIBE_PROGRAM_SIG, DESCRIBE_PROGRAM_DOC,
-                               json_pack("{s:s, s:s}", "program_code", code, "program_example",
-                                         ex1 ? ex1 : ""),
-                               "program_description");
+    size_t np = dspy_program_count(r->student), per = (size_t)(c->n_instruct - 1);
+    struct pcall *calls = dspy_calloc(np * per + 1, sizeof(*calls));
+    char **demos = dspy_calloc(np * per + 1, sizeof(*demos));
     json_t *all = json_array();
-    for (size_t p = 0; p < dspy_program_count(r->student); p++) {
+    if (!calls || !demos || !all) {
+        dspy_free(calls);
+        dspy_free(demos);
+        json_decref(all);
+        return NULL;
+    }
+    const char *summary = pre->second[0].text ? pre->second[0].text : "";
+    const char *pdesc = pre->first[1].text ? pre->first[1].text : "";
+    for (size_t p = 0; p < np; p++) {
         dspy_module *m = dspy_program_module(r->student, p);
         const char *basic = dspy_signature_instructions(dspy_module_signature(m));
+        const char *mdesc = pre->second[1 + p].text ? pre->second[1 + p].text : "";
         char module[300];
         snprintf(module, sizeof(module), "self.%s", dspy_program_state_name(r->student, p));
-        char *mdesc = propose_call(r, DESCRIBE_MODULE_SIG, DESCRIBE_MODULE_DOC,
-                                   json_pack("{s:s, s:s, s:s, s:s}", "program_code", code,
-                                             "program_example", ex1 ? ex1 : "",
-                                             "program_description", pdesc, "module", module),
-                                   "module_description");
+        for (size_t i = 1; i <= per; i++) {
+            size_t q = p * per + i - 1;
+            const json_t *dset = demo_sets[i % (size_t)c->n_fewshot];
+            demos[q] = task_demos(r->student, p, json_array_get(json_object_get(dset, "demos"), p));
+            const char *tip = TIPS[tips[p * (size_t)c->n_instruct + i]];
+            pcall_set(&calls[q], r, PROPOSE_SIG, PROPOSE_DOC,
+                      json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "dataset_description",
+                                summary, "program_code", pre->code, "program_description", pdesc,
+                                "module", module, "module_description", mdesc, "task_demos",
+                                demos[q] ? demos[q] : "", "basic_instruction", basic, "tip", tip),
+                      "proposed_instruction");
+        }
+    }
+    pcalls_run(calls, np * per, r->o->concurrency ? r->o->concurrency : 16);
+    pcalls_account(r, calls, np * per);
+    for (size_t p = 0; p < np; p++) {
+        const char *basic = dspy_signature_instructions(
+            dspy_module_signature(dspy_program_module(r->student, p)));
         json_t *cands = json_array();
         json_array_append_new(cands, json_string(basic));
-        for (long i = 1; i < c->n_instruct; i++) {
-            const json_t *dset = demo_sets[(size_t)i % (size_t)c->n_fewshot];
-            char *demos = task_demos(r->student, p,
-                                     json_array_get(json_object_get(dset, "demos"), p));
-            const char *tip = TIPS[tips[p * (size_t)c->n_instruct + (size_t)i]];
-            char *inst = propose_call(r, PROPOSE_SIG, PROPOSE_DOC,
-                                      json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}",
-                                                "dataset_description", summary, "program_code",
-                                                code, "program_description", pdesc, "module",
-                                                module, "module_description", mdesc, "task_demos",
-                                                demos, "basic_instruction", basic, "tip", tip),
-                                      "proposed_instruction");
-            dspy__strip_prefix(inst);
-            json_array_append_new(cands, json_string(*inst ? inst : basic));
-            dspy_free(inst);
-            dspy_free(demos);
+        for (size_t i = 1; i <= per; i++) {
+            char *inst = calls[p * per + i - 1].text;
+            if (inst)
+                dspy__strip_prefix(inst);
+            json_array_append_new(cands, json_string(inst && *inst ? inst : basic));
         }
         json_array_append_new(all, cands);
-        dspy_free(mdesc);
     }
-    dspy_free(ex);
-    dspy_free(ex1);
-    dspy_free(code);
-    dspy_free(obs);
-    dspy_free(summary);
-    dspy_free(pdesc);
+    for (size_t q = 0; q < np * per; q++) {
+        dspy_free(calls[q].text);
+        dspy_free(demos[q]);
+    }
+    dspy_free(calls);
+    dspy_free(demos);
     opt_memo_put(r, "instructions", json_incref(all));
     return all;
 }
@@ -448,24 +561,68 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
         dspy_cycle_plan(o->cycle, (uint64_t)c.trials);
     /* 1. demo-set candidates: the random-search seed schedule (-3 zero-shot, -2 labeled,
      * -1 unshuffled bootstrap, then shuffled ones) */
+    /* zero-shot: DSPy bootstraps the n sets (3 demos each, none labelled) for the proposer
+     * only; the search then has one demo choice, none */
     size_t nsets = c.zero_shot ? 1 : (size_t)c.n_fewshot;
-    demo_sets = dspy_calloc(nsets > 3 ? nsets : 3, sizeof(*demo_sets));
+    size_t nsched = (size_t)c.n_fewshot;
+    demo_sets = dspy_calloc(nsched + 1, sizeof(*demo_sets));
     if (!demo_sets)
         return dspy__err(err, DSPY_ENOMEM, "out of memory");
     opt_event(r, "bootstrap", 0, 0, NAN);
     struct dspy__pyrandom rng; /* DSPy's self.rng, past the valset sample */
     dspy__pyrandom_seed(&rng, o->seed);
     json_decref(mipro_valset_draw(r, &c, &rng));
-    for (size_t i = 0; i < (c.zero_shot ? 3 : nsets); i++) {
-        long boot = c.zero_shot ? 3 : c.boot, lab = c.zero_shot ? 0 : c.labeled;
-        if ((rc = opt_schedule_candidate(r, (long)i - 3, boot, lab, 1, &rng, &demo_sets[i])))
-            goto out;
+    /* The proposer's first calls need no demo set: unless the proposals were checkpointed
+     * they run on a thread while the demo sets bootstrap, their calls reserved out of
+     * --concurrency (run after the bootstraps when --concurrency leaves no room). */
+    struct prestage pre;
+    bool need_pre = !json_object_get(r->memo, "instructions");
+    unsigned conc = o->concurrency ? o->concurrency : 16;
+    unsigned width = (unsigned)(np + 1 > 2 ? np + 1 : 2);
+    if (!prestage_init(&pre, r)) {
+        prestage_release(&pre);
+        return dspy__err(err, DSPY_ENOMEM, "out of memory");
+    }
+    pre.limit = conc;
+    if (need_pre && conc > width) {
+        pre.limit = width;
+        r->reserved = width;
+        pre.started = !pthread_create(&pre.thread, NULL, prestage_main, &pre);
+        if (!pre.started)
+            r->reserved = 0;
+    }
+    /* 1. demo-set candidates: the random-search seed schedule (-3 zero-shot, -2 labeled,
+     * -1 unshuffled bootstrap, then shuffled ones), every draw first, then the bootstraps
+     * at once */
+    long *seeds = dspy_calloc(nsched + 1, sizeof(*seeds));
+    for (size_t i = 0; seeds && i < nsched; i++)
+        seeds[i] = (long)i - 3;
+    rc = !seeds ? DSPY_ENOMEM
+                : opt_schedule_candidates(r, nsched, seeds, c.zero_shot ? 3 : c.boot,
+                                          c.zero_shot ? 0 : c.labeled, 1, &rng, demo_sets);
+    dspy_free(seeds);
+    if (pre.started)
+        pthread_join(pre.thread, NULL);
+    r->reserved = 0;
+    if (need_pre && !rc) {
+        if (!pre.started) {
+            pre.limit = conc;
+            prestage_main(&pre);
+        }
+        pcalls_account(r, pre.first, 2);
+        pcalls_account(r, pre.second, np + 1);
+        opt_event(r, "propose", 0, 0, NAN); /* the proposals: the last of the proposer */
+    }
+    if (rc) {
+        prestage_release(&pre);
+        goto out;
     }
     /* the proposer's draws, per predictor and candidate (candidate 0 too, whose proposal
      * DSPy overwrites with the original): a tip, then a rollout id */
     size_t ntips = np * (size_t)(c.n_instruct > 0 ? c.n_instruct : 1);
     size_t *tips = dspy_calloc(ntips, sizeof(*tips));
     if (!tips) {
+        prestage_release(&pre);
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
@@ -473,25 +630,17 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
         tips[k] = dspy__pyrandom_below(&rng, sizeof(TIPS) / sizeof(TIPS[0]));
         (void)dspy__pyrandom_randint(&rng, 0, 1000000000);
     }
-    if (c.zero_shot) { /* DSPy bootstraps 3 demos for the proposer, then drops them */
-        json_t *z = demo_sets[0];
-        demo_sets[0] = demo_sets[2];
-        demo_sets[2] = z;
-    }
     /* 2. instruction candidates */
-    instr = propose(r, &c, demo_sets, tips);
+    instr = propose(r, &c, demo_sets, tips, &pre);
+    prestage_release(&pre);
     dspy_free(tips);
     if (!instr) {
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         goto out;
     }
-    if (c.zero_shot) { /* the search sees one demo choice: none */
-        json_decref(demo_sets[0]);
-        demo_sets[0] = demo_sets[2];
-        demo_sets[2] = NULL;
+    if (c.zero_shot) /* the search sees one demo choice: set 0, the zero-shot one */
         for (size_t p = 0; p < np; p++)
             json_array_set_new(json_object_get(demo_sets[0], "demos"), p, json_array());
-    }
     /* 3. the search */
     if (!(val = json_incref((json_t *)r->val))) { /* sampled by the driver */
         rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
@@ -642,7 +791,7 @@ dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err)
             goto out;
     }
 out:
-    for (size_t i = 0; demo_sets && i < (nsets > 3 ? nsets : 3); i++)
+    for (size_t i = 0; demo_sets && i < nsched; i++)
         json_decref(demo_sets[i]);
     dspy_free(demo_sets);
     dspy_free(combos);

@@ -201,7 +201,10 @@ static dspy_status eval_impl(struct opt_run *r, json_t *const *cands, const json
     struct dspy_eval_options eo = DSPY_EVAL_OPTIONS_INIT;
     eo.keep_predictions = predictions != NULL;
     eo.with_trace = trace;
-    dspy__evaluate_many(jobs, n, r->o->task_lm, r->metric, &eo, r->o->concurrency);
+    unsigned conc = r->o->concurrency ? r->o->concurrency : 16;
+    if (r->reserved && conc > r->reserved)
+        conc -= r->reserved;
+    dspy__evaluate_many(jobs, n, r->o->task_lm, r->metric, &eo, conc);
     for (size_t i = 0; i < n; i++) {
         struct dspy_eval_result *res = &jobs[i].result;
         scores[i] = res->score;

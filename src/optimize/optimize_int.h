@@ -26,6 +26,10 @@ void dspy__evaluate_many(struct dspy__eval_job *jobs, size_t n, dspy_lm *lm,
                          const dspy_metric *metric, const struct dspy_eval_options *o,
                          unsigned concurrency);
 
+/* Run fn(ctx, i) for i in [0, n) on up to `threads` threads (the caller's among them, at
+ * most 64), each taking the next i in turn; returns when all are done. */
+void dspy__run_tasks(size_t n, unsigned threads, void (*fn)(void *ctx, size_t i), void *ctx);
+
 /* A small seeded generator (splitmix64): every draw of an optimizer comes from one of
  * these seeded from (seed, purpose, index), so a trial's draws do not depend on the order
  * other trials ran in. */

@@ -38,6 +38,8 @@ struct opt_run {
     dspy_cost_tally *cost; /* this run's calls by model */
     double baseline, best; /* percent; best is NAN until a full evaluation */
     json_t *best_cand;     /* the best candidate so far */
+    unsigned reserved;     /* LM calls in flight outside opt_eval (MIPROv2's proposer while
+                        * the bootstraps run); opt_eval leaves them out of --concurrency */
     bool stopped;
     char stop_reason[200];
     uint64_t start_ns;
@@ -89,12 +91,23 @@ void opt_event(struct opt_run *r, const char *what, size_t trial, size_t trials,
  * (instructions from the student). `key` names the memo entry. */
 dspy_status opt_bootstrap(struct opt_run *r, const json_t *train, long max_boot, long max_labeled,
                           long max_rounds, uint64_t key, json_t **cand);
+/* k bootstraps at once (trainset, max_bootstrapped_demos and memo key each): their windows
+ * of examples share one evaluation per round; each result is opt_bootstrap's. */
+dspy_status opt_bootstrap_many(struct opt_run *r, size_t k, const json_t *const *trains,
+                               const long *max_boot, long max_labeled, long max_rounds,
+                               const uint64_t *keys, json_t **cands);
 /* LabeledFewShot(k): a candidate with k sampled examples per predictor. */
 json_t *opt_labeled(struct opt_run *r, const json_t *train, long k, uint64_t key);
 /* The random-search seed schedule's candidate for `seed` (-3, -2, -1, 0, ...); a seed >= 0
  * draws its shuffle and size from `shared` when not NULL, else from Random(seed + --seed). */
 dspy_status opt_schedule_candidate(struct opt_run *r, long seed, long max_boot, long max_labeled,
                                    long max_rounds, struct dspy__pyrandom *shared, json_t **cand);
+
+/* The candidates of k schedule seeds: every draw first, in order, then their bootstraps at
+ * once; each candidate is opt_schedule_candidate's. */
+dspy_status opt_schedule_candidates(struct opt_run *r, size_t k, const long *seeds, long max_boot,
+                                    long max_labeled, long max_rounds,
+                                    struct dspy__pyrandom *shared, json_t **cands);
 
 dspy_status opt_random_search(struct opt_run *r, struct dspy_error *err);
 dspy_status opt_mipro(struct opt_run *r, struct dspy_error *err);

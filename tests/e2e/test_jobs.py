@@ -329,6 +329,39 @@ def test_event_feed_streams_states_and_progress(tmp_path):
     assert "eta_s" in prog[-1] and "iterations_per_s" in prog[-1]
 
 
+def test_mipro_job_progress_through_its_concurrent_phases(tmp_path):
+    """A MIPROv2 job: after its baseline, while its demo sets bootstrap and its proposer runs
+    (concurrently), progress shows none of the planned trials done and the LM calls growing;
+    then the trials
+    count up, never back, to the planned number. 60 ms per call, so each phase outlasts the
+    feed's 50 ms between progress events."""
+    _, base = start_sim("--latency-ms", "60")
+    _, url = serve_jobs("--base-url", base, "--model", "sim", "--workers", "1")
+    api = Api(url)
+    jid = api.submit({"kind": "optimize", "signature": "question -> answer",
+                      "optimizer": "mipro", "trainset": TRAIN[:20], "valset": TRAIN[20:40],
+                      "metric": "exact_match:answer", "num_trials": 4, "num_candidates": 4,
+                      "concurrency": 8})
+    u = urllib.parse.urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.request("GET", f"/v1/jobs/{jid}/events")
+    events = [json.loads(line[6:]) for line in conn.getresponse().read().decode().splitlines()
+              if line.startswith("data: ")]
+    assert [e["state"] for e in events if e["type"] == "state"][-1] == "succeeded"
+    prog = [e["progress"] for e in events if e["type"] == "progress"]
+    prog.append(api.job(jid)["progress"])
+    done = [p["done"] for p in prog]
+    assert done == sorted(done) and done[-1] == prog[-1]["planned"] == 4
+    planned = [p["planned"] for p in prog]
+    assert set(planned) <= {0, 4} and planned == sorted(planned)  # 0 until the plan is made
+    # the baseline, then (at most 20 events a second) the bootstraps' or the proposals' start
+    setup = [p for p in prog if p["done"] == 0]
+    assert len(setup) >= 2 and setup[-1]["planned"] == 4, prog
+    assert setup[-1]["lm_calls"] > setup[0]["lm_calls"]
+    calls = [p["lm_calls"] for p in prog]
+    assert calls == sorted(calls)
+
+
 # ---- the shared rate limit -----------------------------------------------------------------
 
 def test_shared_rate_limit_held_within_5_percent_across_200_jobs(tmp_path):

@@ -233,6 +233,70 @@ def test_same_seed_same_result_whatever_the_concurrency(tmp_path):
     assert d.read_bytes() == e.read_bytes()
 
 
+def test_mipro_proposals_and_bootstraps_run_concurrently_with_the_same_result(tmp_path):
+    """MIPROv2's demo-set bootstraps run at once, the proposer's first calls (dataset summary,
+    program description) beside them and its proposals all at once: at --concurrency 16 the
+    saved program and every trial are those of --concurrency 1, where everything runs one
+    call at a time. The proposals (5 of them, 20 ms per call) arrive together instead of one
+    after another, and the dataset descriptor arrives while the bootstraps still run."""
+    dev = tmp_path / "dev20.jsonl"
+    dev.write_text("".join(open(DEV).readlines()[:20]))
+    runs = {}
+    for n in ("1", "16"):
+        rec = tmp_path / f"rec{n}.jsonl"
+        save, report = tmp_path / f"c{n}.state.json", tmp_path / f"c{n}.report.json"
+        dspyc("optimize", *PREDICT, "--trainset", TRAIN, "--valset", dev, *METRIC,
+              "--save", save, "--report", report, "-q", "--optimizer", "mipro", "--seed", "4",
+              "--num-candidates", "6", "--num-trials", "4", "--prompt-model", "proposer",
+              "--concurrency", n, "--sim", f"--latency-ms 20 --record {rec}")
+        lines = [json.loads(line) for line in open(rec)]
+        runs[n] = (save.read_bytes(), json.loads(report.read_text()),
+                   [x for x in lines if x["path"] == "/v1/chat/completions"])
+    (s1, r1, l1), (s16, r16, l16) = runs["1"], runs["16"]
+    assert s1 == s16
+    strip = lambda rep: [{k: v for k, v in t.items() if k != "elapsed_s"} for t in rep["trials"]]
+    assert strip(r1) == strip(r16) and len(r1["trials"]) >= 4
+    assert r1["instruction_candidates"] == r16["instruction_candidates"]
+    assert len(r1["instruction_candidates"][0]) == 6
+
+    def text(x):
+        return json.dumps(x["body"]["messages"])
+
+    def proposals(lines):
+        ts = [x["ts"] for x in lines if x["body"]["model"] == "proposer"
+              and "generate a new instruction" in text(x)]
+        assert len(ts) == 5
+        return max(ts) - min(ts)
+
+    # one after another: at least 4 round trips of 20 ms; at once: well under that
+    assert proposals(l1) >= 0.08
+    assert proposals(l16) < proposals(l1) / 2
+
+    def task_calls_after_descriptor(lines):
+        first = next(i for i, x in enumerate(lines) if "Given several examples" in text(x))
+        prop = next(i for i, x in enumerate(lines) if "generate a new instruction" in text(x))
+        return sum(1 for x in lines[first:prop] if x["body"]["model"] != "proposer")
+
+    assert task_calls_after_descriptor(l1) == 0
+    assert task_calls_after_descriptor(l16) > 0
+
+
+def test_mipro_zero_shot_bootstraps_every_set_for_the_proposer(tmp_path):
+    """Zero-shot MIPROv2 (both demo maxes 0): the n demo sets are bootstrapped for the
+    proposer only (DSPy's 3 demos each), so each of the n - 1 proposals gets a set; the
+    search has one demo choice, none, and the result is the same at any concurrency."""
+    zero = ["--optimizer", "mipro", "--seed", "2", "--max-bootstrapped-demos", "0",
+            "--max-labeled-demos", "0", "--num-candidates", "6", "--num-trials", "6"]
+    _, a, ra = optimize(tmp_path, "z1", *zero, "--concurrency", "1")
+    _, b, rb = optimize(tmp_path, "z8", *zero, "--concurrency", "8")
+    assert a.read_bytes() == b.read_bytes()
+    assert json.loads(a.read_text())["demos"] == []
+    assert len(ra["instruction_candidates"][0]) == 6
+    assert all(t["candidate"][1] == 0 for t in ra["trials"])
+    strip = lambda rep: [{k: v for k, v in t.items() if k != "elapsed_s"} for t in rep["trials"]]
+    assert strip(ra) == strip(rb)
+
+
 def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
     sim = ["--sim", "--latency-ms 15"]
     common = ["--optimizer", "random-search", "--seed", "3", "--num-candidates", "8", *sim]
