@@ -762,6 +762,39 @@ def test_worker_memory_budget(tmp_path, redis):
         stop_workers([w])
 
 
+def test_workers_lm_pools_in_the_queue(tmp_path, redis):
+    """A worker's own LM pool is in its heartbeat: /v1/queue's redis_workers shows its calls
+    on the wire (the simulator takes 1.5 s each) and those waiting for its --rpm."""
+    _, base = start_sim("--latency-ms", "1500")
+    _, url = serve_jobs("--base-url", base, "--model", "sim", "--redis", redis.url)
+    api = Api(url)
+    w = start_worker(redis.url, base, "--rpm", "60", "--cache", "off")
+    try:
+        devset = [{"question": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(6)]
+        api.submit({"kind": "eval", "signature": "question -> answer", "devset": devset,
+                    "metric": "exact_match:answer", "concurrency": 6})
+        most = {"lm_in_flight": 0, "lm_waiting": 0}
+        deadline = time.time() + 20
+        while time.time() < deadline and api.queue()["ended"]["succeeded"] < 1:
+            rw = api.queue()["redis_workers"]
+            for k in most:
+                most[k] = max(most[k], rw[k])
+            time.sleep(0.05)
+        print(f"\nmost seen: {most}")
+        # one call a second goes out, each on the wire 1.5 s; the others wait their turn
+        assert most["lm_in_flight"] >= 1 and most["lm_waiting"] >= 2
+        assert api.queue()["ended"]["succeeded"] == 1
+        deadline = time.time() + 10  # the next heartbeats: nothing in flight any more
+        while time.time() < deadline and (api.queue()["redis_workers"]["lm_in_flight"] or
+                                          api.queue()["redis_workers"]["lm_waiting"]):
+            time.sleep(0.05)
+        rw = api.queue()["redis_workers"]
+        assert rw["lm_in_flight"] == 0 and rw["lm_waiting"] == 0
+        assert "dspyc_jobs_redis_lm_in_flight 0" in api.call("GET", "/metrics")[1]
+    finally:
+        stop_workers([w])
+
+
 def test_retention_removes_ended_jobs_everywhere(tmp_path, redis):
     _, base = start_sim()
     _, url = serve_jobs("--base-url", base, "--model", "sim", "--redis", redis.url,
