@@ -68,7 +68,9 @@ char *dspy__store_get_result(struct dspy__store *st, const char *id);
 /* Every job in seq order. */
 dspy_status dspy__store_load(struct dspy__store *st,
                              void (*fn)(void *ud, const struct dspy__job_row *r), void *ud);
-/* Number of result rows (tests: one per job however often it ran). */
+/* Number of result rows committed (one per job however often it ran), kept in memory: no
+ * query and no flush, so reading it does not slow the writes; a result still queued counts
+ * once its group commit is in (the store writes within 10 ms). */
 long dspy__store_count_results(struct dspy__store *st);
 /* Transactions written and the writes they held (writes / commits = the group size). */
 void dspy__store_stats(struct dspy__store *st, uint64_t *commits, uint64_t *writes);
