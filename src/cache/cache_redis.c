@@ -404,7 +404,7 @@ static void redis_put(void *lvl, struct dspy__cache_entry *e)
 {
     struct redis *r = lvl;
     char name[KEYBUF], px[24];
-    uint64_t now = dspy__cache_now_ms();
+    uint64_t now = dspy__wall_ms();
     uint64_t exp = dspy__cache_level_expiry(e, r->ttl_s, now);
     size_t len;
     unsigned char *frame;

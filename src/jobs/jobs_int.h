@@ -106,6 +106,8 @@ dspy_status dspy__rjobs_publish(struct dspy__rjobs *r, const char *id, int prior
                                 const char *spec, unsigned attempts);
 /* Jobs queued for their stream and not written yet. */
 size_t dspy__rjobs_unpublished(struct dspy__rjobs *r);
+/* Batches of jobs Redis did not take so far (each is tried again). */
+uint64_t dspy__rjobs_failed_batches(struct dspy__rjobs *r);
 dspy_status dspy__rjobs_cancel(struct dspy__rjobs *r, const char *id);
 /* Remove what Redis holds of ended jobs: their result and cancel keys, and the stream
  * entries older than `before_ms` (Unix ms) that every worker has seen and acknowledged. */

@@ -252,6 +252,7 @@ struct dspy__rjobs {
     pthread_cond_t pub_wake;
     struct pub *head, *tail;
     size_t pending;
+    uint64_t failed_batches; /* batches Redis did not take (tried again); pub_lock */
 };
 
 /* The worker registry: each worker's heartbeat writes "CONCURRENCY RUNNING UNIX_MS
@@ -275,6 +276,14 @@ void dspy__rjobs_pool(struct dspy__rjobs *r, struct dspy__rj_pool_stats *out)
     pthread_mutex_lock(&r->pool_lock);
     *out = r->pool;
     pthread_mutex_unlock(&r->pool_lock);
+}
+
+uint64_t dspy__rjobs_failed_batches(struct dspy__rjobs *r)
+{
+    pthread_mutex_lock(&r->pub_lock);
+    uint64_t n = r->failed_batches;
+    pthread_mutex_unlock(&r->pub_lock);
+    return n;
 }
 
 size_t dspy__rjobs_unpublished(struct dspy__rjobs *r)
@@ -455,6 +464,7 @@ static void *publisher_main(void *arg)
             dspy_free(p);
         }
         if (failed) { /* Redis is away: wait a little, without holding up the stop */
+            r->failed_batches++;
             pthread_mutex_unlock(&r->pub_lock);
             for (int i = 0; i < 4 && !atomic_load(&r->stop); i++)
                 msleep(50);

@@ -19,7 +19,10 @@ struct dspy__redis_limits {
 
 /* A million elements (8 MB of element pointers); 512 MiB, Redis's own proto-max-bulk-len
  * default and above the cache's largest value. */
-#define DSPY__REDIS_LIMITS_INIT { (size_t)1 << 20, (size_t)512 << 20 }
+#define DSPY__REDIS_LIMITS_INIT            \
+    {                                      \
+        (size_t)1 << 20, (size_t)512 << 20 \
+    }
 
 /* Connect to host:port, or to the Unix socket `unix_path` when it is not NULL, within
  * `connect_timeout`; `io_timeout` bounds each read and write afterwards. `lim` NULL means

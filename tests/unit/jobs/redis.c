@@ -322,7 +322,10 @@ static void publishing_waits_for_redis_and_loses_nothing(void **state)
     redis_server_kill(&srv); /* away: published jobs wait in order */
     dspy__rjobs_publish(r, "job-w-1", 0, "{\"kind\":\"noop\"}", 0);
     dspy__rjobs_publish(r, "job-w-2", 0, "{\"kind\":\"noop\"}", 0);
-    usleep(300000);
+    /* until the publisher has tried twice and failed: nothing was dropped meanwhile */
+    for (int i = 0; i < 1500 && dspy__rjobs_failed_batches(r) < 2; i++)
+        usleep(10000);
+    assert_true(dspy__rjobs_failed_batches(r) >= 2);
     assert_int_equal(dspy__rjobs_unpublished(r), 2);
     assert_true(redis_server_start(&srv)); /* same port */
     for (int i = 0; i < 1500 && dspy__rjobs_unpublished(r); i++)
