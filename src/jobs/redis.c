@@ -421,7 +421,9 @@ static void *publisher_main(void *arg)
         pthread_mutex_unlock(&r->pub_lock);
         size_t done = 0;
         if (ctx || (ctx = rconnect(&r->conf))) {
-            for (struct pub *p = batch; p != end->next; p = p->next) {
+            /* the n entries from batch on; end->next is not read: a publish appends there */
+            size_t i = 0;
+            for (struct pub *p = batch; i < n; p = ++i < n ? p->next : p) {
                 char stream[32], att[16];
                 snprintf(stream, sizeof(stream), DSPY__RJ_STREAM "%d", p->priority);
                 snprintf(att, sizeof(att), "%u", p->attempts);
@@ -429,7 +431,8 @@ static void *publisher_main(void *arg)
                                        "spec", p->spec, "attempts", att };
                 redisAppendCommandArgv(ctx, 9, argv, NULL);
             }
-            for (struct pub *p = batch; p != end->next; p = p->next) {
+            i = 0;
+            for (struct pub *p = batch; i < n; p = ++i < n ? p->next : p) {
                 redisReply *rep = NULL;
                 if (dspy__redis_get_reply(ctx, &rep) != REDIS_OK) {
                     dspy__redis_free(ctx);
