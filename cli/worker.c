@@ -128,6 +128,7 @@ int cmd_worker(int argc, char **argv)
     }
     wo.lm = jobs_lm_get;
     wo.lm_userdata = &pool;
+    wo.lm_pool = jobs_lm_pool;
     wo.stop = &stop_flag;
     struct dspy_error err;
     dspy_error_clear(&err);

@@ -184,15 +184,18 @@ struct dspy_worker_options {
     const char *checkpoint_root; /* NULL = none */
     dspy_job_lm_fn lm;           /* required */
     void *lm_userdata;
-    volatile int *stop;     /* set non-zero (e.g. from a signal handler, with
+    volatile int *stop;        /* set non-zero (e.g. from a signal handler, with
                               * __atomic_store_n) to stop; read atomically */
-    uint64_t memory_budget; /* bytes its running jobs may hold together; a claimed job
+    uint64_t memory_budget;    /* bytes its running jobs may hold together; a claimed job
                               * waits for its share; 0 = no budget */
+    dspy_jobq_pool_fn lm_pool; /* its LM pool (called with lm_userdata), reported in each
+                                * heartbeat: calls in flight and waiting; NULL = none */
 };
-#define DSPY_WORKER_OPTIONS_INIT                                                                   \
-    {                                                                                              \
-        .redis_url = NULL, .concurrency = 4, .name = NULL, .max_attempts = 0, .visibility_s = 0,   \
-        .checkpoint_root = NULL, .lm = NULL, .lm_userdata = NULL, .stop = NULL, .memory_budget = 0 \
+#define DSPY_WORKER_OPTIONS_INIT                                                                 \
+    {                                                                                            \
+        .redis_url = NULL, .concurrency = 4, .name = NULL, .max_attempts = 0, .visibility_s = 0, \
+        .checkpoint_root = NULL, .lm = NULL, .lm_userdata = NULL, .stop = NULL,                  \
+        .memory_budget = 0, .lm_pool = NULL                                                      \
     }
 
 /** Run jobs from the Redis streams until *stop: claim (XREADGROUP), run, write the result

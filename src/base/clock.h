@@ -6,13 +6,16 @@
 #include <stdint.h>
 #include <time.h>
 
-/* The clock hook, for tests of the event loops that read this clock (the engine's timers,
- * retries and rate limits; the server's due times): when not 0, the time dspy__now_ns()
- * reads, frozen until a test moves it (dspy__clock_freeze, dspy__clock_advance), so a
- * test steps through seconds of timers without sleeping and without wall-clock bounds.
- * 0 (always, outside tests) is the real monotonic clock. */
+/* The clock hook, for tests of what reads these clocks (the engine's timers, retries and
+ * rate limits; the server's due times; the cache's expiry times): when not 0, the time
+ * dspy__now_ns() reads, frozen until a test moves it (dspy__clock_freeze,
+ * dspy__clock_advance), so a test steps through seconds of timers and TTLs without
+ * sleeping and without wall-clock bounds. The wall clock (dspy__wall_ms, dspy__wall_s)
+ * stands still and moves with it, from where it was at the freeze. 0 (always, outside
+ * tests) is the real clocks. */
 extern _Atomic uint64_t dspy__clock_fake_ns;
-void dspy__clock_freeze(uint64_t ns); /* 0 = the real clock again */
+extern _Atomic int64_t dspy__clock_wall_offset_ns; /* wall minus fake, set by the freeze */
+void dspy__clock_freeze(uint64_t ns);              /* 0 = the real clocks again */
 void dspy__clock_advance(uint64_t ns);
 
 static inline uint64_t dspy__now_ns(void)
@@ -25,11 +28,26 @@ static inline uint64_t dspy__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static inline double dspy__wall_s(void)
+/* Unix time: for records and for expiry times that outlive the process (disk, Redis). */
+static inline uint64_t dspy__wall_ns(void)
 {
+    uint64_t fake = atomic_load_explicit(&dspy__clock_fake_ns, memory_order_relaxed);
+    if (fake)
+        return fake +
+               (uint64_t)atomic_load_explicit(&dspy__clock_wall_offset_ns, memory_order_relaxed);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t dspy__wall_ms(void)
+{
+    return dspy__wall_ns() / 1000000u;
+}
+
+static inline double dspy__wall_s(void)
+{
+    return (double)dspy__wall_ns() / 1e9;
 }
 
 #endif

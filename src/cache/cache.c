@@ -151,7 +151,7 @@ static struct dspy__cache_entry *new_entry(dspy_cache *c, const struct dspy_cach
         return NULL;
     }
     if (!(e = dspy__cache_entry_new(key->bytes, data, len,
-                                    dspy__cache_expiry(ttl_s, dspy__cache_now_ms()))))
+                                    dspy__cache_expiry(ttl_s, dspy__wall_ms()))))
         *rc = dspy__err(err, DSPY_ENOMEM, "out of memory storing a cache value");
     else
         e->ttl_exact = ttl_s > 0;
@@ -243,7 +243,7 @@ static dspy_status run_fill(dspy_cache *c, const struct dspy_cache_key *key,
         /* a value too big to store still goes to this caller and the waiters */
         bool store = !f.no_store && !(ctl && ctl->no_store) && f.len <= c->opts.max_value_bytes;
         *out = dspy__cache_entry_new(key->bytes, f.value, f.len,
-                                     dspy__cache_expiry(ttl, dspy__cache_now_ms()));
+                                     dspy__cache_expiry(ttl, dspy__wall_ms()));
         if (!*out)
             rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         else

@@ -15,6 +15,7 @@
 #include <lmdb.h>
 
 #include "base/status.h"
+#include "base/clock.h"
 #include "cache/cache_int.h"
 
 #define FORMAT 1u
@@ -192,7 +193,7 @@ static bool disk_get(void *lvl, const uint8_t key[16], struct dspy__cache_entry 
         created = header_created(&v);
         if (dspy__frame_check(key, v.mv_data, v.mv_size, &f) != DSPY_OK)
             corrupt = true;
-        else if (f.expires_ms && f.expires_ms <= dspy__cache_now_ms())
+        else if (f.expires_ms && f.expires_ms <= dspy__wall_ms())
             expired = true;
         else if ((e = dspy__cache_entry_new(key, NULL, f.value_len, f.expires_ms)) &&
                  dspy__frame_decode(&f, e->data) != DSPY_OK) {
@@ -291,7 +292,7 @@ out_abort:
 static void disk_put(void *lvl, struct dspy__cache_entry *e)
 {
     struct disk *d = lvl;
-    uint64_t now = dspy__cache_now_ms();
+    uint64_t now = dspy__wall_ms();
     uint64_t exp = dspy__cache_level_expiry(e, d->ttl_s, now);
     size_t len;
     unsigned char *frame;
@@ -342,7 +343,7 @@ static dspy_status disk_each(void *lvl, dspy__cache_each_fn fn, void *ud, struct
     MDB_cursor *cur;
     MDB_val k, v;
     dspy_status st = DSPY_OK;
-    uint64_t now = dspy__cache_now_ms();
+    uint64_t now = dspy__wall_ms();
     int rc = begin(d, MDB_RDONLY, &txn);
     if (rc)
         return dspy__err(err, DSPY_EIO, "disk cache read: %s", mdb_strerror(rc));

@@ -39,11 +39,9 @@ static inline void dspy__cache_entry_ref(struct dspy__cache_entry *e)
 }
 void dspy__cache_entry_unref(struct dspy__cache_entry *e);
 
-/* Wall clock in ms (TTLs are wall-clock so they mean the same in Redis and on disk). */
-uint64_t dspy__cache_now_ms(void);
-/* Replace that clock (tests: a fake one to step through TTLs); NULL restores the real one. */
-void dspy__cache_set_clock(uint64_t (*now_ms)(void));
-/* Absolute expiry for a TTL in seconds from now; 0 for ttl <= 0. */
+/* Expiry times are wall-clock ms (dspy__wall_ms, which tests step with the base clock hook)
+ * so they mean the same in Redis and on disk. The absolute expiry for a TTL in seconds from
+ * now; 0 for ttl <= 0. */
 uint64_t dspy__cache_expiry(double ttl_s, uint64_t now_ms);
 /* The earlier of two expiries, where 0 means none. */
 static inline uint64_t dspy__cache_min_expiry(uint64_t a, uint64_t b)

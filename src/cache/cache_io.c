@@ -6,6 +6,7 @@
 #include "base/base64.h"
 #include "base/buf.h"
 #include "base/status.h"
+#include "base/clock.h"
 #include "cache/cache_int.h"
 
 #define LINE_SLACK ((size_t)1 << 20)
@@ -169,7 +170,7 @@ static dspy_status export_one(void *ud, const uint8_t key[16], const void *value
 dspy_status dspy_cache_export(dspy_cache *c, unsigned level, FILE *out, size_t *count,
                               struct dspy_error *err)
 {
-    struct export_ctx x = { out, 0, dspy__cache_now_ms() };
+    struct export_ctx x = { out, 0, dspy__wall_ms() };
     int i = level == DSPY_CACHE_L1   ? 0
             : level == DSPY_CACHE_L2 ? 1
             : level == DSPY_CACHE_L3 ? 2

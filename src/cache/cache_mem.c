@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/status.h"
+#include "base/clock.h"
 #include "cache/cache_int.h"
 
 #define SHARDS 16
@@ -141,7 +142,7 @@ static bool mem_get(void *lvl, const uint8_t key[16], struct dspy__cache_entry *
     pthread_mutex_lock(&s->lock);
     slot = slot_of(s, key);
     e = *slot;
-    if (e && e->mem_expires_ms && e->mem_expires_ms <= dspy__cache_now_ms()) {
+    if (e && e->mem_expires_ms && e->mem_expires_ms <= dspy__wall_ms()) {
         remove_at(s, slot, &dead);
         s->expired++;
         e = NULL;
@@ -169,7 +170,7 @@ static void mem_put(void *lvl, struct dspy__cache_entry *e)
     struct shard *s = shard_of(m, e->key);
     struct dspy__cache_entry *dead = NULL, **slot;
     uint8_t kept[16];
-    uint64_t now = dspy__cache_now_ms();
+    uint64_t now = dspy__wall_ms();
     uint64_t exp = dspy__cache_level_expiry(e, m->ttl_s, now);
     if (charge(e) > m->shard_max_bytes || (exp && exp <= now))
         return;
@@ -246,7 +247,7 @@ static dspy_status each_shard(struct shard *s, dspy__cache_each_fn fn, void *ud,
     struct dspy__cache_entry **refs = NULL;
     size_t n = 0;
     dspy_status rc = DSPY_OK;
-    uint64_t now = dspy__cache_now_ms();
+    uint64_t now = dspy__wall_ms();
     pthread_mutex_lock(&s->lock);
     if (s->count && !(refs = dspy_malloc(s->count * sizeof(*refs)))) {
         pthread_mutex_unlock(&s->lock);

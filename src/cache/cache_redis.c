@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "base/status.h"
 #include "cache/cache_int.h"
+#include "net/redis_client.h"
 
 #define PREFIX_MAX 128
 #define KEYBUF (PREFIX_MAX + 6 + 33)
@@ -103,7 +104,7 @@ static redisReply *command(redisContext *c, int argc, const char **argv, const s
 {
     struct pipe_guard g;
     guard_on(&g);
-    redisReply *rep = redisCommandArgv(c, argc, argv, lens);
+    redisReply *rep = dspy__redis_command_argv(c, argc, argv, lens);
     guard_off(&g);
     return rep;
 }
@@ -119,15 +120,11 @@ static bool setup_ok(redisContext *c, int argc, const char **argv)
 
 static redisContext *connect_one(struct redis *r)
 {
-    redisContext *c = r->unix_path ? redisConnectUnixWithTimeout(r->unix_path, r->timeout)
-                                   : redisConnectWithTimeout(r->host, r->port, r->timeout);
+    redisContext *c = dspy__redis_connect(r->host, r->port, r->unix_path, r->timeout, r->timeout,
+                                          NULL);
     char db[16];
     if (!c || c->err) {
         mark_down(r, "connect", c ? c->errstr : "out of memory");
-        goto out_free;
-    }
-    if (redisSetTimeout(c, r->timeout) != REDIS_OK) {
-        mark_down(r, "connect", "cannot set the socket timeout");
         goto out_free;
     }
     if (r->password) {
@@ -148,8 +145,7 @@ static redisContext *connect_one(struct redis *r)
     pthread_mutex_unlock(&r->lock);
     return c;
 out_free:
-    if (c)
-        redisFree(c);
+    dspy__redis_free(c);
     return NULL;
 }
 
@@ -206,7 +202,7 @@ static void give_back(struct redis *r, redisContext *c)
     pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->lock);
     if (broken)
-        redisFree(c);
+        dspy__redis_free(c);
 }
 
 /* Close every pooled connection: after one turned out dead (Redis restarted), the rest
@@ -221,7 +217,7 @@ static void drop_idle(struct redis *r)
     r->nidle = 0;
     pthread_mutex_unlock(&r->lock);
     for (unsigned i = 0; i < n; i++)
-        redisFree(dead[i]);
+        dspy__redis_free(dead[i]);
 }
 
 /* Run one command with reconnect: a pooled connection found closed (Redis restarted,
@@ -365,12 +361,13 @@ static void redis_get_many(void *lvl, const struct dspy_cache_key *keys, size_t 
     }
     for (size_t ch = 0; ch < chunks && !failed; ch++) {
         redisReply *rep = NULL;
-        size_t first = ch * MGET_CHUNK;
-        if (redisGetReply(c, (void **)&rep) != REDIS_OK || !rep) {
+        size_t first = ch * MGET_CHUNK, cnt = m - first < MGET_CHUNK ? m - first : MGET_CHUNK;
+        if (dspy__redis_get_reply(c, &rep) != REDIS_OK || !rep) {
             failed = true;
             break;
         }
-        for (size_t j = 0; rep->type == REDIS_REPLY_ARRAY && j < rep->elements; j++) {
+        /* no more values than keys asked for, whatever the reply holds */
+        for (size_t j = 0; rep->type == REDIS_REPLY_ARRAY && j < rep->elements && j < cnt; j++) {
             const redisReply *v = rep->element[j];
             size_t i = idx[first + j];
             bool corrupt;
@@ -407,7 +404,7 @@ static void redis_put(void *lvl, struct dspy__cache_entry *e)
 {
     struct redis *r = lvl;
     char name[KEYBUF], px[24];
-    uint64_t now = dspy__cache_now_ms();
+    uint64_t now = dspy__wall_ms();
     uint64_t exp = dspy__cache_level_expiry(e, r->ttl_s, now);
     size_t len;
     unsigned char *frame;
@@ -533,7 +530,7 @@ static dspy_status each_batch(struct redis *r, redisReply *keys, void *ud)
     for (size_t i = 0; i < keys->elements; i++) {
         redisReply *rep = NULL;
         struct dspy_cache_key k;
-        if (redisGetReply(c, (void **)&rep) != REDIS_OK) {
+        if (dspy__redis_get_reply(c, &rep) != REDIS_OK) {
             rc = DSPY_ELM_NETWORK;
             break;
         }
@@ -702,7 +699,7 @@ static void redis_free(void *lvl)
     if (!r)
         return;
     for (unsigned i = 0; i < r->nidle; i++)
-        redisFree(r->idle[i]);
+        dspy__redis_free(r->idle[i]);
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->lock);
     dspy_free(r->idle);

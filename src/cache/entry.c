@@ -41,24 +41,6 @@ void dspy__cache_entry_unref(struct dspy__cache_entry *e)
         dspy_free(e);
 }
 
-/* Tests step through TTLs with a clock of their own instead of sleeping; NULL = the real one. */
-static uint64_t (*_Atomic cache_clock)(void);
-
-void dspy__cache_set_clock(uint64_t (*now_ms)(void))
-{
-    atomic_store(&cache_clock, now_ms);
-}
-
-uint64_t dspy__cache_now_ms(void)
-{
-    uint64_t (*clock_fn)(void) = atomic_load_explicit(&cache_clock, memory_order_relaxed);
-    if (clock_fn)
-        return clock_fn();
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 uint64_t dspy__cache_expiry(double ttl_s, uint64_t now_ms)
 {
     if (!(ttl_s > 0))

@@ -68,7 +68,9 @@ char *dspy__store_get_result(struct dspy__store *st, const char *id);
 /* Every job in seq order. */
 dspy_status dspy__store_load(struct dspy__store *st,
                              void (*fn)(void *ud, const struct dspy__job_row *r), void *ud);
-/* Number of result rows (tests: one per job however often it ran). */
+/* Number of result rows committed (one per job however often it ran), kept in memory: no
+ * query and no flush, so reading it does not slow the writes; a result still queued counts
+ * once its group commit is in (the store writes within 10 ms). */
 long dspy__store_count_results(struct dspy__store *st);
 /* Transactions written and the writes they held (writes / commits = the group size). */
 void dspy__store_stats(struct dspy__store *st, uint64_t *commits, uint64_t *writes);
@@ -79,9 +81,11 @@ void dspy__store_stats(struct dspy__store *st, uint64_t *commits, uint64_t *writ
 #define DSPY__RJ_GROUP "dspyc-workers"
 #define DSPY__RJ_EVENTS "dspyc:jobs:events"
 #define DSPY__RJ_DEAD "dspyc:jobs:dead"
-#define DSPY__RJ_RESULT "dspyc:jobs:result:"  /* + id */
-#define DSPY__RJ_CANCEL "dspyc:jobs:cancel:"  /* + id */
-#define DSPY__RJ_WORKERS "dspyc:jobs:workers" /* hash: consumer -> "CONC RUNNING UNIX_MS" */
+#define DSPY__RJ_RESULT "dspyc:jobs:result:" /* + id */
+#define DSPY__RJ_CANCEL "dspyc:jobs:cancel:" /* + id */
+/* hash: consumer -> "CONC RUNNING UNIX_MS MEM_USED MEM_BUDGET LM_IN_FLIGHT LM_WAITING" (the
+ * last four from newer workers) */
+#define DSPY__RJ_WORKERS "dspyc:jobs:workers"
 /* results up to this size also travel in their "succeeded" event */
 #define DSPY__RJ_INLINE_RESULT_MAX_S "1024"
 
@@ -102,15 +106,21 @@ dspy_status dspy__rjobs_publish(struct dspy__rjobs *r, const char *id, int prior
                                 const char *spec, unsigned attempts);
 /* Jobs queued for their stream and not written yet. */
 size_t dspy__rjobs_unpublished(struct dspy__rjobs *r);
+/* Batches of jobs Redis did not take so far (each is tried again). */
+uint64_t dspy__rjobs_failed_batches(struct dspy__rjobs *r);
 dspy_status dspy__rjobs_cancel(struct dspy__rjobs *r, const char *id);
 /* Remove what Redis holds of ended jobs: their result and cancel keys, and the stream
  * entries older than `before_ms` (Unix ms) that every worker has seen and acknowledged. */
 dspy_status dspy__rjobs_purge(struct dspy__rjobs *r, const char *const *ids, size_t n,
                               long long before_ms);
-/* The live workers (heartbeat within 15 s), their job slots and jobs running, and the memory
- * their jobs hold of their budgets (bytes; 0 = no budgets). */
-void dspy__rjobs_pool(struct dspy__rjobs *r, unsigned *workers, unsigned *slots, unsigned *running,
-                      unsigned long long *mem_used, unsigned long long *mem_budget);
+/* The live workers (heartbeat within 15 s) added up. */
+struct dspy__rj_pool_stats {
+    unsigned workers, slots, running;            /* workers, their job slots, jobs running */
+    unsigned long long mem_used, mem_budget;     /* bytes their jobs hold of their budgets */
+    unsigned long long lm_in_flight, lm_waiting; /* their LM pools' calls: on the wire, and
+                                                  * waiting (rate limit, backoff) */
+};
+void dspy__rjobs_pool(struct dspy__rjobs *r, struct dspy__rj_pool_stats *out);
 
 /* ---- Redis replies (redis.c), checked before they are read ---- */
 
@@ -126,9 +136,7 @@ typedef bool (*dspy__rj_entry_fn)(void *ud, const char *stream, const char *entr
                                   const struct redisReply *fields);
 size_t dspy__rj_streams(const struct redisReply *rep, dspy__rj_entry_fn fn, void *ud);
 /* The worker registry (HGETALL of DSPY__RJ_WORKERS): workers seen in the last 15 s. */
-bool dspy__rj_pool(const struct redisReply *rep, long long now_ms, unsigned *workers,
-                   unsigned *slots, unsigned *running, unsigned long long *mem_used,
-                   unsigned long long *mem_budget);
+bool dspy__rj_pool(const struct redisReply *rep, long long now_ms, struct dspy__rj_pool_stats *out);
 /* The claiming script's answer {stream, entry, flag}. */
 bool dspy__rj_claim(const struct redisReply *rep, const char **stream,
                     const struct redisReply **entry, const char **flag);

@@ -674,17 +674,18 @@ json_t *dspy_jobq_stats(dspy_jobq *q)
                             json_pack("{s:f, s:I}", "seconds", q->retention_s, "purged",
                                       (json_int_t)q->purged));
     if (o && q->redis) {
-        unsigned w, slots, running;
-        unsigned long long used, budget;
-        dspy__rjobs_pool(q->redis, &w, &slots, &running, &used, &budget);
-        json_object_set_new(o, "redis_workers",
-                            json_pack("{s:i, s:i, s:i, s:f, s:I, s:I, s:f, s:I}", "workers", (int)w,
-                                      "slots", (int)slots, "running", (int)running, "utilization",
-                                      slots ? (double)running / slots : 0.0, "memory_budget",
-                                      (json_int_t)budget, "memory_used", (json_int_t)used,
-                                      "memory_utilization",
-                                      budget ? (double)used / (double)budget : 0.0, "unpublished",
-                                      (json_int_t)dspy__rjobs_unpublished(q->redis)));
+        struct dspy__rj_pool_stats p;
+        dspy__rjobs_pool(q->redis, &p);
+        json_object_set_new(
+            o, "redis_workers",
+            json_pack("{s:i, s:i, s:i, s:f, s:I, s:I, s:f, s:I, s:I, s:I}", "workers",
+                      (int)p.workers, "slots", (int)p.slots, "running", (int)p.running,
+                      "utilization", p.slots ? (double)p.running / p.slots : 0.0, "memory_budget",
+                      (json_int_t)p.mem_budget, "memory_used", (json_int_t)p.mem_used,
+                      "memory_utilization",
+                      p.mem_budget ? (double)p.mem_used / (double)p.mem_budget : 0.0, "unpublished",
+                      (json_int_t)dspy__rjobs_unpublished(q->redis), "lm_in_flight",
+                      (json_int_t)p.lm_in_flight, "lm_waiting", (json_int_t)p.lm_waiting));
     }
     pthread_mutex_unlock(&q->lock);
     if (o && q->store) { /* outside the queue's lock: it writes what is queued first */

@@ -14,6 +14,7 @@
 
 #include "base/status.h"
 #include "jobs/jobs_int.h"
+#include "net/redis_client.h"
 
 struct rconf {
     char host[256];
@@ -53,29 +54,40 @@ static void msleep(long ms)
     nanosleep(&ts, NULL);
 }
 
-static redisContext *rconnect(const struct rconf *c)
+/* A connection with the groups made, or NULL; `why` (when not NULL) gets the reason. */
+static redisContext *rconnect_why(const struct rconf *c, char *why, size_t cap)
 {
-    struct timeval tv = { 2, 0 };
-    redisContext *ctx = redisConnectWithTimeout(c->host, c->port, tv);
-    if (!ctx || ctx->err) {
-        if (ctx)
-            redisFree(ctx);
-        return NULL;
-    }
-    redisSetTimeout(ctx, (struct timeval){ 5, 0 });
-    if (c->db) {
-        redisReply *r = redisCommand(ctx, "SELECT %d", c->db);
+    redisContext *ctx = dspy__redis_connect(c->host, c->port, NULL, (struct timeval){ 2, 0 },
+                                            (struct timeval){ 5, 0 }, NULL);
+    if (ctx && !ctx->err && c->db) {
+        redisReply *r = dspy__redis_command(ctx, "SELECT %d", c->db);
+        if (r && r->type == REDIS_REPLY_ERROR && !ctx->err) {
+            ctx->err = REDIS_ERR_OTHER;
+            snprintf(ctx->errstr, sizeof(ctx->errstr), "SELECT %d: %s", c->db,
+                     r->str ? r->str : "refused");
+        }
         freeReplyObject(r);
     }
     /* the groups, created once (BUSYGROUP afterwards is fine) */
-    for (int p = 0; p < 10; p++) {
-        redisReply *r = redisCommand(ctx,
-                                     "XGROUP CREATE " DSPY__RJ_STREAM "%d " DSPY__RJ_GROUP
-                                     " 0 MKSTREAM",
-                                     p);
+    for (int p = 0; p < 10 && ctx && !ctx->err; p++) {
+        redisReply *r = dspy__redis_command(ctx,
+                                            "XGROUP CREATE " DSPY__RJ_STREAM "%d " DSPY__RJ_GROUP
+                                            " 0 MKSTREAM",
+                                            p);
         freeReplyObject(r);
     }
+    if (!ctx || ctx->err) {
+        if (why)
+            snprintf(why, cap, "%s", ctx ? ctx->errstr : "out of memory");
+        dspy__redis_free(ctx);
+        return NULL;
+    }
     return ctx;
+}
+
+static redisContext *rconnect(const struct rconf *c)
+{
+    return rconnect_why(c, NULL, 0);
 }
 
 /* A command on *ctx, reconnecting once when the connection is gone. */
@@ -85,10 +97,10 @@ static redisReply *cmdv(redisContext **ctx, const struct rconf *c, int argc, con
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!*ctx && !(*ctx = rconnect(c)))
             return NULL;
-        redisReply *r = redisCommandArgv(*ctx, argc, argv, lens);
+        redisReply *r = dspy__redis_command_argv(*ctx, argc, argv, lens);
         if (r)
             return r;
-        redisFree(*ctx);
+        dspy__redis_free(*ctx);
         *ctx = NULL;
     }
     return NULL;
@@ -145,11 +157,9 @@ size_t dspy__rj_streams(const redisReply *rep, dspy__rj_entry_fn fn, void *ud)
     return n;
 }
 
-bool dspy__rj_pool(const redisReply *rep, long long now_ms, unsigned *workers, unsigned *slots,
-                   unsigned *running, unsigned long long *mem_used, unsigned long long *mem_budget)
+bool dspy__rj_pool(const redisReply *rep, long long now_ms, struct dspy__rj_pool_stats *out)
 {
-    *workers = *slots = *running = 0;
-    *mem_used = *mem_budget = 0;
+    memset(out, 0, sizeof(*out));
     if (!is_array(rep))
         return false;
     for (size_t i = 0; i + 1 < rep->elements; i += 2) {
@@ -157,16 +167,20 @@ bool dspy__rj_pool(const redisReply *rep, long long now_ms, unsigned *workers, u
             continue;
         unsigned c = 0, n = 0;
         long long at = 0;
-        unsigned long long used = 0, budget = 0;
-        int got = sscanf(rep->element[i + 1]->str, "%u %u %lld %llu %llu", &c, &n, &at, &used,
-                         &budget);
+        unsigned long long used = 0, budget = 0, lm_in_flight = 0, lm_waiting = 0;
+        int got = sscanf(rep->element[i + 1]->str, "%u %u %lld %llu %llu %llu %llu", &c, &n, &at,
+                         &used, &budget, &lm_in_flight, &lm_waiting);
         if (got >= 3 && now_ms - at < 15000 && c <= 1u << 20 && n <= c) {
-            (*workers)++;
-            *slots += c;
-            *running += n;
-            if (got == 5) {
-                *mem_used += used;
-                *mem_budget += budget;
+            out->workers++;
+            out->slots += c;
+            out->running += n;
+            if (got >= 5) {
+                out->mem_used += used;
+                out->mem_budget += budget;
+            }
+            if (got == 7) {
+                out->lm_in_flight += lm_in_flight;
+                out->lm_waiting += lm_waiting;
             }
         }
     }
@@ -232,41 +246,44 @@ struct dspy__rjobs {
     dspy__rjobs_event_fn fn;
     dspy__rjobs_published_fn published;
     void *ud;
-    atomic_uint workers, slots, running; /* live workers, from their heartbeats */
-    atomic_ullong mem_used, mem_budget;
-    pthread_mutex_t pub_lock; /* guards the list below */
+    pthread_mutex_t pool_lock;       /* guards pool */
+    struct dspy__rj_pool_stats pool; /* live workers, from their heartbeats */
+    pthread_mutex_t pub_lock;        /* guards the list below */
     pthread_cond_t pub_wake;
     struct pub *head, *tail;
     size_t pending;
+    uint64_t failed_batches; /* batches Redis did not take (tried again); pub_lock */
 };
 
 /* The worker registry: each worker's heartbeat writes "CONCURRENCY RUNNING UNIX_MS
  * MEM_USED MEM_BUDGET". */
 static void read_pool(struct dspy__rjobs *r, redisContext *ctx)
 {
-    redisReply *rep = redisCommand(ctx, "HGETALL " DSPY__RJ_WORKERS);
-    unsigned w, slots, running;
-    unsigned long long used, budget;
+    redisReply *rep = dspy__redis_command(ctx, "HGETALL " DSPY__RJ_WORKERS);
+    struct dspy__rj_pool_stats st;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    dspy__rj_pool(rep, now, &w, &slots, &running, &used, &budget);
+    dspy__rj_pool(rep, now, &st);
     freeReplyObject(rep);
-    atomic_store(&r->workers, w);
-    atomic_store(&r->slots, slots);
-    atomic_store(&r->running, running);
-    atomic_store(&r->mem_used, used);
-    atomic_store(&r->mem_budget, budget);
+    pthread_mutex_lock(&r->pool_lock);
+    r->pool = st;
+    pthread_mutex_unlock(&r->pool_lock);
 }
 
-void dspy__rjobs_pool(struct dspy__rjobs *r, unsigned *workers, unsigned *slots, unsigned *running,
-                      unsigned long long *mem_used, unsigned long long *mem_budget)
+void dspy__rjobs_pool(struct dspy__rjobs *r, struct dspy__rj_pool_stats *out)
 {
-    *workers = atomic_load(&r->workers);
-    *slots = atomic_load(&r->slots);
-    *running = atomic_load(&r->running);
-    *mem_used = atomic_load(&r->mem_used);
-    *mem_budget = atomic_load(&r->mem_budget);
+    pthread_mutex_lock(&r->pool_lock);
+    *out = r->pool;
+    pthread_mutex_unlock(&r->pool_lock);
+}
+
+uint64_t dspy__rjobs_failed_batches(struct dspy__rjobs *r)
+{
+    pthread_mutex_lock(&r->pub_lock);
+    uint64_t n = r->failed_batches;
+    pthread_mutex_unlock(&r->pub_lock);
+    return n;
 }
 
 size_t dspy__rjobs_unpublished(struct dspy__rjobs *r)
@@ -326,7 +343,7 @@ static bool handle_events(struct dspy__rjobs *r, redisContext *ctx, const redisR
     for (size_t i = 0; i < b->n && ok && asked; i++)
         if (wants_result(&b->ev[i])) {
             asked--;
-            ok = redisGetReply(ctx, (void **)&res[i]) == REDIS_OK;
+            ok = dspy__redis_get_reply(ctx, &res[i]) == REDIS_OK;
         }
     for (size_t i = 0; ok && i < b->n; i++) {
         const struct dspy__rj_event *e = &b->ev[i];
@@ -361,11 +378,11 @@ static void *events_main(void *arg)
             next_pool = now_ms + 500;
             read_pool(r, ctx);
         }
-        redisReply *rep = redisCommand(ctx, "XREAD COUNT %d BLOCK 200 STREAMS %s %s",
-                                       DSPY__RJ_EVENTS_MAX, DSPY__RJ_EVENTS, last);
+        redisReply *rep = dspy__redis_command(ctx, "XREAD COUNT %d BLOCK 200 STREAMS %s %s",
+                                              DSPY__RJ_EVENTS_MAX, DSPY__RJ_EVENTS, last);
         bool ok = rep && handle_events(r, ctx, rep, b, last, sizeof(last));
         if (!ok) {
-            redisFree(ctx);
+            dspy__redis_free(ctx);
             ctx = NULL;
         }
         freeReplyObject(rep);
@@ -378,7 +395,7 @@ static void *events_main(void *arg)
         fprintf(stderr, "dspyc jobs: out of memory: no Redis events are read\n");
     dspy_free(b);
     if (ctx)
-        redisFree(ctx);
+        dspy__redis_free(ctx);
     return NULL;
 }
 
@@ -404,7 +421,9 @@ static void *publisher_main(void *arg)
         pthread_mutex_unlock(&r->pub_lock);
         size_t done = 0;
         if (ctx || (ctx = rconnect(&r->conf))) {
-            for (struct pub *p = batch; p != end->next; p = p->next) {
+            /* the n entries from batch on; end->next is not read: a publish appends there */
+            size_t i = 0;
+            for (struct pub *p = batch; i < n; p = ++i < n ? p->next : p) {
                 char stream[32], att[16];
                 snprintf(stream, sizeof(stream), DSPY__RJ_STREAM "%d", p->priority);
                 snprintf(att, sizeof(att), "%u", p->attempts);
@@ -412,10 +431,11 @@ static void *publisher_main(void *arg)
                                        "spec", p->spec, "attempts", att };
                 redisAppendCommandArgv(ctx, 9, argv, NULL);
             }
-            for (struct pub *p = batch; p != end->next; p = p->next) {
+            i = 0;
+            for (struct pub *p = batch; i < n; p = ++i < n ? p->next : p) {
                 redisReply *rep = NULL;
-                if (redisGetReply(ctx, (void **)&rep) != REDIS_OK) {
-                    redisFree(ctx);
+                if (dspy__redis_get_reply(ctx, &rep) != REDIS_OK) {
+                    dspy__redis_free(ctx);
                     ctx = NULL;
                     break;
                 }
@@ -427,7 +447,7 @@ static void *publisher_main(void *arg)
                 }
                 freeReplyObject(rep);
                 if (!ok) { /* the rest of the pipeline is read and dropped; all come again */
-                    redisFree(ctx);
+                    dspy__redis_free(ctx);
                     ctx = NULL;
                     break;
                 }
@@ -447,6 +467,7 @@ static void *publisher_main(void *arg)
             dspy_free(p);
         }
         if (failed) { /* Redis is away: wait a little, without holding up the stop */
+            r->failed_batches++;
             pthread_mutex_unlock(&r->pub_lock);
             for (int i = 0; i < 4 && !atomic_load(&r->stop); i++)
                 msleep(50);
@@ -463,7 +484,7 @@ static void *publisher_main(void *arg)
     }
     pthread_mutex_unlock(&r->pub_lock);
     if (ctx)
-        redisFree(ctx);
+        dspy__redis_free(ctx);
     return NULL;
 }
 
@@ -480,19 +501,16 @@ dspy_status dspy__rjobs_open(const char *url, dspy__rjobs_event_fn fn,
         dspy_free(r);
         return rc;
     }
-    if (!(r->ctx = rconnect(&r->conf))) {
+    char why[128];
+    if (!(r->ctx = rconnect_why(&r->conf, why, sizeof(why)))) {
         dspy_free(r);
-        return dspy__err(err, DSPY_EIO, "cannot connect to Redis at %s", url);
+        return dspy__err(err, DSPY_EIO, "cannot connect to Redis at %s: %s", url, why);
     }
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_init(&r->pub_lock, NULL);
     pthread_cond_init(&r->pub_wake, NULL);
     atomic_init(&r->stop, false);
-    atomic_init(&r->workers, 0);
-    atomic_init(&r->slots, 0);
-    atomic_init(&r->running, 0);
-    atomic_init(&r->mem_used, 0);
-    atomic_init(&r->mem_budget, 0);
+    pthread_mutex_init(&r->pool_lock, NULL);
     r->fn = fn;
     r->published = published;
     r->ud = ud;
@@ -529,9 +547,10 @@ void dspy__rjobs_close(struct dspy__rjobs *r)
         dspy_free(p);
     }
     if (r->ctx)
-        redisFree(r->ctx);
+        dspy__redis_free(r->ctx);
     pthread_cond_destroy(&r->pub_wake);
     pthread_mutex_destroy(&r->pub_lock);
+    pthread_mutex_destroy(&r->pool_lock);
     pthread_mutex_destroy(&r->lock);
     dspy_free(r);
 }
@@ -602,7 +621,7 @@ static bool sid_before(struct sid a, struct sid b)
  * not delivered yet, nor one still pending (delivered, not acknowledged). */
 static struct sid keep_from(redisContext *ctx, const char *stream, struct sid cut)
 {
-    redisReply *g = redisCommand(ctx, "XINFO GROUPS %s", stream);
+    redisReply *g = dspy__redis_command(ctx, "XINFO GROUPS %s", stream);
     for (size_t i = 0; is_array(g) && i < g->elements; i++) {
         const char *name = dspy__rj_field(g->element[i], "name");
         struct sid last;
@@ -614,7 +633,7 @@ static struct sid keep_from(redisContext *ctx, const char *stream, struct sid cu
         }
     }
     freeReplyObject(g);
-    redisReply *p = redisCommand(ctx, "XPENDING %s " DSPY__RJ_GROUP, stream);
+    redisReply *p = dspy__redis_command(ctx, "XPENDING %s " DSPY__RJ_GROUP, stream);
     struct sid oldest;
     if (is_array(p) && p->elements == 4 && is_str(p->element[1]) &&
         parse_sid(p->element[1]->str, &oldest) && sid_before(oldest, cut))
@@ -639,7 +658,7 @@ dspy_status dspy__rjobs_purge(struct dspy__rjobs *r, const char *const *ids, siz
                                ids[at + i], ids[at + i]);
         for (size_t i = 0; i < m; i++) {
             redisReply *rep = NULL;
-            if (redisGetReply(r->ctx, (void **)&rep) != REDIS_OK) {
+            if (dspy__redis_get_reply(r->ctx, &rep) != REDIS_OK) {
                 rc = DSPY_EIO;
                 goto broken;
             }
@@ -653,12 +672,12 @@ dspy_status dspy__rjobs_purge(struct dspy__rjobs *r, const char *const *ids, siz
             snprintf(stream, sizeof(stream), DSPY__RJ_STREAM "%d", p);
             struct sid keep = keep_from(r->ctx, stream, cut);
             snprintf(minid, sizeof(minid), "%llu-%llu", keep.ms, keep.seq);
-            freeReplyObject(redisCommand(r->ctx, "XTRIM %s MINID %s", stream, minid));
+            freeReplyObject(dspy__redis_command(r->ctx, "XTRIM %s MINID %s", stream, minid));
         }
         char minid[48];
         snprintf(minid, sizeof(minid), "%llu-0", cut.ms);
-        freeReplyObject(redisCommand(r->ctx, "XTRIM " DSPY__RJ_EVENTS " MINID %s", minid));
-        freeReplyObject(redisCommand(r->ctx, "XTRIM " DSPY__RJ_DEAD " MINID %s", minid));
+        freeReplyObject(dspy__redis_command(r->ctx, "XTRIM " DSPY__RJ_EVENTS " MINID %s", minid));
+        freeReplyObject(dspy__redis_command(r->ctx, "XTRIM " DSPY__RJ_DEAD " MINID %s", minid));
         if (r->ctx->err) {
             rc = DSPY_EIO;
             goto broken;
@@ -666,7 +685,7 @@ dspy_status dspy__rjobs_purge(struct dspy__rjobs *r, const char *const *ids, siz
     }
     goto out;
 broken:
-    redisFree(r->ctx);
+    dspy__redis_free(r->ctx);
     r->ctx = NULL;
 out:
     pthread_mutex_unlock(&r->lock);
@@ -890,8 +909,8 @@ static void checks(struct wthread *t, const char *id, bool *done, bool *cancelle
         redisAppendCommand(t->ctx, "EXISTS %s", rkey);
         redisAppendCommand(t->ctx, "EXISTS %s", ckey);
         redisReply *a = NULL, *b = NULL;
-        if (redisGetReply(t->ctx, (void **)&a) == REDIS_OK &&
-            redisGetReply(t->ctx, (void **)&b) == REDIS_OK) {
+        if (dspy__redis_get_reply(t->ctx, &a) == REDIS_OK &&
+            dspy__redis_get_reply(t->ctx, &b) == REDIS_OK) {
             *done = a->type == REDIS_REPLY_INTEGER && a->integer > 0;
             *cancelled = b->type == REDIS_REPLY_INTEGER && b->integer > 0;
             freeReplyObject(a);
@@ -900,7 +919,7 @@ static void checks(struct wthread *t, const char *id, bool *done, bool *cancelle
         }
         freeReplyObject(a);
         freeReplyObject(b);
-        redisFree(t->ctx);
+        dspy__redis_free(t->ctx);
         t->ctx = NULL;
     }
 }
@@ -952,7 +971,7 @@ static bool finish_job(struct wthread *t, const char *stream, const char *entry,
     bool ok = true;
     for (int i = 0; i < n + claim; i++) {
         redisReply *r = NULL;
-        if (redisGetReply(t->ctx, (void **)&r) != REDIS_OK) {
+        if (dspy__redis_get_reply(t->ctx, &r) != REDIS_OK) {
             ok = false;
             break;
         }
@@ -962,7 +981,7 @@ static bool finish_job(struct wthread *t, const char *stream, const char *entry,
             freeReplyObject(r);
     }
     if (!ok) {
-        redisFree(t->ctx);
+        dspy__redis_free(t->ctx);
         t->ctx = NULL;
     }
     return ok;
@@ -1094,7 +1113,7 @@ static bool read_new(struct wthread *t)
         process(t, stream, id, kv, false, flag);
         got = true;
     } else if (r->type == REDIS_REPLY_ERROR && r->str && strstr(r->str, "NOGROUP")) {
-        redisFree(t->ctx); /* Redis lost its data: the next connection makes the groups */
+        dspy__redis_free(t->ctx); /* Redis lost its data: the next connection makes the groups */
         t->ctx = NULL;
     }
     freeReplyObject(r);
@@ -1157,7 +1176,7 @@ static void *wthread_main(void *arg)
     freeReplyObject(t->claimed);
     t->claimed = NULL;
     if (t->ctx)
-        redisFree(t->ctx);
+        dspy__redis_free(t->ctx);
     t->ctx = NULL;
     return NULL;
 }
@@ -1179,12 +1198,16 @@ static void *heartbeat_main(void *arg)
             busy += w->slots[i].used;
         unsigned long long used = w->mem_used;
         pthread_mutex_unlock(&w->lock);
+        struct dspy_jobq_pool lm = { 0 };
+        if (w->o->lm_pool)
+            w->o->lm_pool(w->o->lm_userdata, &lm);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        char val[128];
-        snprintf(val, sizeof(val), "%u %u %lld %llu %llu", w->nslots, busy,
+        char val[160];
+        snprintf(val, sizeof(val), "%u %u %lld %llu %llu %llu %llu", w->nslots, busy,
                  (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, used,
-                 (unsigned long long)w->mem_budget);
+                 (unsigned long long)w->mem_budget, (unsigned long long)lm.in_flight,
+                 (unsigned long long)lm.waiting);
         const char *reg[] = { "HSET", DSPY__RJ_WORKERS, w->name, val };
         freeReplyObject(wcmd(&hb, 4, reg));
         for (long slept = 0; slept < every && !stopping(w); slept += 50)
@@ -1206,7 +1229,7 @@ static void *heartbeat_main(void *arg)
     const char *unreg[] = { "HDEL", DSPY__RJ_WORKERS, w->name };
     freeReplyObject(wcmd(&hb, 3, unreg));
     if (hb.ctx)
-        redisFree(hb.ctx);
+        dspy__redis_free(hb.ctx);
     return NULL;
 }
 
@@ -1220,10 +1243,11 @@ dspy_status dspy_worker_run(const struct dspy_worker_options *o, struct dspy_err
     dspy_status rc = parse_url(o->redis_url, &w.conf, err);
     if (rc)
         return rc;
-    redisContext *probe = rconnect(&w.conf);
+    char why[128];
+    redisContext *probe = rconnect_why(&w.conf, why, sizeof(why));
     if (!probe)
-        return dspy__err(err, DSPY_EIO, "cannot connect to Redis at %s", o->redis_url);
-    redisFree(probe);
+        return dspy__err(err, DSPY_EIO, "cannot connect to Redis at %s: %s", o->redis_url, why);
+    dspy__redis_free(probe);
     if (o->name) {
         snprintf(w.name, sizeof(w.name), "%s", o->name);
     } else {

@@ -40,6 +40,8 @@ struct dspy__store {
     pthread_t flusher;
     bool flusher_started;
     uint64_t commits, ops_written; /* group commit's effect, for the stats */
+    uint64_t results;              /* rows in results, as committed: counted once at open,
+                                    * then by each commit (no count(*), no flush to read it) */
     sqlite3_stmt *insert, *update, *event, *result, *get_result, *del_job, *del_result, *orphans,
         *begin, *commit, *rollback;
 };
@@ -124,6 +126,16 @@ dspy_status dspy__store_open(const char *path, struct dspy__store **out, struct 
             rc = sqlerr(err, st->db, "prepare");
             goto fail;
         }
+    /* the one count(*): from here on each commit keeps the number */
+    sqlite3_stmt *count = NULL;
+    if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM results", -1, &count, NULL) ||
+        sqlite3_step(count) != SQLITE_ROW) {
+        sqlite3_finalize(count);
+        rc = sqlerr(err, st->db, "count results");
+        goto fail;
+    }
+    st->results = (uint64_t)sqlite3_column_int64(count, 0);
+    sqlite3_finalize(count);
     if (pthread_create(&st->flusher, NULL, flusher_main, st)) {
         rc = dspy__err(err, DSPY_ERESOURCE, "cannot start the job store's writer thread");
         goto fail;
@@ -165,7 +177,8 @@ static bool write_event(struct dspy__store *st, const struct op *o)
     return step(s);
 }
 
-static bool write_op(struct dspy__store *st, const struct op *o)
+/* Write one op; *results gets the rows it added to results (negative: removed). */
+static bool write_op(struct dspy__store *st, const struct op *o, int64_t *results)
 {
     const struct dspy__job_row *r = &o->row;
     sqlite3_stmt *s;
@@ -195,34 +208,45 @@ static bool write_op(struct dspy__store *st, const struct op *o)
         sqlite3_bind_double(s, 6, r->finished);
         sqlite3_bind_int(s, 7, r->published);
         return step(s) && (!o->event || write_event(st, o));
-    case OP_RESULT:
+    case OP_RESULT: /* INSERT OR IGNORE: a second result for an id changes nothing */
         text(st->result, 1, r->id);
         text(st->result, 2, o->result);
-        return step(st->result);
+        if (!step(st->result))
+            return false;
+        *results += sqlite3_changes(st->db);
+        return true;
     case OP_DELETE:
         text(st->del_job, 1, r->id);
         text(st->del_result, 1, r->id);
-        return step(st->del_job) && step(st->del_result);
+        if (!step(st->del_job) || !step(st->del_result))
+            return false;
+        *results -= sqlite3_changes(st->db);
+        return true;
     case OP_ORPHANS: return step(st->orphans);
     }
     return false;
 }
 
-static bool write_list(struct dspy__store *st, struct op *list, bool mark)
+/* Write the list in one transaction; *results gets the rows it added to results once they
+ * are committed (a rolled back transaction adds none). */
+static bool write_list(struct dspy__store *st, struct op *list, bool mark, int64_t *results)
 {
     if (!step(st->begin))
         return false;
     bool ok = true;
+    int64_t added = 0;
     for (struct op *o = list; o && ok; o = o->next)
-        ok = write_op(st, o);
-    if (ok && step(st->commit))
+        ok = write_op(st, o, &added);
+    if (ok && step(st->commit)) {
+        *results += added;
         return true;
+    }
     step(st->rollback);
     if (mark) /* find the ops that fail on their own; the others are written one by one */
         for (struct op *o = list; o; o = o->next) {
             struct op *next = o->next;
             o->next = NULL;
-            if (write_list(st, o, false))
+            if (write_list(st, o, false, results))
                 ;
             else if (o->waiter)
                 o->waiter->rc = DSPY_EIO;
@@ -246,7 +270,8 @@ static void commit_queued(struct dspy__store *st)
     uint64_t n = 0;
     for (struct op *o = list; o; o = o->next)
         n++;
-    write_list(st, list, true);
+    int64_t results = 0;
+    write_list(st, list, true, &results);
     while (list) {
         struct op *next = list->next;
         dspy_free(list);
@@ -257,6 +282,7 @@ static void commit_queued(struct dspy__store *st)
     st->committed = last;
     st->commits++;
     st->ops_written += n;
+    st->results = (uint64_t)((int64_t)st->results + results);
     pthread_cond_broadcast(&st->done);
 }
 
@@ -531,14 +557,9 @@ out:
 
 long dspy__store_count_results(struct dspy__store *st)
 {
-    sqlite3_stmt *s = NULL;
-    long n = -1;
-    acquire(st);
-    if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM results", -1, &s, NULL) == SQLITE_OK &&
-        sqlite3_step(s) == SQLITE_ROW)
-        n = (long)sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    release(st);
+    pthread_mutex_lock(&st->lock);
+    long n = (long)st->results;
+    pthread_mutex_unlock(&st->lock);
     return n;
 }
 

@@ -375,6 +375,10 @@ void dspy__serve_jobs_metrics(struct dspy_buf *b, struct dspy_jobq *q)
               "Memory their jobs hold of their budgets.", json_object_get(rw, "memory_used"));
         gauge(b, "dspyc_jobs_redis_memory_budget_bytes", "gauge", "Their budgets together.",
               json_object_get(rw, "memory_budget"));
+        gauge(b, "dspyc_jobs_redis_lm_in_flight", "gauge", "Their LM calls on the wire now.",
+              json_object_get(rw, "lm_in_flight"));
+        gauge(b, "dspyc_jobs_redis_lm_waiting", "gauge",
+              "Their LM calls waiting (rate limit, backoff).", json_object_get(rw, "lm_waiting"));
     }
     dspy__buf_addf(b, "# HELP dspyc_jobs_ended_total Jobs ended, by state.\n"
                       "# TYPE dspyc_jobs_ended_total counter\n");

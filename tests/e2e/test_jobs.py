@@ -76,6 +76,16 @@ class Api:
     def queue(self):
         return self.call("GET", "/v1/queue")[1]
 
+    def stored_results(self, n, timeout=10):
+        """stored_results once it reaches n (a result is committed within the store's group
+        commit of its job's end) or the time is up: a missing result never gets there."""
+        deadline = time.time() + timeout
+        while True:
+            got = self.queue()["stored_results"]
+            if got == n or time.time() > deadline:
+                return got
+            time.sleep(0.02)
+
     def wait_all(self, n, timeout=60):
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -223,7 +233,7 @@ def test_concurrent_small_optimizations_all_end(tmp_path, n):
     print(f"\n{n} optimization jobs in {wall:.2f} s: {n / wall:.0f} jobs/s, {q['ended']}")
     assert q["ended"]["succeeded"] >= 0.99 * n, q
     assert sum(q["ended"].values()) == n
-    assert q["stored_results"] == q["ended"]["succeeded"]  # one result per job
+    assert api.stored_results(q["ended"]["succeeded"]) == q["ended"]["succeeded"]  # one each
     sample = api.job(ids[-1])
     assert sample["state"] == "succeeded" and sample["best_score"] is not None
     st, res, _ = api.call("GET", f"/v1/jobs/{ids[0]}/result")
@@ -412,7 +422,7 @@ def test_server_killed_and_restarted_finishes_queued_and_running_jobs(tmp_path):
     api2 = Api(url2)
     q = api2.wait_all(6, timeout=60)
     assert q["ended"]["succeeded"] == 6 and q["jobs"] == 6
-    assert q["stored_results"] == 6
+    assert api2.stored_results(6) == 6
     attempts = sorted(api2.job(j)["attempts"] for j in ids)
     assert attempts[-1] == 2 and attempts[0] == 1  # the interrupted ones ran again
     assert (tmp_path / "jobs.sqlite.ckpt").is_dir()  # their checkpoints
@@ -448,7 +458,7 @@ def test_worker_killed_mid_run_on_three_workers(tmp_path, redis):
         workers[0].wait()
         q = api.wait_all(n, timeout=60)
         assert q["ended"]["succeeded"] == n, q
-        assert q["stored_results"] == n  # one result per job
+        assert api.stored_results(n) == n  # one result per job
         jobs = api.call("GET", f"/v1/jobs?limit={n}")[1]["jobs"]
         assert max(j["attempts"] for j in jobs) >= 2  # the dead worker's jobs ran again
         keys = int(redis.cmd("EVAL", "return #redis.call('KEYS', 'dspyc:jobs:result:*')", "0"))
@@ -479,7 +489,7 @@ def test_redis_restarted_mid_run(tmp_path, redis):
         redis.start()
         q = api.wait_all(n + 1, timeout=30)
         assert q["ended"]["succeeded"] == n + 1, q
-        assert q["stored_results"] == n + 1
+        assert api.stored_results(n + 1) == n + 1
         assert api.job(doc["id"])["state"] == "succeeded"
     finally:
         stop_workers(workers)
@@ -795,6 +805,39 @@ def test_worker_memory_budget(tmp_path, redis):
         stop_workers([w])
 
 
+def test_workers_lm_pools_in_the_queue(tmp_path, redis):
+    """A worker's own LM pool is in its heartbeat: /v1/queue's redis_workers shows its calls
+    on the wire (the simulator takes 1.5 s each) and those waiting for its --rpm."""
+    _, base = start_sim("--latency-ms", "1500")
+    _, url = serve_jobs("--base-url", base, "--model", "sim", "--redis", redis.url)
+    api = Api(url)
+    w = start_worker(redis.url, base, "--rpm", "60", "--cache", "off")
+    try:
+        devset = [{"question": f"What is {i} plus 1?", "answer": str(i + 1)} for i in range(6)]
+        api.submit({"kind": "eval", "signature": "question -> answer", "devset": devset,
+                    "metric": "exact_match:answer", "concurrency": 6})
+        most = {"lm_in_flight": 0, "lm_waiting": 0}
+        deadline = time.time() + 20
+        while time.time() < deadline and api.queue()["ended"]["succeeded"] < 1:
+            rw = api.queue()["redis_workers"]
+            for k in most:
+                most[k] = max(most[k], rw[k])
+            time.sleep(0.05)
+        print(f"\nmost seen: {most}")
+        # one call a second goes out, each on the wire 1.5 s; the others wait their turn
+        assert most["lm_in_flight"] >= 1 and most["lm_waiting"] >= 2
+        assert api.queue()["ended"]["succeeded"] == 1
+        deadline = time.time() + 10  # the next heartbeats: nothing in flight any more
+        while time.time() < deadline and (api.queue()["redis_workers"]["lm_in_flight"] or
+                                          api.queue()["redis_workers"]["lm_waiting"]):
+            time.sleep(0.05)
+        rw = api.queue()["redis_workers"]
+        assert rw["lm_in_flight"] == 0 and rw["lm_waiting"] == 0
+        assert "dspyc_jobs_redis_lm_in_flight 0" in api.call("GET", "/metrics")[1]
+    finally:
+        stop_workers([w])
+
+
 def test_retention_removes_ended_jobs_everywhere(tmp_path, redis):
     _, base = start_sim()
     _, url = serve_jobs("--base-url", base, "--model", "sim", "--redis", redis.url,
@@ -813,7 +856,7 @@ def test_retention_removes_ended_jobs_everywhere(tmp_path, redis):
         assert redis.cmd("EXISTS", f"dspyc:jobs:result:{done}") == 0
         q = api.queue()
         assert q["retention"] == {"seconds": 1.0, "purged": 1}
-        assert q["stored_results"] == 0
+        assert api.stored_results(0) == 0
         assert api.job(waiting)["state"] == "running"  # not ended: kept
         assert redis.cmd("XLEN", "dspyc:jobs:p0") <= 1  # the acknowledged entry went
     finally:

@@ -1,14 +1,15 @@
 /* Fuzz target for Redis replies as the jobs layer reads them: any bytes are parsed by
  * hiredis's reader into replies, and each reply goes through every reader of
  * src/jobs/redis.c (the server's events, the worker registry, a claim, XAUTOCLAIM, XPENDING,
- * stream entries). A hostile or broken Redis must get its replies ignored, never a crash or
- * a read outside them. */
+ * stream entries). A hostile or broken Redis must get its replies ignored, never a crash, a
+ * read outside them or an allocation larger than the reader's limits. */
 #include <hiredis/hiredis.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "jobs/jobs_int.h"
+#include "net/redis_client.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -48,10 +49,9 @@ static void read_all_ways(const redisReply *r)
         touch(e->result);
     }
     dspy__rj_streams(r, on_entry, NULL);
-    unsigned w, slots, running;
-    unsigned long long used, budget;
-    dspy__rj_pool(r, 1700000000000LL, &w, &slots, &running, &used, &budget);
-    if (running > slots)
+    struct dspy__rj_pool_stats pool;
+    dspy__rj_pool(r, 1700000000000LL, &pool);
+    if (pool.running > pool.slots)
         __builtin_trap(); /* a worker never reports more jobs than slots */
     const char *stream, *flag;
     const redisReply *entry, *fields;
@@ -70,40 +70,27 @@ static void read_all_ways(const redisReply *r)
         __builtin_trap();
 }
 
-/* hiredis 0.14 allocates the element array an array header declares before it reads the
- * elements (and has no cap on it), so "*857108864" asks for 6.8 GB at once: that is hiredis's
- * allocation, not ours (with overcommit it reserves address space it never touches). Inputs
- * declaring arrays that large are left out. */
-static bool declares_huge_array(const uint8_t *data, size_t size)
-{
-    for (size_t i = 0; i < size; i++) {
-        if (data[i] != '*')
-            continue;
-        unsigned long long n = 0;
-        for (size_t k = i + 1; k < size && data[k] >= '0' && data[k] <= '9' && n <= 1u << 20; k++)
-            n = n * 10 + (data[k] - '0');
-        if (n > 1u << 16)
-            return true;
-    }
-    return false;
-}
+/* The bounded reader the server, the workers and the cache read with, at its own limits:
+ * an array header declaring more ("*857108864") is a protocol error, not an allocation. A
+ * smaller byte limit than a connection's lets inputs reach it. */
+static const struct dspy__redis_limits limits = { (size_t)1 << 20, (size_t)1 << 16 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > 1 << 20 || declares_huge_array(data, size))
+    if (size > 1 << 20)
         return 0;
-    redisReader *rd = redisReaderCreate();
+    redisReader *rd = dspy__redis_reader_new(&limits);
     if (!rd)
         return 0;
     if (redisReaderFeed(rd, (const char *)data, size) == REDIS_OK) {
         for (int i = 0; i < 16; i++) {
             void *reply = NULL;
-            if (redisReaderGetReply(rd, &reply) != REDIS_OK || !reply)
+            if (dspy__redis_reader_get_reply(rd, &reply) != REDIS_OK || !reply)
                 break;
             read_all_ways(reply);
             freeReplyObject(reply);
         }
     }
-    redisReaderFree(rd);
+    dspy__redis_reader_free(rd);
     return 0;
 }

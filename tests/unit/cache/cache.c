@@ -119,11 +119,20 @@ struct race {
     int errors_seen;
 };
 
+/* The fill holds until every other racer has joined its flight (the cache counts one as
+ * coalesced when it joins), so all of them share this fill however the threads run; a
+ * racer that never joins shows in the counts after 20 s. */
 static dspy_status slow_fill(void *ud, struct dspy_cache_fill *fill, struct dspy_error *err)
 {
     struct race *r = ud;
+    struct dspy_cache_stats st;
     atomic_fetch_add(&r->fills, 1);
-    sleep_ms(50);
+    for (int i = 0; i < 20000; i++) {
+        dspy_cache_stats(r->c, &st);
+        if (st.coalesced >= THREADS - 1)
+            break;
+        sleep_ms(1);
+    }
     if (r->fail_with) {
         snprintf(err->message, sizeof(err->message), "upstream said no");
         err->code = r->fail_with;
@@ -183,9 +192,7 @@ static void hundred_threads_one_fill(void **state)
     assert_int_equal(atomic_load(&r.fills), 1);
     assert_int_equal(r.mismatches, 0);
     assert_int_equal(r.sources[DSPY_CACHE_FILLED], 1);
-    assert_int_equal(r.sources[DSPY_CACHE_FILLED] + r.sources[DSPY_CACHE_SHARED] +
-                         r.sources[DSPY_CACHE_FROM_L1],
-                     THREADS);
+    assert_int_equal(r.sources[DSPY_CACHE_SHARED], THREADS - 1); /* every other one waited */
     dspy_cache_stats(r.c, &st);
     assert_int_equal(st.fills, 1);
     assert_int_equal(st.coalesced, (uint64_t)r.sources[DSPY_CACHE_SHARED]);
@@ -205,9 +212,9 @@ static void waiters_share_the_leaders_error(void **state)
     r.fail_with = DSPY_ELM_SERVER;
     run_race(&r);
     assert_int_equal(r.mismatches, 0);
-    /* every caller got the error; the ones that came after a failed fill ran their own */
+    /* every caller got the error, the waiters the leader's: one fill */
     assert_int_equal(r.errors_seen, THREADS);
-    assert_true(atomic_load(&r.fills) >= 1 && atomic_load(&r.fills) < THREADS / 2);
+    assert_int_equal(atomic_load(&r.fills), 1);
     assert_false(dspy_cache_has(r.c, &r.key)); /* errors are never cached */
     dspy_cache_stats(r.c, &st);
     assert_int_equal(st.fill_errors, (uint64_t)atomic_load(&r.fills));

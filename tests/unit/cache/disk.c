@@ -17,6 +17,8 @@
 
 #include <dspyc/cache.h>
 
+#include "base/clock.h"
+
 static char dir[64];
 
 static int make_dir(void **state)
@@ -163,11 +165,13 @@ static void ttl_applies_on_disk(void **state)
     struct dspy_cache_stats st;
     dspy_cache *c = open_disk(DSPY_CACHE_L3, 0);
     t.ttl_s = 0.03;
+    dspy__clock_freeze((uint64_t)1 << 40); /* the base clock hook: stepped, not slept */
     assert_int_equal(dspy_cache_put(c, &k, "soon gone", 9, &t, NULL), DSPY_OK);
-    assert_true(dspy_cache_has(c, &k));
-    struct timespec ts = { 0, 60 * 1000000L };
-    nanosleep(&ts, NULL);
+    dspy__clock_advance(29 * 1000000u);
+    assert_true(dspy_cache_has(c, &k)); /* 1 ms before its TTL */
+    dspy__clock_advance(2 * 1000000u);
     assert_false(dspy_cache_has(c, &k));
+    dspy__clock_freeze(0);
     dspy_cache_stats(c, &st);
     assert_int_equal(st.level[2].expired, 1);
     assert_int_equal(st.level[2].entries, 0);

@@ -17,6 +17,7 @@
 
 #include <dspyc/cache.h>
 
+#include "base/clock.h"
 #include "cache/cache_int.h"
 
 /* A key whose L1 shard is `shard` (the last byte picks it) and whose rest is `id`. */
@@ -43,17 +44,10 @@ static dspy_cache *open_l1(size_t max_bytes, size_t max_entries, double ttl)
     return c;
 }
 
-/* The cache's clock, stepped by the test: TTLs are checked without sleeping. */
-static _Atomic uint64_t fake_now_ms = 1700000000000ull;
-
-static uint64_t fake_clock(void)
-{
-    return atomic_load(&fake_now_ms);
-}
-
+/* The clock, stepped by the test (the base clock hook): TTLs are checked without sleeping. */
 static void advance_ms(uint64_t ms)
 {
-    atomic_fetch_add(&fake_now_ms, ms);
+    dspy__clock_advance(ms * 1000000u);
 }
 
 static void put_str(dspy_cache *c, const struct dspy_cache_key *k, const char *s,
@@ -206,7 +200,7 @@ static void entries_expire(void **state)
     struct dspy_cache_ctl short_ttl = DSPY_CACHE_CTL_INIT;
     struct dspy_cache_stats st;
     struct dspy_cache_key a = make_key(1, 0), b = make_key(2, 0);
-    dspy__cache_set_clock(fake_clock);
+    dspy__clock_freeze((uint64_t)1 << 40);
     dspy_cache *c = open_l1(1 << 20, 0, 0.15);
     struct dspy_cache_ctl long_ttl = DSPY_CACHE_CTL_INIT;
     struct dspy_cache_key l = make_key(3, 0);
@@ -233,7 +227,7 @@ static void entries_expire(void **state)
     assert_int_equal(st.level[0].expired, 3);
     assert_int_equal(st.level[0].entries, 0);
     dspy_cache_free(c);
-    dspy__cache_set_clock(NULL);
+    dspy__clock_freeze(0);
 }
 
 static void request_flags(void **state)

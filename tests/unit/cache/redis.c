@@ -1,6 +1,7 @@
 /* Unit tests for the Redis level (L2) against a real redis-server started on a loopback
  * port: hits and TTLs, promotion into L1, corrupt values, and what happens when Redis is
- * killed, hangs, or was never there (misses, never errors) and when it comes back.
+ * killed, hangs, or was never there (misses, never errors) and when it comes back; and a
+ * hostile server's oversized reply refused (tests/unit/net/hostile_redis.h).
  * Exits 77 (skipped) only when redis-server is not installed. */
 /* threads: the Redis pool is used from several threads. */
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 #include <dspyc/cache.h>
 
 #include "unit/cache/redis_server.h"
+#include "unit/net/hostile_redis.h"
 
 static struct redis_server server;
 
@@ -369,6 +371,27 @@ static void unreachable_at_start_is_not_an_error(void **state)
     assert_int_equal(dspy_cache_new(&o, &c, &err), DSPY_EINVAL);
 }
 
+/* A Redis answering "*857108864" (an array of 6.8 GB of pointers in hiredis) is a protocol
+ * error, counted and reported, and a miss; nothing of that size is allocated. */
+static void a_hostile_redis_is_refused_not_allocated(void **state)
+{
+    (void)state;
+    static const char answer[] = "*857108864\r\n";
+    struct hostile_redis h;
+    assert_true(hostile_redis_start(&h, answer, sizeof(answer) - 1));
+    dspy_cache *c = open_l2(DSPY_CACHE_L2, h.url);
+    struct dspy_cache_key k = key_n(1);
+    struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
+    struct dspy_cache_stats st;
+    assert_int_equal(dspy_cache_get(c, &k, NULL, &v), DSPY_ENOTFOUND);
+    dspy_cache_stats(c, &st);
+    print_message("last error: %s\n", st.level[1].last_error);
+    assert_int_equal(st.level[1].errors, 1);
+    assert_non_null(strstr(st.level[1].last_error, "Redis reply too large: 857108864 elements"));
+    dspy_cache_free(c);
+    hostile_redis_stop(&h);
+}
+
 static int start(void **state)
 {
     (void)state;
@@ -397,6 +420,7 @@ int main(void)
         cmocka_unit_test(hung_redis_times_out),
         cmocka_unit_test(killed_redis_degrades_then_reconnects),
         cmocka_unit_test(unreachable_at_start_is_not_an_error),
+        cmocka_unit_test(a_hostile_redis_is_refused_not_allocated),
     };
     return cmocka_run_group_tests(tests, start, stop);
 }

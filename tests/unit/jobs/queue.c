@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include <dspyc/dspyc.h>
 
@@ -218,6 +219,22 @@ static void idempotency_cancel_and_results(void **state)
     dspy_jobq_free(q);
 }
 
+/* Rows of `table` in the file, counted by a connection of the test's own. */
+static long rows(const char *db, const char *table)
+{
+    sqlite3 *c = NULL;
+    sqlite3_stmt *s = NULL;
+    char sql[64];
+    long n = -1;
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", table);
+    if (sqlite3_open_v2(db, &c, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(c, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        n = (long)sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(c);
+    return n;
+}
+
 static void store_brings_jobs_back(void **state)
 {
     (void)state;
@@ -247,16 +264,39 @@ static void store_brings_jobs_back(void **state)
     json_decref(r);
     dspy_jobq_free(q);
 
-    /* results are written once per id: a second write keeps the first */
+    /* results are written once per id: a second write keeps the first, and the count the
+     * store keeps in memory follows what is committed, as count(*) sees it */
     struct dspy__store *st = NULL;
     assert_int_equal(dspy__store_open(db, &st, NULL), DSPY_OK);
     assert_int_equal(dspy__store_count_results(st), 4);
     assert_int_equal(dspy__store_result(st, ids[0], "{\"again\":true}"), DSPY_OK);
-    assert_int_equal(dspy__store_count_results(st), 4);
+    assert_int_equal(dspy__store_result(st, "job-extra", "{}"), DSPY_OK);
+    dspy__store_flush(st);
+    assert_int_equal(dspy__store_count_results(st), 5);
+    assert_int_equal(rows(db, "results"), 5);
     char *t = dspy__store_get_result(st, ids[0]);
     assert_string_equal(t, "{\"ok\":true}");
     dspy_free(t);
+    assert_int_equal(dspy__store_delete(st, "job-extra"), DSPY_OK);
+    assert_int_equal(dspy__store_delete(st, "job-none"), DSPY_OK); /* no row: no change */
+    dspy__store_flush(st);
+    assert_int_equal(dspy__store_count_results(st), 4);
     dspy__store_close(st);
+    assert_int_equal(rows(db, "results"), 4);
+    /* and after a restart the queue reports what the file holds */
+    q = make(1, 100, db);
+    json_t *s = dspy_jobq_stats(q);
+    assert_int_equal(json_integer_value(json_object_get(s, "stored_results")), 4);
+    json_decref(s);
+    submit(q, "{\"kind\": \"noop\"}", ids[0]);
+    wait_ended(q, 5);
+    dspy_jobq_free(q); /* its result written before it closes */
+    assert_int_equal(rows(db, "results"), 5);
+    q = make(1, 100, db);
+    s = dspy_jobq_stats(q);
+    assert_int_equal(json_integer_value(json_object_get(s, "stored_results")), 5);
+    json_decref(s);
+    dspy_jobq_free(q);
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);

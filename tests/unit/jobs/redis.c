@@ -3,10 +3,12 @@
  * events and result come back to the server's side; a small result travels in its event; a
  * cancelled job ends cancelled; the worker's heartbeat shows its slots and memory budget;
  * purge removes result keys and acknowledged stream entries; and replies of the wrong shape
- * are refused by every reader. threads: the worker's, its heartbeat, the events and publisher
+ * are refused by every reader, and a hostile server's oversized one by the connection.
+ * threads: the worker's, its heartbeat, the events and publisher
  * threads. */
 #include <hiredis/hiredis.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +25,7 @@
 
 #include "jobs/jobs_int.h"
 #include "unit/cache/redis_server.h"
+#include "unit/net/hostile_redis.h"
 
 static struct redis_server srv;
 
@@ -99,9 +102,26 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static void worker_start(struct worker *w, uint64_t budget)
+/* What a worker's LM pool reports: set by a test, read by the worker's heartbeat. */
+struct lm_now {
+    _Atomic uint64_t in_flight, waiting;
+};
+
+static void lm_pool_now(void *ud, struct dspy_jobq_pool *out)
+{
+    struct lm_now *p = ud;
+    memset(out, 0, sizeof(*out));
+    out->in_flight = atomic_load(&p->in_flight);
+    out->waiting = atomic_load(&p->waiting);
+}
+
+static void worker_start_with(struct worker *w, uint64_t budget, struct lm_now *lm)
 {
     struct dspy_worker_options o = DSPY_WORKER_OPTIONS_INIT;
+    if (lm) {
+        o.lm_pool = lm_pool_now;
+        o.lm_userdata = lm;
+    }
     o.redis_url = srv.url;
     o.concurrency = 2;
     o.name = "unit-worker";
@@ -112,6 +132,11 @@ static void worker_start(struct worker *w, uint64_t budget)
     w->stop = 0;
     w->o.stop = &w->stop;
     assert_int_equal(pthread_create(&w->th, NULL, worker_main, w), 0);
+}
+
+static void worker_start(struct worker *w, uint64_t budget)
+{
+    worker_start_with(w, budget, NULL);
 }
 
 static void worker_stop(struct worker *w)
@@ -233,16 +258,16 @@ static void the_heartbeat_shows_slots_and_memory(void **state)
     dspy__rjobs_publish(r, "job-m-1", 0,
                         "{\"kind\":\"noop\",\"sleep_ms\":1500,\"memory_bytes\":41943040}", 0);
     dspy__rjobs_publish(r, "job-m-2", 0, "{\"kind\":\"noop\",\"memory_bytes\":41943040}", 0);
-    unsigned wk = 0, slots = 0, running = 0;
-    unsigned long long used = 0, budget = 0;
-    for (int i = 0; i < 1500 && !(wk == 1 && used == 41943040ull); i++) {
+    struct dspy__rj_pool_stats p = { 0 };
+    for (int i = 0; i < 1500 && !(p.workers == 1 && p.mem_used == 41943040ull); i++) {
         usleep(10000);
-        dspy__rjobs_pool(r, &wk, &slots, &running, &used, &budget);
+        dspy__rjobs_pool(r, &p);
     }
-    assert_int_equal(wk, 1);
-    assert_int_equal(slots, 2);
-    assert_int_equal(budget, (unsigned long long)64 << 20);
-    assert_int_equal(used, 41943040ull);
+    assert_int_equal(p.workers, 1);
+    assert_int_equal(p.slots, 2);
+    assert_int_equal(p.mem_budget, (unsigned long long)64 << 20);
+    assert_int_equal(p.mem_used, 41943040ull);
+    assert_int_equal(p.lm_in_flight, 0); /* a worker without an LM pool reports none */
     assert_true(wait_for(&s, "job-m-2 succeeded"));
     /* the second ended after the first: it waited for the memory */
     pthread_mutex_lock(&s.lock);
@@ -297,7 +322,10 @@ static void publishing_waits_for_redis_and_loses_nothing(void **state)
     redis_server_kill(&srv); /* away: published jobs wait in order */
     dspy__rjobs_publish(r, "job-w-1", 0, "{\"kind\":\"noop\"}", 0);
     dspy__rjobs_publish(r, "job-w-2", 0, "{\"kind\":\"noop\"}", 0);
-    usleep(300000);
+    /* until the publisher has tried twice and failed: nothing was dropped meanwhile */
+    for (int i = 0; i < 1500 && dspy__rjobs_failed_batches(r) < 2; i++)
+        usleep(10000);
+    assert_true(dspy__rjobs_failed_batches(r) >= 2);
     assert_int_equal(dspy__rjobs_unpublished(r), 2);
     assert_true(redis_server_start(&srv)); /* same port */
     for (int i = 0; i < 1500 && dspy__rjobs_unpublished(r); i++)
@@ -316,6 +344,40 @@ static redisReply *parse(const char *resp)
     assert_int_equal(redisReaderGetReply(rd, &rep), REDIS_OK);
     redisReaderFree(rd);
     return rep;
+}
+
+/* A worker's own LM pool travels in its heartbeat: the server's side sees its calls in
+ * flight and waiting, and sees them change. */
+static void the_heartbeat_carries_the_workers_lm_pool(void **state)
+{
+    (void)state;
+    flush();
+    struct seen s;
+    struct dspy__rjobs *r;
+    open_side(&s, &r);
+    struct lm_now lm;
+    atomic_init(&lm.in_flight, 3);
+    atomic_init(&lm.waiting, 5);
+    struct worker w;
+    worker_start_with(&w, 0, &lm);
+    struct dspy__rj_pool_stats p = { 0 };
+    for (int i = 0; i < 1500 && !(p.workers == 1 && p.lm_in_flight == 3); i++) {
+        usleep(10000);
+        dspy__rjobs_pool(r, &p);
+    }
+    assert_int_equal(p.workers, 1);
+    assert_int_equal(p.lm_in_flight, 3);
+    assert_int_equal(p.lm_waiting, 5);
+    atomic_store(&lm.in_flight, 0);
+    atomic_store(&lm.waiting, 7);
+    for (int i = 0; i < 1500 && !(p.lm_in_flight == 0 && p.lm_waiting == 7); i++) {
+        usleep(10000);
+        dspy__rjobs_pool(r, &p);
+    }
+    assert_int_equal(p.lm_in_flight, 0);
+    assert_int_equal(p.lm_waiting, 7);
+    worker_stop(&w);
+    close_side(&s, r);
 }
 
 static void readers_refuse_replies_of_the_wrong_shape(void **state)
@@ -339,11 +401,49 @@ static void readers_refuse_replies_of_the_wrong_shape(void **state)
     assert_int_equal(dspy__rj_deliveries(r), 1);
     freeReplyObject(r);
     r = parse("*4\r\n$2\r\nw0\r\n$22\r\n9 10 99999999999999999\r\n$2\r\nw1\r\n:3\r\n");
-    unsigned w, slots, running;
-    unsigned long long used, budget;
-    assert_true(dspy__rj_pool(r, 1000, &w, &slots, &running, &used, &budget));
-    assert_int_equal(w, 0); /* more running than slots, and no string for w1 */
+    struct dspy__rj_pool_stats p;
+    assert_true(dspy__rj_pool(r, 1000, &p));
+    assert_int_equal(p.workers, 0); /* more running than slots, and no string for w1 */
     freeReplyObject(r);
+    /* an older worker's five fields count without LM figures; seven add its LM pool */
+    r = parse("*4\r\n$2\r\nw0\r\n$15\r\n2 1 900 0 0 4 6\r\n$2\r\nw1\r\n$13\r\n"
+              "2 0 950 10 20\r\n");
+    assert_true(dspy__rj_pool(r, 1000, &p));
+    assert_int_equal(p.workers, 2);
+    assert_int_equal(p.slots, 4);
+    assert_int_equal(p.running, 1);
+    assert_int_equal(p.mem_used, 10);
+    assert_int_equal(p.lm_in_flight, 4);
+    assert_int_equal(p.lm_waiting, 6);
+    freeReplyObject(r);
+}
+
+/* A Redis answering "*857108864" (6.8 GB of element pointers in hiredis): the server's side
+ * and a worker refuse it at their first command and say why; nothing that size is made. */
+static void a_hostile_redis_is_refused_with_the_reason(void **state)
+{
+    (void)state;
+    static const char answer[] = "*857108864\r\n";
+    struct hostile_redis h;
+    struct dspy__rjobs *r = NULL;
+    struct seen s;
+    struct dspy_error err;
+    memset(&s, 0, sizeof(s));
+    dspy_error_clear(&err);
+    assert_true(hostile_redis_start(&h, answer, sizeof(answer) - 1));
+    assert_int_equal(dspy__rjobs_open(h.url, on_event, on_published, &s, &r, &err), DSPY_EIO);
+    assert_null(r);
+    print_message("server: %s\n", err.message);
+    assert_non_null(strstr(err.message, "Redis reply too large: 857108864 elements"));
+
+    struct dspy_worker_options o = DSPY_WORKER_OPTIONS_INIT;
+    o.redis_url = h.url;
+    o.lm = no_lm;
+    dspy_error_clear(&err);
+    assert_int_equal(dspy_worker_run(&o, &err), DSPY_EIO);
+    print_message("worker: %s\n", err.message);
+    assert_non_null(strstr(err.message, "Redis reply too large: 857108864 elements"));
+    hostile_redis_stop(&h);
 }
 
 int main(void)
@@ -356,9 +456,11 @@ int main(void)
         cmocka_unit_test(a_published_job_runs_once_and_reports_back),
         cmocka_unit_test(a_cancelled_job_ends_cancelled),
         cmocka_unit_test(the_heartbeat_shows_slots_and_memory),
+        cmocka_unit_test(the_heartbeat_carries_the_workers_lm_pool),
         cmocka_unit_test(purge_removes_keys_and_acknowledged_entries),
         cmocka_unit_test(publishing_waits_for_redis_and_loses_nothing),
         cmocka_unit_test(readers_refuse_replies_of_the_wrong_shape),
+        cmocka_unit_test(a_hostile_redis_is_refused_with_the_reason),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
