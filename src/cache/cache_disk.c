@@ -476,8 +476,10 @@ static const char *read_meta(int fd, off_t off, struct meta_view *m)
 }
 
 /* DSPY_OK when `dir`'s data.mdb is absent, empty (LMDB starts it) or whole; DSPY_ECORRUPT
- * with the reason otherwise. A file that cannot be opened is left to LMDB to report. */
-static dspy_status check_file(const char *dir, struct dspy_error *err)
+ * with the reason otherwise. A file that cannot be opened is left to LMDB to report. The
+ * size is read after the meta pages: a writer in another process extends the file before
+ * it writes the meta page that names the new pages, so a size read first could be older. */
+static dspy_status check_once(const char *dir, struct dspy_error *err)
 {
     char path[4200], sz[2][32];
     struct meta_view m[2];
@@ -497,6 +499,8 @@ static dspy_status check_file(const char *dir, struct dspy_error *err)
         else
             why = read_meta(fd, (off_t)m[0].psize, &m[1]);
     }
+    if (fstat(fd, &st))
+        st.st_size = 0;
     close(fd);
     if (!why) {
         const struct meta_view *cur = m[1].txnid > m[0].txnid ? &m[1] : &m[0];
@@ -517,6 +521,19 @@ static dspy_status check_file(const char *dir, struct dspy_error *err)
               why, (long long)st.st_size);
     dspy__err_file(err, path);
     return DSPY_ECORRUPT;
+}
+
+/* A file another process is creating looks cut short for the moment its first write takes
+ * (its meta pages land one page at a time), so a damaged verdict is only given when it
+ * holds for 100 ms. */
+static dspy_status check_file(const char *dir, struct dspy_error *err)
+{
+    dspy_status rc;
+    for (int i = 0; (rc = check_once(dir, err)) == DSPY_ECORRUPT && i < 5; i++) {
+        struct timespec ts = { 0, 20 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    return rc;
 }
 
 dspy_status dspy_cache_disk_reset(const char *dir, struct dspy_error *err)
