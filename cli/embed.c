@@ -192,53 +192,29 @@ static void line_error(struct record *rec, dspy_status code, long column, const 
     snprintf(rec->err.message, sizeof(rec->err.message), "%s", what);
 }
 
+static int on_line(void *ud, long index, long lineno, json_t *v, struct dspy_error *err)
+{
+    struct record *rec = next_record(ud, index, lineno);
+    json_t *t = json_object_get(v, "text");
+    if (!v) {
+        rec->err = *err;
+    } else if (!json_is_string(t)) {
+        line_error(rec, DSPY_EINVAL, -1, t ? "\"text\" must be a string" : "no \"text\" field");
+        snprintf(rec->err.field, sizeof(rec->err.field), "text");
+    } else {
+        rec->len = json_string_length(t);
+        rec->text = malloc(rec->len + 1);
+        if (!rec->text)
+            abort();
+        memcpy(rec->text, json_string_value(t), rec->len + 1);
+    }
+    return 0;
+}
+
 static int read_input(struct embed_run *r, const char *path, long max_line)
 {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) {
-        fprintf(stderr, "dspyc embed: cannot open %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    struct line_reader lr;
-    const char *line;
-    size_t len;
-    bool too_long;
-    int got;
-    long index = 0;
-    line_reader_init(&lr, f, (size_t)max_line);
-    while ((got = line_reader_next(&lr, &line, &len, &too_long)) == 1) {
-        if (!too_long && strspn(line, " \t") == len)
-            continue;
-        struct record *rec = next_record(r, index++, lr.lineno);
-        if (too_long) {
-            line_error(rec, DSPY_ETOOBIG, -1, "line longer than --max-line-bytes");
-            continue;
-        }
-        json_error_t je;
-        json_t *v = json_loadb(line, len, JSON_ALLOW_NUL, &je);
-        json_t *t = json_object_get(v, "text");
-        if (!v) {
-            line_error(rec, DSPY_EPARSE, je.column, je.text);
-        } else if (!json_is_object(v)) {
-            line_error(rec, DSPY_EPARSE, 1, "expected a JSON object {\"text\": ...}");
-        } else if (!json_is_string(t)) {
-            line_error(rec, DSPY_EINVAL, -1, t ? "\"text\" must be a string" : "no \"text\" field");
-            snprintf(rec->err.field, sizeof(rec->err.field), "text");
-        } else {
-            rec->len = json_string_length(t);
-            rec->text = malloc(rec->len + 1);
-            if (!rec->text)
-                abort();
-            memcpy(rec->text, json_string_value(t), rec->len + 1);
-        }
-        json_decref(v);
-    }
-    line_reader_release(&lr);
-    if (got < 0)
-        fprintf(stderr, "dspyc embed: reading %s: %s\n", path, strerror(errno));
-    if (f != stdin)
-        fclose(f);
-    return got < 0 ? -1 : 0;
+    return read_jsonl("embed", path, (size_t)max_line, true, "a JSON object {\"text\": ...}",
+                      on_line, r);
 }
 
 int cmd_embed(int argc, char **argv)

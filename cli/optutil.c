@@ -9,63 +9,46 @@
 #include "optutil.h"
 #include "util.h"
 
+static int add_example(void *ud, long index, long lineno, json_t *v, struct dspy_error *err)
+{
+    struct examples *ex = ud;
+    (void)index;
+    if (!v) {
+        if (err->code == DSPY_ETOOBIG)
+            fprintf(stderr, "dspyc: %s:%ld: line longer than 16 MiB\n", ex->path, lineno);
+        else
+            fprintf(stderr, "dspyc: %s:%ld:%ld: not an example: %s\n", ex->path, lineno,
+                    err->column, err->message);
+        return -1;
+    }
+    size_t n = json_array_size(ex->items);
+    if (n == ex->cap) {
+        ex->cap = ex->cap ? 2 * ex->cap : 64;
+        long *l = dspy_realloc(ex->lines, ex->cap * sizeof(*l));
+        if (!l)
+            abort();
+        ex->lines = l;
+    }
+    ex->lines[n] = lineno;
+    json_array_append(ex->items, v);
+    return 0;
+}
+
 bool examples_load(struct examples *ex, const char *path, bool nonempty)
 {
     memset(ex, 0, sizeof(*ex));
     ex->path = path;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "dspyc: cannot open %s: %s\n", path, strerror(errno));
-        return false;
-    }
-    struct line_reader r;
-    const char *line;
-    size_t len, cap = 0;
-    bool too_long, ok = false;
-    int got;
     ex->items = json_array();
-    line_reader_init(&r, f, 16u << 20);
-    while ((got = line_reader_next(&r, &line, &len, &too_long)) == 1) {
-        if (too_long) {
-            fprintf(stderr, "dspyc: %s:%ld: line longer than 16 MiB\n", path, r.lineno);
-            goto out;
-        }
-        if (strspn(line, " \t\r") == len)
-            continue;
-        json_error_t je;
-        json_t *v = json_loadb(line, len, 0, &je);
-        if (!v || !json_is_object(v)) {
-            fprintf(stderr, "dspyc: %s:%ld:%d: not an example: %s\n", path, r.lineno,
-                    v ? 1 : je.column, v ? "expected a JSON object of fields" : je.text);
-            json_decref(v);
-            goto out;
-        }
-        size_t n = json_array_size(ex->items);
-        if (n == cap) {
-            cap = cap ? 2 * cap : 64;
-            long *l = dspy_realloc(ex->lines, cap * sizeof(*l));
-            if (!l)
-                abort();
-            ex->lines = l;
-        }
-        ex->lines[n] = r.lineno;
-        json_array_append_new(ex->items, v);
-    }
-    if (got < 0) {
-        fprintf(stderr, "dspyc: reading %s: %s\n", path, strerror(errno));
-        goto out;
+    if (read_jsonl("", path, 16u << 20, true, "a JSON object of fields", add_example, ex)) {
+        examples_release(ex);
+        return false;
     }
     if (nonempty && !json_array_size(ex->items)) {
         fprintf(stderr, "dspyc: %s: no examples (the file is empty)\n", path);
-        goto out;
-    }
-    ok = true;
-out:
-    line_reader_release(&r);
-    fclose(f);
-    if (!ok)
         examples_release(ex);
-    return ok;
+        return false;
+    }
+    return true;
 }
 
 void examples_release(struct examples *ex)

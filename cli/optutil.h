@@ -12,6 +12,7 @@ struct examples {
     const char *path;
     json_t *items; /* array of objects */
     long *lines;   /* file line of each item */
+    size_t cap;    /* room in lines */
 };
 
 /* Read a JSON-lines file of examples; false after printing "file:line: why". An empty

@@ -143,50 +143,26 @@ static void line_error(struct tokens_run *r, long index, long line, dspy_status 
     print_error_record(r, index, line, &err);
 }
 
+static int on_line(void *ud, long i, long ln, json_t *v, struct dspy_error *err)
+{
+    struct tokens_run *r = ud;
+    json_t *t = json_object_get(v, "text"), *m = json_object_get(v, "messages");
+    if (!v)
+        print_error_record(r, i, ln, err);
+    else if (json_is_string(t))
+        count_text(r, i, ln, json_string_value(t), json_string_length(t));
+    else if (!t && m)
+        count_messages(r, i, ln, m);
+    else
+        line_error(r, i, ln, DSPY_EINVAL, -1, "text",
+                   t ? "\"text\" must be a string" : "no \"text\" or \"messages\" field");
+    return 0;
+}
+
 static int read_input(struct tokens_run *r, const char *path, long max_line)
 {
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) {
-        fprintf(stderr, "dspyc tokens: cannot open %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    struct line_reader lr;
-    const char *line;
-    size_t len;
-    bool too_long;
-    int got;
-    long index = 0;
-    line_reader_init(&lr, f, (size_t)max_line);
-    while ((got = line_reader_next(&lr, &line, &len, &too_long)) == 1) {
-        if (!too_long && strspn(line, " \t") == len)
-            continue;
-        long i = index++, ln = lr.lineno;
-        if (too_long) {
-            line_error(r, i, ln, DSPY_ETOOBIG, -1, NULL, "line longer than --max-line-bytes");
-            continue;
-        }
-        json_error_t je;
-        json_t *v = json_loadb(line, len, JSON_ALLOW_NUL, &je);
-        json_t *t = json_object_get(v, "text"), *m = json_object_get(v, "messages");
-        if (!v)
-            line_error(r, i, ln, DSPY_EPARSE, je.column, NULL, je.text);
-        else if (!json_is_object(v))
-            line_error(r, i, ln, DSPY_EPARSE, 1, NULL, "expected a JSON object {\"text\": ...}");
-        else if (json_is_string(t))
-            count_text(r, i, ln, json_string_value(t), json_string_length(t));
-        else if (!t && m)
-            count_messages(r, i, ln, m);
-        else
-            line_error(r, i, ln, DSPY_EINVAL, -1, "text",
-                       t ? "\"text\" must be a string" : "no \"text\" or \"messages\" field");
-        json_decref(v);
-    }
-    line_reader_release(&lr);
-    if (got < 0)
-        fprintf(stderr, "dspyc tokens: reading %s: %s\n", path, strerror(errno));
-    if (f != stdin)
-        fclose(f);
-    return got < 0 ? -1 : 0;
+    return read_jsonl("tokens", path, (size_t)max_line, true, "a JSON object {\"text\": ...}",
+                      on_line, r);
 }
 
 int cmd_tokens(int argc, char **argv)

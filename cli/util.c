@@ -193,54 +193,92 @@ void print_error(const char *what, const struct dspy_error *err)
     fputc('\n', stderr);
 }
 
-json_t *load_jsonl_objects(const char *path)
+int read_jsonl(const char *cmd, const char *path, size_t max_line, bool skip_blank,
+               const char *expect, jsonl_fn fn, void *ud)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     if (!f) {
-        fprintf(stderr, "dspyc: cannot open %s: %s\n", path, strerror(errno));
-        return NULL;
+        fprintf(stderr, "dspyc%s%s: cannot open %s: %s\n", *cmd ? " " : "", cmd, path,
+                strerror(errno));
+        return -1;
     }
-    json_t *arr = json_array();
-    struct line_reader r;
+    struct line_reader lr;
     const char *line;
     size_t len;
     bool too_long;
-    int rc;
-    line_reader_init(&r, f, 16u << 20);
-    while ((rc = line_reader_next(&r, &line, &len, &too_long)) == 1) {
-        if (too_long) {
-            fprintf(stderr, "dspyc: %s, line %ld: longer than 16 MiB\n", path, r.lineno);
-            goto fail;
-        }
-        if (strspn(line, " \t\r") == len) { /* as in `dspyc run`: one object per line */
-            fprintf(stderr,
-                    "dspyc: %s, line %ld: empty line (every line must be a JSON "
-                    "object)\n",
-                    path, r.lineno);
-            goto fail;
-        }
+    int got, stop = 0;
+    long index = 0;
+    line_reader_init(&lr, f, max_line);
+    while (!stop && (got = line_reader_next(&lr, &line, &len, &too_long)) == 1) {
+        bool blank = !too_long && strspn(line, " \t") == len;
+        if (blank && skip_blank)
+            continue;
+        struct dspy_error err;
+        dspy_error_clear(&err);
+        err.line = lr.lineno;
+        json_t *v = NULL;
         json_error_t je;
-        json_t *v = json_loadb(line, len, JSON_ALLOW_NUL, &je);
-        if (!v || !json_is_object(v)) {
-            fprintf(stderr, "dspyc: %s, line %ld, column %d: %s\n", path, r.lineno,
-                    v ? 1 : je.column, v ? "expected a JSON object" : je.text);
+        if (too_long) {
+            err.code = DSPY_ETOOBIG;
+            snprintf(err.message, sizeof(err.message), "line longer than --max-line-bytes (%zu)",
+                     max_line);
+        } else if (blank) {
+            err.code = DSPY_EINVAL;
+            snprintf(err.message, sizeof(err.message), "empty line (every line must be %s)",
+                     expect);
+        } else if (!(v = json_loadb(line, len, JSON_ALLOW_NUL, &je))) {
+            err.code = DSPY_EPARSE;
+            err.column = je.column;
+            snprintf(err.message, sizeof(err.message), "%s", je.text);
+        } else if (!json_is_object(v)) {
+            err.code = DSPY_EPARSE;
+            err.column = 1;
+            snprintf(err.message, sizeof(err.message), "expected %s", expect);
             json_decref(v);
-            goto fail;
+            v = NULL;
         }
-        json_array_append_new(arr, v);
+        stop = fn(ud, index++, lr.lineno, v, v ? NULL : &err);
+        json_decref(v);
     }
-    if (rc < 0) {
-        fprintf(stderr, "dspyc: reading %s: %s\n", path, strerror(errno));
-        goto fail;
+    line_reader_release(&lr);
+    if (!stop && got < 0)
+        fprintf(stderr, "dspyc%s%s: reading %s: %s\n", *cmd ? " " : "", cmd, path, strerror(errno));
+    if (f != stdin)
+        fclose(f);
+    return !stop && got < 0 ? -1 : stop;
+}
+
+struct objects {
+    const char *path;
+    json_t *arr;
+};
+
+static int keep_object(void *ud, long index, long lineno, json_t *obj, struct dspy_error *err)
+{
+    struct objects *o = ud;
+    (void)index;
+    if (!obj) {
+        if (err->code == DSPY_ETOOBIG)
+            fprintf(stderr, "dspyc: %s, line %ld: longer than 16 MiB\n", o->path, lineno);
+        else if (err->column > 0)
+            fprintf(stderr, "dspyc: %s, line %ld, column %ld: %s\n", o->path, lineno, err->column,
+                    err->message);
+        else
+            fprintf(stderr, "dspyc: %s, line %ld: %s\n", o->path, lineno, err->message);
+        return -1;
     }
-    line_reader_release(&r);
-    fclose(f);
-    return arr;
-fail:
-    line_reader_release(&r);
-    fclose(f);
-    json_decref(arr);
-    return NULL;
+    json_array_append(o->arr, obj);
+    return 0;
+}
+
+json_t *load_jsonl_objects(const char *path)
+{
+    struct objects o = { path, json_array() };
+    if (read_jsonl("", path, 16u << 20, false, "a JSON object", keep_object, &o)) {
+        json_decref(o.arr);
+        return NULL;
+    }
+    return o.arr;
 }
 
 int parse_assignment(const char *arg, json_t *into)

@@ -42,6 +42,20 @@ void line_reader_release(struct line_reader *r);
  * its start). A '\r' before the '\n' is dropped. */
 int line_reader_next(struct line_reader *r, const char **line, size_t *len, bool *too_long);
 
+/* One line of a JSON-lines input as read_jsonl hands it over: the object (borrowed for the
+ * call; json_incref to keep it), or NULL with what is wrong in *err: DSPY_ETOOBIG (over the
+ * maximum), DSPY_EPARSE (not JSON, or not `expect`: a value other than an object) or
+ * DSPY_EINVAL (a blank line, when blank lines are not skipped), with the line number and,
+ * for JSON, the column. A non-zero return stops the reading. */
+typedef int (*jsonl_fn)(void *ud, long index, long lineno, json_t *obj, struct dspy_error *err);
+/* Read the JSON lines of `path` ('-' is stdin), no line over `max_line` bytes held, and hand
+ * each to `fn` in order; `index` counts the lines handed over, from 0. Lines of spaces and
+ * tabs are skipped when `skip_blank`, else handed over as errors. -1 after printing "dspyc
+ * CMD: cannot open PATH: why" or "dspyc CMD: reading PATH: why" ("dspyc: ..." when CMD is
+ * ""); else what `fn` last returned (0 at the end of the input). */
+int read_jsonl(const char *cmd, const char *path, size_t max_line, bool skip_blank,
+               const char *expect, jsonl_fn fn, void *ud);
+
 /* The JSON form of an error, {"class", "message", and where: field, line, column, offset,
  * http_status when known}. Caller owns. */
 json_t *error_to_json(const struct dspy_error *err);
