@@ -26,9 +26,12 @@
  *                             [--ef-construction 100] [--index-data clustered|random]
  *                             [--index-dir DIR] [--queries Q]
  *                             [--device cpu|cuda]
- *                             [--dspy-template]
+ *                             [--dspy-template] [--show-errors] [--split dev|heldout]
  * --dspy-template wraps each question in the user message DSPy's ChatAdapter sends (what
- * `dspyc run --signature "question -> answer"` projects). */
+ * `dspyc run --signature "question -> answer"` projects). --show-errors lists the pairs the
+ * level decides wrongly at the default threshold (false hits, missed hits), with the cosine
+ * and the guard that fired. --split keeps the pairs of one split ("dev": those the guards
+ * were written against; "heldout": written afterwards, see scripts/gen_semantic_pairs.py). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -364,16 +367,21 @@ int main(int argc, char **argv)
     const char *pairs_path = "examples/semantic/pairs.jsonl", *model = NULL, *device = "cpu";
     const char *sizes_s = "10000,1000000", *index_sizes_s = "10000,100000";
     const char *efs_s = "16,32,64,128", *index_dir = ".", *index_data = "clustered";
+    const char *split = NULL;
     long queries = 200;
     unsigned efc = 100; /* the level's (HNSW_EF_CONSTRUCTION in src/cache/cache_semantic.c) */
-    bool templated = false;
+    bool templated = false, show_errors = false;
     for (int i = 1; i < argc; i += 2) {
-        if (i + 1 >= argc && strcmp(argv[i], "--dspy-template")) {
+        if (i + 1 >= argc && strcmp(argv[i], "--dspy-template") &&
+            strcmp(argv[i], "--show-errors")) {
             fprintf(stderr, "bench_semantic_cache: %s needs a value\n", argv[i]);
             return 2;
         }
         if (!strcmp(argv[i], "--dspy-template")) {
             templated = true;
+            i--;
+        } else if (!strcmp(argv[i], "--show-errors")) {
+            show_errors = true;
             i--;
         } else if (!strcmp(argv[i], "--pairs"))
             pairs_path = argv[i + 1];
@@ -395,6 +403,8 @@ int main(int argc, char **argv)
             queries = atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--device"))
             device = argv[i + 1];
+        else if (!strcmp(argv[i], "--split"))
+            split = argv[i + 1];
         else {
             fprintf(stderr, "bench_semantic_cache: unknown flag %s\n", argv[i]);
             return 2;
@@ -429,6 +439,11 @@ int main(int argc, char **argv)
         if (!o) {
             fprintf(stderr, "%s:%zu: %s\n", pairs_path, n + 1, je.text);
             return 1;
+        }
+        const char *sp = json_string_value(json_object_get(o, "split"));
+        if (split && (!sp || strcmp(sp, split))) {
+            json_decref(o);
+            continue;
         }
         if (n == cap)
             ps = realloc(ps, (cap = cap ? 2 * cap : 512) * sizeof(*ps));
@@ -477,13 +492,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_semantic_cache: %s\n", err.message);
         return 1;
     }
-    printf("semantic cache bench: %zu labelled pairs from %s; model %s; %zu texts embedded "
-           "in %.0f ms\n",
-           n, pairs_path, dspy_embedder_model_dir(emb), 2 * n, now_ms() - t0);
+    printf("semantic cache bench: %zu labelled pairs from %s%s%s; model %s; %zu texts "
+           "embedded in %.0f ms\n",
+           n, pairs_path, split ? ", split " : "", split ? split : "", dspy_embedder_model_dir(emb),
+           2 * n, now_ms() - t0);
     for (size_t i = 0; i < n; i++)
         ps[i].cos = dspy_vec_dot(vecs + 2 * i * DIM, vecs + (2 * i + 1) * DIM, DIM);
     report(ps, n, true);
     report(ps, n, false);
+    if (show_errors) /* the level's wrong decisions at the default threshold */
+        for (size_t i = 0; i < n; i++) {
+            bool s = served(&ps[i], DSPY_CACHE_DEFAULT_SEMANTIC_THRESHOLD, true);
+            if (s != ps[i].expect_hit)
+                printf("%s %-10s cos %.3f guard %-8s | %s | %s\n", s ? "FALSE HIT" : "MISSED   ",
+                       ps[i].kind, ps[i].cos,
+                       ps[i].guard ? dspy_cache_semantic_guard_name(ps[i].guard) : "-", ps[i].ta,
+                       ps[i].tb);
+        }
     /* cosine distribution per kind, for choosing the threshold */
     printf("\ncosine per kind (min / median / max):");
     for (size_t i = 0; i < n; i++) {

@@ -131,8 +131,8 @@ static int parse_guards(const char *s, unsigned *out, const char **why)
                 strncasecmp(s, dspy_cache_semantic_guard_name(1u << i), n)))
             i++;
         if (i == DSPY_SEMANTIC_NGUARDS) {
-            *why = "not a list of number, negation, date, entity, scope, antonym (or all, "
-                   "none)";
+            *why = "not a list of number, negation, date, entity, scope, antonym, "
+                   "substitution (or all, none)";
             return -1;
         }
         bits |= 1u << i;

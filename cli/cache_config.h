@@ -125,8 +125,8 @@ enum {
     "  --semantic-projection P  what is embedded: last-user (default), user-turns or all\n"    \
     "                        ($DSPYC_SEMANTIC_PROJECTION)\n"                                   \
     "  --semantic-guards G   guards that refuse a near-duplicate: comma-separated of\n"        \
-    "                        number, negation, date, entity, scope, antonym, or all (the\n"    \
-    "                        default) or none ($DSPYC_SEMANTIC_GUARDS)\n"                      \
+    "                        number, negation, date, entity, scope, antonym, substitution,\n"  \
+    "                        or all (the default) or none ($DSPYC_SEMANTIC_GUARDS)\n"          \
     "  --semantic-size N     budget of the semantic level's records and indexes, oldest\n"     \
     "                        evicted ($DSPYC_SEMANTIC_SIZE; 64M)\n"                            \
     "  --semantic-index-min N  records from which a partition is searched through an\n"        \

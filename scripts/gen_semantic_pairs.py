@@ -8,7 +8,11 @@ case and punctuation changes). Kinds that must miss: `negation`, `number`, `date
 (a named thing swapped), `scope` (all / last / first ...), `antonym`, `intent` (the same
 form asking for another action or object: only the threshold can refuse these), and
 `multiturn_context` (same last question after a different earlier turn). `multiturn_paraphrase` (same earlier
-turns, reworded last question) should hit. Deterministic: a fixed seed, no input files.
+turns, reworded last question) should hit. `synonym` (a verb or object replaced by a
+synonym) should hit; `substitution` (a verb or object replaced by another one) must miss.
+Each pair has a `split`: "dev" for the pairs the guards were written against, "heldout" for
+those written afterwards, before the substitution guard, and never tuned on
+(bench_semantic_cache --split heldout). Deterministic: fixed seeds, no input files.
 
 usage: scripts/gen_semantic_pairs.py [OUT]   (default examples/semantic/pairs.jsonl)
 """
@@ -162,6 +166,82 @@ CONTEXT_PARAPHRASES = [
     ("Any tips?", "Do you have any tips?"),
 ]
 
+# ---- held-out pairs: written after the dev pairs above were measured, and before the
+# substitution guard (src/cache/semantic_guard.c) and its synonym table were written; never
+# edited to suit them. `split` is "heldout" for these, "dev" for the pairs above.
+HELDOUT_HOWTO = [
+    ("cancel", "my order"), ("pay", "my electricity bill"), ("replace", "a bike tire"),
+    ("paint", "a bedroom wall"), ("clean", "my laptop keyboard"), ("update", "my phone number"),
+    ("delete", "my browsing history"), ("print", "a boarding pass"), ("rename", "a file in linux"),
+    ("charge", "an electric car"), ("freeze", "fresh bread"), ("sharpen", "a kitchen knife"),
+    ("wash", "a wool sweater"), ("change", "a flat tire"), ("schedule", "a doctor's appointment"),
+    ("recover", "a deleted file"), ("share", "my screen on zoom"), ("cook", "brown rice"),
+    ("store", "fresh herbs"), ("check", "my credit score"), ("find", "my lost phone"),
+    ("reset", "my router"), ("edit", "a pdf"), ("feed", "a newborn kitten"),
+]
+# A verb or object replaced by a synonym: the same question, should hit.
+SYNONYMS = [
+    ("How do I fix a flat tire?", "How do I repair a flat tire?"),
+    ("How do I delete my browsing history?", "How do I erase my browsing history?"),
+    ("How do I get a refund for my order?", "How do I obtain a refund for my order?"),
+    ("How do I buy a used car?", "How do I purchase a used car?"),
+    ("How can I reduce my electricity bill?", "How can I cut my electricity bill?"),
+    ("How do I pick a good laptop?", "How do I choose a good laptop?"),
+    ("What is the quickest way to cook rice?", "What is the fastest way to cook rice?"),
+    ("How do I contact customer support?", "How do I reach customer support?"),
+    ("How do I modify my booking?", "How do I change my booking?"),
+    ("Help me write an email to my landlord.", "Help me compose an email to my landlord."),
+    ("How do I mend a torn shirt?", "How do I repair a torn shirt?"),
+    ("What is a good gift for a teacher?", "What is a nice present for a teacher?"),
+    ("How do I boost my immune system?", "How do I strengthen my immune system?"),
+    ("What are the symptoms of a cold?", "What are the signs of a cold?"),
+    ("How do I pause my subscription?", "How do I suspend my subscription?"),
+    ("How can I calm down before an exam?", "How can I relax before an exam?"),
+    ("How do I clean my sofa?", "How do I clean my couch?"),
+    ("How do I fix a leaking faucet?", "How do I fix a leaking tap?"),
+    ("What is the price of a train ticket?", "What is the cost of a train ticket?"),
+    ("How do I find a good doctor?", "How do I find a good physician?"),
+    ("How do I change my profile picture?", "How do I change my profile photo?"),
+    ("How do I talk to my kids about money?", "How do I talk to my children about money?"),
+    ("Any tips for a job interview?", "Any advice for a job interview?"),
+    ("How do I begin learning the guitar?", "How do I start learning the guitar?"),
+    ("How do I build a birdhouse?", "How do I make a birdhouse?"),
+    ("How do I fix a broken zipper?", "How do I repair a broken zipper?"),
+    ("How can I get better sleep?", "How can I improve my sleep?"),
+    ("What is the cost of living here?", "What is the price of living here?"),
+]
+# Another verb or object in the same sentence: another question, must miss.
+SUBSTITUTIONS = [
+    ("How do I cancel my order?", "How do I track my order?"),
+    ("How do I pay my electricity bill?", "How do I dispute my electricity bill?"),
+    ("How do I replace a bike tire?", "How do I inflate a bike tire?"),
+    ("How do I paint a bedroom wall?", "How do I insulate a bedroom wall?"),
+    ("How do I update my phone number?", "How do I verify my phone number?"),
+    ("How do I print a boarding pass?", "How do I download a boarding pass?"),
+    ("How do I rename a file in linux?", "How do I copy a file in linux?"),
+    ("How do I freeze fresh bread?", "How do I bake fresh bread?"),
+    ("How do I sharpen a kitchen knife?", "How do I clean a kitchen knife?"),
+    ("How do I wash a wool sweater?", "How do I knit a wool sweater?"),
+    ("How do I recover a deleted file?", "How do I recover a deleted email?"),
+    ("How do I share my screen on zoom?", "How do I record my screen on zoom?"),
+    ("How do I cook brown rice?", "How do I store brown rice?"),
+    ("How do I check my credit score?", "How do I improve my credit score?"),
+    ("How do I reset my router?", "How do I reset my modem?"),
+    ("How do I edit a pdf?", "How do I sign a pdf?"),
+    ("How do I charge an electric car?", "How do I insure an electric car?"),
+    ("Can I change my flight?", "Can I cancel my flight?"),
+    ("How do I clean my laptop keyboard?", "How do I clean my laptop screen?"),
+    ("How do I schedule a doctor's appointment?", "How do I reschedule a doctor's appointment?"),
+    ("How do I water a cactus?", "How do I propagate a cactus?"),
+    ("How do I renew my driving licence?", "How do I replace my driving licence?"),
+    ("How do I feed a puppy?", "How do I bathe a puppy?"),
+    ("What is the price of a train ticket?", "What is the weight limit for a train ticket?"),
+    ("How do I fold a fitted sheet?", "How do I wash a fitted sheet?"),
+    ("How do I grow basil indoors?", "How do I dry basil indoors?"),
+    ("How do I pair my headphones?", "How do I charge my headphones?"),
+    ("How do I format a USB drive?", "How do I encrypt a USB drive?"),
+]
+
 SYSTEM = "You are a helpful assistant."
 
 
@@ -203,8 +283,10 @@ def main():
     rng = random.Random(SEED)
     pairs = []
 
+    split = "dev"
+
     def add(kind, expect, a, b, ctx_a=None, ctx_b=None):
-        pairs.append({"id": len(pairs), "kind": kind, "expect": expect,
+        pairs.append({"id": len(pairs), "kind": kind, "expect": expect, "split": split,
                       "a": req(a, ctx_a), "b": req(b, ctx_b if ctx_b is not None else ctx_a)})
 
     for v, o in HOWTO:  # paraphrase: two forms of one question
@@ -261,13 +343,35 @@ def main():
     for c1, _ in CONTEXTS:
         for q1, q2 in rng.sample(CONTEXT_PARAPHRASES, 6):
             add("multiturn_paraphrase", "hit", q1, q2, c1, c1)
+    # held-out: its own generator, so that the dev pairs above stay as they were
+    split = "heldout"
+    rng = random.Random(SEED + 1)
+    for v, o in HELDOUT_HOWTO:
+        f1, f2 = rng.sample(HOWTO_FORMS, 2)
+        add("paraphrase", "hit", f1.format(v=v, o=o), f2.format(v=v, o=o))
+    for v, o in HELDOUT_HOWTO:
+        f = rng.choice(HOWTO_FORMS).format(v=v, o=o)
+        add("typo", "hit", f, typo(rng, f))
+    for a, b in SYNONYMS:
+        add("synonym", "hit", a, b)
+    for a, b in SUBSTITUTIONS:
+        add("substitution", "miss", a, b)
+    for i, (v, o) in enumerate(HELDOUT_HOWTO):
+        f = rng.choice(HOWTO_FORMS)
+        v2 = HELDOUT_HOWTO[(i + 1 + rng.randrange(len(HELDOUT_HOWTO) - 1)) % len(HELDOUT_HOWTO)][0]
+        o2 = HELDOUT_HOWTO[(i + 1 + rng.randrange(len(HELDOUT_HOWTO) - 1)) % len(HELDOUT_HOWTO)][1]
+        if v2 != v:
+            add("intent", "miss", f.format(v=v, o=o), f.format(v=v2, o=o))
+        if o2 != o:
+            add("intent", "miss", f.format(v=v, o=o), f.format(v=v, o=o2))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
         for p in pairs:
             f.write(json.dumps(p, sort_keys=True) + "\n")
     kinds = {}
     for p in pairs:
-        kinds[p["kind"]] = kinds.get(p["kind"], 0) + 1
+        k = f'{p["split"]} {p["kind"]}'
+        kinds[k] = kinds.get(k, 0) + 1
     print(f"{out}: {len(pairs)} pairs: " + ", ".join(f"{k} {n}" for k, n in kinds.items()))
 
 

@@ -105,8 +105,10 @@ DSPY_EXTERN dspy_status dspy_cache_key_parse_hex(const char *hex, struct dspy_ca
                                            quoted strings */
 #define DSPY_SEMANTIC_GUARD_SCOPE 16u   /* all / any / first / last / only / ... */
 #define DSPY_SEMANTIC_GUARD_ANTONYM 32u /* on / off, enable / disable, buy / sell, ... */
-#define DSPY_SEMANTIC_GUARDS_ALL 63u
-#define DSPY_SEMANTIC_NGUARDS 6
+#define DSPY_SEMANTIC_GUARD_SUBSTITUTION \
+    64u /* another verb or object: "cancel my order" / "track my order" */
+#define DSPY_SEMANTIC_GUARDS_ALL 127u
+#define DSPY_SEMANTIC_NGUARDS 7
 
 /** What the semantic level embeds. */
 enum dspy_semantic_projection {

@@ -1,6 +1,6 @@
 /* Guards and partitions of the semantic cache level (cache layer): the word-level checks
  * that refuse a near-duplicate when the two texts differ in numbers, negation, dates,
- * named entities, scope or antonyms, and the partition id and projected text of a request.
+ * named entities, scope, antonyms or a substituted action or object, and the partition id and projected text of a request.
  * Pure functions, table-tested without the model; see docs/semantic-cache.md sections 3, 5. */
 #include <ctype.h>
 #include <stdlib.h>
@@ -10,6 +10,7 @@
 
 #include "base/buf.h"
 #include "base/status.h"
+#include "semantic_lexicon.h"
 
 /* ---- words ----------------------------------------------------------------------------- */
 
@@ -204,6 +205,7 @@ const char *dspy_cache_semantic_guard_name(unsigned bit)
     case DSPY_SEMANTIC_GUARD_ENTITY: return "entity";
     case DSPY_SEMANTIC_GUARD_SCOPE: return "scope";
     case DSPY_SEMANTIC_GUARD_ANTONYM: return "antonym";
+    case DSPY_SEMANTIC_GUARD_SUBSTITUTION: return "substitution";
     default: return "";
     }
 }
@@ -242,6 +244,101 @@ static unsigned one_side(const struct words *x, const struct words *y)
     return fired;
 }
 
+/* ---- substitution: a content word of each text that the other lacks ----------------- */
+
+/* A word that may name an action or a thing: not a function word, nor one the number,
+ * negation, date, entity or scope guards judge (switching one off leaves its words be). */
+static bool content_word(const struct word *w)
+{
+    if (w->entity || strlen(w->w) < 2 || strpbrk(w->w, "0123456789") ||
+        dspy__semantic_function_word(w->w) || in_list(w->w, negations) || in_list(w->w, dates) ||
+        in_list(w->w, scopes))
+        return false;
+    return true; /* antonyms count: "install" / "connect" is a substitution */
+}
+
+/* A typo's distance: one adjacent transposition, insertion or deletion (words of 4
+ * letters or more), or one replaced letter (6 or more). "lock" / "look" stay apart. */
+static bool typo_close(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la == lb) {
+        size_t d[3], nd = 0;
+        for (size_t i = 0; i < la && nd < 3; i++)
+            if (a[i] != b[i])
+                d[nd++] = i;
+        if (nd == 1)
+            return la >= 6;
+        return nd == 2 && la >= 4 && d[1] == d[0] + 1 && a[d[0]] == b[d[1]] && a[d[1]] == b[d[0]];
+    }
+    if (la + 1 == lb) { /* b is a with one more letter */
+        const char *t = a;
+        a = b;
+        b = t;
+        la = lb;
+    } else if (lb + 1 != la)
+        return false;
+    if (la - 1 < 4)
+        return false;
+    size_t i = 0;
+    while (i < la - 1 && a[i] == b[i])
+        i++;
+    return !strcmp(a + i + 1, b + i);
+}
+
+struct lex {
+    char stem[WORD_MAX];
+    int group;
+};
+
+static void lex_of(const char *w, struct lex *l)
+{
+    dspy__semantic_stem(w, l->stem, sizeof(l->stem));
+    l->group = dspy__semantic_synonym_group(l->stem);
+}
+
+/* Whether `x` has a content word that no word of `y` matches as the same word, an
+ * inflection (same stem), a synonym (same group) or a typo of it. `*ly` holds the stems
+ * of `y`, made on first need; false with *oom set when there is no memory for them. */
+static bool unmatched_content(const struct words *x, const struct words *y, struct lex **ly,
+                              bool *oom)
+{
+    for (size_t i = 0; i < x->n; i++) {
+        const struct word *w = &x->v[i];
+        if ((i && !strcmp(w->w, x->v[i - 1].w)) || !content_word(w) || has(y, w->w))
+            continue;
+        if (!*ly) {
+            if (!(*ly = dspy_malloc(sizeof(**ly) * (y->n ? y->n : 1)))) {
+                *oom = true;
+                return false;
+            }
+            for (size_t k = 0; k < y->n; k++)
+                lex_of(y->v[k].w, &(*ly)[k]);
+        }
+        struct lex lw;
+        lex_of(w->w, &lw);
+        bool matched = false;
+        for (size_t k = 0; k < y->n && !matched; k++)
+            matched = !strcmp(lw.stem, (*ly)[k].stem) ||
+                      (lw.group >= 0 && lw.group == (*ly)[k].group) || typo_close(w->w, y->v[k].w);
+        if (!matched)
+            return true;
+    }
+    return false;
+}
+
+/* Fires when each text has a content word the other lacks: one action or object put in
+ * place of another ("cancel my order" / "track my order"). A word only added ("reset my
+ * password" / "reset my password quickly") is left to the threshold. */
+static bool substituted(const struct words *a, const struct words *b, bool *oom)
+{
+    struct lex *la = NULL, *lb = NULL;
+    bool r = unmatched_content(a, b, &lb, oom) && unmatched_content(b, a, &la, oom);
+    dspy_free(la);
+    dspy_free(lb);
+    return r;
+}
+
 /* A word capitalized in one text counts as an entity wherever it occurs in it: "Paris"
  * against "paris" is the same word, "Paris" against "Rome" is not. */
 unsigned dspy_cache_semantic_guard(const char *a, size_t alen, const char *b, size_t blen,
@@ -256,6 +353,11 @@ unsigned dspy_cache_semantic_guard(const char *a, size_t alen, const char *b, si
         goto out;
     }
     fired = one_side(&wa, &wb) | one_side(&wb, &wa);
+    if (!(fired & guards) && (guards & DSPY_SEMANTIC_GUARD_SUBSTITUTION)) {
+        bool oom = false;
+        if (substituted(&wa, &wb, &oom) || oom)
+            fired |= DSPY_SEMANTIC_GUARD_SUBSTITUTION;
+    }
     if (wa.nq != wb.nq)
         fired |= DSPY_SEMANTIC_GUARD_ENTITY;
     else

@@ -365,6 +365,24 @@ def test_guards_and_projection_flags(tmp_path):
         assert bad.returncode != 0 and flag in bad.stderr and value in bad.stderr, bad.stderr
 
 
+
+def test_substitution_guard_refuses_another_verb(tmp_path):
+    # same frame, another action: cosine 0.89, past the threshold and the other guards
+    rec = tmp_path / "rec.jsonl"
+    _, base = start_sim("--record", rec)
+    sem = ("--cache", "mem,disk,semantic")
+    run(base, tmp_path, ["I want to install a ceiling fan, how do I do that?"], *sem, name="a")
+    assert chat_requests(rec) == 1
+    r, _ = run(base, tmp_path, ["I want to connect a ceiling fan, how do I do that?"], *sem,
+               name="b")
+    assert chat_requests(rec) == 2, "another verb was answered with the first one's answer"
+    assert semantic_line(r.stderr)["guarded"] == 1 and "substitution 1" in r.stderr, r.stderr
+    # switched off, the same kind of pair is served from the first answer
+    r, _ = run(base, tmp_path, ["I want to mount a ceiling fan, how do I do that?"], *sem,
+               "--semantic-guards", "number,negation,date,entity,scope,antonym", name="c")
+    assert chat_requests(rec) == 2 and semantic_line(r.stderr)["hits"] == 1, r.stderr
+
+
 CAPITALS = ["What is the capital of France?", "What is the capital of Kenya?",
             "What is the capital of Peru?", "What is the capital of Japan?",
             "What is the capital of Norway?"]

@@ -60,6 +60,24 @@ static const struct guard_case guard_cases[] = {
     { "Should I buy the stock?", "Should I sell the stock?", DSPY_SEMANTIC_GUARD_ANTONYM },
     { "How do I enable two-factor login?", "How do I disable two-factor login?",
       DSPY_SEMANTIC_GUARD_ANTONYM },
+    /* substitution: another action or object */
+    { "How do I cancel my order?", "How do I track my order?", DSPY_SEMANTIC_GUARD_SUBSTITUTION },
+    { "What are the steps to merge two git branches?",
+      "What are the steps to fix two git branches?", DSPY_SEMANTIC_GUARD_SUBSTITUTION },
+    { "I want to install a ceiling fan, how do I do that?",
+      "I want to connect a ceiling fan, how do I do that?", DSPY_SEMANTIC_GUARD_SUBSTITUTION },
+    { "How do I reset my router?", "How do I reset my modem?", DSPY_SEMANTIC_GUARD_SUBSTITUTION },
+    { "How do I schedule a doctor's appointment?", "How do I reschedule a doctor's appointment?",
+      DSPY_SEMANTIC_GUARD_SUBSTITUTION },
+    { "How do I bake bread?", "How do I make bread?", DSPY_SEMANTIC_GUARD_SUBSTITUTION },
+    /* not a substitution: synonyms, inflections, typos, framing, an added word */
+    { "How do I fix a flat tire?", "How do I repair a flat tire?", 0 },
+    { "How do I bake bread?", "How do I go about baking bread?", 0 },
+    { "How do I cancel my order?", "How do I cancle my order?", 0 },
+    { "How does the immune system work?", "how does the immune system function", 0 },
+    { "Can you tell me how to reset my password?", "Please explain how to reset my password.", 0 },
+    { "Steps to back up my phone?", "What's the best way to back up my phone?", 0 },
+    { "How do I reset my password?", "How do I reset my password quickly?", 0 },
 };
 
 static void test_guard_table(void **state)
@@ -90,6 +108,14 @@ static void test_guards_can_be_switched_off(void **state)
                                                    ~DSPY_SEMANTIC_GUARD_NUMBER),
                      DSPY_SEMANTIC_GUARD_ENTITY);
     assert_int_equal(dspy_cache_semantic_guard(a, strlen(a), b, strlen(b), 0), 0);
+    a = "How do I cancel my order?";
+    b = "How do I track my order?";
+    assert_int_equal(dspy_cache_semantic_guard(a, strlen(a), b, strlen(b),
+                                               DSPY_SEMANTIC_GUARDS_ALL &
+                                                   ~DSPY_SEMANTIC_GUARD_SUBSTITUTION),
+                     0);
+    assert_string_equal(dspy_cache_semantic_guard_name(DSPY_SEMANTIC_GUARD_SUBSTITUTION),
+                        "substitution");
     assert_string_equal(dspy_cache_semantic_guard_name(DSPY_SEMANTIC_GUARD_SCOPE), "scope");
     assert_string_equal(dspy_cache_semantic_guard_name(3), "");
 }
