@@ -483,7 +483,8 @@ dspy_status dspy__adapter_field_blocks(struct dspy_buf *b, const dspy_signature 
 /* format_user_message_content */
 static dspy_status user_content(enum dspy_adapter_kind kind, const dspy_signature *sig,
                                 const json_t *values, const char *prefix, bool main_request,
-                                struct dspy_buf *b, struct dspy_error *err)
+                                const struct dspy_buf *reminder, struct dspy_buf *b,
+                                struct dspy_error *err)
 {
     dspy_status rc = dspy__buf_adds(b, prefix);
     for (size_t i = 0; !rc && i < sig->ninputs; i++) {
@@ -499,7 +500,8 @@ static dspy_status user_content(enum dspy_adapter_kind kind, const dspy_signatur
     if (!rc && main_request)
         rc = dspy__buf_adds(b, "\n\n");
     if (!rc && main_request)
-        rc = ops_of(kind)->reminder(b, sig);
+        rc = reminder ? dspy__buf_add(b, reminder->ptr, reminder->len)
+                      : ops_of(kind)->reminder(b, sig);
     if (!rc)
         rc = dspy__buf_adds(b, "\n\n");
     if (!rc)
@@ -508,21 +510,27 @@ static dspy_status user_content(enum dspy_adapter_kind kind, const dspy_signatur
 }
 
 dspy_status dspy__adapter_render_user(enum dspy_adapter_kind kind, const dspy_signature *sig,
-                                      const json_t *inputs, struct dspy_buf *out,
-                                      struct dspy_error *err)
+                                      const json_t *inputs, const struct dspy_buf *reminder,
+                                      struct dspy_buf *out, struct dspy_error *err)
 {
     struct dspy_buf d;
     dspy_status rc;
     if (inputs && !json_is_object(inputs))
         return dspy__err(err, DSPY_EINVAL, "adapter: inputs must be a JSON object");
     if (out->len == 0) /* the usual case: render in place, no copy */
-        return nomem(err, user_content(kind, sig, inputs, "", true, out, err));
+        return nomem(err, user_content(kind, sig, inputs, "", true, reminder, out, err));
     dspy__buf_init(&d, out->max);
-    rc = user_content(kind, sig, inputs, "", true, &d, err);
+    rc = user_content(kind, sig, inputs, "", true, reminder, &d, err);
     if (!rc && d.ptr)
         rc = dspy__buf_add(out, d.ptr, d.len);
     dspy__buf_release(&d);
     return nomem(err, rc);
+}
+
+dspy_status dspy__adapter_render_reminder(enum dspy_adapter_kind kind, const dspy_signature *sig,
+                                          struct dspy_buf *out)
+{
+    return ops_of(kind)->reminder(out, sig);
 }
 
 dspy_status dspy__adapter_add_message(json_t *messages, const char *role, const char *content,
@@ -568,7 +576,7 @@ static dspy_status render_demo(enum dspy_adapter_kind kind, const dspy_signature
                       complete ? ""
                                : "This is an example of the task, though some input or output "
                                  "fields are not supplied.",
-                      false, &b, err);
+                      false, NULL, &b, err);
     if (!rc)
         rc = add_buf_message(messages, "user", &b, err);
     dspy__buf_reset(&b);
@@ -644,7 +652,7 @@ dspy_status dspy_adapter_format(enum dspy_adapter_kind kind, const dspy_signatur
         rc = dspy__adapter_render_demos(kind, sig, demos, msgs, err);
     dspy__buf_reset(&b);
     if (!rc)
-        rc = dspy__adapter_render_user(kind, sig, inputs, &b, err);
+        rc = dspy__adapter_render_user(kind, sig, inputs, NULL, &b, err);
     if (!rc && b.len)
         rc = add_buf_message(msgs, "user", &b, err);
     dspy__buf_release(&b);

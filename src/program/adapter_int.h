@@ -24,10 +24,14 @@ dspy_status dspy__adapter_render_demos(enum dspy_adapter_kind kind, const dspy_s
                                        const json_t *demos, json_t *messages,
                                        struct dspy_error *err);
 /* Append the final user message's content (with the output reminder). DSPy sends the
- * message only when this is non-empty. */
+ * message only when this is non-empty. `reminder` is the adapter's reminder line for `sig`
+ * rendered once (dspy__adapter_render_reminder), or NULL to render it here. */
 dspy_status dspy__adapter_render_user(enum dspy_adapter_kind kind, const dspy_signature *sig,
-                                      const json_t *inputs, struct dspy_buf *out,
-                                      struct dspy_error *err);
+                                      const json_t *inputs, const struct dspy_buf *reminder,
+                                      struct dspy_buf *out, struct dspy_error *err);
+/* Append the adapter's reminder line (the end of every final user message) for `sig`. */
+dspy_status dspy__adapter_render_reminder(enum dspy_adapter_kind kind, const dspy_signature *sig,
+                                          struct dspy_buf *out);
 /* Append {"role": role, "content": content} to `messages`. */
 dspy_status dspy__adapter_add_message(json_t *messages, const char *role, const char *content,
                                       size_t len, struct dspy_error *err);

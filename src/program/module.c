@@ -34,6 +34,7 @@ struct rendered {
     size_t canon_prefix_len;
     char *canon_response_format;
     size_t canon_response_format_len;
+    struct dspy_buf reminder; /* the adapter's reminder line, the end of each user message */
 };
 
 struct dspy_module {
@@ -149,6 +150,7 @@ static void rendered_drop(struct rendered *r)
     dspy_free(r->response_format);
     dspy_free(r->canon_prefix);
     dspy_free(r->canon_response_format);
+    dspy__buf_release(&r->reminder);
     r->prefix = r->response_format = r->canon_prefix = r->canon_response_format = NULL;
     r->prefix_len = r->response_format_len = 0;
     r->canon_prefix_len = r->canon_response_format_len = 0;
@@ -184,6 +186,12 @@ static dspy_status build_rendered(dspy_module *m, enum dspy_adapter_kind kind, s
     dspy__buf_init(&canon, MODULE_MAX_PROMPT);
     if ((rc = render_prefix(kind, m->sig, m->demos, &b, &canon, err)))
         goto release;
+    dspy__buf_init(&r->reminder, MODULE_MAX_PROMPT);
+    if ((rc = dspy__adapter_render_reminder(kind, m->sig, &r->reminder)) ||
+        (rc = dspy__buf_add(&r->reminder, "", 0))) {
+        rc = dspy__err(err, rc, "cannot render the prompt: %s", dspy_strerror(rc));
+        goto release;
+    }
     /* The JSON adapter's structured-output format; JSON mode needs nothing rendered. */
     if (kind == DSPY_ADAPTER_JSON && (rf = dspy_adapter_schema_format(m->sig))) {
         struct dspy_buf rb;
@@ -556,7 +564,8 @@ static dspy_status make_call(struct call_state *st, struct dspy_buf *user,
     /* One allocation for the usual user message instead of a few doublings. */
     if ((rc = dspy__buf_reserve(user, 1024)))
         return dspy__err(st->err, rc, "out of memory");
-    if ((rc = dspy__adapter_render_user(st->kind, st->m->sig, st->inputs, user, st->err)))
+    if ((rc = dspy__adapter_render_user(st->kind, st->m->sig, st->inputs, &r->reminder, user,
+                                        st->err)))
         return rc;
     *call = (struct dspy__lm_call)DSPY__LM_CALL_INIT;
     call->messages = r->prefix;
