@@ -445,7 +445,20 @@ static void match_pattern(const struct redis *r, const char *tail, char *out, si
     snprintf(out + n, cap - n, "%s", tail);
 }
 
-/* Walk keys under the prefix matching `tail`, calling `batch` with each SCAN page. */
+static const char *reply_type_name(int type)
+{
+    switch (type) {
+    case REDIS_REPLY_ARRAY: return "an array";
+    case REDIS_REPLY_INTEGER: return "an integer";
+    case REDIS_REPLY_NIL: return "nil";
+    case REDIS_REPLY_STATUS: return "a status";
+    case REDIS_REPLY_ERROR: return "an error";
+    default: return "another type";
+    }
+}
+
+/* Walk keys under the prefix matching `tail`, calling `batch` with each SCAN page (whose
+ * elements are checked to be strings: the batches read them as such). */
 typedef dspy_status (*scan_fn)(struct redis *r, redisReply *keys, void *ud);
 
 static dspy_status scan(struct redis *r, const char *tail, scan_fn batch, void *ud,
@@ -463,7 +476,18 @@ static dspy_status scan(struct redis *r, const char *tail, scan_fn batch, void *
             rep->element[0]->type != REDIS_REPLY_STRING ||
             rep->element[1]->type != REDIS_REPLY_ARRAY) {
             freeReplyObject(rep);
-            return dspy__err(err, DSPY_EPARSE, "unexpected SCAN reply from redis");
+            return dspy__err(err, DSPY_EPARSE,
+                             "unexpected SCAN reply from redis: not a cursor and an array");
+        }
+        const redisReply *ks = rep->element[1];
+        for (size_t i = 0; i < ks->elements; i++) {
+            if (ks->element[i]->type != REDIS_REPLY_STRING) {
+                const char *type = reply_type_name(ks->element[i]->type);
+                freeReplyObject(rep);
+                return dspy__err(err, DSPY_EPARSE,
+                                 "unexpected SCAN reply from redis: key %zu is %s, not a string", i,
+                                 type);
+            }
         }
         snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
         if (rep->element[1]->elements)
