@@ -408,6 +408,7 @@ struct dspy_cache_level_stats {
     uint64_t skipped;     /* operations not tried because the level was backing off */
     uint64_t entries;     /* current; L2: not tracked (0) */
     uint64_t bytes;       /* current, as charged against the budget; L2: not tracked */
+    uint64_t round_trips; /* L2: commands or pipelines sent to Redis; others: 0 */
     char last_error[160]; /* most recent error, "" if none */
 };
 
