@@ -303,7 +303,8 @@ DSPY_EXTERN dspy_status dspy_cache_put(dspy_cache *c, const struct dspy_cache_ke
 DSPY_EXTERN dspy_status dspy_cache_delete(dspy_cache *c, const struct dspy_cache_key *key,
                                           const struct dspy_cache_ctl *ctl);
 /** Remove every entry from the given levels (0 = all open). L2 deletes only keys under
- * redis_prefix. Errors: DSPY_EIO (disk), DSPY_ELM_NETWORK (Redis unreachable). */
+ * redis_prefix. Errors: DSPY_EIO (disk), DSPY_ELM_NETWORK (Redis unreachable), DSPY_EPARSE
+ * (a malformed SCAN reply from Redis, named in the message). */
 DSPY_EXTERN dspy_status dspy_cache_clear(dspy_cache *c, unsigned levels, struct dspy_error *err);
 
 /** What a fill function produces: bytes allocated with dspy_malloc (the cache takes
@@ -409,6 +410,7 @@ struct dspy_cache_level_stats {
     uint64_t skipped;     /* operations not tried because the level was backing off */
     uint64_t entries;     /* current; L2: not tracked (0) */
     uint64_t bytes;       /* current, as charged against the budget; L2: not tracked */
+    uint64_t round_trips; /* L2: commands or pipelines sent to Redis; others: 0 */
     char last_error[160]; /* most recent error, "" if none */
 };
 
@@ -453,7 +455,7 @@ DSPY_EXTERN json_t *dspy_cache_stats_json(dspy_cache *c);
  * lines: {"key":"<32 hex>","ttl_s":<remaining, 0 = none>,"text":"<value>"} when the value
  * is valid UTF-8, else "b64":"<base64>" instead of "text". *count (may be
  * NULL) gets the number written. Errors: DSPY_EINVAL (level not open), DSPY_EIO,
- * DSPY_ELM_NETWORK (Redis unreachable). */
+ * DSPY_ELM_NETWORK (Redis unreachable), DSPY_EPARSE (a malformed SCAN reply from Redis). */
 DSPY_EXTERN dspy_status dspy_cache_export(dspy_cache *c, unsigned level, FILE *out, size_t *count,
                                           struct dspy_error *err);
 /** Read lines written by dspy_cache_export() and put each (with its ttl_s, or ctl's when

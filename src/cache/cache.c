@@ -228,10 +228,14 @@ static void flight_free(struct dspy__flight *f)
 }
 
 /* Run the fill function and store its value. The value's reference goes to *out. */
+/* Run the fill and store its value. With `lease` (the token of the Redis lease this caller
+ * holds), the L2 write and the lease release go together in one round trip. */
 static dspy_status run_fill(dspy_cache *c, const struct dspy_cache_key *key,
                             const struct dspy_cache_ctl *ctl, dspy_cache_fill_fn fill, void *ud,
-                            struct dspy__cache_entry **out, struct dspy_error *err)
+                            const char *lease, struct dspy__cache_entry **out,
+                            struct dspy_error *err)
 {
+    bool stored = false;
     struct dspy_cache_fill f = { NULL, 0, 0.0, false };
     dspy_status rc;
     atomic_fetch_add(&c->fills, 1);
@@ -248,9 +252,14 @@ static dspy_status run_fill(dspy_cache *c, const struct dspy_cache_key *key,
             rc = dspy__err(err, DSPY_ENOMEM, "out of memory");
         else
             (*out)->ttl_exact = ttl > 0;
-        if (*out && store)
-            dspy__cache_put_entry(c, *out, dspy__cache_levels_for(c, ctl));
+        if (*out && store) {
+            unsigned levels = dspy__cache_levels_for(c, ctl);
+            dspy__cache_put_entry(c, *out, lease ? levels & ~DSPY_CACHE_L2 : levels);
+            stored = true;
+        }
     }
+    if (lease)
+        dspy__cache_redis_put_unlease(c->lvl[L2], key->bytes, stored ? *out : NULL, lease);
     if (rc)
         atomic_fetch_add(&c->fill_errors, 1);
     dspy_free(f.value);
@@ -315,7 +324,6 @@ static dspy_status lead(dspy_cache *c, const struct dspy_cache_key *key,
     unsigned levels = dspy__cache_levels_for(c, ctl);
     char token[64];
     bool leased;
-    dspy_status rc;
     if (lookup(c, key->bytes, leases(c, levels) ? levels & ~DSPY_CACHE_L2 : levels, out, src))
         return DSPY_OK;
     if (lease_wait(c, key->bytes, levels, token, sizeof(token), &leased, out)) {
@@ -323,10 +331,7 @@ static dspy_status lead(dspy_cache *c, const struct dspy_cache_key *key,
         return DSPY_OK;
     }
     *src = DSPY_CACHE_FILLED;
-    rc = run_fill(c, key, ctl, fill, ud, out, err);
-    if (leased)
-        dspy__cache_redis_unlease(c->lvl[L2], key->bytes, token);
-    return rc;
+    return run_fill(c, key, ctl, fill, ud, leased ? token : NULL, out, err);
 }
 
 static dspy_status wait_for(struct dspy__flight_shard *s, struct dspy__flight *f,
@@ -426,7 +431,7 @@ dspy_status dspy_cache_fetch(dspy_cache *c, const struct dspy_cache_key *key,
     atomic_fetch_add_explicit(&c->gets, 1, memory_order_relaxed);
     if (ctl && ctl->no_cache) {
         atomic_fetch_add(&c->misses, 1);
-        if ((rc = run_fill(c, key, ctl, fill, userdata, &e, err)))
+        if ((rc = run_fill(c, key, ctl, fill, userdata, NULL, &e, err)))
             return rc;
         set_value(out, e, DSPY_CACHE_FILLED);
         return DSPY_OK;

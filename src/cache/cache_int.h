@@ -124,7 +124,10 @@ enum dspy__lease_state {
 };
 enum dspy__lease_state dspy__cache_redis_lease(void *lvl, const uint8_t key[16], const char *token,
                                                unsigned lease_ms, struct dspy__cache_entry **out);
-void dspy__cache_redis_unlease(void *lvl, const uint8_t key[16], const char *token);
+/* The lease holder's fill of `key` is over: write `e` to L2 (unless NULL, expired or Redis
+ * is backing off) and release the lease `token`, in one round trip. */
+void dspy__cache_redis_put_unlease(void *lvl, const uint8_t key[16], struct dspy__cache_entry *e,
+                                   const char *token);
 bool dspy__cache_redis_up(void *lvl);
 
 /* The entry frame used by L2 and L3 (entry.c). Little-endian, 40-byte header:

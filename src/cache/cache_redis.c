@@ -40,6 +40,7 @@ struct redis {
     atomic_ullong down_until_ns; /* calls before this time are skipped */
 
     atomic_ullong hits, misses, puts, corrupt, skipped;
+    atomic_ullong round_trips; /* commands or pipelines sent, each waited on */
     struct dspy__cache_errlog errors;
 };
 
@@ -232,6 +233,7 @@ static redisReply *run(struct redis *r, const char *what, int argc, const char *
         if (!c)
             return NULL;
         errno = 0;
+        atomic_fetch_add(&r->round_trips, 1);
         redisReply *rep = command(c, argc, argv, lens);
         int e = errno;
         if (rep) {
@@ -346,6 +348,7 @@ static void redis_get_many(void *lvl, const struct dspy_cache_key *keys, size_t 
     if (!names || !argv || !lens || !(c = borrow(r, &fresh)))
         goto out_idx;
     chunks = (m + MGET_CHUNK - 1) / MGET_CHUNK;
+    atomic_fetch_add(&r->round_trips, 1);
     guard_on(&g);
     for (size_t ch = 0, a = 0; ch < chunks; ch++) {
         size_t first = ch * MGET_CHUNK, cnt = m - first < MGET_CHUNK ? m - first : MGET_CHUNK;
@@ -400,36 +403,53 @@ out_idx:
     dspy_free(idx);
 }
 
-static void redis_put(void *lvl, struct dspy__cache_entry *e)
+/* The frame of `e` and its time to live in ms as text; NULL when it is not to be written
+ * (expired, Redis backing off, out of memory). The caller frees the frame. */
+static unsigned char *put_frame(struct redis *r, const struct dspy__cache_entry *e, size_t *len,
+                                char px[24])
 {
-    struct redis *r = lvl;
-    char name[KEYBUF], px[24];
     uint64_t now = dspy__wall_ms();
     uint64_t exp = dspy__cache_level_expiry(e, r->ttl_s, now);
-    size_t len;
     unsigned char *frame;
     if (exp <= now || is_down(r)) {
         if (exp > now)
             atomic_fetch_add(&r->skipped, 1);
-        return;
+        return NULL;
     }
     if (!(frame = dspy_malloc(dspy__frame_bound(e->len))))
+        return NULL;
+    if (dspy__frame_encode(e->key, e->data, e->len, now, exp, r->compress_min, frame, len)) {
+        dspy_free(frame);
+        return NULL;
+    }
+    snprintf(px, 24, "%llu", (unsigned long long)(exp - now));
+    return frame;
+}
+
+/* Count the reply of a write (a put when `stored`); frees it. */
+static void put_reply(struct redis *r, const char *what, redisReply *rep, bool stored)
+{
+    if (!rep)
         return;
-    if (dspy__frame_encode(e->key, e->data, e->len, now, exp, r->compress_min, frame, &len))
-        goto out_frame;
+    if (rep->type == REDIS_REPLY_ERROR)
+        dspy__cache_errlog_set(&r->errors, "redis %s: %s", what, rep->str);
+    else if (stored)
+        atomic_fetch_add(&r->puts, 1);
+    freeReplyObject(rep);
+}
+
+static void redis_put(void *lvl, struct dspy__cache_entry *e)
+{
+    struct redis *r = lvl;
+    char name[KEYBUF], px[24];
+    size_t len;
+    unsigned char *frame = put_frame(r, e, &len, px);
+    if (!frame)
+        return;
     key_name(r, "", e->key, name);
-    snprintf(px, sizeof(px), "%llu", (unsigned long long)(exp - now));
     const char *argv[] = { "SET", name, (const char *)frame, "PX", px };
     size_t lens[] = { 3, strlen(name), len, 2, strlen(px) };
-    redisReply *rep = run(r, "SET", 5, argv, lens);
-    if (rep) {
-        if (rep->type == REDIS_REPLY_ERROR)
-            dspy__cache_errlog_set(&r->errors, "redis SET: %s", rep->str);
-        else
-            atomic_fetch_add(&r->puts, 1);
-        freeReplyObject(rep);
-    }
-out_frame:
+    put_reply(r, "SET", run(r, "SET", 5, argv, lens), true);
     dspy_free(frame);
 }
 
@@ -445,7 +465,20 @@ static void match_pattern(const struct redis *r, const char *tail, char *out, si
     snprintf(out + n, cap - n, "%s", tail);
 }
 
-/* Walk keys under the prefix matching `tail`, calling `batch` with each SCAN page. */
+static const char *reply_type_name(int type)
+{
+    switch (type) {
+    case REDIS_REPLY_ARRAY: return "an array";
+    case REDIS_REPLY_INTEGER: return "an integer";
+    case REDIS_REPLY_NIL: return "nil";
+    case REDIS_REPLY_STATUS: return "a status";
+    case REDIS_REPLY_ERROR: return "an error";
+    default: return "another type";
+    }
+}
+
+/* Walk keys under the prefix matching `tail`, calling `batch` with each SCAN page (whose
+ * elements are checked to be strings: the batches read them as such). */
 typedef dspy_status (*scan_fn)(struct redis *r, redisReply *keys, void *ud);
 
 static dspy_status scan(struct redis *r, const char *tail, scan_fn batch, void *ud,
@@ -463,7 +496,18 @@ static dspy_status scan(struct redis *r, const char *tail, scan_fn batch, void *
             rep->element[0]->type != REDIS_REPLY_STRING ||
             rep->element[1]->type != REDIS_REPLY_ARRAY) {
             freeReplyObject(rep);
-            return dspy__err(err, DSPY_EPARSE, "unexpected SCAN reply from redis");
+            return dspy__err(err, DSPY_EPARSE,
+                             "unexpected SCAN reply from redis: not a cursor and an array");
+        }
+        const redisReply *ks = rep->element[1];
+        for (size_t i = 0; i < ks->elements; i++) {
+            if (ks->element[i]->type != REDIS_REPLY_STRING) {
+                const char *type = reply_type_name(ks->element[i]->type);
+                freeReplyObject(rep);
+                return dspy__err(err, DSPY_EPARSE,
+                                 "unexpected SCAN reply from redis: key %zu is %s, not a string", i,
+                                 type);
+            }
         }
         snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
         if (rep->element[1]->elements)
@@ -524,6 +568,7 @@ static dspy_status each_batch(struct redis *r, redisReply *keys, void *ud)
     redisContext *c = borrow(r, &fresh);
     if (!c)
         return DSPY_ELM_NETWORK;
+    atomic_fetch_add(&r->round_trips, 1);
     guard_on(&g);
     for (size_t i = 0; i < keys->elements; i++)
         redisAppendCommand(c, "GET %b", keys->element[i]->str, keys->element[i]->len);
@@ -573,6 +618,7 @@ static void redis_stats(void *lvl, struct dspy_cache_level_stats *st)
     st->puts = atomic_load(&r->puts);
     st->corrupt = atomic_load(&r->corrupt);
     st->skipped = atomic_load(&r->skipped);
+    st->round_trips = atomic_load(&r->round_trips);
     st->errors = atomic_load(&r->errors.count);
     dspy__cache_errlog_get(&r->errors, st->last_error, sizeof(st->last_error));
 }
@@ -622,18 +668,26 @@ enum dspy__lease_state dspy__cache_redis_lease(void *lvl, const uint8_t key[16],
     return st;
 }
 
-void dspy__cache_redis_unlease(void *lvl, const uint8_t key[16], const char *token)
+void dspy__cache_redis_put_unlease(void *lvl, const uint8_t key[16], struct dspy__cache_entry *e,
+                                   const char *token)
 {
+    /* One atomic round trip: the value written (when ARGV[2] is given), then the lease
+     * released if it is still ours. */
     static const char script[] =
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
-        "return 0";
+        "if ARGV[2] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end "
+        "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end "
+        "return 1";
     struct redis *r = lvl;
-    char lease[KEYBUF];
+    char name[KEYBUF], lease[KEYBUF], px[24];
+    size_t len = 0;
+    unsigned char *frame = e ? put_frame(r, e, &len, px) : NULL;
+    key_name(r, "", key, name);
     key_name(r, "lease:", key, lease);
-    redisReply *rep = run(r, "EVAL", 5, (const char *[]){ "EVAL", script, "1", lease, token },
-                          NULL);
-    if (rep)
-        freeReplyObject(rep);
+    const char *argv[] = { "EVAL", script, "2", name, lease, token, (const char *)frame, px };
+    size_t lens[] = { 4,   strlen(script),        1, strlen(name), strlen(lease), strlen(token),
+                      len, frame ? strlen(px) : 0 };
+    put_reply(r, "EVAL", run(r, "EVAL", frame ? 8 : 6, argv, lens), frame != NULL);
+    dspy_free(frame);
 }
 
 /* --- setup -------------------------------------------------------------------------- */

@@ -105,6 +105,7 @@ struct dspy__engine_resolver;
 struct dspy__engine_resolver *dspy__engine_resolver_new(struct dspy__engine *e,
                                                         dspy__engine_getaddrinfo_fn fn);
 /* Queue a lookup (loop thread); its result comes back as a DSPY__MSG_RESOLVED message.
+ * A name whose lookup failed less than 5 s ago fails again at once, without a lookup.
  * Without a thread to run it (none could be started), it is run here, blocking. */
 void dspy__engine_resolver_submit(struct dspy__engine_resolver *r, struct dspy__engine_lookup *l);
 /* The engine is going away: no more messages; threads end after their current lookup.

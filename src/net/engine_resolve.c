@@ -3,13 +3,28 @@
  * the calls to that name. A lookup goes out on a queue and comes back as a message in the
  * engine's inbox, which wakes the loop like a submission. The threads and their queue are
  * shared with the engine and freed by the last one out: freeing the engine does not wait
- * for a lookup that may take the resolver's whole timeout. */
+ * for a lookup that may take the resolver's whole timeout.
+ *
+ * Failed lookups are remembered per host name for NEG_TTL_NS (5 s): a retry of a dead name
+ * within that time fails at once with the same error instead of taking a resolver thread
+ * for another full DNS timeout. Up to NEG_MAX names are kept, the oldest replaced first; a
+ * lookup that succeeds forgets its name's failure. */
 #include <netdb.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "net/engine_int.h"
 
 #define MAX_THREADS 4u
+#define NEG_MAX 16u
+#define NEG_TTL_NS 5000000000ull
+
+/* A host name whose lookup failed, and getaddrinfo's error for it. */
+struct neg_entry {
+    char *host; /* NULL = free */
+    uint64_t at_ns;
+    int rc;
+};
 
 struct dspy__engine_resolver {
     pthread_mutex_t mu;
@@ -19,7 +34,53 @@ struct dspy__engine_resolver {
     struct dspy__engine_lookup *head, *tail;
     unsigned nthreads, nidle;
     unsigned refs; /* the engine's and one per thread */
+    struct neg_entry neg[NEG_MAX];
 };
+
+/* Under mu: the entry for `host`, or NULL. */
+static struct neg_entry *neg_find(struct dspy__engine_resolver *r, const char *host)
+{
+    for (unsigned i = 0; i < NEG_MAX; i++)
+        if (r->neg[i].host && !strcmp(r->neg[i].host, host))
+            return &r->neg[i];
+    return NULL;
+}
+
+/* Under mu: remember (rc != 0) or forget (rc == 0) the failure of `host`. Out of memory,
+ * the failure is just not remembered. */
+static void neg_note(struct dspy__engine_resolver *r, const char *host, int rc)
+{
+    struct neg_entry *n = neg_find(r, host);
+    if (!rc) {
+        if (n) {
+            dspy_free(n->host);
+            n->host = NULL;
+        }
+        return;
+    }
+    if (!n) {
+        n = &r->neg[0];
+        for (unsigned i = 0; i < NEG_MAX && n->host; i++)
+            if (!r->neg[i].host || r->neg[i].at_ns < n->at_ns)
+                n = &r->neg[i];
+        char *h = dspy_strdup(host);
+        if (!h)
+            return;
+        dspy_free(n->host);
+        n->host = h;
+    }
+    n->at_ns = dspy__now_ns();
+    n->rc = rc;
+}
+
+/* Under mu: the remembered failure of `host` (nonzero) if still fresh, else 0. */
+static int neg_lookup(struct dspy__engine_resolver *r, const char *host)
+{
+    struct neg_entry *n = neg_find(r, host);
+    if (!n || dspy__now_ns() - n->at_ns >= NEG_TTL_NS)
+        return 0;
+    return n->rc;
+}
 
 int dspy__engine_getaddrs(dspy__engine_getaddrinfo_fn fn, const char *host, const char *port,
                           int flags, struct sockaddr_storage *addr, socklen_t *addrlen,
@@ -61,6 +122,8 @@ static void unref(struct dspy__engine_resolver *r)
         r->head = l->next;
         dspy_free(l);
     }
+    for (unsigned i = 0; i < NEG_MAX; i++)
+        dspy_free(r->neg[i].host);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     dspy_free(r);
@@ -85,6 +148,7 @@ static void *resolver_main(void *arg)
         pthread_mutex_unlock(&r->mu);
         lookup_run(l, fn);
         pthread_mutex_lock(&r->mu);
+        neg_note(r, l->host, l->rc);
         if (r->e) /* under mu: the engine cannot be freed between the check and the push */
             dspy__engine_push(r->e, &l->msg);
         else
@@ -140,6 +204,19 @@ void dspy__engine_resolver_submit(struct dspy__engine_resolver *r, struct dspy__
     l->msg.kind = DSPY__MSG_RESOLVED;
     l->next = NULL;
     pthread_mutex_lock(&r->mu);
+    int neg = neg_lookup(r, l->host);
+    if (neg) { /* failed a moment ago: fail again without asking DNS */
+        struct dspy__engine *e = r->e;
+        pthread_mutex_unlock(&r->mu);
+        if (!e) {
+            dspy_free(l);
+            return;
+        }
+        l->rc = neg;
+        l->naddr = 0;
+        dspy__engine_push(e, &l->msg);
+        return;
+    }
     if (r->nidle == 0 && r->nthreads < MAX_THREADS)
         start_thread(r);
     if (r->nthreads == 0) { /* no thread could be started: look it up here, as before */
@@ -151,6 +228,9 @@ void dspy__engine_resolver_submit(struct dspy__engine_resolver *r, struct dspy__
             return;
         }
         lookup_run(l, fn);
+        pthread_mutex_lock(&r->mu);
+        neg_note(r, l->host, l->rc);
+        pthread_mutex_unlock(&r->mu);
         dspy__engine_push(e, &l->msg);
         return;
     }

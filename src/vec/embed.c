@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -522,15 +523,10 @@ dspy_status dspy_embedder_tokenize(const dspy_embedder *e, const char *text, siz
 dspy_status dspy_embedder_count_tokens(const dspy_embedder *e, const char *text, size_t len,
                                        size_t *n, struct dspy_error *err)
 {
-    /* A code point normalizes to at most 4, each at most one piece; [CLS] and [SEP]. */
-    size_t max = len * 4 + 2;
-    int32_t *ids = dspy_malloc(max * sizeof(*ids));
+    /* Counted, not stored: no id array in proportion to the text; [CLS] and [SEP] off. */
     size_t got = 0;
     *n = 0;
-    if (!ids)
-        return dspy__err(err, DSPY_ENOMEM, "out of memory");
-    dspy_status rc = dspy__wordpiece_encode(e->wp, text, len, ids, max, &got, err);
-    dspy_free(ids);
+    dspy_status rc = dspy__wordpiece_encode(e->wp, text, len, NULL, SIZE_MAX, &got, err);
     if (!rc)
         *n = got - 2;
     return rc;

@@ -294,8 +294,11 @@ struct encoder {
 
 static void emit(struct encoder *e, int32_t id)
 {
-    if (e->n < e->max)
-        e->ids[e->n++] = id;
+    if (e->n < e->max) {
+        if (e->ids) /* NULL: counting only */
+            e->ids[e->n] = id;
+        e->n++;
+    }
 }
 
 /* Greedy longest-match-first over the word's bytes, at character boundaries. The whole
@@ -436,7 +439,8 @@ dspy_status dspy__wordpiece_encode(const struct dspy__wordpiece *wp, const char 
     }
     if (e.n < e.max)
         flush_word(&e);
-    ids[e.n++] = wp->sep;
-    *n = e.n;
+    if (ids)
+        ids[e.n] = wp->sep;
+    *n = ++e.n;
     return DSPY_OK;
 }

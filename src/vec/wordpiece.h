@@ -64,7 +64,8 @@ size_t dspy__wordpiece_size(const struct dspy__wordpiece *wp);
 int32_t dspy__wordpiece_id(const struct dspy__wordpiece *wp, const char *tok, size_t len);
 
 /* Tokenize UTF-8 text into [CLS] pieces... [SEP], keeping at most max_ids (>= 2) ids: word
- * pieces past max_ids - 2 are cut (the text is still checked to its end). Writes *n ids.
+ * pieces past max_ids - 2 are cut (the text is still checked to its end). Writes *n ids;
+ * with ids NULL, only counts them (no memory in proportion to the text).
  * Thread-safe on a shared vocabulary. DSPY_EUTF8 with the byte offset for invalid UTF-8. */
 dspy_status dspy__wordpiece_encode(const struct dspy__wordpiece *wp, const char *text, size_t len,
                                    int32_t *ids, size_t max_ids, size_t *n, struct dspy_error *err);

@@ -392,6 +392,78 @@ static void dead_lease_holder_blocks_nobody(void **state)
     unlink(counter_path);
 }
 
+static dspy_status error_fill(void *ud, struct dspy_cache_fill *fill, struct dspy_error *err)
+{
+    (void)ud;
+    (void)fill;
+    snprintf(err->message, sizeof(err->message), "the model failed");
+    err->code = DSPY_ELM_SERVER;
+    return DSPY_ELM_SERVER;
+}
+
+/* Whether Redis holds `name` (a key of the "hier:" prefix, kind "" or "lease:"). */
+static bool redis_has(const char *kind, const struct dspy_cache_key *k)
+{
+    char hex[33], name[64];
+    dspy_cache_key_hex(k, hex);
+    snprintf(name, sizeof(name), "hier:%s%s", kind, hex);
+    redisContext *rc = redis_connect_port(server.port);
+    assert_non_null(rc);
+    redisReply *rep = redisCommand(rc, "EXISTS %s", name);
+    assert_non_null(rep);
+    bool has = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    freeReplyObject(rep);
+    redisFree(rc);
+    return has;
+}
+
+static uint64_t l2_round_trips(dspy_cache *c)
+{
+    struct dspy_cache_stats st;
+    dspy_cache_stats(c, &st);
+    return st.level[1].round_trips;
+}
+
+/* A leased miss costs three round trips to Redis: the look-up, the lease (looking again),
+ * then the value written and the lease released together (they were two). A fill that
+ * fails still releases its lease. */
+static void leased_miss_two_round_trips(void **state)
+{
+    (void)state;
+    if (!have_redis)
+        skip();
+    dspy_cache *c = open_levels(DSPY_CACHE_L2, 10000);
+    struct dspy_cache_key k = key_of("two-round-trips"), bad = key_of("fill-fails");
+    struct dspy_cache_value v = DSPY_CACHE_VALUE_INIT;
+    struct dspy_error err;
+    int n = 0;
+    uint64_t rt = l2_round_trips(c);
+    assert_int_equal(dspy_cache_fetch(c, &k, NULL, counting_fill, &n, &v, NULL), DSPY_OK);
+    assert_int_equal(v.source, DSPY_CACHE_FILLED);
+    dspy_cache_value_release(&v);
+    assert_int_equal(l2_round_trips(c) - rt, 3);
+    assert_true(redis_has("", &k));
+    assert_false(redis_has("lease:", &k));
+    struct dspy_cache_stats st;
+    dspy_cache_stats(c, &st);
+    assert_int_equal(st.level[1].puts, 1);
+    /* the value is served from Redis now: one round trip, no fill */
+    rt = l2_round_trips(c);
+    assert_int_equal(dspy_cache_fetch(c, &k, NULL, counting_fill, &n, &v, NULL), DSPY_OK);
+    assert_int_equal(v.source, DSPY_CACHE_FROM_L2);
+    assert_memory_equal(v.data, "fresh", 5);
+    dspy_cache_value_release(&v);
+    assert_int_equal(l2_round_trips(c) - rt, 1);
+    assert_int_equal(n, 1);
+    /* a failed fill: nothing stored, the lease released all the same */
+    rt = l2_round_trips(c);
+    assert_int_equal(dspy_cache_fetch(c, &bad, NULL, error_fill, NULL, &v, &err), DSPY_ELM_SERVER);
+    assert_int_equal(l2_round_trips(c) - rt, 3);
+    assert_false(redis_has("", &bad));
+    assert_false(redis_has("lease:", &bad));
+    dspy_cache_free(c);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -427,6 +499,7 @@ int main(void)
         cmocka_unit_test(hundred_threads_one_fill),
         cmocka_unit_test(waiters_share_the_leaders_error),
         cmocka_unit_test(fetch_flags),
+        cmocka_unit_test(leased_miss_two_round_trips),
         cmocka_unit_test(two_processes_one_fill),
         cmocka_unit_test(dead_lease_holder_blocks_nobody),
     };

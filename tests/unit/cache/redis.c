@@ -1,7 +1,8 @@
 /* Unit tests for the Redis level (L2) against a real redis-server started on a loopback
  * port: hits and TTLs, promotion into L1, corrupt values, and what happens when Redis is
  * killed, hangs, or was never there (misses, never errors) and when it comes back; and a
- * hostile server's oversized reply refused (tests/unit/net/hostile_redis.h).
+ * hostile server's oversized reply and malformed SCAN reply refused
+ * (tests/unit/net/hostile_redis.h).
  * Exits 77 (skipped) only when redis-server is not installed. */
 /* threads: the Redis pool is used from several threads. */
 #include <setjmp.h>
@@ -392,6 +393,31 @@ static void a_hostile_redis_is_refused_not_allocated(void **state)
     hostile_redis_stop(&h);
 }
 
+/* A SCAN reply whose key list holds an integer among the strings is refused with an error
+ * naming it, by clear and by export, and nothing is unlinked on its say-so. */
+static void a_hostile_scan_reply_is_refused(void **state)
+{
+    (void)state;
+    static const char answer[] = "*2\r\n$1\r\n0\r\n*2\r\n$3\r\nabc\r\n:5\r\n";
+    struct hostile_redis h;
+    assert_true(hostile_redis_start(&h, answer, sizeof(answer) - 1));
+    dspy_cache *c = open_l2(DSPY_CACHE_L2, h.url);
+    struct dspy_error err;
+    assert_int_equal(dspy_cache_clear(c, DSPY_CACHE_L2, &err), DSPY_EPARSE);
+    print_message("clear: %s\n", err.message);
+    assert_non_null(strstr(err.message, "SCAN reply"));
+    assert_non_null(strstr(err.message, "key 1 is an integer, not a string"));
+    size_t count = 0;
+    FILE *out = tmpfile();
+    assert_non_null(out);
+    assert_int_equal(dspy_cache_export(c, DSPY_CACHE_L2, out, &count, &err), DSPY_EPARSE);
+    assert_non_null(strstr(err.message, "key 1 is an integer, not a string"));
+    assert_int_equal(count, 0);
+    fclose(out);
+    dspy_cache_free(c);
+    hostile_redis_stop(&h);
+}
+
 static int start(void **state)
 {
     (void)state;
@@ -421,6 +447,7 @@ int main(void)
         cmocka_unit_test(killed_redis_degrades_then_reconnects),
         cmocka_unit_test(unreachable_at_start_is_not_an_error),
         cmocka_unit_test(a_hostile_redis_is_refused_not_allocated),
+        cmocka_unit_test(a_hostile_scan_reply_is_refused),
     };
     return cmocka_run_group_tests(tests, start, stop);
 }

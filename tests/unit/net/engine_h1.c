@@ -28,6 +28,7 @@
 
 #include <dspyc/sim.h>
 
+#include "base/clock.h"
 #include "net/engine.h"
 
 /* ---- a scripted server: one connection at a time, in its own thread ---- */
@@ -834,6 +835,63 @@ static void lookups_off_the_loop(void **state)
     msrv_stop(&ms);
 }
 
+/* A lookup hook that counts the lookups of each name it is asked, then asks the system:
+ * "nonexistent.invalid" can never resolve (RFC 6761). */
+static atomic_int dead_lookups, live_lookups;
+
+static int counting_lookup(const char *host, const char *port, const struct addrinfo *hints,
+                           struct addrinfo **res)
+{
+    atomic_fetch_add(strcmp(host, "nonexistent.invalid") ? &live_lookups : &dead_lookups, 1);
+    return getaddrinfo(host, port, hints, res);
+}
+
+/* A name that failed to resolve is not looked up again for a few seconds: retries fail at
+ * once with the same error; another name is still looked up; after the 5 s the dead name
+ * is asked again. The clock hook steps over the 5 s without sleeping. */
+static void failed_lookups_remembered(void **state)
+{
+    (void)state;
+    struct msrv ms;
+    assert_true(msrv_start(&ms, AF_INET, 0));
+    atomic_store(&dead_lookups, 0);
+    atomic_store(&live_lookups, 0);
+    dspy__clock_freeze(dspy__now_ns());
+    struct dspy__engine_options opt = DSPY__ENGINE_OPTIONS_INIT;
+    opt.lookup = counting_lookup;
+    struct dspy__engine *e = engine_with(&opt);
+    struct outcome o;
+    for (int i = 0; i < 3; i++) {
+        url_get(e, "nonexistent.invalid", ms.port, &o);
+        assert_int_equal(o.status, DSPY_ELM_NETWORK);
+        assert_non_null(strstr(o.error, "nonexistent.invalid"));
+        assert_non_null(strstr(o.error, "Couldn't resolve host name"));
+    }
+    assert_int_equal(atomic_load(&dead_lookups), 1);
+    url_get(e, "localhost", ms.port, &o);
+    assert_int_equal(o.http, 200);
+    assert_int_equal(atomic_load(&live_lookups), 1);
+    dspy__clock_advance(4000000000ull); /* still within the 5 s */
+    url_get(e, "nonexistent.invalid", ms.port, &o);
+    assert_int_equal(o.status, DSPY_ELM_NETWORK);
+    assert_int_equal(atomic_load(&dead_lookups), 1);
+    dspy__clock_advance(1000000000ull); /* 5 s since the failure: asked again */
+    url_get(e, "nonexistent.invalid", ms.port, &o);
+    assert_int_equal(o.status, DSPY_ELM_NETWORK);
+    assert_non_null(strstr(o.error, "Couldn't resolve host name"));
+    assert_int_equal(atomic_load(&dead_lookups), 2);
+    dspy__engine_free(e);
+    msrv_stop(&ms);
+}
+
+/* The real clocks again, even after a failed assertion left the clock frozen. */
+static int clock_thaw(void **state)
+{
+    (void)state;
+    dspy__clock_freeze(0);
+    return 0;
+}
+
 /* A listener whose accept queue is full drops every SYN: the connect never completes, and
  * the connect timeout (not the attempt's) ends it, on both transports. */
 static void connect_timeout_without_syn_ack(void **state)
@@ -1000,6 +1058,7 @@ int main(void)
         cmocka_unit_test(host_connection_limit_in_order),
         cmocka_unit_test(queued_request_times_out),
         cmocka_unit_test(lookups_off_the_loop),
+        cmocka_unit_test_teardown(failed_lookups_remembered, clock_thaw),
         cmocka_unit_test(connect_timeout_without_syn_ack),
         cmocka_unit_test(ipv6_literal),
     };

@@ -143,6 +143,53 @@ static void test_invalid_utf8(void **state)
     check("a\0a", 3, 512, (const int32_t[]){ 22, 23, -1 }); /* NUL dropped: one word "aa" */
 }
 
+/* The count of `text` (ids NULL) and the ids of a full encoding agree, in number and in
+ * status; the encoding gets an array big enough for any text (4 ids a byte, [CLS], [SEP]). */
+static void count_matches(const char *text, size_t len)
+{
+    size_t cap = len * 4 + 2, n_ids = 7, n_count = 9;
+    int32_t *ids = malloc(cap * sizeof(*ids));
+    assert_non_null(ids);
+    struct dspy_error e1, e2;
+    dspy_status r1 = dspy__wordpiece_encode(wp, text, len, ids, cap, &n_ids, &e1);
+    dspy_status r2 = dspy__wordpiece_encode(wp, text, len, NULL, SIZE_MAX, &n_count, &e2);
+    assert_int_equal(r2, r1);
+    assert_int_equal(n_count, n_ids);
+    if (r1) {
+        assert_int_equal(e2.offset, e1.offset);
+        assert_string_equal(e2.message, e1.message);
+    }
+    free(ids);
+}
+
+#define EMOJI "\xf0\x9f\x98\x80 hello \xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd"
+#define CJK "東京 hello東world \xed\x95\x9c"
+
+static void test_count_without_ids(void **state)
+{
+    (void)state;
+    count_matches("", 0);
+    count_matches("hello world, don't!", strlen("hello world, don't!"));
+    count_matches(EMOJI, strlen(EMOJI)); /* emoji */
+    count_matches(CJK, strlen(CJK));     /* CJK */
+    count_matches("ab\xc3", 3);          /* invalid UTF-8: the same error, same offset */
+    count_matches("hello \xff", 7);
+    size_t big = 10000;
+    char *t = malloc(big);
+    assert_non_null(t);
+    for (size_t i = 0; i < big; i++)
+        t[i] = i % 6 == 5 ? ' ' : "hello"[i % 6];
+    count_matches(t, big);
+    size_t n;
+    assert_int_equal(dspy__wordpiece_encode(wp, t, big, NULL, SIZE_MAX, &n, NULL), DSPY_OK);
+    assert_int_equal(n, 1666 + 1 + 2); /* 1666 hellos, the unknown "hell" at the end */
+    memset(t, 'a', big);               /* one 10,000-character word: one [UNK] */
+    count_matches(t, big);
+    assert_int_equal(dspy__wordpiece_encode(wp, t, big, NULL, SIZE_MAX, &n, NULL), DSPY_OK);
+    assert_int_equal(n, 3);
+    free(t);
+}
+
 static void test_tables(void **state)
 {
     (void)state;
@@ -199,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_punctuation_accents_case_cjk),
         cmocka_unit_test(test_long_words_and_truncation),
         cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_count_without_ids),
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_vocabulary_errors),
     };
