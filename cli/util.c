@@ -220,8 +220,7 @@ int read_jsonl(const char *cmd, const char *path, size_t max_line, bool skip_bla
         json_error_t je;
         if (too_long) {
             err.code = DSPY_ETOOBIG;
-            snprintf(err.message, sizeof(err.message), "line longer than --max-line-bytes (%zu)",
-                     max_line);
+            snprintf(err.message, sizeof(err.message), "line longer than --max-line-bytes");
         } else if (blank) {
             err.code = DSPY_EINVAL;
             snprintf(err.message, sizeof(err.message), "empty line (every line must be %s)",
