@@ -254,10 +254,11 @@ static void the_heartbeat_shows_slots_and_memory(void **state)
     open_side(&s, &r);
     struct worker w;
     worker_start(&w, (uint64_t)64 << 20);
-    /* a job holding 40 MiB of the 64: a second one waits for its share while the first runs */
+    /* a job holding 40 MiB of the 64: a second one, published once the first holds its
+     * share, waits for it. (Published together, either could take the memory first: each
+     * slot claims one and they race for it.) */
     dspy__rjobs_publish(r, "job-m-1", 0,
-                        "{\"kind\":\"noop\",\"sleep_ms\":1500,\"memory_bytes\":41943040}", 0);
-    dspy__rjobs_publish(r, "job-m-2", 0, "{\"kind\":\"noop\",\"memory_bytes\":41943040}", 0);
+                        "{\"kind\":\"noop\",\"sleep_ms\":3000,\"memory_bytes\":41943040}", 0);
     struct dspy__rj_pool_stats p = { 0 };
     for (int i = 0; i < 1500 && !(p.workers == 1 && p.mem_used == 41943040ull); i++) {
         usleep(10000);
@@ -268,6 +269,7 @@ static void the_heartbeat_shows_slots_and_memory(void **state)
     assert_int_equal(p.mem_budget, (unsigned long long)64 << 20);
     assert_int_equal(p.mem_used, 41943040ull);
     assert_int_equal(p.lm_in_flight, 0); /* a worker without an LM pool reports none */
+    dspy__rjobs_publish(r, "job-m-2", 0, "{\"kind\":\"noop\",\"memory_bytes\":41943040}", 0);
     assert_true(wait_for(&s, "job-m-2 succeeded"));
     /* the second ended after the first: it waited for the memory */
     pthread_mutex_lock(&s.lock);
